@@ -1,0 +1,53 @@
+//! Port I/O between guest and VMM. Every port access is a VM exit costing
+//! ~20-30 µs on the development machines, so the console has a buffered path.
+
+/// COM1: a 16550-style UART; each byte written to THR goes to the VMM's stdout.
+pub const SERIAL_COM1: u16 = 0x3f8;
+/// Line status register of COM1; the VMM always reports "transmitter empty".
+pub const SERIAL_COM1_LSR: u16 = SERIAL_COM1 + 5;
+/// LSR bits: transmit holding register empty, transmitter empty.
+pub const SERIAL_LSR_IDLE: u8 = 0x60;
+
+/// Writing a 32-bit value here ends the VM; the value becomes `vmm`'s exit status.
+pub const EXIT_PORT: u16 = 0x501;
+
+/// Writing the guest-physical address (32 bits, low memory) of a [`Hypercall`]
+/// block here makes the VMM carry it out and fill in `ret`.
+pub const HYPERCALL_PORT: u16 = 0x510;
+
+/// Guest-physical address of a [`Hypercall`] block must be below this, as it is
+/// passed in a 32-bit port write.
+pub const HYPERCALL_ADDR_LIMIT: u64 = 1 << 32;
+
+/// The block a hypercall passes, in guest memory.
+#[derive(Clone, Copy, Debug, Default, zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[repr(C)]
+pub struct Hypercall {
+    pub nr: u64,
+    pub args: [u64; 4],
+    pub ret: u64,
+}
+
+/// Hypercall numbers (`Hypercall::nr`).
+pub mod hc {
+    /// args: [guest-physical address, length]. Writes the bytes to the console.
+    pub const CONSOLE_WRITE: u64 = 1;
+}
+
+/// `Hypercall::ret` values.
+pub mod hc_ret {
+    pub const OK: u64 = 0;
+    /// Unknown hypercall number.
+    pub const ENOSYS: u64 = u64::MAX;
+    /// An argument points outside guest RAM or is out of range.
+    pub const EINVAL: u64 = u64::MAX - 1;
+}
+
+/// Exit statuses the guest reports through [`EXIT_PORT`].
+pub mod exit {
+    pub const SUCCESS: u32 = 0;
+    /// A self-test failed.
+    pub const TEST_FAILURE: u32 = 1;
+    /// An unexpected exception or a kernel panic.
+    pub const CRASH: u32 = 3;
+}

@@ -1,0 +1,11 @@
+//! The guest/host interface, defined once and used by both `vmm` and the guest kernel.
+//!
+//! - [`layout`]: the guest kernel's virtual layout (i386 PAE constants) and the
+//!   guest-physical map the VMM builds (boot structures, the 32-bit hole).
+//! - [`boot`]: the boot-info structure the VMM hands the guest in RDI.
+//! - [`io`]: I/O ports and hypercalls.
+#![no_std]
+
+pub mod boot;
+pub mod io;
+pub mod layout;

@@ -1,0 +1,2 @@
+//! x86-64 page-table format.
+#![no_std]
