@@ -1,1 +1,103 @@
-fn main() {}
+//! `vmm`: boots the guest kernel under KVM.
+
+mod boot;
+mod cli;
+mod devices;
+mod elf;
+mod error;
+mod loader;
+mod memory;
+mod vm;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use log::info;
+
+use crate::cli::{Cli, RunArgs};
+use crate::error::{status, VmmError};
+use crate::vm::{Outcome, Vm};
+
+/// The KVM device; the environment can point elsewhere (tests use this to
+/// check the message for a machine without KVM).
+const KVM_DEVICE_ENV: &str = "VMM_KVM_DEVICE";
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { status::BAD_INPUT } else { 0 };
+            let _ = e.print();
+            return exit(code);
+        }
+    };
+    init_logging(cli.verbose);
+    let Some(args) = cli.run_args() else {
+        eprintln!("vmm: no guest kernel given (try `vmm --help`)");
+        return exit(status::BAD_INPUT);
+    };
+    match run(&args) {
+        Ok(code) => exit(code),
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            exit(e.status())
+        }
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn run(args: &RunArgs) -> Result<i32, VmmError> {
+    let started = Instant::now();
+    let path = args.guest.display().to_string();
+    let image = std::fs::read(&args.guest).map_err(|source| VmmError::GuestFile { path: path.clone(), source })?;
+    let map = memory::e820_map(args.mem);
+    // Validate the image before opening KVM or allocating RAM.
+    loader::parse(&image, &map, &boot::boot_data()).map_err(|source| VmmError::GuestImage { path: path.clone(), source })?;
+
+    let device = std::env::var(KVM_DEVICE_ENV).unwrap_or_else(|_| "/dev/kvm".into());
+    let kvm = vm::open_kvm(&device)?;
+    let mem = memory::allocate(args.mem).map_err(|e| VmmError::Memory(args.mem >> 20, e.to_string()))?;
+    let kernel = loader::load(&mem, &image, &map, &boot::boot_data())
+        .map_err(|source| VmmError::GuestImage { path, source })?;
+    boot::write_boot_data(&mem, args.mem, &map, &kernel, args.cmdline.as_bytes())
+        .map_err(|e| VmmError::Kvm(format!("writing boot data: {e}")))?;
+    let vm = Vm::new(kvm, mem)?;
+    let vcpu = vm.boot_vcpu(&kernel)?;
+    info!("booting {} with {} MiB, entry {:#x}", args.guest.display(), args.mem >> 20, kernel.entry);
+
+    let outcome = vm::run(&vm, vcpu, args.timeout)?;
+    info!("guest ran for {:.3} s", started.elapsed().as_secs_f64());
+    Ok(match outcome {
+        Outcome::Exited(code) => {
+            info!("guest exit status {code}");
+            i32::try_from(code).unwrap_or(255).min(255)
+        }
+        Outcome::TimedOut(state) => {
+            eprintln!(
+                "vmm: guest still running after the {:.1} s timeout; stopped it\n{state}",
+                args.timeout.unwrap_or_default().as_secs_f64()
+            );
+            status::TIMEOUT
+        }
+        Outcome::Crashed { reason, state } => {
+            eprintln!("vmm: guest crashed: {reason}\n{state}");
+            status::GUEST_CRASH
+        }
+    })
+}

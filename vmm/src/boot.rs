@@ -1,0 +1,185 @@
+//! The boot structures the VMM writes into guest memory before the first
+//! instruction: a GDT, page tables, the boot-info block and the command line,
+//! and the vCPU state that enters the kernel directly in 64-bit mode (the
+//! "Linux 64-bit boot" style of Firecracker and uhyve; this host cannot run
+//! real mode or 32-bit paging, see KVM-NOTES.md).
+
+use abi::boot::{BootInfo, E820Entry, PhysRange, BOOT_INFO_MAGIC, E820_MAX};
+use abi::layout::phys::*;
+use abi::layout::{PAGE_OFFSET, PMD_SIZE, PTRS_PER_TABLE};
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
+use zerocopy::IntoBytes;
+
+use crate::loader::{LoadedKernel, Reserved};
+
+const PTE_PRESENT: u64 = 1 << 0;
+const PTE_WRITABLE: u64 = 1 << 1;
+const PTE_HUGE: u64 = 1 << 7;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// GDT selectors of the boot GDT: null, 64-bit code, data.
+const CODE_SELECTOR: u16 = 0x08;
+const DATA_SELECTOR: u16 = 0x10;
+const BOOT_GDT_ENTRIES: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+
+/// The guest-physical ranges the boot structures occupy.
+pub fn boot_data() -> Vec<Reserved> {
+    vec![
+        Reserved { what: "boot GDT", range: BOOT_GDT..BOOT_GDT + 8 * BOOT_GDT_ENTRIES.len() as u64 },
+        Reserved { what: "boot info", range: BOOT_INFO..BOOT_INFO + core::mem::size_of::<BootInfo>() as u64 },
+        Reserved { what: "boot page tables", range: BOOT_PML4..BOOT_TABLES_END },
+        Reserved { what: "command line", range: CMDLINE..CMDLINE + CMDLINE_MAX },
+    ]
+}
+
+/// Writes every boot structure into guest memory.
+pub fn write_boot_data(
+    mem: &GuestMemoryMmap,
+    ram: u64,
+    map: &[E820Entry],
+    kernel: &LoadedKernel,
+    cmdline: &[u8],
+) -> Result<(), GuestMemoryError> {
+    mem.write_slice(BOOT_GDT_ENTRIES.as_bytes(), GuestAddress(BOOT_GDT))?;
+    write_page_tables(mem)?;
+
+    let mut line = cmdline.to_vec();
+    line.truncate(CMDLINE_MAX as usize - 1);
+    mem.write_slice(&line, GuestAddress(CMDLINE))?;
+
+    let mut info = BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        ram_bytes: ram,
+        kernel: PhysRange { start: kernel.phys.start, end: kernel.phys.end },
+        boot_tables: PhysRange { start: BOOT_PML4, end: BOOT_TABLES_END },
+        cmdline_addr: CMDLINE,
+        cmdline_len: line.len() as u64,
+        e820_count: map.len().min(E820_MAX) as u64,
+        e820: [E820Entry::default(); E820_MAX],
+    };
+    for (slot, entry) in info.e820.iter_mut().zip(map) {
+        *slot = *entry;
+    }
+    mem.write_slice(info.as_bytes(), GuestAddress(BOOT_INFO))
+}
+
+/// One PML4 and PDPT, and one page directory of 2 MiB pages mapping the first
+/// GiB, linked twice: at 0 (identity, for the instant after entry) and at
+/// PAGE_OFFSET (the kernel's own addresses). 1 GiB pages would be smaller but
+/// fault on this host (KVM-NOTES.md).
+fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), GuestMemoryError> {
+    let table = PTE_PRESENT | PTE_WRITABLE;
+    mem.write_obj(BOOT_PDPT | table, GuestAddress(BOOT_PML4))?;
+    let alias = (PAGE_OFFSET >> 30) * 8;
+    mem.write_obj(BOOT_PD | table, GuestAddress(BOOT_PDPT))?;
+    mem.write_obj(BOOT_PD | table, GuestAddress(BOOT_PDPT + alias))?;
+    let pd: Vec<u64> = (0..PTRS_PER_TABLE as u64)
+        .map(|i| (i * PMD_SIZE) | table | PTE_HUGE)
+        .collect();
+    mem.write_slice(pd.as_bytes(), GuestAddress(BOOT_PD))
+}
+
+fn segment(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl: 0,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        ..Default::default()
+    }
+}
+
+/// Long mode from the first instruction: paging on the boot tables, EFER
+/// set by the VMM (the guest cannot write EFER on this host).
+pub fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    sregs.cs = segment(CODE_SELECTOR, true);
+    let data = segment(DATA_SELECTOR, false);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.gdt.base = BOOT_GDT;
+    sregs.gdt.limit = (8 * BOOT_GDT_ENTRIES.len() - 1) as u16;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sregs.cr3 = BOOT_PML4;
+    sregs.cr4 = CR4_PAE;
+    sregs.efer = EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE;
+    sregs
+}
+
+/// RIP at the kernel's entry, RDI pointing at the boot info (physical; the
+/// guest reaches it through `__va`).
+pub fn entry_regs(kernel: &LoadedKernel) -> kvm_regs {
+    kvm_regs {
+        rip: kernel.entry,
+        rdi: BOOT_INFO,
+        rflags: 0x2,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{allocate, e820_map};
+
+    #[test]
+    fn boot_structures_in_guest_memory() {
+        let ram = 256 << 20;
+        let mem = allocate(ram).unwrap();
+        let map = e820_map(ram);
+        let kernel = LoadedKernel { entry: 0xC010_0000, phys: 0x10_0000..0x20_0000 };
+        write_boot_data(&mem, ram, &map, &kernel, b"fault=pf").unwrap();
+
+        let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
+        mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
+        let info = <BootInfo as zerocopy::FromBytes>::read_from_bytes(&raw).unwrap();
+        assert_eq!(info.magic, BOOT_INFO_MAGIC);
+        assert_eq!(info.ram_bytes, ram);
+        assert_eq!(info.memory_map(), &map[..]);
+        assert_eq!((info.kernel.start, info.kernel.end), (0x10_0000, 0x20_0000));
+        let mut line = vec![0u8; info.cmdline_len as usize];
+        mem.read_slice(&mut line, GuestAddress(info.cmdline_addr)).unwrap();
+        assert_eq!(line, b"fault=pf");
+
+        // The kernel's virtual 0xC0200000 resolves through PML4[0] -> PDPT[3]
+        // -> PD[1] to physical 2 MiB, and so does identity address 2 MiB.
+        let pml4e: u64 = mem.read_obj(GuestAddress(BOOT_PML4)).unwrap();
+        let pdpt = pml4e & !0xfff;
+        for pdpt_index in [0, 3] {
+            let pdpte: u64 = mem.read_obj(GuestAddress(pdpt + 8 * pdpt_index)).unwrap();
+            let pde: u64 = mem.read_obj(GuestAddress((pdpte & !0xfff) + 8)).unwrap();
+            assert_eq!(pde & !0xfff, 2 << 20);
+            assert_eq!(pde & (PTE_PRESENT | PTE_HUGE), PTE_PRESENT | PTE_HUGE);
+        }
+        for r in boot_data() {
+            assert!(r.range.end <= LEGACY_START, "{} is not in low RAM", r.what);
+        }
+    }
+
+    #[test]
+    fn sregs_enter_long_mode() {
+        let s = long_mode_sregs(kvm_sregs::default());
+        assert_eq!(s.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!(s.cs.l, 1);
+        assert_eq!(s.cr3, BOOT_PML4);
+        assert_ne!(s.cr0 & CR0_PG, 0);
+    }
+}

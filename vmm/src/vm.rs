@@ -1,0 +1,230 @@
+//! The virtual machine: KVM setup, the vCPU run loop and its watchdog.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use log::{debug, info};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::errno;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::boot;
+use crate::devices::{Devices, IoAction};
+use crate::error::VmmError;
+use crate::loader::LoadedKernel;
+
+/// Opens the KVM device, explaining the usual reasons it cannot be opened.
+pub fn open_kvm(path: &str) -> Result<Kvm, VmmError> {
+    let cpath = CString::new(path).map_err(|_| VmmError::Kvm(format!("bad device path {path:?}")))?;
+    Kvm::new_with_path(&cpath).map_err(|e| match e.errno() {
+        libc::ENOENT => VmmError::KvmUnavailable(format!(
+            "{path} does not exist: this machine has no KVM (load the kvm module, or enable virtualization in the firmware or for this VM)"
+        )),
+        libc::EACCES | libc::EPERM => VmmError::KvmUnavailable(format!(
+            "{path} is not accessible to this user: add the user to the device's group (e.g. `sudo usermod -aG kvm $USER`, then log in again) or run as root"
+        )),
+        _ => VmmError::KvmUnavailable(format!("cannot open {path}: {e}")),
+    })
+}
+
+pub struct Vm {
+    pub kvm: Kvm,
+    pub fd: VmFd,
+    pub mem: GuestMemoryMmap,
+}
+
+impl Vm {
+    pub fn new(kvm: Kvm, mem: GuestMemoryMmap) -> Result<Self, VmmError> {
+        let fd = kvm.create_vm().map_err(|e| VmmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|e| VmmError::Kvm(format!("guest memory: {e}")))?;
+            let desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+                flags: 0,
+            };
+            // SAFETY: `host..host + len` is a live mapping owned by `mem`,
+            // which this Vm keeps alive as long as the VM fd exists.
+            unsafe { fd.set_user_memory_region(desc) }
+                .map_err(|e| VmmError::Kvm(format!("KVM_SET_USER_MEMORY_REGION: {e}")))?;
+        }
+        Ok(Vm { kvm, fd, mem })
+    }
+
+    /// Creates the boot vCPU in long mode at the kernel's entry point.
+    pub fn boot_vcpu(&self, kernel: &LoadedKernel) -> Result<VcpuFd, VmmError> {
+        let kvm_err = |what: &str| {
+            let what = what.to_string();
+            move |e: errno::Error| VmmError::Kvm(format!("{what}: {e}"))
+        };
+        let vcpu = self.fd.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let cpuid = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        vcpu.set_sregs(&boot::long_mode_sregs(sregs))
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.set_regs(&boot::entry_regs(kernel))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        Ok(vcpu)
+    }
+}
+
+/// The registers a crash report shows.
+#[derive(Debug, Clone, Default)]
+pub struct CpuState {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub gprs: [(&'static str, u64); 6],
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+impl CpuState {
+    fn read(vcpu: &VcpuFd) -> Self {
+        let (Ok(r), Ok(s)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+            return CpuState::default();
+        };
+        CpuState {
+            rip: r.rip,
+            rsp: r.rsp,
+            rflags: r.rflags,
+            gprs: [("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx), ("rsi", r.rsi), ("rdi", r.rdi)],
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        }
+    }
+}
+
+impl fmt::Display for CpuState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  RIP={:#018x} RSP={:#018x} RFLAGS={:#x}", self.rip, self.rsp, self.rflags)?;
+        write!(f, " ")?;
+        for (name, value) in self.gprs {
+            write!(f, " {}={:#x}", name.to_uppercase(), value)?;
+        }
+        writeln!(f)?;
+        write!(
+            f,
+            "  CR0={:#x} CR2={:#x} CR3={:#x} CR4={:#x} EFER={:#x}",
+            self.cr0, self.cr2, self.cr3, self.cr4, self.efer
+        )
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest wrote its status to the exit port.
+    Exited(u32),
+    /// The watchdog stopped the guest.
+    TimedOut(CpuState),
+    /// The guest stopped in a way the VMM does not handle (triple fault,
+    /// HLT with nothing to wake it, MMIO, an entry failure...).
+    Crashed { reason: String, state: CpuState },
+}
+
+/// Runs the vCPU until the guest exits, crashes or the timeout expires.
+pub fn run(vm: &Vm, vcpu: VcpuFd, timeout: Option<Duration>) -> Result<Outcome, VmmError> {
+    extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    // The kick signal only has to interrupt KVM_RUN; its handler does nothing.
+    register_signal_handler(SIGRTMIN(), kick).map_err(|e| VmmError::Kvm(format!("signal handler: {e}")))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let mem = vm.mem.clone();
+    let vcpu_stop = stop.clone();
+    let handle = thread::Builder::new()
+        .name("vcpu0".into())
+        .spawn(move || {
+            let out = std::io::stdout();
+            let _ = tx.send(vcpu_loop(vcpu, &mem, &vcpu_stop, Devices::new(out.lock())));
+        })
+        .map_err(|e| VmmError::Kvm(format!("cannot start the vCPU thread: {e}")))?;
+
+    let result = match timeout {
+        None => rx.recv().ok(),
+        Some(limit) => match rx.recv_timeout(limit) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                // Stop the vCPU: the flag ends the loop, the signal pulls it
+                // out of KVM_RUN. A signal that lands outside KVM_RUN is lost,
+                // so keep kicking until the loop answers.
+                stop.store(true, Ordering::SeqCst);
+                loop {
+                    let _ = handle.kill(SIGRTMIN());
+                    match rx.recv_timeout(Duration::from_millis(20)) {
+                        Ok(result) => break Some(result),
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                    }
+                }
+            }
+        },
+    };
+    let _ = handle.join();
+    result.unwrap_or_else(|| Err(VmmError::Kvm("the vCPU thread died".into())))
+}
+
+fn vcpu_loop<W: Write>(mut vcpu: VcpuFd, mem: &GuestMemoryMmap, stop: &AtomicBool, mut devices: Devices<W>) -> Result<Outcome, VmmError> {
+    let mut exits: u64 = 0;
+    let outcome = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Outcome::TimedOut(CpuState::read(&vcpu));
+        }
+        exits += 1;
+        let action = match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => devices.port_out(mem, port, data),
+            Ok(VcpuExit::IoIn(port, data)) => {
+                devices.port_in(port, data);
+                IoAction::Continue
+            }
+            Ok(exit) => {
+                let reason = match exit {
+                    VcpuExit::Shutdown => "the guest shut down (triple fault)".to_string(),
+                    VcpuExit::Hlt => "the guest halted without reporting an exit status".to_string(),
+                    VcpuExit::FailEntry(reason, _) => format!("KVM could not enter the guest (hardware reason {reason:#x})"),
+                    VcpuExit::InternalError => "KVM internal error (an instruction KVM could not emulate)".to_string(),
+                    VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _) => {
+                        format!("access to unassigned guest-physical address {addr:#x} (no RAM or device there)")
+                    }
+                    other => format!("unhandled VM exit {other:?}"),
+                };
+                devices.flush_serial();
+                break Outcome::Crashed { reason, state: CpuState::read(&vcpu) };
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => {
+                devices.flush_serial();
+                break Outcome::Crashed { reason: format!("KVM_RUN failed: {e}"), state: CpuState::read(&vcpu) };
+            }
+        };
+        if let IoAction::Exit(status) = action {
+            break Outcome::Exited(status);
+        }
+    };
+    devices.flush_serial();
+    info!("vCPU stopped after {exits} exits");
+    debug!("outcome: {outcome:?}");
+    Ok(outcome)
+}
