@@ -1,0 +1,24 @@
+//! The kernel's first instructions: a stack, then Rust.
+
+/// The boot stack (16 KiB, in .bss, so it is zero and costs nothing to load).
+pub const BOOT_STACK_SIZE: usize = 16 * 1024;
+
+core::arch::global_asm!(
+    ".section .text.boot, \"ax\"",
+    ".global _start",
+    "_start:",
+    // RDI holds the boot-info address from the VMM; keep it for kernel_main.
+    "    lea rsp, [rip + {stack} + {size}]",
+    "    xor ebp, ebp",
+    "    call {main}",
+    "2:  hlt",
+    "    jmp 2b",
+    stack = sym BOOT_STACK,
+    size = const BOOT_STACK_SIZE,
+    main = sym crate::kernel_main,
+);
+
+#[repr(C, align(16))]
+struct Stack([u8; BOOT_STACK_SIZE]);
+
+static mut BOOT_STACK: Stack = Stack([0; BOOT_STACK_SIZE]);

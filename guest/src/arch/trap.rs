@@ -1,0 +1,130 @@
+//! The IDT and exception entry. Every CPU exception lands in `trap_dispatch`
+//! with the full register frame.
+
+use core::cell::UnsafeCell;
+
+use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CS};
+
+pub const NR_EXCEPTIONS: usize = 32;
+
+/// Registers as the entry stub leaves them on the stack.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// One stub per exception: push a zero error code where the CPU pushes none,
+// push the vector, save the registers, call Rust, restore, return.
+core::arch::global_asm!(
+    ".macro trap_stub n, err",
+    ".global trap_stub_\\n",
+    "trap_stub_\\n:",
+    ".if \\err == 0",
+    "    push 0",
+    ".endif",
+    "    push \\n",
+    "    jmp trap_common",
+    ".endm",
+    ".section .text",
+    "trap_common:",
+    "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
+    "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",
+    "    mov rdi, rsp",
+    "    cld",
+    "    call {dispatch}",
+    "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
+    "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
+    "    add rsp, 16",
+    "    iretq",
+    "trap_stub 0,0", "trap_stub 1,0", "trap_stub 2,0", "trap_stub 3,0",
+    "trap_stub 4,0", "trap_stub 5,0", "trap_stub 6,0", "trap_stub 7,0",
+    "trap_stub 8,1", "trap_stub 9,0", "trap_stub 10,1", "trap_stub 11,1",
+    "trap_stub 12,1", "trap_stub 13,1", "trap_stub 14,1", "trap_stub 15,0",
+    "trap_stub 16,0", "trap_stub 17,1", "trap_stub 18,0", "trap_stub 19,0",
+    "trap_stub 20,0", "trap_stub 21,1", "trap_stub 22,0", "trap_stub 23,0",
+    "trap_stub 24,0", "trap_stub 25,0", "trap_stub 26,0", "trap_stub 27,0",
+    "trap_stub 28,0", "trap_stub 29,1", "trap_stub 30,1", "trap_stub 31,0",
+    ".section .rodata",
+    ".balign 8",
+    ".global TRAP_STUBS",
+    "TRAP_STUBS:",
+    ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    "    .quad trap_stub_\\n",
+    ".endr",
+    ".section .text",
+    dispatch = sym trap_dispatch,
+);
+
+extern "C" {
+    static TRAP_STUBS: [u64; NR_EXCEPTIONS];
+}
+
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    crate::trap::handle_exception(frame);
+}
+
+#[repr(C, align(16))]
+struct Idt([[u64; 2]; 256]);
+struct IdtCell(UnsafeCell<Idt>);
+// SAFETY: one CPU; written by `init` before interrupts or exceptions can use it.
+unsafe impl Sync for IdtCell {}
+static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([[0; 2]; 256])));
+
+/// An interrupt gate (interrupts stay off in handlers), DPL 0.
+fn gate(handler: u64, ist: u8) -> [u64; 2] {
+    let low = (handler & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | (u64::from(ist) << 32)
+        | (0x8e << 40)
+        | (((handler >> 16) & 0xffff) << 48);
+    [low, handler >> 32]
+}
+
+pub fn init() {
+    // SAFETY: TRAP_STUBS is a table of addresses built by the assembler above.
+    let stubs = unsafe { &TRAP_STUBS };
+    // SAFETY: one CPU at boot; nothing else references the IDT yet.
+    let idt = unsafe { &mut *IDT.0.get() };
+    for (vector, &stub) in stubs.iter().enumerate() {
+        let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
+        idt.0[vector] = gate(stub, ist);
+    }
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: idt as *const Idt as u64 };
+    // SAFETY: the IDT is static and every installed gate points at a stub.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
+}
+
+/// Loads an empty IDT: the next exception becomes a triple fault. Used only
+/// by the crash self-test that checks how the VMM reports one.
+pub fn load_empty_idt() {
+    let ptr = [0u16; 5];
+    // SAFETY: deliberately invalid; the caller raises an exception right after.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
+}

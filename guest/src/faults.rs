@@ -1,0 +1,26 @@
+//! Deliberate failures, selected with `fault=KIND` on the command line, so
+//! the tests can check how crashes are reported.
+
+use crate::boot::BootParams;
+use crate::{arch, kprintln};
+
+pub fn run_requested(boot: &BootParams) {
+    let Some(kind) = boot.option("fault") else {
+        return;
+    };
+    kprintln!("fault={kind}: failing on purpose");
+    match kind {
+        // The first GiB is the only thing the boot tables map.
+        "pf" => kprintln!("read {:#x}", arch::cpu::read_u64_at(0x4000_0000)),
+        "ud" => arch::cpu::invalid_opcode(),
+        "panic" => panic!("panic requested on the command line"),
+        "triple" => {
+            arch::trap::load_empty_idt();
+            arch::cpu::invalid_opcode();
+        }
+        "hang" => loop {
+            core::hint::spin_loop();
+        },
+        other => kprintln!("unknown fault kind '{other}', ignored"),
+    }
+}
