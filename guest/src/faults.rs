@@ -11,7 +11,10 @@ pub fn run_requested(boot: &BootParams) {
     kprintln!("fault={kind}: failing on purpose");
     match kind {
         // The first GiB is the only thing the boot tables map.
-        "pf" => kprintln!("read {:#x}", arch::cpu::read_u64_at(0x4000_0000)),
+        "pf" => {
+            let value = arch::cpu::read_u64_at(0x4000_0000);
+            kprintln!("read {value:#x}");
+        }
         "ud" => arch::cpu::invalid_opcode(),
         "panic" => panic!("panic requested on the command line"),
         "triple" => {

@@ -1,0 +1,43 @@
+# Build and test everything. A fresh machine needs nothing but rustup/cargo:
+# the bare-metal target is added here.
+
+CARGO      ?= cargo
+GUEST_ELF  := target/x86_64-unknown-none/release/guest
+GUEST      := target/guest.bin
+VMM        := target/release/vmm
+MEM        ?= 2G
+
+.PHONY: all build guest vmm run test lint bench clean toolchain
+
+all: build
+
+build: vmm guest
+
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none || rustup target add x86_64-unknown-none
+
+vmm:
+	$(CARGO) build --release -p vmm
+
+guest: toolchain
+	cd guest && $(CARGO) build --release
+	cp $(GUEST_ELF) $(GUEST)
+
+run: build
+	$(VMM) --mem $(MEM) $(GUEST)
+
+# Host unit and property tests, then the system tests that boot the guest.
+test: build
+	$(CARGO) test --workspace --release
+
+lint: toolchain
+	$(CARGO) fmt --all --check
+	cd guest && $(CARGO) fmt --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	cd guest && $(CARGO) clippy --release -- -D warnings
+
+bench:
+	$(CARGO) bench -p mm
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,110 @@
+//! Booting the real guest under KVM: the memory map it receives for several
+//! RAM sizes, crash reports, and the timeout.
+
+use system_tests::{boot, kvm_available, vmm};
+
+/// The E820 lines the guest prints for `mem`.
+fn e820_lines(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.starts_with("BIOS-e820:")).collect()
+}
+
+#[test]
+fn boots_with_2g() {
+    if !kvm_available("boots_with_2g") {
+        return;
+    }
+    let run = boot("2G", &[]);
+    run.expect_status(0).expect_stdout("Memory: 2048 MiB total RAM");
+    assert_eq!(
+        e820_lines(&run.stdout),
+        [
+            "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable",
+            "BIOS-e820: [mem 0x000000000009fc00-0x00000000000fffff] reserved",
+            "BIOS-e820: [mem 0x0000000000100000-0x000000007fffffff] usable",
+        ]
+    );
+}
+
+#[test]
+fn boots_with_512m() {
+    if !kvm_available("boots_with_512m") {
+        return;
+    }
+    let run = boot("512M", &[]);
+    run.expect_status(0).expect_stdout("Memory: 512 MiB total RAM");
+    assert_eq!(e820_lines(&run.stdout)[2], "BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable");
+}
+
+#[test]
+fn boots_with_6g_and_ram_above_4g() {
+    if !kvm_available("boots_with_6g_and_ram_above_4g") {
+        return;
+    }
+    let run = boot("6G", &[]);
+    run.expect_status(0).expect_stdout("Memory: 6144 MiB total RAM");
+    let lines = e820_lines(&run.stdout);
+    assert_eq!(lines.len(), 4, "{run}");
+    assert_eq!(lines[2], "BIOS-e820: [mem 0x0000000000100000-0x00000000bfffffff] usable");
+    assert_eq!(lines[3], "BIOS-e820: [mem 0x0000000100000000-0x00000001bfffffff] usable");
+}
+
+#[test]
+fn run_subcommand_is_the_same() {
+    if !kvm_available("run_subcommand_is_the_same") {
+        return;
+    }
+    let guest = system_tests::guest_path();
+    let run = vmm(["run", "--mem", "1G", guest.to_str().unwrap()]);
+    run.expect_status(0).expect_stdout("Memory: 1024 MiB total RAM");
+}
+
+#[test]
+fn page_fault_is_reported_with_registers() {
+    if !kvm_available("page_fault_is_reported_with_registers") {
+        return;
+    }
+    let run = boot("512M", &["--cmdline", "fault=pf"]);
+    run.expect_status(3)
+        .expect_stdout("KERNEL EXCEPTION 14: page fault (#PF)")
+        .expect_stdout("CR2=0x40000000 (not-present page, read in kernel mode)")
+        .expect_stdout("RIP=0x00000000c01");
+}
+
+#[test]
+fn invalid_opcode_and_panic_are_reported() {
+    if !kvm_available("invalid_opcode_and_panic_are_reported") {
+        return;
+    }
+    boot("512M", &["--cmdline", "fault=ud"])
+        .expect_status(3)
+        .expect_stdout("KERNEL EXCEPTION 6: invalid opcode (#UD)");
+    boot("512M", &["--cmdline", "fault=panic"])
+        .expect_status(3)
+        .expect_stdout("KERNEL PANIC")
+        .expect_stdout("panic requested on the command line");
+}
+
+#[test]
+fn triple_fault_gives_a_register_dump() {
+    if !kvm_available("triple_fault_gives_a_register_dump") {
+        return;
+    }
+    let run = boot("512M", &["--cmdline", "fault=triple"]);
+    run.expect_status(125).expect_stderr("guest crashed: the guest shut down (triple fault)");
+    for reg in ["RIP=", "CR0=", "CR2=", "CR3=", "CR4=", "EFER="] {
+        run.expect_stderr(reg);
+    }
+    assert!(!run.stderr.contains("panicked"), "{run}");
+}
+
+#[test]
+fn timeout_stops_a_hung_guest() {
+    if !kvm_available("timeout_stops_a_hung_guest") {
+        return;
+    }
+    let guest = system_tests::guest_path();
+    let started = std::time::Instant::now();
+    let run = vmm(["--mem", "512M", "--timeout", "1", "--cmdline", "fault=hang", guest.to_str().unwrap()]);
+    run.expect_status(124).expect_stderr("guest still running after the 1.0 s timeout").expect_stderr("RIP=");
+    assert!(started.elapsed().as_secs_f64() < 10.0, "the timeout took too long");
+}
