@@ -30,7 +30,10 @@ fn bad_memory_sizes() {
 
 #[test]
 fn missing_or_unreadable_guest() {
-    expect_bad_input(&vmm(["/nonexistent/guest.bin"]), "cannot read guest kernel /nonexistent/guest.bin");
+    expect_bad_input(
+        &vmm(["/nonexistent/guest.bin"]),
+        "cannot read guest kernel /nonexistent/guest.bin",
+    );
     expect_bad_input(&vmm(["/"]), "cannot read guest kernel /");
     expect_bad_input(&vmm(["--mem", "2G"]), "required");
 }
@@ -61,10 +64,23 @@ fn phdr0(image: &[u8], field: usize) -> usize {
 
 #[test]
 fn malformed_elf_files() {
-    expect_bad_input(&run_patched("text", |f| *f = b"just some text\n".to_vec()), "not an ELF file");
+    expect_bad_input(
+        &run_patched("text", |f| *f = b"just some text\n".to_vec()),
+        "not an ELF file",
+    );
     expect_bad_input(&run_patched("elf32", |f| f[4] = 1), "32-bit ELF file");
-    expect_bad_input(&run_patched("arm", |f| f[0x12..0x14].copy_from_slice(&183u16.to_le_bytes())), "not x86-64");
-    expect_bad_input(&run_patched("dyn", |f| f[0x10..0x12].copy_from_slice(&3u16.to_le_bytes())), "not an executable");
+    expect_bad_input(
+        &run_patched("arm", |f| {
+            f[0x12..0x14].copy_from_slice(&183u16.to_le_bytes())
+        }),
+        "not x86-64",
+    );
+    expect_bad_input(
+        &run_patched("dyn", |f| {
+            f[0x10..0x12].copy_from_slice(&3u16.to_le_bytes())
+        }),
+        "not an executable",
+    );
     expect_bad_input(&run_patched("truncated", |f| f.truncate(40)), "truncated");
     expect_bad_input(
         &run_patched("noload", |f| {
@@ -94,6 +110,12 @@ fn malformed_elf_files() {
 
 #[test]
 fn missing_kvm_device_is_explained() {
-    let run = vmm_with_env(["--mem", "512M", &guest()], &[("VMM_KVM_DEVICE", "/nonexistent/kvm")]);
-    expect_bad_input(&run, "/nonexistent/kvm does not exist: this machine has no KVM");
+    let run = vmm_with_env(
+        ["--mem", "512M", &guest()],
+        &[("VMM_KVM_DEVICE", "/nonexistent/kvm")],
+    );
+    expect_bad_input(
+        &run,
+        "/nonexistent/kvm does not exist: this machine has no KVM",
+    );
 }

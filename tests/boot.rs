@@ -5,7 +5,10 @@ use system_tests::{boot, kvm_available, vmm};
 
 /// The E820 lines the guest prints for `mem`.
 fn e820_lines(stdout: &str) -> Vec<&str> {
-    stdout.lines().filter(|l| l.starts_with("BIOS-e820:")).collect()
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("BIOS-e820:"))
+        .collect()
 }
 
 #[test]
@@ -14,7 +17,8 @@ fn boots_with_2g() {
         return;
     }
     let run = boot("2G", &[]);
-    run.expect_status(0).expect_stdout("Memory: 2048 MiB total RAM");
+    run.expect_status(0)
+        .expect_stdout("Memory: 2048 MiB total RAM");
     assert_eq!(
         e820_lines(&run.stdout),
         [
@@ -31,8 +35,12 @@ fn boots_with_512m() {
         return;
     }
     let run = boot("512M", &[]);
-    run.expect_status(0).expect_stdout("Memory: 512 MiB total RAM");
-    assert_eq!(e820_lines(&run.stdout)[2], "BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable");
+    run.expect_status(0)
+        .expect_stdout("Memory: 512 MiB total RAM");
+    assert_eq!(
+        e820_lines(&run.stdout)[2],
+        "BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable"
+    );
 }
 
 #[test]
@@ -41,11 +49,18 @@ fn boots_with_6g_and_ram_above_4g() {
         return;
     }
     let run = boot("6G", &[]);
-    run.expect_status(0).expect_stdout("Memory: 6144 MiB total RAM");
+    run.expect_status(0)
+        .expect_stdout("Memory: 6144 MiB total RAM");
     let lines = e820_lines(&run.stdout);
     assert_eq!(lines.len(), 4, "{run}");
-    assert_eq!(lines[2], "BIOS-e820: [mem 0x0000000000100000-0x00000000bfffffff] usable");
-    assert_eq!(lines[3], "BIOS-e820: [mem 0x0000000100000000-0x00000001bfffffff] usable");
+    assert_eq!(
+        lines[2],
+        "BIOS-e820: [mem 0x0000000000100000-0x00000000bfffffff] usable"
+    );
+    assert_eq!(
+        lines[3],
+        "BIOS-e820: [mem 0x0000000100000000-0x00000001bfffffff] usable"
+    );
 }
 
 #[test]
@@ -55,7 +70,8 @@ fn run_subcommand_is_the_same() {
     }
     let guest = system_tests::guest_path();
     let run = vmm(["run", "--mem", "1G", guest.to_str().unwrap()]);
-    run.expect_status(0).expect_stdout("Memory: 1024 MiB total RAM");
+    run.expect_status(0)
+        .expect_stdout("Memory: 1024 MiB total RAM");
 }
 
 #[test]
@@ -90,7 +106,8 @@ fn triple_fault_gives_a_register_dump() {
         return;
     }
     let run = boot("512M", &["--cmdline", "fault=triple"]);
-    run.expect_status(125).expect_stderr("guest crashed: the guest shut down (triple fault)");
+    run.expect_status(125)
+        .expect_stderr("guest crashed: the guest shut down (triple fault)");
     for reg in ["RIP=", "CR0=", "CR2=", "CR3=", "CR4=", "EFER="] {
         run.expect_stderr(reg);
     }
@@ -104,7 +121,20 @@ fn timeout_stops_a_hung_guest() {
     }
     let guest = system_tests::guest_path();
     let started = std::time::Instant::now();
-    let run = vmm(["--mem", "512M", "--timeout", "1", "--cmdline", "fault=hang", guest.to_str().unwrap()]);
-    run.expect_status(124).expect_stderr("guest still running after the 1.0 s timeout").expect_stderr("RIP=");
-    assert!(started.elapsed().as_secs_f64() < 10.0, "the timeout took too long");
+    let run = vmm([
+        "--mem",
+        "512M",
+        "--timeout",
+        "1",
+        "--cmdline",
+        "fault=hang",
+        guest.to_str().unwrap(),
+    ]);
+    run.expect_status(124)
+        .expect_stderr("guest still running after the 1.0 s timeout")
+        .expect_stderr("RIP=");
+    assert!(
+        started.elapsed().as_secs_f64() < 10.0,
+        "the timeout took too long"
+    );
 }

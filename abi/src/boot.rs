@@ -11,7 +11,9 @@ pub const E820_MAX: usize = 32;
 pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct E820Entry {
     pub addr: u64,
@@ -22,7 +24,12 @@ pub struct E820Entry {
 
 impl E820Entry {
     pub const fn new(addr: u64, size: u64, kind: u32) -> Self {
-        E820Entry { addr, size, kind, _pad: 0 }
+        E820Entry {
+            addr,
+            size,
+            kind,
+            _pad: 0,
+        }
     }
 
     pub const fn end(&self) -> u64 {
@@ -31,7 +38,9 @@ impl E820Entry {
 }
 
 /// A physical range `[start, end)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct PhysRange {
     pub start: u64,

@@ -20,7 +20,16 @@ pub const HYPERCALL_PORT: u16 = 0x510;
 pub const HYPERCALL_ADDR_LIMIT: u64 = 1 << 32;
 
 /// The block a hypercall passes, in guest memory.
-#[derive(Clone, Copy, Debug, Default, zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 #[repr(C)]
 pub struct Hypercall {
     pub nr: u64,

@@ -86,7 +86,11 @@ impl KernelLayout {
     /// `lowmem_end` (physical). Low memory is direct-mapped up to
     /// min(lowmem_end, MAXMEM); with less RAM the vmalloc area grows.
     pub const fn new(lowmem_end: u64) -> Self {
-        let low = if lowmem_end < MAXMEM { lowmem_end } else { MAXMEM };
+        let low = if lowmem_end < MAXMEM {
+            lowmem_end
+        } else {
+            MAXMEM
+        };
         let high_memory = PAGE_OFFSET + low;
         KernelLayout {
             high_memory,

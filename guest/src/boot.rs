@@ -1,6 +1,6 @@
 //! What the VMM told us: the memory map, RAM size, kernel range, command line.
 
-use abi::boot::{BootInfo, E820_RAM, E820_RESERVED, BOOT_INFO_MAGIC};
+use abi::boot::{BootInfo, BOOT_INFO_MAGIC, E820_RAM, E820_RESERVED};
 use abi::layout::phys::CMDLINE_MAX;
 
 use crate::{arch, kprintln};
@@ -17,7 +17,11 @@ impl BootParams {
         if info.magic != BOOT_INFO_MAGIC {
             return None;
         }
-        let mut params = BootParams { info, cmdline: [0; CMDLINE_MAX as usize], cmdline_len: 0 };
+        let mut params = BootParams {
+            info,
+            cmdline: [0; CMDLINE_MAX as usize],
+            cmdline_len: 0,
+        };
         let len = (info.cmdline_len as usize).min(params.cmdline.len());
         if arch::read_boot_bytes(info.cmdline_addr, &mut params.cmdline[..len]) {
             params.cmdline_len = len;
@@ -49,7 +53,12 @@ impl BootParams {
             if e.kind == E820_RAM {
                 usable += e.size;
             }
-            kprintln!("BIOS-e820: [mem {:#018x}-{:#018x}] {}", e.addr, e.end() - 1, kind);
+            kprintln!(
+                "BIOS-e820: [mem {:#018x}-{:#018x}] {}",
+                e.addr,
+                e.end() - 1,
+                kind
+            );
         }
         kprintln!(
             "Memory: {} MiB total RAM, {}K usable",

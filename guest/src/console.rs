@@ -19,7 +19,15 @@ pub struct Console {
 
 impl Console {
     const fn new() -> Self {
-        Console { buf: [0; BUFFER_SIZE], len: 0, call: Hypercall { nr: 0, args: [0; 4], ret: 0 } }
+        Console {
+            buf: [0; BUFFER_SIZE],
+            len: 0,
+            call: Hypercall {
+                nr: 0,
+                args: [0; 4],
+                ret: 0,
+            },
+        }
     }
 
     pub fn flush(&mut self) {
@@ -29,7 +37,12 @@ impl Console {
         // The buffer is in the kernel image, so its physical address is __pa.
         self.call = Hypercall {
             nr: hc::CONSOLE_WRITE,
-            args: [abi::layout::pa(self.buf.as_ptr() as u64), self.len as u64, 0, 0],
+            args: [
+                abi::layout::pa(self.buf.as_ptr() as u64),
+                self.len as u64,
+                0,
+                0,
+            ],
             ret: 0,
         };
         if io::hypercall(&mut self.call) != hc_ret::OK {

@@ -54,8 +54,18 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         emergency_print(format_args!(
             "    CR2={:#x} ({} {} in {} mode{})\n",
             cpu::read_cr2(),
-            if e & 1 != 0 { "protection violation," } else { "not-present page," },
-            if e & 16 != 0 { "instruction fetch" } else if e & 2 != 0 { "write" } else { "read" },
+            if e & 1 != 0 {
+                "protection violation,"
+            } else {
+                "not-present page,"
+            },
+            if e & 16 != 0 {
+                "instruction fetch"
+            } else if e & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
             if e & 4 != 0 { "user" } else { "kernel" },
             if e & 8 != 0 { ", reserved bit set" } else { "" },
         ));
@@ -65,10 +75,30 @@ pub fn handle_exception(frame: &mut TrapFrame) {
          \x20   RAX={:#x} RBX={:#x} RCX={:#x} RDX={:#x} RSI={:#x} RDI={:#x} RBP={:#x}\n\
          \x20   R8={:#x} R9={:#x} R10={:#x} R11={:#x} R12={:#x} R13={:#x} R14={:#x} R15={:#x}\n\
          \x20   CR0={:#x} CR2={:#x} CR3={:#x} CR4={:#x}\n",
-        frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss,
-        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp,
-        frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15,
-        cpu::read_cr0(), cpu::read_cr2(), cpu::read_cr3(), cpu::read_cr4(),
+        frame.rip,
+        frame.cs,
+        frame.rflags,
+        frame.rsp,
+        frame.ss,
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx,
+        frame.rsi,
+        frame.rdi,
+        frame.rbp,
+        frame.r8,
+        frame.r9,
+        frame.r10,
+        frame.r11,
+        frame.r12,
+        frame.r13,
+        frame.r14,
+        frame.r15,
+        cpu::read_cr0(),
+        cpu::read_cr2(),
+        cpu::read_cr3(),
+        cpu::read_cr4(),
     ));
     crate::arch::io::exit(exit::CRASH);
 }

@@ -11,7 +11,11 @@ pub fn root() -> PathBuf {
 /// A file under `target/`, built by `make` before the tests run.
 fn built(relative: &str) -> PathBuf {
     let path = root().join("target").join(relative);
-    assert!(path.exists(), "{} is missing: run the tests with `make test`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `make test`",
+        path.display()
+    );
     path
 }
 
@@ -47,12 +51,18 @@ pub struct Run {
 impl Run {
     /// Asserts `needle` is in stdout, showing the whole output otherwise.
     pub fn expect_stdout(&self, needle: &str) -> &Self {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n{self}");
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{self}"
+        );
         self
     }
 
     pub fn expect_stderr(&self, needle: &str) -> &Self {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{self}");
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{self}"
+        );
         self
     }
 
@@ -64,7 +74,11 @@ impl Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "--- status {}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
+        write!(
+            f,
+            "--- status {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 

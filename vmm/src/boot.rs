@@ -37,10 +37,22 @@ const BOOT_GDT_ENTRIES: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_f
 /// The guest-physical ranges the boot structures occupy.
 pub fn boot_data() -> Vec<Reserved> {
     vec![
-        Reserved { what: "boot GDT", range: BOOT_GDT..BOOT_GDT + 8 * BOOT_GDT_ENTRIES.len() as u64 },
-        Reserved { what: "boot info", range: BOOT_INFO..BOOT_INFO + core::mem::size_of::<BootInfo>() as u64 },
-        Reserved { what: "boot page tables", range: BOOT_PML4..BOOT_TABLES_END },
-        Reserved { what: "command line", range: CMDLINE..CMDLINE + CMDLINE_MAX },
+        Reserved {
+            what: "boot GDT",
+            range: BOOT_GDT..BOOT_GDT + 8 * BOOT_GDT_ENTRIES.len() as u64,
+        },
+        Reserved {
+            what: "boot info",
+            range: BOOT_INFO..BOOT_INFO + core::mem::size_of::<BootInfo>() as u64,
+        },
+        Reserved {
+            what: "boot page tables",
+            range: BOOT_PML4..BOOT_TABLES_END,
+        },
+        Reserved {
+            what: "command line",
+            range: CMDLINE..CMDLINE + CMDLINE_MAX,
+        },
     ]
 }
 
@@ -62,8 +74,14 @@ pub fn write_boot_data(
     let mut info = BootInfo {
         magic: BOOT_INFO_MAGIC,
         ram_bytes: ram,
-        kernel: PhysRange { start: kernel.phys.start, end: kernel.phys.end },
-        boot_tables: PhysRange { start: BOOT_PML4, end: BOOT_TABLES_END },
+        kernel: PhysRange {
+            start: kernel.phys.start,
+            end: kernel.phys.end,
+        },
+        boot_tables: PhysRange {
+            start: BOOT_PML4,
+            end: BOOT_TABLES_END,
+        },
         cmdline_addr: CMDLINE,
         cmdline_len: line.len() as u64,
         e820_count: map.len().min(E820_MAX) as u64,
@@ -145,7 +163,10 @@ mod tests {
         let ram = 256 << 20;
         let mem = allocate(ram).unwrap();
         let map = e820_map(ram);
-        let kernel = LoadedKernel { entry: 0xC010_0000, phys: 0x10_0000..0x20_0000 };
+        let kernel = LoadedKernel {
+            entry: 0xC010_0000,
+            phys: 0x10_0000..0x20_0000,
+        };
         write_boot_data(&mem, ram, &map, &kernel, b"fault=pf").unwrap();
 
         let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
@@ -156,7 +177,8 @@ mod tests {
         assert_eq!(info.memory_map(), &map[..]);
         assert_eq!((info.kernel.start, info.kernel.end), (0x10_0000, 0x20_0000));
         let mut line = vec![0u8; info.cmdline_len as usize];
-        mem.read_slice(&mut line, GuestAddress(info.cmdline_addr)).unwrap();
+        mem.read_slice(&mut line, GuestAddress(info.cmdline_addr))
+            .unwrap();
         assert_eq!(line, b"fault=pf");
 
         // The kernel's virtual 0xC0200000 resolves through PML4[0] -> PDPT[3]

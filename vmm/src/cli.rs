@@ -73,10 +73,18 @@ pub fn parse_mem_size(text: &str) -> Result<u64, String> {
         return Err("the size must be a whole number of MiB".into());
     }
     if bytes < MIN_RAM {
-        return Err(format!("{} is too small: the guest needs at least {} MiB", text, MIN_RAM >> 20));
+        return Err(format!(
+            "{} is too small: the guest needs at least {} MiB",
+            text,
+            MIN_RAM >> 20
+        ));
     }
     if bytes > MAX_RAM {
-        return Err(format!("{} is too large: at most {} GiB is supported", text, MAX_RAM >> 30));
+        return Err(format!(
+            "{} is too large: at most {} GiB is supported",
+            text,
+            MAX_RAM >> 30
+        ));
     }
     Ok(bytes)
 }
@@ -130,7 +138,19 @@ mod tests {
 
     #[test]
     fn bad_sizes() {
-        for bad in ["", "G", "abc", "2X", "0", "0G", "32M", "1000G", "99999999999999999999G", "1536K", "-1G"] {
+        for bad in [
+            "",
+            "G",
+            "abc",
+            "2X",
+            "0",
+            "0G",
+            "32M",
+            "1000G",
+            "99999999999999999999G",
+            "1536K",
+            "-1G",
+        ] {
             assert!(parse_mem_size(bad).is_err(), "{bad} accepted");
         }
     }
@@ -144,7 +164,10 @@ mod tests {
         let args = cli.run_args().unwrap();
         assert_eq!((args.mem, args.cmdline.as_str()), (2 << 30, "x=1"));
         let cli = Cli::try_parse_from(["vmm", "--timeout", "1.5", "g.bin"]).unwrap();
-        assert_eq!(cli.run_args().unwrap().timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            cli.run_args().unwrap().timeout,
+            Some(Duration::from_millis(1500))
+        );
         assert!(Cli::try_parse_from(["vmm", "--timeout", "-1", "g.bin"]).is_err());
         assert!(Cli::try_parse_from(["vmm", "--mem", "2G"]).is_err());
     }

@@ -28,7 +28,10 @@ pub struct Devices<W: Write> {
 
 impl<W: Write> Devices<W> {
     pub fn new(console: W) -> Self {
-        Devices { console, serial_line: Vec::new() }
+        Devices {
+            console,
+            serial_line: Vec::new(),
+        }
     }
 
     pub fn port_out(&mut self, mem: &GuestMemoryMmap, port: u16, data: &[u8]) -> IoAction {
@@ -83,7 +86,10 @@ impl<W: Write> Devices<W> {
                 hc_ret::ENOSYS
             }
         };
-        if mem.write_slice(call.as_bytes(), GuestAddress(addr)).is_err() {
+        if mem
+            .write_slice(call.as_bytes(), GuestAddress(addr))
+            .is_err()
+        {
             warn!("cannot write the hypercall result at {addr:#x}");
         }
     }
@@ -98,7 +104,10 @@ impl<W: Write> Devices<W> {
         }
         self.flush_serial();
         // A closed stdout must not kill the guest; the text is dropped.
-        let _ = self.console.write_all(&text).and_then(|_| self.console.flush());
+        let _ = self
+            .console
+            .write_all(&text)
+            .and_then(|_| self.console.flush());
         hc_ret::OK
     }
 
@@ -106,7 +115,10 @@ impl<W: Write> Devices<W> {
     /// buffered console output, and when the VM stops).
     pub fn flush_serial(&mut self) {
         if !self.serial_line.is_empty() {
-            let _ = self.console.write_all(&self.serial_line).and_then(|_| self.console.flush());
+            let _ = self
+                .console
+                .write_all(&self.serial_line)
+                .and_then(|_| self.console.flush());
             self.serial_line.clear();
         }
     }
@@ -127,27 +139,41 @@ mod tests {
         let mut lsr = [0u8];
         dev.port_in(SERIAL_COM1_LSR, &mut lsr);
         assert_eq!(lsr[0], SERIAL_LSR_IDLE);
-        assert_eq!(dev.port_out(&mem, EXIT_PORT, &7u32.to_le_bytes()), IoAction::Exit(7));
+        assert_eq!(
+            dev.port_out(&mem, EXIT_PORT, &7u32.to_le_bytes()),
+            IoAction::Exit(7)
+        );
         assert_eq!(dev.console, b"hi\n");
     }
 
     #[test]
     fn console_hypercall_and_bad_arguments() {
         let mem = allocate(64 << 20).unwrap();
-        mem.write_slice(b"line one\n", GuestAddress(0x3000)).unwrap();
+        mem.write_slice(b"line one\n", GuestAddress(0x3000))
+            .unwrap();
         let mut dev = Devices::new(Vec::new());
         let call = |dev: &mut Devices<Vec<u8>>, args: [u64; 4], nr: u64| {
             let block = Hypercall { nr, args, ret: 42 };
-            mem.write_slice(block.as_bytes(), GuestAddress(0x2000)).unwrap();
+            mem.write_slice(block.as_bytes(), GuestAddress(0x2000))
+                .unwrap();
             dev.port_out(&mem, HYPERCALL_PORT, &0x2000u32.to_le_bytes());
             let mut raw = [0u8; core::mem::size_of::<Hypercall>()];
             mem.read_slice(&mut raw, GuestAddress(0x2000)).unwrap();
             Hypercall::read_from_bytes(&raw).unwrap().ret
         };
-        assert_eq!(call(&mut dev, [0x3000, 9, 0, 0], hc::CONSOLE_WRITE), hc_ret::OK);
+        assert_eq!(
+            call(&mut dev, [0x3000, 9, 0, 0], hc::CONSOLE_WRITE),
+            hc_ret::OK
+        );
         assert_eq!(dev.console, b"line one\n");
-        assert_eq!(call(&mut dev, [u64::MAX - 2, 9, 0, 0], hc::CONSOLE_WRITE), hc_ret::EINVAL);
-        assert_eq!(call(&mut dev, [0x3000, 1 << 40, 0, 0], hc::CONSOLE_WRITE), hc_ret::EINVAL);
+        assert_eq!(
+            call(&mut dev, [u64::MAX - 2, 9, 0, 0], hc::CONSOLE_WRITE),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(&mut dev, [0x3000, 1 << 40, 0, 0], hc::CONSOLE_WRITE),
+            hc_ret::EINVAL
+        );
         assert_eq!(call(&mut dev, [0; 4], 999), hc_ret::ENOSYS);
         // A block outside RAM is ignored.
         dev.port_out(&mem, HYPERCALL_PORT, &0xffff_f000u32.to_le_bytes());

@@ -19,7 +19,10 @@ pub mod status {
 #[derive(Debug, Error)]
 pub enum VmmError {
     #[error("cannot read guest kernel {path}: {source}")]
-    GuestFile { path: String, source: std::io::Error },
+    GuestFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("guest kernel {path}: {source}")]
     GuestImage { path: String, source: LoadError },
     #[error("{0}")]
@@ -33,9 +36,9 @@ pub enum VmmError {
 impl VmmError {
     pub fn status(&self) -> i32 {
         match self {
-            VmmError::GuestFile { .. } | VmmError::GuestImage { .. } | VmmError::KvmUnavailable(_) => {
-                status::BAD_INPUT
-            }
+            VmmError::GuestFile { .. }
+            | VmmError::GuestImage { .. }
+            | VmmError::KvmUnavailable(_) => status::BAD_INPUT,
             VmmError::Kvm(_) | VmmError::Memory(..) => status::HOST_FAILURE,
         }
     }

@@ -32,7 +32,13 @@ pub enum LoadError {
     #[error("segment {index} at physical {start:#x}..{end:#x} is not inside guest RAM")]
     OutsideRam { index: usize, start: u64, end: u64 },
     #[error("segment {index} at physical {start:#x}..{end:#x} overlaps the {what} at {at:#x}")]
-    OverlapsBootData { index: usize, start: u64, end: u64, what: &'static str, at: u64 },
+    OverlapsBootData {
+        index: usize,
+        start: u64,
+        end: u64,
+        what: &'static str,
+        at: u64,
+    },
     #[error("entry point {0:#x} is not inside any loaded segment")]
     EntryOutsideImage(u64),
     #[error("writing to guest memory failed: {0}")]
@@ -57,7 +63,11 @@ pub struct Reserved {
 
 /// The PT_LOAD segments of `image`, checked against the memory map and the
 /// boot structures, without touching guest memory.
-pub fn parse(image: &[u8], map: &[E820Entry], reserved: &[Reserved]) -> Result<(Elf64Ehdr, Vec<Elf64Phdr>), LoadError> {
+pub fn parse(
+    image: &[u8],
+    map: &[E820Entry],
+    reserved: &[Reserved],
+) -> Result<(Elf64Ehdr, Vec<Elf64Phdr>), LoadError> {
     if image.len() < 16 || image[..4] != ELFMAG {
         return Err(LoadError::NotElf);
     }
@@ -69,7 +79,8 @@ pub fn parse(image: &[u8], map: &[E820Entry], reserved: &[Reserved]) -> Result<(
     if image[5] != ELFDATA2LSB {
         return Err(LoadError::NotLittleEndian);
     }
-    let (ehdr, _) = Elf64Ehdr::read_from_prefix(image).map_err(|_| LoadError::Truncated("ELF header"))?;
+    let (ehdr, _) =
+        Elf64Ehdr::read_from_prefix(image).map_err(|_| LoadError::Truncated("ELF header"))?;
     if ehdr.e_machine != EM_X86_64 {
         return Err(LoadError::NotX86_64(ehdr.e_machine));
     }
@@ -86,8 +97,11 @@ pub fn parse(image: &[u8], map: &[E820Entry], reserved: &[Reserved]) -> Result<(
             .and_then(|o| o.checked_add(ehdr.e_phoff))
             .and_then(|o| usize::try_from(o).ok())
             .ok_or(LoadError::Truncated("program header table"))?;
-        let bytes = image.get(offset..).ok_or(LoadError::Truncated("program header table"))?;
-        let (phdr, _) = Elf64Phdr::read_from_prefix(bytes).map_err(|_| LoadError::Truncated("program header table"))?;
+        let bytes = image
+            .get(offset..)
+            .ok_or(LoadError::Truncated("program header table"))?;
+        let (phdr, _) = Elf64Phdr::read_from_prefix(bytes)
+            .map_err(|_| LoadError::Truncated("program header table"))?;
         if phdr.p_type != PT_LOAD || phdr.p_memsz == 0 {
             continue;
         }
@@ -106,7 +120,13 @@ pub fn parse(image: &[u8], map: &[E820Entry], reserved: &[Reserved]) -> Result<(
     Ok((ehdr, segments))
 }
 
-fn check_segment(index: usize, p: &Elf64Phdr, file_len: usize, map: &[E820Entry], reserved: &[Reserved]) -> Result<(), LoadError> {
+fn check_segment(
+    index: usize,
+    p: &Elf64Phdr,
+    file_len: usize,
+    map: &[E820Entry],
+    reserved: &[Reserved],
+) -> Result<(), LoadError> {
     if p.p_filesz > p.p_memsz {
         return Err(LoadError::FileSizeExceedsMemSize { index });
     }
@@ -115,32 +135,54 @@ fn check_segment(index: usize, p: &Elf64Phdr, file_len: usize, map: &[E820Entry]
         .checked_add(p.p_filesz)
         .is_some_and(|end| end <= file_len as u64);
     if !in_file {
-        return Err(LoadError::Truncated("a segment's contents lie past the end of the file"));
+        return Err(LoadError::Truncated(
+            "a segment's contents lie past the end of the file",
+        ));
     }
     let start = p.p_paddr;
-    let end = start.checked_add(p.p_memsz).unwrap_or(u64::MAX);
+    let end = start.saturating_add(p.p_memsz);
     if p.p_vaddr.checked_add(p.p_memsz).is_none() || !is_usable_ram(map, start, end) {
         return Err(LoadError::OutsideRam { index, start, end });
     }
-    if let Some(r) = reserved.iter().find(|r| start < r.range.end && r.range.start < end) {
-        return Err(LoadError::OverlapsBootData { index, start, end, what: r.what, at: r.range.start });
+    if let Some(r) = reserved
+        .iter()
+        .find(|r| start < r.range.end && r.range.start < end)
+    {
+        return Err(LoadError::OverlapsBootData {
+            index,
+            start,
+            end,
+            what: r.what,
+            at: r.range.start,
+        });
     }
     Ok(())
 }
 
 /// Parses `image` and copies its segments into guest memory. The bytes past
 /// each segment's file size (.bss) are left alone: fresh guest RAM is zero.
-pub fn load(mem: &GuestMemoryMmap, image: &[u8], map: &[E820Entry], reserved: &[Reserved]) -> Result<LoadedKernel, LoadError> {
+pub fn load(
+    mem: &GuestMemoryMmap,
+    image: &[u8],
+    map: &[E820Entry],
+    reserved: &[Reserved],
+) -> Result<LoadedKernel, LoadError> {
     let (ehdr, segments) = parse(image, map, reserved)?;
-    let mut phys = u64::MAX..0;
     for p in &segments {
         let data = &image[p.p_offset as usize..(p.p_offset + p.p_filesz) as usize];
         mem.write_slice(data, GuestAddress(p.p_paddr))
             .map_err(|e| LoadError::GuestMemory(e.to_string()))?;
-        phys.start = phys.start.min(p.p_paddr);
-        phys.end = phys.end.max(p.p_paddr + p.p_memsz);
     }
-    Ok(LoadedKernel { entry: ehdr.e_entry, phys })
+    let start = segments.iter().map(|p| p.p_paddr).min().unwrap_or(0);
+    let end = segments
+        .iter()
+        .map(|p| p.p_paddr + p.p_memsz)
+        .max()
+        .unwrap_or(0);
+    Ok(LoadedKernel {
+        entry: ehdr.e_entry,
+        phys: start..end,
+    })
 }
 
 #[cfg(test)]
@@ -188,7 +230,10 @@ mod tests {
     }
 
     fn boot_data() -> Vec<Reserved> {
-        vec![Reserved { what: "boot page tables", range: 0x9000..0xC000 }]
+        vec![Reserved {
+            what: "boot page tables",
+            range: 0x9000..0xC000,
+        }]
     }
 
     fn try_load(file: &[u8]) -> Result<LoadedKernel, LoadError> {
@@ -201,7 +246,13 @@ mod tests {
         let (e, p, code) = image(&[0xf4, 0x90, 0xcc], 0x3000);
         let mem = allocate(64 * M).unwrap();
         let k = load(&mem, &bytes(&e, &p, &code), &e820_map(64 * M), &boot_data()).unwrap();
-        assert_eq!(k, LoadedKernel { entry: 0xC010_0000, phys: M..M + 0x3000 });
+        assert_eq!(
+            k,
+            LoadedKernel {
+                entry: 0xC010_0000,
+                phys: M..M + 0x3000
+            }
+        );
         let mut got = [0u8; 4];
         mem.read_slice(&mut got, GuestAddress(M)).unwrap();
         assert_eq!(got, [0xf4, 0x90, 0xcc, 0]);
@@ -221,7 +272,10 @@ mod tests {
         let mut f = good.clone();
         f[5] = 2;
         assert_eq!(try_load(&f), Err(LoadError::NotLittleEndian));
-        assert_eq!(try_load(&good[..40]), Err(LoadError::Truncated("ELF header")));
+        assert_eq!(
+            try_load(&good[..40]),
+            Err(LoadError::Truncated("ELF header"))
+        );
 
         let with = |edit: &dyn Fn(&mut Elf64Ehdr, &mut Elf64Phdr)| {
             let (mut e, mut p, code) = image(&[0x90; 16], 16);
@@ -230,19 +284,52 @@ mod tests {
         };
         assert_eq!(with(&|e, _| e.e_machine = 3), Err(LoadError::NotX86_64(3)));
         assert_eq!(with(&|e, _| e.e_type = 3), Err(LoadError::NotExecutable(3)));
-        assert_eq!(with(&|_, p| p.p_type = 4), Err(LoadError::NoLoadableSegment));
-        assert_eq!(with(&|e, _| e.e_phnum = 0), Err(LoadError::NoLoadableSegment));
-        assert_eq!(with(&|e, _| e.e_phoff = 1 << 40), Err(LoadError::Truncated("program header table")));
-        assert_eq!(with(&|e, _| e.e_phoff = u64::MAX), Err(LoadError::Truncated("program header table")));
-        assert!(matches!(with(&|_, p| p.p_filesz = 1 << 20), Err(LoadError::FileSizeExceedsMemSize { .. })));
-        assert!(matches!(with(&|_, p| p.p_offset = u64::MAX), Err(LoadError::Truncated(_))));
-        assert!(matches!(with(&|_, p| p.p_paddr = 64 * M - 8), Err(LoadError::OutsideRam { .. })));
-        assert!(matches!(with(&|_, p| p.p_paddr = 0xA_0000), Err(LoadError::OutsideRam { .. })));
-        assert!(matches!(with(&|_, p| p.p_paddr = u64::MAX - 4), Err(LoadError::OutsideRam { .. })));
+        assert_eq!(
+            with(&|_, p| p.p_type = 4),
+            Err(LoadError::NoLoadableSegment)
+        );
+        assert_eq!(
+            with(&|e, _| e.e_phnum = 0),
+            Err(LoadError::NoLoadableSegment)
+        );
+        assert_eq!(
+            with(&|e, _| e.e_phoff = 1 << 40),
+            Err(LoadError::Truncated("program header table"))
+        );
+        assert_eq!(
+            with(&|e, _| e.e_phoff = u64::MAX),
+            Err(LoadError::Truncated("program header table"))
+        );
+        assert!(matches!(
+            with(&|_, p| p.p_filesz = 1 << 20),
+            Err(LoadError::FileSizeExceedsMemSize { .. })
+        ));
+        assert!(matches!(
+            with(&|_, p| p.p_offset = u64::MAX),
+            Err(LoadError::Truncated(_))
+        ));
+        assert!(matches!(
+            with(&|_, p| p.p_paddr = 64 * M - 8),
+            Err(LoadError::OutsideRam { .. })
+        ));
+        assert!(matches!(
+            with(&|_, p| p.p_paddr = 0xA_0000),
+            Err(LoadError::OutsideRam { .. })
+        ));
+        assert!(matches!(
+            with(&|_, p| p.p_paddr = u64::MAX - 4),
+            Err(LoadError::OutsideRam { .. })
+        ));
         assert!(matches!(
             with(&|_, p| p.p_paddr = 0x8ff8),
-            Err(LoadError::OverlapsBootData { what: "boot page tables", .. })
+            Err(LoadError::OverlapsBootData {
+                what: "boot page tables",
+                ..
+            })
         ));
-        assert_eq!(with(&|e, _| e.e_entry = 0x1234), Err(LoadError::EntryOutsideImage(0x1234)));
+        assert_eq!(
+            with(&|e, _| e.e_entry = 0x1234),
+            Err(LoadError::EntryOutsideImage(0x1234))
+        );
     }
 }

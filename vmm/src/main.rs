@@ -65,21 +65,33 @@ fn init_logging(verbose: u8) {
 fn run(args: &RunArgs) -> Result<i32, VmmError> {
     let started = Instant::now();
     let path = args.guest.display().to_string();
-    let image = std::fs::read(&args.guest).map_err(|source| VmmError::GuestFile { path: path.clone(), source })?;
+    let image = std::fs::read(&args.guest).map_err(|source| VmmError::GuestFile {
+        path: path.clone(),
+        source,
+    })?;
     let map = memory::e820_map(args.mem);
     // Validate the image before opening KVM or allocating RAM.
-    loader::parse(&image, &map, &boot::boot_data()).map_err(|source| VmmError::GuestImage { path: path.clone(), source })?;
+    loader::parse(&image, &map, &boot::boot_data()).map_err(|source| VmmError::GuestImage {
+        path: path.clone(),
+        source,
+    })?;
 
     let device = std::env::var(KVM_DEVICE_ENV).unwrap_or_else(|_| "/dev/kvm".into());
     let kvm = vm::open_kvm(&device)?;
-    let mem = memory::allocate(args.mem).map_err(|e| VmmError::Memory(args.mem >> 20, e.to_string()))?;
+    let mem =
+        memory::allocate(args.mem).map_err(|e| VmmError::Memory(args.mem >> 20, e.to_string()))?;
     let kernel = loader::load(&mem, &image, &map, &boot::boot_data())
         .map_err(|source| VmmError::GuestImage { path, source })?;
     boot::write_boot_data(&mem, args.mem, &map, &kernel, args.cmdline.as_bytes())
         .map_err(|e| VmmError::Kvm(format!("writing boot data: {e}")))?;
     let vm = Vm::new(kvm, mem)?;
     let vcpu = vm.boot_vcpu(&kernel)?;
-    info!("booting {} with {} MiB, entry {:#x}", args.guest.display(), args.mem >> 20, kernel.entry);
+    info!(
+        "booting {} with {} MiB, entry {:#x}",
+        args.guest.display(),
+        args.mem >> 20,
+        kernel.entry
+    );
 
     let outcome = vm::run(&vm, vcpu, args.timeout)?;
     info!("guest ran for {:.3} s", started.elapsed().as_secs_f64());

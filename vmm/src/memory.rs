@@ -29,11 +29,20 @@ impl RamRegion {
 /// Where `ram` bytes of RAM go in the guest-physical address space.
 pub fn ram_regions(ram: u64) -> Vec<RamRegion> {
     if ram <= HOLE_START {
-        vec![RamRegion { start: 0, size: ram }]
+        vec![RamRegion {
+            start: 0,
+            size: ram,
+        }]
     } else {
         vec![
-            RamRegion { start: 0, size: HOLE_START },
-            RamRegion { start: HOLE_END, size: ram - HOLE_START },
+            RamRegion {
+                start: 0,
+                size: HOLE_START,
+            },
+            RamRegion {
+                start: HOLE_END,
+                size: ram - HOLE_START,
+            },
         ]
     }
 }
@@ -78,12 +87,21 @@ mod tests {
     const M: u64 = 1 << 20;
 
     fn ram_total(map: &[E820Entry]) -> u64 {
-        map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum()
+        map.iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum()
     }
 
     #[test]
     fn small_machine_is_one_region() {
-        assert_eq!(ram_regions(512 * M), vec![RamRegion { start: 0, size: 512 * M }]);
+        assert_eq!(
+            ram_regions(512 * M),
+            vec![RamRegion {
+                start: 0,
+                size: 512 * M
+            }]
+        );
         let map = e820_map(512 * M);
         assert_eq!(map.len(), 3);
         assert_eq!(map[2], E820Entry::new(M, 511 * M, E820_RAM));
@@ -100,11 +118,25 @@ mod tests {
     fn ram_above_3g_moves_above_4g() {
         for (ram, high) in [(4 * G, G), (8 * G, 5 * G)] {
             let regions = ram_regions(ram);
-            assert_eq!(regions[0], RamRegion { start: 0, size: 3 * G });
-            assert_eq!(regions[1], RamRegion { start: 4 * G, size: high });
+            assert_eq!(
+                regions[0],
+                RamRegion {
+                    start: 0,
+                    size: 3 * G
+                }
+            );
+            assert_eq!(
+                regions[1],
+                RamRegion {
+                    start: 4 * G,
+                    size: high
+                }
+            );
             let map = e820_map(ram);
             assert_eq!(map.last().unwrap(), &E820Entry::new(4 * G, high, E820_RAM));
-            assert!(!map.iter().any(|e| e.addr < HOLE_END && e.end() > HOLE_START));
+            assert!(!map
+                .iter()
+                .any(|e| e.addr < HOLE_END && e.end() > HOLE_START));
             assert_eq!(ram_total(&map), ram - (LEGACY_END - LEGACY_START));
         }
     }

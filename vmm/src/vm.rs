@@ -22,7 +22,8 @@ use crate::loader::LoadedKernel;
 
 /// Opens the KVM device, explaining the usual reasons it cannot be opened.
 pub fn open_kvm(path: &str) -> Result<Kvm, VmmError> {
-    let cpath = CString::new(path).map_err(|_| VmmError::Kvm(format!("bad device path {path:?}")))?;
+    let cpath =
+        CString::new(path).map_err(|_| VmmError::Kvm(format!("bad device path {path:?}")))?;
     Kvm::new_with_path(&cpath).map_err(|e| match e.errno() {
         libc::ENOENT => VmmError::KvmUnavailable(format!(
             "{path} does not exist: this machine has no KVM (load the kvm module, or enable virtualization in the firmware or for this VM)"
@@ -42,7 +43,9 @@ pub struct Vm {
 
 impl Vm {
     pub fn new(kvm: Kvm, mem: GuestMemoryMmap) -> Result<Self, VmmError> {
-        let fd = kvm.create_vm().map_err(|e| VmmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+        let fd = kvm
+            .create_vm()
+            .map_err(|e| VmmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
         for (slot, region) in mem.iter().enumerate() {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -106,7 +109,14 @@ impl CpuState {
             rip: r.rip,
             rsp: r.rsp,
             rflags: r.rflags,
-            gprs: [("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx), ("rsi", r.rsi), ("rdi", r.rdi)],
+            gprs: [
+                ("rax", r.rax),
+                ("rbx", r.rbx),
+                ("rcx", r.rcx),
+                ("rdx", r.rdx),
+                ("rsi", r.rsi),
+                ("rdi", r.rdi),
+            ],
             cr0: s.cr0,
             cr2: s.cr2,
             cr3: s.cr3,
@@ -118,7 +128,11 @@ impl CpuState {
 
 impl fmt::Display for CpuState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "  RIP={:#018x} RSP={:#018x} RFLAGS={:#x}", self.rip, self.rsp, self.rflags)?;
+        writeln!(
+            f,
+            "  RIP={:#018x} RSP={:#018x} RFLAGS={:#x}",
+            self.rip, self.rsp, self.rflags
+        )?;
         write!(f, " ")?;
         for (name, value) in self.gprs {
             write!(f, " {}={:#x}", name.to_uppercase(), value)?;
@@ -148,7 +162,8 @@ pub enum Outcome {
 pub fn run(vm: &Vm, vcpu: VcpuFd, timeout: Option<Duration>) -> Result<Outcome, VmmError> {
     extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
     // The kick signal only has to interrupt KVM_RUN; its handler does nothing.
-    register_signal_handler(SIGRTMIN(), kick).map_err(|e| VmmError::Kvm(format!("signal handler: {e}")))?;
+    register_signal_handler(SIGRTMIN(), kick)
+        .map_err(|e| VmmError::Kvm(format!("signal handler: {e}")))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
@@ -186,7 +201,12 @@ pub fn run(vm: &Vm, vcpu: VcpuFd, timeout: Option<Duration>) -> Result<Outcome, 
     result.unwrap_or_else(|| Err(VmmError::Kvm("the vCPU thread died".into())))
 }
 
-fn vcpu_loop<W: Write>(mut vcpu: VcpuFd, mem: &GuestMemoryMmap, stop: &AtomicBool, mut devices: Devices<W>) -> Result<Outcome, VmmError> {
+fn vcpu_loop<W: Write>(
+    mut vcpu: VcpuFd,
+    mem: &GuestMemoryMmap,
+    stop: &AtomicBool,
+    mut devices: Devices<W>,
+) -> Result<Outcome, VmmError> {
     let mut exits: u64 = 0;
     let outcome = loop {
         if stop.load(Ordering::SeqCst) {
@@ -202,21 +222,33 @@ fn vcpu_loop<W: Write>(mut vcpu: VcpuFd, mem: &GuestMemoryMmap, stop: &AtomicBoo
             Ok(exit) => {
                 let reason = match exit {
                     VcpuExit::Shutdown => "the guest shut down (triple fault)".to_string(),
-                    VcpuExit::Hlt => "the guest halted without reporting an exit status".to_string(),
-                    VcpuExit::FailEntry(reason, _) => format!("KVM could not enter the guest (hardware reason {reason:#x})"),
-                    VcpuExit::InternalError => "KVM internal error (an instruction KVM could not emulate)".to_string(),
+                    VcpuExit::Hlt => {
+                        "the guest halted without reporting an exit status".to_string()
+                    }
+                    VcpuExit::FailEntry(reason, _) => {
+                        format!("KVM could not enter the guest (hardware reason {reason:#x})")
+                    }
+                    VcpuExit::InternalError => {
+                        "KVM internal error (an instruction KVM could not emulate)".to_string()
+                    }
                     VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _) => {
                         format!("access to unassigned guest-physical address {addr:#x} (no RAM or device there)")
                     }
                     other => format!("unhandled VM exit {other:?}"),
                 };
                 devices.flush_serial();
-                break Outcome::Crashed { reason, state: CpuState::read(&vcpu) };
+                break Outcome::Crashed {
+                    reason,
+                    state: CpuState::read(&vcpu),
+                };
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(e) => {
                 devices.flush_serial();
-                break Outcome::Crashed { reason: format!("KVM_RUN failed: {e}"), state: CpuState::read(&vcpu) };
+                break Outcome::Crashed {
+                    reason: format!("KVM_RUN failed: {e}"),
+                    state: CpuState::read(&vcpu),
+                };
             }
         };
         if let IoAction::Exit(status) = action {

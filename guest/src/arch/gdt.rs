@@ -46,7 +46,15 @@ static TABLES: Cell = Cell(UnsafeCell::new(Tables {
         0,
         0, // TSS descriptor (two slots), filled in by init
     ],
-    tss: Tss { _reserved0: 0, rsp: [0; 3], _reserved1: 0, ist: [0; 7], _reserved2: 0, _reserved3: 0, iomap_base: 104 },
+    tss: Tss {
+        _reserved0: 0,
+        rsp: [0; 3],
+        _reserved1: 0,
+        ist: [0; 7],
+        _reserved2: 0,
+        _reserved3: 0,
+        iomap_base: 104,
+    },
     df_stack: [0; IST_STACK_SIZE],
 }));
 
@@ -70,7 +78,10 @@ pub fn init() {
         | (((limit >> 16) & 0xf) << 48)
         | (((base >> 24) & 0xff) << 56);
     t.gdt[6] = base >> 32;
-    let ptr = DescriptorPointer { limit: (core::mem::size_of_val(&t.gdt) - 1) as u16, base: t.gdt.as_ptr() as u64 };
+    let ptr = DescriptorPointer {
+        limit: (core::mem::size_of_val(&t.gdt) - 1) as u16,
+        base: t.gdt.as_ptr() as u64,
+    };
     // SAFETY: the GDT is static and valid; the far return reloads CS with the
     // kernel code selector, the data selectors and TR refer to valid entries.
     unsafe {

@@ -5,20 +5,26 @@ use abi::layout::{pa, PAGE_OFFSET};
 
 fn outb(port: u16, value: u8) {
     // SAFETY: port I/O to the VMM's devices has no effect on memory.
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 fn outl(port: u16, value: u32) {
     // SAFETY: as `outb`. No `nomem`: the VMM may read and write guest memory
     // during the exit (a hypercall block), so pending stores must be done
     // before, and loads redone after.
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
+    }
 }
 
 fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as `outb`.
-    unsafe { core::arch::asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     value
 }
 

@@ -31,7 +31,8 @@ pub fn read_boot_bytes(pa: u64, out: &mut [u8]) -> bool {
     match pa.checked_add(out.len() as u64) {
         Some(end) if end <= abi::layout::MAXMEM => {
             // SAFETY: as in `read_boot_info`: inside the boot direct map, plain bytes.
-            let src = unsafe { core::slice::from_raw_parts(abi::layout::va(pa) as *const u8, out.len()) };
+            let src =
+                unsafe { core::slice::from_raw_parts(abi::layout::va(pa) as *const u8, out.len()) };
             out.copy_from_slice(src);
             true
         }

@@ -116,9 +116,14 @@ pub fn init() {
         limit: u16,
         base: u64,
     }
-    let ptr = Pointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: idt as *const Idt as u64 };
+    let ptr = Pointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: idt as *const Idt as u64,
+    };
     // SAFETY: the IDT is static and every installed gate points at a stub.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags))
+    }
 }
 
 /// Loads an empty IDT: the next exception becomes a triple fault. Used only
@@ -126,5 +131,7 @@ pub fn init() {
 pub fn load_empty_idt() {
     let ptr = [0u16; 5];
     // SAFETY: deliberately invalid; the caller raises an exception right after.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags))
+    }
 }
