@@ -1,0 +1,70 @@
+//! Access to guest-physical memory, the only thing the walker needs.
+//!
+//! The host implements these over its guest memory mapping or a dump file,
+//! the guest over its direct map; the tests over a Vec.
+
+/// Why a physical read or write failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhysError {
+    /// No RAM at this address (a hole, MMIO, or past the end).
+    OutsideRam { pa: u64 },
+    /// RAM exists but could not be read (e.g. a dump with a missing region).
+    Unreadable { pa: u64 },
+}
+
+impl core::fmt::Display for PhysError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PhysError::OutsideRam { pa } => write!(f, "{pa:#x} is outside RAM"),
+            PhysError::Unreadable { pa } => write!(f, "{pa:#x} is unreadable"),
+        }
+    }
+}
+
+/// Reads guest-physical memory. Callers only pass 8-byte-aligned addresses.
+pub trait PhysRead {
+    fn read_u64(&self, pa: u64) -> Result<u64, PhysError>;
+
+    /// For 4-byte-entry formats; built on `read_u64` so implementors need
+    /// not care.
+    fn read_u32(&self, pa: u64) -> Result<u32, PhysError> {
+        let v = self.read_u64(pa & !7)?;
+        Ok((v >> ((pa & 4) * 8)) as u32)
+    }
+}
+
+/// Writes guest-physical memory (page-table builders only).
+pub trait PhysWrite {
+    fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError>;
+}
+
+impl<T: PhysRead + ?Sized> PhysRead for &T {
+    fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
+        (**self).read_u64(pa)
+    }
+}
+
+impl<T: PhysRead + ?Sized> PhysRead for &mut T {
+    fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
+        (**self).read_u64(pa)
+    }
+}
+
+impl<T: PhysWrite + ?Sized> PhysWrite for &mut T {
+    fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
+        (**self).write_u64(pa, val)
+    }
+}
+
+/// Reads one entry of `size` bytes (8, or 4 for legacy 32-bit tables).
+pub(crate) fn read_entry<M: PhysRead + ?Sized>(
+    mem: &M,
+    pa: u64,
+    size: u64,
+) -> Result<u64, PhysError> {
+    if size == 4 {
+        mem.read_u32(pa).map(u64::from)
+    } else {
+        mem.read_u64(pa)
+    }
+}
