@@ -1,1 +1,127 @@
-fn main() {}
+//! Buddy allocator benchmarks, with buddy_system_allocator's FrameAllocator
+//! (a published buddy allocator over BTreeSets) measured in the same run.
+//! Linux anchor: order-0 alloc+free ~163 cycles through the per-CPU lists
+//! (research/guest_mm.md §4); this allocator has no per-CPU lists, so every
+//! call goes through __rmqueue_smallest/__free_one_page.
+
+use buddy_system_allocator::FrameAllocator;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use mm::buddy::Node;
+use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::memblock::Memblock;
+use mm::page::{MemMap, Page};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+/// 2 GiB of frames, the default guest.
+const FRAMES: u64 = 524_288;
+
+fn node_2g() -> Node<'static> {
+    let mut mb = Memblock::new();
+    mb.add(0, FRAMES << 12).unwrap();
+    mb.reserve(0, MIB).unwrap();
+    let map = MemMap::new(vec![Page::ZERO; FRAMES as usize].leak(), 0);
+    let mut node = Node::new(map, 229_376, FRAMES).unwrap();
+    node.init_from_memblock(&mb).unwrap();
+    node
+}
+
+fn peer_2g() -> FrameAllocator<32> {
+    let mut fa = FrameAllocator::<32>::new();
+    fa.add_frame(256, FRAMES as usize);
+    fa
+}
+
+/// Orders for the mixed pattern: mostly small, some large (a fixed LCG so
+/// both allocators see the same sequence).
+fn mixed_orders(n: usize) -> Vec<u32> {
+    let mut x: u32 = 0x2545_f491;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            match (x >> 16) % 16 {
+                0..=7 => 0,
+                8..=10 => 1,
+                11..=12 => 2,
+                13 => 3,
+                14 => 5,
+                _ => 9,
+            }
+        })
+        .collect()
+}
+
+const MIXED: usize = 64;
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("buddy");
+
+    let mut node = node_2g();
+    g.bench_function("mm order-0 alloc+free (hot)", |b| {
+        b.iter(|| {
+            let pfn = node.alloc_pages(GFP_KERNEL, 0).unwrap();
+            node.free_pages(black_box(pfn), 0).unwrap();
+        })
+    });
+    g.bench_function("mm order-0 alloc+free highmem (hot)", |b| {
+        b.iter(|| {
+            let pfn = node.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+            node.free_pages(black_box(pfn), 0).unwrap();
+        })
+    });
+
+    let mut fa = peer_2g();
+    g.bench_function("buddy_system_allocator alloc(1)+dealloc (hot)", |b| {
+        b.iter(|| {
+            let f = fa.alloc(1).unwrap();
+            fa.dealloc(black_box(f), 1);
+        })
+    });
+
+    let orders = mixed_orders(MIXED);
+    let mut live = Vec::with_capacity(MIXED);
+    g.bench_function("mm mixed orders, 64 allocs then frees", |b| {
+        b.iter(|| {
+            for &o in &orders {
+                live.push((node.alloc_pages(GFP_KERNEL, o).unwrap(), o));
+            }
+            // Free in an order unlike allocation order to exercise merging.
+            for i in (0..live.len()).step_by(2).chain((1..live.len()).step_by(2)) {
+                let (pfn, o) = live[i];
+                node.free_pages(pfn, o).unwrap();
+            }
+            live.clear();
+        })
+    });
+    let mut flive = Vec::with_capacity(MIXED);
+    g.bench_function(
+        "buddy_system_allocator mixed orders, 64 allocs then frees",
+        |b| {
+            b.iter(|| {
+                for &o in &orders {
+                    flive.push((fa.alloc(1 << o).unwrap(), 1usize << o));
+                }
+                for i in (0..flive.len())
+                    .step_by(2)
+                    .chain((1..flive.len()).step_by(2))
+                {
+                    let (f, n) = flive[i];
+                    fa.dealloc(f, n);
+                }
+                flive.clear();
+            })
+        },
+    );
+    g.finish();
+    node.verify().unwrap();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);
