@@ -11,6 +11,12 @@ mod console;
 #[deny(unsafe_code)]
 mod faults;
 #[deny(unsafe_code)]
+mod mm;
+#[deny(unsafe_code)]
+mod report;
+#[deny(unsafe_code)]
+mod selftest;
+#[deny(unsafe_code)]
 mod trap;
 
 use abi::io::exit;
@@ -26,8 +32,16 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     kprintln!("Booting the i386-model kernel (long mode, PAE-geometry tables)");
     kprintln!("Command line: {}", boot.cmdline());
     boot.print_memory_map();
+    if let Err(e) = mm::init(&boot) {
+        panic!("memory manager setup failed: {e}");
+    }
+    if let Err(e) = mm::vmalloc::init() {
+        panic!("vmalloc setup failed: {e}");
+    }
     faults::run_requested(&boot);
-    arch::io::exit(exit::SUCCESS);
+    let summary = selftest::run(&boot);
+    report::print();
+    arch::io::exit(if summary.failed == 0 { exit::SUCCESS } else { exit::TEST_FAILURE });
 }
 
 #[panic_handler]

@@ -58,7 +58,18 @@ pub const PG_CHECK_AT_FREE: u32 = PG_BUDDY | PG_RESERVED | PG_SLAB | PG_TABLE;
 /// | 28  | 2    | `inuse`      | slab: objects in use |
 /// | 30  | 2    | `objects`    | slab: objects in the slab |
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
 pub struct Page {
     pub flags: u32,
     pub refcount: u32,

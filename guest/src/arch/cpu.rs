@@ -35,3 +35,42 @@ pub fn read_u64_at(va: u64) -> u64 {
     // the point. Volatile so the compiler keeps it.
     unsafe { core::ptr::read_volatile(va as *const u64) }
 }
+
+/// Switches to the address space rooted at physical `pml4`. Flushes every
+/// non-global TLB entry.
+///
+/// # Safety
+/// `pml4` must be a complete set of tables that maps the running kernel
+/// (code, stack, data) at the addresses it runs at.
+pub unsafe fn write_cr3(pml4: u64) {
+    // SAFETY: the caller guarantees the new tables map the kernel.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) }
+}
+
+/// Drops the TLB entry for one virtual address (`invlpg`).
+pub fn invlpg(va: u64) {
+    // SAFETY: invalidating a TLB entry never breaks memory safety; at worst
+    // the next access walks the tables again.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
+}
+
+/// Flushes the whole TLB, global entries included, by toggling CR4.PGE
+/// (what __flush_tlb_all() does when PGE is on).
+pub fn flush_tlb_all() {
+    let cr4 = read_cr4();
+    // SAFETY: clearing and restoring PGE only flushes the TLB.
+    unsafe {
+        core::arch::asm!("mov cr4, {}", in(reg) cr4 & !CR4_PGE, options(nostack, preserves_flags));
+        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+    }
+}
+
+pub const CR0_WP: u64 = 1 << 16;
+pub const CR4_PGE: u64 = 1 << 7;
+
+/// Turns on global pages, so kernel mappings survive CR3 switches.
+pub fn enable_global_pages() {
+    let cr4 = read_cr4() | CR4_PGE;
+    // SAFETY: setting PGE only changes which TLB entries survive CR3 loads.
+    unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
+}

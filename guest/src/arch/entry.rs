@@ -1,7 +1,7 @@
 //! The kernel's first instructions: a stack, then Rust.
 
-/// The boot stack (16 KiB, in .bss, so it is zero and costs nothing to load).
-pub const BOOT_STACK_SIZE: usize = 16 * 1024;
+/// The boot stack (64 KiB, in .bss, so it is zero and costs nothing to load).
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
 core::arch::global_asm!(
     ".section .text.boot, \"ax\"",

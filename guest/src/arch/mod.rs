@@ -5,6 +5,7 @@ pub mod cpu;
 mod entry;
 pub mod gdt;
 pub mod io;
+pub mod mem;
 pub mod trap;
 
 use abi::boot::BootInfo;
@@ -38,4 +39,14 @@ pub fn read_boot_bytes(pa: u64, out: &mut [u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Loads the kernel's own page tables in CR3.
+///
+/// The caller passes the root built by `mm::paging::build_swapper_pg_dir`,
+/// which maps all of low memory, and with it the kernel image, stacks and
+/// data, at the addresses the kernel already runs at.
+pub fn load_kernel_tables(pml4: u64) {
+    // SAFETY: see above; the tables map everything the kernel touches.
+    unsafe { cpu::write_cr3(pml4) }
 }

@@ -1,0 +1,161 @@
+//! Memory access the safe kernel builds on: physical memory through the
+//! direct map (page tables live in low memory, so the kernel reaches them
+//! with `__va`, as the seed notes say), and the kernel image's sections.
+
+use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::layout::{va, PAGE_SIZE};
+use pagetable::{PhysError, PhysRead, PhysWrite};
+
+/// End of directly mapped physical memory, set once at boot.
+static LOWMEM_END: AtomicU64 = AtomicU64::new(0);
+
+/// Records how much physical memory the direct map covers. At boot the
+/// VMM's tables map the first GiB, which covers every possible value.
+pub fn set_lowmem_end(end: u64) {
+    LOWMEM_END.store(end.min(abi::layout::MAXMEM), Ordering::Relaxed);
+}
+
+fn direct_mapped(pa: u64, len: u64) -> bool {
+    pa.checked_add(len).is_some_and(|end| end <= LOWMEM_END.load(Ordering::Relaxed))
+}
+
+/// Physical memory as the kernel sees it through its direct map: low memory
+/// only. High memory has no kernel address and must be kmapped.
+#[derive(Clone, Copy, Default)]
+pub struct DirectMap;
+
+impl PhysRead for DirectMap {
+    fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
+        if pa % 8 != 0 || !direct_mapped(pa, 8) {
+            return Err(PhysError::OutsideRam { pa });
+        }
+        // SAFETY: aligned and inside the direct map (checked above), which
+        // maps every low-memory frame at PAGE_OFFSET + pa; a u64 has no
+        // invalid values.
+        Ok(unsafe { core::ptr::read_volatile(va(pa) as *const u64) })
+    }
+}
+
+impl PhysWrite for DirectMap {
+    fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
+        if pa % 8 != 0 || !direct_mapped(pa, 8) || kernel_image().contains(&pa) {
+            return Err(PhysError::OutsideRam { pa });
+        }
+        // SAFETY: aligned, direct-mapped, and not the kernel image; the mm
+        // writes only frames it owns (page tables, pages it handed out).
+        unsafe { core::ptr::write_volatile(va(pa) as *mut u64, val) };
+        Ok(())
+    }
+}
+
+/// A page-sized window at a kernel virtual address that the memory manager
+/// has just mapped (a kmap or kmap_local slot, a vmalloc page, or a
+/// direct-mapped frame it owns). Accesses are volatile: the point of the
+/// self-tests is to reach memory through a particular translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelPage {
+    va: u64,
+}
+
+impl KernelPage {
+    /// The mm's promise: `va` is page-aligned, mapped writable, and the
+    /// frame behind it belongs to the caller for as long as it uses this.
+    pub fn new(va: u64) -> Self {
+        debug_assert!(va % PAGE_SIZE == 0 && va >= abi::layout::PAGE_OFFSET);
+        KernelPage { va }
+    }
+
+    pub fn va(&self) -> u64 {
+        self.va
+    }
+
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        let at = self.slot(offset);
+        // SAFETY: `new`'s contract: mapped, owned by the caller; in bounds.
+        unsafe { core::ptr::read_volatile(at) }
+    }
+
+    pub fn write_u64(&self, offset: usize, value: u64) {
+        let at = self.slot(offset);
+        // SAFETY: as `read_u64`, and the mapping is writable.
+        unsafe { core::ptr::write_volatile(at, value) }
+    }
+
+    /// Clears the page with `rep stosq` (the cheapest clear when every
+    /// instruction is emulated).
+    pub fn zero(&self) {
+        // SAFETY: as `write_u64`; the whole page belongs to the caller.
+        unsafe {
+            core::arch::asm!(
+                "rep stosq",
+                inout("rdi") self.va => _,
+                inout("rcx") PAGE_SIZE / 8 => _,
+                in("rax") 0u64,
+                options(nostack, preserves_flags)
+            )
+        }
+    }
+
+    fn slot(&self, offset: usize) -> *mut u64 {
+        assert!(offset % 8 == 0 && (offset as u64) < PAGE_SIZE, "offset {offset} outside the page");
+        (self.va + offset as u64) as *mut u64
+    }
+}
+
+/// The kernel image's sections (virtual), from the linker script.
+pub struct Sections {
+    pub text: Range<u64>,
+    pub rodata: Range<u64>,
+    pub data: Range<u64>,
+    pub bss: Range<u64>,
+}
+
+// SAFETY: symbols defined by guest/linker.ld; only their addresses are used.
+unsafe extern "C" {
+    safe static __text_start: u8;
+    safe static __text_end: u8;
+    safe static __rodata_start: u8;
+    safe static __rodata_end: u8;
+    safe static __data_start: u8;
+    safe static __data_end: u8;
+    safe static __bss_start: u8;
+    safe static __bss_end: u8;
+}
+
+fn addr(sym: &u8) -> u64 {
+    sym as *const u8 as u64
+}
+
+pub fn sections() -> Sections {
+    Sections {
+        text: addr(&__text_start)..addr(&__text_end),
+        rodata: addr(&__rodata_start)..addr(&__rodata_end),
+        data: addr(&__data_start)..addr(&__data_end),
+        bss: addr(&__bss_start)..addr(&__bss_end),
+    }
+}
+
+/// Physical range of the whole image.
+pub fn kernel_image() -> Range<u64> {
+    let s = sections();
+    abi::layout::pa(s.text.start)..abi::layout::pa(s.bss.end)
+}
+
+/// Carves a zeroed, exclusively owned array of `count` `T`s out of low
+/// memory at `pa` (used for mem_map).
+///
+/// The range must have been reserved in memblock for this purpose alone,
+/// lie in the direct map and be zero (fresh RAM from the VMM is), and
+/// all-zero bytes must be a valid `T`.
+pub fn claim_array<T: zerocopy::FromZeros>(pa: u64, count: usize) -> Option<&'static mut [T]> {
+    let len = (count as u64).checked_mul(core::mem::size_of::<T>() as u64)?;
+    if !direct_mapped(pa, len) || pa % core::mem::align_of::<T>() as u64 != 0 {
+        return None;
+    }
+    // SAFETY: in the direct map, aligned, reserved for this array alone (so
+    // no other reference exists), zero-filled, and `T: FromZeros` makes
+    // zero bytes a valid `T`.
+    Some(unsafe { core::slice::from_raw_parts_mut(va(pa) as *mut T, count) })
+}

@@ -1,0 +1,56 @@
+//! What the memory manager did, counted (the guest's vm_event counters).
+//! Timing guest code means nothing on a host that emulates ring 0, so the
+//! report counts structural events instead.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! events {
+    ($($name:ident: $what:literal,)*) => {
+        /// One counter per event kind.
+        pub struct Events {
+            $(pub $name: AtomicU64,)*
+        }
+
+        pub static EVENTS: Events = Events { $($name: AtomicU64::new(0),)* };
+
+        /// A copy of every counter, for reports and for tests that compare
+        /// before and after.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $(pub $name: u64,)*
+        }
+
+        impl Events {
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Snapshot {
+            /// (name, meaning, value) for every counter.
+            pub fn rows(&self) -> [(&'static str, &'static str, u64); [$(stringify!($name)),*].len()] {
+                [$((stringify!($name), $what, self.$name),)*]
+            }
+        }
+    };
+}
+
+events! {
+    pt_pages: "page-table pages allocated",
+    pte_writes: "page-table entries written",
+    invlpg: "single-address TLB flushes (invlpg)",
+    tlb_flush_all: "full TLB flushes",
+    tlb_flush_range: "range TLB flushes",
+    pkmap_wraps: "pkmap cursor wraps (flush_all_zero_pkmaps)",
+    kmaps: "kmap calls that mapped a highmem page",
+    kmap_locals: "kmap_local mappings of highmem pages",
+    vmalloc_areas: "vmalloc/vmap areas created",
+    vmap_purges: "lazy vmap purges",
+    pages_allocated: "pages allocated from the buddy allocator",
+    pages_freed: "pages freed to the buddy allocator",
+    pages_zeroed: "pages cleared for __GFP_ZERO",
+}
+
+pub fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,251 @@
+//! The memory manager: boot-time setup (memblock, swapper_pg_dir, mem_map,
+//! zones) and the kernel's allocation interfaces. The algorithms are the
+//! host-tested `mm` crate; this module wires them to the real machine.
+
+pub mod events;
+pub mod highmem;
+pub mod paging;
+pub mod tlb;
+pub mod vmalloc;
+
+use abi::boot::E820_RAM;
+use abi::layout::*;
+use mm::buddy::{AllocError, FreeError, Node, ZoneType};
+use mm::gfp::Gfp;
+use mm::memblock::Memblock;
+use mm::page::{MemMap, Page, PAGE_STRUCT_SIZE, PG_TABLE};
+use pagetable::{PhysRead, Pte};
+use spin::Mutex;
+
+use crate::arch::mem::{self, sections, DirectMap, KernelPage};
+use crate::boot::BootParams;
+use crate::kprintln;
+use events::{count, EVENTS};
+use paging::KernelTables;
+
+/// What boot decided about memory, fixed from then on.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryLayout {
+    pub layout: KernelLayout,
+    pub max_low_pfn: u64,
+    pub max_pfn: u64,
+    pub tables: KernelTables,
+    /// Physical address of mem_map[0].
+    pub mem_map: u64,
+}
+
+static LAYOUT: spin::Once<MemoryLayout> = spin::Once::new();
+static NODE: Mutex<Option<Node<'static>>> = Mutex::new(None);
+
+pub fn layout() -> &'static MemoryLayout {
+    LAYOUT.get().expect("memory layout used before mm::init")
+}
+
+#[derive(Debug)]
+pub enum InitError {
+    Memblock(mm::memblock::MemblockError),
+    MemMap,
+    Buddy(mm::buddy::InitError),
+    Free(FreeError),
+}
+
+impl core::fmt::Display for InitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InitError::Memblock(e) => write!(f, "memblock: {e:?}"),
+            InitError::MemMap => write!(f, "mem_map does not fit in low memory"),
+            InitError::Buddy(e) => write!(f, "zones: {e:?}"),
+            InitError::Free(e) => write!(f, "handing memory to the buddy allocator: {e:?}"),
+        }
+    }
+}
+
+/// Mirrors setup_arch() -> paging_init() and mm_core_init() -> mem_init():
+/// RAM into memblock, the kernel's own tables, mem_map, zones, buddy.
+pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
+    let mut memblock = Memblock::new();
+    for e in boot.info.memory_map().iter().filter(|e| e.kind == E820_RAM) {
+        memblock.add(e.addr, e.size).map_err(InitError::Memblock)?;
+    }
+    let max_pfn = memblock.end_of_dram() >> PAGE_SHIFT;
+    let lowmem_end = (max_pfn << PAGE_SHIFT).min(MAXMEM);
+    let max_low_pfn = lowmem_end >> PAGE_SHIFT;
+    mem::set_lowmem_end(lowmem_end);
+    memblock.set_current_limit(lowmem_end);
+
+    // Everything below 1 MiB stays reserved (BIOS area, boot data) except
+    // the VMM's page tables, which are freed once we run on our own.
+    let boot_tables = boot.info.boot_tables;
+    let reserve = |mb: &mut Memblock, start: u64, end: u64| mb.reserve(start, end - start).map_err(InitError::Memblock);
+    reserve(&mut memblock, 0, boot_tables.start)?;
+    reserve(&mut memblock, boot_tables.start, boot_tables.end)?;
+    reserve(&mut memblock, boot_tables.end, 1 << 20)?;
+    let image = mem::kernel_image();
+    reserve(&mut memblock, image.start, image.end)?;
+
+    let tables = paging::build_swapper_pg_dir(&mut memblock, lowmem_end).map_err(InitError::Memblock)?;
+    paging::switch_to(&tables);
+    memblock
+        .free(boot_tables.start, boot_tables.end - boot_tables.start)
+        .map_err(InitError::Memblock)?;
+    kprintln!(
+        "Switched to swapper_pg_dir at {:#x}; freed the VMM's boot page tables ({}K)",
+        tables.pgd,
+        (boot_tables.end - boot_tables.start) >> 10
+    );
+
+    // mem_map: one struct page per frame up to max_pfn, in low memory. Its
+    // setup costs nothing per frame: fresh RAM is zero and a zero Page is a
+    // valid "reserved, not free" page, so only the frames handed to the
+    // buddy allocator below are ever written, a block at a time.
+    let map_bytes = max_pfn * PAGE_STRUCT_SIZE as u64;
+    let mem_map = memblock
+        .alloc(map_bytes.next_multiple_of(PAGE_SIZE), PAGE_SIZE, lowmem_end)
+        .map_err(InitError::Memblock)?;
+    let pages = mem::claim_array::<Page>(mem_map, max_pfn as usize).ok_or(InitError::MemMap)?;
+    let mut node = Node::new(MemMap::new(pages, 0), max_low_pfn, max_pfn).map_err(InitError::Buddy)?;
+    node.init_from_memblock(&memblock).map_err(InitError::Free)?;
+    mark_table_pages(&mut node, &tables);
+
+    let layout = LAYOUT.call_once(|| MemoryLayout {
+        layout: KernelLayout::new(lowmem_end),
+        max_low_pfn,
+        max_pfn,
+        tables,
+        mem_map,
+    });
+    print_layout(layout, &node);
+    *NODE.lock() = Some(node);
+    Ok(layout)
+}
+
+/// Flags every page of swapper_pg_dir PG_TABLE, so the frame's owner is
+/// visible in mem_map (as PageTable() is in Linux).
+fn mark_table_pages(node: &mut Node, tables: &KernelTables) {
+    let mut mark = |pa: u64| {
+        if let Some(page) = node.page_mut(pa >> PAGE_SHIFT) {
+            page.flags |= PG_TABLE;
+        }
+    };
+    mark(tables.pgd);
+    mark(tables.pud);
+    mark(tables.kernel_pmd);
+    for i in 0..PTRS_PER_TABLE as u64 {
+        let pde = DirectMap.read_u64(tables.kernel_pmd + 8 * i).map(Pte).unwrap_or(Pte::EMPTY);
+        if pde.is_present() && !pde.is_huge() {
+            mark(pde.addr());
+        }
+    }
+}
+
+/// Mirrors mem_init()'s banner ("virtual kernel memory layout").
+fn print_layout(m: &MemoryLayout, node: &Node) {
+    let l = &m.layout;
+    let row = |name: &str, start: u64, end: u64| {
+        let size = end - start;
+        if size >= 8 << 20 {
+            kprintln!("    {name:<8}: {start:#010x} - {end:#010x}   ({:>4} MB)", size >> 20);
+        } else {
+            kprintln!("    {name:<8}: {start:#010x} - {end:#010x}   ({:>4} kB)", size >> 10);
+        }
+    };
+    kprintln!("virtual kernel memory layout:");
+    row("fixmap", l.fixaddr_start, l.fixaddr_top);
+    row("pkmap", l.pkmap_base, l.pkmap_end);
+    row("vmalloc", l.vmalloc_start, l.vmalloc_end);
+    row("lowmem", PAGE_OFFSET, l.high_memory);
+    let s = sections();
+    row("  .text", s.text.start, s.text.end);
+    row("  .rodata", s.rodata.start, s.rodata.end);
+    row("  .data", s.data.start, s.data.end);
+    row("  .bss", s.bss.start, s.bss.end);
+    kprintln!(
+        "max_low_pfn {:#x}, max_pfn {:#x}; mem_map at {:#x} ({} KiB)",
+        m.max_low_pfn,
+        m.max_pfn,
+        m.mem_map,
+        (m.max_pfn * PAGE_STRUCT_SIZE as u64) >> 10
+    );
+    for zone in node.zones() {
+        if zone.spanned_pages() == 0 {
+            continue;
+        }
+        kprintln!(
+            "  {:<8} pfn {:#08x}-{:#08x}  present {:>7}  free {:>7}  min/low/high {}/{}/{}",
+            zone.name(),
+            zone.start_pfn(),
+            zone.end_pfn(),
+            zone.present_pages(),
+            zone.free_pages(),
+            zone.min_wmark(),
+            zone.low_wmark(),
+            zone.high_wmark()
+        );
+    }
+    kprintln!(
+        "Memory: {}K/{}K available",
+        node.nr_free_pages() << (PAGE_SHIFT - 10),
+        node.totalram_pages() << (PAGE_SHIFT - 10)
+    );
+}
+
+/// Runs `f` with the buddy allocator.
+pub fn with_node<R>(f: impl FnOnce(&mut Node<'static>) -> R) -> R {
+    let mut guard = NODE.lock();
+    let node = guard.as_mut().expect("page allocator used before mm::init");
+    f(node)
+}
+
+/// Whether `pfn` is a highmem frame (PageHighMem).
+pub fn page_high_mem(pfn: u64) -> bool {
+    pfn >= layout().max_low_pfn
+}
+
+/// `page_address()` for low memory: its direct-map address; None for a
+/// highmem frame, which has no permanent kernel address.
+pub fn lowmem_address(pfn: u64) -> Option<u64> {
+    (!page_high_mem(pfn)).then(|| va(pfn << PAGE_SHIFT))
+}
+
+/// `virt_to_page()` for a direct-mapped address: its frame number.
+pub fn virt_to_pfn(addr: u64) -> Option<u64> {
+    (PAGE_OFFSET..layout().layout.high_memory)
+        .contains(&addr)
+        .then(|| pa(addr) >> PAGE_SHIFT)
+}
+
+/// alloc_pages(): 2^order contiguous frames from the zones `gfp` allows.
+/// With __GFP_ZERO the frames are cleared: through the direct map for low
+/// memory, through a temporary kmap_local slot for highmem.
+pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+    let pfn = with_node(|node| node.alloc_pages(gfp, order))?;
+    count(&EVENTS.pages_allocated, 1 << order);
+    if gfp.wants_zero() {
+        for p in pfn..pfn + (1 << order) {
+            clear_page(p);
+        }
+    }
+    Ok(pfn)
+}
+
+/// __free_pages().
+pub fn free_pages(pfn: u64, order: u32) -> Result<(), FreeError> {
+    with_node(|node| node.free_pages(pfn, order))?;
+    count(&EVENTS.pages_freed, 1 << order);
+    Ok(())
+}
+
+/// clear_highpage(): zeroes one frame wherever it lives.
+pub fn clear_page(pfn: u64) {
+    count(&EVENTS.pages_zeroed, 1);
+    match lowmem_address(pfn) {
+        Some(addr) => KernelPage::new(addr).zero(),
+        None => highmem::with_kmap_local(pfn, |page| page.zero())
+            .expect("kmap_local stack full while clearing a highmem page"),
+    }
+}
+
+/// The zone a frame belongs to.
+pub fn page_zone(pfn: u64) -> Option<ZoneType> {
+    with_node(|node| node.page_zone(pfn))
+}

@@ -1,0 +1,266 @@
+//! Noncontiguous kernel memory (mm/vmalloc.c): virtually contiguous areas in
+//! VMALLOC_START..VMALLOC_END backed by any frames, highmem first. The call
+//! chain keeps Linux's shape: vmalloc -> __vmalloc_node_range ->
+//! __vmalloc_area_node -> vmap_pages_range -> vmap_pmd_range ->
+//! vmap_pte_range. The page tables are the record of which frame backs
+//! which page, as they are for vmalloc_to_page() in Linux.
+
+use core::fmt;
+
+use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use mm::buddy::AllocError;
+use mm::gfp::{Gfp, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO};
+use mm::page::PG_TABLE;
+use mm::vmap_area::{VmArea, VmapAllocator, VmapError, VM_ALLOC, VM_MAP};
+use pagetable::{Level, PhysError, Pte, PteFlags};
+use spin::Mutex;
+
+use crate::mm::events::{count, EVENTS};
+use crate::mm::paging::{get_pte, set_pte, PAGE_KERNEL};
+use crate::mm::tlb::KernelTlb;
+use crate::mm::{alloc_pages, free_pages, layout, with_node};
+
+/// Busy plus lazily freed areas the allocator can track at once.
+const MAX_VMAP_AREAS: usize = 1024;
+
+static VMAP: Mutex<VmapAllocator<MAX_VMAP_AREAS>> = Mutex::new(VmapAllocator::empty());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmallocError {
+    /// No room in the vmalloc range, or too many areas.
+    Area(VmapError),
+    /// The page allocator ran out.
+    NoMemory(AllocError),
+    /// A PTE for the new area was already present: a kernel bug.
+    AlreadyMapped(u64),
+    /// A page-table page could not be reached.
+    PageTable(PhysError),
+    /// The address is not the start of a vmalloc/vmap area.
+    NotAnArea(u64),
+}
+
+impl fmt::Display for VmallocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmallocError::Area(e) => write!(f, "no vmalloc space: {e:?}"),
+            VmallocError::NoMemory(e) => write!(f, "out of memory: {e:?}"),
+            VmallocError::AlreadyMapped(va) => write!(f, "{va:#x} is already mapped"),
+            VmallocError::PageTable(e) => write!(f, "page table unreachable: {e}"),
+            VmallocError::NotAnArea(va) => write!(f, "{va:#x} is not a vmalloc area"),
+        }
+    }
+}
+
+/// Sets up the allocator over this machine's vmalloc range (vmalloc_init()).
+pub fn init() -> Result<(), VmallocError> {
+    let l = layout().layout;
+    VMAP.lock().init(l.vmalloc_start, l.vmalloc_end).map_err(VmallocError::Area)
+}
+
+/// vmalloc(): `size` bytes of virtually contiguous memory, backed by
+/// order-0 frames from highmem when there is any.
+pub fn vmalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
+    __vmalloc_node_range(size, GFP_KERNEL | __GFP_HIGHMEM, caller)
+}
+
+/// vzalloc(): vmalloc() with every page cleared.
+pub fn vzalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
+    __vmalloc_node_range(size, GFP_KERNEL | __GFP_HIGHMEM | __GFP_ZERO, caller)
+}
+
+fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64, VmallocError> {
+    let area = VMAP
+        .lock()
+        .get_vm_area(size, VM_ALLOC, caller, &mut KernelTlb)
+        .map_err(VmallocError::Area)?;
+    count(&EVENTS.vmalloc_areas, 1);
+    match __vmalloc_area_node(&area, gfp) {
+        Ok(()) => Ok(area.start),
+        Err(e) => {
+            // Undo whatever was mapped and give every frame back.
+            let _ = vunmap_range(area.start, area.start + area.usable_size(), true);
+            let _ = VMAP.lock().free(area.start, &mut KernelTlb);
+            Err(e)
+        }
+    }
+}
+
+fn __vmalloc_area_node(area: &VmArea, gfp: Gfp) -> Result<(), VmallocError> {
+    let nr_pages = area.usable_size() >> PAGE_SHIFT;
+    VMAP.lock()
+        .set_info(area.start, VM_ALLOC, nr_pages, area.caller)
+        .map_err(VmallocError::Area)?;
+    vmap_pages_range(area.start, area.start + area.usable_size(), &mut |_| {
+        alloc_pages(gfp, 0).map_err(VmallocError::NoMemory)
+    })
+}
+
+/// vmap(): maps existing frames contiguously in the vmalloc range. The frames
+/// stay the caller's: vunmap() does not free them.
+pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
+    let size = (pfns.len() as u64) << PAGE_SHIFT;
+    let area = VMAP
+        .lock()
+        .get_vm_area(size, VM_MAP, caller, &mut KernelTlb)
+        .map_err(VmallocError::Area)?;
+    count(&EVENTS.vmalloc_areas, 1);
+    let _ = VMAP.lock().set_info(area.start, VM_MAP, pfns.len() as u64, caller);
+    let end = area.start + size;
+    match vmap_pages_range(area.start, end, &mut |i| Ok(pfns[i])) {
+        Ok(()) => Ok(area.start),
+        Err(e) => {
+            let _ = vunmap_range(area.start, end, false);
+            let _ = VMAP.lock().free(area.start, &mut KernelTlb);
+            Err(e)
+        }
+    }
+}
+
+/// vfree(): unmaps a vmalloc() area and frees its frames. The TLB flush is
+/// lazy: the area's addresses are reused only after a purge flushed them.
+pub fn vfree(addr: u64) -> Result<(), VmallocError> {
+    release(addr, VM_ALLOC)
+}
+
+/// vunmap(): undoes vmap(); the frames are not freed.
+pub fn vunmap(addr: u64) -> Result<(), VmallocError> {
+    release(addr, VM_MAP)
+}
+
+fn release(addr: u64, kind: u32) -> Result<(), VmallocError> {
+    let area = VMAP
+        .lock()
+        .find(addr)
+        .filter(|a| a.start == addr && a.flags & kind != 0)
+        .ok_or(VmallocError::NotAnArea(addr))?;
+    vunmap_range(area.start, area.start + area.usable_size(), kind == VM_ALLOC)?;
+    let mut vmap = VMAP.lock();
+    let purges = vmap.stats().purges;
+    vmap.free(area.start, &mut KernelTlb).map_err(VmallocError::Area)?;
+    count(&EVENTS.vmap_purges, vmap.stats().purges - purges);
+    Ok(())
+}
+
+/// Flushes every lazily freed area now (purge_vmap_area_lazy()).
+pub fn purge() -> usize {
+    let n = VMAP.lock().purge(&mut KernelTlb);
+    if n > 0 {
+        count(&EVENTS.vmap_purges, 1);
+    }
+    n
+}
+
+/// vmalloc_to_page(): the frame behind a vmalloc address, from the tables.
+pub fn vmalloc_to_pfn(addr: u64) -> Option<u64> {
+    let pte = get_pte(pte_entry(addr)?).ok()?;
+    pte.is_present().then(|| pte.addr() >> PAGE_SHIFT)
+}
+
+/// The PTE slot for `addr` in the kernel tables, if its page table exists.
+fn pte_entry(addr: u64) -> Option<u64> {
+    let pmd = pmd_entry(addr);
+    let pde = get_pte(pmd).ok()?;
+    (pde.is_present() && !pde.is_huge()).then(|| pde.addr() + 8 * Level::Pt.index(addr) as u64)
+}
+
+/// The PMD (page-directory) slot for `addr`: the kernel quarter's directory
+/// is always there, so the walk starts at this level (pgd and pud of the
+/// kernel are fixed at boot).
+fn pmd_entry(addr: u64) -> u64 {
+    layout().tables.kernel_pmd + 8 * Level::Pd.index(addr) as u64
+}
+
+/// vmap_pages_range(): maps `[start, end)` page by page, taking frame `i`
+/// from `page(i)`; allocates page tables on the way (pte_alloc_kernel).
+fn vmap_pages_range(
+    start: u64,
+    end: u64,
+    page: &mut dyn FnMut(usize) -> Result<u64, VmallocError>,
+) -> Result<(), VmallocError> {
+    let mut addr = start;
+    while addr < end {
+        let next = ((addr | (pagetable::SIZE_2M - 1)) + 1).min(end);
+        vmap_pmd_range(addr, next, start, page)?;
+        addr = next;
+    }
+    Ok(())
+}
+
+fn vmap_pmd_range(
+    addr: u64,
+    end: u64,
+    start: u64,
+    page: &mut dyn FnMut(usize) -> Result<u64, VmallocError>,
+) -> Result<(), VmallocError> {
+    let pmd = pmd_entry(addr);
+    let mut pde = get_pte(pmd).map_err(VmallocError::PageTable)?;
+    if !pde.is_present() {
+        pde = Pte::new(pte_alloc_kernel()?, PteFlags::PRESENT | PteFlags::WRITABLE);
+        set_pte(pmd, pde).map_err(VmallocError::PageTable)?;
+    }
+    vmap_pte_range(pde.addr(), addr, end, start, page)
+}
+
+fn vmap_pte_range(
+    table: u64,
+    mut addr: u64,
+    end: u64,
+    start: u64,
+    page: &mut dyn FnMut(usize) -> Result<u64, VmallocError>,
+) -> Result<(), VmallocError> {
+    while addr < end {
+        let entry = table + 8 * Level::Pt.index(addr) as u64;
+        if get_pte(entry).map_err(VmallocError::PageTable)?.is_present() {
+            return Err(VmallocError::AlreadyMapped(addr));
+        }
+        let pfn = page(((addr - start) >> PAGE_SHIFT) as usize)?;
+        set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL)).map_err(VmallocError::PageTable)?;
+        addr += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// A zeroed page-table page for the kernel's vmalloc range, from low memory
+/// (page tables are reached through the direct map).
+fn pte_alloc_kernel() -> Result<u64, VmallocError> {
+    let pfn = alloc_pages(GFP_KERNEL | __GFP_ZERO, 0).map_err(VmallocError::NoMemory)?;
+    with_node(|node| {
+        if let Some(page) = node.page_mut(pfn) {
+            page.flags |= PG_TABLE;
+        }
+    });
+    count(&EVENTS.pt_pages, 1);
+    Ok(pfn << PAGE_SHIFT)
+}
+
+/// vunmap_range_noflush(): clears the PTEs of `[start, end)`, freeing the
+/// frames if `free`. Stops quietly at pages that were never mapped (an
+/// allocation that failed half-way). The TLB flush is the purge's job.
+fn vunmap_range(start: u64, end: u64, free: bool) -> Result<(), VmallocError> {
+    for addr in (start..end).step_by(PAGE_SIZE as usize) {
+        let Some(entry) = pte_entry(addr) else { continue };
+        let pte = get_pte(entry).map_err(VmallocError::PageTable)?;
+        if !pte.is_present() {
+            continue;
+        }
+        set_pte(entry, Pte::EMPTY).map_err(VmallocError::PageTable)?;
+        if free {
+            // A frame we mapped came from alloc_pages(); failing to free it
+            // would be a buddy bookkeeping bug, reported by its counters.
+            let _ = free_pages(pte.addr() >> PAGE_SHIFT, 0);
+        }
+    }
+    Ok(())
+}
+
+/// The busy areas, as /proc/vmallocinfo lists them.
+pub fn for_each_area(mut f: impl FnMut(&VmArea)) {
+    for area in VMAP.lock().iter_busy() {
+        f(&area);
+    }
+}
+
+/// Allocator statistics.
+pub fn stats() -> mm::vmap_area::VmapStats {
+    VMAP.lock().stats()
+}

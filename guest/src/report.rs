@@ -1,0 +1,34 @@
+//! The end-of-run report: what the memory manager did, counted.
+
+use crate::kprintln;
+use crate::mm::events::EVENTS;
+use crate::mm::{highmem, vmalloc, with_node};
+
+pub fn print() {
+    kprintln!("mm events:");
+    for (name, what, value) in EVENTS.snapshot().rows() {
+        kprintln!("  {name:<16} {value:>8}  {what}");
+    }
+    let pk = highmem::pkmap_stats();
+    kprintln!(
+        "pkmap: {} kmaps, {} new mappings, {} wraps, {} flushes",
+        pk.maps,
+        pk.new_mappings,
+        pk.wraps,
+        pk.flushes
+    );
+    let vm = vmalloc::stats();
+    kprintln!(
+        "vmap areas: {} allocated, {} freed, {} purges, {} failures",
+        vm.allocs,
+        vm.frees,
+        vm.purges,
+        vm.failures
+    );
+    with_node(|node| {
+        let mut text = crate::selftest::Failure::new(format_args!(""));
+        if node.write_buddyinfo(&mut text).is_ok() {
+            kprintln!("buddyinfo:\n{}", text.as_str());
+        }
+    });
+}

@@ -1,0 +1,188 @@
+//! kmap, kmap_local and the pkmap window on real page tables.
+
+use abi::layout::*;
+use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::kmap_local::KmapLocalError;
+use mm::pkmap::KmapError;
+
+use super::paging::kernel_walk;
+use super::{Failure, Suite, Test, TestResult};
+use crate::arch::mem::KernelPage;
+use crate::mm::events::EVENTS;
+use crate::mm::highmem::*;
+use crate::mm::{alloc_pages, free_pages, layout};
+
+pub const SUITE: Suite = Suite {
+    name: "highmem",
+    tests: &[
+        Test { name: "kmap_of_lowmem_writes_no_pte", run: kmap_of_lowmem_writes_no_pte },
+        Test { name: "kmap_maps_highmem_in_pkmap", run: kmap_maps_highmem_in_pkmap },
+        Test { name: "all_pkmap_slots_busy_is_an_error", run: all_pkmap_slots_busy_is_an_error },
+        Test { name: "pkmap_wrap_flushes_once", run: pkmap_wrap_flushes_once },
+        Test { name: "kmap_local_is_a_stack", run: kmap_local_is_a_stack },
+        Test { name: "kmap_local_unmap_leaves_no_stale_tlb", run: kmap_local_unmap_leaves_no_stale_tlb },
+    ],
+};
+
+fn has_highmem() -> bool {
+    layout().max_pfn > layout().max_low_pfn
+}
+
+fn alloc(gfp: mm::gfp::Gfp, order: u32) -> Result<u64, Failure> {
+    alloc_pages(gfp, order).map_err(|e| Failure::new(format_args!("alloc order {order}: {e:?}")))
+}
+
+fn kmap_of_lowmem_writes_no_pte() -> TestResult {
+    let pfn = alloc(GFP_KERNEL, 0)?;
+    let writes = EVENTS.snapshot().pte_writes;
+    let addr = kmap(pfn);
+    let local = kmap_local_page(pfn);
+    let _ = kunmap_local(local.unwrap_or(0));
+    let _ = kunmap(pfn);
+    let _ = free_pages(pfn, 0);
+    check_eq!(addr, Ok(va(pfn << PAGE_SHIFT)), "kmap(lowmem)");
+    check_eq!(local, Ok(va(pfn << PAGE_SHIFT)), "kmap_local_page(lowmem)");
+    check_eq!(EVENTS.snapshot().pte_writes - writes, 0, "page-table writes");
+    Ok(())
+}
+
+fn kmap_maps_highmem_in_pkmap() -> TestResult {
+    if !has_highmem() {
+        skip!("no ZONE_HIGHMEM with this much RAM");
+    }
+    let pfn = alloc(GFP_HIGHUSER, 0)?;
+    check!(pfn >= layout().max_low_pfn, "GFP_HIGHUSER gave lowmem pfn {pfn:#x}");
+    let addr = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap: {e}")))?;
+    check!((PKMAP_BASE..PKMAP_END).contains(&addr), "kmap address {addr:#x} outside pkmap");
+    check_eq!(page_address(pfn), Some(addr), "page_address after kmap");
+    check_eq!(kernel_walk(addr).pa(), Some(pfn << PAGE_SHIFT), "the pkmap PTE");
+    let nr = ((addr - PKMAP_BASE) >> PAGE_SHIFT) as usize;
+    check_eq!(pkmap_count(nr), 2, "pkmap_count with one user");
+    KernelPage::new(addr).write_u64(0, 0x1234_5678);
+    check_eq!(kmap(pfn), Ok(addr), "a second kmap of the same page");
+    check_eq!(pkmap_count(nr), 3, "pkmap_count with two users");
+    let _ = kunmap(pfn);
+    let _ = kunmap(pfn);
+    check_eq!(pkmap_count(nr), 1, "pkmap_count unused but not yet flushed");
+    check_eq!(page_address(pfn), Some(addr), "page_address of an unused, unflushed slot");
+    let seen = with_kmap_local(pfn, |p| p.read_u64(0));
+    check_eq!(seen, Ok(0x1234_5678), "the page through kmap_local");
+    check_eq!(kunmap(pfn), Err(KmapError::Unbalanced { pfn, vaddr: addr }), "an extra kunmap");
+    let _ = free_pages(pfn, 0);
+    Ok(())
+}
+
+/// 512 highmem pages kmapped at once, from one order-9 block.
+fn all_pkmap_slots_busy_is_an_error() -> TestResult {
+    if !has_highmem() {
+        skip!("no ZONE_HIGHMEM with this much RAM");
+    }
+    let base = alloc(GFP_HIGHUSER, 9)?;
+    let extra = alloc(GFP_HIGHUSER, 0)?;
+    let mut mapped = 0;
+    let mut failure = None;
+    for pfn in base..base + LAST_PKMAP as u64 {
+        match kmap(pfn) {
+            Ok(_) => mapped += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let overflow = kmap(extra);
+    for pfn in base..base + mapped {
+        let _ = kunmap(pfn);
+    }
+    let _ = free_pages(base, 9);
+    let _ = free_pages(extra, 0);
+    check_eq!(failure, None, "kmap failed after {mapped} slots");
+    check_eq!(overflow, Err(KmapError::NoFreeSlot), "the 513th kmap");
+    Ok(())
+}
+
+/// Mapping more distinct pages than there are slots makes the cursor wrap;
+/// each wrap clears every unused slot with one TLB flush for the window.
+fn pkmap_wrap_flushes_once() -> TestResult {
+    if !has_highmem() {
+        skip!("no ZONE_HIGHMEM with this much RAM");
+    }
+    let base = alloc(GFP_HIGHUSER, 10)?;
+    let before = (pkmap_stats(), EVENTS.snapshot());
+    for pfn in base..base + 1024 {
+        let mapped = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap {pfn:#x}: {e}")));
+        let _ = kunmap(pfn);
+        mapped?;
+    }
+    let after = (pkmap_stats(), EVENTS.snapshot());
+    let _ = free_pages(base, 10);
+    let wraps = after.0.wraps - before.0.wraps;
+    check!(wraps >= 1, "1024 new kmaps did not wrap the cursor");
+    check_eq!(after.0.flushes - before.0.flushes, wraps, "pkmap flushes per wrap");
+    check_eq!(after.1.tlb_flush_range - before.1.tlb_flush_range, wraps, "TLB range flushes");
+    check_eq!(after.1.invlpg - before.1.invlpg, 0, "single-page flushes by kmap/kunmap");
+    Ok(())
+}
+
+fn kmap_local_is_a_stack() -> TestResult {
+    if !has_highmem() {
+        skip!("no ZONE_HIGHMEM with this much RAM");
+    }
+    let base = alloc(GFP_HIGHUSER, 5)?;
+    let a = kmap_local_page(base);
+    let b = kmap_atomic(base + 1);
+    let (Ok(a), Ok(b)) = (a, b) else {
+        return Err(Failure::new(format_args!("kmap_local_page failed: {a:?} {b:?}")));
+    };
+    let top = fix_to_virt(FIX_KMAP_BEGIN);
+    let out_of_order = kunmap_local(a);
+    let depth = kmap_local_depth();
+    let _ = kunmap_atomic(b);
+    let _ = kunmap_local(a);
+    let mut stack = [0u64; KM_MAX_IDX];
+    let mut overflow = Ok(0);
+    for (i, slot) in stack.iter_mut().enumerate() {
+        *slot = kmap_local_page(base + i as u64).unwrap_or(0);
+    }
+    if stack.iter().all(|&s| s != 0) {
+        overflow = kmap_local_page(base + KM_MAX_IDX as u64);
+    }
+    for &slot in stack.iter().rev().filter(|&&s| s != 0) {
+        let _ = kunmap_local(slot);
+    }
+    let _ = free_pages(base, 5);
+    check_eq!((a, b), (top, top - PAGE_SIZE), "slot addresses grow down from FIX_KMAP_BEGIN");
+    check_eq!(out_of_order, Err(KmapLocalError::OutOfOrder { vaddr: a, top: b }), "unmapping out of order");
+    check_eq!(depth, 2, "stack depth after the refused unmap");
+    check_eq!(overflow, Err(KmapLocalError::StackOverflow), "the 17th kmap_local");
+    check_eq!(kmap_local_depth(), 0, "stack depth at the end");
+    Ok(())
+}
+
+/// Write through a slot, unmap it, map another frame in the same slot, and
+/// read: the new frame's contents must come back, not the old translation's.
+fn kmap_local_unmap_leaves_no_stale_tlb() -> TestResult {
+    let gfp = if has_highmem() { GFP_HIGHUSER } else { GFP_KERNEL };
+    let (a, b) = (alloc(gfp, 0)?, alloc(gfp, 0)?);
+    let writes = (
+        with_kmap_local(a, |p| p.write_u64(8, 0xaaaa)),
+        with_kmap_local(b, |p| p.write_u64(8, 0xbbbb)),
+    );
+    let flushes = EVENTS.snapshot().invlpg;
+    let first = with_kmap_local(a, |p| (p.va(), p.read_u64(8)));
+    let second = with_kmap_local(b, |p| (p.va(), p.read_u64(8)));
+    let invlpgs = EVENTS.snapshot().invlpg - flushes;
+    let _ = free_pages(a, 0);
+    let _ = free_pages(b, 0);
+    check!(writes.0.is_ok() && writes.1.is_ok(), "kmap_local failed");
+    let (Ok((slot_a, seen_a)), Ok((slot_b, seen_b))) = (first, second) else {
+        return Err(Failure::new(format_args!("kmap_local failed")));
+    };
+    check_eq!(seen_a, 0xaaaa, "frame A through the slot");
+    check_eq!(seen_b, 0xbbbb, "frame B through the same slot after A was unmapped");
+    if has_highmem() {
+        check_eq!(slot_a, slot_b, "both maps used the top slot");
+        check_eq!(invlpgs, 2, "one invlpg per kunmap_local");
+    }
+    Ok(())
+}
