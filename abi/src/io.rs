@@ -41,6 +41,13 @@ pub struct Hypercall {
 pub mod hc {
     /// args: [guest-physical address, length]. Writes the bytes to the console.
     pub const CONSOLE_WRITE: u64 = 1;
+    /// args: [guest-physical address, length] of the VMCOREINFO text the
+    /// guest publishes once at boot (see `abi::vmcoreinfo`).
+    pub const SET_VMCOREINFO: u64 = 2;
+    /// args: [physical address, order, 1 = tag / 0 = untag]. Double-mapping
+    /// prevention: the guest reports every slab it creates or frees, and the
+    /// VMM keeps its own record of slab frames (Samsung RKP's dmap_prot()).
+    pub const DMAP_PROT: u64 = 3;
 }
 
 /// `Hypercall::ret` values.

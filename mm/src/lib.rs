@@ -11,4 +11,7 @@ pub mod memblock;
 pub mod page;
 pub mod pkmap;
 pub mod rbtree;
+pub mod slub;
+pub mod vma;
 pub mod vmap_area;
+pub mod vmcoreinfo;
