@@ -16,6 +16,8 @@ pub fn run_requested(boot: &BootParams) {
             kprintln!("read {value:#x}");
         }
         "ud" => arch::cpu::invalid_opcode(),
+        // .text is mapped read-only and CR0.WP holds the kernel to it.
+        "write-text" => arch::cpu::write_u64_at(arch::mem::sections().text.start, 0),
         "panic" => panic!("panic requested on the command line"),
         "triple" => {
             arch::trap::load_empty_idt();

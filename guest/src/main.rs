@@ -41,7 +41,11 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     faults::run_requested(&boot);
     let summary = selftest::run(&boot);
     report::print();
-    arch::io::exit(if summary.failed == 0 { exit::SUCCESS } else { exit::TEST_FAILURE });
+    arch::io::exit(if summary.failed == 0 {
+        exit::SUCCESS
+    } else {
+        exit::TEST_FAILURE
+    });
 }
 
 #[panic_handler]

@@ -25,10 +25,8 @@ pub fn print() {
         vm.purges,
         vm.failures
     );
+    kprintln!("buddyinfo:");
     with_node(|node| {
-        let mut text = crate::selftest::Failure::new(format_args!(""));
-        if node.write_buddyinfo(&mut text).is_ok() {
-            kprintln!("buddyinfo:\n{}", text.as_str());
-        }
+        let _ = node.write_buddyinfo(&mut *crate::console::CONSOLE.lock());
     });
 }

@@ -74,3 +74,11 @@ pub fn enable_global_pages() {
     // SAFETY: setting PGE only changes which TLB entries survive CR3 loads.
     unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
 }
+
+/// Writes a u64 at any virtual address: only for the fault self-tests,
+/// which aim it at memory that must not be writable.
+pub fn write_u64_at(va: u64, value: u64) {
+    // SAFETY: a deliberate access that the page tables must refuse (#PF);
+    // the handler reports it and stops the kernel.
+    unsafe { core::ptr::write_volatile(va as *mut u64, value) }
+}

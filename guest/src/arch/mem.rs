@@ -18,7 +18,8 @@ pub fn set_lowmem_end(end: u64) {
 }
 
 fn direct_mapped(pa: u64, len: u64) -> bool {
-    pa.checked_add(len).is_some_and(|end| end <= LOWMEM_END.load(Ordering::Relaxed))
+    pa.checked_add(len)
+        .is_some_and(|end| end <= LOWMEM_END.load(Ordering::Relaxed))
 }
 
 /// Physical memory as the kernel sees it through its direct map: low memory
@@ -99,7 +100,10 @@ impl KernelPage {
     }
 
     fn slot(&self, offset: usize) -> *mut u64 {
-        assert!(offset % 8 == 0 && (offset as u64) < PAGE_SIZE, "offset {offset} outside the page");
+        assert!(
+            offset % 8 == 0 && (offset as u64) < PAGE_SIZE,
+            "offset {offset} outside the page"
+        );
         (self.va + offset as u64) as *mut u64
     }
 }

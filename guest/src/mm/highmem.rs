@@ -26,11 +26,15 @@ struct Window {
 
 impl Window {
     fn pkmap() -> Self {
-        Window { table: layout().tables.pkmap_pte }
+        Window {
+            table: layout().tables.pkmap_pte,
+        }
     }
 
     fn fixmap() -> Self {
-        Window { table: layout().tables.fixmap_pte }
+        Window {
+            table: layout().tables.fixmap_pte,
+        }
     }
 }
 
@@ -46,8 +50,11 @@ impl TlbFlush for Window {
 
 impl KmapArch for Window {
     fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), ArchError> {
-        paging::set_pte(window_pte(self.table, vaddr), Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL))
-            .map_err(|_| ArchError::NoPageTable)
+        paging::set_pte(
+            window_pte(self.table, vaddr),
+            Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL),
+        )
+        .map_err(|_| ArchError::NoPageTable)
     }
 
     fn clear_pte(&mut self, vaddr: u64) {

@@ -76,14 +76,17 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     // Everything below 1 MiB stays reserved (BIOS area, boot data) except
     // the VMM's page tables, which are freed once we run on our own.
     let boot_tables = boot.info.boot_tables;
-    let reserve = |mb: &mut Memblock, start: u64, end: u64| mb.reserve(start, end - start).map_err(InitError::Memblock);
+    let reserve = |mb: &mut Memblock, start: u64, end: u64| {
+        mb.reserve(start, end - start).map_err(InitError::Memblock)
+    };
     reserve(&mut memblock, 0, boot_tables.start)?;
     reserve(&mut memblock, boot_tables.start, boot_tables.end)?;
     reserve(&mut memblock, boot_tables.end, 1 << 20)?;
     let image = mem::kernel_image();
     reserve(&mut memblock, image.start, image.end)?;
 
-    let tables = paging::build_swapper_pg_dir(&mut memblock, lowmem_end).map_err(InitError::Memblock)?;
+    let tables =
+        paging::build_swapper_pg_dir(&mut memblock, lowmem_end).map_err(InitError::Memblock)?;
     paging::switch_to(&tables);
     memblock
         .free(boot_tables.start, boot_tables.end - boot_tables.start)
@@ -103,8 +106,10 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
         .alloc(map_bytes.next_multiple_of(PAGE_SIZE), PAGE_SIZE, lowmem_end)
         .map_err(InitError::Memblock)?;
     let pages = mem::claim_array::<Page>(mem_map, max_pfn as usize).ok_or(InitError::MemMap)?;
-    let mut node = Node::new(MemMap::new(pages, 0), max_low_pfn, max_pfn).map_err(InitError::Buddy)?;
-    node.init_from_memblock(&memblock).map_err(InitError::Free)?;
+    let mut node =
+        Node::new(MemMap::new(pages, 0), max_low_pfn, max_pfn).map_err(InitError::Buddy)?;
+    node.init_from_memblock(&memblock)
+        .map_err(InitError::Free)?;
     mark_table_pages(&mut node, &tables);
 
     let layout = LAYOUT.call_once(|| MemoryLayout {
@@ -131,7 +136,10 @@ fn mark_table_pages(node: &mut Node, tables: &KernelTables) {
     mark(tables.pud);
     mark(tables.kernel_pmd);
     for i in 0..PTRS_PER_TABLE as u64 {
-        let pde = DirectMap.read_u64(tables.kernel_pmd + 8 * i).map(Pte).unwrap_or(Pte::EMPTY);
+        let pde = DirectMap
+            .read_u64(tables.kernel_pmd + 8 * i)
+            .map(Pte)
+            .unwrap_or(Pte::EMPTY);
         if pde.is_present() && !pde.is_huge() {
             mark(pde.addr());
         }
@@ -144,9 +152,15 @@ fn print_layout(m: &MemoryLayout, node: &Node) {
     let row = |name: &str, start: u64, end: u64| {
         let size = end - start;
         if size >= 8 << 20 {
-            kprintln!("    {name:<8}: {start:#010x} - {end:#010x}   ({:>4} MB)", size >> 20);
+            kprintln!(
+                "    {name:<9}: {start:#010x} - {end:#010x}   ({:>4} MB)",
+                size >> 20
+            );
         } else {
-            kprintln!("    {name:<8}: {start:#010x} - {end:#010x}   ({:>4} kB)", size >> 10);
+            kprintln!(
+                "    {name:<9}: {start:#010x} - {end:#010x}   ({:>4} kB)",
+                size >> 10
+            );
         }
     };
     kprintln!("virtual kernel memory layout:");
@@ -185,7 +199,7 @@ fn print_layout(m: &MemoryLayout, node: &Node) {
     kprintln!(
         "Memory: {}K/{}K available",
         node.nr_free_pages() << (PAGE_SHIFT - 10),
-        node.totalram_pages() << (PAGE_SHIFT - 10)
+        node.zones().iter().map(|z| z.present_pages()).sum::<u64>() << (PAGE_SHIFT - 10)
     );
 }
 

@@ -36,7 +36,9 @@ const LOWMEM: PteFlags = PteFlags::PRESENT
     .union(PteFlags::GLOBAL)
     .union(PteFlags::NX);
 const TEXT: PteFlags = PteFlags::PRESENT.union(PteFlags::GLOBAL);
-const RODATA: PteFlags = PteFlags::PRESENT.union(PteFlags::GLOBAL).union(PteFlags::NX);
+const RODATA: PteFlags = PteFlags::PRESENT
+    .union(PteFlags::GLOBAL)
+    .union(PteFlags::NX);
 /// PAGE_KERNEL: what kmap, kmap_local and vmalloc install.
 pub const PAGE_KERNEL: PteFlags = LOWMEM;
 
@@ -105,13 +107,19 @@ fn lowmem_flags(va: u64) -> PteFlags {
 /// PAGE_OFFSET with 2 MiB pages where a whole aligned 2 MiB is plain
 /// memory, and with 4 KiB pages where the kernel image needs per-section
 /// permissions or lowmem ends mid-way. Nothing above lowmem_end is mapped.
-pub fn build_swapper_pg_dir(memblock: &mut Memblock, lowmem_end: u64) -> Result<KernelTables, MemblockError> {
+pub fn build_swapper_pg_dir(
+    memblock: &mut Memblock,
+    lowmem_end: u64,
+) -> Result<KernelTables, MemblockError> {
     let mut table = || early_table(memblock, lowmem_end);
     let pgd = table()?;
     let pud = table()?;
     let kernel_pmd = table()?;
     write(pgd, Pte::new(pud, KERNEL_TABLE));
-    write(pud + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64, Pte::new(kernel_pmd, KERNEL_TABLE));
+    write(
+        pud + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64,
+        Pte::new(kernel_pmd, KERNEL_TABLE),
+    );
 
     let image = arch::mem::kernel_image();
     let mut chunk = 0;
@@ -125,7 +133,10 @@ pub fn build_swapper_pg_dir(memblock: &mut Memblock, lowmem_end: u64) -> Result<
             let pt = table()?;
             let end = (chunk + PMD_SIZE).min(lowmem_end);
             for pa in (chunk..end).step_by(PAGE_SIZE as usize) {
-                write(pt + 8 * Level::Pt.index(va(pa)) as u64, Pte::new(pa, lowmem_flags(va(pa))));
+                write(
+                    pt + 8 * Level::Pt.index(va(pa)) as u64,
+                    Pte::new(pa, lowmem_flags(va(pa))),
+                );
             }
             write(pde, Pte::new(pt, KERNEL_TABLE));
         }
@@ -136,10 +147,22 @@ pub fn build_swapper_pg_dir(memblock: &mut Memblock, lowmem_end: u64) -> Result<
     // and kmap_local only ever write leaf entries (pkmap_page_table must be
     // one contiguous table: LAST_PKMAP = 512 entries is exactly one).
     let pkmap_pte = table()?;
-    write(kernel_pmd + 8 * Level::Pd.index(PKMAP_BASE) as u64, Pte::new(pkmap_pte, KERNEL_TABLE));
+    write(
+        kernel_pmd + 8 * Level::Pd.index(PKMAP_BASE) as u64,
+        Pte::new(pkmap_pte, KERNEL_TABLE),
+    );
     let fixmap_pte = table()?;
-    write(kernel_pmd + 8 * Level::Pd.index(FIXADDR_START) as u64, Pte::new(fixmap_pte, KERNEL_TABLE));
-    Ok(KernelTables { pgd, pud, kernel_pmd, pkmap_pte, fixmap_pte })
+    write(
+        kernel_pmd + 8 * Level::Pd.index(FIXADDR_START) as u64,
+        Pte::new(fixmap_pte, KERNEL_TABLE),
+    );
+    Ok(KernelTables {
+        pgd,
+        pud,
+        kernel_pmd,
+        pkmap_pte,
+        fixmap_pte,
+    })
 }
 
 /// Switches to swapper_pg_dir and turns on global pages. From here on the

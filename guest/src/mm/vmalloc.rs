@@ -9,7 +9,7 @@ use core::fmt;
 
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use mm::buddy::AllocError;
-use mm::gfp::{Gfp, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO};
+use mm::gfp::{Gfp, __GFP_HIGHMEM, __GFP_ZERO, GFP_KERNEL};
 use mm::page::PG_TABLE;
 use mm::vmap_area::{VmArea, VmapAllocator, VmapError, VM_ALLOC, VM_MAP};
 use pagetable::{Level, PhysError, Pte, PteFlags};
@@ -54,7 +54,9 @@ impl fmt::Display for VmallocError {
 /// Sets up the allocator over this machine's vmalloc range (vmalloc_init()).
 pub fn init() -> Result<(), VmallocError> {
     let l = layout().layout;
-    VMAP.lock().init(l.vmalloc_start, l.vmalloc_end).map_err(VmallocError::Area)
+    VMAP.lock()
+        .init(l.vmalloc_start, l.vmalloc_end)
+        .map_err(VmallocError::Area)
 }
 
 /// vmalloc(): `size` bytes of virtually contiguous memory, backed by
@@ -104,7 +106,9 @@ pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
         .get_vm_area(size, VM_MAP, caller, &mut KernelTlb)
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
-    let _ = VMAP.lock().set_info(area.start, VM_MAP, pfns.len() as u64, caller);
+    let _ = VMAP
+        .lock()
+        .set_info(area.start, VM_MAP, pfns.len() as u64, caller);
     let end = area.start + size;
     match vmap_pages_range(area.start, end, &mut |i| Ok(pfns[i])) {
         Ok(()) => Ok(area.start),
@@ -133,10 +137,15 @@ fn release(addr: u64, kind: u32) -> Result<(), VmallocError> {
         .find(addr)
         .filter(|a| a.start == addr && a.flags & kind != 0)
         .ok_or(VmallocError::NotAnArea(addr))?;
-    vunmap_range(area.start, area.start + area.usable_size(), kind == VM_ALLOC)?;
+    vunmap_range(
+        area.start,
+        area.start + area.usable_size(),
+        kind == VM_ALLOC,
+    )?;
     let mut vmap = VMAP.lock();
     let purges = vmap.stats().purges;
-    vmap.free(area.start, &mut KernelTlb).map_err(VmallocError::Area)?;
+    vmap.free(area.start, &mut KernelTlb)
+        .map_err(VmallocError::Area)?;
     count(&EVENTS.vmap_purges, vmap.stats().purges - purges);
     Ok(())
 }
@@ -210,11 +219,15 @@ fn vmap_pte_range(
 ) -> Result<(), VmallocError> {
     while addr < end {
         let entry = table + 8 * Level::Pt.index(addr) as u64;
-        if get_pte(entry).map_err(VmallocError::PageTable)?.is_present() {
+        if get_pte(entry)
+            .map_err(VmallocError::PageTable)?
+            .is_present()
+        {
             return Err(VmallocError::AlreadyMapped(addr));
         }
         let pfn = page(((addr - start) >> PAGE_SHIFT) as usize)?;
-        set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL)).map_err(VmallocError::PageTable)?;
+        set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL))
+            .map_err(VmallocError::PageTable)?;
         addr += PAGE_SIZE;
     }
     Ok(())
@@ -238,7 +251,9 @@ fn pte_alloc_kernel() -> Result<u64, VmallocError> {
 /// allocation that failed half-way). The TLB flush is the purge's job.
 fn vunmap_range(start: u64, end: u64, free: bool) -> Result<(), VmallocError> {
     for addr in (start..end).step_by(PAGE_SIZE as usize) {
-        let Some(entry) = pte_entry(addr) else { continue };
+        let Some(entry) = pte_entry(addr) else {
+            continue;
+        };
         let pte = get_pte(entry).map_err(VmallocError::PageTable)?;
         if !pte.is_present() {
             continue;

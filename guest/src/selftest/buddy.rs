@@ -2,7 +2,7 @@
 
 use abi::layout::MAX_DMA_PFN;
 use mm::buddy::{AllocError, ZoneType, MAX_ORDER};
-use mm::gfp::{GFP_DMA, GFP_HIGHUSER, GFP_KERNEL, __GFP_ZERO};
+use mm::gfp::{__GFP_ZERO, GFP_DMA, GFP_HIGHUSER, GFP_KERNEL};
 
 use super::{Suite, Test, TestResult};
 use crate::mm::events::EVENTS;
@@ -12,18 +12,41 @@ use crate::mm::{alloc_pages, free_pages, layout, page_zone, with_node};
 pub const SUITE: Suite = Suite {
     name: "buddy",
     tests: &[
-        Test { name: "zones_match_the_layout", run: zones_match_the_layout },
-        Test { name: "gfp_picks_zones_in_fallback_order", run: gfp_picks_zones_in_fallback_order },
-        Test { name: "alloc_free_coalesces_back", run: alloc_free_coalesces_back },
-        Test { name: "gfp_zero_clears_pages", run: gfp_zero_clears_pages },
-        Test { name: "exhausted_zone_is_an_error", run: exhausted_zone_is_an_error },
-        Test { name: "double_free_is_refused", run: double_free_is_refused },
-        Test { name: "watermarks_are_ordered", run: watermarks_are_ordered },
+        Test {
+            name: "zones_match_the_layout",
+            run: zones_match_the_layout,
+        },
+        Test {
+            name: "gfp_picks_zones_in_fallback_order",
+            run: gfp_picks_zones_in_fallback_order,
+        },
+        Test {
+            name: "alloc_free_coalesces_back",
+            run: alloc_free_coalesces_back,
+        },
+        Test {
+            name: "gfp_zero_clears_pages",
+            run: gfp_zero_clears_pages,
+        },
+        Test {
+            name: "exhausted_zone_is_an_error",
+            run: exhausted_zone_is_an_error,
+        },
+        Test {
+            name: "double_free_is_refused",
+            run: double_free_is_refused,
+        },
+        Test {
+            name: "watermarks_are_ordered",
+            run: watermarks_are_ordered,
+        },
     ],
 };
 
 fn free_counts() -> [[u64; MAX_ORDER as usize + 1]; 3] {
-    with_node(|node| [ZoneType::Dma, ZoneType::Normal, ZoneType::Highmem].map(|z| node.zone(z).free_counts()))
+    with_node(|node| {
+        [ZoneType::Dma, ZoneType::Normal, ZoneType::Highmem].map(|z| node.zone(z).free_counts())
+    })
 }
 
 fn zones_match_the_layout() -> TestResult {
@@ -32,23 +55,45 @@ fn zones_match_the_layout() -> TestResult {
         let dma = node.zone(ZoneType::Dma);
         let normal = node.zone(ZoneType::Normal);
         let high = node.zone(ZoneType::Highmem);
-        check_eq!((dma.start_pfn(), dma.end_pfn()), (0, MAX_DMA_PFN), "ZONE_DMA");
-        check_eq!((normal.start_pfn(), normal.end_pfn()), (MAX_DMA_PFN, m.max_low_pfn), "ZONE_NORMAL");
-        check_eq!((high.start_pfn(), high.end_pfn()), (m.max_low_pfn, m.max_pfn), "ZONE_HIGHMEM");
-        check_eq!(high.is_populated(), m.max_pfn > m.max_low_pfn, "ZONE_HIGHMEM populated");
-        node.verify().map_err(|e| super::Failure::new(format_args!("buddy state: {e}")))
+        check_eq!(
+            (dma.start_pfn(), dma.end_pfn()),
+            (0, MAX_DMA_PFN),
+            "ZONE_DMA"
+        );
+        check_eq!(
+            (normal.start_pfn(), normal.end_pfn()),
+            (MAX_DMA_PFN, m.max_low_pfn),
+            "ZONE_NORMAL"
+        );
+        check_eq!(
+            (high.start_pfn(), high.end_pfn()),
+            (m.max_low_pfn, m.max_pfn),
+            "ZONE_HIGHMEM"
+        );
+        check_eq!(
+            high.is_populated(),
+            m.max_pfn > m.max_low_pfn,
+            "ZONE_HIGHMEM populated"
+        );
+        node.verify()
+            .map_err(|e| super::Failure::new(format_args!("buddy state: {e}")))
     })
 }
 
 fn gfp_picks_zones_in_fallback_order() -> TestResult {
     let has_high = layout().max_pfn > layout().max_low_pfn;
-    let want_user = if has_high { ZoneType::Highmem } else { ZoneType::Normal };
+    let want_user = if has_high {
+        ZoneType::Highmem
+    } else {
+        ZoneType::Normal
+    };
     for (gfp, want, name) in [
         (GFP_DMA, ZoneType::Dma, "GFP_DMA"),
         (GFP_KERNEL, ZoneType::Normal, "GFP_KERNEL"),
         (GFP_HIGHUSER, want_user, "GFP_HIGHUSER"),
     ] {
-        let pfn = alloc_pages(gfp, 0).map_err(|e| super::Failure::new(format_args!("{name}: {e:?}")))?;
+        let pfn =
+            alloc_pages(gfp, 0).map_err(|e| super::Failure::new(format_args!("{name}: {e:?}")))?;
         let zone = page_zone(pfn);
         let _ = free_pages(pfn, 0);
         check_eq!(zone, Some(want), "{name} gave pfn {pfn:#x} from");
@@ -62,26 +107,43 @@ fn alloc_free_coalesces_back() -> TestResult {
     for (i, slot) in held.iter_mut().enumerate() {
         let order = (i as u32 * 7) % (MAX_ORDER + 1);
         let gfp = [GFP_KERNEL, GFP_HIGHUSER, GFP_DMA][i % 3];
-        let pfn = alloc_pages(gfp, order).map_err(|e| super::Failure::new(format_args!("order {order}: {e:?}")))?;
+        let pfn = alloc_pages(gfp, order)
+            .map_err(|e| super::Failure::new(format_args!("order {order}: {e:?}")))?;
         check_eq!(pfn % (1 << order), 0, "order-{order} block alignment");
         *slot = (pfn, order);
     }
     for &(pfn, order) in held.iter().rev() {
-        free_pages(pfn, order).map_err(|e| super::Failure::new(format_args!("free {pfn:#x}: {e:?}")))?;
+        free_pages(pfn, order)
+            .map_err(|e| super::Failure::new(format_args!("free {pfn:#x}: {e:?}")))?;
     }
-    check_eq!(free_counts(), before, "per-zone, per-order free counts after freeing everything");
+    check_eq!(
+        free_counts(),
+        before,
+        "per-zone, per-order free counts after freeing everything"
+    );
     Ok(())
 }
 
 fn gfp_zero_clears_pages() -> TestResult {
-    let pfn = alloc_pages(GFP_HIGHUSER, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+    let pfn =
+        alloc_pages(GFP_HIGHUSER, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
     let _ = with_kmap_local(pfn, |page| page.write_u64(64, 0xdead_beef));
     let _ = free_pages(pfn, 0);
     let zeroed = EVENTS.snapshot().pages_zeroed;
-    let again = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
-    let words = with_kmap_local(again, |page| (0..512).map(|i| page.read_u64(i * 8)).filter(|&w| w != 0).count());
+    let again = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0)
+        .map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+    let words = with_kmap_local(again, |page| {
+        (0..512)
+            .map(|i| page.read_u64(i * 8))
+            .filter(|&w| w != 0)
+            .count()
+    });
     let _ = free_pages(again, 0);
-    check_eq!(words, Ok(0), "non-zero words in a __GFP_ZERO page (pfn {again:#x}, dirtied {pfn:#x})");
+    check_eq!(
+        words,
+        Ok(0),
+        "non-zero words in a __GFP_ZERO page (pfn {again:#x}, dirtied {pfn:#x})"
+    );
     check_eq!(EVENTS.snapshot().pages_zeroed - zeroed, 1, "pages cleared");
     Ok(())
 }
@@ -109,14 +171,25 @@ fn exhausted_zone_is_an_error() -> TestResult {
     for &(pfn, order) in &held[..n] {
         let _ = free_pages(pfn, order);
     }
-    check_eq!(failure, Some(AllocError::NoMemory), "ZONE_DMA exhaustion after {n} blocks");
-    check_eq!(free_counts(), before, "free counts after giving the DMA zone back");
+    check_eq!(
+        failure,
+        Some(AllocError::NoMemory),
+        "ZONE_DMA exhaustion after {n} blocks"
+    );
+    check_eq!(
+        free_counts(),
+        before,
+        "free counts after giving the DMA zone back"
+    );
     Ok(())
 }
 
 fn double_free_is_refused() -> TestResult {
     let pfn = alloc_pages(GFP_KERNEL, 1).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
-    check!(free_pages(pfn + 1, 0).is_err(), "freeing the tail of a block was accepted");
+    check!(
+        free_pages(pfn + 1, 0).is_err(),
+        "freeing the tail of a block was accepted"
+    );
     free_pages(pfn, 1).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
     check!(free_pages(pfn, 1).is_err(), "a double free was accepted");
     Ok(())
@@ -126,10 +199,22 @@ fn watermarks_are_ordered() -> TestResult {
     with_node(|node| {
         for zone in node.zones().iter().filter(|z| z.is_populated()) {
             let (min, low, high) = (zone.min_wmark(), zone.low_wmark(), zone.high_wmark());
-            check!(0 < min && min < low && low < high, "{}: min/low/high {min}/{low}/{high}", zone.name());
-            check!(high < zone.managed_pages(), "{}: high watermark above managed pages", zone.name());
+            check!(
+                0 < min && min < low && low < high,
+                "{}: min/low/high {min}/{low}/{high}",
+                zone.name()
+            );
+            check!(
+                high < zone.managed_pages(),
+                "{}: high watermark above managed pages",
+                zone.name()
+            );
         }
-        check!(node.min_free_kbytes() >= 128, "min_free_kbytes {}", node.min_free_kbytes());
+        check!(
+            node.min_free_kbytes() >= 128,
+            "min_free_kbytes {}",
+            node.min_free_kbytes()
+        );
         Ok(())
     })
 }

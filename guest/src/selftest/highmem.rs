@@ -15,12 +15,30 @@ use crate::mm::{alloc_pages, free_pages, layout};
 pub const SUITE: Suite = Suite {
     name: "highmem",
     tests: &[
-        Test { name: "kmap_of_lowmem_writes_no_pte", run: kmap_of_lowmem_writes_no_pte },
-        Test { name: "kmap_maps_highmem_in_pkmap", run: kmap_maps_highmem_in_pkmap },
-        Test { name: "all_pkmap_slots_busy_is_an_error", run: all_pkmap_slots_busy_is_an_error },
-        Test { name: "pkmap_wrap_flushes_once", run: pkmap_wrap_flushes_once },
-        Test { name: "kmap_local_is_a_stack", run: kmap_local_is_a_stack },
-        Test { name: "kmap_local_unmap_leaves_no_stale_tlb", run: kmap_local_unmap_leaves_no_stale_tlb },
+        Test {
+            name: "kmap_of_lowmem_writes_no_pte",
+            run: kmap_of_lowmem_writes_no_pte,
+        },
+        Test {
+            name: "kmap_maps_highmem_in_pkmap",
+            run: kmap_maps_highmem_in_pkmap,
+        },
+        Test {
+            name: "all_pkmap_slots_busy_is_an_error",
+            run: all_pkmap_slots_busy_is_an_error,
+        },
+        Test {
+            name: "pkmap_wrap_flushes_once",
+            run: pkmap_wrap_flushes_once,
+        },
+        Test {
+            name: "kmap_local_is_a_stack",
+            run: kmap_local_is_a_stack,
+        },
+        Test {
+            name: "kmap_local_unmap_leaves_no_stale_tlb",
+            run: kmap_local_unmap_leaves_no_stale_tlb,
+        },
     ],
 };
 
@@ -42,7 +60,11 @@ fn kmap_of_lowmem_writes_no_pte() -> TestResult {
     let _ = free_pages(pfn, 0);
     check_eq!(addr, Ok(va(pfn << PAGE_SHIFT)), "kmap(lowmem)");
     check_eq!(local, Ok(va(pfn << PAGE_SHIFT)), "kmap_local_page(lowmem)");
-    check_eq!(EVENTS.snapshot().pte_writes - writes, 0, "page-table writes");
+    check_eq!(
+        EVENTS.snapshot().pte_writes - writes,
+        0,
+        "page-table writes"
+    );
     Ok(())
 }
 
@@ -51,11 +73,21 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
     let pfn = alloc(GFP_HIGHUSER, 0)?;
-    check!(pfn >= layout().max_low_pfn, "GFP_HIGHUSER gave lowmem pfn {pfn:#x}");
+    check!(
+        pfn >= layout().max_low_pfn,
+        "GFP_HIGHUSER gave lowmem pfn {pfn:#x}"
+    );
     let addr = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap: {e}")))?;
-    check!((PKMAP_BASE..PKMAP_END).contains(&addr), "kmap address {addr:#x} outside pkmap");
+    check!(
+        (PKMAP_BASE..PKMAP_END).contains(&addr),
+        "kmap address {addr:#x} outside pkmap"
+    );
     check_eq!(page_address(pfn), Some(addr), "page_address after kmap");
-    check_eq!(kernel_walk(addr).pa(), Some(pfn << PAGE_SHIFT), "the pkmap PTE");
+    check_eq!(
+        kernel_walk(addr).pa(),
+        Some(pfn << PAGE_SHIFT),
+        "the pkmap PTE"
+    );
     let nr = ((addr - PKMAP_BASE) >> PAGE_SHIFT) as usize;
     check_eq!(pkmap_count(nr), 2, "pkmap_count with one user");
     KernelPage::new(addr).write_u64(0, 0x1234_5678);
@@ -64,10 +96,18 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
     let _ = kunmap(pfn);
     let _ = kunmap(pfn);
     check_eq!(pkmap_count(nr), 1, "pkmap_count unused but not yet flushed");
-    check_eq!(page_address(pfn), Some(addr), "page_address of an unused, unflushed slot");
+    check_eq!(
+        page_address(pfn),
+        Some(addr),
+        "page_address of an unused, unflushed slot"
+    );
     let seen = with_kmap_local(pfn, |p| p.read_u64(0));
     check_eq!(seen, Ok(0x1234_5678), "the page through kmap_local");
-    check_eq!(kunmap(pfn), Err(KmapError::Unbalanced { pfn, vaddr: addr }), "an extra kunmap");
+    check_eq!(
+        kunmap(pfn),
+        Err(KmapError::Unbalanced { pfn, vaddr: addr }),
+        "an extra kunmap"
+    );
     let _ = free_pages(pfn, 0);
     Ok(())
 }
@@ -118,9 +158,21 @@ fn pkmap_wrap_flushes_once() -> TestResult {
     let _ = free_pages(base, 10);
     let wraps = after.0.wraps - before.0.wraps;
     check!(wraps >= 1, "1024 new kmaps did not wrap the cursor");
-    check_eq!(after.0.flushes - before.0.flushes, wraps, "pkmap flushes per wrap");
-    check_eq!(after.1.tlb_flush_range - before.1.tlb_flush_range, wraps, "TLB range flushes");
-    check_eq!(after.1.invlpg - before.1.invlpg, 0, "single-page flushes by kmap/kunmap");
+    check_eq!(
+        after.0.flushes - before.0.flushes,
+        wraps,
+        "pkmap flushes per wrap"
+    );
+    check_eq!(
+        after.1.tlb_flush_range - before.1.tlb_flush_range,
+        wraps,
+        "TLB range flushes"
+    );
+    check_eq!(
+        after.1.invlpg - before.1.invlpg,
+        0,
+        "single-page flushes by kmap/kunmap"
+    );
     Ok(())
 }
 
@@ -132,7 +184,9 @@ fn kmap_local_is_a_stack() -> TestResult {
     let a = kmap_local_page(base);
     let b = kmap_atomic(base + 1);
     let (Ok(a), Ok(b)) = (a, b) else {
-        return Err(Failure::new(format_args!("kmap_local_page failed: {a:?} {b:?}")));
+        return Err(Failure::new(format_args!(
+            "kmap_local_page failed: {a:?} {b:?}"
+        )));
     };
     let top = fix_to_virt(FIX_KMAP_BEGIN);
     let out_of_order = kunmap_local(a);
@@ -151,10 +205,22 @@ fn kmap_local_is_a_stack() -> TestResult {
         let _ = kunmap_local(slot);
     }
     let _ = free_pages(base, 5);
-    check_eq!((a, b), (top, top - PAGE_SIZE), "slot addresses grow down from FIX_KMAP_BEGIN");
-    check_eq!(out_of_order, Err(KmapLocalError::OutOfOrder { vaddr: a, top: b }), "unmapping out of order");
+    check_eq!(
+        (a, b),
+        (top, top - PAGE_SIZE),
+        "slot addresses grow down from FIX_KMAP_BEGIN"
+    );
+    check_eq!(
+        out_of_order,
+        Err(KmapLocalError::OutOfOrder { vaddr: a, top: b }),
+        "unmapping out of order"
+    );
     check_eq!(depth, 2, "stack depth after the refused unmap");
-    check_eq!(overflow, Err(KmapLocalError::StackOverflow), "the 17th kmap_local");
+    check_eq!(
+        overflow,
+        Err(KmapLocalError::StackOverflow),
+        "the 17th kmap_local"
+    );
     check_eq!(kmap_local_depth(), 0, "stack depth at the end");
     Ok(())
 }
@@ -162,7 +228,11 @@ fn kmap_local_is_a_stack() -> TestResult {
 /// Write through a slot, unmap it, map another frame in the same slot, and
 /// read: the new frame's contents must come back, not the old translation's.
 fn kmap_local_unmap_leaves_no_stale_tlb() -> TestResult {
-    let gfp = if has_highmem() { GFP_HIGHUSER } else { GFP_KERNEL };
+    let gfp = if has_highmem() {
+        GFP_HIGHUSER
+    } else {
+        GFP_KERNEL
+    };
     let (a, b) = (alloc(gfp, 0)?, alloc(gfp, 0)?);
     let writes = (
         with_kmap_local(a, |p| p.write_u64(8, 0xaaaa)),
@@ -179,7 +249,11 @@ fn kmap_local_unmap_leaves_no_stale_tlb() -> TestResult {
         return Err(Failure::new(format_args!("kmap_local failed")));
     };
     check_eq!(seen_a, 0xaaaa, "frame A through the slot");
-    check_eq!(seen_b, 0xbbbb, "frame B through the same slot after A was unmapped");
+    check_eq!(
+        seen_b,
+        0xbbbb,
+        "frame B through the same slot after A was unmapped"
+    );
     if has_highmem() {
         check_eq!(slot_a, slot_b, "both maps used the top slot");
         check_eq!(invlpgs, 2, "one invlpg per kunmap_local");

@@ -20,16 +20,23 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(args: fmt::Arguments) -> Self {
-        let mut f = Failure { text: [0; 200], len: 0, skip: false };
+        let mut f = Failure {
+            text: [0; 200],
+            len: 0,
+            skip: false,
+        };
         let _ = f.write_fmt(args);
         f
     }
 
     pub fn skip(args: fmt::Arguments) -> Self {
-        Failure { skip: true, ..Failure::new(args) }
+        Failure {
+            skip: true,
+            ..Failure::new(args)
+        }
     }
 
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         core::str::from_utf8(&self.text[..self.len]).unwrap_or("(unprintable)")
     }
 }
@@ -131,7 +138,9 @@ pub fn run(boot: &BootParams) -> Summary {
     }
     kprintln!(
         "selftest: {} passed, {} failed, {} skipped",
-        summary.passed, summary.failed, summary.skipped
+        summary.passed,
+        summary.failed,
+        summary.skipped
     );
     summary
 }

@@ -12,13 +12,34 @@ use crate::mm::{layout, lowmem_address, page_high_mem, virt_to_pfn};
 pub const SUITE: Suite = Suite {
     name: "paging",
     tests: &[
-        Test { name: "cr3_is_swapper_pg_dir", run: cr3_is_swapper_pg_dir },
-        Test { name: "direct_map_translates_lowmem", run: direct_map_translates_lowmem },
-        Test { name: "kernel_sections_permissions", run: kernel_sections_permissions },
-        Test { name: "nothing_mapped_past_lowmem", run: nothing_mapped_past_lowmem },
-        Test { name: "boot_identity_map_is_gone", run: boot_identity_map_is_gone },
-        Test { name: "pa_va_and_page_helpers", run: pa_va_and_page_helpers },
-        Test { name: "highmem_has_no_kernel_address", run: highmem_has_no_kernel_address },
+        Test {
+            name: "cr3_is_swapper_pg_dir",
+            run: cr3_is_swapper_pg_dir,
+        },
+        Test {
+            name: "direct_map_translates_lowmem",
+            run: direct_map_translates_lowmem,
+        },
+        Test {
+            name: "kernel_sections_permissions",
+            run: kernel_sections_permissions,
+        },
+        Test {
+            name: "nothing_mapped_past_lowmem",
+            run: nothing_mapped_past_lowmem,
+        },
+        Test {
+            name: "boot_identity_map_is_gone",
+            run: boot_identity_map_is_gone,
+        },
+        Test {
+            name: "pa_va_and_page_helpers",
+            run: pa_va_and_page_helpers,
+        },
+        Test {
+            name: "highmem_has_no_kernel_address",
+            run: highmem_has_no_kernel_address,
+        },
     ],
 };
 
@@ -38,15 +59,27 @@ fn direct_map_translates_lowmem() -> TestResult {
         (0x1000, SIZE_4K),
         (image.start, SIZE_4K),
         (16 << 20, SIZE_2M),
-        (end - PAGE_SIZE, if end % SIZE_2M == 0 { SIZE_2M } else { SIZE_4K }),
+        (
+            end - PAGE_SIZE,
+            if end % SIZE_2M == 0 { SIZE_2M } else { SIZE_4K },
+        ),
     ] {
         let w = kernel_walk(va(pa));
         let m = w.mapping();
-        check!(m.is_some(), "{:#x} (pa {pa:#x}) is not mapped: {:?}", va(pa), w.outcome);
+        check!(
+            m.is_some(),
+            "{:#x} (pa {pa:#x}) is not mapped: {:?}",
+            va(pa),
+            w.outcome
+        );
         let m = m.unwrap_or_else(|| unreachable!());
         check_eq!(m.pa, pa, "translation of {:#x}", va(pa));
         check_eq!(m.size, size, "page size at {:#x}", va(pa));
-        check!(m.flags.contains(PteFlags::GLOBAL), "direct map at {:#x} is not global", va(pa));
+        check!(
+            m.flags.contains(PteFlags::GLOBAL),
+            "direct map at {:#x} is not global",
+            va(pa)
+        );
     }
     Ok(())
 }
@@ -58,17 +91,34 @@ fn kernel_sections_permissions() -> TestResult {
         (".rodata", s.rodata.start, false, true),
         (".data", s.data.start, true, true),
         (".bss", s.bss.end - 8, true, true),
-        ("lowmem after the image", (s.bss.end + SIZE_2M) & !(SIZE_2M - 1), true, true),
+        (
+            "lowmem after the image",
+            (s.bss.end + SIZE_2M) & !(SIZE_2M - 1),
+            true,
+            true,
+        ),
     ] {
         let w = kernel_walk(addr);
         let Some(m) = w.mapping() else {
-            return Err(super::Failure::new(format_args!("{name} at {addr:#x} not mapped")));
+            return Err(super::Failure::new(format_args!(
+                "{name} at {addr:#x} not mapped"
+            )));
         };
-        check_eq!(m.flags.contains(PteFlags::WRITABLE), writable, "{name} writable");
+        check_eq!(
+            m.flags.contains(PteFlags::WRITABLE),
+            writable,
+            "{name} writable"
+        );
         check_eq!(m.flags.contains(PteFlags::NX), nx, "{name} no-execute");
-        check!(!m.flags.contains(PteFlags::USER), "{name} is user-accessible");
+        check!(
+            !m.flags.contains(PteFlags::USER),
+            "{name} is user-accessible"
+        );
     }
-    check!(crate::arch::cpu::read_cr0() & crate::arch::cpu::CR0_WP != 0, "CR0.WP is off");
+    check!(
+        crate::arch::cpu::read_cr0() & crate::arch::cpu::CR0_WP != 0,
+        "CR0.WP is off"
+    );
     Ok(())
 }
 
@@ -77,7 +127,11 @@ fn nothing_mapped_past_lowmem() -> TestResult {
     // The 8 MiB VMALLOC_OFFSET hole after high_memory stays unmapped.
     for addr in [l.high_memory, l.high_memory + VMALLOC_OFFSET - PAGE_SIZE] {
         let w = kernel_walk(addr);
-        check!(matches!(w.outcome, Outcome::NotPresent { .. }), "{addr:#x} is mapped: {:?}", w.outcome);
+        check!(
+            matches!(w.outcome, Outcome::NotPresent { .. }),
+            "{addr:#x} is mapped: {:?}",
+            w.outcome
+        );
     }
     Ok(())
 }
@@ -85,7 +139,10 @@ fn nothing_mapped_past_lowmem() -> TestResult {
 fn boot_identity_map_is_gone() -> TestResult {
     for addr in [0, KERNEL_PHYS_BASE, 16 << 20] {
         let w = kernel_walk(addr);
-        check!(matches!(w.outcome, Outcome::NotPresent { .. }), "identity {addr:#x} still mapped");
+        check!(
+            matches!(w.outcome, Outcome::NotPresent { .. }),
+            "identity {addr:#x} still mapped"
+        );
     }
     Ok(())
 }
@@ -94,11 +151,23 @@ fn pa_va_and_page_helpers() -> TestResult {
     let m = layout();
     let text = sections().text.start;
     check_eq!(va(pa(text)), text, "__va(__pa(x))");
-    check_eq!(virt_to_pfn(text), Some(KERNEL_PHYS_BASE >> PAGE_SHIFT), "virt_to_page(.text)");
-    check_eq!(virt_to_pfn(m.layout.high_memory), None, "virt_to_page(high_memory)");
+    check_eq!(
+        virt_to_pfn(text),
+        Some(KERNEL_PHYS_BASE >> PAGE_SHIFT),
+        "virt_to_page(.text)"
+    );
+    check_eq!(
+        virt_to_pfn(m.layout.high_memory),
+        None,
+        "virt_to_page(high_memory)"
+    );
     let last_low = m.max_low_pfn - 1;
     check!(!page_high_mem(last_low), "last lowmem pfn is highmem");
-    check_eq!(lowmem_address(last_low), Some(va(last_low << PAGE_SHIFT)), "page_address(lowmem)");
+    check_eq!(
+        lowmem_address(last_low),
+        Some(va(last_low << PAGE_SHIFT)),
+        "page_address(lowmem)"
+    );
     Ok(())
 }
 
@@ -109,6 +178,10 @@ fn highmem_has_no_kernel_address() -> TestResult {
     }
     let first_high = m.max_low_pfn;
     check!(page_high_mem(first_high), "PageHighMem(max_low_pfn)");
-    check_eq!(page_address(first_high), None, "page_address(unmapped highmem)");
+    check_eq!(
+        page_address(first_high),
+        None,
+        "page_address(unmapped highmem)"
+    );
     Ok(())
 }

@@ -19,14 +19,38 @@ use crate::mm::{alloc_pages, free_pages, layout, with_node};
 pub const SUITE: Suite = Suite {
     name: "vmalloc",
     tests: &[
-        Test { name: "vmalloc_maps_highmem_first", run: vmalloc_maps_highmem_first },
-        Test { name: "guard_page_after_every_area", run: guard_page_after_every_area },
-        Test { name: "vfree_is_lazy_and_purge_flushes_once", run: vfree_is_lazy_and_purge_flushes_once },
-        Test { name: "reused_addresses_show_new_frames", run: reused_addresses_show_new_frames },
-        Test { name: "vmap_maps_existing_frames", run: vmap_maps_existing_frames },
-        Test { name: "vmallocinfo_lists_areas", run: vmallocinfo_lists_areas },
-        Test { name: "oversized_vmalloc_is_an_error", run: oversized_vmalloc_is_an_error },
-        Test { name: "highmem_only_through_kernel_windows", run: highmem_only_through_kernel_windows },
+        Test {
+            name: "vmalloc_maps_highmem_first",
+            run: vmalloc_maps_highmem_first,
+        },
+        Test {
+            name: "guard_page_after_every_area",
+            run: guard_page_after_every_area,
+        },
+        Test {
+            name: "vfree_is_lazy_and_purge_flushes_once",
+            run: vfree_is_lazy_and_purge_flushes_once,
+        },
+        Test {
+            name: "reused_addresses_show_new_frames",
+            run: reused_addresses_show_new_frames,
+        },
+        Test {
+            name: "vmap_maps_existing_frames",
+            run: vmap_maps_existing_frames,
+        },
+        Test {
+            name: "vmallocinfo_lists_areas",
+            run: vmallocinfo_lists_areas,
+        },
+        Test {
+            name: "oversized_vmalloc_is_an_error",
+            run: oversized_vmalloc_is_an_error,
+        },
+        Test {
+            name: "highmem_only_through_kernel_windows",
+            run: highmem_only_through_kernel_windows,
+        },
     ],
 };
 
@@ -43,15 +67,26 @@ fn vmalloc_maps_highmem_first() -> TestResult {
         *pfn = vmalloc_to_pfn(page).unwrap_or(u64::MAX);
         KernelPage::new(page).write_u64(0, 0x5151_0000 + i as u64);
     }
-    let through_kmap: [Option<u64>; 4] = pfns.map(|pfn| with_kmap_local(pfn, |p| p.read_u64(0)).ok());
+    let through_kmap: [Option<u64>; 4] =
+        pfns.map(|pfn| with_kmap_local(pfn, |p| p.read_u64(0)).ok());
     vfree(addr).map_err(|e| fail("vfree", e))?;
-    check!((l.layout.vmalloc_start..l.layout.vmalloc_end).contains(&addr), "{addr:#x} outside vmalloc");
+    check!(
+        (l.layout.vmalloc_start..l.layout.vmalloc_end).contains(&addr),
+        "{addr:#x} outside vmalloc"
+    );
     for (i, pfn) in pfns.iter().enumerate() {
         check!(*pfn != u64::MAX, "page {i} of the area is not mapped");
         if l.max_pfn > l.max_low_pfn {
-            check!(*pfn >= l.max_low_pfn, "page {i} came from lowmem (pfn {pfn:#x})");
+            check!(
+                *pfn >= l.max_low_pfn,
+                "page {i} came from lowmem (pfn {pfn:#x})"
+            );
         }
-        check_eq!(through_kmap[i], Some(0x5151_0000 + i as u64), "page {i} read through kmap_local");
+        check_eq!(
+            through_kmap[i],
+            Some(0x5151_0000 + i as u64),
+            "page {i} read through kmap_local"
+        );
     }
     Ok(())
 }
@@ -62,8 +97,14 @@ fn guard_page_after_every_area() -> TestResult {
     let guard = kernel_walk(a + 2 * PAGE_SIZE).outcome;
     let _ = vfree(a);
     let _ = vfree(b);
-    check!(matches!(guard, Outcome::NotPresent { .. }), "guard page of {a:#x} is mapped: {guard:?}");
-    check!(b >= a + 3 * PAGE_SIZE, "next area {b:#x} overlaps the guard page of {a:#x}");
+    check!(
+        matches!(guard, Outcome::NotPresent { .. }),
+        "guard page of {a:#x} is mapped: {guard:?}"
+    );
+    check!(
+        b >= a + 3 * PAGE_SIZE,
+        "next area {b:#x} overlaps the guard page of {a:#x}"
+    );
     Ok(())
 }
 
@@ -79,10 +120,20 @@ fn vfree_is_lazy_and_purge_flushes_once() -> TestResult {
     let after = EVENTS.snapshot();
     let c = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
     let _ = vfree(c);
-    check!(matches!(unmapped, Outcome::NotPresent { .. }), "vfree left {a:#x} mapped");
-    check!(b != a, "a freed but unflushed address was reused before the purge");
+    check!(
+        matches!(unmapped, Outcome::NotPresent { .. }),
+        "vfree left {a:#x} mapped"
+    );
+    check!(
+        b != a,
+        "a freed but unflushed address was reused before the purge"
+    );
     check_eq!(purged, 2, "areas purged");
-    check_eq!(after.tlb_flush_range - before.tlb_flush_range, 1, "TLB range flushes per purge");
+    check_eq!(
+        after.tlb_flush_range - before.tlb_flush_range,
+        1,
+        "TLB range flushes per purge"
+    );
     check_eq!(c, a, "lowest address after the purge");
     Ok(())
 }
@@ -97,7 +148,11 @@ fn reused_addresses_show_new_frames() -> TestResult {
     let seen = KernelPage::new(b).read_u64(0);
     let _ = vfree(b);
     check_eq!(b, a, "the purged address was reused");
-    check_eq!(seen, 0, "a reused vmalloc address shows the new, zeroed frame");
+    check_eq!(
+        seen,
+        0,
+        "a reused vmalloc address shows the new, zeroed frame"
+    );
     Ok(())
 }
 
@@ -138,7 +193,11 @@ fn vmallocinfo_lists_areas() -> TestResult {
         }
     });
     let _ = vfree(addr);
-    check_eq!(found, Some((4 * PAGE_SIZE, 3, "vmallocinfo_probe")), "the area's size, pages and caller");
+    check_eq!(
+        found,
+        Some((4 * PAGE_SIZE, 3, "vmallocinfo_probe")),
+        "the area's size, pages and caller"
+    );
     Ok(())
 }
 
@@ -194,11 +253,18 @@ fn highmem_only_through_kernel_windows() -> TestResult {
     let _ = kunmap(hp);
     let _ = free_pages(hp, 0);
     let _ = vfree(v);
-    check_eq!(bad, None, "a kernel mapping breaks the lowmem/highmem model (va, pa)");
+    check_eq!(
+        bad,
+        None,
+        "a kernel mapping breaks the lowmem/highmem model (va, pa)"
+    );
     check_eq!(anomalies, 0, "anomalies in the kernel tables");
     check!(!summary.truncated, "the walk ran out of budget");
     // vmalloc's two pages, and the kmap slot when the page was highmem.
     let expected = if hp >= l.max_low_pfn { 3 } else { 2 };
-    check!(k.is_ok() && windows >= expected, "only {windows} mappings outside the direct map");
+    check!(
+        k.is_ok() && windows >= expected,
+        "only {windows} mappings outside the direct map"
+    );
     Ok(())
 }

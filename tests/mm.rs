@@ -1,0 +1,155 @@
+//! The guest's memory manager under KVM: the layout it builds for each RAM
+//! size, its self-test suites, and the counts it reports.
+
+use system_tests::{boot, kvm_available, Run};
+
+/// The line of the guest's output that starts with `prefix` (trimmed).
+fn line<'a>(run: &'a Run, prefix: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{run}"))
+}
+
+/// The value of a counter in the "mm events" report.
+fn event(run: &Run, name: &str) -> u64 {
+    line(run, name)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("bad {name} line\n{run}"))
+}
+
+/// Boots with `mem` and checks that every suite passed.
+fn boot_and_pass(mem: &str) -> Run {
+    let run = boot(mem, &[]);
+    run.expect_status(0);
+    assert!(!run.stdout.contains("FAIL "), "{run}");
+    let summary = line(&run, "selftest:");
+    assert!(summary.contains(" 0 failed"), "{run}");
+    run
+}
+
+#[test]
+fn layout_and_suites_with_2g() {
+    if !kvm_available("layout_and_suites_with_2g") {
+        return;
+    }
+    let run = boot_and_pass("2G");
+    assert_eq!(
+        line(&run, "lowmem"),
+        "lowmem   : 0xc0000000 - 0xf8000000   ( 896 MB)"
+    );
+    assert_eq!(
+        line(&run, "vmalloc  :"),
+        "vmalloc  : 0xf8800000 - 0xff9fe000   ( 113 MB)"
+    );
+    assert_eq!(
+        line(&run, "pkmap"),
+        "pkmap    : 0xffa00000 - 0xffc00000   (2048 kB)"
+    );
+    assert_eq!(
+        line(&run, "fixmap"),
+        "fixmap   : 0xfffee000 - 0xfffff000   (  68 kB)"
+    );
+    assert!(
+        line(&run, ".text").starts_with(".text  : 0xc0100000 - "),
+        "{run}"
+    );
+    assert!(
+        line(&run, "max_low_pfn").starts_with("max_low_pfn 0x38000, max_pfn 0x80000;"),
+        "{run}"
+    );
+    assert!(
+        line(&run, "DMA ").starts_with("DMA      pfn 0x000000-0x001000"),
+        "{run}"
+    );
+    assert!(
+        line(&run, "Normal ").starts_with("Normal   pfn 0x001000-0x038000"),
+        "{run}"
+    );
+    assert!(
+        line(&run, "HighMem ").starts_with("HighMem  pfn 0x038000-0x080000"),
+        "{run}"
+    );
+    run.expect_stdout("freed the VMM's boot page tables (12K)");
+    // Every suite ran, none skipped: this machine has highmem.
+    assert!(
+        line(&run, "selftest:").ends_with(", 0 failed, 0 skipped"),
+        "{run}"
+    );
+    for suite in ["paging", "buddy", "highmem", "vmalloc"] {
+        run.expect_stdout(&format!("PASS {suite}: "));
+    }
+    // The counts the report promises, and that the suites must have caused.
+    assert!(event(&run, "pt_pages") >= 6, "{run}");
+    assert!(event(&run, "pte_writes") > 1000, "{run}");
+    assert!(event(&run, "invlpg") > 0, "{run}");
+    assert!(event(&run, "pkmap_wraps") >= 1, "{run}");
+    assert!(event(&run, "vmalloc_areas") >= 5, "{run}");
+    assert!(event(&run, "vmap_purges") >= 1, "{run}");
+    run.expect_stdout("Node 0, zone  HighMem");
+}
+
+#[test]
+fn no_highmem_with_512m() {
+    if !kvm_available("no_highmem_with_512m") {
+        return;
+    }
+    let run = boot_and_pass("512M");
+    assert_eq!(
+        line(&run, "lowmem"),
+        "lowmem   : 0xc0000000 - 0xe0000000   ( 512 MB)"
+    );
+    // Less RAM: the vmalloc area grows into what lowmem does not use.
+    assert_eq!(
+        line(&run, "vmalloc  :"),
+        "vmalloc  : 0xe0800000 - 0xff9fe000   ( 497 MB)"
+    );
+    assert!(!run.stdout.contains("HighMem  pfn"), "{run}");
+    run.expect_stdout("SKIP highmem: kmap_maps_highmem_in_pkmap: no ZONE_HIGHMEM");
+    assert_eq!(event(&run, "kmaps"), 0, "{run}");
+}
+
+#[test]
+fn highmem_above_4g_with_4g_and_8g() {
+    if !kvm_available("highmem_above_4g_with_4g_and_8g") {
+        return;
+    }
+    for (mem, max_pfn) in [("4G", "0x140000"), ("8G", "0x240000")] {
+        let run = boot_and_pass(mem);
+        assert!(line(&run, "selftest:").ends_with(", 0 skipped"), "{run}");
+        let high = line(&run, "HighMem ");
+        assert!(
+            high.starts_with(&format!("HighMem  pfn 0x038000-{max_pfn}")),
+            "{run}"
+        );
+        assert_eq!(
+            line(&run, "lowmem"),
+            "lowmem   : 0xc0000000 - 0xf8000000   ( 896 MB)"
+        );
+    }
+}
+
+#[test]
+fn write_to_kernel_text_faults() {
+    if !kvm_available("write_to_kernel_text_faults") {
+        return;
+    }
+    let run = boot("512M", &["--cmdline", "fault=write-text selftest=off"]);
+    run.expect_status(3)
+        .expect_stdout("KERNEL EXCEPTION 14: page fault (#PF)")
+        .expect_stdout("CR2=0xc0100000 (protection violation, write in kernel mode)");
+}
+
+#[test]
+fn default_run_is_quick() {
+    if !kvm_available("default_run_is_quick") {
+        return;
+    }
+    let started = std::time::Instant::now();
+    boot_and_pass("2G");
+    let took = started.elapsed().as_secs_f64();
+    assert!(took < 10.0, "a default 2G run took {took:.1} s");
+}
