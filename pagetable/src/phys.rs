@@ -10,6 +10,9 @@ pub enum PhysError {
     OutsideRam { pa: u64 },
     /// RAM exists but could not be read (e.g. a dump with a missing region).
     Unreadable { pa: u64 },
+    /// The writer refused the entry by policy (the guest's double-mapping
+    /// prevention); nothing was written.
+    Refused { pa: u64 },
 }
 
 impl core::fmt::Display for PhysError {
@@ -17,6 +20,7 @@ impl core::fmt::Display for PhysError {
         match self {
             PhysError::OutsideRam { pa } => write!(f, "{pa:#x} is outside RAM"),
             PhysError::Unreadable { pa } => write!(f, "{pa:#x} is unreadable"),
+            PhysError::Refused { pa } => write!(f, "the write at {pa:#x} was refused"),
         }
     }
 }
