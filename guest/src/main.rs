@@ -13,6 +13,8 @@ mod faults;
 #[deny(unsafe_code)]
 mod mm;
 #[deny(unsafe_code)]
+mod process;
+#[deny(unsafe_code)]
 mod report;
 #[deny(unsafe_code)]
 mod selftest;
@@ -20,6 +22,10 @@ mod selftest;
 mod trap;
 
 use abi::io::exit;
+
+/// What runs after the self-tests unless `run=` says otherwise: three
+/// processes, each touching 2 MiB of anonymous memory and a heap.
+const DEFAULT_WORKLOAD: &str = "demo,demo,demo";
 
 /// Entered from `_start` with the boot-info physical address from RDI.
 extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
@@ -38,10 +44,13 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     if let Err(e) = mm::vmalloc::init() {
         panic!("vmalloc setup failed: {e}");
     }
+    arch::user::init_syscall();
     faults::run_requested(&boot);
     let summary = selftest::run(&boot);
+    let failed_programs = process::run_programs(boot.option("run").unwrap_or(DEFAULT_WORKLOAD));
     report::print();
-    arch::io::exit(if summary.failed == 0 {
+    let ok = summary.failed == 0 && failed_programs == 0;
+    arch::io::exit(if ok {
         exit::SUCCESS
     } else {
         exit::TEST_FAILURE

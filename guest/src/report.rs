@@ -7,7 +7,7 @@ use crate::mm::{highmem, vmalloc, with_node};
 pub fn print() {
     kprintln!("mm events:");
     for (name, what, value) in EVENTS.snapshot().rows() {
-        kprintln!("  {name:<16} {value:>8}  {what}");
+        kprintln!("  {name:<20} {value:>8}  {what}");
     }
     let pk = highmem::pkmap_stats();
     kprintln!(

@@ -7,6 +7,8 @@ use core::cell::UnsafeCell;
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
+pub const USER_DS: u16 = 0x18 | 3;
+pub const USER_CS: u16 = 0x20 | 3;
 const TSS_SELECTOR: u16 = 0x28;
 
 /// IST slot used for #DF, so a double fault on a broken stack still reports.
@@ -57,6 +59,13 @@ static TABLES: Cell = Cell(UnsafeCell::new(Tables {
     },
     df_stack: [0; IST_STACK_SIZE],
 }));
+
+/// Address of TSS.RSP0, the stack the CPU switches to on a trap from ring 3.
+pub fn rsp0_slot() -> *mut u64 {
+    // SAFETY: only the address is taken; TABLES lives forever.
+    let t = unsafe { &mut *TABLES.0.get() };
+    core::ptr::addr_of_mut!(t.tss.rsp).cast::<u64>()
+}
 
 #[repr(C, packed)]
 struct DescriptorPointer {

@@ -163,3 +163,52 @@ pub fn claim_array<T: zerocopy::FromZeros>(pa: u64, count: usize) -> Option<&'st
     // zero bytes a valid `T`.
     Some(unsafe { core::slice::from_raw_parts_mut(va(pa) as *mut T, count) })
 }
+
+/// The bytes of the kernel image between two linker-defined symbols (the
+/// embedded user programs).
+pub fn kernel_bytes(start: &'static u8, end: &'static u8) -> &'static [u8] {
+    let (s, e) = (start as *const u8, end as *const u8);
+    let len = (e as usize).saturating_sub(s as usize);
+    let image = sections();
+    assert!(
+        image.rodata.contains(&(s as u64)) && (e as u64) <= image.rodata.end,
+        "not in .rodata"
+    );
+    // SAFETY: both symbols delimit a range inside .rodata (checked), which is
+    // mapped read-only for the kernel's lifetime and never written.
+    unsafe { core::slice::from_raw_parts(s, len) }
+}
+
+impl KernelPage {
+    /// Copies `bytes` into the page at `offset`.
+    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset + bytes.len() <= PAGE_SIZE as usize,
+            "copy past the end of the page"
+        );
+        // SAFETY: `new`'s contract (mapped, writable, owned), in bounds.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (self.va + offset as u64) as *mut u8,
+                bytes.len(),
+            )
+        }
+    }
+
+    /// Copies bytes out of the page at `offset` into `out`.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        assert!(
+            offset + out.len() <= PAGE_SIZE as usize,
+            "copy past the end of the page"
+        );
+        // SAFETY: `new`'s contract (mapped, owned), in bounds.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (self.va + offset as u64) as *const u8,
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        }
+    }
+}

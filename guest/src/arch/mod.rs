@@ -6,7 +6,9 @@ mod entry;
 pub mod gdt;
 pub mod io;
 pub mod mem;
+pub mod programs;
 pub mod trap;
+pub mod user;
 
 use abi::boot::BootInfo;
 use zerocopy::FromBytes;
@@ -48,5 +50,14 @@ pub fn read_boot_bytes(pa: u64, out: &mut [u8]) -> bool {
 /// data, at the addresses the kernel already runs at.
 pub fn load_kernel_tables(pml4: u64) {
     // SAFETY: see above; the tables map everything the kernel touches.
+    unsafe { cpu::write_cr3(pml4) }
+}
+
+/// Switches to a process's tables. Every address space shares the kernel
+/// page directory (PDPT[3]), so the kernel keeps running unchanged.
+pub fn switch_address_space(pml4: u64) {
+    // SAFETY: process tables are built by process::address_space with the
+    // kernel quarter pointing at the shared kernel page directory, which
+    // maps everything the kernel touches.
     unsafe { cpu::write_cr3(pml4) }
 }

@@ -49,6 +49,13 @@ events! {
     pages_allocated: "pages allocated from the buddy allocator",
     pages_freed: "pages freed to the buddy allocator",
     pages_zeroed: "pages cleared for __GFP_ZERO",
+    dmap_refusals: "mappings refused by double-mapping prevention",
+    user_faults: "user page faults serviced",
+    user_frames_highmem: "frames given to user space from HIGHMEM",
+    user_frames_normal: "frames given to user space from NORMAL",
+    user_frames_dma: "frames given to user space from DMA",
+    syscalls: "system calls",
+    syscall_fallbacks: "system calls completed from the #PF fallback",
 }
 
 pub fn count(counter: &AtomicU64, n: u64) {

@@ -72,9 +72,11 @@ pub fn kmap(pfn: u64) -> Result<u64, KmapError> {
     }
     let mut pkmap = PKMAP.lock();
     let wraps = pkmap.stats().wraps;
-    let addr = pkmap.kmap(pfn, &mut Window::pkmap())?;
-    count(&EVENTS.kmaps, 1);
+    let result = pkmap.kmap(pfn, &mut Window::pkmap());
+    // A wrap happens (and is flushed) even when no slot turns out free.
     count(&EVENTS.pkmap_wraps, pkmap.stats().wraps - wraps);
+    let addr = result?;
+    count(&EVENTS.kmaps, 1);
     Ok(addr)
 }
 

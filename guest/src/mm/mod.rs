@@ -2,6 +2,7 @@
 //! zones) and the kernel's allocation interfaces. The algorithms are the
 //! host-tested `mm` crate; this module wires them to the real machine.
 
+pub mod dmap;
 pub mod events;
 pub mod highmem;
 pub mod paging;
@@ -105,6 +106,16 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     let mem_map = memblock
         .alloc(map_bytes.next_multiple_of(PAGE_SIZE), PAGE_SIZE, lowmem_end)
         .map_err(InitError::Memblock)?;
+    // Double-mapping prevention's tag bitmap: one bit per frame, zero.
+    let words = dmap::bitmap_words(max_pfn);
+    let tags_pa = memblock
+        .alloc(
+            (words as u64 * 8).next_multiple_of(PAGE_SIZE),
+            PAGE_SIZE,
+            lowmem_end,
+        )
+        .map_err(InitError::Memblock)?;
+    dmap::init(mem::claim_array::<u64>(tags_pa, words).ok_or(InitError::MemMap)?);
     let pages = mem::claim_array::<Page>(mem_map, max_pfn as usize).ok_or(InitError::MemMap)?;
     let mut node =
         Node::new(MemMap::new(pages, 0), max_low_pfn, max_pfn).map_err(InitError::Buddy)?;

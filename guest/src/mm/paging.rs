@@ -13,6 +13,7 @@ use pagetable::{Level, PhysError, PhysRead, PhysWrite, Pte, PteFlags};
 
 use crate::arch::mem::{sections, DirectMap};
 use crate::arch::{self, cpu};
+use crate::mm::dmap;
 use crate::mm::events::{count, EVENTS};
 
 /// Physical addresses of the kernel's fixed tables.
@@ -43,8 +44,9 @@ const RODATA: PteFlags = PteFlags::PRESENT
 pub const PAGE_KERNEL: PteFlags = LOWMEM;
 
 /// Page-table memory as the kernel writes it: through the direct map, with
-/// every entry write counted. All page-table writes after boot go through
-/// this one type (set_pte and the mapper alike).
+/// every entry write counted and checked by double-mapping prevention. All
+/// page-table writes go through this one type (set_pte, the vmalloc walk and
+/// the user fault path's mapper alike); a refused write changes nothing.
 #[derive(Clone, Copy, Default)]
 pub struct PtWriter;
 
@@ -56,6 +58,9 @@ impl PhysRead for PtWriter {
 
 impl PhysWrite for PtWriter {
     fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
+        if !dmap::allows(Pte(val)) {
+            return Err(PhysError::Refused { pa });
+        }
         count(&EVENTS.pte_writes, 1);
         DirectMap.write_u64(pa, val)
     }

@@ -37,6 +37,8 @@ pub enum VmallocError {
     PageTable(PhysError),
     /// The address is not the start of a vmalloc/vmap area.
     NotAnArea(u64),
+    /// Double-mapping prevention refused to map this frame (a slab page).
+    Refused { pfn: u64 },
 }
 
 impl fmt::Display for VmallocError {
@@ -47,8 +49,22 @@ impl fmt::Display for VmallocError {
             VmallocError::AlreadyMapped(va) => write!(f, "{va:#x} is already mapped"),
             VmallocError::PageTable(e) => write!(f, "page table unreachable: {e}"),
             VmallocError::NotAnArea(va) => write!(f, "{va:#x} is not a vmalloc area"),
+            VmallocError::Refused { pfn } => {
+                write!(f, "mapping slab frame {pfn:#x} refused (double mapping)")
+            }
         }
     }
+}
+
+/// Runs `f` on the area allocator, counting the lazy purges it performs
+/// (allocation purges and retries when full; a free purges past the lazy
+/// threshold).
+fn with_vmap<R>(f: impl FnOnce(&mut VmapAllocator<MAX_VMAP_AREAS>) -> R) -> R {
+    let mut vmap = VMAP.lock();
+    let purges = vmap.stats().purges;
+    let result = f(&mut vmap);
+    count(&EVENTS.vmap_purges, vmap.stats().purges - purges);
+    result
 }
 
 /// Sets up the allocator over this machine's vmalloc range (vmalloc_init()).
@@ -71,9 +87,7 @@ pub fn vzalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
 }
 
 fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64, VmallocError> {
-    let area = VMAP
-        .lock()
-        .get_vm_area(size, VM_ALLOC, caller, &mut KernelTlb)
+    let area = with_vmap(|v| v.get_vm_area(size, VM_ALLOC, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
     match __vmalloc_area_node(&area, gfp) {
@@ -81,7 +95,7 @@ fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64
         Err(e) => {
             // Undo whatever was mapped and give every frame back.
             let _ = vunmap_range(area.start, area.start + area.usable_size(), true);
-            let _ = VMAP.lock().free(area.start, &mut KernelTlb);
+            let _ = with_vmap(|v| v.free(area.start, &mut KernelTlb));
             Err(e)
         }
     }
@@ -101,9 +115,7 @@ fn __vmalloc_area_node(area: &VmArea, gfp: Gfp) -> Result<(), VmallocError> {
 /// stay the caller's: vunmap() does not free them.
 pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
     let size = (pfns.len() as u64) << PAGE_SHIFT;
-    let area = VMAP
-        .lock()
-        .get_vm_area(size, VM_MAP, caller, &mut KernelTlb)
+    let area = with_vmap(|v| v.get_vm_area(size, VM_MAP, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
     let _ = VMAP
@@ -114,7 +126,7 @@ pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
         Ok(()) => Ok(area.start),
         Err(e) => {
             let _ = vunmap_range(area.start, end, false);
-            let _ = VMAP.lock().free(area.start, &mut KernelTlb);
+            let _ = with_vmap(|v| v.free(area.start, &mut KernelTlb));
             Err(e)
         }
     }
@@ -142,21 +154,13 @@ fn release(addr: u64, kind: u32) -> Result<(), VmallocError> {
         area.start + area.usable_size(),
         kind == VM_ALLOC,
     )?;
-    let mut vmap = VMAP.lock();
-    let purges = vmap.stats().purges;
-    vmap.free(area.start, &mut KernelTlb)
-        .map_err(VmallocError::Area)?;
-    count(&EVENTS.vmap_purges, vmap.stats().purges - purges);
+    with_vmap(|v| v.free(area.start, &mut KernelTlb)).map_err(VmallocError::Area)?;
     Ok(())
 }
 
 /// Flushes every lazily freed area now (purge_vmap_area_lazy()).
 pub fn purge() -> usize {
-    let n = VMAP.lock().purge(&mut KernelTlb);
-    if n > 0 {
-        count(&EVENTS.vmap_purges, 1);
-    }
-    n
+    with_vmap(|v| v.purge(&mut KernelTlb))
 }
 
 /// vmalloc_to_page(): the frame behind a vmalloc address, from the tables.
@@ -226,8 +230,10 @@ fn vmap_pte_range(
             return Err(VmallocError::AlreadyMapped(addr));
         }
         let pfn = page(((addr - start) >> PAGE_SHIFT) as usize)?;
-        set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL))
-            .map_err(VmallocError::PageTable)?;
+        set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL)).map_err(|e| match e {
+            PhysError::Refused { .. } => VmallocError::Refused { pfn },
+            other => VmallocError::PageTable(other),
+        })?;
         addr += PAGE_SIZE;
     }
     Ok(())

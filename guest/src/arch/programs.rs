@@ -1,0 +1,173 @@
+//! User programs, in assembly, embedded in the kernel image. Each is
+//! position-independent: exec copies its bytes to the user code address
+//! (0x08048000, where i386 ELF executables traditionally start) and runs it
+//! in ring 3. They use the x86-64 Linux system-call numbers and registers
+//! (RAX number; RDI, RSI, RDX, R10, R8, R9 arguments).
+
+/// A program: its name and machine code.
+pub struct Program {
+    pub name: &'static str,
+    pub code: &'static [u8],
+}
+
+macro_rules! user_program {
+    ($start:ident, $end:ident, $($asm:literal),* $(,)?) => {
+        core::arch::global_asm!(
+            ".pushsection .rodata.user_programs, \"a\"",
+            concat!(".global ", stringify!($start)),
+            concat!(stringify!($start), ":"),
+            $($asm,)*
+            concat!(".global ", stringify!($end)),
+            concat!(stringify!($end), ":"),
+            ".popsection",
+        );
+    };
+}
+
+// demo: getpid, say hello, mmap 2 MiB and touch every page, check what it
+// wrote, munmap, grow the heap with brk and touch it, exit 0. Exits with a
+// distinct status if anything reads back wrong.
+user_program!(
+    user_demo_start,
+    user_demo_end,
+    "    mov eax, 39", // getpid
+    "    syscall",
+    "    mov r12, rax",
+    "    mov eax, 1", // write(1, msg, len)
+    "    mov edi, 1",
+    "    lea rsi, [rip + 90f]",
+    "    mov edx, 22", // strlen("hello from user space\\n")
+    "    syscall",
+    "    mov eax, 9", // mmap(0, 2 MiB, RW, PRIVATE|ANON, -1, 0)
+    "    xor edi, edi",
+    "    mov esi, 0x200000",
+    "    mov edx, 3",
+    "    mov r10d, 0x22",
+    "    mov r8, -1",
+    "    xor r9d, r9d",
+    "    syscall",
+    "    cmp rax, -4096",
+    "    ja 80f",
+    "    mov rbx, rax",
+    "    xor ecx, ecx", // write the page index into each page
+    "1:  mov rdx, rcx",
+    "    shl rdx, 12",
+    "    mov [rbx + rdx], rcx",
+    "    inc rcx",
+    "    cmp rcx, 512",
+    "    jb 1b",
+    "    xor ecx, ecx", // read it back
+    "2:  mov rdx, rcx",
+    "    shl rdx, 12",
+    "    cmp [rbx + rdx], rcx",
+    "    jne 81f",
+    "    inc rcx",
+    "    cmp rcx, 512",
+    "    jb 2b",
+    "    mov eax, 11", // munmap(addr, 2 MiB)
+    "    mov rdi, rbx",
+    "    mov esi, 0x200000",
+    "    syscall",
+    "    test rax, rax",
+    "    jnz 82f",
+    "    mov eax, 12", // brk(0): the current break
+    "    xor edi, edi",
+    "    syscall",
+    "    mov rbx, rax",
+    "    lea rdi, [rax + 0x10000]", // brk(+64 KiB)
+    "    mov eax, 12",
+    "    syscall",
+    "    lea rdx, [rbx + 0x10000]",
+    "    cmp rax, rdx",
+    "    jne 83f",
+    "    mov qword ptr [rbx], 0x1234", // touch the new heap, first and last page
+    "    mov qword ptr [rbx + 0xfff8], 0x5678",
+    "    mov eax, 60", // exit(0)
+    "    xor edi, edi",
+    "    syscall",
+    "80: mov edi, 80",
+    "    jmp 89f",
+    "81: mov edi, 81",
+    "    jmp 89f",
+    "82: mov edi, 82",
+    "    jmp 89f",
+    "83: mov edi, 83",
+    "89: mov eax, 60",
+    "    syscall",
+    "90: .ascii \"hello from user space\\n\"",
+    "91:",
+);
+
+// segv: reads an address no VMA covers; the kernel must kill it.
+user_program!(
+    user_segv_start,
+    user_segv_end,
+    "    mov rax, 0x40000000",
+    "    mov rax, [rax]",
+    "    mov eax, 60",
+    "    xor edi, edi",
+    "    syscall",
+);
+
+// rowrite: writes to its own code, a read-only and executable VMA.
+user_program!(
+    user_rowrite_start,
+    user_rowrite_end,
+    "    lea rax, [rip]",
+    "    mov qword ptr [rax], 0",
+    "    mov eax, 60",
+    "    xor edi, edi",
+    "    syscall",
+);
+
+// kernel: reads a kernel address; user mode may not.
+user_program!(
+    user_kernel_start,
+    user_kernel_end,
+    "    mov rax, 0xc0100000",
+    "    mov rax, [rax]",
+    "    mov eax, 60",
+    "    xor edi, edi",
+    "    syscall",
+);
+
+unsafe extern "C" {
+    safe static user_demo_start: u8;
+    safe static user_demo_end: u8;
+    safe static user_segv_start: u8;
+    safe static user_segv_end: u8;
+    safe static user_rowrite_start: u8;
+    safe static user_rowrite_end: u8;
+    safe static user_kernel_start: u8;
+    safe static user_kernel_end: u8;
+}
+
+fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
+    crate::arch::mem::kernel_bytes(start, end)
+}
+
+/// Every embedded program.
+pub fn all() -> [Program; 4] {
+    [
+        Program {
+            name: "demo",
+            code: span(&user_demo_start, &user_demo_end),
+        },
+        Program {
+            name: "segv",
+            code: span(&user_segv_start, &user_segv_end),
+        },
+        Program {
+            name: "rowrite",
+            code: span(&user_rowrite_start, &user_rowrite_end),
+        },
+        Program {
+            name: "kernel",
+            code: span(&user_kernel_start, &user_kernel_end),
+        },
+    ]
+}
+
+pub fn find(name: &str) -> Option<Program> {
+    all().into_iter().find(|p| p.name == name)
+}

@@ -1,0 +1,157 @@
+//! Ring 3: entering user mode, coming back to the kernel, and the
+//! `syscall` entry point with the fallback this host needs.
+//!
+//! The kernel runs one user task at a time. `run_user` saves the kernel's
+//! callee-saved registers and stack pointer, points TSS.RSP0 (and the
+//! syscall stack) just below them, and `iretq`s into the task. Traps and
+//! system calls from the task then run on that stack; when the task is done
+//! the kernel calls `return_to_kernel`, which drops whatever is on the trap
+//! stack and resumes `run_user`'s caller, like a context switch back to the
+//! scheduler.
+
+use super::gdt::{self, USER_CS, USER_DS};
+use super::trap::TrapFrame;
+
+/// The pseudo vector under which system calls reach `trap_dispatch`.
+pub const SYSCALL_VECTOR: u64 = 0x80;
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_SFMASK: u32 = 0xc000_0084;
+/// RFLAGS bits `syscall` clears: TF, IF, DF, AC.
+const SYSCALL_MASK: u64 = 0x100 | 0x200 | 0x400 | 0x4_0000;
+
+/// Kernel stack pointer for the `syscall` path (the CPU does not switch
+/// stacks on `syscall`), and the user's while the kernel borrows the CPU.
+static mut SYSCALL_KERNEL_RSP: u64 = 0;
+static mut SYSCALL_USER_RSP: u64 = 0;
+/// The saved kernel stack pointer `return_to_kernel` resumes.
+static mut KERNEL_CONTEXT: u64 = 0;
+
+core::arch::global_asm!(
+    ".section .text",
+    ".global syscall_entry",
+    // The hardware path: ring 0, still on the user's stack. Build the same
+    // frame a trap from ring 3 would, and share the trap return path.
+    "syscall_entry:",
+    "    mov [rip + {user_rsp}], rsp",
+    "    mov rsp, [rip + {kernel_rsp}]",
+    "    push {user_ds}",
+    "    push [rip + {user_rsp}]",
+    "    push r11",
+    "    push {user_cs}",
+    "    push rcx",
+    "    push 0",
+    "    push {vector}",
+    "    jmp trap_common",
+    // run_user(frame: rdi, rsp0 slot: rsi)
+    ".global run_user_asm",
+    "run_user_asm:",
+    "    push rbx; push rbp; push r12; push r13; push r14; push r15",
+    "    mov [rip + {context}], rsp",
+    "    mov [rsi], rsp",
+    "    mov [rip + {kernel_rsp}], rsp",
+    "    mov rsp, rdi",
+    "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
+    "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
+    "    add rsp, 16",
+    "    iretq",
+    // return_to_kernel_asm(): back to run_user_asm's caller.
+    ".global return_to_kernel_asm",
+    "return_to_kernel_asm:",
+    "    mov rsp, [rip + {context}]",
+    "    pop r15; pop r14; pop r13; pop r12; pop rbp; pop rbx",
+    "    ret",
+    user_rsp = sym SYSCALL_USER_RSP,
+    kernel_rsp = sym SYSCALL_KERNEL_RSP,
+    context = sym KERNEL_CONTEXT,
+    user_ds = const USER_DS as u64,
+    user_cs = const USER_CS as u64,
+    vector = const SYSCALL_VECTOR,
+);
+
+unsafe extern "C" {
+    fn syscall_entry();
+    fn run_user_asm(frame: *const TrapFrame, rsp0_slot: *mut u64);
+    fn return_to_kernel_asm() -> !;
+}
+
+fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: only the syscall MSRs are written, with valid values.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    }
+}
+
+/// Programs `syscall`: entry at `syscall_entry`, kernel CS/SS, user CS/SS
+/// for `sysret` (user data 0x18 before user code 0x20), flags to clear.
+pub fn init_syscall() {
+    wrmsr(
+        MSR_STAR,
+        (0x10u64 << 48) | (u64::from(gdt::KERNEL_CS) << 32),
+    );
+    wrmsr(MSR_LSTAR, syscall_entry as *const () as u64);
+    wrmsr(MSR_SFMASK, SYSCALL_MASK);
+}
+
+/// The address `syscall` jumps to.
+pub fn syscall_entry_address() -> u64 {
+    syscall_entry as *const () as u64
+}
+
+/// A frame that enters ring 3 at `rip` with stack `rsp`, interrupts off.
+pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
+    TrapFrame {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error_code: 0,
+        rip,
+        cs: u64::from(USER_CS),
+        rflags: 0x2,
+        rsp,
+        ss: u64::from(USER_DS),
+    }
+}
+
+/// Runs the current address space's user code from `frame` until the kernel
+/// calls `return_to_kernel` (on exit or a fatal fault).
+///
+/// The caller must have loaded CR3 with tables that map the user code and
+/// stack the frame points at, and must hold no locks: the trap stack is
+/// abandoned when the task ends.
+pub fn run_user(frame: &TrapFrame) {
+    // SAFETY: the frame is a valid ring-3 iret frame (user selectors); the
+    // asm saves every callee-saved register and returns here through
+    // return_to_kernel_asm with the stack restored.
+    unsafe { run_user_asm(frame, gdt::rsp0_slot()) }
+}
+
+/// Ends the current user task and resumes `run_user`'s caller.
+///
+/// Must be called from a trap or system call that came from ring 3, with no
+/// locks held (everything on the trap stack is dropped without unwinding).
+pub fn return_to_kernel() -> ! {
+    // SAFETY: KERNEL_CONTEXT was saved by run_user_asm, whose frame is still
+    // live below us on the kernel stack: we are running on the trap stack
+    // just beneath it.
+    unsafe { return_to_kernel_asm() }
+}
+
+/// Whether a frame came from ring 3.
+pub fn from_user(frame: &TrapFrame) -> bool {
+    frame.cs & 3 == 3
+}

@@ -1,0 +1,337 @@
+//! A process's address space (the mm_struct part): its own PML4 and PDPT,
+//! whose kernel quarter points at the shared kernel page directory, and its
+//! VMAs in the red-black tree of `mm::vma`.
+
+use core::fmt;
+
+use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE};
+use mm::buddy::{AllocError, ZoneType};
+use mm::gfp::{__GFP_ZERO, GFP_HIGHUSER, GFP_KERNEL};
+use mm::page::PG_TABLE;
+use mm::vma::{
+    Access, FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
+};
+use pagetable::{FrameAlloc, Level, MapError, Mapper, PhysError, PhysRead, Pte, PteFlags};
+
+use crate::arch::mem::DirectMap;
+use crate::arch::programs::Program;
+use crate::arch::trap::TrapFrame;
+use crate::arch::user;
+use crate::mm::events::{count, EVENTS};
+use crate::mm::highmem::with_kmap_local;
+use crate::mm::paging::{get_pte, set_pte, PtWriter};
+use crate::mm::{alloc_pages, free_pages, layout, page_zone, tlb, with_node};
+
+/// Where exec puts the program: the classic i386 ELF load address.
+pub const USER_CODE: u64 = 0x0804_8000;
+/// The initial stack VMA just below TASK_SIZE (it grows down on faults).
+pub const USER_STACK_SIZE: u64 = 128 << 10;
+/// VMAs a process may have (sysctl_max_map_count, scaled down).
+const MAX_VMAS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecError {
+    NoMemory(AllocError),
+    Vma(VmaError),
+    Map(MapError),
+    TooManyTasks,
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecError::NoMemory(e) => write!(f, "out of memory ({e:?})"),
+            ExecError::Vma(e) => write!(f, "{e}"),
+            ExecError::Map(e) => write!(f, "cannot map ({e:?})"),
+            ExecError::TooManyTasks => write!(f, "the task table is full"),
+        }
+    }
+}
+
+/// Why a user fault could not be serviced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultFailure {
+    /// No VMA covers the address (SEGV_MAPERR).
+    NoVma,
+    /// The VMA forbids this access, e.g. a write to a read-only VMA (SEGV_ACCERR).
+    Access,
+    /// The page is present and the access still faulted (a protection fault
+    /// the VMA cannot explain, e.g. a user access to a kernel page).
+    Protection,
+    OutOfMemory,
+    /// Double-mapping prevention refused the frame.
+    Refused,
+}
+
+impl fmt::Display for FaultFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultFailure::NoVma => "no VMA covers the address (SEGV_MAPERR)",
+            FaultFailure::Access => "the VMA does not allow this access (SEGV_ACCERR)",
+            FaultFailure::Protection => "protection violation on a present page",
+            FaultFailure::OutOfMemory => "out of memory",
+            FaultFailure::Refused => "double-mapping prevention refused the frame",
+        })
+    }
+}
+
+/// Page-table pages for user address spaces: zeroed low memory (the kernel
+/// edits tables through the direct map), flagged PG_TABLE.
+struct UserTables;
+
+impl FrameAlloc for UserTables {
+    fn alloc_table(&mut self) -> Option<u64> {
+        alloc_table().ok()
+    }
+}
+
+fn alloc_table() -> Result<u64, AllocError> {
+    let pfn = alloc_pages(GFP_KERNEL | __GFP_ZERO, 0)?;
+    with_node(|node| {
+        if let Some(page) = node.page_mut(pfn) {
+            page.flags |= PG_TABLE;
+        }
+    });
+    count(&EVENTS.pt_pages, 1);
+    Ok(pfn << PAGE_SHIFT)
+}
+
+fn free_table(pa: u64) {
+    let pfn = pa >> PAGE_SHIFT;
+    with_node(|node| {
+        if let Some(page) = node.page_mut(pfn) {
+            page.flags &= !PG_TABLE;
+        }
+    });
+    let _ = free_pages(pfn, 0);
+}
+
+pub struct AddressSpace {
+    /// Physical address of this process's PML4 (its CR3).
+    pgd: u64,
+    pub vmas: VmaTree<MAX_VMAS>,
+    entry: u64,
+    /// Frames this address space holds (for the report and the leak tests).
+    pub rss: u64,
+    pub faults: u64,
+}
+
+impl AddressSpace {
+    /// pgd_alloc() + the exec half of the job: the code VMA filled from the
+    /// embedded program, a stack VMA below TASK_SIZE, the brk base after the
+    /// code.
+    pub fn exec(program: &Program) -> Result<Self, ExecError> {
+        let pgd = alloc_table().map_err(ExecError::NoMemory)?;
+        let mut mm = AddressSpace {
+            pgd,
+            vmas: VmaTree::new(MmLayout::DEFAULT),
+            entry: USER_CODE,
+            rss: 0,
+            faults: 0,
+        };
+        if let Err(e) = mm.populate(program) {
+            mm.exit_mmap();
+            return Err(e);
+        }
+        Ok(mm)
+    }
+
+    fn populate(&mut self, program: &Program) -> Result<(), ExecError> {
+        // The PDPT: quarters 0-2 are this process's, quarter 3 is the kernel
+        // page directory every address space shares (no USER bit: ring 3
+        // cannot reach anything under it).
+        let pud = alloc_table().map_err(ExecError::NoMemory)?;
+        let table = PteFlags::PRESENT | PteFlags::WRITABLE;
+        let map_err = |e: PhysError| ExecError::Map(MapError::Phys(e));
+        set_pte(self.pgd, Pte::new(pud, table | PteFlags::USER)).map_err(map_err)?;
+        let kernel = pud + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64;
+        set_pte(kernel, Pte::new(layout().tables.kernel_pmd, table)).map_err(map_err)?;
+
+        let code_len = (program.code.len() as u64)
+            .next_multiple_of(PAGE_SIZE)
+            .max(PAGE_SIZE);
+        let code_flags = VmFlags::READ | VmFlags::EXEC | VmFlags::MAYREAD | VmFlags::MAYEXEC;
+        self.vmas
+            .mmap(
+                Placement::Fixed(USER_CODE),
+                code_len,
+                code_flags,
+                VmaKind::Code,
+                |_, _| {},
+            )
+            .map_err(ExecError::Vma)?;
+        for (i, chunk) in program.code.chunks(PAGE_SIZE as usize).enumerate() {
+            let va = USER_CODE + i as u64 * PAGE_SIZE;
+            let pfn = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(ExecError::NoMemory)?;
+            let _ = with_kmap_local(pfn, |page| page.write_bytes(0, chunk));
+            self.install(va, pfn, code_flags).map_err(|e| {
+                let _ = free_pages(pfn, 0);
+                ExecError::Map(e)
+            })?;
+        }
+        self.vmas
+            .mmap(
+                Placement::Fixed(TASK_SIZE - USER_STACK_SIZE),
+                USER_STACK_SIZE,
+                VmFlags::STACK_DEFAULT,
+                VmaKind::Stack,
+                |_, _| {},
+            )
+            .map_err(ExecError::Vma)?;
+        self.vmas.set_brk_base(USER_CODE + code_len + PAGE_SIZE);
+        Ok(())
+    }
+
+    pub fn pgd(&self) -> u64 {
+        self.pgd
+    }
+
+    /// The ring-3 frame exec starts the task with.
+    pub fn entry_frame(&self) -> TrapFrame {
+        user::user_frame(self.entry, TASK_SIZE - 16)
+    }
+
+    /// Maps `pfn` at user address `va` with the VMA's permissions, through
+    /// the kernel's one page-table writer (so double-mapping prevention
+    /// sees it). Mirrors the end of do_anonymous_page(): set_pte_at().
+    pub fn install(&mut self, va: u64, pfn: u64, flags: VmFlags) -> Result<(), MapError> {
+        let mut pte = PteFlags::PRESENT | PteFlags::USER;
+        if flags.contains(VmFlags::WRITE) {
+            pte |= PteFlags::WRITABLE;
+        }
+        if !flags.contains(VmFlags::EXEC) {
+            pte |= PteFlags::NX;
+        }
+        let mut mapper = Mapper::new(PtWriter, UserTables);
+        // The entry was not present, so no TLB entry can exist for it.
+        mapper
+            .map_4k(self.pgd, va, pfn << PAGE_SHIFT, pte)?
+            .ignore();
+        self.rss += 1;
+        let zone_counter = match page_zone(pfn) {
+            Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
+            Some(ZoneType::Dma) => &EVENTS.user_frames_dma,
+            _ => &EVENTS.user_frames_normal,
+        };
+        count(zone_counter, 1);
+        Ok(())
+    }
+
+    /// handle_mm_fault() for an anonymous page: find_vma -> access check ->
+    /// a GFP_HIGHUSER frame (highmem when there is any), cleared through
+    /// kmap_local because a highmem frame has no kernel address -> the PTE.
+    pub fn handle_fault(&mut self, addr: u64, error_code: u64) -> Result<(), FaultFailure> {
+        let access = Access::from_error_code(error_code);
+        let vma = self.vmas.fault_vma(addr, access).map_err(|e| match e {
+            FaultError::BadArea => FaultFailure::NoVma,
+            FaultError::AccessError => FaultFailure::Access,
+        })?;
+        if error_code & mm::vma::X86_PF_PROT != 0 {
+            return Err(FaultFailure::Protection);
+        }
+        let pfn =
+            alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
+        let page = addr & !(PAGE_SIZE - 1);
+        match self.install(page, pfn, vma.flags) {
+            Ok(()) => {
+                self.faults += 1;
+                count(&EVENTS.user_faults, 1);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = free_pages(pfn, 0);
+                Err(match e {
+                    MapError::Phys(PhysError::Refused { .. }) => FaultFailure::Refused,
+                    _ => FaultFailure::OutOfMemory,
+                })
+            }
+        }
+    }
+
+    /// The frame mapped at user address `va`, if any.
+    pub fn translate(&self, va: u64) -> Option<u64> {
+        let pte = get_pte(pte_slot(self.pgd, va)?).ok()?;
+        pte.is_present().then(|| pte.addr() >> PAGE_SHIFT)
+    }
+
+    /// zap_page_range(): unmaps and frees the frames of `[start, end)`.
+    pub fn zap(&mut self, start: u64, end: u64) {
+        self.rss -= zap_range(self.pgd, start, end);
+    }
+
+    /// exit_mmap() + free_pgtables() + pgd_free(): every user frame, every
+    /// user page-table page, the PDPT and the PML4 go back to the buddy
+    /// allocator. The kernel page directory is shared and stays.
+    pub fn exit_mmap(&mut self) {
+        let vmas: [Option<Vma>; MAX_VMAS] = {
+            let mut all = [None; MAX_VMAS];
+            for (slot, vma) in all.iter_mut().zip(self.vmas.iter()) {
+                *slot = Some(vma);
+            }
+            all
+        };
+        for vma in vmas.iter().flatten() {
+            self.zap(vma.start, vma.end);
+        }
+        self.vmas.clear();
+        let Ok(pml4e) = get_pte(self.pgd) else { return };
+        if pml4e.is_present() {
+            let pud = pml4e.addr();
+            for quarter in 0..Level::Pdpt.index(PAGE_OFFSET) as u64 {
+                let Ok(pde_table) = get_pte(pud + 8 * quarter) else {
+                    continue;
+                };
+                if !pde_table.is_present() {
+                    continue;
+                }
+                free_tables_under(pde_table.addr());
+                free_table(pde_table.addr());
+            }
+            free_table(pud);
+        }
+        free_table(self.pgd);
+        self.pgd = 0;
+    }
+}
+
+/// The user PTE slot for `va` under `pgd`, if its page table exists.
+fn pte_slot(pgd: u64, va: u64) -> Option<u64> {
+    let mut table = pgd;
+    for level in [Level::Pml4, Level::Pdpt, Level::Pd] {
+        let entry = get_pte(table + 8 * level.index(va) as u64).ok()?;
+        if !entry.is_present() || entry.is_huge() {
+            return None;
+        }
+        table = entry.addr();
+    }
+    Some(table + 8 * Level::Pt.index(va) as u64)
+}
+
+/// Clears the PTEs of `[start, end)` under `pgd`, flushes each and frees
+/// the frames. Returns how many frames were freed.
+pub fn zap_range(pgd: u64, start: u64, end: u64) -> u64 {
+    let mut freed = 0;
+    for va in (start..end).step_by(PAGE_SIZE as usize) {
+        let Some(slot) = pte_slot(pgd, va) else {
+            continue;
+        };
+        let Ok(pte) = get_pte(slot) else { continue };
+        if pte.is_present() && set_pte(slot, Pte::EMPTY).is_ok() {
+            tlb::flush_one(va);
+            let _ = free_pages(pte.addr() >> PAGE_SHIFT, 0);
+            freed += 1;
+        }
+    }
+    freed
+}
+
+/// Frees the page tables a user page directory points to.
+fn free_tables_under(pd: u64) {
+    for i in 0..PTRS_PER_TABLE as u64 {
+        if let Ok(entry) = DirectMap.read_u64(pd + 8 * i).map(Pte) {
+            if entry.is_present() && !entry.is_huge() {
+                free_table(entry.addr());
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Exceptions from ring 3: page faults are demand paging; anything the
+//! address space cannot explain kills the task with a clear message, and
+//! the kernel goes on with the next one.
+
+use super::{exit_current, with_current, ExitStatus};
+use crate::arch::trap::TrapFrame;
+use crate::kprintln;
+use crate::trap::exception_name;
+
+const PAGE_FAULT: u64 = 14;
+
+/// do_user_addr_fault() and the other user traps.
+pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
+    if frame.vector == PAGE_FAULT && cr2 >= mm::vma::TASK_SIZE {
+        kill(
+            frame,
+            format_args!("user access to kernel address {cr2:#x} (SEGV_MAPERR)"),
+        );
+    }
+    if frame.vector == PAGE_FAULT {
+        let result = with_current(|task| task.mm.handle_fault(cr2, frame.error_code));
+        match result {
+            Ok(()) => return,
+            Err(why) => kill(frame, format_args!("page fault at {cr2:#x}: {why}")),
+        }
+    }
+    kill(
+        frame,
+        format_args!(
+            "{} (error code {:#x})",
+            exception_name(frame.vector),
+            frame.error_code
+        ),
+    );
+}
+
+/// force_sig(SIGSEGV) for a task with no handler: report, then end it.
+fn kill(frame: &TrapFrame, why: core::fmt::Arguments) -> ! {
+    let (pid, name) = with_current(|t| (t.pid, t.name));
+    kprintln!(
+        "[{pid}:{name}] killed: {why}; RIP={:#x} RSP={:#x}",
+        frame.rip,
+        frame.rsp
+    );
+    exit_current(ExitStatus::Killed)
+}
