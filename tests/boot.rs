@@ -3,6 +3,10 @@
 
 use system_tests::{boot, kvm_available, vmm};
 
+/// Boot without the self-tests and the workload: these tests only look at
+/// what the VMM handed the guest.
+const QUICK: &str = "selftest=off run=";
+
 /// The E820 lines the guest prints for `mem`.
 fn e820_lines(stdout: &str) -> Vec<&str> {
     stdout
@@ -16,7 +20,7 @@ fn boots_with_2g() {
     if !kvm_available("boots_with_2g") {
         return;
     }
-    let run = boot("2G", &[]);
+    let run = boot("2G", &["--cmdline", QUICK]);
     run.expect_status(0)
         .expect_stdout("Memory: 2048 MiB total RAM");
     assert_eq!(
@@ -34,7 +38,7 @@ fn boots_with_512m() {
     if !kvm_available("boots_with_512m") {
         return;
     }
-    let run = boot("512M", &[]);
+    let run = boot("512M", &["--cmdline", QUICK]);
     run.expect_status(0)
         .expect_stdout("Memory: 512 MiB total RAM");
     assert_eq!(
@@ -48,7 +52,7 @@ fn boots_with_6g_and_ram_above_4g() {
     if !kvm_available("boots_with_6g_and_ram_above_4g") {
         return;
     }
-    let run = boot("6G", &[]);
+    let run = boot("6G", &["--cmdline", QUICK]);
     run.expect_status(0)
         .expect_stdout("Memory: 6144 MiB total RAM");
     let lines = e820_lines(&run.stdout);
@@ -69,7 +73,14 @@ fn run_subcommand_is_the_same() {
         return;
     }
     let guest = system_tests::guest_path();
-    let run = vmm(["run", "--mem", "1G", guest.to_str().unwrap()]);
+    let run = vmm([
+        "run",
+        "--mem",
+        "1G",
+        "--cmdline",
+        QUICK,
+        guest.to_str().unwrap(),
+    ]);
     run.expect_status(0)
         .expect_stdout("Memory: 1024 MiB total RAM");
 }

@@ -153,3 +153,45 @@ fn default_run_is_quick() {
     let took = started.elapsed().as_secs_f64();
     assert!(took < 10.0, "a default 2G run took {took:.1} s");
 }
+
+#[test]
+fn processes_run_and_bad_ones_are_killed() {
+    if !kvm_available("processes_run_and_bad_ones_are_killed") {
+        return;
+    }
+    let run = boot(
+        "2G",
+        &[
+            "--cmdline",
+            "selftest=off run=demo,segv,rowrite,kernel,demo",
+        ],
+    );
+    run.expect_status(0)
+        .expect_stdout("hello from user space")
+        .expect_stdout("[1:demo] exited with status 0")
+        .expect_stdout("[2:segv] killed: page fault at 0x40000000: no VMA covers the address")
+        .expect_stdout(
+            "[3:rowrite] killed: page fault at 0x8048007: the VMA does not allow this access",
+        )
+        .expect_stdout("[4:kernel] killed: user access to kernel address 0xc0100000")
+        .expect_stdout("[5:demo] exited with status 0");
+    // Two demos touched 2 MiB each, from highmem, and gave it all back.
+    assert!(event(&run, "user_faults") >= 1024, "{run}");
+    assert!(event(&run, "user_frames_highmem") >= 1024, "{run}");
+    assert_eq!(
+        event(&run, "pages_allocated"),
+        event(&run, "pages_freed"),
+        "{run}"
+    );
+    assert!(event(&run, "syscalls") >= 12, "{run}");
+}
+
+#[test]
+fn unknown_program_fails_the_run() {
+    if !kvm_available("unknown_program_fails_the_run") {
+        return;
+    }
+    boot("512M", &["--cmdline", "selftest=off run=nosuch"])
+        .expect_status(1)
+        .expect_stdout("run: no program named 'nosuch'");
+}

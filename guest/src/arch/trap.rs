@@ -48,6 +48,7 @@ core::arch::global_asm!(
     "    jmp trap_common",
     ".endm",
     ".section .text",
+    ".global trap_common",
     "trap_common:",
     "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
     "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",

@@ -103,6 +103,14 @@ pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
     }
 }
 
+/// (pid, CR3) of every task in the table, for inspection and tests.
+pub fn roots() -> [Option<(u32, u64)>; MAX_TASKS] {
+    TASKS
+        .lock()
+        .each_ref()
+        .map(|t| t.as_ref().map(|t| (t.pid, t.mm.pgd())))
+}
+
 /// Ends the current task with `status` and goes back to the run queue.
 /// Called from system-call and fault context, with no locks held.
 pub fn exit_current(status: ExitStatus) -> ! {

@@ -97,9 +97,16 @@ pub struct Suite {
 mod buddy;
 mod highmem;
 mod paging;
+mod process;
 mod vmalloc;
 
-const SUITES: &[Suite] = &[paging::SUITE, buddy::SUITE, highmem::SUITE, vmalloc::SUITE];
+const SUITES: &[Suite] = &[
+    paging::SUITE,
+    buddy::SUITE,
+    highmem::SUITE,
+    vmalloc::SUITE,
+    process::SUITE,
+];
 
 #[derive(Default)]
 pub struct Summary {

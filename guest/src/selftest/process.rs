@@ -1,0 +1,139 @@
+//! Processes on the real machine: their own CR3, demand paging, system
+//! calls, killed tasks, and exit giving every frame back.
+
+use abi::layout::PAGE_OFFSET;
+use mm::buddy::ZoneType;
+use pagetable::{Level, PhysRead, Pte};
+
+use super::{Failure, Suite, Test, TestResult};
+use crate::arch::mem::DirectMap;
+use crate::arch::programs;
+use crate::mm::events::EVENTS;
+use crate::mm::{layout, with_node};
+use crate::process::{run_queue, spawn, ExitStatus};
+
+pub const SUITE: Suite = Suite {
+    name: "process",
+    tests: &[
+        Test {
+            name: "demo_runs_with_demand_paging",
+            run: demo_runs_with_demand_paging,
+        },
+        Test {
+            name: "each_process_has_its_own_cr3",
+            run: each_process_has_its_own_cr3,
+        },
+        Test {
+            name: "bad_accesses_kill_the_task",
+            run: bad_accesses_kill_the_task,
+        },
+        Test {
+            name: "exit_gives_every_frame_back",
+            run: exit_gives_every_frame_back,
+        },
+    ],
+};
+
+/// Runs one program to completion and returns how it ended.
+fn run(name: &str) -> Result<ExitStatus, Failure> {
+    let program =
+        programs::find(name).ok_or_else(|| Failure::new(format_args!("no program {name}")))?;
+    spawn(&program).map_err(|e| Failure::new(format_args!("spawn {name}: {e}")))?;
+    let mut status = None;
+    run_queue(|_, _, s| status = Some(s));
+    status.ok_or_else(|| Failure::new(format_args!("{name} did not run")))
+}
+
+fn free_counts() -> [u64; 3] {
+    with_node(|n| {
+        [ZoneType::Dma, ZoneType::Normal, ZoneType::Highmem].map(|z| n.zone(z).free_pages())
+    })
+}
+
+fn demo_runs_with_demand_paging() -> TestResult {
+    let before = EVENTS.snapshot();
+    let status = run("demo")?;
+    let after = EVENTS.snapshot();
+    check_eq!(status, ExitStatus::Exited(0), "demo's exit status");
+    let faults = after.user_faults - before.user_faults;
+    check!(
+        faults >= 512,
+        "only {faults} user faults for 2 MiB of touched memory"
+    );
+    check!(after.syscalls - before.syscalls >= 6, "system calls");
+    let high = after.user_frames_highmem - before.user_frames_highmem;
+    if layout().max_pfn > layout().max_low_pfn {
+        check!(
+            high >= faults,
+            "user frames from HIGHMEM: {high} of {faults}"
+        );
+    } else {
+        check_eq!(high, 0, "HIGHMEM frames without ZONE_HIGHMEM");
+    }
+    Ok(())
+}
+
+/// Two tasks side by side: different roots, one shared kernel directory.
+fn each_process_has_its_own_cr3() -> TestResult {
+    let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
+    let a = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
+    let b = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
+    let roots = crate::process::roots();
+    let quarter = |pgd: u64| {
+        let pml4e = Pte(DirectMap.read_u64(pgd).unwrap_or(0));
+        DirectMap
+            .read_u64(pml4e.addr() + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64)
+            .map(|e| Pte(e).addr())
+    };
+    let found = |pid| {
+        roots
+            .iter()
+            .flatten()
+            .find(|r| r.0 == pid)
+            .map(|r| (r.1, quarter(r.1)))
+    };
+    let (ra, rb) = (found(a), found(b));
+    let mut ran = 0;
+    run_queue(|pid, _, _| ran += u32::from(pid == a || pid == b));
+    let (Some((pgd_a, kernel_a)), Some((pgd_b, kernel_b))) = (ra, rb) else {
+        return Err(Failure::new(format_args!(
+            "tasks {a} and {b} not in the task table"
+        )));
+    };
+    check!(pgd_a != pgd_b, "both tasks have CR3 {pgd_a:#x}");
+    check!(
+        pgd_a != layout().tables.pgd,
+        "a task runs on swapper_pg_dir"
+    );
+    let kernel_pmd = Ok(layout().tables.kernel_pmd);
+    check_eq!(kernel_a, kernel_pmd, "task {a}'s kernel quarter");
+    check_eq!(kernel_b, kernel_pmd, "task {b}'s kernel quarter");
+    check_eq!(ran, 2, "tasks run from the queue");
+    Ok(())
+}
+
+fn bad_accesses_kill_the_task() -> TestResult {
+    for name in ["segv", "rowrite", "kernel"] {
+        check_eq!(run(name)?, ExitStatus::Killed, "{name}");
+    }
+    // The kernel went on: a good program still runs.
+    check_eq!(run("demo")?, ExitStatus::Exited(0), "demo after the kills");
+    Ok(())
+}
+
+fn exit_gives_every_frame_back() -> TestResult {
+    let before = free_counts();
+    let tables = EVENTS.snapshot().pt_pages;
+    run("demo")?;
+    let after = free_counts();
+    check!(
+        EVENTS.snapshot().pt_pages > tables,
+        "the task allocated no page tables"
+    );
+    check_eq!(
+        after,
+        before,
+        "free pages per zone (DMA, NORMAL, HIGHMEM) after exit"
+    );
+    Ok(())
+}
