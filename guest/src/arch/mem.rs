@@ -29,7 +29,7 @@ pub struct DirectMap;
 
 impl PhysRead for DirectMap {
     fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
-        if pa % 8 != 0 || !direct_mapped(pa, 8) {
+        if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) {
             return Err(PhysError::OutsideRam { pa });
         }
         // SAFETY: aligned and inside the direct map (checked above), which
@@ -41,7 +41,7 @@ impl PhysRead for DirectMap {
 
 impl PhysWrite for DirectMap {
     fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
-        if pa % 8 != 0 || !direct_mapped(pa, 8) || kernel_image().contains(&pa) {
+        if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) || kernel_image().contains(&pa) {
             return Err(PhysError::OutsideRam { pa });
         }
         // SAFETY: aligned, direct-mapped, and not the kernel image; the mm
@@ -64,7 +64,7 @@ impl KernelPage {
     /// The mm's promise: `va` is page-aligned, mapped writable, and the
     /// frame behind it belongs to the caller for as long as it uses this.
     pub fn new(va: u64) -> Self {
-        debug_assert!(va % PAGE_SIZE == 0 && va >= abi::layout::PAGE_OFFSET);
+        debug_assert!(va.is_multiple_of(PAGE_SIZE) && va >= abi::layout::PAGE_OFFSET);
         KernelPage { va }
     }
 
@@ -101,7 +101,7 @@ impl KernelPage {
 
     fn slot(&self, offset: usize) -> *mut u64 {
         assert!(
-            offset % 8 == 0 && (offset as u64) < PAGE_SIZE,
+            offset.is_multiple_of(8) && (offset as u64) < PAGE_SIZE,
             "offset {offset} outside the page"
         );
         (self.va + offset as u64) as *mut u64
@@ -155,7 +155,7 @@ pub fn kernel_image() -> Range<u64> {
 /// all-zero bytes must be a valid `T`.
 pub fn claim_array<T: zerocopy::FromZeros>(pa: u64, count: usize) -> Option<&'static mut [T]> {
     let len = (count as u64).checked_mul(core::mem::size_of::<T>() as u64)?;
-    if !direct_mapped(pa, len) || pa % core::mem::align_of::<T>() as u64 != 0 {
+    if !direct_mapped(pa, len) || !pa.is_multiple_of(core::mem::align_of::<T>() as u64) {
         return None;
     }
     // SAFETY: in the direct map, aligned, reserved for this array alone (so
