@@ -98,6 +98,20 @@ impl<A: Augment> Node<A> {
     pub fn aug(&self) -> A::Aug {
         self.aug
     }
+    /// Child and parent links (NIL when absent), for callers that walk the
+    /// tree by the summaries themselves (unmapped_area_topdown()).
+    #[inline]
+    pub fn left(&self) -> NodeId {
+        self.left
+    }
+    #[inline]
+    pub fn right(&self) -> NodeId {
+        self.right
+    }
+    #[inline]
+    pub fn parent(&self) -> NodeId {
+        self.parent
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
