@@ -15,6 +15,11 @@ pub const EXIT_PORT: u16 = 0x501;
 /// block here makes the VMM carry it out and fill in `ret`.
 pub const HYPERCALL_PORT: u16 = 0x510;
 
+/// A 32-bit read gives the milliseconds of host time since the VMM started
+/// the guest (wrapping); the guest has no other clock it can trust under
+/// emulation.
+pub const CLOCK_PORT: u16 = 0x511;
+
 /// Guest-physical address of a [`Hypercall`] block must be below this, as it is
 /// passed in a 32-bit port write.
 pub const HYPERCALL_ADDR_LIMIT: u64 = 1 << 32;

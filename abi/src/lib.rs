@@ -4,8 +4,10 @@
 //!   guest-physical map the VMM builds (boot structures, the 32-bit hole).
 //! - [`boot`]: the boot-info structure the VMM hands the guest in RDI.
 //! - [`io`]: I/O ports and hypercalls.
+//! - [`vmcoreinfo`]: the descriptor the guest publishes for host inspection.
 #![no_std]
 
 pub mod boot;
 pub mod io;
 pub mod layout;
+pub mod vmcoreinfo;

@@ -20,6 +20,8 @@ mod report;
 mod selftest;
 #[deny(unsafe_code)]
 mod trap;
+#[deny(unsafe_code)]
+mod vmcoreinfo;
 
 use abi::io::exit;
 
@@ -44,10 +46,12 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     if let Err(e) = mm::vmalloc::init() {
         panic!("vmalloc setup failed: {e}");
     }
+    vmcoreinfo::publish();
     arch::user::init_syscall();
     faults::run_requested(&boot);
     let summary = selftest::run(&boot);
     let failed_programs = process::run_programs(boot.option("run").unwrap_or(DEFAULT_WORKLOAD));
+    vmcoreinfo::late(&boot);
     report::print();
     let ok = summary.failed == 0 && failed_programs == 0;
     arch::io::exit(if ok {

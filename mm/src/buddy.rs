@@ -175,16 +175,16 @@ impl FreeArea {
 #[repr(C)]
 #[derive(Clone, Debug)]
 pub struct Zone {
-    start_pfn: u64,
-    end_pfn: u64,
-    present_pages: u64,
-    managed_pages: u64,
+    pub(crate) start_pfn: u64,
+    pub(crate) end_pfn: u64,
+    pub(crate) present_pages: u64,
+    pub(crate) managed_pages: u64,
     /// NR_FREE_PAGES.
-    free_pages: u64,
-    watermark: [u64; 3],
+    pub(crate) free_pages: u64,
+    pub(crate) watermark: [u64; 3],
     lowmem_reserve: [u64; MAX_NR_ZONES],
-    free_area: [FreeArea; NR_PAGE_ORDERS],
-    zone_type: ZoneType,
+    pub(crate) free_area: [FreeArea; NR_PAGE_ORDERS],
+    pub(crate) zone_type: ZoneType,
 }
 
 impl Zone {
@@ -372,12 +372,14 @@ fn set_buddy(pg: &mut Page, order: u32, zi: usize) {
     pg.zone = zi as u8 + 1;
 }
 
-/// `pg_data_t` for the single node: the zones and mem_map.
+/// `pg_data_t` for the single node: the zones and mem_map. repr(C) so the
+/// host inspector can read it through the published offsets.
+#[repr(C)]
 #[derive(Debug)]
 pub struct Node<'a> {
     map: MemMap<'a>,
-    zones: [Zone; MAX_NR_ZONES],
-    max_low_pfn: u64,
+    pub(crate) zones: [Zone; MAX_NR_ZONES],
+    pub(crate) max_low_pfn: u64,
     min_free_kbytes: u64,
     user_min_free_kbytes: Option<u64>,
     events: BuddyEvents,

@@ -87,14 +87,15 @@ pub struct KmapLocalSlot {
     pub pfn: u64,
 }
 
-/// One CPU's kmap_local stack (`kmap_ctrl`).
+/// One CPU's kmap_local stack (`kmap_ctrl`). repr(C) for the host inspector.
+#[repr(C)]
 pub struct KmapLocal {
     /// Address of slot 0 (`__fix_to_virt(FIX_KMAP_BEGIN + KM_MAX_IDX * cpu)`).
-    base: u64,
+    pub(crate) base: u64,
     /// Live slots (kmap_ctrl.idx).
-    depth: usize,
+    pub(crate) depth: usize,
     /// What each live slot maps (kmap_ctrl.pteval).
-    pfn: [u64; KM_MAX_IDX],
+    pub(crate) pfn: [u64; KM_MAX_IDX],
     stats: KmapLocalStats,
 }
 

@@ -120,6 +120,7 @@ fn pa_hash(pfn: u64) -> usize {
     (pfn.wrapping_mul(0x61C8_8646_80B5_83EB) >> (64 - PA_HASH_ORDER)) as usize
 }
 
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PkmapStats {
     /// Successful kmap() calls (new mappings and reuses).
@@ -147,12 +148,14 @@ pub struct PkmapSlot {
 }
 
 /// The pkmap window's state (the `kmap_lock`-protected globals of highmem.c).
+/// repr(C): the host inspector reads it through the published offsets.
+#[repr(C)]
 pub struct Pkmap {
     /// pkmap_count: 0 free and TLB-clean, 1 unused but maybe TLB-stale,
     /// n = n-1 users.
-    count: [u32; LAST_PKMAP],
+    pub(crate) count: [u32; LAST_PKMAP],
     /// Which page each mapped slot holds (valid when count != 0).
-    pfn: [u64; LAST_PKMAP],
+    pub(crate) pfn: [u64; LAST_PKMAP],
     /// page_address_htable: bucket heads and per-slot chain links; a slot is
     /// hashed exactly while its count != 0 (set_page_address()).
     hash_head: [u16; PA_HASH_SIZE],
@@ -161,8 +164,8 @@ pub struct Pkmap {
     used: [u64; WORDS],
     /// Bit set iff count == 1, so flush_all_zero_pkmaps visits only those.
     stale: [u64; WORDS],
-    last_pkmap_nr: usize,
-    stats: PkmapStats,
+    pub(crate) last_pkmap_nr: usize,
+    pub(crate) stats: PkmapStats,
 }
 
 impl Default for Pkmap {

@@ -59,6 +59,7 @@ impl Augment for MaxSize {
 }
 
 /// One arena slot.
+#[repr(C)]
 pub struct Node<A: Augment> {
     start: u64,
     end: u64,
@@ -131,6 +132,7 @@ impl fmt::Display for RbError {
     }
 }
 
+#[repr(C)]
 pub struct RbTree<A: Augment, const N: usize> {
     nodes: [Node<A>; N],
     root: NodeId,

@@ -49,6 +49,7 @@ pub const fn lazy_max_pages(num_cpus: u32) -> u64 {
 pub const LAZY_MAX_PAGES: u64 = lazy_max_pages(NR_CPUS as u32);
 
 /// The vm_struct part of a busy area.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AreaInfo {
     pub flags: u32,
@@ -190,14 +191,16 @@ pub struct VmapStats {
     pub failures: u64,
 }
 
+/// repr(C) for the host inspector, which reads it through the published offsets.
+#[repr(C)]
 pub struct VmapAllocator<const N: usize> {
-    free: RbTree<MaxSize, N>,
-    busy: RbTree<Areas, N>,
-    lazy: RbTree<Areas, N>,
-    start: u64,
-    end: u64,
+    pub(crate) free: RbTree<MaxSize, N>,
+    pub(crate) busy: RbTree<Areas, N>,
+    pub(crate) lazy: RbTree<Areas, N>,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
     /// vmap_lazy_nr: pages (guard included) waiting for a purge.
-    lazy_nr: u64,
+    pub(crate) lazy_nr: u64,
     lazy_max: u64,
     stats: VmapStats,
 }

@@ -1,4 +1,6 @@
-//! Command line: `vmm [run] [--mem SIZE] [--cmdline STR] [--timeout S] GUEST`.
+//! Command line: `vmm [run] [--mem SIZE] [--cmdline STR] [--timeout S]
+//! [--monitor PATH] [--dump-on-exit FILE] GUEST`, and
+//! `vmm inspect (--socket PATH | --dump FILE) COMMAND [--json]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +34,23 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest kernel (the default command).
     Run(RunArgs),
+    /// Inspect a running guest (through its monitor socket) or a dump.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The monitor socket of a running `vmm run --monitor PATH`.
+    #[arg(long, conflicts_with = "dump", required_unless_present = "dump")]
+    pub socket: Option<PathBuf>,
+    /// An ELF core written by `--dump-on-exit` or the monitor's `dump`.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+    /// Machine-readable output (JSON).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: crate::inspect::Cmd,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -48,6 +67,14 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
+    /// Serve inspect commands on this UNIX socket while the guest runs.
+    #[arg(long)]
+    pub monitor: Option<PathBuf>,
+
+    /// Write an ELF core dump of the guest here when it stops.
+    #[arg(long)]
+    pub dump_on_exit: Option<PathBuf>,
+
     /// The guest kernel: an ELF64 x86-64 executable.
     pub guest: PathBuf,
 }
@@ -57,6 +84,7 @@ impl Cli {
     pub fn run_args(self) -> Option<RunArgs> {
         match self.command {
             Some(Command::Run(args)) => Some(args),
+            Some(Command::Inspect(_)) => None,
             None => self.run,
         }
     }
@@ -170,5 +198,42 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["vmm", "--timeout", "-1", "g.bin"]).is_err());
         assert!(Cli::try_parse_from(["vmm", "--mem", "2G"]).is_err());
+        let cli = Cli::try_parse_from([
+            "vmm",
+            "run",
+            "--monitor",
+            "/tmp/s",
+            "--dump-on-exit",
+            "c",
+            "g",
+        ])
+        .unwrap();
+        let args = cli.run_args().unwrap();
+        assert_eq!(
+            args.monitor.as_deref(),
+            Some(std::path::Path::new("/tmp/s"))
+        );
+        assert!(args.dump_on_exit.is_some());
+    }
+
+    #[test]
+    fn inspect_spellings() {
+        let cli = Cli::try_parse_from([
+            "vmm", "inspect", "--dump", "f", "vtop", "c0100000", "--json",
+        ])
+        .unwrap();
+        let Some(Command::Inspect(a)) = cli.command else {
+            panic!()
+        };
+        assert!(a.json && a.dump.is_some());
+        assert!(matches!(a.cmd, crate::inspect::Cmd::Vtop { .. }));
+        assert!(
+            Cli::try_parse_from(["vmm", "inspect", "tlb"]).is_err(),
+            "needs a source"
+        );
+        assert!(
+            Cli::try_parse_from(["vmm", "inspect", "--dump", "f", "--socket", "s", "tlb"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["vmm", "inspect", "--socket", "s", "nonsense"]).is_err());
     }
 }

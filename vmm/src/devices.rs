@@ -3,15 +3,34 @@
 //! prints whole lines through the hypercall and uses the UART only as a
 //! fallback.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use abi::io::*;
-use log::{debug, warn};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use abi::layout::PAGE_SIZE;
+use abi::vmcoreinfo::{Vmcoreinfo, MAX_TEXT};
+use log::{debug, info, warn};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// The largest console write the VMM accepts in one hypercall.
 const CONSOLE_WRITE_MAX: u64 = 1 << 20;
+/// Highest order DMAP_PROT accepts (the buddy allocator's MAX_ORDER).
+pub const DMAP_MAX_ORDER: u64 = 10;
+
+/// What the VMM keeps about the guest for inspection, owned by the host so
+/// the guest cannot rewrite it afterwards: the descriptor (copied when
+/// published) and the slab-frame record (Samsung RKP's dmap_prot()).
+#[derive(Debug, Default, Clone)]
+pub struct HostRecord {
+    pub vmcoreinfo: Option<Vec<u8>>,
+    /// Head pfn -> order of every frame block the guest tagged as slab.
+    pub slab: BTreeMap<u64, u32>,
+}
+
+pub type SharedRecord = Arc<Mutex<HostRecord>>;
 
 /// What the run loop should do after a port access.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,13 +43,22 @@ pub struct Devices<W: Write> {
     console: W,
     /// Bytes from the UART not yet followed by a newline.
     serial_line: Vec<u8>,
+    record: SharedRecord,
+    started: Instant,
 }
 
 impl<W: Write> Devices<W> {
+    #[cfg(test)]
     pub fn new(console: W) -> Self {
+        Self::with_record(console, SharedRecord::default())
+    }
+
+    pub fn with_record(console: W, record: SharedRecord) -> Self {
         Devices {
             console,
             serial_line: Vec::new(),
+            record,
+            started: Instant::now(),
         }
     }
 
@@ -59,6 +87,13 @@ impl<W: Write> Devices<W> {
     }
 
     pub fn port_in(&mut self, port: u16, data: &mut [u8]) {
+        if port == CLOCK_PORT {
+            let ms = self.started.elapsed().as_millis() as u32;
+            let bytes = ms.to_le_bytes();
+            let n = data.len().min(4);
+            data[..n].copy_from_slice(&bytes[..n]);
+            return;
+        }
         let value = match port {
             SERIAL_COM1_LSR => SERIAL_LSR_IDLE,
             // Reads of absent devices float high.
@@ -81,6 +116,8 @@ impl<W: Write> Devices<W> {
         };
         call.ret = match call.nr {
             hc::CONSOLE_WRITE => self.console_write(mem, call.args[0], call.args[1]),
+            hc::SET_VMCOREINFO => self.set_vmcoreinfo(mem, call.args[0], call.args[1]),
+            hc::DMAP_PROT => self.dmap_prot(mem, call.args[0], call.args[1], call.args[2]),
             nr => {
                 warn!("unknown hypercall {nr}");
                 hc_ret::ENOSYS
@@ -108,6 +145,51 @@ impl<W: Write> Devices<W> {
             .console
             .write_all(&text)
             .and_then(|_| self.console.flush());
+        hc_ret::OK
+    }
+
+    /// hc::SET_VMCOREINFO: copies and validates the descriptor.
+    fn set_vmcoreinfo(&mut self, mem: &GuestMemoryMmap, addr: u64, len: u64) -> u64 {
+        if len == 0 || len > MAX_TEXT as u64 {
+            return hc_ret::EINVAL;
+        }
+        let mut text = vec![0u8; len as usize];
+        if mem.read_slice(&mut text, GuestAddress(addr)).is_err() {
+            return hc_ret::EINVAL;
+        }
+        if let Err(e) = Vmcoreinfo::parse(&text) {
+            warn!("refused the guest's vmcoreinfo: {e}");
+            return hc_ret::EINVAL;
+        }
+        info!("guest published vmcoreinfo: {len} bytes at {addr:#x}");
+        if let Ok(mut r) = self.record.lock() {
+            r.vmcoreinfo = Some(text);
+        }
+        hc_ret::OK
+    }
+
+    /// hc::DMAP_PROT(pa, order, 1 = tag / 0 = untag): keeps the host-owned
+    /// record of slab frames. The block must be RAM, naturally aligned and
+    /// of order <= MAX_ORDER; untagging must match a tagged block.
+    fn dmap_prot(&mut self, mem: &GuestMemoryMmap, pa: u64, order: u64, val: u64) -> u64 {
+        if order > DMAP_MAX_ORDER || val > 1 {
+            return hc_ret::EINVAL;
+        }
+        let size = PAGE_SIZE << order;
+        if pa % size != 0 || !mem.check_range(GuestAddress(pa), size as usize) {
+            return hc_ret::EINVAL;
+        }
+        let pfn = pa / PAGE_SIZE;
+        let Ok(mut r) = self.record.lock() else {
+            return hc_ret::EINVAL;
+        };
+        if val == 1 {
+            r.slab.insert(pfn, order as u32);
+        } else if r.slab.get(&pfn) == Some(&(order as u32)) {
+            r.slab.remove(&pfn);
+        } else {
+            return hc_ret::EINVAL;
+        }
         hc_ret::OK
     }
 
@@ -175,6 +257,53 @@ mod tests {
             hc_ret::EINVAL
         );
         assert_eq!(call(&mut dev, [0; 4], 999), hc_ret::ENOSYS);
+        // DMAP_PROT: aligned RAM blocks of order <= 10 only; untag must match.
+        assert_eq!(call(&mut dev, [0x5000, 0, 1, 0], hc::DMAP_PROT), hc_ret::OK);
+        assert_eq!(call(&mut dev, [0x8000, 3, 1, 0], hc::DMAP_PROT), hc_ret::OK);
+        assert_eq!(
+            call(&mut dev, [0x5000, 1, 1, 0], hc::DMAP_PROT),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(&mut dev, [0x5000, 11, 1, 0], hc::DMAP_PROT),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(&mut dev, [64 << 20, 0, 1, 0], hc::DMAP_PROT),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(&mut dev, [0x5000, 0, 2, 0], hc::DMAP_PROT),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(&mut dev, [0x8000, 0, 0, 0], hc::DMAP_PROT),
+            hc_ret::EINVAL
+        );
+        assert_eq!(call(&mut dev, [0x5000, 0, 0, 0], hc::DMAP_PROT), hc_ret::OK);
+        let slab = dev.record.lock().unwrap().slab.clone();
+        assert_eq!(slab.into_iter().collect::<Vec<_>>(), vec![(8, 3)]);
+        // SET_VMCOREINFO: validated, copied.
+        mem.write_slice(b"SYMBOL(x)=c0000000\n", GuestAddress(0x6000))
+            .unwrap();
+        assert_eq!(
+            call(&mut dev, [0x6000, 19, 0, 0], hc::SET_VMCOREINFO),
+            hc_ret::OK
+        );
+        assert_eq!(
+            call(&mut dev, [0x6000, 0, 0, 0], hc::SET_VMCOREINFO),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(&mut dev, [0x6000, 9000, 0, 0], hc::SET_VMCOREINFO),
+            hc_ret::EINVAL
+        );
+        mem.write_slice(b"\xff\xfe", GuestAddress(0x7000)).unwrap();
+        assert_eq!(
+            call(&mut dev, [0x7000, 2, 0, 0], hc::SET_VMCOREINFO),
+            hc_ret::EINVAL
+        );
+        assert!(dev.record.lock().unwrap().vmcoreinfo.is_some());
         // A block outside RAM is ignored.
         dev.port_out(&mem, HYPERCALL_PORT, &0xffff_f000u32.to_le_bytes());
         assert_eq!(dev.console, b"line one\n");

@@ -2,22 +2,27 @@
 
 mod boot;
 mod cli;
+mod coredump;
 mod devices;
 mod elf;
 mod error;
+mod guestphys;
+mod inspect;
 mod loader;
 mod memory;
+mod monitor;
 mod vm;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
 use log::info;
 
-use crate::cli::{Cli, RunArgs};
+use crate::cli::{Cli, Command, InspectArgs, RunArgs};
 use crate::error::{status, VmmError};
-use crate::vm::{Outcome, Vm};
+use crate::vm::{Outcome, VcpuControl, Vm};
 
 /// The KVM device; the environment can point elsewhere (tests use this to
 /// check the message for a machine without KVM).
@@ -33,6 +38,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if let Some(Command::Inspect(args)) = cli.command {
+        return exit(inspect_main(args));
+    }
     let Some(args) = cli.run_args() else {
         eprintln!("vmm: no guest kernel given (try `vmm --help`)");
         return exit(status::BAD_INPUT);
@@ -44,6 +52,58 @@ fn main() -> ExitCode {
             exit(e.status())
         }
     }
+}
+
+/// `vmm inspect`: forwards the command line to a monitor, or runs it on a dump.
+fn inspect_main(args: InspectArgs) -> i32 {
+    let resp = if let Some(sock) = &args.socket {
+        // The monitor parses the same command line again: forward what came
+        // after `inspect`, minus the options that only matter here.
+        let mut fwd = Vec::new();
+        let mut it = std::env::args().skip_while(|a| a != "inspect").skip(1);
+        while let Some(a) = it.next() {
+            if a == "--socket" {
+                it.next();
+            } else if !(a.starts_with("--socket=")
+                || a == "-v"
+                || a == "-vv"
+                || a == "-vvv"
+                || a == "--verbose")
+            {
+                fwd.push(a);
+            }
+        }
+        match monitor::request(sock, fwd) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("vmm: {e}");
+                return status::BAD_INPUT;
+            }
+        }
+    } else {
+        let Some(path) = &args.dump else {
+            eprintln!("vmm: inspect needs --socket or --dump");
+            return status::BAD_INPUT;
+        };
+        let dump = match coredump::DumpMem::open(path) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("vmm: {e}");
+                return status::BAD_INPUT;
+            }
+        };
+        let meta = dump.meta.clone();
+        let target = inspect::Target {
+            mem: Box::new(dump),
+            info: meta.vmcoreinfo,
+            cpus: meta.cpus,
+            slab: meta.slab,
+        };
+        monitor::render(inspect::run(&target, &args.cmd), args.json)
+    };
+    print!("{}", resp.out);
+    eprint!("{}", resp.err);
+    resp.status
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -86,6 +146,18 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
         .map_err(|e| VmmError::Kvm(format!("writing boot data: {e}")))?;
     let vm = Vm::new(kvm, mem)?;
     let vcpu = vm.boot_vcpu(&kernel)?;
+    let ctl = Arc::new(VcpuControl::default());
+    let record = devices::SharedRecord::default();
+    if let Some(path) = &args.monitor {
+        monitor::Monitor::start(path, vm.mem.clone(), ctl.clone(), record.clone()).map_err(
+            |e| {
+                VmmError::KvmUnavailable(format!(
+                    "cannot serve the monitor at {}: {e}",
+                    path.display()
+                ))
+            },
+        )?;
+    }
     info!(
         "booting {} with {} MiB, entry {:#x}",
         args.guest.display(),
@@ -93,8 +165,26 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
         kernel.entry
     );
 
-    let outcome = vm::run(&vm, vcpu, args.timeout)?;
+    let outcome = vm::run(&vm, vcpu, args.timeout, ctl.clone(), record.clone());
+    if let Some(path) = &args.monitor {
+        let _ = std::fs::remove_file(path);
+    }
+    let outcome = outcome?;
     info!("guest ran for {:.3} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.dump_on_exit {
+        let rec = record.lock().map(|r| r.clone()).unwrap_or_default();
+        let meta = coredump::DumpMeta {
+            cpus: ctl.last_regs().into_iter().collect(),
+            vmcoreinfo: rec.vmcoreinfo,
+            slab: rec.slab,
+        };
+        let mem = guestphys::LiveMem {
+            mem: vm.mem.clone(),
+        };
+        coredump::write(path, &mem, &meta)
+            .map_err(|e| VmmError::Kvm(format!("writing the dump {}: {e}", path.display())))?;
+        info!("dumped guest memory to {}", path.display());
+    }
     Ok(match outcome {
         Outcome::Exited(code) => {
             info!("guest exit status {code}");

@@ -4,9 +4,9 @@ use std::ffi::CString;
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -16,7 +16,8 @@ use vmm_sys_util::errno;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::boot;
-use crate::devices::{Devices, IoAction};
+use crate::coredump::Regs;
+use crate::devices::{Devices, IoAction, SharedRecord};
 use crate::error::VmmError;
 use crate::loader::LoadedKernel;
 
@@ -158,8 +159,174 @@ pub enum Outcome {
     Crashed { reason: String, state: CpuState },
 }
 
+/// Pausing the vCPU for inspection (QEMU's vm_stop/vm_start for monitor
+/// commands). The monitor asks for a pause and kicks the vCPU thread out of
+/// KVM_RUN with the same signal the watchdog uses; the vCPU thread parks at
+/// the top of its loop, publishes its registers and, while parked, serves
+/// KVM_TRANSLATE requests (they need its VcpuFd). When the guest has ended
+/// the last registers stay published and pauses return at once.
+#[derive(Default)]
+pub struct VcpuControl {
+    state: Mutex<Ctl>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Ctl {
+    /// Pause holders; the vCPU stays parked while > 0.
+    want: u32,
+    parked: bool,
+    finished: bool,
+    regs: Option<Regs>,
+    /// The vCPU thread, to kick (set while it runs).
+    thread: Option<libc::pthread_t>,
+    job: Option<Vec<u64>>,
+    result: Option<(Vec<Option<u64>>, Duration)>,
+}
+
+/// Holds the vCPU parked; dropping it lets the guest run again.
+pub struct Paused<'a> {
+    ctl: &'a VcpuControl,
+    pub regs: Option<Regs>,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        let mut s = self.ctl.lock();
+        s.want = s.want.saturating_sub(1);
+        self.ctl.cv.notify_all();
+    }
+}
+
+impl VcpuControl {
+    fn lock(&self) -> MutexGuard<'_, Ctl> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the vCPU (or finds it stopped) and returns its registers.
+    /// Gives up after `limit` (a vCPU stuck in the host).
+    pub fn pause(&self, limit: Duration) -> Result<Paused<'_>, String> {
+        let deadline = Instant::now() + limit;
+        let mut s = self.lock();
+        s.want += 1;
+        loop {
+            if s.parked || s.finished {
+                let regs = s.regs;
+                drop(s);
+                return Ok(Paused { ctl: self, regs });
+            }
+            if let Some(t) = s.thread {
+                // SAFETY: `t` is the vCPU thread, which is alive: it clears
+                // `thread` under this lock before it exits. SIGRTMIN has a
+                // do-nothing handler installed by `run`.
+                unsafe { libc::pthread_kill(t, SIGRTMIN()) };
+            }
+            if Instant::now() > deadline {
+                s.want -= 1;
+                return Err("the vCPU did not stop".into());
+            }
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// KVM_TRANSLATE of each address on the parked vCPU, and how long the
+    /// ioctls took. None once the guest has ended.
+    pub fn translate(
+        &self,
+        _paused: &Paused,
+        vas: Vec<u64>,
+    ) -> Option<(Vec<Option<u64>>, Duration)> {
+        let mut s = self.lock();
+        if s.finished || !s.parked {
+            return None;
+        }
+        s.job = Some(vas);
+        self.cv.notify_all();
+        loop {
+            if let Some(r) = s.result.take() {
+                return Some(r);
+            }
+            if s.finished {
+                return None;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Drops a pause whose guard was forgotten (the monitor's `stop`).
+    pub fn release(&self) {
+        let mut s = self.lock();
+        s.want = s.want.saturating_sub(1);
+        self.cv.notify_all();
+    }
+
+    /// The last published registers (after the guest ended, its final ones).
+    pub fn last_regs(&self) -> Option<Regs> {
+        self.lock().regs
+    }
+
+    /// Called by the vCPU thread between KVM_RUNs.
+    fn checkpoint(&self, vcpu: &VcpuFd) {
+        let mut s = self.lock();
+        if s.want == 0 {
+            return;
+        }
+        s.regs = read_regs(vcpu);
+        s.parked = true;
+        self.cv.notify_all();
+        while s.want > 0 {
+            if let Some(vas) = s.job.take() {
+                let t = Instant::now();
+                let out = vas
+                    .iter()
+                    .map(|&va| {
+                        vcpu.translate_gva(va)
+                            .ok()
+                            .filter(|t| t.valid != 0)
+                            .map(|t| t.physical_address)
+                    })
+                    .collect();
+                s.result = Some((out, t.elapsed()));
+                self.cv.notify_all();
+            }
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.parked = false;
+    }
+
+    fn start(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        self.lock().thread = Some(unsafe { libc::pthread_self() });
+    }
+
+    fn finish(&self, vcpu: &VcpuFd) {
+        let mut s = self.lock();
+        s.regs = read_regs(vcpu);
+        s.thread = None;
+        s.finished = true;
+        self.cv.notify_all();
+    }
+}
+
+fn read_regs(vcpu: &VcpuFd) -> Option<Regs> {
+    Some(Regs::from_kvm(
+        &vcpu.get_regs().ok()?,
+        &vcpu.get_sregs().ok()?,
+    ))
+}
+
 /// Runs the vCPU until the guest exits, crashes or the timeout expires.
-pub fn run(vm: &Vm, vcpu: VcpuFd, timeout: Option<Duration>) -> Result<Outcome, VmmError> {
+pub fn run(
+    vm: &Vm,
+    vcpu: VcpuFd,
+    timeout: Option<Duration>,
+    ctl: Arc<VcpuControl>,
+    record: SharedRecord,
+) -> Result<Outcome, VmmError> {
     extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
     // The kick signal only has to interrupt KVM_RUN; its handler does nothing.
     register_signal_handler(SIGRTMIN(), kick)
@@ -172,8 +339,13 @@ pub fn run(vm: &Vm, vcpu: VcpuFd, timeout: Option<Duration>) -> Result<Outcome, 
     let handle = thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
+            let mut vcpu = vcpu;
             let out = std::io::stdout();
-            let _ = tx.send(vcpu_loop(vcpu, &mem, &vcpu_stop, Devices::new(out.lock())));
+            let devices = Devices::with_record(out.lock(), record);
+            ctl.start();
+            let result = vcpu_loop(&mut vcpu, &mem, &vcpu_stop, devices, &ctl);
+            ctl.finish(&vcpu);
+            let _ = tx.send(result);
         })
         .map_err(|e| VmmError::Kvm(format!("cannot start the vCPU thread: {e}")))?;
 
@@ -202,15 +374,17 @@ pub fn run(vm: &Vm, vcpu: VcpuFd, timeout: Option<Duration>) -> Result<Outcome, 
 }
 
 fn vcpu_loop<W: Write>(
-    mut vcpu: VcpuFd,
+    vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     stop: &AtomicBool,
     mut devices: Devices<W>,
+    ctl: &VcpuControl,
 ) -> Result<Outcome, VmmError> {
     let mut exits: u64 = 0;
     let outcome = loop {
+        ctl.checkpoint(vcpu);
         if stop.load(Ordering::SeqCst) {
-            break Outcome::TimedOut(CpuState::read(&vcpu));
+            break Outcome::TimedOut(CpuState::read(vcpu));
         }
         exits += 1;
         let action = match vcpu.run() {
@@ -239,7 +413,7 @@ fn vcpu_loop<W: Write>(
                 devices.flush_serial();
                 break Outcome::Crashed {
                     reason,
-                    state: CpuState::read(&vcpu),
+                    state: CpuState::read(vcpu),
                 };
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
@@ -247,7 +421,7 @@ fn vcpu_loop<W: Write>(
                 devices.flush_serial();
                 break Outcome::Crashed {
                     reason: format!("KVM_RUN failed: {e}"),
-                    state: CpuState::read(&vcpu),
+                    state: CpuState::read(vcpu),
                 };
             }
         };

@@ -55,3 +55,17 @@ pub fn exit(status: u32) -> ! {
         crate::arch::cpu::halt();
     }
 }
+
+fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as `outb`.
+    unsafe {
+        core::arch::asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// Milliseconds of host time since the VMM started the guest (one VM exit).
+pub fn clock_ms() -> u32 {
+    inl(abi::io::CLOCK_PORT)
+}

@@ -140,3 +140,13 @@ pub fn pkmap_count(nr: usize) -> u32 {
 pub fn kmap_local_depth() -> usize {
     KMAP_LOCAL.lock().depth()
 }
+
+/// Addresses of the pkmap and kmap_local state inside their locks, for the
+/// vmcoreinfo descriptor.
+pub fn pkmap_address() -> u64 {
+    &*PKMAP.lock() as *const Pkmap as u64
+}
+
+pub fn kmap_local_address() -> u64 {
+    &*KMAP_LOCAL.lock() as *const KmapLocal as u64
+}

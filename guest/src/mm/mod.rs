@@ -274,3 +274,11 @@ pub fn clear_page(pfn: u64) {
 pub fn page_zone(pfn: u64) -> Option<ZoneType> {
     with_node(|node| node.page_zone(pfn))
 }
+
+/// Address of the node (`pg_data_t`) inside NODE, for the vmcoreinfo
+/// descriptor; 0 before mm::init.
+pub fn node_address() -> u64 {
+    NODE.lock()
+        .as_ref()
+        .map_or(0, |node| node as *const Node as u64)
+}

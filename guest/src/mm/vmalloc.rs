@@ -285,3 +285,13 @@ pub fn for_each_area(mut f: impl FnMut(&VmArea)) {
 pub fn stats() -> mm::vmap_area::VmapStats {
     VMAP.lock().stats()
 }
+
+/// Address of the allocator inside VMAP and its layout, for the vmcoreinfo
+/// descriptor.
+pub fn vmap_address() -> u64 {
+    &*VMAP.lock() as *const VmapAllocator<MAX_VMAP_AREAS> as u64
+}
+
+pub fn write_vmap_layout<W: fmt::Write>(w: &mut abi::vmcoreinfo::Writer<W>) -> fmt::Result {
+    mm::vmcoreinfo::write_vmap::<MAX_VMAP_AREAS, W>(w)
+}

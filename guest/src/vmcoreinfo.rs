@@ -1,0 +1,230 @@
+//! What the kernel tells the host inspector, and the workloads that give it
+//! something to inspect.
+//!
+//! - [`publish`]: formats the descriptor (`abi::vmcoreinfo`, Linux's
+//!   VMCOREINFO) once at boot into a static buffer and hands its physical
+//!   address to the VMM with `hc::SET_VMCOREINFO` (as Linux's
+//!   crash_save_vmcoreinfo_init() fills vmcoreinfo_data once).
+//! - [`late`]: the command-line workloads run before the final report:
+//!   `plant=dmap` maps a (host-registered) slab frame a second time with a
+//!   raw PTE write, for the host's `audit` to catch; `linger=SECONDS` keeps
+//!   the kernel busy with kmap/kunmap and vmalloc/vfree churn so a live
+//!   `vmm inspect --socket` has a moving target, then returns.
+
+use core::mem::offset_of;
+
+use abi::io::{hc, hc_ret, Hypercall};
+use abi::layout::*;
+use abi::vmcoreinfo::{num, off, sym, BufWriter, Writer, MAX_TEXT, OSRELEASE};
+use mm::gfp::{__GFP_HIGHMEM, GFP_KERNEL};
+use mm::pkmap::TlbFlush;
+use pagetable::{walk, PhysWrite, Pte, WalkConfig};
+use spin::Mutex;
+
+use crate::arch::mem::{sections, DirectMap};
+use crate::boot::BootParams;
+use crate::kprintln;
+use crate::mm::events::{Events, EVENTS};
+use crate::mm::{highmem, layout, paging, tlb::KernelTlb, vmalloc};
+
+/// The descriptor text (in .bss, so its physical address is `__pa`).
+static TEXT: Mutex<[u8; MAX_TEXT]> = Mutex::new([0; MAX_TEXT]);
+/// The hypercall block (also in the image, as `arch::io::hypercall` needs).
+static CALL: Mutex<Hypercall> = Mutex::new(Hypercall {
+    nr: 0,
+    args: [0; 4],
+    ret: 0,
+});
+
+fn hypercall(nr: u64, args: [u64; 4]) -> u64 {
+    let mut call = CALL.lock();
+    *call = Hypercall { nr, args, ret: 0 };
+    crate::arch::io::hypercall(&mut call)
+}
+
+/// Every counter of `EVENTS`, by name (offset_of! keeps this honest).
+macro_rules! event_offsets {
+    ($w:expr, $($name:ident),* $(,)?) => {{
+        $( $w.offset2(off::VM_EVENT_PREFIX, stringify!($name), offset_of!(Events, $name))?; )*
+        Ok::<(), core::fmt::Error>(())
+    }};
+}
+
+fn format<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
+    let m = layout();
+    let l = &m.layout;
+    w.plain("OSRELEASE", OSRELEASE)?;
+    w.plain_num("PAGESIZE", PAGE_SIZE)?;
+    w.symbol(sym::SWAPPER_PG_DIR, va(m.tables.pgd))?;
+    w.symbol(sym::MEM_MAP, va(m.mem_map))?;
+    w.symbol(sym::NODE_DATA, crate::mm::node_address())?;
+    w.symbol(sym::PKMAP, highmem::pkmap_address())?;
+    w.symbol(sym::KMAP_LOCAL, highmem::kmap_local_address())?;
+    w.symbol(sym::VMAP, vmalloc::vmap_address())?;
+    w.symbol(sym::VM_EVENTS, &EVENTS as *const Events as u64)?;
+    w.symbol(sym::PKMAP_PAGE_TABLE, va(m.tables.pkmap_pte))?;
+    w.symbol(sym::FIXMAP_PAGE_TABLE, va(m.tables.fixmap_pte))?;
+    let s = sections();
+    w.symbol(sym::TEXT, s.text.start)?;
+    w.symbol(sym::ETEXT, s.text.end)?;
+    w.symbol(sym::START_RODATA, s.rodata.start)?;
+    w.symbol(sym::END_RODATA, s.rodata.end)?;
+    w.symbol(sym::SDATA, s.data.start)?;
+    w.symbol(sym::EDATA, s.data.end)?;
+    w.symbol(sym::BSS_START, s.bss.start)?;
+    w.symbol(sym::BSS_STOP, s.bss.end)?;
+    w.number(num::PAGE_OFFSET, PAGE_OFFSET)?;
+    w.number(num::HIGH_MEMORY, l.high_memory)?;
+    w.number(num::VMALLOC_START, l.vmalloc_start)?;
+    w.number(num::VMALLOC_END, l.vmalloc_end)?;
+    w.number(num::PKMAP_BASE, l.pkmap_base)?;
+    w.number(num::LAST_PKMAP, LAST_PKMAP as u64)?;
+    w.number(num::FIXADDR_START, l.fixaddr_start)?;
+    w.number(num::FIXADDR_TOP, l.fixaddr_top)?;
+    w.number(num::FIX_KMAP_BEGIN, FIX_KMAP_BEGIN as u64)?;
+    w.number(num::KM_MAX_IDX, KM_MAX_IDX as u64)?;
+    w.number(num::MAX_PFN, m.max_pfn)?;
+    w.number(num::MAX_LOW_PFN, m.max_low_pfn)?;
+    w.number(num::MEM_MAP_BASE_PFN, 0)?;
+    vmalloc::write_vmap_layout(w)?;
+    mm::vmcoreinfo::write_buddy(w)?;
+    mm::vmcoreinfo::write_highmem(w)?;
+    event_offsets!(
+        w,
+        pt_pages,
+        pte_writes,
+        invlpg,
+        tlb_flush_all,
+        tlb_flush_range,
+        pkmap_wraps,
+        kmaps,
+        kmap_locals,
+        vmalloc_areas,
+        vmap_purges,
+        pages_allocated,
+        pages_freed,
+        pages_zeroed,
+        dmap_refusals,
+        user_faults,
+        user_frames_highmem,
+        user_frames_normal,
+        user_frames_dma,
+        syscalls,
+        syscall_fallbacks,
+    )
+}
+
+/// Formats the descriptor and hands it to the VMM. Runs once, after
+/// vmalloc_init (the last structure it describes).
+pub fn publish() {
+    let mut text = TEXT.lock();
+    let mut out = BufWriter::new(&mut text[..]);
+    let ok = format(&mut Writer::new(&mut out)).is_ok();
+    let len = out.len() as u64;
+    if !ok {
+        kprintln!("vmcoreinfo: descriptor does not fit in {MAX_TEXT} bytes; not published");
+        return;
+    }
+    let addr = pa(text.as_ptr() as u64);
+    match hypercall(hc::SET_VMCOREINFO, [addr, len, 0, 0]) {
+        hc_ret::OK => kprintln!("vmcoreinfo: {len} bytes at {addr:#x}"),
+        ret => kprintln!("vmcoreinfo: the VMM refused the descriptor ({ret:#x})"),
+    }
+}
+
+/// The workloads selected on the command line (`plant=dmap`, `linger=S`).
+pub fn late(boot: &BootParams) {
+    if boot.option("plant") == Some("dmap") {
+        match plant_dmap() {
+            Ok((pfn, va)) => kprintln!("plant=dmap: slab frame {pfn:#x} mapped again at {va:#x}"),
+            Err(e) => kprintln!("plant=dmap: failed: {e}"),
+        }
+    }
+    if let Some(secs) = boot.option("linger") {
+        match secs.parse::<u32>() {
+            Ok(secs) => linger(secs),
+            Err(_) => kprintln!("linger={secs}: not a number of seconds, ignored"),
+        }
+    }
+}
+
+/// The PTE slot for kernel address `va` in swapper_pg_dir.
+fn pte_slot(va: u64) -> Option<u64> {
+    let w = walk(&DirectMap, layout().tables.pgd, va, &WalkConfig::default());
+    let last = w.steps().last()?;
+    (last.level == pagetable::Level::Pt).then_some(last.entry_pa)
+}
+
+/// Takes a lowmem page, tags it as a slab frame (dmap_prot(): the guest's
+/// bitmap and the VMM's record, as new_slab does) and maps it a second time
+/// inside a vmalloc area with a raw PTE write through the direct map,
+/// bypassing the page-table writer's double-mapping check. The area's own
+/// frame is leaked and the area never freed (vfree would free the slab
+/// frame).
+fn plant_dmap() -> Result<(u64, u64), &'static str> {
+    let pfn = crate::mm::alloc_pages(GFP_KERNEL, 0).map_err(|_| "no lowmem page")?;
+    let frame = pfn << PAGE_SHIFT;
+    crate::mm::dmap::tag_slab(pfn, 0);
+    crate::mm::with_node(|node| {
+        if let Some(page) = node.page_mut(pfn) {
+            page.flags |= mm::page::PG_SLAB;
+        }
+    });
+    let area = vmalloc::vmalloc(PAGE_SIZE, "plant_dmap").map_err(|_| "no vmalloc space")?;
+    let slot = pte_slot(area).ok_or("no page table for the area")?;
+    let raw = Pte::new(frame, paging::PAGE_KERNEL).raw();
+    DirectMap
+        .write_u64(slot, raw)
+        .map_err(|_| "PTE write failed")?;
+    KernelTlb.flush_tlb_one(area);
+    Ok((pfn, area))
+}
+
+/// Keeps the kernel busy for `secs` seconds (host clock, through the VMM's
+/// clock port) with state changes the host can watch, and prints the
+/// translations and counters the host tests compare with.
+fn linger(secs: u32) {
+    let hi = crate::mm::alloc_pages(GFP_KERNEL | __GFP_HIGHMEM, 0);
+    let keep = vmalloc::vmalloc(4 * PAGE_SIZE, "linger_keep");
+    let (Ok(hi), Ok(keep)) = (hi, keep) else {
+        kprintln!("linger: out of memory");
+        return;
+    };
+    let kaddr = highmem::kmap(hi).unwrap_or(0);
+    for addr in [
+        keep,
+        keep + 3 * PAGE_SIZE + 0x123,
+        kaddr,
+        &EVENTS as *const Events as u64,
+    ] {
+        let w = walk(
+            &DirectMap,
+            layout().tables.pgd,
+            addr,
+            &WalkConfig::default(),
+        );
+        match w.pa() {
+            Some(p) => kprintln!("linger: vtop {addr:#x} -> {p:#x}"),
+            None => kprintln!("linger: vtop {addr:#x} -> unmapped"),
+        }
+    }
+    kprintln!("linger: kmap pfn {hi:#x} at {kaddr:#x}; churning for {secs} s");
+    let start = crate::arch::io::clock_ms();
+    let mut rounds = 0u64;
+    while crate::arch::io::clock_ms().wrapping_sub(start) < secs.saturating_mul(1000) {
+        if let Ok(p) = crate::mm::alloc_pages(GFP_KERNEL | __GFP_HIGHMEM, 0) {
+            if highmem::kmap(p).is_ok() {
+                let _ = highmem::kunmap(p);
+            }
+            let _ = crate::mm::free_pages(p, 0);
+        }
+        if let Ok(v) = vmalloc::vmalloc(2 * PAGE_SIZE, "linger_churn") {
+            let _ = vmalloc::vfree(v);
+        }
+        rounds += 1;
+    }
+    let _ = highmem::kunmap(hi);
+    let _ = vmalloc::vfree(keep);
+    let _ = crate::mm::free_pages(hi, 0);
+    kprintln!("linger: done after {rounds} rounds");
+}
