@@ -127,7 +127,7 @@ const MIXED: usize = 64;
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("slub");
     let mut b = Host::new();
-    let mut s: Slub<Host, 32> = Slub::new();
+    let mut s: Slub<32> = Slub::new();
     s.create_kmalloc_caches(0, &mut b).unwrap();
     let task = s
         .kmem_cache_create("task_struct", 1792, 64, 0, None, &mut b)

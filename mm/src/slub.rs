@@ -133,6 +133,10 @@ pub trait SlabBackend {
     fn free_large(&mut self, pfn: u64, order: u32);
 }
 
+/// A cache's object constructor: runs once per object when its slab is
+/// created, as Linux's ctor does.
+pub type Ctor = fn(&mut dyn SlabBackend, u64);
+
 /// A cache's index in the registry, 1-based: 0 in `page.slab_cache` means
 /// "not a slab".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -564,7 +568,7 @@ pub struct KmallocStats {
 }
 
 /// `struct kmem_cache`, with its one `kmem_cache_node` folded in.
-pub struct KmemCache<B> {
+pub struct KmemCache {
     name: &'static str,
     /// Own registry id, written into struct page.
     id: u16,
@@ -572,7 +576,7 @@ pub struct KmemCache<B> {
     min_partial: u32,
     /// Freelist hardening key (`s->random`).
     random: u64,
-    ctor: Option<fn(&mut B, u64)>,
+    ctor: Option<Ctor>,
     /// Set up on the first allocation (the seed's "cpu_slab is still null").
     cpu_slab: Option<KmemCacheCpu>,
     partial: SlabList,
@@ -586,7 +590,7 @@ pub struct KmemCache<B> {
     stats: SlubStats,
 }
 
-impl<B> KmemCache<B> {
+impl KmemCache {
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -721,21 +725,21 @@ enum Target {
 }
 
 /// The allocator: a registry of up to `N` caches plus the kmalloc table.
-pub struct Slub<B, const N: usize> {
-    caches: [Option<KmemCache<B>>; N],
+pub struct Slub<const N: usize> {
+    caches: [Option<KmemCache>; N],
     kmalloc: [Option<CacheId>; KMALLOC_SHIFT_HIGH as usize + 1],
     log: [Option<SlabReport>; REPORT_LOG],
     log_next: usize,
     kstats: KmallocStats,
 }
 
-impl<B: SlabBackend, const N: usize> Default for Slub<B, N> {
+impl<const N: usize> Default for Slub<N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<B: SlabBackend, const N: usize> Slub<B, N> {
+impl<const N: usize> Slub<N> {
     pub const fn new() -> Self {
         Slub {
             caches: [const { None }; N],
@@ -756,13 +760,13 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
     /// kmem_cache_create(). `align` 0 means the default (8); `flags` from
     /// SLAB_RED_ZONE, SLAB_POISON, SLAB_HWCACHE_ALIGN. The per-CPU slab
     /// stays unset until the first allocation.
-    pub fn kmem_cache_create(
+    pub fn kmem_cache_create<B: SlabBackend>(
         &mut self,
         name: &'static str,
         size: u32,
         align: u32,
         flags: u32,
-        ctor: Option<fn(&mut B, u64)>,
+        ctor: Option<Ctor>,
         b: &mut B,
     ) -> Result<CacheId, SlabError> {
         if flags & !CREATE_FLAGS != 0 {
@@ -771,13 +775,13 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
         self.create(name, size, align, flags, ctor, b)
     }
 
-    fn create(
+    fn create<B: SlabBackend>(
         &mut self,
         name: &'static str,
         size: u32,
         align: u32,
         flags: u32,
-        ctor: Option<fn(&mut B, u64)>,
+        ctor: Option<Ctor>,
         b: &mut B,
     ) -> Result<CacheId, SlabError> {
         if size == 0 || size as u64 > KMALLOC_MAX_SIZE || (align != 0 && !align.is_power_of_two()) {
@@ -819,7 +823,11 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// kmem_cache_destroy(): refused while objects are allocated.
     /// Otherwise the per-CPU slab is flushed and every slab given back.
-    pub fn kmem_cache_destroy(&mut self, id: CacheId, b: &mut B) -> Result<(), SlabError> {
+    pub fn kmem_cache_destroy<B: SlabBackend>(
+        &mut self,
+        id: CacheId,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
         let idx = self.index(id)?;
         let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
         if s.l.flags & SLAB_KMALLOC != 0 {
@@ -845,7 +853,11 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// kmem_cache_shrink(): flush the per-CPU slab and give back every
     /// empty slab, min_partial notwithstanding. Returns slabs freed.
-    pub fn kmem_cache_shrink(&mut self, id: CacheId, b: &mut B) -> Result<u64, SlabError> {
+    pub fn kmem_cache_shrink<B: SlabBackend>(
+        &mut self,
+        id: CacheId,
+        b: &mut B,
+    ) -> Result<u64, SlabError> {
         let idx = self.index(id)?;
         let s = self.caches[idx].as_mut().ok_or(SlabError::NoSuchCache)?;
         let before = s.stats.free_slab;
@@ -866,7 +878,7 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
     }
 
     /// The cache with this id.
-    pub fn cache(&self, id: CacheId) -> Option<&KmemCache<B>> {
+    pub fn cache(&self, id: CacheId) -> Option<&KmemCache> {
         self.caches.get((id.0 as usize).checked_sub(1)?)?.as_ref()
     }
 
@@ -889,7 +901,11 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// The slabs of a cache: the per-CPU slab, then the partial list, then
     /// the full list. Each list walk is capped by its length.
-    pub fn slabs<'a>(&'a self, id: CacheId, b: &'a B) -> impl Iterator<Item = SlabDesc> + 'a {
+    pub fn slabs<'a, B: SlabBackend>(
+        &'a self,
+        id: CacheId,
+        b: &'a B,
+    ) -> impl Iterator<Item = SlabDesc> + 'a {
         let c = self.cache(id);
         let cpu = c.and_then(|c| c.cpu_slab.and_then(|k| k.slab));
         let lists = c.map(|c| [c.partial, c.full]);
@@ -924,7 +940,11 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// kmem_cache_alloc(): an object's direct-map address.
     #[inline]
-    pub fn kmem_cache_alloc(&mut self, id: CacheId, b: &mut B) -> Result<u64, SlabError> {
+    pub fn kmem_cache_alloc<B: SlabBackend>(
+        &mut self,
+        id: CacheId,
+        b: &mut B,
+    ) -> Result<u64, SlabError> {
         let r = match self.caches.get_mut((id.0 as usize).wrapping_sub(1)) {
             Some(Some(s)) => slab_alloc(s, b),
             _ => Err(SlabError::NoSuchCache),
@@ -934,7 +954,12 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// kmem_cache_free(): the object must come from this cache.
     #[inline]
-    pub fn kmem_cache_free(&mut self, id: CacheId, va: u64, b: &mut B) -> Result<(), SlabError> {
+    pub fn kmem_cache_free<B: SlabBackend>(
+        &mut self,
+        id: CacheId,
+        va: u64,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
         let idx = (id.0 as usize).wrapping_sub(1);
         // An object of the per-CPU slab is recognised by address alone: the
         // slab's object span is cached, so no struct page lookup is needed.
@@ -991,7 +1016,13 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
     }
 
     #[inline(always)]
-    fn slab_free(&mut self, idx: usize, head: u64, va: u64, b: &mut B) -> Result<(), SlabError> {
+    fn slab_free<B: SlabBackend>(
+        &mut self,
+        idx: usize,
+        head: u64,
+        va: u64,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
         match self.caches.get_mut(idx) {
             Some(Some(s)) => slab_free(s, b, head, va),
             _ => Err(SlabError::NoSuchCache),
@@ -1000,7 +1031,7 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// virt_to_slab()/compound_head(): what `va` belongs to, checked down
     /// to the object boundary.
-    fn resolve(&self, va: u64, b: &B) -> Result<Target, SlabError> {
+    fn resolve<B: SlabBackend>(&self, va: u64, b: &B) -> Result<Target, SlabError> {
         let Some(pfn) = b.virt_to_pfn(va) else {
             return Err(self.invalid_free(None, va, "not a direct-mapped address"));
         };
@@ -1058,7 +1089,11 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
     /// create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k plus kmalloc-96 and
     /// kmalloc-192. `debug_flags` (SLAB_RED_ZONE, SLAB_POISON) plays
     /// slub_debug='s role for them. Idempotent per class.
-    pub fn create_kmalloc_caches(&mut self, debug_flags: u32, b: &mut B) -> Result<(), SlabError> {
+    pub fn create_kmalloc_caches<B: SlabBackend>(
+        &mut self,
+        debug_flags: u32,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
         if debug_flags & !SLAB_DEBUG_FLAGS != 0 {
             return Err(SlabError::InvalidArgs);
         }
@@ -1083,7 +1118,7 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// kmalloc(): a size class up to 8 KiB, whole pages above
     /// (kmalloc_large()); [`ZERO_SIZE_PTR`] for 0 bytes.
-    pub fn kmalloc(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
+    pub fn kmalloc<B: SlabBackend>(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
         if size == 0 {
             return Ok(ZERO_SIZE_PTR);
         }
@@ -1094,7 +1129,7 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
         self.kmem_cache_alloc(id, b)
     }
 
-    fn kmalloc_large(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
+    fn kmalloc_large<B: SlabBackend>(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
         if size > KMALLOC_MAX_SIZE {
             return Err(SlabError::TooLarge);
         }
@@ -1116,7 +1151,7 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// kfree(): the cache comes from the page; NULL and ZERO_SIZE_PTR are
     /// ignored.
-    pub fn kfree(&mut self, va: u64, b: &mut B) -> Result<(), SlabError> {
+    pub fn kfree<B: SlabBackend>(&mut self, va: u64, b: &mut B) -> Result<(), SlabError> {
         if va <= ZERO_SIZE_PTR {
             return Ok(());
         }
@@ -1140,7 +1175,7 @@ impl<B: SlabBackend, const N: usize> Slub<B, N> {
 
     /// ksize(): usable bytes at `va` (slab_ksize()), 0 if it is no
     /// allocation.
-    pub fn ksize(&self, va: u64, b: &B) -> u64 {
+    pub fn ksize<B: SlabBackend>(&self, va: u64, b: &B) -> u64 {
         match self.resolve(va, b) {
             Ok(Target::Large { order, .. }) => PAGE_SIZE << order,
             Ok(Target::Slab { idx, .. }) => match &self.caches[idx] {
@@ -1245,7 +1280,7 @@ fn list_del<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64) {
 
 /// slab_alloc_node(): the fast path pops the per-CPU freelist.
 #[inline(always)]
-fn slab_alloc<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<u64, SlabError> {
+fn slab_alloc<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
     let obj = match take_object(s, b)? {
         Some(obj) => {
             s.stats.alloc_fastpath += 1;
@@ -1264,7 +1299,7 @@ fn slab_alloc<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<u64, Sl
 /// the object's slab is the per-CPU slab; __slab_free() otherwise.
 #[inline(always)]
 fn slab_free<B: SlabBackend>(
-    s: &mut KmemCache<B>,
+    s: &mut KmemCache,
     b: &mut B,
     head: u64,
     va: u64,
@@ -1293,7 +1328,7 @@ fn slab_free<B: SlabBackend>(
 /// Pop the per-CPU freelist, validating the next pointer (the body of the
 /// fast path and of load_freelist()). `Ok(None)` when it is empty.
 #[inline(always)]
-fn take_object<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<Option<u64>, SlabError> {
+fn take_object<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<Option<u64>, SlabError> {
     let Some(c) = s.cpu_slab.as_mut() else {
         return Ok(None);
     };
@@ -1316,7 +1351,7 @@ fn take_object<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<Option
 /// ___slab_alloc(): retire the exhausted per-CPU slab, then take a partial
 /// slab or a new one and load its freelist.
 #[cold]
-fn slab_alloc_slow<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<u64, SlabError> {
+fn slab_alloc_slow<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
     s.stats.alloc_slowpath += 1;
     let c = s.cpu_slab.get_or_insert(KmemCacheCpu::EMPTY);
     // With one CPU every free into the frozen slab went to c->freelist, so
@@ -1342,7 +1377,7 @@ fn slab_alloc_slow<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<u6
 
 /// Make `pfn` the per-CPU slab: its freelist moves to c->freelist and it
 /// counts all objects in use (slab->frozen = 1, inuse = objects).
-fn freeze<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B, pfn: u64) {
+fn freeze<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u64) {
     let base = b.pfn_to_virt(pfn);
     let (freelist, objects) = match b.page_mut(pfn) {
         Some(pg) => {
@@ -1368,7 +1403,7 @@ fn freeze<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B, pfn: u64) {
 /// new_slab()/allocate_slab(): frames at the preferred order, else at the
 /// minimum order; struct page set up; objects linked in address order
 /// (no CONFIG_SLAB_FREELIST_RANDOM); the double-mapping hook last.
-fn new_slab<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<u64, SlabError> {
+fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
     let (mut oo, mut got) = (s.l.oo, b.alloc_slab_pages(s.l.oo.order()));
     if got.is_none() && s.l.min.order() < oo.order() {
         oo = s.l.min;
@@ -1441,7 +1476,7 @@ fn new_slab<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<u64, Slab
 
 /// discard_slab()/__free_slab(): the hook first, then struct page cleared
 /// and the frames returned.
-fn discard_slab<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B, pfn: u64) {
+fn discard_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u64) {
     let objects = read_page(b, pfn).objects as u32;
     let order = s.slab_order(objects);
     b.slab_freed(pfn, order);
@@ -1465,7 +1500,7 @@ fn discard_slab<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B, pfn: u64) {
 /// __slab_free(): an object of a slab that is not the per-CPU slab.
 #[cold]
 fn slab_free_slow<B: SlabBackend>(
-    s: &mut KmemCache<B>,
+    s: &mut KmemCache,
     b: &mut B,
     head: u64,
     va: u64,
@@ -1518,7 +1553,7 @@ fn slab_free_slow<B: SlabBackend>(
 
 /// deactivate_slab() for the flush paths: hand the per-CPU freelist back
 /// to the slab and put the slab where its state says.
-fn flush_cpu_slab<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<(), SlabError> {
+fn flush_cpu_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<(), SlabError> {
     let Some(c) = s.cpu_slab.as_mut() else {
         return Ok(());
     };
@@ -1570,7 +1605,7 @@ fn flush_cpu_slab<B: SlabBackend>(s: &mut KmemCache<B>, b: &mut B) -> Result<(),
 
 /// init_object(): red zones to `val`; the object to POISON_FREE ending in
 /// POISON_END when it is poisoned.
-fn init_object<B: SlabBackend>(s: &KmemCache<B>, b: &mut B, obj: u64, val: u8) {
+fn init_object<B: SlabBackend>(s: &KmemCache, b: &mut B, obj: u64, val: u8) {
     let l = &s.l;
     if l.flags & SLAB_RED_ZONE != 0 {
         b.fill(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
@@ -1589,12 +1624,7 @@ fn init_object<B: SlabBackend>(s: &KmemCache<B>, b: &mut B, obj: u64, val: u8) {
 }
 
 /// check_object(): red zones hold `val`; a free object's poison is intact.
-fn check_object<B: SlabBackend>(
-    s: &KmemCache<B>,
-    b: &B,
-    obj: u64,
-    val: u8,
-) -> Result<(), SlabError> {
+fn check_object<B: SlabBackend>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<(), SlabError> {
     let l = &s.l;
     if l.flags & SLAB_RED_ZONE != 0 {
         let left = b.find_not(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
@@ -1636,7 +1666,7 @@ fn check_object<B: SlabBackend>(
 /// alloc_debug_processing(): a free object must be intact; a damaged one is
 /// withheld (quarantined) and reported, as Linux marks it used.
 fn alloc_debug_processing<B: SlabBackend>(
-    s: &mut KmemCache<B>,
+    s: &mut KmemCache,
     b: &mut B,
     obj: u64,
 ) -> Result<(), SlabError> {
@@ -1651,7 +1681,7 @@ fn alloc_debug_processing<B: SlabBackend>(
 /// free_debug_processing(): not already on a freelist (on_freelist()),
 /// red zones intact; then re-poisoned. A refused object is not freed.
 fn free_debug_processing<B: SlabBackend>(
-    s: &mut KmemCache<B>,
+    s: &mut KmemCache,
     b: &mut B,
     head: u64,
     va: u64,
@@ -1825,7 +1855,7 @@ mod tests {
         }
     }
 
-    type S = Slub<Fake, 32>;
+    type S = Slub<32>;
 
     fn setup(kmalloc_debug: u32) -> (S, Fake) {
         let mut b = Fake::new();
@@ -2367,9 +2397,11 @@ mod tests {
         s.kfree(z, &mut b).unwrap();
     }
 
-    fn count_ctor(b: &mut Fake, obj: u64) {
+    static CTOR_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+    fn count_ctor(b: &mut dyn SlabBackend, obj: u64) {
         b.write_u64(obj, 0x1234_5678);
-        b.hooks += 1_000_000;
+        CTOR_RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 
     #[test]
@@ -2390,7 +2422,7 @@ mod tests {
         assert!(l.offset >= l.inuse);
         let p = s.kmem_cache_alloc(id, &mut b).unwrap();
         let per = l.oo.objects() as u64;
-        assert_eq!(b.hooks / 1_000_000, per);
+        assert_eq!(CTOR_RUNS.load(core::sync::atomic::Ordering::Relaxed), per);
         assert_eq!(b.read_u64(p), 0x1234_5678);
         s.kmem_cache_free(id, p, &mut b).unwrap();
         // No object poisoning with a ctor, and the free pointer is outside.
@@ -2470,7 +2502,7 @@ mod tests {
             s.kmem_cache_create("x", 8, 0, 1, None, &mut b),
             Err(SlabError::InvalidArgs)
         );
-        let mut small: Slub<Fake, 13> = Slub::new();
+        let mut small: Slub<13> = Slub::new();
         small.create_kmalloc_caches(0, &mut b).unwrap();
         assert_eq!(
             small.kmem_cache_create("x", 8, 0, 0, None, &mut b),
