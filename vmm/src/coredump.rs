@@ -273,11 +273,11 @@ fn note(out: &mut Vec<u8>, name: &str, kind: u32, desc: &[u8]) {
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(name.as_bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(desc);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

@@ -176,7 +176,7 @@ impl<W: Write> Devices<W> {
             return hc_ret::EINVAL;
         }
         let size = PAGE_SIZE << order;
-        if pa % size != 0 || !mem.check_range(GuestAddress(pa), size as usize) {
+        if !pa.is_multiple_of(size) || !mem.check_range(GuestAddress(pa), size as usize) {
             return hc_ret::EINVAL;
         }
         let pfn = pa / PAGE_SIZE;

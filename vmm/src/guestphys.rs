@@ -37,7 +37,7 @@ pub struct LiveMem {
 
 impl GuestPhys for LiveMem {
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), PhysError> {
-        if buf.len() == 8 && pa % 8 == 0 {
+        if buf.len() == 8 && pa.is_multiple_of(8) {
             let v: u64 = self
                 .mem
                 .load(GuestAddress(pa), Ordering::Relaxed)

@@ -248,6 +248,9 @@ pub struct VmapArea {
     pub lazy: bool,
 }
 
+/// pkmap slots as (count, pfn), and [last_pkmap_nr, maps, wraps, flushes].
+pub type PkmapState = (Vec<(u32, u64)>, [u64; 4]);
+
 /// The kernel as the descriptor describes it.
 pub struct Kernel<'t> {
     t: &'t Target,
@@ -511,7 +514,7 @@ impl<'t> Kernel<'t> {
     }
 
     /// pkmap_count[] and the pfn of every slot, plus (last_pkmap_nr, maps, wraps, flushes).
-    pub fn pkmap(&self) -> R<(Vec<(u32, u64)>, [u64; 4])> {
+    pub fn pkmap(&self) -> R<PkmapState> {
         let base = self.sym(sym::PKMAP)?;
         let n = self.last_pkmap as usize;
         let mut counts = vec![0u8; n * 4];

@@ -1,0 +1,292 @@
+//! Host-side introspection against the real guest: `vmm inspect` live
+//! (through the monitor socket) and on ELF dumps, compared with each other
+//! and with what the guest printed about itself.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use system_tests::{guest_path, kvm_available, vmm, vmm_path, Run};
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn inspect(source: &[&str], args: &[&str]) -> Run {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(source);
+    all.extend_from_slice(args);
+    vmm(all)
+}
+
+/// Kills the VM if the test fails while it is stopped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The PHYSICAL column of `vtop`'s first result line.
+fn vtop_pa(run: &Run) -> Option<u64> {
+    let line = run.stdout.lines().nth(1)?;
+    let pa = line.split_whitespace().nth(1)?;
+    u64::from_str_radix(pa, 16).ok()
+}
+
+/// The lines of a block that starts after `header` and whose lines start with `prefix`.
+fn block<'a>(text: &'a str, header: &str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .skip_while(|l| !l.starts_with(header))
+        .skip(1)
+        .take_while(|l| l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn live_and_dump_agree_with_the_guest() {
+    if !kvm_available("live_and_dump_agree_with_the_guest") {
+        return;
+    }
+    let sock = tmp("monitor.sock");
+    let exit_core = tmp("exit.core");
+    let now_core = tmp("now.core");
+    let guest = guest_path();
+    let mut child = Command::new(vmm_path())
+        .args(["run", "--mem", "2G", "--timeout", "120"])
+        .args(["--cmdline", "linger=10 plant=dmap"])
+        .arg("--monitor")
+        .arg(&sock)
+        .arg("--dump-on-exit")
+        .arg(&exit_core)
+        .arg(&guest)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start vmm");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut vm = Guard(child);
+    let output = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let out2 = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            out2.lock().unwrap().push_str(&line);
+            out2.lock().unwrap().push('\n');
+            let _ = tx.send(line);
+        }
+    });
+    let err_text = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+
+    // Wait for the linger loop: the descriptor is published, the plant done.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("churning for") => break,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => panic!("the guest never lingered:\n{}", output.lock().unwrap()),
+        }
+    }
+    let printed = output.lock().unwrap().clone();
+    let live = ["--socket", sock.to_str().unwrap()];
+    let dump = ["--dump", now_core.to_str().unwrap()];
+
+    // What the guest said about itself.
+    let plant = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("plant=dmap: slab frame "))
+        .expect("no plant line");
+    let (pfn, planted_va) = plant.split_once(" mapped again at ").unwrap();
+    let (pfn, planted_va) = (hex(pfn), hex(planted_va));
+    let translations: Vec<(u64, u64)> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("linger: vtop "))
+        .filter_map(|l| l.split_once(" -> "))
+        .filter(|(_, pa)| pa.starts_with("0x"))
+        .map(|(va, pa)| (hex(va), hex(pa)))
+        .collect();
+    assert_eq!(translations.len(), 4, "{printed}");
+
+    inspect(&live, &["stop"]).expect_status(0);
+    // The host's walk agrees with the guest's own translations.
+    for &(va, pa) in &translations {
+        let run = inspect(&live, &["vtop", &format!("{va:#x}")]);
+        run.expect_status(0);
+        assert_eq!(vtop_pa(&run), Some(pa), "{run}");
+        let run = inspect(&live, &["vtop", &format!("{va:x}"), "--json"]);
+        run.expect_stdout(&format!("\"pa\": {pa}"));
+    }
+
+    // Every command gives the same answer live and on a dump of this moment.
+    inspect(&live, &["dump", now_core.to_str().unwrap()])
+        .expect_status(0)
+        .expect_stdout("dumped to");
+    let events = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("linger: vtop "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .unwrap();
+    let va_args = format!("{planted_va:#x}");
+    let pa_args = format!("{:#x}", pfn << 12);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["buddyinfo"],
+        vec!["zoneinfo"],
+        vec!["meminfo"],
+        vec!["tlb"],
+        vec!["mem"],
+        vec!["layout"],
+        vec!["vmallocinfo"],
+        vec!["pkmap"],
+        vec!["audit"],
+        vec!["regs"],
+        vec!["vmcoreinfo"],
+        vec!["vtop", &va_args],
+        vec!["ptov", &pa_args],
+        vec!["x", &events, "64"],
+        vec!["tlb", "--json"],
+        vec!["audit", "--json"],
+    ];
+    for c in &commands {
+        let a = inspect(&live, c);
+        let b = inspect(&dump, c);
+        assert_eq!(a.status, b.status, "{c:?}\nlive: {a}\ndump: {b}");
+        assert_eq!(a.stdout, b.stdout, "{c:?} differs live and on the dump");
+        assert!(!a.stdout.is_empty(), "{c:?}: {a}");
+    }
+
+    // The planted double mapping is caught, naming frame, VA and space.
+    let audit = inspect(&live, &["audit"]);
+    audit.expect_status(1).expect_stdout(&format!(
+        "FINDING: slab frame mapped outside the direct map: pfn {pfn:#x} at {planted_va:#x} in "
+    ));
+    let ptov = inspect(&live, &["ptov", &pa_args]);
+    ptov.expect_status(0)
+        .expect_stdout(&format!("{planted_va:#018x}"))
+        .expect_stdout(&format!("{:#018x}", 0xc000_0000 + (pfn << 12)))
+        .expect_stdout("owner: slab");
+    let what = inspect(&live, &["vtop", &va_args]);
+    what.expect_stdout("vmalloc: area")
+        .expect_stdout("caller plant_dmap");
+
+    // An unmapped address: one line on stderr, status 1.
+    let unmapped = inspect(&live, &["vtop", "0xfffff000"]);
+    unmapped.expect_status(1).expect_stderr("is not mapped");
+    assert_eq!(unmapped.stderr.lines().count(), 1, "{unmapped}");
+    inspect(&live, &["x", "0xfffff000"])
+        .expect_status(1)
+        .expect_stderr("not mapped");
+    inspect(&live, &["vtop", "c0100000", "--pid", "7"])
+        .expect_status(1)
+        .expect_stderr("no process 7");
+
+    // The software walker and KVM_TRANSLATE agree.
+    let bench = inspect(&live, &["bench", "--iters", "3"]);
+    bench.expect_status(0).expect_stdout("0 disagreement(s)");
+    eprintln!("{}", bench.stdout);
+
+    inspect(&live, &["cont"]).expect_status(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = vm.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the guest did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let printed = output.lock().unwrap().clone();
+    let stderr = err_text.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{printed}\n{stderr}");
+
+    // The dump taken at exit matches the guest's final report.
+    let exit = ["--dump", exit_core.to_str().unwrap()];
+    let buddy = inspect(&exit, &["buddyinfo"]);
+    buddy.expect_status(0);
+    let guest_buddy = block(&printed, "buddyinfo:", "Node 0");
+    assert!(!guest_buddy.is_empty(), "{printed}");
+    assert_eq!(buddy.stdout.lines().collect::<Vec<_>>(), guest_buddy);
+    let meminfo = inspect(&exit, &["meminfo"]);
+    let host_events: Vec<(String, String)> = block(&meminfo.stdout, "events:", "  ")
+        .iter()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap().to_string(), w.next().unwrap().to_string())
+        })
+        .collect();
+    let guest_events: Vec<(String, String)> = block(&printed, "mm events:", "  ")
+        .iter()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap().to_string(), w.next().unwrap().to_string())
+        })
+        .collect();
+    for (name, value) in &host_events {
+        let g = guest_events.iter().find(|(n, _)| n == name);
+        assert_eq!(g.map(|(_, v)| v), Some(value), "event {name}\n{meminfo}");
+    }
+    assert!(host_events.len() >= 13, "{meminfo}");
+
+    // readelf reads the dump.
+    if let Ok(out) = Command::new("readelf").arg("-a").arg(&exit_core).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        for needle in ["CORE (Core file)", "NT_PRSTATUS", "VMCOREINFO", "LOAD"] {
+            assert!(text.contains(needle), "readelf lacks {needle}");
+        }
+    }
+    let _ = std::fs::remove_file(&exit_core);
+    let _ = std::fs::remove_file(&now_core);
+}
+
+#[test]
+fn bad_sources_are_one_line_errors() {
+    let garbage = tmp("garbage.core");
+    std::fs::write(&garbage, b"\x7fELF this is not a core dump at all").unwrap();
+    for (source, needle) in [
+        (vec!["--dump", garbage.to_str().unwrap()], "not"),
+        (vec!["--dump", "/nonexistent/dump.core"], "cannot open"),
+        (
+            vec!["--socket", "/nonexistent/monitor.sock"],
+            "cannot connect",
+        ),
+        (
+            vec!["--socket", garbage.to_str().unwrap()],
+            "cannot connect",
+        ),
+    ] {
+        let run = inspect(&source, &["tlb"]);
+        run.expect_status(2).expect_stderr(needle);
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        assert!(run.stdout.is_empty());
+    }
+    // An ELF that is not a core (the guest kernel itself).
+    let run = inspect(&["--dump", guest_path().to_str().unwrap()], &["tlb"]);
+    run.expect_status(2)
+        .expect_stderr("not an x86-64 ELF core dump");
+    // Monitor-only commands on a dump, and no source at all.
+    let run = inspect(
+        &["--dump", Path::new("/nonexistent").to_str().unwrap()],
+        &["stop"],
+    );
+    assert_eq!(run.status, 2);
+    let run = vmm(["inspect", "tlb"]);
+    assert_eq!(run.status, 2, "{run}");
+    let _ = std::fs::remove_file(&garbage);
+}
