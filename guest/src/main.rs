@@ -46,6 +46,9 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     if let Err(e) = mm::vmalloc::init() {
         panic!("vmalloc setup failed: {e}");
     }
+    if let Err(e) = mm::slab::init().and_then(|()| process::objects::fork_init()) {
+        panic!("slab setup failed: {e:?}");
+    }
     vmcoreinfo::publish();
     arch::user::init_syscall();
     faults::run_requested(&boot);

@@ -25,6 +25,10 @@ pub fn print() {
         vm.purges,
         vm.failures
     );
+    kprintln!("slabinfo:");
+    crate::mm::slab::with_registry(|slub| {
+        let _ = slub.write_slabinfo(&mut *crate::console::CONSOLE.lock());
+    });
     kprintln!("buddyinfo:");
     with_node(|node| {
         let _ = node.write_buddyinfo(&mut *crate::console::CONSOLE.lock());

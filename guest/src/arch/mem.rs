@@ -212,3 +212,68 @@ impl KernelPage {
         }
     }
 }
+
+/// Low memory through the direct map at any 8-byte-aligned address: what
+/// the slab allocator's objects are made of. Every address is checked to
+/// lie in the direct map (and, for writes, outside the kernel image); the
+/// slab allocator only passes addresses inside slab pages it owns.
+pub mod lowmem {
+    use super::{direct_mapped, kernel_image};
+    use abi::layout::{pa, PAGE_OFFSET};
+
+    fn check(va: u64, len: u64, write: bool) -> *mut u8 {
+        let ok = va >= PAGE_OFFSET
+            && direct_mapped(pa(va), len)
+            && !(write && kernel_image().contains(&pa(va)));
+        assert!(ok, "slab access at {va:#x}+{len:#x} outside low memory");
+        va as *mut u8
+    }
+
+    pub fn read_u64(va: u64) -> u64 {
+        let p = check(va, 8, false).cast::<u64>();
+        // SAFETY: inside the direct map (checked); any bits are a valid u64.
+        unsafe { core::ptr::read_volatile(p) }
+    }
+
+    pub fn write_u64(va: u64, value: u64) {
+        let p = check(va, 8, true).cast::<u64>();
+        // SAFETY: inside the direct map and not the kernel image (checked);
+        // the caller owns the slab page.
+        unsafe { core::ptr::write_volatile(p, value) }
+    }
+
+    pub fn fill(va: u64, len: u64, byte: u8) {
+        let p = check(va, len, true);
+        // SAFETY: as write_u64, for the whole range.
+        unsafe { core::ptr::write_bytes(p, byte, len as usize) }
+    }
+
+    pub fn write_bytes(va: u64, bytes: &[u8]) {
+        let p = check(va, bytes.len() as u64, true);
+        // SAFETY: as write_u64, for the whole range.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) }
+    }
+
+    /// The first byte of `[va, va + len)` that is not `byte`.
+    pub fn find_not(va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
+        let p = check(va, len, false);
+        // SAFETY: inside the direct map (checked); plain bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(p, len as usize) };
+        bytes
+            .iter()
+            .position(|&b| b != byte)
+            .map(|i| (va + i as u64, bytes[i]))
+    }
+}
+
+/// A cheap, non-cryptographic seed from the time-stamp counter (the
+/// freelist hardening keys need to differ per boot, not to be secret from
+/// a debugger).
+pub fn entropy() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads the time-stamp counter.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}

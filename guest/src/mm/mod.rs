@@ -6,6 +6,7 @@ pub mod dmap;
 pub mod events;
 pub mod highmem;
 pub mod paging;
+pub mod slab;
 pub mod tlb;
 pub mod vmalloc;
 

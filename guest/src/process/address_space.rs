@@ -13,6 +13,7 @@ use mm::vma::{
 };
 use pagetable::{FrameAlloc, Level, MapError, Mapper, PhysError, PhysRead, Pte, PteFlags};
 
+use super::objects::{self, MmStruct};
 use crate::arch::mem::DirectMap;
 use crate::arch::programs::Program;
 use crate::arch::trap::TrapFrame;
@@ -35,6 +36,7 @@ pub enum ExecError {
     Vma(VmaError),
     Map(MapError),
     TooManyTasks,
+    Slab(mm::slub::SlabError),
 }
 
 impl fmt::Display for ExecError {
@@ -44,6 +46,7 @@ impl fmt::Display for ExecError {
             ExecError::Vma(e) => write!(f, "{e}"),
             ExecError::Map(e) => write!(f, "cannot map ({e:?})"),
             ExecError::TooManyTasks => write!(f, "the task table is full"),
+            ExecError::Slab(e) => write!(f, "slab allocation failed ({e:?})"),
         }
     }
 }
@@ -114,6 +117,10 @@ pub struct AddressSpace {
     /// Frames this address space holds (for the report and the leak tests).
     pub rss: u64,
     pub faults: u64,
+    /// This address space's mm_struct object (from mm_cachep) and its
+    /// vm_area_struct objects, refreshed by `sync_objects`.
+    mm_obj: u64,
+    vma_objs: [u64; MAX_VMAS],
 }
 
 impl AddressSpace {
@@ -121,18 +128,28 @@ impl AddressSpace {
     /// embedded program, a stack VMA below TASK_SIZE, the brk base after the
     /// code.
     pub fn exec(program: &Program) -> Result<Self, ExecError> {
-        let pgd = alloc_table().map_err(ExecError::NoMemory)?;
+        let mm_obj = objects::alloc_mm().map_err(ExecError::Slab)?;
+        let pgd = match alloc_table() {
+            Ok(pgd) => pgd,
+            Err(e) => {
+                objects::free_mm(mm_obj);
+                return Err(ExecError::NoMemory(e));
+            }
+        };
         let mut mm = AddressSpace {
             pgd,
             vmas: VmaTree::new(MmLayout::DEFAULT),
             entry: USER_CODE,
             rss: 0,
             faults: 0,
+            mm_obj,
+            vma_objs: [0; MAX_VMAS],
         };
         if let Err(e) = mm.populate(program) {
             mm.exit_mmap();
             return Err(e);
         }
+        mm.sync_objects();
         Ok(mm)
     }
 
@@ -184,6 +201,29 @@ impl AddressSpace {
 
     pub fn pgd(&self) -> u64 {
         self.pgd
+    }
+
+    pub fn mm_obj(&self) -> u64 {
+        self.mm_obj
+    }
+
+    /// Refreshes the mm_struct and vm_area_struct objects from the VMA tree
+    /// (after exec, mmap, munmap and brk).
+    pub fn sync_objects(&mut self) {
+        let head =
+            objects::sync_vmas(self.mm_obj, self.vmas.iter(), &mut self.vma_objs).unwrap_or(0);
+        let mm = MmStruct {
+            pgd: self.pgd,
+            mmap: head,
+            map_count: self.vmas.map_count() as u32,
+            _pad: 0,
+            total_vm: self.vmas.total_vm(),
+            start_brk: self.vmas.start_brk(),
+            brk: self.vmas.current_brk(),
+            mmap_base: self.vmas.mmap_base(),
+            rss: self.rss,
+        };
+        objects::write(self.mm_obj, &mm);
     }
 
     /// The ring-3 frame exec starts the task with.
@@ -274,6 +314,9 @@ impl AddressSpace {
             self.zap(vma.start, vma.end);
         }
         self.vmas.clear();
+        let _ = objects::sync_vmas(self.mm_obj, core::iter::empty(), &mut self.vma_objs);
+        objects::free_mm(self.mm_obj);
+        self.mm_obj = 0;
         let Ok(pml4e) = get_pte(self.pgd) else { return };
         if pml4e.is_present() {
             let pud = pml4e.addr();

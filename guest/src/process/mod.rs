@@ -4,6 +4,7 @@
 
 pub mod address_space;
 pub mod fault;
+pub mod objects;
 
 pub mod syscall;
 
@@ -15,6 +16,7 @@ use crate::arch::programs::{self, Program};
 use crate::arch::{self, user};
 use crate::kprintln;
 use address_space::{AddressSpace, ExecError};
+use objects::TaskStruct;
 
 pub const MAX_TASKS: usize = 8;
 
@@ -32,7 +34,35 @@ pub struct Task {
     pub name: &'static str,
     pub mm: AddressSpace,
     pub exit: Option<ExitStatus>,
+    /// This task's task_struct object (from task_struct_cachep).
+    pub task_obj: u64,
 }
+
+impl Task {
+    /// Writes the task_struct object from the task's state.
+    fn sync_object(&self, state: u32) {
+        let mut comm = [0u8; 16];
+        let n = self.name.len().min(15);
+        comm[..n].copy_from_slice(&self.name.as_bytes()[..n]);
+        let exit_code = match self.exit {
+            Some(ExitStatus::Exited(code)) => code,
+            Some(ExitStatus::Killed) => 128 + 11,
+            None => 0,
+        };
+        let task = TaskStruct {
+            pid: self.pid,
+            state,
+            mm: self.mm.mm_obj(),
+            comm,
+            exit_code,
+            _pad: 0,
+        };
+        objects::write(self.task_obj, &task);
+    }
+}
+
+const TASK_RUNNABLE: u32 = 0;
+const TASK_RUNNING: u32 = 1;
 
 /// The task table: tasks waiting to run, the running one, and finished
 /// ones until they are reaped.
@@ -53,6 +83,16 @@ pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
     f(task)
 }
 
+/// Runs `f` on the task with `pid`, if it exists.
+pub fn with_task<R>(pid: u32, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+    TASKS
+        .lock()
+        .iter_mut()
+        .flatten()
+        .find(|t| t.pid == pid)
+        .map(f)
+}
+
 /// Creates a task running `program` (fork + exec in one step): a pid, a
 /// fresh address space with the program's code, a stack and a heap base.
 pub fn spawn(program: &Program) -> Result<u32, ExecError> {
@@ -61,14 +101,24 @@ pub fn spawn(program: &Program) -> Result<u32, ExecError> {
         .iter_mut()
         .find(|t| t.is_none())
         .ok_or(ExecError::TooManyTasks)?;
+    let task_obj = objects::alloc_task_struct().map_err(ExecError::Slab)?;
+    let mm = match AddressSpace::exec(program) {
+        Ok(mm) => mm,
+        Err(e) => {
+            objects::free_task_struct(task_obj);
+            return Err(e);
+        }
+    };
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
-    let mm = AddressSpace::exec(program)?;
-    *slot = Some(Task {
+    let task = Task {
         pid,
         name: program.name,
         mm,
         exit: None,
-    });
+        task_obj,
+    };
+    task.sync_object(TASK_RUNNABLE);
+    *slot = Some(task);
     Ok(pid)
 }
 
@@ -82,7 +132,10 @@ pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
             .iter()
             .flatten()
             .find(|t| t.exit.is_none())
-            .map(|t| (t.pid, t.mm.pgd(), t.mm.entry_frame()));
+            .map(|t| {
+                t.sync_object(TASK_RUNNING);
+                (t.pid, t.mm.pgd(), t.mm.entry_frame())
+            });
         let Some((pid, pgd, frame)) = next else {
             return;
         };
@@ -98,6 +151,7 @@ pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
             .and_then(Option::take);
         if let Some(mut task) = task {
             task.mm.exit_mmap();
+            objects::free_task_struct(task.task_obj);
             done(task.pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
         }
     }

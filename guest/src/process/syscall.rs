@@ -160,6 +160,7 @@ fn sys_brk(addr: u64) -> i64 {
         let mut freed = 0;
         let brk = mm.vmas.brk(addr, |s, e| freed += zap_range(pgd, s, e));
         mm.rss -= freed;
+        mm.sync_objects();
         brk as i64
     })
 }

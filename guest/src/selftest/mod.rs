@@ -99,9 +99,11 @@ pub struct Suite {
 }
 
 mod buddy;
+mod dmap;
 mod highmem;
 mod paging;
 mod process;
+mod slab;
 mod vmalloc;
 
 const SUITES: &[Suite] = &[
@@ -109,6 +111,8 @@ const SUITES: &[Suite] = &[
     buddy::SUITE,
     highmem::SUITE,
     vmalloc::SUITE,
+    slab::SUITE,
+    dmap::SUITE,
     process::SUITE,
 ];
 

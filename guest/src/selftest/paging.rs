@@ -61,7 +61,11 @@ fn direct_map_translates_lowmem() -> TestResult {
         (16 << 20, SIZE_2M),
         (
             end - PAGE_SIZE,
-            if end.is_multiple_of(SIZE_2M) { SIZE_2M } else { SIZE_4K },
+            if end.is_multiple_of(SIZE_2M) {
+                SIZE_2M
+            } else {
+                SIZE_4K
+            },
         ),
     ] {
         let w = kernel_walk(va(pa));

@@ -1,0 +1,164 @@
+//! SLUB on the real machine: the `mm::slub` allocator with slab pages from
+//! the buddy allocator's low memory, objects reached through the direct map,
+//! and the double-mapping hooks in allocate_slab()/__free_slab().
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::layout::{pa, va, PAGE_SHIFT};
+use mm::buddy::Node;
+use mm::gfp::GFP_KERNEL;
+use mm::page::Page;
+use mm::slub::{CacheId, Ctor, SlabBackend, SlabError, Slub};
+use spin::Mutex;
+
+use crate::arch::mem::{entropy, lowmem};
+use crate::mm::events::{count, EVENTS};
+use crate::mm::{dmap, layout, with_node};
+
+/// Caches the kernel can have at once (kmalloc's 14 plus specific ones).
+const MAX_CACHES: usize = 32;
+
+static SLUB: Mutex<Slub<MAX_CACHES>> = Mutex::new(Slub::new());
+static RANDOM: AtomicU64 = AtomicU64::new(0);
+
+/// The slab allocator's view of the machine while it holds the buddy
+/// allocator (lock order: the page allocator, then SLUB).
+struct Kernel<'a> {
+    node: &'a mut Node<'static>,
+}
+
+impl SlabBackend for Kernel<'_> {
+    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
+        let pfn = self.node.alloc_pages(GFP_KERNEL, order).ok()?;
+        count(&EVENTS.pages_allocated, 1 << order);
+        Some(pfn)
+    }
+
+    fn free_slab_pages(&mut self, pfn: u64, order: u32) {
+        if self.node.free_pages(pfn, order).is_ok() {
+            count(&EVENTS.pages_freed, 1 << order);
+        }
+    }
+
+    fn pfn_to_virt(&self, pfn: u64) -> u64 {
+        va(pfn << PAGE_SHIFT)
+    }
+
+    fn virt_to_pfn(&self, addr: u64) -> Option<u64> {
+        crate::mm::virt_to_pfn(addr)
+    }
+
+    fn page(&self, pfn: u64) -> Option<&Page> {
+        self.node.page(pfn)
+    }
+
+    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
+        self.node.page_mut(pfn)
+    }
+
+    fn read_u64(&self, addr: u64) -> u64 {
+        lowmem::read_u64(addr)
+    }
+
+    fn write_u64(&mut self, addr: u64, v: u64) {
+        lowmem::write_u64(addr, v)
+    }
+
+    fn fill(&mut self, addr: u64, len: u64, byte: u8) {
+        lowmem::fill(addr, len, byte)
+    }
+
+    fn find_not(&self, addr: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
+        lowmem::find_not(addr, len, byte)
+    }
+
+    /// xorshift64 over a boot-time seed.
+    fn random_u64(&mut self) -> u64 {
+        let mut x = RANDOM.load(Ordering::Relaxed);
+        if x == 0 {
+            x = entropy() | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        RANDOM.store(x, Ordering::Relaxed);
+        x
+    }
+
+    fn slab_created(&mut self, pfn: u64, order: u32) {
+        dmap::tag_slab(pfn, order);
+    }
+
+    fn slab_freed(&mut self, pfn: u64, order: u32) {
+        dmap::untag_slab(pfn, order);
+    }
+
+    fn alloc_large(&mut self, order: u32) -> Option<u64> {
+        self.alloc_slab_pages(order)
+    }
+
+    fn free_large(&mut self, pfn: u64, order: u32) {
+        self.free_slab_pages(pfn, order)
+    }
+}
+
+fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, &mut Kernel) -> R) -> R {
+    with_node(|node| f(&mut SLUB.lock(), &mut Kernel { node }))
+}
+
+/// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
+/// kmalloc-96 and kmalloc-192.
+pub fn init() -> Result<(), SlabError> {
+    with_slub(|s, k| s.create_kmalloc_caches(0, k))
+}
+
+pub fn kmem_cache_create(
+    name: &'static str,
+    size: u32,
+    align: u32,
+    flags: u32,
+    ctor: Option<Ctor>,
+) -> Result<CacheId, SlabError> {
+    with_slub(|s, k| s.kmem_cache_create(name, size, align, flags, ctor, k))
+}
+
+pub fn kmem_cache_destroy(id: CacheId) -> Result<(), SlabError> {
+    with_slub(|s, k| s.kmem_cache_destroy(id, k))
+}
+
+pub fn kmem_cache_alloc(id: CacheId) -> Result<u64, SlabError> {
+    with_slub(|s, k| s.kmem_cache_alloc(id, k))
+}
+
+pub fn kmem_cache_free(id: CacheId, addr: u64) -> Result<(), SlabError> {
+    with_slub(|s, k| s.kmem_cache_free(id, addr, k))
+}
+
+/// kmalloc(): a general cache for sizes up to 8 KiB, whole pages above.
+pub fn kmalloc(size: u64) -> Result<u64, SlabError> {
+    with_slub(|s, k| s.kmalloc(size, k))
+}
+
+pub fn kfree(addr: u64) -> Result<(), SlabError> {
+    with_slub(|s, k| s.kfree(addr, k))
+}
+
+pub fn ksize(addr: u64) -> u64 {
+    with_slub(|s, k| s.ksize(addr, k))
+}
+
+/// Whether the per-CPU slab of a cache is set up yet.
+pub fn has_cpu_slab(id: CacheId) -> bool {
+    SLUB.lock().cpu_slab(id).is_some()
+}
+
+/// The frame behind a slab object, and whether it is low memory.
+pub fn object_pfn(addr: u64) -> Option<u64> {
+    let pfn = pa(addr) >> PAGE_SHIFT;
+    (pfn < layout().max_low_pfn).then_some(pfn)
+}
+
+/// Runs `f` over the registry (for reports and tests).
+pub fn with_registry<R>(f: impl FnOnce(&Slub<MAX_CACHES>) -> R) -> R {
+    f(&SLUB.lock())
+}
