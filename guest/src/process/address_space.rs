@@ -294,6 +294,23 @@ impl AddressSpace {
         pte.is_present().then(|| pte.addr() >> PAGE_SHIFT)
     }
 
+    /// Changes the VMAs with `f` (mmap, munmap, brk), which reports every
+    /// range it unmaps; those pages are zapped, and the mm_struct and
+    /// vm_area_struct objects are refreshed.
+    pub fn change_vmas<R>(
+        &mut self,
+        f: impl FnOnce(&mut VmaTree<MAX_VMAS>, &mut dyn FnMut(u64, u64)) -> R,
+    ) -> R {
+        let pgd = self.pgd;
+        let mut freed = 0;
+        let result = f(&mut self.vmas, &mut |start, end| {
+            freed += zap_range(pgd, start, end)
+        });
+        self.rss -= freed;
+        self.sync_objects();
+        result
+    }
+
     /// zap_page_range(): unmaps and frees the frames of `[start, end)`.
     pub fn zap(&mut self, start: u64, end: u64) {
         self.rss -= zap_range(self.pgd, start, end);

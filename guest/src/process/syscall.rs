@@ -6,7 +6,6 @@
 use abi::layout::PAGE_SIZE;
 use mm::vma::{Placement, VmFlags, VmaKind};
 
-use super::address_space::zap_range;
 use super::{exit_current, with_current, ExitStatus};
 use crate::arch::trap::TrapFrame;
 use crate::console::print;
@@ -119,48 +118,25 @@ fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: i64) -> i64 {
     } else {
         Placement::Hint(addr)
     };
-    with_current(|t| {
-        let mm = &mut t.mm;
-        let pgd = mm.pgd();
-        let mut freed = 0;
-        let result = mm
-            .vmas
-            .mmap(placement, len, vm_flags, VmaKind::Anon, |s, e| {
-                freed += zap_range(pgd, s, e)
-            });
-        mm.rss -= freed;
-        match result {
-            Ok(addr) => addr as i64,
-            Err(e) => -i64::from(e.errno()),
-        }
-    })
+    let result = with_current(|t| {
+        t.mm.change_vmas(|vmas, unmap| vmas.mmap(placement, len, vm_flags, VmaKind::Anon, unmap))
+    });
+    match result {
+        Ok(addr) => addr as i64,
+        Err(e) => -i64::from(e.errno()),
+    }
 }
 
 fn sys_munmap(addr: u64, len: u64) -> i64 {
-    with_current(|t| {
-        let mm = &mut t.mm;
-        let pgd = mm.pgd();
-        let mut freed = 0;
-        let result = mm
-            .vmas
-            .munmap(addr, len, |s, e| freed += zap_range(pgd, s, e));
-        mm.rss -= freed;
-        match result {
-            Ok(()) => 0,
-            Err(e) => -i64::from(e.errno()),
-        }
-    })
+    match with_current(|t| {
+        t.mm.change_vmas(|vmas, unmap| vmas.munmap(addr, len, unmap))
+    }) {
+        Ok(()) => 0,
+        Err(e) => -i64::from(e.errno()),
+    }
 }
 
 /// brk(addr): the new break, or the current one when it cannot move.
 fn sys_brk(addr: u64) -> i64 {
-    with_current(|t| {
-        let mm = &mut t.mm;
-        let pgd = mm.pgd();
-        let mut freed = 0;
-        let brk = mm.vmas.brk(addr, |s, e| freed += zap_range(pgd, s, e));
-        mm.rss -= freed;
-        mm.sync_objects();
-        brk as i64
-    })
+    with_current(|t| t.mm.change_vmas(|vmas, unmap| vmas.brk(addr, unmap))) as i64
 }
