@@ -6,10 +6,11 @@ use mm::buddy::ZoneType;
 use pagetable::{Level, PhysRead, Pte};
 
 use super::{Failure, Suite, Test, TestResult};
-use crate::arch::mem::DirectMap;
+use crate::arch::mem::{lowmem, DirectMap};
 use crate::arch::programs;
 use crate::mm::events::EVENTS;
 use crate::mm::{layout, with_node};
+use crate::process::objects::{MmStruct, VmAreaStruct};
 use crate::process::{run_queue, spawn, ExitStatus};
 
 pub const SUITE: Suite = Suite {
@@ -30,6 +31,10 @@ pub const SUITE: Suite = Suite {
         Test {
             name: "exit_gives_every_frame_back",
             run: exit_gives_every_frame_back,
+        },
+        Test {
+            name: "vma_objects_mirror_the_tree",
+            run: vma_objects_mirror_the_tree,
         },
     ],
 };
@@ -135,5 +140,57 @@ fn exit_gives_every_frame_back() -> TestResult {
         before,
         "free pages per zone (DMA, NORMAL, HIGHMEM) after exit"
     );
+    Ok(())
+}
+
+/// The vm_area_struct list (mm->mmap, vm_next) that the host reads must say
+/// what the red-black tree says, after exec and after an mmap.
+fn vma_objects_mirror_the_tree() -> TestResult {
+    use mm::vma::{Placement, VmFlags, VmaKind};
+    let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
+    let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
+    let mapped = crate::process::with_task(pid, |t| {
+        t.mm.change_vmas(|v, unmap| {
+            v.mmap(
+                Placement::Hint(0),
+                0x10000,
+                VmFlags::DATA_DEFAULT,
+                VmaKind::Anon,
+                unmap,
+            )
+        })
+    });
+    let compared = crate::process::with_task(pid, |t| {
+        let mut list = [(0u64, 0u64); 8];
+        let mut n = 0;
+        let mut vma =
+            lowmem::read_u64(t.mm.mm_obj() + core::mem::offset_of!(MmStruct, mmap) as u64);
+        while vma != 0 && n < list.len() {
+            let field = |off: usize| lowmem::read_u64(vma + off as u64);
+            list[n] = (
+                field(core::mem::offset_of!(VmAreaStruct, vm_start)),
+                field(core::mem::offset_of!(VmAreaStruct, vm_end)),
+            );
+            n += 1;
+            vma = field(core::mem::offset_of!(VmAreaStruct, vm_next));
+        }
+        let mut tree = [(0u64, 0u64); 8];
+        let mut m = 0;
+        for v in t.mm.vmas.iter().take(8) {
+            tree[m] = (v.start, v.end);
+            m += 1;
+        }
+        (n, list, m, tree)
+    });
+    run_queue(|_, _, _| {});
+    check!(
+        matches!(mapped, Some(Ok(_))),
+        "mmap in the task failed: {mapped:?}"
+    );
+    let Some((n, list, m, tree)) = compared else {
+        return Err(Failure::new(format_args!("task {pid} vanished")));
+    };
+    check_eq!(n, 3, "vm_area_struct objects (code, mmap, stack)");
+    check_eq!((n, list), (m, tree), "the vm_next list against the tree");
     Ok(())
 }
