@@ -63,8 +63,18 @@ pub struct KernelPage {
 impl KernelPage {
     /// The mm's promise: `va` is page-aligned, mapped writable, and the
     /// frame behind it belongs to the caller for as long as it uses this.
+    /// Checked here as far as addresses go: a direct-mapped page outside
+    /// the kernel image, or a page of the vmalloc, pkmap or fixmap windows.
     pub fn new(va: u64) -> Self {
-        debug_assert!(va.is_multiple_of(PAGE_SIZE) && va >= abi::layout::PAGE_OFFSET);
+        let lowmem = va >= abi::layout::PAGE_OFFSET
+            && direct_mapped(abi::layout::pa(va), PAGE_SIZE)
+            && !kernel_image().contains(&abi::layout::pa(va));
+        let window = va > abi::layout::PAGE_OFFSET + LOWMEM_END.load(Ordering::Relaxed)
+            && va < abi::layout::FIXADDR_TOP;
+        assert!(
+            va.is_multiple_of(PAGE_SIZE) && (lowmem || window),
+            "{va:#x} is not a kernel page the mm can hand out"
+        );
         KernelPage { va }
     }
 
