@@ -60,6 +60,13 @@ pub mod sym {
     pub const BSS_STOP: &str = "__bss_stop";
     /// The plant=dmap test page's second (illegal) mapping, when planted.
     pub const PLANTED_DMAP: &str = "planted_dmap";
+    /// The SLUB registry (`mm::slub::Slub<N>`, the value inside its lock):
+    /// Linux's `slab_caches` list, as an array here.
+    pub const SLAB_CACHES: &str = "slab_caches";
+    /// The task list: `LENGTH(task_list)` u64 slots, each the address of a
+    /// task_struct object or 0, kept by spawn and reap (Linux's
+    /// `init_task.tasks` list, as a flat array).
+    pub const TASK_LIST: &str = "task_list";
 }
 
 /// `NUMBER(...)` names.
@@ -91,6 +98,17 @@ pub mod num {
     pub const VM_MAP: &str = "VM_MAP";
     pub const VM_USERMAP: &str = "VM_USERMAP";
     pub const VM_NO_GUARD: &str = "VM_NO_GUARD";
+    /// `kmem_cache.oo`: objects in the low OO_SHIFT bits, order above.
+    pub const OO_SHIFT: &str = "OO_SHIFT";
+    /// task_struct.state values.
+    pub const TASK_RUNNABLE: &str = "TASK_RUNNABLE";
+    pub const TASK_RUNNING: &str = "TASK_RUNNING";
+    /// vm_area_struct.vm_flags bits.
+    pub const VMA_READ: &str = "VM_READ";
+    pub const VMA_WRITE: &str = "VM_WRITE";
+    pub const VMA_EXEC: &str = "VM_EXEC";
+    pub const VMA_SHARED: &str = "VM_SHARED";
+    pub const VMA_GROWSDOWN: &str = "VM_GROWSDOWN";
 }
 
 /// `OFFSET(...)`, `SIZE(...)` and `LENGTH(...)` names: `struct.field`
@@ -166,6 +184,52 @@ pub mod off {
 
     /// `OFFSET(vm_event.NAME)` is the prefix of every counter's offset.
     pub const VM_EVENT_PREFIX: &str = "vm_event.";
+
+    /// The SLUB registry: `caches` (LENGTH = N slots of
+    /// `SIZE(kmem_cache_slot)` bytes, the `kmem_cache` at offset 0 of a
+    /// live slot) and `live` (N bytes, 1 where the slot holds a cache).
+    pub const SLUB_CACHES: &str = "slub.caches";
+    pub const SLUB_LIVE: &str = "slub.live";
+    pub const KMEM_CACHE_SLOT: &str = "kmem_cache_slot";
+    pub const KMEM_CACHE: &str = "kmem_cache";
+    /// A `&'static str` (pointer and length, either order, as
+    /// `vm_struct.caller`).
+    pub const KMEM_CACHE_NAME: &str = "kmem_cache.name";
+    /// `s->size` (slabinfo's objsize), u32.
+    pub const KMEM_CACHE_SIZE: &str = "kmem_cache.size";
+    pub const KMEM_CACHE_OBJECT_SIZE: &str = "kmem_cache.object_size";
+    /// u32, see `NUMBER(OO_SHIFT)`.
+    pub const KMEM_CACHE_OO: &str = "kmem_cache.oo";
+    /// u64 counters.
+    pub const KMEM_CACHE_NR_SLABS: &str = "kmem_cache.nr_slabs";
+    pub const KMEM_CACHE_TOTAL_OBJECTS: &str = "kmem_cache.total_objects";
+    pub const KMEM_CACHE_ACTIVE_OBJS: &str = "kmem_cache.active_objs";
+
+    /// LENGTH of the task list.
+    pub const TASK_LIST: &str = "task_list";
+    pub const TASK_STRUCT: &str = "task_struct";
+    pub const TASK_PID: &str = "task_struct.pid";
+    pub const TASK_STATE: &str = "task_struct.state";
+    pub const TASK_MM: &str = "task_struct.mm";
+    /// Also `LENGTH(task_struct.comm)`, NUL-padded.
+    pub const TASK_COMM: &str = "task_struct.comm";
+    pub const TASK_EXIT_CODE: &str = "task_struct.exit_code";
+    pub const MM_STRUCT: &str = "mm_struct";
+    pub const MM_PGD: &str = "mm_struct.pgd";
+    pub const MM_MMAP: &str = "mm_struct.mmap";
+    /// u32.
+    pub const MM_MAP_COUNT: &str = "mm_struct.map_count";
+    pub const MM_TOTAL_VM: &str = "mm_struct.total_vm";
+    pub const MM_START_BRK: &str = "mm_struct.start_brk";
+    pub const MM_BRK: &str = "mm_struct.brk";
+    pub const MM_MMAP_BASE: &str = "mm_struct.mmap_base";
+    pub const MM_RSS: &str = "mm_struct.rss";
+    pub const VMA_STRUCT: &str = "vm_area_struct";
+    pub const VMA_START: &str = "vm_area_struct.vm_start";
+    pub const VMA_END: &str = "vm_area_struct.vm_end";
+    pub const VMA_NEXT: &str = "vm_area_struct.vm_next";
+    pub const VMA_MM: &str = "vm_area_struct.vm_mm";
+    pub const VMA_FLAGS: &str = "vm_area_struct.vm_flags";
 }
 
 /// What kind of line an entry is.

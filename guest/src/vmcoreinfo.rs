@@ -11,21 +11,27 @@
 //!   the kernel busy with kmap/kunmap and vmalloc/vfree churn so a live
 //!   `vmm inspect --socket` has a moving target, then returns.
 
-use core::mem::offset_of;
+use core::mem::{offset_of, size_of};
 
 use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::*;
 use abi::vmcoreinfo::{num, off, sym, BufWriter, Writer, MAX_TEXT, OSRELEASE};
 use mm::gfp::{__GFP_HIGHMEM, GFP_KERNEL};
 use mm::pkmap::TlbFlush;
+use mm::slub::Slub;
+use mm::vma::VmFlags;
 use pagetable::{walk, PhysWrite, Pte, WalkConfig};
 use spin::Mutex;
 
 use crate::arch::mem::{sections, DirectMap};
 use crate::boot::BootParams;
 use crate::kprintln;
-use crate::mm::events::{Events, EVENTS};
+use crate::mm::events::{Events, EVENTS, EVENT_OFFSETS};
 use crate::mm::{highmem, layout, paging, tlb::KernelTlb, vmalloc};
+use crate::process::{
+    self,
+    objects::{MmStruct, TaskStruct, VmAreaStruct, TASK_LIST},
+};
 
 /// The descriptor text (in .bss, so its physical address is `__pa`).
 static TEXT: Mutex<[u8; MAX_TEXT]> = Mutex::new([0; MAX_TEXT]);
@@ -42,12 +48,53 @@ fn hypercall(nr: u64, args: [u64; 4]) -> u64 {
     crate::arch::io::hypercall(&mut call)
 }
 
-/// Every counter of `EVENTS`, by name (offset_of! keeps this honest).
-macro_rules! event_offsets {
-    ($w:expr, $($name:ident),* $(,)?) => {{
-        $( $w.offset2(off::VM_EVENT_PREFIX, stringify!($name), offset_of!(Events, $name))?; )*
-        Ok::<(), core::fmt::Error>(())
-    }};
+/// The SLUB registry's address and layout.
+fn slub_lines<const N: usize, W: core::fmt::Write>(
+    w: &mut Writer<W>,
+    slub: &Slub<N>,
+) -> core::fmt::Result {
+    w.symbol(sym::SLAB_CACHES, slub as *const Slub<N> as u64)?;
+    mm::vmcoreinfo::write_slub::<N, W>(w)
+}
+
+/// The task list and the process descriptors (guest/src/process/objects.rs).
+fn process_lines<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
+    w.symbol(sym::TASK_LIST, TASK_LIST.as_ptr() as u64)?;
+    w.length(off::TASK_LIST, TASK_LIST.len())?;
+    w.number(num::TASK_RUNNABLE, process::TASK_RUNNABLE.into())?;
+    w.number(num::TASK_RUNNING, process::TASK_RUNNING.into())?;
+    w.size(off::TASK_STRUCT, size_of::<TaskStruct>())?;
+    w.offset(off::TASK_PID, offset_of!(TaskStruct, pid))?;
+    w.offset(off::TASK_STATE, offset_of!(TaskStruct, state))?;
+    w.offset(off::TASK_MM, offset_of!(TaskStruct, mm))?;
+    w.offset(off::TASK_COMM, offset_of!(TaskStruct, comm))?;
+    w.length(off::TASK_COMM, TaskStruct::default().comm.len())?;
+    w.offset(off::TASK_EXIT_CODE, offset_of!(TaskStruct, exit_code))?;
+    w.size(off::MM_STRUCT, size_of::<MmStruct>())?;
+    w.offset(off::MM_PGD, offset_of!(MmStruct, pgd))?;
+    w.offset(off::MM_MMAP, offset_of!(MmStruct, mmap))?;
+    w.offset(off::MM_MAP_COUNT, offset_of!(MmStruct, map_count))?;
+    w.offset(off::MM_TOTAL_VM, offset_of!(MmStruct, total_vm))?;
+    w.offset(off::MM_START_BRK, offset_of!(MmStruct, start_brk))?;
+    w.offset(off::MM_BRK, offset_of!(MmStruct, brk))?;
+    w.offset(off::MM_MMAP_BASE, offset_of!(MmStruct, mmap_base))?;
+    w.offset(off::MM_RSS, offset_of!(MmStruct, rss))?;
+    w.size(off::VMA_STRUCT, size_of::<VmAreaStruct>())?;
+    w.offset(off::VMA_START, offset_of!(VmAreaStruct, vm_start))?;
+    w.offset(off::VMA_END, offset_of!(VmAreaStruct, vm_end))?;
+    w.offset(off::VMA_NEXT, offset_of!(VmAreaStruct, vm_next))?;
+    w.offset(off::VMA_MM, offset_of!(VmAreaStruct, vm_mm))?;
+    w.offset(off::VMA_FLAGS, offset_of!(VmAreaStruct, vm_flags))?;
+    for (name, flag) in [
+        (num::VMA_READ, VmFlags::READ),
+        (num::VMA_WRITE, VmFlags::WRITE),
+        (num::VMA_EXEC, VmFlags::EXEC),
+        (num::VMA_SHARED, VmFlags::SHARED),
+        (num::VMA_GROWSDOWN, VmFlags::GROWSDOWN),
+    ] {
+        w.number(name, flag.bits().into())?;
+    }
+    Ok(())
 }
 
 fn format<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
@@ -89,29 +136,11 @@ fn format<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
     vmalloc::write_vmap_layout(w)?;
     mm::vmcoreinfo::write_buddy(w)?;
     mm::vmcoreinfo::write_highmem(w)?;
-    event_offsets!(
-        w,
-        pt_pages,
-        pte_writes,
-        invlpg,
-        tlb_flush_all,
-        tlb_flush_range,
-        pkmap_wraps,
-        kmaps,
-        kmap_locals,
-        vmalloc_areas,
-        vmap_purges,
-        pages_allocated,
-        pages_freed,
-        pages_zeroed,
-        dmap_refusals,
-        user_faults,
-        user_frames_highmem,
-        user_frames_normal,
-        user_frames_dma,
-        syscalls,
-        syscall_fallbacks,
-    )
+    for (name, offset) in EVENT_OFFSETS {
+        w.offset2(off::VM_EVENT_PREFIX, name, offset)?;
+    }
+    crate::mm::slab::with_registry(|slub| slub_lines(w, slub))?;
+    process_lines(w)
 }
 
 /// Formats the descriptor and hands it to the VMM. Runs once, after

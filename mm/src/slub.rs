@@ -225,6 +225,7 @@ pub enum SlabError {
 
 /// `oo`/`min`: order and objects per slab in one word (oo_make()).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
 pub struct Oo(pub u32);
 
 impl Oo {
@@ -361,8 +362,10 @@ const fn calculate_alignment(flags: u32, align: u32, size: u32) -> u32 {
     align_up(max(align, FP_SIZE), FP_SIZE)
 }
 
-/// The object layout calculate_sizes() derives.
+/// The object layout calculate_sizes() derives. `repr(C)`: the host
+/// inspector reads it (mm::vmcoreinfo).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Layout {
     pub object_size: u32,
     /// Bytes per object slot, metadata and padding included (`s->size`).
@@ -568,11 +571,14 @@ pub struct KmallocStats {
 }
 
 /// `struct kmem_cache`, with its one `kmem_cache_node` folded in.
+/// `repr(C)`, and the fields the host reads for /proc/slabinfo are
+/// crate-visible so mm::vmcoreinfo can publish their offsets.
+#[repr(C)]
 pub struct KmemCache {
-    name: &'static str,
+    pub(crate) name: &'static str,
     /// Own registry id, written into struct page.
     id: u16,
-    l: Layout,
+    pub(crate) l: Layout,
     min_partial: u32,
     /// Freelist hardening key (`s->random`).
     random: u64,
@@ -584,9 +590,9 @@ pub struct KmemCache {
     /// makes slab iteration and destroy's accounting possible. Only the
     /// slow paths touch it.
     full: SlabList,
-    nr_slabs: u64,
-    total_objects: u64,
-    active_objs: u64,
+    pub(crate) nr_slabs: u64,
+    pub(crate) total_objects: u64,
+    pub(crate) active_objs: u64,
     stats: SlubStats,
 }
 
@@ -725,8 +731,14 @@ enum Target {
 }
 
 /// The allocator: a registry of up to `N` caches plus the kmalloc table.
+/// `repr(C)` for the host inspector, which finds the caches through
+/// `live` (1 where `caches[i]` is `Some`), an explicit marker instead of
+/// `Option`'s unspecified discriminant; a `Some` slot holds its
+/// `KmemCache` at offset 0 (mm::vmcoreinfo checks the sizes agree).
+#[repr(C)]
 pub struct Slub<const N: usize> {
-    caches: [Option<KmemCache>; N],
+    pub(crate) caches: [Option<KmemCache>; N],
+    pub(crate) live: [u8; N],
     kmalloc: [Option<CacheId>; KMALLOC_SHIFT_HIGH as usize + 1],
     log: [Option<SlabReport>; REPORT_LOG],
     log_next: usize,
@@ -743,6 +755,7 @@ impl<const N: usize> Slub<N> {
     pub const fn new() -> Self {
         Slub {
             caches: [const { None }; N],
+            live: [0; N],
             kmalloc: [None; KMALLOC_SHIFT_HIGH as usize + 1],
             log: [None; REPORT_LOG],
             log_next: 0,
@@ -818,6 +831,7 @@ impl<const N: usize> Slub<N> {
             active_objs: 0,
             stats: SlubStats::default(),
         });
+        self.live[slot] = 1;
         Ok(CacheId(slot as u16 + 1))
     }
 
@@ -847,6 +861,7 @@ impl<const N: usize> Slub<N> {
                 slabs: s.nr_slabs,
             });
         }
+        self.live[idx] = 0;
         self.caches[idx] = None;
         Ok(())
     }
@@ -1783,6 +1798,30 @@ mod tests {
             let o = self.off(va);
             self.mem[o] = v;
         }
+    }
+
+    /// `live` (what the host inspector reads) follows the registry
+    /// through create and destroy, and a live slot's cache sits at offset
+    /// 0 of the slot.
+    #[test]
+    fn live_marks_follow_the_registry() {
+        let mut b = Fake::new();
+        let mut s = Slub::<4>::new();
+        let a = s.kmem_cache_create("a", 24, 0, 0, None, &mut b).unwrap();
+        let c = s.kmem_cache_create("c", 200, 0, 0, None, &mut b).unwrap();
+        assert_eq!(s.live, [1, 1, 0, 0]);
+        s.kmem_cache_destroy(a, &mut b).unwrap();
+        assert_eq!(s.live, [0, 1, 0, 0]);
+        s.kmem_cache_create("d", 8, 0, 0, None, &mut b).unwrap();
+        assert_eq!(s.live, [1, 1, 0, 0]);
+        for (slot, live) in s.caches.iter().zip(s.live) {
+            assert_eq!(slot.is_some(), live == 1);
+            if let Some(k) = slot {
+                let at = k as *const KmemCache as usize - slot as *const _ as usize;
+                assert_eq!(at, 0);
+            }
+        }
+        assert_eq!(s.cache(c).unwrap().name(), "c");
     }
 
     impl SlabBackend for Fake {

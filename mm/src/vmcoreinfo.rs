@@ -15,6 +15,7 @@ use crate::kmap_local::KmapLocal;
 use crate::page::{self, Page, PFN_NONE};
 use crate::pkmap::{Pkmap, PkmapStats};
 use crate::rbtree::{Node as RbNode, NIL};
+use crate::slub::{KmemCache, Slub, OO_SHIFT};
 use crate::vmap_area::{AreaInfo, Areas, VmapAllocator};
 
 const fn align_up(x: usize, a: usize) -> usize {
@@ -142,11 +143,45 @@ pub fn write_vmap<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Resu
     w.number(num::VM_NO_GUARD, crate::vmap_area::VM_NO_GUARD.into())
 }
 
+// A live registry slot holds its cache at offset 0 only if `Option` adds
+// no tag outside the payload (it uses a niche inside it); the host relies
+// on that, so the build fails if a layout change breaks it.
+const _: () = assert!(size_of::<Option<KmemCache>>() == size_of::<KmemCache>());
+
+/// The SLUB registry `Slub<N>` and the `kmem_cache` fields /proc/slabinfo
+/// needs (the caller publishes the registry's address as
+/// `SYMBOL(slab_caches)`).
+pub fn write_slub<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
+    w.offset(off::SLUB_CACHES, offset_of!(Slub<N>, caches))?;
+    w.length(off::SLUB_CACHES, N)?;
+    w.offset(off::SLUB_LIVE, offset_of!(Slub<N>, live))?;
+    w.size(off::KMEM_CACHE_SLOT, size_of::<Option<KmemCache>>())?;
+    w.size(off::KMEM_CACHE, size_of::<KmemCache>())?;
+    w.offset(off::KMEM_CACHE_NAME, offset_of!(KmemCache, name))?;
+    w.offset(off::KMEM_CACHE_SIZE, offset_of!(KmemCache, l.size))?;
+    w.offset(
+        off::KMEM_CACHE_OBJECT_SIZE,
+        offset_of!(KmemCache, l.object_size),
+    )?;
+    w.offset(off::KMEM_CACHE_OO, offset_of!(KmemCache, l.oo))?;
+    w.offset(off::KMEM_CACHE_NR_SLABS, offset_of!(KmemCache, nr_slabs))?;
+    w.offset(
+        off::KMEM_CACHE_TOTAL_OBJECTS,
+        offset_of!(KmemCache, total_objects),
+    )?;
+    w.offset(
+        off::KMEM_CACHE_ACTIVE_OBJS,
+        offset_of!(KmemCache, active_objs),
+    )?;
+    w.number(num::OO_SHIFT, OO_SHIFT.into())
+}
+
 /// Everything mm describes.
 pub fn write_all<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     write_buddy(w)?;
     write_highmem(w)?;
-    write_vmap::<N, W>(w)
+    write_vmap::<N, W>(w)?;
+    write_slub::<N, W>(w)
 }
 
 #[cfg(test)]

@@ -131,6 +131,67 @@ user_program!(
     "    syscall",
 );
 
+// spin: something live for the host inspector. mmap 1 MiB and touch every
+// page, grow the heap by 64 KiB with brk and touch its first page, brk once
+// more (so the mm_struct the host reads is current), announce itself, then
+// loop 2^34 times in ring 3 (seconds, with no system call or fault: the
+// kernel does not preempt, so this task stays current with its CR3 loaded)
+// and exit 0.
+user_program!(
+    user_spin_start,
+    user_spin_end,
+    "    mov eax, 9", // mmap(0, 1 MiB, RW, PRIVATE|ANON, -1, 0)
+    "    xor edi, edi",
+    "    mov esi, 0x100000",
+    "    mov edx, 3",
+    "    mov r10d, 0x22",
+    "    mov r8, -1",
+    "    xor r9d, r9d",
+    "    syscall",
+    "    cmp rax, -4096",
+    "    ja 80f",
+    "    mov rbx, rax",
+    "    xor ecx, ecx", // touch each of the 256 pages
+    "1:  mov rdx, rcx",
+    "    shl rdx, 12",
+    "    mov [rbx + rdx], rcx",
+    "    inc rcx",
+    "    cmp rcx, 256",
+    "    jb 1b",
+    "    mov eax, 12", // brk(0)
+    "    xor edi, edi",
+    "    syscall",
+    "    mov r12, rax",
+    "    lea rdi, [rax + 0x10000]", // brk(+64 KiB)
+    "    mov eax, 12",
+    "    syscall",
+    "    lea rdx, [r12 + 0x10000]",
+    "    cmp rax, rdx",
+    "    jne 81f",
+    "    mov qword ptr [r12], 0x5a5a", // fault in the heap's first page
+    "    mov rdi, rdx",                // brk(same): refreshes the mm_struct
+    "    mov eax, 12",
+    "    syscall",
+    "    mov eax, 1", // write(1, msg, len)
+    "    mov edi, 1",
+    "    lea rsi, [rip + 90f]",
+    "    mov edx, 25", // strlen("spin: spinning in ring 3\n")
+    "    syscall",
+    "    mov rcx, 0x400000000", // 2^34 iterations
+    "2:  dec rcx",
+    "    jnz 2b",
+    "    mov eax, 60", // exit(0)
+    "    xor edi, edi",
+    "    syscall",
+    "80: mov edi, 80",
+    "    jmp 89f",
+    "81: mov edi, 81",
+    "89: mov eax, 60",
+    "    syscall",
+    "90: .ascii \"spin: spinning in ring 3\\n\"",
+    "91:",
+);
+
 unsafe extern "C" {
     safe static user_demo_start: u8;
     safe static user_demo_end: u8;
@@ -140,6 +201,8 @@ unsafe extern "C" {
     safe static user_rowrite_end: u8;
     safe static user_kernel_start: u8;
     safe static user_kernel_end: u8;
+    safe static user_spin_start: u8;
+    safe static user_spin_end: u8;
 }
 
 fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
@@ -147,7 +210,7 @@ fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
 }
 
 /// Every embedded program.
-pub fn all() -> [Program; 4] {
+pub fn all() -> [Program; 5] {
     [
         Program {
             name: "demo",
@@ -164,6 +227,10 @@ pub fn all() -> [Program; 4] {
         Program {
             name: "kernel",
             code: span(&user_kernel_start, &user_kernel_end),
+        },
+        Program {
+            name: "spin",
+            code: span(&user_spin_start, &user_spin_end),
         },
     ]
 }

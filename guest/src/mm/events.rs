@@ -13,6 +13,12 @@ macro_rules! events {
 
         pub static EVENTS: Events = Events { $($name: AtomicU64::new(0),)* };
 
+        /// (name, byte offset in `Events`) of every counter: the host
+        /// inspector's `OFFSET(vm_event.NAME)` lines come from here, so a
+        /// counter added above reaches it without another list.
+        pub const EVENT_OFFSETS: [(&str, usize); [$(stringify!($name)),*].len()] =
+            [$((stringify!($name), core::mem::offset_of!(Events, $name)),)*];
+
         /// A copy of every counter, for reports and for tests that compare
         /// before and after.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

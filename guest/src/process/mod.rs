@@ -61,8 +61,8 @@ impl Task {
     }
 }
 
-const TASK_RUNNABLE: u32 = 0;
-const TASK_RUNNING: u32 = 1;
+pub const TASK_RUNNABLE: u32 = 0;
+pub const TASK_RUNNING: u32 = 1;
 
 /// The task table: tasks waiting to run, the running one, and finished
 /// ones until they are reaped.
@@ -118,6 +118,7 @@ pub fn spawn(program: &Program) -> Result<u32, ExecError> {
         task_obj,
     };
     task.sync_object(TASK_RUNNABLE);
+    objects::task_list_add(task_obj);
     *slot = Some(task);
     Ok(pid)
 }
@@ -151,6 +152,7 @@ pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
             .and_then(Option::take);
         if let Some(mut task) = task {
             task.mm.exit_mmap();
+            objects::task_list_remove(task.task_obj);
             objects::free_task_struct(task.task_obj);
             done(task.pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
         }

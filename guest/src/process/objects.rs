@@ -6,11 +6,13 @@
 //! from it whenever it changes, as Linux keeps mm->mmap beside mm->mm_rb.
 
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm::slub::{CacheId, SlabError, SLAB_HWCACHE_ALIGN};
 use mm::vma::Vma;
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
+use super::MAX_TASKS;
 use crate::arch::mem::lowmem;
 use crate::mm::slab;
 
@@ -57,6 +59,28 @@ pub struct VmAreaStruct {
     /// The owning mm_struct object.
     pub vm_mm: u64,
     pub vm_flags: u64,
+}
+
+/// The task list the host inspector reads (`SYMBOL(task_list)`): the
+/// address of every live task's task_struct object, 0 in free slots. A
+/// plain array of words, so the host needs no knowledge of `Option<Task>`;
+/// spawn adds, reap removes.
+pub static TASK_LIST: [AtomicU64; MAX_TASKS] = [const { AtomicU64::new(0) }; MAX_TASKS];
+
+/// Records a new task_struct object in [`TASK_LIST`].
+pub fn task_list_add(task_obj: u64) {
+    if let Some(slot) = TASK_LIST.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
+        slot.store(task_obj, Ordering::Relaxed);
+    }
+}
+
+/// Drops a task_struct object from [`TASK_LIST`] (before it is freed).
+pub fn task_list_remove(task_obj: u64) {
+    for slot in TASK_LIST.iter() {
+        if slot.load(Ordering::Relaxed) == task_obj {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
