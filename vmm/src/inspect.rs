@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 use crate::coredump::{Regs, GPR_NAMES};
 use crate::guestphys::GuestPhys;
 
+mod procs;
+
 const PAGE: u64 = 4096;
 /// Bounds on what the guest's numbers can make us do.
 const MAX_ZONES: u64 = 8;
@@ -99,7 +101,7 @@ pub enum Cmd {
     Vtop {
         /// Virtual address (hex, 0x optional).
         va: String,
-        /// Walk this process's tables (processes come with a later phase).
+        /// Walk this process's tables (its mm_struct's pgd).
         #[arg(long, conflicts_with = "cr3")]
         pid: Option<u32>,
         /// Walk the tables at this physical root instead of the vCPU's CR3.
@@ -111,10 +113,18 @@ pub enum Cmd {
         /// Physical address (hex).
         pa: String,
     },
-    /// Every leaf mapping (QEMU `info tlb`).
-    Tlb,
+    /// Every leaf mapping (QEMU `info tlb`) under the vCPU's CR3.
+    Tlb {
+        /// List this process's address space instead.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Mapped ranges with permissions (QEMU `info mem`, plus x for executable).
-    Mem,
+    Mem {
+        /// List this process's address space instead.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// The kernel regions, their ranges and how much of each is mapped.
     Layout,
     /// /proc/meminfo-style totals and the guest's event counters.
@@ -127,6 +137,16 @@ pub enum Cmd {
     Vmallocinfo,
     /// pkmap slots and counts, and the kmap_local stack.
     Pkmap,
+    /// /proc/slabinfo, from the guest's SLUB registry.
+    Slabinfo,
+    /// The processes (crash `ps`): pid, state, task_struct, mm_struct,
+    /// page-table root, VMA count, sizes; the kernel's root first.
+    Ps,
+    /// A process's VMAs, /proc/PID/maps style, from its vm_area_struct list.
+    Vma {
+        #[arg(long)]
+        pid: u32,
+    },
     /// Double-mapping invariants against the host's slab record.
     Audit,
     /// Hexdump of guest virtual memory.
@@ -369,12 +389,11 @@ impl<'t> Kernel<'t> {
         Ok(u32::from_le_bytes(b))
     }
 
-    /// The root to walk: --cr3, else the vCPU's CR3, else swapper_pg_dir.
+    /// The root to walk: --pid's pgd, --cr3, else the vCPU's CR3, else
+    /// swapper_pg_dir.
     pub fn root(&self, cr3: Option<u64>, pid: Option<u32>) -> R<(u64, String)> {
         if let Some(pid) = pid {
-            return Err(InspectError::new(format!(
-                "no process {pid}: this guest publishes no task list yet"
-            )));
+            return self.task_root(pid);
         }
         if let Some(c) = cr3 {
             return Ok((c, format!("CR3 {c:#x} (given)")));
@@ -672,7 +691,7 @@ impl<'t> Kernel<'t> {
         let pg = va & !(PAGE - 1);
         if va < self.page_offset {
             return (
-                "user space (no process tables are published yet)".into(),
+                "user space (give --pid to name the process and its VMA)".into(),
                 json!({"region": "user"}),
             );
         }
@@ -771,6 +790,15 @@ impl<'t> Kernel<'t> {
 
     /// Every leaf under `root`, plus anomaly lines.
     pub fn leaves(&self, root: u64) -> (Vec<Leaf>, Vec<String>, pagetable::Summary) {
+        self.leaves_in(root, ALL)
+    }
+
+    /// The leaves under `root` in `range`, plus anomaly lines.
+    pub fn leaves_in(
+        &self,
+        root: u64,
+        range: std::ops::Range<u64>,
+    ) -> (Vec<Leaf>, Vec<String>, pagetable::Summary) {
         let mut leaves = Vec::new();
         let mut bad = Vec::new();
         let mut v = FnVisitor(
@@ -783,7 +811,7 @@ impl<'t> Kernel<'t> {
                 ControlFlow::Continue(())
             },
         );
-        let sum = for_each_mapping(self.mem(), root, ALL, &self.cfg, &mut v);
+        let sum = for_each_mapping(self.mem(), root, range, &self.cfg, &mut v);
         (leaves, bad, sum)
     }
 
@@ -813,6 +841,45 @@ impl<'t> Kernel<'t> {
             }
         }
         out
+    }
+
+    /// What the PDPT entry covering PAGE_OFFSET points at under `root`
+    /// (the kernel page directory every address space shares).
+    pub fn kernel_quarter(&self, root: u64) -> Option<u64> {
+        let w = walk(self.mem(), root, self.page_offset, &self.cfg);
+        w.steps()
+            .iter()
+            .find(|s| s.level == pagetable::Level::Pdpt)
+            .filter(|s| s.entry.is_present())
+            .map(|s| s.entry.addr())
+    }
+
+    /// Why a frame mapped user-accessible is the kernel's, if it is: a
+    /// page-table page, the kernel image, mem_map or a frame the page
+    /// allocator has not handed out (reserved, or a slab or table by its
+    /// struct page). Free frames and slab frames have their own findings.
+    pub fn kernel_frame(
+        &self,
+        pfn: u64,
+        tables: &BTreeSet<u64>,
+        free: &BTreeMap<u64, u32>,
+    ) -> Option<String> {
+        if tables.contains(&pfn) {
+            return Some("a page-table page".into());
+        }
+        if let Some((&head, &order)) = free.range(..=pfn).next_back() {
+            if pfn < head + (1 << order.min(20)) {
+                return None;
+            }
+        }
+        if let Some((&head, &order)) = self.t.slab.range(..=pfn).next_back() {
+            if pfn < head + (1 << order.min(20)) {
+                return None;
+            }
+        }
+        let owner = self.owner(pfn, free);
+        let user_ok = owner.starts_with("allocated (order-0");
+        (!user_ok).then_some(owner)
     }
 
     pub fn direct_va(&self, pa: u64) -> Option<u64> {
@@ -928,8 +995,11 @@ pub fn run(t: &Target, cmd: &Cmd) -> R<Output> {
             vtop(&k, va, cr3, *pid)
         }
         Cmd::Ptov { pa } => ptov(&k, parse_hex(pa)?),
-        Cmd::Tlb => Ok(tlb(&k)),
-        Cmd::Mem => Ok(mem(&k)),
+        Cmd::Tlb { pid } => tlb(&k, *pid),
+        Cmd::Mem { pid } => mem(&k, *pid),
+        Cmd::Slabinfo => procs::slabinfo(&k),
+        Cmd::Ps => procs::ps(&k),
+        Cmd::Vma { pid } => procs::vma(&k, *pid),
         Cmd::Layout => Ok(layout(&k)),
         Cmd::Meminfo => meminfo(&k),
         Cmd::Zoneinfo => zoneinfo(&k),
@@ -967,7 +1037,11 @@ fn vtop(k: &Kernel, va: u64, cr3: Option<u64>, pid: Option<u32>) -> R<Output> {
     let (root, root_name) = k.root(cr3, pid)?;
     let w = walk(k.mem(), root, va, &k.cfg);
     let mut s = String::new();
-    let (what, what_json) = k.what_is(va);
+    let (what, what_json) = if va < k.page_offset {
+        k.user_what(root, va)
+    } else {
+        k.what_is(va)
+    };
     let _ = writeln!(s, "VIRTUAL           PHYSICAL");
     match w.pa() {
         Some(pa) => {
@@ -1038,16 +1112,12 @@ fn ptov(k: &Kernel, pa: u64) -> R<Output> {
         return Err(InspectError::new(format!("{pa:#x} is not guest RAM")));
     }
     let pfn = pa / PAGE;
-    let mut spaces = vec![(k.swapper, "kernel (swapper_pg_dir)".to_string())];
-    if let Some(r) = k.t.cpus.first() {
-        if r.cr3 & pagetable::ADDR_MASK != k.swapper {
-            spaces.push((r.cr3, format!("cpu 0 CR3 {:#x}", r.cr3)));
-        }
-    }
+    let (spaces, _) = k.spaces();
     let mut s = format!("PHYSICAL {pa:#x} (pfn {pfn:#x})\n");
     let mut maps = Vec::new();
-    for (root, name) in &spaces {
-        let (leaves, _, _) = k.leaves(*root);
+    for (root, name, user) in &spaces {
+        // A process's kernel quarter is swapper's: list its user part only.
+        let (leaves, _, _) = k.leaves_in(*root, if *user { 0..k.page_offset } else { ALL });
         for l in leaves.iter().filter(|l| pa >= l.pa && pa - l.pa < l.size) {
             let va = l.va + (pa - l.pa);
             let _ = writeln!(
@@ -1100,8 +1170,12 @@ pub fn tlb_root(k: &Kernel) -> u64 {
         .unwrap_or(k.swapper)
 }
 
-fn tlb(k: &Kernel) -> Output {
-    let (leaves, bad, sum) = k.leaves(tlb_root(k));
+fn tlb(k: &Kernel, pid: Option<u32>) -> R<Output> {
+    let root = match pid {
+        Some(pid) => k.task_root(pid)?.0,
+        None => tlb_root(k),
+    };
+    let (leaves, bad, sum) = k.leaves(root);
     let mut s = String::with_capacity(leaves.len() * 48);
     let mut j = Vec::with_capacity(leaves.len());
     for l in &leaves {
@@ -1116,19 +1190,23 @@ fn tlb(k: &Kernel) -> Output {
     for b in &bad {
         let _ = writeln!(s, "{b}");
     }
-    Output::ok(
+    Ok(Output::ok(
         s,
         json!({"leaves": j, "anomalies": bad, "entries_read": sum.entries_read, "truncated": sum.truncated}),
-    )
+    ))
 }
 
-fn mem(k: &Kernel) -> Output {
+fn mem(k: &Kernel, pid: Option<u32>) -> R<Output> {
+    let root = match pid {
+        Some(pid) => k.task_root(pid)?.0,
+        None => tlb_root(k),
+    };
     let mut s = String::new();
     let mut j = Vec::new();
     let mut bad = Vec::new();
     for_each_range(
         k.mem(),
-        tlb_root(k),
+        root,
         ALL,
         &k.cfg,
         PteFlags::PERMS,
@@ -1166,7 +1244,7 @@ fn mem(k: &Kernel) -> Output {
     for b in &bad {
         let _ = writeln!(s, "{b}");
     }
-    Output::ok(s, json!({"ranges": j, "anomalies": bad}))
+    Ok(Output::ok(s, json!({"ranges": j, "anomalies": bad})))
 }
 
 fn layout(k: &Kernel) -> Output {
@@ -1426,21 +1504,34 @@ fn audit(k: &Kernel) -> R<Output> {
     let zones = k.zones()?;
     let (free, _) = k.free_blocks(&zones)?;
     let pk = k.pkmap().ok();
-    let mut spaces = vec![(k.swapper, "kernel (swapper_pg_dir)".to_string())];
-    if let Some(r) = k.t.cpus.first() {
-        if r.cr3 & pagetable::ADDR_MASK != k.swapper && r.cr3 != 0 {
-            spaces.push((r.cr3, format!("cpu 0 CR3 {:#x}", r.cr3)));
-        }
-    }
+    let (spaces, task_bad) = k.spaces();
     let mut tables = BTreeSet::new();
-    for (root, _) in &spaces {
+    for (root, _, _) in &spaces {
         tables.extend(k.table_pages(*root));
     }
     let mut findings: Vec<Finding> = Vec::new();
-    let mut anomalies = Vec::new();
+    let mut anomalies = task_bad;
     let mut leaves_checked = 0u64;
-    for (root, space) in &spaces {
-        let (leaves, bad, _) = k.leaves(*root);
+    let kernel_quarter = k.kernel_quarter(k.swapper);
+    for (root, space, user) in &spaces {
+        // A process's kernel quarter must be swapper's kernel page
+        // directory; its own part is the user range.
+        if *user && k.kernel_quarter(*root) != kernel_quarter {
+            findings.push(Finding {
+                error: true,
+                kind: "kernel quarter is not the shared kernel page directory",
+                pfn: root / PAGE,
+                va: k.page_offset,
+                space: space.clone(),
+                detail: format!(
+                    "PDPT entry for {:#x} maps {:?}, swapper_pg_dir's maps {kernel_quarter:?}",
+                    k.page_offset,
+                    k.kernel_quarter(*root)
+                ),
+            });
+        }
+        let range = if *user { 0..k.page_offset } else { ALL };
+        let (leaves, bad, _) = k.leaves_in(*root, range);
         anomalies.extend(bad);
         for l in &leaves {
             leaves_checked += 1;
@@ -1449,15 +1540,22 @@ fn audit(k: &Kernel) -> R<Output> {
             }
             let direct = k.direct_va(l.pa) == Some(l.va);
             let (lo, hi) = (l.pa / PAGE, (l.pa + l.size) / PAGE);
-            if l.flags.contains(PteFlags::USER) && (l.va >= k.page_offset || lo < k.max_low_pfn) {
-                findings.push(Finding {
-                    error: true,
-                    kind: "user-accessible mapping of a kernel frame",
-                    pfn: lo,
-                    va: l.va,
-                    space: space.clone(),
-                    detail: format!("{} leaf with U set", size_name(l.size)),
-                });
+            if l.flags.contains(PteFlags::USER) {
+                let why = if l.va >= k.page_offset {
+                    Some("U set on a kernel address".to_string())
+                } else {
+                    k.kernel_frame(lo, &tables, &free)
+                };
+                if let Some(why) = why {
+                    findings.push(Finding {
+                        error: true,
+                        kind: "user-accessible mapping of a kernel frame",
+                        pfn: lo,
+                        va: l.va,
+                        space: space.clone(),
+                        detail: format!("{} leaf with U set: {why}", size_name(l.size)),
+                    });
+                }
             }
             if direct {
                 continue;

@@ -247,7 +247,7 @@ impl Monitor {
         let started = Instant::now();
         let mut lines = 0;
         for _ in 0..iters {
-            let out = inspect::run(&t, &Cmd::Tlb)?;
+            let out = inspect::run(&t, &Cmd::Tlb { pid: None })?;
             lines = out.text.lines().count();
         }
         let tlb_ms = started.elapsed().as_secs_f64() * 1000.0 / iters as f64;

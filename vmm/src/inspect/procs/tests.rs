@@ -1,0 +1,375 @@
+//! The process and slab readers against hand-built and hostile guest
+//! memory: cycles in vm_next, counts far beyond any real guest, names that
+//! are too long or not UTF-8, and random bytes everywhere.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use abi::vmcoreinfo::{num, off, sym, Vmcoreinfo, Writer};
+use proptest::prelude::*;
+
+use super::super::{run, Cmd, Target};
+use crate::coredump::Regs;
+use crate::guestphys::VecMem;
+
+const PO: u64 = 0xc000_0000;
+const RAM: usize = 1 << 16;
+const TASK_LIST: u64 = 0x2000;
+const TASKS: u64 = 0x3000;
+const MMS: u64 = 0x3800;
+const VMAS: u64 = 0x5000;
+const NAMES: u64 = 0x7000;
+const SLUB: u64 = 0x8000;
+
+/// A descriptor: the kernel basics, mm's real SLUB layout for `Slub<4>`,
+/// and task/mm/vma layouts written here (the guest's come from its own
+/// offset_of!; the host only follows what the descriptor says).
+fn info(task_list_len: u64) -> String {
+    let mut w = Writer::new(String::new());
+    w.symbol(sym::SWAPPER_PG_DIR, PO + 0x1000).unwrap();
+    w.symbol(sym::TASK_LIST, PO + TASK_LIST).unwrap();
+    w.symbol(sym::SLAB_CACHES, PO + SLUB).unwrap();
+    for (n, v) in [
+        (num::PAGE_OFFSET, PO),
+        (num::HIGH_MEMORY, PO + RAM as u64),
+        (num::VMALLOC_START, 0xc080_0000),
+        (num::VMALLOC_END, 0xff9f_e000),
+        (num::PKMAP_BASE, 0xffa0_0000),
+        (num::LAST_PKMAP, 512),
+        (num::FIXADDR_START, 0xfffe_e000),
+        (num::FIXADDR_TOP, 0xffff_f000),
+        (num::MAX_PFN, 16),
+        (num::MAX_LOW_PFN, 16),
+        (num::TASK_RUNNABLE, 0),
+        (num::TASK_RUNNING, 1),
+    ] {
+        w.number(n, v).unwrap();
+    }
+    w.length(off::TASK_LIST, task_list_len as usize).unwrap();
+    w.size(off::TASK_STRUCT, 40).unwrap();
+    for (n, o) in [
+        (off::TASK_PID, 0),
+        (off::TASK_STATE, 4),
+        (off::TASK_MM, 8),
+        (off::TASK_COMM, 16),
+        (off::TASK_EXIT_CODE, 32),
+        (off::MM_PGD, 0),
+        (off::MM_MMAP, 8),
+        (off::MM_MAP_COUNT, 16),
+        (off::MM_TOTAL_VM, 24),
+        (off::MM_START_BRK, 32),
+        (off::MM_BRK, 40),
+        (off::MM_MMAP_BASE, 48),
+        (off::MM_RSS, 56),
+        (off::VMA_START, 0),
+        (off::VMA_END, 8),
+        (off::VMA_NEXT, 16),
+        (off::VMA_MM, 24),
+        (off::VMA_FLAGS, 32),
+    ] {
+        w.offset(n, o).unwrap();
+    }
+    w.length(off::TASK_COMM, 16).unwrap();
+    w.size(off::MM_STRUCT, 64).unwrap();
+    w.size(off::VMA_STRUCT, 40).unwrap();
+    mm::vmcoreinfo::write_slub::<4, _>(&mut w).unwrap();
+    w.into_inner()
+}
+
+struct Mem(Vec<u8>);
+
+impl Mem {
+    fn new() -> Mem {
+        Mem(vec![0; RAM])
+    }
+    fn put(&mut self, pa: u64, bytes: &[u8]) {
+        self.0[pa as usize..pa as usize + bytes.len()].copy_from_slice(bytes);
+    }
+    fn u64(&mut self, pa: u64, v: u64) {
+        self.put(pa, &v.to_le_bytes());
+    }
+    fn u32(&mut self, pa: u64, v: u32) {
+        self.put(pa, &v.to_le_bytes());
+    }
+    /// Task `i` with pid, comm, and an mm whose VMA list is `vmas`
+    /// (start, end, flags), linked in order.
+    fn task(&mut self, i: u64, pid: u32, comm: &[u8], vmas: &[(u64, u64, u64)]) {
+        let t = TASKS + i * 0x100;
+        let m = MMS + i * 0x100;
+        self.u64(TASK_LIST + 8 * i, PO + t);
+        self.u32(t, pid);
+        self.u32(t + 4, 1);
+        self.u64(t + 8, PO + m);
+        self.put(t + 16, comm);
+        self.u64(m, 0x9000 + i * 0x1000);
+        self.u32(m + 16, vmas.len() as u32);
+        self.u64(m + 24, 123);
+        self.u64(m + 32, 0x0805_0000);
+        self.u64(m + 40, 0x0806_0000);
+        for (j, &(s, e, f)) in vmas.iter().enumerate() {
+            let v = VMAS + (i * 16 + j as u64) * 0x40;
+            if j == 0 {
+                self.u64(m + 8, PO + v);
+            }
+            self.u64(v, s);
+            self.u64(v + 8, e);
+            if j + 1 < vmas.len() {
+                self.u64(v + 16, PO + v + 0x40);
+            }
+            self.u64(v + 24, PO + m);
+            self.u64(v + 32, f);
+        }
+    }
+    /// Registry slot `slot` of `Slub<4>` as a live cache, per the descriptor.
+    fn cache(&mut self, info: &str, slot: u64, mark: u8, name: (u64, u64), n: [u64; 6]) {
+        let d = Vmcoreinfo::parse(info.as_bytes()).unwrap();
+        let o = |k: &str| d.offset(k).unwrap();
+        let stride = d.size(off::KMEM_CACHE_SLOT).unwrap();
+        let base = SLUB + o(off::SLUB_CACHES) + slot * stride;
+        self.0[(SLUB + o(off::SLUB_LIVE) + slot) as usize] = mark;
+        self.u64(base + o(off::KMEM_CACHE_NAME), name.0);
+        self.u64(base + o(off::KMEM_CACHE_NAME) + 8, name.1);
+        let [size, object_size, oo, slabs, total, active] = n;
+        self.u32(base + o(off::KMEM_CACHE_SIZE), size as u32);
+        self.u32(base + o(off::KMEM_CACHE_OBJECT_SIZE), object_size as u32);
+        self.u32(base + o(off::KMEM_CACHE_OO), oo as u32);
+        self.u64(base + o(off::KMEM_CACHE_NR_SLABS), slabs);
+        self.u64(base + o(off::KMEM_CACHE_TOTAL_OBJECTS), total);
+        self.u64(base + o(off::KMEM_CACHE_ACTIVE_OBJS), active);
+    }
+    fn target(self, info: &str) -> Target {
+        Target {
+            mem: Box::new(VecMem(self.0)),
+            info: Some(info.as_bytes().to_vec()),
+            cpus: vec![Regs {
+                cr3: 0x9000,
+                ..Default::default()
+            }],
+            slab: BTreeMap::new(),
+        }
+    }
+}
+
+const R: u64 = 0x1;
+const W: u64 = 0x2;
+const X: u64 = 0x4;
+const GROWSDOWN: u64 = 0x100;
+
+fn layout() -> Vec<(u64, u64, u64)> {
+    vec![
+        (0x0804_8000, 0x0804_9000, R | X),
+        (0x0805_0000, 0x0806_0000, R | W),
+        (0xb7f0_0000, 0xb800_0000, R | W),
+        (0xbffe_0000, 0xc000_0000, R | W | GROWSDOWN),
+    ]
+}
+
+#[test]
+fn ps_and_vma_read_the_task_list() {
+    let mut m = Mem::new();
+    m.task(0, 7, b"spin", &layout());
+    m.task(2, 9, b"demo", &layout()[..1]);
+    let info = info(4);
+    let t = m.target(&info);
+    let ps = run(&t, &Cmd::Ps).unwrap();
+    assert_eq!(ps.status, 0);
+    let lines: Vec<&str> = ps.text.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", ps.text);
+    assert!(lines[1].ends_with("[swapper_pg_dir]"));
+    assert!(lines[2].starts_with(">    7  running"), "{}", ps.text);
+    assert!(lines[2].ends_with("spin"));
+    assert!(lines[3].contains("0x0000b000") && lines[3].ends_with("demo"));
+    assert!(!ps.text.contains("anomaly"), "{}", ps.text);
+
+    let v = run(&t, &Cmd::Vma { pid: 7 }).unwrap();
+    assert_eq!(
+        v.text,
+        "08048000-08049000 r-xp 00000000 00:00 0          spin\n\
+         08050000-08060000 rw-p 00000000 00:00 0          [heap]\n\
+         b7f00000-b8000000 rw-p 00000000 00:00 0\n\
+         bffe0000-c0000000 rw-p 00000000 00:00 0          [stack]\n"
+    );
+    assert_eq!(v.json["vmas"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn bad_pid_is_one_error() {
+    let mut m = Mem::new();
+    m.task(0, 7, b"spin", &layout());
+    let t = m.target(&info(4));
+    for c in [
+        Cmd::Vma { pid: 8 },
+        Cmd::Tlb { pid: Some(8) },
+        Cmd::Mem { pid: Some(8) },
+        Cmd::Vtop {
+            va: "8048000".into(),
+            pid: Some(8),
+            cr3: None,
+        },
+        Cmd::X {
+            va: "8048000".into(),
+            len: None,
+            pid: Some(8),
+        },
+    ] {
+        let e = run(&t, &c).err().expect("an error");
+        assert_eq!(e.status, 1);
+        assert_eq!(e.msg, "no process 8 in the guest's task list", "{c:?}");
+    }
+}
+
+#[test]
+fn a_vm_next_cycle_is_cut_not_followed() {
+    let mut m = Mem::new();
+    m.task(0, 1, b"loop", &layout());
+    // The last VMA points back at the first, and map_count claims billions.
+    let last = VMAS + 3 * 0x40;
+    m.u64(last + 16, PO + VMAS);
+    m.u32(MMS + 16, u32::MAX);
+    let t = m.target(&info(4));
+    let started = Instant::now();
+    let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(v.json["vmas"].as_array().unwrap().len(), 4);
+    assert!(v.text.contains("(cycle); list cut"), "{}", v.text);
+}
+
+#[test]
+fn a_list_longer_than_map_count_is_cut() {
+    let mut m = Mem::new();
+    m.task(0, 1, b"long", &layout());
+    m.u32(MMS + 16, 1);
+    let t = m.target(&info(4));
+    let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
+    assert_eq!(v.json["vmas"].as_array().unwrap().len(), 2);
+    assert!(v.text.contains("more VMAs on mm->mmap than map_count 1"));
+}
+
+#[test]
+fn hostile_names_and_lengths() {
+    let mut m = Mem::new();
+    m.task(0, 1, b"ok", &layout()[..1]);
+    m.task(1, 2, b"\xff\xfebad", &layout()[..1]);
+    let t = m.target(&info(1 << 40));
+    // LENGTH(task_list) of 2^40 is capped at 1024 slots, read quickly
+    // (here the capped array runs over the task_structs themselves, which
+    // then read as more, garbage, tasks: reported, not trusted).
+    let started = Instant::now();
+    let ps = run(&t, &Cmd::Ps).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(ps.text.contains("running   0xc0003000"), "{}", ps.text);
+    assert!(
+        ps.text.contains("anomaly: task list slot 512"),
+        "{}",
+        ps.text
+    );
+    // A task list that runs off the end of RAM is one error.
+    let mut m = Mem::new();
+    let mut bad = info(4);
+    bad.push_str(&format!("SYMBOL(task_list)={:x}\n", PO + RAM as u64 - 8));
+    m.task(0, 1, b"ok", &layout()[..1]);
+    let e = run(&m.target(&bad), &Cmd::Ps).err().expect("an error");
+    assert!(
+        e.msg.contains("not mapped") || e.msg.contains("reading"),
+        "{}",
+        e.msg
+    );
+
+    let mut m = Mem::new();
+    m.task(0, 1, b"ok", &layout()[..1]);
+    m.task(1, 2, b"\xff\xfebad", &layout()[..1]);
+    m.task(3, 1, b"dup", &layout()[..1]);
+    let t = m.target(&info(4));
+    let ps = run(&t, &Cmd::Ps).unwrap();
+    assert!(
+        ps.text.contains("task 2: comm: name is not UTF-8"),
+        "{}",
+        ps.text
+    );
+    assert!(ps.text.contains("pid 1 appears twice"), "{}", ps.text);
+}
+
+#[test]
+fn slabinfo_lines_match_the_guests_formatter() {
+    let info = info(4);
+    let mut m = Mem::new();
+    m.put(NAMES, b"kmalloc-96");
+    m.put(NAMES + 0x20, b"\xc3\x28");
+    m.put(NAMES + 0x40, b"tab\there");
+    // oo: order 1, 42 objects.
+    let oo = (1 << 16) | 42;
+    m.cache(&info, 0, 1, (PO + NAMES, 10), [96, 88, oo, 3, 126, 100]);
+    m.cache(&info, 1, 0, (PO + NAMES, 10), [1, 1, 1, 1, 1, 1]);
+    m.cache(&info, 2, 1, (2, PO + NAMES + 0x20), [8, 8, 512, 0, 0, 0]);
+    m.cache(&info, 3, 7, (PO + NAMES, 10), [8, 8, 512, 0, 0, 0]);
+    let t = m.target(&info);
+    let out = run(&t, &Cmd::Slabinfo).unwrap();
+    let mut want = String::new();
+    mm::slub::write_slabinfo_line(
+        &mut want,
+        "kmalloc-96",
+        &mm::slub::SlabInfo {
+            active_objs: 100,
+            num_objs: 126,
+            objsize: 96,
+            object_size: 88,
+            objperslab: 42,
+            pagesperslab: 2,
+            active_slabs: 3,
+            num_slabs: 3,
+        },
+    )
+    .unwrap();
+    let lines: Vec<&str> = out.text.lines().collect();
+    assert_eq!(lines[2], want.trim_end());
+    assert!(lines[3].starts_with("? "), "{}", out.text);
+    assert!(
+        out.text.contains("slot 2: name is not UTF-8"),
+        "{}",
+        out.text
+    );
+    assert!(out.text.contains("slot 3: live mark 7"), "{}", out.text);
+    assert_eq!(out.json["caches"].as_array().unwrap().len(), 2);
+
+    // A control character and a huge length are refused too.
+    let mut m = Mem::new();
+    m.put(NAMES + 0x40, b"tab\there");
+    m.cache(&info, 0, 1, (PO + NAMES + 0x40, 8), [8, 8, 512, 0, 0, 0]);
+    m.cache(&info, 1, 1, (PO + NAMES, u64::MAX), [8, 8, 512, 0, 0, 0]);
+    let out = run(&m.target(&info), &Cmd::Slabinfo).unwrap();
+    assert!(out.text.contains("control characters"), "{}", out.text);
+    assert!(out.text.contains("name length"), "{}", out.text);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Random words over the task list, tasks, mms, VMAs and the registry:
+    /// every process and slab command ends, without a panic.
+    #[test]
+    fn random_process_memory_never_panics(
+        seed in proptest::collection::vec(any::<u64>(), 512..1024),
+        plant in any::<bool>(),
+    ) {
+        let info = info(4);
+        let mut m = Mem::new();
+        if plant {
+            m.task(0, 1, b"p", &layout());
+        }
+        for (i, w) in seed.iter().enumerate() {
+            // Often a plausible kernel pointer into this RAM.
+            let v = if i % 2 == 0 { PO + (w & 0xfff8) } else { *w };
+            let at = (0x2000 + i * 8 * 5) % (RAM - 8);
+            m.u64(at as u64, v);
+        }
+        let t = m.target(&info);
+        let _ = run(&t, &Cmd::Ps);
+        let _ = run(&t, &Cmd::Slabinfo);
+        let _ = run(&t, &Cmd::Audit);
+        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+        for pid in [0, 1, 7, u32::MAX] {
+            let _ = run(&t, &Cmd::Vma { pid });
+            let _ = run(&t, &Cmd::Tlb { pid: Some(pid) });
+            let _ = run(&t, &Cmd::Vtop { va: "8048000".into(), pid: Some(pid), cr3: None });
+        }
+    }
+}
