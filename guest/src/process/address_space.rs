@@ -115,7 +115,7 @@ pub struct AddressSpace {
     pub vmas: VmaTree<MAX_VMAS>,
     entry: u64,
     /// Frames this address space holds (for the report and the leak tests).
-    pub rss: u64,
+    rss: u64,
     pub faults: u64,
     /// This address space's mm_struct object (from mm_cachep) and its
     /// vm_area_struct objects, refreshed by `sync_objects`.
@@ -247,7 +247,7 @@ impl AddressSpace {
         mapper
             .map_4k(self.pgd, va, pfn << PAGE_SHIFT, pte)?
             .ignore();
-        self.rss += 1;
+        self.set_rss(self.rss + 1);
         let zone_counter = match page_zone(pfn) {
             Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
             Some(ZoneType::Dma) => &EVENTS.user_frames_dma,
@@ -313,7 +313,17 @@ impl AddressSpace {
 
     /// zap_page_range(): unmaps and frees the frames of `[start, end)`.
     pub fn zap(&mut self, start: u64, end: u64) {
-        self.rss -= zap_range(self.pgd, start, end);
+        self.set_rss(self.rss - zap_range(self.pgd, start, end));
+    }
+
+    /// Updates the resident count here and in the mm_struct object, so a
+    /// host reading the object sees it current after every fault.
+    fn set_rss(&mut self, rss: u64) {
+        self.rss = rss;
+        objects::write(
+            self.mm_obj + core::mem::offset_of!(MmStruct, rss) as u64,
+            &rss,
+        );
     }
 
     /// exit_mmap() + free_pgtables() + pgd_free(): every user frame, every
