@@ -171,6 +171,9 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
     }
     let outcome = outcome?;
     info!("guest ran for {:.3} s", started.elapsed().as_secs_f64());
+    if let Some((total, guest)) = memory::resident_split(&vm.mem) {
+        info!("host memory: {total} KiB resident, {guest} KiB of it guest RAM the guest touched, {} KiB the VMM itself", total - guest);
+    }
     if let Some(path) = &args.dump_on_exit {
         let rec = record.lock().map(|r| r.clone()).unwrap_or_default();
         let meta = coredump::DumpMeta {
