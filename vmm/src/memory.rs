@@ -79,6 +79,47 @@ pub fn allocate(ram: u64) -> Result<GuestMemoryMmap, vm_memory::mmap::FromRanges
     GuestMemoryMmap::from_ranges(&ranges)
 }
 
+/// Resident memory of this process, split into guest RAM and the rest, in
+/// KiB, from /proc/self/smaps: what the VMM itself costs, whatever the guest
+/// touched. None where /proc is unavailable.
+pub fn resident_split(mem: &GuestMemoryMmap) -> Option<(u64, u64)> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+    let guest: Vec<(u64, u64)> = mem
+        .iter()
+        .filter_map(|r| {
+            let host = r.get_host_address(MemoryRegionAddress(0)).ok()? as u64;
+            Some((host, host + r.len()))
+        })
+        .collect();
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let (mut total, mut in_guest, mut current_is_guest) = (0, 0, false);
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((start, end)) = range.split_once('-') {
+                if let (Ok(start), Ok(end)) =
+                    (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+                {
+                    current_is_guest = guest.iter().any(|&(gs, ge)| start < ge && gs < end);
+                    continue;
+                }
+            }
+        }
+        if let Some(rest) = line.strip_prefix("Rss:") {
+            let kib: u64 = rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            total += kib;
+            if current_is_guest {
+                in_guest += kib;
+            }
+        }
+    }
+    Some((total, in_guest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,45 +199,4 @@ mod tests {
         let word: u64 = mem.read_obj(GuestAddress(32 * M)).unwrap();
         assert_eq!(word, 0);
     }
-}
-
-/// Resident memory of this process, split into guest RAM and the rest, in
-/// KiB, from /proc/self/smaps: what the VMM itself costs, whatever the guest
-/// touched. None where /proc is unavailable.
-pub fn resident_split(mem: &GuestMemoryMmap) -> Option<(u64, u64)> {
-    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
-    let guest: Vec<(u64, u64)> = mem
-        .iter()
-        .filter_map(|r| {
-            let host = r.get_host_address(MemoryRegionAddress(0)).ok()? as u64;
-            Some((host, host + r.len()))
-        })
-        .collect();
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let (mut total, mut in_guest, mut current_is_guest) = (0, 0, false);
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ') {
-            if let Some((start, end)) = range.split_once('-') {
-                if let (Ok(start), Ok(end)) =
-                    (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-                {
-                    current_is_guest = guest.iter().any(|&(gs, ge)| start < ge && gs < end);
-                    continue;
-                }
-            }
-        }
-        if let Some(rest) = line.strip_prefix("Rss:") {
-            let kib: u64 = rest
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0);
-            total += kib;
-            if current_is_guest {
-                in_guest += kib;
-            }
-        }
-    }
-    Some((total, in_guest))
 }
