@@ -290,3 +290,67 @@ fn bad_sources_are_one_line_errors() {
     assert_eq!(run.status, 2, "{run}");
     let _ = std::fs::remove_file(&garbage);
 }
+
+/// Each double-mapping invariant `audit` checks, broken on purpose by the
+/// guest with a raw PTE write (or, for the user mapping, a kernel path that
+/// skips the frame's owner), and caught on the exit dump.
+#[test]
+fn audit_catches_every_planted_violation() {
+    if !kvm_available("audit_catches_every_planted_violation") {
+        return;
+    }
+    let core = tmp("audit.core");
+    let guest = guest_path();
+    let run = vmm([
+        "--mem",
+        "2G",
+        "--timeout",
+        "60",
+        "--cmdline",
+        "selftest=off run= plant=dmap,pt,user,free",
+        "--dump-on-exit",
+        core.to_str().unwrap(),
+        guest.to_str().unwrap(),
+    ]);
+    run.expect_status(0);
+    let planted = |prefix: &str, middle: &str| {
+        let line = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line\n{run}"));
+        let (pfn, va) = line.split_once(middle).unwrap();
+        (hex(pfn), hex(va))
+    };
+    let dmap = planted("plant=dmap: slab frame ", " mapped again at ");
+    let table = planted("plant=pt: page-table page ", " mapped writable at ");
+    let user = planted("plant=user: kernel frame ", " mapped for ring 3 at ");
+    let free = planted("plant=free: free frame ", " still mapped at ");
+
+    let audit = inspect(&["--dump", core.to_str().unwrap()], &["audit"]);
+    audit.expect_status(1);
+    for (kind, (pfn, va), space) in [
+        (
+            "slab frame mapped outside the direct map",
+            dmap,
+            "kernel (swapper_pg_dir)",
+        ),
+        (
+            "page-table page mapped writable outside the direct map",
+            table,
+            "kernel (swapper_pg_dir)",
+        ),
+        (
+            "user-accessible mapping of a kernel frame",
+            user,
+            "PID 1 (segv)",
+        ),
+        ("free frame still mapped", free, "kernel (swapper_pg_dir)"),
+    ] {
+        audit.expect_stdout(&format!(
+            "FINDING: {kind}: pfn {pfn:#x} at {va:#x} in {space}"
+        ));
+    }
+    assert!(audit.stdout.contains(": 4 finding(s)"), "{audit}");
+    let _ = std::fs::remove_file(&core);
+}

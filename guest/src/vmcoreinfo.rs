@@ -163,10 +163,34 @@ pub fn publish() {
 
 /// The workloads selected on the command line (`plant=dmap`, `linger=S`).
 pub fn late(boot: &BootParams) {
-    if boot.option("plant") == Some("dmap") {
-        match plant_dmap() {
-            Ok((pfn, va)) => kprintln!("plant=dmap: slab frame {pfn:#x} mapped again at {va:#x}"),
-            Err(e) => kprintln!("plant=dmap: failed: {e}"),
+    for what in boot
+        .option("plant")
+        .unwrap_or("")
+        .split(',')
+        .filter(|w| !w.is_empty())
+    {
+        let planted = match what {
+            "dmap" => plant_dmap(),
+            "pt" => plant_table(),
+            "free" => plant_free(),
+            "user" => plant_user(),
+            _ => Err("unknown plant (dmap, pt, free, user)"),
+        };
+        match (what, planted) {
+            ("dmap", Ok((pfn, va))) => {
+                kprintln!("plant=dmap: slab frame {pfn:#x} mapped again at {va:#x}")
+            }
+            ("pt", Ok((pfn, va))) => {
+                kprintln!("plant=pt: page-table page {pfn:#x} mapped writable at {va:#x}")
+            }
+            ("free", Ok((pfn, va))) => {
+                kprintln!("plant=free: free frame {pfn:#x} still mapped at {va:#x}")
+            }
+            ("user", Ok((pfn, va))) => {
+                kprintln!("plant=user: kernel frame {pfn:#x} mapped for ring 3 at {va:#x}")
+            }
+            (_, Ok(_)) => {}
+            (_, Err(e)) => kprintln!("plant={what}: failed: {e}"),
         }
     }
     if let Some(secs) = boot.option("linger") {
@@ -199,14 +223,52 @@ fn plant_dmap() -> Result<(u64, u64), &'static str> {
             page.flags |= mm::page::PG_SLAB;
         }
     });
-    let area = vmalloc::vmalloc(PAGE_SIZE, "plant_dmap").map_err(|_| "no vmalloc space")?;
+    let area = plant_in_vmalloc(frame, "plant_dmap")?;
+    Ok((pfn, area))
+}
+
+/// Maps `frame` writable into a fresh one-page vmalloc area with a raw PTE
+/// write that bypasses the page-table writer. The area's own frame is
+/// leaked and the area never freed: vfree would free the planted frame.
+fn plant_in_vmalloc(frame: u64, caller: &'static str) -> Result<u64, &'static str> {
+    let area = vmalloc::vmalloc(PAGE_SIZE, caller).map_err(|_| "no vmalloc space")?;
     let slot = pte_slot(area).ok_or("no page table for the area")?;
-    let raw = Pte::new(frame, paging::PAGE_KERNEL).raw();
     DirectMap
-        .write_u64(slot, raw)
+        .write_u64(slot, Pte::new(frame, paging::PAGE_KERNEL).raw())
         .map_err(|_| "PTE write failed")?;
     KernelTlb.flush_tlb_one(area);
+    Ok(area)
+}
+
+/// A page-table page (the one holding the vmalloc PTEs) mapped writable a
+/// second time: anyone with that address could rewrite kernel mappings.
+fn plant_table() -> Result<(u64, u64), &'static str> {
+    let probe = vmalloc::vmalloc(PAGE_SIZE, "plant_pt_probe").map_err(|_| "no vmalloc space")?;
+    let table = pte_slot(probe).ok_or("no page table for the area")? & !(PAGE_SIZE - 1);
+    let area = plant_in_vmalloc(table, "plant_pt")?;
+    Ok((table >> PAGE_SHIFT, area))
+}
+
+/// A frame mapped in vmalloc space and then given back to the buddy
+/// allocator while still mapped (a use-after-free waiting to happen).
+fn plant_free() -> Result<(u64, u64), &'static str> {
+    let pfn = crate::mm::alloc_pages(GFP_KERNEL, 0).map_err(|_| "no lowmem page")?;
+    let area = plant_in_vmalloc(pfn << PAGE_SHIFT, "plant_free")?;
+    crate::mm::free_pages(pfn, 0).map_err(|_| "free failed")?;
     Ok((pfn, area))
+}
+
+/// A task (never run, so never reaped) whose user page tables map the
+/// kernel's first text frame with the user bit set.
+fn plant_user() -> Result<(u64, u64), &'static str> {
+    let program = crate::arch::programs::find("segv").ok_or("no segv program")?;
+    let pid = process::spawn(&program).map_err(|_| "spawn failed")?;
+    let pfn = abi::layout::pa(sections().text.start) >> PAGE_SHIFT;
+    let user_va = 0x0900_0000;
+    process::with_task(pid, |t| t.mm.install(user_va, pfn, VmFlags::READ))
+        .ok_or("task vanished")?
+        .map_err(|_| "install failed")?;
+    Ok((pfn, user_va))
 }
 
 /// Keeps the kernel busy for `secs` seconds (host clock, through the VMM's
