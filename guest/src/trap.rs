@@ -51,10 +51,16 @@ pub fn handle_exception(frame: &mut TrapFrame) {
     if user::from_user(frame) {
         if is_syscall_fallback(frame) {
             // This host's `syscall` jumped to LSTAR without leaving ring 3
-            // (KVM-NOTES.md): finish what the CPU left undone, as the
-            // hardware path's entry code would see it.
+            // (the project's KVM notes): finish what the CPU left undone, as
+            // the hardware path's entry code would see it. Any user code can
+            // also just jump here with made-up RCX and R11, so both are
+            // checked: the return address must be a user address, and only
+            // flags a user may hold are restored (never IOPL, NT or IF).
+            if frame.rcx >= mm::vma::TASK_SIZE {
+                return crate::process::fault::kill_bad_syscall_return(frame);
+            }
             frame.rip = frame.rcx;
-            frame.rflags = frame.r11;
+            frame.rflags = (frame.r11 & user::USER_RFLAGS) | 0x2;
             return crate::process::syscall::dispatch(frame);
         }
         return crate::process::fault::user_exception(frame, cpu::read_cr2());

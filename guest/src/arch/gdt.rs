@@ -62,9 +62,9 @@ static TABLES: Cell = Cell(UnsafeCell::new(Tables {
 
 /// Address of TSS.RSP0, the stack the CPU switches to on a trap from ring 3.
 pub fn rsp0_slot() -> *mut u64 {
-    // SAFETY: only the address is taken; TABLES lives forever.
-    let t = unsafe { &mut *TABLES.0.get() };
-    core::ptr::addr_of_mut!(t.tss.rsp).cast::<u64>()
+    // SAFETY: only the address is computed, no reference is created;
+    // TABLES lives forever.
+    unsafe { core::ptr::addr_of_mut!((*TABLES.0.get()).tss.rsp).cast::<u64>() }
 }
 
 #[repr(C, packed)]

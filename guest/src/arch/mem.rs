@@ -232,9 +232,10 @@ pub mod lowmem {
     use abi::layout::{pa, PAGE_OFFSET};
 
     fn check(va: u64, len: u64, write: bool) -> *mut u8 {
-        let ok = va >= PAGE_OFFSET
-            && direct_mapped(pa(va), len)
-            && !(write && kernel_image().contains(&pa(va)));
+        let ok = va >= PAGE_OFFSET && {
+            let (start, image) = (pa(va), kernel_image());
+            direct_mapped(start, len) && !(write && start < image.end && image.start < start + len)
+        };
         assert!(ok, "slab access at {va:#x}+{len:#x} outside low memory");
         va as *mut u8
     }

@@ -18,8 +18,28 @@ pub const SYSCALL_VECTOR: u64 = 0x80;
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_SFMASK: u32 = 0xc000_0084;
-/// RFLAGS bits `syscall` clears: TF, IF, DF, AC.
-const SYSCALL_MASK: u64 = 0x100 | 0x200 | 0x400 | 0x4_0000;
+/// RFLAGS bits `syscall` clears, as Linux's syscall_init() masks them:
+/// CF, PF, AF, ZF, SF, TF, IF, DF, OF, IOPL, NT, RF, AC, ID. NT in
+/// particular must go, or the kernel's own `iretq` would fault.
+const SYSCALL_MASK: u64 = 0x1
+    | 0x4
+    | 0x10
+    | 0x40
+    | 0x80
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x800
+    | 0x3000
+    | 0x4000
+    | 0x1_0000
+    | 0x4_0000
+    | 0x20_0000;
+
+/// RFLAGS bits a user may set for itself (Linux's FIX_EFLAGS): the
+/// arithmetic flags, TF, DF, AC and ID; never IOPL, NT, IF, VM or RF.
+pub const USER_RFLAGS: u64 =
+    0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
 /// Kernel stack pointer for the `syscall` path (the CPU does not switch
 /// stacks on `syscall`), and the user's while the kernel borrows the CPU.
@@ -36,6 +56,9 @@ core::arch::global_asm!(
     "syscall_entry:",
     "    mov [rip + {user_rsp}], rsp",
     "    mov rsp, [rip + {kernel_rsp}]",
+    // TSS.RSP0 is 8 mod 16 (below six saved registers); the CPU aligns an
+    // exception frame to 16 itself, so do the same for this frame.
+    "    and rsp, -16",
     "    push {user_ds}",
     "    push [rip + {user_rsp}]",
     "    push r11",

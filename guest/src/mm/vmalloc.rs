@@ -90,25 +90,29 @@ fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64
     let area = with_vmap(|v| v.get_vm_area(size, VM_ALLOC, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
-    match __vmalloc_area_node(&area, gfp) {
+    let mut mapped = area.start;
+    match __vmalloc_area_node(&area, gfp, &mut mapped) {
         Ok(()) => Ok(area.start),
         Err(e) => {
-            // Undo whatever was mapped and give every frame back.
-            let _ = vunmap_range(area.start, area.start + area.usable_size(), true);
+            // Undo what this call mapped and give those frames back.
+            let _ = vunmap_range(area.start, mapped, true);
             let _ = with_vmap(|v| v.free(area.start, &mut KernelTlb));
             Err(e)
         }
     }
 }
 
-fn __vmalloc_area_node(area: &VmArea, gfp: Gfp) -> Result<(), VmallocError> {
+fn __vmalloc_area_node(area: &VmArea, gfp: Gfp, mapped: &mut u64) -> Result<(), VmallocError> {
     let nr_pages = area.usable_size() >> PAGE_SHIFT;
     VMAP.lock()
         .set_info(area.start, VM_ALLOC, nr_pages, area.caller)
         .map_err(VmallocError::Area)?;
-    vmap_pages_range(area.start, area.start + area.usable_size(), &mut |_| {
-        alloc_pages(gfp, 0).map_err(VmallocError::NoMemory)
-    })
+    vmap_pages_range(
+        area.start,
+        area.start + area.usable_size(),
+        &Frames::Allocate(gfp),
+        mapped,
+    )
 }
 
 /// vmap(): maps existing frames contiguously in the vmalloc range. The frames
@@ -121,11 +125,16 @@ pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
     let _ = VMAP
         .lock()
         .set_info(area.start, VM_MAP, pfns.len() as u64, caller);
-    let end = area.start + size;
-    match vmap_pages_range(area.start, end, &mut |i| Ok(pfns[i])) {
+    let mut mapped = area.start;
+    match vmap_pages_range(
+        area.start,
+        area.start + size,
+        &Frames::Given(pfns),
+        &mut mapped,
+    ) {
         Ok(()) => Ok(area.start),
         Err(e) => {
-            let _ = vunmap_range(area.start, end, false);
+            let _ = vunmap_range(area.start, mapped, false);
             let _ = with_vmap(|v| v.free(area.start, &mut KernelTlb));
             Err(e)
         }
@@ -183,17 +192,43 @@ fn pmd_entry(addr: u64) -> u64 {
     layout().tables.kernel_pmd + 8 * Level::Pd.index(addr) as u64
 }
 
-/// vmap_pages_range(): maps `[start, end)` page by page, taking frame `i`
-/// from `page(i)`; allocates page tables on the way (pte_alloc_kernel).
+/// Where vmap_pages_range() takes its frames: fresh ones (vmalloc) or the
+/// caller's (vmap).
+enum Frames<'a> {
+    Allocate(Gfp),
+    Given(&'a [u64]),
+}
+
+impl Frames<'_> {
+    fn get(&self, index: usize) -> Result<u64, VmallocError> {
+        match self {
+            Frames::Allocate(gfp) => alloc_pages(*gfp, 0).map_err(VmallocError::NoMemory),
+            Frames::Given(pfns) => Ok(pfns[index]),
+        }
+    }
+
+    /// A frame taken but left unmapped goes back where it came from.
+    fn put_back(&self, pfn: u64) {
+        if let Frames::Allocate(_) = self {
+            let _ = free_pages(pfn, 0);
+        }
+    }
+}
+
+/// vmap_pages_range(): maps `[start, end)` page by page from `frames`;
+/// allocates page tables on the way (pte_alloc_kernel). `mapped` ends up
+/// just past the last page this call mapped, so a failure can be undone
+/// without touching anything it did not map.
 fn vmap_pages_range(
     start: u64,
     end: u64,
-    page: &mut dyn FnMut(usize) -> Result<u64, VmallocError>,
+    frames: &Frames,
+    mapped: &mut u64,
 ) -> Result<(), VmallocError> {
     let mut addr = start;
     while addr < end {
         let next = ((addr | (pagetable::SIZE_2M - 1)) + 1).min(end);
-        vmap_pmd_range(addr, next, start, page)?;
+        vmap_pmd_range(addr, next, start, frames, mapped)?;
         addr = next;
     }
     Ok(())
@@ -203,7 +238,8 @@ fn vmap_pmd_range(
     addr: u64,
     end: u64,
     start: u64,
-    page: &mut dyn FnMut(usize) -> Result<u64, VmallocError>,
+    frames: &Frames,
+    mapped: &mut u64,
 ) -> Result<(), VmallocError> {
     let pmd = pmd_entry(addr);
     let mut pde = get_pte(pmd).map_err(VmallocError::PageTable)?;
@@ -211,7 +247,7 @@ fn vmap_pmd_range(
         pde = Pte::new(pte_alloc_kernel()?, PteFlags::PRESENT | PteFlags::WRITABLE);
         set_pte(pmd, pde).map_err(VmallocError::PageTable)?;
     }
-    vmap_pte_range(pde.addr(), addr, end, start, page)
+    vmap_pte_range(pde.addr(), addr, end, start, frames, mapped)
 }
 
 fn vmap_pte_range(
@@ -219,7 +255,8 @@ fn vmap_pte_range(
     mut addr: u64,
     end: u64,
     start: u64,
-    page: &mut dyn FnMut(usize) -> Result<u64, VmallocError>,
+    frames: &Frames,
+    mapped: &mut u64,
 ) -> Result<(), VmallocError> {
     while addr < end {
         let entry = table + 8 * Level::Pt.index(addr) as u64;
@@ -229,12 +266,16 @@ fn vmap_pte_range(
         {
             return Err(VmallocError::AlreadyMapped(addr));
         }
-        let pfn = page(((addr - start) >> PAGE_SHIFT) as usize)?;
-        set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL)).map_err(|e| match e {
-            PhysError::Refused { .. } => VmallocError::Refused { pfn },
-            other => VmallocError::PageTable(other),
-        })?;
+        let pfn = frames.get(((addr - start) >> PAGE_SHIFT) as usize)?;
+        if let Err(e) = set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL)) {
+            frames.put_back(pfn);
+            return Err(match e {
+                PhysError::Refused { .. } => VmallocError::Refused { pfn },
+                other => VmallocError::PageTable(other),
+            });
+        }
         addr += PAGE_SIZE;
+        *mapped = addr;
     }
     Ok(())
 }

@@ -262,10 +262,15 @@ impl AddressSpace {
     /// kmap_local because a highmem frame has no kernel address -> the PTE.
     pub fn handle_fault(&mut self, addr: u64, error_code: u64) -> Result<(), FaultFailure> {
         let access = Access::from_error_code(error_code);
+        let total_vm = self.vmas.total_vm();
         let vma = self.vmas.fault_vma(addr, access).map_err(|e| match e {
             FaultError::BadArea => FaultFailure::NoVma,
             FaultError::AccessError => FaultFailure::Access,
         })?;
+        if self.vmas.total_vm() != total_vm {
+            // expand_stack() grew the stack VMA: republish the VMA objects.
+            self.sync_objects();
+        }
         if error_code & mm::vma::X86_PF_PROT != 0 {
             return Err(FaultFailure::Protection);
         }
@@ -366,14 +371,7 @@ impl AddressSpace {
 
 /// The user PTE slot for `va` under `pgd`, if its page table exists.
 fn pte_slot(pgd: u64, va: u64) -> Option<u64> {
-    let mut table = pgd;
-    for level in [Level::Pml4, Level::Pdpt, Level::Pd] {
-        let entry = get_pte(table + 8 * level.index(va) as u64).ok()?;
-        if !entry.is_present() || entry.is_huge() {
-            return None;
-        }
-        table = entry.addr();
-    }
+    let table = page_table_for(pgd, va).ok()?;
     Some(table + 8 * Level::Pt.index(va) as u64)
 }
 
@@ -381,18 +379,45 @@ fn pte_slot(pgd: u64, va: u64) -> Option<u64> {
 /// the frames. Returns how many frames were freed.
 pub fn zap_range(pgd: u64, start: u64, end: u64) -> u64 {
     let mut freed = 0;
-    for va in (start..end).step_by(PAGE_SIZE as usize) {
-        let Some(slot) = pte_slot(pgd, va) else {
-            continue;
+    let mut va = start;
+    while va < end {
+        let pt = match page_table_for(pgd, va) {
+            Ok(pt) => pt,
+            Err(span) => {
+                // Nothing mapped in this whole span (pmd_none() and the
+                // like): skip it instead of looking at each page.
+                va = (va | (span - 1)).saturating_add(1);
+                continue;
+            }
         };
-        let Ok(pte) = get_pte(slot) else { continue };
-        if pte.is_present() && set_pte(slot, Pte::EMPTY).is_ok() {
-            tlb::flush_one(va);
-            let _ = free_pages(pte.addr() >> PAGE_SHIFT, 0);
-            freed += 1;
+        let next = ((va | (pagetable::SIZE_2M - 1)) + 1).min(end);
+        while va < next {
+            let slot = pt + 8 * Level::Pt.index(va) as u64;
+            if let Ok(pte) = get_pte(slot) {
+                if pte.is_present() && set_pte(slot, Pte::EMPTY).is_ok() {
+                    tlb::flush_one(va);
+                    let _ = free_pages(pte.addr() >> PAGE_SHIFT, 0);
+                    freed += 1;
+                }
+            }
+            va += PAGE_SIZE;
         }
     }
     freed
+}
+
+/// The page table that maps `va` under `pgd`, or, when a level above it is
+/// missing, the size of the span that missing entry would cover.
+fn page_table_for(pgd: u64, va: u64) -> Result<u64, u64> {
+    let mut table = pgd;
+    for level in [Level::Pml4, Level::Pdpt, Level::Pd] {
+        let entry = get_pte(table + 8 * level.index(va) as u64).unwrap_or(Pte::EMPTY);
+        if !entry.is_present() || entry.is_huge() {
+            return Err(level.page_size());
+        }
+        table = entry.addr();
+    }
+    Ok(table)
 }
 
 /// Frees the page tables a user page directory points to.

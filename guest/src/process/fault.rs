@@ -34,6 +34,19 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
     );
 }
 
+/// A `syscall` whose return address is not a user address (only possible
+/// by jumping to the entry point with a forged RCX): killed, as the kernel
+/// must never `iretq` to it.
+pub fn kill_bad_syscall_return(frame: &TrapFrame) {
+    kill(
+        frame,
+        format_args!(
+            "system call with a non-user return address {:#x}",
+            frame.rcx
+        ),
+    );
+}
+
 /// force_sig(SIGSEGV) for a task with no handler: report, then end it.
 fn kill(frame: &TrapFrame, why: core::fmt::Arguments) -> ! {
     let (pid, name) = with_current(|t| (t.pid, t.name));
