@@ -192,6 +192,37 @@ user_program!(
     "91:",
 );
 
+// forge: jumps straight to the kernel's syscall entry with a made-up R11
+// asking for IOPL 3 and IF, then tries the VMM's exit port. The kernel must
+// hand back only user flags, so the `out` faults and the task is killed.
+user_program!(
+    user_forge_start,
+    user_forge_end,
+    "    mov r11, 0x3202",
+    "    lea rcx, [rip + 1f]",
+    "    mov eax, 39",
+    "    movabs rdx, offset syscall_entry",
+    "    jmp rdx",
+    "1:  mov dx, 0x501",
+    "    mov eax, 0x77",
+    "    out dx, eax",
+    "    mov eax, 60",
+    "    xor edi, edi",
+    "    syscall",
+);
+
+// forgerip: the same jump with a non-canonical return address in RCX; the
+// kernel must not `iretq` there.
+user_program!(
+    user_forgerip_start,
+    user_forgerip_end,
+    "    mov r11, 0x202",
+    "    movabs rcx, 0x8000000000000000",
+    "    mov eax, 39",
+    "    movabs rdx, offset syscall_entry",
+    "    jmp rdx",
+);
+
 unsafe extern "C" {
     safe static user_demo_start: u8;
     safe static user_demo_end: u8;
@@ -202,6 +233,10 @@ unsafe extern "C" {
     safe static user_kernel_start: u8;
     safe static user_kernel_end: u8;
     safe static user_spin_start: u8;
+    safe static user_forge_start: u8;
+    safe static user_forge_end: u8;
+    safe static user_forgerip_start: u8;
+    safe static user_forgerip_end: u8;
     safe static user_spin_end: u8;
 }
 
@@ -210,7 +245,7 @@ fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
 }
 
 /// Every embedded program.
-pub fn all() -> [Program; 5] {
+pub fn all() -> [Program; 7] {
     [
         Program {
             name: "demo",
@@ -231,6 +266,14 @@ pub fn all() -> [Program; 5] {
         Program {
             name: "spin",
             code: span(&user_spin_start, &user_spin_end),
+        },
+        Program {
+            name: "forge",
+            code: span(&user_forge_start, &user_forge_end),
+        },
+        Program {
+            name: "forgerip",
+            code: span(&user_forgerip_start, &user_forgerip_end),
         },
     ]
 }

@@ -36,6 +36,10 @@ pub const SUITE: Suite = Suite {
             name: "vma_objects_mirror_the_tree",
             run: vma_objects_mirror_the_tree,
         },
+        Test {
+            name: "forged_syscalls_are_contained",
+            run: forged_syscalls_are_contained,
+        },
     ],
 };
 
@@ -192,5 +196,23 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     };
     check_eq!(n, 3, "vm_area_struct objects (code, mmap, stack)");
     check_eq!((n, list), (m, tree), "the vm_next list against the tree");
+    Ok(())
+}
+
+/// User code can jump to the syscall entry point itself, with whatever RCX
+/// and R11 it likes: the kernel must neither return to a kernel or
+/// non-canonical address nor hand out IOPL (which would open the VMM's
+/// ports to ring 3).
+fn forged_syscalls_are_contained() -> TestResult {
+    check_eq!(
+        run("forge")?,
+        ExitStatus::Killed,
+        "forge (IOPL 3 in R11, then `out`)"
+    );
+    check_eq!(
+        run("forgerip")?,
+        ExitStatus::Killed,
+        "forgerip (non-canonical RCX)"
+    );
     Ok(())
 }
