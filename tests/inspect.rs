@@ -354,3 +354,71 @@ fn audit_catches_every_planted_violation() {
     assert!(audit.stdout.contains(": 4 finding(s)"), "{audit}");
     let _ = std::fs::remove_file(&core);
 }
+
+/// Whether `gdb` is on PATH; tests that need it skip with a message
+/// otherwise (it is not a build dependency).
+fn gdb_available(test: &str) -> bool {
+    let found = Command::new("gdb")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("{test}: skipped: gdb is not on PATH");
+    }
+    found
+}
+
+/// gdb reads our ELF core dumps against the guest's own ELF: the value of
+/// a static in the dump's RAM, found through the guest's debug info and the
+/// dump's PT_LOAD virtual addresses, is the one the guest printed at exit.
+#[test]
+fn gdb_reads_the_exit_dump() {
+    if !kvm_available("gdb_reads_the_exit_dump") || !gdb_available("gdb_reads_the_exit_dump") {
+        return;
+    }
+    let core = tmp("gdb.core");
+    let guest = guest_path();
+    let run = vmm([
+        "--mem",
+        "512M",
+        "--timeout",
+        "60",
+        "--cmdline",
+        "selftest=off run=",
+        "--dump-on-exit",
+        core.to_str().unwrap(),
+        guest.to_str().unwrap(),
+    ]);
+    run.expect_status(0);
+    let printed: u64 = block(&run.stdout, "mm events:", "  ")
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("pte_writes"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pte_writes in the mm events report\n{run}"));
+    assert!(printed > 0, "{run}");
+
+    // `EVENTS` is a struct of AtomicU64: AtomicU64 { v: UnsafeCell<u64> { value } }.
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx"])
+        .args(["-ex", "print guest::mm::events::EVENTS.pte_writes.v.value"])
+        .arg(&guest)
+        .arg(&core)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot start gdb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let value: Option<u64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("$1 = "))
+        .and_then(|v| v.trim().parse().ok());
+    assert_eq!(
+        value,
+        Some(printed),
+        "gdb did not print pte_writes = {printed}\n--- gdb stdout\n{stdout}\n--- gdb stderr\n{stderr}"
+    );
+    let _ = std::fs::remove_file(&core);
+}
