@@ -217,3 +217,15 @@ fn unknown_program_fails_the_run() {
         .expect_status(1)
         .expect_stdout("run: no program named 'nosuch'");
 }
+
+#[test]
+fn kernel_stack_overflow_hits_the_guard_page() {
+    if !kvm_available("kernel_stack_overflow_hits_the_guard_page") {
+        return;
+    }
+    // The fault on the guard page cannot push its frame on the same stack,
+    // so it becomes a double fault, reported from its own IST stack.
+    boot("512M", &["--cmdline", "fault=stack-overflow selftest=off"])
+        .expect_status(3)
+        .expect_stdout("KERNEL EXCEPTION 8: double fault (#DF)");
+}

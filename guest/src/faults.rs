@@ -23,9 +23,23 @@ pub fn run_requested(boot: &BootParams) {
             arch::trap::load_empty_idt();
             arch::cpu::invalid_opcode();
         }
+        "stack-overflow" => {
+            let depth = recurse(0);
+            kprintln!("recursed {depth} times without faulting");
+        }
         "hang" => loop {
             core::hint::spin_loop();
         },
         other => kprintln!("unknown fault kind '{other}', ignored"),
     }
+}
+
+/// Burns 4 KiB of stack per call until the guard page below the boot
+/// stack stops it.
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 512]);
+    if depth > 1 << 20 {
+        return depth;
+    }
+    recurse(depth + 1) + frame[depth as usize % 512] % 2
 }

@@ -18,7 +18,9 @@ core::arch::global_asm!(
     main = sym crate::kernel_main,
 );
 
-#[repr(C, align(16))]
+#[repr(C, align(4096))]
 struct Stack([u8; BOOT_STACK_SIZE]);
 
+/// Placed right above the linker script's `__stack_guard` page.
+#[unsafe(link_section = ".bss.boot_stack")]
 static mut BOOT_STACK: Stack = Stack([0; BOOT_STACK_SIZE]);

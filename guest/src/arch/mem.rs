@@ -124,6 +124,8 @@ pub struct Sections {
     pub rodata: Range<u64>,
     pub data: Range<u64>,
     pub bss: Range<u64>,
+    /// The unmapped page below the boot stack.
+    pub stack_guard: u64,
 }
 
 // SAFETY: symbols defined by guest/linker.ld; only their addresses are used.
@@ -136,6 +138,7 @@ unsafe extern "C" {
     safe static __data_end: u8;
     safe static __bss_start: u8;
     safe static __bss_end: u8;
+    safe static __stack_guard: u8;
 }
 
 fn addr(sym: &u8) -> u64 {
@@ -148,6 +151,7 @@ pub fn sections() -> Sections {
         rodata: addr(&__rodata_start)..addr(&__rodata_end),
         data: addr(&__data_start)..addr(&__data_end),
         bss: addr(&__bss_start)..addr(&__bss_end),
+        stack_guard: addr(&__stack_guard),
     }
 }
 

@@ -137,7 +137,12 @@ pub fn build_swapper_pg_dir(
         } else {
             let pt = table()?;
             let end = (chunk + PMD_SIZE).min(lowmem_end);
-            for pa in (chunk..end).step_by(PAGE_SIZE as usize) {
+            // The page under the boot stack stays unmapped: a guard page.
+            let guard = sections().stack_guard;
+            for pa in (chunk..end)
+                .step_by(PAGE_SIZE as usize)
+                .filter(|&pa| va(pa) != guard)
+            {
                 write(
                     pt + 8 * Level::Pt.index(va(pa)) as u64,
                     Pte::new(pa, lowmem_flags(va(pa))),

@@ -33,6 +33,10 @@ pub const SUITE: Suite = Suite {
             run: boot_identity_map_is_gone,
         },
         Test {
+            name: "boot_stack_has_a_guard_page",
+            run: boot_stack_has_a_guard_page,
+        },
+        Test {
             name: "pa_va_and_page_helpers",
             run: pa_va_and_page_helpers,
         },
@@ -137,6 +141,21 @@ fn nothing_mapped_past_lowmem() -> TestResult {
             w.outcome
         );
     }
+    Ok(())
+}
+
+fn boot_stack_has_a_guard_page() -> TestResult {
+    let guard = sections().stack_guard;
+    let below = kernel_walk(guard).outcome;
+    check!(
+        matches!(below, Outcome::NotPresent { .. }),
+        "the guard page {guard:#x} is mapped: {below:?}"
+    );
+    let stack = kernel_walk(guard + PAGE_SIZE);
+    check!(
+        stack.mapping().is_some(),
+        "the stack's lowest page is not mapped"
+    );
     Ok(())
 }
 
