@@ -15,6 +15,8 @@ build: vmm guest
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none || rustup target add x86_64-unknown-none
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
 vmm:
 	$(CARGO) build --release -p vmm
@@ -26,8 +28,9 @@ guest: toolchain
 run: build
 	$(VMM) --mem $(MEM) $(GUEST)
 
-# Host unit and property tests, then the system tests that boot the guest.
-test: build
+# Formatting and lints, host unit and property tests, then the system
+# tests that boot the guest.
+test: build lint
 	$(CARGO) test --workspace --release
 
 lint: toolchain
