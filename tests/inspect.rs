@@ -2,40 +2,11 @@
 //! (through the monitor socket) and on ELF dumps, compared with each other
 //! and with what the guest printed about itself.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use system_tests::{guest_path, kvm_available, vmm, vmm_path, Run};
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmm-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn inspect(source: &[&str], args: &[&str]) -> Run {
-    let mut all = vec!["inspect"];
-    all.extend_from_slice(source);
-    all.extend_from_slice(args);
-    vmm(all)
-}
-
-/// Kills the VM if the test fails while it is stopped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).unwrap()
-}
+use system_tests::{guest_path, hex, inspect, kvm_available, tmp, vmm, MonitoredVm, Run};
 
 /// The PHYSICAL column of `vtop`'s first result line.
 fn vtop_pa(run: &Run) -> Option<u64> {
@@ -61,50 +32,10 @@ fn live_and_dump_agree_with_the_guest() {
     let sock = tmp("monitor.sock");
     let exit_core = tmp("exit.core");
     let now_core = tmp("now.core");
-    let guest = guest_path();
-    let mut child = Command::new(vmm_path())
-        .args(["run", "--mem", "2G", "--timeout", "120"])
-        .args(["--cmdline", "linger=10 plant=dmap"])
-        .arg("--monitor")
-        .arg(&sock)
-        .arg("--dump-on-exit")
-        .arg(&exit_core)
-        .arg(&guest)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start vmm");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut vm = Guard(child);
-    let output = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let out2 = output.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            out2.lock().unwrap().push_str(&line);
-            out2.lock().unwrap().push('\n');
-            let _ = tx.send(line);
-        }
-    });
-    let err_text = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-        s
-    });
-
+    let vm = MonitoredVm::start("linger=10 plant=dmap", &sock, &exit_core);
     // Wait for the linger loop: the descriptor is published, the plant done.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("churning for") => break,
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-            Err(_) => panic!("the guest never lingered:\n{}", output.lock().unwrap()),
-        }
-    }
-    let printed = output.lock().unwrap().clone();
+    vm.wait_for("churning for", Duration::from_secs(90));
+    let printed = vm.printed();
     let live = ["--socket", sock.to_str().unwrap()];
     let dump = ["--dump", now_core.to_str().unwrap()];
 
@@ -202,18 +133,9 @@ fn live_and_dump_agree_with_the_guest() {
     eprintln!("{}", bench.stdout);
 
     inspect(&live, &["cont"]).expect_status(0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = vm.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the guest did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let printed = output.lock().unwrap().clone();
-    let stderr = err_text.join().unwrap();
-    assert_eq!(status.code(), Some(0), "{printed}\n{stderr}");
+    let finished = vm.finish(Duration::from_secs(60));
+    finished.expect_status(0);
+    let printed = finished.stdout.clone();
 
     // The dump taken at exit matches the guest's final report.
     let exit = ["--dump", exit_core.to_str().unwrap()];

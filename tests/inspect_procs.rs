@@ -4,39 +4,9 @@
 //! with the layout exec and the program give it, and with the slabinfo
 //! the guest prints at exit.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use system_tests::{guest_path, kvm_available, vmm, vmm_path, Run};
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmm-procs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn inspect(source: &[&str], args: &[&str]) -> Run {
-    let mut all = vec!["inspect"];
-    all.extend_from_slice(source);
-    all.extend_from_slice(args);
-    vmm(all)
-}
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).unwrap()
-}
+use system_tests::{guest_path, hex, inspect, kvm_available, tmp, vmm, MonitoredVm};
 
 /// `vma` lines as (start, end, perms, kind).
 fn vmas(text: &str) -> Vec<(u64, u64, String, String)> {
@@ -63,40 +33,8 @@ fn a_live_process_seen_from_the_host() {
     let sock = tmp("monitor.sock");
     let exit_core = tmp("exit.core");
     let now_core = tmp("now.core");
-    let mut child = Command::new(vmm_path())
-        .args(["run", "--mem", "2G", "--timeout", "120"])
-        .args(["--cmdline", "selftest=off run=spin"])
-        .arg("--monitor")
-        .arg(&sock)
-        .arg("--dump-on-exit")
-        .arg(&exit_core)
-        .arg(guest_path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start vmm");
-    let stdout = child.stdout.take().unwrap();
-    let mut vm = Guard(child);
-    let output = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let out2 = output.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            out2.lock().unwrap().push_str(&line);
-            out2.lock().unwrap().push('\n');
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(l) if l.contains("spin: spinning in ring 3") => break,
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-            Err(_) => panic!("the task never spun:\n{}", output.lock().unwrap()),
-        }
-    }
+    let vm = MonitoredVm::start("selftest=off run=spin", &sock, &exit_core);
+    vm.wait_for("spin: spinning in ring 3", Duration::from_secs(60));
     let live = ["--socket", sock.to_str().unwrap()];
     let dump = ["--dump", now_core.to_str().unwrap()];
     inspect(&live, &["stop"]).expect_status(0);
@@ -229,17 +167,9 @@ fn a_live_process_seen_from_the_host() {
     }
 
     inspect(&live, &["cont"]).expect_status(0);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(s) = vm.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the guest did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let printed = output.lock().unwrap().clone();
-    assert_eq!(status.code(), Some(0), "{printed}");
+    let finished = vm.finish(Duration::from_secs(90));
+    finished.expect_status(0);
+    let printed = finished.stdout.clone();
     assert!(
         printed.contains("[1:spin] exited with status 0"),
         "{printed}"

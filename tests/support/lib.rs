@@ -121,3 +121,145 @@ pub fn boot(mem: &str, extra: &[&str]) -> Run {
     args.push(guest.to_str().expect("path is UTF-8"));
     vmm(args)
 }
+
+/// A file in this test process's scratch directory.
+pub fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("cannot create a scratch directory");
+    dir.join(name)
+}
+
+/// `vmm inspect SOURCE... ARGS...`.
+pub fn inspect(source: &[&str], args: &[&str]) -> Run {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(source);
+    all.extend_from_slice(args);
+    vmm(all)
+}
+
+/// A hexadecimal number as `vmm` and the guest print it (`0x` optional).
+pub fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("not hex: {s:?}"))
+}
+
+/// A guest running in the background with a monitor socket and a dump on
+/// exit, its console collected as it comes. Killed if the test fails.
+pub struct MonitoredVm {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl MonitoredVm {
+    pub fn start(cmdline: &str, socket: &Path, exit_core: &Path) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(vmm_path())
+            .args([
+                "run",
+                "--mem",
+                "2G",
+                "--timeout",
+                "120",
+                "--cmdline",
+                cmdline,
+            ])
+            .arg("--monitor")
+            .arg(socket)
+            .arg("--dump-on-exit")
+            .arg(exit_core)
+            .arg(guest_path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start vmm");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut out) = collected.lock() {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        MonitoredVm {
+            child,
+            output,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// What the guest printed so far.
+    pub fn printed(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the guest prints a line containing `needle`.
+    pub fn wait_for(&self, needle: &str, limit: std::time::Duration) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(100))
+            {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
+                Err(_) => panic!("the guest never printed {needle:?}:\n{}", self.printed()),
+            }
+        }
+    }
+
+    /// Waits for the VM to exit: its status, everything it printed, and
+    /// its stderr.
+    pub fn finish(mut self, limit: std::time::Duration) -> Run {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("cannot wait for vmm") {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the guest did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        // The reader thread ends with the pipe; give it a moment to drain.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Run {
+            status: status.code().unwrap_or(-1),
+            stdout: self.printed(),
+            stderr,
+        }
+    }
+}
+
+impl Drop for MonitoredVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
