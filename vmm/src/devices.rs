@@ -17,6 +17,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// The largest console write the VMM accepts in one hypercall.
 const CONSOLE_WRITE_MAX: u64 = 1 << 20;
+/// Longest UART line the VMM buffers before writing it out anyway.
+const SERIAL_LINE_MAX: usize = 4096;
 /// Highest order DMAP_PROT accepts (the buddy allocator's MAX_ORDER).
 pub const DMAP_MAX_ORDER: u64 = 10;
 
@@ -66,7 +68,9 @@ impl<W: Write> Devices<W> {
         match port {
             SERIAL_COM1 => {
                 self.serial_line.extend_from_slice(data);
-                if data.contains(&b'\n') {
+                // A guest that never writes a newline must not grow the
+                // buffer without bound: write out at SERIAL_LINE_MAX.
+                if data.contains(&b'\n') || self.serial_line.len() >= SERIAL_LINE_MAX {
                     self.flush_serial();
                 }
             }
@@ -226,6 +230,19 @@ mod tests {
             IoAction::Exit(7)
         );
         assert_eq!(dev.console, b"hi\n");
+    }
+
+    #[test]
+    fn serial_without_newlines_is_bounded() {
+        let mem = allocate(64 << 20).unwrap();
+        let mut dev = Devices::new(Vec::new());
+        for _ in 0..3 * SERIAL_LINE_MAX + 5 {
+            dev.port_out(&mem, SERIAL_COM1, b"x");
+            assert!(dev.serial_line.len() < SERIAL_LINE_MAX);
+        }
+        assert_eq!(dev.console.len(), 3 * SERIAL_LINE_MAX);
+        dev.flush_serial();
+        assert_eq!(dev.console.len(), 3 * SERIAL_LINE_MAX + 5);
     }
 
     #[test]
