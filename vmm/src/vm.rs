@@ -177,6 +177,9 @@ struct Ctl {
     want: u32,
     parked: bool,
     finished: bool,
+    /// The run is ending (timeout): the vCPU leaves the parked state even
+    /// while pauses are held (a `stop`, a long monitor command).
+    abort: bool,
     regs: Option<Regs>,
     /// The vCPU thread, to kick (set while it runs).
     thread: Option<libc::pthread_t>,
@@ -241,7 +244,7 @@ impl VcpuControl {
         vas: Vec<u64>,
     ) -> Option<(Vec<Option<u64>>, Duration)> {
         let mut s = self.lock();
-        if s.finished || !s.parked {
+        if s.finished || !s.parked || s.abort {
             return None;
         }
         s.job = Some(vas);
@@ -264,6 +267,12 @@ impl VcpuControl {
         self.cv.notify_all();
     }
 
+    /// Makes a parked vCPU leave `checkpoint` whatever pauses are held.
+    pub fn abort(&self) {
+        self.lock().abort = true;
+        self.cv.notify_all();
+    }
+
     /// The last published registers (after the guest ended, its final ones).
     pub fn last_regs(&self) -> Option<Regs> {
         self.lock().regs
@@ -272,13 +281,13 @@ impl VcpuControl {
     /// Called by the vCPU thread between KVM_RUNs.
     fn checkpoint(&self, vcpu: &VcpuFd) {
         let mut s = self.lock();
-        if s.want == 0 {
+        if s.want == 0 || s.abort {
             return;
         }
         s.regs = read_regs(vcpu);
         s.parked = true;
         self.cv.notify_all();
-        while s.want > 0 {
+        while s.want > 0 && !s.abort {
             if let Some(vas) = s.job.take() {
                 let t = Instant::now();
                 let out = vas
@@ -336,15 +345,16 @@ pub fn run(
     let (tx, rx) = mpsc::channel();
     let mem = vm.mem.clone();
     let vcpu_stop = stop.clone();
+    let vcpu_ctl = ctl.clone();
     let handle = thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
             let mut vcpu = vcpu;
             let out = std::io::stdout();
             let devices = Devices::with_record(out.lock(), record);
-            ctl.start();
-            let result = vcpu_loop(&mut vcpu, &mem, &vcpu_stop, devices, &ctl);
-            ctl.finish(&vcpu);
+            vcpu_ctl.start();
+            let result = vcpu_loop(&mut vcpu, &mem, &vcpu_stop, devices, &vcpu_ctl);
+            vcpu_ctl.finish(&vcpu);
             let _ = tx.send(result);
         })
         .map_err(|e| VmmError::Kvm(format!("cannot start the vCPU thread: {e}")))?;
@@ -358,6 +368,7 @@ pub fn run(
                 // out of KVM_RUN. A signal that lands outside KVM_RUN is lost,
                 // so keep kicking until the loop answers.
                 stop.store(true, Ordering::SeqCst);
+                ctl.abort();
                 loop {
                     let _ = handle.kill(SIGRTMIN());
                     match rx.recv_timeout(Duration::from_millis(20)) {
