@@ -119,3 +119,30 @@ fn missing_kvm_device_is_explained() {
         "/nonexistent/kvm does not exist: this machine has no KVM",
     );
 }
+
+/// Arguments that are not UTF-8: one line and status 2, never a panic
+/// (the socket path is only used here; an argument for the monitor must be
+/// UTF-8).
+#[test]
+fn non_utf8_arguments() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"/tmp/\xff-no-such-socket");
+    let run = vmm([
+        OsStr::new("inspect"),
+        OsStr::new("--socket"),
+        bad,
+        OsStr::new("regs"),
+    ]);
+    expect_bad_input(&run, "cannot connect to the monitor");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    let run = vmm([
+        OsStr::new("inspect"),
+        OsStr::new("--socket"),
+        OsStr::new("/nonexistent/monitor.sock"),
+        OsStr::new("dump"),
+        bad,
+    ]);
+    expect_bad_input(&run, "is not UTF-8");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+}

@@ -154,24 +154,39 @@ pub struct MonitoredVm {
 
 impl MonitoredVm {
     pub fn start(cmdline: &str, socket: &Path, exit_core: &Path) -> Self {
+        Self::start_with(cmdline, socket, exit_core, "120", &[])
+    }
+
+    /// `start` with another `--timeout` and extra environment.
+    pub fn start_with(
+        cmdline: &str,
+        socket: &Path,
+        exit_core: &Path,
+        timeout: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         use std::io::BufRead;
         use std::process::Stdio;
-        let mut child = Command::new(vmm_path())
-            .args([
-                "run",
-                "--mem",
-                "2G",
-                "--timeout",
-                "120",
-                "--cmdline",
-                cmdline,
-            ])
-            .arg("--monitor")
-            .arg(socket)
-            .arg("--dump-on-exit")
-            .arg(exit_core)
-            .arg(guest_path())
-            .env_remove("RUST_LOG")
+        let mut cmd = Command::new(vmm_path());
+        cmd.args([
+            "run",
+            "--mem",
+            "2G",
+            "--timeout",
+            timeout,
+            "--cmdline",
+            cmdline,
+        ])
+        .arg("--monitor")
+        .arg(socket)
+        .arg("--dump-on-exit")
+        .arg(exit_core)
+        .arg(guest_path())
+        .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -32,6 +32,7 @@ use abi::vmcoreinfo::Vmcoreinfo;
 use pagetable::PhysError;
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::devices::DMAP_MAX_ORDER;
 use crate::elf::{Elf64Ehdr, Elf64Phdr, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, PHDR_SIZE};
 use crate::guestphys::GuestPhys;
 
@@ -46,8 +47,14 @@ const OWNER: &str = "I386MM";
 pub const CHUNK: u64 = 2 << 20;
 /// Bounds for the reader.
 const MAX_PHDRS: usize = 65_535;
+/// One budget for all note segments together, and few of them: notes
+/// are read into memory, and many headers may point at the same bytes.
 const MAX_NOTES_BYTES: u64 = 16 << 20;
+const MAX_NOTE_SEGMENTS: usize = 4;
 const MAX_CPUS: usize = 256;
+/// Most slab records kept (a 16 GiB guest has 4M frames; a record needs
+/// at least one).
+const MAX_SLAB_RECORDS: usize = 1 << 22;
 
 /// One vCPU's registers, as much as the dump keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -340,8 +347,31 @@ fn runs(mem: &dyn GuestPhys, buf: &mut [u8]) -> Result<Vec<Run>, PhysError> {
 }
 
 /// Writes a core dump of `mem` with `meta` to `path`. Returns (file bytes,
-/// RAM bytes with data).
-pub fn write(path: &Path, mem: &dyn GuestPhys, meta: &DumpMeta) -> std::io::Result<(u64, u64)> {
+/// RAM bytes with data). With `new_only` the file must not exist yet and
+/// may not be a symlink (a monitor client names the path).
+pub fn write(
+    path: &Path,
+    mem: &dyn GuestPhys,
+    meta: &DumpMeta,
+    new_only: bool,
+) -> std::io::Result<(u64, u64)> {
+    let file = if new_only {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    std::io::Error::new(e.kind(), "the file exists; give a new path")
+                } else {
+                    e
+                }
+            })?
+    } else {
+        File::create(path)?
+    };
     let io_err = |e: PhysError| std::io::Error::other(e.to_string());
     let mut buf = vec![0u8; CHUNK as usize];
     let runs = runs(mem, &mut buf).map_err(io_err)?;
@@ -412,7 +442,6 @@ pub fn write(path: &Path, mem: &dyn GuestPhys, meta: &DumpMeta) -> std::io::Resu
         e_phnum: u16::try_from(phnum).map_err(|_| std::io::Error::other("too many segments"))?,
         ..Default::default()
     };
-    let file = File::create(path)?;
     let mut w = BufWriter::new(file);
     w.write_all(ehdr.as_bytes())?;
     for p in &phdrs {
@@ -494,13 +523,27 @@ impl DumpMem {
             .map_err(|e| bad(path, e))?;
         let mut segs = Vec::new();
         let mut notes = Vec::new();
+        let mut notes_bytes = 0u64;
         for chunk in table.chunks_exact(PHDR_SIZE) {
             let p = Elf64Phdr::read_from_bytes(chunk).map_err(|_| bad(path, "bad phdr"))?;
             let in_file = p.p_offset.checked_add(p.p_filesz).is_some_and(|e| e <= len);
             match p.p_type {
                 PT_NOTE => {
-                    if !in_file || p.p_filesz > MAX_NOTES_BYTES {
+                    if !in_file {
                         return Err(bad(path, "note segment outside the file"));
+                    }
+                    if notes.len() >= MAX_NOTE_SEGMENTS {
+                        return Err(bad(
+                            path,
+                            format!("more than {MAX_NOTE_SEGMENTS} note segments"),
+                        ));
+                    }
+                    notes_bytes = notes_bytes.saturating_add(p.p_filesz);
+                    if notes_bytes > MAX_NOTES_BYTES {
+                        return Err(bad(
+                            path,
+                            format!("notes larger than {} MiB in all", MAX_NOTES_BYTES >> 20),
+                        ));
                     }
                     let mut n = vec![0u8; p.p_filesz as usize];
                     file.read_exact_at(&mut n, p.p_offset)
@@ -541,11 +584,16 @@ impl DumpMem {
                         }
                     }
                     (OWNER, NT_I386MM_SLAB) => {
+                        // Orders as DMAP_PROT accepts them: `1 << order`
+                        // must stay a block of frames.
                         for pair in desc.chunks_exact(16) {
+                            if meta.slab.len() >= MAX_SLAB_RECORDS {
+                                break;
+                            }
                             let pfn = u64::from_le_bytes(pair[..8].try_into().unwrap_or_default());
                             let order =
                                 u64::from_le_bytes(pair[8..].try_into().unwrap_or_default());
-                            meta.slab.insert(pfn, order.min(64) as u32);
+                            meta.slab.insert(pfn, order.min(DMAP_MAX_ORDER) as u32);
                         }
                     }
                     (OWNER, NT_I386MM_RAM) => {
@@ -589,7 +637,7 @@ impl DumpMem {
         let seg = self
             .segs
             .get(i)
-            .filter(|s| s.pa <= pa && pa + 4096 <= s.pa + s.memsz)
+            .filter(|s| s.pa <= pa && pa.checked_add(4096).is_some_and(|e| e <= s.pa + s.memsz))
             .ok_or(PhysError::OutsideRam { pa })?;
         let mut out = Box::new([0u8; 4096]);
         let off = pa - seg.pa;
@@ -691,7 +739,7 @@ mod tests {
             slab,
         };
         let path = tmp("rt.core");
-        let (size, data) = write(&path, &mem, &meta).unwrap();
+        let (size, data) = write(&path, &mem, &meta, false).unwrap();
         assert_eq!(data, 3 * CHUNK, "three non-zero chunks");
         assert!(size < 8 << 20, "zero chunks take no space ({size})");
         let d = DumpMem::open(&path).unwrap();
@@ -722,6 +770,104 @@ mod tests {
         }
         assert!(DumpMem::open(Path::new("/nonexistent/x")).is_err());
         std::fs::remove_file(&path).ok();
+    }
+
+    /// An ELF core header with `n` PT_NOTEs of `size` bytes, all at offset
+    /// 0, in a sparse file of `size` bytes.
+    fn notes_file(path: &Path, n: u16, size: u64) {
+        let mut ident = [0u8; 16];
+        ident[..4].copy_from_slice(&ELFMAG);
+        ident[4] = ELFCLASS64;
+        ident[5] = ELFDATA2LSB;
+        let ehdr = Elf64Ehdr {
+            e_ident: ident,
+            e_type: ET_CORE,
+            e_machine: EM_X86_64,
+            e_version: 1,
+            e_phoff: 64,
+            e_phentsize: PHDR_SIZE as u16,
+            e_phnum: n,
+            ..Default::default()
+        };
+        let ph = Elf64Phdr {
+            p_type: PT_NOTE,
+            p_filesz: size,
+            p_memsz: size,
+            ..Default::default()
+        };
+        let mut f = File::create(path).unwrap();
+        f.write_all(ehdr.as_bytes()).unwrap();
+        for _ in 0..n {
+            f.write_all(ph.as_bytes()).unwrap();
+        }
+        f.set_len(size.max(64 + 56 * u64::from(n))).unwrap();
+    }
+
+    /// Many note headers over the same bytes (the reviewer's 16 MiB file
+    /// asking for 1 TiB): refused by count and by one byte budget.
+    #[test]
+    fn note_segments_share_one_budget() {
+        let path = tmp("notes.core");
+        notes_file(&path, 65_535, 16 << 20);
+        let err = DumpMem::open(&path).err().unwrap();
+        assert!(err.contains("16 MiB in all"), "{err}");
+        notes_file(&path, 2, 9 << 20);
+        let err = DumpMem::open(&path).err().unwrap();
+        assert!(err.contains("16 MiB in all"), "{err}");
+        notes_file(&path, 5, 4096);
+        let err = DumpMem::open(&path).err().unwrap();
+        assert!(err.contains("more than 4 note segments"), "{err}");
+        std::fs::remove_file(&path).ok();
+    }
+
+    /// A dump's slab record is untrusted: orders are clamped to what
+    /// DMAP_PROT accepts, and reads near the top of the address space
+    /// fail instead of overflowing.
+    #[test]
+    fn hostile_slab_orders_and_addresses() {
+        let path = tmp("slab.core");
+        let meta = DumpMeta {
+            cpus: vec![Regs::default()],
+            vmcoreinfo: None,
+            slab: BTreeMap::from([(1, 63), (2, u32::MAX)]),
+        };
+        write(&path, &VecMem(vec![0; 1 << 16]), &meta, false).unwrap();
+        let d = DumpMem::open(&path).unwrap();
+        assert_eq!(
+            d.meta.slab.into_iter().collect::<Vec<_>>(),
+            vec![(1, DMAP_MAX_ORDER as u32), (2, DMAP_MAX_ORDER as u32)]
+        );
+        let d = DumpMem::open(&path).unwrap();
+        assert!(d.read(!4095, &mut [0u8; 16]).is_err());
+        assert!(d.read(u64::MAX - 3, &mut [0u8; 16]).is_err());
+        std::fs::remove_file(&path).ok();
+    }
+
+    /// The monitor's `dump PATH`: never an existing file, never a symlink.
+    #[test]
+    fn new_only_dumps_refuse_existing_files_and_symlinks() {
+        let mem = VecMem(vec![0; 1 << 16]);
+        let meta = DumpMeta::default();
+        let victim = tmp("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let err = write(&victim, &mem, &meta, true).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        let link = tmp("link");
+        std::fs::remove_file(&link).ok();
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write(&link, &mem, &meta, true).is_err());
+        let dangling = tmp("dangling");
+        std::fs::remove_file(&dangling).ok();
+        std::os::unix::fs::symlink(tmp("nowhere"), &dangling).unwrap();
+        assert!(write(&dangling, &mem, &meta, true).is_err());
+        assert!(!tmp("nowhere").exists(), "followed a dangling symlink");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let fresh = tmp("fresh.core");
+        std::fs::remove_file(&fresh).ok();
+        write(&fresh, &mem, &meta, true).unwrap();
+        for p in [victim, link, dangling, fresh] {
+            std::fs::remove_file(p).ok();
+        }
     }
 
     #[test]

@@ -33,6 +33,15 @@ const MAX_STRUCT: u64 = 4096;
 const MAX_RB_NODES: u64 = 1 << 16;
 const MAX_FINDINGS: usize = 1000;
 const MAX_X_LEN: u64 = 1 << 16;
+/// Most steps along the guest's free lists, whatever nr_free says.
+const MAX_LIST_STEPS: u64 = 1 << 22;
+/// Most leaves (or ranges) one listing prints: shared page tables can
+/// legally make millions, which would cost gigabytes of output.
+pub const MAX_LINES: u64 = 100_000;
+/// Most mappings ptov lists per address space.
+const MAX_PTOV_PER_SPACE: usize = 1024;
+/// Most table entries ptov and audit read over all address spaces.
+const MAX_ENTRIES_ALL_SPACES: u64 = 1 << 24;
 
 /// What the inspector looks at.
 pub struct Target {
@@ -287,6 +296,8 @@ pub struct Kernel<'t> {
     pub max_low_pfn: u64,
     pub swapper: u64,
     pub cfg: WalkConfig,
+    /// Build only the JSON answer of the big listings (else only text).
+    pub json: bool,
 }
 
 impl<'t> Kernel<'t> {
@@ -304,6 +315,16 @@ impl<'t> Kernel<'t> {
         let swapper_va = info
             .symbol(sym::SWAPPER_PG_DIR)
             .ok_or_else(|| InspectError::new("vmcoreinfo lacks SYMBOL(swapper_pg_dir)"))?;
+        // No struct page beyond the end of RAM: the guest's max_pfn bounds
+        // list walks and mem_map reads, so it may not exceed what exists.
+        let ram_pfns = t
+            .mem
+            .ram()
+            .iter()
+            .map(|&(s, n)| s.saturating_add(n) / PAGE)
+            .max()
+            .unwrap_or(0);
+        let max_pfn = n(num::MAX_PFN)?.min(ram_pfns);
         Ok(Kernel {
             t,
             info,
@@ -315,10 +336,11 @@ impl<'t> Kernel<'t> {
             last_pkmap: n(num::LAST_PKMAP)?.min(4096),
             fixaddr_start: n(num::FIXADDR_START)?,
             fixaddr_top: n(num::FIXADDR_TOP)?,
-            max_pfn: n(num::MAX_PFN)?,
-            max_low_pfn: n(num::MAX_LOW_PFN)?,
+            max_pfn,
+            max_low_pfn: n(num::MAX_LOW_PFN)?.min(max_pfn),
             swapper: swapper_va.wrapping_sub(page_offset),
             cfg: WalkConfig::default(),
+            json: false,
         })
     }
 
@@ -474,7 +496,9 @@ impl<'t> Kernel<'t> {
     }
 
     /// Every free block, from the free lists: (pfn, order) plus anomalies.
-    /// Each list walk stops after nr_free + 1 steps or max_pfn steps.
+    /// A list walk stops at a pfn already seen on any list (a loop), after
+    /// nr_free + 1 steps, and all walks together after max_pfn + 16 or
+    /// MAX_LIST_STEPS steps, whichever is smaller.
     pub fn free_blocks(&self, zones: &[ZoneInfo]) -> R<(BTreeMap<u64, u32>, Vec<String>)> {
         let none = self.number(num::PFN_NONE).unwrap_or(u32::MAX as u64);
         let buddy = self.number(num::PG_BUDDY).unwrap_or(1) as u32;
@@ -488,9 +512,24 @@ impl<'t> Kernel<'t> {
                 while p != none {
                     steps += 1;
                     total_steps += 1;
-                    if steps > nr.saturating_add(1) || total_steps > self.max_pfn + 16 {
+                    if steps > nr.saturating_add(1) {
                         bad.push(format!(
                             "zone {} order {order}: free list longer than nr_free {nr} (loop?)",
+                            z.name
+                        ));
+                        break;
+                    }
+                    if total_steps > self.max_pfn.saturating_add(16).min(MAX_LIST_STEPS) {
+                        bad.push(format!(
+                            "zone {} order {order}: free lists longer than {} steps in all; walk stopped",
+                            z.name,
+                            total_steps - 1
+                        ));
+                        return Ok((blocks, bad));
+                    }
+                    if blocks.contains_key(&p) {
+                        bad.push(format!(
+                            "zone {} order {order}: pfn {p:#x} is on the free lists twice (loop); list cut",
                             z.name
                         ));
                         break;
@@ -738,7 +777,7 @@ impl<'t> Kernel<'t> {
                 json!({"region": "vmalloc"}),
             );
         }
-        let pkmap_end = self.pkmap_base + self.last_pkmap * PAGE;
+        let pkmap_end = self.pkmap_base.saturating_add(self.last_pkmap * PAGE);
         if va >= self.pkmap_base && va < pkmap_end {
             let nr = (pg - self.pkmap_base) / PAGE;
             let (count, pfn) = self
@@ -760,7 +799,7 @@ impl<'t> Kernel<'t> {
             let idx = (self.fixaddr_top - pg) / PAGE;
             let begin = self.number(num::FIX_KMAP_BEGIN).unwrap_or(1);
             let n = self.number(num::KM_MAX_IDX).unwrap_or(16);
-            if idx >= begin && idx < begin + n {
+            if idx >= begin && idx < begin.saturating_add(n) {
                 let slot = idx - begin;
                 let live = self
                     .kmap_local()
@@ -788,35 +827,41 @@ impl<'t> Kernel<'t> {
         )
     }
 
-    /// Every leaf under `root`, plus anomaly lines.
-    pub fn leaves(&self, root: u64) -> (Vec<Leaf>, Vec<String>, pagetable::Summary) {
-        self.leaves_in(root, ALL)
-    }
-
-    /// The leaves under `root` in `range`, plus anomaly lines.
-    pub fn leaves_in(
+    /// Streams the leaves under `root` in `range` to `leaf` (Break stops
+    /// the walk) reading at most `budget` entries; anomaly lines go to
+    /// `bad`, at most MAX_FINDINGS of them plus one saying how many more.
+    /// Nothing is collected: aliased tables can make millions of leaves.
+    pub fn each_leaf(
         &self,
         root: u64,
         range: std::ops::Range<u64>,
-    ) -> (Vec<Leaf>, Vec<String>, pagetable::Summary) {
-        let mut leaves = Vec::new();
-        let mut bad = Vec::new();
-        let mut v = FnVisitor(
-            |l: &Leaf| {
-                leaves.push(*l);
-                ControlFlow::Continue(())
-            },
-            |a: &Anomaly| {
+        budget: u64,
+        leaf: impl FnMut(&Leaf) -> ControlFlow<()>,
+        bad: &mut Vec<String>,
+    ) -> pagetable::Summary {
+        let cfg = WalkConfig {
+            budget: budget.min(self.cfg.budget),
+            ..self.cfg
+        };
+        let mut more = 0u64;
+        let mut v = FnVisitor(leaf, |a: &Anomaly| {
+            if bad.len() < MAX_FINDINGS {
                 bad.push(anomaly_text(a));
-                ControlFlow::Continue(())
-            },
-        );
-        let sum = for_each_mapping(self.mem(), root, range, &self.cfg, &mut v);
-        (leaves, bad, sum)
+            } else {
+                more += 1;
+            }
+            ControlFlow::Continue(())
+        });
+        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut v);
+        if more > 0 {
+            bad.push(format!("anomaly: {more} more anomalies not listed"));
+        }
+        sum
     }
 
     /// Physical pages holding the tables under `root` (bounded).
-    pub fn table_pages(&self, root: u64) -> BTreeSet<u64> {
+    /// Stops after `budget` entries; returns the entries read too.
+    pub fn table_pages(&self, root: u64, budget: u64) -> (BTreeSet<u64>, u64) {
         let mode = self.cfg.mode;
         let mut out = BTreeSet::new();
         let mut frontier = vec![(root & pagetable::ADDR_MASK, 0usize)];
@@ -828,8 +873,8 @@ impl<'t> Kernel<'t> {
             let desc = &mode.levels[depth];
             for i in 0..desc.entries() as u64 {
                 reads += 1;
-                if reads > self.cfg.budget {
-                    return out;
+                if reads > budget.min(self.cfg.budget) {
+                    return (out, reads);
                 }
                 let Ok(e) = self.mem().read_u64(table + 8 * i) else {
                     break;
@@ -840,7 +885,7 @@ impl<'t> Kernel<'t> {
                 }
             }
         }
-        out
+        (out, reads)
     }
 
     /// What the PDPT entry covering PAGE_OFFSET points at under `root`
@@ -883,13 +928,14 @@ impl<'t> Kernel<'t> {
     }
 
     pub fn direct_va(&self, pa: u64) -> Option<u64> {
-        (pa < self.max_low_pfn * PAGE).then_some(pa + self.page_offset)
+        (pa < self.max_low_pfn * PAGE).then_some(pa.wrapping_add(self.page_offset))
     }
 
     /// Who owns a frame, from mem_map, the free lists and the host record.
     pub fn owner(&self, pfn: u64, free: &BTreeMap<u64, u32>) -> String {
+        // Orders are clamped: a dump's slab record is as untrusted as memory.
         if let Some((&head, &order)) = self.t.slab.range(..=pfn).next_back() {
-            if pfn < head + (1 << order) {
+            if pfn < head + (1u64 << order.min(20)) {
                 let cache = self.page(head).map(|p| p.slab_cache).unwrap_or(0);
                 return format!(
                     "slab (host record: order-{order} block at pfn {head:#x}; cache id {cache})"
@@ -897,7 +943,7 @@ impl<'t> Kernel<'t> {
             }
         }
         if let Some((&head, &order)) = free.range(..=pfn).next_back() {
-            if pfn < head + (1 << order) {
+            if pfn < head + (1u64 << order.min(20)) {
                 return format!("free (buddy: order-{order} block at pfn {head:#x})");
             }
         }
@@ -914,14 +960,17 @@ impl<'t> Kernel<'t> {
         if p.flags & flag(num::PG_RESERVED, 2) != 0 {
             return "reserved".into();
         }
-        let va = self.page_offset + pfn * PAGE;
+        let va = self.page_offset.wrapping_add(pfn * PAGE);
         if let Some(sec) = self.section_of(va).filter(|_| pfn < self.max_low_pfn) {
             return format!("kernel image ({sec})");
         }
         if let Ok(mm) = self.sym(sym::MEM_MAP) {
             let size = self.size(off::PAGE).unwrap_or(32);
             let start = mm.wrapping_sub(self.page_offset) / PAGE;
-            let end = (mm.wrapping_sub(self.page_offset) + self.max_pfn * size).div_ceil(PAGE);
+            let end = mm
+                .wrapping_sub(self.page_offset)
+                .saturating_add(self.max_pfn * size)
+                .div_ceil(PAGE);
             if pfn >= start && pfn < end {
                 return "mem_map".into();
             }
@@ -968,9 +1017,15 @@ fn hexdump(base: u64, data: &[u8]) -> String {
     s
 }
 
-/// Runs one inspect command. `Dump`, `Stop`, `Cont` and `Bench` need the
-/// monitor and are refused here.
+/// Runs one inspect command for text output (see `run_as`).
 pub fn run(t: &Target, cmd: &Cmd) -> R<Output> {
+    run_as(t, cmd, false)
+}
+
+/// Runs one inspect command. `Dump`, `Stop`, `Cont` and `Bench` need the
+/// monitor and are refused here. The listings that can be long (tlb, mem,
+/// ptov, audit) build only the form asked for: text, or JSON if `json`.
+pub fn run_as(t: &Target, cmd: &Cmd, json: bool) -> R<Output> {
     match cmd {
         Cmd::Regs => return Ok(regs(t)),
         Cmd::Vmcoreinfo => {
@@ -987,7 +1042,8 @@ pub fn run(t: &Target, cmd: &Cmd) -> R<Output> {
         }
         _ => {}
     }
-    let k = Kernel::new(t)?;
+    let mut k = Kernel::new(t)?;
+    k.json = json;
     match cmd {
         Cmd::Vtop { va, pid, cr3 } => {
             let va = parse_hex(va)?;
@@ -1115,32 +1171,72 @@ fn ptov(k: &Kernel, pa: u64) -> R<Output> {
     let (spaces, _) = k.spaces();
     let mut s = format!("PHYSICAL {pa:#x} (pfn {pfn:#x})\n");
     let mut maps = Vec::new();
+    let mut found = 0usize;
+    let mut budget = MAX_ENTRIES_ALL_SPACES;
+    let mut bad = Vec::new();
     for (root, name, user) in &spaces {
         // A process's kernel quarter is swapper's: list its user part only.
-        let (leaves, _, _) = k.leaves_in(*root, if *user { 0..k.page_offset } else { ALL });
-        for l in leaves.iter().filter(|l| pa >= l.pa && pa - l.pa < l.size) {
-            let va = l.va + (pa - l.pa);
+        let range = if *user { 0..k.page_offset } else { ALL };
+        let mut here = 0usize;
+        let sum = k.each_leaf(
+            *root,
+            range,
+            budget,
+            |l| {
+                if pa < l.pa || pa - l.pa >= l.size {
+                    return ControlFlow::Continue(());
+                }
+                if here >= MAX_PTOV_PER_SPACE {
+                    return ControlFlow::Break(());
+                }
+                here += 1;
+                let va = l.va + (pa - l.pa);
+                if k.json {
+                    maps.push(json!({"va": va, "space": name, "page_size": l.size,
+                                     "flags": flags_str(l.flags)}));
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "  {va:#018x}  {} {}  in {name}",
+                        size_name(l.size),
+                        flags_str(l.flags)
+                    );
+                }
+                ControlFlow::Continue(())
+            },
+            &mut Vec::new(),
+        );
+        found += here;
+        if sum.stopped {
             let _ = writeln!(
                 s,
-                "  {va:#018x}  {} {}  in {name}",
-                size_name(l.size),
-                flags_str(l.flags)
-            );
-            maps.push(
-                json!({"va": va, "space": name, "page_size": l.size, "flags": flags_str(l.flags)}),
+                "  (more mappings in {name}; listing cut after {MAX_PTOV_PER_SPACE})"
             );
         }
+        budget = budget.saturating_sub(sum.entries_read);
+        if budget == 0 {
+            bad.push(format!(
+                "anomaly: {MAX_ENTRIES_ALL_SPACES} table entries read over all address spaces; the rest not searched"
+            ));
+            break;
+        }
     }
-    if maps.is_empty() {
+    if found == 0 {
         s.push_str("  (no virtual address maps it)\n");
     }
     let zones = k.zones()?;
     let (free, _) = k.free_blocks(&zones)?;
     let owner = k.owner(pfn, &free);
     let _ = writeln!(s, "owner: {owner}");
+    for b in &bad {
+        let _ = writeln!(s, "{b}");
+    }
+    if k.json {
+        s.clear();
+    }
     Ok(Output::ok(
         s,
-        json!({"pa": pa, "pfn": pfn, "mappings": maps, "owner": owner}),
+        json!({"pa": pa, "pfn": pfn, "mappings": maps, "owner": owner, "anomalies": bad}),
     ))
 }
 
@@ -1175,25 +1271,47 @@ fn tlb(k: &Kernel, pid: Option<u32>) -> R<Output> {
         Some(pid) => k.task_root(pid)?.0,
         None => tlb_root(k),
     };
-    let (leaves, bad, sum) = k.leaves(root);
-    let mut s = String::with_capacity(leaves.len() * 48);
-    let mut j = Vec::with_capacity(leaves.len());
-    for l in &leaves {
-        let mut own = l.entry.flags();
-        if l.size == 4096 {
-            own.remove(PteFlags::HUGE);
-        }
-        let f = tlb_flags(own);
-        let _ = writeln!(s, "{:016x}: {:016x} {f}", l.va, l.pa);
-        j.push(json!({"va": l.va, "pa": l.pa, "size": l.size, "flags": f}));
+    let mut s = String::new();
+    let mut j = Vec::new();
+    let mut bad = Vec::new();
+    let mut n = 0u64;
+    let sum = k.each_leaf(
+        root,
+        ALL,
+        k.cfg.budget,
+        |l| {
+            if n >= MAX_LINES {
+                return ControlFlow::Break(());
+            }
+            n += 1;
+            let mut own = l.entry.flags();
+            if l.size == 4096 {
+                own.remove(PteFlags::HUGE);
+            }
+            let f = tlb_flags(own);
+            if k.json {
+                j.push(json!({"va": l.va, "pa": l.pa, "size": l.size, "flags": f}));
+            } else {
+                let _ = writeln!(s, "{:016x}: {:016x} {f}", l.va, l.pa);
+            }
+            ControlFlow::Continue(())
+        },
+        &mut bad,
+    );
+    if sum.stopped {
+        bad.push(format!("truncated after {MAX_LINES} leaves"));
+    }
+    if k.json {
+        return Ok(Output::ok(
+            String::new(),
+            json!({"leaves": j, "anomalies": bad, "entries_read": sum.entries_read,
+                   "truncated": sum.truncated || sum.stopped}),
+        ));
     }
     for b in &bad {
         let _ = writeln!(s, "{b}");
     }
-    Ok(Output::ok(
-        s,
-        json!({"leaves": j, "anomalies": bad, "entries_read": sum.entries_read, "truncated": sum.truncated}),
-    ))
+    Ok(Output::ok(s, Value::Null))
 }
 
 fn mem(k: &Kernel, pid: Option<u32>) -> R<Output> {
@@ -1204,13 +1322,18 @@ fn mem(k: &Kernel, pid: Option<u32>) -> R<Output> {
     let mut s = String::new();
     let mut j = Vec::new();
     let mut bad = Vec::new();
-    for_each_range(
+    let mut n = 0u64;
+    let sum = for_each_range(
         k.mem(),
         root,
         ALL,
         &k.cfg,
         PteFlags::PERMS,
         |r| {
+            if n >= MAX_LINES {
+                return ControlFlow::Break(());
+            }
+            n += 1;
             let perm: String = [
                 if r.flags.contains(PteFlags::USER) {
                     'u'
@@ -1232,23 +1355,37 @@ fn mem(k: &Kernel, pid: Option<u32>) -> R<Output> {
             .iter()
             .collect();
             let end = r.va.wrapping_add(r.size);
-            let _ = writeln!(s, "{:016x}-{:016x} {:016x} {perm}", r.va, end, r.size);
-            j.push(json!({"start": r.va, "end": end, "size": r.size, "perm": perm}));
+            if k.json {
+                j.push(json!({"start": r.va, "end": end, "size": r.size, "perm": perm}));
+            } else {
+                let _ = writeln!(s, "{:016x}-{:016x} {:016x} {perm}", r.va, end, r.size);
+            }
             ControlFlow::Continue(())
         },
         |a| {
-            bad.push(anomaly_text(a));
+            if bad.len() < MAX_FINDINGS {
+                bad.push(anomaly_text(a));
+            }
             ControlFlow::Continue(())
         },
     );
+    if sum.stopped {
+        bad.push(format!("truncated after {MAX_LINES} ranges"));
+    }
+    if k.json {
+        return Ok(Output::ok(
+            String::new(),
+            json!({"ranges": j, "anomalies": bad}),
+        ));
+    }
     for b in &bad {
         let _ = writeln!(s, "{b}");
     }
-    Ok(Output::ok(s, json!({"ranges": j, "anomalies": bad})))
+    Ok(Output::ok(s, Value::Null))
 }
 
 fn layout(k: &Kernel) -> Output {
-    let pkmap_end = k.pkmap_base + k.last_pkmap * PAGE;
+    let pkmap_end = k.pkmap_base.saturating_add(k.last_pkmap * PAGE);
     let regions = [
         ("user", 0, k.page_offset),
         ("lowmem", k.page_offset, k.high_memory),
@@ -1260,22 +1397,32 @@ fn layout(k: &Kernel) -> Output {
         ("fixmap", k.fixaddr_start, k.fixaddr_top),
         ("top", k.fixaddr_top, 1 << 32),
     ];
-    let (leaves, bad, _) = k.leaves(k.swapper);
+    // (mapped bytes, leaves) per region, counted as the leaves stream by.
+    let mut counts = [(0u64, 0u64); 9];
+    let mut bad = Vec::new();
+    k.each_leaf(
+        k.swapper,
+        ALL,
+        k.cfg.budget,
+        |l| {
+            for (c, &(_, start, end)) in counts.iter_mut().zip(&regions) {
+                let (a, b) = (l.va.max(start), (l.va + l.size).min(end));
+                if a < b {
+                    c.0 += b - a;
+                    c.1 += 1;
+                }
+            }
+            ControlFlow::Continue(())
+        },
+        &mut bad,
+    );
     let mut s = String::from("region    start      - end           size      mapped   leaves\n");
     let mut j = Vec::new();
-    for (name, start, end) in regions {
-        let (mut mapped, mut n) = (0u64, 0u64);
-        for l in &leaves {
-            let (a, b) = (l.va.max(start), (l.va + l.size).min(end));
-            if a < b {
-                mapped += b - a;
-                n += 1;
-            }
-        }
+    for ((name, start, end), (mapped, n)) in regions.into_iter().zip(counts) {
         let _ = writeln!(
             s,
             "{name:<9} {start:#010x} - {end:#010x} {:>8}K {:>8}K {n:>8}",
-            (end - start) >> 10,
+            end.wrapping_sub(start) >> 10,
             mapped >> 10
         );
         j.push(json!({"name": name, "start": start, "end": end, "mapped": mapped, "leaves": n}));
@@ -1313,23 +1460,33 @@ fn layout(k: &Kernel) -> Output {
 
 fn meminfo(k: &Kernel) -> R<Output> {
     let zones = k.zones()?;
-    let kb = |p: u64| p * (PAGE / 1024);
-    let total: u64 = zones.iter().map(|z| z.managed).sum();
-    let free: u64 = zones.iter().map(|z| z.free).sum();
+    // Guest counters: saturating sums, no overflow panic.
+    let kb = |p: u64| p.saturating_mul(PAGE / 1024);
+    let sum = |f: fn(&ZoneInfo) -> u64| zones.iter().map(f).fold(0u64, u64::saturating_add);
+    let total = sum(|z| z.managed);
+    let free = sum(|z| z.free);
     let high = zones.iter().filter(|z| z.name == "HighMem");
-    let (ht, hf) = high.fold((0, 0), |(t, f), z| (t + z.managed, f + z.free));
+    let (ht, hf) = high.fold((0u64, 0u64), |(t, f), z| {
+        (t.saturating_add(z.managed), f.saturating_add(z.free))
+    });
     let (areas, _) = k.vmap_areas()?;
-    let vused: u64 = areas.iter().filter(|a| !a.lazy).map(|a| a.nr_pages).sum();
+    let vused = areas
+        .iter()
+        .filter(|a| !a.lazy)
+        .fold(0u64, |s, a| s.saturating_add(a.nr_pages));
     let slab: u64 = k.t.slab.values().map(|&o| 1u64 << o.min(20)).sum();
     let rows = [
         ("MemTotal", kb(total)),
         ("MemFree", kb(free)),
         ("HighTotal", kb(ht)),
         ("HighFree", kb(hf)),
-        ("LowTotal", kb(total - ht)),
+        ("LowTotal", kb(total.saturating_sub(ht))),
         ("LowFree", kb(free - hf.min(free))),
         ("Slab", kb(slab)),
-        ("VmallocTotal", (k.vmalloc_end - k.vmalloc_start) / 1024),
+        (
+            "VmallocTotal",
+            k.vmalloc_end.saturating_sub(k.vmalloc_start) / 1024,
+        ),
         ("VmallocUsed", kb(vused)),
     ];
     let mut s = String::new();
@@ -1458,7 +1615,7 @@ fn pkmap(k: &Kernel) -> R<Output> {
             _ => busy += 1,
         }
         if count != 0 {
-            let va = k.pkmap_base + nr as u64 * PAGE;
+            let va = k.pkmap_base.wrapping_add(nr as u64 * PAGE);
             let state = if count == 1 {
                 "unused (mapped until the next flush)".to_string()
             } else {
@@ -1500,20 +1657,133 @@ struct Finding {
     detail: String,
 }
 
+/// The double-mapping checks of one leaf; stops adding at MAX_FINDINGS.
+fn audit_leaf(
+    k: &Kernel,
+    l: &Leaf,
+    space: &str,
+    tables: &BTreeSet<u64>,
+    free: &BTreeMap<u64, u32>,
+    pk: Option<&PkmapState>,
+    findings: &mut Vec<Finding>,
+) {
+    let mut add = |f: Finding| {
+        if findings.len() < MAX_FINDINGS {
+            findings.push(f);
+        }
+    };
+    let direct = k.direct_va(l.pa) == Some(l.va);
+    let (lo, hi) = (l.pa / PAGE, (l.pa + l.size) / PAGE);
+    if l.flags.contains(PteFlags::USER) {
+        let why = if l.va >= k.page_offset {
+            Some("U set on a kernel address".to_string())
+        } else {
+            k.kernel_frame(lo, tables, free)
+        };
+        if let Some(why) = why {
+            add(Finding {
+                error: true,
+                kind: "user-accessible mapping of a kernel frame",
+                pfn: lo,
+                va: l.va,
+                space: space.to_string(),
+                detail: format!("{} leaf with U set: {why}", size_name(l.size)),
+            });
+        }
+    }
+    if direct {
+        return;
+    }
+    // Slab frames: only their direct-map address may map them. The pfn
+    // loops below stop with the findings cap (a 1 GiB leaf is 256K frames).
+    let first_slab =
+        k.t.slab
+            .range(..lo)
+            .next_back()
+            .map(|(&p, _)| p)
+            .unwrap_or(lo);
+    for (&head, &order) in k.t.slab.range(first_slab..hi) {
+        let end = head + (1u64 << order.min(20));
+        for pfn in (head.max(lo)..end.min(hi)).take(MAX_FINDINGS) {
+            add(Finding {
+                error: true,
+                kind: "slab frame mapped outside the direct map",
+                pfn,
+                va: l.va + (pfn * PAGE - l.pa),
+                space: space.to_string(),
+                detail: format!(
+                    "order-{order} slab at pfn {head:#x}; its only legal mapping is {:#x}",
+                    k.page_offset.wrapping_add(pfn * PAGE)
+                ),
+            });
+        }
+    }
+    if l.flags.contains(PteFlags::WRITABLE) {
+        for &pfn in tables.range(lo..hi).take(MAX_FINDINGS) {
+            add(Finding {
+                error: true,
+                kind: "page-table page mapped writable outside the direct map",
+                pfn,
+                va: l.va + (pfn * PAGE - l.pa),
+                space: space.to_string(),
+                detail: String::new(),
+            });
+        }
+    }
+    let first_free = free.range(..lo).next_back().map(|(&p, _)| p).unwrap_or(lo);
+    for (&head, &order) in free.range(first_free..hi) {
+        let end = head + (1u64 << order.min(20));
+        for pfn in (head.max(lo)..end.min(hi)).take(MAX_FINDINGS) {
+            let va = l.va + (pfn * PAGE - l.pa);
+            let stale_pkmap = pk.is_some_and(|(slots, _)| {
+                va >= k.pkmap_base
+                    && slots
+                        .get(((va - k.pkmap_base) / PAGE) as usize)
+                        .is_some_and(|&(c, _)| c == 1)
+            });
+            add(Finding {
+                error: !stale_pkmap,
+                kind: "free frame still mapped",
+                pfn,
+                va,
+                space: space.to_string(),
+                detail: if stale_pkmap {
+                    "stale pkmap slot (count 1): unmapped lazily at the next flush".into()
+                } else {
+                    format!("in a free order-{order} buddy block at pfn {head:#x}")
+                },
+            });
+        }
+    }
+}
+
 fn audit(k: &Kernel) -> R<Output> {
     let zones = k.zones()?;
-    let (free, _) = k.free_blocks(&zones)?;
+    let (free, free_bad) = k.free_blocks(&zones)?;
     let pk = k.pkmap().ok();
     let (spaces, task_bad) = k.spaces();
+    // One budget of table entries over every space, for the table scan
+    // and for the leaf walk: many address spaces sharing huge aliased
+    // tables must not multiply the work.
+    let mut budget = MAX_ENTRIES_ALL_SPACES;
     let mut tables = BTreeSet::new();
     for (root, _, _) in &spaces {
-        tables.extend(k.table_pages(*root));
+        let (t, reads) = k.table_pages(*root, budget);
+        tables.extend(t);
+        budget = budget.saturating_sub(reads);
     }
     let mut findings: Vec<Finding> = Vec::new();
     let mut anomalies = task_bad;
+    anomalies.extend(free_bad.iter().map(|b| format!("anomaly: {b}")));
     let mut leaves_checked = 0u64;
     let kernel_quarter = k.kernel_quarter(k.swapper);
     for (root, space, user) in &spaces {
+        if budget == 0 {
+            anomalies.push(format!(
+                "anomaly: {MAX_ENTRIES_ALL_SPACES} table entries read over all address spaces; the rest not audited"
+            ));
+            break;
+        }
         // A process's kernel quarter must be swapper's kernel page
         // directory; its own part is the user range.
         if *user && k.kernel_quarter(*root) != kernel_quarter {
@@ -1531,97 +1801,23 @@ fn audit(k: &Kernel) -> R<Output> {
             });
         }
         let range = if *user { 0..k.page_offset } else { ALL };
-        let (leaves, bad, _) = k.leaves_in(*root, range);
-        anomalies.extend(bad);
-        for l in &leaves {
-            leaves_checked += 1;
-            if findings.len() >= MAX_FINDINGS {
-                break;
-            }
-            let direct = k.direct_va(l.pa) == Some(l.va);
-            let (lo, hi) = (l.pa / PAGE, (l.pa + l.size) / PAGE);
-            if l.flags.contains(PteFlags::USER) {
-                let why = if l.va >= k.page_offset {
-                    Some("U set on a kernel address".to_string())
-                } else {
-                    k.kernel_frame(lo, &tables, &free)
-                };
-                if let Some(why) = why {
-                    findings.push(Finding {
-                        error: true,
-                        kind: "user-accessible mapping of a kernel frame",
-                        pfn: lo,
-                        va: l.va,
-                        space: space.clone(),
-                        detail: format!("{} leaf with U set: {why}", size_name(l.size)),
-                    });
+        let sum = k.each_leaf(
+            *root,
+            range,
+            budget,
+            |l| {
+                if findings.len() >= MAX_FINDINGS {
+                    return ControlFlow::Break(());
                 }
-            }
-            if direct {
-                continue;
-            }
-            // Slab frames: only their direct-map address may map them.
-            let first_slab =
-                k.t.slab
-                    .range(..lo)
-                    .next_back()
-                    .map(|(&p, _)| p)
-                    .unwrap_or(lo);
-            for (&head, &order) in k.t.slab.range(first_slab..hi) {
-                let end = head + (1u64 << order.min(20));
-                for pfn in head.max(lo)..end.min(hi) {
-                    findings.push(Finding {
-                        error: true,
-                        kind: "slab frame mapped outside the direct map",
-                        pfn,
-                        va: l.va + (pfn * PAGE - l.pa),
-                        space: space.clone(),
-                        detail: format!(
-                            "order-{order} slab at pfn {head:#x}; its only legal mapping is {:#x}",
-                            k.page_offset + pfn * PAGE
-                        ),
-                    });
-                }
-            }
-            if l.flags.contains(PteFlags::WRITABLE) {
-                for &pfn in tables.range(lo..hi) {
-                    findings.push(Finding {
-                        error: true,
-                        kind: "page-table page mapped writable outside the direct map",
-                        pfn,
-                        va: l.va + (pfn * PAGE - l.pa),
-                        space: space.clone(),
-                        detail: String::new(),
-                    });
-                }
-            }
-            let first_free = free.range(..lo).next_back().map(|(&p, _)| p).unwrap_or(lo);
-            for (&head, &order) in free.range(first_free..hi) {
-                let end = head + (1u64 << order.min(20));
-                for pfn in head.max(lo)..end.min(hi) {
-                    let va = l.va + (pfn * PAGE - l.pa);
-                    let stale_pkmap = pk.as_ref().is_some_and(|(slots, _)| {
-                        va >= k.pkmap_base
-                            && slots
-                                .get(((va - k.pkmap_base) / PAGE) as usize)
-                                .is_some_and(|&(c, _)| c == 1)
-                    });
-                    findings.push(Finding {
-                        error: !stale_pkmap,
-                        kind: "free frame still mapped",
-                        pfn,
-                        va,
-                        space: space.clone(),
-                        detail: if stale_pkmap {
-                            "stale pkmap slot (count 1): unmapped lazily at the next flush".into()
-                        } else {
-                            format!("in a free order-{order} buddy block at pfn {head:#x}")
-                        },
-                    });
-                }
-            }
-        }
+                leaves_checked += 1;
+                audit_leaf(k, l, space, &tables, &free, pk.as_ref(), &mut findings);
+                ControlFlow::Continue(())
+            },
+            &mut anomalies,
+        );
+        budget = budget.saturating_sub(sum.entries_read);
     }
+    findings.truncate(MAX_FINDINGS);
     let errors = findings.iter().filter(|f| f.error).count();
     let mut s = String::new();
     let mut j = Vec::new();
@@ -1731,6 +1927,10 @@ mod tests {
 
     /// A descriptor that points everything at small offsets of a small RAM.
     fn plausible_info() -> Vec<u8> {
+        info_with_max_pfn(16)
+    }
+
+    fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
         let mut w = abi::vmcoreinfo::Writer::new(String::new());
         w.symbol(sym::SWAPPER_PG_DIR, 0xc000_1000).unwrap();
         for (n, v) in [
@@ -1752,8 +1952,8 @@ mod tests {
             (num::LAST_PKMAP, 512),
             (num::FIXADDR_START, 0xfffe_e000),
             (num::FIXADDR_TOP, 0xffff_f000),
-            (num::MAX_PFN, 16),
-            (num::MAX_LOW_PFN, 16),
+            (num::MAX_PFN, max_pfn),
+            (num::MAX_LOW_PFN, max_pfn),
         ] {
             w.number(n, v).unwrap();
         }
@@ -1790,6 +1990,120 @@ mod tests {
         t.info = None;
         let e = run(&t, &cmd("tlb")).err().unwrap();
         assert!(e.msg.contains("not published"));
+    }
+
+    /// A free list whose head points at itself, with nr_free = 2^64 - 1
+    /// and max_pfn = 2^62: the walk stops at once with an anomaly, and
+    /// max_pfn is clamped to the end of RAM.
+    #[test]
+    fn self_looping_free_list_terminates() {
+        let mut t = target(vec![0; 1 << 16], &info_with_max_pfn(1 << 62));
+        let (head, nr, next) = {
+            let k = Kernel::new(&t).unwrap();
+            assert_eq!((k.max_pfn, k.max_low_pfn), (16, 16), "clamped to RAM");
+            let fa = k.sym(sym::NODE_DATA).unwrap()
+                + k.off(off::NODE_ZONES).unwrap()
+                + k.off(off::ZONE_FREE_AREA).unwrap()
+                - k.page_offset;
+            let page =
+                k.sym(sym::MEM_MAP).unwrap() - k.page_offset + 5 * k.size(off::PAGE).unwrap();
+            (
+                fa + k.off(off::FREE_AREA_HEAD).unwrap(),
+                fa + k.off(off::FREE_AREA_NR_FREE).unwrap(),
+                page + k.off(off::PAGE_NEXT).unwrap(),
+            )
+        };
+        let mut mem = vec![0u8; 1 << 16];
+        mem[head as usize..][..4].copy_from_slice(&5u32.to_le_bytes());
+        mem[nr as usize..][..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        mem[next as usize..][..4].copy_from_slice(&5u32.to_le_bytes());
+        t.mem = Box::new(VecMem(mem));
+        let out = run(&t, &cmd("buddyinfo")).unwrap();
+        assert!(
+            out.text
+                .contains("anomaly: zone DMA order 0: pfn 0x5 is on the free lists twice"),
+            "{}",
+            out.text
+        );
+        for c in ["audit", "meminfo", "layout"] {
+            run(&t, &cmd(c)).unwrap();
+        }
+        run(&t, &Cmd::Ptov { pa: "5000".into() }).unwrap();
+    }
+
+    /// Every table entry points at the same next-level table (legal
+    /// aliasing, 512^4 leaves): listings are cut at MAX_LINES with a last
+    /// line saying so, ptov at MAX_PTOV_PER_SPACE per address space, and
+    /// only the form asked for is built.
+    #[test]
+    fn aliased_tables_give_bounded_output() {
+        let mut mem = vec![0u8; 1 << 16];
+        for (table, next) in [
+            (0x1000, 0x2000u64),
+            (0x2000, 0x3000),
+            (0x3000, 0x4000),
+            (0x4000, 0x5000),
+        ] {
+            for i in 0..512 {
+                mem[table + 8 * i..][..8].copy_from_slice(&(next | 7).to_le_bytes());
+            }
+        }
+        let t = target(mem, &plausible_info());
+        let tlb = run(&t, &cmd("tlb")).unwrap();
+        assert_eq!(tlb.text.lines().count() as u64, MAX_LINES + 1);
+        assert!(tlb
+            .text
+            .ends_with(&format!("truncated after {MAX_LINES} leaves\n")));
+        assert!(tlb.json.is_null(), "no JSON built for text output");
+        let tlb = run_as(&t, &cmd("tlb"), true).unwrap();
+        assert!(tlb.text.is_empty(), "no text built for JSON output");
+        assert_eq!(
+            tlb.json["leaves"].as_array().unwrap().len() as u64,
+            MAX_LINES
+        );
+        assert_eq!(tlb.json["truncated"], true);
+        let ptov = run(&t, &Cmd::Ptov { pa: "5000".into() }).unwrap();
+        assert!(ptov
+            .text
+            .contains(&format!("listing cut after {MAX_PTOV_PER_SPACE}")));
+        assert!(ptov.text.lines().count() < MAX_PTOV_PER_SPACE + 10);
+        let audit = run(&t, &cmd("audit")).unwrap();
+        assert!(audit.text.lines().count() <= 2 * MAX_FINDINGS + 10);
+        let mem = run(&t, &cmd("mem")).unwrap();
+        assert!(mem.text.lines().count() as u64 <= MAX_LINES + 1);
+        run(&t, &cmd("layout")).unwrap();
+    }
+
+    /// Extreme descriptor numbers: no overflow anywhere (debug builds
+    /// panic on overflow; release builds must not print nonsense sizes).
+    #[test]
+    fn extreme_descriptor_numbers_do_not_overflow() {
+        for (name, v) in [
+            (num::PKMAP_BASE, u64::MAX),
+            (num::PAGE_OFFSET, u64::MAX),
+            (num::VMALLOC_START, u64::MAX),
+            (num::FIXADDR_TOP, 0),
+            (num::KM_MAX_IDX, u64::MAX),
+            (num::FIX_KMAP_BEGIN, u64::MAX),
+        ] {
+            let mut info = plausible_info();
+            info.extend_from_slice(format!("NUMBER({name})={v}\n").as_bytes());
+            let t = target(vec![0; 1 << 16], &info);
+            for c in ALL_CMDS {
+                let _ = run(&t, &cmd(c));
+            }
+            for va in ["ffa00000", "fffef000", "ffffffffffffffff", "c0001000"] {
+                let _ = run(
+                    &t,
+                    &Cmd::Vtop {
+                        va: va.into(),
+                        pid: None,
+                        cr3: None,
+                    },
+                );
+            }
+            let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+        }
     }
 
     proptest! {

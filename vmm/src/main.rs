@@ -13,6 +13,7 @@ mod memory;
 mod monitor;
 mod vm;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,12 +60,23 @@ fn inspect_main(args: InspectArgs) -> i32 {
     let resp = if let Some(sock) = &args.socket {
         // The monitor parses the same command line again: forward what came
         // after `inspect`, minus the options that only matter here.
+        // args_os: a non-UTF-8 argument (say the socket path) must not
+        // panic; one that has to be forwarded is refused with a line.
         let mut fwd = Vec::new();
-        let mut it = std::env::args().skip_while(|a| a != "inspect").skip(1);
+        let mut it = std::env::args_os().skip_while(|a| a != "inspect").skip(1);
         while let Some(a) = it.next() {
             if a == "--socket" {
                 it.next();
-            } else if !(a.starts_with("--socket=")
+                continue;
+            }
+            let Some(a) = a.to_str().map(str::to_string) else {
+                eprintln!(
+                    "vmm: argument {} is not UTF-8; the monitor takes UTF-8 command lines",
+                    a.to_string_lossy()
+                );
+                return status::BAD_INPUT;
+            };
+            if !(a.starts_with("--socket=")
                 || a == "-v"
                 || a == "-vv"
                 || a == "-vvv"
@@ -99,11 +111,24 @@ fn inspect_main(args: InspectArgs) -> i32 {
             cpus: meta.cpus,
             slab: meta.slab,
         };
-        monitor::render(inspect::run(&target, &args.cmd), args.json)
+        monitor::render(inspect::run_as(&target, &args.cmd, args.json), args.json)
     };
-    print!("{}", resp.out);
     eprint!("{}", resp.err);
-    resp.status
+    emit(&mut std::io::stdout().lock(), &resp.out, resp.status)
+}
+
+/// Writes a command's output. A closed pipe (`| head`) ends it quietly;
+/// any other write error (a full disk) is one line and a failure, never
+/// a panic.
+fn emit(out: &mut dyn Write, text: &str, status: i32) -> i32 {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => status,
+        Err(e) => {
+            eprintln!("vmm: cannot write the output: {e}");
+            status::HOST_FAILURE
+        }
+    }
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -184,7 +209,7 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
         let mem = guestphys::LiveMem {
             mem: vm.mem.clone(),
         };
-        coredump::write(path, &mem, &meta)
+        coredump::write(path, &mem, &meta, false)
             .map_err(|e| VmmError::Kvm(format!("writing the dump {}: {e}", path.display())))?;
         info!("dumped guest memory to {}", path.display());
     }
@@ -205,4 +230,31 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
             status::GUEST_CRASH
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Failing(std::io::ErrorKind);
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(self.0.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_errors_are_statuses_not_panics() {
+        let mut v = Vec::new();
+        assert_eq!(emit(&mut v, "text\n", 1), 1);
+        assert_eq!(v, b"text\n");
+        let pipe = std::io::ErrorKind::BrokenPipe;
+        assert_eq!(emit(&mut Failing(pipe), "x", 0), 0);
+        let full = std::io::ErrorKind::StorageFull;
+        assert_eq!(emit(&mut Failing(full), "x", 0), status::HOST_FAILURE);
+    }
 }

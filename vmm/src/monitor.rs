@@ -5,12 +5,22 @@
 //! paused (kicked out of KVM_RUN, parked, registers published), the command
 //! reads guest memory through the VMM's own mapping, and the vCPU resumes,
 //! unless `stop` holds it until `cont`.
+//!
+//! Clients are untrusted: each connection has its own thread (at most
+//! MAX_CLIENTS at once; more are told the monitor is busy), a deadline to
+//! send its request and another to take the answer, so a stuck client
+//! cannot lock the others out. A `stop` is a lease: it ends at `cont`, or
+//! once no request has come for the lease time (60 s, or
+//! `VMM_MONITOR_STOP_LEASE` seconds), so a client that went away cannot
+//! leave the guest stopped forever; every request renews it. A command
+//! that panics answers with an error line and the monitor goes on.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -26,6 +36,19 @@ use crate::inspect::{self, Cmd, InspectError, Kernel, Output, Target};
 use crate::vm::VcpuControl;
 
 const PAUSE_LIMIT: Duration = Duration::from_secs(5);
+/// Connections served at once.
+const MAX_CLIENTS: usize = 4;
+/// Longest request line, and how long a client has to send it.
+const MAX_REQUEST: usize = 1 << 16;
+const REQUEST_LIMIT: Duration = Duration::from_secs(10);
+/// How long a client has to take its whole answer.
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
+/// How long a `stop` lasts without any request.
+const STOP_LEASE: Duration = Duration::from_secs(60);
+const STOP_LEASE_ENV: &str = "VMM_MONITOR_STOP_LEASE";
+/// Most leaves `bench` samples, and most work it does per measurement.
+const BENCH_LEAVES: usize = 2048;
+const BENCH_WORK: u64 = 1 << 20;
 
 #[derive(Serialize, Deserialize)]
 pub struct Request {
@@ -74,7 +97,30 @@ pub struct Monitor {
     mem: GuestMemoryMmap,
     ctl: Arc<VcpuControl>,
     record: SharedRecord,
-    held: AtomicBool,
+    /// Whether a `stop` holds the vCPU (a pause guard forgotten).
+    held: Mutex<bool>,
+    /// When the last request came or ended (the `stop` lease).
+    last_request: Mutex<Instant>,
+    lease: Duration,
+    /// KVM_TRANSLATE has one job slot on the vCPU: one bench at a time.
+    bench_lock: Mutex<()>,
+}
+
+/// Counts a connection as active until dropped.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn lease_from_env() -> Duration {
+    std::env::var(STOP_LEASE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e6)
+        .map_or(STOP_LEASE, Duration::from_secs_f64)
 }
 
 impl Monitor {
@@ -93,32 +139,92 @@ impl Monitor {
         }
         let listener = UnixListener::bind(path)?;
         info!("monitor listening on {}", path.display());
-        let mon = Monitor {
+        let mon = Arc::new(Monitor {
             mem,
             ctl,
             record,
-            held: AtomicBool::new(false),
-        };
+            held: Mutex::new(false),
+            last_request: Mutex::new(Instant::now()),
+            lease: lease_from_env(),
+            bench_lock: Mutex::new(()),
+        });
+        let lease = mon.clone();
+        std::thread::Builder::new()
+            .name("monitor-lease".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(200));
+                lease.expire_stop();
+            })?;
+        let active = Arc::new(AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("monitor".into())
             .spawn(move || {
                 for conn in listener.incoming() {
-                    match conn {
-                        Ok(c) => mon.serve(c),
-                        Err(e) => warn!("monitor: {e}"),
+                    let conn = match conn {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!("monitor: {e}");
+                            continue;
+                        }
+                    };
+                    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                        let _guard = Active(active.clone());
+                        busy(conn);
+                        continue;
+                    }
+                    let guard = Active(active.clone());
+                    let mon = mon.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("monitor-client".into())
+                        .spawn(move || {
+                            let _guard = guard;
+                            mon.serve(conn);
+                        });
+                    if let Err(e) = spawned {
+                        warn!("monitor: cannot start a client thread: {e}");
                     }
                 }
             })?;
         Ok(())
     }
 
+    fn renew(&self) {
+        if let Ok(mut t) = self.last_request.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// Ends a `stop` nobody has followed up within the lease.
+    fn expire_stop(&self) {
+        let idle = self
+            .last_request
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if idle > self.lease && *held {
+            *held = false;
+            warn!(
+                "monitor: no request for {:.1} s after `stop`; the guest runs again",
+                self.lease.as_secs_f64()
+            );
+            self.ctl.release();
+        }
+    }
+
     fn serve(&self, mut conn: UnixStream) {
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&mut conn).take(1 << 16);
-        let resp = match reader.read_line(&mut line) {
-            Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(req) => self.handle(req.args),
+        self.renew();
+        let resp = match read_request(&mut conn, Instant::now() + REQUEST_LIMIT) {
+            Ok(line) => match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => catch_unwind(AssertUnwindSafe(|| self.handle(req.args)))
+                    .unwrap_or_else(|_| {
+                        render(
+                            Err(InspectError::new(
+                                "internal error: the command failed (see the VMM's log); the monitor goes on",
+                            )),
+                            false,
+                        )
+                    }),
                 Err(e) => render(
                     Err(InspectError::bad_input(format!("bad request: {e}"))),
                     false,
@@ -129,9 +235,12 @@ impl Monitor {
                 false,
             ),
         };
+        self.renew();
         let mut body = serde_json::to_string(&resp).unwrap_or_default();
         body.push('\n');
-        let _ = conn.write_all(body.as_bytes());
+        if let Err(e) = write_answer(&mut conn, body.as_bytes(), Instant::now() + ANSWER_LIMIT) {
+            warn!("monitor: a client did not take its answer: {e}");
+        }
     }
 
     fn target(&self, regs: Option<coredump::Regs>) -> Target {
@@ -158,6 +267,8 @@ impl Monitor {
             }
         };
         let json = cl.json;
+        let _bench = matches!(cl.cmd, Cmd::Bench { .. })
+            .then(|| self.bench_lock.lock().unwrap_or_else(|e| e.into_inner()));
         let paused = match self.ctl.pause(PAUSE_LIMIT) {
             Ok(p) => p,
             Err(e) => return render(Err(InspectError::new(e)), json),
@@ -165,20 +276,30 @@ impl Monitor {
         let regs = paused.regs;
         let result = match &cl.cmd {
             Cmd::Stop => {
-                if !self.held.swap(true, Ordering::SeqCst) {
-                    std::mem::forget(self.ctl.pause(PAUSE_LIMIT));
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                if *held {
+                    Ok(ok_text("guest stopped\n"))
+                } else {
+                    match self.ctl.pause(PAUSE_LIMIT) {
+                        Ok(p) => {
+                            std::mem::forget(p);
+                            *held = true;
+                            Ok(ok_text("guest stopped\n"))
+                        }
+                        Err(e) => Err(InspectError::new(e)),
+                    }
                 }
-                Ok(ok_text("guest stopped\n"))
             }
             Cmd::Cont => {
-                if self.held.swap(false, Ordering::SeqCst) {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                if std::mem::take(&mut *held) {
                     self.ctl.release();
                 }
                 Ok(ok_text("guest running\n"))
             }
             Cmd::Dump { file } => self.dump(file, regs),
             Cmd::Bench { iters } => self.bench(&paused, regs, *iters),
-            other => inspect::run(&self.target(regs), other),
+            other => inspect::run_as(&self.target(regs), other, json),
         };
         drop(paused);
         render(result, json)
@@ -192,7 +313,8 @@ impl Monitor {
             slab: t.slab.clone(),
         };
         let started = Instant::now();
-        let (size, data) = coredump::write(file, &*t.mem, &meta)
+        // The client names any path: never follow a symlink or overwrite.
+        let (size, data) = coredump::write(file, &*t.mem, &meta, true)
             .map_err(|e| InspectError::new(format!("dump {}: {e}", file.display())))?;
         Ok(ok_text(&format!(
             "dumped to {} ({} MiB file, {} MiB of non-zero RAM) in {:.3} s\n",
@@ -214,16 +336,27 @@ impl Monitor {
         let t = self.target(regs);
         let k = Kernel::new(&t)?;
         let root = inspect::tlb_root(&k);
-        let iters = iters.clamp(1, 10_000);
-        let (leaves, _, _) = k.leaves(root);
-        let vas: Vec<u64> = leaves
-            .iter()
-            .flat_map(|l| [l.va + 0x10, l.va + l.size / 2])
-            .take(4096)
-            .collect();
+        let mut vas = Vec::new();
+        k.each_leaf(
+            root,
+            pagetable::ALL,
+            k.cfg.budget,
+            |l| {
+                vas.extend([l.va + 0x10, l.va + l.size / 2]);
+                if vas.len() >= 2 * BENCH_LEAVES {
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+            &mut Vec::new(),
+        );
         if vas.is_empty() {
             return Err(InspectError::new("bench: nothing is mapped"));
         }
+        // iterations x addresses is bounded, whatever --iters says.
+        let iters = iters
+            .clamp(1, 10_000)
+            .min((BENCH_WORK / vas.len() as u64).max(1) as u32);
         let started = Instant::now();
         let mut soft = Vec::new();
         for _ in 0..iters {
@@ -245,23 +378,30 @@ impl Monitor {
         let kvm_ns = kvm_total.as_nanos() as f64 / (iters as f64 * vas.len() as f64);
         let mismatches = soft.iter().zip(&hw).filter(|(a, b)| a != b).count();
         let started = Instant::now();
-        let mut lines = 0;
-        for _ in 0..iters {
-            let out = inspect::run(&t, &Cmd::Tlb { pid: None })?;
-            lines = out.text.lines().count();
+        let out = inspect::run(&t, &Cmd::Tlb { pid: None })?;
+        let lines = out.text.lines().count();
+        // The listing is capped at MAX_LINES; repeat it only while cheap.
+        let tlb_iters = iters.min((BENCH_WORK / lines.max(1) as u64).max(1) as u32);
+        for _ in 1..tlb_iters {
+            inspect::run(&t, &Cmd::Tlb { pid: None })?;
         }
-        let tlb_ms = started.elapsed().as_secs_f64() * 1000.0 / iters as f64;
+        let tlb_ms = started.elapsed().as_secs_f64() * 1000.0 / tlb_iters as f64;
+        let leaves = out
+            .text
+            .lines()
+            .filter(|l| !l.starts_with("anomaly") && !l.starts_with("truncated"))
+            .count();
         let text = format!(
             "vtop: {} addresses x {iters}: software walker {soft_ns:.0} ns/translation, KVM_TRANSLATE {kvm_ns:.0} ns/translation ({:.1}x); {mismatches} disagreement(s)\n\
              tlb: full listing ({} leaves, {lines} lines) {tlb_ms:.2} ms\n",
             vas.len(),
             kvm_ns / soft_ns.max(0.001),
-            leaves.len(),
+            leaves,
         );
         Ok(Output {
             text,
             json: serde_json::json!({"addresses": vas.len(), "iters": iters, "soft_ns": soft_ns,
-                "kvm_ns": kvm_ns, "mismatches": mismatches, "tlb_ms": tlb_ms, "tlb_leaves": leaves.len()}),
+                "kvm_ns": kvm_ns, "mismatches": mismatches, "tlb_ms": tlb_ms, "tlb_leaves": leaves}),
             status: if mismatches == 0 { 0 } else { 1 },
             error: None,
         })
@@ -277,6 +417,72 @@ fn ok_text(s: &str) -> Output {
     }
 }
 
+/// Reads one request line, giving the client until `deadline` in all
+/// (a per-read timeout alone lets a client trickle bytes forever).
+fn read_request(conn: &mut UnixStream, deadline: Instant) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request did not come in time",
+            ));
+        }
+        conn.set_read_timeout(Some(left))?;
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(line);
+        }
+        line.extend_from_slice(&buf[..n]);
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end);
+            return Ok(line);
+        }
+        if line.len() > MAX_REQUEST {
+            return Err(std::io::Error::other("request too long"));
+        }
+    }
+}
+
+/// Writes the answer, giving the client until `deadline` to take it all.
+fn write_answer(conn: &mut UnixStream, mut body: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !body.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "answer not taken in time",
+            ));
+        }
+        conn.set_write_timeout(Some(left))?;
+        let n = conn.write(&body[..body.len().min(1 << 16)])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        body = &body[n..];
+    }
+    Ok(())
+}
+
+/// Answers a connection beyond MAX_CLIENTS without reading its request.
+fn busy(mut conn: UnixStream) {
+    let resp = render(
+        Err(InspectError::new(format!(
+            "the monitor is busy ({MAX_CLIENTS} clients); try again"
+        ))),
+        false,
+    );
+    let mut body = serde_json::to_string(&resp).unwrap_or_default();
+    body.push('\n');
+    let _ = write_answer(
+        &mut conn,
+        body.as_bytes(),
+        Instant::now() + Duration::from_secs(1),
+    );
+}
+
 /// `vmm inspect --socket PATH ...`: sends the command line, returns the answer.
 pub fn request(path: &PathBuf, args: Vec<String>) -> Result<Response, String> {
     let mut conn = UnixStream::connect(path)
@@ -284,12 +490,18 @@ pub fn request(path: &PathBuf, args: Vec<String>) -> Result<Response, String> {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
     let mut body = serde_json::to_string(&Request { args }).map_err(|e| e.to_string())?;
     body.push('\n');
-    conn.write_all(body.as_bytes())
-        .map_err(|e| format!("monitor at {}: {e}", path.display()))?;
+    // A busy monitor answers without reading the request: its answer
+    // counts more than the failed write.
+    let sent = conn.write_all(body.as_bytes());
     let mut answer = String::new();
-    conn.take(256 << 20)
-        .read_to_string(&mut answer)
+    let read = conn.take(256 << 20).read_to_string(&mut answer);
+    if let Ok(resp) = serde_json::from_str(&answer) {
+        return Ok(resp);
+    }
+    sent.and(read)
         .map_err(|e| format!("monitor at {}: {e}", path.display()))?;
-    serde_json::from_str(&answer)
-        .map_err(|_| format!("{} did not answer like a vmm monitor", path.display()))
+    Err(format!(
+        "{} did not answer like a vmm monitor",
+        path.display()
+    ))
 }
