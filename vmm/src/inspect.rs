@@ -1266,11 +1266,16 @@ pub fn tlb_root(k: &Kernel) -> u64 {
         .unwrap_or(k.swapper)
 }
 
-fn tlb(k: &Kernel, pid: Option<u32>) -> R<Output> {
-    let root = match pid {
+/// The tables `tlb` and `mem` list: a process's, or the vCPU's current ones.
+fn listing_root(k: &Kernel, pid: Option<u32>) -> R<u64> {
+    Ok(match pid {
         Some(pid) => k.task_root(pid)?.0,
         None => tlb_root(k),
-    };
+    })
+}
+
+fn tlb(k: &Kernel, pid: Option<u32>) -> R<Output> {
+    let root = listing_root(k, pid)?;
     let mut s = String::new();
     let mut j = Vec::new();
     let mut bad = Vec::new();
@@ -1315,10 +1320,7 @@ fn tlb(k: &Kernel, pid: Option<u32>) -> R<Output> {
 }
 
 fn mem(k: &Kernel, pid: Option<u32>) -> R<Output> {
-    let root = match pid {
-        Some(pid) => k.task_root(pid)?.0,
-        None => tlb_root(k),
-    };
+    let root = listing_root(k, pid)?;
     let mut s = String::new();
     let mut j = Vec::new();
     let mut bad = Vec::new();
