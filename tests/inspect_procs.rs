@@ -227,6 +227,24 @@ fn slabinfo_at_exit_matches_the_guest() {
     host.expect_status(0);
     assert_eq!(host.stdout.lines().collect::<Vec<_>>(), guest);
     assert!(host.stdout.contains("selftest_plain"), "{host}");
+    // meminfo too: the host's reading of the zones, the slab record and
+    // the vmap areas is what the guest computed from its own state.
+    let guest_meminfo: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "meminfo:")
+        .skip(1)
+        .take_while(|l| *l != "slabinfo:")
+        .collect();
+    let host_meminfo = inspect(&exit, &["meminfo"]);
+    host_meminfo.expect_status(0);
+    let host_lines: Vec<&str> = host_meminfo
+        .stdout
+        .lines()
+        .take(guest_meminfo.len())
+        .collect();
+    assert_eq!(guest_meminfo.len(), 9, "{run}");
+    assert_eq!(host_lines, guest_meminfo);
     inspect(&exit, &["audit"]).expect_status(0);
     let _ = std::fs::remove_file(&core);
 }

@@ -25,6 +25,7 @@ pub fn print() {
         vm.purges,
         vm.failures
     );
+    print_meminfo();
     kprintln!("slabinfo:");
     crate::mm::slab::with_registry(|slub| {
         let _ = slub.write_slabinfo(&mut *crate::console::CONSOLE.lock());
@@ -33,4 +34,45 @@ pub fn print() {
     with_node(|node| {
         let _ = node.write_buddyinfo(&mut *crate::console::CONSOLE.lock());
     });
+}
+
+/// /proc/meminfo's memory lines, from the zones, the slab registry and the
+/// vmap areas (the host's `vmm inspect meminfo` computes the same from the
+/// guest's structures).
+fn print_meminfo() {
+    use mm::buddy::ZoneType;
+    let (total, free, high_total, high_free) = with_node(|node| {
+        let zones = node.zones();
+        let high = node.zone(ZoneType::Highmem);
+        (
+            zones.iter().map(|z| z.managed_pages()).sum::<u64>(),
+            zones.iter().map(|z| z.free_pages()).sum::<u64>(),
+            high.managed_pages(),
+            high.free_pages(),
+        )
+    });
+    let slab_pages = crate::mm::slab::with_registry(|slub| {
+        slub.caches()
+            .map(|c| c.info.num_slabs * u64::from(c.info.pagesperslab))
+            .sum::<u64>()
+    });
+    let mut vmalloc_used = 0;
+    vmalloc::for_each_area(|area| vmalloc_used += area.nr_pages);
+    let l = crate::mm::layout().layout;
+    let kb = |pages: u64| pages * 4;
+    kprintln!("meminfo:");
+    for (name, value) in [
+        ("MemTotal", kb(total)),
+        ("MemFree", kb(free)),
+        ("HighTotal", kb(high_total)),
+        ("HighFree", kb(high_free)),
+        ("LowTotal", kb(total - high_total)),
+        ("LowFree", kb(free - high_free)),
+        ("Slab", kb(slab_pages)),
+        ("VmallocTotal", (l.vmalloc_end - l.vmalloc_start) / 1024),
+        ("VmallocUsed", kb(vmalloc_used)),
+    ] {
+        // Padded as /proc/meminfo is: the name and colon in 16 columns.
+        kprintln!("{name}:{:pad$}{value:>8} kB", "", pad = 15 - name.len());
+    }
 }
