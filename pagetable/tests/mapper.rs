@@ -2,21 +2,8 @@
 
 mod common;
 
-use common::{Bump, FakeRam, PAGE};
+use common::{mapper, Bump, FakeRam, KERNEL as K, ROOT};
 use pagetable::*;
-
-const ROOT: u64 = 0x1000;
-const K: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE);
-
-fn mapper(pages: usize) -> Mapper<FakeRam, Bump> {
-    Mapper::new(
-        FakeRam::new(pages),
-        Bump {
-            next: 0x2000,
-            end: pages as u64 * PAGE,
-        },
-    )
-}
 
 #[test]
 fn counts_writes_and_tables() {

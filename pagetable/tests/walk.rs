@@ -5,21 +5,8 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use common::{Bump, FakeRam, Tlb, PAGE};
+use common::{mapper, FakeRam, Tlb, KERNEL as K, PAGE, ROOT};
 use pagetable::*;
-
-const ROOT: u64 = 0x1000;
-const K: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE);
-
-fn mapper(pages: usize) -> Mapper<FakeRam, Bump> {
-    Mapper::new(
-        FakeRam::new(pages),
-        Bump {
-            next: 0x2000,
-            end: pages as u64 * PAGE,
-        },
-    )
-}
 
 /// Collects everything a listing reports.
 #[derive(Default)]

@@ -101,3 +101,20 @@ impl TlbFlush for Tlb {
         self.all += 1;
     }
 }
+
+/// The root table the example-based tests build under.
+pub const ROOT: u64 = 0x1000;
+/// Flags of a plain kernel mapping.
+pub const KERNEL: pagetable::PteFlags =
+    pagetable::PteFlags::PRESENT.union(pagetable::PteFlags::WRITABLE);
+
+/// A mapper over `pages` of fake RAM, handing out tables from just above ROOT.
+pub fn mapper(pages: usize) -> pagetable::Mapper<FakeRam, Bump> {
+    pagetable::Mapper::new(
+        FakeRam::new(pages),
+        Bump {
+            next: 0x2000,
+            end: pages as u64 * PAGE,
+        },
+    )
+}
