@@ -1,18 +1,5 @@
 //! `vmm`: boots the guest kernel under KVM.
 
-mod boot;
-mod cli;
-mod coredump;
-mod devices;
-mod elf;
-mod error;
-mod guestphys;
-mod inspect;
-mod loader;
-mod memory;
-mod monitor;
-mod vm;
-
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,9 +8,10 @@ use std::time::Instant;
 use clap::Parser;
 use log::info;
 
-use crate::cli::{Cli, Command, InspectArgs, RunArgs};
-use crate::error::{status, VmmError};
-use crate::vm::{Outcome, VcpuControl, Vm};
+use vmm::cli::{Cli, Command, InspectArgs, RunArgs};
+use vmm::error::{status, VmmError};
+use vmm::vm::{Outcome, VcpuControl, Vm};
+use vmm::{boot, coredump, devices, guestphys, inspect, loader, memory, monitor, vm};
 
 /// The KVM device; the environment can point elsewhere (tests use this to
 /// check the message for a machine without KVM).
@@ -111,7 +99,7 @@ fn inspect_main(args: InspectArgs) -> i32 {
             cpus: meta.cpus,
             slab: meta.slab,
         };
-        monitor::render(inspect::run_as(&target, &args.cmd, args.json), args.json)
+        monitor::render(inspect::run(&target, &args.cmd), args.json)
     };
     eprint!("{}", resp.err);
     emit(&mut std::io::stdout().lock(), &resp.out, resp.status)

@@ -15,6 +15,7 @@
 //! leave the guest stopped forever; every request renews it. A command
 //! that panics answers with an error line and the monitor goes on.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,7 +33,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::coredump::{self, DumpMeta};
 use crate::devices::SharedRecord;
 use crate::guestphys::LiveMem;
-use crate::inspect::{self, Cmd, InspectError, Kernel, Output, Target};
+use crate::inspect::{self, Anomalies, Answer, Cmd, InspectError, Kernel, Note, Render, Target};
 use crate::vm::VcpuControl;
 
 const PAUSE_LIMIT: Duration = Duration::from_secs(5);
@@ -73,23 +74,56 @@ pub struct CmdLine {
     pub cmd: Cmd,
 }
 
-/// Renders a command result the way the CLI prints it.
-pub fn render(result: Result<Output, InspectError>, json: bool) -> Response {
+/// Renders a command result the way the CLI prints it: only the form
+/// asked for is built.
+pub fn render(result: Result<Answer, InspectError>, json: bool) -> Response {
     match result {
-        Ok(o) => Response {
-            status: o.status,
-            out: if json {
-                serde_json::to_string_pretty(&o.json).unwrap_or_default() + "\n"
-            } else {
-                o.text
-            },
-            err: o.error.map(|e| format!("vmm: {e}\n")).unwrap_or_default(),
+        Ok(a) => Response {
+            status: a.status(),
+            out: if json { a.json() } else { a.text() },
+            err: a.error().map(|e| format!("vmm: {e}\n")).unwrap_or_default(),
         },
         Err(e) => Response {
             status: e.status,
             out: String::new(),
             err: format!("vmm: {}\n", e.msg),
         },
+    }
+}
+
+/// `bench`: the software walker against KVM_TRANSLATE, and a full `tlb`.
+#[derive(Serialize)]
+pub struct Bench {
+    pub addresses: usize,
+    pub iters: u32,
+    pub soft_ns: f64,
+    pub kvm_ns: f64,
+    pub mismatches: usize,
+    pub tlb_ms: f64,
+    pub tlb_leaves: usize,
+}
+
+impl Render for Bench {
+    fn text(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "vtop: {} addresses x {}: software walker {:.0} ns/translation, KVM_TRANSLATE {:.0} ns/translation ({:.1}x); {} disagreement(s)",
+            self.addresses,
+            self.iters,
+            self.soft_ns,
+            self.kvm_ns,
+            self.kvm_ns / self.soft_ns.max(0.001),
+            self.mismatches
+        );
+        let _ = writeln!(
+            s,
+            "tlb: full listing ({} leaves) {:.2} ms",
+            self.tlb_leaves, self.tlb_ms
+        );
+    }
+
+    fn status(&self) -> i32 {
+        i32::from(self.mismatches != 0)
     }
 }
 
@@ -278,13 +312,13 @@ impl Monitor {
             Cmd::Stop => {
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
                 if *held {
-                    Ok(ok_text("guest stopped\n"))
+                    Ok(note("guest stopped"))
                 } else {
                     match self.ctl.pause(PAUSE_LIMIT) {
                         Ok(p) => {
                             std::mem::forget(p);
                             *held = true;
-                            Ok(ok_text("guest stopped\n"))
+                            Ok(note("guest stopped"))
                         }
                         Err(e) => Err(InspectError::new(e)),
                     }
@@ -295,17 +329,17 @@ impl Monitor {
                 if std::mem::take(&mut *held) {
                     self.ctl.release();
                 }
-                Ok(ok_text("guest running\n"))
+                Ok(note("guest running"))
             }
             Cmd::Dump { file } => self.dump(file, regs),
             Cmd::Bench { iters } => self.bench(&paused, regs, *iters),
-            other => inspect::run_as(&self.target(regs), other, json),
+            other => inspect::run(&self.target(regs), other),
         };
         drop(paused);
         render(result, json)
     }
 
-    fn dump(&self, file: &Path, regs: Option<coredump::Regs>) -> Result<Output, InspectError> {
+    fn dump(&self, file: &Path, regs: Option<coredump::Regs>) -> Result<Answer, InspectError> {
         let t = self.target(regs);
         let meta = DumpMeta {
             cpus: t.cpus.clone(),
@@ -316,8 +350,8 @@ impl Monitor {
         // The client names any path: never follow a symlink or overwrite.
         let (size, data) = coredump::write(file, &*t.mem, &meta, true)
             .map_err(|e| InspectError::new(format!("dump {}: {e}", file.display())))?;
-        Ok(ok_text(&format!(
-            "dumped to {} ({} MiB file, {} MiB of non-zero RAM) in {:.3} s\n",
+        Ok(note(&format!(
+            "dumped to {} ({} MiB file, {} MiB of non-zero RAM) in {:.3} s",
             file.display(),
             size >> 20,
             data >> 20,
@@ -332,15 +366,14 @@ impl Monitor {
         paused: &crate::vm::Paused,
         regs: Option<coredump::Regs>,
         iters: u32,
-    ) -> Result<Output, InspectError> {
+    ) -> Result<Answer, InspectError> {
         let t = self.target(regs);
         let k = Kernel::new(&t)?;
-        let root = inspect::tlb_root(&k);
+        let root = k.current_root();
         let mut vas = Vec::new();
         k.each_leaf(
             root,
             pagetable::ALL,
-            k.cfg.budget,
             |l| {
                 vas.extend([l.va + 0x10, l.va + l.size / 2]);
                 if vas.len() >= 2 * BENCH_LEAVES {
@@ -348,7 +381,7 @@ impl Monitor {
                 }
                 std::ops::ControlFlow::Continue(())
             },
-            &mut Vec::new(),
+            &mut Anomalies::default(),
         );
         if vas.is_empty() {
             return Err(InspectError::new("bench: nothing is mapped"));
@@ -378,43 +411,32 @@ impl Monitor {
         let kvm_ns = kvm_total.as_nanos() as f64 / (iters as f64 * vas.len() as f64);
         let mismatches = soft.iter().zip(&hw).filter(|(a, b)| a != b).count();
         let started = Instant::now();
-        let out = inspect::run(&t, &Cmd::Tlb { pid: None })?;
-        let lines = out.text.lines().count();
+        let tlb = inspect::run(&t, &Cmd::Tlb { pid: None })?;
+        let Answer::Tlb(listing) = &tlb else {
+            return Err(InspectError::new("bench: tlb gave no listing"));
+        };
+        let leaves = listing.leaves.len();
         // The listing is capped at MAX_LINES; repeat it only while cheap.
-        let tlb_iters = iters.min((BENCH_WORK / lines.max(1) as u64).max(1) as u32);
+        let tlb_iters = iters.min((BENCH_WORK / leaves.max(1) as u64).max(1) as u32);
         for _ in 1..tlb_iters {
             inspect::run(&t, &Cmd::Tlb { pid: None })?;
         }
         let tlb_ms = started.elapsed().as_secs_f64() * 1000.0 / tlb_iters as f64;
-        let leaves = out
-            .text
-            .lines()
-            .filter(|l| !l.starts_with("anomaly") && !l.starts_with("truncated"))
-            .count();
-        let text = format!(
-            "vtop: {} addresses x {iters}: software walker {soft_ns:.0} ns/translation, KVM_TRANSLATE {kvm_ns:.0} ns/translation ({:.1}x); {mismatches} disagreement(s)\n\
-             tlb: full listing ({} leaves, {lines} lines) {tlb_ms:.2} ms\n",
-            vas.len(),
-            kvm_ns / soft_ns.max(0.001),
-            leaves,
-        );
-        Ok(Output {
-            text,
-            json: serde_json::json!({"addresses": vas.len(), "iters": iters, "soft_ns": soft_ns,
-                "kvm_ns": kvm_ns, "mismatches": mismatches, "tlb_ms": tlb_ms, "tlb_leaves": leaves}),
-            status: if mismatches == 0 { 0 } else { 1 },
-            error: None,
-        })
+        Ok(Bench {
+            addresses: vas.len(),
+            iters,
+            soft_ns,
+            kvm_ns,
+            mismatches,
+            tlb_ms,
+            tlb_leaves: leaves,
+        }
+        .into())
     }
 }
 
-fn ok_text(s: &str) -> Output {
-    Output {
-        text: s.to_string(),
-        json: serde_json::json!({"ok": s.trim_end()}),
-        status: 0,
-        error: None,
-    }
+fn note(s: &str) -> Answer {
+    Note { ok: s.to_string() }.into()
 }
 
 /// Reads one request line, giving the client until `deadline` in all

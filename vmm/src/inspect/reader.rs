@@ -1,0 +1,849 @@
+//! The kernel-structure reader: guest memory seen through the parsed
+//! descriptor, with one budget for all the work a command does.
+//!
+//! Everything read is untrusted. Each walk over a guest list or tree is
+//! bounded twice: by what the structure can legitimately hold, with the
+//! bound taken from RAM that really exists (the dump's segments or the
+//! live memory map, never a count the guest wrote), and by one budget of
+//! guest reads shared by every walk of the command. Lists and trees stop at
+//! a node they have seen; problems become capped anomaly lines.
+
+use std::cell::{Cell, OnceCell};
+use std::collections::BTreeMap;
+use std::ops::{ControlFlow, Range};
+
+use pagetable::{
+    for_each_mapping, walk, Anomaly, AnomalyKind, FnVisitor, Leaf, Summary, WalkConfig,
+};
+
+use super::descriptor::{Descriptor, NodeLayout, PageLayout, TaskLayout, VirtLayout, VmapLayout};
+use super::{InspectError, PAGE, R};
+use crate::coredump::Regs;
+use crate::guestphys::GuestPhys;
+
+/// Guest reads (structures and page-table entries) one command may make,
+/// over all its walks: a few seconds of work on the slowest source.
+pub const READ_BUDGET: u64 = 1 << 24;
+/// Anomaly lines kept; the rest are counted.
+pub const MAX_ANOMALIES: usize = 100;
+/// Highest order a buddy block may have (MAX_ORDER 10, plus slack).
+const MAX_BLOCK_ORDER: u8 = 20;
+/// Deepest a red-black tree can legitimately be: 2 log2(n + 1) < 128.
+const MAX_TREE_DEPTH: usize = 128;
+
+/// What the inspector looks at.
+pub struct Target {
+    pub mem: Box<dyn GuestPhys>,
+    /// The descriptor text the guest published (a host copy).
+    pub info: Option<Vec<u8>>,
+    pub cpus: Vec<Regs>,
+    /// Host-owned slab record: head pfn -> order.
+    pub slab: BTreeMap<u64, u32>,
+}
+
+/// The first [`MAX_ANOMALIES`] problems found, and how many more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Anomalies {
+    shown: Vec<String>,
+    more: u64,
+}
+
+impl Anomalies {
+    pub fn push(&mut self, what: impl Into<String>) {
+        if self.shown.len() < MAX_ANOMALIES {
+            self.shown.push(what.into());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    pub fn extend(&mut self, other: &Anomalies) {
+        for a in &other.shown {
+            self.push(a.clone());
+        }
+        self.more += other.more;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shown.is_empty()
+    }
+
+    /// The lines as printed, each without the `anomaly: ` prefix.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        let more = (self.more > 0).then(|| format!("{} more anomalies not listed", self.more));
+        self.shown.iter().cloned().chain(more)
+    }
+}
+
+impl serde::Serialize for Anomalies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.lines())
+    }
+}
+
+/// A set of page frame numbers below the end of RAM, one bit each.
+pub struct PfnSet {
+    bits: Vec<u64>,
+}
+
+impl PfnSet {
+    pub fn new(end_pfn: u64) -> Self {
+        PfnSet {
+            bits: vec![0; end_pfn.div_ceil(64) as usize],
+        }
+    }
+
+    /// Adds `pfn`; false if it was there already or lies beyond RAM.
+    pub fn insert(&mut self, pfn: u64) -> bool {
+        let Some(w) = self.bits.get_mut((pfn / 64) as usize) else {
+            return false;
+        };
+        let bit = 1 << (pfn % 64);
+        let fresh = *w & bit == 0;
+        *w |= bit;
+        fresh
+    }
+
+    pub fn contains(&self, pfn: u64) -> bool {
+        self.bits
+            .get((pfn / 64) as usize)
+            .is_some_and(|w| w & (1 << (pfn % 64)) != 0)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// The members in `range`, ascending (a word at a time: a 1 GiB leaf
+    /// covers 256K frames).
+    pub fn range(&self, range: Range<u64>) -> impl Iterator<Item = u64> + '_ {
+        let words =
+            (range.start / 64) as usize..(range.end.div_ceil(64) as usize).min(self.bits.len());
+        words
+            .flat_map(move |w| {
+                let mut bits = self.bits[w];
+                std::iter::from_fn(move || {
+                    (bits != 0).then(|| {
+                        let b = bits.trailing_zeros();
+                        bits &= bits - 1;
+                        w as u64 * 64 + u64::from(b)
+                    })
+                })
+            })
+            .filter(move |p| range.contains(p))
+    }
+}
+
+/// A page's `struct page` fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageInfo {
+    pub flags: u32,
+    pub refcount: u32,
+    pub private: u32,
+    pub next: u32,
+    pub slab_cache: u16,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ZoneInfo {
+    #[serde(rename = "zone")]
+    pub name: &'static str,
+    pub start_pfn: u64,
+    pub end_pfn: u64,
+    pub present: u64,
+    pub managed: u64,
+    pub free: u64,
+    #[serde(skip)]
+    pub wmark: [u64; 3],
+    pub nr_free: Vec<u64>,
+    #[serde(skip)]
+    pub heads: Vec<u32>,
+}
+
+/// Every free buddy block found on the free lists, by head pfn.
+#[derive(Default)]
+pub struct FreeBlocks {
+    /// (head pfn, order), ascending.
+    blocks: Vec<(u64, u8)>,
+    pub anomalies: Anomalies,
+}
+
+impl FreeBlocks {
+    /// The free block that holds `pfn`: (head, order).
+    pub fn containing(&self, pfn: u64) -> Option<(u64, u8)> {
+        let i = self.blocks.partition_point(|&(head, _)| head <= pfn);
+        let (head, order) = *self.blocks.get(i.checked_sub(1)?)?;
+        (pfn < head + (1 << order)).then_some((head, order))
+    }
+
+    /// The blocks that overlap pfns `lo..hi`.
+    pub fn overlapping(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, u8)> + '_ {
+        let first = self
+            .blocks
+            .partition_point(|&(head, o)| head + (1 << o) <= lo);
+        self.blocks[first..]
+            .iter()
+            .copied()
+            .take_while(move |&(head, _)| head < hi)
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VmapArea {
+    pub start: u64,
+    pub end: u64,
+    pub flags: u32,
+    pub nr_pages: u64,
+    pub caller: String,
+    pub lazy: bool,
+}
+
+/// pkmap_count[] with each slot's pfn, and the counters.
+#[derive(Clone, Debug, Default)]
+pub struct PkmapState {
+    /// (count, pfn) per slot.
+    pub slots: Vec<(u32, u64)>,
+    pub last_pkmap_nr: u64,
+    pub maps: u64,
+    pub wraps: u64,
+    pub flushes: u64,
+}
+
+/// The kernel as the descriptor describes it.
+pub struct Kernel<'t> {
+    pub t: &'t Target,
+    pub d: Descriptor,
+    pub virt: VirtLayout,
+    /// RAM as the source has it: (start, size), ascending.
+    pub ram: Vec<(u64, u64)>,
+    /// One past the last pfn of RAM.
+    pub ram_end_pfn: u64,
+    pub max_pfn: u64,
+    pub max_low_pfn: u64,
+    pub swapper: u64,
+    pub cfg: WalkConfig,
+    budget: Cell<u64>,
+    zones: OnceCell<Vec<ZoneInfo>>,
+    free: OnceCell<FreeBlocks>,
+    vmap: OnceCell<(Vec<VmapArea>, Anomalies)>,
+    pub(super) tasks: OnceCell<(Vec<super::procs::TaskInfo>, Anomalies)>,
+}
+
+impl<'t> Kernel<'t> {
+    pub fn new(t: &'t Target) -> R<Self> {
+        let raw = t.info.as_deref().ok_or_else(|| {
+            InspectError::new("the guest has not published its descriptor (vmcoreinfo) yet")
+        })?;
+        let d = Descriptor::parse(raw)?;
+        let ram = t.mem.ram();
+        let ram_end_pfn = ram
+            .iter()
+            .map(|&(s, n)| s.saturating_add(n) / PAGE)
+            .max()
+            .unwrap_or(0);
+        // No struct page beyond the end of RAM: max_pfn bounds list walks
+        // and mem_map reads, so it may not exceed what exists.
+        let max_pfn = d.max_pfn.min(ram_end_pfn);
+        Ok(Kernel {
+            t,
+            virt: d.virt,
+            ram,
+            ram_end_pfn,
+            max_pfn,
+            max_low_pfn: d.max_low_pfn.min(max_pfn),
+            swapper: d.swapper_va.wrapping_sub(d.virt.page_offset),
+            cfg: WalkConfig::default(),
+            budget: Cell::new(READ_BUDGET),
+            zones: OnceCell::new(),
+            free: OnceCell::new(),
+            vmap: OnceCell::new(),
+            tasks: OnceCell::new(),
+            d,
+        })
+    }
+
+    pub fn mem(&self) -> &dyn GuestPhys {
+        &*self.t.mem
+    }
+
+    pub fn is_ram(&self, pa: u64) -> bool {
+        self.ram.iter().any(|&(s, n)| pa >= s && pa - s < n)
+    }
+
+    /// Bytes of RAM that exist.
+    pub fn ram_bytes(&self) -> u64 {
+        self.ram.iter().fold(0, |a, &(_, n)| a.saturating_add(n))
+    }
+
+    /// How many `size`-byte structures fit in RAM: the most any guest
+    /// list of them can legitimately hold.
+    pub fn fit_in_ram(&self, size: u64) -> u64 {
+        self.ram_bytes() / size.max(1)
+    }
+
+    /// Reads left in the command's budget.
+    pub fn budget_left(&self) -> u64 {
+        self.budget.get()
+    }
+
+    /// Spends `n` reads of the budget; an error once it is spent.
+    pub fn charge(&self, n: u64) -> R<()> {
+        let left = self.budget.get();
+        if left < n {
+            self.budget.set(0);
+            return Err(InspectError::new(format!(
+                "the inspection budget of {READ_BUDGET} guest reads ran out"
+            )));
+        }
+        self.budget.set(left - n);
+        Ok(())
+    }
+
+    /// __pa() for the direct map, else a walk of swapper_pg_dir.
+    pub fn kpa(&self, va: u64) -> R<u64> {
+        if va >= self.virt.page_offset && va < self.virt.high_memory {
+            return Ok(va - self.virt.page_offset);
+        }
+        self.charge(self.cfg.mode.levels.len() as u64)?;
+        walk(self.mem(), self.swapper, va, &self.cfg)
+            .pa()
+            .ok_or_else(|| InspectError::new(format!("kernel address {va:#x} is not mapped")))
+    }
+
+    /// Reads kernel virtual memory, page by page: a structure may
+    /// straddle a vmalloc page boundary.
+    pub fn read_va(&self, va: u64, buf: &mut [u8]) -> R<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = va.wrapping_add(done as u64);
+            let n = ((PAGE - (a & (PAGE - 1))) as usize).min(buf.len() - done);
+            self.charge(1)?;
+            let pa = self.kpa(a)?;
+            self.mem()
+                .read(pa, &mut buf[done..done + n])
+                .map_err(|e| InspectError::new(format!("reading {a:#x}: {e}")))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// A structure of `size` bytes at `va`.
+    pub fn read_struct(&self, va: u64, size: u64) -> R<Fields> {
+        let mut b = vec![0u8; size as usize];
+        self.read_va(va, &mut b)?;
+        Ok(Fields(b))
+    }
+
+    pub fn u64_at(&self, va: u64) -> R<u64> {
+        let mut b = [0u8; 8];
+        self.read_va(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn u32_at(&self, va: u64) -> R<u32> {
+        let mut b = [0u8; 4];
+        self.read_va(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// A layout the command needs, or the descriptor's reason it is not there.
+    pub fn layout<L: Copy>(&self, l: &R<L>) -> R<L> {
+        l.as_ref().copied().map_err(|e| InspectError::new(&e.msg))
+    }
+
+    /// The vCPU's page-table root, or swapper_pg_dir before there is one.
+    pub fn current_root(&self) -> u64 {
+        self.t
+            .cpus
+            .first()
+            .map(|r| r.cr3)
+            .filter(|&c| c != 0)
+            .unwrap_or(self.swapper)
+    }
+
+    /// The root to walk: --pid's pgd, --cr3, else the vCPU's CR3, else
+    /// swapper_pg_dir.
+    pub fn root(&self, cr3: Option<u64>, pid: Option<u32>) -> R<(u64, String)> {
+        if let Some(pid) = pid {
+            return self.task_root(pid);
+        }
+        if let Some(c) = cr3 {
+            return Ok((c, format!("CR3 {c:#x} (given)")));
+        }
+        match self.t.cpus.first() {
+            Some(r) if r.cr3 != 0 => Ok((r.cr3, format!("CR3 {:#x} (cpu 0)", r.cr3))),
+            _ => Ok((self.swapper, format!("swapper_pg_dir {:#x}", self.swapper))),
+        }
+    }
+
+    pub fn page(&self, pfn: u64) -> R<PageInfo> {
+        let l = self.layout(&self.d.page)?;
+        self.page_in(&l, pfn)
+    }
+
+    fn page_in(&self, l: &PageLayout, pfn: u64) -> R<PageInfo> {
+        if pfn >= self.max_pfn {
+            return Err(InspectError::new(format!(
+                "pfn {pfn:#x} has no struct page"
+            )));
+        }
+        let idx = pfn
+            .checked_sub(l.base_pfn)
+            .ok_or_else(|| InspectError::new(format!("pfn {pfn:#x} is below mem_map")))?;
+        let b = self.read_struct(l.mem_map.wrapping_add(idx * l.page.size), l.page.size)?;
+        Ok(PageInfo {
+            flags: b.u32(l.flags),
+            refcount: b.u32(l.refcount),
+            private: b.u32(l.private),
+            next: b.u32(l.next),
+            slab_cache: l.slab_cache.map_or(0, |o| b.u16(o)),
+        })
+    }
+
+    /// The zones, read once per command.
+    pub fn zones(&self) -> R<&[ZoneInfo]> {
+        if let Some(z) = self.zones.get() {
+            return Ok(z);
+        }
+        let z = self.read_zones(&self.layout(&self.d.node)?)?;
+        Ok(self.zones.get_or_init(|| z))
+    }
+
+    fn read_zones(&self, l: &NodeLayout) -> R<Vec<ZoneInfo>> {
+        const NAMES: [&str; 8] = [
+            "DMA", "Normal", "HighMem", "Zone3", "Zone4", "Zone5", "Zone6", "Zone7",
+        ];
+        let mut out = Vec::new();
+        for (i, name) in NAMES.iter().enumerate().take(l.nr_zones as usize) {
+            let z = self.read_struct(l.zones.wrapping_add(i as u64 * l.zone.size), l.zone.size)?;
+            let area = |o: u64, field: u64| l.free_area + o * l.area.size + field;
+            out.push(ZoneInfo {
+                name,
+                start_pfn: z.u64(l.start_pfn),
+                end_pfn: z.u64(l.end_pfn),
+                present: z.u64(l.present),
+                managed: z.u64(l.managed),
+                free: z.u64(l.free),
+                wmark: [
+                    z.u64(l.watermark),
+                    z.u64(l.watermark + 8),
+                    z.u64(l.watermark + 16),
+                ],
+                nr_free: (0..l.nr_orders)
+                    .map(|o| z.u64(area(o, l.area_nr_free)))
+                    .collect(),
+                heads: (0..l.nr_orders)
+                    .map(|o| z.u32(area(o, l.area_head)))
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every free block on the free lists, read once per command.
+    pub fn free_blocks(&self) -> R<&FreeBlocks> {
+        if let Some(f) = self.free.get() {
+            return Ok(f);
+        }
+        let f = self.read_free_blocks()?;
+        Ok(self.free.get_or_init(|| f))
+    }
+
+    /// Walks each zone's free list per order. A list stops at a pfn seen
+    /// on any list (a loop), after nr_free + 1 steps, or at a pfn without
+    /// a struct page, so all lists together visit each frame of RAM at
+    /// most once.
+    fn read_free_blocks(&self) -> R<FreeBlocks> {
+        let l = self.layout(&self.d.page)?;
+        let zones = self.zones()?;
+        let mut seen = PfnSet::new(self.max_pfn);
+        let mut out = FreeBlocks::default();
+        'zones: for z in zones {
+            for (order, (&head, &nr)) in z.heads.iter().zip(&z.nr_free).enumerate() {
+                let mut p = u64::from(head);
+                let mut len = 0u64;
+                while p != l.pfn_none {
+                    len += 1;
+                    let at = format!("zone {} order {order}", z.name);
+                    if len > nr.saturating_add(1) {
+                        out.anomalies
+                            .push(format!("{at}: free list longer than nr_free {nr} (loop?)"));
+                        break;
+                    }
+                    let page = match self.page_in(&l, p) {
+                        Ok(pg) => pg,
+                        Err(e) => {
+                            out.anomalies.push(format!("{at}: {}", e.msg));
+                            if self.budget_left() == 0 {
+                                break 'zones;
+                            }
+                            break;
+                        }
+                    };
+                    if !seen.insert(p) {
+                        out.anomalies.push(format!(
+                            "{at}: pfn {p:#x} is on the free lists twice (loop); list cut"
+                        ));
+                        break;
+                    }
+                    if page.flags & l.pg_buddy == 0 || page.private as usize != order {
+                        out.anomalies.push(format!(
+                            "{at}: pfn {p:#x} on the free list is not a free order-{order} head"
+                        ));
+                    }
+                    out.blocks.push((p, (order as u8).min(MAX_BLOCK_ORDER)));
+                    p = u64::from(page.next);
+                }
+            }
+        }
+        out.blocks.sort_unstable();
+        Ok(out)
+    }
+
+    /// The guest's event counters, by name.
+    pub fn events(&self) -> Vec<(String, u64)> {
+        let Some((base, counters)) = &self.d.events else {
+            return Vec::new();
+        };
+        counters
+            .iter()
+            .filter_map(|(name, o)| Some((name.clone(), self.u64_at(base.wrapping_add(*o)).ok()?)))
+            .collect()
+    }
+
+    /// pkmap_count[] and the pfn of every slot, and the counters.
+    pub fn pkmap(&self) -> R<PkmapState> {
+        let l = self.layout(&self.d.pkmap)?;
+        let n = self.virt.last_pkmap as usize;
+        let mut counts = vec![0u8; n * 4];
+        self.read_va(l.base.wrapping_add(l.count), &mut counts)?;
+        let mut pfns = vec![0u8; n * 8];
+        self.read_va(l.base.wrapping_add(l.pfn), &mut pfns)?;
+        let slots = counts
+            .chunks_exact(4)
+            .zip(pfns.chunks_exact(8))
+            .map(|(c, p)| (Fields::le(c, 0, 4) as u32, Fields::le(p, 0, 8)))
+            .collect();
+        let at = |o: u64| self.u64_at(l.base.wrapping_add(o));
+        Ok(PkmapState {
+            slots,
+            last_pkmap_nr: at(l.last_nr)?,
+            maps: at(l.maps)?,
+            wraps: at(l.wraps)?,
+            flushes: at(l.flushes)?,
+        })
+    }
+
+    /// (address of slot 0, live pfns) of cpu 0's kmap_local stack.
+    pub fn kmap_local(&self) -> R<(u64, Vec<u64>)> {
+        let l = self.layout(&self.d.kmap_local)?;
+        let base = self.u64_at(l.base.wrapping_add(l.slot_base))?;
+        let depth = self
+            .u64_at(l.base.wrapping_add(l.depth))?
+            .min(self.virt.km_max_idx);
+        let live = (0..depth)
+            .map(|i| self.u64_at(l.base.wrapping_add(l.pfn + 8 * i)))
+            .collect::<R<_>>()?;
+        Ok((base, live))
+    }
+
+    /// A `&'static str` in guest memory given its two words (pointer and
+    /// length, in either order), at most `max` bytes of printable UTF-8.
+    pub fn guest_str(&self, a: u64, b: u64, max: u64) -> Result<String, String> {
+        let (ptr, len) = if a >= self.virt.page_offset {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if ptr < self.virt.page_offset {
+            return Err(format!(
+                "name pointer {a:#x}/{b:#x} is not a kernel address"
+            ));
+        }
+        if len == 0 || len > max {
+            return Err(format!("name length {len} is not 1..{max}"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.read_va(ptr, &mut buf).map_err(|e| e.msg)?;
+        checked_name(&buf)
+    }
+
+    /// The vmap areas, busy and lazily freed, in address order; read once.
+    pub fn vmap_areas(&self) -> R<&(Vec<VmapArea>, Anomalies)> {
+        if let Some(v) = self.vmap.get() {
+            return Ok(v);
+        }
+        let l = self.layout(&self.d.vmap)?;
+        let mut bad = Anomalies::default();
+        let mut v = self.vmap_tree(&l, l.busy, "busy", false, &mut bad)?;
+        v.extend(self.vmap_tree(&l, l.lazy, "purge", true, &mut bad)?);
+        v.sort_by_key(|a| a.start);
+        Ok(self.vmap.get_or_init(|| (v, bad)))
+    }
+
+    /// One arena red-black tree, in order. A tree of vmap areas holds at
+    /// most as many nodes as fit in its array and in RAM; a node reached
+    /// twice is a cycle.
+    fn vmap_tree(
+        &self,
+        l: &VmapLayout,
+        tree: u64,
+        name: &str,
+        lazy: bool,
+        bad: &mut Anomalies,
+    ) -> R<Vec<VmapArea>> {
+        let cap = l.capacity.min(self.fit_in_ram(l.node.size));
+        let root = u64::from(self.u32_at(tree.wrapping_add(l.root))?);
+        let nodes = tree.wrapping_add(l.nodes);
+        let mut seen = vec![false; cap as usize];
+        let mut out = Vec::new();
+        let mut stack: Vec<Fields> = Vec::new();
+        let mut cur = root;
+        loop {
+            while cur != l.nil {
+                let Some(mark) = seen.get_mut(cur as usize) else {
+                    bad.push(format!(
+                        "vmap tree {name}: node id {cur} is outside its {cap} slots; walk stopped"
+                    ));
+                    return Ok(out);
+                };
+                if std::mem::replace(mark, true) || stack.len() >= MAX_TREE_DEPTH {
+                    bad.push(format!(
+                        "vmap tree {name}: node {cur} reached twice or too deep (cycle); walk stopped"
+                    ));
+                    return Ok(out);
+                }
+                let node =
+                    match self.read_struct(nodes.wrapping_add(cur * l.node.size), l.node.size) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            bad.push(format!("vmap tree {name}: node {cur}: {}", e.msg));
+                            return Ok(out);
+                        }
+                    };
+                cur = u64::from(node.u32(l.left));
+                stack.push(node);
+            }
+            let Some(n) = stack.pop() else { break };
+            out.push(VmapArea {
+                start: n.u64(l.start),
+                end: n.u64(l.end),
+                flags: n.u32(l.flags),
+                nr_pages: n.u64(l.nr_pages),
+                caller: self
+                    .guest_str(n.u64(l.caller), n.u64(l.caller + 8), 128)
+                    .unwrap_or_else(|_| "?".into()),
+                lazy,
+            });
+            cur = u64::from(n.u32(l.right));
+        }
+        Ok(out)
+    }
+
+    /// Streams the leaves under `root` in `range` to `leaf` (Break stops
+    /// the walk), reading at most what is left of the command's budget;
+    /// anomalies go to `bad`. Nothing is collected: aliased tables can
+    /// make millions of leaves.
+    pub fn each_leaf(
+        &self,
+        root: u64,
+        range: Range<u64>,
+        leaf: impl FnMut(&Leaf) -> ControlFlow<()>,
+        bad: &mut Anomalies,
+    ) -> Summary {
+        let cfg = WalkConfig {
+            budget: self.budget_left(),
+            ..self.cfg
+        };
+        let mut v = FnVisitor(leaf, |a: &Anomaly| {
+            bad.push(anomaly_text(a));
+            ControlFlow::Continue(())
+        });
+        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut v);
+        self.budget
+            .set(self.budget_left().saturating_sub(sum.entries_read));
+        if sum.truncated {
+            bad.push(format!(
+                "the inspection budget of {READ_BUDGET} guest reads ran out; listing cut"
+            ));
+        }
+        sum
+    }
+
+    /// Physical frames holding the tables under `root`, added to `tables`.
+    pub fn table_pages(&self, root: u64, tables: &mut PfnSet) {
+        let mode = self.cfg.mode;
+        let mut frontier = vec![(root & pagetable::ADDR_MASK, 0usize)];
+        while let Some((table, depth)) = frontier.pop() {
+            if !tables.insert(table / PAGE) || depth + 1 >= mode.levels.len() {
+                continue;
+            }
+            let desc = &mode.levels[depth];
+            let mut entries = [0u8; 4096];
+            if self.charge(desc.entries() as u64).is_err()
+                || self.mem().read(table, &mut entries).is_err()
+            {
+                continue;
+            }
+            for e in entries.chunks_exact(8) {
+                let pte = pagetable::Pte(Fields::le(e, 0, 8));
+                if pte.is_present() && !desc.is_leaf(pte) {
+                    frontier.push((pte.addr(), depth + 1));
+                }
+            }
+        }
+    }
+
+    /// What the PDPT entry covering PAGE_OFFSET points at under `root`
+    /// (the kernel page directory every address space shares).
+    pub fn kernel_quarter(&self, root: u64) -> Option<u64> {
+        let w = walk(self.mem(), root, self.virt.page_offset, &self.cfg);
+        w.steps()
+            .iter()
+            .find(|s| s.level == pagetable::Level::Pdpt)
+            .filter(|s| s.entry.is_present())
+            .map(|s| s.entry.addr())
+    }
+
+    pub fn direct_va(&self, pa: u64) -> Option<u64> {
+        (pa < self.max_low_pfn * PAGE).then_some(pa.wrapping_add(self.virt.page_offset))
+    }
+
+    /// The slab block (host record) that holds `pfn`: (head, order).
+    pub fn slab_block(&self, pfn: u64) -> Option<(u64, u32)> {
+        let (&head, &order) = self.t.slab.range(..=pfn).next_back()?;
+        (pfn < head + (1u64 << order.min(20))).then_some((head, order))
+    }
+
+    /// Who owns a frame, from mem_map, the free lists and the host record.
+    pub fn owner(&self, pfn: u64) -> String {
+        if let Some((head, order)) = self.slab_block(pfn) {
+            let cache = self.page(head).map(|p| p.slab_cache).unwrap_or(0);
+            return format!(
+                "slab (host record: order-{order} block at pfn {head:#x}; cache id {cache})"
+            );
+        }
+        if let Some((head, order)) = self.free_blocks().ok().and_then(|f| f.containing(pfn)) {
+            return format!("free (buddy: order-{order} block at pfn {head:#x})");
+        }
+        let Ok(l) = self.layout(&self.d.page) else {
+            return "unknown (the descriptor has no struct page layout)".into();
+        };
+        let Ok(p) = self.page_in(&l, pfn) else {
+            return "no struct page (not RAM the kernel manages)".into();
+        };
+        if p.flags & l.pg_table != 0 {
+            return "page table".into();
+        }
+        if p.flags & l.pg_slab != 0 {
+            return format!("slab (guest flag; cache id {})", p.slab_cache);
+        }
+        if p.flags & l.pg_reserved != 0 {
+            return "reserved".into();
+        }
+        let va = self.virt.page_offset.wrapping_add(pfn * PAGE);
+        if let Some(sec) = self.d.section_of(va).filter(|_| pfn < self.max_low_pfn) {
+            return format!("kernel image ({sec})");
+        }
+        let map_start = l.mem_map.wrapping_sub(self.virt.page_offset) / PAGE;
+        let map_end = l
+            .mem_map
+            .wrapping_sub(self.virt.page_offset)
+            .saturating_add(self.max_pfn * l.page.size)
+            .div_ceil(PAGE);
+        if pfn >= map_start && pfn < map_end {
+            return "mem_map".into();
+        }
+        // An allocated block: its head has a refcount and its order.
+        for back in 0..1024u64 {
+            let Some(h) = pfn.checked_sub(back) else {
+                break;
+            };
+            let Ok(hp) = self.page_in(&l, h) else { break };
+            if hp.refcount > 0 && hp.private <= 10 && pfn < h + (1u64 << hp.private) {
+                return format!(
+                    "allocated (order-{} block at pfn {h:#x}, refcount {})",
+                    hp.private, hp.refcount
+                );
+            }
+        }
+        "reserved or unused (no allocator state)".into()
+    }
+
+    /// Why a frame mapped user-accessible is the kernel's, if it is: a
+    /// page-table page, the kernel image, mem_map or a frame the page
+    /// allocator has not handed out. Free frames and slab frames have
+    /// their own findings.
+    pub fn kernel_frame(&self, pfn: u64, tables: &PfnSet) -> Option<String> {
+        if tables.contains(pfn) {
+            return Some("a page-table page".into());
+        }
+        let free = self.free_blocks().ok().and_then(|f| f.containing(pfn));
+        if free.is_some() || self.slab_block(pfn).is_some() {
+            return None;
+        }
+        let owner = self.owner(pfn);
+        (!owner.starts_with("allocated (order-0")).then_some(owner)
+    }
+
+    pub fn tasks_layout(&self) -> R<TaskLayout> {
+        self.layout(&self.d.tasks)
+    }
+}
+
+/// A structure's bytes as read, with little-endian field access; offsets
+/// were checked against the structure's size when the descriptor was parsed.
+pub struct Fields(pub Vec<u8>);
+
+impl Fields {
+    /// A little-endian field of `w` bytes at `o` in `b` (0 when outside).
+    pub fn le(b: &[u8], o: u64, w: usize) -> u64 {
+        let mut v = [0u8; 8];
+        if let Some(s) = usize::try_from(o)
+            .ok()
+            .and_then(|o| b.get(o..o.checked_add(w)?))
+        {
+            v[..w].copy_from_slice(s);
+        }
+        u64::from_le_bytes(v)
+    }
+
+    pub fn u64(&self, o: u64) -> u64 {
+        Self::le(&self.0, o, 8)
+    }
+
+    pub fn u32(&self, o: u64) -> u32 {
+        Self::le(&self.0, o, 4) as u32
+    }
+
+    pub fn u16(&self, o: u64) -> u16 {
+        Self::le(&self.0, o, 2) as u16
+    }
+
+    pub fn bytes(&self, o: u64, len: u64) -> &[u8] {
+        let (o, len) = (o as usize, len as usize);
+        self.0.get(o..o.saturating_add(len)).unwrap_or(&[])
+    }
+}
+
+/// A name from guest bytes: printable UTF-8 only.
+pub fn checked_name(bytes: &[u8]) -> Result<String, String> {
+    let s = std::str::from_utf8(bytes).map_err(|_| "name is not UTF-8".to_string())?;
+    if s.chars().any(char::is_control) {
+        return Err("name has control characters".into());
+    }
+    Ok(s.to_string())
+}
+
+pub fn anomaly_text(a: &Anomaly) -> String {
+    let what = match a.kind {
+        AnomalyKind::ReservedBits { mask } => format!("reserved bits {mask:#x} set"),
+        AnomalyKind::Unreadable(e) => format!("table unreadable: {e}"),
+        AnomalyKind::Loop { ancestor } => format!("points back at the {} table (loop)", ancestor),
+        AnomalyKind::BudgetExhausted => "walk budget exhausted; listing truncated".into(),
+    };
+    format!(
+        "{} entry at {:#x} = {:#x} (va {:#x}): {what}",
+        a.level, a.entry_pa, a.entry.0, a.va
+    )
+}

@@ -1,0 +1,272 @@
+use std::collections::BTreeMap;
+
+use abi::vmcoreinfo::{num, off, sym};
+use proptest::prelude::*;
+
+use super::audit::MAX_FINDINGS;
+use super::translate::MAX_PTOV_PER_SPACE;
+use super::*;
+use crate::coredump::Regs;
+use crate::guestphys::VecMem;
+
+/// A command's answer in both forms, as `vmm inspect` prints them.
+pub(super) struct Out {
+    pub text: String,
+    pub json: serde_json::Value,
+    pub status: i32,
+    pub error: Option<String>,
+}
+
+pub(super) fn run(t: &Target, cmd: &Cmd) -> R<Out> {
+    let a = super::run(t, cmd)?;
+    Ok(Out {
+        text: a.text(),
+        json: serde_json::from_str(&a.json()).expect("the JSON form parses"),
+        status: a.status(),
+        error: a.error(),
+    })
+}
+
+fn target(mem: Vec<u8>, info: &[u8]) -> Target {
+    Target {
+        mem: Box::new(VecMem(mem)),
+        info: Some(info.to_vec()),
+        cpus: vec![Regs {
+            cr3: 0x1000,
+            ..Default::default()
+        }],
+        slab: BTreeMap::from([(3, 0)]),
+    }
+}
+
+const ALL_CMDS: &[&str] = &[
+    "tlb",
+    "mem",
+    "layout",
+    "meminfo",
+    "zoneinfo",
+    "buddyinfo",
+    "vmallocinfo",
+    "pkmap",
+    "audit",
+    "regs",
+    "vmcoreinfo",
+];
+
+fn cmd(name: &str) -> Cmd {
+    #[derive(clap::Parser)]
+    struct P {
+        #[command(subcommand)]
+        c: Cmd,
+    }
+    <P as clap::Parser>::try_parse_from(["x", name]).unwrap().c
+}
+
+/// A descriptor that points everything at small offsets of a small RAM.
+fn plausible_info() -> Vec<u8> {
+    info_with_max_pfn(16)
+}
+
+fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
+    let mut w = abi::vmcoreinfo::Writer::new(String::new());
+    w.symbol(sym::SWAPPER_PG_DIR, 0xc000_1000).unwrap();
+    for (n, v) in [
+        (sym::MEM_MAP, 0xc000_8000u64),
+        (sym::NODE_DATA, 0xc000_9000),
+        (sym::PKMAP, 0xc000_a000),
+        (sym::KMAP_LOCAL, 0xc000_b000),
+        (sym::VMAP, 0xc000_c000),
+        (sym::VM_EVENTS, 0xc000_d000),
+    ] {
+        w.symbol(n, v).unwrap();
+    }
+    for (n, v) in [
+        (num::PAGE_OFFSET, 0xc000_0000u64),
+        (num::HIGH_MEMORY, 0xc001_0000),
+        (num::VMALLOC_START, 0xc080_0000),
+        (num::VMALLOC_END, 0xff9f_e000),
+        (num::PKMAP_BASE, 0xffa0_0000),
+        (num::LAST_PKMAP, 512),
+        (num::FIXADDR_START, 0xfffe_e000),
+        (num::FIXADDR_TOP, 0xffff_f000),
+        (num::MAX_PFN, max_pfn),
+        (num::MAX_LOW_PFN, max_pfn),
+    ] {
+        w.number(n, v).unwrap();
+    }
+    let mut w2 = w;
+    mm::vmcoreinfo::write_all::<4, _>(&mut w2).unwrap();
+    w2.offset2(off::VM_EVENT_PREFIX, "x", 0).unwrap();
+    w2.into_inner().into_bytes()
+}
+
+#[test]
+fn commands_on_an_empty_guest_do_not_panic() {
+    let t = target(vec![0; 1 << 16], &plausible_info());
+    for c in ALL_CMDS {
+        let _ = run(&t, &cmd(c));
+    }
+    let out = run(&t, &cmd("buddyinfo")).unwrap();
+    assert_eq!(out.status, 0);
+    let v = run(
+        &t,
+        &Cmd::Vtop {
+            va: "c0000000".into(),
+            pid: None,
+            cr3: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(v.status, 1, "nothing is mapped");
+    assert!(v.error.unwrap().contains("not mapped"));
+}
+
+#[test]
+fn missing_descriptor_is_one_line() {
+    let mut t = target(vec![0; 4096], b"");
+    t.info = None;
+    let e = run(&t, &cmd("tlb")).err().unwrap();
+    assert!(e.msg.contains("not published"));
+}
+
+/// A free list whose head points at itself, with nr_free = 2^64 - 1
+/// and max_pfn = 2^62: the walk stops at once with an anomaly, and
+/// max_pfn is clamped to the end of RAM.
+#[test]
+fn self_looping_free_list_terminates() {
+    let mut t = target(vec![0; 1 << 16], &info_with_max_pfn(1 << 62));
+    let (head, nr, next) = {
+        let k = Kernel::new(&t).unwrap();
+        assert_eq!((k.max_pfn, k.max_low_pfn), (16, 16), "clamped to RAM");
+        let (node, page) = (k.d.node.as_ref().unwrap(), k.d.page.as_ref().unwrap());
+        let fa = node.zones + node.free_area - k.virt.page_offset;
+        let page_5 = page.mem_map - k.virt.page_offset + 5 * page.page.size;
+        (
+            fa + node.area_head,
+            fa + node.area_nr_free,
+            page_5 + page.next,
+        )
+    };
+    let mut mem = vec![0u8; 1 << 16];
+    mem[head as usize..][..4].copy_from_slice(&5u32.to_le_bytes());
+    mem[nr as usize..][..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    mem[next as usize..][..4].copy_from_slice(&5u32.to_le_bytes());
+    t.mem = Box::new(VecMem(mem));
+    let out = run(&t, &cmd("buddyinfo")).unwrap();
+    assert!(
+        out.text
+            .contains("anomaly: zone DMA order 0: pfn 0x5 is on the free lists twice"),
+        "{}",
+        out.text
+    );
+    for c in ["audit", "meminfo", "layout"] {
+        run(&t, &cmd(c)).unwrap();
+    }
+    run(&t, &Cmd::Ptov { pa: "5000".into() }).unwrap();
+}
+
+/// Every table entry points at the same next-level table (legal
+/// aliasing, 512^4 leaves): listings are cut at MAX_LINES with a last
+/// line saying so, ptov at MAX_PTOV_PER_SPACE per address space, and
+/// only the form asked for is built.
+#[test]
+fn aliased_tables_give_bounded_output() {
+    let mut mem = vec![0u8; 1 << 16];
+    for (table, next) in [
+        (0x1000, 0x2000u64),
+        (0x2000, 0x3000),
+        (0x3000, 0x4000),
+        (0x4000, 0x5000),
+    ] {
+        for i in 0..512 {
+            mem[table + 8 * i..][..8].copy_from_slice(&(next | 7).to_le_bytes());
+        }
+    }
+    let t = target(mem, &plausible_info());
+    let tlb = run(&t, &cmd("tlb")).unwrap();
+    assert_eq!(tlb.text.lines().count() as u64, MAX_LINES + 1);
+    assert!(tlb
+        .text
+        .ends_with(&format!("truncated after {MAX_LINES} leaves\n")));
+    assert_eq!(
+        tlb.json["leaves"].as_array().unwrap().len() as u64,
+        MAX_LINES
+    );
+    assert_eq!(tlb.json["truncated"], true);
+    let ptov = run(&t, &Cmd::Ptov { pa: "5000".into() }).unwrap();
+    assert!(ptov
+        .text
+        .contains(&format!("listing cut after {MAX_PTOV_PER_SPACE}")));
+    assert!(ptov.text.lines().count() < MAX_PTOV_PER_SPACE + 10);
+    let audit = run(&t, &cmd("audit")).unwrap();
+    assert!(audit.text.lines().count() <= 2 * MAX_FINDINGS + 10);
+    let mem = run(&t, &cmd("mem")).unwrap();
+    assert!(mem.text.lines().count() as u64 <= MAX_LINES + 1);
+    run(&t, &cmd("layout")).unwrap();
+}
+
+/// Extreme descriptor numbers: no overflow anywhere (debug builds
+/// panic on overflow; release builds must not print nonsense sizes).
+#[test]
+fn extreme_descriptor_numbers_do_not_overflow() {
+    for (name, v) in [
+        (num::PKMAP_BASE, u64::MAX),
+        (num::PAGE_OFFSET, u64::MAX),
+        (num::VMALLOC_START, u64::MAX),
+        (num::FIXADDR_TOP, 0),
+        (num::KM_MAX_IDX, u64::MAX),
+        (num::FIX_KMAP_BEGIN, u64::MAX),
+    ] {
+        let mut info = plausible_info();
+        info.extend_from_slice(format!("NUMBER({name})={v}\n").as_bytes());
+        let t = target(vec![0; 1 << 16], &info);
+        for c in ALL_CMDS {
+            let _ = run(&t, &cmd(c));
+        }
+        for va in ["ffa00000", "fffef000", "ffffffffffffffff", "c0001000"] {
+            let _ = run(
+                &t,
+                &Cmd::Vtop {
+                    va: va.into(),
+                    pid: None,
+                    cr3: None,
+                },
+            );
+        }
+        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Random guest memory under a plausible descriptor: every command
+    /// terminates without panicking.
+    #[test]
+    fn random_memory_never_panics(seed in proptest::collection::vec(any::<u64>(), 1024..2048)) {
+        let mut mem = vec![0u8; 1 << 16];
+        for (i, w) in seed.iter().enumerate() {
+            // Entries with P set and addresses inside the small RAM, often.
+            let v = if i % 3 == 0 { (w & 0xf000) | (w & 0x8000_0000_0000_0fff) } else { *w };
+            let at = (i * 8 * 7) % (mem.len() - 8);
+            mem[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let t = target(mem, &plausible_info());
+        for c in ALL_CMDS {
+            let _ = run(&t, &cmd(c));
+        }
+        for va in [0xc000_0000u64, 0xc080_1000, 0xffa0_0000, 0xffff_e000, 0x1234] {
+            let _ = run(&t, &Cmd::Vtop { va: format!("{va:x}"), pid: None, cr3: None });
+            let _ = run(&t, &Cmd::X { va: format!("{va:x}"), len: Some("32".into()), pid: None });
+        }
+        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+    }
+
+    /// Random bytes as the descriptor: refused or parsed, never a panic.
+    #[test]
+    fn random_descriptor_never_panics(info in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let t = target(vec![0; 1 << 16], &info);
+        for c in ALL_CMDS {
+            let _ = run(&t, &cmd(c));
+        }
+    }
+}
