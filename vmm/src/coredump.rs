@@ -20,7 +20,7 @@
 //! The reader takes any file: sizes and counts are bounded, offsets are
 //! checked against the file length, and errors are one-line messages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -475,17 +475,44 @@ struct Seg {
     offset: u64,
 }
 
+/// Where a dump's bytes come from: a file, or memory (fuzzing, tests).
+enum Source {
+    File(File),
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::Bytes(b) => {
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| b.get(o..o.checked_add(buf.len())?))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A dump opened for reading: guest memory plus the metadata notes.
 pub struct DumpMem {
-    file: File,
+    source: Source,
     segs: Vec<Seg>,
+    /// RAM as the PT_LOAD segments describe it, adjacent ones merged.
     ram: Vec<(u64, u64)>,
     pub meta: DumpMeta,
-    /// A small page cache: walks read the same table pages again and again.
-    cache: Mutex<HashMap<u64, Box<[u8; 4096]>>>,
+    /// A small direct-mapped page cache: walks read the same table pages
+    /// again and again.
+    cache: Mutex<Vec<Option<(u64, Box<[u8; 4096]>)>>>,
 }
 
 const CACHE_PAGES: usize = 4096;
+/// Most RAM a dump may describe: PAE's 64 GiB (the VMM itself gives at
+/// most 16 GiB). Everything the inspector sizes by RAM is bounded by it.
+pub const MAX_DUMP_RAM: u64 = 64 << 30;
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> String {
     format!("{}: {why}", path.display())
@@ -496,58 +523,67 @@ impl DumpMem {
     pub fn open(path: &Path) -> Result<Self, String> {
         let file = File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
         let len = file.metadata().map_err(|e| bad(path, e))?.len();
+        Self::parse(Source::File(file), len).map_err(|e| bad(path, e))
+    }
+
+    /// A dump held in memory (fuzzing and tests), validated as `open` does.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
+        let len = bytes.len() as u64;
+        Self::parse(Source::Bytes(bytes), len)
+    }
+
+    fn parse(file: Source, len: u64) -> Result<Self, String> {
+        fn fail(why: impl std::fmt::Display) -> String {
+            why.to_string()
+        }
         let mut raw = [0u8; 64];
         file.read_exact_at(&mut raw, 0)
-            .map_err(|_| bad(path, "not an ELF file (too short)"))?;
-        let ehdr = Elf64Ehdr::read_from_bytes(&raw).map_err(|_| bad(path, "bad ELF header"))?;
+            .map_err(|_| fail("not an ELF file (too short)"))?;
+        let ehdr = Elf64Ehdr::read_from_bytes(&raw).map_err(|_| fail("bad ELF header"))?;
         if ehdr.e_ident[..4] != ELFMAG {
-            return Err(bad(path, "not an ELF file"));
+            return Err(fail("not an ELF file"));
         }
         if ehdr.e_ident[4] != ELFCLASS64
             || ehdr.e_ident[5] != ELFDATA2LSB
             || ehdr.e_type != ET_CORE
             || ehdr.e_machine != EM_X86_64
         {
-            return Err(bad(path, "not an x86-64 ELF core dump"));
+            return Err(fail("not an x86-64 ELF core dump"));
         }
         let phnum = ehdr.e_phnum as usize;
         if phnum == 0 || phnum > MAX_PHDRS || ehdr.e_phentsize as usize != PHDR_SIZE {
-            return Err(bad(path, "bad program header table"));
+            return Err(fail("bad program header table"));
         }
         let ph_bytes = (phnum * PHDR_SIZE) as u64;
         if ehdr.e_phoff.checked_add(ph_bytes).is_none_or(|e| e > len) {
-            return Err(bad(path, "truncated program header table"));
+            return Err(fail("truncated program header table"));
         }
         let mut table = vec![0u8; ph_bytes as usize];
         file.read_exact_at(&mut table, ehdr.e_phoff)
-            .map_err(|e| bad(path, e))?;
+            .map_err(fail)?;
         let mut segs = Vec::new();
         let mut notes = Vec::new();
         let mut notes_bytes = 0u64;
         for chunk in table.chunks_exact(PHDR_SIZE) {
-            let p = Elf64Phdr::read_from_bytes(chunk).map_err(|_| bad(path, "bad phdr"))?;
+            let p = Elf64Phdr::read_from_bytes(chunk).map_err(|_| fail("bad phdr"))?;
             let in_file = p.p_offset.checked_add(p.p_filesz).is_some_and(|e| e <= len);
             match p.p_type {
                 PT_NOTE => {
                     if !in_file {
-                        return Err(bad(path, "note segment outside the file"));
+                        return Err(fail("note segment outside the file"));
                     }
                     if notes.len() >= MAX_NOTE_SEGMENTS {
-                        return Err(bad(
-                            path,
-                            format!("more than {MAX_NOTE_SEGMENTS} note segments"),
+                        return Err(fail(format!("more than {MAX_NOTE_SEGMENTS} note segments"),
                         ));
                     }
                     notes_bytes = notes_bytes.saturating_add(p.p_filesz);
                     if notes_bytes > MAX_NOTES_BYTES {
-                        return Err(bad(
-                            path,
-                            format!("notes larger than {} MiB in all", MAX_NOTES_BYTES >> 20),
+                        return Err(fail(format!("notes larger than {} MiB in all", MAX_NOTES_BYTES >> 20),
                         ));
                     }
                     let mut n = vec![0u8; p.p_filesz as usize];
                     file.read_exact_at(&mut n, p.p_offset)
-                        .map_err(|e| bad(path, e))?;
+                        .map_err(fail)?;
                     notes.push(n);
                 }
                 crate::elf::PT_LOAD => {
@@ -555,7 +591,7 @@ impl DumpMem {
                         || p.p_filesz > p.p_memsz
                         || p.p_paddr.checked_add(p.p_memsz).is_none()
                     {
-                        return Err(bad(path, "a PT_LOAD lies outside the file"));
+                        return Err(fail("a PT_LOAD lies outside the file"));
                     }
                     segs.push(Seg {
                         pa: p.p_paddr,
@@ -569,10 +605,26 @@ impl DumpMem {
         }
         segs.sort_by_key(|s| s.pa);
         if segs.windows(2).any(|w| w[0].pa + w[0].memsz > w[1].pa) {
-            return Err(bad(path, "overlapping PT_LOAD segments"));
+            return Err(fail("overlapping PT_LOAD segments"));
+        }
+        // RAM is what the segments hold, never what a note claims: the
+        // inspector sizes its bounds by it.
+        let total = segs.iter().fold(0u64, |t, s| t.saturating_add(s.memsz));
+        if total > MAX_DUMP_RAM {
+            return Err(fail(format!(
+                "the PT_LOAD segments describe {} GiB of RAM, more than {} GiB",
+                total >> 30,
+                MAX_DUMP_RAM >> 30
+            )));
+        }
+        let mut ram: Vec<(u64, u64)> = Vec::new();
+        for s in &segs {
+            match ram.last_mut() {
+                Some((start, size)) if *start + *size == s.pa => *size += s.memsz,
+                _ => ram.push((s.pa, s.memsz)),
+            }
         }
         let mut meta = DumpMeta::default();
-        let mut ram = None;
         let mut ours = false;
         for n in &notes {
             for (name, kind, desc) in parse_notes(n) {
@@ -596,64 +648,50 @@ impl DumpMem {
                             meta.slab.insert(pfn, order.min(DMAP_MAX_ORDER) as u32);
                         }
                     }
-                    (OWNER, NT_I386MM_RAM) => {
-                        ours = true;
-                        ram = Some(
-                            desc.chunks_exact(16)
-                                .take(64)
-                                .map(|p| {
-                                    (
-                                        u64::from_le_bytes(p[..8].try_into().unwrap_or_default()),
-                                        u64::from_le_bytes(p[8..].try_into().unwrap_or_default()),
-                                    )
-                                })
-                                .collect::<Vec<_>>(),
-                        );
-                    }
+                    (OWNER, NT_I386MM_RAM) => ours = true,
                     ("VMCOREINFO", _) => meta.vmcoreinfo = Some(desc.to_vec()),
                     _ => {}
                 }
             }
         }
         if !ours {
-            return Err(bad(path, "not a dump written by vmm (no I386MM notes)"));
+            return Err(fail("not a dump written by vmm (no I386MM notes)"));
         }
-        let ram = ram.unwrap_or_else(|| segs.iter().map(|s| (s.pa, s.memsz)).collect());
         Ok(DumpMem {
-            file,
+            source: file,
             segs,
             ram,
             meta,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(vec![None; CACHE_PAGES]),
         })
     }
 
-    fn read_page(&self, page: u64) -> Result<Box<[u8; 4096]>, PhysError> {
-        if let Some(p) = self.cache.lock().ok().and_then(|c| c.get(&page).cloned()) {
-            return Ok(p);
+    /// Copies bytes `off..off + buf.len()` of the page at `page` into
+    /// `buf`, through the cache.
+    fn read_in_page(&self, page: u64, off: usize, buf: &mut [u8]) -> Result<(), PhysError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut cache[(page / 4096) as usize % CACHE_PAGES];
+        if let Some((_, p)) = slot.as_ref().filter(|(at, _)| *at == page) {
+            buf.copy_from_slice(&p[off..off + buf.len()]);
+            return Ok(());
         }
-        let pa = page;
-        let i = self.segs.partition_point(|s| s.pa + s.memsz <= pa);
+        let i = self.segs.partition_point(|s| s.pa + s.memsz <= page);
         let seg = self
             .segs
             .get(i)
-            .filter(|s| s.pa <= pa && pa.checked_add(4096).is_some_and(|e| e <= s.pa + s.memsz))
-            .ok_or(PhysError::OutsideRam { pa })?;
-        let mut out = Box::new([0u8; 4096]);
-        let off = pa - seg.pa;
-        if off < seg.filesz {
-            let n = (seg.filesz - off).min(4096) as usize;
-            self.file
-                .read_exact_at(&mut out[..n], seg.offset + off)
-                .map_err(|_| PhysError::Unreadable { pa })?;
+            .filter(|s| s.pa <= page && page.checked_add(4096).is_some_and(|e| e <= s.pa + s.memsz))
+            .ok_or(PhysError::OutsideRam { pa: page })?;
+        let mut p = Box::new([0u8; 4096]);
+        let at = page - seg.pa;
+        if at < seg.filesz {
+            let n = (seg.filesz - at).min(4096) as usize;
+            self.source
+                .read_exact_at(&mut p[..n], seg.offset + at)
+                .map_err(|_| PhysError::Unreadable { pa: page })?;
         }
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() >= CACHE_PAGES {
-                c.clear();
-            }
-            c.insert(page, out.clone());
-        }
-        Ok(out)
+        buf.copy_from_slice(&p[off..off + buf.len()]);
+        *slot = Some((page, p));
+        Ok(())
     }
 }
 
@@ -693,10 +731,9 @@ impl GuestPhys for DumpMem {
                 .checked_add(done as u64)
                 .ok_or(PhysError::OutsideRam { pa })?;
             let page = a & !4095;
-            let p = self.read_page(page)?;
             let off = (a - page) as usize;
             let n = (4096 - off).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&p[off..off + n]);
+            self.read_in_page(page, off, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())

@@ -18,6 +18,9 @@ use super::{InspectError, R};
 
 /// Linux's DEFAULT_MAX_MAP_COUNT (65530): the most VMAs an mm may have.
 pub const MAX_MAP_COUNT: u64 = 65_530;
+/// i386 Linux's PID_MAX_LIMIT (PID_MAX_DEFAULT, 32768, where longs are
+/// 4 bytes): the most tasks there can be.
+pub const PID_MAX_LIMIT: u64 = 32_768;
 
 /// One /proc/slabinfo line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -86,6 +89,13 @@ impl Kernel<'_> {
         let mut out = Vec::new();
         let mut bad = Anomalies::default();
         for (slot, &mark) in live.iter().enumerate() {
+            if out.len() as u64 >= super::MAX_LINES {
+                bad.push(format!(
+                    "slab registry: more than {} live caches; the rest not listed",
+                    super::MAX_LINES
+                ));
+                break;
+            }
             match mark {
                 0 => continue,
                 1 => {}
@@ -97,7 +107,17 @@ impl Kernel<'_> {
                 }
             }
             let slot = slot as u64;
-            let b = self.read_struct(caches.wrapping_add(slot * l.slot.size), l.cache.size)?;
+            let b = match self.read_struct(caches.wrapping_add(slot * l.slot.size), l.cache.size)
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    bad.push(format!("slab registry slot {slot}: {}", e.msg));
+                    if self.budget_left() == 0 {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let name = self
                 .guest_str(b.u64(l.name), b.u64(l.name + 8), MAX_NAME)
                 .unwrap_or_else(|e| {
@@ -132,7 +152,10 @@ impl Kernel<'_> {
 
     fn read_tasks(&self) -> R<(Vec<TaskInfo>, Anomalies)> {
         let l = self.tasks_layout()?;
-        let n = l.list_len.min(self.fit_in_ram(l.task.size));
+        let n = l
+            .list_len
+            .min(self.fit_in_ram(l.task.size))
+            .min(PID_MAX_LIMIT);
         let mut words = vec![0u8; n as usize * 8];
         self.read_va(l.list, &mut words)?;
         let mut out: Vec<TaskInfo> = Vec::new();

@@ -30,6 +30,9 @@ pub const MAX_ANOMALIES: usize = 100;
 const MAX_BLOCK_ORDER: u8 = 20;
 /// Deepest a red-black tree can legitimately be: 2 log2(n + 1) < 128.
 const MAX_TREE_DEPTH: usize = 128;
+/// The most vmap areas the kernel's 1 GiB can hold: a page and its guard
+/// page each.
+const MAX_VMAP_AREAS: u64 = (1 << 30) / (2 * PAGE);
 
 /// What the inspector looks at.
 pub struct Target {
@@ -592,7 +595,10 @@ impl<'t> Kernel<'t> {
         lazy: bool,
         bad: &mut Anomalies,
     ) -> R<Vec<VmapArea>> {
-        let cap = l.capacity.min(self.fit_in_ram(l.node.size));
+        let cap = l
+            .capacity
+            .min(self.fit_in_ram(l.node.size))
+            .min(MAX_VMAP_AREAS);
         let root = u64::from(self.u32_at(tree.wrapping_add(l.root))?);
         let nodes = tree.wrapping_add(l.nodes);
         let mut seen = vec![false; cap as usize];

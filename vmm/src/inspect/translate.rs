@@ -10,7 +10,7 @@ use pagetable::{walk, Outcome, PteFlags, ALL};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel};
-use super::{anomaly_lines, InspectError, Render, PAGE, R};
+use super::{anomaly_lines, InspectError, Render, MAX_LINES, PAGE, R};
 
 /// Most mappings ptov lists per address space.
 pub const MAX_PTOV_PER_SPACE: usize = 1024;
@@ -472,7 +472,7 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
                 if pa < l.pa || pa - l.pa >= l.size {
                     return ControlFlow::Continue(());
                 }
-                if here >= MAX_PTOV_PER_SPACE {
+                if here >= MAX_PTOV_PER_SPACE || out.mappings.len() as u64 >= MAX_LINES {
                     return ControlFlow::Break(());
                 }
                 here += 1;
@@ -488,6 +488,13 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
         );
         if sum.stopped {
             out.truncated_spaces.push(space.name.clone());
+        }
+        if out.mappings.len() as u64 >= MAX_LINES {
+            out.anomalies.push(format!(
+                "{MAX_LINES} mappings listed; the address spaces after {} not searched",
+                space.name
+            ));
+            break;
         }
         if sum.truncated {
             out.anomalies.push(format!(
