@@ -506,8 +506,11 @@ pub struct DumpMem {
     pub meta: DumpMeta,
     /// A small direct-mapped page cache: walks read the same table pages
     /// again and again.
-    cache: Mutex<Vec<Option<(u64, Box<[u8; 4096]>)>>>,
+    cache: Mutex<Vec<Option<CachedPage>>>,
 }
+
+/// A page of the dump: its guest-physical address and its bytes.
+type CachedPage = (u64, Box<[u8; 4096]>);
 
 const CACHE_PAGES: usize = 4096;
 /// Most RAM a dump may describe: PAE's 64 GiB (the VMM itself gives at
@@ -559,8 +562,7 @@ impl DumpMem {
             return Err(fail("truncated program header table"));
         }
         let mut table = vec![0u8; ph_bytes as usize];
-        file.read_exact_at(&mut table, ehdr.e_phoff)
-            .map_err(fail)?;
+        file.read_exact_at(&mut table, ehdr.e_phoff).map_err(fail)?;
         let mut segs = Vec::new();
         let mut notes = Vec::new();
         let mut notes_bytes = 0u64;
@@ -573,17 +575,17 @@ impl DumpMem {
                         return Err(fail("note segment outside the file"));
                     }
                     if notes.len() >= MAX_NOTE_SEGMENTS {
-                        return Err(fail(format!("more than {MAX_NOTE_SEGMENTS} note segments"),
-                        ));
+                        return Err(fail(format!("more than {MAX_NOTE_SEGMENTS} note segments")));
                     }
                     notes_bytes = notes_bytes.saturating_add(p.p_filesz);
                     if notes_bytes > MAX_NOTES_BYTES {
-                        return Err(fail(format!("notes larger than {} MiB in all", MAX_NOTES_BYTES >> 20),
-                        ));
+                        return Err(fail(format!(
+                            "notes larger than {} MiB in all",
+                            MAX_NOTES_BYTES >> 20
+                        )));
                     }
                     let mut n = vec![0u8; p.p_filesz as usize];
-                    file.read_exact_at(&mut n, p.p_offset)
-                        .map_err(fail)?;
+                    file.read_exact_at(&mut n, p.p_offset).map_err(fail)?;
                     notes.push(n);
                 }
                 crate::elf::PT_LOAD => {

@@ -107,8 +107,7 @@ impl Kernel<'_> {
                 }
             }
             let slot = slot as u64;
-            let b = match self.read_struct(caches.wrapping_add(slot * l.slot.size), l.cache.size)
-            {
+            let b = match self.read_struct(caches.wrapping_add(slot * l.slot.size), l.cache.size) {
                 Ok(b) => b,
                 Err(e) => {
                     bad.push(format!("slab registry slot {slot}: {}", e.msg));
