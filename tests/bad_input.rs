@@ -281,15 +281,17 @@ fn monitor_client_names_the_deadline_it_missed() {
     let sock = tmp("silent.sock");
     let _ = std::fs::remove_file(&sock);
     // Bound but never accepted: connecting and sending still succeed.
-    let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let sock = sock.to_str().unwrap();
+    let silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let path = sock.to_str().unwrap();
     let run = vmm_watched(
-        &["inspect", "--socket", sock, "regs"],
+        &["inspect", "--socket", path, "regs"],
         &[("VMM_MONITOR_ANSWER_DEADLINE", "0.2")],
     );
+    drop(silent);
+    let _ = std::fs::remove_file(&sock);
     expect_one_line(
         &run,
-        &format!("vmm: the monitor at {sock} did not answer within 0.2 s (answer deadline; VMM_MONITOR_ANSWER_DEADLINE=SECONDS waits longer)"),
+        &format!("vmm: the monitor at {path} did not answer within 0.2 s (answer deadline; VMM_MONITOR_ANSWER_DEADLINE=SECONDS waits longer)"),
     );
 }
 

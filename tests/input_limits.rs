@@ -49,7 +49,7 @@ fn whole_command_line_and_dump_paths_through_links() {
         .expect_status(0)
         .expect_stdout("dumped to");
     drop(vm);
-    for f in [direct, link, core] {
+    for f in [direct, link, core, sock] {
         let _ = std::fs::remove_file(f);
     }
     let _ = std::fs::remove_dir(real);
