@@ -6,6 +6,7 @@ mod coredump;
 mod devices;
 mod elf;
 mod error;
+mod files;
 mod guestphys;
 mod inspect;
 mod loader;
@@ -18,11 +19,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use abi::layout::MAXMEM;
 use clap::Parser;
 use log::info;
 
 use crate::cli::{Cli, Command, InspectArgs, RunArgs};
 use crate::error::{status, VmmError};
+use crate::files::InputFile;
 use crate::vm::{Outcome, VcpuControl, Vm};
 
 /// The KVM device; the environment can point elsewhere (tests use this to
@@ -149,8 +152,16 @@ fn init_logging(verbose: u8) {
 
 fn run(args: &RunArgs) -> Result<i32, VmmError> {
     let started = Instant::now();
+    boot::check_cmdline(&args.cmdline).map_err(VmmError::BadArgument)?;
     let path = args.guest.display().to_string();
-    let image = std::fs::read(&args.guest).map_err(|source| VmmError::GuestFile {
+    // The kernel runs at PAGE_OFFSET + physical: all of it sits in lowmem.
+    let image = InputFile::open(&args.guest, MAXMEM, || {
+        format!(
+            "lowmem ({} MiB), which a guest kernel must fit in",
+            MAXMEM >> 20
+        )
+    })
+    .map_err(|source| VmmError::GuestFile {
         path: path.clone(),
         source,
     })?;
@@ -167,7 +178,7 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
         memory::allocate(args.mem).map_err(|e| VmmError::Memory(args.mem >> 20, e.to_string()))?;
     let kernel = loader::load(&mem, &image, &map, &boot::boot_data())
         .map_err(|source| VmmError::GuestImage { path, source })?;
-    boot::write_boot_data(&mem, args.mem, &map, &kernel, args.cmdline.as_bytes())
+    boot::write_boot_data(&mem, args.mem, &map, &kernel, &args.cmdline)
         .map_err(|e| VmmError::Kvm(format!("writing boot data: {e}")))?;
     let vm = Vm::new(kvm, mem)?;
     let vcpu = vm.boot_vcpu(&kernel)?;
