@@ -56,20 +56,32 @@ pub fn boot_data() -> Vec<Reserved> {
     ]
 }
 
-/// Writes every boot structure into guest memory.
+/// Refuses a command line the guest cannot take whole: it reads at most
+/// CMDLINE_MAX bytes (guest/src/boot.rs), and a cut line could also end
+/// inside a UTF-8 character, which makes the guest ignore all of it.
+pub fn check_cmdline(line: &str) -> Result<(), String> {
+    if line.len() as u64 > CMDLINE_MAX {
+        return Err(format!(
+            "--cmdline is {} bytes; the guest takes at most {CMDLINE_MAX} (CMDLINE_MAX)",
+            line.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes every boot structure into guest memory; `cmdline` has passed
+/// [`check_cmdline`].
 pub fn write_boot_data(
     mem: &GuestMemoryMmap,
     ram: u64,
     map: &[E820Entry],
     kernel: &LoadedKernel,
-    cmdline: &[u8],
+    cmdline: &str,
 ) -> Result<(), GuestMemoryError> {
     mem.write_slice(BOOT_GDT_ENTRIES.as_bytes(), GuestAddress(BOOT_GDT))?;
     write_page_tables(mem)?;
 
-    let mut line = cmdline.to_vec();
-    line.truncate(CMDLINE_MAX as usize - 1);
-    mem.write_slice(&line, GuestAddress(CMDLINE))?;
+    mem.write_slice(cmdline.as_bytes(), GuestAddress(CMDLINE))?;
 
     let mut info = BootInfo {
         magic: BOOT_INFO_MAGIC,
@@ -83,7 +95,7 @@ pub fn write_boot_data(
             end: BOOT_TABLES_END,
         },
         cmdline_addr: CMDLINE,
-        cmdline_len: line.len() as u64,
+        cmdline_len: cmdline.len() as u64,
         e820_count: map.len().min(E820_MAX) as u64,
         e820: [E820Entry::default(); E820_MAX],
     };
@@ -167,7 +179,7 @@ mod tests {
             entry: 0xC010_0000,
             phys: 0x10_0000..0x20_0000,
         };
-        write_boot_data(&mem, ram, &map, &kernel, b"fault=pf").unwrap();
+        write_boot_data(&mem, ram, &map, &kernel, "fault=pf").unwrap();
 
         let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
         mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
@@ -194,6 +206,34 @@ mod tests {
         for r in boot_data() {
             assert!(r.range.end <= LEGACY_START, "{} is not in low RAM", r.what);
         }
+    }
+
+    /// The longest line the guest takes arrives whole, last character
+    /// included; one byte more is refused with the limit, never cut.
+    #[test]
+    fn command_lines_arrive_whole_or_not_at_all() {
+        let ram = 256 << 20;
+        let mem = allocate(ram).unwrap();
+        let kernel = LoadedKernel {
+            entry: 0xC010_0000,
+            phys: 0x10_0000..0x20_0000,
+        };
+        let longest = "x".repeat(CMDLINE_MAX as usize - 2) + "é";
+        assert_eq!(check_cmdline(&longest), Ok(()));
+        write_boot_data(&mem, ram, &e820_map(ram), &kernel, &longest).unwrap();
+        let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
+        mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
+        let info = <BootInfo as zerocopy::FromBytes>::read_from_bytes(&raw).unwrap();
+        let mut line = vec![0u8; info.cmdline_len as usize];
+        mem.read_slice(&mut line, GuestAddress(info.cmdline_addr))
+            .unwrap();
+        assert_eq!(line, longest.as_bytes());
+
+        let err = check_cmdline(&(longest + "y")).unwrap_err();
+        assert_eq!(
+            err,
+            "--cmdline is 4097 bytes; the guest takes at most 4096 (CMDLINE_MAX)"
+        );
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "2G", value_parser = parse_mem_size)]
     pub mem: u64,
 
-    /// Command line passed to the guest kernel.
+    /// Command line passed to the guest kernel: at most 4096 bytes
+    /// (CMDLINE_MAX; a longer one is refused, not cut).
     #[arg(long, default_value = "")]
     pub cmdline: String,
 

@@ -34,6 +34,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::devices::DMAP_MAX_ORDER;
 use crate::elf::{Elf64Ehdr, Elf64Phdr, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, PHDR_SIZE};
+use crate::files::InputFile;
 use crate::guestphys::GuestPhys;
 
 pub const ET_CORE: u16 = 4;
@@ -51,6 +52,16 @@ const MAX_PHDRS: usize = 65_535;
 /// are read into memory, and many headers may point at the same bytes.
 const MAX_NOTES_BYTES: u64 = 16 << 20;
 const MAX_NOTE_SEGMENTS: usize = 4;
+/// The largest file a dump can be, as `write` lays it out: the ELF
+/// header, the largest program header table and the notes, page-aligned,
+/// then the data of the largest guest's RAM. Anything larger is refused
+/// before it is read.
+/// Most RAM a dump may describe: PAE's 64 GiB (the VMM itself gives at
+/// most 16 GiB). Everything the inspector sizes by RAM is bounded by it.
+pub const MAX_DUMP_RAM: u64 = 64 << 30;
+/// The largest dump file: its RAM, headers and notes.
+const MAX_DUMP_BYTES: u64 =
+    (64 + (MAX_PHDRS * PHDR_SIZE) as u64 + MAX_NOTES_BYTES).next_multiple_of(4096) + MAX_DUMP_RAM;
 const MAX_CPUS: usize = 256;
 /// Most slab records kept (a 16 GiB guest has 4M frames; a record needs
 /// at least one).
@@ -348,7 +359,7 @@ fn runs(mem: &dyn GuestPhys, buf: &mut [u8]) -> Result<Vec<Run>, PhysError> {
 
 /// Writes a core dump of `mem` with `meta` to `path`. Returns (file bytes,
 /// RAM bytes with data). With `new_only` the file must not exist yet and
-/// may not be a symlink (a monitor client names the path).
+/// no component of the path may be a symlink (a monitor client names it).
 pub fn write(
     path: &Path,
     mem: &dyn GuestPhys,
@@ -356,19 +367,7 @@ pub fn write(
     new_only: bool,
 ) -> std::io::Result<(u64, u64)> {
     let file = if new_only {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    std::io::Error::new(e.kind(), "the file exists; give a new path")
-                } else {
-                    e
-                }
-            })?
+        crate::files::create_new_without_links(path)?
     } else {
         File::create(path)?
     };
@@ -513,9 +512,6 @@ pub struct DumpMem {
 type CachedPage = (u64, Box<[u8; 4096]>);
 
 const CACHE_PAGES: usize = 4096;
-/// Most RAM a dump may describe: PAE's 64 GiB (the VMM itself gives at
-/// most 16 GiB). Everything the inspector sizes by RAM is bounded by it.
-pub const MAX_DUMP_RAM: u64 = 64 << 30;
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> String {
     format!("{}: {why}", path.display())
@@ -524,8 +520,13 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> String {
 impl DumpMem {
     /// Opens and validates a dump; errors are one line.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let file = File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
-        let len = file.metadata().map_err(|e| bad(path, e))?.len();
+        let InputFile { file, size: len } = InputFile::open(path, MAX_DUMP_BYTES, || {
+            format!(
+                "any dump ({} GiB of RAM, PAE's limit, and its headers and notes)",
+                MAX_DUMP_RAM >> 30
+            )
+        })
+        .map_err(|e| bad(path, format!("cannot open: {e}")))?;
         Self::parse(Source::File(file), len).map_err(|e| bad(path, e))
     }
 

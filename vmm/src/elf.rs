@@ -12,6 +12,7 @@ pub const ELFDATA2LSB: u8 = 1;
 pub const ET_EXEC: u16 = 2;
 pub const EM_X86_64: u16 = 62;
 pub const PT_LOAD: u32 = 1;
+pub const PF_X: u32 = 1;
 
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

@@ -2,11 +2,12 @@
 
 use thiserror::Error;
 
+use crate::files::InputError;
 use crate::loader::LoadError;
 
 /// `vmm`'s own exit statuses; a guest that exits normally passes its own.
 pub mod status {
-    /// Bad input: command line, guest file, /dev/kvm.
+    /// Bad input: command line, guest file, dump, /dev/kvm.
     pub const BAD_INPUT: i32 = 2;
     /// The guest ran past `--timeout`.
     pub const TIMEOUT: i32 = 124;
@@ -18,11 +19,10 @@ pub mod status {
 
 #[derive(Debug, Error)]
 pub enum VmmError {
+    #[error("{0}")]
+    BadArgument(String),
     #[error("cannot read guest kernel {path}: {source}")]
-    GuestFile {
-        path: String,
-        source: std::io::Error,
-    },
+    GuestFile { path: String, source: InputError },
     #[error("guest kernel {path}: {source}")]
     GuestImage { path: String, source: LoadError },
     #[error("{0}")]
@@ -36,7 +36,8 @@ pub enum VmmError {
 impl VmmError {
     pub fn status(&self) -> i32 {
         match self {
-            VmmError::GuestFile { .. }
+            VmmError::BadArgument(_)
+            | VmmError::GuestFile { .. }
             | VmmError::GuestImage { .. }
             | VmmError::KvmUnavailable(_) => status::BAD_INPUT,
             VmmError::Kvm(_) | VmmError::Memory(..) => status::HOST_FAILURE,

@@ -8,6 +8,7 @@ pub mod coredump;
 pub mod devices;
 pub mod elf;
 pub mod error;
+pub mod files;
 pub mod guestphys;
 pub mod inspect;
 pub mod loader;

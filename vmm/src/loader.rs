@@ -1,5 +1,6 @@
 //! Loads the guest kernel: an ELF64 x86-64 executable, by its PT_LOAD
-//! segments at their physical addresses.
+//! segments at their physical addresses. The file is read at offsets, its
+//! headers to check it and then its segments' contents, never whole.
 
 use std::ops::Range;
 
@@ -9,6 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::FromBytes;
 
 use crate::elf::*;
+use crate::files::InputFile;
 use crate::memory::is_usable_ram;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub enum LoadError {
     NotExecutable(u16),
     #[error("truncated: {0}")]
     Truncated(&'static str),
+    #[error("program header entries are {0} bytes; ELF64 ones are {PHDR_SIZE}")]
+    BadPhdrSize(u16),
     #[error("no loadable (PT_LOAD) segment")]
     NoLoadableSegment,
     #[error("segment {index} has a file size larger than its memory size")]
@@ -39,10 +43,30 @@ pub enum LoadError {
         what: &'static str,
         at: u64,
     },
-    #[error("entry point {0:#x} is not inside any loaded segment")]
-    EntryOutsideImage(u64),
+    #[error("entry point {0:#x} is not in the contents of an executable (PF_X) loadable segment")]
+    EntryNotInCode(u64),
+    #[error("cannot read the file: {0}")]
+    Read(String),
     #[error("writing to guest memory failed: {0}")]
     GuestMemory(String),
+}
+
+/// A kernel image the loader reads at offsets.
+pub trait Image {
+    /// Its length in bytes.
+    fn size(&self) -> u64;
+    /// Fills `buf` from `offset`; reading past the end is an error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Image for InputFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
 }
 
 /// What the loader put where.
@@ -61,61 +85,81 @@ pub struct Reserved {
     pub range: Range<u64>,
 }
 
+/// Segment contents are copied into guest memory this much at a time.
+const COPY_CHUNK: u64 = 1 << 20;
+
+fn read_at(image: &dyn Image, buf: &mut [u8], offset: u64) -> Result<(), LoadError> {
+    image.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            LoadError::Read("it ended early (did it change while vmm read it?)".into())
+        } else {
+            LoadError::Read(e.to_string())
+        }
+    })
+}
+
 /// The PT_LOAD segments of `image`, checked against the memory map and the
 /// boot structures, without touching guest memory.
 pub fn parse(
-    image: &[u8],
+    image: &dyn Image,
     map: &[E820Entry],
     reserved: &[Reserved],
 ) -> Result<(Elf64Ehdr, Vec<Elf64Phdr>), LoadError> {
-    if image.len() < 16 || image[..4] != ELFMAG {
+    let mut head = [0u8; core::mem::size_of::<Elf64Ehdr>()];
+    let head_len = image.size().min(head.len() as u64) as usize;
+    let head = &mut head[..head_len];
+    read_at(image, head, 0)?;
+    if head.len() < 16 || head[..4] != ELFMAG {
         return Err(LoadError::NotElf);
     }
-    match image[4] {
+    match head[4] {
         ELFCLASS64 => {}
         ELFCLASS32 => return Err(LoadError::Not64Bit),
         _ => return Err(LoadError::NotElf),
     }
-    if image[5] != ELFDATA2LSB {
+    if head[5] != ELFDATA2LSB {
         return Err(LoadError::NotLittleEndian);
     }
-    let (ehdr, _) =
-        Elf64Ehdr::read_from_prefix(image).map_err(|_| LoadError::Truncated("ELF header"))?;
+    let ehdr = Elf64Ehdr::read_from_bytes(head).map_err(|_| LoadError::Truncated("ELF header"))?;
     if ehdr.e_machine != EM_X86_64 {
         return Err(LoadError::NotX86_64(ehdr.e_machine));
     }
     if ehdr.e_type != ET_EXEC {
         return Err(LoadError::NotExecutable(ehdr.e_type));
     }
-    if ehdr.e_phnum > 0 && usize::from(ehdr.e_phentsize) < PHDR_SIZE {
-        return Err(LoadError::Truncated("program header entries are too small"));
+    // Mirrors load_elf_phdrs(): entries of exactly the ELF64 size.
+    if ehdr.e_phnum > 0 && usize::from(ehdr.e_phentsize) != PHDR_SIZE {
+        return Err(LoadError::BadPhdrSize(ehdr.e_phentsize));
     }
+    let table_len = usize::from(ehdr.e_phnum) * PHDR_SIZE;
+    if ehdr
+        .e_phoff
+        .checked_add(table_len as u64)
+        .is_none_or(|end| end > image.size())
+    {
+        return Err(LoadError::Truncated("program header table"));
+    }
+    let mut table = vec![0u8; table_len];
+    read_at(image, &mut table, ehdr.e_phoff)?;
     let mut segments = Vec::new();
-    for i in 0..usize::from(ehdr.e_phnum) {
-        let offset = (i as u64)
-            .checked_mul(u64::from(ehdr.e_phentsize))
-            .and_then(|o| o.checked_add(ehdr.e_phoff))
-            .and_then(|o| usize::try_from(o).ok())
-            .ok_or(LoadError::Truncated("program header table"))?;
-        let bytes = image
-            .get(offset..)
-            .ok_or(LoadError::Truncated("program header table"))?;
-        let (phdr, _) = Elf64Phdr::read_from_prefix(bytes)
+    for entry in table.chunks_exact(PHDR_SIZE) {
+        let phdr = Elf64Phdr::read_from_bytes(entry)
             .map_err(|_| LoadError::Truncated("program header table"))?;
         if phdr.p_type != PT_LOAD || phdr.p_memsz == 0 {
             continue;
         }
-        check_segment(segments.len(), &phdr, image.len(), map, reserved)?;
+        check_segment(segments.len(), &phdr, image.size(), map, reserved)?;
         segments.push(phdr);
     }
     if segments.is_empty() {
         return Err(LoadError::NoLoadableSegment);
     }
-    let entry_loaded = segments
+    let entry = ehdr.e_entry;
+    let entry_in_code = segments
         .iter()
-        .any(|p| p.p_vaddr <= ehdr.e_entry && ehdr.e_entry < p.p_vaddr + p.p_memsz);
-    if !entry_loaded {
-        return Err(LoadError::EntryOutsideImage(ehdr.e_entry));
+        .any(|p| p.p_flags & PF_X != 0 && p.p_vaddr <= entry && entry - p.p_vaddr < p.p_filesz);
+    if !entry_in_code {
+        return Err(LoadError::EntryNotInCode(entry));
     }
     Ok((ehdr, segments))
 }
@@ -123,7 +167,7 @@ pub fn parse(
 fn check_segment(
     index: usize,
     p: &Elf64Phdr,
-    file_len: usize,
+    file_len: u64,
     map: &[E820Entry],
     reserved: &[Reserved],
 ) -> Result<(), LoadError> {
@@ -133,7 +177,7 @@ fn check_segment(
     let in_file = p
         .p_offset
         .checked_add(p.p_filesz)
-        .is_some_and(|end| end <= file_len as u64);
+        .is_some_and(|end| end <= file_len);
     if !in_file {
         return Err(LoadError::Truncated(
             "a segment's contents lie past the end of the file",
@@ -163,15 +207,21 @@ fn check_segment(
 /// each segment's file size (.bss) are left alone: fresh guest RAM is zero.
 pub fn load(
     mem: &GuestMemoryMmap,
-    image: &[u8],
+    image: &dyn Image,
     map: &[E820Entry],
     reserved: &[Reserved],
 ) -> Result<LoadedKernel, LoadError> {
     let (ehdr, segments) = parse(image, map, reserved)?;
+    let mut buf = vec![0u8; COPY_CHUNK as usize];
     for p in &segments {
-        let data = &image[p.p_offset as usize..(p.p_offset + p.p_filesz) as usize];
-        mem.write_slice(data, GuestAddress(p.p_paddr))
-            .map_err(|e| LoadError::GuestMemory(e.to_string()))?;
+        let mut done = 0;
+        while done < p.p_filesz {
+            let chunk = &mut buf[..(p.p_filesz - done).min(COPY_CHUNK) as usize];
+            read_at(image, chunk, p.p_offset + done)?;
+            mem.write_slice(chunk, GuestAddress(p.p_paddr + done))
+                .map_err(|e| LoadError::GuestMemory(e.to_string()))?;
+            done += chunk.len() as u64;
+        }
     }
     let start = segments.iter().map(|p| p.p_paddr).min().unwrap_or(0);
     let end = segments
@@ -236,16 +286,33 @@ mod tests {
         }]
     }
 
+    impl Image for &[u8] {
+        fn size(&self) -> u64 {
+            self.len() as u64
+        }
+
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            let bytes = self
+                .get(start..)
+                .and_then(|rest| rest.get(..buf.len()))
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
     fn try_load(file: &[u8]) -> Result<LoadedKernel, LoadError> {
         let mem = allocate(64 * M).unwrap();
-        load(&mem, file, &e820_map(64 * M), &boot_data())
+        load(&mem, &file, &e820_map(64 * M), &boot_data())
     }
 
     #[test]
     fn loads_segments_at_physical_addresses() {
         let (e, p, code) = image(&[0xf4, 0x90, 0xcc], 0x3000);
         let mem = allocate(64 * M).unwrap();
-        let k = load(&mem, &bytes(&e, &p, &code), &e820_map(64 * M), &boot_data()).unwrap();
+        let file = bytes(&e, &p, &code);
+        let k = load(&mem, &&file[..], &e820_map(64 * M), &boot_data()).unwrap();
         assert_eq!(
             k,
             LoadedKernel {
@@ -328,8 +395,49 @@ mod tests {
             })
         ));
         assert_eq!(
-            with(&|e, _| e.e_entry = 0x1234),
-            Err(LoadError::EntryOutsideImage(0x1234))
+            with(&|e, _| e.e_phentsize = 64),
+            Err(LoadError::BadPhdrSize(64))
         );
+        assert_eq!(
+            with(&|e, _| e.e_entry = 0x1234),
+            Err(LoadError::EntryNotInCode(0x1234))
+        );
+    }
+
+    /// The entry point must be code the file brings: in an executable
+    /// segment, before its zero-filled tail.
+    #[test]
+    fn entry_point_must_be_in_executable_contents() {
+        let entry_at = |flags: u32, entry: u64| {
+            let (mut e, mut p, code) = image(&[0x90; 16], 0x2000);
+            p.p_flags = flags;
+            e.e_entry = entry;
+            try_load(&bytes(&e, &p, &code))
+        };
+        let start = 0xC010_0000;
+        assert!(entry_at(5, start + 15).is_ok());
+        assert_eq!(entry_at(6, start), Err(LoadError::EntryNotInCode(start)));
+        assert_eq!(
+            entry_at(5, start + 16),
+            Err(LoadError::EntryNotInCode(start + 16)),
+            "in .bss"
+        );
+        assert_eq!(
+            entry_at(5, start - 1),
+            Err(LoadError::EntryNotInCode(start - 1))
+        );
+    }
+
+    /// Segments larger than the copy buffer arrive whole.
+    #[test]
+    fn large_segments_are_copied_in_chunks() {
+        let code: Vec<u8> = (0..COPY_CHUNK * 2 + 5).map(|i| (i % 251) as u8).collect();
+        let (e, p, code) = image(&code, COPY_CHUNK * 3);
+        let mem = allocate(64 * M).unwrap();
+        let file = bytes(&e, &p, &code);
+        load(&mem, &&file[..], &e820_map(64 * M), &boot_data()).unwrap();
+        let mut back = vec![0u8; code.len()];
+        mem.read_slice(&mut back, GuestAddress(M)).unwrap();
+        assert!(back == code);
     }
 }

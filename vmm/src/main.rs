@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use abi::layout::MAXMEM;
 use clap::Parser;
 use log::info;
 
 use vmm::cli::{Cli, Command, InspectArgs, RunArgs};
 use vmm::error::{status, VmmError};
+use vmm::files::InputFile;
 use vmm::vm::{Outcome, VcpuControl, Vm};
 use vmm::{boot, coredump, devices, guestphys, inspect, loader, memory, monitor, vm};
 
@@ -102,7 +104,11 @@ fn inspect_main(args: InspectArgs) -> i32 {
         monitor::render(inspect::run(&target, &args.cmd), args.json)
     };
     eprint!("{}", resp.err);
-    emit(&mut std::io::stdout().lock(), &resp.out, resp.status)
+    let status = emit(&mut std::io::stdout().lock(), &resp.out, resp.status);
+    if let Some(kib) = memory::peak_resident_kib() {
+        info!("inspect: peak resident {kib} KiB");
+    }
+    status
 }
 
 /// Writes a command's output. A closed pipe (`| head`) ends it quietly;
@@ -137,8 +143,16 @@ fn init_logging(verbose: u8) {
 
 fn run(args: &RunArgs) -> Result<i32, VmmError> {
     let started = Instant::now();
+    boot::check_cmdline(&args.cmdline).map_err(VmmError::BadArgument)?;
     let path = args.guest.display().to_string();
-    let image = std::fs::read(&args.guest).map_err(|source| VmmError::GuestFile {
+    // The kernel runs at PAGE_OFFSET + physical: all of it sits in lowmem.
+    let image = InputFile::open(&args.guest, MAXMEM, || {
+        format!(
+            "lowmem ({} MiB), which a guest kernel must fit in",
+            MAXMEM >> 20
+        )
+    })
+    .map_err(|source| VmmError::GuestFile {
         path: path.clone(),
         source,
     })?;
@@ -155,7 +169,7 @@ fn run(args: &RunArgs) -> Result<i32, VmmError> {
         memory::allocate(args.mem).map_err(|e| VmmError::Memory(args.mem >> 20, e.to_string()))?;
     let kernel = loader::load(&mem, &image, &map, &boot::boot_data())
         .map_err(|source| VmmError::GuestImage { path, source })?;
-    boot::write_boot_data(&mem, args.mem, &map, &kernel, args.cmdline.as_bytes())
+    boot::write_boot_data(&mem, args.mem, &map, &kernel, &args.cmdline)
         .map_err(|e| VmmError::Kvm(format!("writing boot data: {e}")))?;
     let vm = Vm::new(kvm, mem)?;
     let vcpu = vm.boot_vcpu(&kernel)?;

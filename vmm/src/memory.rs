@@ -79,6 +79,19 @@ pub fn allocate(ram: u64) -> Result<GuestMemoryMmap, vm_memory::mmap::FromRanges
     GuestMemoryMmap::from_ranges(&ranges)
 }
 
+/// The most memory this process has had resident (VmHWM), in KiB.
+pub fn peak_resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Resident memory of this process, split into guest RAM and the rest, in
 /// KiB, from /proc/self/smaps: what the VMM itself costs, whatever the guest
 /// touched. None where /proc is unavailable.

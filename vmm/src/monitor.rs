@@ -14,12 +14,18 @@
 //! `VMM_MONITOR_STOP_LEASE` seconds), so a client that went away cannot
 //! leave the guest stopped forever; every request renews it. A command
 //! that panics answers with an error line and the monitor goes on.
+//!
+//! The client (`vmm inspect --socket`) has deadlines of its own: to
+//! connect, to send, and for the answer (120 s, or
+//! `VMM_MONITOR_ANSWER_DEADLINE` seconds: a dump of a large guest to a
+//! slow disk can take longer). Whichever side gives up says which
+//! deadline expired.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +50,13 @@ const MAX_REQUEST: usize = 1 << 16;
 const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 /// How long a client has to take its whole answer.
 const ANSWER_LIMIT: Duration = Duration::from_secs(30);
+/// The client's deadlines.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+const SEND_LIMIT: Duration = REQUEST_LIMIT;
+const WAIT_LIMIT: Duration = Duration::from_secs(120);
+const WAIT_LIMIT_ENV: &str = "VMM_MONITOR_ANSWER_DEADLINE";
+/// Longest answer the client takes.
+const MAX_ANSWER: usize = 256 << 20;
 /// How long a `stop` lasts without any request.
 const STOP_LEASE: Duration = Duration::from_secs(60);
 const STOP_LEASE_ENV: &str = "VMM_MONITOR_STOP_LEASE";
@@ -149,12 +162,17 @@ impl Drop for Active {
     }
 }
 
-fn lease_from_env() -> Duration {
-    std::env::var(STOP_LEASE_ENV)
+/// A number of seconds from the environment, or `default`.
+fn seconds_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e6)
-        .map_or(STOP_LEASE, Duration::from_secs_f64)
+        .map_or(default, Duration::from_secs_f64)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 impl Monitor {
@@ -179,7 +197,7 @@ impl Monitor {
             record,
             held: Mutex::new(false),
             last_request: Mutex::new(Instant::now()),
-            lease: lease_from_env(),
+            lease: seconds_from_env(STOP_LEASE_ENV, STOP_LEASE),
             bench_lock: Mutex::new(()),
         });
         let lease = mon.clone();
@@ -248,7 +266,7 @@ impl Monitor {
 
     fn serve(&self, mut conn: UnixStream) {
         self.renew();
-        let resp = match read_request(&mut conn, Instant::now() + REQUEST_LIMIT) {
+        let resp = match read_request(&mut conn, REQUEST_LIMIT) {
             Ok(line) => match serde_json::from_slice::<Request>(&line) {
                 Ok(req) => catch_unwind(AssertUnwindSafe(|| self.handle(req.args)))
                     .unwrap_or_else(|_| {
@@ -272,8 +290,15 @@ impl Monitor {
         self.renew();
         let mut body = serde_json::to_string(&resp).unwrap_or_default();
         body.push('\n');
-        if let Err(e) = write_answer(&mut conn, body.as_bytes(), Instant::now() + ANSWER_LIMIT) {
-            warn!("monitor: a client did not take its answer: {e}");
+        if let Err(e) = write_by(&mut conn, body.as_bytes(), Instant::now() + ANSWER_LIMIT) {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                warn!(
+                    "monitor: a client did not take its answer within {} (answer deadline)",
+                    secs(ANSWER_LIMIT)
+                );
+            } else {
+                warn!("monitor: a client did not take its answer: {e}");
+            }
         }
     }
 
@@ -439,21 +464,30 @@ fn note(s: &str) -> Answer {
     Note { ok: s.to_string() }.into()
 }
 
-/// Reads one request line, giving the client until `deadline` in all
-/// (a per-read timeout alone lets a client trickle bytes forever).
-fn read_request(conn: &mut UnixStream, deadline: Instant) -> std::io::Result<Vec<u8>> {
+/// Reads one request line: the client has `limit` for all of it.
+fn read_request(conn: &mut UnixStream, limit: Duration) -> Result<Vec<u8>, String> {
+    read_line_by(conn, Instant::now() + limit, MAX_REQUEST).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => format!(
+            "the request did not come within {} (request deadline)",
+            secs(limit)
+        ),
+        std::io::ErrorKind::FileTooLarge => {
+            format!("the request is longer than {} KiB", MAX_REQUEST >> 10)
+        }
+        _ => e.to_string(),
+    })
+}
+
+/// Reads a line of at most `max` bytes (without its newline; the peer may
+/// also end it by closing), giving the peer until `deadline` in all: a
+/// per-read timeout alone lets a peer trickle bytes forever. A missed
+/// deadline is `TimedOut`, a longer line `FileTooLarge`.
+fn read_line_by(conn: &mut UnixStream, deadline: Instant, max: usize) -> std::io::Result<Vec<u8>> {
     let mut line = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the request did not come in time",
-            ));
-        }
-        conn.set_read_timeout(Some(left))?;
-        let n = conn.read(&mut buf)?;
+        conn.set_read_timeout(Some(time_left(deadline)?))?;
+        let n = conn.read(&mut buf).map_err(timed_out)?;
         if n == 0 {
             return Ok(line);
         }
@@ -462,30 +496,44 @@ fn read_request(conn: &mut UnixStream, deadline: Instant) -> std::io::Result<Vec
             line.truncate(end);
             return Ok(line);
         }
-        if line.len() > MAX_REQUEST {
-            return Err(std::io::Error::other("request too long"));
+        if line.len() > max {
+            return Err(std::io::ErrorKind::FileTooLarge.into());
         }
     }
 }
 
-/// Writes the answer, giving the client until `deadline` to take it all.
-fn write_answer(conn: &mut UnixStream, mut body: &[u8], deadline: Instant) -> std::io::Result<()> {
+/// Writes all of `body`, giving the peer until `deadline` to take it; a
+/// missed deadline is `TimedOut`.
+fn write_by(conn: &mut UnixStream, mut body: &[u8], deadline: Instant) -> std::io::Result<()> {
     while !body.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "answer not taken in time",
-            ));
-        }
-        conn.set_write_timeout(Some(left))?;
-        let n = conn.write(&body[..body.len().min(1 << 16)])?;
+        conn.set_write_timeout(Some(time_left(deadline)?))?;
+        let n = conn
+            .write(&body[..body.len().min(1 << 16)])
+            .map_err(timed_out)?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         body = &body[n..];
     }
     Ok(())
+}
+
+/// The time to `deadline`, or `TimedOut` once it has passed.
+fn time_left(deadline: Instant) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    Ok(left)
+}
+
+/// A socket timeout shows as EAGAIN (`WouldBlock`): it is the deadline.
+fn timed_out(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        std::io::ErrorKind::TimedOut.into()
+    } else {
+        e
+    }
 }
 
 /// Answers a connection beyond MAX_CLIENTS without reading its request.
@@ -498,32 +546,118 @@ fn busy(mut conn: UnixStream) {
     );
     let mut body = serde_json::to_string(&resp).unwrap_or_default();
     body.push('\n');
-    let _ = write_answer(
+    let _ = write_by(
         &mut conn,
         body.as_bytes(),
         Instant::now() + Duration::from_secs(1),
     );
 }
 
-/// `vmm inspect --socket PATH ...`: sends the command line, returns the answer.
-pub fn request(path: &PathBuf, args: Vec<String>) -> Result<Response, String> {
-    let mut conn = UnixStream::connect(path)
-        .map_err(|e| format!("cannot connect to the monitor at {}: {e}", path.display()))?;
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+/// `vmm inspect --socket PATH ...`: sends the command line, returns the
+/// answer, or a line saying what failed (which deadline, if one expired).
+pub fn request(path: &Path, args: Vec<String>) -> Result<Response, String> {
+    let at = path.display();
+    let mut conn = connect_by(path, CONNECT_LIMIT)?;
     let mut body = serde_json::to_string(&Request { args }).map_err(|e| e.to_string())?;
     body.push('\n');
     // A busy monitor answers without reading the request: its answer
     // counts more than the failed write.
-    let sent = conn.write_all(body.as_bytes());
-    let mut answer = String::new();
-    let read = conn.take(256 << 20).read_to_string(&mut answer);
-    if let Ok(resp) = serde_json::from_str(&answer) {
+    let sent = write_by(&mut conn, body.as_bytes(), Instant::now() + SEND_LIMIT);
+    let wait = seconds_from_env(WAIT_LIMIT_ENV, WAIT_LIMIT);
+    let answer = read_line_by(&mut conn, Instant::now() + wait, MAX_ANSWER);
+    if let Some(resp) = answer
+        .as_ref()
+        .ok()
+        .and_then(|a| serde_json::from_slice(a).ok())
+    {
         return Ok(resp);
     }
-    sent.and(read)
-        .map_err(|e| format!("monitor at {}: {e}", path.display()))?;
-    Err(format!(
-        "{} did not answer like a vmm monitor",
-        path.display()
-    ))
+    match (sent, answer) {
+        (Err(e), _) if e.kind() == std::io::ErrorKind::TimedOut => Err(format!(
+            "the monitor at {at} did not take the request within {} (send deadline)",
+            secs(SEND_LIMIT)
+        )),
+        (Err(e), _) => Err(format!("cannot send the request to the monitor at {at}: {e}")),
+        (Ok(()), Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(format!(
+            "the monitor at {at} did not answer within {} (answer deadline; {WAIT_LIMIT_ENV}=SECONDS waits longer)",
+            secs(wait)
+        )),
+        (Ok(()), Err(e)) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(format!(
+            "the monitor at {at} answered more than {} MiB",
+            MAX_ANSWER >> 20
+        )),
+        (Ok(()), Err(e)) => Err(format!("reading the monitor's answer at {at}: {e}")),
+        (Ok(()), Ok(_)) => Err(format!("{at} did not answer like a vmm monitor")),
+    }
+}
+
+/// Connects to the monitor, giving it `limit` to accept. A UNIX socket's
+/// connect blocks while the listener's backlog is full and has no timeout
+/// of its own, so it runs on a thread of its own, which is left behind
+/// if the deadline passes (the command ends then).
+fn connect_by(path: &Path, limit: Duration) -> Result<UnixStream, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("monitor-connect".into())
+        .spawn(move || {
+            let _ = tx.send(UnixStream::connect(target));
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    match rx.recv_timeout(limit) {
+        Ok(conn) => {
+            conn.map_err(|e| format!("cannot connect to the monitor at {}: {e}", path.display()))
+        }
+        Err(_) => Err(format!(
+            "the monitor at {} did not accept the connection within {} (connect deadline)",
+            path.display(),
+            secs(limit)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's side: a client that sends nothing, or only part of
+    /// its line, is told which deadline it missed.
+    #[test]
+    fn a_slow_client_is_told_its_request_deadline() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        let err = read_request(&mut server, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(
+            err,
+            "the request did not come within 0.05 s (request deadline)"
+        );
+        client.write_all(b"{\"args\":").unwrap();
+        let err = read_request(&mut server, Duration::from_millis(50)).unwrap_err();
+        assert!(err.ends_with("(request deadline)"), "{err}");
+        client.write_all(&vec![b' '; MAX_REQUEST + 1]).unwrap();
+        let err = read_request(&mut server, Duration::from_secs(60)).unwrap_err();
+        assert_eq!(err, "the request is longer than 64 KiB");
+    }
+
+    #[test]
+    fn lines_end_at_a_newline_or_the_close() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"one\ntwo").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert_eq!(read_line_by(&mut server, deadline, 16).unwrap(), b"one");
+        drop(client);
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"two").unwrap();
+        drop(client);
+        assert_eq!(read_line_by(&mut server, deadline, 16).unwrap(), b"two");
+    }
+
+    /// A peer that never reads: the write gives up at its deadline.
+    #[test]
+    fn a_peer_that_never_reads_misses_the_write_deadline() {
+        let (mut server, _client) = UnixStream::pair().unwrap();
+        let body = vec![0u8; 64 << 20];
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let err = write_by(&mut server, &body, deadline).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
 }

@@ -91,6 +91,7 @@ impl Vm {
 #[derive(Debug, Clone, Default)]
 pub struct CpuState {
     pub rip: u64,
+    pub cs_base: u64,
     pub rsp: u64,
     pub rflags: u64,
     pub gprs: [(&'static str, u64); 6],
@@ -108,6 +109,7 @@ impl CpuState {
         };
         CpuState {
             rip: r.rip,
+            cs_base: s.cs.base,
             rsp: r.rsp,
             rflags: r.rflags,
             gprs: [
@@ -125,10 +127,27 @@ impl CpuState {
             efer: s.efer,
         }
     }
+
+    /// Whether these are the registers of a vCPU just reset, not the
+    /// guest's: real mode (CR0.PE clear) at the reset vector, CS base
+    /// 0xffff0000 and RIP 0xfff0. The guest never runs in real mode (it
+    /// enters in long mode), but on AMD, KVM INITs the vCPU when it intercepts the shutdown, before it
+    /// reports KVM_EXIT_SHUTDOWN (shutdown_interception() in
+    /// arch/x86/kvm/svm/svm.c: the VMCB is undefined after a shutdown).
+    pub fn is_reset_state(&self) -> bool {
+        self.cr0 & CR0_PE == 0 && self.cs_base == RESET_CS_BASE && self.rip == RESET_RIP
+    }
 }
+
+const CR0_PE: u64 = 1 << 0;
+const RESET_CS_BASE: u64 = 0xffff_0000;
+const RESET_RIP: u64 = 0xfff0;
 
 impl fmt::Display for CpuState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_reset_state() {
+            writeln!(f, "  the vCPU's reset state, not the guest's:")?;
+        }
         writeln!(
             f,
             "  RIP={:#018x} RSP={:#018x} RFLAGS={:#x}",
@@ -405,7 +424,8 @@ fn vcpu_loop<W: Write>(
                 IoAction::Continue
             }
             Ok(exit) => {
-                let reason = match exit {
+                let triple_fault = matches!(exit, VcpuExit::Shutdown);
+                let mut reason = match exit {
                     VcpuExit::Shutdown => "the guest shut down (triple fault)".to_string(),
                     VcpuExit::Hlt => {
                         "the guest halted without reporting an exit status".to_string()
@@ -421,11 +441,12 @@ fn vcpu_loop<W: Write>(
                     }
                     other => format!("unhandled VM exit {other:?}"),
                 };
+                let state = CpuState::read(vcpu);
+                if triple_fault && state.is_reset_state() {
+                    reason.push_str("; registers not available: KVM reset the vCPU before reporting the triple fault (as on AMD)");
+                }
                 devices.flush_serial();
-                break Outcome::Crashed {
-                    reason,
-                    state: CpuState::read(vcpu),
-                };
+                break Outcome::Crashed { reason, state };
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(e) => {
@@ -444,4 +465,65 @@ fn vcpu_loop<W: Write>(
     info!("vCPU stopped after {exits} exits");
     debug!("outcome: {outcome:?}");
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long-mode guest's registers at a triple fault.
+    fn faulting() -> CpuState {
+        CpuState {
+            rip: 0xC010_2345,
+            rsp: 0xC07F_FF00,
+            rflags: 0x46,
+            cr0: 0x8001_0033,
+            cr2: 0xDEAD_B000,
+            cr3: 0x9000,
+            cr4: 0x20,
+            efer: 0xD01,
+            ..Default::default()
+        }
+    }
+
+    /// What KVM's INIT leaves (kvm_vcpu_reset(vcpu, true)): real mode at
+    /// the reset vector; CR0 keeps CD and NW, so either value is seen.
+    fn reset(cr0: u64) -> CpuState {
+        CpuState {
+            rip: 0xfff0,
+            cs_base: 0xffff_0000,
+            rflags: 0x2,
+            cr0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reset_state_is_told_from_a_faulting_one() {
+        assert!(reset(0x6000_0010).is_reset_state());
+        assert!(reset(0x10).is_reset_state());
+        assert!(!faulting().is_reset_state());
+        assert!(
+            !CpuState::default().is_reset_state(),
+            "registers that could not be read"
+        );
+        let protected = CpuState {
+            cr0: 0x11,
+            ..reset(0x10)
+        };
+        assert!(!protected.is_reset_state());
+        let elsewhere = CpuState {
+            rip: 0xfff1,
+            ..reset(0x10)
+        };
+        assert!(!elsewhere.is_reset_state());
+
+        let shown = reset(0x6000_0010).to_string();
+        assert!(
+            shown.starts_with("  the vCPU's reset state, not the guest's:\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("RIP=0x000000000000fff0"), "{shown}");
+        assert!(!faulting().to_string().contains("reset state"));
+    }
 }

@@ -37,8 +37,9 @@ const VMAS: u64 = 0x300_0000;
 /// The most memory one command may use (max RSS of the process). Each
 /// takes under 64 MiB; before the walks were bounded, some took 280.
 const MAX_RSS_KIB: i64 = 128 << 10;
-/// The most output one command may print (listings stop at 100,000 lines).
-const MAX_OUTPUT: usize = 16 << 20;
+/// The most output one command may print: listings stop at 100,000 lines
+/// (before, buddyinfo and audit printed 43 MB here).
+const MAX_OUTPUT: usize = 32 << 20;
 /// A command that takes this long is stuck: each takes a second or two
 /// (before the walks were bounded, some took two minutes).
 const HANG: Duration = Duration::from_secs(60);
@@ -120,14 +121,22 @@ fn dump_path() -> PathBuf {
     std::env::temp_dir().join(format!("vmm-hostile-{}.core", std::process::id()))
 }
 
-/// Runs `vmm inspect --dump PATH ARGS`: (status, stdout, stderr), and
-/// the largest resident size of any child so far, in KiB.
-fn inspect(dump: &PathBuf, args: &[&str]) -> (i32, String, String, i64) {
+/// What one `vmm inspect -v --dump PATH ARGS` did.
+struct Ran {
+    status: i32,
+    out: String,
+    /// Its error lines (`-v` adds log lines besides).
+    errors: Vec<String>,
+    /// Its own peak resident memory (VmHWM), which it logs with `-v`.
+    peak_kib: i64,
+}
+
+fn inspect(dump: &PathBuf, args: &[&str]) -> Ran {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .arg("inspect")
-        .arg("--dump")
+        .args(["inspect", "-v", "--dump"])
         .arg(dump)
         .args(args)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -152,22 +161,21 @@ fn inspect(dump: &PathBuf, args: &[&str]) -> (i32, String, String, i64) {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    (
-        status.code().unwrap_or(-1),
-        out.join().unwrap(),
-        err.join().unwrap(),
-        children_max_rss_kib(),
-    )
-}
-
-/// The largest resident set of any waited-for child, in KiB.
-fn children_max_rss_kib() -> i64 {
-    // SAFETY: getrusage fills the rusage it is given; all-zero is a valid
-    // starting value for the plain-integer struct.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage), 0);
-        usage.ru_maxrss
+    let err = err.join().unwrap();
+    let peak_kib = err
+        .lines()
+        .find_map(|l| l.split("peak resident ").nth(1))
+        .and_then(|v| v.trim_end_matches(" KiB").parse().ok())
+        .unwrap_or_else(|| panic!("vmm inspect {args:?} did not log its peak memory:\n{err}"));
+    Ran {
+        status: status.code().unwrap_or(-1),
+        out: out.join().unwrap(),
+        errors: err
+            .lines()
+            .filter(|l| l.starts_with("vmm:"))
+            .map(str::to_string)
+            .collect(),
+        peak_kib,
     }
 }
 
@@ -213,17 +221,26 @@ fn every_command_is_bounded_on_a_hostile_2g_dump() {
             if json {
                 args.push("--json");
             }
-            let (status, out, err, rss) = inspect(&path, &args);
+            let r = inspect(&path, &args);
             let what = args.join(" ");
-            assert!(status == 0 || status == 1, "{what}: status {status}\n{err}");
-            assert!(err.lines().count() <= 1, "{what}: stderr\n{err}");
-            assert!(out.len() <= MAX_OUTPUT, "{what}: {} bytes", out.len());
-            assert!(rss <= MAX_RSS_KIB, "{what}: {} MiB resident", rss >> 10);
-            if json && status == 0 {
-                serde_json::from_str::<serde_json::Value>(&out)
+            assert!(
+                r.status == 0 || r.status == 1,
+                "{what}: status {}\n{:?}",
+                r.status,
+                r.errors
+            );
+            assert!(r.errors.len() <= 1, "{what}: {:?}", r.errors);
+            assert!(r.out.len() <= MAX_OUTPUT, "{what}: {} bytes", r.out.len());
+            assert!(
+                r.peak_kib <= MAX_RSS_KIB,
+                "{what}: {} MiB resident",
+                r.peak_kib >> 10
+            );
+            if json && r.status == 0 {
+                serde_json::from_str::<serde_json::Value>(&r.out)
                     .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
             }
-            seen.push_str(&out);
+            seen.push_str(&r.out);
         }
     }
     // The walks stopped for the right reasons.

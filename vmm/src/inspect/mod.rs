@@ -302,9 +302,9 @@ fn parse_len(s: &str) -> R<u64> {
 }
 
 /// Runs one inspect command. `Dump`, `Stop`, `Cont` and `Bench` need the
-/// monitor and are refused here.
+/// monitor and are refused here. How much of the read budget a command
+/// used is logged (`-v`).
 pub fn run(t: &Target, cmd: &Cmd) -> R<Answer> {
-    let kernel = || Kernel::new(t);
     Ok(match cmd {
         Cmd::Regs => CpuRegs {
             cpus: t.cpus.clone(),
@@ -324,26 +324,51 @@ pub fn run(t: &Target, cmd: &Cmd) -> R<Answer> {
                 "this command needs a live guest (--socket)",
             ))
         }
+        _ => {
+            let k = Kernel::new(t)?;
+            let answer = run_on(&k, cmd);
+            log::info!(
+                "inspect: {} guest reads of the budget of {READ_BUDGET}",
+                READ_BUDGET - k.budget_left()
+            );
+            answer?
+        }
+    })
+}
+
+/// The commands that read the kernel's structures.
+fn run_on(k: &Kernel, cmd: &Cmd) -> R<Answer> {
+    Ok(match cmd {
         Cmd::Vtop { va, pid, cr3 } => {
             let cr3 = cr3.as_deref().map(parse_hex).transpose()?;
-            translate::vtop(&kernel()?, parse_hex(va)?, cr3, *pid)?.into()
+            translate::vtop(k, parse_hex(va)?, cr3, *pid)?.into()
         }
-        Cmd::Ptov { pa } => translate::ptov(&kernel()?, parse_hex(pa)?)?.into(),
+        Cmd::Ptov { pa } => translate::ptov(k, parse_hex(pa)?)?.into(),
         Cmd::X { va, len, pid } => {
             let len = len.as_deref().map(parse_len).transpose()?.unwrap_or(64);
-            translate::hexdump(&kernel()?, parse_hex(va)?, len, *pid)?.into()
+            translate::hexdump(k, parse_hex(va)?, len, *pid)?.into()
         }
-        Cmd::Tlb { pid } => tables::tlb(&kernel()?, *pid)?.into(),
-        Cmd::Mem { pid } => tables::mem(&kernel()?, *pid)?.into(),
-        Cmd::Layout => tables::layout(&kernel()?).into(),
-        Cmd::Meminfo => procfs::meminfo(&kernel()?)?.into(),
-        Cmd::Zoneinfo => procfs::zoneinfo(&kernel()?)?.into(),
-        Cmd::Buddyinfo => procfs::buddyinfo(&kernel()?)?.into(),
-        Cmd::Vmallocinfo => procfs::vmallocinfo(&kernel()?)?.into(),
-        Cmd::Pkmap => procfs::pkmap(&kernel()?)?.into(),
-        Cmd::Slabinfo => procfs::slabinfo(&kernel()?)?.into(),
-        Cmd::Ps => procfs::ps(&kernel()?)?.into(),
-        Cmd::Vma { pid } => procfs::maps(&kernel()?, *pid)?.into(),
-        Cmd::Audit => audit::audit(&kernel()?)?.into(),
+        Cmd::Tlb { pid } => tables::tlb(k, *pid)?.into(),
+        Cmd::Mem { pid } => tables::mem(k, *pid)?.into(),
+        Cmd::Layout => tables::layout(k).into(),
+        Cmd::Meminfo => procfs::meminfo(k)?.into(),
+        Cmd::Zoneinfo => procfs::zoneinfo(k)?.into(),
+        Cmd::Buddyinfo => procfs::buddyinfo(k)?.into(),
+        Cmd::Vmallocinfo => procfs::vmallocinfo(k)?.into(),
+        Cmd::Pkmap => procfs::pkmap(k)?.into(),
+        Cmd::Slabinfo => procfs::slabinfo(k)?.into(),
+        Cmd::Ps => procfs::ps(k)?.into(),
+        Cmd::Vma { pid } => procfs::maps(k, *pid)?.into(),
+        Cmd::Audit => audit::audit(k)?.into(),
+        Cmd::Regs
+        | Cmd::Vmcoreinfo
+        | Cmd::Dump { .. }
+        | Cmd::Stop
+        | Cmd::Cont
+        | Cmd::Bench { .. } => {
+            return Err(InspectError::bad_input(
+                "this command does not read the kernel's structures",
+            ))
+        }
     })
 }
