@@ -147,6 +147,13 @@ pub fn ksize(addr: u64) -> u64 {
     with_slub(|s, k| s.ksize(addr, k))
 }
 
+/// A cache's object size and alignment.
+pub fn object_layout(id: CacheId) -> Option<(u32, u32)> {
+    SLUB.lock()
+        .cache(id)
+        .map(|c| (c.layout().object_size, c.layout().align))
+}
+
 /// Whether the per-CPU slab of a cache is set up yet.
 pub fn has_cpu_slab(id: CacheId) -> bool {
     SLUB.lock().cpu_slab(id).is_some()

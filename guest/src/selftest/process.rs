@@ -11,7 +11,7 @@ use crate::arch::programs;
 use crate::mm::events::EVENTS;
 use crate::mm::{layout, with_node};
 use crate::process::objects::{MmStruct, VmAreaStruct};
-use crate::process::{run_queue, spawn, ExitStatus};
+use crate::process::{run_queue, spawn, with_task, ExitStatus};
 
 pub const SUITE: Suite = Suite {
     name: "process",
@@ -87,20 +87,13 @@ fn each_process_has_its_own_cr3() -> TestResult {
     let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
     let a = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let b = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
-    let roots = crate::process::roots();
     let quarter = |pgd: u64| {
         let pml4e = Pte(DirectMap.read_u64(pgd).unwrap_or(0));
         DirectMap
             .read_u64(pml4e.addr() + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64)
             .map(|e| Pte(e).addr())
     };
-    let found = |pid| {
-        roots
-            .iter()
-            .flatten()
-            .find(|r| r.0 == pid)
-            .map(|r| (r.1, quarter(r.1)))
-    };
+    let found = |pid| with_task(pid, |t| t.mm.pgd()).map(|pgd| (pgd, quarter(pgd)));
     let (ra, rb) = (found(a), found(b));
     let mut ran = 0;
     run_queue(|pid, _, _| ran += u32::from(pid == a || pid == b));
@@ -153,7 +146,7 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     use mm::vma::{Placement, VmFlags, VmaKind};
     let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
-    let mapped = crate::process::with_task(pid, |t| {
+    let mapped = with_task(pid, |t| {
         t.mm.change_vmas(|v, unmap| {
             v.mmap(
                 Placement::Hint(0),
@@ -164,7 +157,7 @@ fn vma_objects_mirror_the_tree() -> TestResult {
             )
         })
     });
-    let compared = crate::process::with_task(pid, |t| {
+    let compared = with_task(pid, |t| {
         let mut list = [(0u64, 0u64); 8];
         let mut n = 0;
         let mut vma =
@@ -188,7 +181,7 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     });
     run_queue(|_, _, _| {});
     check!(
-        matches!(mapped, Some(Ok(_))),
+        matches!(mapped, Some(Ok(Ok(_)))),
         "mmap in the task failed: {mapped:?}"
     );
     let Some((n, list, m, tree)) = compared else {

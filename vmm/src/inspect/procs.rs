@@ -1,26 +1,26 @@
 //! The guest's processes and slab caches, read from its own structures:
-//! the SLUB registry (`SYMBOL(slab_caches)`), the task list
-//! (`SYMBOL(task_list)`: task_struct addresses) and each task's mm_struct
-//! and vm_area_struct list. Commands `slabinfo` (/proc/slabinfo), `ps`
+//! the SLUB registry (`SYMBOL(slab_caches)`), the task list (the
+//! `tasks` list_head of each task_struct, headed by `SYMBOL(init_task)`)
+//! and each task's mm_struct and vm_area_struct list. Commands `slabinfo` (/proc/slabinfo), `ps`
 //! (crash's ps, plus each address space's root) and `vma --pid N`
 //! (/proc/PID/maps).
 //!
 //! Guest memory is untrusted here as everywhere: array lengths are capped,
-//! the vm_next list stops at a repeated node or after a fixed number of
-//! steps, names are length-capped and must be printable UTF-8, and each
+//! the task list and the vm_next list stop at a repeated node or after a
+//! bound the host sets, names are length-capped and must be printable UTF-8, and each
 //! problem becomes an anomaly line rather than a panic or a hang.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use abi::layout::PAGE_SIZE;
 use abi::vmcoreinfo::{num, off, sym};
 use serde_json::{json, Value};
 
 use super::{InspectError, Kernel, Output, R};
 
-/// Most registry slots, tasks and VMAs the host will look at.
+/// Most registry slots and VMAs the host will look at.
 const MAX_CACHES: u64 = 4096;
-const MAX_TASKS: u64 = 1024;
 pub(super) const MAX_VMAS: u64 = 65_536;
 /// Longest cache name and comm accepted.
 const MAX_NAME: u64 = 64;
@@ -180,42 +180,102 @@ impl Kernel<'_> {
         Ok((out, bad))
     }
 
-    /// Every task in the task list with its mm_struct, plus anomalies.
+    /// Every task on the task list with its mm_struct, plus anomalies. The
+    /// list is walked as for_each_process() does: from init_task.tasks
+    /// along `next` until it comes back to the head. It is untrusted, so
+    /// the walk also stops at a node seen before, at an unreadable node,
+    /// and after as many tasks as task_structs of SIZE(task_struct) fit in
+    /// the guest's low memory (never a count the guest gives); a `prev`
+    /// that does not point back is reported.
     pub fn tasks(&self) -> R<(Vec<TaskInfo>, Vec<String>)> {
-        let list = self.sym(sym::TASK_LIST)?;
-        let n = self.len(off::TASK_LIST, MAX_TASKS)?;
-        let mut words = vec![0u8; n as usize * 8];
-        self.read_va(list, &mut words)?;
-        let tsize = self.size(off::TASK_STRUCT)?;
-        let msize = self.size(off::MM_STRUCT)?;
+        let o = |name: &str| self.off(name);
+        let (o_tasks, o_next, o_prev) = (
+            o(off::TASK_TASKS)?,
+            o(off::LIST_HEAD_NEXT)?,
+            o(off::LIST_HEAD_PREV)?,
+        );
+        let (o_pid, o_state, o_mm, o_comm, o_exit) = (
+            o(off::TASK_PID)?,
+            o(off::TASK_STATE)?,
+            o(off::TASK_MM)?,
+            o(off::TASK_COMM)?,
+            o(off::TASK_EXIT_CODE)?,
+        );
         let comm_len = self.info.length(off::TASK_COMM).unwrap_or(16).min(MAX_NAME);
+        // Only the fields read are copied from each task_struct.
+        let extent = [
+            o_tasks + o_next.max(o_prev) + 8,
+            o_pid + 4,
+            o_state + 4,
+            o_mm + 8,
+            o_comm + comm_len,
+            o_exit + 4,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if extent > super::MAX_STRUCT {
+            return Err(InspectError::new(format!(
+                "vmcoreinfo puts task_struct fields {extent} bytes in, beyond {}",
+                super::MAX_STRUCT
+            )));
+        }
+        // The whole object may be larger than any structure the host
+        // copies; it only sets the bound.
+        let tsize = self
+            .info
+            .size(off::TASK_STRUCT)
+            .ok_or_else(|| InspectError::new("vmcoreinfo lacks SIZE(task_struct)"))?
+            .max(extent);
+        let limit = self.max_low_pfn.saturating_mul(PAGE_SIZE) / tsize;
+        let msize = self.size(off::MM_STRUCT)?;
+        let head = self.sym(sym::INIT_TASK)?.wrapping_add(o_tasks);
         let mut out: Vec<TaskInfo> = Vec::new();
         let mut bad = Vec::new();
         let mut seen = BTreeSet::new();
-        for (i, w) in words.chunks_exact(8).enumerate() {
-            let task = le(w, 0, 8);
-            if task == 0 {
-                continue;
-            }
-            if !seen.insert(task) {
+        let mut prev = head;
+        let mut cur = self.u64_at(head.wrapping_add(o_next))?;
+        let after = |out: &[TaskInfo]| match out.last() {
+            Some(t) => format!("after PID {}", t.pid),
+            None => "of init_task".to_string(),
+        };
+        while cur != head {
+            if !seen.insert(cur) {
                 bad.push(format!(
-                    "task list slot {i}: task_struct {task:#x} listed twice"
+                    "task list: next {} points back at {cur:#x} (cycle); list cut",
+                    after(&out)
                 ));
-                continue;
+                break;
             }
-            let b = match self.read_struct(task, tsize) {
+            if out.len() as u64 >= limit {
+                bad.push(format!(
+                    "task list: more tasks than the {limit} task_structs that fit in low memory; list cut"
+                ));
+                break;
+            }
+            let task = cur.wrapping_sub(o_tasks);
+            let b = match self.read_struct(task, extent) {
                 Ok(b) => b,
                 Err(e) => {
-                    bad.push(format!("task list slot {i}: {}", e.msg));
-                    continue;
+                    bad.push(format!(
+                        "task list: next {}: {}; list cut",
+                        after(&out),
+                        e.msg
+                    ));
+                    break;
                 }
             };
-            let o_comm = self.off(off::TASK_COMM)?;
+            let node_prev = le(&b, o_tasks + o_prev, 8);
+            if node_prev != prev {
+                bad.push(format!(
+                    "task list: task_struct {task:#x} has prev {node_prev:#x}, not {prev:#x}"
+                ));
+            }
             let raw = b
                 .get(o_comm as usize..(o_comm + comm_len) as usize)
                 .unwrap_or(&[]);
             let raw = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
-            let pid = le(&b, self.off(off::TASK_PID)?, 4) as u32;
+            let pid = le(&b, o_pid, 4) as u32;
             let comm = checked_name(raw).unwrap_or_else(|e| {
                 bad.push(format!("task {pid}: comm: {e}"));
                 "?".into()
@@ -223,10 +283,10 @@ impl Kernel<'_> {
             let mut t = TaskInfo {
                 task,
                 pid,
-                state: le(&b, self.off(off::TASK_STATE)?, 4) as u32,
+                state: le(&b, o_state, 4) as u32,
                 comm,
-                exit_code: le(&b, self.off(off::TASK_EXIT_CODE)?, 4) as u32 as i32,
-                mm: le(&b, self.off(off::TASK_MM)?, 8),
+                exit_code: le(&b, o_exit, 4) as u32 as i32,
+                mm: le(&b, o_mm, 8),
                 pgd: 0,
                 mmap: 0,
                 map_count: 0,
@@ -256,6 +316,16 @@ impl Kernel<'_> {
                 }
             }
             out.push(t);
+            prev = cur;
+            cur = le(&b, o_tasks + o_next, 8);
+        }
+        if cur == head {
+            let head_prev = self.u64_at(head.wrapping_add(o_prev))?;
+            if head_prev != prev {
+                bad.push(format!(
+                    "task list: init_task's prev is {head_prev:#x}, not the last task's {prev:#x}"
+                ));
+            }
         }
         Ok((out, bad))
     }
