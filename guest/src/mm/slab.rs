@@ -165,6 +165,15 @@ pub fn object_pfn(addr: u64) -> Option<u64> {
     (pfn < layout().max_low_pfn).then_some(pfn)
 }
 
+/// Pages held by slabs, over every cache (meminfo's Slab).
+pub fn slab_pages() -> u64 {
+    with_registry(|slub| {
+        slub.caches()
+            .map(|c| c.info.num_slabs * u64::from(c.info.pagesperslab))
+            .sum()
+    })
+}
+
 /// Runs `f` over the registry (for reports and tests).
 pub fn with_registry<R>(f: impl FnOnce(&Slub<MAX_CACHES>) -> R) -> R {
     f(&SLUB.lock())
