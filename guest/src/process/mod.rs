@@ -9,7 +9,6 @@ pub mod objects;
 pub mod syscall;
 
 use core::mem::{offset_of, size_of};
-
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use mm::slub::SlabError;
@@ -65,8 +64,10 @@ pub const TASK_RUNNABLE: u32 = 0;
 pub const TASK_RUNNING: u32 = 1;
 
 /// Every task (waiting to run, running, or finished until it is reaped),
-/// in creation order, headed by init_task as Linux's list is.
-pub struct TaskList {
+/// in creation order, headed by init_task as Linux's list is. Adding and
+/// removing walk the list (O(n)); tasks are created and reaped one at a
+/// time, far less often than they fault.
+struct TaskList {
     /// The swapper (pid 0, no mm): `init_task.tasks` heads the list the
     /// host walks.
     init_task: TaskStruct,
