@@ -114,9 +114,10 @@ fn the_host_walks_a_long_task_list() {
         .expect_stdout("[21:demo] exited with status 0");
 }
 
-/// Memory runs out with small RAM: spawning fails with ENOMEM, the
+/// Low memory runs out with small RAM: spawning fails with ENOMEM, the
 /// running task is killed naming itself, and every frame comes back (the
-/// process suite's out_of_memory_is_an_error checks the counts).
+/// process suite's out_of_memory_is_an_error checks the counts); the
+/// kernel then runs a demo as before.
 #[test]
 fn running_out_of_memory_is_survived() {
     if !kvm_available("running_out_of_memory_is_survived") {

@@ -1,8 +1,8 @@
 //! The guest's command line (`vmm --cmdline`): `key=value` words separated
 //! by spaces, parsed once at boot into a [`Cmdline`]. Every word is
-//! checked, as Linux's parse_args() refuses an unknown parameter of a
-//! module: an unknown key, an unknown name in a value, a number that does
-//! not parse, a key given twice, bytes that are not UTF-8 or a line longer
+//! checked (stricter than Linux, which hands unknown parameters to init):
+//! an unknown key, an unknown name in a value, a number that does not
+//! parse, a key given twice, bytes that are not UTF-8 or a line longer
 //! than the boot protocol carries is an [`Error`]. The guest prints it on
 //! one line and exits with [`crate::io::exit::BAD_COMMAND_LINE`], so `vmm`
 //! exits with status 2; nothing on the line is ever ignored.

@@ -1,9 +1,9 @@
 //! Processes on the real machine: their own CR3, demand paging, system
 //! calls, killed tasks, and exit giving every frame back.
 
-use abi::layout::{PAGE_OFFSET, PAGE_SHIFT};
+use abi::layout::PAGE_OFFSET;
 use mm::buddy::ZoneType;
-use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::gfp::GFP_KERNEL;
 use mm::page::PFN_NONE;
 use pagetable::{Level, PhysRead, Pte};
 
@@ -225,8 +225,8 @@ fn forged_syscalls_are_contained() -> TestResult {
     Ok(())
 }
 
-/// Every block the allocator still gives for some GFP masks, largest
-/// first, chained through the `next` field of each block's struct page (an
+/// Every block the allocator still gives for a GFP mask, largest first,
+/// chained through the `next` field of each block's struct page (an
 /// allocated page's list links are its owner's to use, as page->lru is).
 struct Hog {
     head: u32,
@@ -234,22 +234,20 @@ struct Hog {
 }
 
 impl Hog {
-    fn take_all(masks: &[mm::gfp::Gfp]) -> Hog {
+    fn take_all(gfp: mm::gfp::Gfp) -> Hog {
         let mut hog = Hog {
             head: PFN_NONE,
             pages: 0,
         };
-        for &gfp in masks {
-            for order in (0..=mm::buddy::MAX_ORDER).rev() {
-                while let Ok(pfn) = alloc_pages(gfp, order) {
-                    with_node(|n| {
-                        if let Some(page) = n.page_mut(pfn) {
-                            page.next = hog.head;
-                        }
-                    });
-                    hog.head = pfn as u32;
-                    hog.pages += 1 << order;
-                }
+        for order in (0..=mm::buddy::MAX_ORDER).rev() {
+            while let Ok(pfn) = alloc_pages(gfp, order) {
+                with_node(|n| {
+                    if let Some(page) = n.page_mut(pfn) {
+                        page.next = hog.head;
+                    }
+                });
+                hog.head = pfn as u32;
+                hog.pages += 1 << order;
             }
         }
         hog
@@ -268,28 +266,18 @@ impl Hog {
     }
 }
 
-/// Above this much RAM, taking every frame one block at a time costs more
-/// emulated ring-0 time (~0.3 ms a block here) than a self-test should.
-const OUT_OF_MEMORY_MAX_RAM: u64 = 2 << 30;
-
-/// Memory runs out under a task: one is spawned, then every frame
-/// GFP_HIGHUSER and GFP_KERNEL can still get is taken. Spawning another
-/// fails with ENOMEM (giving back what it took), the first is killed at
-/// its first fault, and once the frames are returned every frame is free
-/// again or held by a slab cache.
+/// Low memory runs out under a task, the classic i386 out-of-memory case
+/// (highmem may be free, but page tables and slabs live in lowmem): one
+/// task is spawned, then every frame GFP_KERNEL can still get is taken.
+/// Spawning another fails with ENOMEM (giving back what it took), the
+/// first is killed at its first fault that needs a page table, and once
+/// the frames are returned every frame is free again or held by a slab.
 fn out_of_memory_is_an_error() -> TestResult {
-    let ram = with_node(|n| n.totalram_pages()) << PAGE_SHIFT;
-    if ram > OUT_OF_MEMORY_MAX_RAM {
-        skip!(
-            "{} MiB of RAM would take too long to exhaust; runs with --mem 2G or less",
-            ram >> 20
-        );
-    }
     let program = programs::find("demo").ok_or_else(|| Failure::new(format_args!("no demo")))?;
     let free = || free_counts().iter().sum::<u64>();
     let before = (free_counts()[2], free() + slab_pages());
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
-    let hog = Hog::take_all(&[GFP_HIGHUSER, GFP_KERNEL]);
+    let hog = Hog::take_all(GFP_KERNEL);
     let held = hog.pages;
     let refused = spawn(&program);
     let mut ended = None;
@@ -304,12 +292,12 @@ fn out_of_memory_is_an_error() -> TestResult {
     check_eq!(
         refused.map(|_| ()),
         Err(ExecError::NoMemory),
-        "spawn with no memory left"
+        "spawn with no lowmem left"
     );
     check_eq!(
         ended,
         Some(ExitStatus::Killed),
-        "demo with no memory for its faults"
+        "demo with no lowmem for its page tables"
     );
     check_eq!(after.0, before.0, "free HIGHMEM pages afterwards");
     check_eq!(after.1, before.1, "free and slab-held pages afterwards");
