@@ -69,6 +69,10 @@ pub mod exit {
     pub const SUCCESS: u32 = 0;
     /// A self-test failed.
     pub const TEST_FAILURE: u32 = 1;
+    /// The command line was refused (`abi::cmdline::Error`; the guest
+    /// printed why). The same value as `vmm`'s own status for bad input,
+    /// so `vmm` exits with 2 whichever side refuses the line.
+    pub const BAD_COMMAND_LINE: u32 = 2;
     /// An unexpected exception or a kernel panic.
     pub const CRASH: u32 = 3;
 }

@@ -3,11 +3,13 @@
 //! - [`layout`]: the guest kernel's virtual layout (i386 PAE constants) and the
 //!   guest-physical map the VMM builds (boot structures, the 32-bit hole).
 //! - [`boot`]: the boot-info structure the VMM hands the guest in RDI.
+//! - [`cmdline`]: the guest's command line, parsed and checked.
 //! - [`io`]: I/O ports and hypercalls.
 //! - [`vmcoreinfo`]: the descriptor the guest publishes for host inspection.
 #![no_std]
 
 pub mod boot;
+pub mod cmdline;
 pub mod io;
 pub mod layout;
 pub mod vmcoreinfo;

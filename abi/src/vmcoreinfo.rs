@@ -63,10 +63,11 @@ pub mod sym {
     /// The SLUB registry (`mm::slub::Slub<N>`, the value inside its lock):
     /// Linux's `slab_caches` list, as an array here.
     pub const SLAB_CACHES: &str = "slab_caches";
-    /// The task list: `LENGTH(task_list)` u64 slots, each the address of a
-    /// task_struct object or 0, kept by spawn and reap (Linux's
-    /// `init_task.tasks` list, as a flat array).
-    pub const TASK_LIST: &str = "task_list";
+    /// The swapper's task_struct (pid 0): its `tasks` list_head heads the
+    /// circular list of every task, linked through `OFFSET(task_struct.tasks)`
+    /// with kernel virtual addresses of the neighbours' list_heads, as
+    /// Linux's for_each_process() walks it.
+    pub const INIT_TASK: &str = "init_task";
 }
 
 /// `NUMBER(...)` names.
@@ -205,9 +206,12 @@ pub mod off {
     pub const KMEM_CACHE_TOTAL_OBJECTS: &str = "kmem_cache.total_objects";
     pub const KMEM_CACHE_ACTIVE_OBJS: &str = "kmem_cache.active_objs";
 
-    /// LENGTH of the task list.
-    pub const TASK_LIST: &str = "task_list";
+    /// The whole task_struct object (the fields below come first).
     pub const TASK_STRUCT: &str = "task_struct";
+    /// The task list's `struct list_head` in each task_struct.
+    pub const TASK_TASKS: &str = "task_struct.tasks";
+    pub const LIST_HEAD_NEXT: &str = "list_head.next";
+    pub const LIST_HEAD_PREV: &str = "list_head.prev";
     pub const TASK_PID: &str = "task_struct.pid";
     pub const TASK_STATE: &str = "task_struct.state";
     pub const TASK_MM: &str = "task_struct.mm";

@@ -1,17 +1,20 @@
 //! What the VMM told us: the memory map, RAM size, kernel range, command line.
 
 use abi::boot::{BootInfo, BOOT_INFO_MAGIC, E820_RAM, E820_RESERVED};
-use abi::layout::phys::CMDLINE_MAX;
+use abi::cmdline::{self, Cmdline, Vocabulary};
 
 use crate::{arch, kprintln};
 
 pub struct BootParams {
     pub info: BootInfo,
-    cmdline: [u8; CMDLINE_MAX as usize],
-    cmdline_len: usize,
+    cmdline: [u8; cmdline::MAX_LEN],
+    /// The length the VMM claims, which may exceed the buffer.
+    cmdline_len: u64,
 }
 
 impl BootParams {
+    /// The boot info at `info_pa` and the command line it points to;
+    /// `None` when either cannot be read.
     pub fn from_vmm(info_pa: u64) -> Option<Self> {
         let info = arch::read_boot_info(info_pa)?;
         if info.magic != BOOT_INFO_MAGIC {
@@ -19,25 +22,29 @@ impl BootParams {
         }
         let mut params = BootParams {
             info,
-            cmdline: [0; CMDLINE_MAX as usize],
-            cmdline_len: 0,
+            cmdline: [0; cmdline::MAX_LEN],
+            cmdline_len: info.cmdline_len,
         };
-        let len = (info.cmdline_len as usize).min(params.cmdline.len());
-        if arch::read_boot_bytes(info.cmdline_addr, &mut params.cmdline[..len]) {
-            params.cmdline_len = len;
+        let len =
+            usize::try_from(info.cmdline_len).map_or(cmdline::MAX_LEN, |n| n.min(cmdline::MAX_LEN));
+        if !arch::read_boot_bytes(info.cmdline_addr, &mut params.cmdline[..len]) {
+            return None;
         }
         Some(params)
     }
 
-    pub fn cmdline(&self) -> &str {
-        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
-    }
-
-    /// The value of `key=value` on the command line.
-    pub fn option(&self, key: &str) -> Option<&str> {
-        self.cmdline()
-            .split_ascii_whitespace()
-            .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+    /// The command line, parsed and checked: a line longer than the
+    /// buffer is refused, never cut.
+    pub fn cmdline<'a>(
+        &'a self,
+        vocab: &Vocabulary<'a>,
+    ) -> Result<Cmdline<'a>, cmdline::Error<'a>> {
+        match usize::try_from(self.cmdline_len) {
+            Ok(len) if len <= cmdline::MAX_LEN => Cmdline::parse(&self.cmdline[..len], vocab),
+            _ => Err(cmdline::Error::TooLong {
+                len: self.cmdline_len,
+            }),
+        }
     }
 
     /// Mirrors e820__print_table(): the map as Linux prints it at boot.

@@ -1,36 +1,33 @@
 //! Deliberate failures, selected with `fault=KIND` on the command line, so
 //! the tests can check how crashes are reported.
 
-use crate::boot::BootParams;
+use abi::cmdline::Fault;
+
 use crate::{arch, kprintln};
 
-pub fn run_requested(boot: &BootParams) {
-    let Some(kind) = boot.option("fault") else {
-        return;
-    };
-    kprintln!("fault={kind}: failing on purpose");
-    match kind {
+pub fn fail(fault: Fault) {
+    kprintln!("fault={}: failing on purpose", fault.name());
+    match fault {
         // The first GiB is the only thing the boot tables map.
-        "pf" => {
+        Fault::PageFault => {
             let value = arch::cpu::read_u64_at(0x4000_0000);
             kprintln!("read {value:#x}");
         }
-        "ud" => arch::cpu::invalid_opcode(),
+        Fault::InvalidOpcode => arch::cpu::invalid_opcode(),
         // .text is mapped read-only and CR0.WP holds the kernel to it.
-        "write-text" => arch::cpu::write_u64_at(arch::mem::sections().text.start, 0),
-        "panic" => panic!("panic requested on the command line"),
-        "triple" => {
+        Fault::WriteText => arch::cpu::write_u64_at(arch::mem::sections().text.start, 0),
+        Fault::Panic => panic!("panic requested on the command line"),
+        Fault::Triple => {
             arch::trap::load_empty_idt();
             arch::cpu::invalid_opcode();
         }
-        "stack-overflow" => {
+        Fault::StackOverflow => {
             let depth = recurse(0);
             kprintln!("recursed {depth} times without faulting");
         }
-        "hang" => loop {
+        Fault::Hang => loop {
             core::hint::spin_loop();
         },
-        other => kprintln!("unknown fault kind '{other}', ignored"),
     }
 }
 

@@ -23,11 +23,18 @@ mod trap;
 #[deny(unsafe_code)]
 mod vmcoreinfo;
 
+use abi::cmdline::Vocabulary;
 use abi::io::exit;
 
 /// What runs after the self-tests unless `run=` says otherwise: three
 /// processes, each touching 2 MiB of anonymous memory and a heap.
-const DEFAULT_WORKLOAD: &str = "demo,demo,demo";
+const DEFAULT_WORKLOAD: [&str; 3] = ["demo", "demo", "demo"];
+
+/// The guest's own names the command line may use.
+const VOCABULARY: Vocabulary<'static> = Vocabulary {
+    programs: &arch::programs::NAMES,
+    suites: &selftest::SUITE_NAMES,
+};
 
 /// Entered from `_start` with the boot-info physical address from RDI.
 extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
@@ -38,7 +45,14 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
         arch::io::exit(exit::CRASH);
     };
     kprintln!("Booting the i386-model kernel (long mode, PAE-geometry tables)");
-    kprintln!("Command line: {}", boot.cmdline());
+    let cmdline = match boot.cmdline(&VOCABULARY) {
+        Ok(cmdline) => cmdline,
+        Err(e) => {
+            kprintln!("cmdline: {e}");
+            arch::io::exit(exit::BAD_COMMAND_LINE);
+        }
+    };
+    kprintln!("Command line: {}", cmdline.text);
     boot.print_memory_map();
     if let Err(e) = mm::init(&boot) {
         panic!("memory manager setup failed: {e}");
@@ -46,15 +60,20 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     if let Err(e) = mm::vmalloc::init() {
         panic!("vmalloc setup failed: {e}");
     }
-    if let Err(e) = mm::slab::init().and_then(|()| process::objects::fork_init()) {
+    if let Err(e) = mm::slab::init().and_then(|()| process::fork_init()) {
         panic!("slab setup failed: {e:?}");
     }
     vmcoreinfo::publish();
     arch::user::init_syscall();
-    faults::run_requested(&boot);
-    let summary = selftest::run(&boot);
-    let failed_programs = process::run_programs(boot.option("run").unwrap_or(DEFAULT_WORKLOAD));
-    vmcoreinfo::late(&boot);
+    if let Some(fault) = cmdline.fault {
+        faults::fail(fault);
+    }
+    let summary = selftest::run(cmdline.selftest);
+    let failed_programs = match cmdline.run {
+        Some(list) => process::run_programs(list.iter()),
+        None => process::run_programs(DEFAULT_WORKLOAD.into_iter()),
+    };
+    vmcoreinfo::late(&cmdline);
     report::print();
     let ok = summary.failed == 0 && failed_programs == 0;
     arch::io::exit(if ok {

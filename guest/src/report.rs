@@ -51,11 +51,7 @@ fn print_meminfo() {
             high.free_pages(),
         )
     });
-    let slab_pages = crate::mm::slab::with_registry(|slub| {
-        slub.caches()
-            .map(|c| c.info.num_slabs * u64::from(c.info.pagesperslab))
-            .sum::<u64>()
-    });
+    let slab_pages = crate::mm::slab::slab_pages();
     let mut vmalloc_used = 0;
     vmalloc::for_each_area(|area| vmalloc_used += area.nr_pages);
     let l = crate::mm::layout().layout;

@@ -13,6 +13,7 @@
 
 use core::mem::{offset_of, size_of};
 
+use abi::cmdline::{Cmdline, Plant};
 use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::*;
 use abi::vmcoreinfo::{num, off, sym, BufWriter, Writer, MAX_TEXT, OSRELEASE};
@@ -24,13 +25,12 @@ use pagetable::{walk, PhysWrite, Pte, WalkConfig};
 use spin::Mutex;
 
 use crate::arch::mem::{sections, DirectMap};
-use crate::boot::BootParams;
 use crate::kprintln;
 use crate::mm::events::{Events, EVENTS, EVENT_OFFSETS};
 use crate::mm::{highmem, layout, paging, tlb::KernelTlb, vmalloc};
 use crate::process::{
     self,
-    objects::{MmStruct, TaskStruct, VmAreaStruct, TASK_LIST},
+    objects::{ListHead, MmStruct, TaskStruct, VmAreaStruct},
 };
 
 /// The descriptor text (in .bss, so its physical address is `__pa`).
@@ -57,13 +57,16 @@ fn slub_lines<const N: usize, W: core::fmt::Write>(
     mm::vmcoreinfo::write_slub::<N, W>(w)
 }
 
-/// The task list and the process descriptors (guest/src/process/objects.rs).
+/// The task list (init_task.tasks) and the process descriptors
+/// (guest/src/process/objects.rs).
 fn process_lines<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
-    w.symbol(sym::TASK_LIST, TASK_LIST.as_ptr() as u64)?;
-    w.length(off::TASK_LIST, TASK_LIST.len())?;
+    w.symbol(sym::INIT_TASK, process::init_task_address())?;
     w.number(num::TASK_RUNNABLE, process::TASK_RUNNABLE.into())?;
     w.number(num::TASK_RUNNING, process::TASK_RUNNING.into())?;
-    w.size(off::TASK_STRUCT, size_of::<TaskStruct>())?;
+    w.size(off::TASK_STRUCT, process::TASK_STRUCT_SIZE)?;
+    w.offset(off::TASK_TASKS, offset_of!(TaskStruct, tasks))?;
+    w.offset(off::LIST_HEAD_NEXT, offset_of!(ListHead, next))?;
+    w.offset(off::LIST_HEAD_PREV, offset_of!(ListHead, prev))?;
     w.offset(off::TASK_PID, offset_of!(TaskStruct, pid))?;
     w.offset(off::TASK_STATE, offset_of!(TaskStruct, state))?;
     w.offset(off::TASK_MM, offset_of!(TaskStruct, mm))?;
@@ -161,43 +164,37 @@ pub fn publish() {
     }
 }
 
-/// The workloads selected on the command line (`plant=dmap`, `linger=S`).
-pub fn late(boot: &BootParams) {
-    for what in boot
-        .option("plant")
-        .unwrap_or("")
-        .split(',')
-        .filter(|w| !w.is_empty())
-    {
-        let planted = match what {
-            "dmap" => plant_dmap(),
-            "pt" => plant_table(),
-            "free" => plant_free(),
-            "user" => plant_user(),
-            _ => Err("unknown plant (dmap, pt, free, user)"),
-        };
-        match (what, planted) {
-            ("dmap", Ok((pfn, va))) => {
+/// The workloads selected on the command line (`plant=`, `linger=`).
+pub fn late(cmdline: &Cmdline) {
+    for plant in cmdline.plants() {
+        let what = plant.name();
+        match (plant, plant_one(plant)) {
+            (Plant::Dmap, Ok((pfn, va))) => {
                 kprintln!("plant=dmap: slab frame {pfn:#x} mapped again at {va:#x}")
             }
-            ("pt", Ok((pfn, va))) => {
+            (Plant::PageTable, Ok((pfn, va))) => {
                 kprintln!("plant=pt: page-table page {pfn:#x} mapped writable at {va:#x}")
             }
-            ("free", Ok((pfn, va))) => {
+            (Plant::Free, Ok((pfn, va))) => {
                 kprintln!("plant=free: free frame {pfn:#x} still mapped at {va:#x}")
             }
-            ("user", Ok((pfn, va))) => {
+            (Plant::User, Ok((pfn, va))) => {
                 kprintln!("plant=user: kernel frame {pfn:#x} mapped for ring 3 at {va:#x}")
             }
-            (_, Ok(_)) => {}
             (_, Err(e)) => kprintln!("plant={what}: failed: {e}"),
         }
     }
-    if let Some(secs) = boot.option("linger") {
-        match secs.parse::<u32>() {
-            Ok(secs) => linger(secs),
-            Err(_) => kprintln!("linger={secs}: not a number of seconds, ignored"),
-        }
+    if let Some(secs) = cmdline.linger {
+        linger(secs);
+    }
+}
+
+fn plant_one(plant: Plant) -> Result<(u64, u64), &'static str> {
+    match plant {
+        Plant::Dmap => plant_dmap(),
+        Plant::PageTable => plant_table(),
+        Plant::Free => plant_free(),
+        Plant::User => plant_user(),
     }
 }
 

@@ -1090,6 +1090,47 @@ mod tests {
         assert_eq!(s.lines().count(), 2, "{s}");
     }
 
+    /// Just above 896 MiB, ZONE_HIGHMEM has a few hundred pages. As in
+    /// Linux's __setup_per_zone_wmarks(), its min is the SWAP_CLUSTER_MAX
+    /// floor and its kswapd gap, max(share / 4, managed * 10 / 10000),
+    /// rounds to 0: min, low and high come out equal. The zone still
+    /// serves GFP_HIGHUSER down to that watermark, then NORMAL takes over.
+    #[test]
+    fn a_tiny_highmem_zone_has_equal_watermarks() {
+        // (MiB, highmem pages, watermarks): pages_min is 957 as with 2G
+        // (lowmem is the same), so share = 957 * managed / 229120.
+        for (mib, pages, marks) in [
+            (897, 256, (32, 32, 32)),
+            (898, 512, (32, 32, 32)),
+            (899, 768, (32, 32, 32)),
+            (900, 1024, (32, 33, 34)),
+            (904, 2048, (32, 34, 36)),
+        ] {
+            let mut n = machine(mib * M);
+            let h = n.zone(ZoneType::Highmem);
+            assert_eq!((h.managed_pages(), wm(h)), (pages, marks), "{mib}M");
+            let low = h.low_wmark();
+            for _ in 0..pages - low {
+                let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+                assert!(n.is_highmem_pfn(pfn), "{mib}M");
+            }
+            let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+            assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal), "{mib}M");
+            n.verify().unwrap();
+        }
+        // An order-9 block needs free - 511 > low: 897M and 898M cannot
+        // give one from HIGHMEM, 899M can.
+        for (mib, ok) in [(897, false), (898, false), (899, true)] {
+            let n = machine(mib * M);
+            let low = n.zone(ZoneType::Highmem).low_wmark();
+            assert_eq!(
+                n.zone_watermark_ok(ZoneType::Highmem, 9, low, ZoneType::Highmem, 0),
+                ok,
+                "{mib}M"
+            );
+        }
+    }
+
     #[test]
     fn layout_8g_highmem_spans_the_hole() {
         let n = machine(8 * G);

@@ -105,7 +105,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut huge = meta.clone();
     let mut info = huge.vmcoreinfo.take().unwrap();
     info.extend_from_slice(
-        b"LENGTH(task_list)=1099511627776\nNUMBER(max_pfn)=18446744073709551615\n",
+        b"LENGTH(rb_tree.nodes)=1099511627776\nSIZE(task_struct)=1\nNUMBER(max_pfn)=18446744073709551615\n",
     );
     huge.vmcoreinfo = Some(info);
     vec![

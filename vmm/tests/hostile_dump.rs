@@ -1,7 +1,7 @@
 //! Every `vmm inspect` command on a 2 GiB dump whose guest structures were
 //! crafted to make walks long and outputs huge: a free list through every
 //! struct page, page tables that alias into 2^36 leaves, a cycle in the
-//! vmap tree, a task list of 2^40 slots, a VMA list past max_map_count and
+//! vmap tree, a task list longer than PID_MAX_LIMIT, a VMA list past max_map_count and
 //! a SLUB registry claiming every slot. Each command must end, with a
 //! bounded answer, within a few hundred MiB of memory.
 
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use abi::vmcoreinfo::{num, off};
-use common::{descriptor, Offsets, Places, SparseRam, PAGE, PO, TASK_SIZE, VMA_SIZE};
+use common::{descriptor, Offsets, Places, SparseRam, PAGE, PO, TASK_SIZE, TASK_TASKS, VMA_SIZE};
 use vmm::coredump::{self, DumpMeta, Regs};
 
 const RAM: u64 = 2 << 30;
@@ -26,7 +26,7 @@ const PLACES: Places = Places {
     vmap: 0x30_0000,
     pkmap: 0x40_0000,
     kmap_local: 0x40_8000,
-    task_list: 0x60_0000,
+    init_task: 0x60_0000,
     mem_map: 0x100_0000,
     slub: 0x400_0000,
 };
@@ -47,13 +47,12 @@ const HANG: Duration = Duration::from_secs(60);
 /// Lengths and counts no real guest has.
 fn hostile_descriptor() -> String {
     let extra = format!(
-        "LENGTH({})=1099511627776\nLENGTH({})=1099511627776\nLENGTH({})=1099511627776\nNUMBER({})=18446744073709551615\n",
-        off::TASK_LIST,
+        "LENGTH({})=1099511627776\nLENGTH({})=1099511627776\nNUMBER({})=18446744073709551615\n",
         off::SLUB_CACHES,
         off::RB_TREE_NODES,
         num::MAX_PFN
     );
-    descriptor(&PLACES, 1, &extra)
+    descriptor(&PLACES, &extra)
 }
 
 fn hostile_ram(info: &str) -> SparseRam {
@@ -94,14 +93,19 @@ fn hostile_ram(info: &str) -> SparseRam {
     m.u32(tree + o(off::RB_TREE_NODES) + o(off::RB_NODE_LEFT), 0);
     // Every registry slot live (the first 16 MiB of them).
     m.put(PLACES.slub + o(off::SLUB_LIVE), &vec![1u8; 16 << 20]);
-    // 2^40 task slots over distinct task_structs sharing one mm, whose
-    // VMA list runs past max_map_count.
-    for i in 0..(1u64 << 16) {
+    // More tasks than PID_MAX_LIMIT, all sharing one mm whose VMA list runs
+    // past max_map_count; the last task's next is the first (a cycle that
+    // never returns to init_task).
+    let tasks = 40_000u64;
+    let node = |i: u64| PO + TASKS + TASK_SIZE * (i % tasks) + TASK_TASKS;
+    m.u64(PLACES.init_task + TASK_TASKS, node(0));
+    for i in 0..tasks {
         let t = TASKS + TASK_SIZE * i;
-        m.u64(PLACES.task_list + 8 * i, PO + t);
         m.u32(t, i as u32 + 1);
         m.u64(t + 8, PO + MM);
         m.put(t + 16, b"hostile");
+        m.u64(t + TASK_TASKS, node(i + 1));
+        m.u64(t + TASK_TASKS + 8, node(i + tasks - 1));
     }
     m.u64(MM, PML4);
     m.u64(MM + 8, PO + VMAS);
@@ -249,6 +253,7 @@ fn every_command_is_bounded_on_a_hostile_2g_dump() {
         "truncated after 100000 leaves",
         "reached twice or too deep (cycle)",
         "more VMAs on mm->mmap than map_count",
+        "task_structs that fit in low memory; list cut",
     ] {
         assert!(seen.contains(why), "no {why:?} in the answers");
     }

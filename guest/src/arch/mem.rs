@@ -1,12 +1,18 @@
 //! Memory access the safe kernel builds on: physical memory through the
 //! direct map (page tables live in low memory, so the kernel reaches them
-//! with `__va`, as the seed notes say), and the kernel image's sections.
+//! with `__va`, as the seed notes say), the kernel image's sections, and
+//! Rust values in slab objects ([`SlabBox`]).
 
-use core::ops::Range;
+use core::mem::{align_of, size_of};
+use core::ops::{Deref, DerefMut, Range};
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::layout::{va, PAGE_SIZE};
+use mm::slub::{CacheId, SlabError};
 use pagetable::{PhysError, PhysRead, PhysWrite};
+
+use crate::mm::slab;
 
 /// End of directly mapped physical memory, set once at boot.
 static LOWMEM_END: AtomicU64 = AtomicU64::new(0);
@@ -278,6 +284,79 @@ pub mod lowmem {
             .iter()
             .position(|&b| b != byte)
             .map(|i| (va + i as u64, bytes[i]))
+    }
+}
+
+/// A `T` in a slab object: what `Box<T>` is to a heap, for a kernel whose
+/// objects come from kmem_caches (it has no Rust heap). The box owns its
+/// object: dropping it drops the value and frees the object.
+pub struct SlabBox<T> {
+    ptr: NonNull<T>,
+    cache: CacheId,
+}
+
+// SAFETY: a SlabBox owns its object exclusively, as a Box owns its
+// allocation, so sending it sends the T.
+unsafe impl<T: Send> Send for SlabBox<T> {}
+
+impl<T> SlabBox<T> {
+    /// Moves `value` into a new object from `cache`, whose objects must be
+    /// large and aligned enough for a `T`. On failure the value comes back
+    /// with the reason.
+    pub fn new(cache: CacheId, value: T) -> Result<Self, (SlabError, T)> {
+        let fits = slab::object_layout(cache).is_some_and(|(size, align)| {
+            size as usize >= size_of::<T>() && align as usize >= align_of::<T>()
+        });
+        if !fits {
+            return Err((SlabError::InvalidArgs, value));
+        }
+        let addr = match slab::kmem_cache_alloc(cache) {
+            Ok(addr) => addr,
+            Err(e) => return Err((e, value)),
+        };
+        let in_lowmem = addr >= abi::layout::PAGE_OFFSET
+            && direct_mapped(abi::layout::pa(addr), size_of::<T>() as u64);
+        let ptr = NonNull::new(addr as *mut T);
+        let Some(ptr) = ptr.filter(|_| in_lowmem && addr.is_multiple_of(align_of::<T>() as u64))
+        else {
+            let _ = slab::kmem_cache_free(cache, addr);
+            return Err((SlabError::InvalidArgs, value));
+        };
+        // SAFETY: the object is fresh from the allocator, so nothing else
+        // refers to it; it lies in the direct map and is large and aligned
+        // enough for a T (all checked above).
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(SlabBox { ptr, cache })
+    }
+
+    /// The object's kernel address.
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+}
+
+impl<T> Deref for SlabBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: `new` initialised the object and the box owns it; the
+        // borrow of the box bounds the borrow of the value.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> DerefMut for SlabBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as `deref`, and `&mut self` makes the access exclusive.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for SlabBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the value is initialised and is never used again: the
+        // object goes back to its cache right after.
+        unsafe { self.ptr.as_ptr().drop_in_place() };
+        let _ = slab::kmem_cache_free(self.cache, self.addr());
     }
 }
 

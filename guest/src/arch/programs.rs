@@ -244,38 +244,26 @@ fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
     crate::arch::mem::kernel_bytes(start, end)
 }
 
+/// Every embedded program's name, in the order [`all`] gives them.
+pub const NAMES: [&str; 7] = [
+    "demo", "segv", "rowrite", "kernel", "spin", "forge", "forgerip",
+];
+
 /// Every embedded program.
-pub fn all() -> [Program; 7] {
-    [
-        Program {
-            name: "demo",
-            code: span(&user_demo_start, &user_demo_end),
-        },
-        Program {
-            name: "segv",
-            code: span(&user_segv_start, &user_segv_end),
-        },
-        Program {
-            name: "rowrite",
-            code: span(&user_rowrite_start, &user_rowrite_end),
-        },
-        Program {
-            name: "kernel",
-            code: span(&user_kernel_start, &user_kernel_end),
-        },
-        Program {
-            name: "spin",
-            code: span(&user_spin_start, &user_spin_end),
-        },
-        Program {
-            name: "forge",
-            code: span(&user_forge_start, &user_forge_end),
-        },
-        Program {
-            name: "forgerip",
-            code: span(&user_forgerip_start, &user_forgerip_end),
-        },
-    ]
+pub fn all() -> [Program; NAMES.len()] {
+    let code = [
+        span(&user_demo_start, &user_demo_end),
+        span(&user_segv_start, &user_segv_end),
+        span(&user_rowrite_start, &user_rowrite_end),
+        span(&user_kernel_start, &user_kernel_end),
+        span(&user_spin_start, &user_spin_end),
+        span(&user_forge_start, &user_forge_end),
+        span(&user_forgerip_start, &user_forgerip_end),
+    ];
+    core::array::from_fn(|i| Program {
+        name: NAMES[i],
+        code: code[i],
+    })
 }
 
 pub fn find(name: &str) -> Option<Program> {

@@ -89,6 +89,12 @@ pub fn kunmap(pfn: u64) -> Result<(), KmapError> {
     PKMAP.lock().kunmap(pfn)
 }
 
+/// kmap_flush_unused(): clears every unused slot now (one TLB flush for the
+/// window) instead of at the next cursor wrap.
+pub fn kmap_flush_unused() {
+    PKMAP.lock().flush_unused(&mut Window::pkmap());
+}
+
 /// page_address(): the kernel address of a page, if it has one: the direct
 /// map for lowmem, the pkmap slot for a kmapped highmem page, else None.
 pub fn page_address(pfn: u64) -> Option<u64> {

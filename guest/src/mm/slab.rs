@@ -147,6 +147,13 @@ pub fn ksize(addr: u64) -> u64 {
     with_slub(|s, k| s.ksize(addr, k))
 }
 
+/// A cache's object size and alignment.
+pub fn object_layout(id: CacheId) -> Option<(u32, u32)> {
+    SLUB.lock()
+        .cache(id)
+        .map(|c| (c.layout().object_size, c.layout().align))
+}
+
 /// Whether the per-CPU slab of a cache is set up yet.
 pub fn has_cpu_slab(id: CacheId) -> bool {
     SLUB.lock().cpu_slab(id).is_some()
@@ -156,6 +163,15 @@ pub fn has_cpu_slab(id: CacheId) -> bool {
 pub fn object_pfn(addr: u64) -> Option<u64> {
     let pfn = pa(addr) >> PAGE_SHIFT;
     (pfn < layout().max_low_pfn).then_some(pfn)
+}
+
+/// Pages held by slabs, over every cache (meminfo's Slab).
+pub fn slab_pages() -> u64 {
+    with_registry(|slub| {
+        slub.caches()
+            .map(|c| c.info.num_slabs * u64::from(c.info.pagesperslab))
+            .sum()
+    })
 }
 
 /// Runs `f` over the registry (for reports and tests).

@@ -8,6 +8,7 @@ use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE};
 use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::{__GFP_ZERO, GFP_HIGHUSER, GFP_KERNEL};
 use mm::page::PG_TABLE;
+use mm::slub::SlabError;
 use mm::vma::{
     Access, FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
 };
@@ -30,22 +31,46 @@ pub const USER_STACK_SIZE: u64 = 128 << 10;
 /// VMAs a process may have (sysctl_max_map_count, scaled down).
 const MAX_VMAS: usize = 64;
 
+/// Why a task could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecError {
-    NoMemory(AllocError),
+    /// ENOMEM: no frame or no slab object was left.
+    NoMemory,
     Vma(VmaError),
     Map(MapError),
-    TooManyTasks,
-    Slab(mm::slub::SlabError),
+    Slab(SlabError),
+}
+
+impl From<SlabError> for ExecError {
+    fn from(e: SlabError) -> Self {
+        match e {
+            SlabError::NoMemory => ExecError::NoMemory,
+            e => ExecError::Slab(e),
+        }
+    }
+}
+
+impl From<MapError> for ExecError {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::NoMemory => ExecError::NoMemory,
+            e => ExecError::Map(e),
+        }
+    }
+}
+
+impl From<AllocError> for ExecError {
+    fn from(_: AllocError) -> Self {
+        ExecError::NoMemory
+    }
 }
 
 impl fmt::Display for ExecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExecError::NoMemory(e) => write!(f, "out of memory ({e:?})"),
+            ExecError::NoMemory => write!(f, "out of memory (ENOMEM)"),
             ExecError::Vma(e) => write!(f, "{e}"),
             ExecError::Map(e) => write!(f, "cannot map ({e:?})"),
-            ExecError::TooManyTasks => write!(f, "the task table is full"),
             ExecError::Slab(e) => write!(f, "slab allocation failed ({e:?})"),
         }
     }
@@ -128,12 +153,12 @@ impl AddressSpace {
     /// embedded program, a stack VMA below TASK_SIZE, the brk base after the
     /// code.
     pub fn exec(program: &Program) -> Result<Self, ExecError> {
-        let mm_obj = objects::alloc_mm().map_err(ExecError::Slab)?;
+        let mm_obj = objects::alloc_mm()?;
         let pgd = match alloc_table() {
             Ok(pgd) => pgd,
             Err(e) => {
                 objects::free_mm(mm_obj);
-                return Err(ExecError::NoMemory(e));
+                return Err(e.into());
             }
         };
         let mut mm = AddressSpace {
@@ -145,11 +170,11 @@ impl AddressSpace {
             mm_obj,
             vma_objs: [0; MAX_VMAS],
         };
-        if let Err(e) = mm.populate(program) {
+        let populated = mm.populate(program);
+        if let Err(e) = populated.and_then(|()| Ok(mm.sync_objects()?)) {
             mm.exit_mmap();
             return Err(e);
         }
-        mm.sync_objects();
         Ok(mm)
     }
 
@@ -157,7 +182,7 @@ impl AddressSpace {
         // The PDPT: quarters 0-2 are this process's, quarter 3 is the kernel
         // page directory every address space shares (no USER bit: ring 3
         // cannot reach anything under it).
-        let pud = alloc_table().map_err(ExecError::NoMemory)?;
+        let pud = alloc_table()?;
         let table = PteFlags::PRESENT | PteFlags::WRITABLE;
         let map_err = |e: PhysError| ExecError::Map(MapError::Phys(e));
         set_pte(self.pgd, Pte::new(pud, table | PteFlags::USER)).map_err(map_err)?;
@@ -179,11 +204,11 @@ impl AddressSpace {
             .map_err(ExecError::Vma)?;
         for (i, chunk) in program.code.chunks(PAGE_SIZE as usize).enumerate() {
             let va = USER_CODE + i as u64 * PAGE_SIZE;
-            let pfn = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(ExecError::NoMemory)?;
+            let pfn = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0)?;
             let _ = with_kmap_local(pfn, |page| page.write_bytes(0, chunk));
             self.install(va, pfn, code_flags).map_err(|e| {
                 let _ = free_pages(pfn, 0);
-                ExecError::Map(e)
+                ExecError::from(e)
             })?;
         }
         self.vmas
@@ -208,14 +233,20 @@ impl AddressSpace {
     }
 
     /// Refreshes the mm_struct and vm_area_struct objects from the VMA tree
-    /// (after exec, mmap, munmap and brk).
-    pub fn sync_objects(&mut self) {
-        let head =
-            objects::sync_vmas(self.mm_obj, self.vmas.iter(), &mut self.vma_objs).unwrap_or(0);
+    /// (after exec, mmap, munmap and brk). Out of slab objects, the mm_struct
+    /// says it has no VMAs (the tree, which the kernel uses, is unchanged)
+    /// and the caller fails the operation.
+    fn sync_objects(&mut self) -> Result<(), SlabError> {
+        let head = objects::sync_vmas(self.mm_obj, self.vmas.iter(), &mut self.vma_objs);
+        let listed = if head.is_ok() {
+            self.vmas.map_count() as u32
+        } else {
+            0
+        };
         let mm = MmStruct {
             pgd: self.pgd,
-            mmap: head,
-            map_count: self.vmas.map_count() as u32,
+            mmap: *head.as_ref().unwrap_or(&0),
+            map_count: listed,
             _pad: 0,
             total_vm: self.vmas.total_vm(),
             start_brk: self.vmas.start_brk(),
@@ -224,6 +255,7 @@ impl AddressSpace {
             rss: self.rss,
         };
         objects::write(self.mm_obj, &mm);
+        head.map(|_| ())
     }
 
     /// The ring-3 frame exec starts the task with.
@@ -269,7 +301,7 @@ impl AddressSpace {
         })?;
         if self.vmas.total_vm() != total_vm {
             // expand_stack() grew the stack VMA: republish the VMA objects.
-            self.sync_objects();
+            self.sync_objects().map_err(|_| FaultFailure::OutOfMemory)?;
         }
         if error_code & mm::vma::X86_PF_PROT != 0 {
             return Err(FaultFailure::Protection);
@@ -301,19 +333,20 @@ impl AddressSpace {
 
     /// Changes the VMAs with `f` (mmap, munmap, brk), which reports every
     /// range it unmaps; those pages are zapped, and the mm_struct and
-    /// vm_area_struct objects are refreshed.
+    /// vm_area_struct objects are refreshed. `Err` when no slab object was
+    /// left for them: the caller ends the task, as out of memory.
     pub fn change_vmas<R>(
         &mut self,
         f: impl FnOnce(&mut VmaTree<MAX_VMAS>, &mut dyn FnMut(u64, u64)) -> R,
-    ) -> R {
+    ) -> Result<R, SlabError> {
         let pgd = self.pgd;
         let mut freed = 0;
         let result = f(&mut self.vmas, &mut |start, end| {
             freed += zap_range(pgd, start, end)
         });
         self.rss -= freed;
-        self.sync_objects();
-        result
+        self.sync_objects()?;
+        Ok(result)
     }
 
     /// zap_page_range(): unmaps and frees the frames of `[start, end)`.

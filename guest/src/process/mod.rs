@@ -8,17 +8,18 @@ pub mod objects;
 
 pub mod syscall;
 
+use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use mm::slub::SlabError;
 use spin::Mutex;
 
+use crate::arch::mem::SlabBox;
 use crate::arch::programs::{self, Program};
 use crate::arch::{self, user};
 use crate::kprintln;
 use address_space::{AddressSpace, ExecError};
-use objects::TaskStruct;
-
-pub const MAX_TASKS: usize = 8;
+use objects::{ListHead, TaskStruct};
 
 /// How a task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,114 +30,199 @@ pub enum ExitStatus {
     Killed,
 }
 
+/// A task: it lives in its task_struct object (from task_struct_cachep),
+/// whose first part is the [`TaskStruct`] the host reads.
+#[repr(C)]
 pub struct Task {
-    pub pid: u32,
+    pub ts: TaskStruct,
     pub name: &'static str,
     pub mm: AddressSpace,
     pub exit: Option<ExitStatus>,
-    /// This task's task_struct object (from task_struct_cachep).
-    pub task_obj: u64,
+    /// The next task in the list (the kernel's own, owning link; `ts.tasks`
+    /// is the host's view of the same order).
+    next: Option<SlabBox<Task>>,
 }
 
+// The host reads a task_struct from its start: OFFSET(task_struct.X) are
+// TaskStruct's offsets.
+const _: () = assert!(offset_of!(Task, ts) == 0);
+
+/// Bytes of a task_struct object (SIZE(task_struct)).
+pub const TASK_STRUCT_SIZE: usize = size_of::<Task>();
+
 impl Task {
-    /// Writes the task_struct object from the task's state.
-    fn sync_object(&self, state: u32) {
-        let mut comm = [0u8; 16];
-        let n = self.name.len().min(15);
-        comm[..n].copy_from_slice(&self.name.as_bytes()[..n]);
-        let exit_code = match self.exit {
-            Some(ExitStatus::Exited(code)) => code,
-            Some(ExitStatus::Killed) => 128 + 11,
-            None => 0,
+    fn set_exit(&mut self, status: ExitStatus) {
+        self.exit = Some(status);
+        self.ts.exit_code = match status {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Killed => 128 + 11,
         };
-        let task = TaskStruct {
-            pid: self.pid,
-            state,
-            mm: self.mm.mm_obj(),
-            comm,
-            exit_code,
-            _pad: 0,
-        };
-        objects::write(self.task_obj, &task);
     }
 }
 
 pub const TASK_RUNNABLE: u32 = 0;
 pub const TASK_RUNNING: u32 = 1;
 
-/// The task table: tasks waiting to run, the running one, and finished
-/// ones until they are reaped.
-static TASKS: Mutex<[Option<Task>; MAX_TASKS]> = Mutex::new([const { None }; MAX_TASKS]);
+/// Every task (waiting to run, running, or finished until it is reaped),
+/// in creation order, headed by init_task as Linux's list is. Adding and
+/// removing walk the list (O(n)); tasks are created and reaped one at a
+/// time, far less often than they fault.
+struct TaskList {
+    /// The swapper (pid 0, no mm): `init_task.tasks` heads the list the
+    /// host walks.
+    init_task: TaskStruct,
+    first: Option<SlabBox<Task>>,
+}
+
+static TASKS: Mutex<TaskList> = Mutex::new(TaskList {
+    init_task: TaskStruct {
+        pid: 0,
+        state: TASK_RUNNING,
+        mm: 0,
+        comm: TaskStruct::comm("swapper"),
+        exit_code: 0,
+        _pad: 0,
+        tasks: ListHead { next: 0, prev: 0 },
+    },
+    first: None,
+});
 static CURRENT: AtomicU32 = AtomicU32::new(0);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
+
+impl TaskList {
+    /// The address of init_task.tasks, the list head.
+    fn head(&self) -> u64 {
+        &self.init_task.tasks as *const ListHead as u64
+    }
+
+    /// The first task, in list order, for which `pred` holds.
+    fn find(&mut self, pred: impl Fn(&Task) -> bool) -> Option<&mut Task> {
+        let mut cur = self.first.as_deref_mut();
+        while let Some(task) = cur {
+            if pred(task) {
+                return Some(task);
+            }
+            cur = task.next.as_deref_mut();
+        }
+        None
+    }
+
+    /// list_add_tail(&p->tasks, &init_task.tasks).
+    fn push(&mut self, task: SlabBox<Task>) {
+        let mut link = &mut self.first;
+        while let Some(t) = link {
+            link = &mut t.next;
+        }
+        *link = Some(task);
+        self.relink();
+    }
+
+    /// list_del(&p->tasks): takes the task with `pid` out of the list.
+    fn take(&mut self, pid: u32) -> Option<SlabBox<Task>> {
+        let mut link = &mut self.first;
+        while link.as_ref().is_some_and(|t| t.ts.pid != pid) {
+            link = &mut link.as_mut()?.next;
+        }
+        let mut task = link.take()?;
+        *link = task.next.take();
+        task.ts.tasks = ListHead::default();
+        self.relink();
+        Some(task)
+    }
+
+    /// Rewrites the `tasks` links the host walks from the owning chain, so
+    /// both always give the same order: each task's next and prev, and
+    /// init_task's (itself when the list is empty, as INIT_LIST_HEAD()).
+    fn relink(&mut self) {
+        let head = self.head();
+        let mut prev = head;
+        let mut cur = self.first.as_deref_mut();
+        while let Some(task) = cur {
+            let next = task.next.as_deref().map_or(head, links_of);
+            task.ts.tasks = ListHead { next, prev };
+            prev = links_of(task);
+            cur = task.next.as_deref_mut();
+        }
+        self.init_task.tasks = ListHead {
+            next: self.first.as_deref().map_or(head, links_of),
+            prev,
+        };
+    }
+}
+
+/// The address of a task's `tasks` links.
+fn links_of(task: &Task) -> u64 {
+    &task.ts.tasks as *const ListHead as u64
+}
+
+/// fork_init(): the task_struct, mm_struct and vm_area_struct caches,
+/// and an empty task list (INIT_LIST_HEAD(&init_task.tasks)).
+pub fn fork_init() -> Result<(), SlabError> {
+    objects::fork_init(TASK_STRUCT_SIZE)?;
+    TASKS.lock().relink();
+    Ok(())
+}
+
+/// The address of init_task, whose `tasks` heads the task list.
+pub fn init_task_address() -> u64 {
+    &TASKS.lock().init_task as *const TaskStruct as u64
+}
 
 /// Runs `f` on the current task. Panics if no task is running: only the
 /// system-call and fault paths call this, and they only run for a task.
 pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
     let pid = CURRENT.load(Ordering::Relaxed);
     let mut tasks = TASKS.lock();
-    let task = tasks
-        .iter_mut()
-        .flatten()
-        .find(|t| t.pid == pid)
-        .expect("no current task");
+    let task = tasks.find(|t| t.ts.pid == pid).expect("no current task");
     f(task)
 }
 
 /// Runs `f` on the task with `pid`, if it exists.
 pub fn with_task<R>(pid: u32, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
-    TASKS
-        .lock()
-        .iter_mut()
-        .flatten()
-        .find(|t| t.pid == pid)
-        .map(f)
+    TASKS.lock().find(|t| t.ts.pid == pid).map(f)
 }
 
-/// Creates a task running `program` (fork + exec in one step): a pid, a
-/// fresh address space with the program's code, a stack and a heap base.
+/// Creates a task running `program` (fork + exec in one step): a fresh
+/// address space with the program's code, a stack and a heap base, in a
+/// new task_struct with the next pid. Out of memory is
+/// `ExecError::NoMemory`, with everything taken so far given back.
 pub fn spawn(program: &Program) -> Result<u32, ExecError> {
-    let mut tasks = TASKS.lock();
-    let slot = tasks
-        .iter_mut()
-        .find(|t| t.is_none())
-        .ok_or(ExecError::TooManyTasks)?;
-    let task_obj = objects::alloc_task_struct().map_err(ExecError::Slab)?;
-    let mm = match AddressSpace::exec(program) {
-        Ok(mm) => mm,
-        Err(e) => {
-            objects::free_task_struct(task_obj);
-            return Err(e);
-        }
-    };
+    let cache = objects::caches()
+        .ok_or(ExecError::Slab(SlabError::NoSuchCache))?
+        .task_struct;
+    let mm = AddressSpace::exec(program)?;
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let task = Task {
-        pid,
+        ts: TaskStruct {
+            pid,
+            state: TASK_RUNNABLE,
+            mm: mm.mm_obj(),
+            comm: TaskStruct::comm(program.name),
+            ..TaskStruct::default()
+        },
         name: program.name,
         mm,
         exit: None,
-        task_obj,
+        next: None,
     };
-    task.sync_object(TASK_RUNNABLE);
-    objects::task_list_add(task_obj);
-    *slot = Some(task);
+    let task = SlabBox::new(cache, task).map_err(|(e, mut task)| {
+        task.mm.exit_mmap();
+        ExecError::from(e)
+    })?;
+    TASKS.lock().push(task);
     Ok(pid)
 }
 
 /// Runs every task that has not run yet, one after another, each in its
 /// own address space, and reaps it: exit_mmap() frees every user frame and
-/// page-table page. Returns (pid, name, status) for each.
+/// page-table page, and the task_struct goes back to its cache. Calls
+/// `done` with (pid, name, status) for each.
 pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
     loop {
-        let next = TASKS
-            .lock()
-            .iter()
-            .flatten()
-            .find(|t| t.exit.is_none())
-            .map(|t| {
-                t.sync_object(TASK_RUNNING);
-                (t.pid, t.mm.pgd(), t.mm.entry_frame())
-            });
+        let next = TASKS.lock().find(|t| t.exit.is_none()).map(|t| {
+            t.ts.state = TASK_RUNNING;
+            (t.ts.pid, t.mm.pgd(), t.mm.entry_frame())
+        });
         let Some((pid, pgd, frame)) = next else {
             return;
         };
@@ -145,40 +231,27 @@ pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
         user::run_user(&frame);
         arch::switch_address_space(crate::mm::layout().tables.pgd);
         CURRENT.store(0, Ordering::Relaxed);
-        let task = TASKS
-            .lock()
-            .iter_mut()
-            .find(|t| t.as_ref().is_some_and(|t| t.pid == pid))
-            .and_then(Option::take);
+        let task = TASKS.lock().take(pid);
         if let Some(mut task) = task {
             task.mm.exit_mmap();
-            objects::task_list_remove(task.task_obj);
-            objects::free_task_struct(task.task_obj);
-            done(task.pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
+            done(pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
         }
     }
-}
-
-/// (pid, CR3) of every task in the table, for inspection and tests.
-pub fn roots() -> [Option<(u32, u64)>; MAX_TASKS] {
-    TASKS
-        .lock()
-        .each_ref()
-        .map(|t| t.as_ref().map(|t| (t.pid, t.mm.pgd())))
 }
 
 /// Ends the current task with `status` and goes back to the run queue.
 /// Called from system-call and fault context, with no locks held.
 pub fn exit_current(status: ExitStatus) -> ! {
-    with_current(|t| t.exit = Some(status));
+    with_current(|t| t.set_exit(status));
     user::return_to_kernel()
 }
 
 /// Runs the programs named on the command line (`run=demo,segv,...`), or the
-/// default workload, and prints how each ended.
-pub fn run_programs(names: &str) -> usize {
+/// default workload, and prints how each ended. Returns how many could not
+/// start.
+pub fn run_programs<'a>(names: impl Iterator<Item = &'a str>) -> usize {
     let mut failures = 0;
-    for name in names.split(',').filter(|n| !n.is_empty()) {
+    for name in names {
         let Some(program) = programs::find(name) else {
             kprintln!("run: no program named '{name}'");
             failures += 1;

@@ -1,33 +1,60 @@
 //! The process descriptors as slab objects: task_struct, mm_struct and
 //! vm_area_struct live in their own kmem_caches (fork_init() and
 //! proc_caches_init()), laid out as plain C structs so the host can read
-//! them from guest memory. The kernel's working state (the VMA red-black
-//! tree, the page tables) is authoritative; these objects are refreshed
-//! from it whenever it changes, as Linux keeps mm->mmap beside mm->mm_rb.
+//! them from guest memory. A task lives in its task_struct object (see
+//! `process::Task`, whose first field is the [`TaskStruct`] the host
+//! reads). The kernel's working state of an address space (the VMA
+//! red-black tree, the page tables) is authoritative; the mm_struct and
+//! vm_area_struct objects are refreshed from it whenever it changes, as
+//! Linux keeps mm->mmap beside mm->mm_rb.
 
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm::slub::{CacheId, SlabError, SLAB_HWCACHE_ALIGN};
 use mm::vma::Vma;
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
-use super::MAX_TASKS;
 use crate::arch::mem::lowmem;
 use crate::mm::slab;
 
-/// struct task_struct (the fields this kernel has).
-#[derive(Clone, Copy, Default, IntoBytes, Immutable, KnownLayout)]
+/// struct list_head: kernel virtual addresses of the neighbours' links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ListHead {
+    pub next: u64,
+    pub prev: u64,
+}
+
+/// struct task_struct: the fields the host reads (the kernel's own state
+/// of a task follows them in the object).
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct TaskStruct {
     pub pid: u32,
-    /// 0 runnable, 1 running, 2 dead.
+    /// `process::TASK_RUNNABLE` or `TASK_RUNNING`.
     pub state: u32,
     /// Address of this task's mm_struct object.
     pub mm: u64,
     pub comm: [u8; 16],
     pub exit_code: i32,
     pub _pad: u32,
+    /// The task list: init_task.tasks is its head (Linux's `tasks`, walked
+    /// by for_each_process()).
+    pub tasks: ListHead,
+}
+
+impl TaskStruct {
+    /// `comm`: the name, NUL-padded, cut at 15 bytes as set_task_comm() does.
+    pub const fn comm(name: &str) -> [u8; 16] {
+        let mut comm = [0u8; 16];
+        let bytes = name.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && i < comm.len() - 1 {
+            comm[i] = bytes[i];
+            i += 1;
+        }
+        comm
+    }
 }
 
 /// struct mm_struct.
@@ -61,28 +88,6 @@ pub struct VmAreaStruct {
     pub vm_flags: u64,
 }
 
-/// The task list the host inspector reads (`SYMBOL(task_list)`): the
-/// address of every live task's task_struct object, 0 in free slots. A
-/// plain array of words, so the host needs no knowledge of `Option<Task>`;
-/// spawn adds, reap removes.
-pub static TASK_LIST: [AtomicU64; MAX_TASKS] = [const { AtomicU64::new(0) }; MAX_TASKS];
-
-/// Records a new task_struct object in [`TASK_LIST`].
-pub fn task_list_add(task_obj: u64) {
-    if let Some(slot) = TASK_LIST.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
-        slot.store(task_obj, Ordering::Relaxed);
-    }
-}
-
-/// Drops a task_struct object from [`TASK_LIST`] (before it is freed).
-pub fn task_list_remove(task_obj: u64) {
-    for slot in TASK_LIST.iter() {
-        if slot.load(Ordering::Relaxed) == task_obj {
-            slot.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 pub struct Caches {
     pub task_struct: CacheId,
@@ -92,14 +97,15 @@ pub struct Caches {
 
 static CACHES: spin::Once<Caches> = spin::Once::new();
 
-/// fork_init() -> kmem_cache_create("task_struct", ...), and
-/// proc_caches_init() for mm_struct and vm_area_struct. Each cache's
-/// per-CPU slab stays empty until its first allocation.
-pub fn fork_init() -> Result<Caches, SlabError> {
+/// fork_init() -> kmem_cache_create("task_struct", ...) sized for the
+/// whole task (`task_size`), and proc_caches_init() for mm_struct and
+/// vm_area_struct. Each cache's per-CPU slab stays empty until its first
+/// allocation.
+pub fn fork_init(task_size: usize) -> Result<Caches, SlabError> {
     let create =
         |name, size: usize| slab::kmem_cache_create(name, size as u32, 0, SLAB_HWCACHE_ALIGN, None);
     let caches = Caches {
-        task_struct: create("task_struct", size_of::<TaskStruct>())?,
+        task_struct: create("task_struct", task_size)?,
         mm_struct: create("mm_struct", size_of::<MmStruct>())?,
         vm_area_struct: create("vm_area_struct", size_of::<VmAreaStruct>())?,
     };
@@ -110,19 +116,8 @@ pub fn caches() -> Option<&'static Caches> {
     CACHES.get()
 }
 
-/// alloc_task_struct_node(): a task_struct from task_struct_cachep.
-pub fn alloc_task_struct() -> Result<u64, SlabError> {
-    slab::kmem_cache_alloc(caches().ok_or(SlabError::NoSuchCache)?.task_struct)
-}
-
 pub fn alloc_mm() -> Result<u64, SlabError> {
     slab::kmem_cache_alloc(caches().ok_or(SlabError::NoSuchCache)?.mm_struct)
-}
-
-pub fn free_task_struct(addr: u64) {
-    if let Some(c) = caches() {
-        let _ = slab::kmem_cache_free(c.task_struct, addr);
-    }
 }
 
 pub fn free_mm(addr: u64) {
@@ -137,22 +132,32 @@ pub fn write<T: IntoBytes + Immutable>(addr: u64, value: &T) {
 
 /// Rebuilds an mm's vm_area_struct list from its VMAs: frees the old
 /// objects in `objs`, allocates one per VMA, links them in address order.
-/// Returns the head (mm->mmap).
+/// Returns the head (mm->mmap). Out of objects, it frees the ones it took
+/// and fails.
 pub fn sync_vmas(
     mm_obj: u64,
     vmas: impl Iterator<Item = Vma>,
     objs: &mut [u64],
 ) -> Result<u64, SlabError> {
     let cache = caches().ok_or(SlabError::NoSuchCache)?.vm_area_struct;
-    for obj in objs.iter_mut().filter(|o| **o != 0) {
-        let _ = slab::kmem_cache_free(cache, *obj);
-        *obj = 0;
-    }
+    let free_all = |objs: &mut [u64]| {
+        for obj in objs.iter_mut().filter(|o| **o != 0) {
+            let _ = slab::kmem_cache_free(cache, *obj);
+            *obj = 0;
+        }
+    };
+    free_all(objs);
     let mut prev: Option<(u64, VmAreaStruct)> = None;
     let mut head = 0;
-    for (slot, vma) in objs.iter_mut().zip(vmas) {
-        let addr = slab::kmem_cache_alloc(cache)?;
-        *slot = addr;
+    for (i, vma) in vmas.enumerate().take(objs.len()) {
+        let addr = match slab::kmem_cache_alloc(cache) {
+            Ok(addr) => addr,
+            Err(e) => {
+                free_all(objs);
+                return Err(e);
+            }
+        };
+        objs[i] = addr;
         let this = VmAreaStruct {
             vm_start: vma.start,
             vm_end: vma.end,

@@ -6,6 +6,9 @@
 use abi::layout::PAGE_SIZE;
 use mm::vma::{Placement, VmFlags, VmaKind};
 
+use mm::slub::SlabError;
+
+use super::fault::kill;
 use super::{exit_current, with_current, ExitStatus};
 use crate::arch::trap::TrapFrame;
 use crate::console::print;
@@ -42,16 +45,22 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let args = [
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
-    let ret: i64 = match frame.rax {
-        SYS_WRITE => sys_write(args[0], args[1], args[2]),
+    let ret = match frame.rax {
+        SYS_WRITE => Ok(sys_write(args[0], args[1], args[2])),
         SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4] as i64),
         SYS_MUNMAP => sys_munmap(args[0], args[1]),
         SYS_BRK => sys_brk(args[0]),
-        SYS_GETPID => with_current(|t| i64::from(t.pid)),
+        SYS_GETPID => Ok(with_current(|t| i64::from(t.ts.pid))),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
-        _ => -ENOSYS,
+        _ => Ok(-ENOSYS),
     };
-    frame.rax = ret as u64;
+    match ret {
+        Ok(ret) => frame.rax = ret as u64,
+        Err(_) => kill(
+            frame,
+            format_args!("out of memory for its vm_area_struct objects"),
+        ),
+    }
 }
 
 /// write(fd, buf, count) to the console (fd 1 and 2). The bytes are read
@@ -103,9 +112,11 @@ fn user_page(va: u64) -> Option<u64> {
 }
 
 /// mmap(addr, len, prot, flags, fd, off): anonymous private mappings only.
-fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: i64) -> i64 {
+/// This and the other calls that change VMAs fail when no slab object is
+/// left to publish them, and the task is then killed.
+fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: i64) -> Result<i64, SlabError> {
     if flags & MAP_ANONYMOUS == 0 || flags & MAP_PRIVATE == 0 || fd != -1 {
-        return -EINVAL;
+        return Ok(-EINVAL);
     }
     let vm_flags = VmFlags::from_prot(
         prot & PROT_READ != 0,
@@ -120,23 +131,24 @@ fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: i64) -> i64 {
     };
     let result = with_current(|t| {
         t.mm.change_vmas(|vmas, unmap| vmas.mmap(placement, len, vm_flags, VmaKind::Anon, unmap))
-    });
-    match result {
+    })?;
+    Ok(match result {
         Ok(addr) => addr as i64,
         Err(e) => -i64::from(e.errno()),
-    }
+    })
 }
 
-fn sys_munmap(addr: u64, len: u64) -> i64 {
-    match with_current(|t| {
+fn sys_munmap(addr: u64, len: u64) -> Result<i64, SlabError> {
+    let result = with_current(|t| {
         t.mm.change_vmas(|vmas, unmap| vmas.munmap(addr, len, unmap))
-    }) {
+    })?;
+    Ok(match result {
         Ok(()) => 0,
         Err(e) => -i64::from(e.errno()),
-    }
+    })
 }
 
 /// brk(addr): the new break, or the current one when it cannot move.
-fn sys_brk(addr: u64) -> i64 {
-    with_current(|t| t.mm.change_vmas(|vmas, unmap| vmas.brk(addr, unmap))) as i64
+fn sys_brk(addr: u64) -> Result<i64, SlabError> {
+    with_current(|t| t.mm.change_vmas(|vmas, unmap| vmas.brk(addr, unmap))).map(|brk| brk as i64)
 }

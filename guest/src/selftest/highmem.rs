@@ -1,6 +1,7 @@
 //! kmap, kmap_local and the pkmap window on real page tables.
 
 use abi::layout::*;
+use mm::buddy::ZoneType;
 use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
 use mm::kmap_local::KmapLocalError;
 use mm::pkmap::KmapError;
@@ -10,7 +11,7 @@ use super::{Failure, Suite, Test, TestResult};
 use crate::arch::mem::KernelPage;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::*;
-use crate::mm::{alloc_pages, free_pages, layout};
+use crate::mm::{alloc_pages, free_pages, layout, with_node};
 
 pub const SUITE: Suite = Suite {
     name: "highmem",
@@ -46,6 +47,37 @@ fn has_highmem() -> bool {
     layout().max_pfn > layout().max_low_pfn
 }
 
+/// A 2^order block of high memory, for a test that needs that many
+/// highmem pages. SKIP when there is no ZONE_HIGHMEM, or when it is too
+/// small to give the block above its low watermark (the allocator's own
+/// check: GFP_HIGHUSER would fall back to lowmem, as in Linux); FAIL if
+/// the block then comes from lowmem anyway.
+fn alloc_highmem(order: u32) -> Result<u64, Failure> {
+    if !has_highmem() {
+        skip!("no ZONE_HIGHMEM with this much RAM");
+    }
+    let (fits, managed, free, low) = with_node(|n| {
+        let z = n.zone(ZoneType::Highmem);
+        let low = z.low_wmark();
+        let fits = n.zone_watermark_ok(ZoneType::Highmem, order, low, ZoneType::Highmem, 0);
+        (fits, z.managed_pages(), z.free_pages(), low)
+    });
+    if !fits {
+        skip!(
+            "ZONE_HIGHMEM ({managed} pages, {free} free, low watermark {low}) cannot give {} pages at once",
+            1u64 << order
+        );
+    }
+    let pfn = alloc(GFP_HIGHUSER, order)?;
+    if pfn < layout().max_low_pfn {
+        let _ = free_pages(pfn, order);
+        return Err(Failure::new(format_args!(
+            "GFP_HIGHUSER order {order} gave lowmem pfn {pfn:#x} with room in ZONE_HIGHMEM"
+        )));
+    }
+    Ok(pfn)
+}
+
 fn alloc(gfp: mm::gfp::Gfp, order: u32) -> Result<u64, Failure> {
     alloc_pages(gfp, order).map_err(|e| Failure::new(format_args!("alloc order {order}: {e:?}")))
 }
@@ -69,14 +101,7 @@ fn kmap_of_lowmem_writes_no_pte() -> TestResult {
 }
 
 fn kmap_maps_highmem_in_pkmap() -> TestResult {
-    if !has_highmem() {
-        skip!("no ZONE_HIGHMEM with this much RAM");
-    }
-    let pfn = alloc(GFP_HIGHUSER, 0)?;
-    check!(
-        pfn >= layout().max_low_pfn,
-        "GFP_HIGHUSER gave lowmem pfn {pfn:#x}"
-    );
+    let pfn = alloc_highmem(0)?;
     let addr = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap: {e}")))?;
     check!(
         (PKMAP_BASE..PKMAP_END).contains(&addr),
@@ -114,11 +139,10 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
 
 /// 512 highmem pages kmapped at once, from one order-9 block.
 fn all_pkmap_slots_busy_is_an_error() -> TestResult {
-    if !has_highmem() {
-        skip!("no ZONE_HIGHMEM with this much RAM");
-    }
-    let base = alloc(GFP_HIGHUSER, 9)?;
-    let extra = alloc(GFP_HIGHUSER, 0)?;
+    let base = alloc_highmem(9)?;
+    let extra = alloc_highmem(0).inspect_err(|_| {
+        let _ = free_pages(base, 9);
+    })?;
     let mut mapped = 0;
     let mut failure = None;
     for pfn in base..base + LAST_PKMAP as u64 {
@@ -141,23 +165,34 @@ fn all_pkmap_slots_busy_is_an_error() -> TestResult {
     Ok(())
 }
 
-/// Mapping more distinct pages than there are slots makes the cursor wrap;
-/// each wrap clears every unused slot with one TLB flush for the window.
+/// Mapping as many distinct pages as there are slots, none of them mapped
+/// already, moves the cursor round at least once; each wrap clears every
+/// unused slot with one TLB flush for the window.
 fn pkmap_wrap_flushes_once() -> TestResult {
-    if !has_highmem() {
-        skip!("no ZONE_HIGHMEM with this much RAM");
-    }
-    let base = alloc(GFP_HIGHUSER, 10)?;
+    let base = alloc_highmem(9)?;
+    let first = alloc_highmem(0).inspect_err(|_| {
+        let _ = free_pages(base, 9);
+    })?;
+    // Pages an earlier kmap left in a slot (unused, not yet flushed) would
+    // be found there again instead of mapped anew. Then one unused slot
+    // waits, so that even a wrap at the first kmap below has one to clear.
+    kmap_flush_unused();
+    let warm_up = kmap(first);
+    let _ = kunmap(first);
     let before = (pkmap_stats(), EVENTS.snapshot());
-    for pfn in base..base + 1024 {
-        let mapped = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap {pfn:#x}: {e}")));
+    let mut failed = warm_up.err().map(|e| (first, e));
+    for pfn in base..base + LAST_PKMAP as u64 {
+        if let Err(e) = kmap(pfn) {
+            failed.get_or_insert((pfn, e));
+        }
         let _ = kunmap(pfn);
-        mapped?;
     }
     let after = (pkmap_stats(), EVENTS.snapshot());
-    let _ = free_pages(base, 10);
+    let _ = free_pages(base, 9);
+    let _ = free_pages(first, 0);
+    check_eq!(failed, None, "a kmap failed");
     let wraps = after.0.wraps - before.0.wraps;
-    check!(wraps >= 1, "1024 new kmaps did not wrap the cursor");
+    check!(wraps >= 1, "{LAST_PKMAP} new kmaps did not wrap the cursor");
     check_eq!(
         after.0.flushes - before.0.flushes,
         wraps,
@@ -177,10 +212,7 @@ fn pkmap_wrap_flushes_once() -> TestResult {
 }
 
 fn kmap_local_is_a_stack() -> TestResult {
-    if !has_highmem() {
-        skip!("no ZONE_HIGHMEM with this much RAM");
-    }
-    let base = alloc(GFP_HIGHUSER, 5)?;
+    let base = alloc_highmem(5)?;
     let a = kmap_local_page(base);
     let b = kmap_atomic(base + 1);
     let (Ok(a), Ok(b)) = (a, b) else {

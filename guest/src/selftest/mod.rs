@@ -9,7 +9,8 @@
 
 use core::fmt::{self, Write};
 
-use crate::boot::BootParams;
+use abi::cmdline::Selftest;
+
 use crate::kprintln;
 
 /// A failed check's message, formatted without a heap (the tests also run
@@ -106,7 +107,7 @@ mod process;
 mod slab;
 mod vmalloc;
 
-const SUITES: &[Suite] = &[
+const SUITES: [Suite; 7] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -116,6 +117,17 @@ const SUITES: &[Suite] = &[
     process::SUITE,
 ];
 
+/// The names `selftest=` accepts.
+pub const SUITE_NAMES: [&str; SUITES.len()] = {
+    let mut names = [""; SUITES.len()];
+    let mut i = 0;
+    while i < SUITES.len() {
+        names[i] = SUITES[i].name;
+        i += 1;
+    }
+    names
+};
+
 #[derive(Default)]
 pub struct Summary {
     pub passed: usize,
@@ -124,16 +136,12 @@ pub struct Summary {
 }
 
 /// Runs the suites the command line asks for (all by default).
-pub fn run(boot: &BootParams) -> Summary {
-    let wanted = boot.option("selftest").unwrap_or("all");
+pub fn run(wanted: Selftest) -> Summary {
     let mut summary = Summary::default();
-    if wanted == "off" {
+    if wanted == Selftest::Off {
         return summary;
     }
-    for suite in SUITES {
-        if wanted != "all" && !wanted.split(',').any(|w| w == suite.name) {
-            continue;
-        }
+    for suite in SUITES.iter().filter(|s| wanted.wants(s.name)) {
         for test in suite.tests {
             match (test.run)() {
                 Ok(()) => {

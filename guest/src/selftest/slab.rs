@@ -221,8 +221,9 @@ fn fork_init_made_the_process_caches() -> TestResult {
         ],
         "process caches"
     );
-    let task = objects::alloc_task_struct().map_err(|e| slab_err("alloc_task_struct_node", e))?;
-    objects::free_task_struct(task);
+    let task =
+        kmem_cache_alloc(caches.task_struct).map_err(|e| slab_err("alloc_task_struct_node", e))?;
+    let _ = kmem_cache_free(caches.task_struct, task);
     check!(
         has_cpu_slab(caches.task_struct),
         "task_struct_cachep has no cpu_slab after an allocation"

@@ -240,9 +240,16 @@ pub struct SlubLayout {
 /// task_struct, mm_struct and vm_area_struct, and the task list.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskLayout {
-    pub list: u64,
-    pub list_len: u64,
+    /// `&init_task.tasks`: the head of the circular task list.
+    pub head: u64,
+    /// Where `tasks` lies in a task_struct, and next/prev in it.
+    pub tasks: u64,
+    pub next: u64,
+    pub prev: u64,
+    /// The whole task_struct object: it sets how many fit in memory.
     pub task: Struct,
+    /// The bytes of a task_struct the host reads: up to its last field.
+    pub read: u64,
     pub pid: u64,
     pub state: u64,
     pub mm: u64,
@@ -513,23 +520,61 @@ fn slub_layout(k: &Keys) -> R<SlubLayout> {
 }
 
 fn task_layout(k: &Keys) -> R<TaskLayout> {
-    let task = k.structure(off::TASK_STRUCT)?;
+    // The object may be larger than any structure the host copies whole
+    // (the guest's holds its kernel stack); only its fields are read.
+    let size = k.need(Kind::Size, off::TASK_STRUCT)?;
+    if size == 0 {
+        return Err(InspectError::new("vmcoreinfo: SIZE(task_struct) is 0"));
+    }
+    let task = Struct { size };
     let mm = k.structure(off::MM_STRUCT)?;
     let vma = k.structure(off::VMA_STRUCT)?;
     let comm_len = k
         .get(Kind::Length, off::TASK_COMM)
         .unwrap_or(16)
         .min(MAX_NAME);
+    let tasks = k.field(task, off::TASK_TASKS, 16)?;
+    let list_head = Struct { size: 16 };
+    let (next, prev) = (
+        k.field(list_head, off::LIST_HEAD_NEXT, 8)?,
+        k.field(list_head, off::LIST_HEAD_PREV, 8)?,
+    );
+    let (pid, state, mm_field, comm, exit_code) = (
+        k.field(task, off::TASK_PID, 4)?,
+        k.field(task, off::TASK_STATE, 4)?,
+        k.field(task, off::TASK_MM, 8)?,
+        k.field(task, off::TASK_COMM, comm_len)?,
+        k.field(task, off::TASK_EXIT_CODE, 4)?,
+    );
+    let read = [
+        tasks + 16,
+        pid + 4,
+        state + 4,
+        mm_field + 8,
+        comm + comm_len,
+        exit_code + 4,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    if read > MAX_STRUCT {
+        return Err(InspectError::new(format!(
+            "vmcoreinfo puts task_struct fields {read} bytes in, beyond {MAX_STRUCT}"
+        )));
+    }
     Ok(TaskLayout {
-        list: k.symbol(sym::TASK_LIST)?,
-        list_len: k.need(Kind::Length, off::TASK_LIST)?,
+        head: k.symbol(sym::INIT_TASK)?.wrapping_add(tasks),
+        tasks,
+        next,
+        prev,
         task,
-        pid: k.field(task, off::TASK_PID, 4)?,
-        state: k.field(task, off::TASK_STATE, 4)?,
-        mm: k.field(task, off::TASK_MM, 8)?,
-        comm: k.field(task, off::TASK_COMM, comm_len)?,
+        read,
+        pid,
+        state,
+        mm: mm_field,
+        comm,
         comm_len,
-        exit_code: k.field(task, off::TASK_EXIT_CODE, 4)?,
+        exit_code,
         task_running: k.number_or(num::TASK_RUNNING, 1),
         task_runnable: k.number_or(num::TASK_RUNNABLE, 0),
         mm_struct: mm,

@@ -1,7 +1,7 @@
 //! The guest's processes and slab caches, read from its own structures:
-//! the SLUB registry (`SYMBOL(slab_caches)`), the task list
-//! (`SYMBOL(task_list)`: task_struct addresses) and each task's mm_struct
-//! and vm_area_struct list.
+//! the SLUB registry (`SYMBOL(slab_caches)`), the task list (the `tasks`
+//! list_head of each task_struct, headed by `SYMBOL(init_task)`) and each
+//! task's mm_struct and vm_area_struct list.
 //!
 //! Each list is bounded by what it can legitimately hold: no more tasks
 //! or caches than fit in RAM, no more VMAs than Linux's max_map_count or
@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::descriptor::MAX_NAME;
 use super::reader::{checked_name, Anomalies, Kernel};
-use super::{InspectError, R};
+use super::{InspectError, PAGE, R};
 
 /// Linux's DEFAULT_MAX_MAP_COUNT (65530): the most VMAs an mm may have.
 pub const MAX_MAP_COUNT: u64 = 65_530;
@@ -149,39 +149,59 @@ impl Kernel<'_> {
         Ok(self.tasks.get_or_init(|| t))
     }
 
+    /// Walks the task list as for_each_process() does: from
+    /// init_task.tasks along `next` until it comes back to the head. The
+    /// list is untrusted: the walk also stops at a node seen before, at an
+    /// unreadable node, and after PID_MAX_LIMIT tasks or as many
+    /// task_structs as fit in low memory; a `prev` that does not point back
+    /// is reported.
     fn read_tasks(&self) -> R<(Vec<TaskInfo>, Anomalies)> {
         let l = self.tasks_layout()?;
-        let n = l
-            .list_len
-            .min(self.fit_in_ram(l.task.size))
-            .min(PID_MAX_LIMIT);
-        let mut words = vec![0u8; n as usize * 8];
-        self.read_va(l.list, &mut words)?;
+        let limit = (self.max_low_pfn * PAGE / l.task.size).min(PID_MAX_LIMIT);
         let mut out: Vec<TaskInfo> = Vec::new();
         let mut bad = Anomalies::default();
         let mut seen = HashSet::new();
         let mut pids = HashSet::new();
-        for (i, w) in words.chunks_exact(8).enumerate() {
-            let task = super::reader::Fields::le(w, 0, 8);
-            if task == 0 {
-                continue;
-            }
-            if !seen.insert(task) {
+        let mut prev = l.head;
+        let mut cur = self.u64_at(l.head.wrapping_add(l.next))?;
+        let after = |out: &[TaskInfo]| match out.last() {
+            Some(t) => format!("after PID {}", t.pid),
+            None => "of init_task".to_string(),
+        };
+        while cur != l.head {
+            if !seen.insert(cur) {
                 bad.push(format!(
-                    "task list slot {i}: task_struct {task:#x} listed twice"
+                    "task list: next {} points back at {cur:#x} (cycle); list cut",
+                    after(&out)
                 ));
-                continue;
+                break;
             }
-            let b = match self.read_struct(task, l.task.size) {
+            if out.len() as u64 >= limit {
+                bad.push(format!(
+                    "task list: more tasks than the {limit} task_structs that fit in low memory; list cut"
+                ));
+                break;
+            }
+            let task = cur.wrapping_sub(l.tasks);
+            let b = match self.read_struct(task, l.read) {
                 Ok(b) => b,
                 Err(e) => {
-                    bad.push(format!("task list slot {i}: {}", e.msg));
-                    if self.budget_left() == 0 {
-                        break;
-                    }
-                    continue;
+                    bad.push(format!(
+                        "task list: next {}: {}; list cut",
+                        after(&out),
+                        e.msg
+                    ));
+                    break;
                 }
             };
+            let node_prev = b.u64(l.tasks + l.prev);
+            if node_prev != prev {
+                bad.push(format!(
+                    "task list: task_struct {task:#x} has prev {node_prev:#x}, not {prev:#x}"
+                ));
+            }
+            prev = cur;
+            cur = b.u64(l.tasks + l.next);
             let raw = b.bytes(l.comm, l.comm_len);
             let raw = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
             let pid = b.u32(l.pid);
@@ -224,6 +244,14 @@ impl Kernel<'_> {
                 }
             }
             out.push(t);
+        }
+        if cur == l.head {
+            let head_prev = self.u64_at(l.head.wrapping_add(l.prev))?;
+            if head_prev != prev {
+                bad.push(format!(
+                    "task list: init_task's prev is {head_prev:#x}, not the last task's {prev:#x}"
+                ));
+            }
         }
         Ok((out, bad))
     }

@@ -91,19 +91,21 @@ pub struct Places {
     pub kmap_local: u64,
     pub vmap: u64,
     pub slub: u64,
-    pub task_list: u64,
+    pub init_task: u64,
 }
 
 /// Task, mm and VMA layouts of the tests' own (the guest's come from its
 /// offset_of!; the host only follows what the descriptor says).
-pub const TASK_SIZE: u64 = 40;
+pub const TASK_SIZE: u64 = 56;
+/// The task list's list_head in a task_struct (next, then prev).
+pub const TASK_TASKS: u64 = 40;
 pub const MM_SIZE: u64 = 64;
 pub const VMA_SIZE: u64 = 40;
 
 /// The descriptor of a guest with `p`: mm's real layouts (a vmap arena and
 /// SLUB registry of 4 slots), the tests' task layouts, and `extra` lines
 /// (later lines win).
-pub fn descriptor(p: &Places, task_list_len: u64, extra: &str) -> String {
+pub fn descriptor(p: &Places, extra: &str) -> String {
     let mut w = Writer::new(String::new());
     for (n, pa) in [
         (sym::SWAPPER_PG_DIR, p.pml4),
@@ -113,7 +115,7 @@ pub fn descriptor(p: &Places, task_list_len: u64, extra: &str) -> String {
         (sym::KMAP_LOCAL, p.kmap_local),
         (sym::VMAP, p.vmap),
         (sym::SLAB_CACHES, p.slub),
-        (sym::TASK_LIST, p.task_list),
+        (sym::INIT_TASK, p.init_task),
     ] {
         w.symbol(n, PO + pa).unwrap();
     }
@@ -133,7 +135,6 @@ pub fn descriptor(p: &Places, task_list_len: u64, extra: &str) -> String {
         w.number(n, v).unwrap();
     }
     mm::vmcoreinfo::write_all::<4, _>(&mut w).unwrap();
-    w.length(off::TASK_LIST, task_list_len as usize).unwrap();
     w.size(off::TASK_STRUCT, TASK_SIZE as usize).unwrap();
     w.size(off::MM_STRUCT, MM_SIZE as usize).unwrap();
     w.size(off::VMA_STRUCT, VMA_SIZE as usize).unwrap();
@@ -143,6 +144,9 @@ pub fn descriptor(p: &Places, task_list_len: u64, extra: &str) -> String {
         (off::TASK_MM, 8),
         (off::TASK_COMM, 16),
         (off::TASK_EXIT_CODE, 32),
+        (off::TASK_TASKS, TASK_TASKS as usize),
+        (off::LIST_HEAD_NEXT, 0),
+        (off::LIST_HEAD_PREV, 8),
         (off::MM_PGD, 0),
         (off::MM_MMAP, 8),
         (off::MM_MAP_COUNT, 16),
@@ -182,6 +186,20 @@ impl<'a> Offsets<'a> {
     }
     pub fn num(&self, name: &str) -> u64 {
         self.0.number(name).unwrap()
+    }
+}
+
+/// Links `tasks` (task_struct addresses, physical) after `init_task` in
+/// a circular list, as the guest's task list is kept.
+pub fn link_tasks(m: &mut SparseRam, init_task: u64, tasks: &[u64]) {
+    let node = |t: u64| PO + t + TASK_TASKS;
+    let mut all = vec![init_task];
+    all.extend_from_slice(tasks);
+    for (i, &t) in all.iter().enumerate() {
+        let next = all[(i + 1) % all.len()];
+        let prev = all[(i + all.len() - 1) % all.len()];
+        m.u64(t + TASK_TASKS, node(next));
+        m.u64(t + TASK_TASKS + 8, node(prev));
     }
 }
 
@@ -226,9 +244,9 @@ pub fn small_guest() -> (SparseRam, DumpMeta) {
         vmap: 0x9000,
         pkmap: 0xc000,
         slub: 0xe000,
-        task_list: 0xf000,
+        init_task: 0xf000,
     };
-    let info = descriptor(&p, 4, "");
+    let info = descriptor(&p, "");
     let o = Offsets::new(&info);
     let mut m = SparseRam::new(p.ram);
     // Kernel: PML4 -> PDPT -> the kernel PD (quarter 3) -> a PT mapping
@@ -310,9 +328,9 @@ pub fn small_guest() -> (SparseRam, DumpMeta) {
     m.u64(slot + o.off(off::KMEM_CACHE_NR_SLABS), 1);
     m.u64(slot + o.off(off::KMEM_CACHE_TOTAL_OBJECTS), 64);
     m.u64(slot + o.off(off::KMEM_CACHE_ACTIVE_OBJS), 3);
-    // One task, its mm and two VMAs, listed in the task list.
+    // One task, its mm and two VMAs, on the task list.
     let at = (0xf100, 0xf200, 0xf300);
-    m.u64(p.task_list, PO + at.0);
+    link_tasks(&mut m, p.init_task, &[at.0]);
     task(
         &mut m,
         at,

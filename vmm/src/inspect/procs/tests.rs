@@ -1,6 +1,7 @@
 //! The process and slab readers against hand-built and hostile guest
-//! memory: cycles in vm_next, counts far beyond any real guest, names that
-//! are too long or not UTF-8, and random bytes everywhere.
+//! memory: cycles in the task list and in vm_next, lists longer than any
+//! real guest could hold, broken links, names that are too long or not
+//! UTF-8, and random bytes everywhere.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +15,11 @@ use crate::guestphys::VecMem;
 
 const PO: u64 = 0xc000_0000;
 const RAM: usize = 1 << 16;
-const TASK_LIST: u64 = 0x2000;
+const INIT_TASK: u64 = 0x2000;
 const TASKS: u64 = 0x3000;
+/// OFFSET(task_struct.tasks) and the task_struct size in this layout.
+const O_TASKS: u64 = 40;
+const TASK_SIZE: u64 = 64;
 const MMS: u64 = 0x3800;
 const VMAS: u64 = 0x5000;
 const NAMES: u64 = 0x7000;
@@ -24,10 +28,10 @@ const SLUB: u64 = 0x8000;
 /// A descriptor: the kernel basics, mm's real SLUB layout for `Slub<4>`,
 /// and task/mm/vma layouts written here (the guest's come from its own
 /// offset_of!; the host only follows what the descriptor says).
-fn info(task_list_len: u64) -> String {
+fn info() -> String {
     let mut w = Writer::new(String::new());
     w.symbol(sym::SWAPPER_PG_DIR, PO + 0x1000).unwrap();
-    w.symbol(sym::TASK_LIST, PO + TASK_LIST).unwrap();
+    w.symbol(sym::INIT_TASK, PO + INIT_TASK).unwrap();
     w.symbol(sym::SLAB_CACHES, PO + SLUB).unwrap();
     for (n, v) in [
         (num::PAGE_OFFSET, PO),
@@ -45,9 +49,11 @@ fn info(task_list_len: u64) -> String {
     ] {
         w.number(n, v).unwrap();
     }
-    w.length(off::TASK_LIST, task_list_len as usize).unwrap();
-    w.size(off::TASK_STRUCT, 40).unwrap();
+    w.size(off::TASK_STRUCT, TASK_SIZE as usize).unwrap();
     for (n, o) in [
+        (off::TASK_TASKS, O_TASKS as usize),
+        (off::LIST_HEAD_NEXT, 0),
+        (off::LIST_HEAD_PREV, 8),
         (off::TASK_PID, 0),
         (off::TASK_STATE, 4),
         (off::TASK_MM, 8),
@@ -92,11 +98,11 @@ impl Mem {
         self.put(pa, &v.to_le_bytes());
     }
     /// Task `i` with pid, comm, and an mm whose VMA list is `vmas`
-    /// (start, end, flags), linked in order.
+    /// (start, end, flags), linked in order. Not on the task list until
+    /// [`Mem::link`].
     fn task(&mut self, i: u64, pid: u32, comm: &[u8], vmas: &[(u64, u64, u64)]) {
         let t = TASKS + i * 0x100;
         let m = MMS + i * 0x100;
-        self.u64(TASK_LIST + 8 * i, PO + t);
         self.u32(t, pid);
         self.u32(t + 4, 1);
         self.u64(t + 8, PO + m);
@@ -120,6 +126,29 @@ impl Mem {
             self.u64(v + 32, f);
         }
     }
+    /// Links tasks `order` (indices given to [`Mem::task`]) into the task
+    /// list after init_task, as list_add_tail() leaves them.
+    fn link(&mut self, order: &[u64]) {
+        let links = |i: Option<&u64>| {
+            i.map_or(PO + INIT_TASK + O_TASKS, |i| {
+                PO + TASKS + i * 0x100 + O_TASKS
+            })
+        };
+        let mut nodes = vec![None];
+        nodes.extend(order.iter().map(Some));
+        for (k, node) in nodes.iter().enumerate() {
+            let at = links(*node) - PO;
+            let next = nodes.get(k + 1).copied().flatten();
+            let prev = if k == 0 {
+                nodes.last().copied().flatten()
+            } else {
+                nodes[k - 1]
+            };
+            self.u64(at, links(next));
+            self.u64(at + 8, links(prev));
+        }
+    }
+
     /// Registry slot `slot` of `Slub<4>` as a live cache, per the descriptor.
     fn cache(&mut self, info: &str, slot: u64, mark: u8, name: (u64, u64), n: [u64; 6]) {
         let d = Vmcoreinfo::parse(info.as_bytes()).unwrap();
@@ -169,7 +198,8 @@ fn ps_and_vma_read_the_task_list() {
     let mut m = Mem::new();
     m.task(0, 7, b"spin", &layout());
     m.task(2, 9, b"demo", &layout()[..1]);
-    let info = info(4);
+    m.link(&[0, 2]);
+    let info = info();
     let t = m.target(&info);
     let ps = run(&t, &Cmd::Ps).unwrap();
     assert_eq!(ps.status, 0);
@@ -190,13 +220,21 @@ fn ps_and_vma_read_the_task_list() {
          bffe0000-c0000000 rw-p 00000000 00:00 0          [stack]\n"
     );
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 4);
+
+    // An empty list (init_task.tasks points at itself): only swapper.
+    let mut m = Mem::new();
+    m.link(&[]);
+    let ps = run(&m.target(&info), &Cmd::Ps).unwrap();
+    assert_eq!(ps.text.lines().count(), 2, "{}", ps.text);
+    assert!(!ps.text.contains("anomaly"), "{}", ps.text);
 }
 
 #[test]
 fn bad_pid_is_one_error() {
     let mut m = Mem::new();
     m.task(0, 7, b"spin", &layout());
-    let t = m.target(&info(4));
+    m.link(&[0]);
+    let t = m.target(&info());
     for c in [
         Cmd::Vma { pid: 8 },
         Cmd::Tlb { pid: Some(8) },
@@ -222,11 +260,12 @@ fn bad_pid_is_one_error() {
 fn a_vm_next_cycle_is_cut_not_followed() {
     let mut m = Mem::new();
     m.task(0, 1, b"loop", &layout());
+    m.link(&[0]);
     // The last VMA points back at the first, and map_count claims billions.
     let last = VMAS + 3 * 0x40;
     m.u64(last + 16, PO + VMAS);
     m.u32(MMS + 16, u32::MAX);
-    let t = m.target(&info(4));
+    let t = m.target(&info());
     let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 4);
     assert!(v.text.contains("(cycle); list cut"), "{}", v.text);
@@ -236,33 +275,114 @@ fn a_vm_next_cycle_is_cut_not_followed() {
 fn a_list_longer_than_map_count_is_cut() {
     let mut m = Mem::new();
     m.task(0, 1, b"long", &layout());
+    m.link(&[0]);
     m.u32(MMS + 16, 1);
-    let t = m.target(&info(4));
+    let t = m.target(&info());
     let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 2);
     assert!(v.text.contains("more VMAs on mm->mmap than map_count 1"));
 }
 
+/// The `ps` lines of the tasks and the anomaly lines.
+fn ps_of(m: Mem) -> (Vec<String>, Vec<String>) {
+    let ps = run(&m.target(&info()), &Cmd::Ps).unwrap();
+    let lines = ps.text.lines().skip(2).map(str::to_string);
+    lines.partition(|l| !l.starts_with("anomaly: "))
+}
+
 #[test]
-fn hostile_names_and_lengths() {
+fn a_task_list_cycle_is_cut_not_followed() {
+    // 0 -> 1 -> 2 -> back to 1, never to init_task.
+    let mut m = Mem::new();
+    for i in 0..3 {
+        m.task(i, 10 + i as u32, b"t", &layout()[..1]);
+    }
+    m.link(&[0, 1, 2]);
+    m.u64(TASKS + 2 * 0x100 + O_TASKS, PO + TASKS + 0x100 + O_TASKS);
+    let (tasks, bad) = ps_of(m);
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    assert_eq!(
+        bad,
+        ["anomaly: task list: next after PID 12 points back at 0xc0003128 (cycle); list cut"]
+    );
+
+    // A task whose next is itself.
+    let mut m = Mem::new();
+    m.task(0, 1, b"self", &layout()[..1]);
+    m.link(&[0]);
+    m.u64(TASKS + O_TASKS, PO + TASKS + O_TASKS);
+    let (tasks, bad) = ps_of(m);
+    assert_eq!(tasks.len(), 1);
+    assert!(bad[0].contains("next after PID 1 points back"), "{bad:?}");
+}
+
+#[test]
+fn a_task_list_longer_than_low_memory_holds_is_cut() {
+    // Overlapping nodes 16 bytes apart, none repeated: far more than the
+    // 64 KiB of this guest's low memory holds as 64-byte task_structs.
+    let mut m = Mem::new();
+    let node = |k: u64| 0x1_0000 - 0x9000 + k * 16;
+    m.u64(INIT_TASK + O_TASKS, PO + node(0));
+    for k in 0..2000 {
+        m.u64(node(k), PO + node(k + 1));
+        m.u64(
+            node(k) + 8,
+            if k == 0 {
+                PO + INIT_TASK + O_TASKS
+            } else {
+                PO + node(k - 1)
+            },
+        );
+    }
+    let (tasks, bad) = ps_of(m);
+    let limit = RAM as u64 / TASK_SIZE;
+    assert_eq!(tasks.len() as u64, limit);
+    // The overlapping nodes read as tasks with garbage names: more
+    // anomalies than are listed, the cut among the ones counted.
+    assert!(
+        bad.last()
+            .is_some_and(|b| b.ends_with("more anomalies not listed")),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn broken_task_links_are_reported() {
+    // A next pointing outside RAM ends the list.
     let mut m = Mem::new();
     m.task(0, 1, b"ok", &layout()[..1]);
-    m.task(1, 2, b"\xff\xfebad", &layout()[..1]);
-    let t = m.target(&info(1 << 40));
-    // LENGTH(task_list) of 2^40 is capped at the task_structs that fit
-    // in RAM (here the capped array runs over the task_structs themselves,
-    // which then read as more, garbage, tasks: reported, not trusted).
-    let ps = run(&t, &Cmd::Ps).unwrap();
-    assert!(ps.text.contains("running   0xc0003000"), "{}", ps.text);
+    m.link(&[0]);
+    m.u64(TASKS + O_TASKS, 0xdead_0000);
+    let (tasks, bad) = ps_of(m);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(bad.len(), 1, "{bad:?}");
     assert!(
-        ps.text.contains("anomaly: task list slot 512"),
-        "{}",
-        ps.text
+        bad[0].starts_with("anomaly: task list: next after PID 1: ")
+            && bad[0].ends_with("list cut"),
+        "{bad:?}"
     );
-    // A task list that runs off the end of RAM is one error.
+
+    // A prev that does not point back, at a task and at the head.
     let mut m = Mem::new();
-    let mut bad = info(4);
-    bad.push_str(&format!("SYMBOL(task_list)={:x}\n", PO + RAM as u64 - 8));
+    m.task(0, 1, b"a", &layout()[..1]);
+    m.task(1, 2, b"b", &layout()[..1]);
+    m.link(&[0, 1]);
+    m.u64(TASKS + 0x100 + O_TASKS + 8, PO + 0x4242);
+    m.u64(INIT_TASK + O_TASKS + 8, PO + 0x4343);
+    let (tasks, bad) = ps_of(m);
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(
+        bad,
+        [
+            "anomaly: task list: task_struct 0xc0003100 has prev 0xc0004242, not 0xc0003028",
+            "anomaly: task list: init_task's prev is 0xc0004343, not the last task's 0xc0003128",
+        ]
+    );
+
+    // An init_task that cannot be read is one error.
+    let mut m = Mem::new();
+    let mut bad = info();
+    bad.push_str(&format!("SYMBOL(init_task)={:x}\n", PO + RAM as u64 - 8));
     m.task(0, 1, b"ok", &layout()[..1]);
     let e = run(&m.target(&bad), &Cmd::Ps).err().expect("an error");
     assert!(
@@ -270,12 +390,16 @@ fn hostile_names_and_lengths() {
         "{}",
         e.msg
     );
+}
 
+#[test]
+fn hostile_names_and_pids() {
     let mut m = Mem::new();
     m.task(0, 1, b"ok", &layout()[..1]);
     m.task(1, 2, b"\xff\xfebad", &layout()[..1]);
     m.task(3, 1, b"dup", &layout()[..1]);
-    let t = m.target(&info(4));
+    m.link(&[0, 1, 3]);
+    let t = m.target(&info());
     let ps = run(&t, &Cmd::Ps).unwrap();
     assert!(
         ps.text.contains("task 2: comm: name is not UTF-8"),
@@ -287,7 +411,7 @@ fn hostile_names_and_lengths() {
 
 #[test]
 fn slabinfo_lines_match_the_guests_formatter() {
-    let info = info(4);
+    let info = info();
     let mut m = Mem::new();
     m.put(NAMES, b"kmalloc-96");
     m.put(NAMES + 0x20, b"\xc3\x28");
@@ -339,6 +463,34 @@ fn slabinfo_lines_match_the_guests_formatter() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A task list of random links (to a task, to init_task, or anywhere):
+    /// `ps` ends, lists each task_struct at most once and never more than
+    /// low memory could hold.
+    #[test]
+    fn hostile_task_lists_end(links in proptest::collection::vec((0u64..10, any::<u64>()), 1..8)) {
+        let mut m = Mem::new();
+        let node = |k: u64| PO + TASKS + k * 0x100 + O_TASKS;
+        let n = links.len() as u64;
+        for (i, &(pick, wild)) in (0u64..).zip(&links) {
+            m.task(i, i as u32 + 1, b"t", &layout()[..1]);
+            let next = match pick {
+                k if k < n => node(k),
+                8 => PO + INIT_TASK + O_TASKS,
+                _ => wild,
+            };
+            m.u64(node(i) - PO, next);
+        }
+        m.u64(INIT_TASK + O_TASKS, node(0));
+        let ps = run(&m.target(&info()), &Cmd::Ps).unwrap();
+        let listed: Vec<u64> = ps.json["tasks"].as_array().unwrap()[1..]
+            .iter()
+            .map(|t| t["task"].as_u64().unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = listed.iter().collect();
+        prop_assert_eq!(distinct.len(), listed.len());
+        prop_assert!(listed.len() as u64 <= RAM as u64 / TASK_SIZE);
+    }
+
     /// Random words over the task list, tasks, mms, VMAs and the registry:
     /// every process and slab command ends, without a panic.
     #[test]
@@ -346,10 +498,11 @@ proptest! {
         seed in proptest::collection::vec(any::<u64>(), 512..1024),
         plant in any::<bool>(),
     ) {
-        let info = info(4);
+        let info = info();
         let mut m = Mem::new();
         if plant {
             m.task(0, 1, b"p", &layout());
+            m.link(&[0]);
         }
         for (i, w) in seed.iter().enumerate() {
             // Often a plausible kernel pointer into this RAM.

@@ -1,0 +1,94 @@
+//! The guest's command line is checked word by word: whatever it cannot
+//! take is refused with one line naming the option and the reason, and
+//! `vmm` exits with status 2. Nothing is ignored.
+
+use system_tests::{boot, kvm_available, Run};
+
+/// Boots with `cmdline` (512M: these runs end at boot or run nothing).
+fn with(cmdline: &str) -> Run {
+    boot("512M", &["--cmdline", cmdline])
+}
+
+/// The guest refused `cmdline` at boot with exactly `reason`, as the last
+/// thing it printed.
+fn refused(cmdline: &str, reason: &str) {
+    let run = with(cmdline);
+    run.expect_status(2);
+    assert!(
+        run.stdout.ends_with(&format!("\ncmdline: {reason}\n")),
+        "{run}"
+    );
+}
+
+#[test]
+fn unknown_names_are_refused() {
+    if !kvm_available("unknown_names_are_refused") {
+        return;
+    }
+    refused(
+        "selftest=off run=demo,nosuch",
+        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip)",
+    );
+    refused(
+        "selftest=paging,nosuch",
+        "selftest: no suite named 'nosuch' (accepted: paging, buddy, highmem, vmalloc, slab, dmap, process; or all, off)",
+    );
+    refused(
+        "fault=nosuch",
+        "fault: no kind named 'nosuch' (accepted: pf, ud, panic, triple, hang, write-text, stack-overflow)",
+    );
+    refused(
+        "plant=dmap,nosuch",
+        "plant: no kind named 'nosuch' (accepted: dmap, pt, user, free)",
+    );
+    refused(
+        "selftest=off verbose=1",
+        "unknown option 'verbose=1' (options: selftest=, run=, fault=, linger=, plant=)",
+    );
+}
+
+#[test]
+fn bad_values_are_refused() {
+    if !kvm_available("bad_values_are_refused") {
+        return;
+    }
+    refused(
+        "linger=10s",
+        "linger: '10s' is not a number (0 to 4294967295)",
+    );
+    refused("run=demo run=segv", "run: given twice");
+    refused("run=demo,,segv", "run: empty name in 'demo,,segv'");
+    refused("selftest", "selftest: needs a value (selftest=...)");
+}
+
+/// A line cut at the boot protocol's limit may split a UTF-8 character:
+/// the guest (or the VMM, before it) refuses it; it used to run the
+/// default workload as if the line were empty.
+#[test]
+fn a_line_longer_than_the_limit_is_refused_not_cut() {
+    if !kvm_available("a_line_longer_than_the_limit_is_refused_not_cut") {
+        return;
+    }
+    let pad = |len: usize| format!("selftest=off run={}", " ".repeat(len - 17));
+    // The longest line the boot protocol carries is taken as it is.
+    with(&pad(4095)).expect_status(0);
+    // One byte more, ending in a two-byte character the cut would split.
+    let long = format!("{}é", pad(4094));
+    assert_eq!(long.len(), 4096);
+    let run = with(&long);
+    run.expect_status(2);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("4095") || said.contains("UTF-8"), "{run}");
+    assert!(!run.stdout.contains("Command line:"), "{run}");
+}
+
+#[test]
+fn a_good_line_is_taken_whole() {
+    if !kvm_available("a_good_line_is_taken_whole") {
+        return;
+    }
+    with("  selftest=off   run=segv,demo  plant=  ")
+        .expect_status(0)
+        .expect_stdout("[1:segv] killed: page fault at 0x40000000")
+        .expect_stdout("[2:demo] exited with status 0");
+}
