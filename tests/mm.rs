@@ -214,7 +214,7 @@ fn unknown_program_fails_the_run() {
         return;
     }
     boot("512M", &["--cmdline", "selftest=off run=nosuch"])
-        .expect_status(1)
+        .expect_status(2)
         .expect_stdout("run: no program named 'nosuch'");
 }
 
