@@ -96,12 +96,16 @@ fn stuck_clients_stale_stops_and_dump_paths() {
     drop((silent, asker));
 
     // Past the concurrency limit a client is told so, not made to wait.
-    // The monitor counts a client once it accepts it: ask until it has.
-    let stuck: Vec<UnixStream> = (0..MONITOR_SLOTS)
-        .map(|_| UnixStream::connect(&sock).unwrap())
-        .collect();
-    let busy = poll("the monitor full of stuck clients says it is busy", || {
-        Some(inspect(&live, &["regs"])).filter(|r| r.status != 0)
+    // Stuck clients take every slot; one the monitor turned away (an
+    // earlier client had not yet left its slot) is replaced.
+    let mut stuck: Vec<UnixStream> = Vec::new();
+    let busy = poll("stuck clients in every slot, the next told so", || {
+        stuck.retain(still_waiting);
+        while stuck.len() < MONITOR_SLOTS {
+            stuck.push(UnixStream::connect(&sock).unwrap());
+        }
+        let run = inspect(&live, &["regs"]);
+        (run.status != 0 && stuck.iter().all(still_waiting)).then_some(run)
     });
     busy.expect_status(1).expect_stderr("busy");
     assert_eq!(busy.stderr.lines().count(), 1, "{busy}");
