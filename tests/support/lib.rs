@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// How long a test waits for any one thing (a guest run, a line of its
 /// output, a monitor answer) before it calls it a hang. Only a hang gets
 /// there: the slowest step, a default run with 2 to 8 GiB, takes 3-4 s on
-/// the idle 2-core development machine and 26 s at a load average of 10.
+/// the idle 2-core development machine and up to 45 s at a load average
+/// of 12.
 pub const HANG: Duration = Duration::from_secs(300);
 
 /// The `--timeout` for guests: a hung guest is stopped by the vmm itself,
