@@ -1,7 +1,7 @@
 //! Booting the real guest under KVM: the memory map it receives for several
 //! RAM sizes, crash reports, and the timeout.
 
-use system_tests::{boot, kvm_available, vmm};
+use system_tests::{boot, guest_timeout, vmm};
 
 /// Boot without the self-tests and the workload: these tests only look at
 /// what the VMM handed the guest.
@@ -16,10 +16,8 @@ fn e820_lines(stdout: &str) -> Vec<&str> {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn boots_with_2g() {
-    if !kvm_available("boots_with_2g") {
-        return;
-    }
     let run = boot("2G", &["--cmdline", QUICK]);
     run.expect_status(0)
         .expect_stdout("Memory: 2048 MiB total RAM");
@@ -34,10 +32,8 @@ fn boots_with_2g() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn boots_with_512m() {
-    if !kvm_available("boots_with_512m") {
-        return;
-    }
     let run = boot("512M", &["--cmdline", QUICK]);
     run.expect_status(0)
         .expect_stdout("Memory: 512 MiB total RAM");
@@ -48,10 +44,8 @@ fn boots_with_512m() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn boots_with_6g_and_ram_above_4g() {
-    if !kvm_available("boots_with_6g_and_ram_above_4g") {
-        return;
-    }
     let run = boot("6G", &["--cmdline", QUICK]);
     run.expect_status(0)
         .expect_stdout("Memory: 6144 MiB total RAM");
@@ -68,15 +62,15 @@ fn boots_with_6g_and_ram_above_4g() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn run_subcommand_is_the_same() {
-    if !kvm_available("run_subcommand_is_the_same") {
-        return;
-    }
     let guest = system_tests::guest_path();
     let run = vmm([
         "run",
         "--mem",
         "1G",
+        "--timeout",
+        &guest_timeout(),
         "--cmdline",
         QUICK,
         guest.to_str().unwrap(),
@@ -86,10 +80,8 @@ fn run_subcommand_is_the_same() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn page_fault_is_reported_with_registers() {
-    if !kvm_available("page_fault_is_reported_with_registers") {
-        return;
-    }
     let run = boot("512M", &["--cmdline", "fault=pf"]);
     run.expect_status(3)
         .expect_stdout("KERNEL EXCEPTION 14: page fault (#PF)")
@@ -98,10 +90,8 @@ fn page_fault_is_reported_with_registers() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn invalid_opcode_and_panic_are_reported() {
-    if !kvm_available("invalid_opcode_and_panic_are_reported") {
-        return;
-    }
     boot("512M", &["--cmdline", "fault=ud"])
         .expect_status(3)
         .expect_stdout("KERNEL EXCEPTION 6: invalid opcode (#UD)");
@@ -112,10 +102,8 @@ fn invalid_opcode_and_panic_are_reported() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn triple_fault_gives_a_register_dump() {
-    if !kvm_available("triple_fault_gives_a_register_dump") {
-        return;
-    }
     let run = boot("512M", &["--cmdline", "fault=triple"]);
     run.expect_status(125)
         .expect_stderr("guest crashed: the guest shut down (triple fault)");
@@ -126,12 +114,9 @@ fn triple_fault_gives_a_register_dump() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn timeout_stops_a_hung_guest() {
-    if !kvm_available("timeout_stops_a_hung_guest") {
-        return;
-    }
     let guest = system_tests::guest_path();
-    let started = std::time::Instant::now();
     let run = vmm([
         "--mem",
         "512M",
@@ -144,8 +129,4 @@ fn timeout_stops_a_hung_guest() {
     run.expect_status(124)
         .expect_stderr("guest still running after the 1.0 s timeout")
         .expect_stderr("RIP=");
-    assert!(
-        started.elapsed().as_secs_f64() < 10.0,
-        "the timeout took too long"
-    );
 }

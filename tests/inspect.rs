@@ -4,9 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use system_tests::{guest_path, hex, inspect, kvm_available, tmp, vmm, MonitoredVm, Run};
+use system_tests::{guest_path, guest_timeout, hex, inspect, tmp, vmm, MonitoredVm, Run};
 
 /// The PHYSICAL column of `vtop`'s first result line.
 fn vtop_pa(run: &Run) -> Option<u64> {
@@ -25,16 +23,14 @@ fn block<'a>(text: &'a str, header: &str, prefix: &str) -> Vec<&'a str> {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn live_and_dump_agree_with_the_guest() {
-    if !kvm_available("live_and_dump_agree_with_the_guest") {
-        return;
-    }
     let sock = tmp("monitor.sock");
     let exit_core = tmp("exit.core");
     let now_core = tmp("now.core");
     let vm = MonitoredVm::start("linger=10 plant=dmap", &sock, &exit_core);
     // Wait for the linger loop: the descriptor is published, the plant done.
-    vm.wait_for("churning for", Duration::from_secs(90));
+    vm.wait_for("churning for");
     let printed = vm.printed();
     let live = ["--socket", sock.to_str().unwrap()];
     let dump = ["--dump", now_core.to_str().unwrap()];
@@ -133,7 +129,7 @@ fn live_and_dump_agree_with_the_guest() {
     eprintln!("{}", bench.stdout);
 
     inspect(&live, &["cont"]).expect_status(0);
-    let finished = vm.finish(Duration::from_secs(60));
+    let finished = vm.finish();
     finished.expect_status(0);
     let printed = finished.stdout.clone();
 
@@ -217,17 +213,15 @@ fn bad_sources_are_one_line_errors() {
 /// guest with a raw PTE write (or, for the user mapping, a kernel path that
 /// skips the frame's owner), and caught on the exit dump.
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn audit_catches_every_planted_violation() {
-    if !kvm_available("audit_catches_every_planted_violation") {
-        return;
-    }
     let core = tmp("audit.core");
     let guest = guest_path();
     let run = vmm([
         "--mem",
         "2G",
         "--timeout",
-        "60",
+        &guest_timeout(),
         "--cmdline",
         "selftest=off run= plant=dmap,pt,user,free",
         "--dump-on-exit",
@@ -296,8 +290,9 @@ fn gdb_available(test: &str) -> bool {
 /// a static in the dump's RAM, found through the guest's debug info and the
 /// dump's PT_LOAD virtual addresses, is the one the guest printed at exit.
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn gdb_reads_the_exit_dump() {
-    if !kvm_available("gdb_reads_the_exit_dump") || !gdb_available("gdb_reads_the_exit_dump") {
+    if !gdb_available("gdb_reads_the_exit_dump") {
         return;
     }
     let core = tmp("gdb.core");
@@ -306,7 +301,7 @@ fn gdb_reads_the_exit_dump() {
         "--mem",
         "512M",
         "--timeout",
-        "60",
+        &guest_timeout(),
         "--cmdline",
         "selftest=off run=",
         "--dump-on-exit",

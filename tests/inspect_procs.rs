@@ -4,9 +4,7 @@
 //! with the layout exec and the program give it, and with the slabinfo
 //! the guest prints at exit.
 
-use std::time::Duration;
-
-use system_tests::{guest_path, hex, inspect, kvm_available, tmp, vmm, MonitoredVm};
+use system_tests::{guest_path, guest_timeout, hex, inspect, tmp, vmm, MonitoredVm};
 
 /// `vma` lines as (start, end, perms, kind).
 fn vmas(text: &str) -> Vec<(u64, u64, String, String)> {
@@ -26,15 +24,13 @@ fn vmas(text: &str) -> Vec<(u64, u64, String, String)> {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn a_live_process_seen_from_the_host() {
-    if !kvm_available("a_live_process_seen_from_the_host") {
-        return;
-    }
     let sock = tmp("monitor.sock");
     let exit_core = tmp("exit.core");
     let now_core = tmp("now.core");
     let vm = MonitoredVm::start("selftest=off run=spin", &sock, &exit_core);
-    vm.wait_for("spin: spinning in ring 3", Duration::from_secs(60));
+    vm.wait_for("spin: spinning in ring 3");
     let live = ["--socket", sock.to_str().unwrap()];
     let dump = ["--dump", now_core.to_str().unwrap()];
     inspect(&live, &["stop"]).expect_status(0);
@@ -167,7 +163,7 @@ fn a_live_process_seen_from_the_host() {
     }
 
     inspect(&live, &["cont"]).expect_status(0);
-    let finished = vm.finish(Duration::from_secs(90));
+    let finished = vm.finish();
     finished.expect_status(0);
     let printed = finished.stdout.clone();
     assert!(
@@ -201,15 +197,15 @@ fn a_live_process_seen_from_the_host() {
 /// destroy included) matches the guest's own at exit, and its task list
 /// is empty.
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn slabinfo_at_exit_matches_the_guest() {
-    if !kvm_available("slabinfo_at_exit_matches_the_guest") {
-        return;
-    }
     let core = tmp("default.core");
     let run = vmm([
         "run",
         "--mem",
         "2G",
+        "--timeout",
+        &guest_timeout(),
         "--dump-on-exit",
         core.to_str().unwrap(),
         guest_path().to_str().unwrap(),

