@@ -3,7 +3,7 @@
 //! too small for some self-tests. Every self-test that depends on highmem
 //! passes, or SKIPs saying why.
 
-use system_tests::{boot, kvm_available, Run};
+use system_tests::{boot, Run};
 
 /// The suites that look at highmem.
 const SUITES: &str = "selftest=paging,buddy,highmem,process run=";
@@ -44,10 +44,8 @@ fn highmem_zone(run: &Run) -> Option<(u64, String)> {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn self_tests_pass_or_skip_across_the_lowmem_boundary() {
-    if !kvm_available("self_tests_pass_or_skip_across_the_lowmem_boundary") {
-        return;
-    }
     let run = boot_sized(896);
     assert_eq!(highmem_zone(&run), None, "{run}");
 

@@ -4,9 +4,7 @@
 //! survives, with every frame back afterwards.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-use system_tests::{boot, guest_path, inspect, kvm_available, tmp, vmm, MonitoredVm, Run};
+use system_tests::{boot, inspect, tmp, MonitoredVm, Run};
 
 /// `name,name,...`, `n` times.
 fn times(name: &str, n: usize) -> String {
@@ -41,23 +39,10 @@ fn slab_pages(run: &Run) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn twenty_demos_run_and_give_every_frame_back() {
-    if !kvm_available("twenty_demos_run_and_give_every_frame_back") {
-        return;
-    }
-    // Each demo touches 2 MiB through emulated ring-0 faults: the timeout
-    // only catches a hang.
     let cmdline = format!("selftest=off run={}", times("demo", 20));
-    let guest = guest_path();
-    let run = vmm([
-        "--mem",
-        "2G",
-        "--timeout",
-        "900",
-        "--cmdline",
-        &cmdline,
-        guest.to_str().unwrap(),
-    ]);
+    let run = boot("2G", &["--cmdline", &cmdline]);
     run.expect_status(0);
     let exited: BTreeSet<u32> = run
         .stdout
@@ -81,15 +66,13 @@ fn twenty_demos_run_and_give_every_frame_back() {
 /// A task spins in ring 3 while twenty more wait their turn: the host
 /// walks all of them from init_task, in pid order, with nothing amiss.
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn the_host_walks_a_long_task_list() {
-    if !kvm_available("the_host_walks_a_long_task_list") {
-        return;
-    }
     let sock = tmp("tasks.sock");
     let exit_core = tmp("tasks.core");
     let cmdline = format!("selftest=off run=spin,{}", times("demo", 20));
     let vm = MonitoredVm::start_with(&cmdline, &sock, &exit_core, "900", &[]);
-    vm.wait_for("spin: spinning in ring 3", Duration::from_secs(120));
+    vm.wait_for("spin: spinning in ring 3");
     let live = ["--socket", sock.to_str().unwrap()];
     let ps = inspect(&live, &["ps", "--json"]);
     ps.expect_status(0);
@@ -109,7 +92,7 @@ fn the_host_walks_a_long_task_list() {
         "{ps}"
     );
     assert_eq!(json["anomalies"].as_array().map(Vec::len), Some(0), "{ps}");
-    let run = vm.finish(Duration::from_secs(900));
+    let run = vm.finish();
     run.expect_status(0)
         .expect_stdout("[21:demo] exited with status 0");
 }
@@ -119,10 +102,8 @@ fn the_host_walks_a_long_task_list() {
 /// process suite's out_of_memory_is_an_error checks the counts); the
 /// kernel then runs a demo as before.
 #[test]
+#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn running_out_of_memory_is_survived() {
-    if !kvm_available("running_out_of_memory_is_survived") {
-        return;
-    }
     let run = boot("128M", &["--cmdline", "selftest=process run=demo"]);
     run.expect_status(0)
         .expect_stdout("PASS process: out_of_memory_is_an_error")

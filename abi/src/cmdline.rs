@@ -14,9 +14,9 @@ use core::fmt;
 
 use crate::layout::phys::CMDLINE_MAX;
 
-/// Longest command line the boot protocol carries: the VMM writes a NUL
-/// after it in the `CMDLINE_MAX`-byte area.
-pub const MAX_LEN: usize = CMDLINE_MAX as usize - 1;
+/// Longest command line the boot protocol carries: all of the
+/// `CMDLINE_MAX`-byte area (BootInfo gives the length; there is no NUL).
+pub const MAX_LEN: usize = CMDLINE_MAX as usize;
 
 /// Every option, as `key=` is spelled.
 pub const OPTIONS: [&str; 5] = ["selftest", "run", "fault", "linger", "plant"];
@@ -431,7 +431,7 @@ mod tests {
         assert!(Cmdline::parse(&long[..MAX_LEN], &VOCAB).is_ok());
         assert_eq!(
             Error::TooLong { len: 5000 }.to_string(),
-            "the command line is 5000 bytes; the limit is 4095"
+            "the command line is 5000 bytes; the limit is 4096"
         );
     }
 

@@ -56,14 +56,15 @@ pub fn boot_data() -> Vec<Reserved> {
     ]
 }
 
-/// Refuses a command line the guest cannot take whole: it reads at most
-/// CMDLINE_MAX bytes (guest/src/boot.rs), and a cut line could also end
-/// inside a UTF-8 character, which makes the guest ignore all of it.
+/// Refuses a command line the guest cannot take whole
+/// (`abi::cmdline::MAX_LEN`): a cut line could also end inside a UTF-8
+/// character.
 pub fn check_cmdline(line: &str) -> Result<(), String> {
-    if line.len() as u64 > CMDLINE_MAX {
+    if line.len() > abi::cmdline::MAX_LEN {
         return Err(format!(
-            "--cmdline is {} bytes; the guest takes at most {CMDLINE_MAX} (CMDLINE_MAX)",
-            line.len()
+            "--cmdline is {} bytes; the guest takes at most {} (CMDLINE_MAX)",
+            line.len(),
+            abi::cmdline::MAX_LEN
         ));
     }
     Ok(())
