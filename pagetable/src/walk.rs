@@ -1,7 +1,8 @@
-//! Translating one virtual address, recording every level on the way.
+//! Translating one virtual address: [`walk`] records every level on the
+//! way, [`translate`] returns the address alone.
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{Level, PagingMode, MAX_LEVELS, X86_64_4LEVEL};
+use crate::mode::{Level, LevelDesc, PagingMode, PsBit, MAX_LEVELS, X86_64_4LEVEL};
 use crate::phys::{read_entry, PhysError, PhysRead};
 
 /// What the walker assumes about the CPU; the host fills it from the
@@ -14,8 +15,10 @@ pub struct WalkConfig {
     pub maxphyaddr: u8,
     /// EFER.NXE; without it bit 63 is reserved.
     pub nxe: bool,
-    /// CPUID pdpe1gb; without it PS in a PDPTE is reserved.
+    /// CPUID pdpe1gb; without it PS in a 4-level PDPTE is reserved.
     pub gb_pages: bool,
+    /// CR4.PSE; without it PS in a 2-level PDE is ignored (no 4 MiB pages).
+    pub pse: bool,
     /// Most table entries a full-range listing reads before giving up.
     /// Guest tables may share subtables so that a listing would otherwise
     /// read 512^3 tables; this keeps it bounded whatever the guest wrote.
@@ -35,6 +38,7 @@ impl Default for WalkConfig {
             maxphyaddr: 52,
             nxe: true,
             gb_pages: true,
+            pse: true,
             budget: Self::DEFAULT_BUDGET,
         }
     }
@@ -85,7 +89,8 @@ pub struct Mapping {
 /// Why a walk stopped without a translation, other than a clear P bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultReason {
-    /// The address is in the non-canonical hole; nothing was read.
+    /// The address is not one of the mode's: in the non-canonical hole of a
+    /// 64-bit mode, or at or above 4 GiB in a 32-bit one. Nothing was read.
     NonCanonical,
     /// A present entry has reserved bits set (`mask` = those bits), e.g.
     /// PS in a PML4E, address bits above MAXPHYADDR, a misaligned huge
@@ -101,7 +106,9 @@ pub enum FaultReason {
 impl core::fmt::Display for FaultReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            FaultReason::NonCanonical => f.write_str("non-canonical address"),
+            FaultReason::NonCanonical => {
+                f.write_str("non-canonical address (outside the mode's linear space)")
+            }
             FaultReason::ReservedBits { mask } => write!(f, "reserved bits {mask:#x} set"),
             FaultReason::Phys(e) => write!(f, "table unreadable: {e}"),
             FaultReason::BadMode => f.write_str("paging mode has no levels"),
@@ -162,9 +169,9 @@ impl Walk {
 /// Effective permissions accumulated down a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Effective {
-    w: bool,
-    u: bool,
-    nx: bool,
+    pub(crate) w: bool,
+    pub(crate) u: bool,
+    pub(crate) nx: bool,
 }
 
 impl Effective {
@@ -174,13 +181,25 @@ impl Effective {
         nx: false,
     };
 
-    pub(crate) fn and(self, pte: Pte) -> Effective {
+    /// Adds an entry at a level; levels without permission bits (PAE
+    /// PDPTEs) change nothing.
+    pub(crate) fn and(self, pte: Pte, desc: &LevelDesc) -> Effective {
+        if !desc.perms {
+            return self;
+        }
         let f = pte.flags();
         Effective {
             w: self.w && f.contains(PteFlags::WRITABLE),
             u: self.u && f.contains(PteFlags::USER),
             nx: self.nx || f.contains(PteFlags::NX),
         }
+    }
+
+    /// Whether a leaf with `flags` under this path gets less than it asks.
+    pub(crate) fn restricts(self, flags: PteFlags) -> bool {
+        (flags.contains(PteFlags::WRITABLE) && !self.w)
+            || (flags.contains(PteFlags::USER) && !self.u)
+            || (!flags.contains(PteFlags::NX) && self.nx)
     }
 
     /// Flags of a leaf as the CPU enforces them; `self` must include it.
@@ -194,10 +213,16 @@ impl Effective {
     }
 }
 
-/// Translates `va` through the tables at `root` (a CR3 value: the low 12
-/// bits, PCID or PWT/PCD, are ignored), as the CPU would, without setting
-/// accessed/dirty bits. At most one entry per level is read, so this is
-/// bounded whatever the tables contain.
+/// The levels of `cfg.mode` the walkers loop over, or None if the
+/// descriptor is unusable.
+pub(crate) fn levels(cfg: &WalkConfig) -> Option<&'static [LevelDesc]> {
+    cfg.mode.is_valid().then_some(cfg.mode.levels)
+}
+
+/// Translates `va` through the tables at `root` (a CR3 value: the bits
+/// outside the mode's root mask, PCID or PWT/PCD, are ignored), as the CPU
+/// would, without setting accessed/dirty bits. At most one entry per level
+/// is read, so this is bounded whatever the tables contain.
 pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig) -> Walk {
     let mode = cfg.mode;
     let top = mode.levels.first().map_or(Level::Pml4, |d| d.level);
@@ -210,6 +235,9 @@ pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig)
             reason: FaultReason::BadMode,
         },
     };
+    let Some(levels) = levels(cfg) else {
+        return w;
+    };
     if !mode.is_canonical(va) {
         w.outcome = Outcome::Fault {
             level: top,
@@ -217,9 +245,9 @@ pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig)
         };
         return w;
     }
-    let mut table = Pte(root).addr();
+    let mut table = mode.root_table(root);
     let mut eff = Effective::START;
-    for (i, desc) in mode.levels.iter().enumerate().take(MAX_LEVELS) {
+    for desc in levels {
         let level = desc.level;
         let index = desc.index(va);
         let entry_pa = table + index as u64 * mode.entry_size;
@@ -244,30 +272,96 @@ pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig)
             w.outcome = Outcome::NotPresent { level };
             return w;
         }
-        let mask = desc.reserved_bits(entry, cfg);
-        if mask != 0 {
+        let d = desc.decode(entry, cfg);
+        if d.reserved != 0 {
             w.outcome = Outcome::Fault {
                 level,
-                reason: FaultReason::ReservedBits { mask },
+                reason: FaultReason::ReservedBits { mask: d.reserved },
             };
             return w;
         }
-        eff = eff.and(entry);
-        let last = i + 1 == mode.levels.len() || i + 1 == MAX_LEVELS;
-        if last || desc.is_leaf(entry) {
+        eff = eff.and(entry, desc);
+        if d.leaf {
             let size = desc.page_size();
-            let frame = entry.frame(size);
+            let frame = desc.leaf_frame(entry, cfg);
+            let huge = desc.ps != PsBit::Pat;
             w.outcome = Outcome::Mapped(Mapping {
                 pa: frame | (va & (size - 1)),
                 va_base: va & !(size - 1),
                 frame,
                 size,
                 level,
-                flags: eff.leaf_flags(entry, !last),
+                flags: eff.leaf_flags(entry, huge),
             });
             return w;
         }
-        table = entry.addr();
+        table = entry.0 & mode.addr_mask;
     }
     w
+}
+
+/// Why [`translate`] found no address: the outcomes of [`walk`] other
+/// than `Mapped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The entry at `level` has P clear.
+    NotPresent {
+        level: Level,
+    },
+    Fault {
+        level: Level,
+        reason: FaultReason,
+    },
+}
+
+impl core::fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TranslateError::NotPresent { level } => write!(f, "not present at {level}"),
+            TranslateError::Fault { level, reason } => write!(f, "{reason} at {level}"),
+        }
+    }
+}
+
+/// The physical address `va` translates to: what [`walk`] finds, without
+/// the per-level record. Every entry is read through `mem` and checked
+/// (reserved bits, MAXPHYADDR) exactly as `walk` does; only the record and
+/// the effective permissions are left out. For `vtop`-style lookups.
+#[inline]
+pub fn translate<M: PhysRead + ?Sized>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    cfg: &WalkConfig,
+) -> Result<u64, TranslateError> {
+    let mode = cfg.mode;
+    let fault = |level, reason| TranslateError::Fault { level, reason };
+    let Some(levels) = levels(cfg) else {
+        let top = mode.levels.first().map_or(Level::Pml4, |d| d.level);
+        return Err(fault(top, FaultReason::BadMode));
+    };
+    if !mode.is_canonical(va) {
+        return Err(fault(levels[0].level, FaultReason::NonCanonical));
+    }
+    let mut table = mode.root_table(root);
+    for desc in levels {
+        let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
+        let entry = read_entry(mem, entry_pa, mode.entry_size)
+            .map(Pte)
+            .map_err(|e| fault(desc.level, FaultReason::Phys(e)))?;
+        if !entry.is_present() {
+            return Err(TranslateError::NotPresent { level: desc.level });
+        }
+        let d = desc.decode(entry, cfg);
+        if d.reserved != 0 {
+            let reason = FaultReason::ReservedBits { mask: d.reserved };
+            return Err(fault(desc.level, reason));
+        }
+        if d.leaf {
+            return Ok(desc.leaf_frame(entry, cfg) | (va & (desc.page_size() - 1)));
+        }
+        table = entry.0 & mode.addr_mask;
+    }
+    // is_valid() makes the last level a leaf level.
+    Err(fault(levels[levels.len() - 1].level, FaultReason::BadMode))
 }
