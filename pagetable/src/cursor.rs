@@ -20,7 +20,7 @@ use core::ops::Range;
 
 use crate::entry::{Pte, PteFlags, SIZE_4K};
 use crate::flush::{Flush, TlbFlush};
-use crate::mode::{Level, LevelDesc, PsBit, MAX_LEVELS};
+use crate::mode::{Decoder, Level, LevelDesc, PsBit, MAX_LEVELS};
 use crate::phys::{read_entry, write_entry, PhysError, PhysWrite};
 use crate::visit::Leaf;
 use crate::walk::{levels, translate, walk, Effective, FaultReason, TranslateError, Walk};
@@ -362,7 +362,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     }
 
     fn table_fits(&self, pa: u64) -> bool {
-        let below_max = self.cfg.maxphyaddr >= 64 || pa >> self.cfg.maxphyaddr == 0;
+        let below_max = pa.checked_shr(self.cfg.maxphyaddr.into()).unwrap_or(0) == 0;
         pa & (SIZE_4K - 1) == 0 && pa & !self.cfg.mode.addr_mask == 0 && below_max
     }
 
@@ -384,7 +384,8 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         create: Option<PteFlags>,
     ) -> Result<(u64, bool), MapError> {
         let levels = self.levels()?;
-        let mode = self.cfg.mode;
+        let cfg = self.cfg;
+        let mode = cfg.mode;
         let mut d = self.path.depth_for(va, levels).min(depth);
         if create.is_some_and(|flags| self.path.eff[d].restricts(flags)) {
             // Only a walk from the root can relax the entries above.
@@ -398,7 +399,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
             let mut entry = self.read(entry_pa)?;
             if entry.is_present() {
-                let decoded = desc.decode(entry, &self.cfg);
+                let decoded = Decoder::new(mode, &cfg).decode(desc, entry);
                 if decoded.reserved != 0 {
                     let reason = FaultReason::ReservedBits {
                         mask: decoded.reserved,
@@ -473,8 +474,9 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         if (va | pa) & (size - 1) != 0 {
             return Err(MapError::Misaligned { va, pa, size });
         }
-        let leaf = desc
-            .leaf_entry(pa, flags, &self.cfg)
+        let cfg = self.cfg;
+        let leaf = Decoder::new(cfg.mode, &cfg)
+            .leaf_entry(desc, pa, flags)
             .ok_or(MapError::BadFrame { pa })?;
         let (table, relaxed) = self.table_for(va, depth, Some(flags))?;
         let entry_pa = table + desc.index(va) as u64 * self.cfg.mode.entry_size;
@@ -648,7 +650,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             false,
             |leaf, desc| {
                 let flags = flags | (leaf.entry.flags() & kept);
-                match desc.leaf_entry(leaf.pa, flags, &cfg) {
+                match Decoder::new(cfg.mode, &cfg).leaf_entry(desc, leaf.pa, flags) {
                     Some(pte) => Update::Set(pte),
                     None => Update::Keep,
                 }
@@ -703,7 +705,9 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             return Ok(Flush::none());
         }
         let last = range.end - 1;
-        let mode = self.cfg.mode;
+        let cfg = self.cfg;
+        let mode = cfg.mode;
+        let dec = Decoder::new(mode, &cfg);
         for va in [start, last] {
             self.check_va(va).map_err(|e| (e, va, Flush::none()))?;
         }
@@ -767,7 +771,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             if !entry.is_present() {
                 continue;
             }
-            let decoded = desc.decode(entry, &self.cfg);
+            let decoded = dec.decode(desc, entry);
             if decoded.reserved != 0 {
                 let reason = FaultReason::ReservedBits {
                     mask: decoded.reserved,
@@ -780,7 +784,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             }
             let eff = f.eff.and(entry, desc);
             if !decoded.leaf {
-                let child = entry.0 & mode.addr_mask;
+                let child = dec.table(entry);
                 stack[sp] = Frame {
                     table: child,
                     depth: f.depth + 1,
@@ -807,7 +811,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             }
             let leaf = Leaf {
                 va,
-                pa: desc.leaf_frame(entry, &self.cfg),
+                pa: dec.leaf_frame(desc, entry),
                 size,
                 level: desc.level,
                 entry_pa,

@@ -33,7 +33,7 @@ impl Level {
 
     /// This level's descriptor in [`X86_64_4LEVEL`].
     const fn in_4level(self) -> &'static LevelDesc {
-        &X86_64_4LEVEL.levels[self as usize]
+        &FOUR_LEVEL.levels[self as usize]
     }
 
     /// Lowest VA bit this level's index covers, in the 4-level format
@@ -159,7 +159,7 @@ impl LevelDesc {
 
     /// Whether a present `pte` at this level is a leaf under `cfg`.
     pub fn maps_leaf(&self, pte: Pte, cfg: &WalkConfig) -> bool {
-        self.decode(pte, cfg).leaf
+        Decoder::new(cfg.mode, cfg).decode(self, pte).leaf
     }
 
     /// Reserved bits set in a present `pte` at this level of `cfg.mode`
@@ -167,7 +167,7 @@ impl LevelDesc {
     /// checks nothing else then).
     pub fn reserved_bits(&self, pte: Pte, cfg: &WalkConfig) -> u64 {
         if pte.is_present() {
-            self.decode(pte, cfg).reserved
+            Decoder::new(cfg.mode, cfg).decode(self, pte).reserved
         } else {
             0
         }
@@ -180,67 +180,6 @@ impl LevelDesc {
             PsBit::Reserved => false,
             PsBit::Huge { gate, .. } => gate_open(gate, cfg),
         }
-    }
-
-    /// Classifies a present entry: the one place where PS is interpreted.
-    #[inline(always)]
-    pub(crate) fn decode(&self, pte: Pte, cfg: &WalkConfig) -> Decoded {
-        let mut mask = cfg.mode.reserved_base(cfg) | self.reserved;
-        let leaf = match self.ps {
-            PsBit::Pat => true,
-            PsBit::Reserved => {
-                mask |= PteFlags::HUGE.bits();
-                false
-            }
-            PsBit::Huge { .. } if !pte.is_huge() => false,
-            PsBit::Huge { gate, high_bits } => match (gate_open(gate, cfg), gate) {
-                (true, _) => {
-                    let high = high_addr_bits(high_bits, cfg);
-                    mask |= bits(13, self.shift) & !bits(13, 13 + high);
-                    true
-                }
-                (false, Gate::Pse) => false,
-                (false, _) => {
-                    mask |= PteFlags::HUGE.bits();
-                    false
-                }
-            },
-        };
-        Decoded {
-            leaf,
-            reserved: pte.0 & mask,
-        }
-    }
-
-    /// Base of the frame a present leaf at this level maps.
-    #[inline(always)]
-    pub(crate) fn leaf_frame(&self, pte: Pte, cfg: &WalkConfig) -> u64 {
-        let low = pte.0 & cfg.mode.addr_mask & !(self.page_size() - 1);
-        match self.ps {
-            PsBit::Huge { high_bits, .. } if high_bits != 0 => {
-                let high = high_addr_bits(high_bits, cfg);
-                low | ((pte.0 >> 13) & ((1 << high) - 1)) << 32
-            }
-            _ => low,
-        }
-    }
-
-    /// The leaf entry mapping `pa` with `flags` at this level (PRESENT
-    /// added, PS set above the last level), or None if the format or
-    /// MAXPHYADDR cannot hold `pa`, or it is not page-aligned.
-    pub(crate) fn leaf_entry(&self, pa: u64, flags: PteFlags, cfg: &WalkConfig) -> Option<Pte> {
-        let mut f = flags | PteFlags::PRESENT;
-        f.set(PteFlags::HUGE, !matches!(self.ps, PsBit::Pat));
-        f &= cfg.mode.flag_mask();
-        let high = match self.ps {
-            PsBit::Huge { high_bits, .. } if high_bits != 0 => {
-                (pa >> 32 & ((1 << high_addr_bits(high_bits, cfg)) - 1)) << 13
-            }
-            _ => 0,
-        };
-        let pte = Pte((pa & cfg.mode.addr_mask) | high | f.bits());
-        let fits = cfg.maxphyaddr >= 64 || pa >> cfg.maxphyaddr == 0;
-        (fits && self.leaf_frame(pte, cfg) == pa).then_some(pte)
     }
 
     /// The entry pointing at the table at `pa`: PRESENT plus, where the
@@ -259,18 +198,123 @@ impl LevelDesc {
     }
 }
 
+/// Reads and builds entries of one mode under one config: the one place
+/// where PS, PSE-36 and reserved bits are interpreted. The mode is passed
+/// apart from `cfg` so a walker can give a descriptor known at compile
+/// time; the config's reserved bits are computed once, here.
+#[derive(Clone, Copy)]
+pub(crate) struct Decoder<'a> {
+    pub mode: &'a PagingMode,
+    cfg: &'a WalkConfig,
+    /// Reserved in every present entry: address bits at or above
+    /// MAXPHYADDR, and XD without EFER.NXE.
+    base: u64,
+    /// Physical address bits above 4 GiB that MAXPHYADDR allows (PSE-36).
+    high_avail: u32,
+}
+
+impl<'a> Decoder<'a> {
+    #[inline(always)]
+    pub fn new(mode: &'a PagingMode, cfg: &'a WalkConfig) -> Self {
+        let above = mode.addr_mask & u64::MAX.checked_shl(cfg.maxphyaddr.into()).unwrap_or(0);
+        let base = above | if cfg.nxe { 0 } else { mode.nx };
+        let high_avail = u32::from(cfg.maxphyaddr).saturating_sub(32);
+        Decoder {
+            mode,
+            cfg,
+            base,
+            high_avail,
+        }
+    }
+
+    /// Classifies a present entry at level `desc`.
+    #[inline(always)]
+    pub fn decode(&self, desc: &LevelDesc, pte: Pte) -> Decoded {
+        let mut mask = self.base | desc.reserved;
+        if !pte.is_huge() && desc.ps != PsBit::Pat {
+            // The common case, a table pointer: PS clear above the last
+            // level, where only the mode's and the level's bits are reserved.
+            return Decoded {
+                leaf: false,
+                reserved: pte.0 & mask,
+            };
+        }
+        let leaf = match desc.ps {
+            PsBit::Pat => true,
+            PsBit::Reserved => {
+                mask |= PteFlags::HUGE.bits();
+                false
+            }
+            PsBit::Huge { gate, high_bits } => match (gate_open(gate, self.cfg), gate) {
+                (true, _) => {
+                    let high = high_bits.min(self.high_avail);
+                    mask |= bits(13, desc.shift) & !bits(13, 13 + high);
+                    true
+                }
+                (false, Gate::Pse) => false,
+                (false, _) => {
+                    mask |= PteFlags::HUGE.bits();
+                    false
+                }
+            },
+        };
+        Decoded {
+            leaf,
+            reserved: pte.0 & mask,
+        }
+    }
+
+    /// The next table a present non-leaf entry points at.
+    #[inline(always)]
+    pub fn table(&self, pte: Pte) -> u64 {
+        pte.0 & self.mode.addr_mask
+    }
+
+    /// Base of the frame a present leaf at level `desc` maps.
+    #[inline(always)]
+    pub fn leaf_frame(&self, desc: &LevelDesc, pte: Pte) -> u64 {
+        let low = pte.0 & self.mode.addr_mask & !(desc.page_size() - 1);
+        match desc.ps {
+            PsBit::Huge { high_bits, .. } if high_bits != 0 => {
+                low | (pte.0 >> 13 & self.high_mask(desc)) << 32
+            }
+            _ => low,
+        }
+    }
+
+    /// The PSE-36 address bits a leaf at `desc` holds, from bit 13 (none
+    /// outside 2-level paging).
+    #[inline(always)]
+    fn high_mask(&self, desc: &LevelDesc) -> u64 {
+        match desc.ps {
+            PsBit::Huge { high_bits, .. } => (1 << high_bits.min(self.high_avail)) - 1,
+            _ => 0,
+        }
+    }
+
+    /// The leaf entry mapping `pa` with `flags` at level `desc` (PRESENT
+    /// added, PS set above the last level, bits the format lacks dropped),
+    /// or None if the format or MAXPHYADDR cannot hold `pa`, or it is not
+    /// aligned to the page size.
+    pub fn leaf_entry(&self, desc: &LevelDesc, pa: u64, flags: PteFlags) -> Option<Pte> {
+        let mut f = flags | PteFlags::PRESENT;
+        f.set(PteFlags::HUGE, desc.ps != PsBit::Pat);
+        f &= self.mode.flag_mask();
+        let high = (pa >> 32 & self.high_mask(desc)) << 13;
+        let pte = Pte((pa & self.mode.addr_mask) | high | f.bits());
+        let maxphyaddr = u32::from(self.cfg.maxphyaddr);
+        let fits = pa.checked_shr(maxphyaddr).unwrap_or(0) == 0;
+        (fits && self.leaf_frame(desc, pte) == pa).then_some(pte)
+    }
+}
+
+#[inline(always)]
 fn gate_open(gate: Gate, cfg: &WalkConfig) -> bool {
     match gate {
         Gate::Always => true,
         Gate::GbPages => cfg.gb_pages,
         Gate::Pse => cfg.pse,
     }
-}
-
-/// How many of a PSE-36 field's `high_bits` carry address bits under
-/// `cfg`'s MAXPHYADDR (the rest are reserved).
-fn high_addr_bits(high_bits: u32, cfg: &WalkConfig) -> u32 {
-    high_bits.min(u32::from(cfg.maxphyaddr).saturating_sub(32))
 }
 
 /// A paging mode: its levels from the root down, and its entry format.
@@ -346,24 +390,15 @@ impl PagingMode {
             .map(|(_, d)| table + d.index(va) as u64 * self.entry_size)
     }
 
-    /// Reserved bits of every present entry: address bits at or above
-    /// MAXPHYADDR, and XD without EFER.NXE.
-    #[inline(always)]
-    fn reserved_base(&self, cfg: &WalkConfig) -> u64 {
-        let above = match 1u64.checked_shl(cfg.maxphyaddr.into()) {
-            Some(limit) => self.addr_mask & !(limit - 1),
-            None => 0,
-        };
-        above | if cfg.nxe { 0 } else { self.nx }
-    }
-
     /// The flag bits the entry format has (32-bit entries have no XD).
     fn flag_mask(&self) -> PteFlags {
-        PteFlags::from_bits_truncate(!0 >> (64 - 8 * self.entry_size) | self.nx)
+        let width = u64::MAX.checked_shr(64 - 8 * self.entry_size as u32);
+        PteFlags::from_bits_truncate(width.unwrap_or(0) | self.nx)
     }
 
     /// Whether the levels are usable: 1 to MAX_LEVELS of them, the last
     /// one a leaf level.
+    #[inline(always)]
     pub(crate) fn is_valid(&self) -> bool {
         (1..=MAX_LEVELS).contains(&self.levels.len())
             && self.levels.last().is_some_and(|d| d.ps == PsBit::Pat)
@@ -376,8 +411,12 @@ const fn bits(lo: u32, hi: u32) -> u64 {
     ((1u64 << hi) - 1) & !((1u64 << lo) - 1)
 }
 
-/// IA-32e 4-level paging (CR4.PAE, EFER.LMA, no LA57).
-pub const X86_64_4LEVEL: PagingMode = PagingMode {
+/// IA-32e 4-level paging (CR4.PAE, EFER.LMA, no LA57). A static, so the
+/// walkers can recognise it by address and use [`FOUR_LEVEL`], its value
+/// known at compile time in every crate.
+pub static X86_64_4LEVEL: PagingMode = FOUR_LEVEL;
+
+pub(crate) const FOUR_LEVEL: PagingMode = PagingMode {
     name: "x86-64 4-level",
     levels: &[
         LevelDesc {
@@ -430,7 +469,7 @@ pub const X86_64_4LEVEL: PagingMode = PagingMode {
 /// i386 PAE paging (CR4.PAE without long mode): a 4-entry PDPT at any
 /// 32-byte boundary, then 512-entry PDs and PTs of 64-bit entries. PDPTEs
 /// carry no R/W, U/S, A, D, PS or XD: those bits are reserved.
-pub const PAE_3LEVEL: PagingMode = PagingMode {
+pub static PAE_3LEVEL: PagingMode = PagingMode {
     name: "i386 PAE",
     levels: &[
         LevelDesc {
@@ -473,7 +512,7 @@ pub const PAE_3LEVEL: PagingMode = PagingMode {
 /// Legacy 32-bit paging (CR4.PAE clear): 1024-entry PD and PTs of 32-bit
 /// entries. A PDE with PS maps 4 MiB only with CR4.PSE, and holds PA bits
 /// 32-39 in bits 13-20 (PSE-36).
-pub const LEGACY_2LEVEL: PagingMode = PagingMode {
+pub static LEGACY_2LEVEL: PagingMode = PagingMode {
     name: "i386 2-level",
     levels: &[
         LevelDesc {

@@ -9,7 +9,7 @@
 use core::ops::{ControlFlow, Range};
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{Level, PsBit, MAX_LEVELS};
+use crate::mode::{Decoder, Level, PsBit, MAX_LEVELS};
 use crate::phys::{read_entry, PhysError, PhysRead};
 use crate::walk::{levels, Effective, WalkConfig};
 
@@ -166,6 +166,7 @@ where
     if va_range.start >= va_range.end {
         return sum;
     }
+    let dec = Decoder::new(mode, cfg);
     let root = Table {
         pa: mode.root_table(root),
         level: levels[0].level,
@@ -249,7 +250,7 @@ where
             entry_pa,
             entry,
         };
-        let d = desc.decode(entry, cfg);
+        let d = dec.decode(desc, entry);
         if d.reserved != 0 {
             let kind = AnomalyKind::ReservedBits { mask: d.reserved };
             if report(visitor, &mut sum, anomaly(kind)).is_break() {
@@ -262,7 +263,7 @@ where
             sum.leaves += 1;
             let leaf = Leaf {
                 va,
-                pa: desc.leaf_frame(entry, cfg),
+                pa: dec.leaf_frame(desc, entry),
                 size,
                 level: desc.level,
                 entry_pa,
@@ -275,7 +276,7 @@ where
             }
             continue;
         }
-        let child = entry.0 & mode.addr_mask;
+        let child = dec.table(entry);
         if let Some(anc) = stack[..sp].iter().find(|a| a.table == child) {
             let kind = AnomalyKind::Loop {
                 ancestor: levels[anc.depth].level,

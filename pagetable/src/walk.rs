@@ -2,7 +2,9 @@
 //! way, [`translate`] returns the address alone.
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{Level, LevelDesc, PagingMode, PsBit, MAX_LEVELS, X86_64_4LEVEL};
+use crate::mode::{
+    Decoder, Level, LevelDesc, PagingMode, PsBit, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL,
+};
 use crate::phys::{read_entry, PhysError, PhysRead};
 
 /// What the walker assumes about the CPU; the host fills it from the
@@ -158,6 +160,15 @@ impl Walk {
         self.mapping().map(|m| m.pa)
     }
 
+    fn new(va: u64, outcome: Outcome) -> Walk {
+        Walk {
+            va,
+            steps: [Step::EMPTY; MAX_LEVELS],
+            len: 0,
+            outcome,
+        }
+    }
+
     fn push(&mut self, step: Step) {
         if let Some(slot) = self.steps.get_mut(self.len as usize) {
             *slot = step;
@@ -215,6 +226,7 @@ impl Effective {
 
 /// The levels of `cfg.mode` the walkers loop over, or None if the
 /// descriptor is unusable.
+#[inline(always)]
 pub(crate) fn levels(cfg: &WalkConfig) -> Option<&'static [LevelDesc]> {
     cfg.mode.is_valid().then_some(cfg.mode.levels)
 }
@@ -224,25 +236,48 @@ pub(crate) fn levels(cfg: &WalkConfig) -> Option<&'static [LevelDesc]> {
 /// would, without setting accessed/dirty bits. At most one entry per level
 /// is read, so this is bounded whatever the tables contain.
 pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig) -> Walk {
+    // As in translate(): the 4-level mode's loop is specialised from its
+    // descriptor at compile time.
+    if core::ptr::eq(cfg.mode, &X86_64_4LEVEL) {
+        walk_in::<M, 8>(mem, root, va, Decoder::new(&FOUR_LEVEL, cfg))
+    } else {
+        walk_any(mem, root, va, cfg)
+    }
+}
+
+/// [`walk`] in a mode known only at run time.
+#[inline(never)]
+fn walk_any<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig) -> Walk {
     let mode = cfg.mode;
-    let top = mode.levels.first().map_or(Level::Pml4, |d| d.level);
-    let mut w = Walk {
-        va,
-        steps: [Step::EMPTY; MAX_LEVELS],
-        len: 0,
-        outcome: Outcome::Fault {
-            level: top,
-            reason: FaultReason::BadMode,
-        },
-    };
-    let Some(levels) = levels(cfg) else {
-        return w;
-    };
+    if levels(cfg).is_none() {
+        let level = mode.levels.first().map_or(Level::Pml4, |d| d.level);
+        let reason = FaultReason::BadMode;
+        return Walk::new(va, Outcome::Fault { level, reason });
+    }
+    let dec = Decoder::new(mode, cfg);
+    if mode.entry_size == 4 {
+        walk_in::<M, 4>(mem, root, va, dec)
+    } else {
+        walk_in::<M, 8>(mem, root, va, dec)
+    }
+}
+
+/// [`walk`] in `dec.mode`, a valid mode whose entries are `SIZE` bytes.
+#[inline(always)]
+fn walk_in<M: PhysRead + ?Sized, const SIZE: u64>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    dec: Decoder,
+) -> Walk {
+    let mode = dec.mode;
+    let levels = mode.levels;
+    let fault = |level, reason| Outcome::Fault { level, reason };
+    // Replaced on every way out of the loop; a valid mode ends in a leaf.
+    let bottom = levels[levels.len() - 1].level;
+    let mut w = Walk::new(va, fault(bottom, FaultReason::BadMode));
     if !mode.is_canonical(va) {
-        w.outcome = Outcome::Fault {
-            level: top,
-            reason: FaultReason::NonCanonical,
-        };
+        w.outcome = fault(levels[0].level, FaultReason::NonCanonical);
         return w;
     }
     let mut table = mode.root_table(root);
@@ -250,14 +285,11 @@ pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig)
     for desc in levels {
         let level = desc.level;
         let index = desc.index(va);
-        let entry_pa = table + index as u64 * mode.entry_size;
-        let entry = match read_entry(mem, entry_pa, mode.entry_size) {
+        let entry_pa = table + index as u64 * SIZE;
+        let entry = match read_entry(mem, entry_pa, SIZE) {
             Ok(v) => Pte(v),
             Err(e) => {
-                w.outcome = Outcome::Fault {
-                    level,
-                    reason: FaultReason::Phys(e),
-                };
+                w.outcome = fault(level, FaultReason::Phys(e));
                 return w;
             }
         };
@@ -272,30 +304,26 @@ pub fn walk<M: PhysRead + ?Sized>(mem: &M, root: u64, va: u64, cfg: &WalkConfig)
             w.outcome = Outcome::NotPresent { level };
             return w;
         }
-        let d = desc.decode(entry, cfg);
+        let d = dec.decode(desc, entry);
         if d.reserved != 0 {
-            w.outcome = Outcome::Fault {
-                level,
-                reason: FaultReason::ReservedBits { mask: d.reserved },
-            };
+            w.outcome = fault(level, FaultReason::ReservedBits { mask: d.reserved });
             return w;
         }
         eff = eff.and(entry, desc);
         if d.leaf {
             let size = desc.page_size();
-            let frame = desc.leaf_frame(entry, cfg);
-            let huge = desc.ps != PsBit::Pat;
+            let frame = dec.leaf_frame(desc, entry);
             w.outcome = Outcome::Mapped(Mapping {
                 pa: frame | (va & (size - 1)),
                 va_base: va & !(size - 1),
                 frame,
                 size,
                 level,
-                flags: eff.leaf_flags(entry, huge),
+                flags: eff.leaf_flags(entry, desc.ps != PsBit::Pat),
             });
             return w;
         }
-        table = entry.0 & mode.addr_mask;
+        table = dec.table(entry);
     }
     w
 }
@@ -334,34 +362,74 @@ pub fn translate<M: PhysRead + ?Sized>(
     va: u64,
     cfg: &WalkConfig,
 ) -> Result<u64, TranslateError> {
+    // The 4-level mode gets a loop specialised at compile time from its
+    // descriptor (shifts and PS meanings become constants); other modes
+    // take the general loop over their descriptor.
+    if core::ptr::eq(cfg.mode, &X86_64_4LEVEL) {
+        translate_in::<M, 8>(mem, root, va, Decoder::new(&FOUR_LEVEL, cfg))
+    } else {
+        translate_any(mem, root, va, cfg)
+    }
+}
+
+/// [`translate`] in a mode known only at run time.
+#[inline(never)]
+fn translate_any<M: PhysRead + ?Sized>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    cfg: &WalkConfig,
+) -> Result<u64, TranslateError> {
     let mode = cfg.mode;
-    let fault = |level, reason| TranslateError::Fault { level, reason };
-    let Some(levels) = levels(cfg) else {
+    if levels(cfg).is_none() {
         let top = mode.levels.first().map_or(Level::Pml4, |d| d.level);
-        return Err(fault(top, FaultReason::BadMode));
-    };
+        return Err(TranslateError::Fault {
+            level: top,
+            reason: FaultReason::BadMode,
+        });
+    }
+    let dec = Decoder::new(mode, cfg);
+    if mode.entry_size == 4 {
+        translate_in::<M, 4>(mem, root, va, dec)
+    } else {
+        translate_in::<M, 8>(mem, root, va, dec)
+    }
+}
+
+/// [`translate`] over `dec.mode`, a valid mode whose entries are `SIZE`
+/// bytes.
+#[inline(always)]
+fn translate_in<M: PhysRead + ?Sized, const SIZE: u64>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    dec: Decoder,
+) -> Result<u64, TranslateError> {
+    let mode = dec.mode;
+    let levels = mode.levels;
+    let fault = |level, reason| TranslateError::Fault { level, reason };
     if !mode.is_canonical(va) {
         return Err(fault(levels[0].level, FaultReason::NonCanonical));
     }
     let mut table = mode.root_table(root);
     for desc in levels {
-        let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
-        let entry = read_entry(mem, entry_pa, mode.entry_size)
+        let entry_pa = table + desc.index(va) as u64 * SIZE;
+        let entry = read_entry(mem, entry_pa, SIZE)
             .map(Pte)
             .map_err(|e| fault(desc.level, FaultReason::Phys(e)))?;
         if !entry.is_present() {
             return Err(TranslateError::NotPresent { level: desc.level });
         }
-        let d = desc.decode(entry, cfg);
+        let d = dec.decode(desc, entry);
         if d.reserved != 0 {
             let reason = FaultReason::ReservedBits { mask: d.reserved };
             return Err(fault(desc.level, reason));
         }
         if d.leaf {
-            return Ok(desc.leaf_frame(entry, cfg) | (va & (desc.page_size() - 1)));
+            return Ok(dec.leaf_frame(desc, entry) | (va & (desc.page_size() - 1)));
         }
-        table = entry.0 & mode.addr_mask;
+        table = dec.table(entry);
     }
-    // is_valid() makes the last level a leaf level.
+    // A valid mode's last level is a leaf level.
     Err(fault(levels[levels.len() - 1].level, FaultReason::BadMode))
 }
