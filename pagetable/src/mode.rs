@@ -406,9 +406,9 @@ impl PagingMode {
     }
 }
 
-/// Bits `lo..hi` set.
+/// Bits `lo..hi` set (`0 < hi <= 64`, `lo < 64`).
 const fn bits(lo: u32, hi: u32) -> u64 {
-    ((1u64 << hi) - 1) & !((1u64 << lo) - 1)
+    (u64::MAX >> (64 - hi)) & (u64::MAX << lo)
 }
 
 /// IA-32e 4-level paging (CR4.PAE, EFER.LMA, no LA57). A static, so the
@@ -468,7 +468,8 @@ pub(crate) const FOUR_LEVEL: PagingMode = PagingMode {
 
 /// i386 PAE paging (CR4.PAE without long mode): a 4-entry PDPT at any
 /// 32-byte boundary, then 512-entry PDs and PTs of 64-bit entries. PDPTEs
-/// carry no R/W, U/S, A, D, PS or XD: those bits are reserved.
+/// carry no R/W, U/S, A, D, PS or XD: those bits are reserved, as are bits
+/// 52-62 at every level.
 pub static PAE_3LEVEL: PagingMode = PagingMode {
     name: "i386 PAE",
     levels: &[
@@ -477,8 +478,8 @@ pub static PAE_3LEVEL: PagingMode = PagingMode {
             shift: 30,
             bits: 2,
             ps: PsBit::Reserved,
-            // Bits 1-2 (R/W, U/S), 5-6 (A, D), 8 and 63 (XD); 7 is PS.
-            reserved: 0b1_0110_0110 | 1 << 63,
+            // R/W, U/S (1-2), A, D (5-6), 8 and 52-63 (XD included); 7 is PS.
+            reserved: 0b1_0110_0110 | bits(52, 64),
             perms: false,
         },
         LevelDesc {
@@ -489,7 +490,8 @@ pub static PAE_3LEVEL: PagingMode = PagingMode {
                 gate: Gate::Always,
                 high_bits: 0,
             },
-            reserved: 0,
+            // Bits 52-62: reserved in PAE, ignored in 4-level paging.
+            reserved: bits(52, 63),
             perms: true,
         },
         LevelDesc {
@@ -497,7 +499,8 @@ pub static PAE_3LEVEL: PagingMode = PagingMode {
             shift: 12,
             bits: 9,
             ps: PsBit::Pat,
-            reserved: 0,
+            // Bits 52-62: reserved in PAE, ignored in 4-level paging.
+            reserved: bits(52, 63),
             perms: true,
         },
     ],

@@ -203,3 +203,227 @@ proptest! {
         prop_assert_eq!(listed, want);
     }
 }
+
+/// A cursor operation over a few pages of one of REGIONS (or the whole
+/// 2 MiB region, for huge pages and table freeing).
+#[derive(Clone, Debug)]
+enum CursorOp {
+    Map {
+        start: u64,
+        pages: u64,
+        pa: u64,
+        huge: bool,
+        flags: PteFlags,
+    },
+    Unmap {
+        range: std::ops::Range<u64>,
+        free_tables: bool,
+    },
+    Protect {
+        range: std::ops::Range<u64>,
+        flags: PteFlags,
+    },
+}
+
+fn leaf_flags() -> impl Strategy<Value = PteFlags> {
+    (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(u, w, nx)| {
+        let mut f = PteFlags::empty();
+        f.set(PteFlags::USER, u);
+        f.set(PteFlags::WRITABLE, w);
+        f.set(PteFlags::NX, nx);
+        f
+    })
+}
+
+/// Pages `first..first + n` of a region, or the whole region.
+fn op_range() -> impl Strategy<Value = std::ops::Range<u64>> {
+    prop_oneof![
+        3 => (0..REGIONS.len(), 0u64..8, 1u64..6).prop_map(|(r, p, n)| {
+            let s = REGIONS[r] + p * PAGE;
+            s..s + n * PAGE
+        }),
+        1 => (0..REGIONS.len()).prop_map(|r| REGIONS[r]..REGIONS[r] + SIZE_2M),
+    ]
+}
+
+fn cursor_op() -> impl Strategy<Value = CursorOp> {
+    prop_oneof![
+        3 => (op_range(), 0u64..1 << 20, any::<bool>(), leaf_flags()).prop_map(
+            |(range, pfn, huge, flags)| CursorOp::Map {
+                start: if huge { range.start & !(SIZE_2M - 1) } else { range.start },
+                pages: (range.end - range.start) / PAGE,
+                pa: if huge { (pfn << 12) & !(SIZE_2M - 1) } else { pfn << 12 },
+                huge,
+                flags,
+            }
+        ),
+        2 => (op_range(), any::<bool>())
+            .prop_map(|(range, free_tables)| CursorOp::Unmap { range, free_tables }),
+        1 => (op_range(), leaf_flags()).prop_map(|(range, flags)| CursorOp::Protect { range, flags }),
+    ]
+}
+
+/// The model: leaves by base VA, (pa, size, effective flags).
+type Model = BTreeMap<u64, (u64, u64, PteFlags)>;
+
+fn overlapping(model: &Model, range: &std::ops::Range<u64>) -> Vec<(u64, (u64, u64, PteFlags))> {
+    model
+        .iter()
+        .filter(|(va, (_, size, _))| **va < range.end && **va + size > range.start)
+        .map(|(va, v)| (*va, *v))
+        .collect()
+}
+
+/// The hull of `leaves` as a flush token would report it.
+fn hull(leaves: &[(u64, u64)]) -> Option<std::ops::RangeInclusive<u64>> {
+    let first = leaves.iter().map(|l| l.0).min()?;
+    let last = leaves.iter().map(|l| l.0 + l.1 - 1).max()?;
+    Some(first..=last)
+}
+
+/// Every table the listing reaches from the root.
+fn reachable(ram: &FakeRam, root: u64) -> BTreeSet<u64> {
+    struct T(BTreeSet<u64>);
+    impl Visitor for T {
+        fn leaf(&mut self, _: &Leaf) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn table(&mut self, t: &Table) -> ControlFlow<()> {
+            self.0.insert(t.pa);
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = T(BTreeSet::new());
+    for_each_mapping(ram, root, ALL, &WalkConfig::default(), &mut v);
+    v.0
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Map, unmap (keeping or freeing tables) and protect against a model:
+    /// translations, the leaves handed back, the exact flush ranges, and
+    /// the allocator's frames, which must be exactly the tables reachable
+    /// from the root after every step (nothing leaked, nothing freed that
+    /// is still linked).
+    #[test]
+    fn cursor_agrees_with_a_model(ops in proptest::collection::vec(cursor_op(), 1..40)) {
+        const ROOT: u64 = 0x1000;
+        let mut c = Cursor::new(
+            FakeRam::new(64),
+            common::Frames::new(0x2000, 64 * PAGE),
+            ROOT,
+            WalkConfig::default(),
+        );
+        let mut model = Model::new();
+        // 2 MiB regions holding a page table.
+        let mut pts: BTreeSet<u64> = BTreeSet::new();
+        for op in ops {
+            match op {
+                CursorOp::Map { start, pages, pa, huge, flags } => {
+                    let (size, end) = if huge { (SIZE_2M, start + SIZE_2M) } else { (SIZE_4K, start + pages * PAGE) };
+                    let r = c.map_range(start..end, pa, size, flags);
+                    // The first page that cannot be mapped, if any.
+                    let blocked = (start..end).step_by(size as usize).find(|&va| {
+                        !overlapping(&model, &(va..va + size)).is_empty() || (huge && pts.contains(&va))
+                    });
+                    let done = match (&r, blocked) {
+                        (Ok(f), None) => {
+                            prop_assert!(f.range().is_none_or(|h| start <= *h.start() && *h.end() < end));
+                            end
+                        }
+                        (Err(e), Some(at)) => {
+                            prop_assert_eq!(e.at, at, "{:?}", e);
+                            prop_assert!(matches!(e.error, MapError::AlreadyMapped { .. } | MapError::HugePageInTheWay { .. }), "{:?}", e);
+                            at
+                        }
+                        (r, b) => return Err(TestCaseError::fail(format!("{r:?} but blocked at {b:x?}"))),
+                    };
+                    match r { Ok(f) => f.ignore(), Err(e) => e.flush.ignore() }
+                    let mut eff = flags | PteFlags::PRESENT;
+                    eff.set(PteFlags::HUGE, huge);
+                    for va in (start..done).step_by(size as usize) {
+                        model.insert(va, (pa + (va - start), size, eff));
+                        if !huge {
+                            pts.insert(va & !(SIZE_2M - 1));
+                        }
+                    }
+                }
+                CursorOp::Unmap { range, free_tables } => {
+                    let hit = overlapping(&model, &range);
+                    let sticks_out = hit.iter().any(|(va, (_, s, _))| *va < range.start || va + s > range.end);
+                    let mut handed = Vec::new();
+                    let each = |l: &Leaf| handed.push((l.va, l.pa, l.size));
+                    let r = if free_tables { c.unmap_and_free_tables(range.clone(), each) } else { c.unmap(range.clone(), each) };
+                    if sticks_out {
+                        let e = r.unwrap_err();
+                        let huge = matches!(e.error, MapError::HugePageInTheWay { .. });
+                        prop_assert!(huge, "{:?}", e);
+                        prop_assert!(e.flush.is_empty() && handed.is_empty());
+                        e.flush.ignore();
+                    } else {
+                        let f = r.unwrap();
+                        let want: Vec<(u64, u64, u64)> = hit.iter().map(|(va, (pa, s, _))| (*va, *pa, *s)).collect();
+                        prop_assert_eq!(&handed, &want);
+                        let leaves: Vec<(u64, u64)> = hit.iter().map(|(va, (_, s, _))| (*va, *s)).collect();
+                        match (f.range(), hull(&leaves)) {
+                            (got, want) if !free_tables => prop_assert_eq!(got, want),
+                            // Freed tables add a page each, inside the range.
+                            (Some(got), want) => {
+                                prop_assert!(range.start <= *got.start() && *got.end() < range.end);
+                                prop_assert!(want.is_none_or(|w| got.start() <= w.start() && w.end() <= got.end()));
+                            }
+                            (None, want) => prop_assert!(want.is_none()),
+                        }
+                        f.ignore();
+                        for (va, _) in &hit {
+                            model.remove(va);
+                        }
+                        if free_tables {
+                            pts.retain(|r| !(range.start <= *r && r + SIZE_2M <= range.end));
+                        }
+                    }
+                }
+                CursorOp::Protect { range, flags } => {
+                    let hit = overlapping(&model, &range);
+                    let sticks_out = hit.iter().any(|(va, (_, s, _))| *va < range.start || va + s > range.end);
+                    let r = c.protect(range.clone(), flags);
+                    if sticks_out {
+                        let e = r.unwrap_err();
+                        prop_assert!(e.flush.is_empty());
+                        e.flush.ignore();
+                    } else {
+                        let f = r.unwrap();
+                        let mut changed = Vec::new();
+                        for (va, (pa, size, old)) in hit {
+                            let mut new = flags | PteFlags::PRESENT;
+                            new.set(PteFlags::HUGE, size == SIZE_2M);
+                            if new != old {
+                                changed.push((va, size));
+                            }
+                            model.insert(va, (pa, size, new));
+                        }
+                        prop_assert_eq!(f.range(), hull(&changed));
+                        f.ignore();
+                    }
+                }
+            }
+            for r in REGIONS {
+                for p in 0..8 {
+                    let va = r + p * PAGE + 0x123;
+                    let got = c.walk(va).mapping().map(|m| (m.pa, m.size, m.flags));
+                    let want = model
+                        .range(..=va)
+                        .next_back()
+                        .filter(|(b, (_, s, _))| va < **b + s)
+                        .map(|(b, (pa, s, f))| (pa + va - b, *s, *f));
+                    prop_assert_eq!(got, want, "{:#x}", va);
+                    prop_assert_eq!(c.translate(va).ok(), want.map(|w| w.0));
+                }
+            }
+            let mut out = c.alloc_mut().live.clone();
+            out.insert(ROOT);
+            prop_assert_eq!(reachable(c.mem(), ROOT), out);
+        }
+    }
+}
