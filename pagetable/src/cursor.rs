@@ -372,28 +372,66 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     }
 
     /// Goes down from the root to the table at `depth` on the way to `va`,
-    /// starting from the deepest cached table. With `create`, missing
-    /// tables are allocated (pte_alloc_kernel(), pmd_alloc()) with table
-    /// flags for a leaf with those flags, and present ones are relaxed if
-    /// they would restrict such a leaf; without, a missing one is
-    /// `NotMapped`. Returns the table and whether an entry was relaxed.
+    /// starting from the deepest cached table, allocating missing tables
+    /// (pte_alloc_kernel(), pmd_alloc()) with table flags for a leaf with
+    /// `flags`, and relaxing present ones that would restrict such a leaf.
+    /// Then runs `then` on that table. If anything fails, the tables this
+    /// call linked are unlinked and freed again, so an error leaves the
+    /// structure as it was (relaxed entries aside). Returns `then`'s value
+    /// and the flush owed: a relaxed entry may be cached restrictive (one
+    /// page of the target level at `va` flushes it), a PAE PDPTE written
+    /// needs everything.
+    fn with_table<T>(
+        &mut self,
+        va: u64,
+        depth: usize,
+        flags: PteFlags,
+        then: impl FnOnce(&mut Self, u64) -> Result<T, MapError>,
+    ) -> Result<(T, Flush), MapError> {
+        // (entry written, table it points at) for each table linked here.
+        let mut made = [(0, 0); MAX_LEVELS];
+        let mut count = 0;
+        let mut flush = Flush::none();
+        let out = self
+            .table_for(va, depth, flags, &mut made, &mut count, &mut flush)
+            .and_then(|table| then(self, table));
+        match out {
+            Ok(t) => Ok((t, flush)),
+            Err(e) => {
+                flush.ignore();
+                for &(entry_pa, table) in made[..count].iter().rev() {
+                    // Never seen by the CPU (it was linked just now), so
+                    // no flush; a table that cannot be unlinked is kept.
+                    if self.write(va, entry_pa, Pte::EMPTY).is_ok() {
+                        self.free_table(table);
+                    }
+                }
+                self.path = Path::new(self.root);
+                Err(e)
+            }
+        }
+    }
+
+    /// The walk of [`Cursor::with_table`], recording what it links.
     fn table_for(
         &mut self,
         va: u64,
         depth: usize,
-        create: Option<PteFlags>,
-    ) -> Result<(u64, bool), MapError> {
+        flags: PteFlags,
+        made: &mut [(u64, u64); MAX_LEVELS],
+        count: &mut usize,
+        flush: &mut Flush,
+    ) -> Result<u64, MapError> {
         let levels = self.levels()?;
         let cfg = self.cfg;
         let mode = cfg.mode;
         let mut d = self.path.depth_for(va, levels).min(depth);
-        if create.is_some_and(|flags| self.path.eff[d].restricts(flags)) {
+        if self.path.eff[d].restricts(flags) {
             // Only a walk from the root can relax the entries above.
             d = 0;
         }
         let mut table = self.path.tables[d];
         let mut eff = self.path.eff[d];
-        let mut relaxed = false;
         while d < depth {
             let desc = &levels[d];
             let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
@@ -415,20 +453,22 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                         entry,
                     });
                 }
-                if let Some(up) = create.and_then(|f| relax(desc, entry, f)) {
+                if let Some(up) = relax(desc, entry, flags) {
                     self.write(va, entry_pa, up)?;
                     entry = up;
-                    relaxed = true;
+                    let size = levels[depth].page_size();
+                    flush.add(Flush::page(va & !(size - 1), size));
                 }
-            } else if let Some(flags) = create {
+            } else {
                 let new = self.new_table()?;
                 entry = desc.table_entry(new, flags);
                 if let Err(e) = self.write(va, entry_pa, entry) {
                     self.free_table(new);
                     return Err(e);
                 }
-            } else {
-                return Err(MapError::NotMapped { level: desc.level });
+                made[*count] = (entry_pa, new);
+                *count += 1;
+                flush.add(self.root_flush(d));
             }
             eff = eff.and(entry, desc);
             table = entry.0 & mode.addr_mask;
@@ -438,7 +478,17 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             self.path.len = d + 1;
             self.path.va = va;
         }
-        Ok((table, relaxed))
+        Ok(table)
+    }
+
+    /// What writing an entry of the table at `depth` owes beyond its own
+    /// leaves: everything if it is a root the CPU holds in registers.
+    fn root_flush(&self, depth: usize) -> Flush {
+        if depth == 0 && self.cfg.mode.root_in_registers {
+            Flush::all()
+        } else {
+            Flush::none()
+        }
     }
 
     /// The level leaves of `size` live at, if the mode and config have it.
@@ -467,7 +517,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// WRITABLE or USER, or NX over an executable leaf).
     ///
     /// The slot must be empty, so the TLB cannot hold it: the token is
-    /// empty unless a table above was relaxed.
+    /// empty unless a table above was relaxed (or, in PAE, a PDPTE made).
     pub fn map(&mut self, va: u64, pa: u64, size: u64, flags: PteFlags) -> Result<Flush, MapError> {
         let (depth, desc) = self.leaf_depth(size)?;
         self.check_va(va)?;
@@ -478,21 +528,19 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         let leaf = Decoder::new(cfg.mode, &cfg)
             .leaf_entry(desc, pa, flags)
             .ok_or(MapError::BadFrame { pa })?;
-        let (table, relaxed) = self.table_for(va, depth, Some(flags))?;
-        let entry_pa = table + desc.index(va) as u64 * self.cfg.mode.entry_size;
-        let old = self.read(entry_pa)?;
-        if old.is_present() {
-            return Err(MapError::AlreadyMapped {
-                level: desc.level,
-                entry: old,
-            });
-        }
-        self.write(va, entry_pa, leaf)?;
-        Ok(if relaxed {
-            Flush::page(va, size)
-        } else {
-            Flush::none()
-        })
+        let entry_size = cfg.mode.entry_size;
+        let ((), flush) = self.with_table(va, depth, flags, |c, table| {
+            let entry_pa = table + desc.index(va) as u64 * entry_size;
+            let old = c.read(entry_pa)?;
+            if old.is_present() {
+                return Err(MapError::AlreadyMapped {
+                    level: desc.level,
+                    entry: old,
+                });
+            }
+            c.write(va, entry_pa, leaf)
+        })?;
+        Ok(flush)
     }
 
     /// Maps `range` to the physically contiguous frames from `pa` with
@@ -535,7 +583,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         va: u64,
         level: Level,
         flags: PteFlags,
-    ) -> Result<u64, MapError> {
+    ) -> Result<(u64, Flush), MapError> {
         self.levels()?;
         self.check_va(va)?;
         let (depth, _) = self
@@ -543,7 +591,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             .mode
             .level(level)
             .ok_or(MapError::NoSuchLevel { level })?;
-        self.table_for(va, depth, Some(flags)).map(|(t, _)| t)
+        self.with_table(va, depth, flags, |_, table| Ok(table))
     }
 
     /// Installs the existing table at `table` as the `level` table on the
@@ -551,14 +599,15 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// be empty. For tables shared between address spaces, as i386 PAE
     /// shares the kernel PMD (pgd_prepopulate_pmd(), clone_pgd_range()).
     /// A table linked twice must not then be freed by
-    /// [`Cursor::unmap_and_free_tables`] at both places.
+    /// [`Cursor::unmap_and_free_tables`] at both places. The slot was
+    /// empty, so the token is empty but in the cases [`Cursor::map`] names.
     pub fn link_table(
         &mut self,
         va: u64,
         level: Level,
         table: u64,
         flags: PteFlags,
-    ) -> Result<(), MapError> {
+    ) -> Result<Flush, MapError> {
         let levels = self.levels()?;
         self.check_va(va)?;
         let depth = match self.cfg.mode.level(level) {
@@ -569,16 +618,19 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             return Err(MapError::BadFrame { pa: table });
         }
         let parent = &levels[depth - 1];
-        let (above, _) = self.table_for(va, depth - 1, Some(flags))?;
-        let entry_pa = above + parent.index(va) as u64 * self.cfg.mode.entry_size;
-        let old = self.read(entry_pa)?;
-        if old.is_present() {
-            return Err(MapError::AlreadyMapped {
-                level: parent.level,
-                entry: old,
-            });
-        }
-        self.write(va, entry_pa, parent.table_entry(table, flags))
+        let entry_size = self.cfg.mode.entry_size;
+        let ((), flush) = self.with_table(va, depth - 1, flags, |c, above| {
+            let entry_pa = above + parent.index(va) as u64 * entry_size;
+            let old = c.read(entry_pa)?;
+            if old.is_present() {
+                return Err(MapError::AlreadyMapped {
+                    level: parent.level,
+                    entry: old,
+                });
+            }
+            c.write(va, entry_pa, parent.table_entry(table, flags))
+        })?;
+        Ok(flush.merge(self.root_flush(depth - 1)))
     }
 
     /// Clears the leaf covering `va`, whatever its size, and returns it
@@ -756,7 +808,8 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                     let err = |e| (e, first, Flush::page(first, SIZE_4K));
                     self.write(first, f.parent_pa, Pte::EMPTY).map_err(err)?;
                     self.free_table(f.table);
-                    flush = flush.merge(Flush::page(first, SIZE_4K));
+                    let owed = self.root_flush(f.depth - 1);
+                    flush = flush.merge(Flush::page(first, SIZE_4K)).merge(owed);
                 }
                 continue;
             }

@@ -53,9 +53,10 @@ impl<T: TlbFlush + ?Sized> TlbFlush for &mut T {
 /// The TLB entries a page-table change may have left stale: the smallest
 /// VA range covering every leaf whose old entry was present and was
 /// changed, plus one page per freed table (as pte_free_tlb() adds to the
-/// mmu_gather). A leaf that was not present cannot be cached (SDM 4.10.2),
-/// so a change that only fills empty slots returns an empty token, and
-/// flushing it costs nothing.
+/// mmu_gather), or everything when PAE's PDPTE registers changed. A leaf
+/// that was not present cannot be cached (SDM 4.10.2), so a change that
+/// only fills empty slots returns an empty token, and flushing it costs
+/// nothing.
 ///
 /// Consuming it forces the caller to decide: `flush` now, `merge` it into
 /// a batch flushed later, or `ignore` it with a reason (e.g. the range is
@@ -77,6 +78,16 @@ impl Flush {
             first: 0,
             last: 0,
             pages: 0,
+        }
+    }
+
+    /// Everything: the change needs a full flush (a CR3 reload), as a new
+    /// PAE PDPTE does.
+    pub const fn all() -> Flush {
+        Flush {
+            first: 0,
+            last: u64::MAX,
+            pages: u64::MAX,
         }
     }
 
@@ -102,6 +113,11 @@ impl Flush {
         }
     }
 
+    /// Merges `other` into `self` in place.
+    pub(crate) fn add(&mut self, other: Flush) {
+        *self = core::mem::replace(self, Flush::none()).merge(other);
+    }
+
     pub const fn is_empty(&self) -> bool {
         self.pages == 0
     }
@@ -118,8 +134,8 @@ impl Flush {
 
     /// Flushes what the token covers: nothing, one `flush_one` for a single
     /// page, else `flush_range` (which decides between pages and a full
-    /// flush); a range reaching the top of the 64-bit space is flushed
-    /// whole.
+    /// flush); [`Flush::all`], or any range reaching the top of the 64-bit
+    /// space, is a `flush_all`.
     pub fn flush<T: TlbFlush + ?Sized>(self, tlb: &mut T) {
         match (self.pages, self.last.checked_add(1)) {
             (0, _) => {}

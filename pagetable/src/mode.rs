@@ -338,6 +338,10 @@ pub struct PagingMode {
     pub root_mask: u64,
     /// The execute-disable bit, or 0 if the format has none.
     pub nx: u64,
+    /// The CPU loads the root table's entries into registers when CR3 is
+    /// written (PAE's four PDPTE registers), so a change to one takes a
+    /// CR3 reload, not an `invlpg`.
+    pub root_in_registers: bool,
 }
 
 impl PagingMode {
@@ -464,6 +468,7 @@ pub(crate) const FOUR_LEVEL: PagingMode = PagingMode {
     addr_mask: ADDR_MASK,
     root_mask: ADDR_MASK,
     nx: PteFlags::NX.bits(),
+    root_in_registers: false,
 };
 
 /// i386 PAE paging (CR4.PAE without long mode): a 4-entry PDPT at any
@@ -510,6 +515,7 @@ pub static PAE_3LEVEL: PagingMode = PagingMode {
     addr_mask: ADDR_MASK,
     root_mask: bits(5, 32),
     nx: PteFlags::NX.bits(),
+    root_in_registers: true,
 };
 
 /// Legacy 32-bit paging (CR4.PAE clear): 1024-entry PD and PTs of 32-bit
@@ -544,4 +550,5 @@ pub static LEGACY_2LEVEL: PagingMode = PagingMode {
     addr_mask: bits(12, 32),
     root_mask: bits(12, 32),
     nx: 0,
+    root_in_registers: false,
 };

@@ -157,8 +157,8 @@ fn a_process_teardown_frees_every_user_table_and_no_shared_one() {
     // The guest's layout: PML4[0] -> PDPT; PDPT[3] is the kernel page
     // directory every process shares (built elsewhere, linked here).
     let kernel_pmd = c.alloc_mut().alloc_table().unwrap();
-    c.link_table(0xC000_0000, Level::Pd, kernel_pmd, PteFlags::empty())
-        .unwrap();
+    let f = c.link_table(0xC000_0000, Level::Pd, kernel_pmd, PteFlags::empty());
+    assert!(f.unwrap().is_empty());
     c.map(0xC000_0000, 0, SIZE_2M, K).unwrap().ignore();
     let user = [0x0804_8000, 0x0804_9000, 0x4000_0000, 0xbfff_f000];
     for (i, va) in user.into_iter().enumerate() {
@@ -236,6 +236,8 @@ fn a_refused_write_is_reported_as_such() {
         ROOT,
         WalkConfig::default(),
     );
+    // A page in the same table, so the tables stay.
+    c.map(0xC000_8000, 0x8000, SIZE_4K, K).unwrap().ignore();
     assert_eq!(
         c.map(0xC000_0000, slab, SIZE_4K, K),
         Err(MapError::Refused {
@@ -397,9 +399,12 @@ fn ensure_and_link_tables_share_a_directory() {
     // As the VMM's boot tables: one PD of 2 MiB leaves, seen at 0 and at
     // 0xC0000000.
     c.map_range(0..0x40_0000, 0, SIZE_2M, K).unwrap().ignore();
-    let pd = c.ensure_table(0, Level::Pd, K).unwrap();
+    let (pd, f) = c.ensure_table(0, Level::Pd, K).unwrap();
+    assert!(f.is_empty());
     assert_eq!(pd, c.walk(0).steps()[2].entry_pa & !0xfff);
-    c.link_table(0xC000_0000, Level::Pd, pd, K).unwrap();
+    c.link_table(0xC000_0000, Level::Pd, pd, K)
+        .unwrap()
+        .ignore();
     assert_eq!(c.translate(0xC000_1234), Ok(0x1234));
     assert_eq!(c.translate(0xC020_1234), Ok(0x20_1234));
     assert!(matches!(
@@ -419,10 +424,14 @@ fn ensure_and_link_tables_share_a_directory() {
     );
     // ensure_table allocates what is missing: a PT for the pkmap window.
     let tables = c.stats().tables_allocated;
-    let pt = c.ensure_table(0xFFA0_0000, Level::Pt, K).unwrap();
+    let (pt, f) = c.ensure_table(0xFFA0_0000, Level::Pt, K).unwrap();
+    f.ignore();
     // Only the PT: PDPT[3] leads to the shared directory.
     assert_eq!(c.stats().tables_allocated, tables + 1);
-    assert_eq!(c.ensure_table(0xFFA0_0000, Level::Pt, K), Ok(pt));
+    assert_eq!(
+        c.ensure_table(0xFFA0_0000, Level::Pt, K),
+        Ok((pt, Flush::none()))
+    );
     assert!(matches!(
         c.ensure_table(0x1000, Level::Pt, K),
         Err(MapError::HugePageInTheWay {
@@ -454,7 +463,7 @@ fn a_user_page_under_a_kernel_table_relaxes_it_and_asks_for_a_flush() {
 }
 
 #[test]
-fn errors_leave_no_allocated_table_behind_unlinked() {
+fn a_failed_map_unlinks_and_frees_the_tables_it_made() {
     // 2 frames: PDPT and PD fit, the PT does not.
     let mut c = Cursor::new(
         FakeRam::new(4),
@@ -463,11 +472,59 @@ fn errors_leave_no_allocated_table_behind_unlinked() {
         WalkConfig::default(),
     );
     assert_eq!(c.map(0, 0, SIZE_4K, K), Err(MapError::NoMemory));
-    // Both tables are linked, so a later unmap_and_free reclaims them.
-    assert_eq!(tables(&c).len(), 3);
-    c.unmap_and_free_tables(0..1 << 39, |_| {})
-        .unwrap()
-        .ignore();
     assert!(c.alloc_mut().live.is_empty());
+    assert_eq!(tables(&c), [ROOT].into());
     assert_eq!(c.stats().tables_allocated, c.stats().tables_freed);
+    // A 2 MiB leaf needs no PT: it fits.
+    c.map(0, 0, SIZE_2M, K).unwrap().ignore();
+
+    // A refused leaf takes back its new tables too; tables that were
+    // there before stay.
+    let slab = 0x9000;
+    let mem = Refusing {
+        ram: FakeRam::new(16),
+        refused: [slab].into(),
+    };
+    let mut c = Cursor::new(
+        mem,
+        Frames::new(0x2000, 16 * PAGE),
+        ROOT,
+        WalkConfig::default(),
+    );
+    c.map(0x1000, 0x5000, SIZE_4K, K).unwrap().ignore();
+    let before = c.alloc_mut().live.clone();
+    assert!(matches!(
+        c.map(1 << 30, slab, SIZE_4K, K),
+        Err(MapError::Refused { .. })
+    ));
+    assert_eq!(c.alloc_mut().live, before);
+    assert_eq!(c.translate(0x1000), Ok(0x5000));
+}
+
+#[test]
+fn a_new_pae_pdpte_needs_a_cr3_reload() {
+    let pae = WalkConfig {
+        mode: &PAE_3LEVEL,
+        ..WalkConfig::default()
+    };
+    let mut c = Cursor::new(
+        FakeRam::new(16),
+        Frames::new(0x2000, 16 * PAGE),
+        0x1000,
+        pae,
+    );
+    let mut tlb = Tlb::default();
+    // The CPU reads PDPTEs only when CR3 is loaded: a new one is invisible
+    // until then, so the token says "everything".
+    let f = c.map(0x1000, 0x5000, SIZE_4K, K).unwrap();
+    assert_eq!(f, Flush::all());
+    f.flush(&mut tlb);
+    assert_eq!((tlb.one.len(), tlb.all), (0, 1));
+    // Under the existing PDPTE, nothing is owed.
+    assert!(c.map(0x2000, 0x6000, SIZE_4K, K).unwrap().is_empty());
+    // Freeing the PD clears the PDPTE: everything again.
+    let f = c.unmap_and_free_tables(0..1 << 30, |_| {}).unwrap();
+    assert_eq!(f, Flush::all());
+    f.ignore();
+    assert!(c.alloc_mut().live.is_empty());
 }
