@@ -416,10 +416,11 @@ const fn bits(lo: u32, hi: u32) -> u64 {
 }
 
 /// IA-32e 4-level paging (CR4.PAE, EFER.LMA, no LA57). A static, so the
-/// walkers can recognise it by address and use [`FOUR_LEVEL`], its value
-/// known at compile time in every crate.
+/// walkers can recognise it by its address and run a loop specialised from
+/// the same descriptor, whose value every crate knows at compile time.
 pub static X86_64_4LEVEL: PagingMode = FOUR_LEVEL;
 
+/// The value of [`X86_64_4LEVEL`].
 pub(crate) const FOUR_LEVEL: PagingMode = PagingMode {
     name: "x86-64 4-level",
     levels: &[
