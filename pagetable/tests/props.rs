@@ -204,23 +204,81 @@ proptest! {
     }
 }
 
-/// A cursor operation over a few pages of one of REGIONS (or the whole
-/// 2 MiB region, for huge pages and table freeing).
+/// A paging mode for the cursor model, with regions to work in: each
+/// `huge` bytes (the mode's large page), under different upper entries,
+/// in user and kernel halves.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    cfg: WalkConfig,
+    root: u64,
+    regions: [u64; 5],
+    huge: u64,
+}
+
+fn geometry() -> impl Strategy<Value = Geometry> {
+    let base = WalkConfig::default();
+    prop_oneof![
+        Just(Geometry {
+            cfg: base,
+            root: 0x1000,
+            regions: REGIONS,
+            huge: SIZE_2M,
+        }),
+        Just(Geometry {
+            cfg: WalkConfig {
+                mode: &PAE_3LEVEL,
+                ..base
+            },
+            root: 0x1020,
+            regions: [0, 0x20_0000, 0x4000_0000, 0xC000_0000, 0xFFE0_0000],
+            huge: SIZE_2M,
+        }),
+        Just(Geometry {
+            cfg: WalkConfig {
+                mode: &LEGACY_2LEVEL,
+                ..base
+            },
+            root: 0x1000,
+            regions: [0, 0x40_0000, 0x4000_0000, 0xC000_0000, 0xFFC0_0000],
+            huge: 4 << 20,
+        }),
+    ]
+}
+
+/// Pages of one of the geometry's regions: `pages` pages from page
+/// `first`, or (`pages == 0`) the whole region.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    region: usize,
+    first: u64,
+    pages: u64,
+}
+
+impl Span {
+    fn range(self, g: &Geometry) -> std::ops::Range<u64> {
+        let base = g.regions[self.region];
+        if self.pages == 0 {
+            base..base + g.huge
+        } else {
+            base + self.first * PAGE..base + (self.first + self.pages) * PAGE
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum CursorOp {
     Map {
-        start: u64,
-        pages: u64,
-        pa: u64,
+        span: Span,
+        pfn: u64,
         huge: bool,
         flags: PteFlags,
     },
     Unmap {
-        range: std::ops::Range<u64>,
+        span: Span,
         free_tables: bool,
     },
     Protect {
-        range: std::ops::Range<u64>,
+        span: Span,
         flags: PteFlags,
     },
 }
@@ -235,34 +293,21 @@ fn leaf_flags() -> impl Strategy<Value = PteFlags> {
     })
 }
 
-/// Pages `first..first + n` of a region, or the whole region.
-fn op_range() -> impl Strategy<Value = std::ops::Range<u64>> {
+fn span() -> impl Strategy<Value = Span> {
     prop_oneof![
-        3 => (0..REGIONS.len(), 0u64..8, 1u64..6).prop_map(|(r, p, n)| {
-            let s = REGIONS[r] + p * PAGE;
-            s..s + n * PAGE
-        }),
-        1 => (0..REGIONS.len()).prop_map(|r| REGIONS[r]..REGIONS[r] + SIZE_2M),
+        3 => (0..5usize, 0u64..8, 1u64..6).prop_map(|(region, first, pages)| Span { region, first, pages }),
+        1 => (0..5usize).prop_map(|region| Span { region, first: 0, pages: 0 }),
     ]
 }
 
 fn cursor_op() -> impl Strategy<Value = CursorOp> {
     prop_oneof![
-        3 => (op_range(), 0u64..1 << 20, any::<bool>(), leaf_flags()).prop_map(
-            |(range, pfn, huge, flags)| CursorOp::Map {
-                start: if huge { range.start & !(SIZE_2M - 1) } else { range.start },
-                pages: (range.end - range.start) / PAGE,
-                pa: if huge { (pfn << 12) & !(SIZE_2M - 1) } else { pfn << 12 },
-                huge,
-                flags,
-            }
-        ),
-        2 => (op_range(), any::<bool>())
-            .prop_map(|(range, free_tables)| CursorOp::Unmap { range, free_tables }),
-        1 => (op_range(), leaf_flags()).prop_map(|(range, flags)| CursorOp::Protect { range, flags }),
+        3 => (span(), 0u64..1 << 20, any::<bool>(), leaf_flags())
+            .prop_map(|(span, pfn, huge, flags)| CursorOp::Map { span, pfn, huge, flags }),
+        2 => (span(), any::<bool>()).prop_map(|(span, free_tables)| CursorOp::Unmap { span, free_tables }),
+        1 => (span(), leaf_flags()).prop_map(|(span, flags)| CursorOp::Protect { span, flags }),
     ]
 }
-
 /// The model: leaves by base VA, (pa, size, effective flags).
 type Model = BTreeMap<u64, (u64, u64, PteFlags)>;
 
@@ -282,7 +327,7 @@ fn hull(leaves: &[(u64, u64)]) -> Option<std::ops::RangeInclusive<u64>> {
 }
 
 /// Every table the listing reaches from the root.
-fn reachable(ram: &FakeRam, root: u64) -> BTreeSet<u64> {
+fn reachable(ram: &FakeRam, root: u64, cfg: &WalkConfig) -> BTreeSet<u64> {
     struct T(BTreeSet<u64>);
     impl Visitor for T {
         fn leaf(&mut self, _: &Leaf) -> ControlFlow<()> {
@@ -294,34 +339,39 @@ fn reachable(ram: &FakeRam, root: u64) -> BTreeSet<u64> {
         }
     }
     let mut v = T(BTreeSet::new());
-    for_each_mapping(ram, root, ALL, &WalkConfig::default(), &mut v);
+    for_each_mapping(ram, root, ALL, cfg, &mut v);
     v.0
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Map, unmap (keeping or freeing tables) and protect against a model:
-    /// translations, the leaves handed back, the exact flush ranges, and
-    /// the allocator's frames, which must be exactly the tables reachable
-    /// from the root after every step (nothing leaked, nothing freed that
-    /// is still linked).
+    /// Map, unmap (keeping or freeing tables) and protect against a model,
+    /// in each paging mode: translations, the leaves handed back, the exact
+    /// flush ranges, and the allocator's frames, which must be exactly the
+    /// tables reachable from the root after every step (nothing leaked,
+    /// nothing freed that is still linked).
     #[test]
-    fn cursor_agrees_with_a_model(ops in proptest::collection::vec(cursor_op(), 1..40)) {
-        const ROOT: u64 = 0x1000;
-        let mut c = Cursor::new(
-            FakeRam::new(64),
-            common::Frames::new(0x2000, 64 * PAGE),
-            ROOT,
-            WalkConfig::default(),
-        );
+    fn cursor_agrees_with_a_model(g in geometry(), ops in proptest::collection::vec(cursor_op(), 1..40)) {
+        let mut c = Cursor::new(FakeRam::new(64), common::Frames::new(0x2000, 64 * PAGE), g.root, g.cfg);
+        let pae = g.cfg.mode.root_in_registers;
+        // The token a change owes may also be "everything" in PAE.
+        let is_all = |f: &Flush| pae && *f == Flush::all();
         let mut model = Model::new();
-        // 2 MiB regions holding a page table.
+        // Huge regions holding a page table.
         let mut pts: BTreeSet<u64> = BTreeSet::new();
         for op in ops {
             match op {
-                CursorOp::Map { start, pages, pa, huge, flags } => {
-                    let (size, end) = if huge { (SIZE_2M, start + SIZE_2M) } else { (SIZE_4K, start + pages * PAGE) };
+                CursorOp::Map { span, pfn, huge, flags } => {
+                    let range = span.range(&g);
+                    let (size, start, end, pa) = if huge {
+                        let start = range.start & !(g.huge - 1);
+                        (g.huge, start, start + g.huge, (pfn << 12) & !(g.huge - 1))
+                    } else {
+                        (SIZE_4K, range.start, range.end, pfn << 12)
+                    };
+                    // 2-level frames stay below 4 GiB; PSE-36 is checked elsewhere.
+                    let pa = pa & 0xffff_ffff;
                     let r = c.map_range(start..end, pa, size, flags);
                     // The first page that cannot be mapped, if any.
                     let blocked = (start..end).step_by(size as usize).find(|&va| {
@@ -329,7 +379,7 @@ proptest! {
                     });
                     let done = match (&r, blocked) {
                         (Ok(f), None) => {
-                            prop_assert!(f.range().is_none_or(|h| start <= *h.start() && *h.end() < end));
+                            prop_assert!(is_all(f) || f.range().is_none_or(|h| start <= *h.start() && *h.end() < end));
                             end
                         }
                         (Err(e), Some(at)) => {
@@ -342,14 +392,18 @@ proptest! {
                     match r { Ok(f) => f.ignore(), Err(e) => e.flush.ignore() }
                     let mut eff = flags | PteFlags::PRESENT;
                     eff.set(PteFlags::HUGE, huge);
+                    if g.cfg.mode.nx == 0 {
+                        eff.remove(PteFlags::NX);
+                    }
                     for va in (start..done).step_by(size as usize) {
                         model.insert(va, (pa + (va - start), size, eff));
                         if !huge {
-                            pts.insert(va & !(SIZE_2M - 1));
+                            pts.insert(va & !(g.huge - 1));
                         }
                     }
                 }
-                CursorOp::Unmap { range, free_tables } => {
+                CursorOp::Unmap { span, free_tables } => {
+                    let range = span.range(&g);
                     let hit = overlapping(&model, &range);
                     let sticks_out = hit.iter().any(|(va, (_, s, _))| *va < range.start || va + s > range.end);
                     let mut handed = Vec::new();
@@ -368,6 +422,7 @@ proptest! {
                         let leaves: Vec<(u64, u64)> = hit.iter().map(|(va, (_, s, _))| (*va, *s)).collect();
                         match (f.range(), hull(&leaves)) {
                             (got, want) if !free_tables => prop_assert_eq!(got, want),
+                            _ if is_all(&f) => {}
                             // Freed tables add a page each, inside the range.
                             (Some(got), want) => {
                                 prop_assert!(range.start <= *got.start() && *got.end() < range.end);
@@ -380,11 +435,12 @@ proptest! {
                             model.remove(va);
                         }
                         if free_tables {
-                            pts.retain(|r| !(range.start <= *r && r + SIZE_2M <= range.end));
+                            pts.retain(|r| !(range.start <= *r && r + g.huge <= range.end));
                         }
                     }
                 }
-                CursorOp::Protect { range, flags } => {
+                CursorOp::Protect { span, flags } => {
+                    let range = span.range(&g);
                     let hit = overlapping(&model, &range);
                     let sticks_out = hit.iter().any(|(va, (_, s, _))| *va < range.start || va + s > range.end);
                     let r = c.protect(range.clone(), flags);
@@ -397,7 +453,10 @@ proptest! {
                         let mut changed = Vec::new();
                         for (va, (pa, size, old)) in hit {
                             let mut new = flags | PteFlags::PRESENT;
-                            new.set(PteFlags::HUGE, size == SIZE_2M);
+                            new.set(PteFlags::HUGE, size != SIZE_4K);
+                            if g.cfg.mode.nx == 0 {
+                                new.remove(PteFlags::NX);
+                            }
                             if new != old {
                                 changed.push((va, size));
                             }
@@ -408,7 +467,7 @@ proptest! {
                     }
                 }
             }
-            for r in REGIONS {
+            for r in g.regions {
                 for p in 0..8 {
                     let va = r + p * PAGE + 0x123;
                     let got = c.walk(va).mapping().map(|m| (m.pa, m.size, m.flags));
@@ -422,8 +481,8 @@ proptest! {
                 }
             }
             let mut out = c.alloc_mut().live.clone();
-            out.insert(ROOT);
-            prop_assert_eq!(reachable(c.mem(), ROOT), out);
+            out.insert(c.root());
+            prop_assert_eq!(reachable(c.mem(), c.root(), &g.cfg), out);
         }
     }
 }
