@@ -23,8 +23,8 @@ use crate::flush::{Flush, TlbFlush};
 use crate::mode::{Decoder, Level, LevelDesc, PsBit, MAX_LEVELS};
 use crate::phys::{read_entry, write_entry, PhysError, PhysWrite};
 use crate::visit::Leaf;
+use crate::walk::WalkConfig;
 use crate::walk::{levels, translate, walk, Effective, FaultReason, TranslateError, Walk};
-use crate::walk::{Outcome, WalkConfig};
 
 /// Hands out and takes back page-table pages.
 pub trait FrameAlloc {
@@ -636,30 +636,58 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// Clears the leaf covering `va`, whatever its size, and returns it
     /// (ptep_get_and_clear()). Tables are kept.
     pub fn unmap_leaf(&mut self, va: u64) -> Result<(Leaf, Flush), MapError> {
-        let w = self.walk(va);
-        let m = match w.outcome {
-            Outcome::Mapped(m) => m,
-            Outcome::NotPresent { level } => return Err(MapError::NotMapped { level }),
-            Outcome::Fault {
-                reason: FaultReason::NonCanonical,
-                ..
-            } => return Err(MapError::NonCanonical { va }),
-            Outcome::Fault { level, reason } => return Err(MapError::Fault { level, reason }),
-        };
-        let Some(step) = w.steps().last() else {
-            return Err(MapError::NotMapped { level: m.level });
-        };
-        self.write(va, step.entry_pa, Pte::EMPTY)?;
-        let leaf = Leaf {
-            va: m.va_base,
-            pa: m.frame,
-            size: m.size,
-            level: m.level,
-            entry_pa: step.entry_pa,
-            entry: step.entry,
-            flags: m.flags,
-        };
-        Ok((leaf, Flush::page(m.va_base, m.size)))
+        let leaf = self.leaf_at(va)?;
+        self.write(va, leaf.entry_pa, Pte::EMPTY)?;
+        Ok((leaf, Flush::page(leaf.va, leaf.size)))
+    }
+
+    /// The present leaf covering `va`, found from the deepest cached table
+    /// (whose path it caches in turn).
+    fn leaf_at(&mut self, va: u64) -> Result<Leaf, MapError> {
+        let levels = self.levels()?;
+        self.check_va(va)?;
+        let cfg = self.cfg;
+        let dec = Decoder::new(cfg.mode, &cfg);
+        let mut d = self.path.depth_for(va, levels);
+        let mut table = self.path.tables[d];
+        let mut eff = self.path.eff[d];
+        loop {
+            let desc = &levels[d];
+            let entry_pa = table + desc.index(va) as u64 * cfg.mode.entry_size;
+            let entry = self.read(entry_pa)?;
+            if !entry.is_present() {
+                return Err(MapError::NotMapped { level: desc.level });
+            }
+            let decoded = dec.decode(desc, entry);
+            if decoded.reserved != 0 {
+                let reason = FaultReason::ReservedBits {
+                    mask: decoded.reserved,
+                };
+                return Err(MapError::Fault {
+                    level: desc.level,
+                    reason,
+                });
+            }
+            eff = eff.and(entry, desc);
+            if decoded.leaf {
+                let size = desc.page_size();
+                return Ok(Leaf {
+                    va: va & !(size - 1),
+                    pa: dec.leaf_frame(desc, entry),
+                    size,
+                    level: desc.level,
+                    entry_pa,
+                    entry,
+                    flags: eff.leaf_flags(entry, desc.ps != PsBit::Pat),
+                });
+            }
+            table = dec.table(entry);
+            d += 1;
+            self.path.tables[d] = table;
+            self.path.eff[d] = eff;
+            self.path.len = d + 1;
+            self.path.va = va;
+        }
     }
 
     /// Clears every present leaf in `range` and hands each to `each` once
