@@ -209,7 +209,8 @@ pub(crate) struct Decoder<'a> {
     /// Reserved in every present entry: address bits at or above
     /// MAXPHYADDR, and XD without EFER.NXE.
     base: u64,
-    /// Physical address bits above 4 GiB that MAXPHYADDR allows (PSE-36).
+    /// Physical address bits above 4 GiB that MAXPHYADDR allows (PSE-36),
+    /// at most 32.
     high_avail: u32,
 }
 
@@ -218,7 +219,7 @@ impl<'a> Decoder<'a> {
     pub fn new(mode: &'a PagingMode, cfg: &'a WalkConfig) -> Self {
         let above = mode.addr_mask & u64::MAX.checked_shl(cfg.maxphyaddr.into()).unwrap_or(0);
         let base = above | if cfg.nxe { 0 } else { mode.nx };
-        let high_avail = u32::from(cfg.maxphyaddr).saturating_sub(32);
+        let high_avail = u32::from(cfg.maxphyaddr.min(64)).saturating_sub(32);
         Decoder {
             mode,
             cfg,
