@@ -20,7 +20,7 @@ use core::ops::Range;
 
 use crate::entry::{Pte, PteFlags, SIZE_4K};
 use crate::flush::{Flush, TlbFlush};
-use crate::mode::{Decoder, Level, LevelDesc, PsBit, MAX_LEVELS};
+use crate::mode::{Decoder, Level, LevelDesc, PagingMode, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL};
 use crate::phys::{read_entry, write_entry, PhysError, PhysWrite};
 use crate::visit::Leaf;
 use crate::walk::WalkConfig;
@@ -222,6 +222,7 @@ impl Path {
     }
 
     /// The deepest cached table on the way to `va` (0: the root).
+    #[inline(always)]
     fn depth_for(&self, va: u64, levels: &[LevelDesc]) -> usize {
         (1..self.len)
             .rev()
@@ -326,17 +327,32 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     }
 
     fn read(&self, entry_pa: u64) -> Result<Pte, MapError> {
-        Ok(Pte(read_entry(
-            &self.mem,
-            entry_pa,
-            self.cfg.mode.entry_size,
-        )?))
+        self.read_sized(self.cfg.mode.entry_size, entry_pa)
+    }
+
+    /// [`Cursor::read`] of an entry of `size` bytes, for callers that know
+    /// the size at compile time.
+    #[inline(always)]
+    fn read_sized(&self, size: u64, entry_pa: u64) -> Result<Pte, MapError> {
+        Ok(Pte(read_entry(&self.mem, entry_pa, size)?))
     }
 
     /// Stores one entry through the writer, whose refusal is reported as
     /// such; mirrors set_pte().
     fn write(&mut self, va: u64, entry_pa: u64, entry: Pte) -> Result<(), MapError> {
-        match write_entry(&mut self.mem, entry_pa, self.cfg.mode.entry_size, entry.0) {
+        self.write_sized(self.cfg.mode.entry_size, va, entry_pa, entry)
+    }
+
+    /// [`Cursor::write`] of an entry of `size` bytes.
+    #[inline(always)]
+    fn write_sized(
+        &mut self,
+        size: u64,
+        va: u64,
+        entry_pa: u64,
+        entry: Pte,
+    ) -> Result<(), MapError> {
+        match write_entry(&mut self.mem, entry_pa, size, entry.0) {
             Ok(()) => {
                 self.stats.pte_writes += 1;
                 Ok(())
@@ -375,56 +391,75 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// starting from the deepest cached table, allocating missing tables
     /// (pte_alloc_kernel(), pmd_alloc()) with table flags for a leaf with
     /// `flags`, and relaxing present ones that would restrict such a leaf.
-    /// Then runs `then` on that table. If anything fails, the tables this
-    /// call linked are unlinked and freed again, so an error leaves the
-    /// structure as it was (relaxed entries aside). Returns `then`'s value
-    /// and the flush owed: a relaxed entry may be cached restrictive (one
-    /// page of the target level at `va` flushes it), a PAE PDPTE written
-    /// needs everything.
+    /// Then runs `then` on that table. Returns `then`'s value and the flush
+    /// owed: a relaxed entry may be cached restrictive (one page of the
+    /// target level at `va` flushes it), a PAE PDPTE written needs
+    /// everything.
+    ///
+    /// If anything fails, tables made on the way stay linked, empty, as
+    /// Linux leaves them to free_pgtables(), and need no flush, not being
+    /// present before; except under a new PAE PDPTE, which the CPU would
+    /// not see without the full flush the error cannot carry: those are
+    /// unlinked and freed again.
+    #[inline(always)]
     fn with_table<T>(
         &mut self,
+        dec: &Decoder,
+        levels: &[LevelDesc],
         va: u64,
         depth: usize,
         flags: PteFlags,
         then: impl FnOnce(&mut Self, u64) -> Result<T, MapError>,
     ) -> Result<(T, Flush), MapError> {
-        // (entry written, table it points at) for each table linked here.
-        let mut made = [(0, 0); MAX_LEVELS];
-        let mut count = 0;
         let mut flush = Flush::none();
+        // The depth of the entry that links the first table made here.
+        let mut made_from = None;
         let out = self
-            .table_for(va, depth, flags, &mut made, &mut count, &mut flush)
+            .table_for(dec, levels, va, depth, flags, &mut made_from, &mut flush)
             .and_then(|table| then(self, table));
         match out {
             Ok(t) => Ok((t, flush)),
             Err(e) => {
-                flush.ignore();
-                for &(entry_pa, table) in made[..count].iter().rev() {
-                    // Never seen by the CPU (it was linked just now), so
-                    // no flush; a table that cannot be unlinked is kept.
-                    if self.write(va, entry_pa, Pte::EMPTY).is_ok() {
-                        self.free_table(table);
-                    }
+                // Only a new PDPTE owes everything.
+                if let (Some(from), true) = (made_from, flush == Flush::all()) {
+                    self.unlink_made(levels, va, from);
                 }
-                self.path = Path::new(self.root);
+                flush.ignore();
                 Err(e)
             }
         }
     }
 
-    /// The walk of [`Cursor::with_table`], recording what it links.
+    /// Unlinks and frees, bottom up, the tables on the cached path to `va`
+    /// below the entry at depth `from`; one that cannot be unlinked stays,
+    /// with those above it.
+    fn unlink_made(&mut self, levels: &[LevelDesc], va: u64, from: usize) {
+        for d in (from..self.path.len - 1).rev() {
+            let entry_pa =
+                self.path.tables[d] + levels[d].index(va) as u64 * self.cfg.mode.entry_size;
+            let table = self.path.tables[d + 1];
+            if self.write(va, entry_pa, Pte::EMPTY).is_err() {
+                break;
+            }
+            self.free_table(table);
+        }
+        self.path = Path::new(self.root);
+    }
+
+    /// The walk of [`Cursor::with_table`], noting where it starts linking
+    /// new tables.
+    #[allow(clippy::too_many_arguments)]
     fn table_for(
         &mut self,
+        dec: &Decoder,
+        levels: &[LevelDesc],
         va: u64,
         depth: usize,
         flags: PteFlags,
-        made: &mut [(u64, u64); MAX_LEVELS],
-        count: &mut usize,
+        made_from: &mut Option<usize>,
         flush: &mut Flush,
     ) -> Result<u64, MapError> {
-        let levels = self.levels()?;
-        let cfg = self.cfg;
-        let mode = cfg.mode;
+        let mode = dec.mode;
         let mut d = self.path.depth_for(va, levels).min(depth);
         if self.path.eff[d].restricts(flags) {
             // Only a walk from the root can relax the entries above.
@@ -435,9 +470,9 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         while d < depth {
             let desc = &levels[d];
             let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
-            let mut entry = self.read(entry_pa)?;
+            let mut entry = self.read_sized(mode.entry_size, entry_pa)?;
             if entry.is_present() {
-                let decoded = Decoder::new(mode, &cfg).decode(desc, entry);
+                let decoded = dec.decode(desc, entry);
                 if decoded.reserved != 0 {
                     let reason = FaultReason::ReservedBits {
                         mask: decoded.reserved,
@@ -454,7 +489,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                     });
                 }
                 if let Some(up) = relax(desc, entry, flags) {
-                    self.write(va, entry_pa, up)?;
+                    self.write_sized(mode.entry_size, va, entry_pa, up)?;
                     entry = up;
                     let size = levels[depth].page_size();
                     flush.add(Flush::page(va & !(size - 1), size));
@@ -462,16 +497,17 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             } else {
                 let new = self.new_table()?;
                 entry = desc.table_entry(new, flags);
-                if let Err(e) = self.write(va, entry_pa, entry) {
+                if let Err(e) = self.write_sized(mode.entry_size, va, entry_pa, entry) {
                     self.free_table(new);
                     return Err(e);
                 }
-                made[*count] = (entry_pa, new);
-                *count += 1;
-                flush.add(self.root_flush(d));
+                made_from.get_or_insert(d);
+                if mode.root_in_registers && d == 0 {
+                    flush.add(Flush::all());
+                }
             }
             eff = eff.and(entry, desc);
-            table = entry.0 & mode.addr_mask;
+            table = dec.table(entry);
             d += 1;
             self.path.tables[d] = table;
             self.path.eff[d] = eff;
@@ -488,15 +524,6 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             Flush::all()
         } else {
             Flush::none()
-        }
-    }
-
-    /// The level leaves of `size` live at, if the mode and config have it.
-    fn leaf_depth(&self, size: u64) -> Result<(usize, &'static LevelDesc), MapError> {
-        self.levels()?;
-        match self.cfg.mode.leaf_level(size) {
-            Some((depth, desc)) if desc.has_leaves(&self.cfg) => Ok((depth, desc)),
-            _ => Err(MapError::UnsupportedSize { size }),
         }
     }
 
@@ -519,26 +546,57 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// The slot must be empty, so the TLB cannot hold it: the token is
     /// empty unless a table above was relaxed (or, in PAE, a PDPTE made).
     pub fn map(&mut self, va: u64, pa: u64, size: u64, flags: PteFlags) -> Result<Flush, MapError> {
-        let (depth, desc) = self.leaf_depth(size)?;
-        self.check_va(va)?;
+        // As in the walkers, the 4-level mode runs a path specialised from
+        // its descriptor.
+        if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
+            self.map_in(&FOUR_LEVEL, va, pa, size, flags)
+        } else {
+            self.map_in(self.cfg.mode, va, pa, size, flags)
+        }
+    }
+
+    /// [`Cursor::map`] in `mode`, which is `self.cfg.mode`.
+    #[inline(always)]
+    fn map_in(
+        &mut self,
+        mode: &'static PagingMode,
+        va: u64,
+        pa: u64,
+        size: u64,
+        flags: PteFlags,
+    ) -> Result<Flush, MapError> {
+        let cfg = self.cfg;
+        if !mode.is_valid() {
+            return Err(MapError::Fault {
+                level: Level::Pml4,
+                reason: FaultReason::BadMode,
+            });
+        }
+        let (depth, desc) = match mode.leaf_level(size) {
+            Some((depth, desc)) if desc.has_leaves(&cfg) => (depth, desc),
+            _ => return Err(MapError::UnsupportedSize { size }),
+        };
+        if !mode.is_canonical(va) {
+            return Err(MapError::NonCanonical { va });
+        }
         if (va | pa) & (size - 1) != 0 {
             return Err(MapError::Misaligned { va, pa, size });
         }
-        let cfg = self.cfg;
-        let leaf = Decoder::new(cfg.mode, &cfg)
+        let dec = Decoder::new(mode, &cfg);
+        let leaf = dec
             .leaf_entry(desc, pa, flags)
             .ok_or(MapError::BadFrame { pa })?;
-        let entry_size = cfg.mode.entry_size;
-        let ((), flush) = self.with_table(va, depth, flags, |c, table| {
+        let entry_size = mode.entry_size;
+        let ((), flush) = self.with_table(&dec, mode.levels, va, depth, flags, |c, table| {
             let entry_pa = table + desc.index(va) as u64 * entry_size;
-            let old = c.read(entry_pa)?;
+            let old = c.read_sized(entry_size, entry_pa)?;
             if old.is_present() {
                 return Err(MapError::AlreadyMapped {
                     level: desc.level,
                     entry: old,
                 });
             }
-            c.write(va, entry_pa, leaf)
+            c.write_sized(entry_size, va, entry_pa, leaf)
         })?;
         Ok(flush)
     }
@@ -584,14 +642,16 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         level: Level,
         flags: PteFlags,
     ) -> Result<(u64, Flush), MapError> {
-        self.levels()?;
+        let levels = self.levels()?;
         self.check_va(va)?;
         let (depth, _) = self
             .cfg
             .mode
             .level(level)
             .ok_or(MapError::NoSuchLevel { level })?;
-        self.with_table(va, depth, flags, |_, table| Ok(table))
+        let cfg = self.cfg;
+        let dec = Decoder::new(cfg.mode, &cfg);
+        self.with_table(&dec, levels, va, depth, flags, |_, table| Ok(table))
     }
 
     /// Installs the existing table at `table` as the `level` table on the
@@ -619,7 +679,9 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         }
         let parent = &levels[depth - 1];
         let entry_size = self.cfg.mode.entry_size;
-        let ((), flush) = self.with_table(va, depth - 1, flags, |c, above| {
+        let cfg = self.cfg;
+        let dec = Decoder::new(cfg.mode, &cfg);
+        let ((), flush) = self.with_table(&dec, levels, va, depth - 1, flags, |c, above| {
             let entry_pa = above + parent.index(va) as u64 * entry_size;
             let old = c.read(entry_pa)?;
             if old.is_present() {
@@ -678,7 +740,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                     level: desc.level,
                     entry_pa,
                     entry,
-                    flags: eff.leaf_flags(entry, desc.ps != PsBit::Pat),
+                    flags: eff.leaf_flags(entry, desc.huge_leaves()),
                 });
             }
             table = dec.table(entry);
@@ -897,7 +959,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                 level: desc.level,
                 entry_pa,
                 entry,
-                flags: eff.leaf_flags(entry, desc.ps != PsBit::Pat),
+                flags: eff.leaf_flags(entry, desc.huge_leaves()),
             };
             let new = match decide(&leaf, desc) {
                 Update::Keep => continue,
@@ -950,14 +1012,16 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
 /// A table entry relaxed so it does not restrict a leaf with `leaf`
 /// flags, or None if it already does not (or the level has no
 /// permission bits).
+#[inline(always)]
 fn relax(desc: &LevelDesc, entry: Pte, leaf: PteFlags) -> Option<Pte> {
     if !desc.perms {
         return None;
     }
-    let old = entry.flags();
-    let mut new = old | desc.table_flags(leaf);
-    if !leaf.contains(PteFlags::NX) {
-        new.remove(PteFlags::NX);
-    }
-    (new != old).then(|| entry.with_flags(new))
+    let nx = if leaf.contains(PteFlags::NX) {
+        0
+    } else {
+        PteFlags::NX.bits()
+    };
+    let new = (entry.0 | desc.table_flags(leaf).bits()) & !nx;
+    (new != entry.0).then_some(Pte(new))
 }

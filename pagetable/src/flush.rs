@@ -101,6 +101,7 @@ impl Flush {
     }
 
     /// Both tokens' changes: the range covering both.
+    #[inline]
     pub fn merge(self, other: Flush) -> Flush {
         match (self.pages, other.pages) {
             (0, _) => other,
@@ -114,6 +115,7 @@ impl Flush {
     }
 
     /// Merges `other` into `self` in place.
+    #[inline]
     pub(crate) fn add(&mut self, other: Flush) {
         *self = core::mem::replace(self, Flush::none()).merge(other);
     }

@@ -147,6 +147,13 @@ impl LevelDesc {
         ((va >> self.shift) & ((1 << self.bits) - 1)) as usize
     }
 
+    /// Whether leaves at this level are large pages (PS set), rather than
+    /// the last level's 4 KiB pages.
+    #[inline(always)]
+    pub(crate) const fn huge_leaves(&self) -> bool {
+        !matches!(self.ps, PsBit::Pat)
+    }
+
     /// Whether PS marks a leaf at this level with every optional page size
     /// enabled; [`LevelDesc::maps_leaf`] honours the config.
     pub const fn is_leaf(&self, pte: Pte) -> bool {
@@ -232,7 +239,7 @@ impl<'a> Decoder<'a> {
     #[inline(always)]
     pub fn decode(&self, desc: &LevelDesc, pte: Pte) -> Decoded {
         let mut mask = self.base | desc.reserved;
-        if !pte.is_huge() && desc.ps != PsBit::Pat {
+        if !pte.is_huge() && desc.huge_leaves() {
             // The common case, a table pointer: PS clear above the last
             // level, where only the mode's and the level's bits are reserved.
             return Decoded {
@@ -297,9 +304,10 @@ impl<'a> Decoder<'a> {
     /// added, PS set above the last level, bits the format lacks dropped),
     /// or None if the format or MAXPHYADDR cannot hold `pa`, or it is not
     /// aligned to the page size.
+    #[inline]
     pub fn leaf_entry(&self, desc: &LevelDesc, pa: u64, flags: PteFlags) -> Option<Pte> {
         let mut f = flags | PteFlags::PRESENT;
-        f.set(PteFlags::HUGE, desc.ps != PsBit::Pat);
+        f.set(PteFlags::HUGE, desc.huge_leaves());
         f &= self.mode.flag_mask();
         let high = (pa >> 32 & self.high_mask(desc)) << 13;
         let pte = Pte((pa & self.mode.addr_mask) | high | f.bits());
@@ -381,6 +389,7 @@ impl PagingMode {
     }
 
     /// The level whose leaves are `size` bytes, if this mode has such leaves.
+    #[inline]
     pub fn leaf_level(&self, size: u64) -> Option<(usize, &'static LevelDesc)> {
         self.levels
             .iter()
@@ -406,7 +415,7 @@ impl PagingMode {
     #[inline(always)]
     pub(crate) fn is_valid(&self) -> bool {
         (1..=MAX_LEVELS).contains(&self.levels.len())
-            && self.levels.last().is_some_and(|d| d.ps == PsBit::Pat)
+            && self.levels.last().is_some_and(|d| !d.huge_leaves())
             && (self.entry_size == 4 || self.entry_size == 8)
     }
 }

@@ -103,6 +103,7 @@ pub(crate) fn read_entry<M: PhysRead + ?Sized>(
 }
 
 /// Writes one entry of `size` bytes; a 4-byte entry must fit in 32 bits.
+#[inline(always)]
 pub(crate) fn write_entry<M: PhysWrite + ?Sized>(
     mem: &mut M,
     pa: u64,

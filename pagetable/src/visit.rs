@@ -9,7 +9,7 @@
 use core::ops::{ControlFlow, Range};
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{Decoder, Level, PsBit, MAX_LEVELS};
+use crate::mode::{Decoder, Level, MAX_LEVELS};
 use crate::phys::{read_entry, PhysError, PhysRead};
 use crate::walk::{levels, Effective, WalkConfig};
 
@@ -268,7 +268,7 @@ where
                 level: desc.level,
                 entry_pa,
                 entry,
-                flags: eff.leaf_flags(entry, desc.ps != PsBit::Pat),
+                flags: eff.leaf_flags(entry, desc.huge_leaves()),
             };
             if visitor.leaf(&leaf).is_break() {
                 sum.stopped = true;

@@ -2,9 +2,7 @@
 //! way, [`translate`] returns the address alone.
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{
-    Decoder, Level, LevelDesc, PagingMode, PsBit, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL,
-};
+use crate::mode::{Decoder, Level, LevelDesc, PagingMode, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL};
 use crate::phys::{read_entry, PhysError, PhysRead};
 
 /// What the walker assumes about the CPU; the host fills it from the
@@ -177,48 +175,40 @@ impl Walk {
     }
 }
 
-/// Effective permissions accumulated down a path.
+/// Effective permissions accumulated down a path, as entry bits:
+/// WRITABLE and USER while every level so far has them, NX once any has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Effective {
-    pub(crate) w: bool,
-    pub(crate) u: bool,
-    pub(crate) nx: bool,
-}
+pub(crate) struct Effective(u64);
+
+const W_U: u64 = PteFlags::WRITABLE.bits() | PteFlags::USER.bits();
+const NX: u64 = PteFlags::NX.bits();
 
 impl Effective {
-    pub(crate) const START: Effective = Effective {
-        w: true,
-        u: true,
-        nx: false,
-    };
+    pub(crate) const START: Effective = Effective(W_U);
 
     /// Adds an entry at a level; levels without permission bits (PAE
     /// PDPTEs) change nothing.
+    #[inline(always)]
     pub(crate) fn and(self, pte: Pte, desc: &LevelDesc) -> Effective {
-        if !desc.perms {
-            return self;
-        }
-        let f = pte.flags();
-        Effective {
-            w: self.w && f.contains(PteFlags::WRITABLE),
-            u: self.u && f.contains(PteFlags::USER),
-            nx: self.nx || f.contains(PteFlags::NX),
+        if desc.perms {
+            Effective((self.0 & (pte.0 | !W_U)) | (pte.0 & NX))
+        } else {
+            self
         }
     }
 
     /// Whether a leaf with `flags` under this path gets less than it asks.
+    #[inline(always)]
     pub(crate) fn restricts(self, flags: PteFlags) -> bool {
-        (flags.contains(PteFlags::WRITABLE) && !self.w)
-            || (flags.contains(PteFlags::USER) && !self.u)
-            || (!flags.contains(PteFlags::NX) && self.nx)
+        let f = flags.bits();
+        f & W_U & !self.0 != 0 || (f & NX == 0 && self.0 & NX != 0)
     }
 
     /// Flags of a leaf as the CPU enforces them; `self` must include it.
+    #[inline(always)]
     pub(crate) fn leaf_flags(self, leaf: Pte, huge: bool) -> PteFlags {
         let mut f = leaf.flags().difference(PteFlags::PERMS | PteFlags::HUGE);
-        f.set(PteFlags::WRITABLE, self.w);
-        f.set(PteFlags::USER, self.u);
-        f.set(PteFlags::NX, self.nx);
+        f |= PteFlags::from_bits_truncate(self.0 & (W_U | NX));
         f.set(PteFlags::HUGE, huge);
         f
     }
@@ -319,7 +309,7 @@ fn walk_in<M: PhysRead + ?Sized, const SIZE: u64>(
                 frame,
                 size,
                 level,
-                flags: eff.leaf_flags(entry, desc.ps != PsBit::Pat),
+                flags: eff.leaf_flags(entry, desc.huge_leaves()),
             });
             return w;
         }
