@@ -255,8 +255,8 @@ impl<'a> Decoder<'a> {
             }
             PsBit::Huge { gate, high_bits } => match (gate_open(gate, self.cfg), gate) {
                 (true, _) => {
-                    let high = high_bits.min(self.high_avail);
-                    mask |= bits(13, desc.shift) & !bits(13, 13 + high);
+                    // Bits 13 up to the page size, but for PSE-36's.
+                    mask |= bits(13 + high_bits.min(self.high_avail), desc.shift);
                     true
                 }
                 (false, Gate::Pse) => false,
@@ -363,11 +363,17 @@ impl PagingMode {
     /// Turns a linear index into an address: sign-extends bit
     /// `va_bits - 1` in 64-bit modes, keeps it in 32-bit ones.
     pub const fn canonical(&self, va: u64) -> u64 {
-        if !self.canonical {
-            return va;
+        sign_extend(va, self.sign_shift())
+    }
+
+    /// How far [`PagingMode::canonical`] shifts (0: no sign extension),
+    /// for loops that convert many addresses.
+    pub(crate) const fn sign_shift(&self) -> u32 {
+        if self.canonical {
+            64 - self.va_bits
+        } else {
+            0
         }
-        let unused = 64 - self.va_bits;
-        (((va << unused) as i64) >> unused) as u64
     }
 
     /// Size of the linear address space.
@@ -418,6 +424,12 @@ impl PagingMode {
             && self.levels.last().is_some_and(|d| !d.huge_leaves())
             && (self.entry_size == 4 || self.entry_size == 8)
     }
+}
+
+/// `va` with its top `shift` bits copies of the bit below them.
+#[inline(always)]
+pub(crate) const fn sign_extend(va: u64, shift: u32) -> u64 {
+    (((va << shift) as i64) >> shift) as u64
 }
 
 /// Bits `lo..hi` set (`0 < hi <= 64`, `lo < 64`).

@@ -9,7 +9,7 @@
 use core::ops::{ControlFlow, Range};
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{Decoder, Level, MAX_LEVELS};
+use crate::mode::{sign_extend, Decoder, Level, MAX_LEVELS};
 use crate::phys::{read_entry, PhysError, PhysRead};
 use crate::walk::{levels, Effective, WalkConfig};
 
@@ -167,6 +167,7 @@ where
         return sum;
     }
     let dec = Decoder::new(mode, cfg);
+    let sign = mode.sign_shift();
     let root = Table {
         pa: mode.root_table(root),
         level: levels[0].level,
@@ -197,7 +198,7 @@ where
         stack[sp - 1].next += 1;
         let size = desc.page_size();
         let lin = f.base + ((f.next as u64) << desc.shift);
-        let va = mode.canonical(lin);
+        let va = sign_extend(lin, sign);
         if va >= va_range.end {
             // Canonical order follows index order: nothing further here.
             stack[sp - 1].next = desc.entries();

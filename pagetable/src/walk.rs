@@ -190,11 +190,9 @@ impl Effective {
     /// PDPTEs) change nothing.
     #[inline(always)]
     pub(crate) fn and(self, pte: Pte, desc: &LevelDesc) -> Effective {
-        if desc.perms {
-            Effective((self.0 & (pte.0 | !W_U)) | (pte.0 & NX))
-        } else {
-            self
-        }
+        // All ones at a level with permission bits, else nothing.
+        let counts = u64::from(desc.perms).wrapping_neg();
+        Effective((self.0 & (pte.0 | !(W_U & counts))) | (pte.0 & NX & counts))
     }
 
     /// Whether a leaf with `flags` under this path gets less than it asks.
