@@ -1,11 +1,11 @@
-//! Page-table walker and mapper benchmarks, with the `x86_64` crate's
+//! Page-table walker and cursor benchmarks, with the `x86_64` crate's
 //! `OffsetPageTable::translate_addr` (a published walker) measured in the
-//! same run over the very same tables.
+//! same run over the very same tables, next to our `translate()`.
 //!
 //! The tables are the guest kernel's shape with 896 MiB of lowmem: the
 //! direct map at PAGE_OFFSET as 448 2 MiB leaves and the pkmap window as one
 //! page table of 512 4 KiB leaves (abi::layout), built with this crate's
-//! own `Mapper` in a Vec standing in for physical memory.
+//! own `Cursor` in a Vec standing in for physical memory.
 //!
 //! Linux anchors (research/guest_mm.md §4): an INVLPG costs ~100 ns
 //! (260 cycles), a CR3 reload ~96 cycles; a software walk is what a VMM or
@@ -14,8 +14,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pagetable::{
-    for_each_mapping, walk, FnVisitor, FrameAlloc, PhysError, PhysRead, PhysWrite, PteFlags,
-    TlbFlush, WalkConfig, ALL, SIZE_2M, SIZE_4K,
+    for_each_mapping, translate, walk, Cursor, FnVisitor, FrameAlloc, PhysError, PhysRead,
+    PhysWrite, PteFlags, TlbFlush, WalkConfig, ALL, SIZE_2M, SIZE_4K,
 };
 use std::hint::black_box;
 use std::ops::ControlFlow;
@@ -88,36 +88,38 @@ impl TlbFlush for NoTlb {
     fn flush_one(&mut self, va: u64) {
         black_box(va);
     }
-    fn flush_all(&mut self) {}
+    fn flush_all(&mut self) {
+        black_box(());
+    }
 }
 
 const ROOT: u64 = 0x1000;
 const KERNEL: PteFlags = PteFlags::WRITABLE.union(PteFlags::GLOBAL);
 
-type KernelMapper = pagetable::Mapper<Ram, Bump>;
+type KernelTables = Cursor<Ram, Bump>;
 
 /// The guest's kernel tables with 896 MiB of lowmem: 448 2 MiB leaves and
-/// 512 4 KiB leaves, under one root (frame 1), in 5 table frames.
-fn kernel_tables() -> KernelMapper {
+/// 512 4 KiB leaves, under one root (frame 1), in 4 table frames.
+fn kernel_tables() -> KernelTables {
     let mut alloc = Bump(1);
     assert_eq!(alloc.alloc_table(), Some(ROOT));
     let cfg = WalkConfig {
         gb_pages: false,
         ..WalkConfig::default()
     };
-    let mut m = pagetable::Mapper::with_config(Ram::new(), alloc, cfg);
-    for pa in (0..LOWMEM).step_by(SIZE_2M as usize) {
-        m.map_2m(ROOT, PAGE_OFFSET + pa, pa, KERNEL)
-            .unwrap()
-            .ignore();
-    }
-    for i in 0..LAST_PKMAP {
-        let va = PKMAP_BASE + i * SIZE_4K;
-        m.map_4k(ROOT, va, HIGHMEM_PA + i * SIZE_4K, KERNEL)
-            .unwrap()
-            .ignore();
-    }
-    m
+    let mut c = Cursor::new(Ram::new(), alloc, ROOT, cfg);
+    let direct_map = PAGE_OFFSET..PAGE_OFFSET + LOWMEM;
+    // Fresh tables: nothing was present, so there is nothing to flush.
+    assert!(c
+        .map_range(direct_map, 0, SIZE_2M, KERNEL)
+        .unwrap()
+        .is_empty());
+    let pkmap = PKMAP_BASE..PKMAP_BASE + LAST_PKMAP * SIZE_4K;
+    assert!(c
+        .map_range(pkmap, HIGHMEM_PA, SIZE_4K, KERNEL)
+        .unwrap()
+        .is_empty());
+    c
 }
 
 /// A 2 MiB leaf in the middle of the direct map, and a 4 KiB pkmap leaf.
@@ -132,7 +134,7 @@ fn peer_view(ram: &mut Ram) -> OffsetPageTable<'_> {
     // SAFETY: `ram` is one contiguous, 4096-aligned allocation of
     // RAM_FRAMES frames, so `base + pa` is the frame at `pa` for every pa
     // below RAM_FRAMES * 4 KiB, and the root frame at ROOT is in range.
-    // Every table entry was written by our Mapper with frames from Bump,
+    // Every table entry was written by our Cursor with frames from Bump,
     // which only hands out frames of this buffer, so each table the crate
     // follows lies inside it (leaf frames are never dereferenced). The
     // returned view borrows `ram` mutably for its whole life: nothing else
@@ -147,58 +149,78 @@ fn bench_walk(c: &mut Criterion) {
     let m = kernel_tables();
     let cfg = *m.config();
     let ram = m.mem().clone();
+    let mut peer_ram = ram.clone();
+    let peer = peer_view(&mut peer_ram);
+    // The walkers agree before any is timed.
+    for va in [VA_4K, VA_2M] {
+        let ours = walk(&ram, ROOT, va, &cfg).pa();
+        let theirs = peer.translate_addr(VirtAddr::new(va)).map(|p| p.as_u64());
+        assert_eq!(ours, theirs, "translations of {va:#x} differ");
+        assert_eq!(translate(&ram, ROOT, va, &cfg).ok(), ours);
+        assert!(ours.is_some());
+    }
     let mut g = c.benchmark_group("walk");
 
+    // Address only, each of ours next to the peer so both see the same
+    // machine load. Ours reads every entry through PhysRead (bounds
+    // checked, Result-returning) and checks its reserved bits.
+    g.bench_function("pagetable translate() 4 KiB leaf", |b| {
+        b.iter(|| translate(black_box(&ram), ROOT, black_box(VA_4K), &cfg))
+    });
+    g.bench_function("x86_64 OffsetPageTable::translate_addr 4 KiB leaf", |b| {
+        b.iter(|| peer.translate_addr(black_box(VirtAddr::new(VA_4K))))
+    });
+    g.bench_function("pagetable translate() 2 MiB leaf", |b| {
+        b.iter(|| translate(black_box(&ram), ROOT, black_box(VA_2M), &cfg))
+    });
+    g.bench_function("x86_64 OffsetPageTable::translate_addr 2 MiB leaf", |b| {
+        b.iter(|| peer.translate_addr(black_box(VirtAddr::new(VA_2M))))
+    });
+
+    // The full per-level record.
     g.bench_function("pagetable walk() 4 KiB leaf (4 levels)", |b| {
         b.iter(|| walk(black_box(&ram), ROOT, black_box(VA_4K), &cfg))
     });
     g.bench_function("pagetable walk() 2 MiB leaf (3 levels)", |b| {
         b.iter(|| walk(black_box(&ram), ROOT, black_box(VA_2M), &cfg))
     });
-
-    // The same walks returning only the address, as translate_addr does:
-    // the ~200-byte Walk record is then neither copied out nor kept.
-    g.bench_function("pagetable walk().pa() 4 KiB leaf", |b| {
-        b.iter(|| walk(black_box(&ram), ROOT, black_box(VA_4K), &cfg).pa())
-    });
-    g.bench_function("pagetable walk().pa() 2 MiB leaf", |b| {
-        b.iter(|| walk(black_box(&ram), ROOT, black_box(VA_2M), &cfg).pa())
-    });
-
-    let mut peer_ram = ram.clone();
-    let peer = peer_view(&mut peer_ram);
-    // Both walkers agree before either is timed.
-    for va in [VA_4K, VA_2M] {
-        let ours = walk(&ram, ROOT, va, &cfg).pa();
-        let theirs = peer.translate_addr(VirtAddr::new(va)).map(|p| p.as_u64());
-        assert_eq!(ours, theirs, "translations of {va:#x} differ");
-        assert!(ours.is_some());
-    }
-    g.bench_function("x86_64 OffsetPageTable::translate_addr 4 KiB leaf", |b| {
-        b.iter(|| peer.translate_addr(black_box(VirtAddr::new(VA_4K))))
-    });
-    g.bench_function("x86_64 OffsetPageTable::translate_addr 2 MiB leaf", |b| {
-        b.iter(|| peer.translate_addr(black_box(VirtAddr::new(VA_2M))))
-    });
     g.finish();
 }
 
-fn bench_mapper(c: &mut Criterion) {
+fn bench_cursor(c: &mut Criterion) {
     let mut m = kernel_tables();
     let mut tlb = NoTlb;
     // A free slot in an existing page table (as kmap/vmap find it): pkmap
     // slot 300 is unmapped first so the round trip writes one PTE each way.
     let va = PKMAP_BASE + 300 * SIZE_4K;
-    m.unmap(ROOT, va).unwrap().1.flush(&mut tlb);
-    let mut g = c.benchmark_group("mapper");
-    g.bench_function("pagetable map_4k+unmap (tables present)", |b| {
+    m.unmap_leaf(va).unwrap().1.flush(&mut tlb);
+    let mut g = c.benchmark_group("cursor");
+    g.bench_function(
+        "pagetable Cursor map+unmap_leaf 4 KiB (tables present)",
+        |b| {
+            b.iter(|| {
+                m.map(black_box(va), HIGHMEM_PA, SIZE_4K, KERNEL)
+                    .unwrap()
+                    .flush(&mut tlb);
+                let (leaf, f) = m.unmap_leaf(black_box(va)).unwrap();
+                f.flush(&mut tlb);
+                leaf
+            })
+        },
+    );
+    // vmap/vunmap of 16 pages in the pkmap table's free slots 300..316.
+    let range = va..va + 16 * SIZE_4K;
+    m.unmap(range.clone(), |_| {}).unwrap().flush(&mut tlb);
+    g.bench_function("pagetable Cursor map_range+unmap 16 x 4 KiB", |b| {
         b.iter(|| {
-            m.map_4k(ROOT, black_box(va), HIGHMEM_PA, KERNEL)
+            m.map_range(black_box(range.clone()), HIGHMEM_PA, SIZE_4K, KERNEL)
                 .unwrap()
-                .ignore();
-            let (u, f) = m.unmap(ROOT, black_box(va)).unwrap();
-            f.flush(&mut tlb);
-            u
+                .flush(&mut tlb);
+            let mut frames = 0u64;
+            m.unmap(black_box(range.clone()), |l| frames += l.pa)
+                .unwrap()
+                .flush(&mut tlb);
+            frames
         })
     });
     g.finish();
@@ -222,7 +244,7 @@ fn bench_listing(c: &mut Criterion) {
             |_: &pagetable::Anomaly| ControlFlow::Continue(()),
         ),
     );
-    assert_eq!((leaves, sum.anomalies), (448 + 512, 0));
+    assert_eq!((leaves, sum.tables, sum.anomalies), (448 + 512, 4, 0));
 
     let mut g = c.benchmark_group("listing");
     g.bench_function(
@@ -251,6 +273,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = bench_walk, bench_mapper, bench_listing
+    targets = bench_walk, bench_cursor, bench_listing
 }
 criterion_main!(benches);

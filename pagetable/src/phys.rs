@@ -25,7 +25,8 @@ impl core::fmt::Display for PhysError {
     }
 }
 
-/// Reads guest-physical memory. Callers only pass 8-byte-aligned addresses.
+/// Reads guest-physical memory. `read_u64` is only passed 8-byte-aligned
+/// addresses, `read_u32` 4-byte-aligned ones.
 pub trait PhysRead {
     fn read_u64(&self, pa: u64) -> Result<u64, PhysError>;
 
@@ -37,14 +38,33 @@ pub trait PhysRead {
     }
 }
 
-/// Writes guest-physical memory (page-table builders only).
-pub trait PhysWrite {
+/// Writes guest-physical memory (page-table writers only). This is where a
+/// writer's policy goes: a write it refuses (the guest's double-mapping
+/// prevention) returns [`PhysError::Refused`] and changes nothing, and the
+/// cursor reports it as [`crate::MapError::Refused`].
+pub trait PhysWrite: PhysRead {
     fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError>;
+
+    /// For 4-byte-entry formats. The default rewrites the aligned 8 bytes
+    /// around the entry, which is right for tables no CPU is using; a
+    /// writer of live 2-level tables (where the CPU may set A/D in the
+    /// neighbouring entry meanwhile) stores 4 bytes instead.
+    fn write_u32(&mut self, pa: u64, val: u32) -> Result<(), PhysError> {
+        let word = pa & !7;
+        let shift = (pa & 4) * 8;
+        let old = self.read_u64(word)?;
+        let new = (old & !(0xffff_ffff << shift)) | u64::from(val) << shift;
+        self.write_u64(word, new)
+    }
 }
 
 impl<T: PhysRead + ?Sized> PhysRead for &T {
     fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
         (**self).read_u64(pa)
+    }
+
+    fn read_u32(&self, pa: u64) -> Result<u32, PhysError> {
+        (**self).read_u32(pa)
     }
 }
 
@@ -52,15 +72,24 @@ impl<T: PhysRead + ?Sized> PhysRead for &mut T {
     fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
         (**self).read_u64(pa)
     }
+
+    fn read_u32(&self, pa: u64) -> Result<u32, PhysError> {
+        (**self).read_u32(pa)
+    }
 }
 
 impl<T: PhysWrite + ?Sized> PhysWrite for &mut T {
     fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
         (**self).write_u64(pa, val)
     }
+
+    fn write_u32(&mut self, pa: u64, val: u32) -> Result<(), PhysError> {
+        (**self).write_u32(pa, val)
+    }
 }
 
 /// Reads one entry of `size` bytes (8, or 4 for legacy 32-bit tables).
+#[inline(always)]
 pub(crate) fn read_entry<M: PhysRead + ?Sized>(
     mem: &M,
     pa: u64,
@@ -70,5 +99,20 @@ pub(crate) fn read_entry<M: PhysRead + ?Sized>(
         mem.read_u32(pa).map(u64::from)
     } else {
         mem.read_u64(pa)
+    }
+}
+
+/// Writes one entry of `size` bytes; a 4-byte entry must fit in 32 bits.
+#[inline(always)]
+pub(crate) fn write_entry<M: PhysWrite + ?Sized>(
+    mem: &mut M,
+    pa: u64,
+    size: u64,
+    val: u64,
+) -> Result<(), PhysError> {
+    if size == 4 {
+        mem.write_u32(pa, val as u32)
+    } else {
+        mem.write_u64(pa, val)
     }
 }

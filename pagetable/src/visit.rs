@@ -9,9 +9,9 @@
 use core::ops::{ControlFlow, Range};
 
 use crate::entry::{Pte, PteFlags};
-use crate::mode::{Level, MAX_LEVELS};
+use crate::mode::{sign_extend, Decoder, Level, MAX_LEVELS};
 use crate::phys::{read_entry, PhysError, PhysRead};
-use crate::walk::{Effective, WalkConfig};
+use crate::walk::{levels, Effective, WalkConfig};
 
 /// Pass as `va_range` to list the whole address space.
 pub const ALL: Range<u64> = 0..u64::MAX;
@@ -62,12 +62,30 @@ pub struct Anomaly {
     pub entry: Pte,
 }
 
-/// Receives leaves in ascending VA order, and anomalies where met.
-/// Returning `Break` from either stops the listing.
+/// A page-table page the listing is about to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Table {
+    /// Its physical address (a page, or the PAE PDPT's 32 bytes).
+    pub pa: u64,
+    pub level: Level,
+    /// First (canonical) VA it maps.
+    pub va: u64,
+    /// The entry pointing at it; None for the root.
+    pub parent_entry_pa: Option<u64>,
+}
+
+/// Receives leaves in ascending VA order, anomalies where met, and each
+/// table before its entries. Returning `Break` from any stops the listing.
 pub trait Visitor {
     fn leaf(&mut self, leaf: &Leaf) -> ControlFlow<()>;
 
     fn anomaly(&mut self, _anomaly: &Anomaly) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    /// A table entered; a table linked at several places is reported at
+    /// each. The listing only calls this for tables it reads.
+    fn table(&mut self, _table: &Table) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
 }
@@ -141,13 +159,23 @@ where
     V: Visitor + ?Sized,
 {
     let mode = cfg.mode;
-    let levels = &mode.levels[..mode.levels.len().min(MAX_LEVELS)];
     let mut sum = Summary::default();
-    if levels.is_empty() || va_range.start >= va_range.end {
+    let Some(levels) = levels(cfg) else {
+        return sum;
+    };
+    if va_range.start >= va_range.end {
         return sum;
     }
+    let dec = Decoder::new(mode, cfg);
+    let sign = mode.sign_shift();
+    let root = Table {
+        pa: mode.root_table(root),
+        level: levels[0].level,
+        va: 0,
+        parent_entry_pa: None,
+    };
     let mut stack = [Frame {
-        table: Pte(root).addr(),
+        table: root.pa,
         depth: 0,
         next: 0,
         base: 0,
@@ -155,6 +183,10 @@ where
     }; MAX_LEVELS];
     let mut sp = 1;
     sum.tables = 1;
+    if visitor.table(&root).is_break() {
+        sum.stopped = true;
+        return sum;
+    }
 
     while sp > 0 {
         let f = stack[sp - 1];
@@ -166,7 +198,7 @@ where
         stack[sp - 1].next += 1;
         let size = desc.page_size();
         let lin = f.base + ((f.next as u64) << desc.shift);
-        let va = mode.canonical(lin);
+        let va = sign_extend(lin, sign);
         if va >= va_range.end {
             // Canonical order follows index order: nothing further here.
             stack[sp - 1].next = desc.entries();
@@ -219,31 +251,25 @@ where
             entry_pa,
             entry,
         };
-        let mask = desc.reserved_bits(entry, cfg);
-        if mask != 0 {
-            if report(
-                visitor,
-                &mut sum,
-                anomaly(AnomalyKind::ReservedBits { mask }),
-            )
-            .is_break()
-            {
+        let d = dec.decode(desc, entry);
+        if d.reserved != 0 {
+            let kind = AnomalyKind::ReservedBits { mask: d.reserved };
+            if report(visitor, &mut sum, anomaly(kind)).is_break() {
                 return sum;
             }
             continue;
         }
-        let eff = f.eff.and(entry);
-        let last = f.depth + 1 == levels.len();
-        if last || desc.is_leaf(entry) {
+        let eff = f.eff.and(entry, desc);
+        if d.leaf {
             sum.leaves += 1;
             let leaf = Leaf {
                 va,
-                pa: entry.frame(size),
+                pa: dec.leaf_frame(desc, entry),
                 size,
                 level: desc.level,
                 entry_pa,
                 entry,
-                flags: eff.leaf_flags(entry, !last),
+                flags: eff.leaf_flags(entry, desc.huge_leaves()),
             };
             if visitor.leaf(&leaf).is_break() {
                 sum.stopped = true;
@@ -251,7 +277,7 @@ where
             }
             continue;
         }
-        let child = entry.addr();
+        let child = dec.table(entry);
         if let Some(anc) = stack[..sp].iter().find(|a| a.table == child) {
             let kind = AnomalyKind::Loop {
                 ancestor: levels[anc.depth].level,
@@ -262,6 +288,16 @@ where
             continue;
         }
         sum.tables += 1;
+        let table = Table {
+            pa: child,
+            level: levels[f.depth + 1].level,
+            va,
+            parent_entry_pa: Some(entry_pa),
+        };
+        if visitor.table(&table).is_break() {
+            sum.stopped = true;
+            return sum;
+        }
         stack[sp] = Frame {
             table: child,
             depth: f.depth + 1,

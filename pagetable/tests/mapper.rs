@@ -14,7 +14,8 @@ fn counts_writes_and_tables() {
         m.stats(),
         MapStats {
             pte_writes: 4,
-            tables_allocated: 3
+            tables_allocated: 3,
+            tables_freed: 0
         }
     );
     m.map_4k(ROOT, 0xC000_1000, 0x2000, K).unwrap().ignore();
@@ -22,7 +23,8 @@ fn counts_writes_and_tables() {
         m.stats(),
         MapStats {
             pte_writes: 5,
-            tables_allocated: 3
+            tables_allocated: 3,
+            tables_freed: 0
         }
     );
     // A user page under the same PML4E upgrades it (one more write), and
@@ -34,7 +36,8 @@ fn counts_writes_and_tables() {
         m.stats(),
         MapStats {
             pte_writes: 9,
-            tables_allocated: 5
+            tables_allocated: 5,
+            tables_freed: 0
         }
     );
     let w = m.walk(ROOT, 0x0800_0000);

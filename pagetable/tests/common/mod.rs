@@ -1,7 +1,9 @@
 //! Emulated guest-physical memory for the tests.
 #![allow(dead_code)]
 
-use pagetable::{FrameAlloc, PhysError, PhysRead, PhysWrite, TlbFlush};
+use std::collections::BTreeSet;
+
+use pagetable::{FrameAlloc, PhysError, PhysRead, PhysWrite, Pte, TlbFlush};
 
 pub const PAGE: u64 = 4096;
 
@@ -29,6 +31,17 @@ impl FakeRam {
 
     pub fn get(&self, pa: u64) -> u64 {
         self.words[(pa / 8) as usize]
+    }
+
+    /// A 4-byte entry (2-level paging), little-endian within its word.
+    pub fn set32(&mut self, pa: u64, v: u32) {
+        let shift = (pa & 4) * 8;
+        let w = &mut self.words[(pa / 8) as usize];
+        *w = (*w & !(0xffff_ffff << shift)) | u64::from(v) << shift;
+    }
+
+    pub fn get32(&self, pa: u64) -> u32 {
+        (self.get(pa & !7) >> ((pa & 4) * 8)) as u32
     }
 }
 
@@ -83,6 +96,58 @@ impl FrameAlloc for Bump {
             self.next += PAGE;
             self.next - PAGE
         })
+    }
+}
+
+/// Hands out the frames `next..end` and takes freed ones back, keeping
+/// the set of frames out, so tests can check that nothing leaks.
+pub struct Frames {
+    pub free: Vec<u64>,
+    pub live: BTreeSet<u64>,
+}
+
+impl Frames {
+    pub fn new(next: u64, end: u64) -> Self {
+        Frames {
+            free: (next / PAGE..end / PAGE).rev().map(|f| f * PAGE).collect(),
+            live: BTreeSet::new(),
+        }
+    }
+}
+
+impl FrameAlloc for Frames {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let pa = self.free.pop()?;
+        assert!(self.live.insert(pa), "{pa:#x} handed out twice");
+        Some(pa)
+    }
+
+    fn free_table(&mut self, pa: u64) {
+        assert!(self.live.remove(&pa), "{pa:#x} freed but not out");
+        self.free.push(pa);
+    }
+}
+
+/// A writer with the guest's policy: a present entry pointing at one of
+/// `refused` (its "slab frames") is refused and nothing is written.
+pub struct Refusing {
+    pub ram: FakeRam,
+    pub refused: BTreeSet<u64>,
+}
+
+impl PhysRead for Refusing {
+    fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
+        self.ram.read_u64(pa)
+    }
+}
+
+impl PhysWrite for Refusing {
+    fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
+        let pte = Pte(val);
+        if pte.is_present() && self.refused.contains(&pte.addr()) {
+            return Err(PhysError::Refused { pa });
+        }
+        self.ram.write_u64(pa, val)
     }
 }
 

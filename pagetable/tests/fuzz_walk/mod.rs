@@ -20,6 +20,10 @@
 //! little-endian u16 word index (modulo the RAM's words) and the u64 stored
 //! there, so a small input can build tables in several pages; a trailing
 //! partial record is ignored.
+//!
+//! Each input is checked three times: as x86-64 4-level tables (the
+//! header's config), then the same RAM as i386 PAE and as 2-level tables
+//! (CR4.PSE taken from the pdpe1gb bit).
 #![allow(dead_code)]
 
 use std::cell::Cell;
@@ -148,23 +152,32 @@ pub struct Report {
     pub listing: Summary,
 }
 
-/// Runs the walker over `data` and panics on any broken invariant: single
-/// walks read at most one entry per level and translate consistently; full
-/// and partial listings stay within the budget, list leaves in ascending,
-/// non-overlapping order, each one what a single walk of its address finds,
-/// and the merged `info mem` ranges cover exactly those leaves.
+/// Runs the walkers over `data` and panics on any broken invariant: single
+/// walks read at most one entry per level and translate consistently, and
+/// `translate` agrees with them; full and partial listings stay within the
+/// budget, list leaves in ascending, non-overlapping order, each one what a
+/// single walk of its address finds, and the merged `info mem` ranges
+/// cover exactly those leaves. The report is the 4-level pass's.
 pub fn check(data: &[u8]) -> Report {
     let Some(input) = decode(data) else {
         return Report::default();
     };
-    let Input {
-        root,
-        cfg,
-        lin,
-        ram,
-    } = &input;
+    let report = check_mode(&input, &input.cfg);
+    for mode in [&PAE_3LEVEL, &LEGACY_2LEVEL] {
+        let cfg = WalkConfig {
+            mode,
+            pse: input.cfg.gb_pages,
+            ..input.cfg
+        };
+        check_mode(&input, &cfg);
+    }
+    report
+}
+
+fn check_mode(input: &Input, cfg: &WalkConfig) -> Report {
+    let Input { root, lin, ram, .. } = input;
     let mode = cfg.mode;
-    let va = mode.canonical(*lin);
+    let va = mode.canonical(*lin & (mode.span() - 1));
     let mut report = Report::default();
 
     for va in [
@@ -195,8 +208,10 @@ fn check_walk(ram: &Ram, root: u64, va: u64, cfg: &WalkConfig) -> Option<Mapping
     let w = walk(ram, root, va, cfg);
     let reads = ram.reads.get() - before;
     assert_eq!(w.va, va);
-    assert!(reads <= MAX_LEVELS as u64, "{va:#x}: {reads} reads");
+    let levels = cfg.mode.levels;
+    assert!(reads <= levels.len() as u64, "{va:#x}: {reads} reads");
     assert!(w.steps().len() as u64 <= reads, "{va:#x}: {w:?}");
+    let translated = translate(ram, root, va, cfg);
     if !cfg.mode.is_canonical(va) {
         assert_eq!(reads, 0, "{va:#x} is non-canonical but was walked");
         assert!(matches!(
@@ -208,14 +223,15 @@ fn check_walk(ram: &Ram, root: u64, va: u64, cfg: &WalkConfig) -> Option<Mapping
         ));
     }
     for (i, s) in w.steps().iter().enumerate() {
-        let desc = &cfg.mode.levels[i];
+        let desc = &levels[i];
         assert_eq!(s.level, desc.level);
         assert_eq!(usize::from(s.index), desc.index(va));
         assert_eq!(s.flags, s.entry.flags());
     }
     match w.outcome {
         Outcome::Mapped(m) => {
-            assert!([SIZE_4K, SIZE_2M, SIZE_1G].contains(&m.size), "{m:?}");
+            assert_eq!(translated, Ok(m.pa), "{va:#x}");
+            assert!(levels.iter().any(|d| d.page_size() == m.size), "{m:?}");
             assert_eq!(m.va_base, va & !(m.size - 1), "{m:?}");
             assert_eq!(m.frame & (m.size - 1), 0, "{m:?}");
             assert_eq!(m.pa, m.frame | (va & (m.size - 1)), "{m:?}");
@@ -225,12 +241,16 @@ fn check_walk(ram: &Ram, root: u64, va: u64, cfg: &WalkConfig) -> Option<Mapping
             Some(m)
         }
         Outcome::NotPresent { level } => {
+            assert_eq!(translated, Err(TranslateError::NotPresent { level }));
             let last = w.steps().last().expect("a step read the clear entry");
             assert_eq!(last.level, level);
             assert!(!last.entry.is_present(), "{w:?}");
             None
         }
-        Outcome::Fault { .. } => None,
+        Outcome::Fault { level, reason } => {
+            assert_eq!(translated, Err(TranslateError::Fault { level, reason }));
+            None
+        }
     }
 }
 
