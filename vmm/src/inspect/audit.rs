@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
 
-use pagetable::{Leaf, PteFlags, ALL};
+use pagetable::{Leaf, PteFlags};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel, PfnSet, PkmapState};
@@ -166,7 +166,7 @@ pub fn audit(k: &Kernel) -> R<Audit> {
     // many address spaces sharing huge aliased tables cannot multiply it.
     let mut tables = PfnSet::new(k.ram_end_pfn);
     for s in &spaces {
-        k.table_pages(s.root, &mut tables);
+        k.table_pages(s.root, s.range(k), &mut tables);
     }
     let mut findings = Vec::new();
     let mut leaves_checked = 0u64;
@@ -196,7 +196,7 @@ pub fn audit(k: &Kernel) -> R<Audit> {
                 ),
             });
         }
-        let range = if s.user { 0..k.virt.page_offset } else { ALL };
+        let range = s.range(k);
         let mut auditor = Auditor {
             k,
             tables: &tables,

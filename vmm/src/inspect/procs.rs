@@ -77,6 +77,18 @@ pub struct Space {
     pub user: bool,
 }
 
+impl Space {
+    /// What the space has of its own: a process's user part (its kernel
+    /// quarter is swapper's), or everything.
+    pub fn range(&self, k: &Kernel) -> std::ops::Range<u64> {
+        if self.user {
+            0..k.virt.page_offset
+        } else {
+            pagetable::ALL
+        }
+    }
+}
+
 impl Kernel<'_> {
     /// Every live cache of the SLUB registry, in slot order (the order
     /// the guest's own slabinfo prints), plus anomalies.

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::ops::{ControlFlow, Range};
 
 use pagetable::{
-    for_each_mapping, walk, Anomaly, AnomalyKind, FnVisitor, Leaf, Summary, WalkConfig,
+    for_each_mapping, walk, Anomaly, AnomalyKind, FnVisitor, Leaf, Summary, Table, Visitor,
+    WalkConfig,
 };
 
 use super::descriptor::{Descriptor, NodeLayout, PageLayout, TaskLayout, VirtLayout, VmapLayout};
@@ -676,28 +677,26 @@ impl<'t> Kernel<'t> {
         sum
     }
 
-    /// Physical frames holding the tables under `root`, added to `tables`.
-    pub fn table_pages(&self, root: u64, tables: &mut PfnSet) {
-        let mode = self.cfg.mode;
-        let mut frontier = vec![(root & pagetable::ADDR_MASK, 0usize)];
-        while let Some((table, depth)) = frontier.pop() {
-            if !tables.insert(table / PAGE) || depth + 1 >= mode.levels.len() {
-                continue;
+    /// Adds the frames of the tables that map `range` under `root` to
+    /// `tables`, reading within the command's budget.
+    pub fn table_pages(&self, root: u64, range: Range<u64>, tables: &mut PfnSet) {
+        struct Tables<'a>(&'a mut PfnSet);
+        impl Visitor for Tables<'_> {
+            fn leaf(&mut self, _: &Leaf) -> ControlFlow<()> {
+                ControlFlow::Continue(())
             }
-            let desc = &mode.levels[depth];
-            let mut entries = [0u8; 4096];
-            if self.charge(desc.entries() as u64).is_err()
-                || self.mem().read(table, &mut entries).is_err()
-            {
-                continue;
-            }
-            for e in entries.chunks_exact(8) {
-                let pte = pagetable::Pte(Fields::le(e, 0, 8));
-                if pte.is_present() && !desc.is_leaf(pte) {
-                    frontier.push((pte.addr(), depth + 1));
-                }
+            fn table(&mut self, t: &Table) -> ControlFlow<()> {
+                self.0.insert(t.pa / PAGE);
+                ControlFlow::Continue(())
             }
         }
+        let cfg = WalkConfig {
+            budget: self.budget_left(),
+            ..self.cfg
+        };
+        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut Tables(tables));
+        self.budget
+            .set(self.budget_left().saturating_sub(sum.entries_read));
     }
 
     /// What the PDPT entry covering PAGE_OFFSET points at under `root`

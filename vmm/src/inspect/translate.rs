@@ -6,7 +6,7 @@
 use std::fmt::{self, Write as _};
 use std::ops::ControlFlow;
 
-use pagetable::{walk, Outcome, PteFlags, ALL};
+use pagetable::{walk, Outcome, PteFlags};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel};
@@ -458,12 +458,7 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
     };
     let mut ignored = Anomalies::default();
     for space in &spaces {
-        // A process's kernel quarter is swapper's: list its user part only.
-        let range = if space.user {
-            0..k.virt.page_offset
-        } else {
-            ALL
-        };
+        let range = space.range(k);
         let mut here = 0usize;
         let sum = k.each_leaf(
             space.root,
