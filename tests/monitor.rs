@@ -52,7 +52,9 @@ fn stuck_clients_stale_stops_and_dump_paths() {
     // never reads: the next client is answered at once.
     let silent = UnixStream::connect(&sock).unwrap();
     let mut asker = UnixStream::connect(&sock).unwrap();
-    asker.write_all(b"{\"args\": [\"tlb\"]}\n").unwrap();
+    asker
+        .write_all(b"{\"command\": {\"query\": {\"tlb\": {}}}}\n")
+        .unwrap();
     let started = Instant::now();
     inspect(&live, &["regs"])
         .expect_status(0)

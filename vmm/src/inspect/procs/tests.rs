@@ -8,9 +8,9 @@ use abi::vmcoreinfo::{num, off, sym, Vmcoreinfo, Writer};
 use proptest::prelude::*;
 
 use super::super::tests::run;
-use super::super::{Cmd, Target};
-use crate::coredump::Regs;
+use super::super::{Query, Target};
 use crate::guestphys::VecMem;
+use crate::vstate::Regs;
 
 const PO: u64 = 0xc000_0000;
 const RAM: usize = 1 << 16;
@@ -171,7 +171,7 @@ fn ps_and_vma_read_the_task_list() {
     m.task(2, 9, b"demo", &layout()[..1]);
     let info = info(4);
     let t = m.target(&info);
-    let ps = run(&t, &Cmd::Ps).unwrap();
+    let ps = run(&t, &Query::Ps).unwrap();
     assert_eq!(ps.status, 0);
     let lines: Vec<&str> = ps.text.lines().collect();
     assert_eq!(lines.len(), 4, "{}", ps.text);
@@ -181,7 +181,7 @@ fn ps_and_vma_read_the_task_list() {
     assert!(lines[3].contains("0x0000b000") && lines[3].ends_with("demo"));
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
 
-    let v = run(&t, &Cmd::Vma { pid: 7 }).unwrap();
+    let v = run(&t, &Query::Vma { pid: 7 }).unwrap();
     assert_eq!(
         v.text,
         "08048000-08049000 r-xp 00000000 00:00 0          spin\n\
@@ -198,16 +198,16 @@ fn bad_pid_is_one_error() {
     m.task(0, 7, b"spin", &layout());
     let t = m.target(&info(4));
     for c in [
-        Cmd::Vma { pid: 8 },
-        Cmd::Tlb { pid: Some(8) },
-        Cmd::Mem { pid: Some(8) },
-        Cmd::Vtop {
-            va: "8048000".into(),
+        Query::Vma { pid: 8 },
+        Query::Tlb { pid: Some(8) },
+        Query::Mem { pid: Some(8) },
+        Query::Vtop {
+            va: 0x804_8000,
             pid: Some(8),
             cr3: None,
         },
-        Cmd::X {
-            va: "8048000".into(),
+        Query::X {
+            va: 0x804_8000,
             len: None,
             pid: Some(8),
         },
@@ -227,7 +227,7 @@ fn a_vm_next_cycle_is_cut_not_followed() {
     m.u64(last + 16, PO + VMAS);
     m.u32(MMS + 16, u32::MAX);
     let t = m.target(&info(4));
-    let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
+    let v = run(&t, &Query::Vma { pid: 1 }).unwrap();
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 4);
     assert!(v.text.contains("(cycle); list cut"), "{}", v.text);
 }
@@ -238,7 +238,7 @@ fn a_list_longer_than_map_count_is_cut() {
     m.task(0, 1, b"long", &layout());
     m.u32(MMS + 16, 1);
     let t = m.target(&info(4));
-    let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
+    let v = run(&t, &Query::Vma { pid: 1 }).unwrap();
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 2);
     assert!(v.text.contains("more VMAs on mm->mmap than map_count 1"));
 }
@@ -252,7 +252,7 @@ fn hostile_names_and_lengths() {
     // LENGTH(task_list) of 2^40 is capped at the task_structs that fit
     // in RAM (here the capped array runs over the task_structs themselves,
     // which then read as more, garbage, tasks: reported, not trusted).
-    let ps = run(&t, &Cmd::Ps).unwrap();
+    let ps = run(&t, &Query::Ps).unwrap();
     assert!(ps.text.contains("running   0xc0003000"), "{}", ps.text);
     assert!(
         ps.text.contains("anomaly: task list slot 512"),
@@ -264,7 +264,7 @@ fn hostile_names_and_lengths() {
     let mut bad = info(4);
     bad.push_str(&format!("SYMBOL(task_list)={:x}\n", PO + RAM as u64 - 8));
     m.task(0, 1, b"ok", &layout()[..1]);
-    let e = run(&m.target(&bad), &Cmd::Ps).err().expect("an error");
+    let e = run(&m.target(&bad), &Query::Ps).err().expect("an error");
     assert!(
         e.msg.contains("not mapped") || e.msg.contains("reading"),
         "{}",
@@ -276,7 +276,7 @@ fn hostile_names_and_lengths() {
     m.task(1, 2, b"\xff\xfebad", &layout()[..1]);
     m.task(3, 1, b"dup", &layout()[..1]);
     let t = m.target(&info(4));
-    let ps = run(&t, &Cmd::Ps).unwrap();
+    let ps = run(&t, &Query::Ps).unwrap();
     assert!(
         ps.text.contains("task 2: comm: name is not UTF-8"),
         "{}",
@@ -299,7 +299,7 @@ fn slabinfo_lines_match_the_guests_formatter() {
     m.cache(&info, 2, 1, (2, PO + NAMES + 0x20), [8, 8, 512, 0, 0, 0]);
     m.cache(&info, 3, 7, (PO + NAMES, 10), [8, 8, 512, 0, 0, 0]);
     let t = m.target(&info);
-    let out = run(&t, &Cmd::Slabinfo).unwrap();
+    let out = run(&t, &Query::Slabinfo).unwrap();
     let mut want = String::new();
     mm::slub::write_slabinfo_line(
         &mut want,
@@ -332,7 +332,7 @@ fn slabinfo_lines_match_the_guests_formatter() {
     m.put(NAMES + 0x40, b"tab\there");
     m.cache(&info, 0, 1, (PO + NAMES + 0x40, 8), [8, 8, 512, 0, 0, 0]);
     m.cache(&info, 1, 1, (PO + NAMES, u64::MAX), [8, 8, 512, 0, 0, 0]);
-    let out = run(&m.target(&info), &Cmd::Slabinfo).unwrap();
+    let out = run(&m.target(&info), &Query::Slabinfo).unwrap();
     assert!(out.text.contains("control characters"), "{}", out.text);
     assert!(out.text.contains("name length"), "{}", out.text);
 }
@@ -358,14 +358,14 @@ proptest! {
             m.u64(at as u64, v);
         }
         let t = m.target(&info);
-        let _ = run(&t, &Cmd::Ps);
-        let _ = run(&t, &Cmd::Slabinfo);
-        let _ = run(&t, &Cmd::Audit);
-        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+        let _ = run(&t, &Query::Ps);
+        let _ = run(&t, &Query::Slabinfo);
+        let _ = run(&t, &Query::Audit);
+        let _ = run(&t, &Query::Ptov { pa: 0x3000 });
         for pid in [0, 1, 7, u32::MAX] {
-            let _ = run(&t, &Cmd::Vma { pid });
-            let _ = run(&t, &Cmd::Tlb { pid: Some(pid) });
-            let _ = run(&t, &Cmd::Vtop { va: "8048000".into(), pid: Some(pid), cr3: None });
+            let _ = run(&t, &Query::Vma { pid });
+            let _ = run(&t, &Query::Tlb { pid: Some(pid) });
+            let _ = run(&t, &Query::Vtop { va: 0x804_8000, pid: Some(pid), cr3: None });
         }
     }
 }
