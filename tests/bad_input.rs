@@ -256,7 +256,7 @@ fn dump_paths_that_are_not_dump_files() {
         let run = vmm_watched(&["inspect", "--dump", path, "regs"], &[]);
         expect_one_line(&run, &format!("{path}: cannot open: {message}"));
         if path.ends_with(".sparse") {
-            run.expect_stderr("larger than any dump (16 GiB of RAM");
+            run.expect_stderr("larger than any dump (64 GiB of RAM");
         }
     }
     remove(&paths);
