@@ -122,14 +122,7 @@ pub fn inspect(how: &Inspection) -> Result<Response, Error> {
             Ok(monitor::request(socket, request)?)
         }
         Inspection::Dump { path, query, json } => {
-            let dump = DumpMem::open(path)?;
-            let meta = dump.meta.clone();
-            let target = Target {
-                mem: Box::new(dump),
-                info: meta.vmcoreinfo,
-                cpus: meta.cpus,
-                slab: meta.slab,
-            };
+            let target = Target::from(DumpMem::open(path)?);
             Ok(Response::new(inspect::run(&target, query), *json))
         }
     }

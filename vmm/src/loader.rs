@@ -271,8 +271,8 @@ pub fn load<R: Read + Seek>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coredump::file_header;
     use crate::memory::{allocate, e820_map};
-    use object::elf::{Ident, ELFOSABI_NONE, EV_CURRENT};
     use object::{bytes_of, U16, U32, U64};
 
     const M: u64 = 1 << 20;
@@ -323,30 +323,10 @@ mod tests {
 
     fn bytes(e: &Header, p: &Phdr, code: &[u8]) -> Vec<u8> {
         use object::elf::{FileType, Machine, ProgramFlags, ProgramType};
-        let file_header = FileHeader64::<LE> {
-            e_ident: Ident {
-                magic: ELFMAG,
-                class: ELFCLASS64,
-                data: ELFDATA2LSB,
-                version: EV_CURRENT,
-                os_abi: ELFOSABI_NONE,
-                abi_version: 0,
-                padding: [0; 7],
-            },
-            e_type: U16::new(LE, FileType(e.e_type)),
-            e_machine: U16::new(LE, Machine(e.e_machine)),
-            e_version: U32::new(LE, 1),
-            e_entry: U64::new(LE, e.e_entry),
-            e_phoff: U64::new(LE, e.e_phoff),
-            e_shoff: U64::default(),
-            e_flags: U32::default(),
-            e_ehsize: U16::new(LE, EHDR_SIZE as u16),
-            e_phentsize: U16::new(LE, e.e_phentsize),
-            e_phnum: U16::new(LE, e.e_phnum),
-            e_shentsize: U16::default(),
-            e_shnum: U16::default(),
-            e_shstrndx: U16::default(),
-        };
+        let mut file_header = file_header(FileType(e.e_type), e.e_entry, e.e_phnum);
+        file_header.e_machine = U16::new(LE, Machine(e.e_machine));
+        file_header.e_phoff = U64::new(LE, e.e_phoff);
+        file_header.e_phentsize = U16::new(LE, e.e_phentsize);
         let program_header = ProgramHeader64::<LE> {
             p_type: U32::new(LE, ProgramType(p.p_type)),
             p_flags: U32::new(LE, ProgramFlags(p.p_flags)),

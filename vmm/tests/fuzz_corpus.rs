@@ -121,13 +121,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn seeds_are_a_coherent_guest_and_kept_in_the_corpus() {
     let (_, seed) = &seeds()[0];
     let dump = coredump::DumpMem::from_bytes(seed.clone()).unwrap();
-    let meta = dump.meta.clone();
-    let t = Target {
-        mem: Box::new(dump),
-        info: meta.vmcoreinfo,
-        cpus: meta.cpus,
-        slab: meta.slab,
-    };
+    let t = Target::from(dump);
     let text = |cmd: Query| inspect::run(&t, &cmd).unwrap().text();
     let ps = text(Query::Ps);
     assert!(ps.contains("    1  running"), "{ps}");

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 pub use notes::{NT_I386MM_CPU, NT_I386MM_RAM, NT_I386MM_SLAB};
 pub use reader::{DumpMem, OpenError, ReadError, MAX_DUMP_RAM};
-pub use writer::{write, WriteError};
+pub use writer::{file_header, write, WriteError};
 
 use crate::vstate::Regs;
 

@@ -22,6 +22,7 @@ use super::notes::{self, MAX_CPUS, OWNER, VMCOREINFO};
 use super::{DumpMeta, NT_I386MM_CPU, NT_I386MM_RAM, NT_I386MM_SLAB};
 use crate::files::{InputError, InputFile};
 use crate::guestphys::GuestPhys;
+use crate::inspect::Target;
 
 /// Most program headers: one fewer than PN_XNUM, which would mean
 /// extended numbering, which no dump needs.
@@ -306,6 +307,20 @@ fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<Parsed, ReadError> {
         return Err(ReadError::NotOurs);
     }
     Ok(Parsed { segs, meta })
+}
+
+/// A dump as the inspector reads it: its memory, descriptor, registers
+/// and slab record.
+impl From<DumpMem> for Target {
+    fn from(dump: DumpMem) -> Self {
+        let meta = dump.meta.clone();
+        Target {
+            mem: Box::new(dump),
+            info: meta.vmcoreinfo,
+            cpus: meta.cpus,
+            slab: meta.slab,
+        }
+    }
 }
 
 impl GuestPhys for DumpMem {

@@ -5,10 +5,11 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use object::elf::{FileHeader64, Ident, ProgramHeader64, PT_NOTE};
-use object::{bytes_of, LittleEndian as LE, U16, U32, U64};
+use object::elf::{ProgramHeader64, ET_CORE};
+use object::{bytes_of, LittleEndian as LE};
 
 use super::notes::{self, note};
+use super::writer::notes_header;
 use super::*;
 use crate::devices::DMAP_MAX_ORDER;
 use crate::guestphys::{GuestPhys, VecMem};
@@ -75,32 +76,7 @@ fn garbage_files_are_refused_with_a_line() {
 
 /// An ELF core file: its header, `phdrs` from offset 64, then `rest`.
 fn core_file(phdrs: &[ProgramHeader64<LE>], rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let file_header = FileHeader64::<LE> {
-        e_ident: Ident {
-            magic: object::elf::ELFMAG,
-            class: object::elf::ELFCLASS64,
-            data: object::elf::ELFDATA2LSB,
-            version: object::elf::EV_CURRENT,
-            os_abi: object::elf::ELFOSABI_NONE,
-            abi_version: 0,
-            padding: [0; 7],
-        },
-        e_type: U16::new(LE, object::elf::ET_CORE),
-        e_machine: U16::new(LE, object::elf::EM_X86_64),
-        e_version: U32::new(LE, 1),
-        e_entry: U64::default(),
-        e_phoff: U64::new(LE, 64),
-        e_shoff: U64::default(),
-        e_flags: U32::default(),
-        e_ehsize: U16::new(LE, 64),
-        e_phentsize: U16::new(LE, 56),
-        e_phnum: U16::new(LE, phdrs.len() as u16),
-        e_shentsize: U16::default(),
-        e_shnum: U16::default(),
-        e_shstrndx: U16::default(),
-    };
-    out.extend_from_slice(bytes_of(&file_header));
+    let mut out = bytes_of(&file_header(ET_CORE, 0, phdrs.len() as u16)).to_vec();
     for p in phdrs {
         out.extend_from_slice(bytes_of(p));
     }
@@ -108,23 +84,10 @@ fn core_file(phdrs: &[ProgramHeader64<LE>], rest: &[u8]) -> Vec<u8> {
     out
 }
 
-fn note_segment(offset: u64, size: u64) -> ProgramHeader64<LE> {
-    ProgramHeader64 {
-        p_type: U32::new(LE, PT_NOTE),
-        p_flags: U32::default(),
-        p_offset: U64::new(LE, offset),
-        p_vaddr: U64::default(),
-        p_paddr: U64::default(),
-        p_filesz: U64::new(LE, size),
-        p_memsz: U64::new(LE, size),
-        p_align: U64::new(LE, 4),
-    }
-}
-
 /// An ELF core header with `n` PT_NOTEs of `size` bytes, all at offset
 /// 0, in a sparse file of `size` bytes.
 fn notes_file(path: &Path, n: u16, size: u64) {
-    let phdrs = vec![note_segment(0, size); n.into()];
+    let phdrs = vec![notes_header(0, size); n.into()];
     let mut f = File::create(path).unwrap();
     f.write_all(&core_file(&phdrs, &[])).unwrap();
     f.set_len(size.max(64 + 56 * u64::from(n))).unwrap();
@@ -213,7 +176,7 @@ fn notes_end_at_the_first_malformed_one() {
     note(&mut notes, notes::OWNER, NT_I386MM_CPU, regs.as_bytes());
     notes[good + 4..good + 8].copy_from_slice(&u32::MAX.to_le_bytes()); // descsz
     let at = 64 + 56;
-    let file = core_file(&[note_segment(at, notes.len() as u64)], &notes);
+    let file = core_file(&[notes_header(at, notes.len() as u64)], &notes);
     let d = DumpMem::from_bytes(file).unwrap();
     assert_eq!(d.meta.cpus.len(), 1);
     assert_eq!(d.meta.cpus[0].rip, 0xc010_0000);
@@ -221,14 +184,14 @@ fn notes_end_at_the_first_malformed_one() {
 
     let mut other = Vec::new();
     note(&mut other, "CORE", 1, &[0; 336]);
-    let file = core_file(&[note_segment(at, other.len() as u64)], &other);
+    let file = core_file(&[notes_header(at, other.len() as u64)], &other);
     let err = DumpMem::from_bytes(file).err().unwrap();
     assert_eq!(
         err.to_string(),
         "not a dump written by vmm (no I386MM notes)"
     );
 
-    let mut file = core_file(&[note_segment(at, 0)], &[]);
+    let mut file = core_file(&[notes_header(at, 0)], &[]);
     file[0x38..0x3a].copy_from_slice(&object::elf::PN_XNUM.to_le_bytes());
     let err = DumpMem::from_bytes(file).err().unwrap();
     assert_eq!(err.to_string(), "bad program header table");

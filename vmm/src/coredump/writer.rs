@@ -9,7 +9,7 @@ use std::path::Path;
 
 use abi::layout::{MAXMEM, PAGE_OFFSET};
 use object::elf::{
-    FileHeader64, Ident, ProgramHeader64, ELFCLASS64, ELFDATA2LSB, ELFMAG, ELFOSABI_NONE,
+    FileHeader64, FileType, Ident, ProgramHeader64, ELFCLASS64, ELFDATA2LSB, ELFMAG, ELFOSABI_NONE,
     EM_X86_64, ET_CORE, EV_CURRENT, NT_PRSTATUS, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
 };
 use object::{bytes_of, LittleEndian as LE, U16, U32, U64};
@@ -118,7 +118,7 @@ fn all_notes(mem: &dyn GuestPhys, meta: &DumpMeta) -> Vec<u8> {
 }
 
 /// The header of the notes segment: `len` bytes at `offset`.
-fn notes_header(offset: u64, len: u64) -> ProgramHeader64<LE> {
+pub(super) fn notes_header(offset: u64, len: u64) -> ProgramHeader64<LE> {
     ProgramHeader64 {
         p_type: U32::new(LE, PT_NOTE),
         p_flags: U32::default(),
@@ -148,7 +148,9 @@ fn load_header(r: &Run, offset: u64) -> ProgramHeader64<LE> {
     }
 }
 
-fn file_header(phoff: u64, phnum: u16) -> FileHeader64<LE> {
+/// An x86-64 ELF64 header of type `e_type` whose `phnum` program headers
+/// follow it.
+pub fn file_header(e_type: FileType, entry: u64, phnum: u16) -> FileHeader64<LE> {
     let size = |n: usize| U16::new(LE, n as u16);
     FileHeader64 {
         e_ident: Ident {
@@ -160,11 +162,11 @@ fn file_header(phoff: u64, phnum: u16) -> FileHeader64<LE> {
             abi_version: 0,
             padding: [0; 7],
         },
-        e_type: U16::new(LE, ET_CORE),
+        e_type: U16::new(LE, e_type),
         e_machine: U16::new(LE, EM_X86_64),
         e_version: U32::new(LE, EV_CURRENT.0.into()),
-        e_entry: U64::default(),
-        e_phoff: U64::new(LE, phoff),
+        e_entry: U64::new(LE, entry),
+        e_phoff: U64::new(LE, size_of::<FileHeader64<LE>>() as u64),
         e_shoff: U64::default(),
         e_flags: U32::default(),
         e_ehsize: size(size_of::<FileHeader64<LE>>()),
@@ -214,7 +216,7 @@ pub fn write(
         with_data += filesz;
     }
     let mut w = BufWriter::new(file);
-    w.write_all(bytes_of(&file_header(ehdr_size, phnum16)))
+    w.write_all(bytes_of(&file_header(ET_CORE, 0, phnum16)))
         .map_err(WriteError::Write)?;
     for p in &phdrs {
         w.write_all(bytes_of(p)).map_err(WriteError::Write)?;

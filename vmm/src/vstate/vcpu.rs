@@ -498,3 +498,84 @@ impl VcpuThread {
         (pas, started.elapsed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::devices::{Devices, SharedRecord};
+    use crate::loader::LoadedKernel;
+    use crate::vstate::{open_kvm, Vm};
+    use crate::{boot, memory};
+
+    const ENTRY: u64 = 0xC010_0000;
+    const LOOP: u64 = 0x10_0000;
+
+    /// A VM whose vCPU spins on `jmp .` at the kernel's entry, in long
+    /// mode; None without KVM.
+    fn spinning() -> Option<(Vm, Arc<Vcpus>)> {
+        let kvm = match open_kvm("/dev/kvm") {
+            Ok(kvm) => kvm,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+        };
+        let ram = 64 << 20;
+        let mem = memory::allocate(ram).unwrap();
+        let kernel = LoadedKernel {
+            entry: ENTRY,
+            phys: LOOP..LOOP + 0x1000,
+        };
+        boot::write_boot_data(&mem, ram, &memory::e820_map(ram), &kernel, "").unwrap();
+        mem.write_slice(&[0xeb, 0xfe], GuestAddress(LOOP)).unwrap();
+        let vm = Vm::new(kvm, mem).unwrap();
+        let fd = vm.boot_vcpu(&kernel).unwrap();
+        let bus = Arc::new(Mutex::new(Devices::new(
+            std::io::stdout(),
+            SharedRecord::default(),
+        )));
+        let vcpus = Vcpus::start(vec![fd], &vm.mem, bus).unwrap();
+        Some((vm, vcpus))
+    }
+
+    /// Every pause stops the vCPU at once (no kick is lost), publishes
+    /// its registers and serves KVM_TRANSLATE; pauses nest; the run's end
+    /// stops a paused vCPU; after it, pauses return the last registers.
+    #[test]
+    fn pause_resume_translate_and_stop() {
+        let Some((_vm, vcpus)) = spinning() else {
+            return;
+        };
+        let limit = Duration::from_secs(30);
+        for _ in 0..200 {
+            let paused = vcpus.pause(limit).unwrap();
+            assert_eq!(paused.regs.len(), 1);
+            assert_eq!(paused.regs[0].rip, ENTRY);
+            let (pas, _) = paused.translate(0, vec![ENTRY, 0x7fff_0000]).unwrap();
+            assert_eq!(pas, vec![Some(LOOP), None]);
+        }
+        let held = vcpus.pause(limit).unwrap();
+        let other = vcpus.pause(limit).unwrap();
+        drop(other);
+        let state = vcpus.handles[0].published.lock().state;
+        assert!(matches!(state, State::Paused(_)), "{state:?}");
+
+        let outcome = vcpus.wait(Some(Duration::from_millis(100))).unwrap();
+        let Outcome::Stopped(regs) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(regs.rip, ENTRY);
+        assert!(
+            held.translate(0, vec![ENTRY]).is_none(),
+            "the vCPU has exited"
+        );
+        drop(held);
+        let after = vcpus.pause(limit).unwrap();
+        assert_eq!(after.regs, vec![regs]);
+        assert_eq!(vcpus.last_regs(), vec![regs]);
+    }
+}

@@ -59,13 +59,7 @@ pub fn check(data: &[u8]) {
     let Ok(dump) = DumpMem::from_bytes(data.to_vec()) else {
         return;
     };
-    let meta = dump.meta.clone();
-    let target = Target {
-        mem: Box::new(dump),
-        info: meta.vmcoreinfo,
-        cpus: meta.cpus,
-        slab: meta.slab,
-    };
+    let target = Target::from(dump);
     for cmd in commands() {
         if let Ok(answer) = inspect::run(&target, &cmd) {
             assert!(answer.text().len() <= MAX_ANSWER, "{cmd:?}: text too long");
