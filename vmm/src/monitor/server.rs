@@ -177,7 +177,7 @@ impl Monitor {
     }
 
     /// Carries out one request with the vCPUs paused.
-    pub fn handle(&self, req: &Request) -> Response {
+    fn handle(&self, req: &Request) -> Response {
         let paused = match self.vcpus.pause(PAUSE_LIMIT) {
             Ok(p) => p,
             Err(e) => return Response::error(InspectError::new(e.to_string())),

@@ -1,14 +1,14 @@
 //! The vCPUs: one thread each, a state machine driven by events
 //! (Firecracker's vstate/vcpu).
 //!
-//! | state   | event          | next state, and what is done                          |
-//! |---------|----------------|-------------------------------------------------------|
-//! | Running | port I/O exit  | Running: the device answers                           |
-//! | Running | exit port, crash | Exited: the outcome is reported                     |
-//! | Running | Pause(epoch)   | Paused(epoch): registers read and published           |
-//! | Paused  | Translate      | Paused: KVM_TRANSLATE of each address, answered       |
-//! | Paused  | Resume         | Running                                               |
-//! | any     | Stop           | Exited: `Outcome::Stopped` with the registers         |
+//! | state   | event            | next state, and what is done                |
+//! |---------|------------------|---------------------------------------------|
+//! | Running | port I/O exit    | Running: the device answers                 |
+//! | Running | exit port, crash | Exited: the outcome is reported             |
+//! | Running | Pause(epoch)     | Paused(epoch): registers read and published |
+//! | Paused  | Translate        | Paused: KVM_TRANSLATE of each address       |
+//! | Paused  | Resume           | Running                                     |
+//! | any     | Stop             | Exited: `Outcome::Stopped`, with registers  |
 //!
 //! Events come on the vCPU's channel. A Running vCPU is kicked out of
 //! KVM_RUN to take them by a signal whose handler sets its
@@ -416,8 +416,9 @@ impl VcpuThread {
                 })
             }
         };
+        let triple_fault = matches!(exit, VcpuExit::Shutdown);
         let mut bus = self.bus.lock().unwrap_or_else(|e| e.into_inner());
-        let reason = match exit {
+        let mut reason = match exit {
             VcpuExit::IoOut(port, data) => match bus.port_out(&self.mem, port, data) {
                 IoAction::Continue => return None,
                 IoAction::Exit(status) => return Some(Outcome::Exited(status)),
@@ -441,8 +442,7 @@ impl VcpuThread {
         };
         drop(bus);
         let regs = Regs::read(&self.fd).unwrap_or_default();
-        let mut reason = reason;
-        if reason.contains("triple fault") && regs.is_reset_state() {
+        if triple_fault && regs.is_reset_state() {
             reason.push_str("; registers not available: KVM reset the vCPU before reporting the triple fault (as on AMD)");
         }
         Some(Outcome::Crashed { reason, regs })
