@@ -82,7 +82,9 @@ fn stuck_clients_stale_stops_and_dump_paths() {
     // served one client at a time would answer only then).
     let silent = UnixStream::connect(&sock).unwrap();
     let mut asker = UnixStream::connect(&sock).unwrap();
-    asker.write_all(b"{\"args\": [\"tlb\"]}\n").unwrap();
+    asker
+        .write_all(b"{\"command\": {\"query\": {\"tlb\": {}}}}\n")
+        .unwrap();
     inspect(&live, &["regs"])
         .expect_status(0)
         .expect_stdout("RIP=");

@@ -8,6 +8,7 @@ use abi::boot::{BootInfo, E820Entry, PhysRange, BOOT_INFO_MAGIC, E820_MAX};
 use abi::layout::phys::*;
 use abi::layout::{PAGE_OFFSET, PMD_SIZE, PTRS_PER_TABLE};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 
@@ -56,16 +57,17 @@ pub fn boot_data() -> Vec<Reserved> {
     ]
 }
 
+/// A command line the guest cannot take whole.
+#[derive(Debug, PartialEq, Eq, Error)]
+#[error("--cmdline is {0} bytes; the guest takes at most {max} (CMDLINE_MAX)", max = abi::cmdline::MAX_LEN)]
+pub struct CmdlineTooLong(pub usize);
+
 /// Refuses a command line the guest cannot take whole
 /// (`abi::cmdline::MAX_LEN`): a cut line could also end inside a UTF-8
 /// character.
-pub fn check_cmdline(line: &str) -> Result<(), String> {
+pub fn check_cmdline(line: &str) -> Result<(), CmdlineTooLong> {
     if line.len() > abi::cmdline::MAX_LEN {
-        return Err(format!(
-            "--cmdline is {} bytes; the guest takes at most {} (CMDLINE_MAX)",
-            line.len(),
-            abi::cmdline::MAX_LEN
-        ));
+        return Err(CmdlineTooLong(line.len()));
     }
     Ok(())
 }
@@ -230,7 +232,7 @@ mod tests {
             .unwrap();
         assert_eq!(line, longest.as_bytes());
 
-        let err = check_cmdline(&(longest + "y")).unwrap_err();
+        let err = check_cmdline(&(longest + "y")).unwrap_err().to_string();
         assert_eq!(
             err,
             "--cmdline is 4097 bytes; the guest takes at most 4096 (CMDLINE_MAX)"

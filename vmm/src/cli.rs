@@ -5,9 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::inspect::Query;
 use crate::memory::{MAX_RAM, MIN_RAM};
+use crate::monitor::wire::{Command as MonitorCommand, Request};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,7 +53,88 @@ pub struct InspectArgs {
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
-    pub cmd: crate::inspect::Cmd,
+    pub command: MonitorCommand,
+}
+
+/// A parsed command line: what to do, and how much to log.
+#[derive(Debug)]
+pub struct CommandLine {
+    pub verbose: u8,
+    pub invocation: Invocation,
+}
+
+/// What `vmm` was asked to do.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(RunArgs),
+    Inspect(Inspection),
+}
+
+/// `vmm inspect`: a request for a monitor, or a query on a dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspection {
+    Monitor {
+        socket: PathBuf,
+        request: Request,
+    },
+    Dump {
+        path: PathBuf,
+        query: Query,
+        json: bool,
+    },
+}
+
+/// Parses the command line (`args` with the program name first). A
+/// control on a dump is refused here, as clap refuses any other misuse.
+pub fn parse<I, T>(args: I) -> Result<CommandLine, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    let invocation = match cli.command {
+        Some(Command::Inspect(args)) => args.resolve().map(Invocation::Inspect),
+        Some(Command::Run(args)) => Ok(Invocation::Run(args)),
+        None => match cli.run {
+            Some(args) => Ok(Invocation::Run(args)),
+            None => Err(Cli::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "no guest kernel given (try `vmm --help`)",
+            )),
+        },
+    }?;
+    Ok(CommandLine {
+        verbose: cli.verbose,
+        invocation,
+    })
+}
+
+impl InspectArgs {
+    fn resolve(self) -> Result<Inspection, clap::Error> {
+        let InspectArgs {
+            socket,
+            dump,
+            json,
+            command,
+        } = self;
+        match (socket, dump, command) {
+            (Some(socket), _, command) => Ok(Inspection::Monitor {
+                socket,
+                request: Request { command, json },
+            }),
+            (None, Some(path), MonitorCommand::Query(query)) => {
+                Ok(Inspection::Dump { path, query, json })
+            }
+            (None, Some(_), MonitorCommand::Control(_)) => Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "stop, cont, dump and bench control a running guest: they need --socket, not --dump",
+            )),
+            (None, None, _) => Err(Cli::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "inspect needs --socket or --dump",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -78,17 +162,6 @@ pub struct RunArgs {
 
     /// The guest kernel: an ELF64 x86-64 executable.
     pub guest: PathBuf,
-}
-
-impl Cli {
-    /// The run arguments, whichever way they were spelled.
-    pub fn run_args(self) -> Option<RunArgs> {
-        match self.command {
-            Some(Command::Run(args)) => Some(args),
-            Some(Command::Inspect(_)) => None,
-            None => self.run,
-        }
-    }
 }
 
 /// Parses a RAM size such as `512M`, `2G`, `2048M` or `4096` (MiB, as QEMU's
@@ -184,22 +257,32 @@ mod tests {
         }
     }
 
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).map(|c| c.invocation) {
+            Ok(Invocation::Run(args)) => args,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn inspection(args: &[&str]) -> Result<Inspection, clap::Error> {
+        match parse(args)?.invocation {
+            Invocation::Inspect(i) => Ok(i),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn spellings() {
-        let cli = Cli::try_parse_from(["vmm", "--mem", "512M", "g.bin"]).unwrap();
-        let args = cli.run_args().unwrap();
+        let args = run_args(&["vmm", "--mem", "512M", "g.bin"]);
         assert_eq!((args.mem, args.guest.to_str()), (512 << 20, Some("g.bin")));
-        let cli = Cli::try_parse_from(["vmm", "run", "--cmdline", "x=1", "g.bin"]).unwrap();
-        let args = cli.run_args().unwrap();
+        let args = run_args(&["vmm", "run", "--cmdline", "x=1", "g.bin"]);
         assert_eq!((args.mem, args.cmdline.as_str()), (2 << 30, "x=1"));
-        let cli = Cli::try_parse_from(["vmm", "--timeout", "1.5", "g.bin"]).unwrap();
-        assert_eq!(
-            cli.run_args().unwrap().timeout,
-            Some(Duration::from_millis(1500))
-        );
-        assert!(Cli::try_parse_from(["vmm", "--timeout", "-1", "g.bin"]).is_err());
-        assert!(Cli::try_parse_from(["vmm", "--mem", "2G"]).is_err());
-        let cli = Cli::try_parse_from([
+        let args = run_args(&["vmm", "--timeout", "1.5", "g.bin"]);
+        assert_eq!(args.timeout, Some(Duration::from_millis(1500)));
+        assert!(parse(["vmm", "--timeout", "-1", "g.bin"]).is_err());
+        assert!(parse(["vmm", "--mem", "2G"]).is_err());
+        assert!(parse(["vmm"]).is_err());
+        let args = run_args(&[
             "vmm",
             "run",
             "--monitor",
@@ -207,9 +290,7 @@ mod tests {
             "--dump-on-exit",
             "c",
             "g",
-        ])
-        .unwrap();
-        let args = cli.run_args().unwrap();
+        ]);
         assert_eq!(
             args.monitor.as_deref(),
             Some(std::path::Path::new("/tmp/s"))
@@ -217,24 +298,53 @@ mod tests {
         assert!(args.dump_on_exit.is_some());
     }
 
+    /// The command line gives typed requests: queries anywhere, controls
+    /// only for a monitor.
     #[test]
     fn inspect_spellings() {
-        let cli = Cli::try_parse_from([
+        use crate::monitor::wire::Control;
+        let dump = inspection(&[
             "vmm", "inspect", "--dump", "f", "vtop", "c0100000", "--json",
-        ])
-        .unwrap();
-        let Some(Command::Inspect(a)) = cli.command else {
-            panic!()
-        };
-        assert!(a.json && a.dump.is_some());
-        assert!(matches!(a.cmd, crate::inspect::Cmd::Vtop { .. }));
+        ]);
+        assert_eq!(
+            dump.unwrap(),
+            Inspection::Dump {
+                path: "f".into(),
+                query: Query::Vtop {
+                    va: 0xc010_0000,
+                    pid: None,
+                    cr3: None
+                },
+                json: true
+            }
+        );
+        let live = inspection(&["vmm", "inspect", "--socket", "s", "bench", "--iters", "3"]);
+        assert_eq!(
+            live.unwrap(),
+            Inspection::Monitor {
+                socket: "s".into(),
+                request: Request {
+                    command: MonitorCommand::Control(Control::Bench { iters: 3 }),
+                    json: false
+                }
+            }
+        );
+        for control in [&["stop"][..], &["cont"], &["bench"], &["dump", "now.core"]] {
+            let args = [&["vmm", "inspect", "--dump", "f"][..], control].concat();
+            let err = inspection(&args).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+            assert_eq!(err.exit_code(), 2);
+        }
         assert!(
-            Cli::try_parse_from(["vmm", "inspect", "tlb"]).is_err(),
+            inspection(&["vmm", "inspect", "tlb"]).is_err(),
             "needs a source"
         );
+        assert!(inspection(&["vmm", "inspect", "--dump", "f", "--socket", "s", "tlb"]).is_err());
+        assert!(inspection(&["vmm", "inspect", "--socket", "s", "nonsense"]).is_err());
+        let bad = inspection(&["vmm", "inspect", "--dump", "f", "vtop", "zz"]).unwrap_err();
         assert!(
-            Cli::try_parse_from(["vmm", "inspect", "--dump", "f", "--socket", "s", "tlb"]).is_err()
+            bad.to_string().contains("'zz' is not a hex address"),
+            "{bad}"
         );
-        assert!(Cli::try_parse_from(["vmm", "inspect", "--socket", "s", "nonsense"]).is_err());
     }
 }

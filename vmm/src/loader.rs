@@ -1,17 +1,28 @@
 //! Loads the guest kernel: an ELF64 x86-64 executable, by its PT_LOAD
-//! segments at their physical addresses. The file is read at offsets, its
-//! headers to check it and then its segments' contents, never whole.
+//! segments at their physical addresses. The headers are read with the
+//! `object` crate through a `ReadCache` (only the bytes asked for), each
+//! segment's contents then a chunk at a time: the file is never read whole.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 
 use abi::boot::E820Entry;
+use object::elf::{
+    FileHeader64, ProgramHeader64, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_EXEC,
+    PF_X, PT_LOAD,
+};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::{LittleEndian as LE, ReadCache, ReadRef};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use zerocopy::FromBytes;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
-use crate::elf::*;
-use crate::files::InputFile;
 use crate::memory::is_usable_ram;
+
+const EHDR_SIZE: usize = size_of::<FileHeader64<LE>>();
+const PHDR_SIZE: usize = size_of::<ProgramHeader64<LE>>();
+/// Most program headers: what Linux's load_elf_phdrs() takes (64 KiB of
+/// them). Fewer than PN_XNUM, so extended numbering is never followed.
+const MAX_PHDRS: usize = 65536 / PHDR_SIZE;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LoadError {
@@ -21,6 +32,8 @@ pub enum LoadError {
     Not64Bit,
     #[error("not a little-endian ELF file")]
     NotLittleEndian,
+    #[error("bad ELF header: {0}")]
+    BadHeader(#[source] object::read::Error),
     #[error("built for ELF machine {0}, not x86-64 (62)")]
     NotX86_64(u16),
     #[error("ELF type {0} is not an executable (ET_EXEC); link the kernel statically, not as PIE")]
@@ -29,6 +42,10 @@ pub enum LoadError {
     Truncated(&'static str),
     #[error("program header entries are {0} bytes; ELF64 ones are {PHDR_SIZE}")]
     BadPhdrSize(u16),
+    #[error(
+        "{0} program headers; at most {MAX_PHDRS} are taken (64 KiB, as Linux's load_elf_phdrs())"
+    )]
+    TooManyPhdrs(u16),
     #[error("no loadable (PT_LOAD) segment")]
     NoLoadableSegment,
     #[error("segment {index} has a file size larger than its memory size")]
@@ -51,21 +68,9 @@ pub enum LoadError {
     GuestMemory(String),
 }
 
-/// A kernel image the loader reads at offsets.
-pub trait Image {
-    /// Its length in bytes.
-    fn size(&self) -> u64;
-    /// Fills `buf` from `offset`; reading past the end is an error.
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
-}
-
-impl Image for InputFile {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+impl From<GuestMemoryError> for LoadError {
+    fn from(e: GuestMemoryError) -> Self {
+        LoadError::GuestMemory(e.to_string())
     }
 }
 
@@ -85,107 +90,126 @@ pub struct Reserved {
     pub range: Range<u64>,
 }
 
+/// A checked PT_LOAD segment.
+struct Segment {
+    offset: u64,
+    filesz: u64,
+    paddr: u64,
+    memsz: u64,
+}
+
+/// A checked kernel image: its entry point and loadable segments.
+struct Image {
+    entry: u64,
+    segments: Vec<Segment>,
+}
+
 /// Segment contents are copied into guest memory this much at a time.
 const COPY_CHUNK: u64 = 1 << 20;
 
-fn read_at(image: &dyn Image, buf: &mut [u8], offset: u64) -> Result<(), LoadError> {
-    image.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            LoadError::Read("it ended early (did it change while vmm read it?)".into())
-        } else {
-            LoadError::Read(e.to_string())
-        }
-    })
+fn read_error(e: std::io::Error) -> LoadError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        LoadError::Read("it ended early (did it change while vmm read it?)".into())
+    } else {
+        LoadError::Read(e.to_string())
+    }
 }
 
-/// The PT_LOAD segments of `image`, checked against the memory map and the
-/// boot structures, without touching guest memory.
-pub fn parse(
-    image: &dyn Image,
+/// Checks the kernel in `image` against the memory map and the boot
+/// structures, without touching guest memory.
+pub fn parse<R: Read + Seek>(
+    image: R,
     map: &[E820Entry],
     reserved: &[Reserved],
-) -> Result<(Elf64Ehdr, Vec<Elf64Phdr>), LoadError> {
-    let mut head = [0u8; core::mem::size_of::<Elf64Ehdr>()];
-    let head_len = image.size().min(head.len() as u64) as usize;
-    let head = &mut head[..head_len];
-    read_at(image, head, 0)?;
+) -> Result<(), LoadError> {
+    check(&ReadCache::new(image), map, reserved).map(drop)
+}
+
+fn check<'a, R: ReadRef<'a>>(
+    data: R,
+    map: &[E820Entry],
+    reserved: &[Reserved],
+) -> Result<Image, LoadError> {
+    let unreadable = |()| LoadError::Read("the file cannot be read".into());
+    let len = data.len().map_err(unreadable)?;
+    let head = data
+        .read_bytes_at(0, len.min(EHDR_SIZE as u64))
+        .map_err(unreadable)?;
     if head.len() < 16 || head[..4] != ELFMAG {
         return Err(LoadError::NotElf);
     }
-    match head[4] {
+    match object::elf::FileClass(head[4]) {
         ELFCLASS64 => {}
         ELFCLASS32 => return Err(LoadError::Not64Bit),
         _ => return Err(LoadError::NotElf),
     }
-    if head[5] != ELFDATA2LSB {
+    if head[5] != ELFDATA2LSB.0 {
         return Err(LoadError::NotLittleEndian);
     }
-    let ehdr = Elf64Ehdr::read_from_bytes(head).map_err(|_| LoadError::Truncated("ELF header"))?;
-    if ehdr.e_machine != EM_X86_64 {
-        return Err(LoadError::NotX86_64(ehdr.e_machine));
+    if head.len() < EHDR_SIZE {
+        return Err(LoadError::Truncated("ELF header"));
     }
-    if ehdr.e_type != ET_EXEC {
-        return Err(LoadError::NotExecutable(ehdr.e_type));
+    let header = FileHeader64::<LE>::parse(data).map_err(LoadError::BadHeader)?;
+    if header.e_machine(LE) != EM_X86_64 {
+        return Err(LoadError::NotX86_64(header.e_machine(LE).0));
     }
-    // Mirrors load_elf_phdrs(): entries of exactly the ELF64 size.
-    if ehdr.e_phnum > 0 && usize::from(ehdr.e_phentsize) != PHDR_SIZE {
-        return Err(LoadError::BadPhdrSize(ehdr.e_phentsize));
+    if header.e_type(LE) != ET_EXEC {
+        return Err(LoadError::NotExecutable(header.e_type(LE).0));
     }
-    let table_len = usize::from(ehdr.e_phnum) * PHDR_SIZE;
-    if ehdr
-        .e_phoff
-        .checked_add(table_len as u64)
-        .is_none_or(|end| end > image.size())
-    {
-        return Err(LoadError::Truncated("program header table"));
+    // Mirrors load_elf_phdrs(): entries of exactly the ELF64 size, and at
+    // most 64 KiB of them.
+    let phnum = header.e_phnum(LE);
+    if phnum > 0 && usize::from(header.e_phentsize(LE)) != PHDR_SIZE {
+        return Err(LoadError::BadPhdrSize(header.e_phentsize(LE)));
     }
-    let mut table = vec![0u8; table_len];
-    read_at(image, &mut table, ehdr.e_phoff)?;
+    if usize::from(phnum) > MAX_PHDRS {
+        return Err(LoadError::TooManyPhdrs(phnum));
+    }
+    let phdrs = header
+        .program_headers(LE, data)
+        .map_err(|_| LoadError::Truncated("program header table"))?;
     let mut segments = Vec::new();
-    for entry in table.chunks_exact(PHDR_SIZE) {
-        let phdr = Elf64Phdr::read_from_bytes(entry)
-            .map_err(|_| LoadError::Truncated("program header table"))?;
-        if phdr.p_type != PT_LOAD || phdr.p_memsz == 0 {
+    let mut entry_in_code = false;
+    let entry = header.e_entry(LE);
+    for p in phdrs {
+        if p.p_type(LE) != PT_LOAD || p.p_memsz(LE) == 0 {
             continue;
         }
-        check_segment(segments.len(), &phdr, image.size(), map, reserved)?;
-        segments.push(phdr);
+        let segment = check_segment(segments.len(), p, len, map, reserved)?;
+        let vaddr = p.p_vaddr(LE);
+        if p.p_flags(LE) & PF_X == PF_X && vaddr <= entry && entry - vaddr < segment.filesz {
+            entry_in_code = true;
+        }
+        segments.push(segment);
     }
     if segments.is_empty() {
         return Err(LoadError::NoLoadableSegment);
     }
-    let entry = ehdr.e_entry;
-    let entry_in_code = segments
-        .iter()
-        .any(|p| p.p_flags & PF_X != 0 && p.p_vaddr <= entry && entry - p.p_vaddr < p.p_filesz);
     if !entry_in_code {
         return Err(LoadError::EntryNotInCode(entry));
     }
-    Ok((ehdr, segments))
+    Ok(Image { entry, segments })
 }
 
 fn check_segment(
     index: usize,
-    p: &Elf64Phdr,
+    p: &ProgramHeader64<LE>,
     file_len: u64,
     map: &[E820Entry],
     reserved: &[Reserved],
-) -> Result<(), LoadError> {
-    if p.p_filesz > p.p_memsz {
+) -> Result<Segment, LoadError> {
+    let (offset, filesz, memsz) = (p.p_offset(LE), p.p_filesz(LE), p.p_memsz(LE));
+    if filesz > memsz {
         return Err(LoadError::FileSizeExceedsMemSize { index });
     }
-    let in_file = p
-        .p_offset
-        .checked_add(p.p_filesz)
-        .is_some_and(|end| end <= file_len);
-    if !in_file {
+    if offset.checked_add(filesz).is_none_or(|end| end > file_len) {
         return Err(LoadError::Truncated(
             "a segment's contents lie past the end of the file",
         ));
     }
-    let start = p.p_paddr;
-    let end = start.saturating_add(p.p_memsz);
-    if p.p_vaddr.checked_add(p.p_memsz).is_none() || !is_usable_ram(map, start, end) {
+    let start = p.p_paddr(LE);
+    let end = start.saturating_add(memsz);
+    if p.p_vaddr(LE).checked_add(memsz).is_none() || !is_usable_ram(map, start, end) {
         return Err(LoadError::OutsideRam { index, start, end });
     }
     if let Some(r) = reserved
@@ -200,37 +224,46 @@ fn check_segment(
             at: r.range.start,
         });
     }
-    Ok(())
+    Ok(Segment {
+        offset,
+        filesz,
+        paddr: start,
+        memsz,
+    })
 }
 
-/// Parses `image` and copies its segments into guest memory. The bytes past
-/// each segment's file size (.bss) are left alone: fresh guest RAM is zero.
-pub fn load(
+/// Checks `image` and copies its segments into guest memory. The bytes
+/// past each segment's file size (.bss) are left alone: fresh guest RAM
+/// is zero.
+pub fn load<R: Read + Seek>(
     mem: &GuestMemoryMmap,
-    image: &dyn Image,
+    image: R,
     map: &[E820Entry],
     reserved: &[Reserved],
 ) -> Result<LoadedKernel, LoadError> {
-    let (ehdr, segments) = parse(image, map, reserved)?;
-    let mut buf = vec![0u8; COPY_CHUNK as usize];
-    for p in &segments {
+    let headers = ReadCache::new(image);
+    let Image { entry, segments } = check(&headers, map, reserved)?;
+    let mut image = headers.into_inner();
+    let mut buf =
+        vec![0u8; COPY_CHUNK.min(segments.iter().map(|s| s.filesz).max().unwrap_or(0)) as usize];
+    for s in &segments {
+        image.seek(SeekFrom::Start(s.offset)).map_err(read_error)?;
         let mut done = 0;
-        while done < p.p_filesz {
-            let chunk = &mut buf[..(p.p_filesz - done).min(COPY_CHUNK) as usize];
-            read_at(image, chunk, p.p_offset + done)?;
-            mem.write_slice(chunk, GuestAddress(p.p_paddr + done))
-                .map_err(|e| LoadError::GuestMemory(e.to_string()))?;
+        while done < s.filesz {
+            let chunk = &mut buf[..(s.filesz - done).min(COPY_CHUNK) as usize];
+            image.read_exact(chunk).map_err(read_error)?;
+            mem.write_slice(chunk, GuestAddress(s.paddr + done))?;
             done += chunk.len() as u64;
         }
     }
-    let start = segments.iter().map(|p| p.p_paddr).min().unwrap_or(0);
+    let start = segments.iter().map(|s| s.paddr).min().unwrap_or(0);
     let end = segments
         .iter()
-        .map(|p| p.p_paddr + p.p_memsz)
+        .map(|s| s.paddr + s.memsz)
         .max()
         .unwrap_or(0);
     Ok(LoadedKernel {
-        entry: ehdr.e_entry,
+        entry,
         phys: start..end,
     })
 }
@@ -238,45 +271,73 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coredump::file_header;
     use crate::memory::{allocate, e820_map};
-    use zerocopy::IntoBytes;
+    use object::{bytes_of, U16, U32, U64};
 
     const M: u64 = 1 << 20;
-    const EHDR_SIZE: usize = core::mem::size_of::<Elf64Ehdr>();
+
+    /// The file header fields the tests vary.
+    struct Header {
+        e_type: u16,
+        e_machine: u16,
+        e_entry: u64,
+        e_phoff: u64,
+        e_phentsize: u16,
+        e_phnum: u16,
+    }
+
+    /// The program header fields the tests vary.
+    struct Phdr {
+        p_type: u32,
+        p_flags: u32,
+        p_offset: u64,
+        p_vaddr: u64,
+        p_paddr: u64,
+        p_filesz: u64,
+        p_memsz: u64,
+    }
 
     /// A minimal kernel image: one segment at physical 1 MiB, virtual
     /// PAGE_OFFSET + 1 MiB, with `code` as its contents.
-    fn image(code: &[u8], memsz: u64) -> (Elf64Ehdr, Elf64Phdr, Vec<u8>) {
-        let mut ehdr = Elf64Ehdr {
-            e_type: ET_EXEC,
-            e_machine: EM_X86_64,
-            e_version: 1,
+    fn image(code: &[u8], memsz: u64) -> (Header, Phdr, Vec<u8>) {
+        let ehdr = Header {
+            e_type: ET_EXEC.0,
+            e_machine: EM_X86_64.0,
             e_entry: 0xC010_0000,
             e_phoff: EHDR_SIZE as u64,
-            e_ehsize: EHDR_SIZE as u16,
             e_phentsize: PHDR_SIZE as u16,
             e_phnum: 1,
-            ..Default::default()
         };
-        ehdr.e_ident[..4].copy_from_slice(&ELFMAG);
-        ehdr.e_ident[4] = ELFCLASS64;
-        ehdr.e_ident[5] = ELFDATA2LSB;
-        ehdr.e_ident[6] = 1;
-        let phdr = Elf64Phdr {
-            p_type: PT_LOAD,
+        let phdr = Phdr {
+            p_type: PT_LOAD.0,
             p_flags: 5,
             p_offset: (EHDR_SIZE + PHDR_SIZE) as u64,
             p_vaddr: 0xC010_0000,
             p_paddr: M,
             p_filesz: code.len() as u64,
             p_memsz: memsz,
-            p_align: 4096,
         };
         (ehdr, phdr, code.to_vec())
     }
 
-    fn bytes(ehdr: &Elf64Ehdr, phdr: &Elf64Phdr, code: &[u8]) -> Vec<u8> {
-        [ehdr.as_bytes(), phdr.as_bytes(), code].concat()
+    fn bytes(e: &Header, p: &Phdr, code: &[u8]) -> Vec<u8> {
+        use object::elf::{FileType, Machine, ProgramFlags, ProgramType};
+        let mut file_header = file_header(FileType(e.e_type), e.e_entry, e.e_phnum);
+        file_header.e_machine = U16::new(LE, Machine(e.e_machine));
+        file_header.e_phoff = U64::new(LE, e.e_phoff);
+        file_header.e_phentsize = U16::new(LE, e.e_phentsize);
+        let program_header = ProgramHeader64::<LE> {
+            p_type: U32::new(LE, ProgramType(p.p_type)),
+            p_flags: U32::new(LE, ProgramFlags(p.p_flags)),
+            p_offset: U64::new(LE, p.p_offset),
+            p_vaddr: U64::new(LE, p.p_vaddr),
+            p_paddr: U64::new(LE, p.p_paddr),
+            p_filesz: U64::new(LE, p.p_filesz),
+            p_memsz: U64::new(LE, p.p_memsz),
+            p_align: U64::new(LE, 4096),
+        };
+        [bytes_of(&file_header), bytes_of(&program_header), code].concat()
     }
 
     fn boot_data() -> Vec<Reserved> {
@@ -286,25 +347,14 @@ mod tests {
         }]
     }
 
-    impl Image for &[u8] {
-        fn size(&self) -> u64 {
-            self.len() as u64
-        }
-
-        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            let bytes = self
-                .get(start..)
-                .and_then(|rest| rest.get(..buf.len()))
-                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-            buf.copy_from_slice(bytes);
-            Ok(())
-        }
-    }
-
     fn try_load(file: &[u8]) -> Result<LoadedKernel, LoadError> {
         let mem = allocate(64 * M).unwrap();
-        load(&mem, &file, &e820_map(64 * M), &boot_data())
+        load(
+            &mem,
+            std::io::Cursor::new(file),
+            &e820_map(64 * M),
+            &boot_data(),
+        )
     }
 
     #[test]
@@ -312,7 +362,13 @@ mod tests {
         let (e, p, code) = image(&[0xf4, 0x90, 0xcc], 0x3000);
         let mem = allocate(64 * M).unwrap();
         let file = bytes(&e, &p, &code);
-        let k = load(&mem, &&file[..], &e820_map(64 * M), &boot_data()).unwrap();
+        let k = load(
+            &mem,
+            std::io::Cursor::new(&file),
+            &e820_map(64 * M),
+            &boot_data(),
+        )
+        .unwrap();
         assert_eq!(
             k,
             LoadedKernel {
@@ -334,7 +390,7 @@ mod tests {
         assert_eq!(try_load(b"#!/bin/sh\necho hi\n"), Err(LoadError::NotElf));
         assert_eq!(try_load(&[]), Err(LoadError::NotElf));
         let mut f = good.clone();
-        f[4] = ELFCLASS32;
+        f[4] = ELFCLASS32.0;
         assert_eq!(try_load(&f), Err(LoadError::Not64Bit));
         let mut f = good.clone();
         f[5] = 2;
@@ -344,7 +400,7 @@ mod tests {
             Err(LoadError::Truncated("ELF header"))
         );
 
-        let with = |edit: &dyn Fn(&mut Elf64Ehdr, &mut Elf64Phdr)| {
+        let with = |edit: &dyn Fn(&mut Header, &mut Phdr)| {
             let (mut e, mut p, code) = image(&[0x90; 16], 16);
             edit(&mut e, &mut p);
             try_load(&bytes(&e, &p, &code))
@@ -399,6 +455,11 @@ mod tests {
             Err(LoadError::BadPhdrSize(64))
         );
         assert_eq!(
+            with(&|e, _| e.e_phnum = 0xffff),
+            Err(LoadError::TooManyPhdrs(0xffff)),
+            "PN_XNUM: extended numbering is not followed"
+        );
+        assert_eq!(
             with(&|e, _| e.e_entry = 0x1234),
             Err(LoadError::EntryNotInCode(0x1234))
         );
@@ -435,7 +496,13 @@ mod tests {
         let (e, p, code) = image(&code, COPY_CHUNK * 3);
         let mem = allocate(64 * M).unwrap();
         let file = bytes(&e, &p, &code);
-        load(&mem, &&file[..], &e820_map(64 * M), &boot_data()).unwrap();
+        load(
+            &mem,
+            std::io::Cursor::new(&file),
+            &e820_map(64 * M),
+            &boot_data(),
+        )
+        .unwrap();
         let mut back = vec![0u8; code.len()];
         mem.read_slice(&mut back, GuestAddress(M)).unwrap();
         assert!(back == code);

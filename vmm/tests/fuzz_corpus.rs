@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use vmm::coredump;
-use vmm::inspect::{self, Cmd, Target};
+use vmm::inspect::{self, Query, Target};
 
 /// Heap bytes one case may hold at its peak.
 const MAX_HEAP: usize = 256 << 20;
@@ -121,36 +121,30 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn seeds_are_a_coherent_guest_and_kept_in_the_corpus() {
     let (_, seed) = &seeds()[0];
     let dump = coredump::DumpMem::from_bytes(seed.clone()).unwrap();
-    let meta = dump.meta.clone();
-    let t = Target {
-        mem: Box::new(dump),
-        info: meta.vmcoreinfo,
-        cpus: meta.cpus,
-        slab: meta.slab,
-    };
-    let text = |cmd: Cmd| inspect::run(&t, &cmd).unwrap().text();
-    let ps = text(Cmd::Ps);
+    let t = Target::from(dump);
+    let text = |cmd: Query| inspect::run(&t, &cmd).unwrap().text();
+    let ps = text(Query::Ps);
     assert!(ps.contains("    1  running"), "{ps}");
     assert!(!ps.contains("anomaly"), "{ps}");
-    let buddy = text(Cmd::Buddyinfo);
+    let buddy = text(Query::Buddyinfo);
     assert!(
         buddy.starts_with("Node 0, zone      DMA      1 "),
         "{buddy}"
     );
     assert!(!buddy.contains("anomaly"), "{buddy}");
-    let maps = text(Cmd::Vma { pid: 1 });
+    let maps = text(Query::Vma { pid: 1 });
     assert!(maps.starts_with("08048000-08049000 r-xp"), "{maps}");
     assert!(!maps.contains("anomaly"), "{maps}");
-    let vmalloc = text(Cmd::Vmallocinfo);
+    let vmalloc = text(Query::Vmallocinfo);
     assert_eq!(vmalloc.matches("vmalloc_test").count(), 2, "{vmalloc}");
-    assert!(text(Cmd::Slabinfo).contains("kmalloc-64"));
-    let vtop = text(Cmd::Vtop {
-        va: "8048000".into(),
+    assert!(text(Query::Slabinfo).contains("kmalloc-64"));
+    let vtop = text(Query::Vtop {
+        va: 0x804_8000,
         pid: Some(1),
         cr3: None,
     });
     assert!(vtop.contains("8048000           a000"), "{vtop}");
-    let audit = inspect::run(&t, &Cmd::Audit).unwrap();
+    let audit = inspect::run(&t, &Query::Audit).unwrap();
     assert_eq!(audit.status(), 0, "{}", audit.text());
 
     let write = std::env::var("WRITE_SEEDS").is_ok_and(|v| v == "1");

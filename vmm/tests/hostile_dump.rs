@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use abi::vmcoreinfo::{num, off};
 use common::{descriptor, Offsets, Places, SparseRam, PAGE, PO, TASK_SIZE, TASK_TASKS, VMA_SIZE};
-use vmm::coredump::{self, DumpMeta, Regs};
+use vmm::coredump::{self, DumpMeta};
+use vmm::vstate::Regs;
 
 const RAM: u64 = 2 << 30;
 /// Where the crafted structures live (physical).

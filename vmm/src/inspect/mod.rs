@@ -20,6 +20,7 @@ mod audit;
 mod descriptor;
 mod procfs;
 mod procs;
+mod query;
 mod reader;
 mod tables;
 mod translate;
@@ -31,10 +32,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+pub use query::Query;
 pub use reader::{Anomalies, Kernel, Target, READ_BUDGET};
 pub use tables::MAX_LINES;
 
-use crate::coredump::{Regs, GPR_NAMES};
+use crate::vstate::{Regs, GPR_NAMES};
 
 const PAGE: u64 = 4096;
 
@@ -203,114 +205,15 @@ impl Render for DescriptorText {
     }
 }
 
-/// The inspect commands (shared by `vmm inspect` and the monitor).
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Cmd {
-    /// Translate a virtual address, level by level (crash vtop).
-    Vtop {
-        /// Virtual address (hex, 0x optional).
-        va: String,
-        /// Walk this process's tables (its mm_struct's pgd).
-        #[arg(long, conflicts_with = "cr3")]
-        pid: Option<u32>,
-        /// Walk the tables at this physical root instead of the vCPU's CR3.
-        #[arg(long)]
-        cr3: Option<String>,
-    },
-    /// Every virtual address mapping a physical address, and the frame's owner.
-    Ptov {
-        /// Physical address (hex).
-        pa: String,
-    },
-    /// Every leaf mapping (QEMU `info tlb`) under the vCPU's CR3.
-    Tlb {
-        /// List this process's address space instead.
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// Mapped ranges with permissions (QEMU `info mem`, plus x for executable).
-    Mem {
-        /// List this process's address space instead.
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// The kernel regions, their ranges and how much of each is mapped.
-    Layout,
-    /// /proc/meminfo-style totals and the guest's event counters.
-    Meminfo,
-    /// /proc/zoneinfo.
-    Zoneinfo,
-    /// /proc/buddyinfo.
-    Buddyinfo,
-    /// /proc/vmallocinfo.
-    Vmallocinfo,
-    /// pkmap slots and counts, and the kmap_local stack.
-    Pkmap,
-    /// /proc/slabinfo, from the guest's SLUB registry.
-    Slabinfo,
-    /// The processes (crash `ps`): pid, state, task_struct, mm_struct,
-    /// page-table root, VMA count, sizes; the kernel's root first.
-    Ps,
-    /// A process's VMAs, /proc/PID/maps style, from its vm_area_struct list.
-    Vma {
-        #[arg(long)]
-        pid: u32,
-    },
-    /// Double-mapping invariants against the host's slab record.
-    Audit,
-    /// Hexdump of guest virtual memory.
-    X {
-        va: String,
-        /// Bytes (default 64, at most 64 KiB).
-        len: Option<String>,
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// The vCPU registers.
-    Regs,
-    /// The descriptor the guest published.
-    Vmcoreinfo,
-    /// Monitor only: write an ELF core dump of this moment.
-    Dump { file: std::path::PathBuf },
-    /// Monitor only: keep the guest paused between commands.
-    Stop,
-    /// Monitor only: let a stopped guest run again.
-    Cont,
-    /// Monitor only: software walker vs KVM_TRANSLATE, and a full `tlb`.
-    Bench {
-        #[arg(long, default_value_t = 20)]
-        iters: u32,
-    },
-}
-
-pub fn parse_hex(s: &str) -> R<u64> {
-    let t = s.trim();
-    let t = t
-        .strip_prefix("0x")
-        .or_else(|| t.strip_prefix("0X"))
-        .unwrap_or(t);
-    u64::from_str_radix(&t.replace('_', ""), 16)
-        .map_err(|_| InspectError::bad_input(format!("'{s}' is not a hex address")))
-}
-
-fn parse_len(s: &str) -> R<u64> {
-    if let Some(h) = s.strip_prefix("0x") {
-        return parse_hex(h);
-    }
-    s.parse()
-        .map_err(|_| InspectError::bad_input(format!("'{s}' is not a length")))
-}
-
-/// Runs one inspect command. `Dump`, `Stop`, `Cont` and `Bench` need the
-/// monitor and are refused here. How much of the read budget a command
-/// used is logged (`-v`).
-pub fn run(t: &Target, cmd: &Cmd) -> R<Answer> {
-    Ok(match cmd {
-        Cmd::Regs => CpuRegs {
+/// Runs one inspect command. How much of the read budget it used is
+/// logged (`-v`).
+pub fn run(t: &Target, query: &Query) -> R<Answer> {
+    Ok(match query {
+        Query::Regs => CpuRegs {
             cpus: t.cpus.clone(),
         }
         .into(),
-        Cmd::Vmcoreinfo => {
+        Query::Vmcoreinfo => {
             let raw = t.info.as_deref().ok_or_else(|| {
                 InspectError::new("the guest has not published its descriptor yet")
             })?;
@@ -319,14 +222,9 @@ pub fn run(t: &Target, cmd: &Cmd) -> R<Answer> {
             }
             .into()
         }
-        Cmd::Dump { .. } | Cmd::Stop | Cmd::Cont | Cmd::Bench { .. } => {
-            return Err(InspectError::bad_input(
-                "this command needs a live guest (--socket)",
-            ))
-        }
         _ => {
             let k = Kernel::new(t)?;
-            let answer = run_on(&k, cmd);
+            let answer = run_on(&k, query);
             log::info!(
                 "inspect: {} guest reads of the budget of {READ_BUDGET}",
                 READ_BUDGET - k.budget_left()
@@ -337,35 +235,24 @@ pub fn run(t: &Target, cmd: &Cmd) -> R<Answer> {
 }
 
 /// The commands that read the kernel's structures.
-fn run_on(k: &Kernel, cmd: &Cmd) -> R<Answer> {
-    Ok(match cmd {
-        Cmd::Vtop { va, pid, cr3 } => {
-            let cr3 = cr3.as_deref().map(parse_hex).transpose()?;
-            translate::vtop(k, parse_hex(va)?, cr3, *pid)?.into()
-        }
-        Cmd::Ptov { pa } => translate::ptov(k, parse_hex(pa)?)?.into(),
-        Cmd::X { va, len, pid } => {
-            let len = len.as_deref().map(parse_len).transpose()?.unwrap_or(64);
-            translate::hexdump(k, parse_hex(va)?, len, *pid)?.into()
-        }
-        Cmd::Tlb { pid } => tables::tlb(k, *pid)?.into(),
-        Cmd::Mem { pid } => tables::mem(k, *pid)?.into(),
-        Cmd::Layout => tables::layout(k).into(),
-        Cmd::Meminfo => procfs::meminfo(k)?.into(),
-        Cmd::Zoneinfo => procfs::zoneinfo(k)?.into(),
-        Cmd::Buddyinfo => procfs::buddyinfo(k)?.into(),
-        Cmd::Vmallocinfo => procfs::vmallocinfo(k)?.into(),
-        Cmd::Pkmap => procfs::pkmap(k)?.into(),
-        Cmd::Slabinfo => procfs::slabinfo(k)?.into(),
-        Cmd::Ps => procfs::ps(k)?.into(),
-        Cmd::Vma { pid } => procfs::maps(k, *pid)?.into(),
-        Cmd::Audit => audit::audit(k)?.into(),
-        Cmd::Regs
-        | Cmd::Vmcoreinfo
-        | Cmd::Dump { .. }
-        | Cmd::Stop
-        | Cmd::Cont
-        | Cmd::Bench { .. } => {
+fn run_on(k: &Kernel, query: &Query) -> R<Answer> {
+    Ok(match *query {
+        Query::Vtop { va, pid, cr3 } => translate::vtop(k, va, cr3, pid)?.into(),
+        Query::Ptov { pa } => translate::ptov(k, pa)?.into(),
+        Query::X { va, len, pid } => translate::hexdump(k, va, len.unwrap_or(64), pid)?.into(),
+        Query::Tlb { pid } => tables::tlb(k, pid)?.into(),
+        Query::Mem { pid } => tables::mem(k, pid)?.into(),
+        Query::Layout => tables::layout(k).into(),
+        Query::Meminfo => procfs::meminfo(k)?.into(),
+        Query::Zoneinfo => procfs::zoneinfo(k)?.into(),
+        Query::Buddyinfo => procfs::buddyinfo(k)?.into(),
+        Query::Vmallocinfo => procfs::vmallocinfo(k)?.into(),
+        Query::Pkmap => procfs::pkmap(k)?.into(),
+        Query::Slabinfo => procfs::slabinfo(k)?.into(),
+        Query::Ps => procfs::ps(k)?.into(),
+        Query::Vma { pid } => procfs::maps(k, pid)?.into(),
+        Query::Audit => audit::audit(k)?.into(),
+        Query::Regs | Query::Vmcoreinfo => {
             return Err(InspectError::bad_input(
                 "this command does not read the kernel's structures",
             ))

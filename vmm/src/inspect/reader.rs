@@ -19,8 +19,8 @@ use pagetable::{
 
 use super::descriptor::{Descriptor, NodeLayout, PageLayout, TaskLayout, VirtLayout, VmapLayout};
 use super::{InspectError, PAGE, R};
-use crate::coredump::Regs;
 use crate::guestphys::GuestPhys;
+use crate::vstate::Regs;
 
 /// Guest reads (structures and page-table entries) one command may make,
 /// over all its walks: a few seconds of work on the slowest source.

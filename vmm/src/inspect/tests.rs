@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use super::audit::MAX_FINDINGS;
 use super::translate::MAX_PTOV_PER_SPACE;
 use super::*;
-use crate::coredump::Regs;
 use crate::guestphys::VecMem;
+use crate::vstate::Regs;
 
 /// A command's answer in both forms, as `vmm inspect` prints them.
 pub(super) struct Out {
@@ -17,7 +17,7 @@ pub(super) struct Out {
     pub error: Option<String>,
 }
 
-pub(super) fn run(t: &Target, cmd: &Cmd) -> R<Out> {
+pub(super) fn run(t: &Target, cmd: &Query) -> R<Out> {
     let a = super::run(t, cmd)?;
     Ok(Out {
         text: a.text(),
@@ -53,11 +53,11 @@ const ALL_CMDS: &[&str] = &[
     "vmcoreinfo",
 ];
 
-fn cmd(name: &str) -> Cmd {
+fn cmd(name: &str) -> Query {
     #[derive(clap::Parser)]
     struct P {
         #[command(subcommand)]
-        c: Cmd,
+        c: Query,
     }
     <P as clap::Parser>::try_parse_from(["x", name]).unwrap().c
 }
@@ -110,8 +110,8 @@ fn commands_on_an_empty_guest_do_not_panic() {
     assert_eq!(out.status, 0);
     let v = run(
         &t,
-        &Cmd::Vtop {
-            va: "c0000000".into(),
+        &Query::Vtop {
+            va: 0xc000_0000,
             pid: None,
             cr3: None,
         },
@@ -162,7 +162,7 @@ fn self_looping_free_list_terminates() {
     for c in ["audit", "meminfo", "layout"] {
         run(&t, &cmd(c)).unwrap();
     }
-    run(&t, &Cmd::Ptov { pa: "5000".into() }).unwrap();
+    run(&t, &Query::Ptov { pa: 0x5000 }).unwrap();
 }
 
 /// Every table entry points at the same next-level table (legal
@@ -193,7 +193,7 @@ fn aliased_tables_give_bounded_output() {
         MAX_LINES
     );
     assert_eq!(tlb.json["truncated"], true);
-    let ptov = run(&t, &Cmd::Ptov { pa: "5000".into() }).unwrap();
+    let ptov = run(&t, &Query::Ptov { pa: 0x5000 }).unwrap();
     assert!(ptov
         .text
         .contains(&format!("listing cut after {MAX_PTOV_PER_SPACE}")));
@@ -223,17 +223,17 @@ fn extreme_descriptor_numbers_do_not_overflow() {
         for c in ALL_CMDS {
             let _ = run(&t, &cmd(c));
         }
-        for va in ["ffa00000", "fffef000", "ffffffffffffffff", "c0001000"] {
+        for va in [0xffa0_0000, 0xfffe_f000, u64::MAX, 0xc000_1000] {
             let _ = run(
                 &t,
-                &Cmd::Vtop {
-                    va: va.into(),
+                &Query::Vtop {
+                    va,
                     pid: None,
                     cr3: None,
                 },
             );
         }
-        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+        let _ = run(&t, &Query::Ptov { pa: 0x3000 });
     }
 }
 
@@ -255,10 +255,10 @@ proptest! {
             let _ = run(&t, &cmd(c));
         }
         for va in [0xc000_0000u64, 0xc080_1000, 0xffa0_0000, 0xffff_e000, 0x1234] {
-            let _ = run(&t, &Cmd::Vtop { va: format!("{va:x}"), pid: None, cr3: None });
-            let _ = run(&t, &Cmd::X { va: format!("{va:x}"), len: Some("32".into()), pid: None });
+            let _ = run(&t, &Query::Vtop { va, pid: None, cr3: None });
+            let _ = run(&t, &Query::X { va, len: Some(32), pid: None });
         }
-        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+        let _ = run(&t, &Query::Ptov { pa: 0x3000 });
     }
 
     /// Random bytes as the descriptor: refused or parsed, never a panic.

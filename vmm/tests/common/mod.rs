@@ -9,8 +9,9 @@ use std::ops::Range;
 
 use abi::vmcoreinfo::{num, off, sym, Vmcoreinfo, Writer};
 use pagetable::PhysError;
-use vmm::coredump::{DumpMeta, Regs};
+use vmm::coredump::DumpMeta;
 use vmm::guestphys::GuestPhys;
+use vmm::vstate::Regs;
 
 pub const PO: u64 = 0xc000_0000;
 pub const PAGE: u64 = 4096;

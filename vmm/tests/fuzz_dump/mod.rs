@@ -4,47 +4,52 @@
 //! bounded, whatever the file and the guest memory in it say.
 
 use vmm::coredump::DumpMem;
-use vmm::inspect::{self, Cmd, Target};
+use vmm::inspect::{self, Query, Target};
 
 /// Largest text or JSON answer accepted (listings stop at 100,000 lines).
 pub const MAX_ANSWER: usize = 32 << 20;
 
 /// Every command the inspector serves from a dump, with addresses that
 /// fall in the small guest's tables, RAM, and nowhere.
-pub fn commands() -> Vec<Cmd> {
+pub fn commands() -> Vec<Query> {
     let mut cmds = vec![
-        Cmd::Tlb { pid: None },
-        Cmd::Tlb { pid: Some(1) },
-        Cmd::Mem { pid: None },
-        Cmd::Layout,
-        Cmd::Meminfo,
-        Cmd::Zoneinfo,
-        Cmd::Buddyinfo,
-        Cmd::Vmallocinfo,
-        Cmd::Pkmap,
-        Cmd::Slabinfo,
-        Cmd::Ps,
-        Cmd::Vma { pid: 1 },
-        Cmd::Audit,
-        Cmd::Regs,
-        Cmd::Vmcoreinfo,
+        Query::Tlb { pid: None },
+        Query::Tlb { pid: Some(1) },
+        Query::Mem { pid: None },
+        Query::Layout,
+        Query::Meminfo,
+        Query::Zoneinfo,
+        Query::Buddyinfo,
+        Query::Vmallocinfo,
+        Query::Pkmap,
+        Query::Slabinfo,
+        Query::Ps,
+        Query::Vma { pid: 1 },
+        Query::Audit,
+        Query::Regs,
+        Query::Vmcoreinfo,
     ];
     for va in [
-        "c0001000", "8048000", "c0810000", "ffa00000", "fffef000", "0",
+        0xc000_1000,
+        0x804_8000,
+        0xc081_0000,
+        0xffa0_0000,
+        0xfffe_f000,
+        0,
     ] {
-        cmds.push(Cmd::Vtop {
-            va: va.into(),
+        cmds.push(Query::Vtop {
+            va,
             pid: None,
             cr3: None,
         });
-        cmds.push(Cmd::X {
-            va: va.into(),
-            len: Some("64".into()),
+        cmds.push(Query::X {
+            va,
+            len: Some(64),
             pid: Some(1),
         });
     }
-    for pa in ["a000", "d000", "0"] {
-        cmds.push(Cmd::Ptov { pa: pa.into() });
+    for pa in [0xa000, 0xd000, 0] {
+        cmds.push(Query::Ptov { pa });
     }
     cmds
 }
@@ -54,13 +59,7 @@ pub fn check(data: &[u8]) {
     let Ok(dump) = DumpMem::from_bytes(data.to_vec()) else {
         return;
     };
-    let meta = dump.meta.clone();
-    let target = Target {
-        mem: Box::new(dump),
-        info: meta.vmcoreinfo,
-        cpus: meta.cpus,
-        slab: meta.slab,
-    };
+    let target = Target::from(dump);
     for cmd in commands() {
         if let Ok(answer) = inspect::run(&target, &cmd) {
             assert!(answer.text().len() <= MAX_ANSWER, "{cmd:?}: text too long");

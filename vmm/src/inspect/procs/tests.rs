@@ -9,9 +9,9 @@ use abi::vmcoreinfo::{num, off, sym, Vmcoreinfo, Writer};
 use proptest::prelude::*;
 
 use super::super::tests::run;
-use super::super::{Cmd, Target};
-use crate::coredump::Regs;
+use super::super::{Query, Target};
 use crate::guestphys::VecMem;
+use crate::vstate::Regs;
 
 const PO: u64 = 0xc000_0000;
 const RAM: usize = 1 << 16;
@@ -201,7 +201,7 @@ fn ps_and_vma_read_the_task_list() {
     m.link(&[0, 2]);
     let info = info();
     let t = m.target(&info);
-    let ps = run(&t, &Cmd::Ps).unwrap();
+    let ps = run(&t, &Query::Ps).unwrap();
     assert_eq!(ps.status, 0);
     let lines: Vec<&str> = ps.text.lines().collect();
     assert_eq!(lines.len(), 4, "{}", ps.text);
@@ -211,7 +211,7 @@ fn ps_and_vma_read_the_task_list() {
     assert!(lines[3].contains("0x0000b000") && lines[3].ends_with("demo"));
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
 
-    let v = run(&t, &Cmd::Vma { pid: 7 }).unwrap();
+    let v = run(&t, &Query::Vma { pid: 7 }).unwrap();
     assert_eq!(
         v.text,
         "08048000-08049000 r-xp 00000000 00:00 0          spin\n\
@@ -224,7 +224,7 @@ fn ps_and_vma_read_the_task_list() {
     // An empty list (init_task.tasks points at itself): only swapper.
     let mut m = Mem::new();
     m.link(&[]);
-    let ps = run(&m.target(&info), &Cmd::Ps).unwrap();
+    let ps = run(&m.target(&info), &Query::Ps).unwrap();
     assert_eq!(ps.text.lines().count(), 2, "{}", ps.text);
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
 }
@@ -236,16 +236,16 @@ fn bad_pid_is_one_error() {
     m.link(&[0]);
     let t = m.target(&info());
     for c in [
-        Cmd::Vma { pid: 8 },
-        Cmd::Tlb { pid: Some(8) },
-        Cmd::Mem { pid: Some(8) },
-        Cmd::Vtop {
-            va: "8048000".into(),
+        Query::Vma { pid: 8 },
+        Query::Tlb { pid: Some(8) },
+        Query::Mem { pid: Some(8) },
+        Query::Vtop {
+            va: 0x8048000,
             pid: Some(8),
             cr3: None,
         },
-        Cmd::X {
-            va: "8048000".into(),
+        Query::X {
+            va: 0x8048000,
             len: None,
             pid: Some(8),
         },
@@ -266,7 +266,7 @@ fn a_vm_next_cycle_is_cut_not_followed() {
     m.u64(last + 16, PO + VMAS);
     m.u32(MMS + 16, u32::MAX);
     let t = m.target(&info());
-    let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
+    let v = run(&t, &Query::Vma { pid: 1 }).unwrap();
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 4);
     assert!(v.text.contains("(cycle); list cut"), "{}", v.text);
 }
@@ -278,14 +278,14 @@ fn a_list_longer_than_map_count_is_cut() {
     m.link(&[0]);
     m.u32(MMS + 16, 1);
     let t = m.target(&info());
-    let v = run(&t, &Cmd::Vma { pid: 1 }).unwrap();
+    let v = run(&t, &Query::Vma { pid: 1 }).unwrap();
     assert_eq!(v.json["vmas"].as_array().unwrap().len(), 2);
     assert!(v.text.contains("more VMAs on mm->mmap than map_count 1"));
 }
 
 /// The `ps` lines of the tasks and the anomaly lines.
 fn ps_of(m: Mem) -> (Vec<String>, Vec<String>) {
-    let ps = run(&m.target(&info()), &Cmd::Ps).unwrap();
+    let ps = run(&m.target(&info()), &Query::Ps).unwrap();
     let lines = ps.text.lines().skip(2).map(str::to_string);
     lines.partition(|l| !l.starts_with("anomaly: "))
 }
@@ -384,7 +384,7 @@ fn broken_task_links_are_reported() {
     let mut bad = info();
     bad.push_str(&format!("SYMBOL(init_task)={:x}\n", PO + RAM as u64 - 8));
     m.task(0, 1, b"ok", &layout()[..1]);
-    let e = run(&m.target(&bad), &Cmd::Ps).err().expect("an error");
+    let e = run(&m.target(&bad), &Query::Ps).err().expect("an error");
     assert!(
         e.msg.contains("not mapped") || e.msg.contains("reading"),
         "{}",
@@ -400,7 +400,7 @@ fn hostile_names_and_pids() {
     m.task(3, 1, b"dup", &layout()[..1]);
     m.link(&[0, 1, 3]);
     let t = m.target(&info());
-    let ps = run(&t, &Cmd::Ps).unwrap();
+    let ps = run(&t, &Query::Ps).unwrap();
     assert!(
         ps.text.contains("task 2: comm: name is not UTF-8"),
         "{}",
@@ -423,7 +423,7 @@ fn slabinfo_lines_match_the_guests_formatter() {
     m.cache(&info, 2, 1, (2, PO + NAMES + 0x20), [8, 8, 512, 0, 0, 0]);
     m.cache(&info, 3, 7, (PO + NAMES, 10), [8, 8, 512, 0, 0, 0]);
     let t = m.target(&info);
-    let out = run(&t, &Cmd::Slabinfo).unwrap();
+    let out = run(&t, &Query::Slabinfo).unwrap();
     let mut want = String::new();
     mm::slub::write_slabinfo_line(
         &mut want,
@@ -456,7 +456,7 @@ fn slabinfo_lines_match_the_guests_formatter() {
     m.put(NAMES + 0x40, b"tab\there");
     m.cache(&info, 0, 1, (PO + NAMES + 0x40, 8), [8, 8, 512, 0, 0, 0]);
     m.cache(&info, 1, 1, (PO + NAMES, u64::MAX), [8, 8, 512, 0, 0, 0]);
-    let out = run(&m.target(&info), &Cmd::Slabinfo).unwrap();
+    let out = run(&m.target(&info), &Query::Slabinfo).unwrap();
     assert!(out.text.contains("control characters"), "{}", out.text);
     assert!(out.text.contains("name length"), "{}", out.text);
 }
@@ -481,7 +481,7 @@ proptest! {
             m.u64(node(i) - PO, next);
         }
         m.u64(INIT_TASK + O_TASKS, node(0));
-        let ps = run(&m.target(&info()), &Cmd::Ps).unwrap();
+        let ps = run(&m.target(&info()), &Query::Ps).unwrap();
         let listed: Vec<u64> = ps.json["tasks"].as_array().unwrap()[1..]
             .iter()
             .map(|t| t["task"].as_u64().unwrap())
@@ -511,14 +511,14 @@ proptest! {
             m.u64(at as u64, v);
         }
         let t = m.target(&info);
-        let _ = run(&t, &Cmd::Ps);
-        let _ = run(&t, &Cmd::Slabinfo);
-        let _ = run(&t, &Cmd::Audit);
-        let _ = run(&t, &Cmd::Ptov { pa: "3000".into() });
+        let _ = run(&t, &Query::Ps);
+        let _ = run(&t, &Query::Slabinfo);
+        let _ = run(&t, &Query::Audit);
+        let _ = run(&t, &Query::Ptov { pa: 0x3000 });
         for pid in [0, 1, 7, u32::MAX] {
-            let _ = run(&t, &Cmd::Vma { pid });
-            let _ = run(&t, &Cmd::Tlb { pid: Some(pid) });
-            let _ = run(&t, &Cmd::Vtop { va: "8048000".into(), pid: Some(pid), cr3: None });
+            let _ = run(&t, &Query::Vma { pid });
+            let _ = run(&t, &Query::Tlb { pid: Some(pid) });
+            let _ = run(&t, &Query::Vtop { va: 0x8048000, pid: Some(pid), cr3: None });
         }
     }
 }

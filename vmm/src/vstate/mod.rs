@@ -1,0 +1,10 @@
+//! The machine's state (Firecracker's vstate/): the VM with guest RAM
+//! mapped into it, its vCPU threads, and their registers.
+
+mod regs;
+mod vcpu;
+mod vm;
+
+pub use regs::{Regs, GPR_NAMES};
+pub use vcpu::{Outcome, PauseError, Paused, Translated, Vcpus};
+pub use vm::{open_kvm, Vm, VmError};
