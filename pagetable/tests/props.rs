@@ -370,8 +370,9 @@ proptest! {
                     } else {
                         (SIZE_4K, range.start, range.end, pfn << 12)
                     };
-                    // 2-level frames stay below 4 GiB; PSE-36 is checked elsewhere.
-                    let pa = pa & 0xffff_ffff;
+                    // 2-level frames stay below 4 GiB, the whole range included;
+                    // PSE-36 is checked elsewhere.
+                    let pa = (pa & 0xffff_ffff).min((1 << 32) - (end - start));
                     let r = c.map_range(start..end, pa, size, flags);
                     // The first page that cannot be mapped, if any.
                     let blocked = (start..end).step_by(size as usize).find(|&va| {
