@@ -9,14 +9,14 @@ use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::{__GFP_ZERO, GFP_HIGHUSER, GFP_KERNEL};
 use mm::page::PG_TABLE;
 use mm::vma::{
-    Access, FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
+    FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
 };
 use pagetable::{FrameAlloc, Level, MapError, Mapper, PhysError, PhysRead, Pte, PteFlags};
 
 use super::objects::{self, MmStruct};
 use crate::arch::mem::DirectMap;
 use crate::arch::programs::Program;
-use crate::arch::trap::TrapFrame;
+use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
@@ -261,7 +261,8 @@ impl AddressSpace {
     /// a GFP_HIGHUSER frame (highmem when there is any), cleared through
     /// kmap_local because a highmem frame has no kernel address -> the PTE.
     pub fn handle_fault(&mut self, addr: u64, error_code: u64) -> Result<(), FaultFailure> {
-        let access = Access::from_error_code(error_code);
+        let code = PageFaultError::from_bits_retain(error_code);
+        let access = code.access();
         let total_vm = self.vmas.total_vm();
         let vma = self.vmas.fault_vma(addr, access).map_err(|e| match e {
             FaultError::BadArea => FaultFailure::NoVma,
@@ -271,7 +272,7 @@ impl AddressSpace {
             // expand_stack() grew the stack VMA: republish the VMA objects.
             self.sync_objects();
         }
-        if error_code & mm::vma::X86_PF_PROT != 0 {
+        if code.contains(PageFaultError::PROT) {
             return Err(FaultFailure::Protection);
         }
         let pfn =

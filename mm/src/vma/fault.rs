@@ -6,19 +6,14 @@ use super::tree::to_vma;
 use super::{page_align_down, VmFlags, Vma, VmaError, VmaTree, MMAP_MIN_ADDR, STACK_GUARD_GAP};
 use abi::layout::PAGE_SHIFT;
 
-/// A memory access, as the page-fault path sees it.
+/// A memory access, as the page-fault path sees it. Arch-neutral: the
+/// guest's arch code derives it from the hardware's fault report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Access {
     pub read: bool,
     pub write: bool,
     pub exec: bool,
 }
-
-/// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
-pub const X86_PF_PROT: u64 = 1 << 0;
-pub const X86_PF_WRITE: u64 = 1 << 1;
-pub const X86_PF_USER: u64 = 1 << 2;
-pub const X86_PF_INSTR: u64 = 1 << 4;
 
 impl Access {
     pub const READ: Self = Self {
@@ -37,10 +32,10 @@ impl Access {
         exec: true,
     };
 
-    /// The access a #PF error code describes.
-    pub const fn from_error_code(code: u64) -> Self {
-        let write = code & X86_PF_WRITE != 0;
-        let exec = code & X86_PF_INSTR != 0;
+    /// The access of a fault that was a write, an instruction fetch, or
+    /// else a read (FAULT_FLAG_WRITE and FAULT_FLAG_INSTRUCTION, as
+    /// do_user_addr_fault() sets them from the error code).
+    pub const fn of_fault(write: bool, exec: bool) -> Self {
         Self {
             read: !write && !exec,
             write,
@@ -85,21 +80,6 @@ impl Vma {
             return false;
         }
         true
-    }
-
-    /// access_error() of arch/x86/mm/fault.c verbatim: `true` means SIGSEGV
-    /// with SEGV_ACCERR. x86 does not check VM_EXEC here; NX in the PTE
-    /// catches the fetch, which then comes back as a protection fault.
-    pub const fn access_error(&self, error_code: u64) -> bool {
-        if error_code & X86_PF_WRITE != 0 {
-            return !self.flags.contains(VmFlags::WRITE);
-        }
-        if error_code & X86_PF_PROT != 0 {
-            return true;
-        }
-        !self
-            .flags
-            .intersects(VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC))
     }
 }
 

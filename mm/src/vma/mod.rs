@@ -48,7 +48,9 @@
 //!   __do_munmap()/__split_vma() (mm/mmap.c; do_vmi_munmap() in 6.1+);
 //! - `brk`: the brk() system call (mm/mmap.c);
 //! - `fault`: the VMA half of a user page fault: the access check and
-//!   expand_stack() (mm/mmap.c, arch/x86/mm/fault.c).
+//!   expand_stack() (mm/mmap.c, do_user_addr_fault() of
+//!   arch/x86/mm/fault.c). The x86 error code is decoded by the guest's
+//!   arch code; this crate sees an arch-neutral [`Access`].
 
 mod brk;
 mod fault;
@@ -59,7 +61,7 @@ mod tests;
 mod tree;
 mod unmapped_area;
 
-pub use fault::{Access, FaultError, X86_PF_INSTR, X86_PF_PROT, X86_PF_USER, X86_PF_WRITE};
+pub use fault::{Access, FaultError};
 pub use layout::{
     arch_pick_mmap_layout, mmap_base, MmLayout, DEFAULT_STACK_RLIMIT, MAX_GAP, MIN_GAP,
     MMAP_MIN_ADDR, RLIM_INFINITY, STACK_GUARD_GAP, TASK_SIZE, TASK_UNMAPPED_BASE,
