@@ -15,6 +15,7 @@
 //! double or bogus free is detected through the head page's refcount and
 //! order and returned as [`FreeError`] before any list is touched.
 
+use crate::bitops::align_down;
 use crate::gfp::{self, Gfp, __GFP_DIRECT_RECLAIM, __GFP_HIGH};
 use crate::memblock::Memblock;
 use crate::page::{MemMap, Page, PFN_NONE, PG_BUDDY, PG_CHECK_AT_FREE};
@@ -285,7 +286,7 @@ pub const fn int_sqrt(x: u64) -> u64 {
     let mut rem = x;
     let mut root = 0;
     // Highest power of four <= x.
-    let mut bit = 1u64 << ((63 - x.leading_zeros()) & !1);
+    let mut bit = 1u64 << (x.ilog2() & !1);
     while bit != 0 {
         if rem >= root + bit {
             rem -= root + bit;
@@ -498,7 +499,7 @@ impl<'a> Node<'a> {
     /// pfn rounded down to 2^j.
     fn inside_free_block(&self, zi: usize, pfn: u64) -> bool {
         (0..=MAX_ORDER).any(|j| {
-            let head = pfn & !((1u64 << j) - 1);
+            let head = align_down(pfn, 1 << j);
             self.zones[zi].spans(head) && {
                 let pg = self.map.at(head);
                 pg.is_buddy() && pg.buddy_order() == j

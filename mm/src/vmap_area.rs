@@ -20,6 +20,7 @@
 //! range: busy + lazy areas stay <= N - 1, hence free blocks (the gaps between
 //! them) stay <= N. An alloc over that bound is [`VmapError::ArenaFull`].
 
+use crate::bitops::{checked_align_up, fls, fls64, page_align, page_aligned};
 use crate::pkmap::TlbFlush;
 use crate::rbtree::{Augment, MaxSize, Node, RbTree, NIL};
 use abi::layout::{NR_CPUS, PAGE_SHIFT, PAGE_SIZE};
@@ -34,11 +35,6 @@ pub const VM_NO_GUARD: u32 = 0x40;
 pub const VM_FLUSH_RESET_PERMS: u32 = 0x100;
 /// ioremap areas are aligned to their size up to 2^IOREMAP_MAX_ORDER bytes.
 pub const IOREMAP_MAX_ORDER: u32 = 7 + PAGE_SHIFT;
-
-/// fls(): 1-based index of the highest set bit, 0 for 0.
-pub const fn fls(x: u32) -> u32 {
-    32 - x.leading_zeros()
-}
 
 /// lazy_max_pages() = fls(num_online_cpus()) * (32 MiB / PAGE_SIZE).
 pub const fn lazy_max_pages(num_cpus: u32) -> u64 {
@@ -211,15 +207,10 @@ impl<const N: usize> Default for VmapAllocator<N> {
     }
 }
 
-#[inline]
-fn page_aligned(x: u64) -> bool {
-    x & (PAGE_SIZE - 1) == 0
-}
-
 /// is_within_this_va(): where an allocation would start in `[fs, fe)`.
 #[inline]
 fn fit_start(fs: u64, fe: u64, size: u64, align: u64, vstart: u64) -> Option<u64> {
-    let nva = fs.max(vstart).checked_add(align - 1)? & !(align - 1);
+    let nva = checked_align_up(fs.max(vstart), align)?;
     (nva.checked_add(size)? <= fe).then_some(nva)
 }
 
@@ -369,12 +360,12 @@ impl<const N: usize> VmapAllocator<N> {
         caller: &'static str,
         tlb: &mut F,
     ) -> Result<VmArea, VmapError> {
-        let size = match size.checked_add(PAGE_SIZE - 1) {
-            Some(s) if size != 0 => s & !(PAGE_SIZE - 1),
+        let size = match page_align(size) {
+            Some(s) if size != 0 => s,
             _ => return Err(VmapError::InvalidSize(size)),
         };
         let align = if flags & VM_IOREMAP != 0 {
-            let order = 64 - (size - 1).leading_zeros(); // get_count_order_long()
+            let order = fls64(size - 1); // get_count_order_long()
             1u64 << order.clamp(PAGE_SHIFT, IOREMAP_MAX_ORDER)
         } else {
             PAGE_SIZE

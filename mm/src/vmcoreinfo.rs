@@ -18,10 +18,6 @@ use crate::rbtree::{Node as RbNode, NIL};
 use crate::slub::{KmemCache, Slub, OO_SHIFT};
 use crate::vmap_area::{AreaInfo, Areas, VmapAllocator};
 
-const fn align_up(x: usize, a: usize) -> usize {
-    x.div_ceil(a) * a
-}
-
 /// Offsets in `rbtree::Node<Areas>` by the repr(C) rules (its fields are
 /// private to rbtree.rs): start, end, value, aug (zero-sized), left, right,
 /// parent, red.
@@ -34,8 +30,8 @@ pub struct RbNodeLayout {
 }
 
 pub const RB_NODE_AREAS: RbNodeLayout = {
-    let value = align_up(16, align_of::<AreaInfo>());
-    let left = align_up(value + size_of::<AreaInfo>(), align_of::<u32>());
+    let value = 16usize.next_multiple_of(align_of::<AreaInfo>());
+    let left = (value + size_of::<AreaInfo>()).next_multiple_of(align_of::<u32>());
     RbNodeLayout {
         start: 0,
         end: 8,
@@ -48,7 +44,7 @@ pub const RB_NODE_AREAS: RbNodeLayout = {
 /// Offsets in `RbTree<Areas, N>` by the repr(C) rules: the arena, then
 /// root, free_head, fresh, len (all u32).
 pub const fn rb_tree_offsets<const N: usize>() -> (usize, usize, usize) {
-    let root = align_up(size_of::<[RbNode<Areas>; N]>(), align_of::<u32>());
+    let root = size_of::<[RbNode<Areas>; N]>().next_multiple_of(align_of::<u32>());
     (0, root, root + 12)
 }
 
@@ -231,7 +227,7 @@ mod tests {
         assert!(RB_NODE_AREAS.right + 8 < size_of::<RbNode<Areas>>());
         assert_eq!(
             size_of::<RbTree<Areas, 8>>(),
-            align_up(rb_tree_offsets::<8>().2 + 4, 8)
+            (rb_tree_offsets::<8>().2 + 4).next_multiple_of(8)
         );
     }
 }

@@ -3,6 +3,7 @@
 //! mm/slab_common.c. All `const fn`, pure arithmetic.
 
 use super::{KMALLOC_MAX_SIZE, OBJECT_POISON, SLAB_HWCACHE_ALIGN, SLAB_POISON, SLAB_RED_ZONE};
+use crate::bitops::{fls, get_order};
 use crate::buddy::MAX_ORDER;
 use abi::layout::PAGE_SIZE;
 
@@ -40,11 +41,6 @@ impl Oo {
     }
 }
 
-/// fls(): 1-based index of the highest set bit, 0 for 0.
-const fn fls(x: u32) -> u32 {
-    32 - x.leading_zeros()
-}
-
 pub(super) const fn max(a: u32, b: u32) -> u32 {
     if a > b {
         a
@@ -58,20 +54,6 @@ const fn min(a: u32, b: u32) -> u32 {
         a
     } else {
         b
-    }
-}
-
-const fn align_up(x: u32, a: u32) -> u32 {
-    (x + a - 1) & !(a - 1)
-}
-
-/// get_order(): the smallest order whose block holds `size` bytes.
-pub const fn get_order(size: u64) -> u32 {
-    let pages = size.div_ceil(PAGE_SIZE);
-    if pages <= 1 {
-        0
-    } else {
-        64 - (pages - 1).leading_zeros()
     }
 }
 
@@ -159,7 +141,7 @@ pub(super) const fn calculate_alignment(flags: u32, align: u32, size: u32) -> u3
         }
         align = max(align, ralign);
     }
-    align_up(max(align, FP_SIZE), FP_SIZE)
+    max(align, FP_SIZE).next_multiple_of(FP_SIZE)
 }
 
 /// The object layout calculate_sizes() derives. `repr(C)`: the host
@@ -200,7 +182,7 @@ pub const fn calculate_sizes(
     if flags & SLAB_POISON != 0 && !has_ctor {
         flags |= OBJECT_POISON;
     }
-    let mut size = align_up(object_size, FP_SIZE);
+    let mut size = object_size.next_multiple_of(FP_SIZE);
     if flags & SLAB_RED_ZONE != 0 && size == object_size {
         size += FP_SIZE;
     }
@@ -220,10 +202,10 @@ pub const fn calculate_sizes(
     let mut red_left_pad = 0;
     if flags & SLAB_RED_ZONE != 0 {
         size += FP_SIZE;
-        red_left_pad = align_up(FP_SIZE, align);
+        red_left_pad = FP_SIZE.next_multiple_of(align);
         size += red_left_pad;
     }
-    size = align_up(size, align);
+    size = size.next_multiple_of(align);
     let order = match calculate_order(size, NR_CPUS) {
         Some(o) => o,
         None => return None,
@@ -287,10 +269,6 @@ mod tests {
         assert_eq!(calculate_order((4 << 20) + 8, 1), None);
         let oo = Oo::make(2, 1792);
         assert_eq!((oo.order(), oo.objects(), oo.0), (2, 9, (2 << 16) + 9));
-        assert_eq!(get_order(1), 0);
-        assert_eq!(get_order(4097), 1);
-        assert_eq!(get_order(8192), 1);
-        assert_eq!(get_order(12289), 2);
         let mps = [8, 1024, 2048, 4096, 8192].map(min_partial);
         assert_eq!(mps, [5, 5, 5, 6, 6]);
         assert_eq!(min_partial(1 << 24), 10);

@@ -2,9 +2,10 @@
 //! and create_kmalloc_caches() of mm/slab_common.c, kmalloc_large(), kfree()
 //! and ksize() of mm/slub.c and include/linux/slab.h.
 
-use super::geometry::{get_order, max};
+use super::geometry::max;
 use super::slab::Target;
 use super::{CacheId, SlabBackend, SlabError, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS, SLAB_KMALLOC};
+use crate::bitops::{fls64, get_order};
 use crate::buddy::MAX_ORDER;
 use crate::page::PG_HEAD;
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
@@ -75,7 +76,7 @@ pub const fn kmalloc_index(size: u64) -> Option<usize> {
     } else if size <= 192 {
         Some(SIZE_INDEX[((size - 1) / 8) as usize] as usize)
     } else {
-        Some((64 - (size - 1).leading_zeros()) as usize)
+        Some(fls64(size - 1) as usize)
     }
 }
 

@@ -69,8 +69,8 @@ pub use debug::{
     SLUB_RED_INACTIVE,
 };
 pub use geometry::{
-    calc_slab_order, calculate_order, calculate_sizes, get_order, min_partial, order_objects,
-    Layout, Oo, MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, NR_CPUS, OO_SHIFT, SLUB_MAX_ORDER,
+    calc_slab_order, calculate_order, calculate_sizes, min_partial, order_objects, Layout, Oo,
+    MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, NR_CPUS, OO_SHIFT, SLUB_MAX_ORDER,
 };
 pub use kmalloc::{
     kmalloc_index, kmalloc_size, KmallocStats, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,

@@ -1,7 +1,8 @@
 //! The brk() system call of mm/mmap.c: the heap VMA grows by
 //! do_brk_flags() and shrinks by munmap.
 
-use super::{page_align, VmFlags, VmaKind, VmaTree, TASK_SIZE};
+use super::{VmFlags, VmaKind, VmaTree, TASK_SIZE};
+use crate::bitops::page_align;
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 
 impl<const N: usize> VmaTree<N> {

@@ -3,7 +3,8 @@
 //! (expand_stack() of mm/mmap.c), check the access.
 
 use super::tree::to_vma;
-use super::{page_align_down, VmFlags, Vma, VmaError, VmaTree, MMAP_MIN_ADDR, STACK_GUARD_GAP};
+use super::{VmFlags, Vma, VmaError, VmaTree, MMAP_MIN_ADDR, STACK_GUARD_GAP};
+use crate::bitops::page_align_down;
 use abi::layout::PAGE_SHIFT;
 
 /// A memory access, as the page-fault path sees it. Arch-neutral: the

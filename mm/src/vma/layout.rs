@@ -2,7 +2,7 @@
 //! the mmap base arch_pick_mmap_layout() chooses (arch/x86/mm/mmap.c; the
 //! legacy test is mmap_is_legacy() of mm/util.c).
 
-use super::page_align_down;
+use crate::bitops::page_align_down;
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE};
 
 /// End of user space (the 3G/1G split).

@@ -3,10 +3,8 @@
 //! do_vmi_munmap() since 6.1).
 
 use super::tree::to_vma;
-use super::{
-    page_align, page_align_down, page_aligned, VmFlags, Vma, VmaError, VmaKind, VmaTree,
-    MMAP_MIN_ADDR, TASK_SIZE,
-};
+use super::{VmFlags, Vma, VmaError, VmaKind, VmaTree, MMAP_MIN_ADDR, TASK_SIZE};
+use crate::bitops::{page_align, page_align_down, page_aligned};
 use crate::rbtree::NIL;
 use abi::layout::PAGE_SHIFT;
 

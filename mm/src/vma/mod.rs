@@ -70,25 +70,9 @@ pub use mmap::Placement;
 pub use tree::VmaTree;
 pub use unmapped_area::UnmappedAreaInfo;
 
-use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use abi::layout::PAGE_SHIFT;
 use core::fmt;
 use core::ops::BitOr;
-
-const fn page_align_down(x: u64) -> u64 {
-    x & !(PAGE_SIZE - 1)
-}
-
-/// PAGE_ALIGN(), `None` on overflow.
-const fn page_align(x: u64) -> Option<u64> {
-    match x.checked_add(PAGE_SIZE - 1) {
-        Some(v) => Some(page_align_down(v)),
-        None => None,
-    }
-}
-
-const fn page_aligned(x: u64) -> bool {
-    x & (PAGE_SIZE - 1) == 0
-}
 
 /// `vm_flags` bits (include/linux/mm.h values).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,5 +1,7 @@
 extern crate std;
 use super::*;
+use crate::bitops::page_align_down;
+use abi::layout::PAGE_SIZE;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::vec;

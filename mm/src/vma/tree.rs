@@ -3,7 +3,8 @@
 //! find_vma(), find_vma_prev(), vma_link()/__vma_unlink(),
 //! insert_vm_struct(), and the invariant check (validate_mm()).
 
-use super::{page_aligned, vm_start_gap, MmLayout, VmFlags, Vma, VmaError, VmaKind, TASK_SIZE};
+use super::{vm_start_gap, MmLayout, VmFlags, Vma, VmaError, VmaKind, TASK_SIZE};
+use crate::bitops::page_aligned;
 use crate::rbtree::{Augment, Node, NodeId, RbError, RbTree, NIL};
 use abi::layout::PAGE_SHIFT;
 use core::fmt;

@@ -3,9 +3,8 @@
 //! get_unmapped_area() (arch_get_unmapped_area_topdown() /
 //! arch_get_unmapped_area()) on top of them.
 
-use super::{
-    page_align, vm_start_gap, VmaError, VmaTree, MMAP_MIN_ADDR, TASK_SIZE, TASK_UNMAPPED_BASE,
-};
+use super::{vm_start_gap, VmaError, VmaTree, MMAP_MIN_ADDR, TASK_SIZE, TASK_UNMAPPED_BASE};
+use crate::bitops::page_align;
 use crate::rbtree::NIL;
 use abi::layout::PAGE_SIZE;
 
