@@ -6,8 +6,8 @@ use core::fmt;
 
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE};
 use mm::buddy::{AllocError, ZoneType};
-use mm::gfp::{__GFP_ZERO, GFP_HIGHUSER, GFP_KERNEL};
-use mm::page::PG_TABLE;
+use mm::gfp::Gfp;
+use mm::page::PageFlags;
 use mm::vma::{
     FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
 };
@@ -89,10 +89,10 @@ impl FrameAlloc for UserTables {
 }
 
 fn alloc_table() -> Result<u64, AllocError> {
-    let pfn = alloc_pages(GFP_KERNEL | __GFP_ZERO, 0)?;
+    let pfn = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0)?;
     with_node(|node| {
         if let Some(page) = node.page_mut(pfn) {
-            page.flags |= PG_TABLE;
+            page.flags |= PageFlags::TABLE;
         }
     });
     count(&EVENTS.pt_pages, 1);
@@ -103,7 +103,7 @@ fn free_table(pa: u64) {
     let pfn = pa >> PAGE_SHIFT;
     with_node(|node| {
         if let Some(page) = node.page_mut(pfn) {
-            page.flags &= !PG_TABLE;
+            page.flags.remove(PageFlags::TABLE);
         }
     });
     let _ = free_pages(pfn, 0);
@@ -179,7 +179,7 @@ impl AddressSpace {
             .map_err(ExecError::Vma)?;
         for (i, chunk) in program.code.chunks(PAGE_SIZE as usize).enumerate() {
             let va = USER_CODE + i as u64 * PAGE_SIZE;
-            let pfn = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(ExecError::NoMemory)?;
+            let pfn = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(ExecError::NoMemory)?;
             let _ = with_kmap_local(pfn, |page| page.write_bytes(0, chunk));
             self.install(va, pfn, code_flags).map_err(|e| {
                 let _ = free_pages(pfn, 0);
@@ -276,7 +276,7 @@ impl AddressSpace {
             return Err(FaultFailure::Protection);
         }
         let pfn =
-            alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
+            alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
         let page = addr & !(PAGE_SIZE - 1);
         match self.install(page, pfn, vma.flags) {
             Ok(()) => {

@@ -8,7 +8,7 @@
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm::slub::{CacheId, SlabError, SLAB_HWCACHE_ALIGN};
+use mm::slub::{CacheId, SlabError, SlabFlags};
 use mm::vma::Vma;
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
@@ -96,8 +96,9 @@ static CACHES: spin::Once<Caches> = spin::Once::new();
 /// proc_caches_init() for mm_struct and vm_area_struct. Each cache's
 /// per-CPU slab stays empty until its first allocation.
 pub fn fork_init() -> Result<Caches, SlabError> {
-    let create =
-        |name, size: usize| slab::kmem_cache_create(name, size as u32, 0, SLAB_HWCACHE_ALIGN, None);
+    let create = |name, size: usize| {
+        slab::kmem_cache_create(name, size as u32, 0, SlabFlags::HWCACHE_ALIGN, None)
+    };
     let caches = Caches {
         task_struct: create("task_struct", size_of::<TaskStruct>())?,
         mm_struct: create("mm_struct", size_of::<MmStruct>())?,

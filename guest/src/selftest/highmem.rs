@@ -1,7 +1,7 @@
 //! kmap, kmap_local and the pkmap window on real page tables.
 
 use abi::layout::*;
-use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::gfp::Gfp;
 use mm::kmap_local::KmapLocalError;
 use mm::pkmap::KmapError;
 
@@ -51,7 +51,7 @@ fn alloc(gfp: mm::gfp::Gfp, order: u32) -> Result<u64, Failure> {
 }
 
 fn kmap_of_lowmem_writes_no_pte() -> TestResult {
-    let pfn = alloc(GFP_KERNEL, 0)?;
+    let pfn = alloc(Gfp::KERNEL, 0)?;
     let writes = EVENTS.snapshot().pte_writes;
     let addr = kmap(pfn);
     let local = kmap_local_page(pfn);
@@ -72,7 +72,7 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
-    let pfn = alloc(GFP_HIGHUSER, 0)?;
+    let pfn = alloc(Gfp::HIGHUSER, 0)?;
     check!(
         pfn >= layout().max_low_pfn,
         "GFP_HIGHUSER gave lowmem pfn {pfn:#x}"
@@ -117,8 +117,8 @@ fn all_pkmap_slots_busy_is_an_error() -> TestResult {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
-    let base = alloc(GFP_HIGHUSER, 9)?;
-    let extra = alloc(GFP_HIGHUSER, 0)?;
+    let base = alloc(Gfp::HIGHUSER, 9)?;
+    let extra = alloc(Gfp::HIGHUSER, 0)?;
     let mut mapped = 0;
     let mut failure = None;
     for pfn in base..base + LAST_PKMAP as u64 {
@@ -147,7 +147,7 @@ fn pkmap_wrap_flushes_once() -> TestResult {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
-    let base = alloc(GFP_HIGHUSER, 10)?;
+    let base = alloc(Gfp::HIGHUSER, 10)?;
     let before = (pkmap_stats(), EVENTS.snapshot());
     for pfn in base..base + 1024 {
         let mapped = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap {pfn:#x}: {e}")));
@@ -180,7 +180,7 @@ fn kmap_local_is_a_stack() -> TestResult {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
-    let base = alloc(GFP_HIGHUSER, 5)?;
+    let base = alloc(Gfp::HIGHUSER, 5)?;
     let a = kmap_local_page(base);
     let b = kmap_atomic(base + 1);
     let (Ok(a), Ok(b)) = (a, b) else {
@@ -229,9 +229,9 @@ fn kmap_local_is_a_stack() -> TestResult {
 /// read: the new frame's contents must come back, not the old translation's.
 fn kmap_local_unmap_leaves_no_stale_tlb() -> TestResult {
     let gfp = if has_highmem() {
-        GFP_HIGHUSER
+        Gfp::HIGHUSER
     } else {
-        GFP_KERNEL
+        Gfp::KERNEL
     };
     let (a, b) = (alloc(gfp, 0)?, alloc(gfp, 0)?);
     let writes = (

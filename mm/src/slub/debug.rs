@@ -5,7 +5,7 @@
 
 use super::fast::{freelist_ptr, on_boundary};
 use super::slab::read_page;
-use super::{KmemCache, SlabBackend, SlabError, Slub, FREELIST_NONE, OBJECT_POISON, SLAB_RED_ZONE};
+use super::{KmemCache, SlabBackend, SlabError, SlabFlags, Slub, FREELIST_NONE, OBJECT_POISON};
 use core::fmt;
 
 // include/linux/poison.h.
@@ -109,14 +109,14 @@ impl<const N: usize> Slub<N> {
 /// POISON_END when it is poisoned.
 pub(super) fn init_object<B: SlabBackend>(s: &KmemCache, b: &mut B, obj: u64, val: u8) {
     let l = &s.l;
-    if l.flags & SLAB_RED_ZONE != 0 {
+    if l.flags.contains(SlabFlags::RED_ZONE) {
         b.fill(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
     }
-    if l.flags & OBJECT_POISON != 0 {
+    if l.flags.contains(OBJECT_POISON) {
         b.fill(obj, l.object_size as u64 - 1, POISON_FREE);
         b.fill(obj + l.object_size as u64 - 1, 1, POISON_END);
     }
-    if l.flags & SLAB_RED_ZONE != 0 {
+    if l.flags.contains(SlabFlags::RED_ZONE) {
         b.fill(
             obj + l.object_size as u64,
             (l.inuse - l.object_size) as u64,
@@ -128,7 +128,7 @@ pub(super) fn init_object<B: SlabBackend>(s: &KmemCache, b: &mut B, obj: u64, va
 /// check_object(): red zones hold `val`; a free object's poison is intact.
 fn check_object<B: SlabBackend>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<(), SlabError> {
     let l = &s.l;
-    if l.flags & SLAB_RED_ZONE != 0 {
+    if l.flags.contains(SlabFlags::RED_ZONE) {
         let left = b.find_not(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
         if let Some((at, v)) = left {
             return Err(s.report(
@@ -154,7 +154,7 @@ fn check_object<B: SlabBackend>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Resu
             ));
         }
     }
-    if val == SLUB_RED_INACTIVE && l.flags & OBJECT_POISON != 0 {
+    if val == SLUB_RED_INACTIVE && l.flags.contains(OBJECT_POISON) {
         let bad = b
             .find_not(obj, l.object_size as u64 - 1, POISON_FREE)
             .or_else(|| b.find_not(obj + l.object_size as u64 - 1, 1, POISON_END));

@@ -101,7 +101,7 @@ fn slab_alloc<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabE
         }
         None => slab_alloc_slow(s, b)?,
     };
-    if s.l.flags & SLAB_DEBUG_FLAGS != 0 {
+    if s.l.flags.intersects(SLAB_DEBUG_FLAGS) {
         alloc_debug_processing(s, b, obj)?;
     }
     s.active_objs += 1;
@@ -117,7 +117,7 @@ fn slab_free<B: SlabBackend>(
     head: u64,
     va: u64,
 ) -> Result<(), SlabError> {
-    if s.l.flags & SLAB_DEBUG_FLAGS != 0 {
+    if s.l.flags.intersects(SLAB_DEBUG_FLAGS) {
         free_debug_processing(s, b, head, va)?;
     }
     if let Some(c) = s.cpu_slab.as_mut() {

@@ -2,7 +2,7 @@
 //! calc_slab_order() of mm/slub.c (6.7+), calculate_alignment() of
 //! mm/slab_common.c. All `const fn`, pure arithmetic.
 
-use super::{KMALLOC_MAX_SIZE, OBJECT_POISON, SLAB_HWCACHE_ALIGN, SLAB_POISON, SLAB_RED_ZONE};
+use super::{SlabFlags, KMALLOC_MAX_SIZE, OBJECT_POISON};
 use crate::bitops::{fls, get_order};
 use crate::buddy::MAX_ORDER;
 use abi::layout::PAGE_SIZE;
@@ -132,9 +132,9 @@ pub const fn min_partial(size: u32) -> u32 {
 }
 
 /// calculate_alignment().
-pub(super) const fn calculate_alignment(flags: u32, align: u32, size: u32) -> u32 {
+pub(super) const fn calculate_alignment(flags: SlabFlags, align: u32, size: u32) -> u32 {
     let mut align = align;
-    if flags & SLAB_HWCACHE_ALIGN != 0 {
+    if flags.contains(SlabFlags::HWCACHE_ALIGN) {
         let mut ralign = CACHE_LINE;
         while size <= ralign / 2 {
             ralign /= 2;
@@ -159,7 +159,7 @@ pub struct Layout {
     pub inuse: u32,
     pub red_left_pad: u32,
     /// Flags plus the internal object-poison bit.
-    pub(super) flags: u32,
+    pub(super) flags: SlabFlags,
     pub oo: Oo,
     pub min: Oo,
 }
@@ -170,20 +170,20 @@ pub struct Layout {
 pub const fn calculate_sizes(
     object_size: u32,
     align: u32,
-    flags: u32,
+    flags: SlabFlags,
     has_ctor: bool,
 ) -> Option<Layout> {
     if object_size == 0 || object_size as u64 > KMALLOC_MAX_SIZE || !align.is_power_of_two() {
         return None;
     }
-    let mut flags = flags & !OBJECT_POISON;
+    let mut flags = flags.difference(OBJECT_POISON);
     // __OBJECT_POISON: the object itself is poisoned unless a ctor keeps
     // state in it.
-    if flags & SLAB_POISON != 0 && !has_ctor {
-        flags |= OBJECT_POISON;
+    if flags.contains(SlabFlags::POISON) && !has_ctor {
+        flags = flags.union(OBJECT_POISON);
     }
     let mut size = object_size.next_multiple_of(FP_SIZE);
-    if flags & SLAB_RED_ZONE != 0 && size == object_size {
+    if flags.contains(SlabFlags::RED_ZONE) && size == object_size {
         size += FP_SIZE;
     }
     let inuse = size;
@@ -191,7 +191,9 @@ pub const fn calculate_sizes(
     // The free pointer moves out of the object when writing it on free
     // would destroy poison or constructed state, or a tiny red-zoned
     // object has no room for it.
-    if flags & SLAB_POISON != 0 || has_ctor || (flags & SLAB_RED_ZONE != 0 && object_size < FP_SIZE)
+    if flags.contains(SlabFlags::POISON)
+        || has_ctor
+        || (flags.contains(SlabFlags::RED_ZONE) && object_size < FP_SIZE)
     {
         offset = size;
         size += FP_SIZE;
@@ -200,7 +202,7 @@ pub const fn calculate_sizes(
         offset = (object_size / 2) & !(FP_SIZE - 1);
     }
     let mut red_left_pad = 0;
-    if flags & SLAB_RED_ZONE != 0 {
+    if flags.contains(SlabFlags::RED_ZONE) {
         size += FP_SIZE;
         red_left_pad = FP_SIZE.next_multiple_of(align);
         size += red_left_pad;
@@ -276,10 +278,13 @@ mod tests {
 
     #[test]
     fn geometry_helpers_refuse_nonsense_without_panicking() {
-        assert_eq!(calculate_sizes(0, 8, 0, false), None);
-        assert_eq!(calculate_sizes(8, 0, 0, false), None);
-        assert_eq!(calculate_sizes(8, 24, 0, false), None);
-        assert_eq!(calculate_sizes(u32::MAX, 8, 0, false), None);
+        assert_eq!(calculate_sizes(0, 8, SlabFlags::empty(), false), None);
+        assert_eq!(calculate_sizes(8, 0, SlabFlags::empty(), false), None);
+        assert_eq!(calculate_sizes(8, 24, SlabFlags::empty(), false), None);
+        assert_eq!(
+            calculate_sizes(u32::MAX, 8, SlabFlags::empty(), false),
+            None
+        );
         assert_eq!(calculate_order(0, 1), None);
         assert_eq!(calculate_order(u32::MAX, 1), None);
         assert_eq!((order_objects(3, 0), order_objects(40, 8)), (0, 0));
@@ -291,27 +296,27 @@ mod tests {
     #[test]
     fn layouts_as_calculate_sizes() {
         // Plain: free pointer mid-object.
-        let l = calculate_sizes(100, 8, 0, false).unwrap();
+        let l = calculate_sizes(100, 8, SlabFlags::empty(), false).unwrap();
         assert_eq!(
             (l.size, l.inuse, l.offset, l.red_left_pad),
             (104, 104, 48, 0)
         );
         // A ctor moves the free pointer past the object.
-        let l = calculate_sizes(100, 8, 0, true).unwrap();
+        let l = calculate_sizes(100, 8, SlabFlags::empty(), true).unwrap();
         assert_eq!((l.size, l.offset), (112, 104));
         // kmalloc-64 with red zone and poison, aligned to 64:
         // 64 + 8 red zone = 72 (inuse), +8 free pointer, +8 pad, +64 left pad,
         // aligned to 64 = 192.
-        let l = calculate_sizes(64, 64, SLAB_RED_ZONE | SLAB_POISON, false).unwrap();
+        let l = calculate_sizes(64, 64, SlabFlags::RED_ZONE | SlabFlags::POISON, false).unwrap();
         assert_eq!(
             (l.inuse, l.offset, l.red_left_pad, l.size),
             (72, 72, 64, 192)
         );
         // Red zone alone on a tiny object: the pointer cannot sit inside.
-        let l = calculate_sizes(4, 8, SLAB_RED_ZONE, false).unwrap();
+        let l = calculate_sizes(4, 8, SlabFlags::RED_ZONE, false).unwrap();
         assert_eq!((l.inuse, l.offset, l.size), (8, 8, 32));
-        assert_eq!(calculate_alignment(SLAB_HWCACHE_ALIGN, 0, 20), 32);
-        assert_eq!(calculate_alignment(SLAB_HWCACHE_ALIGN, 0, 100), 64);
-        assert_eq!(calculate_alignment(0, 0, 3), 8);
+        assert_eq!(calculate_alignment(SlabFlags::HWCACHE_ALIGN, 0, 20), 32);
+        assert_eq!(calculate_alignment(SlabFlags::HWCACHE_ALIGN, 0, 100), 64);
+        assert_eq!(calculate_alignment(SlabFlags::empty(), 0, 3), 8);
     }
 }

@@ -4,10 +4,10 @@
 
 use super::geometry::max;
 use super::slab::Target;
-use super::{CacheId, SlabBackend, SlabError, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS, SLAB_KMALLOC};
+use super::{CacheId, SlabBackend, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS};
 use crate::bitops::{fls64, get_order};
 use crate::buddy::MAX_ORDER;
-use crate::page::PG_HEAD;
+use crate::page::PageFlags;
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 
 // kmalloc geometry (include/linux/slab.h, x86: KMALLOC_MIN_SIZE 8).
@@ -86,10 +86,10 @@ impl<const N: usize> Slub<N> {
     /// slub_debug='s role for them. Idempotent per class.
     pub fn create_kmalloc_caches<B: SlabBackend>(
         &mut self,
-        debug_flags: u32,
+        debug_flags: SlabFlags,
         b: &mut B,
     ) -> Result<(), SlabError> {
-        if debug_flags & !SLAB_DEBUG_FLAGS != 0 {
+        if !SLAB_DEBUG_FLAGS.contains(debug_flags) {
             return Err(SlabError::InvalidArgs);
         }
         for (i, &name) in KMALLOC_NAMES.iter().enumerate().skip(1) {
@@ -100,7 +100,7 @@ impl<const N: usize> Slub<N> {
             // create_boot_cache(): kmalloc objects are aligned to the
             // largest power of two dividing their size.
             let align = max(8, 1 << size.trailing_zeros());
-            let id = self.create(name, size, align, debug_flags | SLAB_KMALLOC, None, b)?;
+            let id = self.create(name, size, align, debug_flags | SlabFlags::KMALLOC, None, b)?;
             self.kmalloc[i] = Some(id);
         }
         Ok(())
@@ -137,7 +137,7 @@ impl<const N: usize> Slub<N> {
         pg.slab_cache = LARGE_KMALLOC;
         pg.freelist = order;
         if order > 0 {
-            pg.set(PG_HEAD);
+            pg.flags.insert(PageFlags::HEAD);
         }
         self.kstats.large_allocs += 1;
         self.kstats.large_pages += 1 << order;
@@ -156,7 +156,7 @@ impl<const N: usize> Slub<N> {
                 if let Some(pg) = b.page_mut(pfn) {
                     pg.slab_cache = 0;
                     pg.freelist = 0;
-                    pg.clear(PG_HEAD);
+                    pg.flags.remove(PageFlags::HEAD);
                 }
                 b.free_large(pfn, order);
                 self.kstats.large_frees += 1;

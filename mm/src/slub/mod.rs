@@ -21,12 +21,12 @@
 //! merging (as slab_nomerge).
 //!
 //! # What struct page holds
-//! A slab's head page: `PG_SLAB` (and `PG_HEAD` for order > 0),
+//! A slab's head page: `PageFlags::SLAB` (and `HEAD` for order > 0),
 //! `slab_cache` = cache id, `freelist` = byte offset of the first free
 //! object from the slab's start ([`FREELIST_NONE`] if none), `inuse`,
 //! `objects`, and `next`/`prev` linking it on the cache's partial or full
 //! list (`slab_list`). Tail pages: `slab_cache` = cache id and `freelist` =
-//! head pfn (compound_head()), without `PG_SLAB`. A large kmalloc's head
+//! head pfn (compound_head()), without `SLAB`. A large kmalloc's head
 //! page: `slab_cache` = [`LARGE_KMALLOC`], `freelist` = order. `refcount`,
 //! `private` and `zone` belong to the page allocator and are not touched.
 //!
@@ -80,21 +80,33 @@ pub use kmalloc::{
 pub use registry::{write_slabinfo_line, CacheSummary, SlabDesc, SlabInfo, SlabState};
 
 use crate::page::Page;
+use bitflags::bitflags;
 use slab::SlabList;
 
-// Cache flags (include/linux/slab.h values).
-/// Red zones around each object.
-pub const SLAB_RED_ZONE: u32 = 0x0000_0400;
-/// Poison free objects (0x6b..0xa5) and new slabs (0x5a).
-pub const SLAB_POISON: u32 = 0x0000_0800;
-/// Align objects to a cache line (halved while the object fits twice).
-pub const SLAB_HWCACHE_ALIGN: u32 = 0x0000_2000;
-/// Set on the kmalloc caches.
-pub const SLAB_KMALLOC: u32 = 0x0000_1000;
-/// Internal: the object itself is poisoned (no ctor).
-const OBJECT_POISON: u32 = 0x8000_0000;
-const SLAB_DEBUG_FLAGS: u32 = SLAB_RED_ZONE | SLAB_POISON;
-const CREATE_FLAGS: u32 = SLAB_RED_ZONE | SLAB_POISON | SLAB_HWCACHE_ALIGN;
+bitflags! {
+    /// `slab_flags_t`: a cache's flags (include/linux/slab.h values).
+    /// `repr(transparent)`: [`Layout`], which holds them, is read by the host.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct SlabFlags: u32 {
+        /// SLAB_RED_ZONE: red zones around each object.
+        const RED_ZONE = 0x0000_0400;
+        /// SLAB_POISON: poison free objects (0x6b..0xa5) and new slabs (0x5a).
+        const POISON = 0x0000_0800;
+        /// SLAB_KMALLOC: set on the kmalloc caches.
+        const KMALLOC = 0x0000_1000;
+        /// SLAB_HWCACHE_ALIGN: align objects to a cache line (halved while
+        /// the object fits twice).
+        const HWCACHE_ALIGN = 0x0000_2000;
+    }
+}
+
+/// __OBJECT_POISON, internal: the object itself is poisoned (no ctor).
+const OBJECT_POISON: SlabFlags = SlabFlags::from_bits_retain(0x8000_0000);
+/// SLAB_DEBUG_FLAGS: what slub_debug may set on the kmalloc caches.
+const SLAB_DEBUG_FLAGS: SlabFlags = SlabFlags::RED_ZONE.union(SlabFlags::POISON);
+/// What kmem_cache_create() accepts.
+const CREATE_FLAGS: SlabFlags = SLAB_DEBUG_FLAGS.union(SlabFlags::HWCACHE_ALIGN);
 
 /// `page.freelist` of a slab head with no free object.
 pub const FREELIST_NONE: u32 = u32::MAX;
@@ -254,8 +266,8 @@ impl KmemCache {
     pub fn layout(&self) -> &Layout {
         &self.l
     }
-    pub fn flags(&self) -> u32 {
-        self.l.flags & !OBJECT_POISON
+    pub fn flags(&self) -> SlabFlags {
+        self.l.flags.difference(OBJECT_POISON)
     }
     pub fn min_partial(&self) -> u32 {
         self.min_partial
@@ -282,7 +294,7 @@ impl KmemCache {
         }
     }
     fn debug(&self) -> bool {
-        self.l.flags & SLAB_DEBUG_FLAGS != 0
+        self.l.flags.intersects(SLAB_DEBUG_FLAGS)
     }
     /// A slab's order from its object count: `min` has strictly fewer
     /// objects than `oo` whenever the orders differ.

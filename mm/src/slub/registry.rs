@@ -6,8 +6,8 @@ use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
 use super::slab::{discard_slab, list_del, read_page, SlabList};
 use super::slow::flush_cpu_slab;
 use super::{
-    CacheId, Ctor, KmemCache, KmemCacheCpu, SlabBackend, SlabError, Slub, SlubStats, CREATE_FLAGS,
-    KMALLOC_MAX_SIZE, LARGE_KMALLOC, SLAB_KMALLOC,
+    CacheId, Ctor, KmemCache, KmemCacheCpu, SlabBackend, SlabError, SlabFlags, Slub, SlubStats,
+    CREATE_FLAGS, KMALLOC_MAX_SIZE, LARGE_KMALLOC,
 };
 use crate::page::PFN_NONE;
 use core::fmt;
@@ -68,11 +68,11 @@ impl<const N: usize> Slub<N> {
         name: &'static str,
         size: u32,
         align: u32,
-        flags: u32,
+        flags: SlabFlags,
         ctor: Option<Ctor>,
         b: &mut B,
     ) -> Result<CacheId, SlabError> {
-        if flags & !CREATE_FLAGS != 0 {
+        if !CREATE_FLAGS.contains(flags) {
             return Err(SlabError::InvalidArgs);
         }
         self.create(name, size, align, flags, ctor, b)
@@ -83,7 +83,7 @@ impl<const N: usize> Slub<N> {
         name: &'static str,
         size: u32,
         align: u32,
-        flags: u32,
+        flags: SlabFlags,
         ctor: Option<Ctor>,
         b: &mut B,
     ) -> Result<CacheId, SlabError> {
@@ -134,7 +134,7 @@ impl<const N: usize> Slub<N> {
     ) -> Result<(), SlabError> {
         let idx = self.index(id)?;
         let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
-        if s.l.flags & SLAB_KMALLOC != 0 {
+        if s.l.flags.contains(SlabFlags::KMALLOC) {
             return Err(SlabError::InvalidArgs);
         }
         if s.active_objs != 0 {

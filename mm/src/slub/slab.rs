@@ -4,10 +4,8 @@
 
 use super::debug::{init_object, ReportKind, SlabReport, POISON_INUSE};
 use super::fast::{freelist_ptr, on_boundary};
-use super::{
-    KmemCache, SlabBackend, SlabError, Slub, LARGE_KMALLOC, SLAB_POISON, SLUB_RED_INACTIVE,
-};
-use crate::page::{Page, PFN_NONE, PG_HEAD, PG_SLAB};
+use super::{KmemCache, SlabBackend, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLUB_RED_INACTIVE};
+use crate::page::{Page, PageFlags, PFN_NONE};
 use abi::layout::PAGE_SIZE;
 
 /// A list of slabs linked through `page.next`/`page.prev` (slab_list).
@@ -97,13 +95,13 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
     // __folio_set_slab() and prep_compound_page(): tails point at the head.
     for p in pfn + 1..pfn + nr {
         if let Some(pg) = b.page_mut(p) {
-            pg.clear(PG_SLAB);
+            pg.flags.remove(PageFlags::SLAB);
             pg.slab_cache = s.id;
             pg.freelist = pfn as u32;
         }
     }
     let base = b.pfn_to_virt(pfn);
-    if s.l.flags & SLAB_POISON != 0 {
+    if s.l.flags.contains(SlabFlags::POISON) {
         // setup_slab_debug(): padding keeps POISON_INUSE.
         b.fill(base, PAGE_SIZE << order, POISON_INUSE);
     }
@@ -126,10 +124,10 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         b.write_u64(a, freelist_ptr(s.random, next, a));
     }
     if let Some(pg) = b.page_mut(pfn) {
-        pg.set(if order > 0 {
-            PG_SLAB | PG_HEAD
+        pg.flags.insert(if order > 0 {
+            PageFlags::SLAB | PageFlags::HEAD
         } else {
-            PG_SLAB
+            PageFlags::SLAB
         });
         pg.slab_cache = s.id;
         pg.freelist = s.l.red_left_pad;
@@ -153,7 +151,7 @@ pub(super) fn discard_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u6
     b.slab_freed(pfn, order);
     for p in pfn..pfn + (1 << order) {
         if let Some(pg) = b.page_mut(p) {
-            pg.clear(PG_SLAB | PG_HEAD);
+            pg.flags.remove(PageFlags::SLAB | PageFlags::HEAD);
             pg.slab_cache = 0;
             pg.freelist = 0;
             pg.inuse = 0;
@@ -183,7 +181,7 @@ impl<const N: usize> Slub<N> {
         let Some(pg) = b.page(pfn) else {
             return Err(self.invalid_free(None, va, "no struct page"));
         };
-        let (head, hp) = if pg.test(PG_SLAB) {
+        let (head, hp) = if pg.flags.contains(PageFlags::SLAB) {
             (pfn, *pg)
         } else if pg.slab_cache == LARGE_KMALLOC {
             if va != b.pfn_to_virt(pfn) {
@@ -203,7 +201,7 @@ impl<const N: usize> Slub<N> {
         let Some(Some(s)) = self.caches.get(idx) else {
             return Err(self.invalid_free(None, va, "page of no live cache"));
         };
-        if !hp.test(PG_SLAB) || hp.slab_cache != pg.slab_cache {
+        if !hp.flags.contains(PageFlags::SLAB) || hp.slab_cache != pg.slab_cache {
             return Err(self.invalid_free(Some(idx), va, "tail page of no slab"));
         }
         let first = b.pfn_to_virt(head) + s.l.red_left_pad as u64;

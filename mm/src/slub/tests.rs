@@ -1,9 +1,9 @@
 extern crate std;
 use super::*;
 use crate::buddy::{Node, MAX_ORDER};
-use crate::gfp::GFP_KERNEL;
+use crate::gfp::Gfp;
 use crate::memblock::Memblock;
-use crate::page::{MemMap, Page, PG_HEAD, PG_SLAB};
+use crate::page::{MemMap, Page, PageFlags};
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,7 +54,7 @@ impl Fake {
         if let Some(b) = self.budget.as_mut() {
             *b = b.checked_sub(1 << order)?;
         }
-        let pfn = self.node.alloc_pages(GFP_KERNEL, order).ok()?;
+        let pfn = self.node.alloc_pages(Gfp::KERNEL, order).ok()?;
         self.held += 1 << order;
         Some(pfn)
     }
@@ -75,12 +75,17 @@ impl Fake {
 fn live_marks_follow_the_registry() {
     let mut b = Fake::new();
     let mut s = Slub::<4>::new();
-    let a = s.kmem_cache_create("a", 24, 0, 0, None, &mut b).unwrap();
-    let c = s.kmem_cache_create("c", 200, 0, 0, None, &mut b).unwrap();
+    let a = s
+        .kmem_cache_create("a", 24, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    let c = s
+        .kmem_cache_create("c", 200, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
     assert_eq!(s.live, [1, 1, 0, 0]);
     s.kmem_cache_destroy(a, &mut b).unwrap();
     assert_eq!(s.live, [0, 1, 0, 0]);
-    s.kmem_cache_create("d", 8, 0, 0, None, &mut b).unwrap();
+    s.kmem_cache_create("d", 8, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
     assert_eq!(s.live, [1, 1, 0, 0]);
     for (slot, live) in s.caches.iter().zip(s.live) {
         assert_eq!(slot.is_some(), live == 1);
@@ -144,7 +149,7 @@ impl SlabBackend for Fake {
     fn slab_created(&mut self, pfn: u64, order: u32) {
         let pg = *self.node.page(pfn).unwrap();
         assert!(
-            pg.test(PG_SLAB) && pg.slab_cache != 0,
+            pg.flags.contains(PageFlags::SLAB) && pg.slab_cache != 0,
             "hook before struct page set up"
         );
         assert!(self.tagged.insert(pfn, order).is_none(), "tagged twice");
@@ -164,7 +169,7 @@ impl SlabBackend for Fake {
 
 type S = Slub<32>;
 
-fn setup(kmalloc_debug: u32) -> (S, Fake) {
+fn setup(kmalloc_debug: SlabFlags) -> (S, Fake) {
     let mut b = Fake::new();
     let mut s = S::new();
     s.create_kmalloc_caches(kmalloc_debug, &mut b).unwrap();
@@ -180,7 +185,7 @@ fn report(e: SlabError) -> SlabReport {
 
 #[test]
 fn kmalloc_size_classes() {
-    let (s, _b) = setup(0);
+    let (s, _b) = setup(SlabFlags::empty());
     let name = |n: u64| s.cache(s.kmalloc_cache(n).unwrap()).unwrap().name();
     let expect = [
         (1, "kmalloc-8"),
@@ -218,7 +223,14 @@ fn cpu_slab_is_set_up_on_first_allocation() {
     let mut s = S::new();
     // fork_init(): task_struct_cachep.
     let id = s
-        .kmem_cache_create("task_struct", 1792, 64, SLAB_HWCACHE_ALIGN, None, &mut b)
+        .kmem_cache_create(
+            "task_struct",
+            1792,
+            64,
+            SlabFlags::HWCACHE_ALIGN,
+            None,
+            &mut b,
+        )
         .unwrap();
     assert!(s.cpu_slab(id).is_none());
     assert_eq!(s.cache(id).unwrap().info().num_slabs, 0);
@@ -228,7 +240,7 @@ fn cpu_slab_is_set_up_on_first_allocation() {
     let pfn = c.slab.unwrap();
     assert_eq!(b.virt_to_pfn(t), Some(pfn));
     let pg = *b.page(pfn).unwrap();
-    assert!(pg.test(PG_SLAB) && pg.test(PG_HEAD));
+    assert!(pg.flags.contains(PageFlags::SLAB) && pg.flags.contains(PageFlags::HEAD));
     assert_eq!((pg.slab_cache, pg.objects, pg.inuse), (id.0, 9, 9));
     assert_eq!(b.tagged.get(&pfn), Some(&2));
     let st = *s.cache(id).unwrap().stats();
@@ -250,7 +262,7 @@ fn fast_slow_partial_and_discard() {
     let mut b = Fake::new();
     let mut s = S::new();
     let id = s
-        .kmem_cache_create("obj512", 512, 0, 0, None, &mut b)
+        .kmem_cache_create("obj512", 512, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
     let mp = s.cache(id).unwrap().min_partial() as usize;
     assert_eq!(mp, MIN_PARTIAL as usize);
@@ -313,7 +325,7 @@ fn slab_iteration_and_slabinfo() {
     let mut b = Fake::new();
     let mut s = S::new();
     let id = s
-        .kmem_cache_create("mm_struct", 1000, 0, 0, None, &mut b)
+        .kmem_cache_create("mm_struct", 1000, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
     let objs: Vec<u64> = (0..30)
         .map(|_| s.kmem_cache_alloc(id, &mut b).unwrap())
@@ -359,7 +371,7 @@ fn slab_iteration_and_slabinfo() {
 #[test]
 fn double_free_is_reported_with_cache_and_address() {
     // Debug cache: on_freelist() finds it anywhere on the freelist.
-    let (mut s, mut b) = setup(SLAB_RED_ZONE | SLAB_POISON);
+    let (mut s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
     let p = s.kmalloc(60, &mut b).unwrap();
     let q = s.kmalloc(60, &mut b).unwrap();
     s.kfree(p, &mut b).unwrap();
@@ -377,7 +389,7 @@ fn double_free_is_reported_with_cache_and_address() {
     assert_eq!(s.kmalloc_stats().reports, 1);
     // Without debugging, the hardened set_freepointer() check still
     // catches freeing the freelist head twice.
-    let (mut s, mut b) = setup(0);
+    let (mut s, mut b) = setup(SlabFlags::empty());
     let p = s.kmalloc(100, &mut b).unwrap();
     s.kfree(p, &mut b).unwrap();
     let r = report(s.kfree(p, &mut b).unwrap_err());
@@ -387,7 +399,7 @@ fn double_free_is_reported_with_cache_and_address() {
     );
     // And a double free into a non-CPU slab with nothing in use.
     let id = s
-        .kmem_cache_create("big", 3000, 0, 0, None, &mut b)
+        .kmem_cache_create("big", 3000, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
     b.max_slab_order = 0; // one object per slab via the order fallback
     let x = s.kmem_cache_alloc(id, &mut b).unwrap();
@@ -403,7 +415,7 @@ fn double_free_is_reported_with_cache_and_address() {
 
 #[test]
 fn red_zone_overwrite_is_reported() {
-    let (mut s, mut b) = setup(SLAB_RED_ZONE | SLAB_POISON);
+    let (mut s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
     let p = s.kmalloc(32, &mut b).unwrap();
     // A freshly allocated object is poisoned and its red zones active.
     assert_eq!(b.find_not(p, 31, POISON_FREE), None);
@@ -440,7 +452,7 @@ fn red_zone_overwrite_is_reported() {
 
 #[test]
 fn write_after_free_is_reported_at_next_allocation() {
-    let (mut s, mut b) = setup(SLAB_POISON);
+    let (mut s, mut b) = setup(SlabFlags::POISON);
     let p = s.kmalloc(200, &mut b).unwrap(); // kmalloc-256
     s.kfree(p, &mut b).unwrap();
     assert_eq!(b.find_not(p, 255, POISON_FREE), None);
@@ -462,7 +474,7 @@ fn write_after_free_is_reported_at_next_allocation() {
 
 #[test]
 fn corrupted_freelist_pointer_is_reported() {
-    let (mut s, mut b) = setup(0);
+    let (mut s, mut b) = setup(SlabFlags::empty());
     let id = s.kmalloc_cache(64).unwrap();
     let off = s.cache(id).unwrap().layout().offset as u64;
     assert_eq!(off, 32); // mid-object
@@ -492,7 +504,7 @@ fn corrupted_freelist_pointer_is_reported() {
         s.kfree(o, &mut b).unwrap();
     }
     // A debug cache finds a corrupt pointer while walking on free.
-    let (mut s, mut b) = setup(SLAB_RED_ZONE);
+    let (mut s, mut b) = setup(SlabFlags::RED_ZONE);
     let id = s.kmalloc_cache(64).unwrap();
     let off = s.cache(id).unwrap().layout().offset as u64;
     let p = s.kmalloc(64, &mut b).unwrap();
@@ -505,7 +517,7 @@ fn corrupted_freelist_pointer_is_reported() {
 
 #[test]
 fn freelist_cycle_is_bounded_on_flush() {
-    let (mut s, mut b) = setup(0);
+    let (mut s, mut b) = setup(SlabFlags::empty());
     let id = s.kmalloc_cache(64).unwrap();
     let off = s.cache(id).unwrap().layout().offset as u64;
     let p = s.kmalloc(64, &mut b).unwrap();
@@ -527,9 +539,9 @@ fn freelist_cycle_is_bounded_on_flush() {
 
 #[test]
 fn invalid_frees_are_reported() {
-    let (mut s, mut b) = setup(0);
+    let (mut s, mut b) = setup(SlabFlags::empty());
     let id = s
-        .kmem_cache_create("vm_area_struct", 176, 0, 0, None, &mut b)
+        .kmem_cache_create("vm_area_struct", 176, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
     let v = s.kmem_cache_alloc(id, &mut b).unwrap();
     let k = s.kmalloc(176, &mut b).unwrap();
@@ -574,7 +586,7 @@ fn invalid_frees_are_reported() {
 
 #[test]
 fn large_kmalloc_ksize_and_tail_pages() {
-    let (mut s, mut b) = setup(0);
+    let (mut s, mut b) = setup(SlabFlags::empty());
     let held = b.held;
     let p = s.kmalloc(10_000, &mut b).unwrap();
     assert_eq!(b.held, held + 4);
@@ -601,7 +613,7 @@ fn large_kmalloc_ksize_and_tail_pages() {
     let last = b.virt_to_pfn(objs[7]).unwrap();
     assert_eq!(last, head + 7);
     assert_eq!(b.page(last).unwrap().freelist as u64, head);
-    assert!(!b.page(last).unwrap().test(PG_SLAB));
+    assert!(!b.page(last).unwrap().flags.contains(PageFlags::SLAB));
     assert_eq!(s.ksize(objs[7], &b), 4096);
     for o in objs {
         s.kfree(o, &mut b).unwrap();
@@ -632,7 +644,7 @@ fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
             "ctor",
             24,
             0,
-            SLAB_POISON | SLAB_RED_ZONE,
+            SlabFlags::POISON | SlabFlags::RED_ZONE,
             Some(count_ctor),
             &mut b,
         )
@@ -654,7 +666,7 @@ fn destroy_and_shrink_return_every_page() {
     let mut b = Fake::new();
     let mut s = S::new();
     let id = s
-        .kmem_cache_create("files_cache", 700, 0, SLAB_RED_ZONE, None, &mut b)
+        .kmem_cache_create("files_cache", 700, 0, SlabFlags::RED_ZONE, None, &mut b)
         .unwrap();
     let objs: Vec<u64> = (0..200)
         .map(|_| s.kmem_cache_alloc(id, &mut b).unwrap())
@@ -680,8 +692,11 @@ fn destroy_and_shrink_return_every_page() {
         Err(SlabError::NoSuchCache)
     );
     // The slot is reused; kmalloc caches cannot be destroyed.
-    assert_eq!(s.kmem_cache_create("again", 8, 0, 0, None, &mut b), Ok(id));
-    s.create_kmalloc_caches(0, &mut b).unwrap();
+    assert_eq!(
+        s.kmem_cache_create("again", 8, 0, SlabFlags::empty(), None, &mut b),
+        Ok(id)
+    );
+    s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
     let k = s.kmalloc_cache(8).unwrap();
     assert_eq!(s.kmem_cache_destroy(k, &mut b), Err(SlabError::InvalidArgs));
     let p = s.kmalloc(8, &mut b).unwrap();
@@ -696,10 +711,10 @@ fn allocation_failure_is_an_error() {
     let mut b = Fake::new();
     let mut s = S::new();
     assert_eq!(
-        s.create_kmalloc_caches(SLAB_HWCACHE_ALIGN, &mut b),
+        s.create_kmalloc_caches(SlabFlags::HWCACHE_ALIGN, &mut b),
         Err(SlabError::InvalidArgs)
     );
-    s.create_kmalloc_caches(0, &mut b).unwrap();
+    s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
     b.budget = Some(1);
     let p = s.kmalloc(8, &mut b).unwrap();
     assert_eq!(s.kmalloc(16, &mut b), Err(SlabError::NoMemory));
@@ -710,21 +725,23 @@ fn allocation_failure_is_an_error() {
     assert!(s.kmalloc(16, &mut b).is_ok());
     s.kfree(p, &mut b).unwrap();
     assert_eq!(
-        s.kmem_cache_create("x", 0, 0, 0, None, &mut b),
+        s.kmem_cache_create("x", 0, 0, SlabFlags::empty(), None, &mut b),
         Err(SlabError::InvalidArgs)
     );
     assert_eq!(
-        s.kmem_cache_create("x", 8, 3, 0, None, &mut b),
+        s.kmem_cache_create("x", 8, 3, SlabFlags::empty(), None, &mut b),
         Err(SlabError::InvalidArgs)
     );
     assert_eq!(
-        s.kmem_cache_create("x", 8, 0, 1, None, &mut b),
+        s.kmem_cache_create("x", 8, 0, SlabFlags::from_bits_retain(1), None, &mut b),
         Err(SlabError::InvalidArgs)
     );
     let mut small: Slub<13> = Slub::new();
-    small.create_kmalloc_caches(0, &mut b).unwrap();
+    small
+        .create_kmalloc_caches(SlabFlags::empty(), &mut b)
+        .unwrap();
     assert_eq!(
-        small.kmem_cache_create("x", 8, 0, 0, None, &mut b),
+        small.kmem_cache_create("x", 8, 0, SlabFlags::empty(), None, &mut b),
         Err(SlabError::RegistryFull)
     );
 }
@@ -747,7 +764,7 @@ proptest! {
 
     #[test]
     fn random_kmalloc_kfree(ops in proptest::collection::vec(op(), 1..400), debug in any::<bool>()) {
-        let (mut s, mut b) = setup(if debug { SLAB_RED_ZONE | SLAB_POISON } else { 0 });
+        let (mut s, mut b) = setup(if debug { SlabFlags::RED_ZONE | SlabFlags::POISON } else { SlabFlags::empty() });
         let mut live: Vec<(u64, u64)> = Vec::new();
         for op in ops {
             match op {
@@ -760,7 +777,7 @@ proptest! {
                     let end = b.virt_to_pfn(p + n - 1).unwrap();
                     if n <= KMALLOC_MAX_CACHE_SIZE {
                         let pg = *b.page(pfn).unwrap();
-                        let head = if pg.test(PG_SLAB) { pfn } else { pg.freelist as u64 };
+                        let head = if pg.flags.contains(PageFlags::SLAB) { pfn } else { pg.freelist as u64 };
                         prop_assert!(b.tagged.contains_key(&head));
                         let order = b.tagged[&head];
                         prop_assert!(end < head + (1 << order));

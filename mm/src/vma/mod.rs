@@ -71,74 +71,53 @@ pub use tree::VmaTree;
 pub use unmapped_area::UnmappedAreaInfo;
 
 use abi::layout::PAGE_SHIFT;
+use bitflags::bitflags;
 use core::fmt;
-use core::ops::BitOr;
 
-/// `vm_flags` bits (include/linux/mm.h values).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct VmFlags(u32);
-
-impl VmFlags {
-    pub const NONE: Self = Self(0);
-    pub const READ: Self = Self(0x1);
-    pub const WRITE: Self = Self(0x2);
-    pub const EXEC: Self = Self(0x4);
-    pub const SHARED: Self = Self(0x8);
-    pub const MAYREAD: Self = Self(0x10);
-    pub const MAYWRITE: Self = Self(0x20);
-    pub const MAYEXEC: Self = Self(0x40);
-    pub const MAYSHARE: Self = Self(0x80);
-    pub const GROWSDOWN: Self = Self(0x100);
-    const ALL: u32 = 0x1ff;
-    /// VM_DATA_DEFAULT_FLAGS on i386 (no READ_IMPLIES_EXEC): what brk uses.
-    pub const DATA_DEFAULT: Self =
-        Self(Self::READ.0 | Self::WRITE.0 | Self::MAYREAD.0 | Self::MAYWRITE.0 | Self::MAYEXEC.0);
-    /// VM_STACK_DEFAULT_FLAGS plus VM_GROWSDOWN, as setup_arg_pages() makes it.
-    pub const STACK_DEFAULT: Self = Self(Self::DATA_DEFAULT.0 | Self::GROWSDOWN.0);
-
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-    /// Unknown bits are dropped.
-    pub const fn from_bits_truncate(bits: u32) -> Self {
-        Self(bits & Self::ALL)
-    }
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn intersects(self, other: Self) -> bool {
-        self.0 & other.0 != 0
-    }
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-    pub const fn difference(self, other: Self) -> Self {
-        Self(self.0 & !other.0)
-    }
-    /// calc_vm_prot_bits() plus the VM_MAY* bits do_mmap() adds, for a
-    /// private mapping (with `shared`, VM_SHARED | VM_MAYSHARE too).
-    pub const fn from_prot(read: bool, write: bool, exec: bool, shared: bool) -> Self {
-        let mut f = Self::MAYREAD.0 | Self::MAYWRITE.0 | Self::MAYEXEC.0;
-        if read {
-            f |= Self::READ.0;
-        }
-        if write {
-            f |= Self::WRITE.0;
-        }
-        if exec {
-            f |= Self::EXEC.0;
-        }
-        if shared {
-            f |= Self::SHARED.0 | Self::MAYSHARE.0;
-        }
-        Self(f)
+bitflags! {
+    /// `vm_flags` bits (include/linux/mm.h values).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct VmFlags: u32 {
+        const READ = 0x1;
+        const WRITE = 0x2;
+        const EXEC = 0x4;
+        const SHARED = 0x8;
+        const MAYREAD = 0x10;
+        const MAYWRITE = 0x20;
+        const MAYEXEC = 0x40;
+        const MAYSHARE = 0x80;
+        const GROWSDOWN = 0x100;
+        /// VM_DATA_DEFAULT_FLAGS on i386 (no READ_IMPLIES_EXEC): what brk
+        /// uses.
+        const DATA_DEFAULT = Self::READ.bits()
+            | Self::WRITE.bits()
+            | Self::MAYREAD.bits()
+            | Self::MAYWRITE.bits()
+            | Self::MAYEXEC.bits();
+        /// VM_STACK_DEFAULT_FLAGS plus VM_GROWSDOWN, as setup_arg_pages()
+        /// makes it.
+        const STACK_DEFAULT = Self::DATA_DEFAULT.bits() | Self::GROWSDOWN.bits();
     }
 }
 
-impl BitOr for VmFlags {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        self.union(rhs)
+impl VmFlags {
+    /// calc_vm_prot_bits() plus the VM_MAY* bits do_mmap() adds, for a
+    /// private mapping (with `shared`, VM_SHARED | VM_MAYSHARE too).
+    pub const fn from_prot(read: bool, write: bool, exec: bool, shared: bool) -> Self {
+        let mut f = Self::MAYREAD.union(Self::MAYWRITE).union(Self::MAYEXEC);
+        if read {
+            f = f.union(Self::READ);
+        }
+        if write {
+            f = f.union(Self::WRITE);
+        }
+        if exec {
+            f = f.union(Self::EXEC);
+        }
+        if shared {
+            f = f.union(Self::SHARED).union(Self::MAYSHARE);
+        }
+        f
     }
 }
 
@@ -157,7 +136,7 @@ impl fmt::Debug for VmFlags {
             } else {
                 'p'
             },
-            self.0
+            self.bits()
         )
     }
 }

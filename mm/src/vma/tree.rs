@@ -26,7 +26,7 @@ impl Augment for GapAug {
     type Value = VmaVal;
     type Aug = u64;
     const EMPTY_VALUE: VmaVal = VmaVal {
-        flags: VmFlags::NONE,
+        flags: VmFlags::empty(),
         kind: VmaKind::Anon,
         pgoff: 0,
         gap_start: 0,
