@@ -4,8 +4,8 @@
 //! slab_err()/object_err()/print_trailer() would print, kept in a log.
 
 use super::fast::{freelist_ptr, on_boundary};
-use super::slab::read_page;
-use super::{KmemCache, SlabBackend, SlabError, SlabFlags, Slub, FREELIST_NONE, OBJECT_POISON};
+use super::slab::{freelist_object, read_page};
+use super::{KmemCache, SlabBackend, SlabError, SlabFlags, Slub, OBJECT_POISON};
 use core::fmt;
 
 // include/linux/poison.h.
@@ -194,8 +194,7 @@ pub(super) fn free_debug_processing<B: SlabBackend>(
     let span = pg.objects as u64 * s.l.size as u64;
     let mut p = match s.cpu_slab {
         Some(c) if c.slab == Some(head) => c.freelist,
-        _ if pg.freelist == FREELIST_NONE => 0,
-        _ => base + pg.freelist as u64,
+        _ => freelist_object(base, pg.freelist),
     };
     let mut n = 0;
     while p != 0 {

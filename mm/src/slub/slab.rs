@@ -4,7 +4,10 @@
 
 use super::debug::{init_object, ReportKind, SlabReport, POISON_INUSE};
 use super::fast::{freelist_ptr, on_boundary};
-use super::{KmemCache, SlabBackend, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLUB_RED_INACTIVE};
+use super::{
+    KmemCache, SlabBackend, SlabError, SlabFlags, Slub, FREELIST_NONE, LARGE_KMALLOC,
+    SLUB_RED_INACTIVE,
+};
 use crate::page::{Page, PageFlags, PFN_NONE};
 use abi::layout::PAGE_SIZE;
 
@@ -22,6 +25,26 @@ impl SlabList {
         tail: PFN_NONE,
         nr: 0,
     };
+}
+
+/// The first free object `page.freelist` names (an offset from the slab's
+/// start `base`), 0 for [`FREELIST_NONE`].
+pub(super) fn freelist_object(base: u64, freelist: u32) -> u64 {
+    if freelist == FREELIST_NONE {
+        0
+    } else {
+        base + freelist as u64
+    }
+}
+
+/// `page.freelist` for a slab at `base` whose first free object is `obj`
+/// (0 for none).
+pub(super) fn freelist_offset(base: u64, obj: u64) -> u32 {
+    if obj == 0 {
+        FREELIST_NONE
+    } else {
+        (obj - base) as u32
+    }
 }
 
 pub(super) fn read_page<B: SlabBackend>(b: &B, pfn: u64) -> Page {

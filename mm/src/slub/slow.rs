@@ -4,7 +4,9 @@
 //! slab back.
 
 use super::fast::{freelist_ptr, on_boundary, take_object};
-use super::slab::{discard_slab, list_add, list_del, new_slab, read_page};
+use super::slab::{
+    discard_slab, freelist_object, freelist_offset, list_add, list_del, new_slab, read_page,
+};
 use super::{KmemCache, KmemCacheCpu, ReportKind, SlabBackend, SlabError, FREELIST_NONE};
 use crate::page::PFN_NONE;
 
@@ -52,11 +54,7 @@ fn freeze<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u64) {
         None => (FREELIST_NONE, 0),
     };
     s.cpu_slab = Some(KmemCacheCpu {
-        freelist: if freelist == FREELIST_NONE {
-            0
-        } else {
-            base + freelist as u64
-        },
+        freelist: freelist_object(base, freelist),
         slab: Some(pfn),
         first: base + s.l.red_left_pad as u64,
         span: objects as u64 * s.l.size as u64,
@@ -86,11 +84,7 @@ pub(super) fn slab_free_slow<B: SlabBackend>(
     if prior != FREELIST_NONE && base + prior as u64 == va {
         return Err(s.report(ReportKind::DoubleFree, va, va, va, "object already free"));
     }
-    let next = if prior == FREELIST_NONE {
-        0
-    } else {
-        base + prior as u64
-    };
+    let next = freelist_object(base, prior);
     let a = va + s.l.offset as u64;
     b.write_u64(a, freelist_ptr(s.random, next, a));
     let inuse = pg.inuse - 1;
@@ -153,11 +147,7 @@ pub(super) fn flush_cpu_slab<B: SlabBackend>(
     }
     let inuse = pg.objects - nfree as u16;
     if let Some(pgm) = b.page_mut(pfn) {
-        pgm.freelist = if head == 0 {
-            FREELIST_NONE
-        } else {
-            (head - base) as u32
-        };
+        pgm.freelist = freelist_offset(base, head);
         pgm.inuse = inuse;
     }
     if inuse == 0 && s.partial.nr >= s.min_partial as u64 {
