@@ -53,7 +53,10 @@ bitflags! {
         /// GFP_NOWAIT.
         const NOWAIT = Self::KSWAPD_RECLAIM.bits();
         /// GFP_USER.
-        const USER = Self::RECLAIM.bits() | Self::IO.bits() | Self::FS.bits() | Self::HARDWALL.bits();
+        const USER = Self::RECLAIM.bits()
+            | Self::IO.bits()
+            | Self::FS.bits()
+            | Self::HARDWALL.bits();
         /// GFP_HIGHUSER.
         const HIGHUSER = Self::USER.bits() | Self::HIGHMEM.bits();
         /// GFP_HIGHUSER_MOVABLE.

@@ -60,7 +60,10 @@ bitflags! {
         const HEAD = 1 << 4;
         /// Flags that must be clear when a block goes back to the buddy
         /// allocator (PAGE_FLAGS_CHECK_AT_FREE's role in free_page_is_bad()).
-        const CHECK_AT_FREE = Self::BUDDY.bits() | Self::RESERVED.bits() | Self::SLAB.bits() | Self::TABLE.bits();
+        const CHECK_AT_FREE = Self::BUDDY.bits()
+            | Self::RESERVED.bits()
+            | Self::SLAB.bits()
+            | Self::TABLE.bits();
     }
 }
 
