@@ -17,7 +17,7 @@ use abi::cmdline::{Cmdline, Plant};
 use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::*;
 use abi::vmcoreinfo::{num, off, sym, BufWriter, Writer, MAX_TEXT, OSRELEASE};
-use mm::gfp::{__GFP_HIGHMEM, GFP_KERNEL};
+use mm::gfp::Gfp;
 use mm::pkmap::TlbFlush;
 use mm::slub::Slub;
 use mm::vma::VmFlags;
@@ -212,12 +212,12 @@ fn pte_slot(va: u64) -> Option<u64> {
 /// frame is leaked and the area never freed (vfree would free the slab
 /// frame).
 fn plant_dmap() -> Result<(u64, u64), &'static str> {
-    let pfn = crate::mm::alloc_pages(GFP_KERNEL, 0).map_err(|_| "no lowmem page")?;
+    let pfn = crate::mm::alloc_pages(Gfp::KERNEL, 0).map_err(|_| "no lowmem page")?;
     let frame = pfn << PAGE_SHIFT;
     crate::mm::dmap::tag_slab(pfn, 0);
     crate::mm::with_node(|node| {
         if let Some(page) = node.page_mut(pfn) {
-            page.flags |= mm::page::PG_SLAB;
+            page.flags |= mm::page::PageFlags::SLAB;
         }
     });
     let area = plant_in_vmalloc(frame, "plant_dmap")?;
@@ -249,7 +249,7 @@ fn plant_table() -> Result<(u64, u64), &'static str> {
 /// A frame mapped in vmalloc space and then given back to the buddy
 /// allocator while still mapped (a use-after-free waiting to happen).
 fn plant_free() -> Result<(u64, u64), &'static str> {
-    let pfn = crate::mm::alloc_pages(GFP_KERNEL, 0).map_err(|_| "no lowmem page")?;
+    let pfn = crate::mm::alloc_pages(Gfp::KERNEL, 0).map_err(|_| "no lowmem page")?;
     let area = plant_in_vmalloc(pfn << PAGE_SHIFT, "plant_free")?;
     crate::mm::free_pages(pfn, 0).map_err(|_| "free failed")?;
     Ok((pfn, area))
@@ -272,7 +272,7 @@ fn plant_user() -> Result<(u64, u64), &'static str> {
 /// clock port) with state changes the host can watch, and prints the
 /// translations and counters the host tests compare with.
 fn linger(secs: u32) {
-    let hi = crate::mm::alloc_pages(GFP_KERNEL | __GFP_HIGHMEM, 0);
+    let hi = crate::mm::alloc_pages(Gfp::KERNEL | Gfp::HIGHMEM, 0);
     let keep = vmalloc::vmalloc(4 * PAGE_SIZE, "linger_keep");
     let (Ok(hi), Ok(keep)) = (hi, keep) else {
         kprintln!("linger: out of memory");
@@ -300,7 +300,7 @@ fn linger(secs: u32) {
     let start = crate::arch::io::clock_ms();
     let mut rounds = 0u64;
     while crate::arch::io::clock_ms().wrapping_sub(start) < secs.saturating_mul(1000) {
-        if let Ok(p) = crate::mm::alloc_pages(GFP_KERNEL | __GFP_HIGHMEM, 0) {
+        if let Ok(p) = crate::mm::alloc_pages(Gfp::KERNEL | Gfp::HIGHMEM, 0) {
             if highmem::kmap(p).is_ok() {
                 let _ = highmem::kunmap(p);
             }

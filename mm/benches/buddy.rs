@@ -7,7 +7,7 @@
 use buddy_system_allocator::FrameAllocator;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mm::buddy::Node;
-use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::gfp::Gfp;
 use mm::memblock::Memblock;
 use mm::page::{MemMap, Page};
 use std::time::Duration;
@@ -59,13 +59,13 @@ fn bench(c: &mut Criterion) {
     let mut node = node_2g();
     g.bench_function("mm order-0 alloc+free (hot)", |b| {
         b.iter(|| {
-            let pfn = node.alloc_pages(GFP_KERNEL, 0).unwrap();
+            let pfn = node.alloc_pages(Gfp::KERNEL, 0).unwrap();
             node.free_pages(black_box(pfn), 0).unwrap();
         })
     });
     g.bench_function("mm order-0 alloc+free highmem (hot)", |b| {
         b.iter(|| {
-            let pfn = node.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+            let pfn = node.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
             node.free_pages(black_box(pfn), 0).unwrap();
         })
     });
@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("mm mixed orders, 64 allocs then frees", |b| {
         b.iter(|| {
             for &o in &orders {
-                live.push((node.alloc_pages(GFP_KERNEL, o).unwrap(), o));
+                live.push((node.alloc_pages(Gfp::KERNEL, o).unwrap(), o));
             }
             // Free in an order unlike allocation order to exercise merging.
             for i in (0..live.len()).step_by(2).chain((1..live.len()).step_by(2)) {

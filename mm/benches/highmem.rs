@@ -5,7 +5,7 @@ use abi::layout::{KernelLayout, PAGE_SIZE};
 use criterion::{criterion_group, criterion_main, Criterion};
 use mm::kmap_local::KmapLocal;
 use mm::pkmap::{ArchError, KmapArch, Pkmap, TlbFlush};
-use mm::vmap_area::{VmapAllocator, VM_ALLOC};
+use mm::vmap_area::{VmStructFlags, VmapAllocator};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -41,7 +41,12 @@ fn populated(n: usize) -> Box<VmapAllocator<4096>> {
     let mut arch = NoopArch;
     let mut keep = Vec::new();
     for i in 0..2 * n {
-        let a = v.get_vm_area((1 + i as u64 % 7) * PAGE_SIZE, VM_ALLOC, "bench", &mut arch);
+        let a = v.get_vm_area(
+            (1 + i as u64 % 7) * PAGE_SIZE,
+            VmStructFlags::ALLOC,
+            "bench",
+            &mut arch,
+        );
         keep.push(a.unwrap().start);
     }
     // Free every other one so the free tree has ~n holes.
@@ -62,7 +67,7 @@ fn vmap(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let a = v
-                    .get_vm_area(4 * PAGE_SIZE, VM_ALLOC, "bench", &mut arch)
+                    .get_vm_area(4 * PAGE_SIZE, VmStructFlags::ALLOC, "bench", &mut arch)
                     .unwrap();
                 v.free(black_box(a.start), &mut arch).unwrap();
             })
@@ -73,7 +78,7 @@ fn vmap(c: &mut Criterion) {
     g.bench_function("alloc+free+purge 4 pages, 256 holes", |b| {
         b.iter(|| {
             let a = v
-                .get_vm_area(4 * PAGE_SIZE, VM_ALLOC, "bench", &mut arch)
+                .get_vm_area(4 * PAGE_SIZE, VmStructFlags::ALLOC, "bench", &mut arch)
                 .unwrap();
             v.free(black_box(a.start), &mut arch).unwrap();
             v.purge(&mut arch);

@@ -12,10 +12,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use mm::buddy::Node;
-use mm::gfp::GFP_KERNEL;
+use mm::gfp::Gfp;
 use mm::memblock::Memblock;
 use mm::page::{MemMap, Page};
-use mm::slub::{SlabBackend, Slub, SLAB_POISON, SLAB_RED_ZONE};
+use mm::slub::{SlabBackend, SlabFlags, Slub};
 use slab::Slab;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ impl Host {
 
 impl SlabBackend for Host {
     fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
-        self.node.alloc_pages(GFP_KERNEL, order).ok()
+        self.node.alloc_pages(Gfp::KERNEL, order).ok()
     }
     fn free_slab_pages(&mut self, pfn: u64, order: u32) {
         self.node.free_pages(pfn, order).unwrap();
@@ -96,7 +96,7 @@ impl SlabBackend for Host {
     fn slab_created(&mut self, _pfn: u64, _order: u32) {}
     fn slab_freed(&mut self, _pfn: u64, _order: u32) {}
     fn alloc_large(&mut self, order: u32) -> Option<u64> {
-        self.node.alloc_pages(GFP_KERNEL, order).ok()
+        self.node.alloc_pages(Gfp::KERNEL, order).ok()
     }
     fn free_large(&mut self, pfn: u64, order: u32) {
         self.node.free_pages(pfn, order).unwrap();
@@ -128,19 +128,19 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("slub");
     let mut b = Host::new();
     let mut s: Slub<32> = Slub::new();
-    s.create_kmalloc_caches(0, &mut b).unwrap();
+    s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
     let task = s
-        .kmem_cache_create("task_struct", 1792, 64, 0, None, &mut b)
+        .kmem_cache_create("task_struct", 1792, 64, SlabFlags::empty(), None, &mut b)
         .unwrap();
     let obj64 = s
-        .kmem_cache_create("obj64", 64, 0, 0, None, &mut b)
+        .kmem_cache_create("obj64", 64, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
     let dbg = s
         .kmem_cache_create(
             "obj64-debug",
             64,
             0,
-            SLAB_RED_ZONE | SLAB_POISON,
+            SlabFlags::RED_ZONE | SlabFlags::POISON,
             None,
             &mut b,
         )

@@ -15,10 +15,12 @@
 //! double or bogus free is detected through the head page's refcount and
 //! order and returned as [`FreeError`] before any list is touched.
 
-use crate::gfp::{self, Gfp, __GFP_DIRECT_RECLAIM, __GFP_HIGH};
+use crate::bitops::align_down;
+use crate::gfp::{self, Gfp};
 use crate::memblock::Memblock;
-use crate::page::{MemMap, Page, PFN_NONE, PG_BUDDY, PG_CHECK_AT_FREE};
+use crate::page::{MemMap, Page, PageFlags, PFN_NONE};
 use abi::layout::{MAX_DMA_PFN, PAGE_SHIFT, PAGE_SIZE};
+use bitflags::bitflags;
 use core::fmt;
 
 /// Largest order (MAX_PAGE_ORDER; MAX_ORDER before 6.4 was this plus one).
@@ -72,15 +74,36 @@ pub enum Watermark {
     High = 2,
 }
 
-// alloc_flags (mm/internal.h). The low bits select the watermark.
-pub const ALLOC_WMARK_MIN: u32 = Watermark::Min as u32;
-pub const ALLOC_WMARK_LOW: u32 = Watermark::Low as u32;
-pub const ALLOC_WMARK_HIGH: u32 = Watermark::High as u32;
-pub const ALLOC_WMARK_MASK: u32 = 0x3;
-/// __GFP_HIGH: may use half of the min reserve.
-pub const ALLOC_MIN_RESERVE: u32 = 0x10;
-/// Cannot sleep (no __GFP_DIRECT_RECLAIM): with MIN_RESERVE, a quarter more.
-pub const ALLOC_NON_BLOCK: u32 = 0x20;
+bitflags! {
+    /// `alloc_flags` (mm/internal.h). The low bits select the watermark
+    /// (ALLOC_WMARK_*, see [`AllocFlags::watermark`]); the others grant
+    /// reserves.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct AllocFlags: u32 {
+        /// ALLOC_WMARK_LOW.
+        const WMARK_LOW = Watermark::Low as u32;
+        /// ALLOC_WMARK_HIGH.
+        const WMARK_HIGH = Watermark::High as u32;
+        /// ALLOC_WMARK_MASK.
+        const WMARK_MASK = 0x3;
+        /// ALLOC_MIN_RESERVE (__GFP_HIGH): may use half of the min reserve.
+        const MIN_RESERVE = 0x10;
+        /// ALLOC_NON_BLOCK: cannot sleep (no __GFP_DIRECT_RECLAIM); with
+        /// MIN_RESERVE, a quarter more.
+        const NON_BLOCK = 0x20;
+    }
+}
+
+impl AllocFlags {
+    /// ALLOC_WMARK_MIN: no bits set.
+    pub const WMARK_MIN: Self = Self::empty();
+
+    /// The watermark to check (`alloc_flags & ALLOC_WMARK_MASK`), an index
+    /// into `Zone::watermark`.
+    pub const fn watermark(self) -> usize {
+        self.intersection(Self::WMARK_MASK).bits() as usize
+    }
+}
 
 /// Why an allocation failed. The caller must handle it; nothing panics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +134,7 @@ pub enum FreeError {
     OrderMismatch { allocated: u32 },
     /// A flag that must be clear at free time is set (PG_slab, PG_table,
     /// PG_reserved): free_page_is_bad().
-    BadPageState { flags: u32 },
+    BadPageState { flags: PageFlags },
     /// Boot hand-over of frames already in the buddy allocator.
     AlreadyFree,
 }
@@ -285,7 +308,7 @@ pub const fn int_sqrt(x: u64) -> u64 {
     let mut rem = x;
     let mut root = 0;
     // Highest power of four <= x.
-    let mut bit = 1u64 << ((63 - x.leading_zeros()) & !1);
+    let mut bit = 1u64 << (x.ilog2() & !1);
     while bit != 0 {
         if rem >= root + bit {
             rem -= root + bit;
@@ -306,13 +329,13 @@ const fn mult_frac(x: u64, n: u64, d: u64) -> u64 {
 /// gfp_to_alloc_flags() for the slow path (6.3+ semantics, no reclaim):
 /// WMARK_MIN, plus MIN_RESERVE for __GFP_HIGH and NON_BLOCK for callers
 /// that cannot sleep.
-pub const fn gfp_to_alloc_flags(gfp: Gfp) -> u32 {
-    let mut f = ALLOC_WMARK_MIN;
-    if gfp.contains(__GFP_HIGH) {
-        f |= ALLOC_MIN_RESERVE;
+pub const fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
+    let mut f = AllocFlags::WMARK_MIN;
+    if gfp.contains(Gfp::HIGH) {
+        f = f.union(AllocFlags::MIN_RESERVE);
     }
-    if !gfp.contains(__GFP_DIRECT_RECLAIM) {
-        f |= ALLOC_NON_BLOCK;
+    if !gfp.contains(Gfp::DIRECT_RECLAIM) {
+        f = f.union(AllocFlags::NON_BLOCK);
     }
     f
 }
@@ -366,7 +389,7 @@ fn list_del(area: &mut FreeArea, map: &mut MemMap, pfn: u64) {
 
 /// Mark a page as the head of a free block of `order` (set_buddy_order()).
 fn set_buddy(pg: &mut Page, order: u32, zi: usize) {
-    pg.flags = PG_BUDDY;
+    pg.flags = PageFlags::BUDDY;
     pg.private = order;
     pg.refcount = 0;
     pg.zone = zi as u8 + 1;
@@ -498,7 +521,7 @@ impl<'a> Node<'a> {
     /// pfn rounded down to 2^j.
     fn inside_free_block(&self, zi: usize, pfn: u64) -> bool {
         (0..=MAX_ORDER).any(|j| {
-            let head = pfn & !((1u64 << j) - 1);
+            let head = align_down(pfn, 1 << j);
             self.zones[zi].spans(head) && {
                 let pg = self.map.at(head);
                 pg.is_buddy() && pg.buddy_order() == j
@@ -606,7 +629,7 @@ impl<'a> Node<'a> {
                 buddy,
             );
             let bp = self.map.at_mut(buddy);
-            bp.flags &= !PG_BUDDY;
+            bp.flags.remove(PageFlags::BUDDY);
             bp.private = 0;
             self.events.merge += 1;
             pfn &= buddy;
@@ -652,7 +675,7 @@ impl<'a> Node<'a> {
             // prep_new_page() / set_page_refcounted(); the order is kept
             // so free_pages can check it.
             let pg = self.map.at_mut(pfn);
-            pg.flags = 0;
+            pg.flags = PageFlags::empty();
             pg.refcount = 1;
             pg.private = order;
             pg.zone = zi as u8 + 1;
@@ -687,7 +710,7 @@ impl<'a> Node<'a> {
         order: u32,
         mark: u64,
         highest: ZoneType,
-        alloc_flags: u32,
+        alloc_flags: AllocFlags,
     ) -> bool {
         if order > MAX_ORDER {
             return false;
@@ -695,9 +718,9 @@ impl<'a> Node<'a> {
         let z = &self.zones[zone.idx()];
         let mut min = mark as i64;
         let free = z.free_pages as i64 - ((1i64 << order) - 1);
-        if alloc_flags & ALLOC_MIN_RESERVE != 0 {
+        if alloc_flags.contains(AllocFlags::MIN_RESERVE) {
             min -= min / 2;
-            if alloc_flags & ALLOC_NON_BLOCK != 0 {
+            if alloc_flags.contains(AllocFlags::NON_BLOCK) {
                 min -= min / 4;
             }
         }
@@ -713,14 +736,14 @@ impl<'a> Node<'a> {
         &mut self,
         order: u32,
         highest: ZoneType,
-        alloc_flags: u32,
+        alloc_flags: AllocFlags,
     ) -> Option<u64> {
         for (i, &zt) in gfp::zonelist(highest).iter().enumerate() {
             let zi = zt.idx();
             if !self.zones[zi].is_populated() {
                 continue;
             }
-            let mark = self.zones[zi].watermark[(alloc_flags & ALLOC_WMARK_MASK) as usize];
+            let mark = self.zones[zi].watermark[alloc_flags.watermark()];
             if !self.zone_watermark_ok(zt, order, mark, highest, alloc_flags) {
                 continue;
             }
@@ -745,7 +768,7 @@ impl<'a> Node<'a> {
             return Err(AllocError::BadOrder);
         }
         let highest = gfp::gfp_zone(gfp).ok_or(AllocError::BadGfp)?;
-        let pfn = match self.get_page_from_freelist(order, highest, ALLOC_WMARK_LOW) {
+        let pfn = match self.get_page_from_freelist(order, highest, AllocFlags::WMARK_LOW) {
             Some(pfn) => pfn,
             None => match self.get_page_from_freelist(order, highest, gfp_to_alloc_flags(gfp)) {
                 Some(pfn) => {
@@ -780,7 +803,7 @@ impl<'a> Node<'a> {
             return Ok(());
         }
         pg.private = 0;
-        pg.flags = 0;
+        pg.flags = PageFlags::empty();
         self.events.frees += 1;
         self.events.pgfree += 1 << order;
         self.free_one_page(zi, pfn, order);
@@ -803,7 +826,7 @@ impl<'a> Node<'a> {
         if pg.is_buddy() || pg.refcount == 0 {
             return Err(FreeError::NotAllocated);
         }
-        if pg.flags & PG_CHECK_AT_FREE != 0 {
+        if pg.flags.intersects(PageFlags::CHECK_AT_FREE) {
             return Err(FreeError::BadPageState { flags: pg.flags });
         }
         if pg.private != order {
@@ -960,7 +983,7 @@ mod tests {
     use super::*;
     use crate::gfp::*;
     use crate::memblock::Memblock;
-    use crate::page::{PG_HEAD, PG_SLAB};
+    use crate::page::PageFlags;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, HashSet};
     use std::string::String;
@@ -1007,10 +1030,10 @@ mod tests {
             assert!(r * r <= x as u128 && (r + 1) * (r + 1) > x as u128, "{x}");
         }
         assert_eq!(mult_frac(225_280, 10, 10_000), 225);
-        assert_eq!(gfp_to_alloc_flags(GFP_KERNEL), ALLOC_WMARK_MIN);
+        assert_eq!(gfp_to_alloc_flags(Gfp::KERNEL), AllocFlags::WMARK_MIN);
         assert_eq!(
-            gfp_to_alloc_flags(GFP_ATOMIC),
-            ALLOC_WMARK_MIN | ALLOC_MIN_RESERVE | ALLOC_NON_BLOCK
+            gfp_to_alloc_flags(Gfp::ATOMIC),
+            AllocFlags::WMARK_MIN | AllocFlags::MIN_RESERVE | AllocFlags::NON_BLOCK
         );
     }
 
@@ -1083,7 +1106,7 @@ mod tests {
         assert_eq!(n.zone(ZoneType::Dma).lowmem_reserve(ZoneType::Normal), 496);
         // GFP_HIGHUSER still works: it falls back to NORMAL.
         let mut n = n;
-        let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+        let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal));
         let mut s = String::new();
         n.write_buddyinfo(&mut s).unwrap();
@@ -1111,10 +1134,10 @@ mod tests {
             assert_eq!((h.managed_pages(), wm(h)), (pages, marks), "{mib}M");
             let low = h.low_wmark();
             for _ in 0..pages - low {
-                let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+                let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
                 assert!(n.is_highmem_pfn(pfn), "{mib}M");
             }
-            let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+            let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
             assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal), "{mib}M");
             n.verify().unwrap();
         }
@@ -1124,7 +1147,13 @@ mod tests {
             let n = machine(mib * M);
             let low = n.zone(ZoneType::Highmem).low_wmark();
             assert_eq!(
-                n.zone_watermark_ok(ZoneType::Highmem, 9, low, ZoneType::Highmem, 0),
+                n.zone_watermark_ok(
+                    ZoneType::Highmem,
+                    9,
+                    low,
+                    ZoneType::Highmem,
+                    AllocFlags::empty()
+                ),
                 ok,
                 "{mib}M"
             );
@@ -1174,10 +1203,10 @@ mod tests {
     #[test]
     fn zonelist_per_gfp() {
         let mut n = machine(2 * G);
-        let hu = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
-        let k = n.alloc_pages(GFP_KERNEL, 0).unwrap();
-        let d = n.alloc_pages(GFP_DMA, 0).unwrap();
-        let a = n.alloc_pages(GFP_ATOMIC, 3).unwrap();
+        let hu = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
+        let k = n.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        let d = n.alloc_pages(Gfp::DMA, 0).unwrap();
+        let a = n.alloc_pages(Gfp::ATOMIC, 3).unwrap();
         assert_eq!(n.page_zone(hu), Some(ZoneType::Highmem));
         assert_eq!(n.page_zone(k), Some(ZoneType::Normal));
         assert_eq!(n.page_zone(d), Some(ZoneType::Dma));
@@ -1198,15 +1227,15 @@ mod tests {
         let h = n.zone(ZoneType::Highmem).managed_pages();
         // HIGHMEM serves order-0 requests while free > low (435).
         for _ in 0..h - 435 {
-            let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+            let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
             assert!(n.is_highmem_pfn(pfn));
         }
         assert_eq!(n.zone(ZoneType::Highmem).free_pages(), 435);
-        let pfn = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+        let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal));
         assert_eq!(n.events().fallback, 1);
         // GFP_KERNEL was never going to touch HIGHMEM.
-        let pfn = n.alloc_pages(GFP_KERNEL, 0).unwrap();
+        let pfn = n.alloc_pages(Gfp::KERNEL, 0).unwrap();
         assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal));
         n.verify().unwrap();
     }
@@ -1237,10 +1266,10 @@ mod tests {
         assert_eq!(wm(n.zone(ZoneType::Highmem)), (32, 45, 58));
         assert_eq!(d.lowmem_reserve(ZoneType::Normal), 8);
         let mut got = Vec::new();
-        while let Ok(pfn) = n.alloc_pages(GFP_KERNEL, 0) {
+        while let Ok(pfn) = n.alloc_pages(Gfp::KERNEL, 0) {
             got.push(pfn);
         }
-        assert_eq!(n.alloc_pages(GFP_KERNEL, 0), Err(AllocError::NoMemory));
+        assert_eq!(n.alloc_pages(Gfp::KERNEL, 0), Err(AllocError::NoMemory));
         // GFP_KERNEL may not go below min (+ reserve for DMA): NORMAL stops
         // at 52 free, DMA at 104 + 8.
         assert_eq!(n.zone(ZoneType::Normal).free_pages(), 52);
@@ -1251,7 +1280,7 @@ mod tests {
         // GFP_ATOMIC digs deeper: min - min/2, then a quarter less.
         // NORMAL: 52 -> 26 -> 20, so it stops at 20 free.
         let mut atomic = 0;
-        while n.alloc_pages(GFP_ATOMIC, 0).is_ok() {
+        while n.alloc_pages(Gfp::ATOMIC, 0).is_ok() {
             atomic += 1;
         }
         assert_eq!(n.zone(ZoneType::Normal).free_pages(), 20);
@@ -1260,23 +1289,23 @@ mod tests {
         assert_eq!(atomic, 32 + 65);
         // HIGHMEM is untouched, and GFP_DMA can use nothing more.
         assert_eq!(n.zone(ZoneType::Highmem).free_pages(), 2048);
-        assert_eq!(n.alloc_pages(GFP_DMA, 0), Err(AllocError::NoMemory));
+        assert_eq!(n.alloc_pages(Gfp::DMA, 0), Err(AllocError::NoMemory));
         // Large orders fail cleanly when no block is big enough.
-        assert_eq!(n.alloc_pages(GFP_KERNEL, 10), Err(AllocError::NoMemory));
+        assert_eq!(n.alloc_pages(Gfp::KERNEL, 10), Err(AllocError::NoMemory));
         n.verify().unwrap();
     }
 
     #[test]
     fn bad_requests() {
         let mut n = small();
-        assert_eq!(n.alloc_pages(GFP_KERNEL, 11), Err(AllocError::BadOrder));
+        assert_eq!(n.alloc_pages(Gfp::KERNEL, 11), Err(AllocError::BadOrder));
         assert_eq!(
-            n.alloc_pages(__GFP_DMA | __GFP_HIGHMEM, 0),
+            n.alloc_pages(Gfp::DMA | Gfp::HIGHMEM, 0),
             Err(AllocError::BadGfp)
         );
         let before = n.zones().clone().map(|z| z.free_counts());
 
-        let p = n.alloc_pages(GFP_KERNEL, 2).unwrap();
+        let p = n.alloc_pages(Gfp::KERNEL, 2).unwrap();
         assert_eq!(n.free_pages(p + 1, 0), Err(FreeError::NotAllocated)); // tail page
         assert_eq!(n.free_pages(p + 2, 1), Err(FreeError::NotAllocated));
         assert_eq!(n.free_pages(p + 1, 2), Err(FreeError::Misaligned));
@@ -1286,20 +1315,22 @@ mod tests {
         );
         assert_eq!(n.free_pages(p, 11), Err(FreeError::BadOrder));
         assert_eq!(n.free_pages(9000, 0), Err(FreeError::OutOfRange));
-        n.page_mut(p).unwrap().set(PG_SLAB);
+        n.page_mut(p).unwrap().flags.insert(PageFlags::SLAB);
         assert_eq!(
             n.free_pages(p, 2),
-            Err(FreeError::BadPageState { flags: PG_SLAB })
+            Err(FreeError::BadPageState {
+                flags: PageFlags::SLAB
+            })
         );
-        n.page_mut(p).unwrap().clear(PG_SLAB);
-        n.page_mut(p).unwrap().set(PG_HEAD); // cleared on free, not an error
+        n.page_mut(p).unwrap().flags.remove(PageFlags::SLAB);
+        n.page_mut(p).unwrap().flags.insert(PageFlags::HEAD); // cleared on free, not an error
         n.free_pages(p, 2).unwrap();
         assert_eq!(n.free_pages(p, 2), Err(FreeError::NotAllocated)); // double free
         assert_eq!(n.events().bad_free, 8);
         // A free page: no mutable access.
         assert!(n.page_mut(p).is_none());
         // Frames that are free (a free block's head or inside one).
-        let q = n.alloc_pages(GFP_DMA, 0).unwrap();
+        let q = n.alloc_pages(Gfp::DMA, 0).unwrap();
         assert_eq!(n.page_zone(q), Some(ZoneType::Dma));
         assert_eq!(n.free_pages(0, 10), Err(FreeError::NotAllocated));
         assert_eq!(n.free_pages(1025, 0), Err(FreeError::NotAllocated));
@@ -1312,7 +1343,7 @@ mod tests {
     #[test]
     fn refcount_defers_the_free() {
         let mut n = small();
-        let p = n.alloc_pages(GFP_HIGHUSER, 0).unwrap();
+        let p = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_count(p), Some(1));
         n.get_page(p).unwrap();
         assert_eq!(n.page_count(p), Some(2));
@@ -1337,7 +1368,7 @@ mod tests {
         n.set_min_free_kbytes(0);
         let nm = ZoneType::Normal;
         assert_eq!(n.zone(nm).free_counts(), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        let p = n.alloc_pages(GFP_KERNEL, 0).unwrap();
+        let p = n.alloc_pages(Gfp::KERNEL, 0).unwrap();
         assert_eq!(p, 4096); // the low half is kept at every split
         assert_eq!(n.zone(nm).free_counts(), [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]);
         assert_eq!(n.events().split, 10);
@@ -1413,7 +1444,7 @@ mod tests {
         proptest::collection::vec(op, 1..600)
     }
 
-    const GFPS: [Gfp; 5] = [GFP_KERNEL, GFP_HIGHUSER, GFP_DMA, GFP_ATOMIC, GFP_USER];
+    const GFPS: [Gfp; 5] = [Gfp::KERNEL, Gfp::HIGHUSER, Gfp::DMA, Gfp::ATOMIC, Gfp::USER];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]

@@ -8,81 +8,74 @@
 //! (kmap_local), which is the guest's business, not this crate's.
 
 use crate::buddy::ZoneType;
-use core::ops::{BitAnd, BitOr, BitOrAssign};
+use bitflags::bitflags;
 
-/// A `gfp_t`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Gfp(pub u32);
+bitflags! {
+    /// A `gfp_t`: the `__GFP_*` bits, then the `GFP_*` masks built from them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct Gfp: u32 {
+        // Zone modifiers: they pick the highest zone the caller can use.
+        /// __GFP_DMA, also GFP_DMA.
+        const DMA = 0x01;
+        /// __GFP_HIGHMEM.
+        const HIGHMEM = 0x02;
+        /// __GFP_MOVABLE: page-mobility hint; kept for GFP_HIGHUSER_MOVABLE,
+        /// no migratetypes here.
+        const MOVABLE = 0x08;
+        /// __GFP_HIGH: access to part of the min reserve (ALLOC_MIN_RESERVE
+        /// in 6.3+).
+        const HIGH = 0x20;
+        /// __GFP_IO.
+        const IO = 0x40;
+        /// __GFP_FS.
+        const FS = 0x80;
+        /// __GFP_ZERO: return zeroed frames. The caller clears them, see the
+        /// module comment.
+        const ZERO = 0x100;
+        /// __GFP_DIRECT_RECLAIM: the caller may sleep and reclaim. Its
+        /// absence makes an allocation non-blocking (ALLOC_NON_BLOCK), which
+        /// digs further into the reserve.
+        const DIRECT_RECLAIM = 0x400;
+        /// __GFP_KSWAPD_RECLAIM.
+        const KSWAPD_RECLAIM = 0x800;
+        /// __GFP_NOWARN.
+        const NOWARN = 0x2000;
+        /// __GFP_HARDWALL.
+        const HARDWALL = 0x10_0000;
+        /// __GFP_RECLAIM.
+        const RECLAIM = Self::DIRECT_RECLAIM.bits() | Self::KSWAPD_RECLAIM.bits();
+
+        // The composite masks, as gfp_types.h defines them.
+        /// GFP_ATOMIC.
+        const ATOMIC = Self::HIGH.bits() | Self::KSWAPD_RECLAIM.bits();
+        /// GFP_KERNEL.
+        const KERNEL = Self::RECLAIM.bits() | Self::IO.bits() | Self::FS.bits();
+        /// GFP_NOWAIT.
+        const NOWAIT = Self::KSWAPD_RECLAIM.bits();
+        /// GFP_USER.
+        const USER = Self::RECLAIM.bits()
+            | Self::IO.bits()
+            | Self::FS.bits()
+            | Self::HARDWALL.bits();
+        /// GFP_HIGHUSER.
+        const HIGHUSER = Self::USER.bits() | Self::HIGHMEM.bits();
+        /// GFP_HIGHUSER_MOVABLE.
+        const HIGHUSER_MOVABLE = Self::HIGHUSER.bits() | Self::MOVABLE.bits();
+    }
+}
 
 impl Gfp {
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-    pub const fn contains(self, other: Gfp) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn union(self, other: Gfp) -> Gfp {
-        Gfp(self.0 | other.0)
-    }
     /// The caller must clear the frames it gets (`__GFP_ZERO`).
     pub const fn wants_zero(self) -> bool {
-        self.contains(__GFP_ZERO)
+        self.contains(Self::ZERO)
     }
 }
-
-impl BitOr for Gfp {
-    type Output = Gfp;
-    fn bitor(self, rhs: Gfp) -> Gfp {
-        self.union(rhs)
-    }
-}
-
-impl BitOrAssign for Gfp {
-    fn bitor_assign(&mut self, rhs: Gfp) {
-        self.0 |= rhs.0;
-    }
-}
-
-impl BitAnd for Gfp {
-    type Output = Gfp;
-    fn bitand(self, rhs: Gfp) -> Gfp {
-        Gfp(self.0 & rhs.0)
-    }
-}
-
-// Zone modifiers: they pick the highest zone the caller can use.
-pub const __GFP_DMA: Gfp = Gfp(0x01);
-pub const __GFP_HIGHMEM: Gfp = Gfp(0x02);
-/// Page-mobility hint; kept for GFP_HIGHUSER_MOVABLE, no migratetypes here.
-pub const __GFP_MOVABLE: Gfp = Gfp(0x08);
-/// Access to part of the min reserve (ALLOC_MIN_RESERVE in 6.3+).
-pub const __GFP_HIGH: Gfp = Gfp(0x20);
-pub const __GFP_IO: Gfp = Gfp(0x40);
-pub const __GFP_FS: Gfp = Gfp(0x80);
-/// Return zeroed frames. The caller clears them, see the module comment.
-pub const __GFP_ZERO: Gfp = Gfp(0x100);
-/// The caller may sleep and reclaim. Its absence makes an allocation
-/// non-blocking (ALLOC_NON_BLOCK), which digs further into the reserve.
-pub const __GFP_DIRECT_RECLAIM: Gfp = Gfp(0x400);
-pub const __GFP_KSWAPD_RECLAIM: Gfp = Gfp(0x800);
-pub const __GFP_NOWARN: Gfp = Gfp(0x2000);
-pub const __GFP_HARDWALL: Gfp = Gfp(0x10_0000);
-pub const __GFP_RECLAIM: Gfp = Gfp(__GFP_DIRECT_RECLAIM.0 | __GFP_KSWAPD_RECLAIM.0);
-
-// The composite masks, as gfp_types.h defines them.
-pub const GFP_ATOMIC: Gfp = Gfp(__GFP_HIGH.0 | __GFP_KSWAPD_RECLAIM.0);
-pub const GFP_KERNEL: Gfp = Gfp(__GFP_RECLAIM.0 | __GFP_IO.0 | __GFP_FS.0);
-pub const GFP_NOWAIT: Gfp = __GFP_KSWAPD_RECLAIM;
-pub const GFP_USER: Gfp = Gfp(__GFP_RECLAIM.0 | __GFP_IO.0 | __GFP_FS.0 | __GFP_HARDWALL.0);
-pub const GFP_DMA: Gfp = __GFP_DMA;
-pub const GFP_HIGHUSER: Gfp = Gfp(GFP_USER.0 | __GFP_HIGHMEM.0);
-pub const GFP_HIGHUSER_MOVABLE: Gfp = Gfp(GFP_HIGHUSER.0 | __GFP_MOVABLE.0);
 
 /// `gfp_zone()`: the highest zone an allocation may use. `None` for the
 /// contradictory `__GFP_DMA | __GFP_HIGHMEM` (Linux's GFP_ZONE_BAD, a BUG
 /// there; an error here).
 pub const fn gfp_zone(gfp: Gfp) -> Option<ZoneType> {
-    match (gfp.contains(__GFP_DMA), gfp.contains(__GFP_HIGHMEM)) {
+    match (gfp.contains(Gfp::DMA), gfp.contains(Gfp::HIGHMEM)) {
         (true, true) => None,
         (true, false) => Some(ZoneType::Dma),
         (false, true) => Some(ZoneType::Highmem),
@@ -109,14 +102,14 @@ mod tests {
 
     #[test]
     fn zone_of_each_mask() {
-        assert_eq!(gfp_zone(GFP_KERNEL), Some(ZoneType::Normal));
-        assert_eq!(gfp_zone(GFP_ATOMIC), Some(ZoneType::Normal));
-        assert_eq!(gfp_zone(GFP_USER), Some(ZoneType::Normal));
-        assert_eq!(gfp_zone(GFP_DMA), Some(ZoneType::Dma));
-        assert_eq!(gfp_zone(GFP_KERNEL | GFP_DMA), Some(ZoneType::Dma));
-        assert_eq!(gfp_zone(GFP_HIGHUSER), Some(ZoneType::Highmem));
-        assert_eq!(gfp_zone(GFP_HIGHUSER_MOVABLE), Some(ZoneType::Highmem));
-        assert_eq!(gfp_zone(__GFP_DMA | __GFP_HIGHMEM), None);
+        assert_eq!(gfp_zone(Gfp::KERNEL), Some(ZoneType::Normal));
+        assert_eq!(gfp_zone(Gfp::ATOMIC), Some(ZoneType::Normal));
+        assert_eq!(gfp_zone(Gfp::USER), Some(ZoneType::Normal));
+        assert_eq!(gfp_zone(Gfp::DMA), Some(ZoneType::Dma));
+        assert_eq!(gfp_zone(Gfp::KERNEL | Gfp::DMA), Some(ZoneType::Dma));
+        assert_eq!(gfp_zone(Gfp::HIGHUSER), Some(ZoneType::Highmem));
+        assert_eq!(gfp_zone(Gfp::HIGHUSER_MOVABLE), Some(ZoneType::Highmem));
+        assert_eq!(gfp_zone(Gfp::DMA | Gfp::HIGHMEM), None);
     }
 
     #[test]
@@ -129,14 +122,14 @@ mod tests {
 
     #[test]
     fn flag_ops() {
-        assert!(GFP_KERNEL.contains(__GFP_DIRECT_RECLAIM));
-        assert!(!GFP_ATOMIC.contains(__GFP_DIRECT_RECLAIM));
-        assert!(GFP_ATOMIC.contains(__GFP_HIGH));
-        assert!((GFP_KERNEL | __GFP_ZERO).wants_zero());
-        assert!(!GFP_KERNEL.wants_zero());
-        let mut g = GFP_USER;
-        g |= __GFP_HIGHMEM;
-        assert_eq!(g, GFP_HIGHUSER);
-        assert_eq!((GFP_HIGHUSER & __GFP_HIGHMEM).bits(), __GFP_HIGHMEM.bits());
+        assert!(Gfp::KERNEL.contains(Gfp::DIRECT_RECLAIM));
+        assert!(!Gfp::ATOMIC.contains(Gfp::DIRECT_RECLAIM));
+        assert!(Gfp::ATOMIC.contains(Gfp::HIGH));
+        assert!((Gfp::KERNEL | Gfp::ZERO).wants_zero());
+        assert!(!Gfp::KERNEL.wants_zero());
+        let mut g = Gfp::USER;
+        g |= Gfp::HIGHMEM;
+        assert_eq!(g, Gfp::HIGHUSER);
+        assert_eq!((Gfp::HIGHUSER & Gfp::HIGHMEM).bits(), Gfp::HIGHMEM.bits());
     }
 }

@@ -14,6 +14,7 @@
 //! slots (see [`is_kmap_local_addr`]). Linux keeps the stack per task; with
 //! no scheduler, per CPU is the same thing.
 
+use crate::bitops::page_align_down;
 use crate::pkmap::{ArchError, KmapArch};
 use abi::layout::{fix_to_virt, FIX_KMAP_BEGIN, FIX_KMAP_END, KM_MAX_IDX, NR_CPUS, PAGE_SIZE};
 use core::fmt;
@@ -142,7 +143,7 @@ impl KmapLocal {
 
     /// The pfn mapped at a live slot address.
     pub fn pfn_at(&self, vaddr: u64) -> Option<u64> {
-        let off = self.base.checked_sub(vaddr & !(PAGE_SIZE - 1))?;
+        let off = self.base.checked_sub(page_align_down(vaddr))?;
         let idx = (off / PAGE_SIZE) as usize;
         (idx < self.depth).then(|| self.pfn[idx])
     }
@@ -180,7 +181,7 @@ impl KmapLocal {
         vaddr: u64,
         arch: &mut A,
     ) -> Result<(), KmapLocalError> {
-        let page = vaddr & !(PAGE_SIZE - 1);
+        let page = page_align_down(vaddr);
         let lowest = self.slot_vaddr(KM_MAX_IDX - 1);
         if page < lowest || page > self.base {
             return Err(KmapLocalError::NotKmapLocal { vaddr });

@@ -4,6 +4,7 @@
 //! TLB flushes are requested through small traits the guest implements.
 #![no_std]
 
+pub mod bitops;
 pub mod buddy;
 pub mod gfp;
 pub mod kmap_local;

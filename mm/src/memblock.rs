@@ -5,6 +5,7 @@
 //! direct-mapped low memory. Fixed capacity, no heap; a full array is an
 //! error, not a panic.
 
+use crate::bitops::{align_down, checked_align_up};
 use abi::layout::PAGE_SIZE;
 
 /// Regions per array (INIT_MEMBLOCK_REGIONS). Linux doubles the arrays once
@@ -297,13 +298,13 @@ impl Memblock {
                 continue;
             }
             if self.bottom_up {
-                if let Some(cand) = s.checked_next_multiple_of(align) {
+                if let Some(cand) = checked_align_up(s, align) {
                     if cand.checked_add(size).is_some_and(|ce| ce <= e) {
                         return Ok(cand);
                     }
                 }
             } else if let Some(top) = e.checked_sub(size) {
-                let cand = top & !(align - 1);
+                let cand = align_down(top, align);
                 if cand >= s {
                     // Ranges ascend, so a later fit is higher.
                     found = Some(cand);

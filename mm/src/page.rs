@@ -13,32 +13,71 @@
 //! Holes in the physical map (the 3-4 GiB MMIO hole) keep the zero state
 //! forever and therefore never merge with anything.
 
+use bitflags::bitflags;
+use core::fmt;
 use core::mem::size_of;
 
 /// Sentinel for "no pfn" in the free-list links (list_head's NULL).
 pub const PFN_NONE: u32 = u32::MAX;
 
-// Page flags. Bit numbers are this kernel's own (Linux's enum pageflags
-// and page_type differ by version); the host inspector reads them through
-// the published descriptor. PG_highmem does not exist: as PageHighMem()
-// does, it is derived from the zone, i.e. from pfn >= max_low_pfn.
-/// Head of a free block in a buddy free list (Linux's PageBuddy page_type);
-/// `private` holds its order.
-pub const PG_BUDDY: u32 = 1 << 0;
-/// Reserved for ever (PG_reserved). Not required for reserved frames (the
-/// zero state already keeps them out of the buddy); available to callers that
-/// want to mark them, and refused by `free_pages`.
-pub const PG_RESERVED: u32 = 1 << 1;
-/// Owned by the slab allocator (PG_slab / the slab page_type).
-pub const PG_SLAB: u32 = 1 << 2;
-/// A page-table page (PG_table).
-pub const PG_TABLE: u32 = 1 << 3;
-/// Head of a multi-page allocation whose tail pages are described by it
-/// (PG_head), for slabs of order > 0.
-pub const PG_HEAD: u32 = 1 << 4;
-/// Flags that must be clear when a block goes back to the buddy allocator
-/// (PAGE_FLAGS_CHECK_AT_FREE's role in free_page_is_bad()).
-pub const PG_CHECK_AT_FREE: u32 = PG_BUDDY | PG_RESERVED | PG_SLAB | PG_TABLE;
+/// `page->flags`. Bit numbers are this kernel's own (Linux's enum pageflags
+/// and page_type differ by version); the host inspector reads them through
+/// the published descriptor. PG_highmem does not exist: as PageHighMem()
+/// does, it is derived from the zone, i.e. from pfn >= max_low_pfn.
+///
+/// A plain `u32` in memory (`repr(transparent)`): it is a field of the
+/// [`Page`] the host reads.
+#[repr(transparent)]
+#[derive(
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+pub struct PageFlags(u32);
+
+bitflags! {
+    impl PageFlags: u32 {
+        /// PG_buddy: head of a free block in a buddy free list (Linux's
+        /// PageBuddy page_type); `private` holds its order.
+        const BUDDY = 1 << 0;
+        /// PG_reserved: reserved for ever. Not required for reserved frames
+        /// (the zero state already keeps them out of the buddy); available to
+        /// callers that want to mark them, and refused by `free_pages`.
+        const RESERVED = 1 << 1;
+        /// PG_slab: owned by the slab allocator (the slab page_type).
+        const SLAB = 1 << 2;
+        /// PG_table: a page-table page.
+        const TABLE = 1 << 3;
+        /// PG_head: head of a multi-page allocation whose tail pages are
+        /// described by it, for slabs of order > 0.
+        const HEAD = 1 << 4;
+        /// Flags that must be clear when a block goes back to the buddy
+        /// allocator (PAGE_FLAGS_CHECK_AT_FREE's role in free_page_is_bad()).
+        const CHECK_AT_FREE = Self::BUDDY.bits()
+            | Self::RESERVED.bits()
+            | Self::SLAB.bits()
+            | Self::TABLE.bits();
+    }
+}
+
+/// `PageFlags(SLAB | HEAD)`, as bitflags prints the types it derives.
+impl fmt::Debug for PageFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return write!(f, "PageFlags({:#x})", self.bits());
+        }
+        f.write_str("PageFlags(")?;
+        bitflags::parser::to_writer(self, &mut *f)?;
+        f.write_str(")")
+    }
+}
 
 /// The `struct page` analogue, one per frame, 32 bytes.
 ///
@@ -46,10 +85,10 @@ pub const PG_CHECK_AT_FREE: u32 = PG_BUDDY | PG_RESERVED | PG_SLAB | PG_TABLE;
 ///
 /// | off | size | field        | meaning |
 /// |-----|------|--------------|---------|
-/// | 0   | 4    | `flags`      | `PG_*` bits |
+/// | 0   | 4    | `flags`      | [`PageFlags`] bits |
 /// | 4   | 4    | `refcount`   | `_refcount`: 1 on the head of an allocated block, 0 when free or never allocated |
-/// | 8   | 4    | `private`    | order: the buddy order while `PG_BUDDY`, the allocation order on an allocated head |
-/// | 12  | 4    | `next`       | free-list successor pfn, [`PFN_NONE`] at the end (only meaningful while `PG_BUDDY`) |
+/// | 8   | 4    | `private`    | order: the buddy order while `PageFlags::BUDDY`, the allocation order on an allocated head |
+/// | 12  | 4    | `next`       | free-list successor pfn, [`PFN_NONE`] at the end (only meaningful while `PageFlags::BUDDY`) |
 /// | 16  | 4    | `prev`       | free-list predecessor pfn, [`PFN_NONE`] at the start (idem) |
 /// | 20  | 1    | `zone`       | zone index + 1 recorded when the buddy last queued or handed out this head; 0 = never |
 /// | 21  | 1    | `_pad`       | spare |
@@ -71,7 +110,7 @@ pub const PG_CHECK_AT_FREE: u32 = PG_BUDDY | PG_RESERVED | PG_SLAB | PG_TABLE;
     zerocopy::KnownLayout,
 )]
 pub struct Page {
-    pub flags: u32,
+    pub flags: PageFlags,
     pub refcount: u32,
     pub private: u32,
     pub next: u32,
@@ -100,6 +139,8 @@ pub mod offsets {
 
 pub const PAGE_STRUCT_SIZE: usize = 32;
 const _: () = assert!(size_of::<Page>() == PAGE_STRUCT_SIZE);
+const _: () = assert!(size_of::<PageFlags>() == size_of::<u32>());
+const _: () = assert!(core::mem::offset_of!(Page, flags) == offsets::FLAGS);
 const _: () = assert!(core::mem::offset_of!(Page, refcount) == offsets::REFCOUNT);
 const _: () = assert!(core::mem::offset_of!(Page, private) == offsets::PRIVATE);
 const _: () = assert!(core::mem::offset_of!(Page, next) == offsets::NEXT);
@@ -113,7 +154,7 @@ const _: () = assert!(core::mem::offset_of!(Page, objects) == offsets::OBJECTS);
 impl Page {
     /// The all-zero page: reserved/allocated, not in the buddy allocator.
     pub const ZERO: Page = Page {
-        flags: 0,
+        flags: PageFlags::empty(),
         refcount: 0,
         private: 0,
         next: 0,
@@ -126,18 +167,9 @@ impl Page {
         objects: 0,
     };
 
-    pub const fn test(&self, flag: u32) -> bool {
-        self.flags & flag != 0
-    }
-    pub fn set(&mut self, flag: u32) {
-        self.flags |= flag;
-    }
-    pub fn clear(&mut self, flag: u32) {
-        self.flags &= !flag;
-    }
     /// PageBuddy(): the head of a free block.
     pub const fn is_buddy(&self) -> bool {
-        self.test(PG_BUDDY)
+        self.flags.contains(PageFlags::BUDDY)
     }
     /// buddy_order(): only meaningful while [`Page::is_buddy`].
     pub const fn buddy_order(&self) -> u32 {
@@ -240,11 +272,14 @@ mod tests {
     #[test]
     fn flags() {
         let mut p = Page::ZERO;
-        p.set(PG_SLAB | PG_HEAD);
-        assert!(p.test(PG_SLAB) && p.test(PG_HEAD) && !p.is_buddy());
-        p.clear(PG_SLAB);
-        assert!(!p.test(PG_SLAB) && p.test(PG_HEAD));
-        assert_eq!(PG_CHECK_AT_FREE & PG_HEAD, 0);
+        p.flags.insert(PageFlags::SLAB | PageFlags::HEAD);
+        assert!(p.flags.contains(PageFlags::SLAB) && p.flags.contains(PageFlags::HEAD));
+        assert!(!p.is_buddy());
+        p.flags.remove(PageFlags::SLAB);
+        assert!(!p.flags.contains(PageFlags::SLAB) && p.flags.contains(PageFlags::HEAD));
+        assert!(!PageFlags::CHECK_AT_FREE.intersects(PageFlags::HEAD));
+        assert_eq!(std::format!("{:?}", p.flags), "PageFlags(HEAD)");
+        assert_eq!(std::format!("{:?}", Page::ZERO.flags), "PageFlags(0x0)");
     }
 
     #[test]

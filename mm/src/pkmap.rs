@@ -12,7 +12,8 @@
 //! goes through [`KmapArch`], which the guest implements with real PTE stores
 //! and INVLPG, and host tests with an emulated MMU and TLB.
 
-use abi::layout::{LAST_PKMAP, PAGE_SHIFT, PAGE_SIZE, PKMAP_BASE, PKMAP_END};
+use crate::bitops::page_align_down;
+use abi::layout::{LAST_PKMAP, PAGE_SHIFT, PKMAP_BASE, PKMAP_END};
 use core::fmt;
 
 /// TLB maintenance (flush_tlb_one_kernel / flush_tlb_kernel_range).
@@ -398,7 +399,7 @@ impl Pkmap {
         let nr = pkmap_nr(vaddr).ok_or(KmapError::NotPkmapAddress { vaddr })?;
         if self.count[nr] == 0 {
             return Err(KmapError::SlotNotMapped {
-                vaddr: vaddr & !(PAGE_SIZE - 1),
+                vaddr: page_align_down(vaddr),
             });
         }
         self.put_slot(nr)
@@ -427,7 +428,7 @@ impl Pkmap {
 pub(crate) mod emu {
     extern crate std;
     use super::{ArchError, KmapArch, TlbFlush};
-    use abi::layout::PAGE_SIZE;
+    use crate::bitops::page_align_down;
     use std::collections::{BTreeMap, BTreeSet};
     use std::vec::Vec;
 
@@ -451,7 +452,7 @@ pub(crate) mod emu {
 
     impl EmuMmu {
         pub fn translate(&mut self, va: u64) -> Option<u64> {
-            let page = va & !(PAGE_SIZE - 1);
+            let page = page_align_down(va);
             if let Some(&pfn) = self.tlb.get(&page) {
                 if self.ptes.get(&page) != Some(&pfn) {
                     self.stale_uses += 1;
@@ -472,14 +473,14 @@ pub(crate) mod emu {
         }
         /// Would an access to `va` now reach `pfn` (no stale TLB entry)?
         pub fn fresh(&self, va: u64, pfn: u64) -> bool {
-            let page = va & !(PAGE_SIZE - 1);
+            let page = page_align_down(va);
             self.ptes.get(&page) == Some(&pfn) && self.tlb.get(&page).is_none_or(|&p| p == pfn)
         }
     }
 
     impl TlbFlush for EmuMmu {
         fn flush_tlb_one(&mut self, vaddr: u64) {
-            self.tlb.remove(&(vaddr & !(PAGE_SIZE - 1)));
+            self.tlb.remove(&page_align_down(vaddr));
             self.flush_one.push(vaddr);
         }
         fn flush_tlb_range(&mut self, start: u64, end: u64) {

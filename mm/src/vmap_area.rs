@@ -20,25 +20,31 @@
 //! range: busy + lazy areas stay <= N - 1, hence free blocks (the gaps between
 //! them) stay <= N. An alloc over that bound is [`VmapError::ArenaFull`].
 
+use crate::bitops::{checked_align_up, fls, fls64, page_align, page_aligned};
 use crate::pkmap::TlbFlush;
 use crate::rbtree::{Augment, MaxSize, Node, RbTree, NIL};
 use abi::layout::{NR_CPUS, PAGE_SHIFT, PAGE_SIZE};
+use bitflags::bitflags;
 use core::fmt;
 
-/// vm_struct flags (include/linux/vmalloc.h).
-pub const VM_IOREMAP: u32 = 0x1;
-pub const VM_ALLOC: u32 = 0x2;
-pub const VM_MAP: u32 = 0x4;
-pub const VM_USERMAP: u32 = 0x8;
-pub const VM_NO_GUARD: u32 = 0x40;
-pub const VM_FLUSH_RESET_PERMS: u32 = 0x100;
+bitflags! {
+    /// vm_struct flags (the VM_* of include/linux/vmalloc.h).
+    /// `repr(transparent)`: [`AreaInfo`], which holds them, is read by the
+    /// host.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct VmStructFlags: u32 {
+        const IOREMAP = 0x1;
+        const ALLOC = 0x2;
+        const MAP = 0x4;
+        const USERMAP = 0x8;
+        const NO_GUARD = 0x40;
+        const FLUSH_RESET_PERMS = 0x100;
+    }
+}
+
 /// ioremap areas are aligned to their size up to 2^IOREMAP_MAX_ORDER bytes.
 pub const IOREMAP_MAX_ORDER: u32 = 7 + PAGE_SHIFT;
-
-/// fls(): 1-based index of the highest set bit, 0 for 0.
-pub const fn fls(x: u32) -> u32 {
-    32 - x.leading_zeros()
-}
 
 /// lazy_max_pages() = fls(num_online_cpus()) * (32 MiB / PAGE_SIZE).
 pub const fn lazy_max_pages(num_cpus: u32) -> u64 {
@@ -52,7 +58,7 @@ pub const LAZY_MAX_PAGES: u64 = lazy_max_pages(NR_CPUS as u32);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AreaInfo {
-    pub flags: u32,
+    pub flags: VmStructFlags,
     pub nr_pages: u64,
     pub caller: &'static str,
 }
@@ -64,7 +70,7 @@ impl Augment for Areas {
     type Value = AreaInfo;
     type Aug = ();
     const EMPTY_VALUE: AreaInfo = AreaInfo {
-        flags: 0,
+        flags: VmStructFlags::empty(),
         nr_pages: 0,
         caller: "",
     };
@@ -79,7 +85,7 @@ pub struct VmArea {
     pub start: u64,
     /// Whole area, including the guard page unless VM_NO_GUARD.
     pub size: u64,
-    pub flags: u32,
+    pub flags: VmStructFlags,
     pub nr_pages: u64,
     pub caller: &'static str,
 }
@@ -91,7 +97,7 @@ impl VmArea {
 
     /// get_vm_area_size(): the size without the guard page.
     pub const fn usable_size(&self) -> u64 {
-        if self.flags & VM_NO_GUARD != 0 {
+        if self.flags.contains(VmStructFlags::NO_GUARD) {
             self.size
         } else {
             self.size - PAGE_SIZE
@@ -129,12 +135,12 @@ impl fmt::Display for VmArea {
             write!(f, " pages={}", self.nr_pages)?;
         }
         for (bit, name) in [
-            (VM_IOREMAP, "ioremap"),
-            (VM_ALLOC, "vmalloc"),
-            (VM_MAP, "vmap"),
-            (VM_USERMAP, "user"),
+            (VmStructFlags::IOREMAP, "ioremap"),
+            (VmStructFlags::ALLOC, "vmalloc"),
+            (VmStructFlags::MAP, "vmap"),
+            (VmStructFlags::USERMAP, "user"),
         ] {
-            if self.flags & bit != 0 {
+            if self.flags.contains(bit) {
                 write!(f, " {name}")?;
             }
         }
@@ -211,15 +217,10 @@ impl<const N: usize> Default for VmapAllocator<N> {
     }
 }
 
-#[inline]
-fn page_aligned(x: u64) -> bool {
-    x & (PAGE_SIZE - 1) == 0
-}
-
 /// is_within_this_va(): where an allocation would start in `[fs, fe)`.
 #[inline]
 fn fit_start(fs: u64, fe: u64, size: u64, align: u64, vstart: u64) -> Option<u64> {
-    let nva = fs.max(vstart).checked_add(align - 1)? & !(align - 1);
+    let nva = checked_align_up(fs.max(vstart), align)?;
     (nva.checked_add(size)? <= fe).then_some(nva)
 }
 
@@ -331,7 +332,7 @@ impl<const N: usize> VmapAllocator<N> {
     pub fn set_info(
         &mut self,
         va: u64,
-        flags: u32,
+        flags: VmStructFlags,
         nr_pages: u64,
         caller: &'static str,
     ) -> Result<(), VmapError> {
@@ -365,21 +366,21 @@ impl<const N: usize> VmapAllocator<N> {
     pub fn get_vm_area<F: TlbFlush + ?Sized>(
         &mut self,
         size: u64,
-        flags: u32,
+        flags: VmStructFlags,
         caller: &'static str,
         tlb: &mut F,
     ) -> Result<VmArea, VmapError> {
-        let size = match size.checked_add(PAGE_SIZE - 1) {
-            Some(s) if size != 0 => s & !(PAGE_SIZE - 1),
+        let size = match page_align(size) {
+            Some(s) if size != 0 => s,
             _ => return Err(VmapError::InvalidSize(size)),
         };
-        let align = if flags & VM_IOREMAP != 0 {
-            let order = 64 - (size - 1).leading_zeros(); // get_count_order_long()
+        let align = if flags.contains(VmStructFlags::IOREMAP) {
+            let order = fls64(size - 1); // get_count_order_long()
             1u64 << order.clamp(PAGE_SHIFT, IOREMAP_MAX_ORDER)
         } else {
             PAGE_SIZE
         };
-        let total = if flags & VM_NO_GUARD != 0 {
+        let total = if flags.contains(VmStructFlags::NO_GUARD) {
             size
         } else {
             size.checked_add(PAGE_SIZE)
@@ -661,13 +662,18 @@ mod tests {
         let (vs, ve) = layout();
         let mut v: VmapAllocator<64> = VmapAllocator::new(vs, ve).unwrap();
         let mut mmu = EmuMmu::default();
-        let a = v.get_vm_area(3 * P, VM_ALLOC, "test_a", &mut mmu).unwrap();
-        let b = v.get_vm_area(P, VM_ALLOC, "test_b", &mut mmu).unwrap();
+        let a = v
+            .get_vm_area(3 * P, VmStructFlags::ALLOC, "test_a", &mut mmu)
+            .unwrap();
+        let b = v
+            .get_vm_area(P, VmStructFlags::ALLOC, "test_b", &mut mmu)
+            .unwrap();
         assert_eq!(a.start, vs);
         assert_eq!(a.size, 4 * P, "guard page included");
         assert_eq!(a.usable_size(), 3 * P);
         assert_eq!(b.start, vs + 4 * P);
-        v.set_info(a.start, VM_ALLOC, 3, "test_a").unwrap();
+        v.set_info(a.start, VmStructFlags::ALLOC, 3, "test_a")
+            .unwrap();
         assert_eq!(
             v.find(a.start + 3 * P + 17).unwrap().nr_pages,
             3,
@@ -784,16 +790,21 @@ mod tests {
         ));
         assert!(VmapAllocator::<8>::new(5, 4).is_err());
         assert_eq!(
-            v.set_info(0x1234_0000, 0, 0, ""),
+            v.set_info(0x1234_0000, VmStructFlags::empty(), 0, ""),
             Err(VmapError::NotFound(0x1234_0000))
         );
         // ioremap areas are size-aligned.
         let io = v
-            .get_vm_area(5 * P, VM_IOREMAP, "ioremap", &mut mmu)
+            .get_vm_area(5 * P, VmStructFlags::IOREMAP, "ioremap", &mut mmu)
             .unwrap();
         assert_eq!(io.start % (8 * P), 0);
         let ng = v
-            .get_vm_area(1, VM_MAP | VM_NO_GUARD, "vmap", &mut mmu)
+            .get_vm_area(
+                1,
+                VmStructFlags::MAP | VmStructFlags::NO_GUARD,
+                "vmap",
+                &mut mmu,
+            )
             .unwrap();
         assert_eq!((ng.size, ng.usable_size()), (P, P));
     }
@@ -808,7 +819,7 @@ mod tests {
         // 16 areas of 1 MiB (+ guard): 4112 pages; the threshold is 8192.
         let areas: Vec<u64> = (0..16)
             .map(|_| {
-                v.get_vm_area(1 << 20, VM_ALLOC, "big", &mut mmu)
+                v.get_vm_area(1 << 20, VmStructFlags::ALLOC, "big", &mut mmu)
                     .unwrap()
                     .start
             })
@@ -820,7 +831,7 @@ mod tests {
         }
         let more: Vec<u64> = (0..16)
             .map(|_| {
-                v.get_vm_area(1 << 20, VM_ALLOC, "big", &mut mmu)
+                v.get_vm_area(1 << 20, VmStructFlags::ALLOC, "big", &mut mmu)
                     .unwrap()
                     .start
             })
@@ -970,8 +981,8 @@ mod tests {
                                     next_pfn += 1;
                                     mmu.write(a + i * P, 1);
                                 }
-                                v.set_info(a, VM_ALLOC, pages, "prop").unwrap();
-                                live.push(VmArea { start: a, size, flags: VM_ALLOC, nr_pages: pages, caller: "prop" });
+                                v.set_info(a, VmStructFlags::ALLOC, pages, "prop").unwrap();
+                                live.push(VmArea { start: a, size, flags: VmStructFlags::ALLOC, nr_pages: pages, caller: "prop" });
                             }
                             Err(VmapError::NoSpace { .. }) | Err(VmapError::ArenaFull) => {
                                 prop_assert!(v.iter_lazy().count() == 0, "failed without purging");

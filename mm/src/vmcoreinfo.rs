@@ -12,15 +12,11 @@ use abi::vmcoreinfo::{num, off, Writer};
 
 use crate::buddy::{FreeArea, Node, Zone, MAX_NR_ZONES, MAX_ORDER, NR_PAGE_ORDERS};
 use crate::kmap_local::KmapLocal;
-use crate::page::{self, Page, PFN_NONE};
+use crate::page::{Page, PageFlags, PFN_NONE};
 use crate::pkmap::{Pkmap, PkmapStats};
 use crate::rbtree::{Node as RbNode, NIL};
-use crate::slub::{KmemCache, Slub, OO_SHIFT};
-use crate::vmap_area::{AreaInfo, Areas, VmapAllocator};
-
-const fn align_up(x: usize, a: usize) -> usize {
-    x.div_ceil(a) * a
-}
+use crate::slub::{KmemCache, SlabFlags, Slub, OO_SHIFT};
+use crate::vmap_area::{AreaInfo, Areas, VmStructFlags, VmapAllocator};
 
 /// Offsets in `rbtree::Node<Areas>` by the repr(C) rules (its fields are
 /// private to rbtree.rs): start, end, value, aug (zero-sized), left, right,
@@ -34,8 +30,8 @@ pub struct RbNodeLayout {
 }
 
 pub const RB_NODE_AREAS: RbNodeLayout = {
-    let value = align_up(16, align_of::<AreaInfo>());
-    let left = align_up(value + size_of::<AreaInfo>(), align_of::<u32>());
+    let value = 16usize.next_multiple_of(align_of::<AreaInfo>());
+    let left = (value + size_of::<AreaInfo>()).next_multiple_of(align_of::<u32>());
     RbNodeLayout {
         start: 0,
         end: 8,
@@ -48,7 +44,7 @@ pub const RB_NODE_AREAS: RbNodeLayout = {
 /// Offsets in `RbTree<Areas, N>` by the repr(C) rules: the arena, then
 /// root, free_head, fresh, len (all u32).
 pub const fn rb_tree_offsets<const N: usize>() -> (usize, usize, usize) {
-    let root = align_up(size_of::<[RbNode<Areas>; N]>(), align_of::<u32>());
+    let root = size_of::<[RbNode<Areas>; N]>().next_multiple_of(align_of::<u32>());
     (0, root, root + 12)
 }
 
@@ -64,11 +60,11 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.offset(off::PAGE_SLAB_CACHE, offset_of!(Page, slab_cache))?;
     w.offset(off::PAGE_INUSE, offset_of!(Page, inuse))?;
     w.offset(off::PAGE_OBJECTS, offset_of!(Page, objects))?;
-    w.number(num::PG_BUDDY, page::PG_BUDDY.into())?;
-    w.number(num::PG_RESERVED, page::PG_RESERVED.into())?;
-    w.number(num::PG_SLAB, page::PG_SLAB.into())?;
-    w.number(num::PG_TABLE, page::PG_TABLE.into())?;
-    w.number(num::PG_HEAD, page::PG_HEAD.into())?;
+    w.number(num::PG_BUDDY, PageFlags::BUDDY.bits().into())?;
+    w.number(num::PG_RESERVED, PageFlags::RESERVED.bits().into())?;
+    w.number(num::PG_SLAB, PageFlags::SLAB.bits().into())?;
+    w.number(num::PG_TABLE, PageFlags::TABLE.bits().into())?;
+    w.number(num::PG_HEAD, PageFlags::HEAD.bits().into())?;
     w.number(num::PFN_NONE, PFN_NONE.into())?;
 
     w.size(off::NODE, size_of::<Node<'static>>())?;
@@ -136,12 +132,17 @@ pub fn write_vmap<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Resu
     w.offset(off::VM_STRUCT_FLAGS, offset_of!(AreaInfo, flags))?;
     w.offset(off::VM_STRUCT_NR_PAGES, offset_of!(AreaInfo, nr_pages))?;
     w.offset(off::VM_STRUCT_CALLER, offset_of!(AreaInfo, caller))?;
-    w.number(num::VM_IOREMAP, crate::vmap_area::VM_IOREMAP.into())?;
-    w.number(num::VM_ALLOC, crate::vmap_area::VM_ALLOC.into())?;
-    w.number(num::VM_MAP, crate::vmap_area::VM_MAP.into())?;
-    w.number(num::VM_USERMAP, crate::vmap_area::VM_USERMAP.into())?;
-    w.number(num::VM_NO_GUARD, crate::vmap_area::VM_NO_GUARD.into())
+    w.number(num::VM_IOREMAP, VmStructFlags::IOREMAP.bits().into())?;
+    w.number(num::VM_ALLOC, VmStructFlags::ALLOC.bits().into())?;
+    w.number(num::VM_MAP, VmStructFlags::MAP.bits().into())?;
+    w.number(num::VM_USERMAP, VmStructFlags::USERMAP.bits().into())?;
+    w.number(num::VM_NO_GUARD, VmStructFlags::NO_GUARD.bits().into())
 }
+
+// The flag types inside published structures are the u32s they replaced,
+// so every offset around them is unchanged.
+const _: () = assert!(size_of::<SlabFlags>() == 4 && align_of::<SlabFlags>() == 4);
+const _: () = assert!(size_of::<VmStructFlags>() == 4 && align_of::<VmStructFlags>() == 4);
 
 // A live registry slot holds its cache at offset 0 only if `Option` adds
 // no tag outside the payload (it uses a niche inside it); the host relies
@@ -215,7 +216,7 @@ mod tests {
             0x1000,
             0x3000,
             AreaInfo {
-                flags: 2,
+                flags: VmStructFlags::ALLOC,
                 nr_pages: 1,
                 caller: "x",
             },
@@ -231,7 +232,7 @@ mod tests {
         assert!(RB_NODE_AREAS.right + 8 < size_of::<RbNode<Areas>>());
         assert_eq!(
             size_of::<RbTree<Areas, 8>>(),
-            align_up(rb_tree_offsets::<8>().2 + 4, 8)
+            (rb_tree_offsets::<8>().2 + 4).next_multiple_of(8)
         );
     }
 }

@@ -3,9 +3,36 @@
 
 use core::cell::UnsafeCell;
 
+use bitflags::bitflags;
+use mm::vma::Access;
+
 use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CS};
 
 pub const NR_EXCEPTIONS: usize = 32;
+
+bitflags! {
+    /// The error code the CPU pushes for a page fault (the X86_PF_* bits of
+    /// arch/x86/include/asm/trap_pf.h).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct PageFaultError: u64 {
+        /// The page was present: a protection violation.
+        const PROT = 1 << 0;
+        const WRITE = 1 << 1;
+        /// The access came from ring 3.
+        const USER = 1 << 2;
+        /// An instruction fetch.
+        const INSTR = 1 << 4;
+    }
+}
+
+impl PageFaultError {
+    /// The access that faulted, as mm describes it (do_user_addr_fault()
+    /// turns X86_PF_WRITE and X86_PF_INSTR into FAULT_FLAG_WRITE and
+    /// FAULT_FLAG_INSTRUCTION).
+    pub const fn access(self) -> Access {
+        Access::of_fault(self.contains(Self::WRITE), self.contains(Self::INSTR))
+    }
+}
 
 /// Registers as the entry stub leaves them on the stack.
 #[repr(C)]

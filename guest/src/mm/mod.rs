@@ -15,7 +15,7 @@ use abi::layout::*;
 use mm::buddy::{AllocError, FreeError, Node, ZoneType};
 use mm::gfp::Gfp;
 use mm::memblock::Memblock;
-use mm::page::{MemMap, Page, PAGE_STRUCT_SIZE, PG_TABLE};
+use mm::page::{MemMap, Page, PageFlags, PAGE_STRUCT_SIZE};
 use pagetable::{PhysRead, Pte};
 use spin::Mutex;
 
@@ -141,7 +141,7 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
 fn mark_table_pages(node: &mut Node, tables: &KernelTables) {
     let mut mark = |pa: u64| {
         if let Some(page) = node.page_mut(pa >> PAGE_SHIFT) {
-            page.flags |= PG_TABLE;
+            page.flags |= PageFlags::TABLE;
         }
     };
     mark(tables.pgd);

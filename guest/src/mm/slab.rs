@@ -6,9 +6,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::layout::{pa, va, PAGE_SHIFT};
 use mm::buddy::Node;
-use mm::gfp::GFP_KERNEL;
+use mm::gfp::Gfp;
 use mm::page::Page;
-use mm::slub::{CacheId, Ctor, SlabBackend, SlabError, Slub};
+use mm::slub::{CacheId, Ctor, SlabBackend, SlabError, SlabFlags, Slub};
 use spin::Mutex;
 
 use crate::arch::mem::{entropy, lowmem};
@@ -29,7 +29,7 @@ struct Kernel<'a> {
 
 impl SlabBackend for Kernel<'_> {
     fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
-        let pfn = self.node.alloc_pages(GFP_KERNEL, order).ok()?;
+        let pfn = self.node.alloc_pages(Gfp::KERNEL, order).ok()?;
         count(&EVENTS.pages_allocated, 1 << order);
         Some(pfn)
     }
@@ -109,14 +109,14 @@ fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, &mut Kernel) -> R) -> R {
 /// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
 /// kmalloc-96 and kmalloc-192.
 pub fn init() -> Result<(), SlabError> {
-    with_slub(|s, k| s.create_kmalloc_caches(0, k))
+    with_slub(|s, k| s.create_kmalloc_caches(SlabFlags::empty(), k))
 }
 
 pub fn kmem_cache_create(
     name: &'static str,
     size: u32,
     align: u32,
-    flags: u32,
+    flags: SlabFlags,
     ctor: Option<Ctor>,
 ) -> Result<CacheId, SlabError> {
     with_slub(|s, k| s.kmem_cache_create(name, size, align, flags, ctor, k))

@@ -9,9 +9,9 @@ use core::fmt;
 
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use mm::buddy::AllocError;
-use mm::gfp::{Gfp, __GFP_HIGHMEM, __GFP_ZERO, GFP_KERNEL};
-use mm::page::PG_TABLE;
-use mm::vmap_area::{VmArea, VmapAllocator, VmapError, VM_ALLOC, VM_MAP};
+use mm::gfp::Gfp;
+use mm::page::PageFlags;
+use mm::vmap_area::{VmArea, VmStructFlags, VmapAllocator, VmapError};
 use pagetable::{Level, PhysError, Pte, PteFlags};
 use spin::Mutex;
 
@@ -78,16 +78,16 @@ pub fn init() -> Result<(), VmallocError> {
 /// vmalloc(): `size` bytes of virtually contiguous memory, backed by
 /// order-0 frames from highmem when there is any.
 pub fn vmalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
-    __vmalloc_node_range(size, GFP_KERNEL | __GFP_HIGHMEM, caller)
+    __vmalloc_node_range(size, Gfp::KERNEL | Gfp::HIGHMEM, caller)
 }
 
 /// vzalloc(): vmalloc() with every page cleared.
 pub fn vzalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
-    __vmalloc_node_range(size, GFP_KERNEL | __GFP_HIGHMEM | __GFP_ZERO, caller)
+    __vmalloc_node_range(size, Gfp::KERNEL | Gfp::HIGHMEM | Gfp::ZERO, caller)
 }
 
 fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64, VmallocError> {
-    let area = with_vmap(|v| v.get_vm_area(size, VM_ALLOC, caller, &mut KernelTlb))
+    let area = with_vmap(|v| v.get_vm_area(size, VmStructFlags::ALLOC, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
     let mut mapped = area.start;
@@ -105,7 +105,7 @@ fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64
 fn __vmalloc_area_node(area: &VmArea, gfp: Gfp, mapped: &mut u64) -> Result<(), VmallocError> {
     let nr_pages = area.usable_size() >> PAGE_SHIFT;
     VMAP.lock()
-        .set_info(area.start, VM_ALLOC, nr_pages, area.caller)
+        .set_info(area.start, VmStructFlags::ALLOC, nr_pages, area.caller)
         .map_err(VmallocError::Area)?;
     vmap_pages_range(
         area.start,
@@ -119,12 +119,12 @@ fn __vmalloc_area_node(area: &VmArea, gfp: Gfp, mapped: &mut u64) -> Result<(), 
 /// stay the caller's: vunmap() does not free them.
 pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
     let size = (pfns.len() as u64) << PAGE_SHIFT;
-    let area = with_vmap(|v| v.get_vm_area(size, VM_MAP, caller, &mut KernelTlb))
+    let area = with_vmap(|v| v.get_vm_area(size, VmStructFlags::MAP, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
     let _ = VMAP
         .lock()
-        .set_info(area.start, VM_MAP, pfns.len() as u64, caller);
+        .set_info(area.start, VmStructFlags::MAP, pfns.len() as u64, caller);
     let mut mapped = area.start;
     match vmap_pages_range(
         area.start,
@@ -144,24 +144,24 @@ pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
 /// vfree(): unmaps a vmalloc() area and frees its frames. The TLB flush is
 /// lazy: the area's addresses are reused only after a purge flushed them.
 pub fn vfree(addr: u64) -> Result<(), VmallocError> {
-    release(addr, VM_ALLOC)
+    release(addr, VmStructFlags::ALLOC)
 }
 
 /// vunmap(): undoes vmap(); the frames are not freed.
 pub fn vunmap(addr: u64) -> Result<(), VmallocError> {
-    release(addr, VM_MAP)
+    release(addr, VmStructFlags::MAP)
 }
 
-fn release(addr: u64, kind: u32) -> Result<(), VmallocError> {
+fn release(addr: u64, kind: VmStructFlags) -> Result<(), VmallocError> {
     let area = VMAP
         .lock()
         .find(addr)
-        .filter(|a| a.start == addr && a.flags & kind != 0)
+        .filter(|a| a.start == addr && a.flags.intersects(kind))
         .ok_or(VmallocError::NotAnArea(addr))?;
     vunmap_range(
         area.start,
         area.start + area.usable_size(),
-        kind == VM_ALLOC,
+        kind == VmStructFlags::ALLOC,
     )?;
     with_vmap(|v| v.free(area.start, &mut KernelTlb)).map_err(VmallocError::Area)?;
     Ok(())
@@ -283,10 +283,10 @@ fn vmap_pte_range(
 /// A zeroed page-table page for the kernel's vmalloc range, from low memory
 /// (page tables are reached through the direct map).
 fn pte_alloc_kernel() -> Result<u64, VmallocError> {
-    let pfn = alloc_pages(GFP_KERNEL | __GFP_ZERO, 0).map_err(VmallocError::NoMemory)?;
+    let pfn = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0).map_err(VmallocError::NoMemory)?;
     with_node(|node| {
         if let Some(page) = node.page_mut(pfn) {
-            page.flags |= PG_TABLE;
+            page.flags |= PageFlags::TABLE;
         }
     });
     count(&EVENTS.pt_pages, 1);

@@ -6,18 +6,18 @@ use core::fmt;
 
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE};
 use mm::buddy::{AllocError, ZoneType};
-use mm::gfp::{__GFP_ZERO, GFP_HIGHUSER, GFP_KERNEL};
-use mm::page::PG_TABLE;
+use mm::gfp::Gfp;
+use mm::page::PageFlags;
 use mm::slub::SlabError;
 use mm::vma::{
-    Access, FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
+    FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
 };
 use pagetable::{FrameAlloc, Level, MapError, Mapper, PhysError, PhysRead, Pte, PteFlags};
 
 use super::objects::{self, MmStruct};
 use crate::arch::mem::DirectMap;
 use crate::arch::programs::Program;
-use crate::arch::trap::TrapFrame;
+use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
@@ -114,10 +114,10 @@ impl FrameAlloc for UserTables {
 }
 
 fn alloc_table() -> Result<u64, AllocError> {
-    let pfn = alloc_pages(GFP_KERNEL | __GFP_ZERO, 0)?;
+    let pfn = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0)?;
     with_node(|node| {
         if let Some(page) = node.page_mut(pfn) {
-            page.flags |= PG_TABLE;
+            page.flags |= PageFlags::TABLE;
         }
     });
     count(&EVENTS.pt_pages, 1);
@@ -128,7 +128,7 @@ fn free_table(pa: u64) {
     let pfn = pa >> PAGE_SHIFT;
     with_node(|node| {
         if let Some(page) = node.page_mut(pfn) {
-            page.flags &= !PG_TABLE;
+            page.flags.remove(PageFlags::TABLE);
         }
     });
     let _ = free_pages(pfn, 0);
@@ -204,7 +204,7 @@ impl AddressSpace {
             .map_err(ExecError::Vma)?;
         for (i, chunk) in program.code.chunks(PAGE_SIZE as usize).enumerate() {
             let va = USER_CODE + i as u64 * PAGE_SIZE;
-            let pfn = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0)?;
+            let pfn = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
             let _ = with_kmap_local(pfn, |page| page.write_bytes(0, chunk));
             self.install(va, pfn, code_flags).map_err(|e| {
                 let _ = free_pages(pfn, 0);
@@ -293,7 +293,8 @@ impl AddressSpace {
     /// a GFP_HIGHUSER frame (highmem when there is any), cleared through
     /// kmap_local because a highmem frame has no kernel address -> the PTE.
     pub fn handle_fault(&mut self, addr: u64, error_code: u64) -> Result<(), FaultFailure> {
-        let access = Access::from_error_code(error_code);
+        let code = PageFaultError::from_bits_retain(error_code);
+        let access = code.access();
         let total_vm = self.vmas.total_vm();
         let vma = self.vmas.fault_vma(addr, access).map_err(|e| match e {
             FaultError::BadArea => FaultFailure::NoVma,
@@ -303,11 +304,11 @@ impl AddressSpace {
             // expand_stack() grew the stack VMA: republish the VMA objects.
             self.sync_objects().map_err(|_| FaultFailure::OutOfMemory)?;
         }
-        if error_code & mm::vma::X86_PF_PROT != 0 {
+        if code.contains(PageFaultError::PROT) {
             return Err(FaultFailure::Protection);
         }
         let pfn =
-            alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
+            alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
         let page = addr & !(PAGE_SIZE - 1);
         match self.install(page, pfn, vma.flags) {
             Ok(()) => {

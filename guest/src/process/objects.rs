@@ -10,7 +10,7 @@
 
 use core::mem::size_of;
 
-use mm::slub::{CacheId, SlabError, SLAB_HWCACHE_ALIGN};
+use mm::slub::{CacheId, SlabError, SlabFlags};
 use mm::vma::Vma;
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
@@ -102,8 +102,9 @@ static CACHES: spin::Once<Caches> = spin::Once::new();
 /// vm_area_struct. Each cache's per-CPU slab stays empty until its first
 /// allocation.
 pub fn fork_init(task_size: usize) -> Result<Caches, SlabError> {
-    let create =
-        |name, size: usize| slab::kmem_cache_create(name, size as u32, 0, SLAB_HWCACHE_ALIGN, None);
+    let create = |name, size: usize| {
+        slab::kmem_cache_create(name, size as u32, 0, SlabFlags::HWCACHE_ALIGN, None)
+    };
     let caches = Caches {
         task_struct: create("task_struct", task_size)?,
         mm_struct: create("mm_struct", size_of::<MmStruct>())?,

@@ -10,7 +10,7 @@ use mm::slub::SlabError;
 
 use super::fault::kill;
 use super::{exit_current, with_current, ExitStatus};
-use crate::arch::trap::TrapFrame;
+use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::console::print;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
@@ -106,7 +106,7 @@ fn user_page(va: u64) -> Option<u64> {
         if let Some(pfn) = t.mm.translate(va) {
             return Some(pfn);
         }
-        t.mm.handle_fault(va, mm::vma::X86_PF_USER).ok()?;
+        t.mm.handle_fault(va, PageFaultError::USER.bits()).ok()?;
         t.mm.translate(va)
     })
 }

@@ -2,7 +2,7 @@
 
 use abi::layout::MAX_DMA_PFN;
 use mm::buddy::{AllocError, ZoneType, MAX_ORDER};
-use mm::gfp::{__GFP_ZERO, GFP_DMA, GFP_HIGHUSER, GFP_KERNEL};
+use mm::gfp::Gfp;
 
 use super::{Suite, Test, TestResult};
 use crate::mm::events::EVENTS;
@@ -88,9 +88,9 @@ fn gfp_picks_zones_in_fallback_order() -> TestResult {
         ZoneType::Normal
     };
     for (gfp, want, name) in [
-        (GFP_DMA, ZoneType::Dma, "GFP_DMA"),
-        (GFP_KERNEL, ZoneType::Normal, "GFP_KERNEL"),
-        (GFP_HIGHUSER, want_user, "GFP_HIGHUSER"),
+        (Gfp::DMA, ZoneType::Dma, "GFP_DMA"),
+        (Gfp::KERNEL, ZoneType::Normal, "GFP_KERNEL"),
+        (Gfp::HIGHUSER, want_user, "GFP_HIGHUSER"),
     ] {
         let pfn =
             alloc_pages(gfp, 0).map_err(|e| super::Failure::new(format_args!("{name}: {e:?}")))?;
@@ -106,7 +106,7 @@ fn alloc_free_coalesces_back() -> TestResult {
     let mut held = [(0u64, 0u32); 24];
     for (i, slot) in held.iter_mut().enumerate() {
         let order = (i as u32 * 7) % (MAX_ORDER + 1);
-        let gfp = [GFP_KERNEL, GFP_HIGHUSER, GFP_DMA][i % 3];
+        let gfp = [Gfp::KERNEL, Gfp::HIGHUSER, Gfp::DMA][i % 3];
         let pfn = alloc_pages(gfp, order)
             .map_err(|e| super::Failure::new(format_args!("order {order}: {e:?}")))?;
         check_eq!(pfn % (1 << order), 0, "order-{order} block alignment");
@@ -126,11 +126,11 @@ fn alloc_free_coalesces_back() -> TestResult {
 
 fn gfp_zero_clears_pages() -> TestResult {
     let pfn =
-        alloc_pages(GFP_HIGHUSER, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+        alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
     let _ = with_kmap_local(pfn, |page| page.write_u64(64, 0xdead_beef));
     let _ = free_pages(pfn, 0);
     let zeroed = EVENTS.snapshot().pages_zeroed;
-    let again = alloc_pages(GFP_HIGHUSER | __GFP_ZERO, 0)
+    let again = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)
         .map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
     let words = with_kmap_local(again, |page| {
         (0..512)
@@ -154,7 +154,7 @@ fn exhausted_zone_is_an_error() -> TestResult {
     let mut n = 0;
     let mut order = MAX_ORDER;
     let failure = loop {
-        match alloc_pages(GFP_DMA, order) {
+        match alloc_pages(Gfp::DMA, order) {
             Ok(pfn) if n < held.len() => {
                 check!(pfn < MAX_DMA_PFN, "GFP_DMA gave pfn {pfn:#x} above 16 MiB");
                 held[n] = (pfn, order);
@@ -185,7 +185,8 @@ fn exhausted_zone_is_an_error() -> TestResult {
 }
 
 fn double_free_is_refused() -> TestResult {
-    let pfn = alloc_pages(GFP_KERNEL, 1).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+    let pfn =
+        alloc_pages(Gfp::KERNEL, 1).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
     check!(
         free_pages(pfn + 1, 0).is_err(),
         "freeing the tail of a block was accepted"

@@ -3,8 +3,8 @@
 //! nothing else is.
 
 use abi::layout::{pa, va, PAGE_SHIFT, PAGE_SIZE};
-use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
-use mm::slub::SlabError;
+use mm::gfp::Gfp;
+use mm::slub::{SlabError, SlabFlags};
 use mm::vma::VmFlags;
 
 use super::{Failure, Suite, Test, TestResult};
@@ -104,7 +104,7 @@ fn last_frame_of_an_order3_slab_is_refused() -> TestResult {
     let head = crate::mm::with_node(|n| {
         let pfn = pfn_of(obj);
         n.page(pfn).map(|p| {
-            if p.flags & mm::page::PG_SLAB != 0 {
+            if p.flags.contains(mm::page::PageFlags::SLAB) {
                 pfn
             } else {
                 u64::from(p.freelist)
@@ -162,7 +162,8 @@ fn user_mapping_of_a_slab_page_is_refused() -> TestResult {
 /// A slab's frames, once the slab is freed, are ordinary frames again: the
 /// tags are gone and a user mapping of them is allowed.
 fn freed_slab_frames_become_user_pages() -> TestResult {
-    let id = kmem_cache_create("dmap_reuse", 64, 0, 0, None).map_err(|e| slab_err("create", e))?;
+    let id = kmem_cache_create("dmap_reuse", 64, 0, SlabFlags::empty(), None)
+        .map_err(|e| slab_err("create", e))?;
     let obj = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
     let pfn = pfn_of(obj);
     kmem_cache_free(id, obj).map_err(|e| slab_err("free", e))?;
@@ -176,7 +177,7 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
     let mut n = 0;
     let mut found = false;
     while n < held.len() {
-        let Ok(p) = alloc_pages(GFP_KERNEL, 0) else {
+        let Ok(p) = alloc_pages(Gfp::KERNEL, 0) else {
             break;
         };
         if p == pfn {
@@ -223,7 +224,7 @@ fn churn_gives_no_false_refusals() -> TestResult {
                 .map_err(|e| Failure::new(format_args!("vmalloc: {e}")))?;
             let _ = vfree(v);
             let hp =
-                alloc_pages(GFP_HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?;
+                alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?;
             let k = kmap(hp);
             let _ = kunmap(hp);
             let _ = free_pages(hp, 0);

@@ -1,8 +1,8 @@
 //! kmap, kmap_local and the pkmap window on real page tables.
 
 use abi::layout::*;
-use mm::buddy::ZoneType;
-use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::buddy::{AllocFlags, ZoneType};
+use mm::gfp::Gfp;
 use mm::kmap_local::KmapLocalError;
 use mm::pkmap::KmapError;
 
@@ -59,7 +59,13 @@ fn alloc_highmem(order: u32) -> Result<u64, Failure> {
     let (fits, managed, free, low) = with_node(|n| {
         let z = n.zone(ZoneType::Highmem);
         let low = z.low_wmark();
-        let fits = n.zone_watermark_ok(ZoneType::Highmem, order, low, ZoneType::Highmem, 0);
+        let fits = n.zone_watermark_ok(
+            ZoneType::Highmem,
+            order,
+            low,
+            ZoneType::Highmem,
+            AllocFlags::empty(),
+        );
         (fits, z.managed_pages(), z.free_pages(), low)
     });
     if !fits {
@@ -68,7 +74,7 @@ fn alloc_highmem(order: u32) -> Result<u64, Failure> {
             1u64 << order
         );
     }
-    let pfn = alloc(GFP_HIGHUSER, order)?;
+    let pfn = alloc(Gfp::HIGHUSER, order)?;
     if pfn < layout().max_low_pfn {
         let _ = free_pages(pfn, order);
         return Err(Failure::new(format_args!(
@@ -83,7 +89,7 @@ fn alloc(gfp: mm::gfp::Gfp, order: u32) -> Result<u64, Failure> {
 }
 
 fn kmap_of_lowmem_writes_no_pte() -> TestResult {
-    let pfn = alloc(GFP_KERNEL, 0)?;
+    let pfn = alloc(Gfp::KERNEL, 0)?;
     let writes = EVENTS.snapshot().pte_writes;
     let addr = kmap(pfn);
     let local = kmap_local_page(pfn);
@@ -261,9 +267,9 @@ fn kmap_local_is_a_stack() -> TestResult {
 /// read: the new frame's contents must come back, not the old translation's.
 fn kmap_local_unmap_leaves_no_stale_tlb() -> TestResult {
     let gfp = if has_highmem() {
-        GFP_HIGHUSER
+        Gfp::HIGHUSER
     } else {
-        GFP_KERNEL
+        Gfp::KERNEL
     };
     let (a, b) = (alloc(gfp, 0)?, alloc(gfp, 0)?);
     let writes = (

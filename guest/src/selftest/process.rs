@@ -3,7 +3,7 @@
 
 use abi::layout::PAGE_OFFSET;
 use mm::buddy::ZoneType;
-use mm::gfp::GFP_KERNEL;
+use mm::gfp::Gfp;
 use mm::page::PFN_NONE;
 use pagetable::{Level, PhysRead, Pte};
 
@@ -277,7 +277,7 @@ fn out_of_memory_is_an_error() -> TestResult {
     let free = || free_counts().iter().sum::<u64>();
     let before = (free_counts()[2], free() + slab_pages());
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
-    let hog = Hog::take_all(GFP_KERNEL);
+    let hog = Hog::take_all(Gfp::KERNEL);
     let held = hog.pages;
     let refused = spawn(&program);
     let mut ended = None;

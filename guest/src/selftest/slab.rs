@@ -2,8 +2,8 @@
 //! process caches fork_init() made.
 
 use abi::layout::PAGE_SHIFT;
-use mm::page::PG_SLAB;
-use mm::slub::{ReportKind, SlabError, SLAB_POISON, SLAB_RED_ZONE};
+use mm::page::PageFlags;
+use mm::slub::{ReportKind, SlabError, SlabFlags};
 
 use super::{Failure, Suite, Test, TestResult};
 use crate::arch::mem::lowmem;
@@ -73,8 +73,8 @@ fn expect_report(
 }
 
 fn cpu_slab_is_set_up_on_first_alloc() -> TestResult {
-    let id =
-        kmem_cache_create("selftest_objs", 120, 0, 0, None).map_err(|e| slab_err("create", e))?;
+    let id = kmem_cache_create("selftest_objs", 120, 0, SlabFlags::empty(), None)
+        .map_err(|e| slab_err("create", e))?;
     let before = has_cpu_slab(id);
     let obj = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
     let after = has_cpu_slab(id);
@@ -112,7 +112,7 @@ fn kmalloc_size_classes_and_large() -> TestResult {
         "ksize of a 20000-byte kmalloc (an order-3 page block)"
     );
     check!(
-        flags.is_some_and(|f| f & PG_SLAB == 0),
+        flags.is_some_and(|f| !f.contains(PageFlags::SLAB)),
         "a large kmalloc is not a slab"
     );
     Ok(())
@@ -126,7 +126,8 @@ fn slab_pages_are_lowmem_and_tagged() -> TestResult {
     let p = kmalloc(64).map_err(|e| slab_err("kmalloc", e))?;
     let pfn = object_pfn(p);
     let tagged = pfn.is_some_and(|pfn| dmap::any_tagged(pfn, 1));
-    let flagged = pfn.and_then(|pfn| with_node(|n| n.page(pfn).map(|pg| pg.flags & PG_SLAB != 0)));
+    let flagged =
+        pfn.and_then(|pfn| with_node(|n| n.page(pfn).map(|pg| pg.flags.contains(PageFlags::SLAB))));
     kfree(p).map_err(|e| slab_err("kfree", e))?;
     check!(
         pfn.is_some_and(|pfn| pfn < layout().max_low_pfn),
@@ -141,8 +142,14 @@ fn slab_pages_are_lowmem_and_tagged() -> TestResult {
 }
 
 fn debug_cache() -> Result<mm::slub::CacheId, Failure> {
-    kmem_cache_create("selftest_debug", 64, 0, SLAB_RED_ZONE | SLAB_POISON, None)
-        .map_err(|e| slab_err("create", e))
+    kmem_cache_create(
+        "selftest_debug",
+        64,
+        0,
+        SlabFlags::RED_ZONE | SlabFlags::POISON,
+        None,
+    )
+    .map_err(|e| slab_err("create", e))
 }
 
 fn double_free_is_reported() -> TestResult {
@@ -176,8 +183,8 @@ fn use_after_free_is_reported() -> TestResult {
 }
 
 fn corrupted_freelist_is_reported() -> TestResult {
-    let id =
-        kmem_cache_create("selftest_plain", 64, 0, 0, None).map_err(|e| slab_err("create", e))?;
+    let id = kmem_cache_create("selftest_plain", 64, 0, SlabFlags::empty(), None)
+        .map_err(|e| slab_err("create", e))?;
     let a = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
     let b = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
     kmem_cache_free(id, b).map_err(|e| slab_err("free", e))?;

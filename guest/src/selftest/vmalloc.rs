@@ -3,7 +3,7 @@
 use core::ops::ControlFlow;
 
 use abi::layout::*;
-use mm::gfp::{GFP_HIGHUSER, GFP_KERNEL};
+use mm::gfp::Gfp;
 use mm::vmap_area::VmapError;
 use pagetable::{for_each_mapping, FnVisitor, Outcome, WalkConfig};
 
@@ -158,9 +158,9 @@ fn reused_addresses_show_new_frames() -> TestResult {
 
 fn vmap_maps_existing_frames() -> TestResult {
     let pfns = [
-        alloc_pages(GFP_HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
-        alloc_pages(GFP_KERNEL, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
-        alloc_pages(GFP_HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
+        alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
+        alloc_pages(Gfp::KERNEL, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
+        alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
     ];
     let addr = vmap(&pfns, "selftest_vmap").map_err(|e| fail("vmap", e))?;
     for i in 0..3 {
@@ -220,7 +220,7 @@ fn highmem_only_through_kernel_windows() -> TestResult {
     let lowmem_end = l.max_low_pfn << PAGE_SHIFT;
     // Keep some highmem mapped through each window while we look.
     let v = vmalloc(2 * PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
-    let hp = alloc_pages(GFP_HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?;
+    let hp = alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?;
     let k = kmap(hp);
     let mut bad = None;
     let mut windows = 0;

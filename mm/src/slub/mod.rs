@@ -1,0 +1,374 @@
+//! SLUB, the slab allocator of mm/slub.c as it was up to Linux 6.19: a
+//! per-CPU slab (`kmem_cache_cpu`) whose freelist is the fast path, a node
+//! partial list behind it, and the buddy allocator behind that. Linux 7.0
+//! replaced `cpu_slab` with per-CPU "sheaves"; this is the older model.
+//! Also kmalloc's size classes (include/linux/slab.h, mm/slab_common.c) and
+//! SLUB's debug checks (red zones, poisoning, double free, corrupted
+//! freelists), each reported with the cache name and object address.
+//!
+//! # No direct memory access
+//! This crate is `no_std`, allocation-free and has no `unsafe`, so it never
+//! dereferences an object. Everything that touches memory or `mem_map`
+//! goes through [`SlabBackend`]: the guest implements it over its direct
+//! map and buddy allocator, host tests over a `Vec`.
+//!
+//! # One CPU, one node
+//! The guest has one CPU and no preemption inside the allocator, so there
+//! is no `tid`, no cmpxchg and no `list_lock`: the fast path is a plain
+//! pop/push on the per-CPU freelist. "Frozen" (owned by a CPU) is exactly
+//! "is the per-CPU slab", so no flag bit is needed for it. There are no
+//! per-CPU partial lists (as CONFIG_SLUB_CPU_PARTIAL=n) and no cache
+//! merging (as slab_nomerge).
+//!
+//! # What struct page holds
+//! A slab's head page: `PageFlags::SLAB` (and `HEAD` for order > 0),
+//! `slab_cache` = cache id, `freelist` = byte offset of the first free
+//! object from the slab's start ([`FREELIST_NONE`] if none), `inuse`,
+//! `objects`, and `next`/`prev` linking it on the cache's partial or full
+//! list (`slab_list`). Tail pages: `slab_cache` = cache id and `freelist` =
+//! head pfn (compound_head()), without `SLAB`. A large kmalloc's head
+//! page: `slab_cache` = [`LARGE_KMALLOC`], `freelist` = order. `refcount`,
+//! `private` and `zone` belong to the page allocator and are not touched.
+//!
+//! Nothing here panics or loops without bound on bad input: every freelist
+//! walk is capped by the slab's object count, and every problem is a
+//! [`SlabError`], corruption as a [`SlabReport`] that is also logged.
+//!
+//! # Files
+//! Split as Linux splits mm/slab_common.c and mm/slub.c:
+//! - this file: the structures (`struct kmem_cache`, `kmem_cache_cpu` of
+//!   include/linux/slub_def.h) and what the allocator needs from the kernel;
+//! - `geometry`: object layout and slab order (calculate_sizes(),
+//!   calculate_order(), calc_slab_order() in mm/slub.c; calculate_alignment()
+//!   in mm/slab_common.c);
+//! - `registry`: the cache list (kmem_cache_create(), kmem_cache_destroy(),
+//!   kmem_cache_shrink(), /proc/slabinfo of mm/slab_common.c);
+//! - `kmalloc`: the size classes (kmalloc_caches[], kmalloc_slab() and
+//!   create_kmalloc_caches() of mm/slab_common.c; kmalloc_large() and kfree()
+//!   of mm/slub.c);
+//! - `fast`: the per-CPU freelist (slab_alloc_node(), do_slab_free());
+//! - `slow`: ___slab_alloc(), __slab_free() and deactivate_slab();
+//! - `slab`: a slab's pages (new_slab()/allocate_slab(), __free_slab(),
+//!   the slab lists, virt_to_slab());
+//! - `debug`: red zones and poison (init_object(), check_object(),
+//!   alloc/free_debug_processing()) and the reports print_trailer() and
+//!   object_err() would print.
+
+mod debug;
+mod fast;
+mod geometry;
+mod kmalloc;
+mod registry;
+mod slab;
+mod slow;
+#[cfg(test)]
+mod tests;
+
+pub use debug::{
+    ReportKind, SlabReport, POISON_END, POISON_FREE, POISON_INUSE, REPORT_LOG, SLUB_RED_ACTIVE,
+    SLUB_RED_INACTIVE,
+};
+pub use geometry::{
+    calc_slab_order, calculate_order, calculate_sizes, min_partial, order_objects, Layout, Oo,
+    MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, NR_CPUS, OO_SHIFT, SLUB_MAX_ORDER,
+};
+pub use kmalloc::{
+    kmalloc_index, kmalloc_size, KmallocStats, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,
+    KMALLOC_MIN_SIZE, KMALLOC_NAMES, KMALLOC_SHIFT_HIGH, KMALLOC_SHIFT_LOW, KMALLOC_SHIFT_MAX,
+    ZERO_SIZE_PTR,
+};
+pub use registry::{write_slabinfo_line, CacheSummary, SlabDesc, SlabInfo, SlabState};
+
+use crate::page::Page;
+use bitflags::bitflags;
+use slab::SlabList;
+
+bitflags! {
+    /// `slab_flags_t`: a cache's flags (include/linux/slab.h values).
+    /// `repr(transparent)`: [`Layout`], which holds them, is read by the host.
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct SlabFlags: u32 {
+        /// SLAB_RED_ZONE: red zones around each object.
+        const RED_ZONE = 0x0000_0400;
+        /// SLAB_POISON: poison free objects (0x6b..0xa5) and new slabs (0x5a).
+        const POISON = 0x0000_0800;
+        /// SLAB_KMALLOC: set on the kmalloc caches.
+        const KMALLOC = 0x0000_1000;
+        /// SLAB_HWCACHE_ALIGN: align objects to a cache line (halved while
+        /// the object fits twice).
+        const HWCACHE_ALIGN = 0x0000_2000;
+    }
+}
+
+/// __OBJECT_POISON, internal: the object itself is poisoned (no ctor).
+const OBJECT_POISON: SlabFlags = SlabFlags::from_bits_retain(0x8000_0000);
+/// SLAB_DEBUG_FLAGS: what slub_debug may set on the kmalloc caches.
+const SLAB_DEBUG_FLAGS: SlabFlags = SlabFlags::RED_ZONE.union(SlabFlags::POISON);
+/// What kmem_cache_create() accepts.
+const CREATE_FLAGS: SlabFlags = SLAB_DEBUG_FLAGS.union(SlabFlags::HWCACHE_ALIGN);
+
+/// `page.freelist` of a slab head with no free object.
+pub const FREELIST_NONE: u32 = u32::MAX;
+/// `page.slab_cache` of a large kmalloc's head page.
+pub const LARGE_KMALLOC: u16 = u16::MAX;
+
+/// What the slab allocator needs from the rest of the kernel.
+///
+/// Virtual addresses are direct-map addresses; 0 is never one (it ends a
+/// freelist). Objects are 8-byte aligned, so `read_u64`/`write_u64` are
+/// always aligned.
+pub trait SlabBackend {
+    /// 2^order frames for a slab from the buddy allocator, low memory
+    /// only (GFP_KERNEL: a slab is always directly mapped). First pfn, or
+    /// `None` when out of memory.
+    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64>;
+    /// Give a slab's frames back. The slab fields are already cleared.
+    fn free_slab_pages(&mut self, pfn: u64, order: u32);
+    /// Direct-map address of a low-memory frame (lowmem_page_address()).
+    fn pfn_to_virt(&self, pfn: u64) -> u64;
+    /// Frame behind a direct-map address; `None` outside the direct map.
+    fn virt_to_pfn(&self, va: u64) -> Option<u64>;
+    /// `mem_map` access (pfn_to_page()).
+    fn page(&self, pfn: u64) -> Option<&Page>;
+    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page>;
+    /// Object memory through the direct map.
+    fn read_u64(&self, va: u64) -> u64;
+    fn write_u64(&mut self, va: u64, v: u64);
+    fn fill(&mut self, va: u64, len: u64, byte: u8);
+    /// First byte in `[va, va+len)` that is not `byte`: its address and value.
+    fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)>;
+    /// Seed for each cache's freelist hardening key (get_random_long()).
+    fn random_u64(&mut self) -> u64;
+    /// Double-mapping prevention: a new slab of any cache now owns these
+    /// frames (Samsung RKP's `dmap_prot(page_to_phys(page), order, 1)` at
+    /// the end of allocate_slab()).
+    fn slab_created(&mut self, pfn: u64, order: u32);
+    /// The slab's frames are about to go back to the buddy allocator
+    /// (`dmap_prot(..., 0)` at the start of __free_slab()).
+    fn slab_freed(&mut self, pfn: u64, order: u32);
+    /// Frames for a kmalloc above [`KMALLOC_MAX_CACHE_SIZE`] (low memory).
+    fn alloc_large(&mut self, order: u32) -> Option<u64>;
+    fn free_large(&mut self, pfn: u64, order: u32);
+}
+
+/// A cache's object constructor: runs once per object when its slab is
+/// created, as Linux's ctor does.
+pub type Ctor = fn(&mut dyn SlabBackend, u64);
+
+/// A cache's index in the registry, 1-based: 0 in `page.slab_cache` means
+/// "not a slab".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CacheId(pub u16);
+
+/// Why an operation failed. Nothing panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabError {
+    /// The backend had no frames.
+    NoMemory,
+    /// Bad size, alignment or flags, or a kmalloc cache passed to destroy.
+    InvalidArgs,
+    /// kmalloc larger than [`KMALLOC_MAX_SIZE`].
+    TooLarge,
+    NoSuchCache,
+    RegistryFull,
+    /// kmem_cache_destroy of a cache that still has objects or slabs
+    /// (slabs stay behind when corrupted objects were quarantined).
+    CacheBusy {
+        active_objs: u64,
+        slabs: u64,
+    },
+    /// Misuse or corruption; also recorded in the report log.
+    Report(SlabReport),
+}
+
+/// `struct kmem_cache_cpu`: the per-CPU slab and its freelist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KmemCacheCpu {
+    /// Next free object of the per-CPU slab (decoded), 0 when empty.
+    pub freelist: u64,
+    /// Head pfn of the per-CPU slab.
+    pub slab: Option<u64>,
+    /// First object and object span of `slab`, cached so the fast path
+    /// can validate a decoded free pointer without touching struct page.
+    first: u64,
+    span: u64,
+}
+
+impl KmemCacheCpu {
+    const EMPTY: KmemCacheCpu = KmemCacheCpu {
+        freelist: 0,
+        slab: None,
+        first: 0,
+        span: 0,
+    };
+}
+
+/// Event counters per cache (enum stat_item's names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlubStats {
+    pub alloc_fastpath: u64,
+    pub alloc_slowpath: u64,
+    pub free_fastpath: u64,
+    pub free_slowpath: u64,
+    /// Slow-path allocations that took a slab from the partial list.
+    pub alloc_from_partial: u64,
+    /// New slabs from the page allocator (ALLOC_SLAB).
+    pub alloc_slab: u64,
+    /// Slabs given back to the page allocator (FREE_SLAB).
+    pub free_slab: u64,
+    /// A full slab got a free object and went on the partial list.
+    pub free_add_partial: u64,
+    /// An empty slab left the partial list to be discarded.
+    pub free_remove_partial: u64,
+    /// The per-CPU slab ran out and went to the full list.
+    pub deactivate_full: u64,
+    /// The per-CPU slab was flushed while it still had free objects.
+    pub deactivate_partial: u64,
+    /// A slab was allocated at the fallback (minimum) order.
+    pub order_fallback: u64,
+    /// Allocations that failed for lack of memory.
+    pub alloc_fail: u64,
+    /// Objects withheld after a failed check (never handed out again).
+    pub quarantined: u64,
+}
+
+/// `struct kmem_cache`, with its one `kmem_cache_node` folded in.
+/// `repr(C)`, and the fields the host reads for /proc/slabinfo are
+/// crate-visible so mm::vmcoreinfo can publish their offsets.
+#[repr(C)]
+pub struct KmemCache {
+    pub(crate) name: &'static str,
+    /// Own registry id, written into struct page.
+    id: u16,
+    pub(crate) l: Layout,
+    min_partial: u32,
+    /// Freelist hardening key (`s->random`).
+    random: u64,
+    ctor: Option<Ctor>,
+    /// Set up on the first allocation (the seed's "cpu_slab is still null").
+    cpu_slab: Option<KmemCacheCpu>,
+    partial: SlabList,
+    /// Full slabs; Linux keeps this list only for SLAB_STORE_USER, here it
+    /// makes slab iteration and destroy's accounting possible. Only the
+    /// slow paths touch it.
+    full: SlabList,
+    pub(crate) nr_slabs: u64,
+    pub(crate) total_objects: u64,
+    pub(crate) active_objs: u64,
+    stats: SlubStats,
+}
+
+impl KmemCache {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.l
+    }
+    pub fn flags(&self) -> SlabFlags {
+        self.l.flags.difference(OBJECT_POISON)
+    }
+    pub fn min_partial(&self) -> u32 {
+        self.min_partial
+    }
+    pub fn nr_partial(&self) -> u64 {
+        self.partial.nr
+    }
+    pub fn cpu_slab(&self) -> Option<&KmemCacheCpu> {
+        self.cpu_slab.as_ref()
+    }
+    pub fn stats(&self) -> &SlubStats {
+        &self.stats
+    }
+    pub fn info(&self) -> SlabInfo {
+        SlabInfo {
+            active_objs: self.active_objs,
+            num_objs: self.total_objects,
+            objsize: self.l.size,
+            object_size: self.l.object_size,
+            objperslab: self.l.oo.objects(),
+            pagesperslab: 1 << self.l.oo.order(),
+            active_slabs: self.nr_slabs,
+            num_slabs: self.nr_slabs,
+        }
+    }
+    fn debug(&self) -> bool {
+        self.l.flags.intersects(SLAB_DEBUG_FLAGS)
+    }
+    /// A slab's order from its object count: `min` has strictly fewer
+    /// objects than `oo` whenever the orders differ.
+    fn slab_order(&self, objects: u32) -> u32 {
+        if objects == self.l.oo.objects() {
+            self.l.oo.order()
+        } else {
+            self.l.min.order()
+        }
+    }
+    fn report(
+        &self,
+        kind: ReportKind,
+        object: u64,
+        at: u64,
+        value: u64,
+        detail: &'static str,
+    ) -> SlabError {
+        SlabError::Report(SlabReport {
+            kind,
+            cache: self.name,
+            object,
+            at,
+            value,
+            detail,
+        })
+    }
+}
+
+/// The allocator: a registry of up to `N` caches plus the kmalloc table.
+/// `repr(C)` for the host inspector, which finds the caches through
+/// `live` (1 where `caches[i]` is `Some`), an explicit marker instead of
+/// `Option`'s unspecified discriminant; a `Some` slot holds its
+/// `KmemCache` at offset 0 (mm::vmcoreinfo checks the sizes agree).
+#[repr(C)]
+pub struct Slub<const N: usize> {
+    pub(crate) caches: [Option<KmemCache>; N],
+    pub(crate) live: [u8; N],
+    kmalloc: [Option<CacheId>; KMALLOC_SHIFT_HIGH as usize + 1],
+    log: [Option<SlabReport>; REPORT_LOG],
+    log_next: usize,
+    kstats: KmallocStats,
+}
+
+impl<const N: usize> Default for Slub<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Slub<N> {
+    pub const fn new() -> Self {
+        Slub {
+            caches: [const { None }; N],
+            live: [0; N],
+            kmalloc: [None; KMALLOC_SHIFT_HIGH as usize + 1],
+            log: [None; REPORT_LOG],
+            log_next: 0,
+            kstats: KmallocStats {
+                large_allocs: 0,
+                large_frees: 0,
+                large_pages: 0,
+                reports: 0,
+            },
+        }
+    }
+
+    fn index(&self, id: CacheId) -> Result<usize, SlabError> {
+        let i = (id.0 as usize)
+            .checked_sub(1)
+            .ok_or(SlabError::NoSuchCache)?;
+        match self.caches.get(i) {
+            Some(Some(_)) => Ok(i),
+            _ => Err(SlabError::NoSuchCache),
+        }
+    }
+}

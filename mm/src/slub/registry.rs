@@ -1,0 +1,270 @@
+//! The cache registry of mm/slab_common.c: kmem_cache_create(),
+//! kmem_cache_destroy(), kmem_cache_shrink(), the slab_caches list and
+//! /proc/slabinfo (cache_show()).
+
+use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
+use super::slab::{discard_slab, list_del, read_page, SlabList};
+use super::slow::flush_cpu_slab;
+use super::{
+    CacheId, Ctor, KmemCache, KmemCacheCpu, SlabBackend, SlabError, SlabFlags, Slub, SlubStats,
+    CREATE_FLAGS, KMALLOC_MAX_SIZE, LARGE_KMALLOC,
+};
+use crate::page::PFN_NONE;
+use core::fmt;
+
+/// Where a slab sits in its cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabState {
+    /// The per-CPU slab (frozen): `inuse` counts its per-CPU freelist as
+    /// in use, as Linux does.
+    Cpu,
+    Partial,
+    Full,
+}
+
+/// One slab, for iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabDesc {
+    pub pfn: u64,
+    pub order: u32,
+    pub objects: u32,
+    pub inuse: u32,
+    pub state: SlabState,
+}
+
+/// /proc/slabinfo's numbers for one cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabInfo {
+    /// Objects handed out and not freed (exact; Linux counts the per-CPU
+    /// freelist as active).
+    pub active_objs: u64,
+    pub num_objs: u64,
+    /// Bytes per object slot (`s->size`), as slabinfo prints.
+    pub objsize: u32,
+    /// The caller's object size (`s->object_size`).
+    pub object_size: u32,
+    pub objperslab: u32,
+    pub pagesperslab: u32,
+    /// As SLUB's get_slabinfo(): both are the number of slabs.
+    pub active_slabs: u64,
+    pub num_slabs: u64,
+}
+
+/// A cache as the registry iterator shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheSummary {
+    pub id: CacheId,
+    pub name: &'static str,
+    pub info: SlabInfo,
+    pub stats: SlubStats,
+}
+
+impl<const N: usize> Slub<N> {
+    /// kmem_cache_create(). `align` 0 means the default (8); `flags` from
+    /// SLAB_RED_ZONE, SLAB_POISON, SLAB_HWCACHE_ALIGN. The per-CPU slab
+    /// stays unset until the first allocation.
+    pub fn kmem_cache_create<B: SlabBackend>(
+        &mut self,
+        name: &'static str,
+        size: u32,
+        align: u32,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+        b: &mut B,
+    ) -> Result<CacheId, SlabError> {
+        if !CREATE_FLAGS.contains(flags) {
+            return Err(SlabError::InvalidArgs);
+        }
+        self.create(name, size, align, flags, ctor, b)
+    }
+
+    pub(super) fn create<B: SlabBackend>(
+        &mut self,
+        name: &'static str,
+        size: u32,
+        align: u32,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+        b: &mut B,
+    ) -> Result<CacheId, SlabError> {
+        if size == 0 || size as u64 > KMALLOC_MAX_SIZE || (align != 0 && !align.is_power_of_two()) {
+            return Err(SlabError::InvalidArgs);
+        }
+        let align = calculate_alignment(flags, align, size);
+        // Slabs are naturally aligned buddy blocks, so any alignment up to
+        // the slab size holds; beyond that no order fits anyway.
+        if align as u64 > KMALLOC_MAX_SIZE {
+            return Err(SlabError::InvalidArgs);
+        }
+        let l =
+            calculate_sizes(size, align, flags, ctor.is_some()).ok_or(SlabError::InvalidArgs)?;
+        let slot = self
+            .caches
+            .iter()
+            .position(|c| c.is_none())
+            .ok_or(SlabError::RegistryFull)?;
+        if slot + 1 >= LARGE_KMALLOC as usize {
+            return Err(SlabError::RegistryFull);
+        }
+        self.caches[slot] = Some(KmemCache {
+            name,
+            id: slot as u16 + 1,
+            l,
+            min_partial: min_partial(l.size),
+            random: b.random_u64(),
+            ctor,
+            cpu_slab: None,
+            partial: SlabList::EMPTY,
+            full: SlabList::EMPTY,
+            nr_slabs: 0,
+            total_objects: 0,
+            active_objs: 0,
+            stats: SlubStats::default(),
+        });
+        self.live[slot] = 1;
+        Ok(CacheId(slot as u16 + 1))
+    }
+
+    /// kmem_cache_destroy(): refused while objects are allocated.
+    /// Otherwise the per-CPU slab is flushed and every slab given back.
+    pub fn kmem_cache_destroy<B: SlabBackend>(
+        &mut self,
+        id: CacheId,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
+        let idx = self.index(id)?;
+        let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
+        if s.l.flags.contains(SlabFlags::KMALLOC) {
+            return Err(SlabError::InvalidArgs);
+        }
+        if s.active_objs != 0 {
+            return Err(SlabError::CacheBusy {
+                active_objs: s.active_objs,
+                slabs: s.nr_slabs,
+            });
+        }
+        self.kmem_cache_shrink(id, b)?;
+        let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
+        if s.nr_slabs != 0 {
+            return Err(SlabError::CacheBusy {
+                active_objs: 0,
+                slabs: s.nr_slabs,
+            });
+        }
+        self.live[idx] = 0;
+        self.caches[idx] = None;
+        Ok(())
+    }
+
+    /// kmem_cache_shrink(): flush the per-CPU slab and give back every
+    /// empty slab, min_partial notwithstanding. Returns slabs freed.
+    pub fn kmem_cache_shrink<B: SlabBackend>(
+        &mut self,
+        id: CacheId,
+        b: &mut B,
+    ) -> Result<u64, SlabError> {
+        let idx = self.index(id)?;
+        let s = self.caches[idx].as_mut().ok_or(SlabError::NoSuchCache)?;
+        let before = s.stats.free_slab;
+        let r = flush_cpu_slab(s, b);
+        let mut pfn = s.partial.head;
+        let mut budget = s.partial.nr;
+        while pfn != PFN_NONE && budget > 0 {
+            let pg = read_page(b, pfn as u64);
+            if pg.inuse == 0 {
+                list_del(&mut s.partial, b, pfn as u64);
+                discard_slab(s, b, pfn as u64);
+            }
+            pfn = pg.next;
+            budget -= 1;
+        }
+        let freed = s.stats.free_slab - before;
+        self.logged(r.map(|()| freed))
+    }
+
+    /// The cache with this id.
+    pub fn cache(&self, id: CacheId) -> Option<&KmemCache> {
+        self.caches.get((id.0 as usize).checked_sub(1)?)?.as_ref()
+    }
+
+    /// Every cache, for reports.
+    pub fn caches(&self) -> impl Iterator<Item = CacheSummary> + '_ {
+        self.caches.iter().enumerate().filter_map(|(i, c)| {
+            c.as_ref().map(|c| CacheSummary {
+                id: CacheId(i as u16 + 1),
+                name: c.name,
+                info: c.info(),
+                stats: c.stats,
+            })
+        })
+    }
+
+    /// Find a cache by name.
+    pub fn find_cache(&self, name: &str) -> Option<CacheId> {
+        self.caches().find(|c| c.name == name).map(|c| c.id)
+    }
+
+    /// The slabs of a cache: the per-CPU slab, then the partial list, then
+    /// the full list. Each list walk is capped by its length.
+    pub fn slabs<'a, B: SlabBackend>(
+        &'a self,
+        id: CacheId,
+        b: &'a B,
+    ) -> impl Iterator<Item = SlabDesc> + 'a {
+        let c = self.cache(id);
+        let cpu = c.and_then(|c| c.cpu_slab.and_then(|k| k.slab));
+        let lists = c.map(|c| [c.partial, c.full]);
+        let desc = move |pfn: u64, state| {
+            let pg = read_page(b, pfn);
+            SlabDesc {
+                pfn,
+                order: c.map_or(0, |c| c.slab_order(pg.objects as u32)),
+                objects: pg.objects as u32,
+                inuse: pg.inuse as u32,
+                state,
+            }
+        };
+        let walk = move |l: SlabList, state: SlabState| {
+            let mut pfn = l.head;
+            (0..l.nr).map_while(move |_| {
+                if pfn == PFN_NONE {
+                    return None;
+                }
+                let d = desc(pfn as u64, state);
+                pfn = read_page(b, pfn as u64).next;
+                Some(d)
+            })
+        };
+        let parts = lists.map(|[p, f]| walk(p, SlabState::Partial).chain(walk(f, SlabState::Full)));
+        cpu.map(|p| desc(p, SlabState::Cpu))
+            .into_iter()
+            .chain(parts.into_iter().flatten())
+    }
+
+    /// The per-CPU state of a cache (`None` until its first allocation).
+    pub fn cpu_slab(&self, id: CacheId) -> Option<&KmemCacheCpu> {
+        self.cache(id)?.cpu_slab.as_ref()
+    }
+
+    /// /proc/slabinfo (version 2.1 format, cache_show()).
+    pub fn write_slabinfo<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
+        writeln!(w, "slabinfo - version: 2.1")?;
+        writeln!(
+            w,
+            "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
+        )?;
+        for c in self.caches() {
+            write_slabinfo_line(w, c.name, &c.info)?;
+        }
+        Ok(())
+    }
+}
+
+/// One /proc/slabinfo line.
+pub fn write_slabinfo_line<W: fmt::Write>(w: &mut W, name: &str, i: &SlabInfo) -> fmt::Result {
+    writeln!(
+        w,
+        "{name:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+        i.active_objs, i.num_objs, i.objsize, i.objperslab, i.pagesperslab, 0, 0, 0, i.active_slabs, i.num_slabs, 0
+    )
+}

@@ -1,0 +1,257 @@
+//! A slab's pages: new_slab()/allocate_slab() and __free_slab() of
+//! mm/slub.c, the partial and full lists (`slab_list`), and
+//! virt_to_slab()/compound_head() for frees by address.
+
+use super::debug::{init_object, ReportKind, SlabReport, POISON_INUSE};
+use super::fast::{freelist_ptr, on_boundary};
+use super::{
+    KmemCache, SlabBackend, SlabError, SlabFlags, Slub, FREELIST_NONE, LARGE_KMALLOC,
+    SLUB_RED_INACTIVE,
+};
+use crate::page::{Page, PageFlags, PFN_NONE};
+use abi::layout::PAGE_SIZE;
+
+/// A list of slabs linked through `page.next`/`page.prev` (slab_list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SlabList {
+    pub(super) head: u32,
+    pub(super) tail: u32,
+    pub(super) nr: u64,
+}
+
+impl SlabList {
+    pub(super) const EMPTY: SlabList = SlabList {
+        head: PFN_NONE,
+        tail: PFN_NONE,
+        nr: 0,
+    };
+}
+
+/// The first free object `page.freelist` names (an offset from the slab's
+/// start `base`), 0 for [`FREELIST_NONE`].
+pub(super) fn freelist_object(base: u64, freelist: u32) -> u64 {
+    if freelist == FREELIST_NONE {
+        0
+    } else {
+        base + freelist as u64
+    }
+}
+
+/// `page.freelist` for a slab at `base` whose first free object is `obj`
+/// (0 for none).
+pub(super) fn freelist_offset(base: u64, obj: u64) -> u32 {
+    if obj == 0 {
+        FREELIST_NONE
+    } else {
+        (obj - base) as u32
+    }
+}
+
+pub(super) fn read_page<B: SlabBackend>(b: &B, pfn: u64) -> Page {
+    b.page(pfn).copied().unwrap_or(Page::ZERO)
+}
+
+pub(super) fn list_add<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64, tail: bool) {
+    let p = pfn as u32;
+    let (next, prev) = if tail {
+        (PFN_NONE, l.tail)
+    } else {
+        (l.head, PFN_NONE)
+    };
+    if let Some(pg) = b.page_mut(pfn) {
+        pg.next = next;
+        pg.prev = prev;
+    }
+    if l.head == PFN_NONE {
+        l.head = p;
+        l.tail = p;
+    } else if tail {
+        if let Some(pg) = b.page_mut(l.tail as u64) {
+            pg.next = p;
+        }
+        l.tail = p;
+    } else {
+        if let Some(pg) = b.page_mut(l.head as u64) {
+            pg.prev = p;
+        }
+        l.head = p;
+    }
+    l.nr += 1;
+}
+
+pub(super) fn list_del<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64) {
+    let pg = read_page(b, pfn);
+    match b.page_mut(pg.prev as u64) {
+        Some(p) if pg.prev != PFN_NONE => p.next = pg.next,
+        _ => l.head = pg.next,
+    }
+    match b.page_mut(pg.next as u64) {
+        Some(p) if pg.next != PFN_NONE => p.prev = pg.prev,
+        _ => l.tail = pg.prev,
+    }
+    l.nr -= 1;
+}
+
+/// new_slab()/allocate_slab(): frames at the preferred order, else at the
+/// minimum order; struct page set up; objects linked in address order
+/// (no CONFIG_SLAB_FREELIST_RANDOM); the double-mapping hook last.
+pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
+    let (mut oo, mut got) = (s.l.oo, b.alloc_slab_pages(s.l.oo.order()));
+    if got.is_none() && s.l.min.order() < oo.order() {
+        oo = s.l.min;
+        got = b.alloc_slab_pages(oo.order());
+        if got.is_some() {
+            s.stats.order_fallback += 1;
+        }
+    }
+    let Some(pfn) = got else {
+        s.stats.alloc_fail += 1;
+        return Err(SlabError::NoMemory);
+    };
+    let (order, objects) = (oo.order(), oo.objects());
+    let nr = 1u64 << order;
+    if pfn + nr > PFN_NONE as u64 || b.page(pfn).is_none() || b.page(pfn + nr - 1).is_none() {
+        b.free_slab_pages(pfn, order);
+        s.stats.alloc_fail += 1;
+        return Err(SlabError::NoMemory);
+    }
+    // __folio_set_slab() and prep_compound_page(): tails point at the head.
+    for p in pfn + 1..pfn + nr {
+        if let Some(pg) = b.page_mut(p) {
+            pg.flags.remove(PageFlags::SLAB);
+            pg.slab_cache = s.id;
+            pg.freelist = pfn as u32;
+        }
+    }
+    let base = b.pfn_to_virt(pfn);
+    if s.l.flags.contains(SlabFlags::POISON) {
+        // setup_slab_debug(): padding keeps POISON_INUSE.
+        b.fill(base, PAGE_SIZE << order, POISON_INUSE);
+    }
+    let size = s.l.size as u64;
+    let first = base + s.l.red_left_pad as u64;
+    for i in 0..objects as u64 {
+        let obj = first + i * size;
+        if s.debug() {
+            init_object(s, b, obj, SLUB_RED_INACTIVE);
+        }
+        if let Some(ctor) = s.ctor {
+            ctor(b, obj);
+        }
+        let next = if i + 1 < objects as u64 {
+            obj + size
+        } else {
+            0
+        };
+        let a = obj + s.l.offset as u64;
+        b.write_u64(a, freelist_ptr(s.random, next, a));
+    }
+    if let Some(pg) = b.page_mut(pfn) {
+        pg.flags.insert(if order > 0 {
+            PageFlags::SLAB | PageFlags::HEAD
+        } else {
+            PageFlags::SLAB
+        });
+        pg.slab_cache = s.id;
+        pg.freelist = s.l.red_left_pad;
+        pg.inuse = 0;
+        pg.objects = objects as u16;
+        pg.next = PFN_NONE;
+        pg.prev = PFN_NONE;
+    }
+    s.nr_slabs += 1;
+    s.total_objects += objects as u64;
+    s.stats.alloc_slab += 1;
+    b.slab_created(pfn, order);
+    Ok(pfn)
+}
+
+/// discard_slab()/__free_slab(): the hook first, then struct page cleared
+/// and the frames returned.
+pub(super) fn discard_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u64) {
+    let objects = read_page(b, pfn).objects as u32;
+    let order = s.slab_order(objects);
+    b.slab_freed(pfn, order);
+    for p in pfn..pfn + (1 << order) {
+        if let Some(pg) = b.page_mut(p) {
+            pg.flags.remove(PageFlags::SLAB | PageFlags::HEAD);
+            pg.slab_cache = 0;
+            pg.freelist = 0;
+            pg.inuse = 0;
+            pg.objects = 0;
+            pg.next = 0;
+            pg.prev = 0;
+        }
+    }
+    b.free_slab_pages(pfn, order);
+    s.nr_slabs -= 1;
+    s.total_objects -= objects as u64;
+    s.stats.free_slab += 1;
+}
+
+/// What an address passed to kfree is.
+pub(super) enum Target {
+    Slab { idx: usize, head: u64 },
+    Large { pfn: u64, order: u32 },
+}
+
+impl<const N: usize> Slub<N> {
+    /// to the object boundary.
+    pub(super) fn resolve<B: SlabBackend>(&self, va: u64, b: &B) -> Result<Target, SlabError> {
+        let Some(pfn) = b.virt_to_pfn(va) else {
+            return Err(self.invalid_free(None, va, "not a direct-mapped address"));
+        };
+        let Some(pg) = b.page(pfn) else {
+            return Err(self.invalid_free(None, va, "no struct page"));
+        };
+        let (head, hp) = if pg.flags.contains(PageFlags::SLAB) {
+            (pfn, *pg)
+        } else if pg.slab_cache == LARGE_KMALLOC {
+            if va != b.pfn_to_virt(pfn) {
+                return Err(self.invalid_free(None, va, "not the start of a large kmalloc"));
+            }
+            return Ok(Target::Large {
+                pfn,
+                order: pg.freelist,
+            });
+        } else if pg.slab_cache != 0 {
+            // A tail page: compound_head().
+            (pg.freelist as u64, read_page(b, pg.freelist as u64))
+        } else {
+            return Err(self.invalid_free(None, va, "not a slab or kmalloc page"));
+        };
+        let idx = (pg.slab_cache as usize).wrapping_sub(1);
+        let Some(Some(s)) = self.caches.get(idx) else {
+            return Err(self.invalid_free(None, va, "page of no live cache"));
+        };
+        if !hp.flags.contains(PageFlags::SLAB) || hp.slab_cache != pg.slab_cache {
+            return Err(self.invalid_free(Some(idx), va, "tail page of no slab"));
+        }
+        let first = b.pfn_to_virt(head) + s.l.red_left_pad as u64;
+        let span = hp.objects as u64 * s.l.size as u64;
+        if !on_boundary(first, span, s.l.size, va) {
+            return Err(self.invalid_free(Some(idx), va, "not at an object boundary"));
+        }
+        Ok(Target::Slab { idx, head })
+    }
+
+    pub(super) fn invalid_free(
+        &self,
+        idx: Option<usize>,
+        va: u64,
+        detail: &'static str,
+    ) -> SlabError {
+        let cache = idx
+            .and_then(|i| self.caches.get(i))
+            .and_then(|c| c.as_ref())
+            .map_or("?", |c| c.name);
+        SlabError::Report(SlabReport {
+            kind: ReportKind::InvalidFree,
+            cache,
+            object: va,
+            at: va,
+            value: 0,
+            detail,
+        })
+    }
+}

@@ -1,0 +1,829 @@
+extern crate std;
+use super::*;
+use crate::buddy::{Node, MAX_ORDER};
+use crate::gfp::Gfp;
+use crate::memblock::Memblock;
+use crate::page::{MemMap, Page, PageFlags};
+use abi::layout::{PAGE_OFFSET, PAGE_SHIFT};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::string::{String, ToString};
+use std::vec;
+use std::vec::Vec;
+
+/// 32 MiB of RAM, all low memory, behind the real buddy allocator.
+const FRAMES: u64 = 8192;
+
+struct Fake {
+    node: Node<'static>,
+    mem: Vec<u8>,
+    /// Frames the backend still hands out (None: unlimited).
+    budget: Option<u64>,
+    /// Refuse slab allocations above this order (order fallback tests).
+    max_slab_order: u32,
+    /// Frames tagged through slab_created (the double-mapping record).
+    tagged: BTreeMap<u64, u32>,
+    hooks: u64,
+    held: u64,
+    rng: u64,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let mut mb = Memblock::new();
+        mb.add(0, FRAMES << PAGE_SHIFT).unwrap();
+        mb.reserve(0, 1 << 20).unwrap();
+        let map = MemMap::new(vec![Page::ZERO; FRAMES as usize].leak(), 0);
+        let mut node = Node::new(map, FRAMES, FRAMES).unwrap();
+        node.init_from_memblock(&mb).unwrap();
+        Fake {
+            node,
+            mem: vec![0; (FRAMES << PAGE_SHIFT) as usize],
+            budget: None,
+            max_slab_order: MAX_ORDER,
+            tagged: BTreeMap::new(),
+            hooks: 0,
+            held: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+    fn off(&self, va: u64) -> usize {
+        (va - PAGE_OFFSET) as usize
+    }
+    fn take(&mut self, order: u32) -> Option<u64> {
+        if let Some(b) = self.budget.as_mut() {
+            *b = b.checked_sub(1 << order)?;
+        }
+        let pfn = self.node.alloc_pages(Gfp::KERNEL, order).ok()?;
+        self.held += 1 << order;
+        Some(pfn)
+    }
+    fn give(&mut self, pfn: u64, order: u32) {
+        self.node.free_pages(pfn, order).unwrap();
+        self.held -= 1 << order;
+    }
+    fn write_byte(&mut self, va: u64, v: u8) {
+        let o = self.off(va);
+        self.mem[o] = v;
+    }
+}
+
+/// `live` (what the host inspector reads) follows the registry
+/// through create and destroy, and a live slot's cache sits at offset
+/// 0 of the slot.
+#[test]
+fn live_marks_follow_the_registry() {
+    let mut b = Fake::new();
+    let mut s = Slub::<4>::new();
+    let a = s
+        .kmem_cache_create("a", 24, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    let c = s
+        .kmem_cache_create("c", 200, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    assert_eq!(s.live, [1, 1, 0, 0]);
+    s.kmem_cache_destroy(a, &mut b).unwrap();
+    assert_eq!(s.live, [0, 1, 0, 0]);
+    s.kmem_cache_create("d", 8, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    assert_eq!(s.live, [1, 1, 0, 0]);
+    for (slot, live) in s.caches.iter().zip(s.live) {
+        assert_eq!(slot.is_some(), live == 1);
+        if let Some(k) = slot {
+            let at = k as *const KmemCache as usize - slot as *const _ as usize;
+            assert_eq!(at, 0);
+        }
+    }
+    assert_eq!(s.cache(c).unwrap().name(), "c");
+}
+
+impl SlabBackend for Fake {
+    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
+        if order > self.max_slab_order {
+            return None;
+        }
+        self.take(order)
+    }
+    fn free_slab_pages(&mut self, pfn: u64, order: u32) {
+        assert!(!self.tagged.contains_key(&pfn), "freed while tagged");
+        self.give(pfn, order)
+    }
+    fn pfn_to_virt(&self, pfn: u64) -> u64 {
+        PAGE_OFFSET + (pfn << PAGE_SHIFT)
+    }
+    fn virt_to_pfn(&self, va: u64) -> Option<u64> {
+        let pfn = va.checked_sub(PAGE_OFFSET)? >> PAGE_SHIFT;
+        (pfn < FRAMES).then_some(pfn)
+    }
+    fn page(&self, pfn: u64) -> Option<&Page> {
+        self.node.page(pfn)
+    }
+    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
+        self.node.page_mut(pfn)
+    }
+    fn read_u64(&self, va: u64) -> u64 {
+        let o = self.off(va);
+        u64::from_le_bytes(self.mem[o..o + 8].try_into().unwrap())
+    }
+    fn write_u64(&mut self, va: u64, v: u64) {
+        let o = self.off(va);
+        self.mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    fn fill(&mut self, va: u64, len: u64, byte: u8) {
+        let o = self.off(va);
+        self.mem[o..o + len as usize].fill(byte);
+    }
+    fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
+        let o = self.off(va);
+        let s = &self.mem[o..o + len as usize];
+        s.iter()
+            .position(|&x| x != byte)
+            .map(|i| (va + i as u64, s[i]))
+    }
+    fn random_u64(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+    fn slab_created(&mut self, pfn: u64, order: u32) {
+        let pg = *self.node.page(pfn).unwrap();
+        assert!(
+            pg.flags.contains(PageFlags::SLAB) && pg.slab_cache != 0,
+            "hook before struct page set up"
+        );
+        assert!(self.tagged.insert(pfn, order).is_none(), "tagged twice");
+        self.hooks += 1;
+    }
+    fn slab_freed(&mut self, pfn: u64, order: u32) {
+        assert_eq!(self.tagged.remove(&pfn), Some(order), "untag mismatch");
+        self.hooks += 1;
+    }
+    fn alloc_large(&mut self, order: u32) -> Option<u64> {
+        self.take(order)
+    }
+    fn free_large(&mut self, pfn: u64, order: u32) {
+        self.give(pfn, order)
+    }
+}
+
+type S = Slub<32>;
+
+fn setup(kmalloc_debug: SlabFlags) -> (S, Fake) {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    s.create_kmalloc_caches(kmalloc_debug, &mut b).unwrap();
+    (s, b)
+}
+
+fn report(e: SlabError) -> SlabReport {
+    match e {
+        SlabError::Report(r) => r,
+        e => panic!("expected a report, got {e:?}"),
+    }
+}
+
+#[test]
+fn kmalloc_size_classes() {
+    let (s, _b) = setup(SlabFlags::empty());
+    let name = |n: u64| s.cache(s.kmalloc_cache(n).unwrap()).unwrap().name();
+    let expect = [
+        (1, "kmalloc-8"),
+        (8, "kmalloc-8"),
+        (9, "kmalloc-16"),
+        (24, "kmalloc-32"),
+        (33, "kmalloc-64"),
+        (64, "kmalloc-64"),
+        (65, "kmalloc-96"),
+        (96, "kmalloc-96"),
+        (97, "kmalloc-128"),
+        (128, "kmalloc-128"),
+        (129, "kmalloc-192"),
+        (192, "kmalloc-192"),
+        (193, "kmalloc-256"),
+        (1000, "kmalloc-1k"),
+        (4097, "kmalloc-8k"),
+        (8192, "kmalloc-8k"),
+    ];
+    for (n, want) in expect {
+        assert_eq!(name(n), want, "{n}");
+    }
+    assert_eq!(s.kmalloc_cache(0), None);
+    assert_eq!(s.kmalloc_cache(8193), None);
+    for n in 1..=8192u64 {
+        let c = s.cache(s.kmalloc_cache(n).unwrap()).unwrap();
+        assert!(c.layout().object_size as u64 >= n);
+    }
+    assert_eq!(s.caches().count(), 13);
+}
+
+#[test]
+fn cpu_slab_is_set_up_on_first_allocation() {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    // fork_init(): task_struct_cachep.
+    let id = s
+        .kmem_cache_create(
+            "task_struct",
+            1792,
+            64,
+            SlabFlags::HWCACHE_ALIGN,
+            None,
+            &mut b,
+        )
+        .unwrap();
+    assert!(s.cpu_slab(id).is_none());
+    assert_eq!(s.cache(id).unwrap().info().num_slabs, 0);
+    assert_eq!(b.held, 0);
+    let t = s.kmem_cache_alloc(id, &mut b).unwrap();
+    let c = *s.cpu_slab(id).unwrap();
+    let pfn = c.slab.unwrap();
+    assert_eq!(b.virt_to_pfn(t), Some(pfn));
+    let pg = *b.page(pfn).unwrap();
+    assert!(pg.flags.contains(PageFlags::SLAB) && pg.flags.contains(PageFlags::HEAD));
+    assert_eq!((pg.slab_cache, pg.objects, pg.inuse), (id.0, 9, 9));
+    assert_eq!(b.tagged.get(&pfn), Some(&2));
+    let st = *s.cache(id).unwrap().stats();
+    assert_eq!(
+        (st.alloc_slowpath, st.alloc_fastpath, st.alloc_slab),
+        (1, 0, 1)
+    );
+    s.kmem_cache_alloc(id, &mut b).unwrap();
+    assert_eq!(s.cache(id).unwrap().stats().alloc_fastpath, 1);
+    let i = s.cache(id).unwrap().info();
+    assert_eq!(
+        (i.active_objs, i.num_objs, i.objperslab, i.pagesperslab),
+        (2, 9, 9, 4)
+    );
+}
+
+#[test]
+fn fast_slow_partial_and_discard() {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    let id = s
+        .kmem_cache_create("obj512", 512, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    let mp = s.cache(id).unwrap().min_partial() as usize;
+    assert_eq!(mp, MIN_PARTIAL as usize);
+    // 8 objects per order-0 slab: fill 12 slabs.
+    let objs: Vec<u64> = (0..96)
+        .map(|_| s.kmem_cache_alloc(id, &mut b).unwrap())
+        .collect();
+    let st = *s.cache(id).unwrap().stats();
+    assert_eq!(
+        (st.alloc_slab, st.alloc_slowpath, st.alloc_fastpath),
+        (12, 12, 84)
+    );
+    assert_eq!(st.deactivate_full, 11);
+    assert_eq!(b.held, 12);
+    let set: BTreeSet<u64> = objs.iter().copied().collect();
+    assert_eq!(set.len(), 96);
+    // Free one object of each full slab: they move to the partial list.
+    for k in 0..11 {
+        s.kmem_cache_free(id, objs[k * 8], &mut b).unwrap();
+    }
+    let c = s.cache(id).unwrap();
+    assert_eq!(
+        (
+            c.nr_partial(),
+            c.stats().free_add_partial,
+            c.stats().free_slowpath
+        ),
+        (11, 11, 11)
+    );
+    // Free everything: slabs that empty while >= min_partial are
+    // partial go back to the buddy allocator.
+    for (i, &o) in objs.iter().enumerate() {
+        if i % 8 != 0 || i >= 88 {
+            s.kmem_cache_free(id, o, &mut b).unwrap();
+        }
+    }
+    let c = s.cache(id).unwrap();
+    assert_eq!(c.info().active_objs, 0);
+    assert!(c.nr_partial() <= mp as u64);
+    assert_eq!(c.info().num_slabs, c.nr_partial() + 1);
+    assert_eq!(b.held, c.info().num_slabs);
+    assert_eq!(c.stats().free_fastpath, 8);
+    // Reallocation uses the CPU slab, then the partial slabs, before
+    // new ones.
+    let (np, st) = (c.nr_partial(), *c.stats());
+    assert!(np > 0);
+    for _ in 0..(np + 1) * 8 {
+        s.kmem_cache_alloc(id, &mut b).unwrap();
+    }
+    let c = s.cache(id).unwrap();
+    assert_eq!(c.stats().alloc_slab, st.alloc_slab);
+    assert_eq!(c.stats().alloc_from_partial, st.alloc_from_partial + np);
+    assert_eq!(c.nr_partial(), 0);
+    s.kmem_cache_alloc(id, &mut b).unwrap();
+    assert_eq!(s.cache(id).unwrap().stats().alloc_slab, st.alloc_slab + 1);
+}
+
+#[test]
+fn slab_iteration_and_slabinfo() {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    let id = s
+        .kmem_cache_create("mm_struct", 1000, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    let objs: Vec<u64> = (0..30)
+        .map(|_| s.kmem_cache_alloc(id, &mut b).unwrap())
+        .collect();
+    let per = s.cache(id).unwrap().layout().oo.objects() as usize;
+    s.kmem_cache_free(id, objs[0], &mut b).unwrap();
+    let slabs: Vec<SlabDesc> = s.slabs(id, &b).collect();
+    assert_eq!(slabs.len(), 30usize.div_ceil(per));
+    assert_eq!(slabs[0].state, SlabState::Cpu);
+    assert_eq!(
+        slabs
+            .iter()
+            .filter(|d| d.state == SlabState::Partial)
+            .count(),
+        1
+    );
+    assert!(slabs.iter().all(|d| d.objects as usize == per));
+    assert_eq!(
+        slabs.iter().map(|d| d.pfn).collect::<BTreeSet<_>>().len(),
+        slabs.len()
+    );
+    let mut out = String::new();
+    s.write_slabinfo(&mut out).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("mm_struct"))
+        .unwrap()
+        .to_string();
+    let i = s.cache(id).unwrap().info();
+    let want = std::format!(
+        "mm_struct             29 {:>6}   1000 {per:>4}    2 : tunables    0    0    0 : slabdata {:>6} {:>6}      0",
+        i.num_objs,
+        slabs.len(),
+        slabs.len()
+    );
+    assert_eq!(line, want);
+    assert!(out.starts_with("slabinfo - version: 2.1\n# name "));
+    let all: Vec<CacheSummary> = s.caches().collect();
+    assert_eq!((all.len(), all[0].name, all[0].id), (1, "mm_struct", id));
+    assert_eq!(s.find_cache("mm_struct"), Some(id));
+}
+
+#[test]
+fn double_free_is_reported_with_cache_and_address() {
+    // Debug cache: on_freelist() finds it anywhere on the freelist.
+    let (mut s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
+    let p = s.kmalloc(60, &mut b).unwrap();
+    let q = s.kmalloc(60, &mut b).unwrap();
+    s.kfree(p, &mut b).unwrap();
+    s.kfree(q, &mut b).unwrap();
+    let r = report(s.kfree(p, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object),
+        (ReportKind::DoubleFree, "kmalloc-64", p)
+    );
+    assert_eq!(
+        r.to_string(),
+        std::format!("slab kmalloc-64: double free of object {p:#x}")
+    );
+    assert_eq!(s.last_report(), Some(&r));
+    assert_eq!(s.kmalloc_stats().reports, 1);
+    // Without debugging, the hardened set_freepointer() check still
+    // catches freeing the freelist head twice.
+    let (mut s, mut b) = setup(SlabFlags::empty());
+    let p = s.kmalloc(100, &mut b).unwrap();
+    s.kfree(p, &mut b).unwrap();
+    let r = report(s.kfree(p, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object),
+        (ReportKind::DoubleFree, "kmalloc-128", p)
+    );
+    // And a double free into a non-CPU slab with nothing in use.
+    let id = s
+        .kmem_cache_create("big", 3000, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    b.max_slab_order = 0; // one object per slab via the order fallback
+    let x = s.kmem_cache_alloc(id, &mut b).unwrap();
+    let _y = s.kmem_cache_alloc(id, &mut b).unwrap(); // x's slab is now full, off-CPU
+    assert_eq!(s.cache(id).unwrap().stats().order_fallback, 2);
+    s.kmem_cache_free(id, x, &mut b).unwrap();
+    let r = report(s.kmem_cache_free(id, x, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object),
+        (ReportKind::DoubleFree, "big", x)
+    );
+}
+
+#[test]
+fn red_zone_overwrite_is_reported() {
+    let (mut s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
+    let p = s.kmalloc(32, &mut b).unwrap();
+    // A freshly allocated object is poisoned and its red zones active.
+    assert_eq!(b.find_not(p, 31, POISON_FREE), None);
+    b.fill(p, 32, 0);
+    b.write_byte(p + 32, 0x00); // one byte past the end
+    let r = report(s.kfree(p, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object, r.at),
+        (ReportKind::RedzoneOverwritten, "kmalloc-32", p, p + 32)
+    );
+    assert_eq!(r.value, 0);
+    assert!(r
+        .to_string()
+        .starts_with("slab kmalloc-32: right red zone overwritten at"));
+    // An underflow hits the left red zone.
+    let q = s.kmalloc(32, &mut b).unwrap();
+    b.write_byte(q - 1, 0x41);
+    let r = report(s.kfree(q, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.object, r.at, r.value, r.detail),
+        (
+            ReportKind::RedzoneOverwritten,
+            q,
+            q - 1,
+            0x41,
+            "left red zone"
+        )
+    );
+    // The refused objects stay allocated; an intact one frees fine.
+    let t = s.kmalloc(32, &mut b).unwrap();
+    s.kfree(t, &mut b).unwrap();
+    assert_eq!(s.reports().count(), 2);
+}
+
+#[test]
+fn write_after_free_is_reported_at_next_allocation() {
+    let (mut s, mut b) = setup(SlabFlags::POISON);
+    let p = s.kmalloc(200, &mut b).unwrap(); // kmalloc-256
+    s.kfree(p, &mut b).unwrap();
+    assert_eq!(b.find_not(p, 255, POISON_FREE), None);
+    assert_eq!(b.find_not(p + 255, 1, POISON_END), None);
+    b.write_u64(p + 16, 0xdead_beef); // use after free
+    let r = report(s.kmalloc(200, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object, r.at),
+        (ReportKind::PoisonOverwritten, "kmalloc-256", p, p + 16)
+    );
+    assert_eq!(r.value, 0xef);
+    assert!(r.to_string().contains("use after free of object"));
+    // The damaged object is withheld; allocation goes on with others.
+    let q = s.kmalloc(200, &mut b).unwrap();
+    assert_ne!(q, p);
+    let id = s.kmalloc_cache(200).unwrap();
+    assert_eq!(s.cache(id).unwrap().stats().quarantined, 1);
+}
+
+#[test]
+fn corrupted_freelist_pointer_is_reported() {
+    let (mut s, mut b) = setup(SlabFlags::empty());
+    let id = s.kmalloc_cache(64).unwrap();
+    let off = s.cache(id).unwrap().layout().offset as u64;
+    assert_eq!(off, 32); // mid-object
+    let p = s.kmalloc(64, &mut b).unwrap();
+    let q = s.kmalloc(64, &mut b).unwrap();
+    s.kfree(q, &mut b).unwrap();
+    s.kfree(p, &mut b).unwrap(); // freelist: p -> q -> rest
+                                 // The stored pointer is hardened: not q in the clear.
+    assert_ne!(b.read_u64(p + off), q);
+    // An attacker points it at an address of their choice.
+    b.write_u64(p + off, 0xc000_1000);
+    let r = report(s.kmalloc(64, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object, r.at),
+        (ReportKind::FreelistCorrupted, "kmalloc-64", p, p + off)
+    );
+    assert!(r
+        .to_string()
+        .starts_with("slab kmalloc-64: freelist corrupt"));
+    // No crash and no loop: the rest of the freelist is quarantined and
+    // allocation continues from a fresh slab.
+    let n = s.kmalloc(64, &mut b).unwrap();
+    assert_ne!(b.virt_to_pfn(n), b.virt_to_pfn(p));
+    // Objects still allocated from the poisoned slab can be freed.
+    let objs: Vec<u64> = (0..100).map(|_| s.kmalloc(64, &mut b).unwrap()).collect();
+    for o in objs {
+        s.kfree(o, &mut b).unwrap();
+    }
+    // A debug cache finds a corrupt pointer while walking on free.
+    let (mut s, mut b) = setup(SlabFlags::RED_ZONE);
+    let id = s.kmalloc_cache(64).unwrap();
+    let off = s.cache(id).unwrap().layout().offset as u64;
+    let p = s.kmalloc(64, &mut b).unwrap();
+    let q = s.kmalloc(64, &mut b).unwrap();
+    s.kfree(p, &mut b).unwrap();
+    b.write_u64(p + off, p + 3);
+    let r = report(s.kfree(q, &mut b).unwrap_err());
+    assert_eq!((r.kind, r.object), (ReportKind::FreelistCorrupted, p));
+}
+
+#[test]
+fn freelist_cycle_is_bounded_on_flush() {
+    let (mut s, mut b) = setup(SlabFlags::empty());
+    let id = s.kmalloc_cache(64).unwrap();
+    let off = s.cache(id).unwrap().layout().offset as u64;
+    let p = s.kmalloc(64, &mut b).unwrap();
+    let q = s.kmalloc(64, &mut b).unwrap();
+    s.kfree(q, &mut b).unwrap();
+    s.kfree(p, &mut b).unwrap(); // p -> q -> ...
+                                 // Recover the key from p's slot and make q point back at p: every
+                                 // link is a valid object, only the length gives it away.
+    let key = b.read_u64(p + off) ^ q ^ (p + off).swap_bytes();
+    b.write_u64(q + off, p ^ key ^ (q + off).swap_bytes());
+    let r = report(s.kmem_cache_shrink(id, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache),
+        (ReportKind::FreelistCorrupted, "kmalloc-64")
+    );
+    assert_eq!(s.cpu_slab(id).unwrap().slab, None);
+    assert_eq!(s.last_report(), Some(&r));
+}
+
+#[test]
+fn invalid_frees_are_reported() {
+    let (mut s, mut b) = setup(SlabFlags::empty());
+    let id = s
+        .kmem_cache_create("vm_area_struct", 176, 0, SlabFlags::empty(), None, &mut b)
+        .unwrap();
+    let v = s.kmem_cache_alloc(id, &mut b).unwrap();
+    let k = s.kmalloc(176, &mut b).unwrap();
+    let r = report(s.kmem_cache_free(id, k, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.object),
+        (ReportKind::InvalidFree, "vm_area_struct", k)
+    );
+    let r = report(s.kfree(v + 8, &mut b).unwrap_err());
+    assert_eq!(
+        (r.kind, r.cache, r.detail),
+        (
+            ReportKind::InvalidFree,
+            "vm_area_struct",
+            "not at an object boundary"
+        )
+    );
+    let r = report(
+        s.kfree(PAGE_OFFSET + (4000 << PAGE_SHIFT), &mut b)
+            .unwrap_err(),
+    );
+    assert_eq!((r.kind, r.cache), (ReportKind::InvalidFree, "?"));
+    let r = report(s.kfree(0x1000, &mut b).unwrap_err());
+    assert_eq!(r.detail, "not a direct-mapped address");
+    assert_eq!(s.kfree(0, &mut b), Ok(()));
+    assert_eq!(s.kfree(ZERO_SIZE_PTR, &mut b), Ok(()));
+    assert_eq!(s.kmalloc(0, &mut b), Ok(ZERO_SIZE_PTR));
+    assert_eq!(
+        s.kmem_cache_alloc(CacheId(0), &mut b),
+        Err(SlabError::NoSuchCache)
+    );
+    assert_eq!(
+        s.kmem_cache_alloc(CacheId(31), &mut b),
+        Err(SlabError::NoSuchCache)
+    );
+    s.kmem_cache_free(id, v, &mut b).unwrap();
+    s.kfree(k, &mut b).unwrap();
+    assert_eq!(s.reports().count(), 4);
+    s.clear_reports();
+    assert_eq!(s.reports().count(), 0);
+}
+
+#[test]
+fn large_kmalloc_ksize_and_tail_pages() {
+    let (mut s, mut b) = setup(SlabFlags::empty());
+    let held = b.held;
+    let p = s.kmalloc(10_000, &mut b).unwrap();
+    assert_eq!(b.held, held + 4);
+    assert_eq!(s.ksize(p, &b), 16384);
+    assert_eq!(s.kmalloc_stats().large_pages, 4);
+    s.kfree(p, &mut b).unwrap();
+    assert_eq!(b.held, held);
+    assert_eq!(
+        s.kmalloc(KMALLOC_MAX_SIZE + 1, &mut b),
+        Err(SlabError::TooLarge)
+    );
+    let q = s.kmalloc(KMALLOC_MAX_SIZE, &mut b).unwrap();
+    assert_eq!(s.ksize(q, &b), 4 << 20);
+    s.kfree(q, &mut b).unwrap();
+    assert_eq!(s.kmalloc_stats().large_frees, 2);
+    // ksize of slab objects: the whole slot when nothing follows.
+    let x = s.kmalloc(100, &mut b).unwrap();
+    assert_eq!(s.ksize(x, &b), 128);
+    let y = s.kmalloc(70, &mut b).unwrap();
+    assert_eq!(s.ksize(y, &b), 96);
+    // kmalloc-4k slabs are order 3: objects on tail pages find the head.
+    let objs: Vec<u64> = (0..8).map(|_| s.kmalloc(4096, &mut b).unwrap()).collect();
+    let head = b.virt_to_pfn(objs[0]).unwrap();
+    let last = b.virt_to_pfn(objs[7]).unwrap();
+    assert_eq!(last, head + 7);
+    assert_eq!(b.page(last).unwrap().freelist as u64, head);
+    assert!(!b.page(last).unwrap().flags.contains(PageFlags::SLAB));
+    assert_eq!(s.ksize(objs[7], &b), 4096);
+    for o in objs {
+        s.kfree(o, &mut b).unwrap();
+    }
+    // Inside a large kmalloc but not at its start: refused.
+    let z = s.kmalloc(8192 * 2, &mut b).unwrap();
+    assert_eq!(
+        report(s.kfree(z + 4096, &mut b).unwrap_err()).kind,
+        ReportKind::InvalidFree
+    );
+    assert_eq!(s.ksize(z + 8, &b), 0);
+    s.kfree(z, &mut b).unwrap();
+}
+
+static CTOR_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn count_ctor(b: &mut dyn SlabBackend, obj: u64) {
+    b.write_u64(obj, 0x1234_5678);
+    CTOR_RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    let id = s
+        .kmem_cache_create(
+            "ctor",
+            24,
+            0,
+            SlabFlags::POISON | SlabFlags::RED_ZONE,
+            Some(count_ctor),
+            &mut b,
+        )
+        .unwrap();
+    let l = *s.cache(id).unwrap().layout();
+    assert!(l.offset >= l.inuse);
+    let p = s.kmem_cache_alloc(id, &mut b).unwrap();
+    let per = l.oo.objects() as u64;
+    assert_eq!(CTOR_RUNS.load(core::sync::atomic::Ordering::Relaxed), per);
+    assert_eq!(b.read_u64(p), 0x1234_5678);
+    s.kmem_cache_free(id, p, &mut b).unwrap();
+    // No object poisoning with a ctor, and the free pointer is outside.
+    assert_eq!(b.read_u64(p), 0x1234_5678);
+    assert_eq!(s.kmem_cache_alloc(id, &mut b).unwrap(), p);
+}
+
+#[test]
+fn destroy_and_shrink_return_every_page() {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    let id = s
+        .kmem_cache_create("files_cache", 700, 0, SlabFlags::RED_ZONE, None, &mut b)
+        .unwrap();
+    let objs: Vec<u64> = (0..200)
+        .map(|_| s.kmem_cache_alloc(id, &mut b).unwrap())
+        .collect();
+    assert!(b.held > 0 && !b.tagged.is_empty());
+    assert_eq!(
+        s.kmem_cache_destroy(id, &mut b),
+        Err(SlabError::CacheBusy {
+            active_objs: 200,
+            slabs: s.cache(id).unwrap().info().num_slabs
+        })
+    );
+    for o in objs {
+        s.kmem_cache_free(id, o, &mut b).unwrap();
+    }
+    assert!(b.held > 0);
+    s.kmem_cache_destroy(id, &mut b).unwrap();
+    assert_eq!(b.held, 0);
+    assert!(b.tagged.is_empty());
+    assert!(s.cache(id).is_none());
+    assert_eq!(
+        s.kmem_cache_destroy(id, &mut b),
+        Err(SlabError::NoSuchCache)
+    );
+    // The slot is reused; kmalloc caches cannot be destroyed.
+    assert_eq!(
+        s.kmem_cache_create("again", 8, 0, SlabFlags::empty(), None, &mut b),
+        Ok(id)
+    );
+    s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
+    let k = s.kmalloc_cache(8).unwrap();
+    assert_eq!(s.kmem_cache_destroy(k, &mut b), Err(SlabError::InvalidArgs));
+    let p = s.kmalloc(8, &mut b).unwrap();
+    s.kfree(p, &mut b).unwrap();
+    assert_eq!(s.kmem_cache_shrink(k, &mut b), Ok(1));
+    assert_eq!(s.cache(k).unwrap().info().num_slabs, 0);
+    assert_eq!(s.cpu_slab(k).unwrap().slab, None);
+}
+
+#[test]
+fn allocation_failure_is_an_error() {
+    let mut b = Fake::new();
+    let mut s = S::new();
+    assert_eq!(
+        s.create_kmalloc_caches(SlabFlags::HWCACHE_ALIGN, &mut b),
+        Err(SlabError::InvalidArgs)
+    );
+    s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
+    b.budget = Some(1);
+    let p = s.kmalloc(8, &mut b).unwrap();
+    assert_eq!(s.kmalloc(16, &mut b), Err(SlabError::NoMemory));
+    assert_eq!(s.kmalloc(9000, &mut b), Err(SlabError::NoMemory));
+    let id = s.kmalloc_cache(16).unwrap();
+    assert_eq!(s.cache(id).unwrap().stats().alloc_fail, 1);
+    b.budget = None;
+    assert!(s.kmalloc(16, &mut b).is_ok());
+    s.kfree(p, &mut b).unwrap();
+    assert_eq!(
+        s.kmem_cache_create("x", 0, 0, SlabFlags::empty(), None, &mut b),
+        Err(SlabError::InvalidArgs)
+    );
+    assert_eq!(
+        s.kmem_cache_create("x", 8, 3, SlabFlags::empty(), None, &mut b),
+        Err(SlabError::InvalidArgs)
+    );
+    assert_eq!(
+        s.kmem_cache_create("x", 8, 0, SlabFlags::from_bits_retain(1), None, &mut b),
+        Err(SlabError::InvalidArgs)
+    );
+    let mut small: Slub<13> = Slub::new();
+    small
+        .create_kmalloc_caches(SlabFlags::empty(), &mut b)
+        .unwrap();
+    assert_eq!(
+        small.kmem_cache_create("x", 8, 0, SlabFlags::empty(), None, &mut b),
+        Err(SlabError::RegistryFull)
+    );
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc(u64),
+    Free(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => prop_oneof![1u64..=256, 1u64..=8192, 8193u64..=40_000].prop_map(Op::Alloc),
+        2 => any::<usize>().prop_map(Op::Free),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_kmalloc_kfree(ops in proptest::collection::vec(op(), 1..400), debug in any::<bool>()) {
+        let (mut s, mut b) = setup(if debug { SlabFlags::RED_ZONE | SlabFlags::POISON } else { SlabFlags::empty() });
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Alloc(n) => {
+                    let p = s.kmalloc(n, &mut b).unwrap();
+                    let k = s.ksize(p, &b);
+                    prop_assert!(k >= n);
+                    // Inside a slab page (or a large kmalloc) in the direct map.
+                    let pfn = b.virt_to_pfn(p).unwrap();
+                    let end = b.virt_to_pfn(p + n - 1).unwrap();
+                    if n <= KMALLOC_MAX_CACHE_SIZE {
+                        let pg = *b.page(pfn).unwrap();
+                        let head = if pg.flags.contains(PageFlags::SLAB) { pfn } else { pg.freelist as u64 };
+                        prop_assert!(b.tagged.contains_key(&head));
+                        let order = b.tagged[&head];
+                        prop_assert!(end < head + (1 << order));
+                    }
+                    for &(q, m) in &live {
+                        prop_assert!(p + n <= q || q + m <= p, "overlap {p:#x}+{n} {q:#x}+{m}");
+                    }
+                    // The caller owns the bytes: scribble over all of them.
+                    if n <= 1024 {
+                        b.fill(p, n, 0x77);
+                    }
+                    live.push((p, n));
+                }
+                Op::Free(i) if !live.is_empty() => {
+                    let (p, _) = live.swap_remove(i % live.len());
+                    s.kfree(p, &mut b).unwrap();
+                }
+                Op::Free(_) => {}
+            }
+        }
+        for (p, _) in live.drain(..) {
+            s.kfree(p, &mut b).unwrap();
+        }
+        prop_assert_eq!(s.reports().count(), 0);
+        prop_assert_eq!(s.kmalloc_stats().large_pages, 0);
+        // Everything free: each cache keeps at most min_partial empty
+        // slabs plus its CPU slab, and those are all the backend holds.
+        let mut pages = 0;
+        for c in s.caches() {
+            prop_assert_eq!(c.info.active_objs, 0);
+            let mp = s.cache(c.id).unwrap().min_partial() as u64;
+            prop_assert!(c.info.num_slabs <= mp + 1, "{} {}", c.name, c.info.num_slabs);
+            let slabs: Vec<SlabDesc> = s.slabs(c.id, &b).collect();
+            prop_assert_eq!(slabs.len() as u64, c.info.num_slabs);
+            for d in &slabs {
+                prop_assert!(d.state == SlabState::Cpu || d.inuse == 0);
+                pages += 1u64 << d.order;
+            }
+        }
+        prop_assert_eq!(b.held, pages);
+        prop_assert_eq!(b.tagged.values().map(|o| 1u64 << o).sum::<u64>(), pages);
+        for id in s.caches().map(|c| c.id).collect::<Vec<_>>() {
+            s.kmem_cache_shrink(id, &mut b).unwrap();
+        }
+        prop_assert_eq!(b.held, 0);
+        prop_assert!(b.tagged.is_empty());
+        b.node.verify().unwrap();
+    }
+}
