@@ -137,6 +137,8 @@ impl From<PhysError> for MapError {
     }
 }
 
+impl core::error::Error for MapError {}
+
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

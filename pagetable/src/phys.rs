@@ -15,6 +15,8 @@ pub enum PhysError {
     Refused { pa: u64 },
 }
 
+impl core::error::Error for PhysError {}
+
 impl core::fmt::Display for PhysError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {

@@ -6,17 +6,18 @@
 
 use abi::boot::{BootInfo, E820Entry, PhysRange, BOOT_INFO_MAGIC, E820_MAX};
 use abi::layout::phys::*;
-use abi::layout::{PAGE_OFFSET, PMD_SIZE, PTRS_PER_TABLE};
+use abi::layout::{PAGE_OFFSET, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE};
+use std::ops::Range;
+
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use pagetable::{
+    Cursor, FrameAlloc, Level, MapError, PhysError, PhysRead, PhysWrite, PteFlags, WalkConfig,
+};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 
 use crate::loader::{LoadedKernel, Reserved};
-
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITABLE: u64 = 1 << 1;
-const PTE_HUGE: u64 = 1 << 7;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
@@ -72,6 +73,15 @@ pub fn check_cmdline(line: &str) -> Result<(), CmdlineTooLong> {
     Ok(())
 }
 
+/// Why the boot structures could not be written.
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Memory(#[from] GuestMemoryError),
+    #[error("the boot page tables: {0}")]
+    Tables(#[from] MapError),
+}
+
 /// Writes every boot structure into guest memory; `cmdline` has passed
 /// [`check_cmdline`].
 pub fn write_boot_data(
@@ -80,7 +90,7 @@ pub fn write_boot_data(
     map: &[E820Entry],
     kernel: &LoadedKernel,
     cmdline: &str,
-) -> Result<(), GuestMemoryError> {
+) -> Result<(), BootError> {
     mem.write_slice(BOOT_GDT_ENTRIES.as_bytes(), GuestAddress(BOOT_GDT))?;
     write_page_tables(mem)?;
 
@@ -105,23 +115,66 @@ pub fn write_boot_data(
     for (slot, entry) in info.e820.iter_mut().zip(map) {
         *slot = *entry;
     }
-    mem.write_slice(info.as_bytes(), GuestAddress(BOOT_INFO))
+    Ok(mem.write_slice(info.as_bytes(), GuestAddress(BOOT_INFO))?)
 }
 
-/// One PML4 and PDPT, and one page directory of 2 MiB pages mapping the first
-/// GiB, linked twice: at 0 (identity, for the instant after entry) and at
-/// PAGE_OFFSET (the kernel's own addresses). 1 GiB pages would be smaller but
-/// fault on this host (KVM-NOTES.md).
-fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), GuestMemoryError> {
-    let table = PTE_PRESENT | PTE_WRITABLE;
-    mem.write_obj(BOOT_PDPT | table, GuestAddress(BOOT_PML4))?;
-    let alias = (PAGE_OFFSET >> 30) * 8;
-    mem.write_obj(BOOT_PD | table, GuestAddress(BOOT_PDPT))?;
-    mem.write_obj(BOOT_PD | table, GuestAddress(BOOT_PDPT + alias))?;
-    let pd: Vec<u64> = (0..PTRS_PER_TABLE as u64)
-        .map(|i| (i * PMD_SIZE) | table | PTE_HUGE)
-        .collect();
-    mem.write_slice(pd.as_bytes(), GuestAddress(BOOT_PD))
+/// The boot tables: one page directory of 2 MiB pages mapping the first
+/// GiB, linked twice, at 0 (identity, for the instant after entry) and at
+/// PAGE_OFFSET (the kernel's own addresses). Written by the same cursor as
+/// every other page table, over the frames reserved for them. 1 GiB pages
+/// would be smaller but fault on this host (KVM-NOTES.md).
+fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
+    let kernel = PteFlags::WRITABLE;
+    let mut tables = Cursor::new(
+        BootRam(mem),
+        BootTableFrames(BOOT_PML4 + PAGE_SIZE..BOOT_TABLES_END),
+        BOOT_PML4,
+        WalkConfig::default(),
+    );
+    // No CPU has run yet, so no TLB holds anything these writes change.
+    tables
+        .map_range(0..PTRS_PER_TABLE as u64 * PMD_SIZE, 0, PMD_SIZE, kernel)
+        .map_err(|e| BootError::Tables(e.error))?
+        .ignore();
+    let (pd, flush) = tables.ensure_table(0, Level::Pd, kernel)?;
+    flush.ignore();
+    tables
+        .link_table(PAGE_OFFSET, Level::Pd, pd, kernel)?
+        .ignore();
+    Ok(())
+}
+
+/// Guest RAM before the first instruction, for the cursor.
+struct BootRam<'a>(&'a GuestMemoryMmap);
+
+impl PhysRead for BootRam<'_> {
+    fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
+        self.0
+            .read_obj(GuestAddress(pa))
+            .map_err(|_| PhysError::OutsideRam { pa })
+    }
+}
+
+impl PhysWrite for BootRam<'_> {
+    fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
+        self.0
+            .write_obj(val, GuestAddress(pa))
+            .map_err(|_| PhysError::OutsideRam { pa })
+    }
+}
+
+/// The frames reserved for the boot tables after the PML4, handed out in
+/// order; guest RAM is fresh, so they are zeroed.
+struct BootTableFrames(Range<u64>);
+
+impl FrameAlloc for BootTableFrames {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let pa = self.0.start;
+        (pa < self.0.end).then(|| {
+            self.0.start += PAGE_SIZE;
+            pa
+        })
+    }
 }
 
 fn segment(selector: u16, code: bool) -> kvm_segment {
@@ -204,7 +257,9 @@ mod tests {
             let pdpte: u64 = mem.read_obj(GuestAddress(pdpt + 8 * pdpt_index)).unwrap();
             let pde: u64 = mem.read_obj(GuestAddress((pdpte & !0xfff) + 8)).unwrap();
             assert_eq!(pde & !0xfff, 2 << 20);
-            assert_eq!(pde & (PTE_PRESENT | PTE_HUGE), PTE_PRESENT | PTE_HUGE);
+            let present_huge = (PteFlags::PRESENT | PteFlags::HUGE).bits();
+            assert_eq!(pde & present_huge, present_huge);
+            assert!((BOOT_PML4..BOOT_TABLES_END).contains(&(pdpte & !0xfff)));
         }
         for r in boot_data() {
             assert!(r.range.end <= LEGACY_START, "{} is not in low RAM", r.what);

@@ -50,7 +50,7 @@ pub enum Error {
         source: vm_memory::mmap::FromRangesError,
     },
     #[error("writing the boot data: {0}")]
-    BootData(#[source] vm_memory::GuestMemoryError),
+    BootData(#[source] crate::boot::BootError),
     #[error("cannot serve the monitor at {}: {source}", path.display())]
     MonitorSocket {
         path: PathBuf,
