@@ -53,6 +53,11 @@ pub mod hc {
     /// prevention: the guest reports every slab it creates or frees, and the
     /// VMM keeps its own record of slab frames (Samsung RKP's dmap_prot()).
     pub const DMAP_PROT: u64 = 3;
+    /// args: [CPU number, guest-physical address of a
+    /// [`crate::boot::CpuStartup`] block]. Starts a CPU that has not run
+    /// yet; ret EINVAL for a bad number, block or startup, EBUSY if it
+    /// has started already.
+    pub const START_CPU: u64 = 4;
 }
 
 /// `Hypercall::ret` values.
@@ -62,6 +67,8 @@ pub mod hc_ret {
     pub const ENOSYS: u64 = u64::MAX;
     /// An argument points outside guest RAM or is out of range.
     pub const EINVAL: u64 = u64::MAX - 1;
+    /// The thing asked for is already done (a CPU started twice).
+    pub const EBUSY: u64 = u64::MAX - 2;
 }
 
 /// Exit statuses the guest reports through [`EXIT_PORT`].

@@ -1,4 +1,5 @@
-//! Whether the system tests that boot the guest can run here. They carry
+//! Whether the system tests that boot the guest, and the vmm unit tests
+//! that create a VM, can run here. They carry
 //! `#[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]`, so on a machine
 //! without a usable KVM device cargo lists each one as ignored instead of
 //! passing it silently. With REQUIRE_KVM=1 (CI) they always run, and fail

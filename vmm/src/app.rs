@@ -59,15 +59,20 @@ pub fn run(args: &RunArgs) -> Result<Outcome, Error> {
     })?;
     let kernel = loader::load(&mem, &image.file, &map, &boot::boot_data()).map_err(bad_image)?;
     drop(image);
-    boot::write_boot_data(&mem, args.mem, &map, &kernel, &args.cmdline).map_err(Error::BootData)?;
+    let machine = boot::Machine {
+        ram: args.mem,
+        map: &map,
+        cpus: args.cpus,
+    };
+    boot::write_boot_data(&mem, &machine, &kernel, &args.cmdline).map_err(Error::BootData)?;
     let vm = Vm::new(kvm, mem)?;
-    let vcpu = vm.boot_vcpu(&kernel)?;
+    let vcpus = vm.create_vcpus(&kernel, args.cpus)?;
     let record = SharedRecord::default();
     let bus = Arc::new(std::sync::Mutex::new(Devices::new(
         std::io::stdout(),
         record.clone(),
     )));
-    let vcpus = Vcpus::start(vec![vcpu], &vm.mem, bus)?;
+    let vcpus = Vcpus::start(vcpus, &vm.mem, bus)?;
     if let Some(path) = &args.monitor {
         Monitor::start(path, vm.mem.clone(), vcpus.clone(), record.clone()).map_err(|source| {
             Error::MonitorSocket {
@@ -77,9 +82,10 @@ pub fn run(args: &RunArgs) -> Result<Outcome, Error> {
         })?;
     }
     info!(
-        "booting {} with {} MiB, entry {:#x}",
+        "booting {} with {} MiB and {} vCPUs, entry {:#x}",
         guest.display(),
         args.mem >> 20,
+        args.cpus,
         kernel.entry
     );
 

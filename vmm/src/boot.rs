@@ -4,7 +4,7 @@
 //! "Linux 64-bit boot" style of Firecracker and uhyve; this host cannot run
 //! real mode or 32-bit paging, see KVM-NOTES.md).
 
-use abi::boot::{BootInfo, E820Entry, PhysRange, BOOT_INFO_MAGIC, E820_MAX};
+use abi::boot::{BootInfo, CpuStartup, E820Entry, PhysRange, BOOT_INFO_MAGIC, E820_MAX, MAX_CPUS};
 use abi::layout::phys::*;
 use abi::layout::{PAGE_OFFSET, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE};
 use std::ops::Range;
@@ -82,15 +82,23 @@ pub enum BootError {
     Tables(#[from] MapError),
 }
 
+/// The machine the boot info describes.
+pub struct Machine<'a> {
+    pub ram: u64,
+    pub map: &'a [E820Entry],
+    /// vCPUs, at most [`MAX_CPUS`]; vCPU `i` has APIC ID `i`.
+    pub cpus: u32,
+}
+
 /// Writes every boot structure into guest memory; `cmdline` has passed
 /// [`check_cmdline`].
 pub fn write_boot_data(
     mem: &GuestMemoryMmap,
-    ram: u64,
-    map: &[E820Entry],
+    machine: &Machine,
     kernel: &LoadedKernel,
     cmdline: &str,
 ) -> Result<(), BootError> {
+    let map = machine.map;
     mem.write_slice(BOOT_GDT_ENTRIES.as_bytes(), GuestAddress(BOOT_GDT))?;
     write_page_tables(mem)?;
 
@@ -98,7 +106,7 @@ pub fn write_boot_data(
 
     let mut info = BootInfo {
         magic: BOOT_INFO_MAGIC,
-        ram_bytes: ram,
+        ram_bytes: machine.ram,
         kernel: PhysRange {
             start: kernel.phys.start,
             end: kernel.phys.end,
@@ -111,6 +119,8 @@ pub fn write_boot_data(
         cmdline_len: cmdline.len() as u64,
         e820_count: map.len().min(E820_MAX) as u64,
         e820: [E820Entry::default(); E820_MAX],
+        cpu_count: u64::from(machine.cpus).min(MAX_CPUS as u64),
+        apic_ids: core::array::from_fn(|i| i as u32),
     };
     for (slot, entry) in info.e820.iter_mut().zip(map) {
         *slot = *entry;
@@ -193,18 +203,21 @@ fn segment(selector: u16, code: bool) -> kvm_segment {
     }
 }
 
-/// Long mode from the first instruction: paging on the boot tables, EFER
-/// set by the VMM (the guest cannot write EFER on this host).
-pub fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+/// Long mode from the first instruction, paging on `cr3` (the boot tables
+/// for the boot CPU), EFER set by the VMM (the guest cannot write EFER on
+/// this host).
+pub fn long_mode_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
     sregs.cs = segment(CODE_SELECTOR, true);
     let data = segment(DATA_SELECTOR, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt.base = BOOT_GDT;
+    // Through the direct map, which every kernel page table has (the boot
+    // tables map it too), until the CPU loads the kernel's own GDT.
+    sregs.gdt.base = PAGE_OFFSET + BOOT_GDT;
     sregs.gdt.limit = (8 * BOOT_GDT_ENTRIES.len() - 1) as u16;
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-    sregs.cr3 = BOOT_PML4;
+    sregs.cr3 = cr3;
     sregs.cr4 = CR4_PAE;
     sregs.efer = EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE;
     sregs
@@ -216,6 +229,18 @@ pub fn entry_regs(kernel: &LoadedKernel) -> kvm_regs {
     kvm_regs {
         rip: kernel.entry,
         rdi: BOOT_INFO,
+        rflags: 0x2,
+        ..Default::default()
+    }
+}
+
+/// The registers a started CPU enters with (interrupts off, as
+/// start_secondary() begins).
+pub fn startup_regs(startup: &CpuStartup) -> kvm_regs {
+    kvm_regs {
+        rip: startup.rip,
+        rsp: startup.rsp,
+        rdi: startup.arg,
         rflags: 0x2,
         ..Default::default()
     }
@@ -235,7 +260,12 @@ mod tests {
             entry: 0xC010_0000,
             phys: 0x10_0000..0x20_0000,
         };
-        write_boot_data(&mem, ram, &map, &kernel, "fault=pf").unwrap();
+        let machine = Machine {
+            ram,
+            map: &map,
+            cpus: 3,
+        };
+        write_boot_data(&mem, &machine, &kernel, "fault=pf").unwrap();
 
         let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
         mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
@@ -243,6 +273,7 @@ mod tests {
         assert_eq!(info.magic, BOOT_INFO_MAGIC);
         assert_eq!(info.ram_bytes, ram);
         assert_eq!(info.memory_map(), &map[..]);
+        assert_eq!(info.cpus(), &[0, 1, 2]);
         assert_eq!((info.kernel.start, info.kernel.end), (0x10_0000, 0x20_0000));
         let mut line = vec![0u8; info.cmdline_len as usize];
         mem.read_slice(&mut line, GuestAddress(info.cmdline_addr))
@@ -278,7 +309,13 @@ mod tests {
         };
         let longest = "x".repeat(CMDLINE_MAX as usize - 2) + "é";
         assert_eq!(check_cmdline(&longest), Ok(()));
-        write_boot_data(&mem, ram, &e820_map(ram), &kernel, &longest).unwrap();
+        let map = e820_map(ram);
+        let machine = Machine {
+            ram,
+            map: &map,
+            cpus: 1,
+        };
+        write_boot_data(&mem, &machine, &kernel, &longest).unwrap();
         let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
         mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
         let info = <BootInfo as zerocopy::FromBytes>::read_from_bytes(&raw).unwrap();
@@ -296,7 +333,7 @@ mod tests {
 
     #[test]
     fn sregs_enter_long_mode() {
-        let s = long_mode_sregs(kvm_sregs::default());
+        let s = long_mode_sregs(kvm_sregs::default(), BOOT_PML4);
         assert_eq!(s.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_eq!(s.cs.l, 1);
         assert_eq!(s.cr3, BOOT_PML4);

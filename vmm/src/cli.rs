@@ -1,4 +1,4 @@
-//! Command line: `vmm [run] [--mem SIZE] [--cmdline STR] [--timeout S]
+//! Command line: `vmm [run] [--mem SIZE] [--cpus N] [--cmdline STR] [--timeout S]
 //! [--monitor PATH] [--dump-on-exit FILE] GUEST`, and
 //! `vmm inspect (--socket PATH | --dump FILE) COMMAND [--json]`.
 
@@ -143,6 +143,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "2G", value_parser = parse_mem_size)]
     pub mem: u64,
 
+    /// vCPUs, each with its local APIC (1 to 8). The kernel starts all but
+    /// the first itself.
+    #[arg(long, default_value = "2", value_parser = clap::value_parser!(u32).range(1..=abi::boot::MAX_CPUS as i64))]
+    pub cpus: u32,
+
     /// Command line passed to the guest kernel: at most 4096 bytes
     /// (CMDLINE_MAX; a longer one is refused, not cut).
     #[arg(long, default_value = "")]
@@ -281,6 +286,11 @@ mod tests {
         assert_eq!(args.timeout, Some(Duration::from_millis(1500)));
         assert!(parse(["vmm", "--timeout", "-1", "g.bin"]).is_err());
         assert!(parse(["vmm", "--mem", "2G"]).is_err());
+        assert_eq!(run_args(&["vmm", "g.bin"]).cpus, 2);
+        assert_eq!(run_args(&["vmm", "--cpus", "8", "g.bin"]).cpus, 8);
+        for bad in ["0", "9", "-1", "two"] {
+            assert!(parse(["vmm", "--cpus", bad, "g.bin"]).is_err(), "{bad}");
+        }
         assert!(parse(["vmm"]).is_err());
         let args = run_args(&[
             "vmm",

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use abi::boot::CpuStartup;
 use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::PAGE_SIZE;
 use abi::vmcoreinfo::{Vmcoreinfo, MAX_TEXT};
@@ -15,6 +16,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::Devices;
+use crate::vstate::StartError;
 
 /// The largest console write the VMM accepts in one hypercall.
 const CONSOLE_WRITE_MAX: u64 = 1 << 20;
@@ -48,6 +50,7 @@ impl<W: Write> Devices<W> {
             hc::CONSOLE_WRITE => self.console_write(mem, call.args[0], call.args[1]),
             hc::SET_VMCOREINFO => self.set_vmcoreinfo(mem, call.args[0], call.args[1]),
             hc::DMAP_PROT => self.dmap_prot(mem, call.args[0], call.args[1], call.args[2]),
+            hc::START_CPU => self.start_cpu(mem, call.args[0], call.args[1]),
             nr => {
                 warn!("unknown hypercall {nr}");
                 hc_ret::ENOSYS
@@ -121,5 +124,37 @@ impl<W: Write> Devices<W> {
             return hc_ret::EINVAL;
         }
         hc_ret::OK
+    }
+
+    /// hc::START_CPU(cpu, startup block): starts a waiting vCPU. Its page
+    /// tables must be a page of RAM and its addresses canonical, or KVM
+    /// would refuse them after the call has succeeded.
+    fn start_cpu(&mut self, mem: &GuestMemoryMmap, cpu: u64, block: u64) -> u64 {
+        let mut raw = [0u8; core::mem::size_of::<CpuStartup>()];
+        if mem.read_slice(&mut raw, GuestAddress(block)).is_err() {
+            return hc_ret::EINVAL;
+        }
+        let Ok(startup) = CpuStartup::read_from_bytes(&raw) else {
+            return hc_ret::EINVAL;
+        };
+        let canonical = |va: u64| ((va as i64) << 16 >> 16) as u64 == va;
+        if !startup.cr3.is_multiple_of(PAGE_SIZE)
+            || !mem.check_range(GuestAddress(startup.cr3), PAGE_SIZE as usize)
+            || !canonical(startup.rip)
+            || !canonical(startup.rsp)
+        {
+            return hc_ret::EINVAL;
+        }
+        let Some(starter) = self.cpus.as_mut() else {
+            return hc_ret::EINVAL;
+        };
+        match starter.start(cpu, startup) {
+            Ok(()) => {
+                info!("starting CPU {cpu} at {:#x}", startup.rip);
+                hc_ret::OK
+            }
+            Err(StartError::NoSuchCpu(_)) => hc_ret::EINVAL,
+            Err(StartError::AlreadyStarted(_)) => hc_ret::EBUSY,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The guest's devices (Firecracker's devices/): a serial console
 //! ([`serial`]), the exit port, a clock port, and the hypercalls
-//! ([`hypercall`]: a buffered console, the descriptor and the slab-frame
-//! record). Each port access is a VM exit (~20-30 µs here), so the guest
+//! ([`hypercall`]: a buffered console, the descriptor, the slab-frame
+//! record and starting CPUs). Each port access is a VM exit (~20-30 µs here), so the guest
 //! prints whole lines through the hypercall and uses the UART only as a
 //! fallback.
 
@@ -21,6 +21,8 @@ use vm_memory::GuestMemoryMmap;
 pub use hypercall::{HostRecord, SharedRecord, DMAP_MAX_ORDER};
 use serial::Serial;
 
+use crate::vstate::CpuStarter;
+
 /// The devices as the vCPUs share them: each port access locks the bus.
 pub type Bus = Arc<Mutex<Devices<std::io::Stdout>>>;
 
@@ -36,6 +38,8 @@ pub struct Devices<W: Write> {
     serial: Serial,
     record: SharedRecord,
     started: Instant,
+    /// The vCPUs waiting for the kernel to start them.
+    cpus: Option<CpuStarter>,
 }
 
 /// A 32-bit port value from the bytes the guest wrote (fewer are zero-extended).
@@ -53,7 +57,13 @@ impl<W: Write> Devices<W> {
             serial: Serial::default(),
             record,
             started: Instant::now(),
+            cpus: None,
         }
+    }
+
+    /// Where hypercall START_CPU starts the waiting vCPUs.
+    pub fn set_cpu_starter(&mut self, cpus: CpuStarter) {
+        self.cpus = Some(cpus);
     }
 
     pub fn port_out(&mut self, mem: &GuestMemoryMmap, port: u16, data: &[u8]) -> IoAction {

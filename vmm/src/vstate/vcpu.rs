@@ -3,6 +3,8 @@
 //!
 //! | state   | event            | next state, and what is done                |
 //! |---------|------------------|---------------------------------------------|
+//! | Waiting | Start(startup)   | Running: registers set, made runnable       |
+//! | Waiting | Pause(epoch)     | Paused(epoch), then Waiting again on Resume |
 //! | Running | port I/O exit    | Running: the device answers                 |
 //! | Running | exit port, crash | Exited: the outcome is reported             |
 //! | Running | Pause(epoch)     | Paused(epoch): registers read and published |
@@ -10,6 +12,8 @@
 //! | Paused  | Resume           | Running                                     |
 //! | any     | Stop             | Exited: `Outcome::Stopped`, with registers  |
 //!
+//! Every vCPU but the first starts Waiting, outside KVM_RUN, until the
+//! kernel starts it (hypercall START_CPU, through [`CpuStarter`]).
 //! Events come on the vCPU's channel. A Running vCPU is kicked out of
 //! KVM_RUN to take them by a signal whose handler sets its
 //! `kvm_run.immediate_exit`: a kick that lands while the thread is outside
@@ -28,6 +32,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use abi::boot::CpuStartup;
+use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, info};
 use thiserror::Error;
@@ -35,6 +41,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use super::{Regs, VmError};
+use crate::boot;
 use crate::devices::{Bus, IoAction};
 
 /// How a run ended.
@@ -52,6 +59,8 @@ pub enum Outcome {
 /// What a vCPU is doing, as its thread publishes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
+    /// Not started yet: waits for its startup outside KVM_RUN.
+    Waiting,
     Running,
     /// Parked for the pause of this epoch.
     Paused(u64),
@@ -60,6 +69,7 @@ enum State {
 
 /// What the VMM asks of a vCPU.
 enum Event {
+    Start(CpuStartup),
     Pause(u64),
     Resume,
     /// KVM_TRANSLATE each address (the vCPU is paused).
@@ -212,22 +222,35 @@ impl Paused {
 }
 
 impl Vcpus {
-    /// Starts a thread for each vCPU; they run until [`Vcpus::wait`] ends
-    /// the run. Port I/O goes to `bus`.
+    /// Starts a thread for each vCPU; the first runs, the others wait for
+    /// the kernel to start them through `bus`'s [`CpuStarter`]. They run
+    /// until [`Vcpus::wait`] ends the run. Port I/O goes to `bus`.
     pub fn start(fds: Vec<VcpuFd>, mem: &GuestMemoryMmap, bus: Bus) -> Result<Arc<Self>, VmError> {
         register_signal_handler(SIGRTMIN(), kick).map_err(VmError::KickHandler)?;
         let (done, outcomes) = mpsc::channel();
         let mut handles = Vec::new();
         let mut threads = Vec::new();
-        for (index, fd) in fds.into_iter().enumerate() {
-            let (events, inbox) = mpsc::channel();
+        let inboxes: Vec<_> = fds.iter().map(|_| mpsc::channel()).collect();
+        let waiting = inboxes
+            .iter()
+            .skip(1)
+            .map(|(events, _)| events.clone())
+            .collect();
+        bus.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_cpu_starter(CpuStarter::new(waiting));
+        for (index, (fd, (events, inbox))) in fds.into_iter().zip(inboxes).enumerate() {
             let published = Arc::new(Published::default());
+            if index > 0 {
+                published.set(State::Waiting, None);
+            }
             let vcpu = VcpuThread {
                 fd,
                 mem: mem.clone(),
                 bus: bus.clone(),
                 inbox,
                 published: published.clone(),
+                started: index == 0,
             };
             let done = done.clone();
             let thread = thread::Builder::new()
@@ -351,6 +374,43 @@ impl Vcpus {
     }
 }
 
+/// Why a CPU could not be started.
+#[derive(Debug, PartialEq, Eq, Error)]
+pub enum StartError {
+    #[error("there is no CPU {0} waiting to start")]
+    NoSuchCpu(u64),
+    #[error("CPU {0} has started already")]
+    AlreadyStarted(u64),
+}
+
+/// Starts the vCPUs that wait (hypercall START_CPU), each once.
+pub struct CpuStarter {
+    /// The inbox of each vCPU but the boot CPU, None once started.
+    waiting: Vec<Option<Sender<Event>>>,
+}
+
+impl CpuStarter {
+    fn new(waiting: Vec<Sender<Event>>) -> Self {
+        CpuStarter {
+            waiting: waiting.into_iter().map(Some).collect(),
+        }
+    }
+
+    /// Starts CPU `cpu` (1 or more) with `startup`, which the caller has
+    /// checked against guest RAM.
+    pub fn start(&mut self, cpu: u64, startup: CpuStartup) -> Result<(), StartError> {
+        let slot = usize::try_from(cpu)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.waiting.get_mut(i))
+            .ok_or(StartError::NoSuchCpu(cpu))?;
+        let inbox = slot.take().ok_or(StartError::AlreadyStarted(cpu))?;
+        // A vCPU that has ended no longer listens: nothing to start.
+        let _ = inbox.send(Event::Start(startup));
+        Ok(())
+    }
+}
+
 thread_local! {
     /// This thread's `kvm_run.immediate_exit` byte; null outside vCPU threads.
     static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
@@ -376,6 +436,8 @@ struct VcpuThread {
     bus: Bus,
     inbox: Receiver<Event>,
     published: Arc<Published>,
+    /// Whether the kernel has started it (the boot CPU always has).
+    started: bool,
 }
 
 impl VcpuThread {
@@ -453,7 +515,7 @@ impl VcpuThread {
     fn take_events(&mut self) -> Option<Outcome> {
         let mut paused = false;
         loop {
-            let event = if paused {
+            let event = if paused || !self.started {
                 self.inbox.recv().unwrap_or(Event::Stop)
             } else {
                 match self.inbox.try_recv() {
@@ -470,7 +532,24 @@ impl VcpuThread {
                 }
                 Event::Resume if paused => {
                     paused = false;
-                    self.published.set(State::Running, None);
+                    let state = if self.started {
+                        State::Running
+                    } else {
+                        State::Waiting
+                    };
+                    self.published.set(state, None);
+                }
+                Event::Start(startup) => {
+                    if let Err(e) = self.enter(&startup) {
+                        return Some(Outcome::Crashed {
+                            reason: format!("cannot start the vCPU: {e}"),
+                            regs: Regs::read(&self.fd).unwrap_or_default(),
+                        });
+                    }
+                    self.started = true;
+                    if !paused {
+                        self.published.set(State::Running, None);
+                    }
                 }
                 Event::Resume => {}
                 Event::Translate(vas, answer) => {
@@ -481,6 +560,27 @@ impl VcpuThread {
                 }
             }
         }
+    }
+
+    /// Enters long mode with the kernel's startup registers, and lets KVM
+    /// run the vCPU (an in-kernel irqchip keeps it waiting for a SIPI).
+    fn enter(&self, startup: &CpuStartup) -> Result<(), VmError> {
+        let sregs = self
+            .fd
+            .get_sregs()
+            .map_err(super::vm::ioctl("KVM_GET_SREGS"))?;
+        self.fd
+            .set_sregs(&boot::long_mode_sregs(sregs, startup.cr3))
+            .map_err(super::vm::ioctl("KVM_SET_SREGS"))?;
+        self.fd
+            .set_regs(&boot::startup_regs(startup))
+            .map_err(super::vm::ioctl("KVM_SET_REGS"))?;
+        let runnable = kvm_mp_state {
+            mp_state: KVM_MP_STATE_RUNNABLE,
+        };
+        self.fd
+            .set_mp_state(runnable)
+            .map_err(super::vm::ioctl("KVM_SET_MP_STATE"))
     }
 
     fn translate(&self, vas: &[u64]) -> Translated {
@@ -514,42 +614,41 @@ mod tests {
     const ENTRY: u64 = 0xC010_0000;
     const LOOP: u64 = 0x10_0000;
 
-    /// A VM whose vCPU spins on `jmp .` at the kernel's entry, in long
-    /// mode; None without KVM.
-    fn spinning() -> Option<(Vm, Arc<Vcpus>)> {
-        let kvm = match open_kvm("/dev/kvm") {
-            Ok(kvm) => kvm,
-            Err(e) => {
-                eprintln!("skipped: {e}");
-                return None;
-            }
-        };
+    /// A VM whose vCPUs spin on `jmp .` at the kernel's entry, in long
+    /// mode, once started (the first at once).
+    fn spinning(cpus: u32) -> (Vm, Arc<Vcpus>, Bus) {
+        let kvm = open_kvm("/dev/kvm").unwrap();
         let ram = 64 << 20;
         let mem = memory::allocate(ram).unwrap();
         let kernel = LoadedKernel {
             entry: ENTRY,
             phys: LOOP..LOOP + 0x1000,
         };
-        boot::write_boot_data(&mem, ram, &memory::e820_map(ram), &kernel, "").unwrap();
+        let map = memory::e820_map(ram);
+        let machine = boot::Machine {
+            ram,
+            map: &map,
+            cpus: 1,
+        };
+        boot::write_boot_data(&mem, &machine, &kernel, "").unwrap();
         mem.write_slice(&[0xeb, 0xfe], GuestAddress(LOOP)).unwrap();
         let vm = Vm::new(kvm, mem).unwrap();
-        let fd = vm.boot_vcpu(&kernel).unwrap();
+        let fds = vm.create_vcpus(&kernel, cpus).unwrap();
         let bus = Arc::new(Mutex::new(Devices::new(
             std::io::stdout(),
             SharedRecord::default(),
         )));
-        let vcpus = Vcpus::start(vec![fd], &vm.mem, bus).unwrap();
-        Some((vm, vcpus))
+        let vcpus = Vcpus::start(fds, &vm.mem, bus.clone()).unwrap();
+        (vm, vcpus, bus)
     }
 
     /// Every pause stops the vCPU at once (no kick is lost), publishes
     /// its registers and serves KVM_TRANSLATE; pauses nest; the run's end
     /// stops a paused vCPU; after it, pauses return the last registers.
     #[test]
+    #[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
     fn pause_resume_translate_and_stop() {
-        let Some((_vm, vcpus)) = spinning() else {
-            return;
-        };
+        let (_vm, vcpus, _) = spinning(1);
         let limit = Duration::from_secs(30);
         for _ in 0..200 {
             let paused = vcpus.pause(limit).unwrap();
@@ -577,5 +676,103 @@ mod tests {
         let after = vcpus.pause(limit).unwrap();
         assert_eq!(after.regs, vec![regs]);
         assert_eq!(vcpus.last_regs(), vec![regs]);
+    }
+
+    /// The second vCPU waits, reset, until hypercall START_CPU; then it
+    /// runs from its startup block in long mode on the given tables. A
+    /// CPU starts once; bad numbers and bad blocks are refused.
+    #[test]
+    #[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
+    fn a_waiting_cpu_starts_once_from_its_startup_block() {
+        use abi::io::{hc, hc_ret, Hypercall, HYPERCALL_PORT};
+        use abi::layout::phys::BOOT_PML4;
+        use zerocopy::{FromBytes, IntoBytes};
+
+        let (vm, vcpus, bus) = spinning(2);
+        let limit = Duration::from_secs(30);
+        let paused = vcpus.pause(limit).unwrap();
+        assert!(paused.regs[1].is_reset_state(), "{:x?}", paused.regs[1]);
+        drop(paused);
+
+        const BLOCK: u64 = 0x3000;
+        const CALL: u64 = 0x4000;
+        let call = |cpu: u64, startup: CpuStartup| {
+            vm.mem
+                .write_slice(startup.as_bytes(), GuestAddress(BLOCK))
+                .unwrap();
+            let call = Hypercall {
+                nr: hc::START_CPU,
+                args: [cpu, BLOCK, 0, 0],
+                ret: 0,
+            };
+            vm.mem
+                .write_slice(call.as_bytes(), GuestAddress(CALL))
+                .unwrap();
+            let mut bus = bus.lock().unwrap();
+            bus.port_out(&vm.mem, HYPERCALL_PORT, &(CALL as u32).to_le_bytes());
+            let mut raw = [0u8; size_of::<Hypercall>()];
+            vm.mem.read_slice(&mut raw, GuestAddress(CALL)).unwrap();
+            Hypercall::read_from_bytes(&raw).unwrap().ret
+        };
+        let good = CpuStartup {
+            rip: ENTRY,
+            rsp: 0xC000_8000,
+            cr3: BOOT_PML4,
+            arg: 1,
+        };
+        assert_eq!(
+            call(
+                1,
+                CpuStartup {
+                    cr3: BOOT_PML4 + 8,
+                    ..good
+                }
+            ),
+            hc_ret::EINVAL
+        );
+        assert_eq!(
+            call(
+                1,
+                CpuStartup {
+                    rip: 1 << 47,
+                    ..good
+                }
+            ),
+            hc_ret::EINVAL
+        );
+        assert_eq!(call(2, good), hc_ret::EINVAL);
+        assert_eq!(call(0, good), hc_ret::EINVAL);
+        assert_eq!(call(1, good), hc_ret::OK);
+        assert_eq!(call(1, good), hc_ret::EBUSY);
+
+        let started = poll(|| {
+            let paused = vcpus.pause(limit).unwrap();
+            let ap = paused.regs[1];
+            (ap.rip == ENTRY).then_some(ap)
+        });
+        assert_eq!(
+            (started.gpr("rsp"), started.gpr("rdi"), started.cr3),
+            (0xC000_8000, 1, BOOT_PML4)
+        );
+        let (pas, _) = vcpus
+            .pause(limit)
+            .unwrap()
+            .translate(1, vec![ENTRY])
+            .unwrap();
+        assert_eq!(pas, vec![Some(LOOP)]);
+        let outcome = vcpus.wait(Some(Duration::from_millis(100))).unwrap();
+        assert!(matches!(outcome, Outcome::Stopped(_)), "{outcome:?}");
+    }
+
+    /// Polls `f` until it gives a value; only a hang ends it otherwise.
+    fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the started vCPU never ran");
+            thread::yield_now();
+        }
     }
 }
