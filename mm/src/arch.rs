@@ -111,3 +111,27 @@ pub trait Entropy {
 pub trait SlabBackend: PageAllocator + PfnToPage + Lowmem + DoubleMapPrevention + Entropy {}
 
 impl<T: PageAllocator + PfnToPage + Lowmem + DoubleMapPrevention + Entropy> SlabBackend for T {}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    /// A policy refusal stays a refusal, named by its frame; any other
+    /// write failure is the page table's.
+    #[test]
+    fn a_refused_write_stays_a_refusal() {
+        let refused = PteError::from_write(0x40000, PhysError::Refused { pa: 0x1ff8 });
+        assert_eq!(refused, PteError::Refused { pfn: 0x40000 });
+        assert_eq!(
+            refused.to_string(),
+            "mapping frame 0x40000 refused (double mapping)"
+        );
+        let outside = PhysError::OutsideRam { pa: 0x1ff8 };
+        assert_eq!(
+            PteError::from_write(0x40000, outside),
+            PteError::PageTable(outside)
+        );
+    }
+}

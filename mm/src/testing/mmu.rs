@@ -20,9 +20,11 @@ pub struct EmuMmu {
     /// set_pte refuses these pfns, as double-mapping prevention refuses a
     /// slab frame.
     pub refuse: BTreeSet<u64>,
-    /// Every flush asked for, in order.
+    /// The single-page flushes asked for, in order.
     pub flush_one: Vec<u64>,
+    /// The range flushes asked for, in order.
     pub flush_range: Vec<(u64, u64)>,
+    /// Full flushes.
     pub flush_all: u64,
     /// set_pte over a present PTE (a bug in the caller).
     pub overwrites: u64,
@@ -126,5 +128,57 @@ impl KmapPtes for NullMmu {
 
     fn clear_pte(&mut self, vaddr: u64) -> Flush {
         Flush::page(black_box(vaddr), PAGE_SIZE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VA: u64 = 0xffa0_1000;
+
+    /// The emulation catches the bug it is there for: a PTE changed
+    /// without its flush is seen through the old translation, and counted.
+    #[test]
+    fn a_missing_flush_is_counted() {
+        let mut mmu = EmuMmu::default();
+        mmu.set_pte(VA, 1).unwrap();
+        mmu.write(VA, 11);
+        let stale = mmu.clear_pte(VA);
+        assert!(!stale.is_empty(), "a present PTE was cleared");
+        stale.ignore();
+        mmu.set_pte(VA, 2).unwrap();
+        assert!(!mmu.fresh(VA, 2));
+        assert_eq!(mmu.read(VA), 11, "the old frame, through the TLB");
+        assert_eq!(mmu.stale_uses, 1);
+
+        mmu.clear_pte(VA).flush(&mut mmu);
+        mmu.set_pte(VA, 3).unwrap();
+        assert!(mmu.fresh(VA, 3));
+        assert_eq!(mmu.flush_one, [VA]);
+        assert_eq!(mmu.stale_uses, 1, "no stale use after the flush");
+    }
+
+    /// Clearing an empty slot leaves nothing to flush; a range flush drops
+    /// exactly the translations inside it.
+    #[test]
+    fn flushes_drop_what_they_cover() {
+        let mut mmu = EmuMmu::default();
+        assert!(mmu.clear_pte(VA).is_empty());
+        for (i, va) in [VA, VA + PAGE_SIZE, VA + 2 * PAGE_SIZE]
+            .into_iter()
+            .enumerate()
+        {
+            mmu.set_pte(va, i as u64).unwrap();
+            mmu.translate(va);
+        }
+        mmu.flush_range(VA, VA + 2 * PAGE_SIZE);
+        assert_eq!(
+            mmu.tlb.keys().copied().collect::<Vec<_>>(),
+            [VA + 2 * PAGE_SIZE]
+        );
+        mmu.flush_all();
+        assert!(mmu.tlb.is_empty());
+        assert_eq!((mmu.flush_range.len(), mmu.flush_all), (1, 1));
     }
 }
