@@ -2,7 +2,7 @@
 //! machine or the kernel's mappings, each small and named by its role (as
 //! Redox's rmm gathers its hardware access behind one `Arch`). The guest
 //! implements them with real PTE stores, INVLPG and its direct map; host
-//! tests and benchmarks with [`crate::testing`] (the `testing` feature).
+//! tests and benchmarks with the `testing` feature's `mm::testing`.
 //!
 //! The algorithms take these as generic parameters, never as `dyn`, so the
 //! guest pays no indirect call on a hot path.

@@ -10,7 +10,7 @@
 //!
 //! The page tables are never written here: every PTE change and TLB flush
 //! goes through [`KmapPtes`], which the guest implements with real PTE stores
-//! and INVLPG, and host tests with [`crate::testing::EmuMmu`].
+//! and INVLPG, and host tests with the `testing` feature's `EmuMmu`.
 
 use crate::arch::{KmapPtes, PteError};
 use crate::bitops::page_align_down;

@@ -62,6 +62,7 @@ impl HostKernel {
         }
     }
 
+    #[inline]
     fn offset(va: u64) -> usize {
         (va - PAGE_OFFSET) as usize
     }
@@ -92,41 +93,52 @@ impl PageAllocator for HostKernel {
     }
 }
 
+// The fast paths call these: `#[inline]` lets the benchmarks, which
+// instantiate SLUB in their own crate, inline them as the guest inlines its
+// own implementation.
 impl PfnToPage for HostKernel {
+    #[inline]
     fn page(&self, pfn: u64) -> Option<&Page> {
         self.node.page(pfn)
     }
 
+    #[inline]
     fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
         self.node.page_mut(pfn)
     }
 }
 
 impl Lowmem for HostKernel {
+    #[inline]
     fn pfn_to_virt(&self, pfn: u64) -> u64 {
         PAGE_OFFSET + (pfn << PAGE_SHIFT)
     }
 
+    #[inline]
     fn virt_to_pfn(&self, va: u64) -> Option<u64> {
         let pfn = va.checked_sub(PAGE_OFFSET)? >> PAGE_SHIFT;
         (pfn < self.frames).then_some(pfn)
     }
 
+    #[inline]
     fn read_u64(&self, va: u64) -> u64 {
         let o = Self::offset(va);
         u64::from_le_bytes(self.mem[o..o + 8].try_into().unwrap())
     }
 
+    #[inline]
     fn write_u64(&mut self, va: u64, v: u64) {
         let o = Self::offset(va);
         self.mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
     }
 
+    #[inline]
     fn fill(&mut self, va: u64, len: u64, byte: u8) {
         let o = Self::offset(va);
         self.mem[o..o + len as usize].fill(byte);
     }
 
+    #[inline]
     fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
         let o = Self::offset(va);
         let s = &self.mem[o..o + len as usize];

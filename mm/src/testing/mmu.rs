@@ -109,23 +109,28 @@ impl KmapPtes for EmuMmu {
 pub struct NullMmu;
 
 impl TlbFlush for NullMmu {
+    #[inline]
     fn flush_one(&mut self, va: u64) {
         black_box(va);
     }
 
+    #[inline]
     fn flush_all(&mut self) {}
 
+    #[inline]
     fn flush_range(&mut self, start: u64, end: u64) {
         black_box((start, end));
     }
 }
 
 impl KmapPtes for NullMmu {
+    #[inline]
     fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), PteError> {
         black_box((vaddr, pfn));
         Ok(())
     }
 
+    #[inline]
     fn clear_pte(&mut self, vaddr: u64) -> Flush {
         Flush::page(black_box(vaddr), PAGE_SIZE)
     }
