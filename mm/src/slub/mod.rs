@@ -39,7 +39,7 @@
 //! # Files
 //! Split as Linux splits mm/slab_common.c and mm/slub.c:
 //! - this file: the structures (`struct kmem_cache`, `kmem_cache_cpu` of
-//!   include/linux/slub_def.h) and what the allocator needs from the kernel;
+//!   include/linux/slub_def.h) and the constructor type;
 //! - `geometry`: object layout and slab order (calculate_sizes(),
 //!   calculate_order(), calc_slab_order() in mm/slub.c; calculate_alignment()
 //!   in mm/slab_common.c);
