@@ -18,10 +18,9 @@ use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::*;
 use abi::vmcoreinfo::{num, off, sym, BufWriter, Writer, MAX_TEXT, OSRELEASE};
 use mm::gfp::Gfp;
-use mm::pkmap::TlbFlush;
 use mm::slub::Slub;
 use mm::vma::VmFlags;
-use pagetable::{walk, PhysWrite, Pte, WalkConfig};
+use pagetable::{walk, PhysWrite, Pte, TlbFlush, WalkConfig};
 use spin::Mutex;
 
 use crate::arch::mem::{sections, DirectMap};
@@ -233,7 +232,7 @@ fn plant_in_vmalloc(frame: u64, caller: &'static str) -> Result<u64, &'static st
     DirectMap
         .write_u64(slot, Pte::new(frame, paging::PAGE_KERNEL).raw())
         .map_err(|_| "PTE write failed")?;
-    KernelTlb.flush_tlb_one(area);
+    KernelTlb.flush_one(area);
     Ok(area)
 }
 

@@ -8,22 +8,15 @@ use buddy_system_allocator::FrameAllocator;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mm::buddy::Node;
 use mm::gfp::Gfp;
-use mm::memblock::Memblock;
-use mm::page::{MemMap, Page};
+use mm::testing::ram;
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
 /// 2 GiB of frames, the default guest.
 const FRAMES: u64 = 524_288;
 
+/// The default guest's 2 GiB, with its 896 MiB of low memory.
 fn node_2g() -> Node<'static> {
-    let mut mb = Memblock::new();
-    mb.add(0, FRAMES << 12).unwrap();
-    mb.reserve(0, MIB).unwrap();
-    let map = MemMap::new(vec![Page::ZERO; FRAMES as usize].leak(), 0);
-    let mut node = Node::new(map, 229_376, FRAMES).unwrap();
-    node.init_from_memblock(&mb).unwrap();
-    node
+    ram(229_376, FRAMES)
 }
 
 fn peer_2g() -> FrameAllocator<32> {

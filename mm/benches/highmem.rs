@@ -1,34 +1,15 @@
-//! Host-side cost of the highmem bookkeeping (no page tables: a no-op arch).
+//! Host-side cost of the highmem bookkeeping (no page tables: the seam is
+//! `NullMmu`, which does nothing).
 //! What the guest pays on top is the PTE stores and INVLPGs themselves.
 
 use abi::layout::{KernelLayout, PAGE_SIZE};
 use criterion::{criterion_group, criterion_main, Criterion};
 use mm::kmap_local::KmapLocal;
-use mm::pkmap::{ArchError, KmapArch, Pkmap, TlbFlush};
+use mm::pkmap::Pkmap;
+use mm::testing::NullMmu;
 use mm::vmap_area::{VmStructFlags, VmapAllocator};
 use std::hint::black_box;
 use std::time::Duration;
-
-struct NoopArch;
-
-impl TlbFlush for NoopArch {
-    fn flush_tlb_one(&mut self, vaddr: u64) {
-        black_box(vaddr);
-    }
-    fn flush_tlb_range(&mut self, start: u64, end: u64) {
-        black_box((start, end));
-    }
-}
-
-impl KmapArch for NoopArch {
-    fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), ArchError> {
-        black_box((vaddr, pfn));
-        Ok(())
-    }
-    fn clear_pte(&mut self, vaddr: u64) {
-        black_box(vaddr);
-    }
-}
 
 const HIGH: u64 = 0x40000;
 
@@ -38,7 +19,7 @@ fn populated(n: usize) -> Box<VmapAllocator<4096>> {
     let l = KernelLayout::new(2 << 30);
     let mut v = Box::new(VmapAllocator::<4096>::empty());
     v.init(l.vmalloc_start, l.vmalloc_end).unwrap();
-    let mut arch = NoopArch;
+    let mut arch = NullMmu;
     let mut keep = Vec::new();
     for i in 0..2 * n {
         let a = v.get_vm_area(
@@ -59,7 +40,7 @@ fn populated(n: usize) -> Box<VmapAllocator<4096>> {
 
 fn vmap(c: &mut Criterion) {
     let mut g = c.benchmark_group("vmap_area");
-    let mut arch = NoopArch;
+    let mut arch = NullMmu;
 
     let mut v = populated(256);
     g.bench_function(
@@ -110,7 +91,7 @@ fn vmap(c: &mut Criterion) {
 
 fn kmap(c: &mut Criterion) {
     let mut g = c.benchmark_group("kmap");
-    let mut arch = NoopArch;
+    let mut arch = NullMmu;
 
     let mut pk = Box::new(Pkmap::new());
     g.bench_function("kmap+kunmap same page (mapping cached)", |b| {

@@ -5,103 +5,19 @@
 //! Linux anchor: SLUB fast path alloc+free ~42 cycles (~10.5 ns on an
 //! i7-4790K), research/guest_mm.md §4.
 //!
-//! The backend is the host emulation: object memory is a `Vec<u8>` and
-//! slab pages come from this crate's buddy allocator, so the fast path pays
-//! a bounds-checked slice access per free pointer where the guest pays one
-//! load or store.
+//! The backend is the host emulation, `mm::testing::HostKernel`: object
+//! memory is a `Vec<u8>` and slab pages come from this crate's buddy
+//! allocator, so the fast path pays a bounds-checked slice access per free
+//! pointer where the guest pays one load or store.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use mm::buddy::Node;
-use mm::gfp::Gfp;
-use mm::memblock::Memblock;
-use mm::page::{MemMap, Page};
-use mm::slub::{SlabBackend, SlabFlags, Slub};
+use mm::slub::{SlabFlags, Slub};
+use mm::testing::HostKernel;
 use slab::Slab;
 use std::time::Duration;
 
-const PAGE_OFFSET: u64 = 0xC000_0000;
 /// 64 MiB of low memory.
 const FRAMES: u64 = 16_384;
-
-struct Host {
-    node: Node<'static>,
-    mem: Vec<u8>,
-    rng: u64,
-}
-
-impl Host {
-    fn new() -> Host {
-        let mut mb = Memblock::new();
-        mb.add(0, FRAMES << 12).unwrap();
-        mb.reserve(0, 1 << 20).unwrap();
-        let map = MemMap::new(vec![Page::ZERO; FRAMES as usize].leak(), 0);
-        let mut node = Node::new(map, FRAMES, FRAMES).unwrap();
-        node.init_from_memblock(&mb).unwrap();
-        Host {
-            node,
-            mem: vec![0; (FRAMES << 12) as usize],
-            rng: 0x2545_f491_4f6c_dd1d,
-        }
-    }
-    fn off(va: u64) -> usize {
-        (va - PAGE_OFFSET) as usize
-    }
-}
-
-impl SlabBackend for Host {
-    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
-        self.node.alloc_pages(Gfp::KERNEL, order).ok()
-    }
-    fn free_slab_pages(&mut self, pfn: u64, order: u32) {
-        self.node.free_pages(pfn, order).unwrap();
-    }
-    fn pfn_to_virt(&self, pfn: u64) -> u64 {
-        PAGE_OFFSET + (pfn << 12)
-    }
-    fn virt_to_pfn(&self, va: u64) -> Option<u64> {
-        let pfn = va.checked_sub(PAGE_OFFSET)? >> 12;
-        (pfn < FRAMES).then_some(pfn)
-    }
-    fn page(&self, pfn: u64) -> Option<&Page> {
-        self.node.page(pfn)
-    }
-    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        self.node.page_mut(pfn)
-    }
-    fn read_u64(&self, va: u64) -> u64 {
-        let o = Self::off(va);
-        u64::from_le_bytes(self.mem[o..o + 8].try_into().unwrap())
-    }
-    fn write_u64(&mut self, va: u64, v: u64) {
-        let o = Self::off(va);
-        self.mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
-    }
-    fn fill(&mut self, va: u64, len: u64, byte: u8) {
-        let o = Self::off(va);
-        self.mem[o..o + len as usize].fill(byte);
-    }
-    fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
-        let o = Self::off(va);
-        let s = &self.mem[o..o + len as usize];
-        s.iter()
-            .position(|&x| x != byte)
-            .map(|i| (va + i as u64, s[i]))
-    }
-    fn random_u64(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-    fn slab_created(&mut self, _pfn: u64, _order: u32) {}
-    fn slab_freed(&mut self, _pfn: u64, _order: u32) {}
-    fn alloc_large(&mut self, order: u32) -> Option<u64> {
-        self.node.alloc_pages(Gfp::KERNEL, order).ok()
-    }
-    fn free_large(&mut self, pfn: u64, order: u32) {
-        self.node.free_pages(pfn, order).unwrap();
-    }
-}
 
 /// Request sizes for the mixed pattern: every size class, small ones more
 /// often (a fixed LCG so every allocator sees the same sequence).
@@ -126,7 +42,7 @@ const MIXED: usize = 64;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("slub");
-    let mut b = Host::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s: Slub<32> = Slub::new();
     s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
     let task = s

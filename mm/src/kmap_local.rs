@@ -14,8 +14,8 @@
 //! slots (see [`is_kmap_local_addr`]). Linux keeps the stack per task; with
 //! no scheduler, per CPU is the same thing.
 
+use crate::arch::{KmapPtes, PteError};
 use crate::bitops::page_align_down;
-use crate::pkmap::{ArchError, KmapArch};
 use abi::layout::{fix_to_virt, FIX_KMAP_BEGIN, FIX_KMAP_END, KM_MAX_IDX, NR_CPUS, PAGE_SIZE};
 use core::fmt;
 
@@ -29,8 +29,9 @@ pub enum KmapLocalError {
     StackEmpty { vaddr: u64 },
     /// kunmap_local of an address outside this CPU's kmap_local slots.
     NotKmapLocal { vaddr: u64 },
-    /// The arch refused the PTE; nothing was pushed.
-    Arch(ArchError),
+    /// The PTE was not installed (refused, or no page table); nothing was
+    /// pushed.
+    Arch(PteError),
 }
 
 impl fmt::Display for KmapLocalError {
@@ -74,7 +75,7 @@ pub struct KmapLocalStats {
     pub unmaps: u64,
     /// PTE sets plus clears.
     pub pte_writes: u64,
-    /// flush_tlb_one calls (exactly one per unmap).
+    /// Single-page flushes (exactly one per unmap).
     pub tlb_flushes: u64,
     /// Deepest the stack has been.
     pub max_depth: usize,
@@ -151,7 +152,7 @@ impl KmapLocal {
     /// kmap_local_pfn(): push a slot and map `pfn` there. The slot's PTE is
     /// clear (the last unmap cleared it and flushed its address).
     #[inline]
-    pub fn map<A: KmapArch + ?Sized>(
+    pub fn map<A: KmapPtes + ?Sized>(
         &mut self,
         pfn: u64,
         arch: &mut A,
@@ -176,7 +177,7 @@ impl KmapLocal {
     /// kunmap_local(): `vaddr` (anywhere in the page) must be the top slot.
     /// Clears its PTE and invalidates exactly that address, then pops.
     #[inline]
-    pub fn unmap<A: KmapArch + ?Sized>(
+    pub fn unmap<A: KmapPtes + ?Sized>(
         &mut self,
         vaddr: u64,
         arch: &mut A,
@@ -193,8 +194,7 @@ impl KmapLocal {
         if page != top {
             return Err(KmapLocalError::OutOfOrder { vaddr, top });
         }
-        arch.clear_pte(top);
-        arch.flush_tlb_one(top);
+        arch.clear_pte(top).flush(arch);
         self.depth -= 1;
         let s = &mut self.stats;
         s.unmaps += 1;
@@ -208,7 +208,7 @@ impl KmapLocal {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::pkmap::emu::EmuMmu;
+    use crate::testing::EmuMmu;
     use abi::layout::FIXADDR_TOP;
     use std::string::ToString;
     use std::vec::Vec;

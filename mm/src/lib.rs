@@ -1,9 +1,13 @@
 //! The guest memory manager's algorithms, written once and run in two places:
 //! natively on the host under `cargo test` and benchmarks, and for real in the
-//! guest kernel under KVM. Nothing here touches hardware: page-table writes and
-//! TLB flushes are requested through small traits the guest implements.
+//! guest kernel under KVM. Nothing here touches hardware: page-table writes,
+//! TLB flushes and memory accesses are requested through the small traits of
+//! [`arch`], which the guest implements and the `testing` feature emulates on
+//! the host.
 #![no_std]
+#![forbid(unsafe_code)]
 
+pub mod arch;
 pub mod bitops;
 pub mod buddy;
 pub mod gfp;
@@ -13,6 +17,8 @@ pub mod page;
 pub mod pkmap;
 pub mod rbtree;
 pub mod slub;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod vma;
 pub mod vmap_area;
 pub mod vmcoreinfo;

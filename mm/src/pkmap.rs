@@ -9,48 +9,13 @@
 //! LAST_PKMAP slots are busy, [`Pkmap::kmap`] returns [`KmapError::NoFreeSlot`].
 //!
 //! The page tables are never written here: every PTE change and TLB flush
-//! goes through [`KmapArch`], which the guest implements with real PTE stores
-//! and INVLPG, and host tests with an emulated MMU and TLB.
+//! goes through [`KmapPtes`], which the guest implements with real PTE stores
+//! and INVLPG, and host tests with the `testing` feature's `EmuMmu`.
 
+use crate::arch::{KmapPtes, PteError};
 use crate::bitops::page_align_down;
 use abi::layout::{LAST_PKMAP, PAGE_SHIFT, PKMAP_BASE, PKMAP_END};
 use core::fmt;
-
-/// TLB maintenance (flush_tlb_one_kernel / flush_tlb_kernel_range).
-pub trait TlbFlush {
-    /// Invalidate the translation of the page holding `vaddr` (INVLPG).
-    fn flush_tlb_one(&mut self, vaddr: u64);
-    /// Invalidate every translation in `[start, end)`.
-    fn flush_tlb_range(&mut self, start: u64, end: u64);
-}
-
-/// The kernel-PTE hooks kmap needs. Neither call flushes the TLB.
-pub trait KmapArch: TlbFlush {
-    /// Install a present kernel PTE `vaddr -> pfn`. May refuse (for example
-    /// double-mapping prevention); the caller then leaves the slot unused.
-    fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), ArchError>;
-    /// Clear the PTE of `vaddr` (pte_clear). Infallible: removing a mapping
-    /// can never violate a mapping policy.
-    fn clear_pte(&mut self, vaddr: u64);
-}
-
-/// Why the arch refused a mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ArchError {
-    /// A policy refused it (double-mapping prevention); the reason is for logs.
-    Refused(&'static str),
-    /// No page table covers this address.
-    NoPageTable,
-}
-
-impl fmt::Display for ArchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ArchError::Refused(why) => write!(f, "mapping refused: {why}"),
-            ArchError::NoPageTable => f.write_str("no page table for this address"),
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KmapError {
@@ -65,8 +30,9 @@ pub enum KmapError {
     /// kunmap with no kmap outstanding: pkmap_count would reach 0 (a BUG()
     /// in kunmap_high()).
     Unbalanced { pfn: u64, vaddr: u64 },
-    /// The arch refused the PTE; no slot was consumed.
-    Arch(ArchError),
+    /// The PTE was not installed (refused, or no page table); no slot was
+    /// consumed.
+    Arch(PteError),
 }
 
 impl fmt::Display for KmapError {
@@ -132,7 +98,7 @@ pub struct PkmapStats {
     pub new_mappings: u64,
     /// Times last_pkmap_nr wrapped to 0.
     pub wraps: u64,
-    /// flush_tlb_range calls over the pkmap window.
+    /// Range flushes of the whole pkmap window.
     pub flushes: u64,
     /// PTE sets plus PTE clears.
     pub pte_writes: u64,
@@ -304,7 +270,7 @@ impl Pkmap {
 
     /// kmap_high(): map a highmem page into the pkmap window, or take another
     /// reference on its existing mapping.
-    pub fn kmap<A: KmapArch + ?Sized>(&mut self, pfn: u64, arch: &mut A) -> Result<u64, KmapError> {
+    pub fn kmap<A: KmapPtes + ?Sized>(&mut self, pfn: u64, arch: &mut A) -> Result<u64, KmapError> {
         let nr = match self.lookup(pfn) {
             Some(nr) => nr,
             None => self.map_new_virtual(pfn, arch)?,
@@ -320,7 +286,7 @@ impl Pkmap {
 
     /// Mirrors map_new_virtual(): scan from the cursor for a count==0 slot;
     /// passing the end wraps to 0 and first flushes every count==1 slot.
-    fn map_new_virtual<A: KmapArch + ?Sized>(
+    fn map_new_virtual<A: KmapPtes + ?Sized>(
         &mut self,
         pfn: u64,
         arch: &mut A,
@@ -356,7 +322,7 @@ impl Pkmap {
     /// Mirrors flush_all_zero_pkmaps(): unmap every slot with no users and,
     /// if any PTE changed, flush the whole pkmap window once. Returns whether
     /// it flushed. This batched flush is why kunmap never flushes.
-    fn flush_all_zero_pkmaps<A: KmapArch + ?Sized>(&mut self, arch: &mut A) -> bool {
+    fn flush_all_zero_pkmaps<A: KmapPtes + ?Sized>(&mut self, arch: &mut A) -> bool {
         let mut changed = false;
         for w in 0..WORDS {
             let mut bits = self.stale[w];
@@ -370,20 +336,21 @@ impl Pkmap {
                 let nr = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 self.count[nr] = 0;
-                arch.clear_pte(pkmap_addr(nr));
+                // Covered by the one flush of the whole window below.
+                arch.clear_pte(pkmap_addr(nr)).ignore();
                 self.stats.pte_writes += 1;
                 self.hash_remove(nr);
             }
         }
         if changed {
-            arch.flush_tlb_range(PKMAP_BASE, PKMAP_END);
+            arch.flush_range(PKMAP_BASE, PKMAP_END);
             self.stats.flushes += 1;
         }
         changed
     }
 
     /// kmap_flush_unused(): drop all unused mappings now.
-    pub fn flush_unused<A: KmapArch + ?Sized>(&mut self, arch: &mut A) -> bool {
+    pub fn flush_unused<A: KmapPtes + ?Sized>(&mut self, arch: &mut A) -> bool {
         self.flush_all_zero_pkmaps(arch)
     }
 
@@ -423,96 +390,11 @@ impl Pkmap {
     }
 }
 
-/// An emulated MMU with a TLB, shared by the host tests of this crate.
-#[cfg(test)]
-pub(crate) mod emu {
-    extern crate std;
-    use super::{ArchError, KmapArch, TlbFlush};
-    use crate::bitops::page_align_down;
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::vec::Vec;
-
-    /// Page tables (`ptes`) plus a TLB (`tlb`) that caches a translation on
-    /// first use and forgets it only when flushed, like the real one.
-    #[derive(Default)]
-    pub struct EmuMmu {
-        pub ptes: BTreeMap<u64, u64>,
-        pub tlb: BTreeMap<u64, u64>,
-        /// One word of "physical memory" per pfn.
-        pub mem: BTreeMap<u64, u64>,
-        /// set_pte refuses these pfns (stand-in for double-mapping prevention).
-        pub refuse: BTreeSet<u64>,
-        pub flush_one: Vec<u64>,
-        pub flush_range: Vec<(u64, u64)>,
-        /// set_pte over a present PTE (a bug in the caller).
-        pub overwrites: u64,
-        /// Accesses served by a TLB entry that disagrees with the PTE.
-        pub stale_uses: u64,
-    }
-
-    impl EmuMmu {
-        pub fn translate(&mut self, va: u64) -> Option<u64> {
-            let page = page_align_down(va);
-            if let Some(&pfn) = self.tlb.get(&page) {
-                if self.ptes.get(&page) != Some(&pfn) {
-                    self.stale_uses += 1;
-                }
-                return Some(pfn);
-            }
-            let pfn = *self.ptes.get(&page)?;
-            self.tlb.insert(page, pfn);
-            Some(pfn)
-        }
-        pub fn write(&mut self, va: u64, val: u64) {
-            let pfn = self.translate(va).expect("page fault on write");
-            self.mem.insert(pfn, val);
-        }
-        pub fn read(&mut self, va: u64) -> u64 {
-            let pfn = self.translate(va).expect("page fault on read");
-            self.mem.get(&pfn).copied().unwrap_or(0)
-        }
-        /// Would an access to `va` now reach `pfn` (no stale TLB entry)?
-        pub fn fresh(&self, va: u64, pfn: u64) -> bool {
-            let page = page_align_down(va);
-            self.ptes.get(&page) == Some(&pfn) && self.tlb.get(&page).is_none_or(|&p| p == pfn)
-        }
-    }
-
-    impl TlbFlush for EmuMmu {
-        fn flush_tlb_one(&mut self, vaddr: u64) {
-            self.tlb.remove(&page_align_down(vaddr));
-            self.flush_one.push(vaddr);
-        }
-        fn flush_tlb_range(&mut self, start: u64, end: u64) {
-            let keys: Vec<u64> = self.tlb.range(start..end).map(|(&k, _)| k).collect();
-            for k in keys {
-                self.tlb.remove(&k);
-            }
-            self.flush_range.push((start, end));
-        }
-    }
-
-    impl KmapArch for EmuMmu {
-        fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), ArchError> {
-            if self.refuse.contains(&pfn) {
-                return Err(ArchError::Refused("test policy"));
-            }
-            if self.ptes.insert(vaddr, pfn).is_some() {
-                self.overwrites += 1;
-            }
-            Ok(())
-        }
-        fn clear_pte(&mut self, vaddr: u64) {
-            self.ptes.remove(&vaddr);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use super::emu::EmuMmu;
     use super::*;
+    use crate::testing::EmuMmu;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::format;
@@ -653,7 +535,7 @@ mod tests {
         let (mut pk, mut mmu) = (Pkmap::new(), EmuMmu::default());
         mmu.refuse.insert(HIGH);
         let err = pk.kmap(HIGH, &mut mmu).unwrap_err();
-        assert_eq!(err, KmapError::Arch(ArchError::Refused("test policy")));
+        assert_eq!(err, KmapError::Arch(PteError::Refused { pfn: HIGH }));
         assert_eq!(pk.page_address(HIGH), None);
         assert_eq!(pk.slots().count(), 0);
         assert_eq!(pk.stats().maps, 0);

@@ -6,7 +6,7 @@
 //!   then adjust_va_to_fit_type() (FL/LE/RE/NE) carves the block.
 //! - free: the area moves to the purge list; its addresses are not reused
 //!   until a purge has flushed the TLB for them (free_vmap_area_noflush()).
-//! - purge: one flush_tlb_range over the union of the purged areas, then
+//! - purge: one range flush over the union of the purged areas, then
 //!   merge_or_add_vmap_area() for each (__purge_vmap_area_lazy()). It runs when
 //!   more than lazy_max_pages() are pending, and when an alloc fails (Linux
 //!   purges and retries once).
@@ -20,8 +20,8 @@
 //! range: busy + lazy areas stay <= N - 1, hence free blocks (the gaps between
 //! them) stay <= N. An alloc over that bound is [`VmapError::ArenaFull`].
 
+use crate::arch::TlbFlush;
 use crate::bitops::{checked_align_up, fls, fls64, page_align, page_aligned};
-use crate::pkmap::TlbFlush;
 use crate::rbtree::{Augment, MaxSize, Node, RbTree, NIL};
 use abi::layout::{NR_CPUS, PAGE_SHIFT, PAGE_SIZE};
 use bitflags::bitflags;
@@ -189,7 +189,7 @@ pub struct VmapStats {
     pub frees: u64,
     /// Purges that did work.
     pub purges: u64,
-    /// flush_tlb_range calls (one per purge).
+    /// Range flushes (one per purge).
     pub tlb_flushes: u64,
     /// Areas returned to the free tree by purges.
     pub purged_areas: u64,
@@ -518,7 +518,7 @@ impl<const N: usize> VmapAllocator<N> {
         self.lazy_nr += (e - s) >> PAGE_SHIFT;
         if self.lazy.insert(s, e, info).is_err() {
             // Unreachable under the capacity bound; stay correct anyway.
-            tlb.flush_tlb_range(s, e);
+            tlb.flush_range(s, e);
             self.stats.tlb_flushes += 1;
             self.merge_or_add(s, e);
         }
@@ -536,7 +536,7 @@ impl<const N: usize> VmapAllocator<N> {
         }
         let start = self.lazy.get(self.lazy.first()).start();
         let end = self.lazy.get(self.lazy.last()).end();
-        tlb.flush_tlb_range(start, end);
+        tlb.flush_range(start, end);
         let n = self.lazy.len();
         let mut id = self.lazy.first();
         while id != NIL {
@@ -639,8 +639,8 @@ impl<const N: usize> VmapAllocator<N> {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::pkmap::emu::EmuMmu;
-    use crate::pkmap::KmapArch;
+    use crate::arch::KmapPtes;
+    use crate::testing::EmuMmu;
     use abi::layout::KernelLayout;
     use proptest::prelude::*;
     use std::format;
@@ -993,7 +993,8 @@ mod tests {
                     Op::Free(i) if !live.is_empty() => {
                         let area = live.swap_remove(i % live.len());
                         for p in 0..area.nr_pages {
-                            mmu.clear_pte(area.start + p * P); // vunmap_range_noflush()
+                            // vunmap_range_noflush(): the purge flushes.
+                            mmu.clear_pte(area.start + p * P).ignore();
                         }
                         prop_assert_eq!(v.free(area.start, &mut mmu), Ok(area));
                     }

@@ -3,9 +3,10 @@
 //! fixmap. Low-memory pages need neither: they already have a direct-map
 //! address, and asking for one costs no page-table write.
 
-use abi::layout::PAGE_SHIFT;
+use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use mm::arch::{Flush, KmapPtes, PteError, TlbFlush};
 use mm::kmap_local::{is_kmap_local_addr, KmapLocal, KmapLocalError};
-use mm::pkmap::{ArchError, KmapArch, KmapError, Pkmap, TlbFlush};
+use mm::pkmap::{KmapError, Pkmap};
 use pagetable::Pte;
 use spin::Mutex;
 
@@ -39,27 +40,35 @@ impl Window {
 }
 
 impl TlbFlush for Window {
-    fn flush_tlb_one(&mut self, vaddr: u64) {
-        KernelTlb.flush_tlb_one(vaddr);
+    fn flush_one(&mut self, va: u64) {
+        KernelTlb.flush_one(va);
     }
 
-    fn flush_tlb_range(&mut self, start: u64, end: u64) {
-        KernelTlb.flush_tlb_range(start, end);
+    fn flush_all(&mut self) {
+        KernelTlb.flush_all();
+    }
+
+    fn flush_range(&mut self, start: u64, end: u64) {
+        KernelTlb.flush_range(start, end);
     }
 }
 
-impl KmapArch for Window {
-    fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), ArchError> {
+impl KmapPtes for Window {
+    fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), PteError> {
         paging::set_pte(
             window_pte(self.table, vaddr),
             Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL),
         )
-        .map_err(|_| ArchError::NoPageTable)
+        .map_err(|e| PteError::from_write(pfn, e))
     }
 
-    fn clear_pte(&mut self, vaddr: u64) {
-        // The window's table is in low memory by construction.
-        let _ = paging::set_pte(window_pte(self.table, vaddr), Pte::EMPTY);
+    fn clear_pte(&mut self, vaddr: u64) -> Flush {
+        // The window's table is in low memory by construction, so this
+        // cannot fail; if it did, nothing changed and nothing is stale.
+        match paging::set_pte(window_pte(self.table, vaddr), Pte::EMPTY) {
+            Ok(()) => Flush::page(vaddr, PAGE_SIZE),
+            Err(_) => Flush::none(),
+        }
     }
 }
 

@@ -5,10 +5,11 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::layout::{pa, va, PAGE_SHIFT};
+use mm::arch::{DoubleMapPrevention, Entropy, Lowmem, PageAllocator, PfnToPage};
 use mm::buddy::Node;
 use mm::gfp::Gfp;
 use mm::page::Page;
-use mm::slub::{CacheId, Ctor, SlabBackend, SlabError, SlabFlags, Slub};
+use mm::slub::{CacheId, Ctor, SlabError, SlabFlags, Slub};
 use spin::Mutex;
 
 use crate::arch::mem::{entropy, lowmem};
@@ -27,33 +28,37 @@ struct Kernel<'a> {
     node: &'a mut Node<'static>,
 }
 
-impl SlabBackend for Kernel<'_> {
-    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
+impl PageAllocator for Kernel<'_> {
+    fn alloc_pages(&mut self, order: u32) -> Option<u64> {
         let pfn = self.node.alloc_pages(Gfp::KERNEL, order).ok()?;
         count(&EVENTS.pages_allocated, 1 << order);
         Some(pfn)
     }
 
-    fn free_slab_pages(&mut self, pfn: u64, order: u32) {
+    fn free_pages(&mut self, pfn: u64, order: u32) {
         if self.node.free_pages(pfn, order).is_ok() {
             count(&EVENTS.pages_freed, 1 << order);
         }
     }
+}
 
-    fn pfn_to_virt(&self, pfn: u64) -> u64 {
-        va(pfn << PAGE_SHIFT)
-    }
-
-    fn virt_to_pfn(&self, addr: u64) -> Option<u64> {
-        crate::mm::virt_to_pfn(addr)
-    }
-
+impl PfnToPage for Kernel<'_> {
     fn page(&self, pfn: u64) -> Option<&Page> {
         self.node.page(pfn)
     }
 
     fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
         self.node.page_mut(pfn)
+    }
+}
+
+impl Lowmem for Kernel<'_> {
+    fn pfn_to_virt(&self, pfn: u64) -> u64 {
+        va(pfn << PAGE_SHIFT)
+    }
+
+    fn virt_to_pfn(&self, addr: u64) -> Option<u64> {
+        crate::mm::virt_to_pfn(addr)
     }
 
     fn read_u64(&self, addr: u64) -> u64 {
@@ -71,7 +76,19 @@ impl SlabBackend for Kernel<'_> {
     fn find_not(&self, addr: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
         lowmem::find_not(addr, len, byte)
     }
+}
 
+impl DoubleMapPrevention for Kernel<'_> {
+    fn slab_created(&mut self, pfn: u64, order: u32) {
+        dmap::tag_slab(pfn, order);
+    }
+
+    fn slab_freed(&mut self, pfn: u64, order: u32) {
+        dmap::untag_slab(pfn, order);
+    }
+}
+
+impl Entropy for Kernel<'_> {
     /// xorshift64 over a boot-time seed.
     fn random_u64(&mut self) -> u64 {
         let mut x = RANDOM.load(Ordering::Relaxed);
@@ -83,22 +100,6 @@ impl SlabBackend for Kernel<'_> {
         x ^= x << 17;
         RANDOM.store(x, Ordering::Relaxed);
         x
-    }
-
-    fn slab_created(&mut self, pfn: u64, order: u32) {
-        dmap::tag_slab(pfn, order);
-    }
-
-    fn slab_freed(&mut self, pfn: u64, order: u32) {
-        dmap::untag_slab(pfn, order);
-    }
-
-    fn alloc_large(&mut self, order: u32) -> Option<u64> {
-        self.alloc_slab_pages(order)
-    }
-
-    fn free_large(&mut self, pfn: u64, order: u32) {
-        self.free_slab_pages(pfn, order)
     }
 }
 

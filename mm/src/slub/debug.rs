@@ -5,7 +5,8 @@
 
 use super::fast::{freelist_ptr, on_boundary};
 use super::slab::{freelist_object, read_page};
-use super::{KmemCache, SlabBackend, SlabError, SlabFlags, Slub, OBJECT_POISON};
+use super::{KmemCache, SlabError, SlabFlags, Slub, OBJECT_POISON};
+use crate::arch::{Lowmem, PfnToPage};
 use core::fmt;
 
 // include/linux/poison.h.
@@ -107,7 +108,7 @@ impl<const N: usize> Slub<N> {
 
 /// init_object(): red zones to `val`; the object to POISON_FREE ending in
 /// POISON_END when it is poisoned.
-pub(super) fn init_object<B: SlabBackend>(s: &KmemCache, b: &mut B, obj: u64, val: u8) {
+pub(super) fn init_object<B: Lowmem>(s: &KmemCache, b: &mut B, obj: u64, val: u8) {
     let l = &s.l;
     if l.flags.contains(SlabFlags::RED_ZONE) {
         b.fill(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
@@ -126,7 +127,7 @@ pub(super) fn init_object<B: SlabBackend>(s: &KmemCache, b: &mut B, obj: u64, va
 }
 
 /// check_object(): red zones hold `val`; a free object's poison is intact.
-fn check_object<B: SlabBackend>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<(), SlabError> {
+fn check_object<B: Lowmem>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<(), SlabError> {
     let l = &s.l;
     if l.flags.contains(SlabFlags::RED_ZONE) {
         let left = b.find_not(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
@@ -167,7 +168,7 @@ fn check_object<B: SlabBackend>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Resu
 
 /// alloc_debug_processing(): a free object must be intact; a damaged one is
 /// withheld (quarantined) and reported, as Linux marks it used.
-pub(super) fn alloc_debug_processing<B: SlabBackend>(
+pub(super) fn alloc_debug_processing<B: Lowmem>(
     s: &mut KmemCache,
     b: &mut B,
     obj: u64,
@@ -182,7 +183,7 @@ pub(super) fn alloc_debug_processing<B: SlabBackend>(
 
 /// free_debug_processing(): not already on a freelist (on_freelist()),
 /// red zones intact; then re-poisoned. A refused object is not freed.
-pub(super) fn free_debug_processing<B: SlabBackend>(
+pub(super) fn free_debug_processing<B: Lowmem + PfnToPage>(
     s: &mut KmemCache,
     b: &mut B,
     head: u64,

@@ -5,9 +5,8 @@
 use super::debug::{alloc_debug_processing, free_debug_processing};
 use super::slab::Target;
 use super::slow::{slab_alloc_slow, slab_free_slow};
-use super::{
-    CacheId, KmemCache, KmemCacheCpu, ReportKind, SlabBackend, SlabError, Slub, SLAB_DEBUG_FLAGS,
-};
+use super::{CacheId, KmemCache, KmemCacheCpu, ReportKind, SlabError, Slub, SLAB_DEBUG_FLAGS};
+use crate::arch::SlabBackend;
 
 impl<const N: usize> Slub<N> {
     /// kmem_cache_alloc(): an object's direct-map address.

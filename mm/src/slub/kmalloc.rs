@@ -4,7 +4,8 @@
 
 use super::geometry::max;
 use super::slab::Target;
-use super::{CacheId, SlabBackend, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS};
+use super::{CacheId, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS};
+use crate::arch::{Lowmem, PfnToPage, SlabBackend};
 use crate::bitops::{fls64, get_order};
 use crate::buddy::MAX_ORDER;
 use crate::page::PageFlags;
@@ -129,9 +130,9 @@ impl<const N: usize> Slub<N> {
             return Err(SlabError::TooLarge);
         }
         let order = get_order(size);
-        let pfn = b.alloc_large(order).ok_or(SlabError::NoMemory)?;
+        let pfn = b.alloc_pages(order).ok_or(SlabError::NoMemory)?;
         let Some(pg) = b.page_mut(pfn) else {
-            b.free_large(pfn, order);
+            b.free_pages(pfn, order);
             return Err(SlabError::NoMemory);
         };
         pg.slab_cache = LARGE_KMALLOC;
@@ -158,7 +159,7 @@ impl<const N: usize> Slub<N> {
                     pg.freelist = 0;
                     pg.flags.remove(PageFlags::HEAD);
                 }
-                b.free_large(pfn, order);
+                b.free_pages(pfn, order);
                 self.kstats.large_frees += 1;
                 self.kstats.large_pages -= 1 << order;
                 Ok(())
@@ -170,7 +171,7 @@ impl<const N: usize> Slub<N> {
 
     /// ksize(): usable bytes at `va` (slab_ksize()), 0 if it is no
     /// allocation.
-    pub fn ksize<B: SlabBackend>(&self, va: u64, b: &B) -> u64 {
+    pub fn ksize<B: Lowmem + PfnToPage>(&self, va: u64, b: &B) -> u64 {
         match self.resolve(va, b) {
             Ok(Target::Large { order, .. }) => PAGE_SIZE << order,
             Ok(Target::Slab { idx, .. }) => match &self.caches[idx] {

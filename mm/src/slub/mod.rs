@@ -9,8 +9,10 @@
 //! # No direct memory access
 //! This crate is `no_std`, allocation-free and has no `unsafe`, so it never
 //! dereferences an object. Everything that touches memory or `mem_map`
-//! goes through [`SlabBackend`]: the guest implements it over its direct
-//! map and buddy allocator, host tests over a `Vec`.
+//! goes through [`SlabBackend`](crate::arch::SlabBackend), the roles of
+//! [`crate::arch`] SLUB needs: the guest implements them over its direct
+//! map and buddy allocator, host tests and benchmarks with the `testing`
+//! feature's `HostKernel` over a `Vec`.
 //!
 //! # One CPU, one node
 //! The guest has one CPU and no preemption inside the allocator, so there
@@ -37,7 +39,7 @@
 //! # Files
 //! Split as Linux splits mm/slab_common.c and mm/slub.c:
 //! - this file: the structures (`struct kmem_cache`, `kmem_cache_cpu` of
-//!   include/linux/slub_def.h) and what the allocator needs from the kernel;
+//!   include/linux/slub_def.h) and the constructor type;
 //! - `geometry`: object layout and slab order (calculate_sizes(),
 //!   calculate_order(), calc_slab_order() in mm/slub.c; calculate_alignment()
 //!   in mm/slab_common.c);
@@ -79,7 +81,7 @@ pub use kmalloc::{
 };
 pub use registry::{write_slabinfo_line, CacheSummary, SlabDesc, SlabInfo, SlabState};
 
-use crate::page::Page;
+use crate::arch::Lowmem;
 use bitflags::bitflags;
 use slab::SlabList;
 
@@ -113,48 +115,9 @@ pub const FREELIST_NONE: u32 = u32::MAX;
 /// `page.slab_cache` of a large kmalloc's head page.
 pub const LARGE_KMALLOC: u16 = u16::MAX;
 
-/// What the slab allocator needs from the rest of the kernel.
-///
-/// Virtual addresses are direct-map addresses; 0 is never one (it ends a
-/// freelist). Objects are 8-byte aligned, so `read_u64`/`write_u64` are
-/// always aligned.
-pub trait SlabBackend {
-    /// 2^order frames for a slab from the buddy allocator, low memory
-    /// only (GFP_KERNEL: a slab is always directly mapped). First pfn, or
-    /// `None` when out of memory.
-    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64>;
-    /// Give a slab's frames back. The slab fields are already cleared.
-    fn free_slab_pages(&mut self, pfn: u64, order: u32);
-    /// Direct-map address of a low-memory frame (lowmem_page_address()).
-    fn pfn_to_virt(&self, pfn: u64) -> u64;
-    /// Frame behind a direct-map address; `None` outside the direct map.
-    fn virt_to_pfn(&self, va: u64) -> Option<u64>;
-    /// `mem_map` access (pfn_to_page()).
-    fn page(&self, pfn: u64) -> Option<&Page>;
-    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page>;
-    /// Object memory through the direct map.
-    fn read_u64(&self, va: u64) -> u64;
-    fn write_u64(&mut self, va: u64, v: u64);
-    fn fill(&mut self, va: u64, len: u64, byte: u8);
-    /// First byte in `[va, va+len)` that is not `byte`: its address and value.
-    fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)>;
-    /// Seed for each cache's freelist hardening key (get_random_long()).
-    fn random_u64(&mut self) -> u64;
-    /// Double-mapping prevention: a new slab of any cache now owns these
-    /// frames (Samsung RKP's `dmap_prot(page_to_phys(page), order, 1)` at
-    /// the end of allocate_slab()).
-    fn slab_created(&mut self, pfn: u64, order: u32);
-    /// The slab's frames are about to go back to the buddy allocator
-    /// (`dmap_prot(..., 0)` at the start of __free_slab()).
-    fn slab_freed(&mut self, pfn: u64, order: u32);
-    /// Frames for a kmalloc above [`KMALLOC_MAX_CACHE_SIZE`] (low memory).
-    fn alloc_large(&mut self, order: u32) -> Option<u64>;
-    fn free_large(&mut self, pfn: u64, order: u32);
-}
-
 /// A cache's object constructor: runs once per object when its slab is
 /// created, as Linux's ctor does.
-pub type Ctor = fn(&mut dyn SlabBackend, u64);
+pub type Ctor = fn(&mut dyn Lowmem, u64);
 
 /// A cache's index in the registry, 1-based: 0 in `page.slab_cache` means
 /// "not a slab".

@@ -6,9 +6,10 @@ use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
 use super::slab::{discard_slab, list_del, read_page, SlabList};
 use super::slow::flush_cpu_slab;
 use super::{
-    CacheId, Ctor, KmemCache, KmemCacheCpu, SlabBackend, SlabError, SlabFlags, Slub, SlubStats,
-    CREATE_FLAGS, KMALLOC_MAX_SIZE, LARGE_KMALLOC,
+    CacheId, Ctor, KmemCache, KmemCacheCpu, SlabError, SlabFlags, Slub, SlubStats, CREATE_FLAGS,
+    KMALLOC_MAX_SIZE, LARGE_KMALLOC,
 };
+use crate::arch::{PfnToPage, SlabBackend};
 use crate::page::PFN_NONE;
 use core::fmt;
 
@@ -206,7 +207,7 @@ impl<const N: usize> Slub<N> {
 
     /// The slabs of a cache: the per-CPU slab, then the partial list, then
     /// the full list. Each list walk is capped by its length.
-    pub fn slabs<'a, B: SlabBackend>(
+    pub fn slabs<'a, B: PfnToPage>(
         &'a self,
         id: CacheId,
         b: &'a B,

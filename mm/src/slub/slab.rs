@@ -5,9 +5,9 @@
 use super::debug::{init_object, ReportKind, SlabReport, POISON_INUSE};
 use super::fast::{freelist_ptr, on_boundary};
 use super::{
-    KmemCache, SlabBackend, SlabError, SlabFlags, Slub, FREELIST_NONE, LARGE_KMALLOC,
-    SLUB_RED_INACTIVE,
+    KmemCache, SlabError, SlabFlags, Slub, FREELIST_NONE, LARGE_KMALLOC, SLUB_RED_INACTIVE,
 };
+use crate::arch::{DoubleMapPrevention, Lowmem, PageAllocator, PfnToPage, SlabBackend};
 use crate::page::{Page, PageFlags, PFN_NONE};
 use abi::layout::PAGE_SIZE;
 
@@ -47,11 +47,11 @@ pub(super) fn freelist_offset(base: u64, obj: u64) -> u32 {
     }
 }
 
-pub(super) fn read_page<B: SlabBackend>(b: &B, pfn: u64) -> Page {
+pub(super) fn read_page<B: PfnToPage>(b: &B, pfn: u64) -> Page {
     b.page(pfn).copied().unwrap_or(Page::ZERO)
 }
 
-pub(super) fn list_add<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64, tail: bool) {
+pub(super) fn list_add<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64, tail: bool) {
     let p = pfn as u32;
     let (next, prev) = if tail {
         (PFN_NONE, l.tail)
@@ -79,7 +79,7 @@ pub(super) fn list_add<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64, ta
     l.nr += 1;
 }
 
-pub(super) fn list_del<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64) {
+pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
     let pg = read_page(b, pfn);
     match b.page_mut(pg.prev as u64) {
         Some(p) if pg.prev != PFN_NONE => p.next = pg.next,
@@ -96,10 +96,10 @@ pub(super) fn list_del<B: SlabBackend>(l: &mut SlabList, b: &mut B, pfn: u64) {
 /// minimum order; struct page set up; objects linked in address order
 /// (no CONFIG_SLAB_FREELIST_RANDOM); the double-mapping hook last.
 pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
-    let (mut oo, mut got) = (s.l.oo, b.alloc_slab_pages(s.l.oo.order()));
+    let (mut oo, mut got) = (s.l.oo, b.alloc_pages(s.l.oo.order()));
     if got.is_none() && s.l.min.order() < oo.order() {
         oo = s.l.min;
-        got = b.alloc_slab_pages(oo.order());
+        got = b.alloc_pages(oo.order());
         if got.is_some() {
             s.stats.order_fallback += 1;
         }
@@ -111,7 +111,7 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
     let (order, objects) = (oo.order(), oo.objects());
     let nr = 1u64 << order;
     if pfn + nr > PFN_NONE as u64 || b.page(pfn).is_none() || b.page(pfn + nr - 1).is_none() {
-        b.free_slab_pages(pfn, order);
+        b.free_pages(pfn, order);
         s.stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     }
@@ -168,7 +168,11 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
 
 /// discard_slab()/__free_slab(): the hook first, then struct page cleared
 /// and the frames returned.
-pub(super) fn discard_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u64) {
+pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
+    s: &mut KmemCache,
+    b: &mut B,
+    pfn: u64,
+) {
     let objects = read_page(b, pfn).objects as u32;
     let order = s.slab_order(objects);
     b.slab_freed(pfn, order);
@@ -183,7 +187,7 @@ pub(super) fn discard_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B, pfn: u6
             pg.prev = 0;
         }
     }
-    b.free_slab_pages(pfn, order);
+    b.free_pages(pfn, order);
     s.nr_slabs -= 1;
     s.total_objects -= objects as u64;
     s.stats.free_slab += 1;
@@ -197,7 +201,11 @@ pub(super) enum Target {
 
 impl<const N: usize> Slub<N> {
     /// to the object boundary.
-    pub(super) fn resolve<B: SlabBackend>(&self, va: u64, b: &B) -> Result<Target, SlabError> {
+    pub(super) fn resolve<B: Lowmem + PfnToPage>(
+        &self,
+        va: u64,
+        b: &B,
+    ) -> Result<Target, SlabError> {
         let Some(pfn) = b.virt_to_pfn(va) else {
             return Err(self.invalid_free(None, va, "not a direct-mapped address"));
         };

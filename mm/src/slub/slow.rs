@@ -7,7 +7,8 @@ use super::fast::{freelist_ptr, on_boundary, take_object};
 use super::slab::{
     discard_slab, freelist_object, freelist_offset, list_add, list_del, new_slab, read_page,
 };
-use super::{KmemCache, KmemCacheCpu, ReportKind, SlabBackend, SlabError, FREELIST_NONE};
+use super::{KmemCache, KmemCacheCpu, ReportKind, SlabError, FREELIST_NONE};
+use crate::arch::SlabBackend;
 use crate::page::PFN_NONE;
 
 /// ___slab_alloc(): retire the exhausted per-CPU slab, then take a partial

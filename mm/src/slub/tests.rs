@@ -1,79 +1,23 @@
 extern crate std;
 use super::*;
-use crate::buddy::{Node, MAX_ORDER};
-use crate::gfp::Gfp;
-use crate::memblock::Memblock;
-use crate::page::{MemMap, Page, PageFlags};
+use crate::arch::{Lowmem, PfnToPage};
+use crate::page::PageFlags;
+use crate::testing::HostKernel;
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT};
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::string::{String, ToString};
-use std::vec;
 use std::vec::Vec;
 
 /// 32 MiB of RAM, all low memory, behind the real buddy allocator.
 const FRAMES: u64 = 8192;
-
-struct Fake {
-    node: Node<'static>,
-    mem: Vec<u8>,
-    /// Frames the backend still hands out (None: unlimited).
-    budget: Option<u64>,
-    /// Refuse slab allocations above this order (order fallback tests).
-    max_slab_order: u32,
-    /// Frames tagged through slab_created (the double-mapping record).
-    tagged: BTreeMap<u64, u32>,
-    hooks: u64,
-    held: u64,
-    rng: u64,
-}
-
-impl Fake {
-    fn new() -> Fake {
-        let mut mb = Memblock::new();
-        mb.add(0, FRAMES << PAGE_SHIFT).unwrap();
-        mb.reserve(0, 1 << 20).unwrap();
-        let map = MemMap::new(vec![Page::ZERO; FRAMES as usize].leak(), 0);
-        let mut node = Node::new(map, FRAMES, FRAMES).unwrap();
-        node.init_from_memblock(&mb).unwrap();
-        Fake {
-            node,
-            mem: vec![0; (FRAMES << PAGE_SHIFT) as usize],
-            budget: None,
-            max_slab_order: MAX_ORDER,
-            tagged: BTreeMap::new(),
-            hooks: 0,
-            held: 0,
-            rng: 0x9e37_79b9_7f4a_7c15,
-        }
-    }
-    fn off(&self, va: u64) -> usize {
-        (va - PAGE_OFFSET) as usize
-    }
-    fn take(&mut self, order: u32) -> Option<u64> {
-        if let Some(b) = self.budget.as_mut() {
-            *b = b.checked_sub(1 << order)?;
-        }
-        let pfn = self.node.alloc_pages(Gfp::KERNEL, order).ok()?;
-        self.held += 1 << order;
-        Some(pfn)
-    }
-    fn give(&mut self, pfn: u64, order: u32) {
-        self.node.free_pages(pfn, order).unwrap();
-        self.held -= 1 << order;
-    }
-    fn write_byte(&mut self, va: u64, v: u8) {
-        let o = self.off(va);
-        self.mem[o] = v;
-    }
-}
 
 /// `live` (what the host inspector reads) follows the registry
 /// through create and destroy, and a live slot's cache sits at offset
 /// 0 of the slot.
 #[test]
 fn live_marks_follow_the_registry() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = Slub::<4>::new();
     let a = s
         .kmem_cache_create("a", 24, 0, SlabFlags::empty(), None, &mut b)
@@ -97,80 +41,10 @@ fn live_marks_follow_the_registry() {
     assert_eq!(s.cache(c).unwrap().name(), "c");
 }
 
-impl SlabBackend for Fake {
-    fn alloc_slab_pages(&mut self, order: u32) -> Option<u64> {
-        if order > self.max_slab_order {
-            return None;
-        }
-        self.take(order)
-    }
-    fn free_slab_pages(&mut self, pfn: u64, order: u32) {
-        assert!(!self.tagged.contains_key(&pfn), "freed while tagged");
-        self.give(pfn, order)
-    }
-    fn pfn_to_virt(&self, pfn: u64) -> u64 {
-        PAGE_OFFSET + (pfn << PAGE_SHIFT)
-    }
-    fn virt_to_pfn(&self, va: u64) -> Option<u64> {
-        let pfn = va.checked_sub(PAGE_OFFSET)? >> PAGE_SHIFT;
-        (pfn < FRAMES).then_some(pfn)
-    }
-    fn page(&self, pfn: u64) -> Option<&Page> {
-        self.node.page(pfn)
-    }
-    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        self.node.page_mut(pfn)
-    }
-    fn read_u64(&self, va: u64) -> u64 {
-        let o = self.off(va);
-        u64::from_le_bytes(self.mem[o..o + 8].try_into().unwrap())
-    }
-    fn write_u64(&mut self, va: u64, v: u64) {
-        let o = self.off(va);
-        self.mem[o..o + 8].copy_from_slice(&v.to_le_bytes());
-    }
-    fn fill(&mut self, va: u64, len: u64, byte: u8) {
-        let o = self.off(va);
-        self.mem[o..o + len as usize].fill(byte);
-    }
-    fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
-        let o = self.off(va);
-        let s = &self.mem[o..o + len as usize];
-        s.iter()
-            .position(|&x| x != byte)
-            .map(|i| (va + i as u64, s[i]))
-    }
-    fn random_u64(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-    fn slab_created(&mut self, pfn: u64, order: u32) {
-        let pg = *self.node.page(pfn).unwrap();
-        assert!(
-            pg.flags.contains(PageFlags::SLAB) && pg.slab_cache != 0,
-            "hook before struct page set up"
-        );
-        assert!(self.tagged.insert(pfn, order).is_none(), "tagged twice");
-        self.hooks += 1;
-    }
-    fn slab_freed(&mut self, pfn: u64, order: u32) {
-        assert_eq!(self.tagged.remove(&pfn), Some(order), "untag mismatch");
-        self.hooks += 1;
-    }
-    fn alloc_large(&mut self, order: u32) -> Option<u64> {
-        self.take(order)
-    }
-    fn free_large(&mut self, pfn: u64, order: u32) {
-        self.give(pfn, order)
-    }
-}
-
 type S = Slub<32>;
 
-fn setup(kmalloc_debug: SlabFlags) -> (S, Fake) {
-    let mut b = Fake::new();
+fn setup(kmalloc_debug: SlabFlags) -> (S, HostKernel) {
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     s.create_kmalloc_caches(kmalloc_debug, &mut b).unwrap();
     (s, b)
@@ -219,7 +93,7 @@ fn kmalloc_size_classes() {
 
 #[test]
 fn cpu_slab_is_set_up_on_first_allocation() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     // fork_init(): task_struct_cachep.
     let id = s
@@ -259,7 +133,7 @@ fn cpu_slab_is_set_up_on_first_allocation() {
 
 #[test]
 fn fast_slow_partial_and_discard() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     let id = s
         .kmem_cache_create("obj512", 512, 0, SlabFlags::empty(), None, &mut b)
@@ -322,7 +196,7 @@ fn fast_slow_partial_and_discard() {
 
 #[test]
 fn slab_iteration_and_slabinfo() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     let id = s
         .kmem_cache_create("mm_struct", 1000, 0, SlabFlags::empty(), None, &mut b)
@@ -401,7 +275,7 @@ fn double_free_is_reported_with_cache_and_address() {
     let id = s
         .kmem_cache_create("big", 3000, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
-    b.max_slab_order = 0; // one object per slab via the order fallback
+    b.max_order = 0; // one object per slab via the order fallback
     let x = s.kmem_cache_alloc(id, &mut b).unwrap();
     let _y = s.kmem_cache_alloc(id, &mut b).unwrap(); // x's slab is now full, off-CPU
     assert_eq!(s.cache(id).unwrap().stats().order_fallback, 2);
@@ -630,14 +504,14 @@ fn large_kmalloc_ksize_and_tail_pages() {
 
 static CTOR_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-fn count_ctor(b: &mut dyn SlabBackend, obj: u64) {
+fn count_ctor(b: &mut dyn Lowmem, obj: u64) {
     b.write_u64(obj, 0x1234_5678);
     CTOR_RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }
 
 #[test]
 fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     let id = s
         .kmem_cache_create(
@@ -663,7 +537,7 @@ fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
 
 #[test]
 fn destroy_and_shrink_return_every_page() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     let id = s
         .kmem_cache_create("files_cache", 700, 0, SlabFlags::RED_ZONE, None, &mut b)
@@ -708,7 +582,7 @@ fn destroy_and_shrink_return_every_page() {
 
 #[test]
 fn allocation_failure_is_an_error() {
-    let mut b = Fake::new();
+    let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     assert_eq!(
         s.create_kmalloc_caches(SlabFlags::HWCACHE_ALIGN, &mut b),
