@@ -200,6 +200,17 @@ pub enum Update {
     Set(Pte),
 }
 
+/// What a range operation does with the tables it leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tables {
+    Keep,
+    /// Frees those whose span lies in the range (their entries were all
+    /// cleared on the way).
+    Free,
+    /// As `Free`, and frees those of the last level without reading them.
+    FreeUnread,
+}
+
 /// The tables on the way to the last address visited.
 #[derive(Clone, Copy, Debug)]
 struct Path {
@@ -761,7 +772,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        self.apply(range, false, |_, _| Update::Clear, each)
+        self.apply(range, Tables::Keep, |_, _| Update::Clear, each)
     }
 
     /// [`Cursor::unmap`], then frees every table whose whole span lies in
@@ -777,7 +788,23 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        self.apply(range, true, |_, _| Update::Clear, each)
+        self.apply(range, Tables::Free, |_, _| Update::Clear, each)
+    }
+
+    /// free_pgtables() after unmap_vmas(): frees every table whose whole
+    /// span lies in `range`, as [`Cursor::unmap_and_free_tables`] does, but
+    /// takes the caller's word that the leaves of the last level are
+    /// already cleared (zapped) and does not read those tables: it frees
+    /// them unread, which is what makes tearing down a sparse address
+    /// space cheap. A leaf left in one is dropped with its table, not
+    /// handed back (its frame is not freed). Larger leaves in the range are
+    /// cleared and handed to `each`.
+    pub fn free_tables(
+        &mut self,
+        range: Range<u64>,
+        each: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply(range, Tables::FreeUnread, |_, _| Update::Clear, each)
     }
 
     /// Gives every present leaf in `range` the protection `flags`
@@ -789,7 +816,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         let kept = PteFlags::ACCESSED | PteFlags::DIRTY;
         self.apply(
             range,
-            false,
+            Tables::Keep,
             |leaf, desc| {
                 let flags = flags | (leaf.entry.flags() & kept);
                 match Decoder::new(cfg.mode, &cfg).leaf_entry(desc, leaf.pa, flags) {
@@ -809,22 +836,22 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         mut f: impl FnMut(&Leaf) -> Update,
     ) -> Result<Flush, RangeError> {
-        self.apply(range, false, |leaf, _| f(leaf), |_| {})
+        self.apply(range, Tables::Keep, |leaf, _| f(leaf), |_| {})
     }
 
     /// The range operations: visits the present leaves of `range` in VA
     /// order, reading only the entries inside it, applies `decide`, calls
-    /// `done` after the write, and with `free_tables` frees the tables
-    /// whose span lies in the range when it leaves them.
+    /// `done` after the write, and (see [`Tables`]) frees the tables whose
+    /// span lies in the range when it leaves them.
     fn apply(
         &mut self,
         range: Range<u64>,
-        free_tables: bool,
+        tables: Tables,
         mut decide: impl FnMut(&Leaf, &LevelDesc) -> Update,
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        let out = self.apply_inner(range, free_tables, &mut decide, &mut done);
+        let out = self.apply_inner(range, tables, &mut decide, &mut done);
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
@@ -837,7 +864,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     fn apply_inner(
         &mut self,
         range: Range<u64>,
-        free_tables: bool,
+        tables: Tables,
         decide: &mut dyn FnMut(&Leaf, &LevelDesc) -> Update,
         done: &mut dyn FnMut(&Leaf),
     ) -> Result<Flush, (MapError, u64, Flush)> {
@@ -892,7 +919,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             let va = mode.canonical(lin);
             if f.next >= desc.entries() || va > last {
                 sp -= 1;
-                if free_tables && f.inside {
+                if tables != Tables::Keep && f.inside {
                     // Every entry was cleared: free_pte_range() & co.
                     let first = mode.canonical(f.base);
                     let err = |e| (e, first, Flush::page(first, SIZE_4K));
@@ -928,6 +955,17 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             let eff = f.eff.and(entry, desc);
             if !decoded.leaf {
                 let child = dec.table(entry);
+                let inside = va >= start && va + (size - 1) <= last;
+                if tables == Tables::FreeUnread && inside && f.depth + 2 == levels.len() {
+                    // A table of leaves the caller zapped: free_pte_range().
+                    if let Err(e) = self.write(va, entry_pa, Pte::EMPTY) {
+                        return Err(stop(e, flush));
+                    }
+                    self.free_table(child);
+                    let owed = self.root_flush(f.depth);
+                    flush = flush.merge(Flush::page(va, SIZE_4K)).merge(owed);
+                    continue;
+                }
                 stack[sp] = Frame {
                     table: child,
                     depth: f.depth + 1,
@@ -940,7 +978,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                     eff,
                     parent_pa: entry_pa,
                     parent: entry,
-                    inside: va >= start && va + (size - 1) <= last,
+                    inside,
                 };
                 sp += 1;
                 continue;

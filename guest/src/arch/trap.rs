@@ -20,6 +20,8 @@ bitflags! {
         const WRITE = 1 << 1;
         /// The access came from ring 3.
         const USER = 1 << 2;
+        /// A reserved bit was set in a paging-structure entry.
+        const RSVD = 1 << 3;
         /// An instruction fetch.
         const INSTR = 1 << 4;
     }

@@ -10,10 +10,10 @@ use pagetable::Pte;
 use spin::Mutex;
 
 use crate::arch::mem::KernelPage;
+use crate::arch::paging::{WindowTable, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
-use crate::mm::paging::{self, window_pte, PAGE_KERNEL};
+use crate::mm::lowmem_address;
 use crate::mm::tlb::KernelTlb;
-use crate::mm::{layout, lowmem_address};
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
 static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
@@ -21,19 +21,19 @@ static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
 /// One of the two fixed windows (pkmap or fixmap): its page table is known,
 /// so mapping a slot is a single PTE write, as in Linux.
 struct Window {
-    table: u64,
+    table: WindowTable,
 }
 
 impl Window {
     fn pkmap() -> Self {
         Window {
-            table: layout().tables.pkmap_pte,
+            table: WindowTable::pkmap(),
         }
     }
 
     fn fixmap() -> Self {
         Window {
-            table: layout().tables.fixmap_pte,
+            table: WindowTable::fixmap(),
         }
     }
 }
@@ -50,16 +50,13 @@ impl TlbFlush for Window {
 
 impl KmapArch for Window {
     fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), ArchError> {
-        paging::set_pte(
-            window_pte(self.table, vaddr),
-            Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL),
-        )
-        .map_err(|_| ArchError::NoPageTable)
+        self.table
+            .set(vaddr, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL))
+            .map_err(|_| ArchError::NoPageTable)
     }
 
     fn clear_pte(&mut self, vaddr: u64) {
-        // The window's table is in low memory by construction.
-        let _ = paging::set_pte(window_pte(self.table, vaddr), Pte::EMPTY);
+        self.table.clear(vaddr);
     }
 }
 

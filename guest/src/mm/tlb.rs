@@ -42,3 +42,20 @@ impl mm::pkmap::TlbFlush for KernelTlb {
         flush_range(start, end);
     }
 }
+
+/// The TLB as the page-table cursor's flush tokens see it.
+impl pagetable::TlbFlush for KernelTlb {
+    fn flush_one(&mut self, va: u64) {
+        flush_one(va);
+    }
+
+    /// __flush_tlb_all().
+    fn flush_all(&mut self) {
+        count(&EVENTS.tlb_flush_all, 1);
+        cpu::flush_tlb_all();
+    }
+
+    fn flush_range(&mut self, start: u64, end: u64) {
+        flush_range(start, end);
+    }
+}
