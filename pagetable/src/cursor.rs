@@ -63,14 +63,6 @@ pub struct MapStats {
     pub tables_freed: u64,
 }
 
-impl MapStats {
-    pub(crate) fn add(&mut self, other: MapStats) {
-        self.pte_writes += other.pte_writes;
-        self.tables_allocated += other.tables_allocated;
-        self.tables_freed += other.tables_freed;
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
     /// Not an address of the paging mode (see [`FaultReason::NonCanonical`]).
