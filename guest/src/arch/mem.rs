@@ -60,11 +60,13 @@ impl KernelPage {
     /// The mm's promise: `va` is page-aligned, mapped writable, and the
     /// frame behind it belongs to the caller for as long as it uses this.
     /// Checked here as far as addresses go: a direct-mapped page outside
-    /// the kernel image, or a page of the vmalloc, pkmap or fixmap windows.
+    /// the kernel image and the claimed arrays, or a page of the vmalloc,
+    /// pkmap or fixmap windows.
     pub fn new(va: u64) -> Self {
-        let lowmem = va >= abi::layout::PAGE_OFFSET
-            && direct_mapped(abi::layout::pa(va), PAGE_SIZE)
-            && !kernel_image().contains(&abi::layout::pa(va));
+        let lowmem = va >= abi::layout::PAGE_OFFSET && {
+            let pa = abi::layout::pa(va);
+            direct_mapped(pa, PAGE_SIZE) && !owned_by_kernel(pa, pa + PAGE_SIZE)
+        };
         let window = va > abi::layout::PAGE_OFFSET + LOWMEM_END.load(Ordering::Relaxed)
             && va < abi::layout::FIXADDR_TOP;
         assert!(
