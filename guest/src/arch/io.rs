@@ -48,8 +48,7 @@ pub fn hypercall(call: &mut Hypercall) -> u64 {
     let image = super::mem::kernel_image();
     let in_image = |pa: u64| pa >= image.start && pa + len <= image.end;
     assert!(
-        addr >= PAGE_OFFSET
-            && (in_image(pa(addr)) || super::mem::direct_mapped(pa(addr), len)),
+        addr >= PAGE_OFFSET && (in_image(pa(addr)) || super::mem::direct_mapped(pa(addr), len)),
         "hypercall block at {addr:#x} is not direct-mapped"
     );
     outl(HYPERCALL_PORT, pa(addr) as u32);
