@@ -624,16 +624,60 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             };
             return Err(stop(error, start, Flush::none()));
         }
+        let cfg = self.cfg;
+        let mode = cfg.mode;
+        let dec = Decoder::new(mode, &cfg);
         let mut flush = Flush::none();
         let mut va = range.start;
         while va < range.end {
+            // The first leaf of each table through `map`, which makes and
+            // relaxes the tables above for these flags...
             match self.map(va, pa + (va - start), size, flags) {
                 Ok(f) => flush = flush.merge(f),
                 Err(error) => return Err(stop(error, va, flush)),
             }
+            let Some((depth, desc)) = mode.leaf_level(size) else {
+                return Ok(flush);
+            };
+            // ...then the rest of that table entry by entry, as
+            // vmap_pte_range() fills one page table: the path caches it.
+            let table = self.path.tables[depth];
+            let span = size << desc.bits;
+            let table_end = (va | (span - 1)).checked_add(1).unwrap_or(u64::MAX);
             va += size;
+            while va < range.end.min(table_end) {
+                let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
+                if let Err(error) = self.fill(&dec, desc, va, entry_pa, pa + (va - start), flags) {
+                    return Err(stop(error, va, flush));
+                }
+                va += size;
+            }
         }
         Ok(flush)
+    }
+
+    /// Stores the leaf for `va` -> `pa` in the empty slot at `entry_pa`, a
+    /// slot of a table `map` already made ready for `flags`.
+    fn fill(
+        &mut self,
+        dec: &Decoder,
+        desc: &LevelDesc,
+        va: u64,
+        entry_pa: u64,
+        pa: u64,
+        flags: PteFlags,
+    ) -> Result<(), MapError> {
+        let old = self.read(entry_pa)?;
+        if old.is_present() {
+            return Err(MapError::AlreadyMapped {
+                level: desc.level,
+                entry: old,
+            });
+        }
+        let leaf = dec
+            .leaf_entry(desc, pa, flags)
+            .ok_or(MapError::BadFrame { pa })?;
+        self.write(va, entry_pa, leaf)
     }
 
     /// The table at `level` on the way to `va`, allocating it and any

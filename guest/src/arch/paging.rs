@@ -215,27 +215,49 @@ pub fn build_swapper_pg_dir(
     table(PAGE_OFFSET, Level::Pdpt)?;
     let kernel_pmd = table(PAGE_OFFSET, Level::Pd)?;
 
+    // Runs of whole 2 MiB chunks without the image get 2 MiB leaves, the
+    // other chunks 4 KiB ones, in runs of one flag each; one map_range per
+    // run (most of lowmem is one run, filling the kernel PD in one go).
     let image = kernel_image();
     // The page under the boot stack stays unmapped: a guard page.
-    let guard = sections().stack_guard;
+    let guard = pa(sections().stack_guard);
+    let mut map = |start: u64, end: u64, size, flags| {
+        cursor
+            .map_range(va(start)..va(end), start, size, flags)
+            .map(Flush::ignore)
+            .map_err(|e| {
+                e.flush.ignore();
+                e.error
+            })
+    };
     let mut chunk = 0;
     while chunk < lowmem_end {
-        let whole = chunk + PMD_SIZE <= lowmem_end;
-        let has_image = chunk < image.end && image.start < chunk + PMD_SIZE;
-        if whole && !has_image {
-            cursor.map(va(chunk), chunk, SIZE_2M, LOWMEM)?.ignore();
-        } else {
-            let end = (chunk + PMD_SIZE).min(lowmem_end);
-            for pa in (chunk..end)
-                .step_by(PAGE_SIZE as usize)
-                .filter(|&pa| va(pa) != guard)
-            {
-                cursor
-                    .map(va(pa), pa, SIZE_4K, lowmem_flags(va(pa)))?
-                    .ignore();
+        let plain = |chunk| {
+            chunk + PMD_SIZE <= lowmem_end && !(chunk < image.end && image.start < chunk + PMD_SIZE)
+        };
+        if plain(chunk) {
+            let run = chunk;
+            while chunk < lowmem_end && plain(chunk) {
+                chunk += PMD_SIZE;
             }
+            map(run, chunk, SIZE_2M, LOWMEM)?;
+            continue;
         }
-        chunk += PMD_SIZE;
+        let end = (chunk + PMD_SIZE).min(lowmem_end);
+        let mut page = chunk;
+        while page < end {
+            if page == guard {
+                page += PAGE_SIZE;
+                continue;
+            }
+            let flags = lowmem_flags(va(page));
+            let run = page;
+            while page < end && page != guard && lowmem_flags(va(page)) == flags {
+                page += PAGE_SIZE;
+            }
+            map(run, page, SIZE_4K, flags)?;
+        }
+        chunk = end;
     }
 
     // The pkmap and fixmap windows each get their page table now, so kmap
