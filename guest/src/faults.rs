@@ -11,9 +11,8 @@
 use abi::cmdline::{Cmdline, Fault, Plant};
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use mm::gfp::Gfp;
-use mm::pkmap::TlbFlush;
 use mm::vma::VmFlags;
-use pagetable::Pte;
+use pagetable::{Pte, TlbFlush};
 
 use crate::arch::paging::{self, PAGE_KERNEL};
 use crate::mm::tlb::KernelTlb;
@@ -118,7 +117,7 @@ fn plant_in_vmalloc(frame: u64, caller: &'static str) -> Result<u64, &'static st
     // it is never freed and nothing accesses it: only the host's audit
     // reads the entry.
     unsafe { paging::plant_kernel_pte(area, Pte::new(frame, PAGE_KERNEL))? };
-    KernelTlb.flush_tlb_one(area);
+    KernelTlb.flush_one(area);
     Ok(area)
 }
 

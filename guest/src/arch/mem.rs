@@ -176,15 +176,15 @@ pub fn claim_array<T: zerocopy::FromZeros>(
     let len = (count as u64)
         .checked_mul(size_of::<T>() as u64)
         .ok_or(MemblockError::NoSpace)?;
-    let pa = memblock.alloc(len.next_multiple_of(PAGE_SIZE), PAGE_SIZE, limit)?;
-    if !direct_mapped(pa, len) || align_of::<T>() as u64 > PAGE_SIZE {
-        return Err(MemblockError::NoSpace);
-    }
     let mut claimed = CLAIMED.lock();
     let slot = claimed
         .iter_mut()
         .find(|r| r.is_empty())
-        .ok_or(MemblockError::NoSpace)?;
+        .ok_or(MemblockError::TooManyRegions)?;
+    let pa = memblock.alloc(len.next_multiple_of(PAGE_SIZE), PAGE_SIZE, limit)?;
+    if !direct_mapped(pa, len) || align_of::<T>() as u64 > PAGE_SIZE {
+        return Err(MemblockError::NoSpace);
+    }
     *slot = pa..pa + len;
     // SAFETY: fresh from memblock, so nothing else refers to it (and
     // `lowmem` refuses to write a claimed range); in the direct map and

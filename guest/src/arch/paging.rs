@@ -112,10 +112,13 @@ fn write_entry(pa: u64, val: u64) -> Result<(), PhysError> {
     if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) || kernel_image().contains(&pa) {
         return Err(PhysError::OutsideRam { pa });
     }
-    // SAFETY: `pa` is an entry of a table page: TableMemory is private to
-    // this module, whose cursors only follow entries they wrote, to table
-    // pages from EarlyTables or BuddyTables, which the page tables own.
-    // The address is aligned and direct-mapped (checked above).
+    // SAFETY: `pa` is an entry of a table page. The callers are
+    // TableMemory, private to this module, whose cursors only follow
+    // entries they wrote, to table pages from EarlyTables or BuddyTables,
+    // which the page tables own; WindowTable, whose entry is in its own
+    // table (checked there); and plant_kernel_pte, an `unsafe fn` that
+    // finds the slot by walking swapper_pg_dir. The address is aligned and
+    // direct-mapped (checked above).
     unsafe { core::ptr::write_volatile(va(pa) as *mut u64, val) };
     Ok(())
 }
