@@ -155,8 +155,7 @@ pub fn sections() -> Sections {
 
 /// Physical range of the whole image.
 pub fn kernel_image() -> Range<u64> {
-    let s = sections();
-    abi::layout::pa(s.text.start)..abi::layout::pa(s.bss.end)
+    abi::layout::pa(addr(&__text_start))..abi::layout::pa(addr(&__bss_end))
 }
 
 /// Carves a zeroed, exclusively owned array of `count` `T`s out of low

@@ -219,7 +219,7 @@ pub fn build_swapper_pg_dir(
     let kernel_pmd = table(PAGE_OFFSET, Level::Pd)?;
 
     // Runs of whole 2 MiB chunks without the image get 2 MiB leaves, the
-    // other chunks 4 KiB ones, in runs of one flag each; one map_range per
+    // other chunks 4 KiB ones, in runs of one flag each: one map_range per
     // run (most of lowmem is one run, filling the kernel PD in one go).
     let image = kernel_image();
     // The page under the boot stack stays unmapped: a guard page.
@@ -246,19 +246,27 @@ pub fn build_swapper_pg_dir(
             map(run, chunk, SIZE_2M, LOWMEM)?;
             continue;
         }
+        // Cut the chunk where the flags change (the sections' ends) and
+        // around the guard page.
         let end = (chunk + PMD_SIZE).min(lowmem_end);
-        let mut page = chunk;
-        while page < end {
-            if page == guard {
-                page += PAGE_SIZE;
-                continue;
+        let s = sections();
+        let mut cuts = [
+            pa(s.text.start),
+            pa(s.text.end),
+            pa(s.rodata.start),
+            pa(s.rodata.end),
+            guard,
+            guard + PAGE_SIZE,
+            end,
+        ]
+        .map(|cut| cut.clamp(chunk, end));
+        cuts.sort_unstable();
+        let mut from = chunk;
+        for cut in cuts {
+            if from < cut && from != guard {
+                map(from, cut, SIZE_4K, lowmem_flags(va(from)))?;
             }
-            let flags = lowmem_flags(va(page));
-            let run = page;
-            while page < end && page != guard && lowmem_flags(va(page)) == flags {
-                page += PAGE_SIZE;
-            }
-            map(run, page, SIZE_4K, flags)?;
+            from = cut;
         }
         chunk = end;
     }
