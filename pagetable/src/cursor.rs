@@ -966,17 +966,30 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                 }
                 continue;
             }
-            stack[sp - 1].next += 1;
             let size = desc.page_size();
-            let entry_pa = f.table + f.next as u64 * mode.entry_size;
-            let stop = |e, flush| (e, va, flush);
-            let entry = match self.read(entry_pa) {
-                Ok(e) => e,
-                Err(e) => return Err(stop(e, flush)),
+            // The next present entry of this table inside the range: a
+            // sparse table is mostly runs of empty ones, skipped here.
+            let (mut next, mut lin, mut va) = (f.next, lin, va);
+            let entry = loop {
+                match self.read(f.table + next as u64 * mode.entry_size) {
+                    Ok(e) if e.is_present() => break e,
+                    Ok(_) => {}
+                    Err(e) => return Err((e, va, flush)),
+                }
+                next += 1;
+                lin = f.base + ((next as u64) << desc.shift);
+                va = mode.canonical(lin);
+                if next >= desc.entries() || va > last {
+                    break Pte::EMPTY;
+                }
             };
             if !entry.is_present() {
+                stack[sp - 1].next = next;
                 continue;
             }
+            stack[sp - 1].next = next + 1;
+            let entry_pa = f.table + next as u64 * mode.entry_size;
+            let stop = |e, flush| (e, va, flush);
             let decoded = dec.decode(desc, entry);
             if decoded.reserved != 0 {
                 let reason = FaultReason::ReservedBits {
