@@ -643,7 +643,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             // vmap_pte_range() fills one page table: the path caches it.
             let table = self.path.tables[depth];
             let span = size << desc.bits;
-            let table_end = (va | (span - 1)).checked_add(1).unwrap_or(u64::MAX);
+            let table_end = (va | (span - 1)).saturating_add(1);
             va += size;
             while va < range.end.min(table_end) {
                 let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
