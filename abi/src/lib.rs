@@ -7,6 +7,7 @@
 //! - [`io`]: I/O ports and hypercalls.
 //! - [`vmcoreinfo`]: the descriptor the guest publishes for host inspection.
 #![no_std]
+#![forbid(unsafe_code)]
 
 pub mod boot;
 pub mod cmdline;

@@ -3,9 +3,12 @@
 
 use abi::io::exit;
 
-use crate::arch::trap::TrapFrame;
+use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::{cpu, user};
 use crate::console::emergency_print;
+
+/// The page-fault vector (#PF).
+const PAGE_FAULT: u64 = 14;
 
 const NAMES: [&str; 32] = [
     "divide error (#DE)",
@@ -72,8 +75,9 @@ pub fn handle_exception(frame: &mut TrapFrame) {
 /// `syscall` instruction on a host where it stays at CPL 3.
 fn is_syscall_fallback(frame: &TrapFrame) -> bool {
     let entry = user::syscall_entry_address();
-    frame.vector == 14
-        && frame.error_code & 0x14 == 0x14
+    let fetch = PageFaultError::USER | PageFaultError::INSTR;
+    frame.vector == PAGE_FAULT
+        && PageFaultError::from_bits_retain(frame.error_code).contains(fetch)
         && frame.rip == entry
         && cpu::read_cr2() == entry
 }
@@ -90,25 +94,33 @@ fn kernel_exception(frame: &mut TrapFrame) -> ! {
         "\n*** KERNEL EXCEPTION {vector}: {name}, error code {:#x}\n",
         frame.error_code
     ));
-    if vector == 14 {
-        let e = frame.error_code;
+    if frame.vector == PAGE_FAULT {
+        let e = PageFaultError::from_bits_retain(frame.error_code);
         emergency_print(format_args!(
             "    CR2={:#x} ({} {} in {} mode{})\n",
             cpu::read_cr2(),
-            if e & 1 != 0 {
+            if e.contains(PageFaultError::PROT) {
                 "protection violation,"
             } else {
                 "not-present page,"
             },
-            if e & 16 != 0 {
+            if e.contains(PageFaultError::INSTR) {
                 "instruction fetch"
-            } else if e & 2 != 0 {
+            } else if e.contains(PageFaultError::WRITE) {
                 "write"
             } else {
                 "read"
             },
-            if e & 4 != 0 { "user" } else { "kernel" },
-            if e & 8 != 0 { ", reserved bit set" } else { "" },
+            if e.contains(PageFaultError::USER) {
+                "user"
+            } else {
+                "kernel"
+            },
+            if e.contains(PageFaultError::RSVD) {
+                ", reserved bit set"
+            } else {
+                ""
+            },
         ));
     }
     emergency_print(format_args!(

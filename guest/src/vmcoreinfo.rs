@@ -6,27 +6,27 @@
 //!   address to the VMM with `hc::SET_VMCOREINFO` (as Linux's
 //!   crash_save_vmcoreinfo_init() fills vmcoreinfo_data once).
 //! - [`late`]: the command-line workloads run before the final report:
-//!   `plant=dmap` maps a (host-registered) slab frame a second time with a
-//!   raw PTE write, for the host's `audit` to catch; `linger=SECONDS` keeps
+//!   the `plant=` fixtures (see `faults`) for the host's `audit` to catch;
+//!   `linger=SECONDS` keeps
 //!   the kernel busy with kmap/kunmap and vmalloc/vfree churn so a live
 //!   `vmm inspect --socket` has a moving target, then returns.
 
 use core::mem::{offset_of, size_of};
 
-use abi::cmdline::{Cmdline, Plant};
+use abi::cmdline::Cmdline;
 use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::*;
 use abi::vmcoreinfo::{num, off, sym, BufWriter, Writer, MAX_TEXT, OSRELEASE};
 use mm::gfp::Gfp;
 use mm::slub::Slub;
 use mm::vma::VmFlags;
-use pagetable::{walk, PhysWrite, Pte, TlbFlush, WalkConfig};
+use pagetable::{walk, WalkConfig};
 use spin::Mutex;
 
 use crate::arch::mem::{sections, DirectMap};
 use crate::kprintln;
 use crate::mm::events::{Events, EVENTS, EVENT_OFFSETS};
-use crate::mm::{highmem, layout, paging, tlb::KernelTlb, vmalloc};
+use crate::mm::{highmem, layout, vmalloc};
 use crate::process::{
     self,
     objects::{ListHead, MmStruct, TaskStruct, VmAreaStruct},
@@ -163,108 +163,13 @@ pub fn publish() {
     }
 }
 
-/// The workloads selected on the command line (`plant=`, `linger=`).
+/// The workloads selected on the command line: the `plant=` fixtures
+/// (in `faults`), then `linger=`.
 pub fn late(cmdline: &Cmdline) {
-    for plant in cmdline.plants() {
-        let what = plant.name();
-        match (plant, plant_one(plant)) {
-            (Plant::Dmap, Ok((pfn, va))) => {
-                kprintln!("plant=dmap: slab frame {pfn:#x} mapped again at {va:#x}")
-            }
-            (Plant::PageTable, Ok((pfn, va))) => {
-                kprintln!("plant=pt: page-table page {pfn:#x} mapped writable at {va:#x}")
-            }
-            (Plant::Free, Ok((pfn, va))) => {
-                kprintln!("plant=free: free frame {pfn:#x} still mapped at {va:#x}")
-            }
-            (Plant::User, Ok((pfn, va))) => {
-                kprintln!("plant=user: kernel frame {pfn:#x} mapped for ring 3 at {va:#x}")
-            }
-            (_, Err(e)) => kprintln!("plant={what}: failed: {e}"),
-        }
-    }
+    crate::faults::plant(cmdline);
     if let Some(secs) = cmdline.linger {
         linger(secs);
     }
-}
-
-fn plant_one(plant: Plant) -> Result<(u64, u64), &'static str> {
-    match plant {
-        Plant::Dmap => plant_dmap(),
-        Plant::PageTable => plant_table(),
-        Plant::Free => plant_free(),
-        Plant::User => plant_user(),
-    }
-}
-
-/// The PTE slot for kernel address `va` in swapper_pg_dir.
-fn pte_slot(va: u64) -> Option<u64> {
-    let w = walk(&DirectMap, layout().tables.pgd, va, &WalkConfig::default());
-    let last = w.steps().last()?;
-    (last.level == pagetable::Level::Pt).then_some(last.entry_pa)
-}
-
-/// Takes a lowmem page, tags it as a slab frame (dmap_prot(): the guest's
-/// bitmap and the VMM's record, as new_slab does) and maps it a second time
-/// inside a vmalloc area with a raw PTE write through the direct map,
-/// bypassing the page-table writer's double-mapping check. The area's own
-/// frame is leaked and the area never freed (vfree would free the slab
-/// frame).
-fn plant_dmap() -> Result<(u64, u64), &'static str> {
-    let pfn = crate::mm::alloc_pages(Gfp::KERNEL, 0).map_err(|_| "no lowmem page")?;
-    let frame = pfn << PAGE_SHIFT;
-    crate::mm::dmap::tag_slab(pfn, 0);
-    crate::mm::with_node(|node| {
-        if let Some(page) = node.page_mut(pfn) {
-            page.flags |= mm::page::PageFlags::SLAB;
-        }
-    });
-    let area = plant_in_vmalloc(frame, "plant_dmap")?;
-    Ok((pfn, area))
-}
-
-/// Maps `frame` writable into a fresh one-page vmalloc area with a raw PTE
-/// write that bypasses the page-table writer. The area's own frame is
-/// leaked and the area never freed: vfree would free the planted frame.
-fn plant_in_vmalloc(frame: u64, caller: &'static str) -> Result<u64, &'static str> {
-    let area = vmalloc::vmalloc(PAGE_SIZE, caller).map_err(|_| "no vmalloc space")?;
-    let slot = pte_slot(area).ok_or("no page table for the area")?;
-    DirectMap
-        .write_u64(slot, Pte::new(frame, paging::PAGE_KERNEL).raw())
-        .map_err(|_| "PTE write failed")?;
-    KernelTlb.flush_one(area);
-    Ok(area)
-}
-
-/// A page-table page (the one holding the vmalloc PTEs) mapped writable a
-/// second time: anyone with that address could rewrite kernel mappings.
-fn plant_table() -> Result<(u64, u64), &'static str> {
-    let probe = vmalloc::vmalloc(PAGE_SIZE, "plant_pt_probe").map_err(|_| "no vmalloc space")?;
-    let table = pte_slot(probe).ok_or("no page table for the area")? & !(PAGE_SIZE - 1);
-    let area = plant_in_vmalloc(table, "plant_pt")?;
-    Ok((table >> PAGE_SHIFT, area))
-}
-
-/// A frame mapped in vmalloc space and then given back to the buddy
-/// allocator while still mapped (a use-after-free waiting to happen).
-fn plant_free() -> Result<(u64, u64), &'static str> {
-    let pfn = crate::mm::alloc_pages(Gfp::KERNEL, 0).map_err(|_| "no lowmem page")?;
-    let area = plant_in_vmalloc(pfn << PAGE_SHIFT, "plant_free")?;
-    crate::mm::free_pages(pfn, 0).map_err(|_| "free failed")?;
-    Ok((pfn, area))
-}
-
-/// A task (never run, so never reaped) whose user page tables map the
-/// kernel's first text frame with the user bit set.
-fn plant_user() -> Result<(u64, u64), &'static str> {
-    let program = crate::arch::programs::find("segv").ok_or("no segv program")?;
-    let pid = process::spawn(&program).map_err(|_| "spawn failed")?;
-    let pfn = abi::layout::pa(sections().text.start) >> PAGE_SHIFT;
-    let user_va = 0x0900_0000;
-    process::with_task(pid, |t| t.mm.install(user_va, pfn, VmFlags::READ))
-        .ok_or("task vanished")?
-        .map_err(|_| "install failed")?;
-    Ok((pfn, user_va))
 }
 
 /// Keeps the kernel busy for `secs` seconds (host clock, through the VMM's

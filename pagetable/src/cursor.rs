@@ -63,14 +63,6 @@ pub struct MapStats {
     pub tables_freed: u64,
 }
 
-impl MapStats {
-    pub(crate) fn add(&mut self, other: MapStats) {
-        self.pte_writes += other.pte_writes;
-        self.tables_allocated += other.tables_allocated;
-        self.tables_freed += other.tables_freed;
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
     /// Not an address of the paging mode (see [`FaultReason::NonCanonical`]).
@@ -200,6 +192,17 @@ pub enum Update {
     /// Stores this entry instead (tables above are relaxed if it needs
     /// more than they allow, as in [`Cursor::map`]).
     Set(Pte),
+}
+
+/// What a range operation does with the tables it leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tables {
+    Keep,
+    /// Frees those whose span lies in the range (their entries were all
+    /// cleared on the way).
+    Free,
+    /// As `Free`, and frees those of the last level without reading them.
+    FreeUnread,
 }
 
 /// The tables on the way to the last address visited.
@@ -623,16 +626,60 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             };
             return Err(stop(error, start, Flush::none()));
         }
+        let cfg = self.cfg;
+        let mode = cfg.mode;
+        let dec = Decoder::new(mode, &cfg);
         let mut flush = Flush::none();
         let mut va = range.start;
         while va < range.end {
+            // The first leaf of each table through `map`, which makes and
+            // relaxes the tables above for these flags...
             match self.map(va, pa + (va - start), size, flags) {
                 Ok(f) => flush = flush.merge(f),
                 Err(error) => return Err(stop(error, va, flush)),
             }
+            let Some((depth, desc)) = mode.leaf_level(size) else {
+                return Ok(flush);
+            };
+            // ...then the rest of that table entry by entry, as
+            // vmap_pte_range() fills one page table: the path caches it.
+            let table = self.path.tables[depth];
+            let span = size << desc.bits;
+            let table_end = (va | (span - 1)).saturating_add(1);
             va += size;
+            while va < range.end.min(table_end) {
+                let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
+                if let Err(error) = self.fill(&dec, desc, va, entry_pa, pa + (va - start), flags) {
+                    return Err(stop(error, va, flush));
+                }
+                va += size;
+            }
         }
         Ok(flush)
+    }
+
+    /// Stores the leaf for `va` -> `pa` in the empty slot at `entry_pa`, a
+    /// slot of a table `map` already made ready for `flags`.
+    fn fill(
+        &mut self,
+        dec: &Decoder,
+        desc: &LevelDesc,
+        va: u64,
+        entry_pa: u64,
+        pa: u64,
+        flags: PteFlags,
+    ) -> Result<(), MapError> {
+        let old = self.read(entry_pa)?;
+        if old.is_present() {
+            return Err(MapError::AlreadyMapped {
+                level: desc.level,
+                entry: old,
+            });
+        }
+        let leaf = dec
+            .leaf_entry(desc, pa, flags)
+            .ok_or(MapError::BadFrame { pa })?;
+        self.write(va, entry_pa, leaf)
     }
 
     /// The table at `level` on the way to `va`, allocating it and any
@@ -763,7 +810,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        self.apply(range, false, |_, _| Update::Clear, each)
+        self.apply(range, Tables::Keep, |_, _| Update::Clear, each)
     }
 
     /// [`Cursor::unmap`], then frees every table whose whole span lies in
@@ -779,7 +826,23 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        self.apply(range, true, |_, _| Update::Clear, each)
+        self.apply(range, Tables::Free, |_, _| Update::Clear, each)
+    }
+
+    /// free_pgtables() after unmap_vmas(): frees every table whose whole
+    /// span lies in `range`, as [`Cursor::unmap_and_free_tables`] does, but
+    /// takes the caller's word that the leaves of the last level are
+    /// already cleared (zapped) and does not read those tables: it frees
+    /// them unread, which is what makes tearing down a sparse address
+    /// space cheap. A leaf left in one is dropped with its table, not
+    /// handed back (its frame is not freed). Larger leaves in the range are
+    /// cleared and handed to `each`.
+    pub fn free_tables(
+        &mut self,
+        range: Range<u64>,
+        each: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply(range, Tables::FreeUnread, |_, _| Update::Clear, each)
     }
 
     /// Gives every present leaf in `range` the protection `flags`
@@ -791,7 +854,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         let kept = PteFlags::ACCESSED | PteFlags::DIRTY;
         self.apply(
             range,
-            false,
+            Tables::Keep,
             |leaf, desc| {
                 let flags = flags | (leaf.entry.flags() & kept);
                 match Decoder::new(cfg.mode, &cfg).leaf_entry(desc, leaf.pa, flags) {
@@ -811,22 +874,22 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         mut f: impl FnMut(&Leaf) -> Update,
     ) -> Result<Flush, RangeError> {
-        self.apply(range, false, |leaf, _| f(leaf), |_| {})
+        self.apply(range, Tables::Keep, |leaf, _| f(leaf), |_| {})
     }
 
     /// The range operations: visits the present leaves of `range` in VA
     /// order, reading only the entries inside it, applies `decide`, calls
-    /// `done` after the write, and with `free_tables` frees the tables
-    /// whose span lies in the range when it leaves them.
+    /// `done` after the write, and (see [`Tables`]) frees the tables whose
+    /// span lies in the range when it leaves them.
     fn apply(
         &mut self,
         range: Range<u64>,
-        free_tables: bool,
+        tables: Tables,
         mut decide: impl FnMut(&Leaf, &LevelDesc) -> Update,
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        let out = self.apply_inner(range, free_tables, &mut decide, &mut done);
+        let out = self.apply_inner(range, tables, &mut decide, &mut done);
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
@@ -839,7 +902,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     fn apply_inner(
         &mut self,
         range: Range<u64>,
-        free_tables: bool,
+        tables: Tables,
         decide: &mut dyn FnMut(&Leaf, &LevelDesc) -> Update,
         done: &mut dyn FnMut(&Leaf),
     ) -> Result<Flush, (MapError, u64, Flush)> {
@@ -894,7 +957,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             let va = mode.canonical(lin);
             if f.next >= desc.entries() || va > last {
                 sp -= 1;
-                if free_tables && f.inside {
+                if tables != Tables::Keep && f.inside {
                     // Every entry was cleared: free_pte_range() & co.
                     let first = mode.canonical(f.base);
                     let err = |e| (e, first, Flush::page(first, SIZE_4K));
@@ -905,17 +968,30 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                 }
                 continue;
             }
-            stack[sp - 1].next += 1;
             let size = desc.page_size();
-            let entry_pa = f.table + f.next as u64 * mode.entry_size;
-            let stop = |e, flush| (e, va, flush);
-            let entry = match self.read(entry_pa) {
-                Ok(e) => e,
-                Err(e) => return Err(stop(e, flush)),
+            // The next present entry of this table inside the range: a
+            // sparse table is mostly runs of empty ones, skipped here.
+            let (mut next, mut lin, mut va) = (f.next, lin, va);
+            let entry = loop {
+                match self.read(f.table + next as u64 * mode.entry_size) {
+                    Ok(e) if e.is_present() => break e,
+                    Ok(_) => {}
+                    Err(e) => return Err((e, va, flush)),
+                }
+                next += 1;
+                lin = f.base + ((next as u64) << desc.shift);
+                va = mode.canonical(lin);
+                if next >= desc.entries() || va > last {
+                    break Pte::EMPTY;
+                }
             };
             if !entry.is_present() {
+                stack[sp - 1].next = next;
                 continue;
             }
+            stack[sp - 1].next = next + 1;
+            let entry_pa = f.table + next as u64 * mode.entry_size;
+            let stop = |e, flush| (e, va, flush);
             let decoded = dec.decode(desc, entry);
             if decoded.reserved != 0 {
                 let reason = FaultReason::ReservedBits {
@@ -930,6 +1006,17 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             let eff = f.eff.and(entry, desc);
             if !decoded.leaf {
                 let child = dec.table(entry);
+                let inside = va >= start && va + (size - 1) <= last;
+                if tables == Tables::FreeUnread && inside && f.depth + 2 == levels.len() {
+                    // A table of leaves the caller zapped: free_pte_range().
+                    if let Err(e) = self.write(va, entry_pa, Pte::EMPTY) {
+                        return Err(stop(e, flush));
+                    }
+                    self.free_table(child);
+                    let owed = self.root_flush(f.depth);
+                    flush = flush.merge(Flush::page(va, SIZE_4K)).merge(owed);
+                    continue;
+                }
                 stack[sp] = Frame {
                     table: child,
                     depth: f.depth + 1,
@@ -942,7 +1029,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                     eff,
                     parent_pa: entry_pa,
                     parent: entry,
-                    inside: va >= start && va + (size - 1) <= last,
+                    inside,
                 };
                 sp += 1;
                 continue;

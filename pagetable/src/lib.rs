@@ -17,7 +17,6 @@
 mod cursor;
 mod entry;
 mod flush;
-mod mapper;
 mod mode;
 mod phys;
 mod visit;
@@ -26,7 +25,6 @@ mod walk;
 pub use cursor::{Cursor, FrameAlloc, MapError, MapStats, RangeError, Update};
 pub use entry::{Pte, PteFlags, ADDR_MASK, MAX_PHYS_BITS, SIZE_1G, SIZE_2M, SIZE_4K};
 pub use flush::{Flush, TlbFlush, SINGLE_PAGE_FLUSH_CEILING};
-pub use mapper::{Mapper, Unmapped};
 pub use mode::{
     Gate, Level, LevelDesc, PagingMode, PsBit, LEGACY_2LEVEL, MAX_LEVELS, PAE_3LEVEL, X86_64_4LEVEL,
 };

@@ -31,18 +31,20 @@ fn corpus_replays_cleanly() {
     }
 }
 
-/// The seeds: tables built by the real [`Mapper`], 4 KiB, 2 MiB and 1 GiB
+/// The seeds: tables built by the real [`Cursor`], 4 KiB, 2 MiB and 1 GiB
 /// leaves in user and kernel halves, encoded as sparse inputs.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     const ROOT: u64 = 0x1000;
     const PAGES: usize = 16;
     let k = PteFlags::WRITABLE;
-    let mut m = Mapper::new(
+    let mut c = Cursor::new(
         FakeRam::new(PAGES),
         Bump {
             next: 0x2000,
             end: PAGES as u64 * PAGE,
         },
+        ROOT,
+        WalkConfig::default(),
     );
     for (va, pa, size, flags) in [
         (0xc000_0000, 0, SIZE_2M, k),
@@ -53,9 +55,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (0x7fff_ffff_f000, 0x90_0000, SIZE_4K, PteFlags::USER | k),
         (0xffff_8000_0000_0000, 0, SIZE_1G, k | PteFlags::NX),
     ] {
-        m.map(ROOT, va, pa, size, flags).unwrap().ignore();
+        c.map(va, pa, size, flags).unwrap().ignore();
     }
-    let words = &m.mem().words;
+    let words = &c.mem().words;
     let kernel = fuzz_walk::header(1, true, true, 52, true, PAGES, 0xc040_1000);
     let user = fuzz_walk::header(1, true, false, 46, true, PAGES, 0x7fff_ffff_f000);
     vec![

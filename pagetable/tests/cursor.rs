@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{FakeRam, Frames, Refusing, Tlb, KERNEL as K, PAGE, ROOT};
+use common::{Bump, FakeRam, Frames, Refusing, Tlb, KERNEL as K, PAGE, ROOT};
 use pagetable::*;
 
 fn cursor(pages: usize) -> Cursor<FakeRam, Frames> {
@@ -268,18 +268,6 @@ fn a_refused_write_is_reported_as_such() {
     assert!(e.flush.is_empty());
     e.flush.ignore();
     assert_eq!(c.translate(0xC000_1000), Ok(slab - PAGE));
-    // The legacy wrapper reports it as the guest matches it today.
-    let mut m = Mapper::new(
-        Refusing {
-            ram: FakeRam::new(16),
-            refused: [slab].into(),
-        },
-        Frames::new(0x2000, 16 * PAGE),
-    );
-    assert!(matches!(
-        m.map_4k(ROOT, 0x1000, slab, K),
-        Err(MapError::Phys(PhysError::Refused { .. }))
-    ));
 }
 
 #[test]
@@ -525,4 +513,215 @@ fn a_new_pae_pdpte_needs_a_cr3_reload() {
     assert_eq!(f, Flush::all());
     f.ignore();
     assert!(c.alloc_mut().live.is_empty());
+}
+
+#[test]
+fn counts_writes_and_tables() {
+    let mut c = cursor(16);
+    c.map(0xC000_0000, 0x1000, SIZE_4K, K).unwrap().ignore();
+    // PDPT, PD and PT allocated; three table entries and one leaf written.
+    assert_eq!(
+        c.stats(),
+        MapStats {
+            pte_writes: 4,
+            tables_allocated: 3,
+            tables_freed: 0
+        }
+    );
+    c.map(0xC000_1000, 0x2000, SIZE_4K, K).unwrap().ignore();
+    assert_eq!(
+        c.stats(),
+        MapStats {
+            pte_writes: 5,
+            tables_allocated: 3,
+            tables_freed: 0
+        }
+    );
+    // A user page under the same PML4E upgrades it (one more write), and
+    // gets its own PDPT entry, PD and PT.
+    c.map(0x0800_0000, 0x3000, SIZE_4K, PteFlags::USER)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        c.stats(),
+        MapStats {
+            pte_writes: 9,
+            tables_allocated: 5,
+            tables_freed: 0
+        }
+    );
+    let w = c.walk(0x0800_0000);
+    for s in &w.steps()[..3] {
+        assert_eq!(s.flags, K | PteFlags::USER, "{:?}", s.level);
+    }
+    assert_eq!(w.steps()[3].flags, PteFlags::PRESENT | PteFlags::USER);
+    // Kernel tables below the shared PML4E stay kernel-only.
+    let w = c.walk(0xC000_0000);
+    assert_eq!(w.steps()[1].flags, K);
+    c.unmap_leaf(0xC000_0000).unwrap().1.ignore();
+    assert_eq!(c.stats().pte_writes, 10);
+    c.reset_stats();
+    assert_eq!(c.stats(), MapStats::default());
+}
+
+#[test]
+fn errors_instead_of_panics() {
+    let mut c = cursor(8);
+    c.map(0x20_0000, 0x40_0000, SIZE_2M, K).unwrap().ignore();
+    c.map(0x40_0000, 0x1000, SIZE_4K, K).unwrap().ignore();
+    assert!(matches!(
+        c.map(0x20_1000, 0, SIZE_4K, K),
+        Err(MapError::HugePageInTheWay {
+            level: Level::Pd,
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.map(0x20_0000, 0, SIZE_2M, K),
+        Err(MapError::AlreadyMapped {
+            level: Level::Pd,
+            ..
+        })
+    ));
+    // A PT already holds the slot a 2 MiB page would need.
+    assert!(matches!(
+        c.map(0x40_0000, 0, SIZE_2M, K),
+        Err(MapError::AlreadyMapped {
+            level: Level::Pd,
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.map(0x40_0000, 0x5000, SIZE_4K, K),
+        Err(MapError::AlreadyMapped {
+            level: Level::Pt,
+            ..
+        })
+    ));
+    assert_eq!(
+        c.map(0x60_0000, 0x1000, SIZE_2M, K),
+        Err(MapError::Misaligned {
+            va: 0x60_0000,
+            pa: 0x1000,
+            size: SIZE_2M
+        })
+    );
+    assert!(matches!(
+        c.map(0x123, 0, SIZE_4K, K),
+        Err(MapError::Misaligned { .. })
+    ));
+    assert!(matches!(
+        c.map(0, 0, 8192, K),
+        Err(MapError::UnsupportedSize { size: 8192 })
+    ));
+    assert!(matches!(
+        c.map(0x8000_0000_0000, 0, SIZE_4K, K),
+        Err(MapError::NonCanonical { .. })
+    ));
+    assert_eq!(
+        c.unmap_leaf(0x41_0000),
+        Err(MapError::NotMapped { level: Level::Pt })
+    );
+    assert_eq!(
+        c.unmap_leaf(0xC000_0000),
+        Err(MapError::NotMapped { level: Level::Pdpt })
+    );
+    assert_eq!(
+        c.translate(1 << 40),
+        Err(TranslateError::NotPresent { level: Level::Pml4 })
+    );
+    // 8 frames: ROOT + PDPT, PD, PT used 0x2000..0x5000; three left.
+    c.map(0x8000_0000, 0, SIZE_4K, K).unwrap().ignore(); // PD + PT: 1 left
+    assert_eq!(c.map(1 << 39, 0, SIZE_4K, K), Err(MapError::NoMemory));
+    let no1g = Cursor::new(
+        FakeRam::new(4),
+        Bump {
+            next: 0x2000,
+            end: 0x4000,
+        },
+        ROOT,
+        WalkConfig {
+            gb_pages: false,
+            ..WalkConfig::default()
+        },
+    )
+    .map(0, 0, SIZE_1G, K);
+    assert_eq!(no1g, Err(MapError::UnsupportedSize { size: SIZE_1G }));
+    // Tables outside RAM.
+    let mut c = Cursor::new(
+        FakeRam::new(2),
+        Bump {
+            next: 0x2000,
+            end: 2 * PAGE,
+        },
+        0x10_0000,
+        WalkConfig::default(),
+    );
+    assert!(matches!(c.map(0, 0, SIZE_4K, K), Err(MapError::Phys(_))));
+}
+
+#[test]
+fn protect_rewrites_a_huge_leaf_and_relaxes_tables() {
+    let mut c = cursor(16);
+    c.map(0xC000_0000, 0x20_0000, SIZE_2M, K | PteFlags::NX)
+        .unwrap()
+        .ignore();
+    let f = c.protect(0xC000_0000..0xC020_0000, PteFlags::USER).unwrap();
+    assert_eq!(f.va(), 0xC000_0000);
+    f.ignore();
+    let w = c.walk(0xC001_0000);
+    let t = w.mapping().unwrap();
+    assert_eq!(t.flags, PteFlags::PRESENT | PteFlags::USER | PteFlags::HUGE);
+    assert_eq!(t.pa, 0x21_0000);
+}
+
+#[test]
+fn read_u32_default_splits_words() {
+    let mut ram = FakeRam::new(1);
+    ram.set(8, 0x1122_3344_5566_7788);
+    assert_eq!(ram.read_u32(8).unwrap(), 0x5566_7788);
+    assert_eq!(ram.read_u32(12).unwrap(), 0x1122_3344);
+}
+
+#[test]
+fn free_tables_frees_zapped_page_tables_unread() {
+    let mut c = cursor(32);
+    let kernel_pmd = c.alloc_mut().alloc_table().unwrap();
+    c.link_table(0xC000_0000, Level::Pd, kernel_pmd, PteFlags::empty())
+        .unwrap()
+        .ignore();
+    c.map(0xC000_0000, 0, SIZE_2M, K).unwrap().ignore();
+    let user = [0x0804_8000, 0x4000_0000, 0xbfff_f000];
+    for (i, va) in user.into_iter().enumerate() {
+        c.map(va, 0x100_0000 + i as u64 * PAGE, SIZE_4K, USER)
+            .unwrap()
+            .ignore();
+    }
+    // A user 2 MiB leaf is a leaf above the page tables: handed back.
+    c.map(0x6000_0000, 0x200_0000, SIZE_2M, USER)
+        .unwrap()
+        .ignore();
+    // exit_mmap() zaps two of the pages; the third stays (a leaf outside
+    // every VMA), and goes with its table, not handed back.
+    c.unmap(0x0804_8000..0x0804_9000, |_| {}).unwrap().ignore();
+    c.unmap(0x4000_0000..0x4000_1000, |_| {}).unwrap().ignore();
+    let reads_before = c.mem().reads.get();
+    let mut handed = Vec::new();
+    let f = c
+        .free_tables(0..0xC000_0000, |l| handed.push((l.va, l.size)))
+        .unwrap();
+    let reads = c.mem().reads.get() - reads_before;
+    assert_eq!(handed, [(0x6000_0000, SIZE_2M)]);
+    // The PDPT (its span is not inside the range) and the shared PD stay.
+    let pdpt = c.walk(0).steps()[0].entry.addr();
+    let left: BTreeSet<u64> = [pdpt, kernel_pmd].into();
+    assert_eq!(c.alloc_mut().live, left);
+    assert_eq!(tables(&c), [ROOT, pdpt, kernel_pmd].into());
+    // Three PDs and three PTs freed, and of the page tables only the
+    // entry the walk checking the range's end reads: that walk (4), the
+    // PML4E, three PDPTEs and the PDs' 512 entries each.
+    assert_eq!(c.stats().tables_freed, 6);
+    assert_eq!(reads, 4 + 1 + 3 + 3 * 512);
+    assert_eq!(c.translate(0xC012_3456), Ok(0x12_3456));
+    f.ignore();
 }

@@ -1,4 +1,4 @@
-//! Property tests: the fuzzers for the walker and the mapper.
+//! Property tests: the fuzzers for the walker and the cursor.
 
 mod common;
 
@@ -140,7 +140,7 @@ proptest! {
     #[test]
     fn map_unmap_agree_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
         const ROOT: u64 = 0x1000;
-        let mut m = Mapper::new(FakeRam::new(64), Bump { next: 0x2000, end: 64 * PAGE });
+        let mut m = Cursor::new(FakeRam::new(64), Bump { next: 0x2000, end: 64 * PAGE }, ROOT, WalkConfig::default());
         // Leaves by base VA: (pa, size, flags).
         let mut model: BTreeMap<u64, (u64, u64, PteFlags)> = BTreeMap::new();
         // 2 MiB regions that hold a page table (never freed).
@@ -157,7 +157,7 @@ proptest! {
                     flags.set(PteFlags::NX, nx);
                     let size = if huge { SIZE_2M } else { SIZE_4K };
                     let region = va & !(SIZE_2M - 1);
-                    let r = m.map(ROOT, va, pa, size, flags);
+                    let r = m.map(va, pa, size, flags);
                     let blocked = covering(&model, va).is_some() || (huge && pts.contains(&region));
                     prop_assert_eq!(r.is_err(), blocked, "{:?}", r);
                     if let Ok(f) = r {
@@ -171,7 +171,7 @@ proptest! {
                     }
                 }
                 Op::Unmap { va } => {
-                    let r = m.unmap(ROOT, va);
+                    let r = m.unmap_leaf(va);
                     match covering(&model, va) {
                         Some((base, (pa, size, _))) => {
                             let (u, f) = r.unwrap();
@@ -186,7 +186,7 @@ proptest! {
             for r in REGIONS {
                 for p in 0..8 {
                     let va = r + p * PAGE + 0x123;
-                    let t = m.translate(ROOT, va).ok();
+                    let t = m.walk(va).mapping().copied();
                     let want = covering(&model, va).map(|(b, (pa, size, flags))| (pa + va - b, size, flags));
                     prop_assert_eq!(t.map(|t| (t.pa, t.size, t.flags)), want);
                 }

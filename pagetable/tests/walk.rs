@@ -1,11 +1,11 @@
-//! Building tables with the mapper, walking them back, and feeding the
+//! Building tables with the cursor, walking them back, and feeding the
 //! walker and the listing malformed tables.
 
 mod common;
 
 use std::ops::ControlFlow;
 
-use common::{mapper, FakeRam, Tlb, KERNEL as K, PAGE, ROOT};
+use common::{cursor_over, FakeRam, Tlb, KERNEL as K, PAGE, ROOT};
 use pagetable::*;
 
 /// Collects everything a listing reports.
@@ -85,17 +85,22 @@ fn entry_decoding() {
 
 #[test]
 fn map_and_walk_every_level() {
-    let mut m = mapper(64);
+    let mut m = cursor_over(64);
     let user = PteFlags::USER | PteFlags::WRITABLE;
-    m.map_4k(ROOT, 0x0804_8000, 0x7_6543_2000, user)
+    m.map(0x0804_8000, 0x7_6543_2000, SIZE_4K, user)
         .unwrap()
         .ignore();
-    m.map_2m(ROOT, 0xC000_0000, 0, K | PteFlags::GLOBAL)
+    m.map(0xC000_0000, 0, SIZE_2M, K | PteFlags::GLOBAL)
         .unwrap()
         .ignore();
-    m.map_1g(ROOT, 0xffff_8000_4000_0000, 0x4000_0000, K | PteFlags::NX)
-        .unwrap()
-        .ignore();
+    m.map(
+        0xffff_8000_4000_0000,
+        0x4000_0000,
+        SIZE_1G,
+        K | PteFlags::NX,
+    )
+    .unwrap()
+    .ignore();
     let cfg = WalkConfig::default();
 
     let w = walk(m.mem(), ROOT, 0x0804_8abc, &cfg);
@@ -176,22 +181,23 @@ fn map_and_walk_every_level() {
 
 #[test]
 fn effective_flags_combine_levels() {
-    let mut m = mapper(64);
-    m.map_4k(ROOT, 0x1000, 0x5000, PteFlags::USER | PteFlags::WRITABLE)
+    let mut m = cursor_over(64);
+    m.map(0x1000, 0x5000, SIZE_4K, PteFlags::USER | PteFlags::WRITABLE)
         .unwrap()
         .ignore();
-    let w = m.walk(ROOT, 0x1000);
+    let w = m.walk(0x1000);
     let pd = w.steps()[2];
     // Make the PD entry read-only and NX by hand: the leaf loses W, gains NX.
     m.mem_mut().set(pd.entry_pa, pd.entry.raw() & !2 | 1 << 63);
-    let f = m.translate(ROOT, 0x1000).unwrap().flags;
+    let f = m.walk(0x1000).mapping().unwrap().flags;
     assert!(!f.contains(PteFlags::WRITABLE));
     assert!(f.contains(PteFlags::NX | PteFlags::USER));
     // A PML4E without USER hides the page from user mode.
     let pml4 = w.steps()[0];
     m.mem_mut().set(pml4.entry_pa, pml4.entry.raw() & !4);
     assert!(!m
-        .translate(ROOT, 0x1000)
+        .walk(0x1000)
+        .mapping()
         .unwrap()
         .flags
         .contains(PteFlags::USER));
@@ -199,13 +205,13 @@ fn effective_flags_combine_levels() {
 
 #[test]
 fn malformed_tables_are_reported_and_skipped() {
-    let mut m = mapper(64);
-    m.map_4k(ROOT, 0x1000, 0x9000, K).unwrap().ignore();
-    m.map_4k(ROOT, 0xC000_0000, 0xa000, K).unwrap().ignore();
-    let good = m.translate(ROOT, 0x1000).unwrap();
-    let pt = m.walk(ROOT, 0x1000).steps()[3].entry_pa & !0xfff;
-    let pd = m.walk(ROOT, 0x1000).steps()[2].entry_pa & !0xfff;
-    let pdpt = m.walk(ROOT, 0x1000).steps()[1].entry_pa & !0xfff;
+    let mut m = cursor_over(64);
+    m.map(0x1000, 0x9000, SIZE_4K, K).unwrap().ignore();
+    m.map(0xC000_0000, 0xa000, SIZE_4K, K).unwrap().ignore();
+    let good = *m.walk(0x1000).mapping().unwrap();
+    let pt = m.walk(0x1000).steps()[3].entry_pa & !0xfff;
+    let pd = m.walk(0x1000).steps()[2].entry_pa & !0xfff;
+    let pdpt = m.walk(0x1000).steps()[1].entry_pa & !0xfff;
     let ram = m.mem_mut();
     // PML4[1] points at the PML4 itself.
     ram.set(ROOT + 8, ROOT | 3);
@@ -333,18 +339,18 @@ fn shared_subtables_hit_the_budget() {
 
 #[test]
 fn range_restriction_order_and_coalescing() {
-    let mut m = mapper(64);
+    let mut m = cursor_over(64);
     for i in 0..8u64 {
         let flags = if i == 5 { K | PteFlags::NX } else { K };
-        m.map_4k(ROOT, 0xC000_0000 + i * PAGE, i * PAGE, flags)
+        m.map(0xC000_0000 + i * PAGE, i * PAGE, SIZE_4K, flags)
             .unwrap()
             .ignore();
     }
-    m.map_4k(ROOT, 0xC000_9000, 0x9000, K).unwrap().ignore(); // VA gap before
-    m.map_4k(ROOT, 0xffff_ffff_ffff_f000, 0x1000, K)
+    m.map(0xC000_9000, 0x9000, SIZE_4K, K).unwrap().ignore(); // VA gap before
+    m.map(0xffff_ffff_ffff_f000, 0x1000, SIZE_4K, K)
         .unwrap()
         .ignore(); // top page
-    m.map_4k(ROOT, 0xffff_ffff_ffff_e000, 0x7000, K)
+    m.map(0xffff_ffff_ffff_e000, 0x7000, SIZE_4K, K)
         .unwrap()
         .ignore();
     let cfg = WalkConfig::default();
@@ -400,14 +406,15 @@ fn range_restriction_order_and_coalescing() {
 
 #[test]
 fn flush_token_reaches_the_tlb() {
-    let mut m = mapper(64);
+    let mut m = cursor_over(64);
     let mut tlb = Tlb::default();
-    m.map_2m(ROOT, 0xC020_0000, 0x20_0000, K)
-        .unwrap()
-        .flush(&mut tlb);
-    let (u, f) = m.unmap(ROOT, 0xC020_1234).unwrap();
+    // Filling an empty slot leaves nothing stale to flush.
+    let f = m.map(0xC020_0000, 0x20_0000, SIZE_2M, K).unwrap();
+    assert!(f.is_empty());
+    f.flush(&mut tlb);
+    let (u, f) = m.unmap_leaf(0xC020_1234).unwrap();
     assert_eq!(f.va(), 0xC020_0000);
     f.flush(&mut tlb);
-    assert_eq!(tlb.one, [0xC020_0000, 0xC020_0000]);
+    assert_eq!(tlb.one, [0xC020_0000]);
     assert_eq!((u.va, u.pa, u.size), (0xC020_0000, 0x20_0000, SIZE_2M));
 }

@@ -28,11 +28,14 @@ pub fn invalid_opcode() -> ! {
     unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }
 
-/// Reads a u64 at any virtual address, faulting if it is not mapped: only for
-/// the fault self-tests.
-pub fn read_u64_at(va: u64) -> u64 {
-    // SAFETY: a deliberate access; an unmapped address raises #PF, which is
-    // the point. Volatile so the compiler keeps it.
+/// Reads a u64 at any virtual address: a deliberate access for the
+/// `fault=` fixtures, which aim it at an unmapped address.
+///
+/// # Safety
+/// `va` must be unmapped (the access then raises #PF, which is the point)
+/// or hold an initialised u64 that nothing writes meanwhile.
+pub unsafe fn read_u64_at(va: u64) -> u64 {
+    // SAFETY: the caller's promise. Volatile so the compiler keeps it.
     unsafe { core::ptr::read_volatile(va as *const u64) }
 }
 
@@ -75,10 +78,13 @@ pub fn enable_global_pages() {
     unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
 }
 
-/// Writes a u64 at any virtual address: only for the fault self-tests,
-/// which aim it at memory that must not be writable.
-pub fn write_u64_at(va: u64, value: u64) {
-    // SAFETY: a deliberate access that the page tables must refuse (#PF);
-    // the handler reports it and stops the kernel.
+/// Writes a u64 at any virtual address: a deliberate access for the
+/// `fault=` fixtures, which aim it at memory that must not be writable.
+///
+/// # Safety
+/// The page tables must refuse the write (#PF; the handler reports it and
+/// stops the kernel), or `va` must be memory the caller owns.
+pub unsafe fn write_u64_at(va: u64, value: u64) {
+    // SAFETY: the caller's promise.
     unsafe { core::ptr::write_volatile(va as *mut u64, value) }
 }

@@ -4,6 +4,7 @@
 //! data, then user data before user code.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
@@ -73,9 +74,13 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Loads the GDT, reloads every segment register and the task register.
+/// Loads the GDT, reloads every segment register and the task register;
+/// once, at boot.
 pub fn init() {
-    // SAFETY: single CPU at boot, no other reference to TABLES exists yet.
+    static DONE: AtomicBool = AtomicBool::new(false);
+    assert!(!DONE.swap(true, Ordering::Relaxed), "GDT set up twice");
+    // SAFETY: one CPU, and this runs once (checked above), before any user
+    // task: no other reference to TABLES exists.
     let t = unsafe { &mut *TABLES.0.get() };
     let df_top = t.df_stack.as_ptr() as u64 + IST_STACK_SIZE as u64;
     t.tss.ist[DOUBLE_FAULT_IST as usize - 1] = df_top;

@@ -1,6 +1,8 @@
 //! Port I/O: the console, hypercalls and the exit port (see `abi::io`).
 
 use abi::io::{Hypercall, EXIT_PORT, HYPERCALL_PORT, SERIAL_COM1, SERIAL_COM1_LSR};
+use core::mem::size_of;
+
 use abi::layout::{pa, PAGE_OFFSET};
 
 fn outb(port: u16, value: u8) {
@@ -37,11 +39,18 @@ pub fn serial_write(bytes: &[u8]) {
     }
 }
 
-/// Makes a hypercall whose block lives in the kernel image (so its physical
-/// address is `__pa` of its virtual one). Returns `call.ret`.
+/// Makes a hypercall whose block lives in the kernel image or low memory
+/// (so its physical address is `__pa` of its virtual one, where the VMM
+/// writes `ret`). Returns `call.ret`.
 pub fn hypercall(call: &mut Hypercall) -> u64 {
     let addr = call as *mut Hypercall as u64;
-    debug_assert!(addr >= PAGE_OFFSET);
+    let len = size_of::<Hypercall>() as u64;
+    let image = super::mem::kernel_image();
+    let in_image = |pa: u64| pa >= image.start && pa + len <= image.end;
+    assert!(
+        addr >= PAGE_OFFSET && (in_image(pa(addr)) || super::mem::direct_mapped(pa(addr), len)),
+        "hypercall block at {addr:#x} is not direct-mapped"
+    );
     outl(HYPERCALL_PORT, pa(addr) as u32);
     // The VMM wrote `ret` behind the compiler's back: read it volatilely.
     // SAFETY: `call` is a valid, exclusive reference.

@@ -9,8 +9,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::layout::{va, PAGE_SIZE};
+use mm::memblock::{Memblock, MemblockError};
 use mm::slub::{CacheId, SlabError};
-use pagetable::{PhysError, PhysRead, PhysWrite};
+use pagetable::{PhysError, PhysRead};
 
 use crate::mm::slab;
 
@@ -23,13 +24,14 @@ pub fn set_lowmem_end(end: u64) {
     LOWMEM_END.store(end.min(abi::layout::MAXMEM), Ordering::Relaxed);
 }
 
-fn direct_mapped(pa: u64, len: u64) -> bool {
+pub(super) fn direct_mapped(pa: u64, len: u64) -> bool {
     pa.checked_add(len)
         .is_some_and(|end| end <= LOWMEM_END.load(Ordering::Relaxed))
 }
 
-/// Physical memory as the kernel sees it through its direct map: low memory
-/// only. High memory has no kernel address and must be kmapped.
+/// Physical memory as the kernel reads it through its direct map: low
+/// memory only. High memory has no kernel address and must be kmapped.
+/// Read-only: page tables are written by `arch::paging` alone.
 #[derive(Clone, Copy, Default)]
 pub struct DirectMap;
 
@@ -42,18 +44,6 @@ impl PhysRead for DirectMap {
         // maps every low-memory frame at PAGE_OFFSET + pa; a u64 has no
         // invalid values.
         Ok(unsafe { core::ptr::read_volatile(va(pa) as *const u64) })
-    }
-}
-
-impl PhysWrite for DirectMap {
-    fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
-        if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) || kernel_image().contains(&pa) {
-            return Err(PhysError::OutsideRam { pa });
-        }
-        // SAFETY: aligned, direct-mapped, and not the kernel image; the mm
-        // writes only frames it owns (page tables, pages it handed out).
-        unsafe { core::ptr::write_volatile(va(pa) as *mut u64, val) };
-        Ok(())
     }
 }
 
@@ -70,11 +60,13 @@ impl KernelPage {
     /// The mm's promise: `va` is page-aligned, mapped writable, and the
     /// frame behind it belongs to the caller for as long as it uses this.
     /// Checked here as far as addresses go: a direct-mapped page outside
-    /// the kernel image, or a page of the vmalloc, pkmap or fixmap windows.
+    /// the kernel image and the claimed arrays, or a page of the vmalloc,
+    /// pkmap or fixmap windows.
     pub fn new(va: u64) -> Self {
-        let lowmem = va >= abi::layout::PAGE_OFFSET
-            && direct_mapped(abi::layout::pa(va), PAGE_SIZE)
-            && !kernel_image().contains(&abi::layout::pa(va));
+        let lowmem = va >= abi::layout::PAGE_OFFSET && {
+            let pa = abi::layout::pa(va);
+            direct_mapped(pa, PAGE_SIZE) && !owned_by_kernel(pa, pa + PAGE_SIZE)
+        };
         let window = va > abi::layout::PAGE_OFFSET + LOWMEM_END.load(Ordering::Relaxed)
             && va < abi::layout::FIXADDR_TOP;
         assert!(
@@ -163,25 +155,52 @@ pub fn sections() -> Sections {
 
 /// Physical range of the whole image.
 pub fn kernel_image() -> Range<u64> {
-    let s = sections();
-    abi::layout::pa(s.text.start)..abi::layout::pa(s.bss.end)
+    abi::layout::pa(addr(&__text_start))..abi::layout::pa(addr(&__bss_end))
 }
 
 /// Carves a zeroed, exclusively owned array of `count` `T`s out of low
-/// memory at `pa` (used for mem_map).
+/// memory below `limit` (mem_map, the double-mapping bitmap): a fresh,
+/// page-aligned range from memblock, which never hands out a range twice.
+/// Returns its physical address and the array.
 ///
-/// The range must have been reserved in memblock for this purpose alone,
-/// lie in the direct map and be zero (fresh RAM from the VMM is), and
-/// all-zero bytes must be a valid `T`.
-pub fn claim_array<T: zerocopy::FromZeros>(pa: u64, count: usize) -> Option<&'static mut [T]> {
-    let len = (count as u64).checked_mul(core::mem::size_of::<T>() as u64)?;
-    if !direct_mapped(pa, len) || !pa.is_multiple_of(core::mem::align_of::<T>() as u64) {
-        return None;
+/// Must run before memblock holds any memory the kernel wrote (the VMM's
+/// boot tables go back to it after the claims): RAM from the VMM is zero,
+/// which is what spares a clear that would take seconds at emulated speed,
+/// and all-zero bytes are a valid `T`.
+pub fn claim_array<T: zerocopy::FromZeros>(
+    memblock: &mut Memblock,
+    count: usize,
+    limit: u64,
+) -> Result<(u64, &'static mut [T]), MemblockError> {
+    let len = (count as u64)
+        .checked_mul(size_of::<T>() as u64)
+        .ok_or(MemblockError::NoSpace)?;
+    let mut claimed = CLAIMED.lock();
+    let slot = claimed
+        .iter_mut()
+        .find(|r| r.is_empty())
+        .ok_or(MemblockError::TooManyRegions)?;
+    let pa = memblock.alloc(len.next_multiple_of(PAGE_SIZE), PAGE_SIZE, limit)?;
+    if !direct_mapped(pa, len) || align_of::<T>() as u64 > PAGE_SIZE {
+        return Err(MemblockError::NoSpace);
     }
-    // SAFETY: in the direct map, aligned, reserved for this array alone (so
-    // no other reference exists), zero-filled, and `T: FromZeros` makes
-    // zero bytes a valid `T`.
-    Some(unsafe { core::slice::from_raw_parts_mut(va(pa) as *mut T, count) })
+    *slot = pa..pa + len;
+    // SAFETY: fresh from memblock, so nothing else refers to it (and
+    // `lowmem` refuses to write a claimed range); in the direct map and
+    // page-aligned (checked); zero, as RAM from the VMM is and nothing
+    // wrote it yet (see above); and `T: FromZeros` makes zero bytes a `T`.
+    let array = unsafe { core::slice::from_raw_parts_mut(va(pa) as *mut T, count) };
+    Ok((pa, array))
+}
+
+/// The physical ranges `claim_array` handed out as `&'static mut` slices
+/// (mem_map and the double-mapping bitmap); empty ranges are free slots.
+static CLAIMED: spin::Mutex<[Range<u64>; 2]> = spin::Mutex::new([0..0, 0..0]);
+
+/// Whether `[start, end)` overlaps the kernel image or a claimed array.
+fn owned_by_kernel(start: u64, end: u64) -> bool {
+    let overlaps = |r: &Range<u64>| r.start < end && start < r.end;
+    overlaps(&kernel_image()) || CLAIMED.lock().iter().any(overlaps)
 }
 
 /// The bytes of the kernel image between two linker-defined symbols (the
@@ -235,16 +254,18 @@ impl KernelPage {
 
 /// Low memory through the direct map at any 8-byte-aligned address: what
 /// the slab allocator's objects are made of. Every address is checked to
-/// lie in the direct map (and, for writes, outside the kernel image); the
-/// slab allocator only passes addresses inside slab pages it owns.
+/// lie in the direct map and, for writes, outside the kernel image and the
+/// arrays `claim_array` handed out (mem_map, the double-mapping bitmap),
+/// which Rust references cover; the slab allocator only passes addresses
+/// inside slab pages it owns.
 pub mod lowmem {
-    use super::{direct_mapped, kernel_image};
+    use super::{direct_mapped, owned_by_kernel};
     use abi::layout::{pa, PAGE_OFFSET};
 
     fn check(va: u64, len: u64, write: bool) -> *mut u8 {
         let ok = va >= PAGE_OFFSET && {
-            let (start, image) = (pa(va), kernel_image());
-            direct_mapped(start, len) && !(write && start < image.end && image.start < start + len)
+            let start = pa(va);
+            direct_mapped(start, len) && !(write && owned_by_kernel(start, start + len))
         };
         assert!(ok, "slab access at {va:#x}+{len:#x} outside low memory");
         va as *mut u8
@@ -258,8 +279,8 @@ pub mod lowmem {
 
     pub fn write_u64(va: u64, value: u64) {
         let p = check(va, 8, true).cast::<u64>();
-        // SAFETY: inside the direct map and not the kernel image (checked);
-        // the caller owns the slab page.
+        // SAFETY: inside the direct map, and neither the kernel image nor a
+        // claimed array (checked); the caller owns the slab page.
         unsafe { core::ptr::write_volatile(p, value) }
     }
 

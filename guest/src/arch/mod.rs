@@ -1,11 +1,15 @@
 //! The x86-64 layer: everything that needs `unsafe` lives here, behind small
-//! safe functions (Asterinas OSTD confines `unsafe` the same way).
+//! safe functions that cannot break memory safety whatever they are given
+//! (Asterinas OSTD confines `unsafe` the same way). What would need a
+//! promise from the caller is an `unsafe fn`, called only from the
+//! fault-injection module (`faults`).
 
 pub mod cpu;
 mod entry;
 pub mod gdt;
 pub mod io;
 pub mod mem;
+pub mod paging;
 pub mod programs;
 pub mod trap;
 pub mod user;
@@ -41,23 +45,4 @@ pub fn read_boot_bytes(pa: u64, out: &mut [u8]) -> bool {
         }
         _ => false,
     }
-}
-
-/// Loads the kernel's own page tables in CR3.
-///
-/// The caller passes the root built by `mm::paging::build_swapper_pg_dir`,
-/// which maps all of low memory, and with it the kernel image, stacks and
-/// data, at the addresses the kernel already runs at.
-pub fn load_kernel_tables(pml4: u64) {
-    // SAFETY: see above; the tables map everything the kernel touches.
-    unsafe { cpu::write_cr3(pml4) }
-}
-
-/// Switches to a process's tables. Every address space shares the kernel
-/// page directory (PDPT[3]), so the kernel keeps running unchanged.
-pub fn switch_address_space(pml4: u64) {
-    // SAFETY: process tables are built by process::address_space with the
-    // kernel quarter pointing at the shared kernel page directory, which
-    // maps everything the kernel touches.
-    unsafe { cpu::write_cr3(pml4) }
 }

@@ -2,6 +2,7 @@
 //! with the full register frame.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use bitflags::bitflags;
 use mm::vma::Access;
@@ -20,6 +21,8 @@ bitflags! {
         const WRITE = 1 << 1;
         /// The access came from ring 3.
         const USER = 1 << 2;
+        /// A reserved bit was set in a paging-structure entry.
+        const RSVD = 1 << 3;
         /// An instruction fetch.
         const INSTR = 1 << 4;
     }
@@ -130,10 +133,14 @@ fn gate(handler: u64, ist: u8) -> [u64; 2] {
     [low, handler >> 32]
 }
 
+/// Fills and loads the IDT; once, at boot.
 pub fn init() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    assert!(!DONE.swap(true, Ordering::Relaxed), "IDT set up twice");
     // SAFETY: TRAP_STUBS is a table of addresses built by the assembler above.
     let stubs = unsafe { &TRAP_STUBS };
-    // SAFETY: one CPU at boot; nothing else references the IDT yet.
+    // SAFETY: one CPU, and this runs once (checked above): nothing else
+    // references the IDT.
     let idt = unsafe { &mut *IDT.0.get() };
     for (vector, &stub) in stubs.iter().enumerate() {
         let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };

@@ -9,6 +9,8 @@
 //! stack and resumes `run_user`'s caller, like a context switch back to the
 //! scheduler.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use super::gdt::{self, USER_CS, USER_DS};
 use super::trap::TrapFrame;
 
@@ -150,27 +152,46 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
     }
 }
 
+/// Whether `run_user` is running a task (so KERNEL_CONTEXT is live).
+static IN_USER: AtomicBool = AtomicBool::new(false);
+
 /// Runs the current address space's user code from `frame` until the kernel
-/// calls `return_to_kernel` (on exit or a fatal fault).
+/// calls `return_to_kernel` (on exit or a fatal fault). The frame always
+/// enters ring 3: its selectors are the user ones and its flags those a
+/// user may hold, whatever the caller put there.
 ///
 /// The caller must have loaded CR3 with tables that map the user code and
-/// stack the frame points at, and must hold no locks: the trap stack is
-/// abandoned when the task ends.
+/// stack the frame points at (else the task faults and is killed), and
+/// must hold no locks: the trap stack is abandoned when the task ends.
 pub fn run_user(frame: &TrapFrame) {
-    // SAFETY: the frame is a valid ring-3 iret frame (user selectors); the
-    // asm saves every callee-saved register and returns here through
+    let frame = TrapFrame {
+        cs: u64::from(USER_CS),
+        ss: u64::from(USER_DS),
+        rflags: (frame.rflags & USER_RFLAGS) | 0x2,
+        ..*frame
+    };
+    assert!(!IN_USER.swap(true, Ordering::Relaxed), "run_user nested");
+    // SAFETY: the frame is a ring-3 iret frame (user selectors and flags,
+    // set above), so the task can only reach what the tables give ring 3;
+    // the asm saves every callee-saved register and returns here through
     // return_to_kernel_asm with the stack restored.
-    unsafe { run_user_asm(frame, gdt::rsp0_slot()) }
+    unsafe { run_user_asm(&frame, gdt::rsp0_slot()) }
+    IN_USER.store(false, Ordering::Relaxed);
 }
 
-/// Ends the current user task and resumes `run_user`'s caller.
-///
-/// Must be called from a trap or system call that came from ring 3, with no
-/// locks held (everything on the trap stack is dropped without unwinding).
+/// Ends the current user task and resumes `run_user`'s caller. Called from
+/// a trap or system call that came from ring 3 (the only kernel code that
+/// runs while a task does), with no locks held: everything on the trap
+/// stack is dropped without unwinding.
 pub fn return_to_kernel() -> ! {
-    // SAFETY: KERNEL_CONTEXT was saved by run_user_asm, whose frame is still
-    // live below us on the kernel stack: we are running on the trap stack
-    // just beneath it.
+    assert!(
+        IN_USER.load(Ordering::Relaxed),
+        "return_to_kernel without a user task"
+    );
+    // SAFETY: a task is running (checked), so KERNEL_CONTEXT was saved by
+    // run_user_asm, whose frame is still live below us on the kernel stack:
+    // kernel code only runs during a task as its trap handler, on the trap
+    // stack just beneath it.
     unsafe { return_to_kernel_asm() }
 }
 

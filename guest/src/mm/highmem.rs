@@ -11,10 +11,10 @@ use pagetable::Pte;
 use spin::Mutex;
 
 use crate::arch::mem::KernelPage;
+use crate::arch::paging::{WindowTable, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
-use crate::mm::paging::{self, window_pte, PAGE_KERNEL};
+use crate::mm::lowmem_address;
 use crate::mm::tlb::KernelTlb;
-use crate::mm::{layout, lowmem_address};
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
 static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
@@ -22,19 +22,19 @@ static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
 /// One of the two fixed windows (pkmap or fixmap): its page table is known,
 /// so mapping a slot is a single PTE write, as in Linux.
 struct Window {
-    table: u64,
+    table: WindowTable,
 }
 
 impl Window {
     fn pkmap() -> Self {
         Window {
-            table: layout().tables.pkmap_pte,
+            table: WindowTable::pkmap(),
         }
     }
 
     fn fixmap() -> Self {
         Window {
-            table: layout().tables.fixmap_pte,
+            table: WindowTable::fixmap(),
         }
     }
 }
@@ -55,17 +55,16 @@ impl TlbFlush for Window {
 
 impl KmapPtes for Window {
     fn set_pte(&mut self, vaddr: u64, pfn: u64) -> Result<(), PteError> {
-        paging::set_pte(
-            window_pte(self.table, vaddr),
-            Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL),
-        )
-        .map_err(|e| PteError::from_write(pfn, e))
+        self.table
+            .set(vaddr, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL))
+            .map_err(|e| PteError::from_write(pfn, e))
     }
 
     fn clear_pte(&mut self, vaddr: u64) -> Flush {
-        // The window's table is in low memory by construction, so this
-        // cannot fail; if it did, nothing changed and nothing is stale.
-        match paging::set_pte(window_pte(self.table, vaddr), Pte::EMPTY) {
+        // The window's table is in low memory by construction and an empty
+        // entry is never refused; if the write failed, nothing changed and
+        // nothing is stale.
+        match self.table.set(vaddr, Pte::EMPTY) {
             Ok(()) => Flush::page(vaddr, PAGE_SIZE),
             Err(_) => Flush::none(),
         }

@@ -5,7 +5,6 @@
 pub mod dmap;
 pub mod events;
 pub mod highmem;
-pub mod paging;
 pub mod slab;
 pub mod tlb;
 pub mod vmalloc;
@@ -16,10 +15,11 @@ use mm::buddy::{AllocError, FreeError, Node, ZoneType};
 use mm::gfp::Gfp;
 use mm::memblock::Memblock;
 use mm::page::{MemMap, Page, PageFlags, PAGE_STRUCT_SIZE};
-use pagetable::{PhysRead, Pte};
+use pagetable::MapError;
 use spin::Mutex;
 
-use crate::arch::mem::{self, sections, DirectMap, KernelPage};
+use crate::arch::mem::{self, sections, KernelPage};
+use crate::arch::{cpu, paging};
 use crate::boot::BootParams;
 use crate::kprintln;
 use events::{count, EVENTS};
@@ -46,7 +46,8 @@ pub fn layout() -> &'static MemoryLayout {
 #[derive(Debug)]
 pub enum InitError {
     Memblock(mm::memblock::MemblockError),
-    MemMap,
+    Tables(MapError),
+    MemMap(mm::memblock::MemblockError),
     Buddy(mm::buddy::InitError),
     Free(FreeError),
 }
@@ -55,7 +56,8 @@ impl core::fmt::Display for InitError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             InitError::Memblock(e) => write!(f, "memblock: {e:?}"),
-            InitError::MemMap => write!(f, "mem_map does not fit in low memory"),
+            InitError::Tables(e) => write!(f, "swapper_pg_dir: {e}"),
+            InitError::MemMap(e) => write!(f, "mem_map does not fit in low memory: {e:?}"),
             InitError::Buddy(e) => write!(f, "zones: {e:?}"),
             InitError::Free(e) => write!(f, "handing memory to the buddy allocator: {e:?}"),
         }
@@ -88,8 +90,23 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     reserve(&mut memblock, image.start, image.end)?;
 
     let tables =
-        paging::build_swapper_pg_dir(&mut memblock, lowmem_end).map_err(InitError::Memblock)?;
-    paging::switch_to(&tables);
+        paging::build_swapper_pg_dir(&mut memblock, lowmem_end).map_err(InitError::Tables)?;
+    paging::activate_kernel_tables();
+    cpu::enable_global_pages();
+    count(&EVENTS.tlb_flush_all, 1);
+
+    // mem_map: one struct page per frame up to max_pfn, in low memory. Its
+    // setup costs nothing per frame: fresh RAM is zero and a zero Page is a
+    // valid "reserved, not free" page, so only the frames handed to the
+    // buddy allocator below are ever written, a block at a time.
+    let (mem_map, pages) = mem::claim_array::<Page>(&mut memblock, max_pfn as usize, lowmem_end)
+        .map_err(InitError::MemMap)?;
+    // Double-mapping prevention's tag bitmap: one bit per frame, zero.
+    let (_, tags) = mem::claim_array::<u64>(&mut memblock, dmap::bitmap_words(max_pfn), lowmem_end)
+        .map_err(InitError::MemMap)?;
+    dmap::init(tags);
+    // Only now, with the zero arrays claimed, do the VMM's boot tables (not
+    // zero) go back to memblock.
     memblock
         .free(boot_tables.start, boot_tables.end - boot_tables.start)
         .map_err(InitError::Memblock)?;
@@ -98,31 +115,11 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
         tables.pgd,
         (boot_tables.end - boot_tables.start) >> 10
     );
-
-    // mem_map: one struct page per frame up to max_pfn, in low memory. Its
-    // setup costs nothing per frame: fresh RAM is zero and a zero Page is a
-    // valid "reserved, not free" page, so only the frames handed to the
-    // buddy allocator below are ever written, a block at a time.
-    let map_bytes = max_pfn * PAGE_STRUCT_SIZE as u64;
-    let mem_map = memblock
-        .alloc(map_bytes.next_multiple_of(PAGE_SIZE), PAGE_SIZE, lowmem_end)
-        .map_err(InitError::Memblock)?;
-    // Double-mapping prevention's tag bitmap: one bit per frame, zero.
-    let words = dmap::bitmap_words(max_pfn);
-    let tags_pa = memblock
-        .alloc(
-            (words as u64 * 8).next_multiple_of(PAGE_SIZE),
-            PAGE_SIZE,
-            lowmem_end,
-        )
-        .map_err(InitError::Memblock)?;
-    dmap::init(mem::claim_array::<u64>(tags_pa, words).ok_or(InitError::MemMap)?);
-    let pages = mem::claim_array::<Page>(mem_map, max_pfn as usize).ok_or(InitError::MemMap)?;
     let mut node =
         Node::new(MemMap::new(pages, 0), max_low_pfn, max_pfn).map_err(InitError::Buddy)?;
     node.init_from_memblock(&memblock)
         .map_err(InitError::Free)?;
-    mark_table_pages(&mut node, &tables);
+    mark_table_pages(&mut node);
 
     let layout = LAYOUT.call_once(|| MemoryLayout {
         layout: KernelLayout::new(lowmem_end),
@@ -137,23 +134,13 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
 }
 
 /// Flags every page of swapper_pg_dir PG_TABLE, so the frame's owner is
-/// visible in mem_map (as PageTable() is in Linux).
-fn mark_table_pages(node: &mut Node, tables: &KernelTables) {
-    let mut mark = |pa: u64| {
+/// visible in mem_map (as PageTable() is in Linux). Its tables are exactly
+/// the pages the build took from memblock, which `paging` recorded (a walk
+/// would cost a visit of each of the ~1000 boot mappings).
+fn mark_table_pages(node: &mut Node) {
+    for &pa in paging::boot_table_pages() {
         if let Some(page) = node.page_mut(pa >> PAGE_SHIFT) {
             page.flags |= PageFlags::TABLE;
-        }
-    };
-    mark(tables.pgd);
-    mark(tables.pud);
-    mark(tables.kernel_pmd);
-    for i in 0..PTRS_PER_TABLE as u64 {
-        let pde = DirectMap
-            .read_u64(tables.kernel_pmd + 8 * i)
-            .map(Pte)
-            .unwrap_or(Pte::EMPTY);
-        if pde.is_present() && !pde.is_huge() {
-            mark(pde.addr());
         }
     }
 }

@@ -10,15 +10,14 @@ use core::fmt;
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use mm::buddy::AllocError;
 use mm::gfp::Gfp;
-use mm::page::PageFlags;
 use mm::vmap_area::{VmArea, VmStructFlags, VmapAllocator, VmapError};
-use pagetable::{Level, PhysError, Pte, PteFlags};
+use pagetable::MapError;
 use spin::Mutex;
 
+use crate::arch::paging::{TableCursor, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
-use crate::mm::paging::{get_pte, set_pte, PAGE_KERNEL};
 use crate::mm::tlb::KernelTlb;
-use crate::mm::{alloc_pages, free_pages, layout, with_node};
+use crate::mm::{alloc_pages, free_pages, layout};
 
 /// Busy plus lazily freed areas the allocator can track at once.
 const MAX_VMAP_AREAS: usize = 1024;
@@ -33,8 +32,8 @@ pub enum VmallocError {
     NoMemory(AllocError),
     /// A PTE for the new area was already present: a kernel bug.
     AlreadyMapped(u64),
-    /// A page-table page could not be reached.
-    PageTable(PhysError),
+    /// The page tables could not be changed.
+    PageTable(MapError),
     /// The address is not the start of a vmalloc/vmap area.
     NotAnArea(u64),
     /// Double-mapping prevention refused to map this frame (a slab page).
@@ -47,7 +46,7 @@ impl fmt::Display for VmallocError {
             VmallocError::Area(e) => write!(f, "no vmalloc space: {e:?}"),
             VmallocError::NoMemory(e) => write!(f, "out of memory: {e:?}"),
             VmallocError::AlreadyMapped(va) => write!(f, "{va:#x} is already mapped"),
-            VmallocError::PageTable(e) => write!(f, "page table unreachable: {e}"),
+            VmallocError::PageTable(e) => write!(f, "page tables: {e}"),
             VmallocError::NotAnArea(va) => write!(f, "{va:#x} is not a vmalloc area"),
             VmallocError::Refused { pfn } => {
                 write!(f, "mapping slab frame {pfn:#x} refused (double mapping)")
@@ -174,22 +173,13 @@ pub fn purge() -> usize {
 
 /// vmalloc_to_page(): the frame behind a vmalloc address, from the tables.
 pub fn vmalloc_to_pfn(addr: u64) -> Option<u64> {
-    let pte = get_pte(pte_entry(addr)?).ok()?;
-    pte.is_present().then(|| pte.addr() >> PAGE_SHIFT)
-}
-
-/// The PTE slot for `addr` in the kernel tables, if its page table exists.
-fn pte_entry(addr: u64) -> Option<u64> {
-    let pmd = pmd_entry(addr);
-    let pde = get_pte(pmd).ok()?;
-    (pde.is_present() && !pde.is_huge()).then(|| pde.addr() + 8 * Level::Pt.index(addr) as u64)
-}
-
-/// The PMD (page-directory) slot for `addr`: the kernel quarter's directory
-/// is always there, so the walk starts at this level (pgd and pud of the
-/// kernel are fixed at boot).
-fn pmd_entry(addr: u64) -> u64 {
-    layout().tables.kernel_pmd + 8 * Level::Pd.index(addr) as u64
+    let l = layout().layout;
+    if !(l.vmalloc_start..l.vmalloc_end).contains(&addr) {
+        return None;
+    }
+    let page = addr & !(PAGE_SIZE - 1);
+    let cursor = TableCursor::vmalloc(page..page + PAGE_SIZE);
+    cursor.translate(page).map(|pa| pa >> PAGE_SHIFT)
 }
 
 /// Where vmap_pages_range() takes its frames: fresh ones (vmalloc) or the
@@ -215,8 +205,9 @@ impl Frames<'_> {
     }
 }
 
-/// vmap_pages_range(): maps `[start, end)` page by page from `frames`;
-/// allocates page tables on the way (pte_alloc_kernel). `mapped` ends up
+/// vmap_pages_range() down to vmap_pte_range(): maps `[start, end)` page by
+/// page from `frames`, with one cursor for the whole range, which
+/// allocates page tables on the way (pte_alloc_kernel()). `mapped` ends up
 /// just past the last page this call mapped, so a failure can be undone
 /// without touching anything it did not map.
 fn vmap_pages_range(
@@ -225,94 +216,52 @@ fn vmap_pages_range(
     frames: &Frames,
     mapped: &mut u64,
 ) -> Result<(), VmallocError> {
-    let mut addr = start;
-    while addr < end {
-        let next = ((addr | (pagetable::SIZE_2M - 1)) + 1).min(end);
-        vmap_pmd_range(addr, next, start, frames, mapped)?;
-        addr = next;
-    }
-    Ok(())
-}
-
-fn vmap_pmd_range(
-    addr: u64,
-    end: u64,
-    start: u64,
-    frames: &Frames,
-    mapped: &mut u64,
-) -> Result<(), VmallocError> {
-    let pmd = pmd_entry(addr);
-    let mut pde = get_pte(pmd).map_err(VmallocError::PageTable)?;
-    if !pde.is_present() {
-        pde = Pte::new(pte_alloc_kernel()?, PteFlags::PRESENT | PteFlags::WRITABLE);
-        set_pte(pmd, pde).map_err(VmallocError::PageTable)?;
-    }
-    vmap_pte_range(pde.addr(), addr, end, start, frames, mapped)
-}
-
-fn vmap_pte_range(
-    table: u64,
-    mut addr: u64,
-    end: u64,
-    start: u64,
-    frames: &Frames,
-    mapped: &mut u64,
-) -> Result<(), VmallocError> {
-    while addr < end {
-        let entry = table + 8 * Level::Pt.index(addr) as u64;
-        if get_pte(entry)
-            .map_err(VmallocError::PageTable)?
-            .is_present()
-        {
-            return Err(VmallocError::AlreadyMapped(addr));
-        }
+    let mut cursor = TableCursor::vmalloc(start..end);
+    for addr in (start..end).step_by(PAGE_SIZE as usize) {
         let pfn = frames.get(((addr - start) >> PAGE_SHIFT) as usize)?;
-        if let Err(e) = set_pte(entry, Pte::new(pfn << PAGE_SHIFT, PAGE_KERNEL)) {
-            frames.put_back(pfn);
-            return Err(match e {
-                PhysError::Refused { .. } => VmallocError::Refused { pfn },
-                other => VmallocError::PageTable(other),
-            });
+        match cursor.map(addr, pfn << PAGE_SHIFT, PAGE_KERNEL) {
+            // The slot was empty: the token is empty but when a table
+            // above had to be relaxed.
+            Ok(flush) => flush.flush(&mut KernelTlb),
+            Err(e) => {
+                frames.put_back(pfn);
+                return Err(match e {
+                    MapError::AlreadyMapped { .. } => VmallocError::AlreadyMapped(addr),
+                    MapError::Refused { .. } => VmallocError::Refused { pfn },
+                    MapError::NoMemory => VmallocError::NoMemory(AllocError::NoMemory),
+                    other => VmallocError::PageTable(other),
+                });
+            }
         }
-        addr += PAGE_SIZE;
-        *mapped = addr;
+        *mapped = addr + PAGE_SIZE;
     }
     Ok(())
-}
-
-/// A zeroed page-table page for the kernel's vmalloc range, from low memory
-/// (page tables are reached through the direct map).
-fn pte_alloc_kernel() -> Result<u64, VmallocError> {
-    let pfn = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0).map_err(VmallocError::NoMemory)?;
-    with_node(|node| {
-        if let Some(page) = node.page_mut(pfn) {
-            page.flags |= PageFlags::TABLE;
-        }
-    });
-    count(&EVENTS.pt_pages, 1);
-    Ok(pfn << PAGE_SHIFT)
 }
 
 /// vunmap_range_noflush(): clears the PTEs of `[start, end)`, freeing the
-/// frames if `free`. Stops quietly at pages that were never mapped (an
-/// allocation that failed half-way). The TLB flush is the purge's job.
+/// frames if `free`. Pages never mapped (an allocation that failed
+/// half-way) are skipped. The TLB flush is the purge's job: the area's
+/// addresses are reused only after purge_vmap_area_lazy() flushed them,
+/// so the cursor's token is dropped.
 fn vunmap_range(start: u64, end: u64, free: bool) -> Result<(), VmallocError> {
-    for addr in (start..end).step_by(PAGE_SIZE as usize) {
-        let Some(entry) = pte_entry(addr) else {
-            continue;
-        };
-        let pte = get_pte(entry).map_err(VmallocError::PageTable)?;
-        if !pte.is_present() {
-            continue;
-        }
-        set_pte(entry, Pte::EMPTY).map_err(VmallocError::PageTable)?;
+    let mut cursor = TableCursor::vmalloc(start..end);
+    let unmapped = cursor.unmap(start..end, |leaf| {
         if free {
             // A frame we mapped came from alloc_pages(); failing to free it
             // would be a buddy bookkeeping bug, reported by its counters.
-            let _ = free_pages(pte.addr() >> PAGE_SHIFT, 0);
+            let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
+        }
+    });
+    match unmapped {
+        Ok(flush) => {
+            flush.ignore();
+            Ok(())
+        }
+        Err(e) => {
+            e.flush.ignore();
+            Err(VmallocError::PageTable(e.error))
         }
     }
-    Ok(())
 }
 
 /// The busy areas, as /proc/vmallocinfo lists them.

@@ -4,25 +4,24 @@
 
 use core::fmt;
 
-use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE};
+use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::Gfp;
-use mm::page::PageFlags;
 use mm::slub::SlabError;
 use mm::vma::{
     FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
 };
-use pagetable::{FrameAlloc, Level, MapError, Mapper, PhysError, PhysRead, Pte, PteFlags};
+use pagetable::{MapError, PteFlags};
 
 use super::objects::{self, MmStruct};
-use crate::arch::mem::DirectMap;
+use crate::arch::paging::AddressSpaceRoot;
 use crate::arch::programs::Program;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
-use crate::mm::paging::{get_pte, set_pte, PtWriter};
-use crate::mm::{alloc_pages, free_pages, layout, page_zone, tlb, with_node};
+use crate::mm::tlb::KernelTlb;
+use crate::mm::{alloc_pages, free_pages, page_zone};
 
 /// Where exec puts the program: the classic i386 ELF load address.
 pub const USER_CODE: u64 = 0x0804_8000;
@@ -103,40 +102,9 @@ impl fmt::Display for FaultFailure {
     }
 }
 
-/// Page-table pages for user address spaces: zeroed low memory (the kernel
-/// edits tables through the direct map), flagged PG_TABLE.
-struct UserTables;
-
-impl FrameAlloc for UserTables {
-    fn alloc_table(&mut self) -> Option<u64> {
-        alloc_table().ok()
-    }
-}
-
-fn alloc_table() -> Result<u64, AllocError> {
-    let pfn = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0)?;
-    with_node(|node| {
-        if let Some(page) = node.page_mut(pfn) {
-            page.flags |= PageFlags::TABLE;
-        }
-    });
-    count(&EVENTS.pt_pages, 1);
-    Ok(pfn << PAGE_SHIFT)
-}
-
-fn free_table(pa: u64) {
-    let pfn = pa >> PAGE_SHIFT;
-    with_node(|node| {
-        if let Some(page) = node.page_mut(pfn) {
-            page.flags.remove(PageFlags::TABLE);
-        }
-    });
-    let _ = free_pages(pfn, 0);
-}
-
 pub struct AddressSpace {
-    /// Physical address of this process's PML4 (its CR3).
-    pgd: u64,
+    /// This process's page tables (its CR3); None once exit_mmap freed them.
+    root: Option<AddressSpaceRoot>,
     pub vmas: VmaTree<MAX_VMAS>,
     entry: u64,
     /// Frames this address space holds (for the report and the leak tests).
@@ -154,15 +122,15 @@ impl AddressSpace {
     /// code.
     pub fn exec(program: &Program) -> Result<Self, ExecError> {
         let mm_obj = objects::alloc_mm()?;
-        let pgd = match alloc_table() {
-            Ok(pgd) => pgd,
+        let root = match AddressSpaceRoot::new() {
+            Ok(root) => root,
             Err(e) => {
                 objects::free_mm(mm_obj);
                 return Err(e.into());
             }
         };
         let mut mm = AddressSpace {
-            pgd,
+            root: Some(root),
             vmas: VmaTree::new(MmLayout::DEFAULT),
             entry: USER_CODE,
             rss: 0,
@@ -179,16 +147,6 @@ impl AddressSpace {
     }
 
     fn populate(&mut self, program: &Program) -> Result<(), ExecError> {
-        // The PDPT: quarters 0-2 are this process's, quarter 3 is the kernel
-        // page directory every address space shares (no USER bit: ring 3
-        // cannot reach anything under it).
-        let pud = alloc_table()?;
-        let table = PteFlags::PRESENT | PteFlags::WRITABLE;
-        let map_err = |e: PhysError| ExecError::Map(MapError::Phys(e));
-        set_pte(self.pgd, Pte::new(pud, table | PteFlags::USER)).map_err(map_err)?;
-        let kernel = pud + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64;
-        set_pte(kernel, Pte::new(layout().tables.kernel_pmd, table)).map_err(map_err)?;
-
         let code_len = (program.code.len() as u64)
             .next_multiple_of(PAGE_SIZE)
             .max(PAGE_SIZE);
@@ -224,8 +182,16 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Physical address of the PML4 (0 once the tables are freed).
     pub fn pgd(&self) -> u64 {
-        self.pgd
+        self.root.as_ref().map_or(0, AddressSpaceRoot::pgd)
+    }
+
+    /// Switches to this address space's tables (switch_mm()).
+    pub fn activate(&self) {
+        if let Some(root) = &self.root {
+            root.activate();
+        }
     }
 
     pub fn mm_obj(&self) -> u64 {
@@ -244,7 +210,7 @@ impl AddressSpace {
             0
         };
         let mm = MmStruct {
-            pgd: self.pgd,
+            pgd: self.pgd(),
             mmap: *head.as_ref().unwrap_or(&0),
             map_count: listed,
             _pad: 0,
@@ -274,11 +240,12 @@ impl AddressSpace {
         if !flags.contains(VmFlags::EXEC) {
             pte |= PteFlags::NX;
         }
-        let mut mapper = Mapper::new(PtWriter, UserTables);
-        // The entry was not present, so no TLB entry can exist for it.
-        mapper
-            .map_4k(self.pgd, va, pfn << PAGE_SHIFT, pte)?
-            .ignore();
+        let root = self.root.as_mut().ok_or(MapError::NoMemory)?;
+        // The slot was empty: the token is empty but when a table above
+        // had to be relaxed.
+        root.cursor()
+            .map(va, pfn << PAGE_SHIFT, pte)?
+            .flush(&mut KernelTlb);
         self.set_rss(self.rss + 1);
         let zone_counter = match page_zone(pfn) {
             Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
@@ -319,7 +286,7 @@ impl AddressSpace {
             Err(e) => {
                 let _ = free_pages(pfn, 0);
                 Err(match e {
-                    MapError::Phys(PhysError::Refused { .. }) => FaultFailure::Refused,
+                    MapError::Refused { .. } => FaultFailure::Refused,
                     _ => FaultFailure::OutOfMemory,
                 })
             }
@@ -328,8 +295,8 @@ impl AddressSpace {
 
     /// The frame mapped at user address `va`, if any.
     pub fn translate(&self, va: u64) -> Option<u64> {
-        let pte = get_pte(pte_slot(self.pgd, va)?).ok()?;
-        pte.is_present().then(|| pte.addr() >> PAGE_SHIFT)
+        let pa = self.root.as_ref()?.translate(va)?;
+        Some(pa >> PAGE_SHIFT)
     }
 
     /// Changes the VMAs with `f` (mmap, munmap, brk), which reports every
@@ -340,10 +307,10 @@ impl AddressSpace {
         &mut self,
         f: impl FnOnce(&mut VmaTree<MAX_VMAS>, &mut dyn FnMut(u64, u64)) -> R,
     ) -> Result<R, SlabError> {
-        let pgd = self.pgd;
+        let root = &mut self.root;
         let mut freed = 0;
         let result = f(&mut self.vmas, &mut |start, end| {
-            freed += zap_range(pgd, start, end)
+            freed += zap_range(root, start, end)
         });
         self.rss -= freed;
         self.sync_objects()?;
@@ -352,7 +319,8 @@ impl AddressSpace {
 
     /// zap_page_range(): unmaps and frees the frames of `[start, end)`.
     pub fn zap(&mut self, start: u64, end: u64) {
-        self.set_rss(self.rss - zap_range(self.pgd, start, end));
+        let freed = zap_range(&mut self.root, start, end);
+        self.set_rss(self.rss - freed);
     }
 
     /// Updates the resident count here and in the mm_struct object, so a
@@ -367,7 +335,8 @@ impl AddressSpace {
 
     /// exit_mmap() + free_pgtables() + pgd_free(): every user frame, every
     /// user page-table page, the PDPT and the PML4 go back to the buddy
-    /// allocator. The kernel page directory is shared and stays.
+    /// allocator (the root's drop frees the tables). The kernel page
+    /// directory is shared and stays.
     pub fn exit_mmap(&mut self) {
         let vmas: [Option<Vma>; MAX_VMAS] = {
             let mut all = [None; MAX_VMAS];
@@ -383,84 +352,27 @@ impl AddressSpace {
         let _ = objects::sync_vmas(self.mm_obj, core::iter::empty(), &mut self.vma_objs);
         objects::free_mm(self.mm_obj);
         self.mm_obj = 0;
-        let Ok(pml4e) = get_pte(self.pgd) else { return };
-        if pml4e.is_present() {
-            let pud = pml4e.addr();
-            for quarter in 0..Level::Pdpt.index(PAGE_OFFSET) as u64 {
-                let Ok(pde_table) = get_pte(pud + 8 * quarter) else {
-                    continue;
-                };
-                if !pde_table.is_present() {
-                    continue;
-                }
-                free_tables_under(pde_table.addr());
-                free_table(pde_table.addr());
-            }
-            free_table(pud);
-        }
-        free_table(self.pgd);
-        self.pgd = 0;
+        self.root = None;
     }
 }
 
-/// The user PTE slot for `va` under `pgd`, if its page table exists.
-fn pte_slot(pgd: u64, va: u64) -> Option<u64> {
-    let table = page_table_for(pgd, va).ok()?;
-    Some(table + 8 * Level::Pt.index(va) as u64)
-}
-
-/// Clears the PTEs of `[start, end)` under `pgd`, flushes each and frees
-/// the frames. Returns how many frames were freed.
-pub fn zap_range(pgd: u64, start: u64, end: u64) -> u64 {
+/// zap_page_range(): unmaps `[start, end)` with one cursor, frees the
+/// frames and flushes what the cursor says the TLB may hold. Returns how
+/// many frames were freed.
+fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
+    let Some(root) = root else { return 0 };
     let mut freed = 0;
-    let mut va = start;
-    while va < end {
-        let pt = match page_table_for(pgd, va) {
-            Ok(pt) => pt,
-            Err(span) => {
-                // Nothing mapped in this whole span (pmd_none() and the
-                // like): skip it instead of looking at each page.
-                va = (va | (span - 1)).saturating_add(1);
-                continue;
-            }
-        };
-        let next = ((va | (pagetable::SIZE_2M - 1)) + 1).min(end);
-        while va < next {
-            let slot = pt + 8 * Level::Pt.index(va) as u64;
-            if let Ok(pte) = get_pte(slot) {
-                if pte.is_present() && set_pte(slot, Pte::EMPTY).is_ok() {
-                    tlb::flush_one(va);
-                    let _ = free_pages(pte.addr() >> PAGE_SHIFT, 0);
-                    freed += 1;
-                }
-            }
-            va += PAGE_SIZE;
+    let unmapped = root.cursor().unmap(start..end, |leaf| {
+        let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
+        freed += 1;
+    });
+    match unmapped {
+        Ok(flush) => flush.flush(&mut KernelTlb),
+        // User space has no huge pages to stick out of a VMA: whatever
+        // stopped the walk, what was cleared is flushed.
+        Err(e) => {
+            e.flush(&mut KernelTlb);
         }
     }
     freed
-}
-
-/// The page table that maps `va` under `pgd`, or, when a level above it is
-/// missing, the size of the span that missing entry would cover.
-fn page_table_for(pgd: u64, va: u64) -> Result<u64, u64> {
-    let mut table = pgd;
-    for level in [Level::Pml4, Level::Pdpt, Level::Pd] {
-        let entry = get_pte(table + 8 * level.index(va) as u64).unwrap_or(Pte::EMPTY);
-        if !entry.is_present() || entry.is_huge() {
-            return Err(level.page_size());
-        }
-        table = entry.addr();
-    }
-    Ok(table)
-}
-
-/// Frees the page tables a user page directory points to.
-fn free_tables_under(pd: u64) {
-    for i in 0..PTRS_PER_TABLE as u64 {
-        if let Ok(entry) = DirectMap.read_u64(pd + 8 * i).map(Pte) {
-            if entry.is_present() && !entry.is_huge() {
-                free_table(entry.addr());
-            }
-        }
-    }
 }

@@ -16,7 +16,7 @@ use spin::Mutex;
 
 use crate::arch::mem::SlabBox;
 use crate::arch::programs::{self, Program};
-use crate::arch::{self, user};
+use crate::arch::{paging, user};
 use crate::kprintln;
 use address_space::{AddressSpace, ExecError};
 use objects::{ListHead, TaskStruct};
@@ -219,17 +219,19 @@ pub fn spawn(program: &Program) -> Result<u32, ExecError> {
 /// `done` with (pid, name, status) for each.
 pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
     loop {
+        // The task's tables are loaded under the lock and stay alive while
+        // it runs: only the reaping below frees them.
         let next = TASKS.lock().find(|t| t.exit.is_none()).map(|t| {
             t.ts.state = TASK_RUNNING;
-            (t.ts.pid, t.mm.pgd(), t.mm.entry_frame())
+            t.mm.activate();
+            (t.ts.pid, t.mm.entry_frame())
         });
-        let Some((pid, pgd, frame)) = next else {
+        let Some((pid, frame)) = next else {
             return;
         };
         CURRENT.store(pid, Ordering::Relaxed);
-        arch::switch_address_space(pgd);
         user::run_user(&frame);
-        arch::switch_address_space(crate::mm::layout().tables.pgd);
+        paging::activate_kernel_tables();
         CURRENT.store(0, Ordering::Relaxed);
         let task = TASKS.lock().take(pid);
         if let Some(mut task) = task {

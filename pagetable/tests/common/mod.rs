@@ -73,7 +73,7 @@ impl PhysRead for FakeRam {
 
 impl PhysWrite for FakeRam {
     fn write_u64(&mut self, pa: u64, val: u64) -> Result<(), PhysError> {
-        assert_eq!(pa % 8, 0, "mapper wrote an unaligned entry");
+        assert_eq!(pa % 8, 0, "the cursor wrote an unaligned entry");
         match self.words.get_mut((pa / 8) as usize) {
             Some(w) => {
                 *w = val;
@@ -173,13 +173,16 @@ pub const ROOT: u64 = 0x1000;
 pub const KERNEL: pagetable::PteFlags =
     pagetable::PteFlags::PRESENT.union(pagetable::PteFlags::WRITABLE);
 
-/// A mapper over `pages` of fake RAM, handing out tables from just above ROOT.
-pub fn mapper(pages: usize) -> pagetable::Mapper<FakeRam, Bump> {
-    pagetable::Mapper::new(
+/// A cursor over `pages` of fake RAM at ROOT, handing out tables from just
+/// above it.
+pub fn cursor_over(pages: usize) -> pagetable::Cursor<FakeRam, Bump> {
+    pagetable::Cursor::new(
         FakeRam::new(pages),
         Bump {
             next: 0x2000,
             end: pages as u64 * PAGE,
         },
+        ROOT,
+        pagetable::WalkConfig::default(),
     )
 }
