@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 pub use query::Query;
-pub use reader::{Anomalies, Kernel, Target, READ_BUDGET};
+pub use reader::{Anomalies, Guest, Kernel, Target, READ_BUDGET};
 pub use tables::MAX_LINES;
 
 use crate::vstate::{Regs, GPR_NAMES};

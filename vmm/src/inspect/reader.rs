@@ -35,8 +35,21 @@ const MAX_TREE_DEPTH: usize = 128;
 /// page each.
 const MAX_VMAP_AREAS: u64 = (1 << 30) / (2 * PAGE);
 
+/// Whose kernel a target runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Guest {
+    /// The project's own, with its descriptor and the host's records.
+    #[default]
+    Ours,
+    /// Another kernel in a dump QEMU wrote, e.g. a real i386 Linux: its
+    /// tables, and Linux's own VMCOREINFO if it filled one. QEMU's CPU
+    /// note has no EFER, so EFER.NXE may be unknown.
+    Foreign { efer_known: bool },
+}
+
 /// What the inspector looks at.
 pub struct Target {
+    pub guest: Guest,
     pub mem: Box<dyn GuestPhys>,
     /// The descriptor text the guest published (a host copy).
     pub info: Option<Vec<u8>>,
