@@ -301,7 +301,13 @@ pub fn regs_from_qemu_state(d: &[u8]) -> Option<Regs> {
     r.rflags = q(144);
     // Ten segments of 24 bytes (selector, limit, flags, pad, base): cs,
     // ds, es, fs, gs, ss, ldt, tr, gdt, idt.
-    let seg = |i: usize| (word(d, 152 + 24 * i, 4), word(d, 152 + 24 * i + 4, 4), q(152 + 24 * i + 16));
+    let seg = |i: usize| {
+        (
+            word(d, 152 + 24 * i, 4),
+            word(d, 152 + 24 * i + 4, 4),
+            q(152 + 24 * i + 16),
+        )
+    };
     r.sel = [0, 1, 2, 3, 4, 5].map(|i| seg(i).0 as u16);
     r.fs_base = seg(3).2;
     r.gs_base = seg(4).2;
