@@ -188,7 +188,7 @@ fn notes_end_at_the_first_malformed_one() {
     let err = DumpMem::from_bytes(file).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "not a dump written by vmm (no I386MM notes)"
+        "not a dump written by vmm or QEMU (no I386MM or QEMU notes)"
     );
 
     let mut file = core_file(&[notes_header(at, 0)], &[]);

@@ -218,7 +218,7 @@ impl<'a> Linux<'a> {
             && fits(vm_stat_at + nr_free_pages * w as u64, w as u64, zone_size)
             && fits(area_at + orders * area_size, 0, zone_size)
             && fits(nr_free_at, w as u64, area_size);
-        if !zone_ok || !fits(nr_at, 4, node_size) || !fits(zones_at, 0, node_size) {
+        if !zone_ok || !fits(nr_at, 4, node_size) || !fits(zones_at, zone_size, node_size) {
             return Err(InspectError::new(
                 "VMCOREINFO's zone offsets lie outside the structures it sizes",
             ));
@@ -488,3 +488,6 @@ pub fn run(t: &Tables, query: &Query) -> R<Answer> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;
