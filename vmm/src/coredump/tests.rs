@@ -250,12 +250,21 @@ fn qemu_note(cr0: u64, cr3: u64, cr4: u64) -> Vec<u8> {
 fn qemu_i386_dumps_give_registers_and_ram_only() {
     let file = qemu_i386_core(&qemu_note(0x8005_0033, 0x1332_020, 0x6b0));
     let d = DumpMem::from_bytes(file).unwrap();
-    assert_eq!(d.guest, crate::inspect::Guest::Foreign { efer_known: false });
+    assert_eq!(
+        d.guest,
+        crate::inspect::Guest::Foreign { efer_known: false }
+    );
     let r = d.meta.cpus[0];
     // General registers from gdb's note, control registers from QEMU's.
-    assert_eq!((r.gpr("rax"), r.gpr("rbx"), r.gpr("rcx")), (0xa0, 0xb0, 0xc0));
+    assert_eq!(
+        (r.gpr("rax"), r.gpr("rbx"), r.gpr("rcx")),
+        (0xa0, 0xb0, 0xc0)
+    );
     assert_eq!(r.rip, 0xc100_0000);
-    assert_eq!((r.cr0, r.cr3, r.cr4, r.efer), (0x8005_0033, 0x1332_020, 0x6b0, 0));
+    assert_eq!(
+        (r.cr0, r.cr3, r.cr4, r.efer),
+        (0x8005_0033, 0x1332_020, 0x6b0, 0)
+    );
     // The framebuffer and the ROM are not RAM.
     assert_eq!(d.ram(), vec![(0, 0xa_0000), (0xc_0000, 0x3f4_0000)]);
     let mut b = [0u8; 2];

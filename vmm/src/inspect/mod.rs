@@ -33,6 +33,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+pub use foreign::paging;
 pub use query::Query;
 pub use reader::{Anomalies, Guest, Kernel, Tables, Target, READ_BUDGET};
 pub use tables::MAX_LINES;
