@@ -256,3 +256,33 @@ fn hostile_vmcoreinfo_is_refused_not_trusted() {
         .msg
         .contains("SYMBOL(swapper_pg_dir)"));
 }
+
+/// 2-level tables that alias (every PDE points at one full page table)
+/// map 2^20 pages: the listing stops at MAX_LINES with its marker, and
+/// the PDPT of a PAE CR3 past the end of RAM is an anomaly line.
+#[test]
+fn aliased_and_outside_tables_stay_bounded() {
+    let mut r = Ram::new();
+    for i in 0..1024 {
+        r.u32(0x1000 + 4 * i, (0x2000 | P | W) as u32);
+        r.u32(0x2000 + 4 * i, (0x3000 | P | W) as u32);
+    }
+    let t = r.target(0x1000, 0x690, None);
+    let tlb = run(&t, &q("tlb")).unwrap();
+    assert_eq!(tlb.text.lines().count() as u64, super::super::MAX_LINES + 1);
+    assert!(tlb.text.ends_with("truncated after 100000 leaves\n"));
+    let t = Ram::new().target((1 << 24) - 0x20, 0x6b0, None);
+    let tlb = run(&t, &q("tlb")).unwrap();
+    assert!(
+        tlb.text.is_empty() || tlb.text.starts_with("anomaly:"),
+        "{}",
+        tlb.text
+    );
+    let t = Ram::new().target(0xffff_ffe0, 0x6b0, None);
+    let tlb = run(&t, &q("tlb")).unwrap();
+    assert!(
+        tlb.text.starts_with("anomaly: PDPT entry at 0xffffffe0"),
+        "{}",
+        tlb.text
+    );
+}
