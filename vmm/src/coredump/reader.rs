@@ -313,7 +313,6 @@ fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<Parsed, ReadError> {
             _ => {}
         }
     }
-    let mut segs = segs;
     segs.sort_by_key(|s| s.pa);
     if segs.windows(2).any(|w| w[0].pa + w[0].memsz > w[1].pa) {
         return Err(ReadError::Overlapping);

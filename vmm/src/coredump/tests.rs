@@ -248,7 +248,7 @@ fn qemu_note(cr0: u64, cr3: u64, cr4: u64) -> Vec<u8> {
 
 #[test]
 fn qemu_i386_dumps_give_registers_and_ram_only() {
-    let file = qemu_i386_core(&qemu_note(0x8005_0033, 0x1332_020, 0x6b0));
+    let file = qemu_i386_core(&qemu_note(0x8005_0033, 0x0133_2020, 0x6b0));
     let d = DumpMem::from_bytes(file).unwrap();
     assert_eq!(
         d.guest,
@@ -263,7 +263,7 @@ fn qemu_i386_dumps_give_registers_and_ram_only() {
     assert_eq!(r.rip, 0xc100_0000);
     assert_eq!(
         (r.cr0, r.cr3, r.cr4, r.efer),
-        (0x8005_0033, 0x1332_020, 0x6b0, 0)
+        (0x8005_0033, 0x0133_2020, 0x6b0, 0)
     );
     // The framebuffer and the ROM are not RAM.
     assert_eq!(d.ram(), vec![(0, 0xa_0000), (0xc_0000, 0x3f4_0000)]);

@@ -88,10 +88,7 @@ fn pae_listings_print_qemus_columns() {
     );
     // JSON keeps the frame and the raw entry apart.
     assert_eq!(tlb.json["leaves"][1]["pa"], 0);
-    assert_eq!(
-        tlb.json["leaves"][1]["entry"],
-        (P | W | A | PS | G | NX) as u64
-    );
+    assert_eq!(tlb.json["leaves"][1]["entry"], P | W | A | PS | G | NX);
     // info mem: user and write only; NX does not split a range.
     let mem = run(&t, &q("mem")).unwrap();
     assert_eq!(
