@@ -36,10 +36,9 @@ const MAX_TREE_DEPTH: usize = 128;
 const MAX_VMAP_AREAS: u64 = (1 << 30) / (2 * PAGE);
 
 /// Whose kernel a target runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Guest {
     /// The project's own, with its descriptor and the host's records.
-    #[default]
     Ours,
     /// Another kernel in a dump QEMU wrote, e.g. a real i386 Linux: its
     /// tables, and Linux's own VMCOREINFO if it filled one. QEMU's CPU
@@ -317,6 +316,7 @@ impl<'t> Tables<'t> {
     pub fn is_32bit(&self) -> bool {
         !self.cfg.mode.canonical
     }
+
     /// Streams the leaves under `root` in `range` to `leaf` (Break stops
     /// the walk), reading at most what is left of the command's budget;
     /// anomalies go to `bad`. Nothing is collected: aliased tables can

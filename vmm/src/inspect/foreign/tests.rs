@@ -283,3 +283,38 @@ fn aliased_and_outside_tables_stay_bounded() {
         tlb.text
     );
 }
+
+#[test]
+fn ptov_and_x_walk_the_foreign_tables() {
+    let mut ram = pae();
+    ram.0[0x12_3000..0x12_3004].copy_from_slice(b"\x7fELF");
+    let t = ram.target(0x1020, 0x6b0, None);
+    let p = run(&t, &Query::Ptov { pa: 0x12_3004 }).unwrap();
+    assert!(
+        p.text
+            .contains("  0x0000000008048004  4K P US A  in CR3 0x1020 (cpu 0)"),
+        "{}",
+        p.text
+    );
+    let x = run(
+        &t,
+        &Query::X {
+            va: 0x804_8000,
+            len: Some(4),
+            pid: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(x.json["hex"], "7f454c46");
+    let e = run(
+        &t,
+        &Query::X {
+            va: 0x804_9000,
+            len: Some(4),
+            pid: None,
+        },
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.msg, "x: 0x8049000 is not mapped");
+}
