@@ -7,7 +7,7 @@ GUEST      := target/guest.bin
 VMM        := target/release/vmm
 MEM        ?= 2G
 
-.PHONY: all build guest vmm run test lint bench clean toolchain
+.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux
 
 all: build
 
@@ -29,9 +29,15 @@ run: build
 	$(VMM) --mem $(MEM) $(GUEST)
 
 # Formatting and lints, host unit and property tests, then the system
-# tests that boot the guest.
-test: build lint
+# tests that boot the guest and, under QEMU, real i386 Linux kernels.
+test: build lint i386-linux
 	$(CARGO) test --workspace --release
+
+# QEMU and Debian's i386 kernels for tests/qemu_i386.rs, cached under
+# target/. Without root the install fails: the tests are then ignored,
+# except in CI (REQUIRE_KVM=1), where they must run.
+i386-linux:
+	tests/i386/setup.sh target/i386-linux || [ "$(REQUIRE_KVM)" != 1 ]
 
 lint: toolchain
 	$(CARGO) fmt --all --check

@@ -197,7 +197,7 @@ fn bad_sources_are_one_line_errors() {
     // An ELF that is not a core (the guest kernel itself).
     let run = inspect(&["--dump", guest_path().to_str().unwrap()], &["tlb"]);
     run.expect_status(2)
-        .expect_stderr("not an x86-64 ELF core dump");
+        .expect_stderr("not an x86 ELF core dump");
     // Monitor-only commands on a dump, and no source at all.
     let run = inspect(
         &["--dump", Path::new("/nonexistent").to_str().unwrap()],

@@ -16,6 +16,10 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(kvm)");
+    // The vmm crate shares this script for its KVM unit tests only.
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("system-tests") {
+        qemu_i386();
+    }
     println!("cargo::rerun-if-env-changed=VMM_KVM_DEVICE");
     println!("cargo::rerun-if-env-changed=REQUIRE_KVM");
     let device: PathBuf = std::env::var_os("VMM_KVM_DEVICE")
@@ -38,6 +42,23 @@ fn main() {
         println!(
             "cargo::warning=the system tests that boot the guest are ignored: {} is not usable (REQUIRE_KVM=1 makes them run and fail)",
             device.display()
+        );
+    }
+}
+
+/// The QEMU agreement tests (tests/qemu_i386.rs) need what
+/// tests/i386/setup.sh installs (`make i386-linux`); without it they are
+/// ignored, unless REQUIRE_KVM=1 (CI), where they run and fail.
+fn qemu_i386() {
+    println!("cargo::rustc-check-cfg=cfg(qemu_i386)");
+    let ready = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/i386-linux/ready");
+    println!("cargo::rerun-if-changed={}", ready.display());
+    let required = std::env::var("REQUIRE_KVM").as_deref() == Ok("1");
+    if ready.exists() || required {
+        println!("cargo::rustc-cfg=qemu_i386");
+    } else {
+        println!(
+            "cargo::warning=the QEMU i386 Linux tests are ignored: run `make i386-linux` (needs root to install qemu-system-x86)"
         );
     }
 }

@@ -5,6 +5,7 @@
 
 mod common;
 mod fuzz_dump;
+mod fuzz_qemu_notes;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -161,4 +162,40 @@ fn seeds_are_a_coherent_guest_and_kept_in_the_corpus() {
             path.display()
         );
     }
+}
+
+/// The `qemu_notes` corpus: the register notes of a real Debian 686-pae
+/// dump written by QEMU 7.2, and the same with CR4 and CR0 changed to
+/// 2-level paging, paging off and long mode.
+#[test]
+fn qemu_notes_corpus_replays() {
+    let dir = corpus_dir().join("../qemu_notes");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let run = std::panic::catch_unwind(|| fuzz_qemu_notes::check(&data));
+        assert!(run.is_ok(), "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 4, "{} is nearly empty", dir.display());
+}
+
+/// The `dump` corpus's QEMU seed: a real Debian 686-pae dump cut down to
+/// its notes (Linux's VMCOREINFO among them) and the pages of its tables
+/// and zones, so the fuzzer starts where a foreign kernel's commands work.
+#[test]
+fn the_qemu_seed_is_a_coherent_foreign_guest() {
+    let data = std::fs::read(corpus_dir().join("seed-debian-686-pae-tables")).unwrap();
+    let t = Target::from(coredump::DumpMem::from_bytes(data).unwrap());
+    let text = |cmd: Query| inspect::run(&t, &cmd).unwrap().text();
+    assert!(text(Query::Regs).contains("paging: i386 PAE"));
+    let tlb = text(Query::Tlb { pid: None });
+    assert!(
+        tlb.starts_with("0000000008048000: 000000004afc6000 ----A--U-\n"),
+        "{tlb}"
+    );
+    assert!(text(Query::Layout).contains("PAGE_OFFSET 0xc0000000"));
+    let buddy = text(Query::Buddyinfo);
+    assert!(buddy.contains("Node 0, zone   Normal "), "{buddy}");
 }

@@ -28,7 +28,10 @@ mod writer;
 
 use std::collections::BTreeMap;
 
-pub use notes::{NT_I386MM_CPU, NT_I386MM_RAM, NT_I386MM_SLAB};
+pub use notes::{
+    merge_cpus, regs_from_prstatus, regs_from_qemu_state, NT_I386MM_CPU, NT_I386MM_RAM,
+    NT_I386MM_SLAB,
+};
 pub use reader::{DumpMem, OpenError, ReadError, MAX_DUMP_RAM};
 pub use writer::{file_header, write, WriteError};
 

@@ -16,6 +16,15 @@ pub const NT_I386MM_SLAB: u32 = 0x494d_0002;
 pub const NT_I386MM_RAM: u32 = 0x494d_0003;
 /// The descriptor note's owner (Linux's vmcore calls it so too).
 pub const VMCOREINFO: &str = "VMCOREINFO";
+/// The owner of QEMU's CPU note (type 0, QEMUCPUState).
+pub const QEMU: &str = "QEMU";
+/// QEMUCPUState up to and including CR4; version 1 adds kernel_gs_base.
+const QEMU_STATE_MIN: usize = 0x1b0;
+/// struct elf_prstatus: i386 (pr_reg at 72, 17 words) and x86-64.
+const PRSTATUS_I386: usize = 144;
+const PRSTATUS_X86_64: usize = 336;
+/// EFER.LME | EFER.LMA: what a CPU in long mode has.
+const EFER_LONG_MODE: u64 = 0x500;
 /// Most vCPUs a dump's notes are read for.
 pub const MAX_CPUS: usize = 256;
 /// Most slab records kept (a 16 GiB guest has 4M frames; a record needs
@@ -208,4 +217,130 @@ pub fn read_slab(desc: &[u8], slab: &mut BTreeMap<u64, u32>) {
         let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
         slab.insert(word(pfn), word(order).min(DMAP_MAX_ORDER) as u32);
     }
+}
+
+/// A little-endian word of `width` bytes at `at` (0 past the end).
+fn word(d: &[u8], at: usize, width: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(src) = d.get(at..at + width) {
+        b[..width].copy_from_slice(src);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// The general registers of gdb's `NT_PRSTATUS` note (elf_prstatus's
+/// pr_reg, user_regs_struct order): i386's 17 words, or x86-64's 27; None
+/// for a note of another size.
+pub fn regs_from_prstatus(d: &[u8], long_mode: bool) -> Option<Regs> {
+    let mut r = Regs::default();
+    let set = |r: &mut Regs, name: &str, v: u64| {
+        if let Some(i) = GPR_NAMES.iter().position(|n| *n == name) {
+            r.gpr[i] = v;
+        }
+    };
+    if long_mode {
+        if d.len() != PRSTATUS_X86_64 {
+            return None;
+        }
+        let at = |i: usize| word(d, 112 + 8 * i, 8);
+        for (i, n) in [
+            "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+            "rdx", "rsi", "rdi",
+        ]
+        .iter()
+        .enumerate()
+        {
+            set(&mut r, n, at(i));
+        }
+        r.rip = at(16);
+        r.rflags = at(18);
+        set(&mut r, "rsp", at(19));
+        r.fs_base = at(21);
+        r.gs_base = at(22);
+        r.sel = [at(17), at(23), at(24), at(25), at(26), at(20)].map(|v| v as u16);
+    } else {
+        if d.len() != PRSTATUS_I386 {
+            return None;
+        }
+        let at = |i: usize| word(d, 72 + 4 * i, 4);
+        for (i, n) in ["rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rax"]
+            .iter()
+            .enumerate()
+        {
+            set(&mut r, n, at(i));
+        }
+        r.rip = at(12);
+        r.rflags = at(14);
+        set(&mut r, "rsp", at(15));
+        r.sel = [at(13), at(7), at(8), at(9), at(10), at(16)].map(|v| v as u16);
+    }
+    Some(r)
+}
+
+/// The registers of QEMU's CPU note (QEMUCPUState, target/i386/arch_dump.c):
+/// general registers, segments, GDT, IDT and CR0 to CR4, but no EFER.
+/// None for a note too short or of another version.
+pub fn regs_from_qemu_state(d: &[u8]) -> Option<Regs> {
+    if d.len() < QEMU_STATE_MIN || word(d, 0, 4) != 1 {
+        return None;
+    }
+    let q = |at: usize| word(d, at, 8);
+    let mut r = Regs::default();
+    for (i, n) in [
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if let Some(g) = GPR_NAMES.iter().position(|x| x == n) {
+            r.gpr[g] = q(8 + 8 * i);
+        }
+    }
+    r.rip = q(136);
+    r.rflags = q(144);
+    // Ten segments of 24 bytes (selector, limit, flags, pad, base): cs,
+    // ds, es, fs, gs, ss, ldt, tr, gdt, idt.
+    let seg = |i: usize| {
+        (
+            word(d, 152 + 24 * i, 4),
+            word(d, 152 + 24 * i + 4, 4),
+            q(152 + 24 * i + 16),
+        )
+    };
+    r.sel = [0, 1, 2, 3, 4, 5].map(|i| seg(i).0 as u16);
+    r.fs_base = seg(3).2;
+    r.gs_base = seg(4).2;
+    r.gdt = (seg(8).2, seg(8).1 as u16);
+    r.idt = (seg(9).2, seg(9).1 as u16);
+    r.cr0 = q(392);
+    r.cr2 = q(408);
+    r.cr3 = q(416);
+    r.cr4 = q(424);
+    Some(r)
+}
+
+/// One register set per vCPU of a QEMU dump: gdb's note's general
+/// registers where there is one, QEMU's note's for the rest, with the
+/// control registers of QEMU's note. EFER is not dumped: long mode is what
+/// QEMU's choice of machine says (EM_X86_64 only for a CPU in long mode).
+pub fn merge_cpus(prstatus: &[Regs], qemu: &[Regs], long_mode: bool) -> Vec<Regs> {
+    qemu.iter()
+        .enumerate()
+        .map(|(i, sys)| {
+            let mut r = prstatus.get(i).copied().unwrap_or(*sys);
+            r.gdt = sys.gdt;
+            r.idt = sys.idt;
+            if !long_mode {
+                r.fs_base = sys.fs_base;
+                r.gs_base = sys.gs_base;
+            }
+            r.cr0 = sys.cr0;
+            r.cr2 = sys.cr2;
+            r.cr3 = sys.cr3;
+            r.cr4 = sys.cr4;
+            r.efer = if long_mode { EFER_LONG_MODE } else { 0 };
+            r
+        })
+        .collect()
 }

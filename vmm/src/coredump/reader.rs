@@ -10,22 +10,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use object::elf::{
-    FileHeader64, ProgramHeader64, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_CORE, PT_LOAD,
-    PT_NOTE,
+    FileHeader64, ProgramHeader64, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_386, EM_X86_64, ET_CORE,
+    NT_PRSTATUS, PT_LOAD, PT_NOTE,
 };
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{LittleEndian as LE, ReadCache, ReadRef};
 use pagetable::PhysError;
 use thiserror::Error;
 
-use super::notes::{self, MAX_CPUS, OWNER, VMCOREINFO};
+use super::notes::{self, MAX_CPUS, OWNER, QEMU, VMCOREINFO};
 use super::{DumpMeta, NT_I386MM_CPU, NT_I386MM_RAM, NT_I386MM_SLAB};
 use crate::files::{InputError, InputFile};
 use crate::guestphys::GuestPhys;
-use crate::inspect::Target;
+use crate::inspect::{Guest, Target};
 
 /// Most program headers: one fewer than PN_XNUM, which would mean
 /// extended numbering, which no dump needs.
+/// gdb's register note type, as the note header holds it.
+const NT_PRSTATUS_TYPE: u32 = NT_PRSTATUS.0;
 const MAX_PHDRS: usize = object::elf::PN_XNUM as usize - 1;
 const PHDR_SIZE: usize = size_of::<ProgramHeader64<LE>>();
 /// One budget for all note segments together, and few of them: notes
@@ -53,7 +55,7 @@ pub enum ReadError {
     TooShort,
     #[error("not an ELF file")]
     NotElf,
-    #[error("not an x86-64 ELF core dump")]
+    #[error("not an x86 ELF core dump (x86-64 or i386)")]
     NotX86Core,
     #[error("bad ELF header: {0}")]
     Header(#[source] object::read::Error),
@@ -75,7 +77,7 @@ pub enum ReadError {
     Overlapping,
     #[error("the PT_LOAD segments describe {} GiB of RAM, more than {} GiB", .0 >> 30, MAX_DUMP_RAM >> 30)]
     TooMuchRam(u64),
-    #[error("not a dump written by vmm (no I386MM notes)")]
+    #[error("not a dump written by vmm or QEMU (no I386MM or QEMU notes)")]
     NotOurs,
 }
 
@@ -125,6 +127,8 @@ pub struct DumpMem {
     /// RAM as the PT_LOAD segments describe it, adjacent ones merged.
     ram: Vec<(u64, u64)>,
     pub meta: DumpMeta,
+    /// Whose kernel the dump holds.
+    pub guest: Guest,
     /// A small direct-mapped page cache: walks read the same table pages
     /// again and again.
     cache: Mutex<Vec<Option<CachedPage>>>,
@@ -139,6 +143,7 @@ const CACHE_PAGES: usize = 4096;
 struct Parsed {
     segs: Vec<Seg>,
     meta: DumpMeta,
+    guest: Guest,
 }
 
 impl DumpMem {
@@ -165,7 +170,7 @@ impl DumpMem {
         Ok(Self::new(Source::Bytes(bytes), parsed))
     }
 
-    fn new(source: Source, Parsed { segs, meta }: Parsed) -> Self {
+    fn new(source: Source, Parsed { segs, meta, guest }: Parsed) -> Self {
         let mut ram: Vec<(u64, u64)> = Vec::new();
         for s in &segs {
             match ram.last_mut() {
@@ -178,6 +183,7 @@ impl DumpMem {
             segs,
             ram,
             meta,
+            guest,
             cache: Mutex::new(vec![None; CACHE_PAGES]),
         }
     }
@@ -224,7 +230,13 @@ fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<Parsed, ReadError> {
         return Err(ReadError::NotX86Core);
     }
     let header = FileHeader64::<LE>::parse(data).map_err(ReadError::Header)?;
-    if header.e_type(LE) != ET_CORE || header.e_machine(LE) != EM_X86_64 {
+    // QEMU writes EM_386 when the CPU is not in long mode.
+    let long_mode = match header.e_machine(LE) {
+        EM_X86_64 => true,
+        EM_386 => false,
+        _ => return Err(ReadError::NotX86Core),
+    };
+    if header.e_type(LE) != ET_CORE {
         return Err(ReadError::NotX86Core);
     }
     // Bounded before the table is read; 0xffff (PN_XNUM) would make
@@ -239,6 +251,8 @@ fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<Parsed, ReadError> {
     let mut segs = Vec::new();
     let mut meta = DumpMeta::default();
     let mut ours = false;
+    // Another kernel's registers, per vCPU in note order: gdb's and QEMU's.
+    let (mut prstatus, mut qemu) = (Vec::new(), Vec::new());
     let (mut note_segments, mut notes_bytes) = (0, 0u64);
     for p in phdrs {
         let (offset, filesz) = (p.p_offset(LE), p.p_filesz(LE));
@@ -274,6 +288,12 @@ fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<Parsed, ReadError> {
                         (OWNER, NT_I386MM_SLAB) => notes::read_slab(desc, &mut meta.slab),
                         (OWNER, NT_I386MM_RAM) => ours = true,
                         (VMCOREINFO, _) => meta.vmcoreinfo = Some(desc.to_vec()),
+                        ("CORE", NT_PRSTATUS_TYPE) if prstatus.len() < MAX_CPUS => {
+                            prstatus.extend(notes::regs_from_prstatus(desc, long_mode));
+                        }
+                        (QEMU, 0) if qemu.len() < MAX_CPUS => {
+                            qemu.extend(notes::regs_from_qemu_state(desc));
+                        }
                         _ => {}
                     }
                 }
@@ -297,16 +317,47 @@ fn parse<'a, R: ReadRef<'a>>(data: R) -> Result<Parsed, ReadError> {
     if segs.windows(2).any(|w| w[0].pa + w[0].memsz > w[1].pa) {
         return Err(ReadError::Overlapping);
     }
+    let guest = if ours {
+        Guest::Ours
+    } else if !qemu.is_empty() {
+        meta.cpus = notes::merge_cpus(&prstatus, &qemu, long_mode);
+        segs = pc_ram(segs);
+        // QEMU's CPU note has no EFER.
+        Guest::Foreign { efer_known: false }
+    } else {
+        return Err(ReadError::NotOurs);
+    };
     // RAM is what the segments hold, never what a note claims: the
     // inspector sizes its bounds by it.
     let total = segs.iter().fold(0u64, |t, s| t.saturating_add(s.memsz));
     if total > MAX_DUMP_RAM {
         return Err(ReadError::TooMuchRam(total));
     }
-    if !ours {
-        return Err(ReadError::NotOurs);
-    }
-    Ok(Parsed { segs, meta })
+    Ok(Parsed { segs, meta, guest })
+}
+
+/// The segments of a QEMU dump of a PC that are RAM: the run from 0 up to
+/// the first gap other than the legacy VGA and ROM window (640 KiB to
+/// 1 MiB), and everything from 4 GiB up. What QEMU also dumps below 4 GiB
+/// after that gap lies in the PCI hole: the VGA framebuffer and the BIOS
+/// ROM, device memory that no page table of RAM should reach.
+fn pc_ram(segs: Vec<Seg>) -> Vec<Seg> {
+    const LEGACY: std::ops::RangeInclusive<u64> = 0xa_0000..=0x10_0000;
+    const FOUR_GIB: u64 = 1 << 32;
+    let mut end = 0;
+    let mut in_run = true;
+    segs.into_iter()
+        .filter(|s| {
+            if s.pa >= FOUR_GIB {
+                return true;
+            }
+            in_run &= s.pa == end || (LEGACY.contains(&end) && LEGACY.contains(&s.pa));
+            if in_run {
+                end = s.pa + s.memsz;
+            }
+            in_run
+        })
+        .collect()
 }
 
 /// A dump as the inspector reads it: its memory, descriptor, registers
@@ -315,6 +366,7 @@ impl From<DumpMem> for Target {
     fn from(dump: DumpMem) -> Self {
         let meta = dump.meta.clone();
         Target {
+            guest: dump.guest,
             mem: Box::new(dump),
             info: meta.vmcoreinfo,
             cpus: meta.cpus,

@@ -188,11 +188,103 @@ fn notes_end_at_the_first_malformed_one() {
     let err = DumpMem::from_bytes(file).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "not a dump written by vmm (no I386MM notes)"
+        "not a dump written by vmm or QEMU (no I386MM or QEMU notes)"
     );
 
     let mut file = core_file(&[notes_header(at, 0)], &[]);
     file[0x38..0x3a].copy_from_slice(&object::elf::PN_XNUM.to_le_bytes());
     let err = DumpMem::from_bytes(file).err().unwrap();
     assert_eq!(err.to_string(), "bad program header table");
+}
+
+/// A PT_LOAD of `memsz` bytes at `pa`, `filesz` of them at `offset`.
+fn load(pa: u64, memsz: u64, offset: u64, filesz: u64) -> ProgramHeader64<LE> {
+    let mut h = notes_header(offset, filesz);
+    h.p_type = object::U32::new(LE, object::elf::PT_LOAD);
+    h.p_paddr = object::U64::new(LE, pa);
+    h.p_memsz = object::U64::new(LE, memsz);
+    h
+}
+
+/// What QEMU's dump-guest-memory writes for a 32-bit guest: EM_386, an
+/// i386 NT_PRSTATUS and a QEMU note, then RAM below 640 KiB, RAM from
+/// 768 KiB, the VGA framebuffer and the BIOS ROM.
+fn qemu_i386_core(qemu_note: &[u8]) -> Vec<u8> {
+    let mut prstatus = vec![0u8; 144];
+    for (i, v) in [0xb0u32, 0xc0, 0xd0, 0, 0, 0, 0xa0].iter().enumerate() {
+        prstatus[72 + 4 * i..76 + 4 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    prstatus[72 + 4 * 12..76 + 4 * 12].copy_from_slice(&0xc100_0000u32.to_le_bytes());
+    let mut notes = Vec::new();
+    note(&mut notes, "CORE", 1, &prstatus);
+    note(&mut notes, notes::QEMU, 0, qemu_note);
+    let phdrs = 5;
+    let at = 64 + 56 * phdrs;
+    let data = at + notes.len() as u64;
+    let mut file = core_file(
+        &[
+            notes_header(at, notes.len() as u64),
+            load(0, 0xa_0000, data, 0),
+            load(0xc_0000, 0x3f4_0000, data, 4096),
+            load(0xfd00_0000, 0x100_0000, data, 0),
+            load(0xfffc_0000, 0x4_0000, data, 0),
+        ],
+        &notes,
+    );
+    file[18..20].copy_from_slice(&object::elf::EM_386.0.to_le_bytes());
+    file.extend_from_slice(&[0x5a; 4096]);
+    file
+}
+
+fn qemu_note(cr0: u64, cr3: u64, cr4: u64) -> Vec<u8> {
+    let r = Regs {
+        cr0,
+        cr3,
+        cr4,
+        ..Default::default()
+    };
+    notes::qemu_state(&r)
+}
+
+#[test]
+fn qemu_i386_dumps_give_registers_and_ram_only() {
+    let file = qemu_i386_core(&qemu_note(0x8005_0033, 0x0133_2020, 0x6b0));
+    let d = DumpMem::from_bytes(file).unwrap();
+    assert_eq!(
+        d.guest,
+        crate::inspect::Guest::Foreign { efer_known: false }
+    );
+    let r = d.meta.cpus[0];
+    // General registers from gdb's note, control registers from QEMU's.
+    assert_eq!(
+        (r.gpr("rax"), r.gpr("rbx"), r.gpr("rcx")),
+        (0xa0, 0xb0, 0xc0)
+    );
+    assert_eq!(r.rip, 0xc100_0000);
+    assert_eq!(
+        (r.cr0, r.cr3, r.cr4, r.efer),
+        (0x8005_0033, 0x0133_2020, 0x6b0, 0)
+    );
+    // The framebuffer and the ROM are not RAM.
+    assert_eq!(d.ram(), vec![(0, 0xa_0000), (0xc_0000, 0x3f4_0000)]);
+    let mut b = [0u8; 2];
+    d.read(0xc_0fff, &mut b).unwrap();
+    assert_eq!(b, [0x5a, 0]);
+    assert!(d.read(0xfd00_0000, &mut b).is_err());
+    assert!(d.read(0xfffc_0000, &mut b).is_err());
+}
+
+#[test]
+fn a_short_or_unknown_qemu_note_gives_no_registers() {
+    for bad in [vec![0u8; 16], {
+        let mut v = qemu_note(0x8000_0001, 0, 0);
+        v[0] = 2; // another version
+        v
+    }] {
+        let err = DumpMem::from_bytes(qemu_i386_core(&bad)).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "not a dump written by vmm or QEMU (no I386MM or QEMU notes)"
+        );
+    }
 }

@@ -18,6 +18,7 @@
 
 mod audit;
 mod descriptor;
+mod foreign;
 mod procfs;
 mod procs;
 mod query;
@@ -32,8 +33,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+pub use foreign::paging;
 pub use query::Query;
-pub use reader::{Anomalies, Kernel, Target, READ_BUDGET};
+pub use reader::{Anomalies, Guest, Kernel, Tables, Target, READ_BUDGET};
 pub use tables::MAX_LINES;
 
 use crate::vstate::{Regs, GPR_NAMES};
@@ -122,6 +124,8 @@ answers! {
     Tlb(tables::Tlb),
     Mem(tables::MemRanges),
     Layout(tables::Layout),
+    LinuxLayout(foreign::LinuxLayout),
+    LinuxZoneinfo(foreign::LinuxZoneinfo),
     Meminfo(procfs::Meminfo),
     Zoneinfo(procfs::Zoneinfo),
     Buddyinfo(procfs::Buddyinfo),
@@ -175,6 +179,9 @@ impl Render for Note {
 #[derive(Serialize)]
 pub struct CpuRegs {
     pub cpus: Vec<Regs>,
+    /// A foreign kernel's paging mode, as its registers select it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paging: Option<String>,
 }
 
 impl Render for CpuRegs {
@@ -189,6 +196,9 @@ impl Render for CpuRegs {
                 "\n  CR0={:#x} CR2={:#x} CR3={:#x} CR4={:#x} EFER={:#x}",
                 r.cr0, r.cr2, r.cr3, r.cr4, r.efer
             );
+        }
+        if let Some(p) = &self.paging {
+            let _ = writeln!(s, "{p}");
         }
     }
 }
@@ -211,6 +221,13 @@ pub fn run(t: &Target, query: &Query) -> R<Answer> {
     Ok(match query {
         Query::Regs => CpuRegs {
             cpus: t.cpus.clone(),
+            paging: match t.guest {
+                Guest::Ours => None,
+                Guest::Foreign { efer_known } => Some(t.cpus.first().map_or_else(
+                    || "paging: unknown (the dump has no CPU registers)".into(),
+                    |r| foreign::describe(r, efer_known),
+                )),
+            },
         }
         .into(),
         Query::Vmcoreinfo => {
@@ -222,15 +239,24 @@ pub fn run(t: &Target, query: &Query) -> R<Answer> {
             }
             .into()
         }
-        _ => {
-            let k = Kernel::new(t)?;
-            let answer = run_on(&k, query);
-            log::info!(
-                "inspect: {} guest reads of the budget of {READ_BUDGET}",
-                READ_BUDGET - k.budget_left()
-            );
-            answer?
-        }
+        _ => match t.guest {
+            Guest::Foreign { efer_known } => {
+                let r = t
+                    .cpus
+                    .first()
+                    .ok_or_else(|| InspectError::new("the dump has no CPU registers"))?;
+                foreign::run(&Tables::new(t, foreign::paging(r, efer_known)?), query)?
+            }
+            Guest::Ours => {
+                let k = Kernel::new(t)?;
+                let answer = run_on(&k, query);
+                log::info!(
+                    "inspect: {} guest reads of the budget of {READ_BUDGET}",
+                    READ_BUDGET - k.budget_left()
+                );
+                answer?
+            }
+        },
     })
 }
 

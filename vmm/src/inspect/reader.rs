@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ops::{ControlFlow, Range};
 
 use pagetable::{
-    for_each_mapping, walk, Anomaly, AnomalyKind, FnVisitor, Leaf, Summary, Table, Visitor,
+    for_each_mapping, walk, Anomaly, AnomalyKind, FnVisitor, Leaf, Summary, Table, Visitor, Walk,
     WalkConfig,
 };
 
@@ -35,8 +35,20 @@ const MAX_TREE_DEPTH: usize = 128;
 /// page each.
 const MAX_VMAP_AREAS: u64 = (1 << 30) / (2 * PAGE);
 
+/// Whose kernel a target runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// The project's own, with its descriptor and the host's records.
+    Ours,
+    /// Another kernel in a dump QEMU wrote, e.g. a real i386 Linux: its
+    /// tables, and Linux's own VMCOREINFO if it filled one. QEMU's CPU
+    /// note has no EFER, so EFER.NXE may be unknown.
+    Foreign { efer_known: bool },
+}
+
 /// What the inspector looks at.
 pub struct Target {
+    pub guest: Guest,
     pub mem: Box<dyn GuestPhys>,
     /// The descriptor text the guest published (a host copy).
     pub info: Option<Vec<u8>>,
@@ -213,57 +225,34 @@ pub struct PkmapState {
     pub flushes: u64,
 }
 
-/// The kernel as the descriptor describes it.
-pub struct Kernel<'t> {
+/// A target's page tables: guest memory, how its CPU walks them, and one
+/// budget of guest reads for the command. All that the table-only
+/// commands need, for any guest.
+pub struct Tables<'t> {
     pub t: &'t Target,
-    pub d: Descriptor,
-    pub virt: VirtLayout,
     /// RAM as the source has it: (start, size), ascending.
     pub ram: Vec<(u64, u64)>,
     /// One past the last pfn of RAM.
     pub ram_end_pfn: u64,
-    pub max_pfn: u64,
-    pub max_low_pfn: u64,
-    pub swapper: u64,
     pub cfg: WalkConfig,
     budget: Cell<u64>,
-    zones: OnceCell<Vec<ZoneInfo>>,
-    free: OnceCell<FreeBlocks>,
-    vmap: OnceCell<(Vec<VmapArea>, Anomalies)>,
-    pub(super) tasks: OnceCell<(Vec<super::procs::TaskInfo>, Anomalies)>,
 }
 
-impl<'t> Kernel<'t> {
-    pub fn new(t: &'t Target) -> R<Self> {
-        let raw = t.info.as_deref().ok_or_else(|| {
-            InspectError::new("the guest has not published its descriptor (vmcoreinfo) yet")
-        })?;
-        let d = Descriptor::parse(raw)?;
+impl<'t> Tables<'t> {
+    pub fn new(t: &'t Target, cfg: WalkConfig) -> Self {
         let ram = t.mem.ram();
         let ram_end_pfn = ram
             .iter()
             .map(|&(s, n)| s.saturating_add(n) / PAGE)
             .max()
             .unwrap_or(0);
-        // No struct page beyond the end of RAM: max_pfn bounds list walks
-        // and mem_map reads, so it may not exceed what exists.
-        let max_pfn = d.max_pfn.min(ram_end_pfn);
-        Ok(Kernel {
+        Tables {
             t,
-            virt: d.virt,
             ram,
             ram_end_pfn,
-            max_pfn,
-            max_low_pfn: d.max_low_pfn.min(max_pfn),
-            swapper: d.swapper_va.wrapping_sub(d.virt.page_offset),
-            cfg: WalkConfig::default(),
+            cfg,
             budget: Cell::new(READ_BUDGET),
-            zones: OnceCell::new(),
-            free: OnceCell::new(),
-            vmap: OnceCell::new(),
-            tasks: OnceCell::new(),
-            d,
-        })
+        }
     }
 
     pub fn mem(&self) -> &dyn GuestPhys {
@@ -303,13 +292,137 @@ impl<'t> Kernel<'t> {
         Ok(())
     }
 
+    /// The walk of one address, charged to the budget.
+    pub fn walk(&self, root: u64, va: u64) -> R<Walk> {
+        self.charge(self.cfg.mode.levels.len() as u64)?;
+        Ok(walk(self.mem(), root, va, &self.cfg))
+    }
+
+    /// Cpu 0's CR3, if it has one.
+    pub fn cpu_root(&self) -> Option<u64> {
+        self.t.cpus.first().map(|r| r.cr3).filter(|&c| c != 0)
+    }
+
+    /// The walker's name for the root table (`PML4`, `PDPT`, `PD`).
+    pub fn root_level(&self) -> &'static str {
+        self.cfg
+            .mode
+            .levels
+            .first()
+            .map_or("root", |d| d.level.name())
+    }
+
+    /// Whether QEMU prints this mode's listings in its 32-bit formats.
+    pub fn is_32bit(&self) -> bool {
+        !self.cfg.mode.canonical
+    }
+
+    /// Streams the leaves under `root` in `range` to `leaf` (Break stops
+    /// the walk), reading at most what is left of the command's budget;
+    /// anomalies go to `bad`. Nothing is collected: aliased tables can
+    /// make millions of leaves.
+    pub fn each_leaf(
+        &self,
+        root: u64,
+        range: Range<u64>,
+        leaf: impl FnMut(&Leaf) -> ControlFlow<()>,
+        bad: &mut Anomalies,
+    ) -> Summary {
+        let cfg = WalkConfig {
+            budget: self.budget_left(),
+            ..self.cfg
+        };
+        let mut v = FnVisitor(leaf, |a: &Anomaly| {
+            bad.push(anomaly_text(a));
+            ControlFlow::Continue(())
+        });
+        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut v);
+        self.budget
+            .set(self.budget_left().saturating_sub(sum.entries_read));
+        if sum.truncated {
+            bad.push(format!(
+                "the inspection budget of {READ_BUDGET} guest reads ran out; listing cut"
+            ));
+        }
+        sum
+    }
+
+    /// Adds the frames of the tables that map `range` under `root` to
+    /// `tables`, reading within the command's budget.
+    pub fn table_pages(&self, root: u64, range: Range<u64>, tables: &mut PfnSet) {
+        struct Tables<'a>(&'a mut PfnSet);
+        impl Visitor for Tables<'_> {
+            fn leaf(&mut self, _: &Leaf) -> ControlFlow<()> {
+                ControlFlow::Continue(())
+            }
+            fn table(&mut self, t: &Table) -> ControlFlow<()> {
+                self.0.insert(t.pa / PAGE);
+                ControlFlow::Continue(())
+            }
+        }
+        let cfg = WalkConfig {
+            budget: self.budget_left(),
+            ..self.cfg
+        };
+        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut Tables(tables));
+        self.budget
+            .set(self.budget_left().saturating_sub(sum.entries_read));
+    }
+}
+
+/// The kernel as the descriptor describes it, over its page tables.
+pub struct Kernel<'t> {
+    pub tables: Tables<'t>,
+    pub d: Descriptor,
+    pub virt: VirtLayout,
+    pub max_pfn: u64,
+    pub max_low_pfn: u64,
+    pub swapper: u64,
+    zones: OnceCell<Vec<ZoneInfo>>,
+    free: OnceCell<FreeBlocks>,
+    vmap: OnceCell<(Vec<VmapArea>, Anomalies)>,
+    pub(super) tasks: OnceCell<(Vec<super::procs::TaskInfo>, Anomalies)>,
+}
+
+impl<'t> std::ops::Deref for Kernel<'t> {
+    type Target = Tables<'t>;
+
+    fn deref(&self) -> &Tables<'t> {
+        &self.tables
+    }
+}
+
+impl<'t> Kernel<'t> {
+    pub fn new(t: &'t Target) -> R<Self> {
+        let raw = t.info.as_deref().ok_or_else(|| {
+            InspectError::new("the guest has not published its descriptor (vmcoreinfo) yet")
+        })?;
+        let d = Descriptor::parse(raw)?;
+        // The project's guest runs in long mode only.
+        let tables = Tables::new(t, WalkConfig::default());
+        // No struct page beyond the end of RAM: max_pfn bounds list walks
+        // and mem_map reads, so it may not exceed what exists.
+        let max_pfn = d.max_pfn.min(tables.ram_end_pfn);
+        Ok(Kernel {
+            tables,
+            virt: d.virt,
+            max_pfn,
+            max_low_pfn: d.max_low_pfn.min(max_pfn),
+            swapper: d.swapper_va.wrapping_sub(d.virt.page_offset),
+            zones: OnceCell::new(),
+            free: OnceCell::new(),
+            vmap: OnceCell::new(),
+            tasks: OnceCell::new(),
+            d,
+        })
+    }
+
     /// __pa() for the direct map, else a walk of swapper_pg_dir.
     pub fn kpa(&self, va: u64) -> R<u64> {
         if va >= self.virt.page_offset && va < self.virt.high_memory {
             return Ok(va - self.virt.page_offset);
         }
-        self.charge(self.cfg.mode.levels.len() as u64)?;
-        walk(self.mem(), self.swapper, va, &self.cfg)
+        self.walk(self.swapper, va)?
             .pa()
             .ok_or_else(|| InspectError::new(format!("kernel address {va:#x} is not mapped")))
     }
@@ -357,12 +470,7 @@ impl<'t> Kernel<'t> {
 
     /// The vCPU's page-table root, or swapper_pg_dir before there is one.
     pub fn current_root(&self) -> u64 {
-        self.t
-            .cpus
-            .first()
-            .map(|r| r.cr3)
-            .filter(|&c| c != 0)
-            .unwrap_or(self.swapper)
+        self.cpu_root().unwrap_or(self.swapper)
     }
 
     /// The root to walk: --pid's pgd, --cr3, else the vCPU's CR3, else
@@ -645,58 +753,6 @@ impl<'t> Kernel<'t> {
             cur = u64::from(n.u32(l.right));
         }
         Ok(out)
-    }
-
-    /// Streams the leaves under `root` in `range` to `leaf` (Break stops
-    /// the walk), reading at most what is left of the command's budget;
-    /// anomalies go to `bad`. Nothing is collected: aliased tables can
-    /// make millions of leaves.
-    pub fn each_leaf(
-        &self,
-        root: u64,
-        range: Range<u64>,
-        leaf: impl FnMut(&Leaf) -> ControlFlow<()>,
-        bad: &mut Anomalies,
-    ) -> Summary {
-        let cfg = WalkConfig {
-            budget: self.budget_left(),
-            ..self.cfg
-        };
-        let mut v = FnVisitor(leaf, |a: &Anomaly| {
-            bad.push(anomaly_text(a));
-            ControlFlow::Continue(())
-        });
-        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut v);
-        self.budget
-            .set(self.budget_left().saturating_sub(sum.entries_read));
-        if sum.truncated {
-            bad.push(format!(
-                "the inspection budget of {READ_BUDGET} guest reads ran out; listing cut"
-            ));
-        }
-        sum
-    }
-
-    /// Adds the frames of the tables that map `range` under `root` to
-    /// `tables`, reading within the command's budget.
-    pub fn table_pages(&self, root: u64, range: Range<u64>, tables: &mut PfnSet) {
-        struct Tables<'a>(&'a mut PfnSet);
-        impl Visitor for Tables<'_> {
-            fn leaf(&mut self, _: &Leaf) -> ControlFlow<()> {
-                ControlFlow::Continue(())
-            }
-            fn table(&mut self, t: &Table) -> ControlFlow<()> {
-                self.0.insert(t.pa / PAGE);
-                ControlFlow::Continue(())
-            }
-        }
-        let cfg = WalkConfig {
-            budget: self.budget_left(),
-            ..self.cfg
-        };
-        let sum = for_each_mapping(self.mem(), root, range, &cfg, &mut Tables(tables));
-        self.budget
-            .set(self.budget_left().saturating_sub(sum.entries_read));
     }
 
     /// What the PDPT entry covering PAGE_OFFSET points at under `root`

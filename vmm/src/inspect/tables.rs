@@ -13,7 +13,7 @@ use pagetable::{for_each_range, PteFlags, ALL};
 use serde::Serialize;
 
 use super::descriptor::Section;
-use super::reader::{anomaly_text, Anomalies, Kernel};
+use super::reader::{anomaly_text, Anomalies, Kernel, Tables};
 use super::{anomaly_lines, Render, R};
 
 /// Most leaves (or ranges) one listing prints.
@@ -51,6 +51,23 @@ pub struct TlbLeaf {
     pub pa: u64,
     pub size: u64,
     pub flags: String,
+    /// The leaf entry as the tables hold it.
+    pub entry: u64,
+}
+
+impl TlbLeaf {
+    /// The second column of QEMU's `info tlb` in 32-bit modes
+    /// (tlb_info_32, tlb_info_pae32): the entry, not the frame, with the
+    /// bits below 4 KiB, or below half a large page, masked; so a PAE
+    /// entry's NX bit shows in it, and a 4 MiB page's PSE-36 bits do not.
+    fn qemu32_column(&self) -> u64 {
+        let low = if self.size == 4096 {
+            4096
+        } else {
+            self.size / 2
+        };
+        self.entry & !(low - 1)
+    }
 }
 
 /// `tlb`: every leaf, in address order.
@@ -60,10 +77,17 @@ pub struct Tlb {
     pub anomalies: Anomalies,
     pub entries_read: u64,
     pub truncated: bool,
+    /// Printed in QEMU's 32-bit format.
+    #[serde(skip)]
+    pub qemu32: bool,
 }
 
 pub fn tlb(k: &Kernel, pid: Option<u32>) -> R<Tlb> {
-    let root = listing_root(k, pid)?;
+    Ok(tlb_in(k, listing_root(k, pid)?))
+}
+
+/// `tlb` under `root`.
+pub fn tlb_in(k: &Tables, root: u64) -> Tlb {
     let mut leaves = Vec::new();
     let mut anomalies = Anomalies::default();
     let sum = k.each_leaf(
@@ -82,23 +106,26 @@ pub fn tlb(k: &Kernel, pid: Option<u32>) -> R<Tlb> {
                 pa: l.pa,
                 size: l.size,
                 flags: tlb_flags(own),
+                entry: l.entry.0,
             });
             ControlFlow::Continue(())
         },
         &mut anomalies,
     );
-    Ok(Tlb {
+    Tlb {
         leaves,
         anomalies,
         entries_read: sum.entries_read,
         truncated: sum.truncated || sum.stopped,
-    })
+        qemu32: k.is_32bit(),
+    }
 }
 
 impl Render for Tlb {
     fn text(&self, s: &mut String) {
         for l in &self.leaves {
-            let _ = writeln!(s, "{:016x}: {:016x} {}", l.va, l.pa, l.flags);
+            let pa = if self.qemu32 { l.qemu32_column() } else { l.pa };
+            let _ = writeln!(s, "{:016x}: {pa:016x} {}", l.va, l.flags);
         }
         anomaly_lines(s, &self.anomalies);
         if self.leaves.len() as u64 >= MAX_LINES {
@@ -124,7 +151,18 @@ pub struct MemRanges {
 }
 
 pub fn mem(k: &Kernel, pid: Option<u32>) -> R<MemRanges> {
-    let root = listing_root(k, pid)?;
+    Ok(mem_in(k, listing_root(k, pid)?))
+}
+
+/// `mem` under `root`. In 32-bit modes QEMU's mem_info_32/mem_info_pae32
+/// compare and print user and write only; 4-level listings add x.
+pub fn mem_in(k: &Tables, root: u64) -> MemRanges {
+    let qemu32 = k.is_32bit();
+    let mask = if qemu32 {
+        PteFlags::USER | PteFlags::WRITABLE
+    } else {
+        PteFlags::PERMS
+    };
     let mut ranges = Vec::new();
     let mut anomalies = Anomalies::default();
     let cfg = pagetable::WalkConfig {
@@ -136,13 +174,13 @@ pub fn mem(k: &Kernel, pid: Option<u32>) -> R<MemRanges> {
         root,
         ALL,
         &cfg,
-        PteFlags::PERMS,
+        mask,
         |r| {
             if ranges.len() as u64 >= MAX_LINES {
                 return ControlFlow::Break(());
             }
             let f = r.flags;
-            let perm: String = [
+            let mut perm: String = [
                 if f.contains(PteFlags::USER) { 'u' } else { '-' },
                 'r',
                 if f.contains(PteFlags::WRITABLE) {
@@ -150,10 +188,12 @@ pub fn mem(k: &Kernel, pid: Option<u32>) -> R<MemRanges> {
                 } else {
                     '-'
                 },
-                if f.contains(PteFlags::NX) { '-' } else { 'x' },
             ]
             .iter()
             .collect();
+            if !qemu32 {
+                perm.push(if f.contains(PteFlags::NX) { '-' } else { 'x' });
+            }
             ranges.push(MemRange {
                 start: r.va,
                 end: r.va.wrapping_add(r.size),
@@ -168,11 +208,11 @@ pub fn mem(k: &Kernel, pid: Option<u32>) -> R<MemRanges> {
         },
     );
     let _ = k.charge(sum.entries_read.min(k.budget_left()));
-    Ok(MemRanges {
+    MemRanges {
         ranges,
         anomalies,
         truncated: sum.truncated || sum.stopped,
-    })
+    }
 }
 
 impl Render for MemRanges {

@@ -29,6 +29,7 @@ pub(super) fn run(t: &Target, cmd: &Query) -> R<Out> {
 
 fn target(mem: Vec<u8>, info: &[u8]) -> Target {
     Target {
+        guest: Guest::Ours,
         mem: Box::new(VecMem(mem)),
         info: Some(info.to_vec()),
         cpus: vec![Regs {

@@ -4,12 +4,12 @@
 //! virtual memory).
 
 use std::fmt::{self, Write as _};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
-use pagetable::{walk, Outcome, PteFlags};
+use pagetable::{Outcome, PteFlags};
 use serde::Serialize;
 
-use super::reader::{Anomalies, Kernel};
+use super::reader::{Anomalies, Kernel, Tables};
 use super::{anomaly_lines, InspectError, Render, MAX_LINES, PAGE, R};
 
 /// Most mappings ptov lists per address space.
@@ -43,6 +43,7 @@ pub fn size_name(size: u64) -> &'static str {
     match size {
         0x1000 => "4K",
         0x20_0000 => "2M",
+        0x40_0000 => "4M",
         0x4000_0000 => "1G",
         _ => "?",
     }
@@ -85,6 +86,10 @@ pub enum What {
         pfn: Option<u64>,
     },
     None,
+    /// A foreign kernel's region, as far as its dump tells.
+    Other {
+        what: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -184,6 +189,7 @@ impl fmt::Display for What {
                 ),
             },
             What::None => f.write_str("kernel space outside every region"),
+            What::Other { what } => f.write_str(what),
         }
     }
 }
@@ -303,7 +309,10 @@ pub struct VtopStep {
 #[derive(Serialize)]
 pub struct Vtop {
     pub va: u64,
+    /// The root table's address.
     pub root: u64,
+    #[serde(skip)]
+    pub root_level: &'static str,
     #[serde(skip)]
     pub root_name: String,
     pub steps: Vec<VtopStep>,
@@ -324,12 +333,17 @@ pub struct Vtop {
 
 pub fn vtop(k: &Kernel, va: u64, cr3: Option<u64>, pid: Option<u32>) -> R<Vtop> {
     let (root, root_name) = k.root(cr3, pid)?;
-    let w = walk(k.mem(), root, va, &k.cfg);
     let what = if va < k.virt.page_offset {
         k.user_what(root, va)
     } else {
         k.what_is(va)
     };
+    vtop_in(k, root, root_name, va, what)
+}
+
+/// `vtop` of `va` under `root`, whose owner the caller has told.
+pub fn vtop_in(t: &Tables, root: u64, root_name: String, va: u64, what: What) -> R<Vtop> {
+    let w = t.walk(root, va)?;
     let steps = w
         .steps()
         .iter()
@@ -344,7 +358,8 @@ pub fn vtop(k: &Kernel, va: u64, cr3: Option<u64>, pid: Option<u32>) -> R<Vtop> 
         .collect();
     let mut v = Vtop {
         va,
-        root,
+        root: t.cfg.mode.root_table(root),
+        root_level: t.root_level(),
         root_name,
         steps,
         what_text: what.to_string(),
@@ -389,9 +404,8 @@ impl Render for Vtop {
         }
         let _ = writeln!(
             s,
-            "\nPML4 at {:#x} ({})",
-            self.root & pagetable::ADDR_MASK,
-            self.root_name
+            "\n{} at {:#x} ({})",
+            self.root_level, self.root, self.root_name
         );
         for st in &self.steps {
             let _ = writeln!(
@@ -443,11 +457,26 @@ pub struct Ptov {
 }
 
 pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
+    let (spaces, _) = k.spaces();
+    let spaces: Vec<_> = spaces
+        .into_iter()
+        .map(|s| {
+            let range = s.range(k);
+            (s.root, s.name, range)
+        })
+        .collect();
+    let mut out = ptov_in(k, pa, &spaces)?;
+    out.owner = k.owner(pa / PAGE);
+    Ok(out)
+}
+
+/// `ptov` over `spaces` (root, name, the range it owns); the owner is
+/// the caller's to tell.
+pub fn ptov_in(k: &Tables, pa: u64, spaces: &[(u64, String, Range<u64>)]) -> R<Ptov> {
     if !k.is_ram(pa) {
         return Err(InspectError::new(format!("{pa:#x} is not guest RAM")));
     }
     let pfn = pa / PAGE;
-    let (spaces, _) = k.spaces();
     let mut out = Ptov {
         pa,
         pfn,
@@ -457,12 +486,11 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
         anomalies: Anomalies::default(),
     };
     let mut ignored = Anomalies::default();
-    for space in &spaces {
-        let range = space.range(k);
+    for (root, name, range) in spaces {
         let mut here = 0usize;
         let sum = k.each_leaf(
-            space.root,
-            range,
+            *root,
+            range.clone(),
             |l| {
                 if pa < l.pa || pa - l.pa >= l.size {
                     return ControlFlow::Continue(());
@@ -473,7 +501,7 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
                 here += 1;
                 out.mappings.push(PtovMapping {
                     va: l.va + (pa - l.pa),
-                    space: space.name.clone(),
+                    space: name.clone(),
                     page_size: l.size,
                     flags: flags_str(l.flags),
                 });
@@ -482,12 +510,12 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
             &mut ignored,
         );
         if sum.stopped {
-            out.truncated_spaces.push(space.name.clone());
+            out.truncated_spaces.push(name.clone());
         }
         if out.mappings.len() as u64 >= MAX_LINES {
             out.anomalies.push(format!(
                 "{MAX_LINES} mappings listed; the address spaces after {} not searched",
-                space.name
+                name
             ));
             break;
         }
@@ -495,12 +523,11 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
             out.anomalies.push(format!(
                 "the inspection budget of {} guest reads ran out in {}; the rest not searched",
                 super::READ_BUDGET,
-                space.name
+                name
             ));
             break;
         }
     }
-    out.owner = k.owner(pfn);
     Ok(out)
 }
 
@@ -553,21 +580,27 @@ fn as_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
 }
 
 pub fn hexdump(k: &Kernel, va: u64, len: u64, pid: Option<u32>) -> R<Hexdump> {
+    let (root, _) = k.root(None, pid)?;
+    hexdump_in(k, root, va, len)
+}
+
+/// `x` under `root`.
+pub fn hexdump_in(t: &Tables, root: u64, va: u64, len: u64) -> R<Hexdump> {
     if len == 0 || len > MAX_X_LEN {
         return Err(InspectError::bad_input(format!(
             "length must be 1..{MAX_X_LEN} bytes"
         )));
     }
-    let (root, _) = k.root(None, pid)?;
     let mut data = vec![0u8; len as usize];
     let mut done = 0u64;
     while done < len {
         let a = va.wrapping_add(done);
         let n = (PAGE - (a & (PAGE - 1))).min(len - done);
-        let pa = walk(k.mem(), root, a, &k.cfg)
+        let pa = t
+            .walk(root, a)?
             .pa()
             .ok_or_else(|| InspectError::new(format!("x: {a:#x} is not mapped")))?;
-        k.mem()
+        t.mem()
             .read(pa, &mut data[done as usize..(done + n) as usize])
             .map_err(|e| InspectError::new(format!("x: {a:#x}: {e}")))?;
         done += n;

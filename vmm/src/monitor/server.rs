@@ -18,7 +18,7 @@ use super::{bench, seconds_from_env, secs, MAX_REQUEST, REQUEST_LIMIT};
 use crate::coredump::{self, DumpMeta};
 use crate::devices::SharedRecord;
 use crate::guestphys::LiveMem;
-use crate::inspect::{self, Answer, InspectError, Note, Target};
+use crate::inspect::{self, Answer, Guest, InspectError, Note, Target};
 use crate::vstate::{Paused, Regs, Vcpus};
 
 /// How long a command waits for the vCPUs to pause.
@@ -167,6 +167,7 @@ impl Monitor {
     fn target(&self, regs: &[Regs]) -> Target {
         let rec = self.record.lock().map(|r| r.clone()).unwrap_or_default();
         Target {
+            guest: Guest::Ours,
             mem: Box::new(LiveMem {
                 mem: self.mem.clone(),
             }),

@@ -9,7 +9,7 @@ use abi::vmcoreinfo::{num, off, sym, Vmcoreinfo, Writer};
 use proptest::prelude::*;
 
 use super::super::tests::run;
-use super::super::{Query, Target};
+use super::super::{Guest, Query, Target};
 use crate::guestphys::VecMem;
 use crate::vstate::Regs;
 
@@ -168,6 +168,7 @@ impl Mem {
     }
     fn target(self, info: &str) -> Target {
         Target {
+            guest: Guest::Ours,
             mem: Box::new(VecMem(self.0)),
             info: Some(info.as_bytes().to_vec()),
             cpus: vec![Regs {
