@@ -19,6 +19,8 @@ mod report;
 #[deny(unsafe_code)]
 mod selftest;
 #[deny(unsafe_code)]
+mod smp;
+#[deny(unsafe_code)]
 mod trap;
 #[deny(unsafe_code)]
 mod vmcoreinfo;
@@ -38,7 +40,7 @@ const VOCABULARY: Vocabulary<'static> = Vocabulary {
 
 /// Entered from `_start` with the boot-info physical address from RDI.
 extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
-    arch::gdt::init();
+    smp::boot_cpu_init();
     arch::trap::init();
     let Some(boot) = boot::BootParams::from_vmm(boot_info_pa) else {
         console::emergency_print(format_args!("no valid boot info at {boot_info_pa:#x}\n"));
@@ -63,6 +65,7 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     if let Err(e) = mm::slab::init().and_then(|()| process::fork_init()) {
         panic!("slab setup failed: {e:?}");
     }
+    smp::smp_init(&boot);
     vmcoreinfo::publish();
     arch::user::init_syscall();
     if let Some(fault) = cmdline.fault {

@@ -41,8 +41,8 @@ if ! apt-cache show linux-image-686-pae:i386 >/dev/null 2>&1; then
     as_root apt-get update -q || true
 fi
 
-mkdir -p "$dest/debs"
 rm -rf "$dest/unpacked" "$dest/debs"
+mkdir -p "$dest/debs"
 for flavour in 686-pae 686; do
     # The metapackage names the current ABI's image.
     image=$(apt-cache depends "linux-image-$flavour:i386" |

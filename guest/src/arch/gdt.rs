@@ -1,10 +1,16 @@
-//! The kernel's own GDT and TSS, replacing the VMM's boot GDT.
+//! The kernel's own GDT and TSS, replacing the VMM's boot GDT: one of each
+//! per CPU (Linux's per-CPU gdt_page and cpu_tss_rw), since a TSS is busy
+//! on the CPU that loaded it and holds that CPU's stacks.
 //!
 //! Selector order follows what SYSCALL/SYSRET need later: kernel code, kernel
 //! data, then user data before user code.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
+
+use abi::boot::MAX_CPUS;
+
+use super::percpu::{smp_processor_id, CpuId};
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
@@ -31,15 +37,27 @@ struct Tss {
 struct Tables {
     gdt: [u64; 7],
     tss: Tss,
-    df_stack: [u8; IST_STACK_SIZE],
 }
 
-/// Written once by `init` on the boot CPU before anything reads it.
+/// A #DF stack; zero, so in .bss, apart from the tables.
+#[repr(C, align(16))]
+struct IstStack(UnsafeCell<[u8; IST_STACK_SIZE]>);
+// SAFETY: only its address is taken; the CPU whose TSS points at it writes
+// it, on a double fault.
+unsafe impl Sync for IstStack {}
+
+static DOUBLE_FAULT_STACKS: [IstStack; MAX_CPUS] =
+    [const { IstStack(UnsafeCell::new([0; IST_STACK_SIZE])) }; MAX_CPUS];
+
+/// One CPU's tables, written once by `init` on that CPU before anything
+/// reads them.
 struct Cell(UnsafeCell<Tables>);
-// SAFETY: one CPU, and `init` runs before any other access.
+// SAFETY: each CPU's tables are written only by `init` on that CPU, once
+// (checked), and afterwards only read by the CPU itself (the hardware, and
+// `rsp0_slot` for the current CPU).
 unsafe impl Sync for Cell {}
 
-static TABLES: Cell = Cell(UnsafeCell::new(Tables {
+const NEW_TABLES: Tables = Tables {
     gdt: [
         0,
         0x00af_9b00_0000_ffff, // kernel code: 64-bit, DPL 0
@@ -58,14 +76,17 @@ static TABLES: Cell = Cell(UnsafeCell::new(Tables {
         _reserved3: 0,
         iomap_base: 104,
     },
-    df_stack: [0; IST_STACK_SIZE],
-}));
+};
 
-/// Address of TSS.RSP0, the stack the CPU switches to on a trap from ring 3.
+static TABLES: [Cell; MAX_CPUS] = [const { Cell(UnsafeCell::new(NEW_TABLES)) }; MAX_CPUS];
+
+/// Address of this CPU's TSS.RSP0, the stack the CPU switches to on a trap
+/// from ring 3.
 pub fn rsp0_slot() -> *mut u64 {
+    let tables = TABLES[smp_processor_id().index()].0.get();
     // SAFETY: only the address is computed, no reference is created;
     // TABLES lives forever.
-    unsafe { core::ptr::addr_of_mut!((*TABLES.0.get()).tss.rsp).cast::<u64>() }
+    unsafe { core::ptr::addr_of_mut!((*tables).tss.rsp).cast::<u64>() }
 }
 
 #[repr(C, packed)]
@@ -74,15 +95,19 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Loads the GDT, reloads every segment register and the task register;
-/// once, at boot.
-pub fn init() {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    assert!(!DONE.swap(true, Ordering::Relaxed), "GDT set up twice");
-    // SAFETY: one CPU, and this runs once (checked above), before any user
-    // task: no other reference to TABLES exists.
-    let t = unsafe { &mut *TABLES.0.get() };
-    let df_top = t.df_stack.as_ptr() as u64 + IST_STACK_SIZE as u64;
+/// Loads `cpu`'s GDT on this CPU, reloads every segment register and the
+/// task register; once per CPU, as it comes up (cpu_init()).
+pub fn init(cpu: CpuId) {
+    static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+    let i = cpu.index();
+    assert!(
+        !DONE[i].swap(true, Ordering::Relaxed),
+        "GDT of CPU {i} set up twice"
+    );
+    // SAFETY: this runs once for `cpu` (checked above), on that CPU, before
+    // it loads the tables: no other reference to them exists.
+    let t = unsafe { &mut *TABLES[i].0.get() };
+    let df_top = DOUBLE_FAULT_STACKS[i].0.get() as u64 + IST_STACK_SIZE as u64;
     t.tss.ist[DOUBLE_FAULT_IST as usize - 1] = df_top;
     let base = &t.tss as *const Tss as u64;
     let limit = core::mem::size_of::<Tss>() as u64 - 1;

@@ -10,7 +10,9 @@ pub mod gdt;
 pub mod io;
 pub mod mem;
 pub mod paging;
+pub mod percpu;
 pub mod programs;
+pub mod smp;
 pub mod trap;
 pub mod user;
 

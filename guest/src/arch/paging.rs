@@ -299,6 +299,12 @@ pub fn build_swapper_pg_dir(
 }
 
 /// Loads swapper_pg_dir in CR3 (load_cr3(swapper_pg_dir)).
+/// swapper_pg_dir's physical address, for a CPU that starts on it
+/// (`arch::smp`).
+pub(super) fn kernel_root() -> u64 {
+    kernel_tables().pgd
+}
+
 pub fn activate_kernel_tables() {
     let pgd = kernel_tables().pgd;
     // SAFETY: swapper_pg_dir maps all of low memory, and with it the kernel

@@ -119,7 +119,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 #[repr(C, align(16))]
 struct Idt([[u64; 2]; 256]);
 struct IdtCell(UnsafeCell<Idt>);
-// SAFETY: one CPU; written by `init` before interrupts or exceptions can use it.
+// SAFETY: written once by `init` on the boot CPU before any CPU loads it;
+// afterwards only the hardware reads it.
 unsafe impl Sync for IdtCell {}
 static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([[0; 2]; 256])));
 
@@ -133,19 +134,30 @@ fn gate(handler: u64, ist: u8) -> [u64; 2] {
     [low, handler >> 32]
 }
 
-/// Fills and loads the IDT; once, at boot.
+static IDT_FILLED: AtomicBool = AtomicBool::new(false);
+
+/// Fills the IDT, shared by every CPU, and loads it on the boot CPU; once.
 pub fn init() {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    assert!(!DONE.swap(true, Ordering::Relaxed), "IDT set up twice");
+    assert!(!IDT_FILLED.load(Ordering::Relaxed), "IDT set up twice");
     // SAFETY: TRAP_STUBS is a table of addresses built by the assembler above.
     let stubs = unsafe { &TRAP_STUBS };
-    // SAFETY: one CPU, and this runs once (checked above): nothing else
-    // references the IDT.
+    // SAFETY: this runs once (checked above), on the boot CPU before any
+    // other CPU starts: nothing else references the IDT.
     let idt = unsafe { &mut *IDT.0.get() };
     for (vector, &stub) in stubs.iter().enumerate() {
         let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
         idt.0[vector] = gate(stub, ist);
     }
+    IDT_FILLED.store(true, Ordering::Release);
+    load();
+}
+
+/// Loads the IDT on this CPU; the boot CPU has filled it.
+pub fn load() {
+    assert!(
+        IDT_FILLED.load(Ordering::Acquire),
+        "IDT loaded before it was filled"
+    );
     #[repr(C, packed)]
     struct Pointer {
         limit: u16,
@@ -153,9 +165,10 @@ pub fn init() {
     }
     let ptr = Pointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: idt as *const Idt as u64,
+        base: IDT.0.get() as u64,
     };
-    // SAFETY: the IDT is static and every installed gate points at a stub.
+    // SAFETY: the IDT is static and filled (checked), every installed gate
+    // points at a stub.
     unsafe {
         core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags))
     }
