@@ -54,6 +54,23 @@ fn every_cpu_comes_up_on_the_kernel_tables_with_its_own_area() {
     gdts.sort_unstable();
     gdts.dedup();
     assert_eq!(gdts.len(), 4, "each CPU has its own GDT: {gdts:x?}");
+
+    // gdb reads the dump's NT_PRSTATUS notes as one thread per vCPU, at
+    // the RIP `regs` shows.
+    let gdb = std::process::Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "info threads", "--core", dump])
+        .output()
+        .expect("gdb runs (Debian's gdb package)");
+    let listing = String::from_utf8_lossy(&gdb.stdout);
+    for (i, cpu) in cpus.iter().enumerate() {
+        let thread = format!("LWP {} ", i + 1);
+        let line = listing
+            .lines()
+            .find(|l| l.contains(&thread))
+            .unwrap_or_else(|| panic!("gdb lists no {thread}:\n{listing}"));
+        let rip = format!("{:#018x}", field(cpu, "rip"));
+        assert!(line.contains(&rip), "{line} is not at {rip}");
+    }
 }
 
 #[test]

@@ -24,8 +24,9 @@ as_root() {
     fi
 }
 
-if ! command -v qemu-system-i386 >/dev/null || ! command -v cpio >/dev/null; then
-    as_root apt-get install -y -q --no-install-recommends qemu-system-x86 cpio
+# gdb too, for tests/smp.rs, which reads a dump's vCPUs as gdb's threads.
+if ! command -v qemu-system-i386 >/dev/null || ! command -v cpio >/dev/null || ! command -v gdb >/dev/null; then
+    as_root apt-get install -y -q --no-install-recommends qemu-system-x86 cpio gdb
 fi
 
 if [ -f "$dest/ready" ]; then
