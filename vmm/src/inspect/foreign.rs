@@ -7,7 +7,9 @@
 //! Linux's VMCOREINFO names symbols, offsets and sizes but not PAGE_OFFSET,
 //! high_memory or the vmalloc, pkmap and fixmap bounds: PAGE_OFFSET is
 //! `swapper_pg_dir`'s virtual address less its physical one (found by a
-//! walk), high_memory the end of the direct map the tables hold. Every
+//! walk), high_memory the end of the direct map the tables hold, PKMAP_BASE
+//! and the cpu_entry_area the page tables Linux allocates for them at boot,
+//! and VMALLOC_START/END follow from those by Linux's own definitions. Every
 //! structure is read within the command's budget; every count it holds is
 //! bounded before use.
 
