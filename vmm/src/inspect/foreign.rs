@@ -372,7 +372,7 @@ impl Linux<'_> {
             },
             anomalies,
         );
-        let vmalloc_start = high_memory + VMALLOC_OFFSET;
+        let vmalloc_start = high_memory.saturating_add(VMALLOC_OFFSET);
         let pmd = Self::pmd_size(t);
         let top = t.cfg.mode.span();
         let mut cea = top - pmd;
@@ -401,7 +401,7 @@ impl Linux<'_> {
         let ldt = cea - pmd;
         let pkmap = ldt - pmd;
         let found = match (self.slot(t, ldt)?, self.slot(t, pkmap)?) {
-            _ if pkmap < vmalloc_start + 2 * PAGE => Err(format!(
+            _ if pkmap < vmalloc_start.saturating_add(2 * PAGE) => Err(format!(
                 "the page tables at the top reach down to {cea:#x}, leaving no room for pkmap above VMALLOC_START {vmalloc_start:#x}"
             )),
             (Slot::Empty, Slot::Table(table)) => Ok(table),
