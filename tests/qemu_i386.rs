@@ -226,6 +226,56 @@ fn dump_arg(r: &Recorded) -> [&str; 2] {
     ["--dump", r.dump.to_str().unwrap()]
 }
 
+/// PKMAP_BASE of Debian's 6.1 kernels, measured: 0xff000000 with PAE,
+/// 0xfec00000 without (LAST_PKMAP and the PMD are twice the size).
+const PKMAP_BASE_PAE: u64 = 0xff00_0000;
+const PKMAP_BASE_2LEVEL: u64 = 0xfec0_0000;
+
+/// `layout` derives PKMAP_BASE and VMALLOC_START from the tables, and
+/// `vtop` names the region of a vmalloc or pkmap address QEMU lists.
+fn layout_finds_the_areas(r: &Recorded, pkmap_base: u64) {
+    let src = dump_arg(r);
+    let run = inspect(&src, &["layout", "--json"]);
+    run.expect_status(0);
+    let l: Value = serde_json::from_str(&run.stdout).expect("layout JSON");
+    assert_eq!(l["top"]["pkmap_base"].as_u64(), Some(pkmap_base), "{run}");
+    // 1200 MiB is more than lowmem holds: the direct map ends at MAXMEM,
+    // __VMALLOC_RESERVE (128 MiB) below VMALLOC_END.
+    let vmalloc_end = pkmap_base - 2 * 4096;
+    let high_memory = vmalloc_end - (128 << 20);
+    assert_eq!(l["high_memory"].as_u64(), Some(high_memory), "{run}");
+    let vmalloc_start = high_memory + (8 << 20);
+    assert_eq!(l["vmalloc_start"].as_u64(), Some(vmalloc_start), "{run}");
+    inspect(&src, &["layout"])
+        .expect_status(0)
+        .expect_stdout(&format!("PKMAP_BASE {pkmap_base:#x} from the tables"))
+        .expect_stdout(&format!("VMALLOC_START {vmalloc_start:#x} "))
+        // An independent witness: Linux loads its IDT from the
+        // cpu_entry_area's first page, and QEMU's CPU note has IDTR.
+        .expect_stdout("where cpu 0's IDT register points");
+    let pkmap_end = pkmap_base + if pkmap_base == PKMAP_BASE_PAE { 2 } else { 4 } * (1 << 20);
+    let vas = tlb_vas(&r.tlb);
+    let mut named = 0;
+    for (name, range) in [
+        ("vmalloc", vmalloc_start..vmalloc_end),
+        ("pkmap", pkmap_base..pkmap_end),
+    ] {
+        if let Some(va) = vas.iter().find(|va| range.contains(va)) {
+            let run = inspect(&src, &["vtop", &format!("{va:#x}"), "--json"]);
+            run.expect_status(0);
+            let v: Value = serde_json::from_str(&run.stdout).expect("vtop JSON");
+            let what = v["what"]["what"].as_str().unwrap_or_default();
+            assert!(
+                what.starts_with(&format!("kernel space: {name} (")),
+                "{run}"
+            );
+            named += 1;
+        }
+    }
+    // A booted kernel has modules or stacks in vmalloc space.
+    assert!(named > 0, "nothing mapped in vmalloc or pkmap:\n{}", r.tlb);
+}
+
 /// The checks every configuration must pass; the config's own follow.
 fn agrees_with_qemu(r: &Recorded, mode: &str) {
     let src = dump_arg(r);
@@ -342,6 +392,7 @@ fn kernel_direct_map_flags(r: &Recorded) -> String {
 fn pae_with_nx_and_page_table_isolation() {
     let r = record("pae-nx-pti", "686-pae", "qemu32,+nx", "", probes);
     agrees_with_qemu(&r, "paging: i386 PAE, NX unknown");
+    layout_finds_the_areas(&r, PKMAP_BASE_PAE);
     // NX shows in the leaves; PTI leaves the direct map non-global.
     let flags = kernel_direct_map_flags(&r);
     assert!(flags.contains("NX") && !flags.contains(" G"), "{flags}");
@@ -358,6 +409,7 @@ fn pae_with_nx_and_page_table_isolation() {
 fn pae_without_nx_or_page_table_isolation() {
     let r = record("pae", "686-pae", "qemu32", "nopti", probes);
     agrees_with_qemu(&r, "paging: i386 PAE, NX unknown");
+    layout_finds_the_areas(&r, PKMAP_BASE_PAE);
     let flags = kernel_direct_map_flags(&r);
     assert!(!flags.contains("NX") && flags.contains(" G"), "{flags}");
     std::fs::remove_file(&r.dump).unwrap();
@@ -371,6 +423,7 @@ fn pae_without_nx_or_page_table_isolation() {
 fn two_level_with_4m_pages() {
     let r = record("2level", "686", "qemu32", "", probes);
     agrees_with_qemu(&r, "paging: i386 2-level, 4 MiB pages (CR4.PSE)");
+    layout_finds_the_areas(&r, PKMAP_BASE_2LEVEL);
     // The direct map is made of 4 MiB leaves.
     let flags = kernel_direct_map_flags(&r);
     assert!(flags.contains("PS"), "{flags}");

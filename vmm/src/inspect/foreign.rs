@@ -7,7 +7,9 @@
 //! Linux's VMCOREINFO names symbols, offsets and sizes but not PAGE_OFFSET,
 //! high_memory or the vmalloc, pkmap and fixmap bounds: PAGE_OFFSET is
 //! `swapper_pg_dir`'s virtual address less its physical one (found by a
-//! walk), high_memory the end of the direct map the tables hold. Every
+//! walk), high_memory the end of the direct map the tables hold, PKMAP_BASE
+//! and the cpu_entry_area the page tables Linux allocates for them at boot,
+//! and VMALLOC_START/END follow from those by Linux's own definitions. Every
 //! structure is read within the command's budget; every count it holds is
 //! bounded before use.
 
@@ -281,6 +283,173 @@ impl Render for LinuxZoneinfo {
     }
 }
 
+/// Linux's VMALLOC_OFFSET: the hole between the direct map and vmalloc.
+const VMALLOC_OFFSET: u64 = 8 << 20;
+/// Linux's default __FIXADDR_TOP on i386 (no reserve_top_address()).
+const FIXADDR_TOP: u64 = 0xffff_f000;
+
+/// What a PMD-sized slot of swapper_pg_dir holds.
+enum Slot {
+    Empty,
+    /// A page table, at this physical address.
+    Table(u64),
+    /// A large page, or an entry that cannot be read.
+    Other,
+}
+
+/// The top of the kernel's quarter as Linux 6.1 lays it out
+/// (pgtable_32_areas.h), from the top down: fixmap up to FIXADDR_TOP,
+/// the cpu_entry_area below it from a PMD boundary, the LDT remap one PMD
+/// below, pkmap one PMD below that; vmalloc ends two pages under pkmap.
+#[derive(Serialize, Clone, Copy)]
+pub struct TopAreas {
+    pub pkmap_base: u64,
+    /// pkmap_page_table's physical address.
+    pub pkmap_page_table: u64,
+    pub last_pkmap: u64,
+    pub ldt_base: u64,
+    pub cpu_entry_area_base: u64,
+    /// Whether cpu 0's IDT register points at the cpu_entry_area's first
+    /// page, as Linux loads it (CPU_ENTRY_AREA_RO_IDT).
+    pub idt_there: bool,
+    pub fixaddr_top: u64,
+}
+
+/// The bounds of the kernel's quarter that the tables give.
+struct Bounds {
+    high_memory: u64,
+    vmalloc_start: u64,
+    top: Result<TopAreas, String>,
+}
+
+impl Linux<'_> {
+    /// PMD size: what one page table maps (2 MiB with PAE, 4 MiB without).
+    fn pmd_size(t: &Tables) -> u64 {
+        t.cfg
+            .mode
+            .level(pagetable::Level::Pd)
+            .map_or(2 << 20, |(_, d)| d.page_size())
+    }
+
+    fn slot(&self, t: &Tables, va: u64) -> R<Slot> {
+        let w = t.walk(self.swapper, va)?;
+        let pd = w
+            .steps()
+            .iter()
+            .find(|s| s.level == pagetable::Level::Pd && s.entry.is_present());
+        Ok(match (pd, w.outcome) {
+            (None, _) => Slot::Empty,
+            (Some(_), pagetable::Outcome::Mapped(m)) if m.level == pagetable::Level::Pd => {
+                Slot::Other
+            }
+            (Some(_), pagetable::Outcome::Fault { .. }) => Slot::Other,
+            (Some(s), _) => Slot::Table(s.entry.addr()),
+        })
+    }
+
+    /// high_memory from the direct map, then the top areas from the page
+    /// tables swapper_pg_dir holds there: the fixmap's and cpu_entry_area's
+    /// run unbroken from the top PMD down (both are populated at boot:
+    /// early_ioremap_page_table_range_init(), setup_cpu_entry_area_ptes()),
+    /// the LDT remap's slot below is empty in swapper_pg_dir (it is set in
+    /// each mm's own tables, map_ldt_struct()), and pkmap_page_table fills
+    /// the next one down (permanent_kmaps_init()), PTEs present or not.
+    fn bounds(&self, t: &Tables, anomalies: &mut Anomalies) -> R<Bounds> {
+        let po = self.page_offset;
+        // The direct map: leaves from PAGE_OFFSET on, each at PAGE_OFFSET
+        // above its frame. Holes shorter than the VMALLOC_OFFSET hole stay
+        // inside it (KFENCE's guard pages, for one, are unmapped).
+        let mut high_memory = po;
+        t.each_leaf(
+            self.swapper,
+            po..u64::MAX,
+            |leaf| {
+                if leaf.va - high_memory >= VMALLOC_OFFSET || leaf.pa != leaf.va - po {
+                    return ControlFlow::Break(());
+                }
+                high_memory = leaf.va + leaf.size;
+                ControlFlow::Continue(())
+            },
+            anomalies,
+        );
+        let vmalloc_start = high_memory.saturating_add(VMALLOC_OFFSET);
+        let pmd = Self::pmd_size(t);
+        let top = t.cfg.mode.span();
+        let mut cea = top - pmd;
+        if !t.is_32bit() {
+            return Ok(Bounds {
+                high_memory,
+                vmalloc_start,
+                top: Err(
+                    "pkmap, the cpu_entry_area and fixmap are found in i386 layouts only".into(),
+                ),
+            });
+        }
+        if !matches!(self.slot(t, cea)?, Slot::Table(_)) {
+            return Ok(Bounds {
+                high_memory,
+                vmalloc_start,
+                top: Err(format!(
+                    "the top PMD ({cea:#x}, the fixmap's) holds no page table"
+                )),
+            });
+        }
+        // Bounded by the 4 GiB space: at most 2048 walks, each charged.
+        while cea - pmd > vmalloc_start && matches!(self.slot(t, cea - pmd)?, Slot::Table(_)) {
+            cea -= pmd;
+        }
+        let ldt = cea - pmd;
+        let pkmap = ldt - pmd;
+        let found = match (self.slot(t, ldt)?, self.slot(t, pkmap)?) {
+            _ if pkmap < vmalloc_start.saturating_add(2 * PAGE) => Err(format!(
+                "the page tables at the top reach down to {cea:#x}, leaving no room for pkmap above VMALLOC_START {vmalloc_start:#x}"
+            )),
+            (Slot::Empty, Slot::Table(table)) => Ok(table),
+            (Slot::Empty, _) => Err(format!(
+                "no page table at {pkmap:#x}, two PMDs below the page tables that run up to the top ({cea:#x}), where Linux puts pkmap_page_table"
+            )),
+            _ => Err(format!(
+                "the PMD below the page tables that run up to the top ({ldt:#x}) is not empty, as the LDT remap's is in swapper_pg_dir"
+            )),
+        };
+        Ok(Bounds {
+            high_memory,
+            vmalloc_start,
+            top: found.map(|pkmap_page_table| TopAreas {
+                pkmap_base: pkmap,
+                pkmap_page_table,
+                // One page table's worth: LAST_PKMAP is 512 with PAE, 1024 without.
+                last_pkmap: pmd / PAGE,
+                ldt_base: ldt,
+                cpu_entry_area_base: cea,
+                idt_there: t.t.cpus.first().is_some_and(|r| r.idt.0 == cea),
+                fixaddr_top: FIXADDR_TOP,
+            }),
+        })
+    }
+
+    /// The regions of the address space, low to high, as far as `b` goes.
+    fn regions(&self, b: &Bounds, top: u64) -> Vec<(&'static str, u64, u64)> {
+        let mut r = vec![
+            ("user", 0, self.page_offset),
+            ("lowmem", self.page_offset, b.high_memory),
+            ("hole", b.high_memory, b.vmalloc_start),
+        ];
+        match &b.top {
+            Ok(a) => r.extend([
+                ("vmalloc", b.vmalloc_start, a.pkmap_base - 2 * PAGE),
+                ("hole", a.pkmap_base - 2 * PAGE, a.pkmap_base),
+                ("pkmap", a.pkmap_base, a.pkmap_base + a.last_pkmap * PAGE),
+                ("ldt remap", a.ldt_base, a.cpu_entry_area_base),
+                ("cea+fixmap", a.cpu_entry_area_base, a.fixaddr_top),
+                ("hole", a.fixaddr_top, top),
+            ]),
+            Err(_) => r.push(("above", b.vmalloc_start, top)),
+        }
+        r
+    }
+}
+
 /// One region of `layout` and how much of it swapper_pg_dir maps.
 #[derive(Serialize)]
 pub struct LinuxRegion {
@@ -296,21 +465,27 @@ pub struct LinuxRegion {
 pub struct LinuxLayout {
     pub page_offset: u64,
     pub high_memory: u64,
+    /// high_memory + VMALLOC_OFFSET.
+    pub vmalloc_start: u64,
     pub swapper_pg_dir_va: u64,
     pub swapper_pg_dir: u64,
     pub pae: bool,
     pub mode: &'static str,
+    /// PKMAP_BASE and what lies above it, when the tables show them.
+    pub top: Option<TopAreas>,
+    /// Why they do not, otherwise.
+    pub top_not_found: Option<String>,
     pub regions: Vec<LinuxRegion>,
     pub anomalies: Anomalies,
 }
 
 impl Render for LinuxLayout {
     fn text(&self, s: &mut String) {
-        s.push_str("region    start      - end           size      mapped   leaves\n");
+        s.push_str("region     start      - end           size      mapped   leaves\n");
         for r in &self.regions {
             let _ = writeln!(
                 s,
-                "{:<9} {:#010x} - {:#010x} {:>8}K {:>8}K {:>8}",
+                "{:<10} {:#010x} - {:#010x} {:>8}K {:>8}K {:>8}",
                 r.name,
                 r.start,
                 r.end,
@@ -329,44 +504,67 @@ impl Render for LinuxLayout {
             self.mode,
             if self.pae { ", CONFIG_X86_PAE=y" } else { "" }
         );
+        let _ = write!(
+            s,
+            "VMALLOC_START {:#x} (high_memory + VMALLOC_OFFSET 8 MiB)",
+            self.vmalloc_start
+        );
+        match (&self.top, &self.top_not_found) {
+            (Some(a), _) => {
+                let _ = writeln!(
+                    s,
+                    ", VMALLOC_END {:#x} (PKMAP_BASE - 2 pages)",
+                    a.pkmap_base - 2 * PAGE
+                );
+                let _ = writeln!(
+                    s,
+                    "PKMAP_BASE {:#x} from the tables: pkmap_page_table at physical {:#x}, two PMDs below the cpu_entry_area; LAST_PKMAP {}",
+                    a.pkmap_base, a.pkmap_page_table, a.last_pkmap
+                );
+                let _ = writeln!(
+                    s,
+                    "CPU_ENTRY_AREA_BASE {:#x} from the tables: the lowest of the page tables that run up to the top{}; LDT remap one PMD below, at {:#x}",
+                    a.cpu_entry_area_base,
+                    if a.idt_there {
+                        ", where cpu 0's IDT register points (CPU_ENTRY_AREA_RO_IDT)"
+                    } else {
+                        ""
+                    },
+                    a.ldt_base
+                );
+                let _ = writeln!(
+                    s,
+                    "FIXADDR_TOP {:#x}: Linux's default, assumed; where the cpu_entry_area ends and the fixmap begins depends on NR_CPUS, which the dump does not give",
+                    a.fixaddr_top
+                );
+            }
+            (None, why) => {
+                let _ = writeln!(
+                    s,
+                    "\nPKMAP_BASE, VMALLOC_END, the LDT remap, cpu_entry_area and fixmap: not found ({})",
+                    why.as_deref().unwrap_or("no reason")
+                );
+            }
+        }
         anomaly_lines(s, &self.anomalies);
     }
 }
 
-fn layout(t: &Tables, l: &Linux) -> LinuxLayout {
-    let po = l.page_offset;
+fn layout(t: &Tables, l: &Linux) -> R<LinuxLayout> {
     let mut anomalies = Anomalies::default();
-    // The direct map: leaves from PAGE_OFFSET on, each at PAGE_OFFSET
-    // above its frame, without a gap.
-    let mut high_memory = po;
-    t.each_leaf(
-        l.swapper,
-        po..u64::MAX,
-        |leaf| {
-            if leaf.va != high_memory || leaf.pa != leaf.va - po {
-                return ControlFlow::Break(());
-            }
-            high_memory = leaf.va + leaf.size;
-            ControlFlow::Continue(())
-        },
-        &mut anomalies,
-    );
+    let b = l.bounds(t, &mut anomalies)?;
     let top = t.cfg.mode.span();
-    let mut regions: Vec<LinuxRegion> = [
-        ("user", 0, po),
-        ("lowmem", po, high_memory),
-        // vmalloc, pkmap and fixmap: their bounds are not published.
-        ("above", high_memory, top),
-    ]
-    .into_iter()
-    .map(|(name, start, end)| LinuxRegion {
-        name,
-        start,
-        end,
-        mapped: 0,
-        leaves: 0,
-    })
-    .collect();
+    let mut regions: Vec<LinuxRegion> = l
+        .regions(&b, top)
+        .into_iter()
+        .map(|(name, start, end)| LinuxRegion {
+            name,
+            start,
+            end,
+            mapped: 0,
+            leaves: 0,
+        })
+        .collect();
     t.each_leaf(
         l.swapper,
         0..top,
@@ -382,27 +580,43 @@ fn layout(t: &Tables, l: &Linux) -> LinuxLayout {
         },
         &mut anomalies,
     );
-    LinuxLayout {
-        page_offset: po,
-        high_memory,
+    Ok(LinuxLayout {
+        page_offset: l.page_offset,
+        high_memory: b.high_memory,
+        vmalloc_start: b.vmalloc_start,
         swapper_pg_dir_va: l.swapper_va,
         swapper_pg_dir: l.swapper,
         pae: l.info.plain("CONFIG_X86_PAE") == Some("y"),
         mode: t.cfg.mode.name,
+        top: b.top.as_ref().ok().copied(),
+        top_not_found: b.top.err(),
         regions,
         anomalies,
-    }
+    })
 }
 
-/// What a virtual address is, as far as the dump tells.
-fn what_is(l: Option<&Linux>, va: u64) -> What {
+/// What a virtual address is, as far as the dump tells: the region
+/// `layout` finds it in.
+fn what_is(t: &Tables, l: Option<&Linux>, va: u64) -> What {
     let what = match l {
         None => "unknown region (the dump has no VMCOREINFO)".to_string(),
         Some(l) if va < l.page_offset => "user space".to_string(),
-        Some(l) => format!(
-            "kernel space (PAGE_OFFSET {:#x}; `layout` shows the regions)",
-            l.page_offset
-        ),
+        Some(l) => {
+            let region = l.bounds(t, &mut Anomalies::default()).ok().and_then(|b| {
+                l.regions(&b, t.cfg.mode.span())
+                    .into_iter()
+                    .find(|&(_, start, end)| (start..end).contains(&va))
+            });
+            match region {
+                Some((name, start, end)) => format!(
+                    "kernel space: {name} ({start:#x}-{end:#x}; `layout` says how each bound was found)"
+                ),
+                None => format!(
+                    "kernel space (PAGE_OFFSET {:#x}; `layout` shows the regions)",
+                    l.page_offset
+                ),
+            }
+        }
     };
     What::Other { what }
 }
@@ -439,7 +653,7 @@ pub fn run(t: &Tables, query: &Query) -> R<Answer> {
                 }
             };
             let l = linux().ok().flatten();
-            translate::vtop_in(t, root, name, va, what_is(l.as_ref(), va))?.into()
+            translate::vtop_in(t, root, name, va, what_is(t, l.as_ref(), va))?.into()
         }
         Query::X { va, len, pid } => {
             no_pid(pid)?;
@@ -463,7 +677,7 @@ pub fn run(t: &Tables, query: &Query) -> R<Answer> {
             p.owner = "unknown (a foreign kernel: no struct page reader)".into();
             p.into()
         }
-        Query::Layout => layout(t, &need_linux("layout")?).into(),
+        Query::Layout => layout(t, &need_linux("layout")?)?.into(),
         Query::Zoneinfo => LinuxZoneinfo {
             zones: need_linux("zoneinfo")?.zones(t)?,
         }

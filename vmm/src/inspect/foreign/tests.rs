@@ -318,3 +318,151 @@ fn ptov_and_x_walk_the_foreign_tables() {
     .unwrap();
     assert_eq!(e.msg, "x: 0x8049000 is not mapped");
 }
+
+/// [`linux_ram`] with the top of the kernel's quarter as Linux 6.1 lays it
+/// out with PAE: page tables for the cpu_entry_area and fixmap from
+/// 0xff400000 to the top, the LDT remap's PMD empty, pkmap_page_table at
+/// 0xff000000 (one kmap), and one vmalloc page at 0xc0c00000.
+fn linux_ram_with_top() -> Ram {
+    let mut r = linux_ram();
+    let pmd = |va: u64| 0x3000 + 8 * ((va >> 21) & 511);
+    for va in (0xff40_0000..=0xffe0_0000u64).step_by(2 << 20) {
+        r.u64(pmd(va), 0x7000 | P | W);
+    }
+    r.u64(pmd(0xff00_0000), 0x9000 | P | W);
+    r.u64(0x9000 + 8 * 3, 0x30_0000 | P | W); // kmap at 0xff003000
+    r.u64(pmd(0xc0c0_0000), 0xa000 | P | W);
+    r.u64(0xa000, 0x40_0000 | P | W | NX); // vmalloc at 0xc0c00000
+    r
+}
+
+fn vtop_what(t: &Target, va: u64) -> String {
+    let v = run(
+        t,
+        &Query::Vtop {
+            va,
+            pid: None,
+            cr3: None,
+        },
+    );
+    v.map(|a| {
+        a.json["what"]["what"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    })
+    .unwrap_or_else(|e| e.msg)
+}
+
+#[test]
+fn pae_layout_finds_pkmap_and_the_cpu_entry_area_in_the_tables() {
+    let info = linux_info("");
+    let mut t = linux_ram_with_top().target(0x1020, 0x6b0, Some(&info));
+    t.cpus[0].idt = (0xff40_0000, 0x7ff);
+    let layout = run(&t, &q("layout")).unwrap();
+    for line in [
+        "lowmem     0xc0000000 - 0xc0202000     2056K     2056K        3\n",
+        "hole       0xc0202000 - 0xc0a02000     8192K        0K        0\n",
+        "vmalloc    0xc0a02000 - 0xfeffe000  1021936K        4K        1\n",
+        "hole       0xfeffe000 - 0xff000000        8K        0K        0\n",
+        "pkmap      0xff000000 - 0xff200000     2048K        4K        1\n",
+        "ldt remap  0xff200000 - 0xff400000     2048K        0K        0\n",
+        "cea+fixmap 0xff400000 - 0xfffff000    12284K        0K        0\n",
+        "VMALLOC_START 0xc0a02000 (high_memory + VMALLOC_OFFSET 8 MiB), VMALLOC_END 0xfeffe000 (PKMAP_BASE - 2 pages)\n",
+        "PKMAP_BASE 0xff000000 from the tables: pkmap_page_table at physical 0x9000, two PMDs below the cpu_entry_area; LAST_PKMAP 512\n",
+        "CPU_ENTRY_AREA_BASE 0xff400000 from the tables: the lowest of the page tables that run up to the top, where cpu 0's IDT register points (CPU_ENTRY_AREA_RO_IDT); LDT remap one PMD below, at 0xff200000\n",
+    ] {
+        assert!(layout.text.contains(line), "{line}in\n{}", layout.text);
+    }
+    // JSON from the same result.
+    assert_eq!(layout.json["top"]["pkmap_base"], 0xff00_0000u64);
+    assert_eq!(layout.json["top"]["pkmap_page_table"], 0x9000);
+    assert_eq!(layout.json["vmalloc_start"], 0xc0a0_2000u64);
+    assert_eq!(layout.json["top_not_found"], serde_json::Value::Null);
+    // vtop names the region.
+    for (va, what) in [
+        (0xc0c0_0000, "kernel space: vmalloc (0xc0a02000-0xfeffe000;"),
+        (0xff00_3000, "kernel space: pkmap (0xff000000-0xff200000;"),
+        (0xc020_1000, "kernel space: lowmem (0xc0000000-0xc0202000;"),
+        (0x0804_8000, "user space"),
+    ] {
+        let got = vtop_what(&t, va);
+        assert!(got.starts_with(what), "{va:#x}: {got}");
+    }
+}
+
+#[test]
+fn two_level_layout_finds_pkmap_a_4m_table_lower() {
+    let mut r = Ram::new();
+    let pde = |va: u64| 0x1000 + 4 * (va >> 22);
+    // The direct map: two 4 MiB pages; swapper_pg_dir is at 0x1000.
+    r.u32(pde(0xc000_0000), (P | W | PS | G) as u32);
+    r.u32(pde(0xc040_0000), (0x40_0000 | P | W | PS | G) as u32);
+    for va in [0xff40_0000u64, 0xff80_0000, 0xffc0_0000] {
+        r.u32(pde(va), (0x7000 | P | W) as u32);
+    }
+    r.u32(pde(0xfec0_0000), (0x9000 | P | W) as u32);
+    let info = "OSRELEASE=6.1.0-50-686\nSYMBOL(swapper_pg_dir)=c0001000\n";
+    let t = r.target(0x1000, 0x690, Some(info));
+    let layout = run(&t, &q("layout")).unwrap();
+    for line in [
+        "lowmem     0xc0000000 - 0xc0800000     8192K     8192K        2\n",
+        "vmalloc    0xc1000000 - 0xfebfe000  1011704K        0K        0\n",
+        "pkmap      0xfec00000 - 0xff000000     4096K        0K        0\n",
+        "ldt remap  0xff000000 - 0xff400000     4096K        0K        0\n",
+        "PKMAP_BASE 0xfec00000 from the tables: pkmap_page_table at physical 0x9000, two PMDs below the cpu_entry_area; LAST_PKMAP 1024\n",
+        "CPU_ENTRY_AREA_BASE 0xff400000 from the tables: the lowest of the page tables that run up to the top; LDT remap",
+    ] {
+        assert!(layout.text.contains(line), "{line}in\n{}", layout.text);
+    }
+    assert!(!layout.text.contains("CONFIG_X86_PAE"), "{}", layout.text);
+}
+
+/// Without the pattern Linux leaves, `layout` says what it did not find
+/// and keeps what it did; tables that run all the way down stop the
+/// search at VMALLOC_START.
+#[test]
+fn layout_says_what_the_tables_do_not_show() {
+    let info = linux_info("");
+    let mut r = linux_ram_with_top();
+    r.u64(0x3000 + 8 * 504, 0); // no pkmap_page_table
+    let t = r.target(0x1020, 0x6b0, Some(&info));
+    let layout = run(&t, &q("layout")).unwrap();
+    assert!(layout.text.contains(
+        "VMALLOC_START 0xc0a02000 (high_memory + VMALLOC_OFFSET 8 MiB)\n\
+         PKMAP_BASE, VMALLOC_END, the LDT remap, cpu_entry_area and fixmap: not found (no page table at 0xff000000, two PMDs below the page tables that run up to the top (0xff400000), where Linux puts pkmap_page_table)\n"
+    ), "{}", layout.text);
+    assert!(
+        layout.text.contains("above      0xc0a02000 - 0x100000000"),
+        "{}",
+        layout.text
+    );
+    assert_eq!(layout.json["top"], serde_json::Value::Null);
+    assert!(vtop_what(&t, 0xc0c0_0000).starts_with("kernel space: above (0xc0a02000-0x100000000;"));
+
+    // Every PMD of the top GiB points at a page table.
+    let mut r = linux_ram();
+    for i in 1..512 {
+        r.u64(0x3000 + 8 * i, 0x7000 | P | W);
+    }
+    let t = r.target(0x1020, 0x6b0, Some(&info));
+    let layout = run(&t, &q("layout")).unwrap();
+    assert!(
+        layout
+            .text
+            .contains("leaving no room for pkmap above VMALLOC_START"),
+        "{}",
+        layout.text
+    );
+
+    // No table at the top: the fixmap's is missing.
+    let t = linux_ram().target(0x1020, 0x6b0, Some(&info));
+    let layout = run(&t, &q("layout")).unwrap();
+    assert!(
+        layout
+            .text
+            .contains("not found (the top PMD (0xffe00000, the fixmap's) holds no page table)"),
+        "{}",
+        layout.text
+    );
+}
