@@ -94,7 +94,9 @@ pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
 
 /// new_slab()/allocate_slab(): frames at the preferred order, else at the
 /// minimum order; struct page set up; objects linked in address order
-/// (no CONFIG_SLAB_FREELIST_RANDOM); the double-mapping hook last.
+/// (no CONFIG_SLAB_FREELIST_RANDOM). The double-mapping hook runs as soon
+/// as the frames are known good, before any object byte is written: the
+/// kernel lets slab code write only tagged frames.
 pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
     let (mut oo, mut got) = (s.l.oo, b.alloc_pages(s.l.oo.order()));
     if got.is_none() && s.l.min.order() < oo.order() {
@@ -115,6 +117,7 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         s.stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     }
+    b.slab_created(pfn, order);
     // __folio_set_slab() and prep_compound_page(): tails point at the head.
     for p in pfn + 1..pfn + nr {
         if let Some(pg) = b.page_mut(p) {
@@ -162,7 +165,6 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
     s.nr_slabs += 1;
     s.total_objects += objects as u64;
     s.stats.alloc_slab += 1;
-    b.slab_created(pfn, order);
     Ok(pfn)
 }
 
