@@ -94,9 +94,9 @@ pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
 
 /// new_slab()/allocate_slab(): frames at the preferred order, else at the
 /// minimum order; struct page set up; objects linked in address order
-/// (no CONFIG_SLAB_FREELIST_RANDOM). The double-mapping hook runs as soon
-/// as the frames are known good, before any object byte is written: the
-/// kernel lets slab code write only tagged frames.
+/// (no CONFIG_SLAB_FREELIST_RANDOM). The double-mapping hook runs once
+/// struct page is set up and before any object byte is written: the kernel
+/// lets slab code write only tagged frames.
 pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
     let (mut oo, mut got) = (s.l.oo, b.alloc_pages(s.l.oo.order()));
     if got.is_none() && s.l.min.order() < oo.order() {
@@ -117,7 +117,6 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         s.stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     }
-    b.slab_created(pfn, order);
     // __folio_set_slab() and prep_compound_page(): tails point at the head.
     for p in pfn + 1..pfn + nr {
         if let Some(pg) = b.page_mut(p) {
@@ -126,6 +125,20 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
             pg.freelist = pfn as u32;
         }
     }
+    if let Some(pg) = b.page_mut(pfn) {
+        pg.flags.insert(if order > 0 {
+            PageFlags::SLAB | PageFlags::HEAD
+        } else {
+            PageFlags::SLAB
+        });
+        pg.slab_cache = s.id;
+        pg.freelist = s.l.red_left_pad;
+        pg.inuse = 0;
+        pg.objects = objects as u16;
+        pg.next = PFN_NONE;
+        pg.prev = PFN_NONE;
+    }
+    b.slab_created(pfn, order);
     let base = b.pfn_to_virt(pfn);
     if s.l.flags.contains(SlabFlags::POISON) {
         // setup_slab_debug(): padding keeps POISON_INUSE.
@@ -148,19 +161,6 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         };
         let a = obj + s.l.offset as u64;
         b.write_u64(a, freelist_ptr(s.random, next, a));
-    }
-    if let Some(pg) = b.page_mut(pfn) {
-        pg.flags.insert(if order > 0 {
-            PageFlags::SLAB | PageFlags::HEAD
-        } else {
-            PageFlags::SLAB
-        });
-        pg.slab_cache = s.id;
-        pg.freelist = s.l.red_left_pad;
-        pg.inuse = 0;
-        pg.objects = objects as u16;
-        pg.next = PFN_NONE;
-        pg.prev = PFN_NONE;
     }
     s.nr_slabs += 1;
     s.total_objects += objects as u64;
