@@ -252,54 +252,68 @@ impl KernelPage {
     }
 }
 
-/// Low memory through the direct map at any 8-byte-aligned address: what
-/// the slab allocator's objects are made of. Every address is checked to
-/// lie in the direct map and, for writes, outside the kernel image and the
-/// arrays `claim_array` handed out (mem_map, the double-mapping bitmap),
-/// which Rust references cover; the slab allocator only passes addresses
-/// inside slab pages it owns.
+/// Slab memory through the direct map: what the slab allocator's objects
+/// are made of. Every access must lie in frames double-mapping prevention
+/// tagged as slab frames (SLUB tags a slab as soon as it takes its frames
+/// from the page allocator and untags it just before giving them back), so
+/// it cannot reach a page table, the kernel image, the arrays `claim_array`
+/// handed out (mem_map, the tag bitmap) or another owner's page: none of
+/// them is ever a slab frame. One bitmap test per frame touched, no lock.
+/// What the check cannot see is which object of a slab an address belongs
+/// to: callers pass objects they own (SLUB its free objects, the process
+/// code its raw mm_struct and vm_area_struct objects), and an allocated
+/// SlabBox's object is reached only through the box.
 pub mod lowmem {
-    use super::{direct_mapped, owned_by_kernel};
-    use abi::layout::{pa, PAGE_OFFSET};
+    use super::direct_mapped;
+    use crate::mm::dmap;
+    use abi::layout::{pa, PAGE_OFFSET, PAGE_SHIFT};
 
-    fn check(va: u64, len: u64, write: bool) -> *mut u8 {
+    fn check(va: u64, len: u64) -> *mut u8 {
         let ok = va >= PAGE_OFFSET && {
             let start = pa(va);
-            direct_mapped(start, len) && !(write && owned_by_kernel(start, start + len))
+            direct_mapped(start, len) && {
+                let first = start >> PAGE_SHIFT;
+                let last = (start + len.max(1) - 1) >> PAGE_SHIFT;
+                dmap::all_tagged(first, last - first + 1)
+            }
         };
-        assert!(ok, "slab access at {va:#x}+{len:#x} outside low memory");
+        assert!(ok, "slab access at {va:#x}+{len:#x} outside slab memory");
         va as *mut u8
     }
 
     pub fn read_u64(va: u64) -> u64 {
-        let p = check(va, 8, false).cast::<u64>();
-        // SAFETY: inside the direct map (checked); any bits are a valid u64.
+        let p = check(va, 8).cast::<u64>();
+        // SAFETY: in the direct map, in a slab frame (checked), which no
+        // `&mut` covers but a SlabBox's (see the module note); any bits are
+        // a valid u64.
         unsafe { core::ptr::read_volatile(p) }
     }
 
     pub fn write_u64(va: u64, value: u64) {
-        let p = check(va, 8, true).cast::<u64>();
-        // SAFETY: inside the direct map, and neither the kernel image nor a
-        // claimed array (checked); the caller owns the slab page.
+        let p = check(va, 8).cast::<u64>();
+        // SAFETY: in the direct map, in a slab frame (checked): no page
+        // table, image or claimed array lives there; the slab code writes
+        // only objects it owns (free objects, raw mm objects), never a
+        // SlabBox's value (see the module note).
         unsafe { core::ptr::write_volatile(p, value) }
     }
 
     pub fn fill(va: u64, len: u64, byte: u8) {
-        let p = check(va, len, true);
+        let p = check(va, len);
         // SAFETY: as write_u64, for the whole range.
         unsafe { core::ptr::write_bytes(p, byte, len as usize) }
     }
 
     pub fn write_bytes(va: u64, bytes: &[u8]) {
-        let p = check(va, bytes.len() as u64, true);
+        let p = check(va, bytes.len() as u64);
         // SAFETY: as write_u64, for the whole range.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) }
     }
 
     /// The first byte of `[va, va + len)` that is not `byte`.
     pub fn find_not(va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
-        let p = check(va, len, false);
-        // SAFETY: inside the direct map (checked); plain bytes.
+        let p = check(va, len);
+        // SAFETY: as read_u64, for the whole range; plain bytes.
         let bytes = unsafe { core::slice::from_raw_parts(p, len as usize) };
         bytes
             .iter()

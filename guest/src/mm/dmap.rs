@@ -6,20 +6,23 @@
 //! and is never rewritten, which is why the check can refuse any present
 //! entry pointing at a tagged frame.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use abi::io::{hc, Hypercall};
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use pagetable::{Pte, SIZE_2M};
-use spin::Mutex;
+use spin::Once;
 
 use crate::arch::io;
 use crate::mm::events::{count, EVENTS};
 
 /// One bit per frame up to max_pfn (the hypervisor-owned "dbl_bitmap" of
-/// RKP, mirrored in the guest so the check costs no exit).
-static TAGS: Mutex<Option<&'static mut [u64]>> = Mutex::new(None);
+/// RKP, mirrored in the guest so the check costs no exit). Atomic words, so
+/// the checks on every page-table write and every slab access take no lock.
+static TAGS: Once<&'static [AtomicU64]> = Once::new();
 
-pub fn init(bitmap: &'static mut [u64]) {
-    *TAGS.lock() = Some(bitmap);
+pub fn init(bitmap: &'static [AtomicU64]) {
+    TAGS.call_once(|| bitmap);
 }
 
 /// Words of bitmap needed for `max_pfn` frames.
@@ -28,18 +31,23 @@ pub fn bitmap_words(max_pfn: u64) -> usize {
 }
 
 fn set(pfn: u64, order: u32, on: bool) {
-    if let Some(bits) = TAGS.lock().as_deref_mut() {
+    if let Some(bits) = TAGS.get() {
         for p in pfn..pfn + (1 << order) {
-            if let Some(word) = bits.get_mut((p / 64) as usize) {
+            if let Some(word) = bits.get((p / 64) as usize) {
                 let mask = 1 << (p % 64);
                 if on {
-                    *word |= mask;
+                    word.fetch_or(mask, Ordering::Relaxed);
                 } else {
-                    *word &= !mask;
+                    word.fetch_and(!mask, Ordering::Relaxed);
                 }
             }
         }
     }
+}
+
+fn tagged(bits: &[AtomicU64], p: u64) -> bool {
+    bits.get((p / 64) as usize)
+        .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (p % 64)) != 0)
 }
 
 /// dmap_prot(pa, order, 1): tags the 2^order frames of a new slab, here
@@ -66,14 +74,15 @@ fn report(pfn: u64, order: u32, tag: bool) {
 
 /// Whether any frame of `[pfn, pfn + n)` is tagged.
 pub fn any_tagged(pfn: u64, n: u64) -> bool {
-    let tags = TAGS.lock();
-    let Some(bits) = tags.as_deref() else {
-        return false;
-    };
-    (pfn..pfn + n).any(|p| {
-        bits.get((p / 64) as usize)
-            .is_some_and(|w| w & (1 << (p % 64)) != 0)
-    })
+    TAGS.get()
+        .is_some_and(|bits| (pfn..pfn + n).any(|p| tagged(bits, p)))
+}
+
+/// Whether every frame of `[pfn, pfn + n)` is tagged: the proof
+/// `arch::mem::lowmem` asks for before it touches slab memory.
+pub fn all_tagged(pfn: u64, n: u64) -> bool {
+    TAGS.get()
+        .is_some_and(|bits| (pfn..pfn + n).all(|p| tagged(bits, p)))
 }
 
 /// The check on every page-table write: a present entry may not point at a

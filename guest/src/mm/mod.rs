@@ -9,6 +9,8 @@ pub mod slab;
 pub mod tlb;
 pub mod vmalloc;
 
+use core::sync::atomic::AtomicU64;
+
 use abi::boot::E820_RAM;
 use abi::layout::*;
 use mm::buddy::{AllocError, FreeError, Node, ZoneType};
@@ -102,9 +104,10 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     let (mem_map, pages) = mem::claim_array::<Page>(&mut memblock, max_pfn as usize, lowmem_end)
         .map_err(InitError::MemMap)?;
     // Double-mapping prevention's tag bitmap: one bit per frame, zero.
-    let (_, tags) = mem::claim_array::<u64>(&mut memblock, dmap::bitmap_words(max_pfn), lowmem_end)
-        .map_err(InitError::MemMap)?;
-    dmap::init(tags);
+    let (_, tags) =
+        mem::claim_array::<AtomicU64>(&mut memblock, dmap::bitmap_words(max_pfn), lowmem_end)
+            .map_err(InitError::MemMap)?;
+    dmap::init(&*tags);
     // Only now, with the zero arrays claimed, do the VMM's boot tables (not
     // zero) go back to memblock.
     memblock

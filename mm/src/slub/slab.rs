@@ -94,7 +94,9 @@ pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
 
 /// new_slab()/allocate_slab(): frames at the preferred order, else at the
 /// minimum order; struct page set up; objects linked in address order
-/// (no CONFIG_SLAB_FREELIST_RANDOM); the double-mapping hook last.
+/// (no CONFIG_SLAB_FREELIST_RANDOM). The double-mapping hook runs once
+/// struct page is set up and before any object byte is written: the kernel
+/// lets slab code write only tagged frames.
 pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
     let (mut oo, mut got) = (s.l.oo, b.alloc_pages(s.l.oo.order()));
     if got.is_none() && s.l.min.order() < oo.order() {
@@ -123,6 +125,20 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
             pg.freelist = pfn as u32;
         }
     }
+    if let Some(pg) = b.page_mut(pfn) {
+        pg.flags.insert(if order > 0 {
+            PageFlags::SLAB | PageFlags::HEAD
+        } else {
+            PageFlags::SLAB
+        });
+        pg.slab_cache = s.id;
+        pg.freelist = s.l.red_left_pad;
+        pg.inuse = 0;
+        pg.objects = objects as u16;
+        pg.next = PFN_NONE;
+        pg.prev = PFN_NONE;
+    }
+    b.slab_created(pfn, order);
     let base = b.pfn_to_virt(pfn);
     if s.l.flags.contains(SlabFlags::POISON) {
         // setup_slab_debug(): padding keeps POISON_INUSE.
@@ -146,23 +162,9 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         let a = obj + s.l.offset as u64;
         b.write_u64(a, freelist_ptr(s.random, next, a));
     }
-    if let Some(pg) = b.page_mut(pfn) {
-        pg.flags.insert(if order > 0 {
-            PageFlags::SLAB | PageFlags::HEAD
-        } else {
-            PageFlags::SLAB
-        });
-        pg.slab_cache = s.id;
-        pg.freelist = s.l.red_left_pad;
-        pg.inuse = 0;
-        pg.objects = objects as u16;
-        pg.next = PFN_NONE;
-        pg.prev = PFN_NONE;
-    }
     s.nr_slabs += 1;
     s.total_objects += objects as u64;
     s.stats.alloc_slab += 1;
-    b.slab_created(pfn, order);
     Ok(pfn)
 }
 
