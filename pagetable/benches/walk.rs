@@ -95,6 +95,8 @@ impl TlbFlush for NoTlb {
 
 const ROOT: u64 = 0x1000;
 const KERNEL: PteFlags = PteFlags::WRITABLE.union(PteFlags::GLOBAL);
+/// A process's data page.
+const USER: PteFlags = PteFlags::WRITABLE.union(PteFlags::USER).union(PteFlags::NX);
 
 type KernelTables = Cursor<Ram, Bump>;
 
@@ -121,6 +123,9 @@ fn kernel_tables() -> KernelTables {
         .is_empty());
     c
 }
+
+/// A user page table's span, 2 MiB-aligned, below PAGE_OFFSET.
+const USER_VA: u64 = 0x4000_0000;
 
 /// A 2 MiB leaf in the middle of the direct map, and a 4 KiB pkmap leaf.
 const VA_2M: u64 = PAGE_OFFSET + 0x1234_5678;
@@ -214,6 +219,21 @@ fn bench_cursor(c: &mut Criterion) {
     g.bench_function("pagetable Cursor map_range+unmap 16 x 4 KiB", |b| {
         b.iter(|| {
             m.map_range(black_box(range.clone()), HIGHMEM_PA, SIZE_4K, KERNEL)
+                .unwrap()
+                .flush(&mut tlb);
+            let mut frames = 0u64;
+            m.unmap(black_box(range.clone()), |l| frames += l.pa)
+                .unwrap()
+                .flush(&mut tlb);
+            frames
+        })
+    });
+    // A process's page table filled and zapped: 512 leaves, one table
+    // (made on the first map and kept by unmap).
+    let range = USER_VA..USER_VA + 512 * SIZE_4K;
+    g.bench_function("pagetable Cursor map_range+unmap 512 x 4 KiB", |b| {
+        b.iter(|| {
+            m.map_range(black_box(range.clone()), HIGHMEM_PA, SIZE_4K, USER)
                 .unwrap()
                 .flush(&mut tlb);
             let mut frames = 0u64;

@@ -20,7 +20,9 @@ use core::ops::Range;
 
 use crate::entry::{Pte, PteFlags, SIZE_4K};
 use crate::flush::{Flush, TlbFlush};
-use crate::mode::{Decoder, Level, LevelDesc, PagingMode, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL};
+use crate::mode::{
+    Decoder, Level, LevelDesc, PagingMode, PsBit, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL,
+};
 use crate::phys::{read_entry, write_entry, PhysError, PhysWrite};
 use crate::visit::Leaf;
 use crate::walk::WalkConfig;
@@ -616,6 +618,24 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         size: u64,
         flags: PteFlags,
     ) -> Result<Flush, RangeError> {
+        // As `map`, specialised for the 4-level mode.
+        if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
+            self.map_range_in(&FOUR_LEVEL, range, pa, size, flags)
+        } else {
+            self.map_range_in(self.cfg.mode, range, pa, size, flags)
+        }
+    }
+
+    /// [`Cursor::map_range`] in `mode`, which is `self.cfg.mode`.
+    #[inline(always)]
+    fn map_range_in(
+        &mut self,
+        mode: &'static PagingMode,
+        range: Range<u64>,
+        pa: u64,
+        size: u64,
+        flags: PteFlags,
+    ) -> Result<Flush, RangeError> {
         let start = range.start;
         let stop = |error, at, flush| RangeError { error, at, flush };
         if (range.start | range.end) & (size.max(1) - 1) != 0 {
@@ -627,14 +647,13 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             return Err(stop(error, start, Flush::none()));
         }
         let cfg = self.cfg;
-        let mode = cfg.mode;
         let dec = Decoder::new(mode, &cfg);
         let mut flush = Flush::none();
         let mut va = range.start;
         while va < range.end {
             // The first leaf of each table through `map`, which makes and
             // relaxes the tables above for these flags...
-            match self.map(va, pa + (va - start), size, flags) {
+            match self.map_in(mode, va, pa + (va - start), size, flags) {
                 Ok(f) => flush = flush.merge(f),
                 Err(error) => return Err(stop(error, va, flush)),
             }
@@ -660,6 +679,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
 
     /// Stores the leaf for `va` -> `pa` in the empty slot at `entry_pa`, a
     /// slot of a table `map` already made ready for `flags`.
+    #[inline(always)]
     fn fill(
         &mut self,
         dec: &Decoder,
@@ -669,7 +689,8 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         pa: u64,
         flags: PteFlags,
     ) -> Result<(), MapError> {
-        let old = self.read(entry_pa)?;
+        let entry_size = dec.mode.entry_size;
+        let old = self.read_sized(entry_size, entry_pa)?;
         if old.is_present() {
             return Err(MapError::AlreadyMapped {
                 level: desc.level,
@@ -679,7 +700,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         let leaf = dec
             .leaf_entry(desc, pa, flags)
             .ok_or(MapError::BadFrame { pa })?;
-        self.write(va, entry_pa, leaf)
+        self.write_sized(entry_size, va, entry_pa, leaf)
     }
 
     /// The table at `level` on the way to `va`, allocating it and any
@@ -889,7 +910,14 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        let out = self.apply_inner(range, tables, &mut decide, &mut done);
+        // As `map`, the 4-level mode runs a path specialised from its
+        // descriptor.
+        let out = if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
+            self.apply_inner(&FOUR_LEVEL, range, tables, &mut decide, &mut done)
+        } else {
+            let mode = self.cfg.mode;
+            self.apply_inner(mode, range, tables, &mut decide, &mut done)
+        };
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
@@ -899,21 +927,30 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         })
     }
 
+    /// [`Cursor::apply`] in `mode`, which is `self.cfg.mode`.
+    #[inline(always)]
     fn apply_inner(
         &mut self,
+        mode: &'static PagingMode,
         range: Range<u64>,
         tables: Tables,
-        decide: &mut dyn FnMut(&Leaf, &LevelDesc) -> Update,
-        done: &mut dyn FnMut(&Leaf),
+        decide: &mut impl FnMut(&Leaf, &LevelDesc) -> Update,
+        done: &mut impl FnMut(&Leaf),
     ) -> Result<Flush, (MapError, u64, Flush)> {
         let start = range.start;
-        let levels = self.levels().map_err(|e| (e, start, Flush::none()))?;
+        if !mode.is_valid() {
+            let error = MapError::Fault {
+                level: Level::Pml4,
+                reason: FaultReason::BadMode,
+            };
+            return Err((error, start, Flush::none()));
+        }
+        let levels = mode.levels;
         if range.is_empty() {
             return Ok(Flush::none());
         }
         let last = range.end - 1;
         let cfg = self.cfg;
-        let mode = cfg.mode;
         let dec = Decoder::new(mode, &cfg);
         for va in [start, last] {
             self.check_va(va).map_err(|e| (e, va, Flush::none()))?;
@@ -966,6 +1003,13 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                     let owed = self.root_flush(f.depth - 1);
                     flush = flush.merge(Flush::page(first, SIZE_4K)).merge(owed);
                 }
+                continue;
+            }
+            if f.depth + 1 == levels.len() && desc.ps == PsBit::Pat {
+                // A table of 4 KiB leaves: its entries in one loop.
+                let frames = &mut stack[..sp];
+                self.apply_leaves(&dec, desc, frames, last, decide, done, &mut flush)
+                    .map_err(|(e, va)| (e, va, core::mem::replace(&mut flush, Flush::none())))?;
                 continue;
             }
             let size = desc.page_size();
@@ -1071,6 +1115,104 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             done(&leaf);
         }
         Ok(flush)
+    }
+
+    /// The range operations' inner loop over the table of 4 KiB leaves at
+    /// the top of `frames`, from its next entry up to `last` or the table's
+    /// end, as zap_pte_range() and vunmap_pte_range() loop over one page
+    /// table: each entry is read once, nothing above is looked at again,
+    /// and the flush grows in place. Leaves the frame's next entry past
+    /// what it did; an error carries the address it stopped at, with the
+    /// flush for what was done in `flush`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn apply_leaves(
+        &mut self,
+        dec: &Decoder,
+        desc: &LevelDesc,
+        frames: &mut [Frame],
+        last: u64,
+        decide: &mut impl FnMut(&Leaf, &LevelDesc) -> Update,
+        done: &mut impl FnMut(&Leaf),
+        flush: &mut Flush,
+    ) -> Result<(), (MapError, u64)> {
+        let top = frames.len() - 1;
+        let f = frames[top];
+        let mode = dec.mode;
+        let size = desc.page_size();
+        let first = mode.canonical(f.base);
+        // The entry mapping `last` when the table reaches past it.
+        let end = if last - first < (size << desc.bits) - 1 {
+            desc.index(last) + 1
+        } else {
+            desc.entries()
+        };
+        frames[top].next = end;
+        let mut eff = f.eff;
+        // The leaves changed here: the first's VA, the last's and how many.
+        let (mut lo, mut hi, mut changed) = (0, 0, 0);
+        let mut out = Ok(());
+        for i in f.next..end {
+            let va = first + ((i as u64) << desc.shift);
+            let entry_pa = f.table + i as u64 * mode.entry_size;
+            let entry = match self.read_sized(mode.entry_size, entry_pa) {
+                Ok(e) if e.is_present() => e,
+                Ok(_) => continue,
+                Err(e) => {
+                    out = Err((e, va));
+                    break;
+                }
+            };
+            let reserved = dec.decode(desc, entry).reserved;
+            if reserved != 0 {
+                let reason = FaultReason::ReservedBits { mask: reserved };
+                let error = MapError::Fault {
+                    level: desc.level,
+                    reason,
+                };
+                out = Err((error, va));
+                break;
+            }
+            let leaf = Leaf {
+                va,
+                pa: dec.leaf_frame(desc, entry),
+                size,
+                level: desc.level,
+                entry_pa,
+                entry,
+                flags: eff.and(entry, desc).leaf_flags(entry, desc.huge_leaves()),
+            };
+            let new = match decide(&leaf, desc) {
+                Update::Keep => continue,
+                Update::Clear => Pte::EMPTY,
+                Update::Set(new) if new == entry => continue,
+                Update::Set(new) => {
+                    if new.is_present() && eff.restricts(new.flags()) {
+                        let levels = mode.levels;
+                        if let Err(e) = self.relax_path(frames, levels, va, new.flags()) {
+                            out = Err((e, va));
+                            break;
+                        }
+                        eff = frames[top].eff;
+                    }
+                    new
+                }
+            };
+            if let Err(e) = self.write_sized(mode.entry_size, va, entry_pa, new) {
+                out = Err((e, va));
+                break;
+            }
+            if changed == 0 {
+                lo = va;
+            }
+            hi = va;
+            changed += 1;
+            done(&leaf);
+        }
+        if changed != 0 {
+            flush.add(Flush::pages(lo, hi + (size - 1), changed));
+        }
+        out
     }
 
     /// Relaxes the entries above a leaf that now needs `flags`, and the

@@ -100,6 +100,12 @@ impl Flush {
         }
     }
 
+    /// `pages` leaves (at least one) between `first` and `last`, the
+    /// last byte.
+    pub(crate) const fn pages(first: u64, last: u64, pages: u64) -> Flush {
+        Flush { first, last, pages }
+    }
+
     /// Both tokens' changes: the range covering both.
     #[inline]
     pub fn merge(self, other: Flush) -> Flush {

@@ -246,12 +246,14 @@ fn geometry() -> impl Strategy<Value = Geometry> {
 }
 
 /// Pages of one of the geometry's regions: `pages` pages from page
-/// `first`, or (`pages == 0`) the whole region.
+/// `first`, or (`pages == 0`) the whole region; with `tail`, from `first`
+/// pages before the region's end, running on into the next table.
 #[derive(Clone, Copy, Debug)]
 struct Span {
     region: usize,
     first: u64,
     pages: u64,
+    tail: bool,
 }
 
 impl Span {
@@ -259,6 +261,9 @@ impl Span {
         let base = g.regions[self.region];
         if self.pages == 0 {
             base..base + g.huge
+        } else if self.tail {
+            let start = base + g.huge - self.first * PAGE;
+            start..start + self.pages * PAGE
         } else {
             base + self.first * PAGE..base + (self.first + self.pages) * PAGE
         }
@@ -295,8 +300,10 @@ fn leaf_flags() -> impl Strategy<Value = PteFlags> {
 
 fn span() -> impl Strategy<Value = Span> {
     prop_oneof![
-        3 => (0..5usize, 0u64..8, 1u64..6).prop_map(|(region, first, pages)| Span { region, first, pages }),
-        1 => (0..5usize).prop_map(|region| Span { region, first: 0, pages: 0 }),
+        3 => (0..5usize, 0u64..8, 1u64..6).prop_map(|(region, first, pages)| Span { region, first, pages, tail: false }),
+        1 => (0..5usize).prop_map(|region| Span { region, first: 0, pages: 0, tail: false }),
+        // Across a table's end (not the last region's: the mode ends there).
+        1 => (0..4usize, 1u64..6, 1u64..10).prop_map(|(region, first, pages)| Span { region, first, pages, tail: true }),
     ]
 }
 
