@@ -26,14 +26,9 @@ use super::procfs::{BuddyRow, Buddyinfo};
 use super::reader::{Anomalies, Fields, Tables};
 use super::translate::{self, What};
 use super::{anomaly_lines, tables, Answer, InspectError, Query, Render, PAGE, R};
+use crate::vstate::bits::{CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, EFER_NXE};
 use crate::vstate::Regs;
 
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 /// Most zones a node has (Linux's MAX_NR_ZONES is at most 6).
 const MAX_ZONES: u64 = 8;
 /// Most free-area orders (Linux's MAX_ORDER is 11 on x86).

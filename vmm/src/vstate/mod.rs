@@ -5,6 +5,6 @@ mod regs;
 mod vcpu;
 mod vm;
 
-pub use regs::{Regs, GPR_NAMES};
+pub use regs::{bits, Regs, GPR_NAMES};
 pub use vcpu::{CpuStarter, Outcome, PauseError, Paused, StartError, Translated, Vcpus};
 pub use vm::{open_kvm, Vm, VmError};

@@ -32,7 +32,25 @@ pub const GPR_NAMES: [&str; 16] = [
     "r14", "r15",
 ];
 
-const CR0_PE: u64 = 1 << 0;
+/// The control-register and EFER bits the VMM sets and reads, defined once
+/// (Intel SDM vol. 3, 2.5 and 2.2.1).
+pub mod bits {
+    pub const CR0_PE: u64 = 1 << 0;
+    pub const CR0_MP: u64 = 1 << 1;
+    pub const CR0_ET: u64 = 1 << 4;
+    pub const CR0_NE: u64 = 1 << 5;
+    pub const CR0_WP: u64 = 1 << 16;
+    pub const CR0_PG: u64 = 1 << 31;
+    pub const CR4_PSE: u64 = 1 << 4;
+    pub const CR4_PAE: u64 = 1 << 5;
+    pub const CR4_LA57: u64 = 1 << 12;
+    pub const EFER_SCE: u64 = 1 << 0;
+    pub const EFER_LME: u64 = 1 << 8;
+    pub const EFER_LMA: u64 = 1 << 10;
+    pub const EFER_NXE: u64 = 1 << 11;
+}
+
+use bits::CR0_PE;
 /// CS selector and RIP after a reset (CS base 0xffff0000).
 const RESET_CS: u16 = 0xf000;
 const RESET_RIP: u64 = 0xfff0;
