@@ -24,8 +24,9 @@ use serde::Serialize;
 
 use super::procfs::{BuddyRow, Buddyinfo};
 use super::reader::{Anomalies, Fields, Tables};
+use super::tables::{self, region_lines, regions_mapped, Region};
 use super::translate::{self, What};
-use super::{anomaly_lines, tables, Answer, InspectError, Query, Render, PAGE, R};
+use super::{anomaly_lines, Answer, InspectError, Query, Render, PAGE, R};
 use crate::vstate::bits::{CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, EFER_NXE};
 use crate::vstate::Regs;
 
@@ -445,16 +446,6 @@ impl Linux<'_> {
     }
 }
 
-/// One region of `layout` and how much of it swapper_pg_dir maps.
-#[derive(Serialize)]
-pub struct LinuxRegion {
-    pub name: &'static str,
-    pub start: u64,
-    pub end: u64,
-    pub mapped: u64,
-    pub leaves: u64,
-}
-
 /// `layout` of a real Linux.
 #[derive(Serialize)]
 pub struct LinuxLayout {
@@ -470,25 +461,13 @@ pub struct LinuxLayout {
     pub top: Option<TopAreas>,
     /// Why they do not, otherwise.
     pub top_not_found: Option<String>,
-    pub regions: Vec<LinuxRegion>,
+    pub regions: Vec<Region>,
     pub anomalies: Anomalies,
 }
 
 impl Render for LinuxLayout {
     fn text(&self, s: &mut String) {
-        s.push_str("region     start      - end           size      mapped   leaves\n");
-        for r in &self.regions {
-            let _ = writeln!(
-                s,
-                "{:<10} {:#010x} - {:#010x} {:>8}K {:>8}K {:>8}",
-                r.name,
-                r.start,
-                r.end,
-                r.end.wrapping_sub(r.start) >> 10,
-                r.mapped >> 10,
-                r.leaves
-            );
-        }
+        region_lines(s, &self.regions, 10);
         let _ = writeln!(
             s,
             "PAGE_OFFSET {:#x} (swapper_pg_dir {:#x} at physical {:#x}), high_memory {:#x} (end of the direct map), {}{}",
@@ -549,32 +528,7 @@ fn layout(t: &Tables, l: &Linux) -> R<LinuxLayout> {
     let mut anomalies = Anomalies::default();
     let b = l.bounds(t, &mut anomalies)?;
     let top = t.cfg.mode.span();
-    let mut regions: Vec<LinuxRegion> = l
-        .regions(&b, top)
-        .into_iter()
-        .map(|(name, start, end)| LinuxRegion {
-            name,
-            start,
-            end,
-            mapped: 0,
-            leaves: 0,
-        })
-        .collect();
-    t.each_leaf(
-        l.swapper,
-        0..top,
-        |leaf| {
-            for r in regions.iter_mut() {
-                let (a, b) = (leaf.va.max(r.start), (leaf.va + leaf.size).min(r.end));
-                if a < b {
-                    r.mapped += b - a;
-                    r.leaves += 1;
-                }
-            }
-            ControlFlow::Continue(())
-        },
-        &mut anomalies,
-    );
+    let regions = regions_mapped(t, l.swapper, 0..top, l.regions(&b, top), &mut anomalies);
     Ok(LinuxLayout {
         page_offset: l.page_offset,
         high_memory: b.high_memory,

@@ -7,7 +7,7 @@
 //! the typed result holds only what is printed.
 
 use std::fmt::Write as _;
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
 use pagetable::{for_each_range, PteFlags, ALL};
 use serde::Serialize;
@@ -231,6 +231,7 @@ impl Render for MemRanges {
     }
 }
 
+/// One region of `layout` and how much of it the kernel's tables map.
 #[derive(Serialize)]
 pub struct Region {
     pub name: &'static str,
@@ -238,6 +239,65 @@ pub struct Region {
     pub end: u64,
     pub mapped: u64,
     pub leaves: u64,
+}
+
+/// The regions `bounds` names (name, start, end), each with the bytes and
+/// leaves that the tables under `root` map in it, counted as the leaves in
+/// `range` stream by.
+pub fn regions_mapped(
+    t: &Tables,
+    root: u64,
+    range: Range<u64>,
+    bounds: impl IntoIterator<Item = (&'static str, u64, u64)>,
+    anomalies: &mut Anomalies,
+) -> Vec<Region> {
+    let mut regions: Vec<Region> = bounds
+        .into_iter()
+        .map(|(name, start, end)| Region {
+            name,
+            start,
+            end,
+            mapped: 0,
+            leaves: 0,
+        })
+        .collect();
+    t.each_leaf(
+        root,
+        range,
+        |l| {
+            for r in regions.iter_mut() {
+                let (a, b) = (l.va.max(r.start), (l.va + l.size).min(r.end));
+                if a < b {
+                    r.mapped += b - a;
+                    r.leaves += 1;
+                }
+            }
+            ControlFlow::Continue(())
+        },
+        anomalies,
+    );
+    regions
+}
+
+/// The region table of `layout`, names in a column `name_width` wide.
+pub fn region_lines(s: &mut String, regions: &[Region], name_width: usize) {
+    let _ = writeln!(
+        s,
+        "{:<name_width$} start      - end           size      mapped   leaves",
+        "region"
+    );
+    for r in regions {
+        let _ = writeln!(
+            s,
+            "{:<name_width$} {:#010x} - {:#010x} {:>8}K {:>8}K {:>8}",
+            r.name,
+            r.start,
+            r.end,
+            r.end.wrapping_sub(r.start) >> 10,
+            r.mapped >> 10,
+            r.leaves
+        );
+    }
 }
 
 /// `layout`: the kernel's regions, how much of each swapper_pg_dir maps,
@@ -254,41 +314,22 @@ pub struct Layout {
 
 pub fn layout(k: &Kernel) -> Layout {
     let v = k.virt;
-    let mut regions: Vec<Region> = [
-        ("user", 0, v.page_offset),
-        ("lowmem", v.page_offset, v.high_memory),
-        ("hole", v.high_memory, v.vmalloc_start),
-        ("vmalloc", v.vmalloc_start, v.vmalloc_end),
-        ("gap", v.vmalloc_end, v.pkmap_base),
-        ("pkmap", v.pkmap_base, v.pkmap_end()),
-        ("gap", v.pkmap_end(), v.fixaddr_start),
-        ("fixmap", v.fixaddr_start, v.fixaddr_top),
-        ("top", v.fixaddr_top, 1 << 32),
-    ]
-    .into_iter()
-    .map(|(name, start, end)| Region {
-        name,
-        start,
-        end,
-        mapped: 0,
-        leaves: 0,
-    })
-    .collect();
     let mut anomalies = Anomalies::default();
-    // Mapped bytes and leaves per region, counted as the leaves stream by.
-    k.each_leaf(
+    let regions = regions_mapped(
+        k,
         k.swapper,
         ALL,
-        |l| {
-            for r in regions.iter_mut() {
-                let (a, b) = (l.va.max(r.start), (l.va + l.size).min(r.end));
-                if a < b {
-                    r.mapped += b - a;
-                    r.leaves += 1;
-                }
-            }
-            ControlFlow::Continue(())
-        },
+        [
+            ("user", 0, v.page_offset),
+            ("lowmem", v.page_offset, v.high_memory),
+            ("hole", v.high_memory, v.vmalloc_start),
+            ("vmalloc", v.vmalloc_start, v.vmalloc_end),
+            ("gap", v.vmalloc_end, v.pkmap_base),
+            ("pkmap", v.pkmap_base, v.pkmap_end()),
+            ("gap", v.pkmap_end(), v.fixaddr_start),
+            ("fixmap", v.fixaddr_start, v.fixaddr_top),
+            ("top", v.fixaddr_top, 1 << 32),
+        ],
         &mut anomalies,
     );
     Layout {
@@ -303,19 +344,7 @@ pub fn layout(k: &Kernel) -> Layout {
 
 impl Render for Layout {
     fn text(&self, s: &mut String) {
-        s.push_str("region    start      - end           size      mapped   leaves\n");
-        for r in &self.regions {
-            let _ = writeln!(
-                s,
-                "{:<9} {:#010x} - {:#010x} {:>8}K {:>8}K {:>8}",
-                r.name,
-                r.start,
-                r.end,
-                r.end.wrapping_sub(r.start) >> 10,
-                r.mapped >> 10,
-                r.leaves
-            );
-        }
+        region_lines(s, &self.regions, 9);
         for sec in &self.sections {
             let _ = writeln!(
                 s,
