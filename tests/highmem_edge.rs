@@ -30,11 +30,7 @@ fn boot_sized(mib: u32) -> Run {
 
 /// The HighMem zone line: (present pages, "min/low/high").
 fn highmem_zone(run: &Run) -> Option<(u64, String)> {
-    let line = run
-        .stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("HighMem "))?;
+    let line = run.find_line("HighMem ")?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = |key: &str| words.iter().position(|w| *w == key).map(|i| words[i + 1]);
     Some((

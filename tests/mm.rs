@@ -3,47 +3,12 @@
 
 use system_tests::{boot, Run};
 
-/// The line of the guest's output that starts with `prefix` (trimmed).
-fn line<'a>(run: &'a Run, prefix: &str) -> &'a str {
-    run.stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{run}"))
-}
-
-/// The value of a counter in the "mm events" report.
-fn event(run: &Run, name: &str) -> u64 {
-    line(run, name)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("bad {name} line\n{run}"))
-}
-
-/// Pages held by slabs, from the /proc/slabinfo lines the guest printed:
-/// num_slabs x pagesperslab for every cache.
-fn slab_pages(run: &Run) -> u64 {
-    run.stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("slabinfo - version"))
-        .skip(2)
-        .take_while(|l| l.contains(": slabdata"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let pages: u64 = f[5].parse().unwrap();
-            let slabs: u64 = f[f.len() - 2].parse().unwrap();
-            pages * slabs
-        })
-        .sum()
-}
-
 /// Boots with `mem` and checks that every suite passed.
 fn boot_and_pass(mem: &str) -> Run {
     let run = boot(mem, &[]);
     run.expect_status(0);
     assert!(!run.stdout.contains("FAIL "), "{run}");
-    let summary = line(&run, "selftest:");
+    let summary = run.line("selftest:");
     assert!(summary.contains(" 0 failed"), "{run}");
     run
 }
@@ -54,45 +19,49 @@ fn boot_and_pass(mem: &str) -> Run {
 fn layout_and_suites_with_2g() {
     let run = boot_and_pass("2G");
     assert_eq!(
-        line(&run, "lowmem"),
+        run.line("lowmem"),
         "lowmem   : 0xc0000000 - 0xf8000000   ( 896 MB)"
     );
     assert_eq!(
-        line(&run, "vmalloc  :"),
+        run.line("vmalloc  :"),
         "vmalloc  : 0xf8800000 - 0xff9fe000   ( 113 MB)"
     );
     assert_eq!(
-        line(&run, "pkmap"),
+        run.line("pkmap"),
         "pkmap    : 0xffa00000 - 0xffc00000   (2048 kB)"
     );
     assert_eq!(
-        line(&run, "fixmap"),
+        run.line("fixmap"),
         "fixmap   : 0xfffee000 - 0xfffff000   (  68 kB)"
     );
     assert!(
-        line(&run, ".text").starts_with(".text  : 0xc0100000 - "),
+        run.line(".text").starts_with(".text  : 0xc0100000 - "),
         "{run}"
     );
     assert!(
-        line(&run, "max_low_pfn").starts_with("max_low_pfn 0x38000, max_pfn 0x80000;"),
+        run.line("max_low_pfn")
+            .starts_with("max_low_pfn 0x38000, max_pfn 0x80000;"),
         "{run}"
     );
     assert!(
-        line(&run, "DMA ").starts_with("DMA      pfn 0x000000-0x001000"),
+        run.line("DMA ")
+            .starts_with("DMA      pfn 0x000000-0x001000"),
         "{run}"
     );
     assert!(
-        line(&run, "Normal ").starts_with("Normal   pfn 0x001000-0x038000"),
+        run.line("Normal ")
+            .starts_with("Normal   pfn 0x001000-0x038000"),
         "{run}"
     );
     assert!(
-        line(&run, "HighMem ").starts_with("HighMem  pfn 0x038000-0x080000"),
+        run.line("HighMem ")
+            .starts_with("HighMem  pfn 0x038000-0x080000"),
         "{run}"
     );
     run.expect_stdout("freed the VMM's boot page tables (12K)");
     // Every suite ran, none skipped: this machine has highmem.
     assert!(
-        line(&run, "selftest:").ends_with(", 0 failed, 0 skipped"),
+        run.line("selftest:").ends_with(", 0 failed, 0 skipped"),
         "{run}"
     );
     for suite in [
@@ -101,17 +70,17 @@ fn layout_and_suites_with_2g() {
         run.expect_stdout(&format!("PASS {suite}: "));
     }
     // The counts the report promises, and that the suites must have caused.
-    assert!(event(&run, "pt_pages") >= 6, "{run}");
-    assert!(event(&run, "pte_writes") > 1000, "{run}");
-    assert!(event(&run, "invlpg") > 0, "{run}");
-    assert!(event(&run, "pkmap_wraps") >= 1, "{run}");
-    assert!(event(&run, "vmalloc_areas") >= 5, "{run}");
-    assert!(event(&run, "vmap_purges") >= 1, "{run}");
+    assert!(run.event("pt_pages") >= 6, "{run}");
+    assert!(run.event("pte_writes") > 1000, "{run}");
+    assert!(run.event("invlpg") > 0, "{run}");
+    assert!(run.event("pkmap_wraps") >= 1, "{run}");
+    assert!(run.event("vmalloc_areas") >= 5, "{run}");
+    assert!(run.event("vmap_purges") >= 1, "{run}");
     run.expect_stdout("Node 0, zone  HighMem");
     // The dmap suite's attacks were refused, and reported as such.
-    assert!(event(&run, "dmap_refusals") >= 3, "{run}");
+    assert!(run.event("dmap_refusals") >= 3, "{run}");
     run.expect_stdout("reported: slab selftest_debug: double free of object 0x");
-    assert!(line(&run, "task_struct").contains(": slabdata"), "{run}");
+    assert!(run.line("task_struct").contains(": slabdata"), "{run}");
 }
 
 #[test]
@@ -119,17 +88,17 @@ fn layout_and_suites_with_2g() {
 fn no_highmem_with_512m() {
     let run = boot_and_pass("512M");
     assert_eq!(
-        line(&run, "lowmem"),
+        run.line("lowmem"),
         "lowmem   : 0xc0000000 - 0xe0000000   ( 512 MB)"
     );
     // Less RAM: the vmalloc area grows into what lowmem does not use.
     assert_eq!(
-        line(&run, "vmalloc  :"),
+        run.line("vmalloc  :"),
         "vmalloc  : 0xe0800000 - 0xff9fe000   ( 497 MB)"
     );
     assert!(!run.stdout.contains("HighMem  pfn"), "{run}");
     run.expect_stdout("SKIP highmem: kmap_maps_highmem_in_pkmap: no ZONE_HIGHMEM");
-    assert_eq!(event(&run, "kmaps"), 0, "{run}");
+    assert_eq!(run.event("kmaps"), 0, "{run}");
 }
 
 #[test]
@@ -137,14 +106,14 @@ fn no_highmem_with_512m() {
 fn highmem_above_4g_with_4g_and_8g() {
     for (mem, max_pfn) in [("4G", "0x140000"), ("8G", "0x240000")] {
         let run = boot_and_pass(mem);
-        assert!(line(&run, "selftest:").ends_with(", 0 skipped"), "{run}");
-        let high = line(&run, "HighMem ");
+        assert!(run.line("selftest:").ends_with(", 0 skipped"), "{run}");
+        let high = run.line("HighMem ");
         assert!(
             high.starts_with(&format!("HighMem  pfn 0x038000-{max_pfn}")),
             "{run}"
         );
         assert_eq!(
-            line(&run, "lowmem"),
+            run.line("lowmem"),
             "lowmem   : 0xc0000000 - 0xf8000000   ( 896 MB)"
         );
     }
@@ -179,13 +148,13 @@ fn processes_run_and_bad_ones_are_killed() {
         .expect_stdout("[4:kernel] killed: user access to kernel address 0xc0100000")
         .expect_stdout("[5:demo] exited with status 0");
     // Two demos touched 2 MiB each, from highmem, and gave it all back.
-    assert!(event(&run, "user_faults") >= 1024, "{run}");
-    assert!(event(&run, "user_frames_highmem") >= 1024, "{run}");
+    assert!(run.event("user_faults") >= 1024, "{run}");
+    assert!(run.event("user_frames_highmem") >= 1024, "{run}");
     // Every page not given back is held by a slab cache (the process
     // caches keep their partial slabs, as SLUB's min_partial says).
-    let outstanding = event(&run, "pages_allocated") - event(&run, "pages_freed");
-    assert_eq!(outstanding, slab_pages(&run), "{run}");
-    assert!(event(&run, "syscalls") >= 12, "{run}");
+    let outstanding = run.event("pages_allocated") - run.event("pages_freed");
+    assert_eq!(outstanding, run.slab_pages(), "{run}");
+    assert!(run.event("syscalls") >= 12, "{run}");
 }
 
 #[test]

@@ -4,38 +4,11 @@
 //! survives, with every frame back afterwards.
 
 use std::collections::BTreeSet;
-use system_tests::{boot, inspect, tmp, MonitoredVm, Run};
+use system_tests::{boot, inspect, tmp, MonitoredVm};
 
 /// `name,name,...`, `n` times.
 fn times(name: &str, n: usize) -> String {
     vec![name; n].join(",")
-}
-
-/// The value of a counter in the "mm events" report.
-fn event(run: &Run, name: &str) -> u64 {
-    run.stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} counter\n{run}"))
-}
-
-/// Pages held by slabs, from the /proc/slabinfo lines the guest printed:
-/// num_slabs x pagesperslab for every cache.
-fn slab_pages(run: &Run) -> u64 {
-    run.stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("slabinfo - version"))
-        .skip(2)
-        .take_while(|l| l.contains(": slabdata"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let pages: u64 = f[5].parse().unwrap();
-            let slabs: u64 = f[f.len() - 2].parse().unwrap();
-            pages * slabs
-        })
-        .sum()
 }
 
 #[test]
@@ -55,8 +28,8 @@ fn twenty_demos_run_and_give_every_frame_back() {
     assert_eq!(exited, (1..=20).collect(), "{run}");
     // Every page not given back is held by a slab cache (task_struct
     // keeps its empty slabs up to min_partial, as SLUB does).
-    let outstanding = event(&run, "pages_allocated") - event(&run, "pages_freed");
-    assert_eq!(outstanding, slab_pages(&run), "{run}");
+    let outstanding = run.event("pages_allocated") - run.event("pages_freed");
+    assert_eq!(outstanding, run.slab_pages(), "{run}");
     assert!(
         run.stdout.lines().any(|l| l.starts_with("task_struct ")),
         "{run}"

@@ -11,6 +11,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod guest_output;
+
 /// How long a test waits for any one thing (a guest run, a line of its
 /// output, a monitor answer) before it calls it a hang. Only a hang gets
 /// there: the slowest step, a default run with 2 to 8 GiB, takes 3-4 s on

@@ -1,0 +1,47 @@
+//! Reading what the guest printed: its report lines, the "mm events"
+//! counters and the /proc/slabinfo table it prints at exit.
+
+use crate::Run;
+
+impl Run {
+    /// The line of the guest's output that starts with `prefix` (trimmed),
+    /// if there is one.
+    pub fn find_line(&self, prefix: &str) -> Option<&str> {
+        self.stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+    }
+
+    /// The line of the guest's output that starts with `prefix` (trimmed).
+    pub fn line(&self, prefix: &str) -> &str {
+        self.find_line(prefix)
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{self}"))
+    }
+
+    /// The value of a counter in the "mm events" report.
+    pub fn event(&self, name: &str) -> u64 {
+        self.line(name)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad {name} line\n{self}"))
+    }
+
+    /// Pages held by slabs, from the /proc/slabinfo lines the guest printed:
+    /// num_slabs x pagesperslab for every cache.
+    pub fn slab_pages(&self) -> u64 {
+        self.stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("slabinfo - version"))
+            .skip(2)
+            .take_while(|l| l.contains(": slabdata"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let pages: u64 = f[5].parse().unwrap();
+                let slabs: u64 = f[f.len() - 2].parse().unwrap();
+                pages * slabs
+            })
+            .sum()
+    }
+}
