@@ -107,9 +107,10 @@ impl<const N: usize> Slub<N> {
         if slot + 1 >= LARGE_KMALLOC as usize {
             return Err(SlabError::RegistryFull);
         }
+        let id = CacheId(slot as u16 + 1);
         self.caches[slot] = Some(KmemCache {
             name,
-            id: slot as u16 + 1,
+            id: id.0,
             l,
             min_partial: min_partial(l.size),
             random: b.random_u64(),
@@ -123,7 +124,7 @@ impl<const N: usize> Slub<N> {
             stats: SlubStats::default(),
         });
         self.live[slot] = 1;
-        Ok(CacheId(slot as u16 + 1))
+        Ok(id)
     }
 
     /// kmem_cache_destroy(): refused while objects are allocated.
@@ -185,18 +186,16 @@ impl<const N: usize> Slub<N> {
 
     /// The cache with this id.
     pub fn cache(&self, id: CacheId) -> Option<&KmemCache> {
-        self.caches.get((id.0 as usize).checked_sub(1)?)?.as_ref()
+        self.caches[self.index(id).ok()?].as_ref()
     }
 
     /// Every cache, for reports.
     pub fn caches(&self) -> impl Iterator<Item = CacheSummary> + '_ {
-        self.caches.iter().enumerate().filter_map(|(i, c)| {
-            c.as_ref().map(|c| CacheSummary {
-                id: CacheId(i as u16 + 1),
-                name: c.name,
-                info: c.info(),
-                stats: c.stats,
-            })
+        self.caches.iter().flatten().map(|c| CacheSummary {
+            id: CacheId(c.id),
+            name: c.name,
+            info: c.info(),
+            stats: c.stats,
         })
     }
 
