@@ -86,17 +86,15 @@ impl Qmp {
 /// What QEMU said about the stopped guest, and the dump of that state.
 struct Recorded {
     tlb: String,
-    /// Each `info tlb` round trip, in ms ([`TLB_TIMINGS`] of them).
-    tlb_ms: Vec<f64>,
     mem: String,
     registers: String,
     gva2gpa: Vec<(u64, String)>,
     dump: PathBuf,
 }
 
-/// Boots `flavour` with `cpu` and `append`, waits for the marker, stops
-/// the guest and records QEMU's answers for the virtual addresses `probe`
-/// picks from its `info tlb`, then the dump.
+/// Boots `flavour` with `cpu` and `append` in 1200 MiB, waits for the
+/// marker, stops the guest and records QEMU's answers for the virtual
+/// addresses `probe` picks from its `info tlb`, then the dump.
 fn record(
     name: &str,
     flavour: &str,
@@ -104,20 +102,19 @@ fn record(
     append: &str,
     probe: fn(&str) -> Vec<u64>,
 ) -> Recorded {
-    record_with(name, flavour, cpu, append, "1200M", probe)
+    stopped(name, flavour, cpu, append, "1200M").record(probe)
 }
 
-/// How many times `info tlb` is asked for (all answers must be equal).
-const TLB_TIMINGS: usize = 50;
+/// A QEMU guest stopped at the marker, its monitor open.
+struct Stopped {
+    qemu: Qemu,
+    qmp: Qmp,
+    dump: PathBuf,
+}
 
-fn record_with(
-    name: &str,
-    flavour: &str,
-    cpu: &str,
-    append: &str,
-    mem: &str,
-    probe: fn(&str) -> Vec<u64>,
-) -> Recorded {
+/// Boots `flavour` with `cpu`, `append` and `mem`, waits for the marker
+/// and stops the guest.
+fn stopped(name: &str, flavour: &str, cpu: &str, append: &str, mem: &str) -> Stopped {
     let dir = linux_dir();
     let sock = tmp(&format!("{name}.qmp"));
     let dump = tmp(&format!("{name}.core"));
@@ -165,37 +162,44 @@ fn record_with(
     }
     let mut qmp = Qmp::connect(&sock);
     qmp.execute("stop", json!({}));
-    let tlb = qmp.hmp("info tlb");
-    let tlb_ms = (0..TLB_TIMINGS)
-        .map(|_| {
-            let started = Instant::now();
-            let again = qmp.hmp("info tlb");
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            assert!(again == tlb, "the stopped guest's info tlb changed");
-            ms
-        })
-        .collect();
-    let mem = qmp.hmp("info mem");
-    let registers = qmp.hmp("info registers");
-    let gva2gpa = probe(&tlb)
-        .into_iter()
-        .map(|va| (va, qmp.hmp(&format!("gva2gpa {va:#x}"))))
-        .collect();
-    let protocol = format!("file:{}", dump.display());
-    qmp.execute(
-        "dump-guest-memory",
-        json!({ "paging": false, "protocol": protocol }),
-    );
-    // QEMU ends with the socket closed: whatever the answer, it is killed.
-    let _ = writeln!(qmp.out, "{}", json!({ "execute": "quit" }));
-    drop(qemu);
-    Recorded {
-        tlb,
-        tlb_ms,
-        mem,
-        registers,
-        gva2gpa,
-        dump,
+    Stopped { qemu, qmp, dump }
+}
+
+impl Stopped {
+    /// QEMU's answers for the virtual addresses `probe` picks from its
+    /// `info tlb`, then the dump; QEMU is gone afterwards.
+    fn record(self, probe: fn(&str) -> Vec<u64>) -> Recorded {
+        let Stopped {
+            qemu,
+            mut qmp,
+            dump,
+        } = self;
+        let tlb = qmp.hmp("info tlb");
+        assert!(
+            qmp.hmp("info tlb") == tlb,
+            "the stopped guest's info tlb changed"
+        );
+        let mem = qmp.hmp("info mem");
+        let registers = qmp.hmp("info registers");
+        let gva2gpa = probe(&tlb)
+            .into_iter()
+            .map(|va| (va, qmp.hmp(&format!("gva2gpa {va:#x}"))))
+            .collect();
+        let protocol = format!("file:{}", dump.display());
+        qmp.execute(
+            "dump-guest-memory",
+            json!({ "paging": false, "protocol": protocol }),
+        );
+        // QEMU ends with the socket closed: whatever the answer, it is killed.
+        let _ = writeln!(qmp.out, "{}", json!({ "execute": "quit" }));
+        drop(qemu);
+        Recorded {
+            tlb,
+            mem,
+            registers,
+            gva2gpa,
+            dump,
+        }
     }
 }
 
@@ -448,7 +452,18 @@ fn two_level_with_4m_pages() {
 #[ignore = "a benchmark: run by hand, see BENCHMARKS.md"]
 fn tlb_timing_against_qemu() {
     const RUNS: usize = 50;
-    let r = record_with("bench-2g", "686-pae", "qemu32,+nx", "", "2G", probes);
+    let mut guest = stopped("bench-2g", "686-pae", "qemu32,+nx", "", "2G");
+    let tlb = guest.qmp.hmp("info tlb");
+    let qemu_ms = (0..RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let again = guest.qmp.hmp("info tlb");
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            assert!(again == tlb, "the stopped guest's info tlb changed");
+            ms
+        })
+        .collect();
+    let r = guest.record(probes);
     let mut ours = Vec::new();
     let stats = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -464,7 +479,7 @@ fn tlb_timing_against_qemu() {
         assert!(out.stdout == r.tlb.as_bytes(), "tlb differs from info tlb");
     }
     let (min, median) = stats(ours);
-    let (qmin, qmedian) = stats(r.tlb_ms.clone());
+    let (qmin, qmedian) = stats(qemu_ms);
     println!(
         "info tlb over QMP: {qmin:.2} ms min, {qmedian:.2} ms median; vmm inspect --dump tlb: {min:.2} ms min, {median:.2} ms median ({} lines, {RUNS} runs each)",
         r.tlb.lines().count()
