@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use system_tests::{guest_path, guest_timeout, hex, inspect, tmp, vmm, MonitoredVm, Run};
+use system_tests::{boot, guest_path, hex, inspect, tmp, vmm, MonitoredVm, Run};
 
 /// The PHYSICAL column of `vtop`'s first result line.
 fn vtop_pa(run: &Run) -> Option<u64> {
@@ -216,18 +216,15 @@ fn bad_sources_are_one_line_errors() {
 #[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn audit_catches_every_planted_violation() {
     let core = tmp("audit.core");
-    let guest = guest_path();
-    let run = vmm([
-        "--mem",
+    let run = boot(
         "2G",
-        "--timeout",
-        &guest_timeout(),
-        "--cmdline",
-        "selftest=off run= plant=dmap,pt,user,free",
-        "--dump-on-exit",
-        core.to_str().unwrap(),
-        guest.to_str().unwrap(),
-    ]);
+        &[
+            "--cmdline",
+            "selftest=off run= plant=dmap,pt,user,free",
+            "--dump-on-exit",
+            core.to_str().unwrap(),
+        ],
+    );
     run.expect_status(0);
     let planted = |prefix: &str, middle: &str| {
         let line = run
@@ -296,18 +293,15 @@ fn gdb_reads_the_exit_dump() {
         return;
     }
     let core = tmp("gdb.core");
-    let guest = guest_path();
-    let run = vmm([
-        "--mem",
+    let run = boot(
         "512M",
-        "--timeout",
-        &guest_timeout(),
-        "--cmdline",
-        "selftest=off run=",
-        "--dump-on-exit",
-        core.to_str().unwrap(),
-        guest.to_str().unwrap(),
-    ]);
+        &[
+            "--cmdline",
+            "selftest=off run=",
+            "--dump-on-exit",
+            core.to_str().unwrap(),
+        ],
+    );
     run.expect_status(0);
     let printed: u64 = block(&run.stdout, "mm events:", "  ")
         .iter()
@@ -321,7 +315,7 @@ fn gdb_reads_the_exit_dump() {
     let out = Command::new("gdb")
         .args(["-batch", "-nx"])
         .args(["-ex", "print guest::mm::events::EVENTS.pte_writes.v.value"])
-        .arg(&guest)
+        .arg(guest_path())
         .arg(&core)
         .stdin(Stdio::null())
         .output()

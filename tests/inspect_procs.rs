@@ -4,7 +4,7 @@
 //! with the layout exec and the program give it, and with the slabinfo
 //! the guest prints at exit.
 
-use system_tests::{guest_path, guest_timeout, hex, inspect, tmp, vmm, MonitoredVm};
+use system_tests::{boot, hex, inspect, tmp, MonitoredVm};
 
 /// `vma` lines as (start, end, perms, kind).
 fn vmas(text: &str) -> Vec<(u64, u64, String, String)> {
@@ -200,16 +200,7 @@ fn a_live_process_seen_from_the_host() {
 #[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn slabinfo_at_exit_matches_the_guest() {
     let core = tmp("default.core");
-    let run = vmm([
-        "run",
-        "--mem",
-        "2G",
-        "--timeout",
-        &guest_timeout(),
-        "--dump-on-exit",
-        core.to_str().unwrap(),
-        guest_path().to_str().unwrap(),
-    ]);
+    let run = boot("2G", &["--dump-on-exit", core.to_str().unwrap()]);
     run.expect_status(0);
     let guest: Vec<&str> = run
         .stdout
