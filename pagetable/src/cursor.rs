@@ -560,12 +560,19 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// The slot must be empty, so the TLB cannot hold it: the token is
     /// empty unless a table above was relaxed (or, in PAE, a PDPTE made).
     pub fn map(&mut self, va: u64, pa: u64, size: u64, flags: PteFlags) -> Result<Flush, MapError> {
-        // As in the walkers, the 4-level mode runs a path specialised from
-        // its descriptor.
+        self.in_mode(|c, mode| c.map_in(mode, va, pa, size, flags))
+    }
+
+    /// Runs `f` in the cursor's mode. As in the walkers, the 4-level mode
+    /// is given as its descriptor's value, known at compile time, so that
+    /// `f`, inlined, runs a path specialised from it.
+    #[inline(always)]
+    fn in_mode<R>(&mut self, f: impl FnOnce(&mut Self, &'static PagingMode) -> R) -> R {
         if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
-            self.map_in(&FOUR_LEVEL, va, pa, size, flags)
+            f(self, &FOUR_LEVEL)
         } else {
-            self.map_in(self.cfg.mode, va, pa, size, flags)
+            let mode = self.cfg.mode;
+            f(self, mode)
         }
     }
 
@@ -625,12 +632,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         size: u64,
         flags: PteFlags,
     ) -> Result<Flush, RangeError> {
-        // As `map`, specialised for the 4-level mode.
-        if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
-            self.map_range_in(&FOUR_LEVEL, range, pa, size, flags)
-        } else {
-            self.map_range_in(self.cfg.mode, range, pa, size, flags)
-        }
+        self.in_mode(|c, mode| c.map_range_in(mode, range, pa, size, flags))
     }
 
     /// [`Cursor::map_range`] in `mode`, which is `self.cfg.mode`.
@@ -918,14 +920,8 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        // As `map`, the 4-level mode runs a path specialised from its
-        // descriptor.
-        let out = if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
-            self.apply_inner(&FOUR_LEVEL, range, tables, &mut decide, &mut done)
-        } else {
-            let mode = self.cfg.mode;
-            self.apply_inner(mode, range, tables, &mut decide, &mut done)
-        };
+        let out =
+            self.in_mode(|c, mode| c.apply_inner(mode, range, tables, &mut decide, &mut done));
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
