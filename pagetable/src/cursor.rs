@@ -1011,7 +1011,10 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             }
             if f.depth + 1 == levels.len() {
                 // A table of 4 KiB leaves (a valid mode's last level): its
-                // entries in one loop.
+                // entries in one loop, with the last level's descriptor
+                // indexed as such, so a mode known at compile time gives
+                // the loop its shift and PS meaning as constants.
+                let desc = &levels[levels.len() - 1];
                 let frames = &mut stack[..sp];
                 self.apply_leaves(&dec, desc, frames, last, decide, done, &mut flush)
                     .map_err(|(e, va)| (e, va, core::mem::replace(&mut flush, Flush::none())))?;

@@ -112,6 +112,7 @@ impl PhysWrite for TableMemory {
 
 /// Stores one entry through the direct map, after the checks an address
 /// can be given: aligned, direct-mapped, not the kernel image.
+#[inline(always)]
 fn write_entry(pa: u64, val: u64) -> Result<(), PhysError> {
     if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) || kernel_image().contains(&pa) {
         return Err(PhysError::OutsideRam { pa });
