@@ -21,7 +21,7 @@ use core::ops::Range;
 use crate::entry::{Pte, PteFlags, SIZE_4K};
 use crate::flush::{Flush, TlbFlush};
 use crate::mode::{
-    Decoder, Level, LevelDesc, PagingMode, PsBit, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL,
+    Decoded, Decoder, Level, LevelDesc, PagingMode, FOUR_LEVEL, MAX_LEVELS, X86_64_4LEVEL,
 };
 use crate::phys::{read_entry, write_entry, PhysError, PhysWrite};
 use crate::visit::Leaf;
@@ -479,17 +479,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
             let mut entry = self.read_sized(mode.entry_size, entry_pa)?;
             if entry.is_present() {
-                let decoded = dec.decode(desc, entry);
-                if decoded.reserved != 0 {
-                    let reason = FaultReason::ReservedBits {
-                        mask: decoded.reserved,
-                    };
-                    return Err(MapError::Fault {
-                        level: desc.level,
-                        reason,
-                    });
-                }
-                if decoded.leaf {
+                if Self::decode(dec, desc, entry)?.leaf {
                     return Err(MapError::HugePageInTheWay {
                         level: desc.level,
                         entry,
@@ -534,6 +524,23 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         }
     }
 
+    /// Classifies a present entry at `desc`, refusing one with reserved
+    /// bits set (the CPU would fault on it).
+    #[inline(always)]
+    fn decode(dec: &Decoder, desc: &LevelDesc, entry: Pte) -> Result<Decoded, MapError> {
+        let decoded = dec.decode(desc, entry);
+        if decoded.reserved != 0 {
+            let reason = FaultReason::ReservedBits {
+                mask: decoded.reserved,
+            };
+            return Err(MapError::Fault {
+                level: desc.level,
+                reason,
+            });
+        }
+        Ok(decoded)
+    }
+
     fn check_va(&self, va: u64) -> Result<(), MapError> {
         if self.cfg.mode.is_canonical(va) {
             Ok(())
@@ -553,12 +560,19 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
     /// The slot must be empty, so the TLB cannot hold it: the token is
     /// empty unless a table above was relaxed (or, in PAE, a PDPTE made).
     pub fn map(&mut self, va: u64, pa: u64, size: u64, flags: PteFlags) -> Result<Flush, MapError> {
-        // As in the walkers, the 4-level mode runs a path specialised from
-        // its descriptor.
+        self.in_mode(|c, mode| c.map_in(mode, va, pa, size, flags))
+    }
+
+    /// Runs `f` in the cursor's mode. As in the walkers, the 4-level mode
+    /// is given as its descriptor's value, known at compile time, so that
+    /// `f`, inlined, runs a path specialised from it.
+    #[inline(always)]
+    fn in_mode<R>(&mut self, f: impl FnOnce(&mut Self, &'static PagingMode) -> R) -> R {
         if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
-            self.map_in(&FOUR_LEVEL, va, pa, size, flags)
+            f(self, &FOUR_LEVEL)
         } else {
-            self.map_in(self.cfg.mode, va, pa, size, flags)
+            let mode = self.cfg.mode;
+            f(self, mode)
         }
     }
 
@@ -618,12 +632,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         size: u64,
         flags: PteFlags,
     ) -> Result<Flush, RangeError> {
-        // As `map`, specialised for the 4-level mode.
-        if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
-            self.map_range_in(&FOUR_LEVEL, range, pa, size, flags)
-        } else {
-            self.map_range_in(self.cfg.mode, range, pa, size, flags)
-        }
+        self.in_mode(|c, mode| c.map_range_in(mode, range, pa, size, flags))
     }
 
     /// [`Cursor::map_range`] in `mode`, which is `self.cfg.mode`.
@@ -664,21 +673,35 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             // vmap_pte_range() fills one page table: the path caches it.
             let table = self.path.tables[depth];
             let span = size << desc.bits;
-            let table_end = (va | (span - 1)).saturating_add(1);
+            let end = range.end.min((va | (span - 1)).saturating_add(1));
+            let frame = |va: u64| pa + (va - start);
+            // Where the entry holds the frame's address as plain bits and
+            // the table's last frame fits (so every one before it does),
+            // each leaf is the one before it plus `size`.
+            let stepped =
+                dec.plain_frames(desc) && dec.leaf_entry(desc, frame(end - size), flags).is_some();
+            let mut prev = dec.leaf_entry(desc, frame(va), flags);
             va += size;
-            while va < range.end.min(table_end) {
+            while va < end {
+                let leaf = match prev {
+                    Some(prev) if stepped => Some(Pte(prev.0 + size)),
+                    _ => dec.leaf_entry(desc, frame(va), flags),
+                };
                 let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
-                if let Err(error) = self.fill(&dec, desc, va, entry_pa, pa + (va - start), flags) {
+                let new = leaf.ok_or(MapError::BadFrame { pa: frame(va) });
+                if let Err(error) = self.fill(&dec, desc, va, entry_pa, new) {
                     return Err(stop(error, va, flush));
                 }
+                prev = leaf;
                 va += size;
             }
         }
         Ok(flush)
     }
 
-    /// Stores the leaf for `va` -> `pa` in the empty slot at `entry_pa`, a
-    /// slot of a table `map` already made ready for `flags`.
+    /// Stores `leaf` for `va` in the empty slot at `entry_pa`, a slot of a
+    /// table `map` already made ready for the leaf's flags (or reports why
+    /// there is no such leaf, once the slot is found empty).
     #[inline(always)]
     fn fill(
         &mut self,
@@ -686,8 +709,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         desc: &LevelDesc,
         va: u64,
         entry_pa: u64,
-        pa: u64,
-        flags: PteFlags,
+        leaf: Result<Pte, MapError>,
     ) -> Result<(), MapError> {
         let entry_size = dec.mode.entry_size;
         let old = self.read_sized(entry_size, entry_pa)?;
@@ -697,10 +719,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                 entry: old,
             });
         }
-        let leaf = dec
-            .leaf_entry(desc, pa, flags)
-            .ok_or(MapError::BadFrame { pa })?;
-        self.write_sized(entry_size, va, entry_pa, leaf)
+        self.write_sized(entry_size, va, entry_pa, leaf?)
     }
 
     /// The table at `level` on the way to `va`, allocating it and any
@@ -790,16 +809,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             if !entry.is_present() {
                 return Err(MapError::NotMapped { level: desc.level });
             }
-            let decoded = dec.decode(desc, entry);
-            if decoded.reserved != 0 {
-                let reason = FaultReason::ReservedBits {
-                    mask: decoded.reserved,
-                };
-                return Err(MapError::Fault {
-                    level: desc.level,
-                    reason,
-                });
-            }
+            let decoded = Self::decode(&dec, desc, entry)?;
             eff = eff.and(entry, desc);
             if decoded.leaf {
                 let size = desc.page_size();
@@ -910,14 +920,8 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        // As `map`, the 4-level mode runs a path specialised from its
-        // descriptor.
-        let out = if core::ptr::eq(self.cfg.mode, &X86_64_4LEVEL) {
-            self.apply_inner(&FOUR_LEVEL, range, tables, &mut decide, &mut done)
-        } else {
-            let mode = self.cfg.mode;
-            self.apply_inner(mode, range, tables, &mut decide, &mut done)
-        };
+        let out =
+            self.in_mode(|c, mode| c.apply_inner(mode, range, tables, &mut decide, &mut done));
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
@@ -964,14 +968,14 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             return Err((error, start, Flush::none()));
         }
         // A huge leaf over the end would only be found after changes.
-        let w = self.walk(last);
-        if let (Some(m), Some(step)) = (w.mapping(), w.steps().last()) {
-            if m.va_base + (m.size - 1) > last {
+        if let Some((desc, entry)) = self.huge_leaf_at(&dec, last) {
+            let base = last & !(desc.page_size() - 1);
+            if base + (desc.page_size() - 1) > last {
                 let error = MapError::HugePageInTheWay {
-                    level: m.level,
-                    entry: step.entry,
+                    level: desc.level,
+                    entry,
                 };
-                return Err((error, m.va_base, Flush::none()));
+                return Err((error, base, Flush::none()));
             }
         }
 
@@ -1005,8 +1009,12 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                 }
                 continue;
             }
-            if f.depth + 1 == levels.len() && desc.ps == PsBit::Pat {
-                // A table of 4 KiB leaves: its entries in one loop.
+            if f.depth + 1 == levels.len() {
+                // A table of 4 KiB leaves (a valid mode's last level): its
+                // entries in one loop, with the last level's descriptor
+                // indexed as such, so a mode known at compile time gives
+                // the loop its shift and PS meaning as constants.
+                let desc = &levels[levels.len() - 1];
                 let frames = &mut stack[..sp];
                 self.apply_leaves(&dec, desc, frames, last, decide, done, &mut flush)
                     .map_err(|(e, va)| (e, va, core::mem::replace(&mut flush, Flush::none())))?;
@@ -1036,18 +1044,10 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             stack[sp - 1].next = next + 1;
             let entry_pa = f.table + next as u64 * mode.entry_size;
             let stop = |e, flush| (e, va, flush);
-            let decoded = dec.decode(desc, entry);
-            if decoded.reserved != 0 {
-                let reason = FaultReason::ReservedBits {
-                    mask: decoded.reserved,
-                };
-                let error = MapError::Fault {
-                    level: desc.level,
-                    reason,
-                };
-                return Err(stop(error, flush));
-            }
-            let eff = f.eff.and(entry, desc);
+            let decoded = match Self::decode(&dec, desc, entry) {
+                Ok(decoded) => decoded,
+                Err(e) => return Err(stop(e, flush)),
+            };
             if !decoded.leaf {
                 let child = dec.table(entry);
                 let inside = va >= start && va + (size - 1) <= last;
@@ -1070,7 +1070,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                         0
                     },
                     base: lin,
-                    eff,
+                    eff: f.eff.and(entry, desc),
                     parent_pa: entry_pa,
                     parent: entry,
                     inside,
@@ -1085,36 +1085,48 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
                 };
                 return Err(stop(error, flush));
             }
-            let leaf = Leaf {
+            match self.change_leaf(
+                &dec,
+                desc,
+                &mut stack[..sp],
                 va,
-                pa: dec.leaf_frame(desc, entry),
-                size,
-                level: desc.level,
                 entry_pa,
                 entry,
-                flags: eff.leaf_flags(entry, desc.huge_leaves()),
-            };
-            let new = match decide(&leaf, desc) {
-                Update::Keep => continue,
-                Update::Clear => Pte::EMPTY,
-                Update::Set(new) if new == entry => continue,
-                Update::Set(new) => {
-                    if new.is_present() && f.eff.restricts(new.flags()) {
-                        let relaxed = self.relax_path(&mut stack[..sp], levels, va, new.flags());
-                        if let Err(e) = relaxed {
-                            return Err(stop(e, flush));
-                        }
-                    }
-                    new
-                }
-            };
-            if let Err(e) = self.write(va, entry_pa, new) {
-                return Err(stop(e, flush));
+                decide,
+                done,
+            ) {
+                Ok(true) => flush = flush.merge(Flush::page(va, size)),
+                Ok(false) => {}
+                Err(e) => return Err(stop(e, flush)),
             }
-            flush = flush.merge(Flush::page(va, size));
-            done(&leaf);
         }
         Ok(flush)
+    }
+
+    /// The leaf above the last level that maps `va`, if any, read from the
+    /// root down. Whatever else is there (no entry, reserved bits, an
+    /// unreadable table) the range operation reports when it gets there.
+    #[inline(always)]
+    fn huge_leaf_at(&self, dec: &Decoder, va: u64) -> Option<(&'static LevelDesc, Pte)> {
+        let mode = dec.mode;
+        let levels: &'static [LevelDesc] = mode.levels;
+        let mut table = self.root;
+        for desc in &levels[..levels.len() - 1] {
+            let entry_pa = table + desc.index(va) as u64 * mode.entry_size;
+            let entry = self.read_sized(mode.entry_size, entry_pa).ok()?;
+            if !entry.is_present() {
+                return None;
+            }
+            let decoded = dec.decode(desc, entry);
+            if decoded.reserved != 0 {
+                return None;
+            }
+            if decoded.leaf {
+                return Some((desc, entry));
+            }
+            table = dec.table(entry);
+        }
+        None
     }
 
     /// The range operations' inner loop over the table of 4 KiB leaves at
@@ -1148,71 +1160,81 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             desc.entries()
         };
         frames[top].next = end;
-        let mut eff = f.eff;
         // The leaves changed here: the first's VA, the last's and how many.
         let (mut lo, mut hi, mut changed) = (0, 0, 0);
         let mut out = Ok(());
         for i in f.next..end {
             let va = first + ((i as u64) << desc.shift);
             let entry_pa = f.table + i as u64 * mode.entry_size;
-            let entry = match self.read_sized(mode.entry_size, entry_pa) {
-                Ok(e) if e.is_present() => e,
+            let step = match self.read_sized(mode.entry_size, entry_pa) {
+                Ok(e) if e.is_present() => Self::decode(dec, desc, e).and_then(|_| {
+                    self.change_leaf(dec, desc, frames, va, entry_pa, e, decide, done)
+                }),
                 Ok(_) => continue,
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok(false) => {}
+                Ok(true) => {
+                    if changed == 0 {
+                        lo = va;
+                    }
+                    hi = va;
+                    changed += 1;
+                }
                 Err(e) => {
                     out = Err((e, va));
                     break;
                 }
-            };
-            let reserved = dec.decode(desc, entry).reserved;
-            if reserved != 0 {
-                let reason = FaultReason::ReservedBits { mask: reserved };
-                let error = MapError::Fault {
-                    level: desc.level,
-                    reason,
-                };
-                out = Err((error, va));
-                break;
             }
-            let leaf = Leaf {
-                va,
-                pa: dec.leaf_frame(desc, entry),
-                size,
-                level: desc.level,
-                entry_pa,
-                entry,
-                flags: eff.and(entry, desc).leaf_flags(entry, desc.huge_leaves()),
-            };
-            let new = match decide(&leaf, desc) {
-                Update::Keep => continue,
-                Update::Clear => Pte::EMPTY,
-                Update::Set(new) if new == entry => continue,
-                Update::Set(new) => {
-                    if new.is_present() && eff.restricts(new.flags()) {
-                        let levels = mode.levels;
-                        if let Err(e) = self.relax_path(frames, levels, va, new.flags()) {
-                            out = Err((e, va));
-                            break;
-                        }
-                        eff = frames[top].eff;
-                    }
-                    new
-                }
-            };
-            if let Err(e) = self.write_sized(mode.entry_size, va, entry_pa, new) {
-                out = Err((e, va));
-                break;
-            }
-            if changed == 0 {
-                lo = va;
-            }
-            hi = va;
-            changed += 1;
-            done(&leaf);
         }
         if changed != 0 {
             flush.add(Flush::pages(lo, hi + (size - 1), changed));
         }
         out
+    }
+
+    /// One present leaf of a range operation, in the table at the top of
+    /// `frames`: asks `decide`, relaxes the entries above if the new entry
+    /// needs more than they allow, stores it and calls `done`. Returns
+    /// whether the entry changed (and so is owed a flush).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn change_leaf(
+        &mut self,
+        dec: &Decoder,
+        desc: &LevelDesc,
+        frames: &mut [Frame],
+        va: u64,
+        entry_pa: u64,
+        entry: Pte,
+        decide: &mut impl FnMut(&Leaf, &LevelDesc) -> Update,
+        done: &mut impl FnMut(&Leaf),
+    ) -> Result<bool, MapError> {
+        let eff = frames[frames.len() - 1].eff;
+        let leaf = Leaf {
+            va,
+            pa: dec.leaf_frame(desc, entry),
+            size: desc.page_size(),
+            level: desc.level,
+            entry_pa,
+            entry,
+            flags: eff.and(entry, desc).leaf_flags(entry, desc.huge_leaves()),
+        };
+        let new = match decide(&leaf, desc) {
+            Update::Keep => return Ok(false),
+            Update::Clear => Pte::EMPTY,
+            Update::Set(new) if new == entry => return Ok(false),
+            Update::Set(new) => {
+                if new.is_present() && eff.restricts(new.flags()) {
+                    self.relax_path(frames, dec.mode.levels, va, new.flags())?;
+                }
+                new
+            }
+        };
+        self.write_sized(dec.mode.entry_size, va, entry_pa, new)?;
+        done(&leaf);
+        Ok(true)
     }
 
     /// Relaxes the entries above a leaf that now needs `flags`, and the

@@ -290,6 +290,14 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Whether a leaf at `desc` holds its frame's address as plain bits
+    /// (not PSE-36's), so the next frame's leaf is this one plus the page
+    /// size.
+    #[inline(always)]
+    pub fn plain_frames(&self, desc: &LevelDesc) -> bool {
+        self.high_mask(desc) == 0
+    }
+
     /// The PSE-36 address bits a leaf at `desc` holds, from bit 13 (none
     /// outside 2-level paging).
     #[inline(always)]

@@ -11,10 +11,10 @@ use mm::slub::SlabError;
 use mm::vma::{
     FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
 };
-use pagetable::{MapError, PteFlags};
+use pagetable::{Flush, MapError, PteFlags};
 
 use super::objects::{self, MmStruct};
-use crate::arch::paging::AddressSpaceRoot;
+use crate::arch::paging::{AddressSpaceRoot, TableCursor};
 use crate::arch::programs::Program;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
@@ -317,12 +317,6 @@ impl AddressSpace {
         Ok(result)
     }
 
-    /// zap_page_range(): unmaps and frees the frames of `[start, end)`.
-    pub fn zap(&mut self, start: u64, end: u64) {
-        let freed = zap_range(&mut self.root, start, end);
-        self.set_rss(self.rss - freed);
-    }
-
     /// Updates the resident count here and in the mm_struct object, so a
     /// host reading the object sees it current after every fault.
     fn set_rss(&mut self, rss: u64) {
@@ -345,9 +339,18 @@ impl AddressSpace {
             }
             all
         };
-        for vma in vmas.iter().flatten() {
-            self.zap(vma.start, vma.end);
+        // One cursor and one TLB flush for all of them, as unmap_vmas()
+        // gathers them in one mmu_gather.
+        let mut freed = 0;
+        if let Some(root) = &mut self.root {
+            let mut cursor = root.cursor();
+            let mut flush = Flush::none();
+            for vma in vmas.iter().flatten() {
+                flush = flush.merge(zap_with(&mut cursor, vma.start, vma.end, &mut freed));
+            }
+            flush.flush(&mut KernelTlb);
         }
+        self.set_rss(self.rss - freed);
         self.vmas.clear();
         let _ = objects::sync_vmas(self.mm_obj, core::iter::empty(), &mut self.vma_objs);
         objects::free_mm(self.mm_obj);
@@ -362,17 +365,18 @@ impl AddressSpace {
 fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
     let Some(root) = root else { return 0 };
     let mut freed = 0;
-    let unmapped = root.cursor().unmap(start..end, |leaf| {
-        let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
-        freed += 1;
-    });
-    match unmapped {
-        Ok(flush) => flush.flush(&mut KernelTlb),
-        // User space has no huge pages to stick out of a VMA: whatever
-        // stopped the walk, what was cleared is flushed.
-        Err(e) => {
-            e.flush(&mut KernelTlb);
-        }
-    }
+    zap_with(&mut root.cursor(), start, end, &mut freed).flush(&mut KernelTlb);
     freed
+}
+
+/// Unmaps `[start, end)` with `cursor` and frees the frames, counting them
+/// in `freed`; returns what the TLB may still hold of them.
+fn zap_with(cursor: &mut TableCursor<'_>, start: u64, end: u64, freed: &mut u64) -> Flush {
+    let unmapped = cursor.unmap(start..end, |leaf| {
+        let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
+        *freed += 1;
+    });
+    // User space has no huge pages to stick out of a VMA: whatever stopped
+    // the walk, what was cleared is flushed.
+    unmapped.unwrap_or_else(|e| e.flush)
 }
