@@ -286,16 +286,17 @@ pub fn claim_array<T: zerocopy::FromZeros>(
     let len = (count as u64)
         .checked_mul(size_of::<T>() as u64)
         .ok_or(MemblockError::NoSpace)?;
-    let mut claimed = CLAIMED.lock();
-    let slot = claimed
-        .iter_mut()
-        .find(|r| r.is_empty())
+    let _claiming = CLAIMING.lock();
+    let slot = CLAIMED
+        .iter()
+        .find(|[_, end]| end.load(Ordering::Acquire) == 0)
         .ok_or(MemblockError::TooManyRegions)?;
     let pa = memblock.alloc(len.next_multiple_of(PAGE_SIZE), PAGE_SIZE, limit)?;
     if !direct_mapped(pa, len) || align_of::<T>() as u64 > PAGE_SIZE {
         return Err(MemblockError::NoSpace);
     }
-    *slot = pa..pa + len;
+    slot[0].store(pa, Ordering::Release);
+    slot[1].store(pa + len.max(1), Ordering::Release);
     // SAFETY: fresh from memblock, so nothing else refers to it (and
     // `DirectMap` and `SlabMemory` refuse a claimed range); in the direct map and
     // page-aligned (checked); zero, as RAM from the VMM is and nothing
@@ -304,14 +305,20 @@ pub fn claim_array<T: zerocopy::FromZeros>(
     Ok((pa, array))
 }
 
-/// The physical ranges `claim_array` handed out as `&'static mut` slices
-/// (mem_map and the double-mapping bitmap); empty ranges are free slots.
-static CLAIMED: spin::Mutex<[Range<u64>; 2]> = spin::Mutex::new([0..0, 0..0]);
+/// The physical ranges `[start, end)` `claim_array` handed out as
+/// `&'static mut` slices (mem_map and the double-mapping bitmap); an end of
+/// 0 is a free slot. Atomics, so `DirectMap`'s check takes no lock.
+static CLAIMED: [[AtomicU64; 2]; 2] = [const { [const { AtomicU64::new(0) }; 2] }; 2];
+/// Serialises `claim_array`'s choice of a free slot.
+static CLAIMING: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Whether `[start, end)` overlaps the kernel image or a claimed array.
 fn owned_by_kernel(start: u64, end: u64) -> bool {
-    let overlaps = |r: &Range<u64>| r.start < end && start < r.end;
-    overlaps(&kernel_image()) || CLAIMED.lock().iter().any(overlaps)
+    let overlaps = |r: Range<u64>| r.start < end && start < r.end;
+    overlaps(kernel_image())
+        || CLAIMED
+            .iter()
+            .any(|[s, e]| overlaps(s.load(Ordering::Acquire)..e.load(Ordering::Acquire)))
 }
 
 /// The bytes of the kernel image between two linker-defined symbols (the
