@@ -182,10 +182,10 @@ fn linger(secs: u32) {
         kprintln!("linger: out of memory");
         return;
     };
-    let kaddr = highmem::kmap(hi).unwrap_or(0);
+    let kaddr = highmem::kmap(&hi, 0).unwrap_or(0);
     for addr in [
-        keep,
-        keep + 3 * PAGE_SIZE + 0x123,
+        keep.addr(),
+        keep.addr() + 3 * PAGE_SIZE + 0x123,
         kaddr,
         &EVENTS as *const Events as u64,
     ] {
@@ -200,23 +200,26 @@ fn linger(secs: u32) {
             None => kprintln!("linger: vtop {addr:#x} -> unmapped"),
         }
     }
-    kprintln!("linger: kmap pfn {hi:#x} at {kaddr:#x}; churning for {secs} s");
+    kprintln!(
+        "linger: kmap pfn {:#x} at {kaddr:#x}; churning for {secs} s",
+        hi.pfn()
+    );
     let start = crate::arch::io::clock_ms();
     let mut rounds = 0u64;
     while crate::arch::io::clock_ms().wrapping_sub(start) < secs.saturating_mul(1000) {
         if let Ok(p) = crate::mm::alloc_pages(Gfp::KERNEL | Gfp::HIGHMEM, 0) {
-            if highmem::kmap(p).is_ok() {
-                let _ = highmem::kunmap(p);
+            if highmem::kmap(&p, 0).is_ok() {
+                let _ = highmem::kunmap(&p, 0);
             }
-            let _ = crate::mm::free_pages(p, 0);
+            let _ = crate::mm::free_pages(p);
         }
         if let Ok(v) = vmalloc::vmalloc(2 * PAGE_SIZE, "linger_churn") {
             let _ = vmalloc::vfree(v);
         }
         rounds += 1;
     }
-    let _ = highmem::kunmap(hi);
+    let _ = highmem::kunmap(&hi, 0);
     let _ = vmalloc::vfree(keep);
-    let _ = crate::mm::free_pages(hi, 0);
+    let _ = crate::mm::free_pages(hi);
     kprintln!("linger: done after {rounds} rounds");
 }

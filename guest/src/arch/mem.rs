@@ -3,17 +3,20 @@
 //! with `__va`, as the seed notes say), the kernel image's sections, and
 //! Rust values in slab objects ([`SlabBox`]).
 
+use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ops::{Deref, DerefMut, Range};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use abi::layout::{va, PAGE_SIZE};
+use abi::layout::{va, PAGE_SHIFT, PAGE_SIZE};
+use mm::buddy::{AllocError, FreeError, Node};
+use mm::gfp::Gfp;
 use mm::memblock::{Memblock, MemblockError};
 use mm::slub::{CacheId, SlabError};
 use pagetable::{PhysError, PhysRead};
 
-use crate::mm::slab;
+use crate::mm::{dmap, slab};
 
 /// End of directly mapped physical memory, set once at boot.
 static LOWMEM_END: AtomicU64 = AtomicU64::new(0);
@@ -31,49 +34,156 @@ pub(super) fn direct_mapped(pa: u64, len: u64) -> bool {
 
 /// Physical memory as the kernel reads it through its direct map: low
 /// memory only. High memory has no kernel address and must be kmapped.
-/// Read-only: page tables are written by `arch::paging` alone.
+/// Read-only: page tables are written by `arch::paging` alone. Memory Rust
+/// holds as values is refused, as writes to it are: the kernel image, the
+/// arrays `claim_array` handed out (mem_map, the tag bitmap) and slab
+/// frames (SlabBox values), whose bytes a read would race with `&mut`.
 #[derive(Clone, Copy, Default)]
 pub struct DirectMap;
 
 impl PhysRead for DirectMap {
     fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
-        if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) {
+        if owned_by_kernel(pa, pa.saturating_add(8)) || dmap::any_tagged(pa >> PAGE_SHIFT, 1) {
             return Err(PhysError::OutsideRam { pa });
         }
-        // SAFETY: aligned and inside the direct map (checked above), which
-        // maps every low-memory frame at PAGE_OFFSET + pa; a u64 has no
-        // invalid values.
-        Ok(unsafe { core::ptr::read_volatile(va(pa) as *const u64) })
+        read_table_word(pa)
     }
 }
 
-/// A page-sized window at a kernel virtual address that the memory manager
-/// has just mapped (a kmap or kmap_local slot, a vmalloc page, or a
-/// direct-mapped frame it owns). Accesses are volatile: the point of the
-/// self-tests is to reach memory through a particular translation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelPage {
-    va: u64,
+/// One aligned u64 of low memory, unchecked beyond that: for the
+/// page-table writer, whose reads only follow entries to table pages.
+pub(super) fn read_table_word(pa: u64) -> Result<u64, PhysError> {
+    if !pa.is_multiple_of(8) || !direct_mapped(pa, 8) {
+        return Err(PhysError::OutsideRam { pa });
+    }
+    // SAFETY: aligned and inside the direct map (checked above), which
+    // maps every low-memory frame at PAGE_OFFSET + pa; a u64 has no
+    // invalid values. The callers keep off memory Rust holds as values:
+    // DirectMap checks it, and the page-table writer reads only table
+    // pages, which no Rust reference covers.
+    Ok(unsafe { core::ptr::read_volatile(va(pa) as *const u64) })
 }
 
-impl KernelPage {
-    /// The mm's promise: `va` is page-aligned, mapped writable, and the
-    /// frame behind it belongs to the caller for as long as it uses this.
-    /// Checked here as far as addresses go: a direct-mapped page outside
-    /// the kernel image and the claimed arrays, or a page of the vmalloc,
-    /// pkmap or fixmap windows.
-    pub fn new(va: u64) -> Self {
-        let lowmem = va >= abi::layout::PAGE_OFFSET && {
-            let pa = abi::layout::pa(va);
-            direct_mapped(pa, PAGE_SIZE) && !owned_by_kernel(pa, pa + PAGE_SIZE)
+/// 2^order contiguous frames that their holder owns: handed out by the
+/// buddy allocator (`alloc`) and given back by value (`free`), so a frame
+/// is never held twice. Not Copy, not Clone, and not made from a number by
+/// safe code: it is the proof a [`KernelPage`] asks for (as OSTD's
+/// `Frame`). Mapped as a leaf, it moves into the page table, which hands
+/// it back on unmap. Dropping one leaks its frames, which is safe.
+#[must_use = "dropping Frames leaks them: give them back with free_pages"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frames {
+    pfn: u64,
+    order: u32,
+}
+
+impl Frames {
+    /// alloc_pages() from the buddy allocator, which hands a block out once
+    /// until it is freed.
+    pub fn alloc(node: &mut Node<'static>, gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
+        node.alloc_pages(gfp, order)
+            .map(|pfn| Frames { pfn, order })
+    }
+
+    /// __free_pages(): back to the buddy allocator.
+    pub fn free(self, node: &mut Node<'static>) -> Result<(), FreeError> {
+        node.free_pages(self.pfn, self.order)
+    }
+
+    /// Takes back frames whose ownership was parked as a number.
+    ///
+    /// # Safety
+    /// `pfn` and `order` must come from `into_raw` (or be a leaf mapped
+    /// from Frames and just unmapped), and nothing else may claim them.
+    pub unsafe fn from_raw(pfn: u64, order: u32) -> Frames {
+        Frames { pfn, order }
+    }
+
+    /// Parks the ownership as a number (a page table that holds the frame
+    /// as a leaf or a table page); `from_raw` takes it back.
+    pub fn into_raw(self) -> (u64, u32) {
+        (self.pfn, self.order)
+    }
+
+    pub fn pfn(&self) -> u64 {
+        self.pfn
+    }
+
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// The `index`th page of the block through the direct map; None in
+    /// highmem (kmap it) or past the block.
+    pub fn lowmem_page(&self, index: u64) -> Option<KernelPage<'_>> {
+        let pa = (self.pfn + index) << PAGE_SHIFT;
+        (index < 1 << self.order && direct_mapped(pa, PAGE_SIZE)).then(|| KernelPage::at(va(pa)))
+    }
+}
+
+/// A stack of lowmem blocks the holder owns, linked through the blocks'
+/// own first words (as page->lru links the pages their owner holds), so
+/// holding any number of them costs no other memory.
+pub struct FrameList {
+    head: Option<Frames>,
+}
+
+/// The link of the last block.
+const LIST_END: u64 = u64::MAX;
+
+impl FrameList {
+    pub const fn new() -> Self {
+        FrameList { head: None }
+    }
+
+    /// Pushes `frames`; a highmem block, with no direct-map address to
+    /// link through, comes back.
+    pub fn push(&mut self, frames: Frames) -> Result<(), Frames> {
+        let Some(page) = frames.lowmem_page(0) else {
+            return Err(frames);
         };
-        let window = va > abi::layout::PAGE_OFFSET + LOWMEM_END.load(Ordering::Relaxed)
-            && va < abi::layout::FIXADDR_TOP;
-        assert!(
-            va.is_multiple_of(PAGE_SIZE) && (lowmem || window),
-            "{va:#x} is not a kernel page the mm can hand out"
-        );
-        KernelPage { va }
+        let (next, order) = self.head.take().map_or((LIST_END, 0), Frames::into_raw);
+        page.write_u64(0, next);
+        page.write_u64(8, u64::from(order));
+        self.head = Some(frames);
+        Ok(())
+    }
+
+    pub fn pop(&mut self) -> Option<Frames> {
+        let head = self.head.take()?;
+        let (next, order) = head
+            .lowmem_page(0)
+            .map_or((LIST_END, 0), |page| (page.read_u64(0), page.read_u64(8)));
+        if next != LIST_END {
+            // SAFETY: `push` wrote this link from the previous head's
+            // `into_raw`, in a block only the list holds, so the list is
+            // the link's one owner.
+            self.head = Some(unsafe { Frames::from_raw(next, order as u32) });
+        }
+        Some(head)
+    }
+}
+
+/// A page-sized window at a kernel virtual address that maps a frame its
+/// holder owns for `'a`: a direct-mapped [`Frames`], a kmap or kmap_local
+/// slot of one (`paging::WindowTable::page`), or a page of a vmalloc area
+/// (`paging::VmallocTables::page`). Only those make one. Accesses are
+/// volatile: the self-tests reach memory through a particular translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelPage<'a> {
+    va: u64,
+    _frame: PhantomData<&'a Frames>,
+}
+
+impl KernelPage<'_> {
+    /// For the constructors above, which hold the proof that `va` is
+    /// page-aligned, mapped writable and owned for the page's lifetime.
+    pub(super) fn at(va: u64) -> Self {
+        debug_assert!(va.is_multiple_of(PAGE_SIZE));
+        KernelPage {
+            va,
+            _frame: PhantomData,
+        }
     }
 
     pub fn va(&self) -> u64 {
@@ -82,7 +192,8 @@ impl KernelPage {
 
     pub fn read_u64(&self, offset: usize) -> u64 {
         let at = self.slot(offset);
-        // SAFETY: `new`'s contract: mapped, owned by the caller; in bounds.
+        // SAFETY: mapped and owned for the page's lifetime (see the
+        // constructors); in bounds.
         unsafe { core::ptr::read_volatile(at) }
     }
 
@@ -95,7 +206,7 @@ impl KernelPage {
     /// Clears the page with `rep stosq` (the cheapest clear when every
     /// instruction is emulated).
     pub fn zero(&self) {
-        // SAFETY: as `write_u64`; the whole page belongs to the caller.
+        // SAFETY: as `write_u64`; the whole page is the holder's.
         unsafe {
             core::arch::asm!(
                 "rep stosq",
@@ -175,32 +286,39 @@ pub fn claim_array<T: zerocopy::FromZeros>(
     let len = (count as u64)
         .checked_mul(size_of::<T>() as u64)
         .ok_or(MemblockError::NoSpace)?;
-    let mut claimed = CLAIMED.lock();
-    let slot = claimed
-        .iter_mut()
-        .find(|r| r.is_empty())
+    let _claiming = CLAIMING.lock();
+    let slot = CLAIMED
+        .iter()
+        .find(|[_, end]| end.load(Ordering::Acquire) == 0)
         .ok_or(MemblockError::TooManyRegions)?;
     let pa = memblock.alloc(len.next_multiple_of(PAGE_SIZE), PAGE_SIZE, limit)?;
     if !direct_mapped(pa, len) || align_of::<T>() as u64 > PAGE_SIZE {
         return Err(MemblockError::NoSpace);
     }
-    *slot = pa..pa + len;
+    slot[0].store(pa, Ordering::Release);
+    slot[1].store(pa + len.max(1), Ordering::Release);
     // SAFETY: fresh from memblock, so nothing else refers to it (and
-    // `lowmem` refuses to write a claimed range); in the direct map and
+    // `DirectMap` and `SlabMemory` refuse a claimed range); in the direct map and
     // page-aligned (checked); zero, as RAM from the VMM is and nothing
     // wrote it yet (see above); and `T: FromZeros` makes zero bytes a `T`.
     let array = unsafe { core::slice::from_raw_parts_mut(va(pa) as *mut T, count) };
     Ok((pa, array))
 }
 
-/// The physical ranges `claim_array` handed out as `&'static mut` slices
-/// (mem_map and the double-mapping bitmap); empty ranges are free slots.
-static CLAIMED: spin::Mutex<[Range<u64>; 2]> = spin::Mutex::new([0..0, 0..0]);
+/// The physical ranges `[start, end)` `claim_array` handed out as
+/// `&'static mut` slices (mem_map and the double-mapping bitmap); an end of
+/// 0 is a free slot. Atomics, so `DirectMap`'s check takes no lock.
+static CLAIMED: [[AtomicU64; 2]; 2] = [const { [const { AtomicU64::new(0) }; 2] }; 2];
+/// Serialises `claim_array`'s choice of a free slot.
+static CLAIMING: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Whether `[start, end)` overlaps the kernel image or a claimed array.
 fn owned_by_kernel(start: u64, end: u64) -> bool {
-    let overlaps = |r: &Range<u64>| r.start < end && start < r.end;
-    overlaps(&kernel_image()) || CLAIMED.lock().iter().any(overlaps)
+    let overlaps = |r: Range<u64>| r.start < end && start < r.end;
+    overlaps(kernel_image())
+        || CLAIMED
+            .iter()
+            .any(|[s, e]| overlaps(s.load(Ordering::Acquire)..e.load(Ordering::Acquire)))
 }
 
 /// The bytes of the kernel image between two linker-defined symbols (the
@@ -218,14 +336,14 @@ pub fn kernel_bytes(start: &'static u8, end: &'static u8) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(s, len) }
 }
 
-impl KernelPage {
+impl KernelPage<'_> {
     /// Copies `bytes` into the page at `offset`.
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) {
         assert!(
             offset + bytes.len() <= PAGE_SIZE as usize,
             "copy past the end of the page"
         );
-        // SAFETY: `new`'s contract (mapped, writable, owned), in bounds.
+        // SAFETY: mapped writable and owned (see the constructors), in bounds.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
@@ -241,7 +359,7 @@ impl KernelPage {
             offset + out.len() <= PAGE_SIZE as usize,
             "copy past the end of the page"
         );
-        // SAFETY: `new`'s contract (mapped, owned), in bounds.
+        // SAFETY: mapped and owned (see the constructors), in bounds.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 (self.va + offset as u64) as *const u8,
@@ -253,24 +371,33 @@ impl KernelPage {
 }
 
 /// Slab memory through the direct map: what the slab allocator's objects
-/// are made of. Every access must lie in frames double-mapping prevention
-/// tagged as slab frames (SLUB tags a slab as soon as it takes its frames
-/// from the page allocator and untags it just before giving them back), so
-/// it cannot reach a page table, the kernel image, the arrays `claim_array`
-/// handed out (mem_map, the tag bitmap) or another owner's page: none of
-/// them is ever a slab frame. One bitmap test per frame touched, no lock.
-/// What the check cannot see is which object of a slab an address belongs
-/// to: callers pass objects they own (SLUB its free objects, the process
-/// code its raw mm_struct and vm_area_struct objects), and an allocated
-/// SlabBox's object is reached only through the box.
-pub mod lowmem {
-    use super::direct_mapped;
-    use crate::mm::dmap;
-    use abi::layout::{pa, PAGE_OFFSET, PAGE_SHIFT};
+/// are made of, reached by SLUB alone. There is one `SlabMemory`: `take`
+/// hands it out once (as embedded Rust's `Peripherals::take()`), and SLUB's
+/// backend takes it at kmem_cache_init(), before any slab exists. Every
+/// access must also lie in frames double-mapping prevention tagged as slab
+/// frames (SLUB tags a slab as soon as it takes its frames from the page
+/// allocator and untags it just before giving them back), so it cannot
+/// reach a page table, the kernel image, the arrays `claim_array` handed
+/// out (mem_map, the tag bitmap) or another owner's page: none of them is
+/// ever a slab frame. One bitmap test per frame touched, no lock. Which
+/// object of a slab an address belongs to the check cannot see: SLUB
+/// writes only the objects it owns (free ones, red zones, free pointers),
+/// and an allocated object is its holder's, reached through a [`SlabBox`].
+pub struct SlabMemory {
+    _once: (),
+}
 
-    fn check(va: u64, len: u64) -> *mut u8 {
-        let ok = va >= PAGE_OFFSET && {
-            let start = pa(va);
+static SLAB_MEMORY_TAKEN: AtomicBool = AtomicBool::new(false);
+
+impl SlabMemory {
+    /// The one `SlabMemory`, the first time; None after.
+    pub fn take() -> Option<SlabMemory> {
+        (!SLAB_MEMORY_TAKEN.swap(true, Ordering::AcqRel)).then_some(SlabMemory { _once: () })
+    }
+
+    fn check(&self, va: u64, len: u64) -> *mut u8 {
+        let ok = va >= abi::layout::PAGE_OFFSET && {
+            let start = abi::layout::pa(va);
             direct_mapped(start, len) && {
                 let first = start >> PAGE_SHIFT;
                 let last = (start + len.max(1) - 1) >> PAGE_SHIFT;
@@ -281,38 +408,31 @@ pub mod lowmem {
         va as *mut u8
     }
 
-    pub fn read_u64(va: u64) -> u64 {
-        let p = check(va, 8).cast::<u64>();
+    pub fn read_u64(&self, va: u64) -> u64 {
+        let p = self.check(va, 8).cast::<u64>();
         // SAFETY: in the direct map, in a slab frame (checked), which no
-        // `&mut` covers but a SlabBox's (see the module note); any bits are
-        // a valid u64.
+        // `&mut` covers but a SlabBox's, whose object SLUB does not touch
+        // while it is allocated (see the type's note); any bits are a u64.
         unsafe { core::ptr::read_volatile(p) }
     }
 
-    pub fn write_u64(va: u64, value: u64) {
-        let p = check(va, 8).cast::<u64>();
+    pub fn write_u64(&self, va: u64, value: u64) {
+        let p = self.check(va, 8).cast::<u64>();
         // SAFETY: in the direct map, in a slab frame (checked): no page
-        // table, image or claimed array lives there; the slab code writes
-        // only objects it owns (free objects, raw mm objects), never a
-        // SlabBox's value (see the module note).
+        // table, image or claimed array lives there; SLUB, the one holder,
+        // writes only memory no SlabBox holds (see the type's note).
         unsafe { core::ptr::write_volatile(p, value) }
     }
 
-    pub fn fill(va: u64, len: u64, byte: u8) {
-        let p = check(va, len);
+    pub fn fill(&self, va: u64, len: u64, byte: u8) {
+        let p = self.check(va, len);
         // SAFETY: as write_u64, for the whole range.
         unsafe { core::ptr::write_bytes(p, byte, len as usize) }
     }
 
-    pub fn write_bytes(va: u64, bytes: &[u8]) {
-        let p = check(va, bytes.len() as u64);
-        // SAFETY: as write_u64, for the whole range.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) }
-    }
-
     /// The first byte of `[va, va + len)` that is not `byte`.
-    pub fn find_not(va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
-        let p = check(va, len);
+    pub fn find_not(&self, va: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
+        let p = self.check(va, len);
         // SAFETY: as read_u64, for the whole range; plain bytes.
         let bytes = unsafe { core::slice::from_raw_parts(p, len as usize) };
         bytes
@@ -324,10 +444,10 @@ pub mod lowmem {
 
 /// A `T` in a slab object: what `Box<T>` is to a heap, for a kernel whose
 /// objects come from kmem_caches (it has no Rust heap). The box owns its
-/// object: dropping it drops the value and frees the object.
+/// object: dropping it drops the value and frees the object (kfree()
+/// finds the cache from the slab page, so the box is one pointer).
 pub struct SlabBox<T> {
     ptr: NonNull<T>,
-    cache: CacheId,
 }
 
 // SAFETY: a SlabBox owns its object exclusively, as a Box owns its
@@ -361,7 +481,7 @@ impl<T> SlabBox<T> {
         // refers to it; it lies in the direct map and is large and aligned
         // enough for a T (all checked above).
         unsafe { ptr.as_ptr().write(value) };
-        Ok(SlabBox { ptr, cache })
+        Ok(SlabBox { ptr })
     }
 
     /// The object's kernel address.
@@ -391,7 +511,7 @@ impl<T> Drop for SlabBox<T> {
         // SAFETY: the value is initialised and is never used again: the
         // object goes back to its cache right after.
         unsafe { self.ptr.as_ptr().drop_in_place() };
-        let _ = slab::kmem_cache_free(self.cache, self.addr());
+        let _ = slab::kfree(self.addr());
     }
 }
 

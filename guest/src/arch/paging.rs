@@ -18,20 +18,22 @@
 
 use core::marker::PhantomData;
 use core::ops::Range;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::layout::*;
 use mm::gfp::Gfp;
 use mm::memblock::Memblock;
-use mm::page::PageFlags;
 use pagetable::{
-    walk, Cursor, Flush, FrameAlloc, Leaf, Level, MapError, PhysError, PhysRead, PhysWrite, Pte,
+    walk, Cursor, Flush, FrameAlloc, Level, MapError, PhysError, PhysRead, PhysWrite, Pte,
     PteFlags, RangeError, WalkConfig, ADDR_MASK, SIZE_2M, SIZE_4K,
 };
 
 use super::cpu;
-use super::mem::{direct_mapped, kernel_image, sections, DirectMap};
+use super::mem::{
+    direct_mapped, kernel_image, read_table_word, sections, DirectMap, Frames, KernelPage,
+};
 use crate::mm::events::{count, EVENTS};
-use crate::mm::{alloc_pages, dmap, free_pages, with_node};
+use crate::mm::{alloc_pages, dmap, free_pages, mark_page_table};
 
 /// Physical addresses of the kernel's fixed tables.
 #[derive(Clone, Copy, Debug)]
@@ -93,7 +95,7 @@ struct TableMemory;
 impl PhysRead for TableMemory {
     #[inline(always)]
     fn read_u64(&self, pa: u64) -> Result<u64, PhysError> {
-        DirectMap.read_u64(pa)
+        read_table_word(pa)
     }
 }
 
@@ -158,24 +160,21 @@ struct BuddyTables;
 
 impl FrameAlloc for BuddyTables {
     fn alloc_table(&mut self) -> Option<u64> {
-        let pfn = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0).ok()?;
-        with_node(|node| {
-            if let Some(page) = node.page_mut(pfn) {
-                page.flags |= PageFlags::TABLE;
-            }
-        });
+        let frame = alloc_pages(Gfp::KERNEL | Gfp::ZERO, 0).ok()?;
+        mark_page_table(&frame, true);
         count(&EVENTS.pt_pages, 1);
+        // The table holds the frame from now on.
+        let (pfn, _) = frame.into_raw();
         Some(pfn << PAGE_SHIFT)
     }
 
     fn free_table(&mut self, pa: u64) {
-        let pfn = pa >> PAGE_SHIFT;
-        with_node(|node| {
-            if let Some(page) = node.page_mut(pfn) {
-                page.flags.remove(PageFlags::TABLE);
-            }
-        });
-        let _ = free_pages(pfn, 0);
+        // SAFETY: the cursors free only table pages they unlinked, which
+        // `alloc_table` parked with `into_raw` (this type is private, so no
+        // one else can call it).
+        let frame = unsafe { Frames::from_raw(pa >> PAGE_SHIFT, 0) };
+        mark_page_table(&frame, false);
+        let _ = free_pages(frame);
     }
 }
 
@@ -320,18 +319,124 @@ pub fn activate_kernel_tables() {
 }
 
 /// A cursor over one address space's tables, confined to the range its
-/// owner may change: the vmalloc range of swapper_pg_dir, or the user
-/// quarters of a process. Asking it for anything outside is a kernel bug.
+/// owner may change: the vmalloc range of swapper_pg_dir (through
+/// [`VmallocTables`]), or the user quarters of a process. Asking it for
+/// anything outside is a kernel bug. Its leaves are owned frames: `map`
+/// moves a [`Frames`] into the table and `unmap` hands it back.
 pub struct TableCursor<'a> {
     cursor: Cursor<TableMemory, BuddyTables>,
     span: Range<u64>,
-    _root: PhantomData<&'a mut AddressSpaceRoot>,
+    _owner: PhantomData<&'a mut ()>,
 }
 
 impl TableCursor<'_> {
-    /// The vmalloc range of the kernel's tables (the range vmalloc and vmap
-    /// map in; page tables come from the page allocator, pte_alloc_kernel()).
-    pub fn vmalloc(range: Range<u64>) -> TableCursor<'static> {
+    fn check(&self, range: Range<u64>) {
+        assert!(
+            self.span.start <= range.start && range.end <= self.span.end,
+            "{range:#x?} is outside this cursor's {:#x?}",
+            self.span
+        );
+    }
+
+    /// Maps the 4 KiB page at `va` to `frame`, which the table holds from
+    /// now on, allocating tables on the way: vmap_pte_range(), set_pte_at()
+    /// after pte_alloc(). The slot must be empty; on failure the frame
+    /// comes back.
+    pub fn map(
+        &mut self,
+        va: u64,
+        frame: Frames,
+        flags: PteFlags,
+    ) -> Result<Flush, (MapError, Frames)> {
+        self.check(va..va + PAGE_SIZE);
+        if frame.order() != 0 {
+            let size = PAGE_SIZE << frame.order();
+            let pa = frame.pfn() << PAGE_SHIFT;
+            return Err((MapError::Misaligned { va, pa, size }, frame));
+        }
+        match self
+            .cursor
+            .map(va, frame.pfn() << PAGE_SHIFT, SIZE_4K, flags)
+        {
+            Ok(flush) => {
+                let _ = frame.into_raw();
+                Ok(flush)
+            }
+            Err(e) => Err((e, frame)),
+        }
+    }
+
+    /// Maps `va` to a frame the span's owner does not hold, as a leaf only
+    /// the `faults` module makes (the dmap self-test and `plant=`).
+    ///
+    /// # Safety
+    /// Nothing may access memory through the leaf, and `unmap` must never
+    /// reach it (it would hand the frame out as owned) unless the caller
+    /// takes that `Frames` and leaks it at once.
+    pub unsafe fn map_unowned(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: PteFlags,
+    ) -> Result<Flush, MapError> {
+        self.check(va..va + PAGE_SIZE);
+        self.cursor.map(va, pa, SIZE_4K, flags)
+    }
+
+    /// Clears every present leaf in `range` and hands each frame back to
+    /// `each` with its address, once cleared (vunmap_range_noflush(),
+    /// zap_pte_range()). Tables are kept.
+    pub fn unmap(
+        &mut self,
+        range: Range<u64>,
+        mut each: impl FnMut(u64, Frames),
+    ) -> Result<Flush, RangeError> {
+        self.check(range.clone());
+        self.cursor.unmap(range, |leaf| {
+            // SAFETY: every leaf in a cursor's span was mapped by `map`,
+            // which parked a Frames in it (`map_unowned`'s callers keep
+            // theirs out of reach), and it is cleared now, so the table
+            // holds it no longer.
+            let frame = unsafe { Frames::from_raw(leaf.pa >> PAGE_SHIFT, 0) };
+            each(leaf.va, frame)
+        })
+    }
+
+    /// The physical address `va` translates to, if it is mapped.
+    pub fn translate(&self, va: u64) -> Option<u64> {
+        self.cursor.translate(va).ok()
+    }
+}
+
+/// Lends `f` the frame a leaf of a user or vmalloc table maps at `pa`,
+/// shared: the table keeps it, and `&Frames` can neither free nor move it.
+fn lend_leaf<R>(pa: u64, f: impl FnOnce(&Frames) -> R) -> Option<R> {
+    // SAFETY: a leaf of a cursor's span was mapped from Frames by
+    // `TableCursor::map` (see `unmap`); it is only lent, and parked again.
+    let frame = unsafe { Frames::from_raw(pa >> PAGE_SHIFT, 0) };
+    let result = f(&frame);
+    let _ = frame.into_raw();
+    Some(result)
+}
+
+/// The vmalloc range of swapper_pg_dir, which vmalloc alone maps: `take`
+/// hands it out once (vmalloc_init() takes it), so every leaf there is one
+/// vmalloc put in, from a [`Frames`], for an area it tracks.
+pub struct VmallocTables {
+    _once: (),
+}
+
+static VMALLOC_TAKEN: AtomicBool = AtomicBool::new(false);
+
+impl VmallocTables {
+    /// The one `VmallocTables`, the first time; None after.
+    pub fn take() -> Option<VmallocTables> {
+        (!VMALLOC_TAKEN.swap(true, Ordering::AcqRel)).then_some(VmallocTables { _once: () })
+    }
+
+    /// A cursor over `range` of the vmalloc space (page tables come from the
+    /// page allocator, pte_alloc_kernel()).
+    pub fn cursor(&self, range: Range<u64>) -> TableCursor<'_> {
         let l = crate::mm::layout().layout;
         assert!(
             range.start >= l.vmalloc_start && range.end <= l.vmalloc_end,
@@ -345,40 +450,36 @@ impl TableCursor<'_> {
                 WalkConfig::default(),
             ),
             span: range,
-            _root: PhantomData,
+            _owner: PhantomData,
         }
     }
 
-    fn check(&self, range: Range<u64>) {
-        assert!(
-            self.span.start <= range.start && range.end <= self.span.end,
-            "{range:#x?} is outside this cursor's {:#x?}",
-            self.span
+    /// Lends the frame behind `va`, a page of a vmalloc area the caller
+    /// holds, to `f` (the table keeps it).
+    pub fn with_frame<R>(&self, va: u64, f: impl FnOnce(&Frames) -> R) -> Option<R> {
+        self.cursor(va..va + 1)
+            .translate(va)
+            .and_then(|pa| lend_leaf(pa, f))
+    }
+
+    /// The page at `va` of a vmalloc area the caller holds: a present,
+    /// writable 4 KiB leaf of a frame the area owns.
+    pub fn page(&self, va: u64) -> Option<KernelPage<'_>> {
+        let l = crate::mm::layout().layout;
+        if !(l.vmalloc_start..l.vmalloc_end).contains(&va) {
+            return None;
+        }
+        let w = walk(
+            &TableMemory,
+            kernel_tables().pgd,
+            va,
+            &WalkConfig::default(),
         );
-    }
-
-    /// Maps the 4 KiB page at `va` to `pa`, allocating tables on the way:
-    /// vmap_pte_range(), set_pte_at() after pte_alloc(). The slot must be
-    /// empty.
-    pub fn map(&mut self, va: u64, pa: u64, flags: PteFlags) -> Result<Flush, MapError> {
-        self.check(va..va + PAGE_SIZE);
-        self.cursor.map(va, pa, SIZE_4K, flags)
-    }
-
-    /// Clears every present leaf in `range` and hands each to `each` once
-    /// cleared (vunmap_range_noflush(), zap_pte_range()). Tables are kept.
-    pub fn unmap(
-        &mut self,
-        range: Range<u64>,
-        each: impl FnMut(&Leaf),
-    ) -> Result<Flush, RangeError> {
-        self.check(range.clone());
-        self.cursor.unmap(range, each)
-    }
-
-    /// The physical address `va` translates to, if it is mapped.
-    pub fn translate(&self, va: u64) -> Option<u64> {
-        self.cursor.translate(va).ok()
+        let last = w.steps().last()?;
+        (last.level == Level::Pt
+            && last.entry.is_present()
+            && last.entry.flags().contains(PteFlags::WRITABLE))
+        .then(|| KernelPage::at(va & !(PAGE_SIZE - 1)))
     }
 }
 
@@ -425,13 +526,19 @@ impl AddressSpaceRoot {
         TableCursor {
             cursor: self.raw_cursor(),
             span: 0..PAGE_OFFSET,
-            _root: PhantomData,
+            _owner: PhantomData,
         }
+    }
+
+    /// Lends the frame mapped at user address `va` to `f` (the table keeps
+    /// it): how the kernel reads a task's memory (copy_from_user()).
+    pub fn with_frame<R>(&mut self, va: u64, f: impl FnOnce(&Frames) -> R) -> Option<R> {
+        lend_leaf(self.translate(va)?, f)
     }
 
     /// The physical address `va` translates to, if it is mapped.
     pub fn translate(&self, va: u64) -> Option<u64> {
-        pagetable::translate(&DirectMap, self.pgd, va, &WalkConfig::default()).ok()
+        pagetable::translate(&TableMemory, self.pgd, va, &WalkConfig::default()).ok()
     }
 
     /// Switches to these tables (switch_mm()).
@@ -466,7 +573,8 @@ impl Drop for AddressSpaceRoot {
 }
 
 /// The page table of a fixed window (pkmap or fixmap): mapping a slot is
-/// one entry write, as set_pte() on pkmap_page_table is in Linux.
+/// one entry write, as set_pte() on pkmap_page_table is in Linux. Copy,
+/// but handed out once (`take`), to highmem.
 #[derive(Clone, Copy)]
 pub struct WindowTable {
     table: u64,
@@ -474,19 +582,39 @@ pub struct WindowTable {
     base: u64,
 }
 
+static WINDOWS_TAKEN: AtomicBool = AtomicBool::new(false);
+
 impl WindowTable {
-    pub fn pkmap() -> Self {
-        WindowTable {
-            table: kernel_tables().pkmap_pte,
-            base: PKMAP_BASE & !(SIZE_2M - 1),
+    /// The pkmap and fixmap tables, the first time; None after. highmem
+    /// takes them, so it alone points a slot at a frame.
+    pub fn take() -> Option<[WindowTable; 2]> {
+        if WINDOWS_TAKEN.swap(true, Ordering::AcqRel) {
+            return None;
         }
+        let tables = kernel_tables();
+        Some([
+            WindowTable {
+                table: tables.pkmap_pte,
+                base: PKMAP_BASE & !(SIZE_2M - 1),
+            },
+            WindowTable {
+                table: tables.fixmap_pte,
+                base: FIXADDR_START & !(SIZE_2M - 1),
+            },
+        ])
     }
 
-    pub fn fixmap() -> Self {
-        WindowTable {
-            table: kernel_tables().fixmap_pte,
-            base: FIXADDR_START & !(SIZE_2M - 1),
-        }
+    /// The page at slot `vaddr`, if the slot maps page `index` of `frames`
+    /// writable: the slot's holder (highmem) keeps it so while the page
+    /// lives.
+    pub fn page<'a>(&self, vaddr: u64, frames: &'a Frames, index: u64) -> Option<KernelPage<'a>> {
+        let entry = Pte(read_table_word(self.entry(vaddr)).ok()?);
+        let pa = (frames.pfn() + index) << PAGE_SHIFT;
+        (index < 1 << frames.order()
+            && entry.is_present()
+            && entry.flags().contains(PteFlags::WRITABLE)
+            && entry.addr() == pa)
+            .then(|| KernelPage::at(vaddr & !(PAGE_SIZE - 1)))
     }
 
     fn entry(&self, vaddr: u64) -> u64 {

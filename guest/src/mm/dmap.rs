@@ -51,14 +51,17 @@ fn tagged(bits: &[AtomicU64], p: u64) -> bool {
 }
 
 /// dmap_prot(pa, order, 1): tags the 2^order frames of a new slab, here
-/// and in the VMM's record.
-pub fn tag_slab(pfn: u64, order: u32) {
+/// and in the VMM's record. Private to the memory manager and called only
+/// by SLUB's allocate_slab() hook (`slab.rs`): a tag is what lets SLUB's
+/// `SlabMemory` write a frame, so only a fresh slab may get one.
+pub(super) fn tag_slab(pfn: u64, order: u32) {
     set(pfn, order, true);
     report(pfn, order, true);
 }
 
-/// dmap_prot(pa, order, 0): a slab went back to the page allocator.
-pub fn untag_slab(pfn: u64, order: u32) {
+/// dmap_prot(pa, order, 0): a slab goes back to the page allocator
+/// (SLUB's __free_slab() hook).
+pub(super) fn untag_slab(pfn: u64, order: u32) {
     set(pfn, order, false);
     report(pfn, order, false);
 }

@@ -3,6 +3,8 @@
 //! fixmap. Low-memory pages need neither: they already have a direct-map
 //! address, and asking for one costs no page-table write.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use mm::arch::{Flush, KmapPtes, PteError, TlbFlush};
 use mm::kmap_local::{is_kmap_local_addr, KmapLocal, KmapLocalError};
@@ -10,7 +12,7 @@ use mm::pkmap::{KmapError, Pkmap};
 use pagetable::Pte;
 use spin::Mutex;
 
-use crate::arch::mem::KernelPage;
+use crate::arch::mem::{Frames, KernelPage};
 use crate::arch::paging::{WindowTable, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::lowmem_address;
@@ -18,6 +20,16 @@ use crate::mm::tlb::KernelTlb;
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
 static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
+/// The pkmap and fixmap tables, which only this module holds (taken once).
+static WINDOWS: spin::Once<[WindowTable; 2]> = spin::Once::new();
+/// kmap_local slots `with_kmap_local` lends out as a KernelPage, one bit
+/// per slot page: `kunmap_local` refuses them until the loan ends, so the
+/// slot cannot be remapped under the page.
+static LENT: AtomicU64 = AtomicU64::new(0);
+
+fn lent_bit(vaddr: u64) -> u64 {
+    1 << ((vaddr >> PAGE_SHIFT) % 64)
+}
 
 /// One of the two fixed windows (pkmap or fixmap): its page table is known,
 /// so mapping a slot is a single PTE write, as in Linux.
@@ -26,15 +38,19 @@ struct Window {
 }
 
 impl Window {
+    fn tables() -> &'static [WindowTable; 2] {
+        WINDOWS.call_once(|| WindowTable::take().expect("the kmap windows are highmem's"))
+    }
+
     fn pkmap() -> Self {
         Window {
-            table: WindowTable::pkmap(),
+            table: Self::tables()[0],
         }
     }
 
     fn fixmap() -> Self {
         Window {
-            table: WindowTable::fixmap(),
+            table: Self::tables()[1],
         }
     }
 }
@@ -71,10 +87,13 @@ impl KmapPtes for Window {
     }
 }
 
-/// kmap(): a long-lived kernel address for any page. Lowmem pages get their
-/// direct-map address; highmem pages a pkmap slot (reference-counted). With
-/// all 512 slots busy there is no one to sleep on: an error comes back.
-pub fn kmap(pfn: u64) -> Result<u64, KmapError> {
+/// kmap(): a long-lived kernel address for page `index` of `frames`, which
+/// the caller holds. Lowmem pages get their direct-map address; highmem
+/// pages a pkmap slot (reference-counted). With all 512 slots busy there is
+/// no one to sleep on: an error comes back. The address alone grants no
+/// access: a KernelPage comes from `with_kmap`.
+pub fn kmap(frames: &Frames, index: u64) -> Result<u64, KmapError> {
+    let pfn = page_of(frames, index)?;
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
@@ -90,11 +109,22 @@ pub fn kmap(pfn: u64) -> Result<u64, KmapError> {
 
 /// kunmap(): drops one user of a page's persistent mapping. The slot's PTE
 /// stays until the next cursor wrap flushes all unused slots at once.
-pub fn kunmap(pfn: u64) -> Result<(), KmapError> {
+/// Taking the frames means only their holder can drop a reference.
+pub fn kunmap(frames: &Frames, index: u64) -> Result<(), KmapError> {
+    let pfn = page_of(frames, index)?;
     if lowmem_address(pfn).is_some() {
         return Ok(());
     }
     PKMAP.lock().kunmap(pfn)
+}
+
+/// The frame number of page `index` of `frames`.
+fn page_of(frames: &Frames, index: u64) -> Result<u64, KmapError> {
+    let pfn = frames.pfn() + index;
+    if index >= 1 << frames.order() {
+        return Err(KmapError::NotMapped { pfn });
+    }
+    Ok(pfn)
 }
 
 /// kmap_flush_unused(): clears every unused slot now (one TLB flush for the
@@ -121,10 +151,14 @@ pub fn kmap_local_page(pfn: u64) -> Result<u64, KmapLocalError> {
 }
 
 /// kunmap_local(): must undo the most recent kmap_local_page(). Clears the
-/// slot's PTE and invalidates that one address.
+/// slot's PTE and invalidates that one address. A slot `with_kmap_local`
+/// has lent out is refused as out of order: its loan ends first.
 pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
     if !is_kmap_local_addr(vaddr) {
         return Ok(());
+    }
+    if LENT.load(Ordering::Acquire) & lent_bit(vaddr) != 0 {
+        return Err(KmapLocalError::OutOfOrder { vaddr, top: vaddr });
     }
     KMAP_LOCAL.lock().unmap(vaddr, &mut Window::fixmap())
 }
@@ -132,12 +166,44 @@ pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
 pub use kmap_local_page as kmap_atomic;
 pub use kunmap_local as kunmap_atomic;
 
-/// Runs `f` on the page mapped for a moment through kmap_local.
-pub fn with_kmap_local<R>(pfn: u64, f: impl FnOnce(KernelPage) -> R) -> Result<R, KmapLocalError> {
-    let addr = kmap_local_page(pfn)?;
-    let result = f(KernelPage::new(addr));
+/// Runs `f` on page `index` of `frames`, mapped for a moment through
+/// kmap_local (lowmem needs no slot). The page cannot outlive `f`, and the
+/// slot stays lent until `f` returns.
+pub fn with_kmap_local<R>(
+    frames: &Frames,
+    index: u64,
+    f: impl FnOnce(KernelPage<'_>) -> R,
+) -> Result<R, KmapLocalError> {
+    if let Some(page) = frames.lowmem_page(index) {
+        return Ok(f(page));
+    }
+    let addr = kmap_local_page(frames.pfn() + index)?;
+    let Some(page) = Window::fixmap().table.page(addr, frames, index) else {
+        let _ = kunmap_local(addr);
+        return Err(KmapLocalError::NotKmapLocal { vaddr: addr });
+    };
+    LENT.fetch_or(lent_bit(addr), Ordering::AcqRel);
+    let result = f(page);
+    LENT.fetch_and(!lent_bit(addr), Ordering::AcqRel);
     kunmap_local(addr)?;
     Ok(result)
+}
+
+/// Runs `f` on `frame`'s page through its kmap() address: the direct map
+/// for lowmem, a pkmap slot for highmem, whose reference this call holds
+/// (`frame` is borrowed exclusively, so `f` cannot kunmap it).
+pub fn with_kmap<R>(
+    frame: &mut Frames,
+    f: impl FnOnce(KernelPage<'_>) -> R,
+) -> Result<R, KmapError> {
+    let addr = kmap(frame, 0)?;
+    let page = match frame.lowmem_page(0) {
+        Some(page) => Some(page),
+        None => Window::pkmap().table.page(addr, frame, 0),
+    };
+    let result = page.map(f);
+    kunmap(frame, 0)?;
+    result.ok_or(KmapError::SlotNotMapped { vaddr: addr })
 }
 
 /// A copy of the pkmap state (for reports and tests).

@@ -20,7 +20,7 @@ use mm::page::{MemMap, Page, PageFlags, PAGE_STRUCT_SIZE};
 use pagetable::MapError;
 use spin::Mutex;
 
-use crate::arch::mem::{self, sections, KernelPage};
+use crate::arch::mem::{self, sections, Frames};
 use crate::arch::{cpu, paging};
 use crate::boot::BootParams;
 use crate::kprintln;
@@ -205,8 +205,14 @@ fn print_layout(m: &MemoryLayout, node: &Node) {
     );
 }
 
-/// Runs `f` with the buddy allocator.
-pub fn with_node<R>(f: impl FnOnce(&mut Node<'static>) -> R) -> R {
+/// Runs `f` over the buddy allocator, read-only (for reports and tests).
+pub fn with_node<R>(f: impl FnOnce(&Node<'static>) -> R) -> R {
+    with_node_mut(|node| f(node))
+}
+
+/// Runs `f` with the buddy allocator. Private to the memory manager: a
+/// `&mut Node` could free a frame someone holds as `Frames`.
+fn with_node_mut<R>(f: impl FnOnce(&mut Node<'static>) -> R) -> R {
     let mut guard = NODE.lock();
     let node = guard.as_mut().expect("page allocator used before mm::init");
     f(node)
@@ -230,35 +236,47 @@ pub fn virt_to_pfn(addr: u64) -> Option<u64> {
         .then(|| pa(addr) >> PAGE_SHIFT)
 }
 
-/// alloc_pages(): 2^order contiguous frames from the zones `gfp` allows.
+/// alloc_pages(): 2^order contiguous frames from the zones `gfp` allows,
+/// owned by the caller until it gives them back with `free_pages`.
 /// With __GFP_ZERO the frames are cleared: through the direct map for low
 /// memory, through a temporary kmap_local slot for highmem.
-pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
-    let pfn = with_node(|node| node.alloc_pages(gfp, order))?;
+pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
+    let frames = with_node_mut(|node| Frames::alloc(node, gfp, order))?;
     count(&EVENTS.pages_allocated, 1 << order);
     if gfp.wants_zero() {
-        for p in pfn..pfn + (1 << order) {
-            clear_page(p);
+        for index in 0..1 << order {
+            clear_page(&frames, index);
         }
     }
-    Ok(pfn)
+    Ok(frames)
 }
 
 /// __free_pages().
-pub fn free_pages(pfn: u64, order: u32) -> Result<(), FreeError> {
-    with_node(|node| node.free_pages(pfn, order))?;
+pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
+    let order = frames.order();
+    with_node_mut(|node| frames.free(node))?;
     count(&EVENTS.pages_freed, 1 << order);
     Ok(())
 }
 
-/// clear_highpage(): zeroes one frame wherever it lives.
-pub fn clear_page(pfn: u64) {
+/// clear_highpage(): zeroes page `index` of `frames` wherever it lives.
+pub fn clear_page(frames: &Frames, index: u64) {
     count(&EVENTS.pages_zeroed, 1);
-    match lowmem_address(pfn) {
-        Some(addr) => KernelPage::new(addr).zero(),
-        None => highmem::with_kmap_local(pfn, |page| page.zero())
+    match frames.lowmem_page(index) {
+        Some(page) => page.zero(),
+        None => highmem::with_kmap_local(frames, index, |page| page.zero())
             .expect("kmap_local stack full while clearing a highmem page"),
     }
+}
+
+/// Sets or clears PG_TABLE on a frame the caller owns (pte_alloc_one(),
+/// pte_free()): the page tables' own frames, visible in mem_map.
+pub fn mark_page_table(frames: &Frames, table: bool) {
+    with_node_mut(|node| {
+        if let Some(page) = node.page_mut(frames.pfn()) {
+            page.flags.set(PageFlags::TABLE, table);
+        }
+    });
 }
 
 /// The zone a frame belongs to.

@@ -12,20 +12,23 @@ use mm::page::Page;
 use mm::slub::{CacheId, Ctor, SlabError, SlabFlags, Slub};
 use spin::Mutex;
 
-use crate::arch::mem::{entropy, lowmem};
+use crate::arch::mem::{entropy, SlabMemory};
 use crate::mm::events::{count, EVENTS};
-use crate::mm::{dmap, layout, with_node};
+use crate::mm::{dmap, layout, with_node_mut};
 
 /// Caches the kernel can have at once (kmalloc's 14 plus specific ones).
 const MAX_CACHES: usize = 32;
 
 static SLUB: Mutex<Slub<MAX_CACHES>> = Mutex::new(Slub::new());
 static RANDOM: AtomicU64 = AtomicU64::new(0);
+/// Object memory, SLUB's alone: taken in `init`, before any slab exists.
+static MEMORY: spin::Once<SlabMemory> = spin::Once::new();
 
 /// The slab allocator's view of the machine while it holds the buddy
 /// allocator (lock order: the page allocator, then SLUB).
 struct Kernel<'a> {
     node: &'a mut Node<'static>,
+    memory: &'a SlabMemory,
 }
 
 impl PageAllocator for Kernel<'_> {
@@ -62,19 +65,19 @@ impl Lowmem for Kernel<'_> {
     }
 
     fn read_u64(&self, addr: u64) -> u64 {
-        lowmem::read_u64(addr)
+        self.memory.read_u64(addr)
     }
 
     fn write_u64(&mut self, addr: u64, v: u64) {
-        lowmem::write_u64(addr, v)
+        self.memory.write_u64(addr, v)
     }
 
     fn fill(&mut self, addr: u64, len: u64, byte: u8) {
-        lowmem::fill(addr, len, byte)
+        self.memory.fill(addr, len, byte)
     }
 
     fn find_not(&self, addr: u64, len: u64, byte: u8) -> Option<(u64, u8)> {
-        lowmem::find_not(addr, len, byte)
+        self.memory.find_not(addr, len, byte)
     }
 }
 
@@ -104,12 +107,17 @@ impl Entropy for Kernel<'_> {
 }
 
 fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, &mut Kernel) -> R) -> R {
-    with_node(|node| f(&mut SLUB.lock(), &mut Kernel { node }))
+    let memory = MEMORY
+        .get()
+        .expect("slab allocator used before kmem_cache_init");
+    with_node_mut(|node| f(&mut SLUB.lock(), &mut Kernel { node, memory }))
 }
 
 /// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
 /// kmalloc-96 and kmalloc-192.
 pub fn init() -> Result<(), SlabError> {
+    let memory = SlabMemory::take().ok_or(SlabError::InvalidArgs)?;
+    MEMORY.call_once(|| memory);
     with_slub(|s, k| s.create_kmalloc_caches(SlabFlags::empty(), k))
 }
 

@@ -14,7 +14,8 @@ use mm::vmap_area::{VmArea, VmStructFlags, VmapAllocator, VmapError};
 use pagetable::MapError;
 use spin::Mutex;
 
-use crate::arch::paging::{TableCursor, PAGE_KERNEL};
+use crate::arch::mem::{Frames, KernelPage};
+use crate::arch::paging::{VmallocTables, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::tlb::KernelTlb;
 use crate::mm::{alloc_pages, free_pages, layout};
@@ -23,6 +24,43 @@ use crate::mm::{alloc_pages, free_pages, layout};
 const MAX_VMAP_AREAS: usize = 1024;
 
 static VMAP: Mutex<VmapAllocator<MAX_VMAP_AREAS>> = Mutex::new(VmapAllocator::empty());
+/// The vmalloc range's page tables, vmalloc's alone (taken in `init`).
+static TABLES: spin::Once<VmallocTables> = spin::Once::new();
+
+fn tables() -> &'static VmallocTables {
+    TABLES.get().expect("vmalloc used before vmalloc_init")
+}
+
+/// A vmalloc() or vmap() area, owned by its holder: its pages are reached
+/// through it, and vfree() or vunmap() takes it back. Dropping it leaks
+/// the area (and its frames), which is safe.
+#[must_use = "dropping a Vmalloc leaks the area: give it back with vfree or vunmap"]
+#[derive(Debug)]
+pub struct Vmalloc {
+    start: u64,
+    pages: u64,
+}
+
+impl Vmalloc {
+    /// The area's first address.
+    pub fn addr(&self) -> u64 {
+        self.start
+    }
+
+    /// Lends `f` the frame behind page `index` of the area.
+    pub fn with_frame<R>(&self, index: u64, f: impl FnOnce(&Frames) -> R) -> Option<R> {
+        (index < self.pages)
+            .then(|| tables().with_frame(self.start + index * PAGE_SIZE, f))
+            .flatten()
+    }
+
+    /// Page `index` of the area, mapped writable to a frame the area owns.
+    pub fn page(&self, index: u64) -> Option<KernelPage<'_>> {
+        (index < self.pages)
+            .then(|| tables().page(self.start + index * PAGE_SIZE))
+            .flatten()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmallocError {
@@ -69,6 +107,8 @@ fn with_vmap<R>(f: impl FnOnce(&mut VmapAllocator<MAX_VMAP_AREAS>) -> R) -> R {
 /// Sets up the allocator over this machine's vmalloc range (vmalloc_init()).
 pub fn init() -> Result<(), VmallocError> {
     let l = layout().layout;
+    let tables = VmallocTables::take().ok_or(VmallocError::NotAnArea(l.vmalloc_start))?;
+    TABLES.call_once(|| tables);
     VMAP.lock()
         .init(l.vmalloc_start, l.vmalloc_end)
         .map_err(VmallocError::Area)
@@ -76,25 +116,32 @@ pub fn init() -> Result<(), VmallocError> {
 
 /// vmalloc(): `size` bytes of virtually contiguous memory, backed by
 /// order-0 frames from highmem when there is any.
-pub fn vmalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
+pub fn vmalloc(size: u64, caller: &'static str) -> Result<Vmalloc, VmallocError> {
     __vmalloc_node_range(size, Gfp::KERNEL | Gfp::HIGHMEM, caller)
 }
 
 /// vzalloc(): vmalloc() with every page cleared.
-pub fn vzalloc(size: u64, caller: &'static str) -> Result<u64, VmallocError> {
+pub fn vzalloc(size: u64, caller: &'static str) -> Result<Vmalloc, VmallocError> {
     __vmalloc_node_range(size, Gfp::KERNEL | Gfp::HIGHMEM | Gfp::ZERO, caller)
 }
 
-fn __vmalloc_node_range(size: u64, gfp: Gfp, caller: &'static str) -> Result<u64, VmallocError> {
+fn __vmalloc_node_range(
+    size: u64,
+    gfp: Gfp,
+    caller: &'static str,
+) -> Result<Vmalloc, VmallocError> {
     let area = with_vmap(|v| v.get_vm_area(size, VmStructFlags::ALLOC, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
     let mut mapped = area.start;
     match __vmalloc_area_node(&area, gfp, &mut mapped) {
-        Ok(()) => Ok(area.start),
+        Ok(()) => Ok(Vmalloc {
+            start: area.start,
+            pages: area.usable_size() >> PAGE_SHIFT,
+        }),
         Err(e) => {
             // Undo what this call mapped and give those frames back.
-            let _ = vunmap_range(area.start, mapped, true);
+            let _ = vunmap_range(area.start, mapped, &mut Source::Allocate(gfp));
             let _ = with_vmap(|v| v.free(area.start, &mut KernelTlb));
             Err(e)
         }
@@ -109,31 +156,35 @@ fn __vmalloc_area_node(area: &VmArea, gfp: Gfp, mapped: &mut u64) -> Result<(), 
     vmap_pages_range(
         area.start,
         area.start + area.usable_size(),
-        &Frames::Allocate(gfp),
+        &mut Source::Allocate(gfp),
         mapped,
     )
 }
 
-/// vmap(): maps existing frames contiguously in the vmalloc range. The frames
-/// stay the caller's: vunmap() does not free them.
-pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
-    let size = (pfns.len() as u64) << PAGE_SHIFT;
+/// vmap(): maps the caller's frames contiguously in the vmalloc range,
+/// moving each out of its slot into the area; on failure they are all back
+/// in their slots. vunmap() returns them.
+pub fn vmap(frames: &mut [Option<Frames>], caller: &'static str) -> Result<Vmalloc, VmallocError> {
+    let pages = frames.len() as u64;
+    let size = pages << PAGE_SHIFT;
     let area = with_vmap(|v| v.get_vm_area(size, VmStructFlags::MAP, caller, &mut KernelTlb))
         .map_err(VmallocError::Area)?;
     count(&EVENTS.vmalloc_areas, 1);
     let _ = VMAP
         .lock()
-        .set_info(area.start, VmStructFlags::MAP, pfns.len() as u64, caller);
+        .set_info(area.start, VmStructFlags::MAP, pages, caller);
     let mut mapped = area.start;
-    match vmap_pages_range(
-        area.start,
-        area.start + size,
-        &Frames::Given(pfns),
-        &mut mapped,
-    ) {
-        Ok(()) => Ok(area.start),
+    let mut source = Source::Given {
+        slots: frames,
+        base: area.start,
+    };
+    match vmap_pages_range(area.start, area.start + size, &mut source, &mut mapped) {
+        Ok(()) => Ok(Vmalloc {
+            start: area.start,
+            pages,
+        }),
         Err(e) => {
-            let _ = vunmap_range(area.start, mapped, false);
+            let _ = vunmap_range(area.start, mapped, &mut source);
             let _ = with_vmap(|v| v.free(area.start, &mut KernelTlb));
             Err(e)
         }
@@ -142,26 +193,36 @@ pub fn vmap(pfns: &[u64], caller: &'static str) -> Result<u64, VmallocError> {
 
 /// vfree(): unmaps a vmalloc() area and frees its frames. The TLB flush is
 /// lazy: the area's addresses are reused only after a purge flushed them.
-pub fn vfree(addr: u64) -> Result<(), VmallocError> {
-    release(addr, VmStructFlags::ALLOC)
+/// An area from vmap() is refused (and leaked): its frames are not vfree's.
+pub fn vfree(area: Vmalloc) -> Result<(), VmallocError> {
+    release(
+        area,
+        VmStructFlags::ALLOC,
+        &mut Source::Allocate(Gfp::KERNEL),
+    )
 }
 
-/// vunmap(): undoes vmap(); the frames are not freed.
-pub fn vunmap(addr: u64) -> Result<(), VmallocError> {
-    release(addr, VmStructFlags::MAP)
+/// vunmap(): undoes vmap(); the frames go back into `frames`' slots.
+pub fn vunmap(area: Vmalloc, frames: &mut [Option<Frames>]) -> Result<(), VmallocError> {
+    let base = area.start;
+    release(
+        area,
+        VmStructFlags::MAP,
+        &mut Source::Given {
+            slots: frames,
+            base,
+        },
+    )
 }
 
-fn release(addr: u64, kind: VmStructFlags) -> Result<(), VmallocError> {
+fn release(area: Vmalloc, kind: VmStructFlags, sink: &mut Source) -> Result<(), VmallocError> {
+    let addr = area.start;
     let area = VMAP
         .lock()
         .find(addr)
         .filter(|a| a.start == addr && a.flags.intersects(kind))
         .ok_or(VmallocError::NotAnArea(addr))?;
-    vunmap_range(
-        area.start,
-        area.start + area.usable_size(),
-        kind == VmStructFlags::ALLOC,
-    )?;
+    vunmap_range(area.start, area.start + area.usable_size(), sink)?;
     with_vmap(|v| v.free(area.start, &mut KernelTlb)).map_err(VmallocError::Area)?;
     Ok(())
 }
@@ -178,29 +239,46 @@ pub fn vmalloc_to_pfn(addr: u64) -> Option<u64> {
         return None;
     }
     let page = addr & !(PAGE_SIZE - 1);
-    let cursor = TableCursor::vmalloc(page..page + PAGE_SIZE);
+    let cursor = tables().cursor(page..page + PAGE_SIZE);
     cursor.translate(page).map(|pa| pa >> PAGE_SHIFT)
 }
 
-/// Where vmap_pages_range() takes its frames: fresh ones (vmalloc) or the
-/// caller's (vmap).
-enum Frames<'a> {
+/// Where vmap_pages_range() takes its frames and vunmap_range() puts them:
+/// fresh ones from the page allocator and back to it (vmalloc), or the
+/// caller's slots, by page index from `base` (vmap).
+enum Source<'a> {
     Allocate(Gfp),
-    Given(&'a [u64]),
+    Given {
+        slots: &'a mut [Option<Frames>],
+        base: u64,
+    },
 }
 
-impl Frames<'_> {
-    fn get(&self, index: usize) -> Result<u64, VmallocError> {
+impl Source<'_> {
+    fn take(&mut self, addr: u64) -> Result<Frames, VmallocError> {
         match self {
-            Frames::Allocate(gfp) => alloc_pages(*gfp, 0).map_err(VmallocError::NoMemory),
-            Frames::Given(pfns) => Ok(pfns[index]),
+            Source::Allocate(gfp) => alloc_pages(*gfp, 0).map_err(VmallocError::NoMemory),
+            Source::Given { slots, base } => slots
+                .get_mut(((addr - *base) >> PAGE_SHIFT) as usize)
+                .and_then(Option::take)
+                .ok_or(VmallocError::NotAnArea(addr)),
         }
     }
 
-    /// A frame taken but left unmapped goes back where it came from.
-    fn put_back(&self, pfn: u64) {
-        if let Frames::Allocate(_) = self {
-            let _ = free_pages(pfn, 0);
+    /// A frame taken but left unmapped, or unmapped, goes back where it
+    /// came from.
+    fn put_back(&mut self, addr: u64, frame: Frames) {
+        match self {
+            // A frame we mapped came from alloc_pages(); failing to free it
+            // would be a buddy bookkeeping bug, reported by its counters.
+            Source::Allocate(_) => {
+                let _ = free_pages(frame);
+            }
+            Source::Given { slots, base } => {
+                if let Some(slot) = slots.get_mut(((addr - *base) >> PAGE_SHIFT) as usize) {
+                    *slot = Some(frame);
+                }
+            }
         }
     }
 }
@@ -213,18 +291,19 @@ impl Frames<'_> {
 fn vmap_pages_range(
     start: u64,
     end: u64,
-    frames: &Frames,
+    frames: &mut Source,
     mapped: &mut u64,
 ) -> Result<(), VmallocError> {
-    let mut cursor = TableCursor::vmalloc(start..end);
+    let mut cursor = tables().cursor(start..end);
     for addr in (start..end).step_by(PAGE_SIZE as usize) {
-        let pfn = frames.get(((addr - start) >> PAGE_SHIFT) as usize)?;
-        match cursor.map(addr, pfn << PAGE_SHIFT, PAGE_KERNEL) {
+        let frame = frames.take(addr)?;
+        let pfn = frame.pfn();
+        match cursor.map(addr, frame, PAGE_KERNEL) {
             // The slot was empty: the token is empty but when a table
             // above had to be relaxed.
             Ok(flush) => flush.flush(&mut KernelTlb),
-            Err(e) => {
-                frames.put_back(pfn);
+            Err((e, frame)) => {
+                frames.put_back(addr, frame);
                 return Err(match e {
                     MapError::AlreadyMapped { .. } => VmallocError::AlreadyMapped(addr),
                     MapError::Refused { .. } => VmallocError::Refused { pfn },
@@ -238,20 +317,14 @@ fn vmap_pages_range(
     Ok(())
 }
 
-/// vunmap_range_noflush(): clears the PTEs of `[start, end)`, freeing the
-/// frames if `free`. Pages never mapped (an allocation that failed
+/// vunmap_range_noflush(): clears the PTEs of `[start, end)` and puts each
+/// frame back to `frames`. Pages never mapped (an allocation that failed
 /// half-way) are skipped. The TLB flush is the purge's job: the area's
 /// addresses are reused only after purge_vmap_area_lazy() flushed them,
 /// so the cursor's token is dropped.
-fn vunmap_range(start: u64, end: u64, free: bool) -> Result<(), VmallocError> {
-    let mut cursor = TableCursor::vmalloc(start..end);
-    let unmapped = cursor.unmap(start..end, |leaf| {
-        if free {
-            // A frame we mapped came from alloc_pages(); failing to free it
-            // would be a buddy bookkeeping bug, reported by its counters.
-            let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
-        }
-    });
+fn vunmap_range(start: u64, end: u64, frames: &mut Source) -> Result<(), VmallocError> {
+    let mut cursor = tables().cursor(start..end);
+    let unmapped = cursor.unmap(start..end, |va, frame| frames.put_back(va, frame));
     match unmapped {
         Ok(flush) => {
             flush.ignore();

@@ -13,7 +13,8 @@ use mm::vma::{
 };
 use pagetable::{Flush, MapError, PteFlags};
 
-use super::objects::{self, MmStruct};
+use super::objects::{self, MmStruct, VmAreaStruct};
+use crate::arch::mem::{Frames, KernelPage, SlabBox};
 use crate::arch::paging::{AddressSpaceRoot, TableCursor};
 use crate::arch::programs::Program;
 use crate::arch::trap::{PageFaultError, TrapFrame};
@@ -112,8 +113,8 @@ pub struct AddressSpace {
     pub faults: u64,
     /// This address space's mm_struct object (from mm_cachep) and its
     /// vm_area_struct objects, refreshed by `sync_objects`.
-    mm_obj: u64,
-    vma_objs: [u64; MAX_VMAS],
+    mm_obj: Option<SlabBox<MmStruct>>,
+    vma_objs: [Option<SlabBox<VmAreaStruct>>; MAX_VMAS],
 }
 
 impl AddressSpace {
@@ -122,21 +123,15 @@ impl AddressSpace {
     /// code.
     pub fn exec(program: &Program) -> Result<Self, ExecError> {
         let mm_obj = objects::alloc_mm()?;
-        let root = match AddressSpaceRoot::new() {
-            Ok(root) => root,
-            Err(e) => {
-                objects::free_mm(mm_obj);
-                return Err(e.into());
-            }
-        };
+        let root = AddressSpaceRoot::new()?;
         let mut mm = AddressSpace {
             root: Some(root),
             vmas: VmaTree::new(MmLayout::DEFAULT),
             entry: USER_CODE,
             rss: 0,
             faults: 0,
-            mm_obj,
-            vma_objs: [0; MAX_VMAS],
+            mm_obj: Some(mm_obj),
+            vma_objs: [const { None }; MAX_VMAS],
         };
         let populated = mm.populate(program);
         if let Err(e) = populated.and_then(|()| Ok(mm.sync_objects()?)) {
@@ -162,10 +157,10 @@ impl AddressSpace {
             .map_err(ExecError::Vma)?;
         for (i, chunk) in program.code.chunks(PAGE_SIZE as usize).enumerate() {
             let va = USER_CODE + i as u64 * PAGE_SIZE;
-            let pfn = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
-            let _ = with_kmap_local(pfn, |page| page.write_bytes(0, chunk));
-            self.install(va, pfn, code_flags).map_err(|e| {
-                let _ = free_pages(pfn, 0);
+            let frame = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
+            let _ = with_kmap_local(&frame, 0, |page| page.write_bytes(0, chunk));
+            self.install(va, frame, code_flags).map_err(|(e, frame)| {
+                let _ = free_pages(frame);
                 ExecError::from(e)
             })?;
         }
@@ -194,8 +189,29 @@ impl AddressSpace {
         }
     }
 
+    /// A cursor over the user quarters (None once exit_mmap freed the
+    /// tables); its leaves are owned frames.
+    pub fn cursor(&mut self) -> Option<TableCursor<'_>> {
+        self.root.as_mut().map(AddressSpaceRoot::cursor)
+    }
+
+    /// The mm_struct object's address (0 once exit_mmap freed it).
     pub fn mm_obj(&self) -> u64 {
-        self.mm_obj
+        self.mm_obj.as_ref().map_or(0, SlabBox::addr)
+    }
+
+    /// The mm_struct object, as the host reads it.
+    pub fn mm_struct(&self) -> Option<&MmStruct> {
+        self.mm_obj.as_deref()
+    }
+
+    /// The vm_area_struct object at `addr`, if it is one of this mm's.
+    pub fn vma_object(&self, addr: u64) -> Option<&VmAreaStruct> {
+        self.vma_objs
+            .iter()
+            .flatten()
+            .find(|obj| obj.addr() == addr)
+            .map(|obj| &**obj)
     }
 
     /// Refreshes the mm_struct and vm_area_struct objects from the VMA tree
@@ -203,7 +219,7 @@ impl AddressSpace {
     /// says it has no VMAs (the tree, which the kernel uses, is unchanged)
     /// and the caller fails the operation.
     fn sync_objects(&mut self) -> Result<(), SlabError> {
-        let head = objects::sync_vmas(self.mm_obj, self.vmas.iter(), &mut self.vma_objs);
+        let head = objects::sync_vmas(self.mm_obj(), self.vmas.iter(), &mut self.vma_objs);
         let listed = if head.is_ok() {
             self.vmas.map_count() as u32
         } else {
@@ -220,7 +236,9 @@ impl AddressSpace {
             mmap_base: self.vmas.mmap_base(),
             rss: self.rss,
         };
-        objects::write(self.mm_obj, &mm);
+        if let Some(obj) = self.mm_obj.as_mut() {
+            **obj = mm;
+        }
         head.map(|_| ())
     }
 
@@ -229,10 +247,17 @@ impl AddressSpace {
         user::user_frame(self.entry, TASK_SIZE - 16)
     }
 
-    /// Maps `pfn` at user address `va` with the VMA's permissions, through
+    /// Maps `frame` at user address `va` with the VMA's permissions, through
     /// the kernel's one page-table writer (so double-mapping prevention
-    /// sees it). Mirrors the end of do_anonymous_page(): set_pte_at().
-    pub fn install(&mut self, va: u64, pfn: u64, flags: VmFlags) -> Result<(), MapError> {
+    /// sees it); the page tables hold the frame from then on, and zap
+    /// frees it. On failure the frame comes back. Mirrors the end of
+    /// do_anonymous_page(): set_pte_at().
+    pub fn install(
+        &mut self,
+        va: u64,
+        frame: Frames,
+        flags: VmFlags,
+    ) -> Result<(), (MapError, Frames)> {
         let mut pte = PteFlags::PRESENT | PteFlags::USER;
         if flags.contains(VmFlags::WRITE) {
             pte |= PteFlags::WRITABLE;
@@ -240,12 +265,13 @@ impl AddressSpace {
         if !flags.contains(VmFlags::EXEC) {
             pte |= PteFlags::NX;
         }
-        let root = self.root.as_mut().ok_or(MapError::NoMemory)?;
+        let Some(root) = self.root.as_mut() else {
+            return Err((MapError::NoMemory, frame));
+        };
+        let pfn = frame.pfn();
         // The slot was empty: the token is empty but when a table above
         // had to be relaxed.
-        root.cursor()
-            .map(va, pfn << PAGE_SHIFT, pte)?
-            .flush(&mut KernelTlb);
+        root.cursor().map(va, frame, pte)?.flush(&mut KernelTlb);
         self.set_rss(self.rss + 1);
         let zone_counter = match page_zone(pfn) {
             Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
@@ -274,17 +300,17 @@ impl AddressSpace {
         if code.contains(PageFaultError::PROT) {
             return Err(FaultFailure::Protection);
         }
-        let pfn =
+        let frame =
             alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
         let page = addr & !(PAGE_SIZE - 1);
-        match self.install(page, pfn, vma.flags) {
+        match self.install(page, frame, vma.flags) {
             Ok(()) => {
                 self.faults += 1;
                 count(&EVENTS.user_faults, 1);
                 Ok(())
             }
-            Err(e) => {
-                let _ = free_pages(pfn, 0);
+            Err((e, frame)) => {
+                let _ = free_pages(frame);
                 Err(match e {
                     MapError::Refused { .. } => FaultFailure::Refused,
                     _ => FaultFailure::OutOfMemory,
@@ -297,6 +323,16 @@ impl AddressSpace {
     pub fn translate(&self, va: u64) -> Option<u64> {
         let pa = self.root.as_ref()?.translate(va)?;
         Some(pa >> PAGE_SHIFT)
+    }
+
+    /// Runs `f` on the page mapped at user address `va`, if any, through
+    /// kmap_local (copy_from_user()'s access). None also when no
+    /// kmap_local slot was free.
+    pub fn with_user_page<R>(&mut self, va: u64, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
+        self.root
+            .as_mut()?
+            .with_frame(va, |frame| with_kmap_local(frame, 0, f).ok())
+            .flatten()
     }
 
     /// Changes the VMAs with `f` (mmap, munmap, brk), which reports every
@@ -321,10 +357,9 @@ impl AddressSpace {
     /// host reading the object sees it current after every fault.
     fn set_rss(&mut self, rss: u64) {
         self.rss = rss;
-        objects::write(
-            self.mm_obj + core::mem::offset_of!(MmStruct, rss) as u64,
-            &rss,
-        );
+        if let Some(obj) = self.mm_obj.as_mut() {
+            obj.rss = rss;
+        }
     }
 
     /// exit_mmap() + free_pgtables() + pgd_free(): every user frame, every
@@ -352,9 +387,8 @@ impl AddressSpace {
         }
         self.set_rss(self.rss - freed);
         self.vmas.clear();
-        let _ = objects::sync_vmas(self.mm_obj, core::iter::empty(), &mut self.vma_objs);
-        objects::free_mm(self.mm_obj);
-        self.mm_obj = 0;
+        self.vma_objs.iter_mut().for_each(|obj| *obj = None);
+        self.mm_obj = None;
         self.root = None;
     }
 }
@@ -372,8 +406,8 @@ fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
 /// Unmaps `[start, end)` with `cursor` and frees the frames, counting them
 /// in `freed`; returns what the TLB may still hold of them.
 fn zap_with(cursor: &mut TableCursor<'_>, start: u64, end: u64, freed: &mut u64) -> Flush {
-    let unmapped = cursor.unmap(start..end, |leaf| {
-        let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
+    let unmapped = cursor.unmap(start..end, |_, frame| {
+        let _ = free_pages(frame);
         *freed += 1;
     });
     // User space has no huge pages to stick out of a VMA: whatever stopped

@@ -14,7 +14,7 @@ use mm::slub::{CacheId, SlabError, SlabFlags};
 use mm::vma::Vma;
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
-use crate::arch::mem::lowmem;
+use crate::arch::mem::SlabBox;
 use crate::mm::slab;
 
 /// struct list_head: kernel virtual addresses of the neighbours' links.
@@ -117,18 +117,11 @@ pub fn caches() -> Option<&'static Caches> {
     CACHES.get()
 }
 
-pub fn alloc_mm() -> Result<u64, SlabError> {
-    slab::kmem_cache_alloc(caches().ok_or(SlabError::NoSuchCache)?.mm_struct)
-}
-
-pub fn free_mm(addr: u64) {
-    if let Some(c) = caches() {
-        let _ = slab::kmem_cache_free(c.mm_struct, addr);
-    }
-}
-
-pub fn write<T: IntoBytes + Immutable>(addr: u64, value: &T) {
-    lowmem::write_bytes(addr, value.as_bytes());
+/// A new mm_struct object (from mm_cachep), all zero until the address
+/// space fills it; dropping the box frees it.
+pub fn alloc_mm() -> Result<SlabBox<MmStruct>, SlabError> {
+    let cache = caches().ok_or(SlabError::NoSuchCache)?.mm_struct;
+    SlabBox::new(cache, MmStruct::default()).map_err(|(e, _)| e)
 }
 
 /// Rebuilds an mm's vm_area_struct list from its VMAs: frees the old
@@ -138,27 +131,13 @@ pub fn write<T: IntoBytes + Immutable>(addr: u64, value: &T) {
 pub fn sync_vmas(
     mm_obj: u64,
     vmas: impl Iterator<Item = Vma>,
-    objs: &mut [u64],
+    objs: &mut [Option<SlabBox<VmAreaStruct>>],
 ) -> Result<u64, SlabError> {
     let cache = caches().ok_or(SlabError::NoSuchCache)?.vm_area_struct;
-    let free_all = |objs: &mut [u64]| {
-        for obj in objs.iter_mut().filter(|o| **o != 0) {
-            let _ = slab::kmem_cache_free(cache, *obj);
-            *obj = 0;
-        }
-    };
-    free_all(objs);
-    let mut prev: Option<(u64, VmAreaStruct)> = None;
+    objs.iter_mut().for_each(|obj| *obj = None);
     let mut head = 0;
+    let mut prev: Option<usize> = None;
     for (i, vma) in vmas.enumerate().take(objs.len()) {
-        let addr = match slab::kmem_cache_alloc(cache) {
-            Ok(addr) => addr,
-            Err(e) => {
-                free_all(objs);
-                return Err(e);
-            }
-        };
-        objs[i] = addr;
         let this = VmAreaStruct {
             vm_start: vma.start,
             vm_end: vma.end,
@@ -166,17 +145,19 @@ pub fn sync_vmas(
             vm_mm: mm_obj,
             vm_flags: u64::from(vma.flags.bits()),
         };
-        match prev.as_mut() {
-            Some((paddr, p)) => {
-                p.vm_next = addr;
-                write(*paddr, p);
+        let obj = match SlabBox::new(cache, this) {
+            Ok(obj) => obj,
+            Err((e, _)) => {
+                objs.iter_mut().for_each(|obj| *obj = None);
+                return Err(e);
             }
-            None => head = addr,
+        };
+        match prev.and_then(|p| objs[p].as_mut()) {
+            Some(p) => p.vm_next = obj.addr(),
+            None => head = obj.addr(),
         }
-        prev = Some((addr, this));
-    }
-    if let Some((addr, last)) = prev {
-        write(addr, &last);
+        objs[i] = Some(obj);
+        prev = Some(i);
     }
     Ok(head)
 }

@@ -10,10 +10,10 @@ use mm::slub::SlabError;
 
 use super::fault::kill;
 use super::{exit_current, with_current, ExitStatus};
+use crate::arch::mem::KernelPage;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::console::print;
 use crate::mm::events::{count, EVENTS};
-use crate::mm::highmem::with_kmap_local;
 
 const SYS_WRITE: u64 = 1;
 const SYS_MMAP: u64 = 9;
@@ -75,15 +75,9 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     while done < len {
         let va = buf.wrapping_add(done);
         let in_page = (PAGE_SIZE - va % PAGE_SIZE).min(len - done);
-        let Some(pfn) = user_page(va) else {
-            return -EFAULT;
-        };
         let chunk = &mut text[done as usize..(done + in_page) as usize];
-        if with_kmap_local(pfn, |page| {
-            page.read_bytes((va % PAGE_SIZE) as usize, chunk)
-        })
-        .is_err()
-        {
+        let read = with_user_page(va, |page| page.read_bytes((va % PAGE_SIZE) as usize, chunk));
+        if read.is_none() {
             return -EFAULT;
         }
         done += in_page;
@@ -97,17 +91,17 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
 }
 
 /// The frame behind a readable user address, faulting it in if needed
-/// (copy_from_user's job, done by walking instead of touching).
-fn user_page(va: u64) -> Option<u64> {
+/// (copy_from_user's job, done by walking instead of touching), lent to
+/// `f`.
+fn with_user_page<R>(va: u64, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
     with_current(|t| {
         if va >= mm::vma::TASK_SIZE {
             return None;
         }
-        if let Some(pfn) = t.mm.translate(va) {
-            return Some(pfn);
+        if t.mm.translate(va).is_none() {
+            t.mm.handle_fault(va, PageFaultError::USER.bits()).ok()?;
         }
-        t.mm.handle_fault(va, PageFaultError::USER.bits()).ok()?;
-        t.mm.translate(va)
+        t.mm.with_user_page(va, f)
     })
 }
 

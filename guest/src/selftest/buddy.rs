@@ -5,6 +5,8 @@ use mm::buddy::{AllocError, ZoneType, MAX_ORDER};
 use mm::gfp::Gfp;
 
 use super::{Suite, Test, TestResult};
+use crate::arch::mem::Frames;
+use crate::faults;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::with_kmap_local;
 use crate::mm::{alloc_pages, free_pages, layout, page_zone, with_node};
@@ -92,10 +94,11 @@ fn gfp_picks_zones_in_fallback_order() -> TestResult {
         (Gfp::KERNEL, ZoneType::Normal, "GFP_KERNEL"),
         (Gfp::HIGHUSER, want_user, "GFP_HIGHUSER"),
     ] {
-        let pfn =
+        let frame =
             alloc_pages(gfp, 0).map_err(|e| super::Failure::new(format_args!("{name}: {e:?}")))?;
+        let pfn = frame.pfn();
         let zone = page_zone(pfn);
-        let _ = free_pages(pfn, 0);
+        let _ = free_pages(frame);
         check_eq!(zone, Some(want), "{name} gave pfn {pfn:#x} from");
     }
     Ok(())
@@ -103,17 +106,22 @@ fn gfp_picks_zones_in_fallback_order() -> TestResult {
 
 fn alloc_free_coalesces_back() -> TestResult {
     let before = free_counts();
-    let mut held = [(0u64, 0u32); 24];
+    let mut held: [Option<Frames>; 24] = [const { None }; 24];
     for (i, slot) in held.iter_mut().enumerate() {
         let order = (i as u32 * 7) % (MAX_ORDER + 1);
         let gfp = [Gfp::KERNEL, Gfp::HIGHUSER, Gfp::DMA][i % 3];
-        let pfn = alloc_pages(gfp, order)
+        let frames = alloc_pages(gfp, order)
             .map_err(|e| super::Failure::new(format_args!("order {order}: {e:?}")))?;
-        check_eq!(pfn % (1 << order), 0, "order-{order} block alignment");
-        *slot = (pfn, order);
+        check_eq!(
+            frames.pfn() % (1 << order),
+            0,
+            "order-{order} block alignment"
+        );
+        *slot = Some(frames);
     }
-    for &(pfn, order) in held.iter().rev() {
-        free_pages(pfn, order)
+    for frames in held.into_iter().rev().flatten() {
+        let pfn = frames.pfn();
+        free_pages(frames)
             .map_err(|e| super::Failure::new(format_args!("free {pfn:#x}: {e:?}")))?;
     }
     check_eq!(
@@ -125,20 +133,22 @@ fn alloc_free_coalesces_back() -> TestResult {
 }
 
 fn gfp_zero_clears_pages() -> TestResult {
-    let pfn =
+    let dirty =
         alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
-    let _ = with_kmap_local(pfn, |page| page.write_u64(64, 0xdead_beef));
-    let _ = free_pages(pfn, 0);
+    let pfn = dirty.pfn();
+    let _ = with_kmap_local(&dirty, 0, |page| page.write_u64(64, 0xdead_beef));
+    let _ = free_pages(dirty);
     let zeroed = EVENTS.snapshot().pages_zeroed;
-    let again = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)
+    let frame = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)
         .map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
-    let words = with_kmap_local(again, |page| {
+    let again = frame.pfn();
+    let words = with_kmap_local(&frame, 0, |page| {
         (0..512)
             .map(|i| page.read_u64(i * 8))
             .filter(|&w| w != 0)
             .count()
     });
-    let _ = free_pages(again, 0);
+    let _ = free_pages(frame);
     check_eq!(
         words,
         Ok(0),
@@ -150,26 +160,27 @@ fn gfp_zero_clears_pages() -> TestResult {
 
 fn exhausted_zone_is_an_error() -> TestResult {
     let before = free_counts();
-    let mut held = [(0u64, 0u32); 64];
+    let mut held: [Option<Frames>; 64] = [const { None }; 64];
     let mut n = 0;
     let mut order = MAX_ORDER;
     let failure = loop {
         match alloc_pages(Gfp::DMA, order) {
-            Ok(pfn) if n < held.len() => {
+            Ok(frames) if n < held.len() => {
+                let pfn = frames.pfn();
                 check!(pfn < MAX_DMA_PFN, "GFP_DMA gave pfn {pfn:#x} above 16 MiB");
-                held[n] = (pfn, order);
+                held[n] = Some(frames);
                 n += 1;
             }
-            Ok(pfn) => {
-                let _ = free_pages(pfn, order);
+            Ok(frames) => {
+                let _ = free_pages(frames);
                 break None;
             }
             Err(e) if order == 0 => break Some(e),
             Err(_) => order -= 1,
         }
     };
-    for &(pfn, order) in &held[..n] {
-        let _ = free_pages(pfn, order);
+    for frames in held.into_iter().flatten() {
+        let _ = free_pages(frames);
     }
     check_eq!(
         failure,
@@ -185,14 +196,18 @@ fn exhausted_zone_is_an_error() -> TestResult {
 }
 
 fn double_free_is_refused() -> TestResult {
-    let pfn =
+    let block =
         alloc_pages(Gfp::KERNEL, 1).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+    let pfn = block.pfn();
     check!(
-        free_pages(pfn + 1, 0).is_err(),
+        faults::free_unowned(pfn + 1, 0).is_err(),
         "freeing the tail of a block was accepted"
     );
-    free_pages(pfn, 1).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
-    check!(free_pages(pfn, 1).is_err(), "a double free was accepted");
+    free_pages(block).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+    check!(
+        faults::free_unowned(pfn, 1).is_err(),
+        "a double free was accepted"
+    );
     Ok(())
 }
 

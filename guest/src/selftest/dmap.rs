@@ -8,13 +8,15 @@ use mm::slub::{SlabError, SlabFlags};
 use mm::vma::VmFlags;
 
 use super::{Failure, Suite, Test, TestResult};
+use crate::arch::mem::Frames;
 use crate::arch::programs;
+use crate::faults;
 use crate::mm::events::EVENTS;
-use crate::mm::highmem::{kmap, kmap_local_page, kunmap, kunmap_local};
+use crate::mm::highmem::{kmap, kunmap};
 use crate::mm::slab::{
     kfree, kmalloc, kmem_cache_alloc, kmem_cache_create, kmem_cache_destroy, kmem_cache_free,
 };
-use crate::mm::vmalloc::{vfree, vmalloc, vmap, vunmap, VmallocError};
+use crate::mm::vmalloc::{vfree, vmalloc, VmallocError};
 use crate::mm::{alloc_pages, dmap, free_pages};
 use crate::process::{self, run_queue, spawn};
 
@@ -64,11 +66,8 @@ fn vmap_of_a_kmalloc_page_is_refused() -> TestResult {
     let obj = kmalloc(128).map_err(|e| slab_err("kmalloc", e))?;
     let pfn = pfn_of(obj);
     let before = refusals();
-    let result = vmap(&[pfn], "dmap_attack");
+    let result = faults::vmap_unowned(pfn);
     let _ = kfree(obj);
-    if let Ok(addr) = result {
-        let _ = vunmap(addr);
-    }
     check_eq!(
         result,
         Err(VmallocError::Refused { pfn }),
@@ -82,10 +81,7 @@ fn kmap_of_a_slab_page_makes_no_mapping() -> TestResult {
     let obj = kmalloc(256).map_err(|e| slab_err("kmalloc", e))?;
     let pfn = pfn_of(obj);
     let writes = EVENTS.snapshot().pte_writes;
-    let k = kmap(pfn);
-    let l = kmap_local_page(pfn);
-    let _ = kunmap_local(l.unwrap_or(0));
-    let _ = kunmap(pfn);
+    let (k, l) = faults::kmap_unowned(pfn);
     let _ = kfree(obj);
     let direct = va(pfn << PAGE_SHIFT);
     check_eq!(k, Ok(direct), "kmap of a slab page");
@@ -116,12 +112,9 @@ fn last_frame_of_an_order3_slab_is_refused() -> TestResult {
         return Err(Failure::new(format_args!("no struct page for {obj:#x}")));
     };
     let last = head + 7;
-    let result = vmap(&[last], "dmap_attack");
+    let result = faults::vmap_unowned(last);
     let tagged = dmap::any_tagged(last, 1);
     let _ = kfree(obj);
-    if let Ok(addr) = result {
-        let _ = vunmap(addr);
-    }
     check!(
         tagged,
         "frame {last:#x}, the last of slab {head:#x}, is not tagged"
@@ -143,7 +136,7 @@ fn user_mapping_of_a_slab_page_is_refused() -> TestResult {
     let pid = spawn(&segv).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let user_va = 0x0900_0000;
     let result = process::with_task(pid, |t| {
-        let r = t.mm.install(user_va, pfn, VmFlags::READ | VmFlags::WRITE);
+        let r = faults::install_unowned(&mut t.mm, user_va, pfn);
         (r, t.mm.translate(user_va))
     });
     run_queue(|_, _, _| {});
@@ -173,32 +166,55 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
         "frame {pfn:#x} still tagged after its slab was freed"
     );
     // Take frames from the buddy allocator until the old slab frame comes back.
-    let mut held = [0u64; 64];
-    let mut n = 0;
-    let mut found = false;
-    while n < held.len() {
-        let Ok(p) = alloc_pages(Gfp::KERNEL, 0) else {
+    let mut held: [Option<Frames>; 64] = [const { None }; 64];
+    let mut found = None;
+    for slot in held.iter_mut() {
+        let Ok(frame) = alloc_pages(Gfp::KERNEL, 0) else {
             break;
         };
-        if p == pfn {
-            found = true;
+        if frame.pfn() == pfn {
+            found = Some(frame);
             break;
         }
-        held[n] = p;
-        n += 1;
+        *slot = Some(frame);
     }
-    for &p in &held[..n] {
-        let _ = free_pages(p, 0);
+    for frame in held.into_iter().flatten() {
+        let _ = free_pages(frame);
     }
-    check!(
-        found,
-        "frame {pfn:#x} did not come back from the page allocator"
-    );
-    let segv = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
-    let pid = spawn(&segv).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
+    let Some(frame) = found else {
+        return Err(Failure::new(format_args!(
+            "frame {pfn:#x} did not come back from the page allocator"
+        )));
+    };
+    let segv = match programs::find("segv") {
+        Some(segv) => segv,
+        None => {
+            let _ = free_pages(frame);
+            return Err(Failure::new(format_args!("no segv")));
+        }
+    };
+    let pid = match spawn(&segv) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = free_pages(frame);
+            return Err(Failure::new(format_args!("spawn: {e}")));
+        }
+    };
+    let mut frame = Some(frame);
     let installed = process::with_task(pid, |t| {
-        t.mm.install(0x0900_0000, pfn, VmFlags::READ | VmFlags::WRITE)
-    });
+        let frame = frame.take()?;
+        Some(
+            t.mm.install(0x0900_0000, frame, VmFlags::READ | VmFlags::WRITE)
+                .map_err(|(e, frame)| {
+                    let _ = free_pages(frame);
+                    e
+                }),
+        )
+    })
+    .flatten();
+    if let Some(frame) = frame {
+        let _ = free_pages(frame);
+    }
     // The task owns the frame now; exit frees it with the rest.
     run_queue(|_, _, _| {});
     check_eq!(
@@ -225,9 +241,9 @@ fn churn_gives_no_false_refusals() -> TestResult {
             let _ = vfree(v);
             let hp =
                 alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?;
-            let k = kmap(hp);
-            let _ = kunmap(hp);
-            let _ = free_pages(hp, 0);
+            let k = kmap(&hp, 0);
+            let _ = kunmap(&hp, 0);
+            let _ = free_pages(hp);
             check!(k.is_ok(), "kmap refused during churn: {k:?}");
         }
     }

@@ -8,7 +8,7 @@ use mm::pkmap::KmapError;
 
 use super::paging::kernel_walk;
 use super::{Failure, Suite, Test, TestResult};
-use crate::arch::mem::KernelPage;
+use crate::arch::mem::Frames;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::*;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
@@ -52,7 +52,7 @@ fn has_highmem() -> bool {
 /// small to give the block above its low watermark (the allocator's own
 /// check: GFP_HIGHUSER would fall back to lowmem, as in Linux); FAIL if
 /// the block then comes from lowmem anyway.
-fn alloc_highmem(order: u32) -> Result<u64, Failure> {
+fn alloc_highmem(order: u32) -> Result<Frames, Failure> {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
@@ -74,28 +74,30 @@ fn alloc_highmem(order: u32) -> Result<u64, Failure> {
             1u64 << order
         );
     }
-    let pfn = alloc(Gfp::HIGHUSER, order)?;
+    let frames = alloc(Gfp::HIGHUSER, order)?;
+    let pfn = frames.pfn();
     if pfn < layout().max_low_pfn {
-        let _ = free_pages(pfn, order);
+        let _ = free_pages(frames);
         return Err(Failure::new(format_args!(
             "GFP_HIGHUSER order {order} gave lowmem pfn {pfn:#x} with room in ZONE_HIGHMEM"
         )));
     }
-    Ok(pfn)
+    Ok(frames)
 }
 
-fn alloc(gfp: mm::gfp::Gfp, order: u32) -> Result<u64, Failure> {
+fn alloc(gfp: mm::gfp::Gfp, order: u32) -> Result<Frames, Failure> {
     alloc_pages(gfp, order).map_err(|e| Failure::new(format_args!("alloc order {order}: {e:?}")))
 }
 
 fn kmap_of_lowmem_writes_no_pte() -> TestResult {
-    let pfn = alloc(Gfp::KERNEL, 0)?;
+    let frame = alloc(Gfp::KERNEL, 0)?;
+    let pfn = frame.pfn();
     let writes = EVENTS.snapshot().pte_writes;
-    let addr = kmap(pfn);
+    let addr = kmap(&frame, 0);
     let local = kmap_local_page(pfn);
     let _ = kunmap_local(local.unwrap_or(0));
-    let _ = kunmap(pfn);
-    let _ = free_pages(pfn, 0);
+    let _ = kunmap(&frame, 0);
+    let _ = free_pages(frame);
     check_eq!(addr, Ok(va(pfn << PAGE_SHIFT)), "kmap(lowmem)");
     check_eq!(local, Ok(va(pfn << PAGE_SHIFT)), "kmap_local_page(lowmem)");
     check_eq!(
@@ -107,8 +109,9 @@ fn kmap_of_lowmem_writes_no_pte() -> TestResult {
 }
 
 fn kmap_maps_highmem_in_pkmap() -> TestResult {
-    let pfn = alloc_highmem(0)?;
-    let addr = kmap(pfn).map_err(|e| Failure::new(format_args!("kmap: {e}")))?;
+    let mut frame = alloc_highmem(0)?;
+    let pfn = frame.pfn();
+    let addr = kmap(&frame, 0).map_err(|e| Failure::new(format_args!("kmap: {e}")))?;
     check!(
         (PKMAP_BASE..PKMAP_END).contains(&addr),
         "kmap address {addr:#x} outside pkmap"
@@ -121,38 +124,47 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
     );
     let nr = ((addr - PKMAP_BASE) >> PAGE_SHIFT) as usize;
     check_eq!(pkmap_count(nr), 2, "pkmap_count with one user");
-    KernelPage::new(addr).write_u64(0, 0x1234_5678);
-    check_eq!(kmap(pfn), Ok(addr), "a second kmap of the same page");
-    check_eq!(pkmap_count(nr), 3, "pkmap_count with two users");
-    let _ = kunmap(pfn);
-    let _ = kunmap(pfn);
+    let written = with_kmap(&mut frame, |page| {
+        page.write_u64(0, 0x1234_5678);
+        (page.va(), pkmap_count(nr))
+    });
+    check_eq!(
+        written,
+        Ok((addr, 3)),
+        "a second kmap of the same page, with two users"
+    );
+    let _ = kunmap(&frame, 0);
     check_eq!(pkmap_count(nr), 1, "pkmap_count unused but not yet flushed");
     check_eq!(
         page_address(pfn),
         Some(addr),
         "page_address of an unused, unflushed slot"
     );
-    let seen = with_kmap_local(pfn, |p| p.read_u64(0));
+    let seen = with_kmap_local(&frame, 0, |p| p.read_u64(0));
     check_eq!(seen, Ok(0x1234_5678), "the page through kmap_local");
     check_eq!(
-        kunmap(pfn),
+        kunmap(&frame, 0),
         Err(KmapError::Unbalanced { pfn, vaddr: addr }),
         "an extra kunmap"
     );
-    let _ = free_pages(pfn, 0);
+    let _ = free_pages(frame);
     Ok(())
 }
 
 /// 512 highmem pages kmapped at once, from one order-9 block.
 fn all_pkmap_slots_busy_is_an_error() -> TestResult {
     let base = alloc_highmem(9)?;
-    let extra = alloc_highmem(0).inspect_err(|_| {
-        let _ = free_pages(base, 9);
-    })?;
+    let extra = match alloc_highmem(0) {
+        Ok(extra) => extra,
+        Err(e) => {
+            let _ = free_pages(base);
+            return Err(e);
+        }
+    };
     let mut mapped = 0;
     let mut failure = None;
-    for pfn in base..base + LAST_PKMAP as u64 {
-        match kmap(pfn) {
+    for i in 0..LAST_PKMAP as u64 {
+        match kmap(&base, i) {
             Ok(_) => mapped += 1,
             Err(e) => {
                 failure = Some(e);
@@ -160,12 +172,12 @@ fn all_pkmap_slots_busy_is_an_error() -> TestResult {
             }
         }
     }
-    let overflow = kmap(extra);
-    for pfn in base..base + mapped {
-        let _ = kunmap(pfn);
+    let overflow = kmap(&extra, 0);
+    for i in 0..mapped {
+        let _ = kunmap(&base, i);
     }
-    let _ = free_pages(base, 9);
-    let _ = free_pages(extra, 0);
+    let _ = free_pages(base);
+    let _ = free_pages(extra);
     check_eq!(failure, None, "kmap failed after {mapped} slots");
     check_eq!(overflow, Err(KmapError::NoFreeSlot), "the 513th kmap");
     Ok(())
@@ -176,26 +188,30 @@ fn all_pkmap_slots_busy_is_an_error() -> TestResult {
 /// unused slot with one TLB flush for the window.
 fn pkmap_wrap_flushes_once() -> TestResult {
     let base = alloc_highmem(9)?;
-    let first = alloc_highmem(0).inspect_err(|_| {
-        let _ = free_pages(base, 9);
-    })?;
+    let first = match alloc_highmem(0) {
+        Ok(first) => first,
+        Err(e) => {
+            let _ = free_pages(base);
+            return Err(e);
+        }
+    };
     // Pages an earlier kmap left in a slot (unused, not yet flushed) would
     // be found there again instead of mapped anew. Then one unused slot
     // waits, so that even a wrap at the first kmap below has one to clear.
     kmap_flush_unused();
-    let warm_up = kmap(first);
-    let _ = kunmap(first);
+    let warm_up = kmap(&first, 0);
+    let _ = kunmap(&first, 0);
     let before = (pkmap_stats(), EVENTS.snapshot());
-    let mut failed = warm_up.err().map(|e| (first, e));
-    for pfn in base..base + LAST_PKMAP as u64 {
-        if let Err(e) = kmap(pfn) {
-            failed.get_or_insert((pfn, e));
+    let mut failed = warm_up.err().map(|e| (first.pfn(), e));
+    for i in 0..LAST_PKMAP as u64 {
+        if let Err(e) = kmap(&base, i) {
+            failed.get_or_insert((base.pfn() + i, e));
         }
-        let _ = kunmap(pfn);
+        let _ = kunmap(&base, i);
     }
     let after = (pkmap_stats(), EVENTS.snapshot());
-    let _ = free_pages(base, 9);
-    let _ = free_pages(first, 0);
+    let _ = free_pages(base);
+    let _ = free_pages(first);
     check_eq!(failed, None, "a kmap failed");
     let wraps = after.0.wraps - before.0.wraps;
     check!(wraps >= 1, "{LAST_PKMAP} new kmaps did not wrap the cursor");
@@ -218,7 +234,8 @@ fn pkmap_wrap_flushes_once() -> TestResult {
 }
 
 fn kmap_local_is_a_stack() -> TestResult {
-    let base = alloc_highmem(5)?;
+    let block = alloc_highmem(5)?;
+    let base = block.pfn();
     let a = kmap_local_page(base);
     let b = kmap_atomic(base + 1);
     let (Ok(a), Ok(b)) = (a, b) else {
@@ -242,7 +259,7 @@ fn kmap_local_is_a_stack() -> TestResult {
     for &slot in stack.iter().rev().filter(|&&s| s != 0) {
         let _ = kunmap_local(slot);
     }
-    let _ = free_pages(base, 5);
+    let _ = free_pages(block);
     check_eq!(
         (a, b),
         (top, top - PAGE_SIZE),
@@ -273,15 +290,15 @@ fn kmap_local_unmap_leaves_no_stale_tlb() -> TestResult {
     };
     let (a, b) = (alloc(gfp, 0)?, alloc(gfp, 0)?);
     let writes = (
-        with_kmap_local(a, |p| p.write_u64(8, 0xaaaa)),
-        with_kmap_local(b, |p| p.write_u64(8, 0xbbbb)),
+        with_kmap_local(&a, 0, |p| p.write_u64(8, 0xaaaa)),
+        with_kmap_local(&b, 0, |p| p.write_u64(8, 0xbbbb)),
     );
     let flushes = EVENTS.snapshot().invlpg;
-    let first = with_kmap_local(a, |p| (p.va(), p.read_u64(8)));
-    let second = with_kmap_local(b, |p| (p.va(), p.read_u64(8)));
+    let first = with_kmap_local(&a, 0, |p| (p.va(), p.read_u64(8)));
+    let second = with_kmap_local(&b, 0, |p| (p.va(), p.read_u64(8)));
     let invlpgs = EVENTS.snapshot().invlpg - flushes;
-    let _ = free_pages(a, 0);
-    let _ = free_pages(b, 0);
+    let _ = free_pages(a);
+    let _ = free_pages(b);
     check!(writes.0.is_ok() && writes.1.is_ok(), "kmap_local failed");
     let (Ok((slot_a, seen_a)), Ok((slot_b, seen_b))) = (first, second) else {
         return Err(Failure::new(format_args!("kmap_local failed")));

@@ -4,17 +4,15 @@
 use abi::layout::PAGE_OFFSET;
 use mm::buddy::ZoneType;
 use mm::gfp::Gfp;
-use mm::page::PFN_NONE;
 use pagetable::{Level, PhysRead, Pte};
 
 use super::{Failure, Suite, Test, TestResult};
-use crate::arch::mem::{lowmem, DirectMap};
+use crate::arch::mem::{DirectMap, FrameList};
 use crate::arch::programs;
 use crate::mm::events::EVENTS;
 use crate::mm::slab::slab_pages;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
 use crate::process::address_space::ExecError;
-use crate::process::objects::{MmStruct, VmAreaStruct};
 use crate::process::{run_queue, spawn, with_task, ExitStatus};
 
 pub const SUITE: Suite = Suite {
@@ -175,16 +173,12 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     let compared = with_task(pid, |t| {
         let mut list = [(0u64, 0u64); 8];
         let mut n = 0;
-        let mut vma =
-            lowmem::read_u64(t.mm.mm_obj() + core::mem::offset_of!(MmStruct, mmap) as u64);
-        while vma != 0 && n < list.len() {
-            let field = |off: usize| lowmem::read_u64(vma + off as u64);
-            list[n] = (
-                field(core::mem::offset_of!(VmAreaStruct, vm_start)),
-                field(core::mem::offset_of!(VmAreaStruct, vm_end)),
-            );
+        // Walk the list by address, as the host does.
+        let mut vma = t.mm.mm_struct().map_or(0, |mm| mm.mmap);
+        while let Some(obj) = t.mm.vma_object(vma).filter(|_| n < list.len()) {
+            list[n] = (obj.vm_start, obj.vm_end);
             n += 1;
-            vma = field(core::mem::offset_of!(VmAreaStruct, vm_next));
+            vma = obj.vm_next;
         }
         let mut tree = [(0u64, 0u64); 8];
         let mut m = 0;
@@ -225,43 +219,34 @@ fn forged_syscalls_are_contained() -> TestResult {
     Ok(())
 }
 
-/// Every block the allocator still gives for a GFP mask, largest first,
-/// chained through the `next` field of each block's struct page (an
-/// allocated page's list links are its owner's to use, as page->lru is).
+/// Every lowmem block the allocator still gives for a GFP mask, largest
+/// first, on a list linked through the blocks themselves.
 struct Hog {
-    head: u32,
+    blocks: FrameList,
     pages: u64,
 }
 
 impl Hog {
     fn take_all(gfp: mm::gfp::Gfp) -> Hog {
         let mut hog = Hog {
-            head: PFN_NONE,
+            blocks: FrameList::new(),
             pages: 0,
         };
         for order in (0..=mm::buddy::MAX_ORDER).rev() {
-            while let Ok(pfn) = alloc_pages(gfp, order) {
-                with_node(|n| {
-                    if let Some(page) = n.page_mut(pfn) {
-                        page.next = hog.head;
-                    }
-                });
-                hog.head = pfn as u32;
+            while let Ok(frames) = alloc_pages(gfp, order) {
+                if let Err(highmem) = hog.blocks.push(frames) {
+                    let _ = free_pages(highmem);
+                    return hog;
+                }
                 hog.pages += 1 << order;
             }
         }
         hog
     }
 
-    fn give_back(self) {
-        let mut pfn = self.head;
-        while pfn != PFN_NONE {
-            let (next, order) = with_node(|n| {
-                n.page(pfn.into())
-                    .map_or((PFN_NONE, 0), |page| (page.next, page.private))
-            });
-            let _ = free_pages(pfn.into(), order);
-            pfn = next;
+    fn give_back(mut self) {
+        while let Some(frames) = self.blocks.pop() {
+            let _ = free_pages(frames);
         }
     }
 }

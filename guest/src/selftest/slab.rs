@@ -6,7 +6,7 @@ use mm::page::PageFlags;
 use mm::slub::{ReportKind, SlabError, SlabFlags};
 
 use super::{Failure, Suite, Test, TestResult};
-use crate::arch::mem::lowmem;
+use crate::faults;
 use crate::kprintln;
 use crate::mm::dmap;
 use crate::mm::slab::*;
@@ -161,42 +161,24 @@ fn double_free_is_reported() -> TestResult {
     expect_report(second, ReportKind::DoubleFree, "selftest_debug", obj)
 }
 
+/// One word past a 64-byte object, into its right red zone (written by
+/// `faults`, the one place that may scribble on slab memory).
 fn red_zone_overwrite_is_reported() -> TestResult {
-    let id = debug_cache()?;
-    let obj = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    // One word past the 64-byte object: into its right red zone.
-    lowmem::write_u64(obj + 64, 0x4141_4141_4141_4141);
-    let freed = kmem_cache_free(id, obj);
+    let (obj, freed) = faults::overwrite_red_zone().map_err(|e| slab_err("setup", e))?;
     expect_report(freed, ReportKind::RedzoneOverwritten, "selftest_debug", obj)
 }
 
+/// A write into a freed, poisoned object, then its next allocation.
 fn use_after_free_is_reported() -> TestResult {
-    let id = debug_cache()?;
-    let a = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    let b = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    kmem_cache_free(id, b).map_err(|e| slab_err("free", e))?;
-    // Write into the freed, poisoned object, then allocate it again.
-    lowmem::write_u64(b + 16, 0x1234);
-    let again = kmem_cache_alloc(id);
-    let _ = kmem_cache_free(id, a);
+    let (b, again) = faults::write_after_free().map_err(|e| slab_err("setup", e))?;
     expect_report(again, ReportKind::PoisonOverwritten, "selftest_debug", b)
 }
 
+/// Taking an object with a corrupt (hardened) free pointer off the
+/// freelist, or the allocation after it, must decode the pointer and
+/// report it instead of following it.
 fn corrupted_freelist_is_reported() -> TestResult {
-    let id = kmem_cache_create("selftest_plain", 64, 0, SlabFlags::empty(), None)
-        .map_err(|e| slab_err("create", e))?;
-    let a = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    let b = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    kmem_cache_free(id, b).map_err(|e| slab_err("free", e))?;
-    // b heads the freelist; its (hardened) free pointer sits mid-object, as
-    // Linux places it since 5.7 so that small overflows miss it.
-    let offset = with_registry(|r| r.cache(id).map(|c| c.layout().offset)).unwrap_or(0);
-    lowmem::write_u64(b + u64::from(offset), 0xdead_beef_dead_beef);
-    // Taking b off the freelist (or the allocation after it) must decode
-    // the corrupt pointer and report it instead of following it.
-    let first = kmem_cache_alloc(id);
-    let second = kmem_cache_alloc(id);
-    let _ = kmem_cache_free(id, a);
+    let [first, second] = faults::corrupt_free_pointer().map_err(|e| slab_err("setup", e))?;
     let report = [first, second].into_iter().find_map(|r| match r {
         Err(SlabError::Report(report)) => Some(report),
         _ => None,

@@ -10,9 +10,9 @@ use pagetable::{for_each_mapping, FnVisitor, Outcome, WalkConfig};
 use super::paging::kernel_walk;
 use super::{Failure, Suite, Test, TestResult};
 use crate::arch::cpu::read_cr3;
-use crate::arch::mem::{DirectMap, KernelPage};
+use crate::arch::mem::{DirectMap, Frames};
 use crate::mm::events::EVENTS;
-use crate::mm::highmem::{kmap, kunmap, with_kmap_local};
+use crate::mm::highmem::{kmap, kunmap, with_kmap, with_kmap_local};
 use crate::mm::vmalloc::*;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
 
@@ -60,16 +60,20 @@ fn fail(what: &str, e: VmallocError) -> Failure {
 
 fn vmalloc_maps_highmem_first() -> TestResult {
     let l = layout();
-    let addr = vmalloc(4 * PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
+    let area = vmalloc(4 * PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
+    let addr = area.addr();
     let mut pfns = [0u64; 4];
     for (i, pfn) in pfns.iter_mut().enumerate() {
-        let page = addr + i as u64 * PAGE_SIZE;
-        *pfn = vmalloc_to_pfn(page).unwrap_or(u64::MAX);
-        KernelPage::new(page).write_u64(0, 0x5151_0000 + i as u64);
+        *pfn = vmalloc_to_pfn(addr + i as u64 * PAGE_SIZE).unwrap_or(u64::MAX);
+        if let Some(page) = area.page(i as u64) {
+            page.write_u64(0, 0x5151_0000 + i as u64);
+        }
     }
-    let through_kmap: [Option<u64>; 4] =
-        pfns.map(|pfn| with_kmap_local(pfn, |p| p.read_u64(0)).ok());
-    vfree(addr).map_err(|e| fail("vfree", e))?;
+    let through_kmap: [Option<u64>; 4] = [0, 1, 2, 3].map(|i| {
+        area.with_frame(i, |frame| with_kmap_local(frame, 0, |p| p.read_u64(0)).ok())
+            .flatten()
+    });
+    vfree(area).map_err(|e| fail("vfree", e))?;
     check!(
         (l.layout.vmalloc_start..l.layout.vmalloc_end).contains(&addr),
         "{addr:#x} outside vmalloc"
@@ -92,11 +96,12 @@ fn vmalloc_maps_highmem_first() -> TestResult {
 }
 
 fn guard_page_after_every_area() -> TestResult {
-    let a = vmalloc(2 * PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc a", e))?;
-    let b = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc b", e))?;
+    let area_a = vmalloc(2 * PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc a", e))?;
+    let area_b = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc b", e))?;
+    let (a, b) = (area_a.addr(), area_b.addr());
     let guard = kernel_walk(a + 2 * PAGE_SIZE).outcome;
-    let _ = vfree(a);
-    let _ = vfree(b);
+    let _ = vfree(area_a);
+    let _ = vfree(area_b);
     check!(
         matches!(guard, Outcome::NotPresent { .. }),
         "guard page of {a:#x} is mapped: {guard:?}"
@@ -110,16 +115,19 @@ fn guard_page_after_every_area() -> TestResult {
 
 fn vfree_is_lazy_and_purge_flushes_once() -> TestResult {
     purge();
-    let a = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
-    vfree(a).map_err(|e| fail("vfree", e))?;
+    let area = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
+    let a = area.addr();
+    vfree(area).map_err(|e| fail("vfree", e))?;
     let unmapped = kernel_walk(a).outcome;
-    let b = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
-    let _ = vfree(b);
+    let area = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
+    let b = area.addr();
+    let _ = vfree(area);
     let before = EVENTS.snapshot();
     let purged = purge();
     let after = EVENTS.snapshot();
-    let c = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
-    let _ = vfree(c);
+    let area = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
+    let c = area.addr();
+    let _ = vfree(area);
     check!(
         matches!(unmapped, Outcome::NotPresent { .. }),
         "vfree left {a:#x} mapped"
@@ -140,41 +148,49 @@ fn vfree_is_lazy_and_purge_flushes_once() -> TestResult {
 
 fn reused_addresses_show_new_frames() -> TestResult {
     purge();
-    let a = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
-    KernelPage::new(a).write_u64(0, 0x0bad_cafe);
-    vfree(a).map_err(|e| fail("vfree", e))?;
+    let area = vmalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
+    let a = area.addr();
+    if let Some(page) = area.page(0) {
+        page.write_u64(0, 0x0bad_cafe);
+    }
+    vfree(area).map_err(|e| fail("vfree", e))?;
     purge();
-    let b = vzalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vzalloc", e))?;
-    let seen = KernelPage::new(b).read_u64(0);
-    let _ = vfree(b);
+    let area = vzalloc(PAGE_SIZE, "selftest").map_err(|e| fail("vzalloc", e))?;
+    let b = area.addr();
+    let seen = area.page(0).map(|page| page.read_u64(0));
+    let _ = vfree(area);
     check_eq!(b, a, "the purged address was reused");
     check_eq!(
         seen,
-        0,
+        Some(0),
         "a reused vmalloc address shows the new, zeroed frame"
     );
     Ok(())
 }
 
 fn vmap_maps_existing_frames() -> TestResult {
-    let pfns = [
-        alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
-        alloc_pages(Gfp::KERNEL, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
-        alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?,
+    let mut frames = [
+        Some(alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?),
+        Some(alloc_pages(Gfp::KERNEL, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?),
+        Some(alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?),
     ];
-    let addr = vmap(&pfns, "selftest_vmap").map_err(|e| fail("vmap", e))?;
+    let pfns = frames.each_ref().map(|f| f.as_ref().map_or(0, Frames::pfn));
+    let area = vmap(&mut frames, "selftest_vmap").map_err(|e| fail("vmap", e))?;
+    let addr = area.addr();
     for i in 0..3 {
-        KernelPage::new(addr + i as u64 * PAGE_SIZE).write_u64(16, 0x7700 + i as u64);
-    }
-    let seen = pfns.map(|pfn| kmap(pfn).map(|va| KernelPage::new(va).read_u64(16)).ok());
-    for pfn in pfns {
-        let _ = kunmap(pfn);
+        if let Some(page) = area.page(i) {
+            page.write_u64(16, 0x7700 + i);
+        }
     }
     let translated = [0, 1, 2].map(|i| vmalloc_to_pfn(addr + i * PAGE_SIZE));
-    vunmap(addr).map_err(|e| fail("vunmap", e))?;
+    vunmap(area, &mut frames).map_err(|e| fail("vunmap", e))?;
+    let seen = frames.each_mut().map(|slot| {
+        slot.as_mut()
+            .and_then(|frame| with_kmap(frame, |page| page.read_u64(16)).ok())
+    });
     let refs = pfns.map(|pfn| with_node(|n| n.page_count(pfn)));
-    for pfn in pfns {
-        let _ = free_pages(pfn, 0);
+    for frame in frames.into_iter().flatten() {
+        let _ = free_pages(frame);
     }
     for i in 0..3 {
         check_eq!(translated[i], Some(pfns[i]), "vmalloc_to_page of page {i}");
@@ -185,14 +201,15 @@ fn vmap_maps_existing_frames() -> TestResult {
 }
 
 fn vmallocinfo_lists_areas() -> TestResult {
-    let addr = vmalloc(3 * PAGE_SIZE, "vmallocinfo_probe").map_err(|e| fail("vmalloc", e))?;
+    let area = vmalloc(3 * PAGE_SIZE, "vmallocinfo_probe").map_err(|e| fail("vmalloc", e))?;
+    let addr = area.addr();
     let mut found = None;
     for_each_area(|area| {
         if area.start == addr {
             found = Some((area.size, area.nr_pages, area.caller));
         }
     });
-    let _ = vfree(addr);
+    let _ = vfree(area);
     check_eq!(
         found,
         Some((4 * PAGE_SIZE, 3, "vmallocinfo_probe")),
@@ -221,7 +238,7 @@ fn highmem_only_through_kernel_windows() -> TestResult {
     // Keep some highmem mapped through each window while we look.
     let v = vmalloc(2 * PAGE_SIZE, "selftest").map_err(|e| fail("vmalloc", e))?;
     let hp = alloc_pages(Gfp::HIGHUSER, 0).map_err(|e| Failure::new(format_args!("{e:?}")))?;
-    let k = kmap(hp);
+    let k = kmap(&hp, 0);
     let mut bad = None;
     let mut windows = 0;
     let mut anomalies = 0;
@@ -250,8 +267,9 @@ fn highmem_only_through_kernel_windows() -> TestResult {
             },
         ),
     );
-    let _ = kunmap(hp);
-    let _ = free_pages(hp, 0);
+    let _ = kunmap(&hp, 0);
+    let hp_pfn = hp.pfn();
+    let _ = free_pages(hp);
     let _ = vfree(v);
     check_eq!(
         bad,
@@ -261,7 +279,7 @@ fn highmem_only_through_kernel_windows() -> TestResult {
     check_eq!(anomalies, 0, "anomalies in the kernel tables");
     check!(!summary.truncated, "the walk ran out of budget");
     // vmalloc's two pages, and the kmap slot when the page was highmem.
-    let expected = if hp >= l.max_low_pfn { 3 } else { 2 };
+    let expected = if hp_pfn >= l.max_low_pfn { 3 } else { 2 };
     check!(
         k.is_ok() && windows >= expected,
         "only {windows} mappings outside the direct map"
