@@ -144,6 +144,9 @@ pub mod off {
     pub const PCP_COUNT: &str = "per_cpu_pages.count";
     pub const PCP_HIGH: &str = "per_cpu_pages.high";
     pub const PCP_BATCH: &str = "per_cpu_pages.batch";
+    /// u32: the first page's pfn, the list linked through `page.next`
+    /// as a free list is.
+    pub const PCP_LIST: &str = "per_cpu_pages.list";
 
     pub const ZONE: &str = "zone";
     pub const ZONE_START_PFN: &str = "zone.zone_start_pfn";

@@ -84,6 +84,7 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.offset(off::PCP_COUNT, offset_of!(PerCpuPages, list.nr_free))?;
     w.offset(off::PCP_HIGH, offset_of!(PerCpuPages, high))?;
     w.offset(off::PCP_BATCH, offset_of!(PerCpuPages, batch))?;
+    w.offset(off::PCP_LIST, offset_of!(PerCpuPages, list.head))?;
     w.number(num::MAX_ORDER, MAX_ORDER.into())?;
 
     w.size(off::ZONE, size_of::<Zone>())?;
