@@ -160,6 +160,20 @@ fn live_and_dump_agree_with_the_guest() {
         assert_eq!(g.map(|(_, v)| v), Some(value), "event {name}\n{meminfo}");
     }
     assert!(host_events.len() >= 13, "{meminfo}");
+    // zoneinfo shows each CPU's per-CPU list with the high and batch the
+    // guest printed at boot.
+    let zoneinfo = inspect(&exit, &["zoneinfo"]);
+    let (high, batch) = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Normal   per-CPU lists on "))
+        .and_then(|l| l.split_once(": high "))
+        .and_then(|(_, l)| l.split_once(", batch "))
+        .unwrap();
+    zoneinfo
+        .expect_stdout("  pagesets\n    cpu: 0\n")
+        .expect_stdout(&format!(
+            "              high:  {high}\n              batch: {batch}\n"
+        ));
 
     // readelf reads the dump.
     if let Ok(out) = Command::new("readelf").arg("-a").arg(&exit_core).output() {

@@ -94,6 +94,8 @@ pub mod num {
     pub const PG_SLAB: &str = "PG_slab";
     pub const PG_TABLE: &str = "PG_table";
     pub const PG_HEAD: &str = "PG_head";
+    /// On a per-CPU page list (free, outside the buddy's free areas).
+    pub const PG_PCP: &str = "PG_pcp";
     pub const VM_IOREMAP: &str = "VM_IOREMAP";
     pub const VM_ALLOC: &str = "VM_ALLOC";
     pub const VM_MAP: &str = "VM_MAP";
@@ -130,6 +132,21 @@ pub mod off {
     pub const NODE_ZONES: &str = "pglist_data.node_zones";
     pub const NODE_MAX_LOW_PFN: &str = "pglist_data.max_low_pfn";
     pub const NODE_ZONES_LEN: &str = "pglist_data.node_zones";
+    /// The per-CPU page lists: `LENGTH` CPUs, each an array of
+    /// `LENGTH(pglist_data.node_zones)` `per_cpu_pages`, one per zone.
+    pub const NODE_PAGESETS: &str = "pglist_data.per_cpu_pageset";
+    /// u32: the CPUs online, the first ones of the pagesets.
+    pub const NODE_PCP_CPUS: &str = "pglist_data.pcp_cpus";
+
+    /// One list (`mm::pcp::PerCpuPages`): `count` is u64, `high` and
+    /// `batch` u32.
+    pub const PER_CPU_PAGES: &str = "per_cpu_pages";
+    pub const PCP_COUNT: &str = "per_cpu_pages.count";
+    pub const PCP_HIGH: &str = "per_cpu_pages.high";
+    pub const PCP_BATCH: &str = "per_cpu_pages.batch";
+    /// u32: the first page's pfn, the list linked through `page.next`
+    /// as a free list is.
+    pub const PCP_LIST: &str = "per_cpu_pages.list";
 
     pub const ZONE: &str = "zone";
     pub const ZONE_START_PFN: &str = "zone.zone_start_pfn";

@@ -1,8 +1,9 @@
 //! Buddy allocator benchmarks, with buddy_system_allocator's FrameAllocator
 //! (a published buddy allocator over BTreeSets) measured in the same run.
 //! Linux anchor: order-0 alloc+free ~163 cycles through the per-CPU lists
-//! (research/guest_mm.md §4); this allocator has no per-CPU lists, so every
-//! call goes through __rmqueue_smallest/__free_one_page.
+//! (research/guest_mm.md §4). The "pcp" rows go through this allocator's
+//! per-CPU lists (`alloc_pages_on`); the plain rows go straight to
+//! __rmqueue_smallest/__free_one_page, splitting and merging each time.
 
 use buddy_system_allocator::FrameAllocator;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -50,6 +51,33 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("buddy");
 
     let mut node = node_2g();
+    node.set_online_cpus(2);
+    g.bench_function("mm order-0 alloc+free through pcp (hot)", |b| {
+        b.iter(|| {
+            let pfn = node.alloc_pages_on(0, Gfp::KERNEL, 0).unwrap();
+            node.free_pages_on(0, black_box(pfn), 0).unwrap();
+        })
+    });
+    g.bench_function("mm order-0 alloc+free highmem through pcp (hot)", |b| {
+        b.iter(|| {
+            let pfn = node.alloc_pages_on(0, Gfp::HIGHUSER, 0).unwrap();
+            node.free_pages_on(0, black_box(pfn), 0).unwrap();
+        })
+    });
+    // A list refilled and spilled over and over: 600 pages taken (ten
+    // refills of 63), then given back (a spill each time it reaches high).
+    let mut held = Vec::with_capacity(600);
+    g.bench_function("mm 600 order-0 allocs then frees through pcp", |b| {
+        b.iter(|| {
+            for _ in 0..600 {
+                held.push(node.alloc_pages_on(0, Gfp::KERNEL, 0).unwrap());
+            }
+            for pfn in held.drain(..) {
+                node.free_pages_on(0, pfn, 0).unwrap();
+            }
+        })
+    });
+    node.drain_all_pages();
     g.bench_function("mm order-0 alloc+free (hot)", |b| {
         b.iter(|| {
             let pfn = node.alloc_pages(Gfp::KERNEL, 0).unwrap();

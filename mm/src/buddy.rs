@@ -4,9 +4,10 @@
 //! max_low_pfn, the direct-mapped end of low memory) and HIGHMEM (the rest,
 //! including the 3-4 GiB hole on big machines). Each zone has free lists for
 //! orders 0..=MAX_ORDER linked through `struct page` ([`Page::next`]/
-//! [`Page::prev`], as pfns). There are no per-CPU lists and no migratetypes:
-//! the guest has one CPU and no compaction, so `rmqueue()` goes straight to
-//! `__rmqueue_smallest()`.
+//! [`Page::prev`], as pfns). Order-0 pages go through per-CPU lists in
+//! front of the zones ([`crate::pcp`]) when the caller names its CPU
+//! ([`Node::alloc_pages_on`]); there are no migratetypes (no compaction),
+//! so the buddy side of `rmqueue()` is `__rmqueue_smallest()`.
 //!
 //! Setup costs one step per maximally aligned block, never one per frame
 //! (see the zero-state note in [`crate::page`]).
@@ -19,6 +20,7 @@ use crate::bitops::align_down;
 use crate::gfp::{self, Gfp};
 use crate::memblock::Memblock;
 use crate::page::{MemMap, Page, PageFlags, PFN_NONE};
+use crate::pcp::{Pagesets, PerCpuPages, NR_CPUS};
 use abi::layout::{MAX_DMA_PFN, PAGE_SHIFT, PAGE_SIZE};
 use bitflags::bitflags;
 use core::fmt;
@@ -175,6 +177,16 @@ pub struct BuddyEvents {
     pub bad_free: u64,
     /// Pages handed over at boot (memblock_free_all, free_reserved_area).
     pub boot_freed: u64,
+    /// Order-0 pages taken from a per-CPU list.
+    pub pcp_alloc: u64,
+    /// Order-0 pages freed onto a per-CPU list.
+    pub pcp_free: u64,
+    /// Refills of an empty per-CPU list from the buddy (rmqueue_bulk()).
+    pub pcp_refill: u64,
+    /// Spills of a per-CPU list that reached high (free_pcppages_bulk()).
+    pub pcp_spill: u64,
+    /// Pages drain_pages() returned to the buddy.
+    pub pcp_drained: u64,
 }
 
 /// `struct free_area` for one order: a doubly linked list of head pfns.
@@ -187,7 +199,7 @@ pub struct FreeArea {
 }
 
 impl FreeArea {
-    const EMPTY: FreeArea = FreeArea {
+    pub(crate) const EMPTY: FreeArea = FreeArea {
         head: PFN_NONE,
         tail: PFN_NONE,
         nr_free: 0,
@@ -343,7 +355,7 @@ pub const fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
 // Free-list primitives on one FreeArea, linked through mem_map.
 // They mirror __add_to_free_list() / __del_page_from_free_list().
 
-fn list_add(area: &mut FreeArea, map: &mut MemMap, pfn: u64, tail: bool) {
+pub(crate) fn list_add(area: &mut FreeArea, map: &mut MemMap, pfn: u64, tail: bool) {
     let p = pfn as u32;
     if area.head == PFN_NONE {
         let pg = map.at_mut(pfn);
@@ -369,7 +381,7 @@ fn list_add(area: &mut FreeArea, map: &mut MemMap, pfn: u64, tail: bool) {
     area.nr_free += 1;
 }
 
-fn list_del(area: &mut FreeArea, map: &mut MemMap, pfn: u64) {
+pub(crate) fn list_del(area: &mut FreeArea, map: &mut MemMap, pfn: u64) {
     let (next, prev) = {
         let pg = map.at(pfn);
         (pg.next, pg.prev)
@@ -400,12 +412,16 @@ fn set_buddy(pg: &mut Page, order: u32, zi: usize) {
 #[repr(C)]
 #[derive(Debug)]
 pub struct Node<'a> {
-    map: MemMap<'a>,
+    pub(crate) map: MemMap<'a>,
     pub(crate) zones: [Zone; MAX_NR_ZONES],
     pub(crate) max_low_pfn: u64,
     min_free_kbytes: u64,
     user_min_free_kbytes: Option<u64>,
-    events: BuddyEvents,
+    pub(crate) events: BuddyEvents,
+    /// Each CPU's per-CPU page lists, one per zone.
+    pub(crate) pagesets: Pagesets,
+    /// The CPUs sharing each zone's low watermark (zone_highsize()).
+    pub(crate) pcp_cpus: u32,
 }
 
 impl<'a> Node<'a> {
@@ -434,6 +450,8 @@ impl<'a> Node<'a> {
             min_free_kbytes: 0,
             user_min_free_kbytes: None,
             events: BuddyEvents::default(),
+            pagesets: [[PerCpuPages::BOOT; MAX_NR_ZONES]; NR_CPUS],
+            pcp_cpus: 1,
         })
     }
 
@@ -516,17 +534,18 @@ impl<'a> Node<'a> {
         Ok(freed)
     }
 
-    /// Is `pfn` inside a block on a free list? Only the 11 possible heads
-    /// need checking: a free block of order j containing pfn starts at
-    /// pfn rounded down to 2^j.
+    /// Is `pfn` on a per-CPU list or inside a block on a free list? Only
+    /// the 11 possible heads need checking: a free block of order j
+    /// containing pfn starts at pfn rounded down to 2^j.
     fn inside_free_block(&self, zi: usize, pfn: u64) -> bool {
-        (0..=MAX_ORDER).any(|j| {
-            let head = align_down(pfn, 1 << j);
-            self.zones[zi].spans(head) && {
-                let pg = self.map.at(head);
-                pg.is_buddy() && pg.buddy_order() == j
-            }
-        })
+        self.map.at(pfn).flags.contains(PageFlags::PCP)
+            || (0..=MAX_ORDER).any(|j| {
+                let head = align_down(pfn, 1 << j);
+                self.zones[zi].spans(head) && {
+                    let pg = self.map.at(head);
+                    pg.is_buddy() && pg.buddy_order() == j
+                }
+            })
     }
 
     /// init_per_zone_wmark_min(): min_free_kbytes, the three watermarks of
@@ -595,6 +614,9 @@ impl<'a> Node<'a> {
             let gap = (share >> 2).max(mult_frac(z.managed_pages, WATERMARK_SCALE_FACTOR, 10_000));
             z.watermark = [min, min + gap, min + 2 * gap];
         }
+        // "The watermark size have changed so update the pcpu batch and
+        // high limits" (setup_per_zone_wmarks()).
+        self.zone_pcp_update();
     }
 
     /// setup_per_zone_lowmem_reserve(): zone i keeps back, from allocations
@@ -616,7 +638,7 @@ impl<'a> Node<'a> {
     /// `__free_one_page()`: merge with the buddy while it is a free block
     /// of the same order in the same zone, then queue the result. The
     /// caller has validated the block and counted nothing yet.
-    fn free_one_page(&mut self, zi: usize, mut pfn: u64, mut order: u32) {
+    pub(crate) fn free_one_page(&mut self, zi: usize, mut pfn: u64, mut order: u32) {
         self.zones[zi].free_pages += 1 << order;
         while order < MAX_ORDER {
             let buddy = find_buddy_pfn(pfn, order);
@@ -661,8 +683,9 @@ impl<'a> Node<'a> {
     }
 
     /// `__rmqueue_smallest()`: take the first block of the smallest order
-    /// that fits and split it down.
-    fn rmqueue_smallest(&mut self, zi: usize, order: u32) -> Option<u64> {
+    /// that fits and split it down. The head leaves with no flags and no
+    /// reference, for prep_new_page() or a per-CPU list.
+    pub(crate) fn rmqueue_smallest(&mut self, zi: usize, order: u32) -> Option<u64> {
         for cur in order..=MAX_ORDER {
             let area = &mut self.zones[zi].free_area[cur as usize];
             if area.head == PFN_NONE {
@@ -672,16 +695,28 @@ impl<'a> Node<'a> {
             list_del(area, &mut self.map, pfn);
             self.expand(zi, pfn, order, cur);
             self.zones[zi].free_pages -= 1 << order;
-            // prep_new_page() / set_page_refcounted(); the order is kept
-            // so free_pages can check it.
             let pg = self.map.at_mut(pfn);
             pg.flags = PageFlags::empty();
-            pg.refcount = 1;
-            pg.private = order;
+            pg.private = 0;
             pg.zone = zi as u8 + 1;
             return Some(pfn);
         }
         None
+    }
+
+    /// `rmqueue()`: order 0 through `cpu`'s list when a CPU is named,
+    /// everything else from the free areas; then prep_new_page() /
+    /// set_page_refcounted(), keeping the order so free_pages can check it.
+    fn rmqueue(&mut self, zi: usize, order: u32, cpu: Option<usize>) -> Option<u64> {
+        let pfn = match cpu {
+            Some(cpu) if order == 0 => self.rmqueue_pcplist(cpu, zi)?,
+            _ => self.rmqueue_smallest(zi, order)?,
+        };
+        let pg = self.map.at_mut(pfn);
+        pg.flags = PageFlags::empty();
+        pg.refcount = 1;
+        pg.private = order;
+        Some(pfn)
     }
 
     /// `expand()`: return the upper halves of a 2^high block to the free
@@ -737,6 +772,7 @@ impl<'a> Node<'a> {
         order: u32,
         highest: ZoneType,
         alloc_flags: AllocFlags,
+        cpu: Option<usize>,
     ) -> Option<u64> {
         for (i, &zt) in gfp::zonelist(highest).iter().enumerate() {
             let zi = zt.idx();
@@ -747,7 +783,7 @@ impl<'a> Node<'a> {
             if !self.zone_watermark_ok(zt, order, mark, highest, alloc_flags) {
                 continue;
             }
-            if let Some(pfn) = self.rmqueue_smallest(zi, order) {
+            if let Some(pfn) = self.rmqueue(zi, order, cpu) {
                 if i > 0 {
                     self.events.fallback += 1;
                 }
@@ -758,37 +794,65 @@ impl<'a> Node<'a> {
         None
     }
 
-    /// `__alloc_pages()`: a 2^order block from the zonelist of `gfp`. The
-    /// fast path checks WMARK_LOW; the slow path (no reclaim or compaction
-    /// here) retries at WMARK_MIN with the reserves __GFP_HIGH and
-    /// non-blocking callers may use. Returns the first pfn. `__GFP_ZERO` is
-    /// the caller's job (see [`crate::gfp`]).
+    /// `__alloc_pages()`: a 2^order block from the zonelist of `gfp`,
+    /// straight from the free areas (as when Linux cannot take the pcp
+    /// lock). See [`Node::alloc_pages_on`] for the per-CPU path.
     pub fn alloc_pages(&mut self, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+        self.alloc(gfp, order, None)
+    }
+
+    /// `__alloc_pages()` on CPU `cpu`: order 0 through that CPU's lists
+    /// ([`crate::pcp`]), larger orders from the free areas. A CPU beyond
+    /// [`NR_CPUS`] has no lists and uses the free areas.
+    pub fn alloc_pages_on(&mut self, cpu: usize, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+        self.alloc(gfp, order, (cpu < NR_CPUS).then_some(cpu))
+    }
+
+    /// The fast path checks WMARK_LOW; the slow path (no reclaim or
+    /// compaction here) retries at WMARK_MIN with the reserves __GFP_HIGH
+    /// and non-blocking callers may use, and a caller that may sleep gets
+    /// the pages on per-CPU lists drained back first, as
+    /// __alloc_pages_direct_reclaim() does before giving up. Returns the
+    /// first pfn. `__GFP_ZERO` is the caller's job (see [`crate::gfp`]).
+    fn alloc(&mut self, gfp: Gfp, order: u32, cpu: Option<usize>) -> Result<u64, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder);
         }
         let highest = gfp::gfp_zone(gfp).ok_or(AllocError::BadGfp)?;
-        let pfn = match self.get_page_from_freelist(order, highest, AllocFlags::WMARK_LOW) {
-            Some(pfn) => pfn,
-            None => match self.get_page_from_freelist(order, highest, gfp_to_alloc_flags(gfp)) {
-                Some(pfn) => {
-                    self.events.slowpath += 1;
-                    pfn
-                }
-                None => {
-                    self.events.alloc_fail += 1;
-                    return Err(AllocError::NoMemory);
-                }
-            },
+        if let Some(pfn) = self.get_page_from_freelist(order, highest, AllocFlags::WMARK_LOW, cpu) {
+            self.events.allocs += 1;
+            return Ok(pfn);
+        }
+        let flags = gfp_to_alloc_flags(gfp);
+        let mut pfn = self.get_page_from_freelist(order, highest, flags, cpu);
+        if pfn.is_none() && gfp.contains(Gfp::DIRECT_RECLAIM) && self.nr_pcp_pages() > 0 {
+            self.drain_all_pages();
+            pfn = self.get_page_from_freelist(order, highest, flags, cpu);
+        }
+        let Some(pfn) = pfn else {
+            self.events.alloc_fail += 1;
+            return Err(AllocError::NoMemory);
         };
+        self.events.slowpath += 1;
         self.events.allocs += 1;
         Ok(pfn)
     }
 
     /// `__free_pages()`: drop a reference to a block from alloc_pages;
-    /// the last reference returns it to the free lists. Every check runs
+    /// the last reference returns it to the free areas. Every check runs
     /// before any state changes, so a refused free corrupts nothing.
     pub fn free_pages(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
+        self.free(pfn, order, None)
+    }
+
+    /// `__free_pages()` on CPU `cpu`: the last reference to an order-0
+    /// page puts it on that CPU's list (free_unref_page()); larger blocks,
+    /// and every block on a CPU beyond [`NR_CPUS`], go to the free areas.
+    pub fn free_pages_on(&mut self, cpu: usize, pfn: u64, order: u32) -> Result<(), FreeError> {
+        self.free(pfn, order, (cpu < NR_CPUS).then_some(cpu))
+    }
+
+    fn free(&mut self, pfn: u64, order: u32, cpu: Option<usize>) -> Result<(), FreeError> {
         let r = self.check_free(pfn, order);
         let zi = match r {
             Ok(zi) => zi,
@@ -806,7 +870,10 @@ impl<'a> Node<'a> {
         pg.flags = PageFlags::empty();
         self.events.frees += 1;
         self.events.pgfree += 1 << order;
-        self.free_one_page(zi, pfn, order);
+        match cpu {
+            Some(cpu) if order == 0 => self.free_unref_page_commit(cpu, zi, pfn),
+            _ => self.free_one_page(zi, pfn, order),
+        }
         Ok(())
     }
 
@@ -896,10 +963,13 @@ impl<'a> Node<'a> {
         self.map.pfn_to_page(pfn)
     }
     /// Mutable access for the owners of allocated pages (slab fields,
-    /// PG_slab, PG_table). Free pages are refused; writing buddy state
-    /// (PG_buddy, links, `private`) of an allocated page is a caller bug.
+    /// PG_slab, PG_table). Free pages (PG_buddy heads, pages on a per-CPU
+    /// list) are refused; writing buddy state (PG_buddy, links,
+    /// `private`) of an allocated page is a caller bug.
     pub fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        self.map.pfn_to_page_mut(pfn).filter(|p| !p.is_buddy())
+        self.map
+            .pfn_to_page_mut(pfn)
+            .filter(|p| !p.flags.intersects(PageFlags::BUDDY | PageFlags::PCP))
     }
 
     /// /proc/buddyinfo: one line per populated zone.
@@ -928,8 +998,9 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// Consistency check of every free list (links, flags, order,
-    /// alignment, zone, counters), for self-tests. One step per free block.
+    /// Consistency check of every free list and per-CPU list (links,
+    /// flags, order, alignment, zone, counters), for self-tests. One step
+    /// per free block and per listed page.
     pub fn verify(&self) -> Result<(), &'static str> {
         for (zi, z) in self.zones.iter().enumerate() {
             let mut free = 0;
@@ -969,11 +1040,11 @@ impl<'a> Node<'a> {
             if free != z.free_pages {
                 return Err("free page count mismatch");
             }
-            if z.free_pages > z.managed_pages {
-                return Err("more free than managed pages");
+            if z.free_pages + self.pcp_count(z.zone_type) > z.managed_pages {
+                return Err("more free and pcp pages than managed pages");
             }
         }
-        Ok(())
+        self.verify_pcp()
     }
 }
 

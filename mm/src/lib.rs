@@ -14,6 +14,7 @@ pub mod gfp;
 pub mod kmap_local;
 pub mod memblock;
 pub mod page;
+pub mod pcp;
 pub mod pkmap;
 pub mod rbtree;
 pub mod slub;

@@ -58,12 +58,18 @@ bitflags! {
         /// PG_head: head of a multi-page allocation whose tail pages are
         /// described by it, for slabs of order > 0.
         const HEAD = 1 << 4;
+        /// On a per-CPU page list ([`crate::pcp`]): free, but not in the
+        /// buddy's free areas. Linux marks these pages with nothing but a
+        /// zero refcount; the flag lets checks and the host tell them from
+        /// reserved frames.
+        const PCP = 1 << 5;
         /// Flags that must be clear when a block goes back to the buddy
         /// allocator (PAGE_FLAGS_CHECK_AT_FREE's role in free_page_is_bad()).
         const CHECK_AT_FREE = Self::BUDDY.bits()
             | Self::RESERVED.bits()
             | Self::SLAB.bits()
-            | Self::TABLE.bits();
+            | Self::TABLE.bits()
+            | Self::PCP.bits();
     }
 }
 

@@ -13,6 +13,7 @@ use abi::vmcoreinfo::{num, off, Writer};
 use crate::buddy::{FreeArea, Node, Zone, MAX_NR_ZONES, MAX_ORDER, NR_PAGE_ORDERS};
 use crate::kmap_local::KmapLocal;
 use crate::page::{Page, PageFlags, PFN_NONE};
+use crate::pcp::{PerCpuPages, NR_CPUS};
 use crate::pkmap::{Pkmap, PkmapStats};
 use crate::rbtree::{Node as RbNode, NIL};
 use crate::slub::{KmemCache, SlabFlags, Slub, OO_SHIFT};
@@ -65,6 +66,7 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.number(num::PG_SLAB, PageFlags::SLAB.bits().into())?;
     w.number(num::PG_TABLE, PageFlags::TABLE.bits().into())?;
     w.number(num::PG_HEAD, PageFlags::HEAD.bits().into())?;
+    w.number(num::PG_PCP, PageFlags::PCP.bits().into())?;
     w.number(num::PFN_NONE, PFN_NONE.into())?;
 
     w.size(off::NODE, size_of::<Node<'static>>())?;
@@ -75,6 +77,14 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
         offset_of!(Node<'static>, max_low_pfn),
     )?;
     w.number(num::MAX_NR_ZONES, MAX_NR_ZONES as u64)?;
+    w.offset(off::NODE_PAGESETS, offset_of!(Node<'static>, pagesets))?;
+    w.length(off::NODE_PAGESETS, NR_CPUS)?;
+    w.offset(off::NODE_PCP_CPUS, offset_of!(Node<'static>, pcp_cpus))?;
+    w.size(off::PER_CPU_PAGES, size_of::<PerCpuPages>())?;
+    w.offset(off::PCP_COUNT, offset_of!(PerCpuPages, list.nr_free))?;
+    w.offset(off::PCP_HIGH, offset_of!(PerCpuPages, high))?;
+    w.offset(off::PCP_BATCH, offset_of!(PerCpuPages, batch))?;
+    w.offset(off::PCP_LIST, offset_of!(PerCpuPages, list.head))?;
     w.number(num::MAX_ORDER, MAX_ORDER.into())?;
 
     w.size(off::ZONE, size_of::<Zone>())?;
@@ -202,6 +212,8 @@ mod tests {
         assert_eq!(info.size(off::PAGE), Some(32));
         assert_eq!(info.offset(off::PAGE_PRIVATE), Some(8));
         assert_eq!(info.length(off::ZONE_FREE_AREA), Some(11));
+        assert_eq!(info.length(off::NODE_PAGESETS), Some(NR_CPUS as u64));
+        assert_eq!(info.offset(off::PCP_COUNT), Some(8));
         assert_eq!(info.length(off::RB_TREE_NODES), Some(1024));
         assert!(text.len() < abi::vmcoreinfo::MAX_TEXT / 2);
     }

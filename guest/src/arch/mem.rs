@@ -78,16 +78,22 @@ pub struct Frames {
 }
 
 impl Frames {
-    /// alloc_pages() from the buddy allocator, which hands a block out once
-    /// until it is freed.
-    pub fn alloc(node: &mut Node<'static>, gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
-        node.alloc_pages(gfp, order)
+    /// alloc_pages() from the buddy allocator (order 0 through `cpu`'s
+    /// per-CPU list), which hands a block out once until it is freed.
+    pub fn alloc(
+        node: &mut Node<'static>,
+        cpu: usize,
+        gfp: Gfp,
+        order: u32,
+    ) -> Result<Frames, AllocError> {
+        node.alloc_pages_on(cpu, gfp, order)
             .map(|pfn| Frames { pfn, order })
     }
 
-    /// __free_pages(): back to the buddy allocator.
-    pub fn free(self, node: &mut Node<'static>) -> Result<(), FreeError> {
-        node.free_pages(self.pfn, self.order)
+    /// __free_pages(): back to the buddy allocator (order 0 onto `cpu`'s
+    /// per-CPU list).
+    pub fn free(self, node: &mut Node<'static>, cpu: usize) -> Result<(), FreeError> {
+        node.free_pages_on(cpu, self.pfn, self.order)
     }
 
     /// Takes back frames whose ownership was parked as a number.

@@ -21,6 +21,7 @@ use pagetable::MapError;
 use spin::Mutex;
 
 use crate::arch::mem::{self, sections, Frames};
+use crate::arch::percpu::smp_processor_id;
 use crate::arch::{cpu, paging};
 use crate::boot::BootParams;
 use crate::kprintln;
@@ -122,6 +123,9 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
         Node::new(MemMap::new(pages, 0), max_low_pfn, max_pfn).map_err(InitError::Buddy)?;
     node.init_from_memblock(&memblock)
         .map_err(InitError::Free)?;
+    // Each zone's low watermark is shared by the CPUs' lists (their
+    // high), all of them, as Linux's is once every CPU is online.
+    node.set_online_cpus(boot.info.cpus().len());
     mark_table_pages(&mut node);
 
     let layout = LAYOUT.call_once(|| MemoryLayout {
@@ -198,6 +202,17 @@ fn print_layout(m: &MemoryLayout, node: &Node) {
             zone.high_wmark()
         );
     }
+    for zone in node.zones().iter().filter(|z| z.is_populated()) {
+        if let Some(pcp) = node.pcp(0, zone.zone_type()) {
+            kprintln!(
+                "  {:<8} per-CPU lists on {} CPUs: high {}, batch {}",
+                zone.name(),
+                node.online_cpus(),
+                pcp.high(),
+                pcp.batch()
+            );
+        }
+    }
     kprintln!(
         "Memory: {}K/{}K available",
         node.nr_free_pages() << (PAGE_SHIFT - 10),
@@ -237,11 +252,13 @@ pub fn virt_to_pfn(addr: u64) -> Option<u64> {
 }
 
 /// alloc_pages(): 2^order contiguous frames from the zones `gfp` allows,
-/// owned by the caller until it gives them back with `free_pages`.
-/// With __GFP_ZERO the frames are cleared: through the direct map for low
-/// memory, through a temporary kmap_local slot for highmem.
+/// owned by the caller until it gives them back with `free_pages`; order
+/// 0 through this CPU's per-CPU lists. With __GFP_ZERO the frames are
+/// cleared: through the direct map for low memory, through a temporary
+/// kmap_local slot for highmem.
 pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
-    let frames = with_node_mut(|node| Frames::alloc(node, gfp, order))?;
+    let cpu = smp_processor_id().index();
+    let frames = with_node_mut(|node| Frames::alloc(node, cpu, gfp, order))?;
     count(&EVENTS.pages_allocated, 1 << order);
     if gfp.wants_zero() {
         for index in 0..1 << order {
@@ -251,12 +268,19 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
     Ok(frames)
 }
 
-/// __free_pages().
+/// __free_pages(): an order-0 page goes to this CPU's per-CPU list.
 pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
     let order = frames.order();
-    with_node_mut(|node| frames.free(node))?;
+    let cpu = smp_processor_id().index();
+    with_node_mut(|node| frames.free(node, cpu))?;
     count(&EVENTS.pages_freed, 1 << order);
     Ok(())
+}
+
+/// drain_all_pages(): every CPU's per-CPU lists back to the buddy
+/// allocator; returns the pages drained.
+pub fn drain_all_pages() -> u64 {
+    with_node_mut(|node| node.drain_all_pages())
 }
 
 /// clear_highpage(): zeroes page `index` of `frames` wherever it lives.

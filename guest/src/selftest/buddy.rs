@@ -3,13 +3,15 @@
 use abi::layout::MAX_DMA_PFN;
 use mm::buddy::{AllocError, ZoneType, MAX_ORDER};
 use mm::gfp::Gfp;
+use mm::pcp::{zone_batchsize, zone_highsize};
 
 use super::{Suite, Test, TestResult};
 use crate::arch::mem::Frames;
+use crate::arch::percpu::smp_processor_id;
 use crate::faults;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::with_kmap_local;
-use crate::mm::{alloc_pages, free_pages, layout, page_zone, with_node};
+use crate::mm::{alloc_pages, drain_all_pages, free_pages, layout, page_zone, with_node};
 
 pub const SUITE: Suite = Suite {
     name: "buddy",
@@ -42,10 +44,18 @@ pub const SUITE: Suite = Suite {
             name: "watermarks_are_ordered",
             run: watermarks_are_ordered,
         },
+        Test {
+            name: "pcp_refills_spills_and_drains",
+            run: pcp_refills_spills_and_drains,
+        },
     ],
 };
 
+/// The per-zone, per-order free block counts, after every CPU's per-CPU
+/// lists went back to the buddy (their pages are free but not in the free
+/// areas, as in Linux).
 fn free_counts() -> [[u64; MAX_ORDER as usize + 1]; 3] {
+    drain_all_pages();
     with_node(|node| {
         [ZoneType::Dma, ZoneType::Normal, ZoneType::Highmem].map(|z| node.zone(z).free_counts())
     })
@@ -236,4 +246,102 @@ fn watermarks_are_ordered() -> TestResult {
         );
         Ok(())
     })
+}
+
+/// This CPU's NORMAL list: (count, high, batch), the zone's free pages and
+/// the pcp events (refills, spills).
+fn pcp_state() -> ((u64, u32, u32), u64, (u64, u64)) {
+    let cpu = smp_processor_id().index();
+    with_node(|n| {
+        let p = n
+            .pcp(cpu, ZoneType::Normal)
+            .expect("CPU numbers fit NR_CPUS");
+        (
+            (p.count(), p.high(), p.batch()),
+            n.zone(ZoneType::Normal).free_pages(),
+            (n.events().pcp_refill, n.events().pcp_spill),
+        )
+    })
+}
+
+/// Pages the pcp test can hold at once (on the boot stack).
+const HELD_MAX: usize = 1024;
+
+/// The per-CPU lists on this CPU's NORMAL zone: Linux's batch and high,
+/// a refill of `batch` pages on the first allocation, spills that keep
+/// the list below `high` while more than `high` pages come back, and a
+/// drain that restores the free areas exactly.
+fn pcp_refills_spills_and_drains() -> TestResult {
+    let before = free_counts();
+    let ((count, high, batch), free0, (refills, spills)) = pcp_state();
+    let (managed, low, cpus) = with_node(|n| {
+        let z = n.zone(ZoneType::Normal);
+        (z.managed_pages(), z.low_wmark(), n.online_cpus() as u32)
+    });
+    check_eq!(count, 0, "pages listed after a drain");
+    check_eq!(batch, zone_batchsize(managed), "batch (zone_batchsize)");
+    check_eq!(
+        high,
+        zone_highsize(low, batch, cpus),
+        "high (zone_highsize)"
+    );
+
+    let first =
+        alloc_pages(Gfp::KERNEL, 0).map_err(|e| super::Failure::new(format_args!("{e:?}")))?;
+    let ((count, _, _), free, (r, _)) = pcp_state();
+    check_eq!(r - refills, 1, "refills for the first allocation");
+    check_eq!(
+        free0 - free,
+        u64::from(batch),
+        "pages the refill took from the zone"
+    );
+    check_eq!(count, u64::from(batch) - 1, "pages left on the list");
+
+    // Hold high + batch pages, then give them all back.
+    let wanted = u64::from(high) + u64::from(batch);
+    check!(
+        wanted <= HELD_MAX as u64,
+        "high + batch = {wanted} pages, more than the test holds ({HELD_MAX})"
+    );
+    let mut held: [Option<Frames>; HELD_MAX] = [const { None }; HELD_MAX];
+    held[0] = Some(first);
+    for slot in held.iter_mut().take(wanted as usize).skip(1) {
+        match alloc_pages(Gfp::KERNEL, 0) {
+            Ok(frames) => *slot = Some(frames),
+            Err(_) => break,
+        }
+    }
+    let count_held = held.iter().flatten().count() as u64;
+    let mut peak = 0;
+    let mut freeing = Ok(());
+    for frames in held.iter_mut().filter_map(Option::take) {
+        let pfn = frames.pfn();
+        if let Err(e) = free_pages(frames) {
+            freeing = freeing.and(Err(super::Failure::new(format_args!(
+                "free {pfn:#x}: {e:?}"
+            ))));
+        }
+        peak = peak.max(pcp_state().0 .0);
+    }
+    freeing?;
+    check_eq!(count_held, wanted, "GFP_KERNEL pages held");
+    let held = count_held;
+    let ((count, _, _), free, (_, s)) = pcp_state();
+    check!(
+        s > spills,
+        "no spill with {held} pages freed on a list of high {high}"
+    );
+    check!(
+        peak < u64::from(high),
+        "the list reached {peak}, high is {high}"
+    );
+    check_eq!(
+        free + count,
+        free0,
+        "free plus listed NORMAL pages after giving all back"
+    );
+    with_node(|n| n.verify()).map_err(|e| super::Failure::new(format_args!("buddy: {e}")))?;
+    check_eq!(free_counts(), before, "free counts after a drain");
+    check_eq!(pcp_state().0 .0, 0, "pages listed after the drain");
+    Ok(())
 }

@@ -18,6 +18,7 @@ const MAX_STRUCT: u64 = 4096;
 /// Offsets into the statics that have no `SIZE` (pkmap, kmap_local...).
 const MAX_STATIC_OFFSET: u64 = 1 << 24;
 const MAX_ZONES: u64 = 8;
+const MAX_CPUS: u64 = 64;
 const MAX_ORDERS: u64 = 16;
 const MAX_KMAP_LOCAL: u64 = 64;
 const MAX_PKMAP: u64 = 4096;
@@ -149,6 +150,8 @@ pub struct PageLayout {
     pub pg_reserved: u32,
     pub pg_slab: u32,
     pub pg_table: u32,
+    /// PG_pcp: on a per-CPU page list (0 when the guest has none).
+    pub pg_pcp: u32,
     /// The free-list terminator (Linux's list_head points back at itself;
     /// here a pfn-linked list ends at PFN_NONE).
     pub pfn_none: u64,
@@ -171,6 +174,22 @@ pub struct NodeLayout {
     pub area: Struct,
     pub area_nr_free: u64,
     pub area_head: u64,
+    /// The per-CPU page lists, when the guest has them.
+    pub pcp: Option<PcpLayout>,
+}
+
+/// The node's per-CPU page lists: `cpus` online CPUs (of `len` slots),
+/// each an array of `nr_zones` lists of `list.size` bytes from `pagesets`.
+#[derive(Clone, Copy, Debug)]
+pub struct PcpLayout {
+    pub pagesets: u64,
+    pub len: u64,
+    pub cpus_at: u64,
+    pub list: Struct,
+    pub count: u64,
+    pub high: u64,
+    pub batch: u64,
+    pub head: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -398,6 +417,7 @@ fn page_layout(k: &Keys) -> R<PageLayout> {
         pg_reserved: flag(k, num::PG_RESERVED, 2),
         pg_slab: flag(k, num::PG_SLAB, 4),
         pg_table: flag(k, num::PG_TABLE, 8),
+        pg_pcp: flag(k, num::PG_PCP, 0),
         pfn_none: k.number_or(num::PFN_NONE, u64::from(u32::MAX)),
     })
 }
@@ -430,6 +450,22 @@ fn node_layout(k: &Keys) -> R<NodeLayout> {
         area,
         area_nr_free: k.field(area, off::FREE_AREA_NR_FREE, 8)?,
         area_head: k.field(area, off::FREE_AREA_HEAD, 4)?,
+        pcp: pcp_layout(k).ok(),
+    })
+}
+
+fn pcp_layout(k: &Keys) -> R<PcpLayout> {
+    let node = k.symbol(sym::NODE_DATA)?;
+    let list = k.structure(off::PER_CPU_PAGES)?;
+    Ok(PcpLayout {
+        pagesets: node.wrapping_add(k.member(off::NODE_PAGESETS)?),
+        len: k.length(off::NODE_PAGESETS, MAX_CPUS)?,
+        cpus_at: node.wrapping_add(k.member(off::NODE_PCP_CPUS)?),
+        list,
+        count: k.field(list, off::PCP_COUNT, 8)?,
+        high: k.field(list, off::PCP_HIGH, 4)?,
+        batch: k.field(list, off::PCP_BATCH, 4)?,
+        head: k.field(list, off::PCP_LIST, 4)?,
     })
 }
 

@@ -132,6 +132,15 @@ impl Render for Zoneinfo {
             let _ = writeln!(s, "  start_pfn:           {}", z.start_pfn);
             let nf: Vec<String> = z.nr_free.iter().map(u64::to_string).collect();
             let _ = writeln!(s, "  nr_free by order:    {}", nf.join(" "));
+            if !z.pagesets.is_empty() {
+                s.push_str("  pagesets\n");
+            }
+            for p in &z.pagesets {
+                let _ = writeln!(s, "    cpu: {}", p.cpu);
+                let _ = writeln!(s, "              count: {}", p.count);
+                let _ = writeln!(s, "              high:  {}", p.high);
+                let _ = writeln!(s, "              batch: {}", p.batch);
+            }
         }
     }
 }

@@ -17,7 +17,9 @@ use pagetable::{
     WalkConfig,
 };
 
-use super::descriptor::{Descriptor, NodeLayout, PageLayout, TaskLayout, VirtLayout, VmapLayout};
+use super::descriptor::{
+    Descriptor, NodeLayout, PageLayout, PcpLayout, TaskLayout, VirtLayout, VmapLayout,
+};
 use super::{InspectError, PAGE, R};
 use crate::guestphys::GuestPhys;
 use crate::vstate::Regs;
@@ -174,17 +176,39 @@ pub struct ZoneInfo {
     pub nr_free: Vec<u64>,
     #[serde(skip)]
     pub heads: Vec<u32>,
+    /// The online CPUs' lists for this zone (/proc/zoneinfo's pagesets).
+    pub pagesets: Vec<Pageset>,
 }
 
-/// Every free buddy block found on the free lists, by head pfn.
+/// One CPU's per-CPU page list of a zone.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Pageset {
+    pub cpu: u64,
+    pub count: u64,
+    pub high: u32,
+    pub batch: u32,
+    #[serde(skip)]
+    pub head: u32,
+}
+
+/// Every free block found on the free lists, by head pfn, and every page
+/// on a per-CPU list (as an order-0 block).
 #[derive(Default)]
 pub struct FreeBlocks {
     /// (head pfn, order), ascending.
     blocks: Vec<(u64, u8)>,
+    /// (pfn, CPU) of the pages on per-CPU lists, ascending.
+    listed: Vec<(u64, u64)>,
     pub anomalies: Anomalies,
 }
 
 impl FreeBlocks {
+    /// The CPU whose per-CPU list holds `pfn`.
+    pub fn listed_on(&self, pfn: u64) -> Option<u64> {
+        let i = self.listed.binary_search_by_key(&pfn, |&(p, _)| p).ok()?;
+        Some(self.listed[i].1)
+    }
+
     /// The free block that holds `pfn`: (head, order).
     pub fn containing(&self, pfn: u64) -> Option<(u64, u8)> {
         let i = self.blocks.partition_point(|&(head, _)| head <= pfn);
@@ -547,9 +571,38 @@ impl<'t> Kernel<'t> {
                 heads: (0..l.nr_orders)
                     .map(|o| z.u32(area(o, l.area_head)))
                     .collect(),
+                pagesets: Vec::new(),
             });
         }
+        if let Some(p) = &l.pcp {
+            self.read_pagesets(p, &mut out)?;
+        }
         Ok(out)
+    }
+
+    /// Each online CPU's list of each zone: the CPU count from the guest
+    /// is capped by the pagesets' length, one bounded read per list.
+    fn read_pagesets(&self, p: &PcpLayout, zones: &mut [ZoneInfo]) -> R<()> {
+        let mut cpus = [0u8; 4];
+        self.read_va(p.cpus_at, &mut cpus)?;
+        let cpus = u64::from(u32::from_le_bytes(cpus)).min(p.len);
+        let per_cpu = p.list.size.saturating_mul(zones.len() as u64);
+        for cpu in 0..cpus {
+            for (zi, z) in zones.iter_mut().enumerate() {
+                let at = p
+                    .pagesets
+                    .wrapping_add(cpu * per_cpu + zi as u64 * p.list.size);
+                let f = self.read_struct(at, p.list.size)?;
+                z.pagesets.push(Pageset {
+                    cpu,
+                    count: f.u64(p.count),
+                    high: f.u32(p.high),
+                    batch: f.u32(p.batch),
+                    head: f.u32(p.head),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every free block on the free lists, read once per command.
@@ -608,8 +661,57 @@ impl<'t> Kernel<'t> {
                 }
             }
         }
+        self.walk_pcp_lists(&l, zones, &mut seen, &mut out);
         out.blocks.sort_unstable();
+        out.listed.sort_unstable();
         Ok(out)
+    }
+
+    /// Walks every per-CPU list as [`Kernel::read_free_blocks`] walks a
+    /// free list: at most count + 1 steps, stopping at a pfn seen on any
+    /// list or without a struct page.
+    fn walk_pcp_lists(
+        &self,
+        l: &PageLayout,
+        zones: &[ZoneInfo],
+        seen: &mut PfnSet,
+        out: &mut FreeBlocks,
+    ) {
+        for z in zones {
+            for p in &z.pagesets {
+                let at = format!("zone {} CPU {} per-CPU list", z.name, p.cpu);
+                let mut pfn = u64::from(p.head);
+                let mut len = 0u64;
+                while pfn != l.pfn_none {
+                    len += 1;
+                    if len > p.count.saturating_add(1) {
+                        out.anomalies
+                            .push(format!("{at}: longer than count {} (loop?)", p.count));
+                        break;
+                    }
+                    let page = match self.page_in(l, pfn) {
+                        Ok(pg) => pg,
+                        Err(e) => {
+                            out.anomalies.push(format!("{at}: {}", e.msg));
+                            break;
+                        }
+                    };
+                    if !seen.insert(pfn) {
+                        out.anomalies.push(format!(
+                            "{at}: pfn {pfn:#x} is on the lists twice (loop); list cut"
+                        ));
+                        break;
+                    }
+                    if page.flags & l.pg_pcp == 0 || page.refcount != 0 {
+                        out.anomalies
+                            .push(format!("{at}: pfn {pfn:#x} is not a free PG_pcp page"));
+                    }
+                    out.blocks.push((pfn, 0));
+                    out.listed.push((pfn, p.cpu));
+                    pfn = u64::from(page.next);
+                }
+            }
+        }
     }
 
     /// The guest's event counters, by name.
@@ -784,7 +886,11 @@ impl<'t> Kernel<'t> {
                 "slab (host record: order-{order} block at pfn {head:#x}; cache id {cache})"
             );
         }
-        if let Some((head, order)) = self.free_blocks().ok().and_then(|f| f.containing(pfn)) {
+        let free = self.free_blocks().ok();
+        if let Some(cpu) = free.and_then(|f| f.listed_on(pfn)) {
+            return format!("free (on CPU {cpu}'s per-CPU page list)");
+        }
+        if let Some((head, order)) = free.and_then(|f| f.containing(pfn)) {
             return format!("free (buddy: order-{order} block at pfn {head:#x})");
         }
         let Ok(l) = self.layout(&self.d.page) else {
