@@ -3,7 +3,7 @@
 //! fixmap. Low-memory pages need neither: they already have a direct-map
 //! address, and asking for one costs no page-table write.
 
-use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use abi::layout::{NR_CPUS, PAGE_SHIFT, PAGE_SIZE};
 use mm::arch::{Flush, KmapPtes, PteError, TlbFlush};
 use mm::kmap_local::{is_kmap_local_addr, KmapLocal, KmapLocalError};
 use mm::pkmap::{KmapError, Pkmap};
@@ -12,12 +12,24 @@ use spin::Mutex;
 
 use crate::arch::mem::KernelPage;
 use crate::arch::paging::{WindowTable, PAGE_KERNEL};
+use crate::arch::percpu::PerCpu;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::lowmem_address;
 use crate::mm::tlb::KernelTlb;
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
-static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
+/// Each CPU's kmap_local stack, over its own KM_MAX_IDX fixmap slots.
+static KMAP_LOCAL: PerCpu<KmapLocal> = PerCpu::new(kmap_local_stacks());
+
+const fn kmap_local_stacks() -> [KmapLocal; NR_CPUS] {
+    let mut stacks = [const { KmapLocal::new(0) }; NR_CPUS];
+    let mut cpu = 1;
+    while cpu < NR_CPUS {
+        stacks[cpu] = KmapLocal::new(cpu);
+        cpu += 1;
+    }
+    stacks
+}
 
 /// One of the two fixed windows (pkmap or fixmap): its page table is known,
 /// so mapping a slot is a single PTE write, as in Linux.
@@ -110,23 +122,24 @@ pub fn page_address(pfn: u64) -> Option<u64> {
 }
 
 /// kmap_local_page() (and kmap_atomic(), the same thing here): a short-lived
-/// mapping in this CPU's stack of fixmap slots.
+/// mapping in this CPU's stack of fixmap slots. The stack is changed with
+/// interrupts off, so an interrupt handler may use it too.
 pub fn kmap_local_page(pfn: u64) -> Result<u64, KmapLocalError> {
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
-    let addr = KMAP_LOCAL.lock().map(pfn, &mut Window::fixmap())?;
+    let addr = KMAP_LOCAL.with(|stack| stack.map(pfn, &mut Window::fixmap()))?;
     count(&EVENTS.kmap_locals, 1);
     Ok(addr)
 }
 
-/// kunmap_local(): must undo the most recent kmap_local_page(). Clears the
-/// slot's PTE and invalidates that one address.
+/// kunmap_local(): must undo the most recent kmap_local_page() on this CPU.
+/// Clears the slot's PTE and invalidates that one address.
 pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
     if !is_kmap_local_addr(vaddr) {
         return Ok(());
     }
-    KMAP_LOCAL.lock().unmap(vaddr, &mut Window::fixmap())
+    KMAP_LOCAL.with(|stack| stack.unmap(vaddr, &mut Window::fixmap()))
 }
 
 pub use kmap_local_page as kmap_atomic;
@@ -150,17 +163,17 @@ pub fn pkmap_count(nr: usize) -> u32 {
     PKMAP.lock().count(nr)
 }
 
-/// Live kmap_local slots.
+/// Live kmap_local slots of this CPU.
 pub fn kmap_local_depth() -> usize {
-    KMAP_LOCAL.lock().depth()
+    KMAP_LOCAL.with(|stack| stack.depth())
 }
 
-/// Addresses of the pkmap and kmap_local state inside their locks, for the
-/// vmcoreinfo descriptor.
+/// Addresses of the pkmap state inside its lock and of the per-CPU
+/// kmap_local stacks (CPU 0's first), for the vmcoreinfo descriptor.
 pub fn pkmap_address() -> u64 {
     &*PKMAP.lock() as *const Pkmap as u64
 }
 
 pub fn kmap_local_address() -> u64 {
-    &*KMAP_LOCAL.lock() as *const KmapLocal as u64
+    KMAP_LOCAL.address()
 }
