@@ -178,10 +178,7 @@ pub fn write_slub<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Resu
     w.offset(off::KMEM_CACHE_CPU_SLAB, offset_of!(KmemCache, cpu_slab))?;
     w.length(off::KMEM_CACHE_CPU_SLAB, NR_CPUS)?;
     w.size(off::KMEM_CACHE_CPU, size_of::<KmemCacheCpu>())?;
-    w.offset(
-        off::KMEM_CACHE_CPU_ALLOCS,
-        offset_of!(KmemCacheCpu, allocs),
-    )?;
+    w.offset(off::KMEM_CACHE_CPU_ALLOCS, offset_of!(KmemCacheCpu, allocs))?;
     w.offset(off::KMEM_CACHE_CPU_FREES, offset_of!(KmemCacheCpu, frees))?;
     w.number(num::OO_SHIFT, OO_SHIFT.into())
 }

@@ -153,7 +153,12 @@ impl<const N: usize> Slub<N> {
 
     /// kfree() on CPU `cpu`: the cache comes from the page; NULL and
     /// ZERO_SIZE_PTR are ignored.
-    pub fn kfree<B: SlabBackend>(&mut self, cpu: usize, va: u64, b: &mut B) -> Result<(), SlabError> {
+    pub fn kfree<B: SlabBackend>(
+        &mut self,
+        cpu: usize,
+        va: u64,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
         if va <= ZERO_SIZE_PTR {
             return Ok(());
         }

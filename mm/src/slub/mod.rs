@@ -84,16 +84,16 @@ mod slow;
 #[cfg(test)]
 mod tests;
 
+/// CPUs a cache has a `kmem_cache_cpu` for; CPU ids are below this.
+pub use abi::layout::NR_CPUS;
 pub use debug::{
     ReportKind, SlabReport, POISON_END, POISON_FREE, POISON_INUSE, REPORT_LOG, SLUB_RED_ACTIVE,
     SLUB_RED_INACTIVE,
 };
 pub use geometry::{
     calc_slab_order, calculate_order, calculate_sizes, min_partial, order_objects, Layout, Oo,
-    MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, ORDER_NR_CPUS, OO_SHIFT, SLUB_MAX_ORDER,
+    MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, OO_SHIFT, ORDER_NR_CPUS, SLUB_MAX_ORDER,
 };
-/// CPUs a cache has a `kmem_cache_cpu` for; CPU ids are below this.
-pub use abi::layout::NR_CPUS;
 pub use kmalloc::{
     kmalloc_index, kmalloc_size, KmallocStats, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,
     KMALLOC_MIN_SIZE, KMALLOC_NAMES, KMALLOC_SHIFT_HIGH, KMALLOC_SHIFT_LOW, KMALLOC_SHIFT_MAX,

@@ -2,8 +2,8 @@
 //! kmem_cache_destroy(), kmem_cache_shrink(), the slab_caches list and
 //! /proc/slabinfo (cache_show()).
 
-use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
 use super::fast::check_cpu;
+use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
 use super::slab::{discard_slab, list_del, read_page, SlabList};
 use super::slow::flush_cpu_slab;
 use super::{

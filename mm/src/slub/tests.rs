@@ -355,7 +355,7 @@ fn corrupted_freelist_pointer_is_reported() {
     let q = s.kmalloc(0, 64, &mut b).unwrap();
     s.kfree(0, q, &mut b).unwrap();
     s.kfree(0, p, &mut b).unwrap(); // freelist: p -> q -> rest
-                                 // The stored pointer is hardened: not q in the clear.
+                                    // The stored pointer is hardened: not q in the clear.
     assert_ne!(b.read_u64(p + off), q);
     // An attacker points it at an address of their choice.
     b.write_u64(p + off, 0xc000_1000);
@@ -372,7 +372,9 @@ fn corrupted_freelist_pointer_is_reported() {
     let n = s.kmalloc(0, 64, &mut b).unwrap();
     assert_ne!(b.virt_to_pfn(n), b.virt_to_pfn(p));
     // Objects still allocated from the poisoned slab can be freed.
-    let objs: Vec<u64> = (0..100).map(|_| s.kmalloc(0, 64, &mut b).unwrap()).collect();
+    let objs: Vec<u64> = (0..100)
+        .map(|_| s.kmalloc(0, 64, &mut b).unwrap())
+        .collect();
     for o in objs {
         s.kfree(0, o, &mut b).unwrap();
     }
@@ -397,8 +399,8 @@ fn freelist_cycle_is_bounded_on_flush() {
     let q = s.kmalloc(0, 64, &mut b).unwrap();
     s.kfree(0, q, &mut b).unwrap();
     s.kfree(0, p, &mut b).unwrap(); // p -> q -> ...
-                                 // Recover the key from p's slot and make q point back at p: every
-                                 // link is a valid object, only the length gives it away.
+                                    // Recover the key from p's slot and make q point back at p: every
+                                    // link is a valid object, only the length gives it away.
     let key = b.read_u64(p + off) ^ q ^ (p + off).swap_bytes();
     b.write_u64(q + off, p ^ key ^ (q + off).swap_bytes());
     let r = report(s.kmem_cache_shrink(0, id, &mut b).unwrap_err());
@@ -481,7 +483,9 @@ fn large_kmalloc_ksize_and_tail_pages() {
     let y = s.kmalloc(0, 70, &mut b).unwrap();
     assert_eq!(s.ksize(y, &b), 96);
     // kmalloc-4k slabs are order 3: objects on tail pages find the head.
-    let objs: Vec<u64> = (0..8).map(|_| s.kmalloc(0, 4096, &mut b).unwrap()).collect();
+    let objs: Vec<u64> = (0..8)
+        .map(|_| s.kmalloc(0, 4096, &mut b).unwrap())
+        .collect();
     let head = b.virt_to_pfn(objs[0]).unwrap();
     let last = b.virt_to_pfn(objs[7]).unwrap();
     assert_eq!(last, head + 7);
@@ -571,7 +575,10 @@ fn destroy_and_shrink_return_every_page() {
     );
     s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
     let k = s.kmalloc_cache(8).unwrap();
-    assert_eq!(s.kmem_cache_destroy(0, k, &mut b), Err(SlabError::InvalidArgs));
+    assert_eq!(
+        s.kmem_cache_destroy(0, k, &mut b),
+        Err(SlabError::InvalidArgs)
+    );
     let p = s.kmalloc(0, 8, &mut b).unwrap();
     s.kfree(0, p, &mut b).unwrap();
     assert_eq!(s.kmem_cache_shrink(0, k, &mut b), Ok(1));
@@ -649,15 +656,25 @@ fn cpu_slab_stays_null_until_that_cpu_allocates() {
     let mut b = HostKernel::new(FRAMES);
     let mut s = S::new();
     let id = obj512(&mut s, &mut b);
-    let slabs = |s: &S| (0..NR_CPUS).map(|cpu| s.cache(id).unwrap().cpu_slab(cpu)).collect::<Vec<_>>();
+    let slabs = |s: &S| {
+        (0..NR_CPUS)
+            .map(|cpu| s.cache(id).unwrap().cpu_slab(cpu))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(slabs(&s), [None; NR_CPUS]);
     let a = s.kmem_cache_alloc(2, id, &mut b).unwrap();
     let on2 = slabs(&s);
     assert!(on2[2].is_some());
-    assert!(on2.iter().enumerate().all(|(cpu, slab)| slab.is_some() == (cpu == 2)));
+    assert!(on2
+        .iter()
+        .enumerate()
+        .all(|(cpu, slab)| slab.is_some() == (cpu == 2)));
     let c = s.kmem_cache_alloc(5, id, &mut b).unwrap();
     let both = slabs(&s);
-    assert!(both[5].is_some() && both[5] != both[2], "each CPU freezes its own slab");
+    assert!(
+        both[5].is_some() && both[5] != both[2],
+        "each CPU freezes its own slab"
+    );
     assert_eq!(both.iter().flatten().count(), 2);
     for cpu in [2, 5] {
         let pg = *b.page(both[cpu].unwrap()).unwrap();
@@ -694,20 +711,31 @@ fn remote_free_goes_to_the_owners_slab() {
     s.kmem_cache_free(1, id, objs[1], &mut b).unwrap();
     s.kfree(3, objs[0], &mut b).unwrap();
     let c = s.cache(id).unwrap();
-    assert_eq!(c.cpu(0).unwrap().freelist, own, "the owner's freelist is untouched");
+    assert_eq!(
+        c.cpu(0).unwrap().freelist,
+        own,
+        "the owner's freelist is untouched"
+    );
     assert_eq!(c.cpu_slab(1), None, "a free does not set up a cpu_slab");
     let pg = *b.page(slab).unwrap();
     assert_eq!((pg.frozen, pg.inuse), (1, 6));
     assert_eq!(slab_freelist(&s, id, &b, slab), [objs[0], objs[1]]);
     let st = s.cache(id).unwrap().stats();
-    assert_eq!((st.free_frozen, st.free_slowpath, st.free_fastpath), (2, 2, 0));
+    assert_eq!(
+        (st.free_frozen, st.free_slowpath, st.free_fastpath),
+        (2, 2, 0)
+    );
     assert_eq!(s.cache(id).unwrap().info().active_objs, 1);
     // The owner's remaining 5 come first, then the two freed remotely.
     let again: Vec<u64> = (0..7)
         .map(|_| s.kmem_cache_alloc(0, id, &mut b).unwrap())
         .collect();
     assert_eq!(&again[5..], [objs[0], objs[1]]);
-    assert_eq!(s.cache(id).unwrap().cpu_slab(0), Some(slab), "still the same slab");
+    assert_eq!(
+        s.cache(id).unwrap().cpu_slab(0),
+        Some(slab),
+        "still the same slab"
+    );
     let st = s.cache(id).unwrap().stats();
     assert_eq!((st.alloc_refill, st.alloc_slab), (1, 1));
     // Now it is full: the next allocation retires it.

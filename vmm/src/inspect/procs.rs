@@ -140,7 +140,10 @@ impl Kernel<'_> {
             // freed (each CPU counts its own, Linux's per-CPU stats).
             let cpu = |i: u64, field: u64| b.u64(l.cpu_slab + i * l.cpu.size + field);
             let (allocs, frees) = (0..l.cpus).fold((0u64, 0u64), |(a, f), i| {
-                (a.wrapping_add(cpu(i, l.allocs)), f.wrapping_add(cpu(i, l.frees)))
+                (
+                    a.wrapping_add(cpu(i, l.allocs)),
+                    f.wrapping_add(cpu(i, l.frees)),
+                )
             });
             let total = b.u64(l.total_objects);
             let active_objs = match allocs.checked_sub(frees) {

@@ -181,7 +181,10 @@ fn kmap_local_stacks_are_shown_per_cpu() {
     };
     for cpu in 0..l.cpus {
         let stack = l.base + cpu * l.size;
-        put(stack + l.slot_base, fix_to_virt(fix_kmap_idx(0, cpu as usize)));
+        put(
+            stack + l.slot_base,
+            fix_to_virt(fix_kmap_idx(0, cpu as usize)),
+        );
     }
     let (cpu3, cpu0) = (l.base + 3 * l.size, l.base);
     put(cpu0 + l.depth, 1);
@@ -207,11 +210,17 @@ fn kmap_local_stacks_are_shown_per_cpu() {
     let k = Kernel::new(&t).unwrap();
     assert_eq!(
         k.what_is(second).to_string(),
-        format!("fixmap index {}: cpu 3's kmap_local slot 1, maps pfn 0x21", fix_kmap_idx(1, 3))
+        format!(
+            "fixmap index {}: cpu 3's kmap_local slot 1, maps pfn 0x21",
+            fix_kmap_idx(1, 3)
+        )
     );
     assert_eq!(
         k.what_is(fix_to_virt(fix_kmap_idx(2, 7))).to_string(),
-        format!("fixmap index {}: cpu 7's kmap_local slot 2, not in use", fix_kmap_idx(2, 7))
+        format!(
+            "fixmap index {}: cpu 7's kmap_local slot 2, not in use",
+            fix_kmap_idx(2, 7)
+        )
     );
 }
 
