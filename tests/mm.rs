@@ -32,7 +32,7 @@ fn layout_and_suites_with_2g() {
     );
     assert_eq!(
         run.line("fixmap"),
-        "fixmap   : 0xfffee000 - 0xfffff000   (  68 kB)"
+        "fixmap   : 0xfff7e000 - 0xfffff000   ( 516 kB)"
     );
     assert!(
         run.line(".text").starts_with(".text  : 0xc0100000 - "),

@@ -35,9 +35,12 @@ pub const VMALLOC_END: u64 = PKMAP_BASE - 2 * PAGE_SIZE;
 pub const FIXADDR_TOP: u64 = 0xFFFF_F000;
 /// Slots of the temporary-mapping stack per CPU (include/asm-generic/kmap_size.h).
 pub const KM_MAX_IDX: usize = 16;
-pub const NR_CPUS: usize = 1;
+/// CPUs the kernel is built for (CONFIG_NR_CPUS): what per-CPU areas, such
+/// as the fixmap's kmap_local slots, are sized for.
+pub const NR_CPUS: usize = crate::boot::MAX_CPUS;
 
-/// `enum fixed_addresses`: index 0 is a hole, then the kmap_local slots.
+/// `enum fixed_addresses`: index 0 is a hole, then KM_MAX_IDX kmap_local
+/// slots for each CPU (arch/x86/include/asm/fixmap.h).
 pub const FIX_HOLE: usize = 0;
 pub const FIX_KMAP_BEGIN: usize = 1;
 pub const FIX_KMAP_END: usize = FIX_KMAP_BEGIN + KM_MAX_IDX * NR_CPUS - 1;
@@ -49,6 +52,15 @@ pub const FIXADDR_START: u64 = FIXADDR_TOP - FIXADDR_SIZE;
 pub const fn fix_to_virt(idx: usize) -> u64 {
     FIXADDR_TOP - ((idx as u64) << PAGE_SHIFT)
 }
+
+/// The fixmap index of kmap_local slot `idx` of CPU `cpu`
+/// (`FIX_KMAP_BEGIN + kmap_local_idx()`, mm/highmem.c's kmap_idx()).
+pub const fn fix_kmap_idx(idx: usize, cpu: usize) -> usize {
+    FIX_KMAP_BEGIN + idx + KM_MAX_IDX * cpu
+}
+
+// Every CPU's slots share the fixmap's one page table (one PMD).
+const _: () = assert!(FIXADDR_START & !(PMD_SIZE - 1) == FIXADDR_TOP & !(PMD_SIZE - 1));
 
 /// ZONE_DMA covers the first 16 MiB (MAX_DMA_PFN).
 pub const MAX_DMA_PFN: u64 = (16 << 20) >> PAGE_SHIFT;

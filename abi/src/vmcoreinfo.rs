@@ -40,7 +40,9 @@ pub mod sym {
     pub const NODE_DATA: &str = "contig_page_data";
     /// The pkmap state (`mm::pkmap::Pkmap`): pkmap_count and friends.
     pub const PKMAP: &str = "pkmap";
-    /// CPU 0's kmap_local stack (`mm::kmap_local::KmapLocal`).
+    /// Every CPU's kmap_local stack (`mm::kmap_local::KmapLocal`): an
+    /// array of `LENGTH(kmap_local)` stacks of `SIZE(kmap_ctrl)` bytes,
+    /// CPU 0's first.
     pub const KMAP_LOCAL: &str = "kmap_local";
     /// The vmap area allocator (`mm::vmap_area::VmapAllocator`).
     pub const VMAP: &str = "vmap_area_root";
@@ -171,6 +173,10 @@ pub mod off {
     pub const PKMAP_STATS_WRAPS: &str = "pkmap_stats.wraps";
     pub const PKMAP_STATS_FLUSHES: &str = "pkmap_stats.flushes";
 
+    /// One CPU's kmap_local stack (SIZE), and the number of CPUs that
+    /// have one (LENGTH of `SYMBOL(kmap_local)`).
+    pub const KMAP_CTRL: &str = "kmap_ctrl";
+    pub const KMAP_LOCAL: &str = "kmap_local";
     pub const KMAP_LOCAL_BASE: &str = "kmap_ctrl.base";
     pub const KMAP_LOCAL_DEPTH: &str = "kmap_ctrl.idx";
     pub const KMAP_LOCAL_PFN: &str = "kmap_ctrl.pfn";
@@ -221,7 +227,14 @@ pub mod off {
     /// u64 counters.
     pub const KMEM_CACHE_NR_SLABS: &str = "kmem_cache.nr_slabs";
     pub const KMEM_CACHE_TOTAL_OBJECTS: &str = "kmem_cache.total_objects";
-    pub const KMEM_CACHE_ACTIVE_OBJS: &str = "kmem_cache.active_objs";
+    /// The per-CPU array of `kmem_cache_cpu` inside a kmem_cache
+    /// (OFFSET, and LENGTH: one per CPU), each `SIZE(kmem_cache_cpu)`
+    /// bytes. A cache's active objects are the sum over its CPUs of
+    /// `allocs` minus the sum of `frees` (u64 counters).
+    pub const KMEM_CACHE_CPU_SLAB: &str = "kmem_cache.cpu_slab";
+    pub const KMEM_CACHE_CPU: &str = "kmem_cache_cpu";
+    pub const KMEM_CACHE_CPU_ALLOCS: &str = "kmem_cache_cpu.allocs";
+    pub const KMEM_CACHE_CPU_FREES: &str = "kmem_cache_cpu.frees";
 
     /// The whole task_struct object (the fields below come first).
     pub const TASK_STRUCT: &str = "task_struct";

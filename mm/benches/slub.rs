@@ -64,28 +64,28 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("mm kmem_cache_alloc+free 64 B (hot)", |it| {
         it.iter(|| {
-            let p = s.kmem_cache_alloc(obj64, &mut b).unwrap();
-            s.kmem_cache_free(obj64, black_box(p), &mut b).unwrap();
+            let p = s.kmem_cache_alloc(0, obj64, &mut b).unwrap();
+            s.kmem_cache_free(0, obj64, black_box(p), &mut b).unwrap();
         })
     });
     g.bench_function("mm kmem_cache_alloc+free task_struct 1792 B (hot)", |it| {
         it.iter(|| {
-            let p = s.kmem_cache_alloc(task, &mut b).unwrap();
-            s.kmem_cache_free(task, black_box(p), &mut b).unwrap();
+            let p = s.kmem_cache_alloc(0, task, &mut b).unwrap();
+            s.kmem_cache_free(0, task, black_box(p), &mut b).unwrap();
         })
     });
     g.bench_function("mm kmalloc+kfree 64 B (hot)", |it| {
         it.iter(|| {
-            let p = s.kmalloc(black_box(64), &mut b).unwrap();
-            s.kfree(black_box(p), &mut b).unwrap();
+            let p = s.kmalloc(0, black_box(64), &mut b).unwrap();
+            s.kfree(0, black_box(p), &mut b).unwrap();
         })
     });
     g.bench_function(
         "mm kmem_cache_alloc+free 64 B red zone+poison (hot)",
         |it| {
             it.iter(|| {
-                let p = s.kmem_cache_alloc(dbg, &mut b).unwrap();
-                s.kmem_cache_free(dbg, black_box(p), &mut b).unwrap();
+                let p = s.kmem_cache_alloc(0, dbg, &mut b).unwrap();
+                s.kmem_cache_free(0, dbg, black_box(p), &mut b).unwrap();
             })
         },
     );
@@ -108,10 +108,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("mm kmalloc/kfree mixed 1 B..8 KiB (per pair)", |it| {
         it.iter(|| {
             for (p, &n) in live.iter_mut().zip(&sizes) {
-                *p = s.kmalloc(n as u64, &mut b).unwrap();
+                *p = s.kmalloc(0, n as u64, &mut b).unwrap();
             }
             for &p in &live {
-                s.kfree(p, &mut b).unwrap();
+                s.kfree(0, p, &mut b).unwrap();
             }
         })
     });

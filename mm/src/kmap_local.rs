@@ -3,20 +3,24 @@
 //! the guest). Mirrors __kmap_local_pfn_prot() and kunmap_local_indexed() in
 //! mm/highmem.c with x86's arch_kmap_local_post_unmap() (one INVLPG).
 //!
-//! Each CPU owns KM_MAX_IDX fixmap slots used as a stack. Slot `idx` of CPU
-//! `cpu` is fixmap index `FIX_KMAP_BEGIN + idx + KM_MAX_IDX * cpu`, and the
-//! fixmap grows downward, so pushing moves to *lower* addresses and the PTE of
-//! slot `idx` is `kmap_pte - idx`, where kmap_pte is the PTE of
-//! fix_to_virt(FIX_KMAP_BEGIN).
+//! Each CPU owns KM_MAX_IDX fixmap slots used as a stack, and one
+//! [`KmapLocal`] that only it touches (with interrupts off, so no lock).
+//! Slot `idx` of CPU `cpu` is fixmap index
+//! `FIX_KMAP_BEGIN + idx + KM_MAX_IDX * cpu` ([`fix_kmap_idx`]), and the
+//! fixmap grows downward, so pushing moves to *lower* addresses and the PTE of slot `idx` is `kmap_pte - idx`, where
+//! kmap_pte is the PTE of the CPU's slot 0.
 //!
 //! As with pkmap, lowmem pages never come here: the guest returns their
 //! direct-map address and ignores kunmap_local() of an address outside the
-//! slots (see [`is_kmap_local_addr`]). Linux keeps the stack per task; with
-//! no scheduler, per CPU is the same thing.
+//! slots (see [`is_kmap_local_addr`]). Linux keeps the stack per task and
+//! disables migration while a slot is live; with no scheduler yet, per CPU
+//! is the same thing.
 
 use crate::arch::{KmapPtes, PteError};
 use crate::bitops::page_align_down;
-use abi::layout::{fix_to_virt, FIX_KMAP_BEGIN, FIX_KMAP_END, KM_MAX_IDX, NR_CPUS, PAGE_SIZE};
+use abi::layout::{
+    fix_kmap_idx, fix_to_virt, FIX_KMAP_BEGIN, FIX_KMAP_END, KM_MAX_IDX, NR_CPUS, PAGE_SIZE,
+};
 use core::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +110,7 @@ impl KmapLocal {
     pub const fn new(cpu: usize) -> Self {
         assert!(cpu < NR_CPUS);
         KmapLocal {
-            base: fix_to_virt(FIX_KMAP_BEGIN + KM_MAX_IDX * cpu),
+            base: fix_to_virt(fix_kmap_idx(0, cpu)),
             depth: 0,
             pfn: [0; KM_MAX_IDX],
             stats: KmapLocalStats {
@@ -256,7 +260,63 @@ mod tests {
         assert_eq!(e, KmapLocalError::StackOverflow);
         assert!(e.to_string().contains("kmap_local stack overflow"));
         assert_eq!(kl.depth(), KM_MAX_IDX);
-        assert_eq!(kl.slot_vaddr(KM_MAX_IDX - 1), fix_to_virt(FIX_KMAP_END));
+        assert_eq!(
+            kl.slot_vaddr(KM_MAX_IDX - 1),
+            fix_to_virt(fix_kmap_idx(KM_MAX_IDX - 1, 0))
+        );
+    }
+
+    /// Each CPU's slots are its own KM_MAX_IDX fixmap indices, and together
+    /// they tile FIX_KMAP_BEGIN..=FIX_KMAP_END.
+    #[test]
+    fn every_cpu_has_its_own_slots() {
+        let mut seen = Vec::new();
+        for cpu in 0..NR_CPUS {
+            let kl = KmapLocal::new(cpu);
+            for idx in 0..KM_MAX_IDX {
+                let va = kl.slot_vaddr(idx);
+                assert_eq!(va, fix_to_virt(fix_kmap_idx(idx, cpu)));
+                assert!(is_kmap_local_addr(va));
+                seen.push(va);
+            }
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), KM_MAX_IDX * NR_CPUS);
+        assert_eq!(seen[0], fix_to_virt(FIX_KMAP_END));
+        assert_eq!(seen[seen.len() - 1], fix_to_virt(FIX_KMAP_BEGIN));
+        assert!(!is_kmap_local_addr(fix_to_virt(FIX_KMAP_END) - PAGE_SIZE));
+    }
+
+    /// Two CPUs map at once through one MMU: each pushes on its own stack,
+    /// and neither can pop the other's slot.
+    #[test]
+    fn cpus_do_not_share_a_stack() {
+        let mut mmu = EmuMmu::default();
+        let (mut cpu0, mut cpu1) = (KmapLocal::new(0), KmapLocal::new(1));
+        let a = cpu0.map(HIGH, &mut mmu).unwrap();
+        let b = cpu1.map(HIGH + 1, &mut mmu).unwrap();
+        let c = cpu1.map(HIGH + 2, &mut mmu).unwrap();
+        assert_eq!(a, fix_to_virt(fix_kmap_idx(0, 0)));
+        assert_eq!(b, fix_to_virt(fix_kmap_idx(0, 1)));
+        assert_eq!(c, b - PAGE_SIZE);
+        assert_eq!((cpu0.depth(), cpu1.depth()), (1, 2));
+        assert_eq!(
+            cpu1.unmap(a, &mut mmu),
+            Err(KmapLocalError::NotKmapLocal { vaddr: a })
+        );
+        assert_eq!(
+            cpu0.unmap(c, &mut mmu),
+            Err(KmapLocalError::NotKmapLocal { vaddr: c })
+        );
+        mmu.write(a, 10);
+        mmu.write(c, 12);
+        cpu1.unmap(c, &mut mmu).unwrap();
+        assert_eq!(cpu0.pfn_at(a), Some(HIGH), "cpu 0's slot is untouched");
+        cpu0.unmap(a, &mut mmu).unwrap();
+        cpu1.unmap(b, &mut mmu).unwrap();
+        assert_eq!(mmu.flush_one, [c, a, b]);
+        assert!(mmu.ptes.is_empty());
     }
 
     #[test]

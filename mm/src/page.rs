@@ -97,7 +97,7 @@ impl fmt::Debug for PageFlags {
 /// | 12  | 4    | `next`       | free-list successor pfn, [`PFN_NONE`] at the end (only meaningful while `PageFlags::BUDDY`) |
 /// | 16  | 4    | `prev`       | free-list predecessor pfn, [`PFN_NONE`] at the start (idem) |
 /// | 20  | 1    | `zone`       | zone index + 1 recorded when the buddy last queued or handed out this head; 0 = never |
-/// | 21  | 1    | `_pad`       | spare |
+/// | 21  | 1    | `frozen`     | slab: 1 while it is a CPU's slab (slab->frozen) |
 /// | 22  | 2    | `slab_cache` | slab: cache id, 0 = none |
 /// | 24  | 4    | `freelist`   | slab: first free object (offset or index, the slab's choice) |
 /// | 28  | 2    | `inuse`      | slab: objects in use |
@@ -122,7 +122,7 @@ pub struct Page {
     pub next: u32,
     pub prev: u32,
     pub zone: u8,
-    pub _pad: u8,
+    pub frozen: u8,
     pub slab_cache: u16,
     pub freelist: u32,
     pub inuse: u16,
@@ -166,7 +166,7 @@ impl Page {
         next: 0,
         prev: 0,
         zone: 0,
-        _pad: 0,
+        frozen: 0,
         slab_cache: 0,
         freelist: 0,
         inuse: 0,

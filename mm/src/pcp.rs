@@ -33,8 +33,7 @@ use crate::buddy::{list_add, list_del, FreeArea, Node, ZoneType, MAX_NR_ZONES};
 use crate::page::{PageFlags, PFN_NONE};
 use abi::layout::PAGE_SIZE;
 
-/// CPUs with their own lists (NR_CPUS): as many as the VMM may create.
-pub const NR_CPUS: usize = abi::boot::MAX_CPUS;
+pub use abi::layout::NR_CPUS;
 
 /// `struct per_cpu_pages` for order 0 of one zone on one CPU.
 #[repr(C)]

@@ -23,7 +23,7 @@
 use crate::arch::TlbFlush;
 use crate::bitops::{checked_align_up, fls, fls64, page_align, page_aligned};
 use crate::rbtree::{Augment, MaxSize, Node, RbTree, NIL};
-use abi::layout::{NR_CPUS, PAGE_SHIFT, PAGE_SIZE};
+use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
 use bitflags::bitflags;
 use core::fmt;
 
@@ -51,8 +51,9 @@ pub const fn lazy_max_pages(num_cpus: u32) -> u64 {
     fls(num_cpus) as u64 * ((32 << 20) / PAGE_SIZE)
 }
 
-/// The threshold for this machine (NR_CPUS = 1: 8192 pages).
-pub const LAZY_MAX_PAGES: u64 = lazy_max_pages(NR_CPUS as u32);
+/// The threshold this kernel uses: 8192 pages, num_online_cpus() taken as 1
+/// (NR_CPUS, what the build supports, is not the number online).
+pub const LAZY_MAX_PAGES: u64 = lazy_max_pages(1);
 
 /// The vm_struct part of a busy area.
 #[repr(C)]

@@ -13,10 +13,10 @@ use abi::vmcoreinfo::{num, off, Writer};
 use crate::buddy::{FreeArea, Node, Zone, MAX_NR_ZONES, MAX_ORDER, NR_PAGE_ORDERS};
 use crate::kmap_local::KmapLocal;
 use crate::page::{Page, PageFlags, PFN_NONE};
-use crate::pcp::{PerCpuPages, NR_CPUS};
+use crate::pcp::PerCpuPages;
 use crate::pkmap::{Pkmap, PkmapStats};
 use crate::rbtree::{Node as RbNode, NIL};
-use crate::slub::{KmemCache, SlabFlags, Slub, OO_SHIFT};
+use crate::slub::{KmemCache, KmemCacheCpu, SlabFlags, Slub, NR_CPUS, OO_SHIFT};
 use crate::vmap_area::{AreaInfo, Areas, VmStructFlags, VmapAllocator};
 
 /// Offsets in `rbtree::Node<Areas>` by the repr(C) rules (its fields are
@@ -113,6 +113,8 @@ pub fn write_highmem<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.offset(off::PKMAP_STATS_MAPS, offset_of!(PkmapStats, maps))?;
     w.offset(off::PKMAP_STATS_WRAPS, offset_of!(PkmapStats, wraps))?;
     w.offset(off::PKMAP_STATS_FLUSHES, offset_of!(PkmapStats, flushes))?;
+    w.size(off::KMAP_CTRL, size_of::<KmapLocal>())?;
+    w.length(off::KMAP_LOCAL, NR_CPUS)?;
     w.offset(off::KMAP_LOCAL_BASE, offset_of!(KmapLocal, base))?;
     w.offset(off::KMAP_LOCAL_DEPTH, offset_of!(KmapLocal, depth))?;
     w.offset(off::KMAP_LOCAL_PFN, offset_of!(KmapLocal, pfn))
@@ -175,15 +177,19 @@ pub fn write_slub<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Resu
         offset_of!(KmemCache, l.object_size),
     )?;
     w.offset(off::KMEM_CACHE_OO, offset_of!(KmemCache, l.oo))?;
-    w.offset(off::KMEM_CACHE_NR_SLABS, offset_of!(KmemCache, nr_slabs))?;
+    w.offset(
+        off::KMEM_CACHE_NR_SLABS,
+        offset_of!(KmemCache, node.nr_slabs),
+    )?;
     w.offset(
         off::KMEM_CACHE_TOTAL_OBJECTS,
-        offset_of!(KmemCache, total_objects),
+        offset_of!(KmemCache, node.total_objects),
     )?;
-    w.offset(
-        off::KMEM_CACHE_ACTIVE_OBJS,
-        offset_of!(KmemCache, active_objs),
-    )?;
+    w.offset(off::KMEM_CACHE_CPU_SLAB, offset_of!(KmemCache, cpu_slab))?;
+    w.length(off::KMEM_CACHE_CPU_SLAB, NR_CPUS)?;
+    w.size(off::KMEM_CACHE_CPU, size_of::<KmemCacheCpu>())?;
+    w.offset(off::KMEM_CACHE_CPU_ALLOCS, offset_of!(KmemCacheCpu, allocs))?;
+    w.offset(off::KMEM_CACHE_CPU_FREES, offset_of!(KmemCacheCpu, frees))?;
     w.number(num::OO_SHIFT, OO_SHIFT.into())
 }
 

@@ -8,6 +8,7 @@ pub mod cpu;
 mod entry;
 pub mod gdt;
 pub mod io;
+pub mod irqflags;
 pub mod mem;
 pub mod paging;
 pub mod percpu;

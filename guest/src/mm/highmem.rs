@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use abi::layout::{NR_CPUS, PAGE_SHIFT, PAGE_SIZE};
 use mm::arch::{Flush, KmapPtes, PteError, TlbFlush};
 use mm::kmap_local::{is_kmap_local_addr, KmapLocal, KmapLocalError};
 use mm::pkmap::{KmapError, Pkmap};
@@ -14,21 +14,38 @@ use spin::Mutex;
 
 use crate::arch::mem::{Frames, KernelPage};
 use crate::arch::paging::{WindowTable, PAGE_KERNEL};
+use crate::arch::percpu::{smp_processor_id, PerCpu};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::lowmem_address;
 use crate::mm::tlb::KernelTlb;
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
-static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
+/// Each CPU's kmap_local stack, over its own KM_MAX_IDX fixmap slots.
+static KMAP_LOCAL: PerCpu<KmapLocal> = PerCpu::new(kmap_local_stacks());
+
+const fn kmap_local_stacks() -> [KmapLocal; NR_CPUS] {
+    let mut stacks = [const { KmapLocal::new(0) }; NR_CPUS];
+    let mut cpu = 1;
+    while cpu < NR_CPUS {
+        stacks[cpu] = KmapLocal::new(cpu);
+        cpu += 1;
+    }
+    stacks
+}
+
 /// The pkmap and fixmap tables, which only this module holds (taken once).
 static WINDOWS: spin::Once<[WindowTable; 2]> = spin::Once::new();
-/// kmap_local slots `with_kmap_local` lends out as a KernelPage, one bit
-/// per slot page: `kunmap_local` refuses them until the loan ends, so the
-/// slot cannot be remapped under the page.
-static LENT: AtomicU64 = AtomicU64::new(0);
+/// The kmap_local slots `with_kmap_local` lends out as a KernelPage, per
+/// CPU, one bit per slot page (a CPU's slots are consecutive pages, fewer
+/// than 64): `kunmap_local` refuses them until the loan ends, so the slot
+/// cannot be remapped under the page.
+static LENT: [AtomicU64; NR_CPUS] = [const { AtomicU64::new(0) }; NR_CPUS];
 
-fn lent_bit(vaddr: u64) -> u64 {
-    1 << ((vaddr >> PAGE_SHIFT) % 64)
+fn lent(vaddr: u64) -> (&'static AtomicU64, u64) {
+    (
+        &LENT[smp_processor_id().index()],
+        1 << ((vaddr >> PAGE_SHIFT) % 64),
+    )
 }
 
 /// One of the two fixed windows (pkmap or fixmap): its page table is known,
@@ -140,27 +157,30 @@ pub fn page_address(pfn: u64) -> Option<u64> {
 }
 
 /// kmap_local_page() (and kmap_atomic(), the same thing here): a short-lived
-/// mapping in this CPU's stack of fixmap slots.
+/// mapping in this CPU's stack of fixmap slots. The stack is changed with
+/// interrupts off, so an interrupt handler may use it too.
 pub fn kmap_local_page(pfn: u64) -> Result<u64, KmapLocalError> {
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
-    let addr = KMAP_LOCAL.lock().map(pfn, &mut Window::fixmap())?;
+    let addr = KMAP_LOCAL.with(|stack| stack.map(pfn, &mut Window::fixmap()))?;
     count(&EVENTS.kmap_locals, 1);
     Ok(addr)
 }
 
-/// kunmap_local(): must undo the most recent kmap_local_page(). Clears the
-/// slot's PTE and invalidates that one address. A slot `with_kmap_local`
-/// has lent out is refused as out of order: its loan ends first.
+/// kunmap_local(): must undo the most recent kmap_local_page() on this CPU.
+/// Clears the slot's PTE and invalidates that one address. A slot
+/// `with_kmap_local` has lent out is refused as out of order: its loan
+/// ends first.
 pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
     if !is_kmap_local_addr(vaddr) {
         return Ok(());
     }
-    if LENT.load(Ordering::Acquire) & lent_bit(vaddr) != 0 {
+    let (lent, bit) = lent(vaddr);
+    if lent.load(Ordering::Acquire) & bit != 0 {
         return Err(KmapLocalError::OutOfOrder { vaddr, top: vaddr });
     }
-    KMAP_LOCAL.lock().unmap(vaddr, &mut Window::fixmap())
+    KMAP_LOCAL.with(|stack| stack.unmap(vaddr, &mut Window::fixmap()))
 }
 
 pub use kmap_local_page as kmap_atomic;
@@ -182,9 +202,10 @@ pub fn with_kmap_local<R>(
         let _ = kunmap_local(addr);
         return Err(KmapLocalError::NotKmapLocal { vaddr: addr });
     };
-    LENT.fetch_or(lent_bit(addr), Ordering::AcqRel);
+    let (lent, bit) = lent(addr);
+    lent.fetch_or(bit, Ordering::AcqRel);
     let result = f(page);
-    LENT.fetch_and(!lent_bit(addr), Ordering::AcqRel);
+    lent.fetch_and(!bit, Ordering::AcqRel);
     kunmap_local(addr)?;
     Ok(result)
 }
@@ -216,17 +237,17 @@ pub fn pkmap_count(nr: usize) -> u32 {
     PKMAP.lock().count(nr)
 }
 
-/// Live kmap_local slots.
+/// Live kmap_local slots of this CPU.
 pub fn kmap_local_depth() -> usize {
-    KMAP_LOCAL.lock().depth()
+    KMAP_LOCAL.with(|stack| stack.depth())
 }
 
-/// Addresses of the pkmap and kmap_local state inside their locks, for the
-/// vmcoreinfo descriptor.
+/// Addresses of the pkmap state inside its lock and of the per-CPU
+/// kmap_local stacks (CPU 0's first), for the vmcoreinfo descriptor.
 pub fn pkmap_address() -> u64 {
     &*PKMAP.lock() as *const Pkmap as u64
 }
 
 pub fn kmap_local_address() -> u64 {
-    &*KMAP_LOCAL.lock() as *const KmapLocal as u64
+    KMAP_LOCAL.address()
 }

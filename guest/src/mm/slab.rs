@@ -1,10 +1,15 @@
 //! SLUB on the real machine: the `mm::slub` allocator with slab pages from
 //! the buddy allocator's low memory, objects reached through the direct map,
 //! and the double-mapping hooks in allocate_slab()/__free_slab().
+//!
+//! Every call runs on the calling CPU's `kmem_cache_cpu` (the CPU id comes
+//! from smp_processor_id()), with interrupts off, as Linux's slab paths
+//! run under local_lock_irqsave(). One lock still serialises the CPUs:
+//! the page allocator and struct page are shared, and so is the registry.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::layout::{pa, va, PAGE_SHIFT};
+use abi::layout::{pa, va, NR_CPUS, PAGE_SHIFT};
 use mm::arch::{DoubleMapPrevention, Entropy, Lowmem, PageAllocator, PfnToPage};
 use mm::buddy::Node;
 use mm::gfp::Gfp;
@@ -12,7 +17,9 @@ use mm::page::Page;
 use mm::slub::{CacheId, Ctor, SlabError, SlabFlags, Slub};
 use spin::Mutex;
 
+use crate::arch::irqflags::local_irq_save;
 use crate::arch::mem::{entropy, SlabMemory};
+use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::{dmap, layout, with_node_mut};
 
@@ -106,11 +113,14 @@ impl Entropy for Kernel<'_> {
     }
 }
 
-fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, &mut Kernel) -> R) -> R {
+/// Runs `f` with this CPU's id, interrupts off, on the allocator.
+fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, usize, &mut Kernel) -> R) -> R {
     let memory = MEMORY
         .get()
         .expect("slab allocator used before kmem_cache_init");
-    with_node_mut(|node| f(&mut SLUB.lock(), &mut Kernel { node, memory }))
+    let _irqs = local_irq_save();
+    let cpu = smp_processor_id().index();
+    with_node_mut(|node| f(&mut SLUB.lock(), cpu, &mut Kernel { node, memory }))
 }
 
 /// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
@@ -118,7 +128,7 @@ fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, &mut Kernel) -> R) -> R {
 pub fn init() -> Result<(), SlabError> {
     let memory = SlabMemory::take().ok_or(SlabError::InvalidArgs)?;
     MEMORY.call_once(|| memory);
-    with_slub(|s, k| s.create_kmalloc_caches(SlabFlags::empty(), k))
+    with_slub(|s, _, k| s.create_kmalloc_caches(SlabFlags::empty(), k))
 }
 
 pub fn kmem_cache_create(
@@ -128,44 +138,53 @@ pub fn kmem_cache_create(
     flags: SlabFlags,
     ctor: Option<Ctor>,
 ) -> Result<CacheId, SlabError> {
-    with_slub(|s, k| s.kmem_cache_create(name, size, align, flags, ctor, k))
+    with_slub(|s, _, k| s.kmem_cache_create(name, size, align, flags, ctor, k))
 }
 
 pub fn kmem_cache_destroy(id: CacheId) -> Result<(), SlabError> {
-    with_slub(|s, k| s.kmem_cache_destroy(id, k))
+    with_slub(|s, cpu, k| s.kmem_cache_destroy(cpu, id, k))
 }
 
 pub fn kmem_cache_alloc(id: CacheId) -> Result<u64, SlabError> {
-    with_slub(|s, k| s.kmem_cache_alloc(id, k))
+    with_slub(|s, cpu, k| s.kmem_cache_alloc(cpu, id, k))
 }
 
 pub fn kmem_cache_free(id: CacheId, addr: u64) -> Result<(), SlabError> {
-    with_slub(|s, k| s.kmem_cache_free(id, addr, k))
+    with_slub(|s, cpu, k| s.kmem_cache_free(cpu, id, addr, k))
 }
 
 /// kmalloc(): a general cache for sizes up to 8 KiB, whole pages above.
 pub fn kmalloc(size: u64) -> Result<u64, SlabError> {
-    with_slub(|s, k| s.kmalloc(size, k))
+    with_slub(|s, cpu, k| s.kmalloc(cpu, size, k))
 }
 
 pub fn kfree(addr: u64) -> Result<(), SlabError> {
-    with_slub(|s, k| s.kfree(addr, k))
+    with_slub(|s, cpu, k| s.kfree(cpu, addr, k))
 }
 
 pub fn ksize(addr: u64) -> u64 {
-    with_slub(|s, k| s.ksize(addr, k))
+    with_slub(|s, _, k| s.ksize(addr, k))
 }
 
 /// A cache's object size and alignment.
 pub fn object_layout(id: CacheId) -> Option<(u32, u32)> {
-    SLUB.lock()
-        .cache(id)
-        .map(|c| (c.layout().object_size, c.layout().align))
+    with_registry(|slub| {
+        slub.cache(id)
+            .map(|c| (c.layout().object_size, c.layout().align))
+    })
 }
 
-/// Whether the per-CPU slab of a cache is set up yet.
-pub fn has_cpu_slab(id: CacheId) -> bool {
-    SLUB.lock().cpu_slab(id).is_some()
+/// Whether `cpu`'s slab of a cache is set up (not NULL).
+pub fn has_cpu_slab(id: CacheId, cpu: CpuId) -> bool {
+    cpu_slabs(id)[cpu.index()].is_some()
+}
+
+/// The head pfn of each CPU's slab of a cache, `None` where it is NULL.
+pub fn cpu_slabs(id: CacheId) -> [Option<u64>; NR_CPUS] {
+    with_registry(|slub| {
+        let cache = slub.cache(id);
+        core::array::from_fn(|cpu| cache.and_then(|c| c.cpu_slab(cpu)))
+    })
 }
 
 /// The frame behind a slab object, and whether it is low memory.
@@ -183,7 +202,8 @@ pub fn slab_pages() -> u64 {
     })
 }
 
-/// Runs `f` over the registry (for reports and tests).
+/// Runs `f` over the registry (for reports and tests), interrupts off.
 pub fn with_registry<R>(f: impl FnOnce(&Slub<MAX_CACHES>) -> R) -> R {
+    let _irqs = local_irq_save();
     f(&SLUB.lock())
 }

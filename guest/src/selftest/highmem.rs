@@ -9,6 +9,7 @@ use mm::pkmap::KmapError;
 use super::paging::kernel_walk;
 use super::{Failure, Suite, Test, TestResult};
 use crate::arch::mem::Frames;
+use crate::arch::percpu::smp_processor_id;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::*;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
@@ -243,7 +244,8 @@ fn kmap_local_is_a_stack() -> TestResult {
             "kmap_local_page failed: {a:?} {b:?}"
         )));
     };
-    let top = fix_to_virt(FIX_KMAP_BEGIN);
+    // This CPU's slot 0 (kmap_idx(0) on this CPU).
+    let top = fix_to_virt(fix_kmap_idx(0, smp_processor_id().index()));
     let out_of_order = kunmap_local(a);
     let depth = kmap_local_depth();
     let _ = kunmap_atomic(b);
@@ -263,7 +265,7 @@ fn kmap_local_is_a_stack() -> TestResult {
     check_eq!(
         (a, b),
         (top, top - PAGE_SIZE),
-        "slot addresses grow down from FIX_KMAP_BEGIN"
+        "slot addresses grow down from this CPU's first slot"
     );
     check_eq!(
         out_of_order,

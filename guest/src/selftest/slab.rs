@@ -6,6 +6,7 @@ use mm::page::PageFlags;
 use mm::slub::{ReportKind, SlabError, SlabFlags};
 
 use super::{Failure, Suite, Test, TestResult};
+use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::faults;
 use crate::kprintln;
 use crate::mm::dmap;
@@ -72,17 +73,68 @@ fn expect_report(
     Ok(())
 }
 
+/// A new cache has a NULL cpu_slab on every CPU; each CPU that allocates
+/// from it sets up its own and no other. Runs the per-CPU part on the boot
+/// CPU; see [`first_alloc_sets_up_cpu_slab`] for the other CPUs.
 fn cpu_slab_is_set_up_on_first_alloc() -> TestResult {
     let id = kmem_cache_create("selftest_objs", 120, 0, SlabFlags::empty(), None)
         .map_err(|e| slab_err("create", e))?;
-    let before = has_cpu_slab(id);
-    let obj = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    let after = has_cpu_slab(id);
-    let _ = kmem_cache_free(id, obj);
+    let fresh = cpu_slabs(id);
+    let this = smp_processor_id();
+    let result = first_alloc_sets_up_cpu_slab(id, this);
+    let after = cpu_slabs(id);
     kmem_cache_destroy(id).map_err(|e| slab_err("destroy", e))?;
-    check!(!before, "cpu_slab is set before the first allocation");
-    check!(after, "cpu_slab is still NULL after an allocation");
+    check!(
+        fresh.iter().all(Option::is_none),
+        "a new cache has a cpu_slab already: {fresh:x?}"
+    );
+    result?;
+    for (cpu, slab) in after.iter().enumerate() {
+        check_eq!(
+            slab.is_some(),
+            cpu == this.index(),
+            "CPU {cpu}'s cpu_slab after only CPU {} allocated",
+            this.index()
+        );
+    }
     Ok(())
+}
+
+/// Run on CPU `cpu` (its part of the check above): its cpu_slab of cache
+/// `id` is NULL until it allocates, then set, and no other CPU's changes.
+/// To check another CPU, run this there (with the function to run on
+/// another CPU that the IPI work brings, smp_call_function_single(cpu,
+/// ...)) for a fresh cache, then require that exactly the CPUs that ran it
+/// have a cpu_slab.
+pub fn first_alloc_sets_up_cpu_slab(id: mm::slub::CacheId, cpu: CpuId) -> TestResult {
+    check_eq!(
+        smp_processor_id(),
+        cpu,
+        "the cpu_slab check runs on the CPU it tests"
+    );
+    let before = cpu_slabs(id);
+    let obj = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
+    let after = cpu_slabs(id);
+    let freed = kmem_cache_free(id, obj);
+    check!(
+        before[cpu.index()].is_none(),
+        "CPU {}'s cpu_slab is set before its first allocation",
+        cpu.index()
+    );
+    check!(
+        after[cpu.index()].is_some(),
+        "CPU {}'s cpu_slab is still NULL after an allocation",
+        cpu.index()
+    );
+    for other in (0..before.len()).filter(|&c| c != cpu.index()) {
+        check_eq!(
+            after[other],
+            before[other],
+            "CPU {other}'s cpu_slab changed when CPU {} allocated",
+            cpu.index()
+        );
+    }
+    freed.map_err(|e| slab_err("free", e))
 }
 
 fn kmalloc_size_classes_and_large() -> TestResult {
@@ -214,7 +266,7 @@ fn fork_init_made_the_process_caches() -> TestResult {
         kmem_cache_alloc(caches.task_struct).map_err(|e| slab_err("alloc_task_struct_node", e))?;
     let _ = kmem_cache_free(caches.task_struct, task);
     check!(
-        has_cpu_slab(caches.task_struct),
+        has_cpu_slab(caches.task_struct, smp_processor_id()),
         "task_struct_cachep has no cpu_slab after an allocation"
     );
     Ok(())

@@ -170,11 +170,12 @@ fn check_object<B: Lowmem>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<()
 /// withheld (quarantined) and reported, as Linux marks it used.
 pub(super) fn alloc_debug_processing<B: Lowmem>(
     s: &mut KmemCache,
+    cpu: usize,
     b: &mut B,
     obj: u64,
 ) -> Result<(), SlabError> {
     if let Err(e) = check_object(s, b, obj, SLUB_RED_INACTIVE) {
-        s.stats.quarantined += 1;
+        s.cpu_slab[cpu].stats.quarantined += 1;
         return Err(e);
     }
     init_object(s, b, obj, SLUB_RED_ACTIVE);
@@ -183,8 +184,11 @@ pub(super) fn alloc_debug_processing<B: Lowmem>(
 
 /// free_debug_processing(): not already on a freelist (on_freelist()),
 /// red zones intact; then re-poisoned. A refused object is not freed.
+/// The freelist searched is `cpu`'s if the slab is its own, else the
+/// slab's: another CPU's freelist is that CPU's alone to read.
 pub(super) fn free_debug_processing<B: Lowmem + PfnToPage>(
     s: &mut KmemCache,
+    cpu: usize,
     b: &mut B,
     head: u64,
     va: u64,
@@ -193,9 +197,11 @@ pub(super) fn free_debug_processing<B: Lowmem + PfnToPage>(
     let base = b.pfn_to_virt(head);
     let first = base + s.l.red_left_pad as u64;
     let span = pg.objects as u64 * s.l.size as u64;
-    let mut p = match s.cpu_slab {
-        Some(c) if c.slab == Some(head) => c.freelist,
-        _ => freelist_object(base, pg.freelist),
+    let c = &s.cpu_slab[cpu];
+    let mut p = if c.slab == Some(head) {
+        c.freelist
+    } else {
+        freelist_object(base, pg.freelist)
     };
     let mut n = 0;
     while p != 0 {

@@ -7,8 +7,9 @@ use crate::bitops::{fls, get_order};
 use crate::buddy::MAX_ORDER;
 use abi::layout::PAGE_SIZE;
 
-/// CPUs the order calculation assumes (the guest has one).
-pub const NR_CPUS: u32 = abi::layout::NR_CPUS as u32;
+/// nr_cpu_ids as calculate_order() sees it: 1, so that slab orders (and
+/// /proc/slabinfo) do not depend on how many CPUs the machine has.
+pub const ORDER_NR_CPUS: u32 = 1;
 /// slub_max_order default: PAGE_ALLOC_COSTLY_ORDER.
 pub const SLUB_MAX_ORDER: u32 = 3;
 /// Objects in one slab are counted in 15 bits of struct slab.
@@ -208,7 +209,7 @@ pub const fn calculate_sizes(
         size += red_left_pad;
     }
     size = size.next_multiple_of(align);
-    let order = match calculate_order(size, NR_CPUS) {
+    let order = match calculate_order(size, ORDER_NR_CPUS) {
         Some(o) => o,
         None => return None,
     };

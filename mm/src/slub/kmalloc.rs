@@ -2,6 +2,7 @@
 //! and create_kmalloc_caches() of mm/slab_common.c, kmalloc_large(), kfree()
 //! and ksize() of mm/slub.c and include/linux/slab.h.
 
+use super::fast::check_cpu;
 use super::geometry::max;
 use super::slab::Target;
 use super::{CacheId, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS};
@@ -112,9 +113,14 @@ impl<const N: usize> Slub<N> {
         self.kmalloc[kmalloc_index(size)?]
     }
 
-    /// kmalloc(): a size class up to 8 KiB, whole pages above
+    /// kmalloc() on CPU `cpu`: a size class up to 8 KiB, whole pages above
     /// (kmalloc_large()); [`ZERO_SIZE_PTR`] for 0 bytes.
-    pub fn kmalloc<B: SlabBackend>(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
+    pub fn kmalloc<B: SlabBackend>(
+        &mut self,
+        cpu: usize,
+        size: u64,
+        b: &mut B,
+    ) -> Result<u64, SlabError> {
         if size == 0 {
             return Ok(ZERO_SIZE_PTR);
         }
@@ -122,7 +128,7 @@ impl<const N: usize> Slub<N> {
             return self.kmalloc_large(size, b);
         }
         let id = self.kmalloc_cache(size).ok_or(SlabError::NoSuchCache)?;
-        self.kmem_cache_alloc(id, b)
+        self.kmem_cache_alloc(cpu, id, b)
     }
 
     fn kmalloc_large<B: SlabBackend>(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
@@ -145,14 +151,20 @@ impl<const N: usize> Slub<N> {
         Ok(b.pfn_to_virt(pfn))
     }
 
-    /// kfree(): the cache comes from the page; NULL and ZERO_SIZE_PTR are
-    /// ignored.
-    pub fn kfree<B: SlabBackend>(&mut self, va: u64, b: &mut B) -> Result<(), SlabError> {
+    /// kfree() on CPU `cpu`: the cache comes from the page; NULL and
+    /// ZERO_SIZE_PTR are ignored.
+    pub fn kfree<B: SlabBackend>(
+        &mut self,
+        cpu: usize,
+        va: u64,
+        b: &mut B,
+    ) -> Result<(), SlabError> {
         if va <= ZERO_SIZE_PTR {
             return Ok(());
         }
+        let cpu = check_cpu(cpu)?;
         let r = match self.resolve(va, b) {
-            Ok(Target::Slab { idx, head }) => self.slab_free(idx, head, va, b),
+            Ok(Target::Slab { idx, head }) => self.slab_free(cpu, idx, head, va, b),
             Ok(Target::Large { pfn, order }) => {
                 if let Some(pg) = b.page_mut(pfn) {
                     pg.slab_cache = 0;

@@ -14,13 +14,31 @@
 //! map and buddy allocator, host tests and benchmarks with the `testing`
 //! feature's `HostKernel` over a `Vec`.
 //!
-//! # One CPU, one node
-//! The guest has one CPU and no preemption inside the allocator, so there
-//! is no `tid`, no cmpxchg and no `list_lock`: the fast path is a plain
-//! pop/push on the per-CPU freelist. "Frozen" (owned by a CPU) is exactly
-//! "is the per-CPU slab", so no flag bit is needed for it. There are no
-//! per-CPU partial lists (as CONFIG_SLUB_CPU_PARTIAL=n) and no cache
-//! merging (as slab_nomerge).
+//! # Per CPU, one node
+//! Each cache has a `kmem_cache_cpu` per CPU ([`NR_CPUS`] of them): its
+//! slab stays NULL on a CPU until that CPU first allocates from the cache.
+//! The caller says which CPU it runs on (the guest passes
+//! smp_processor_id()). The fast paths touch only that CPU's
+//! `kmem_cache_cpu` and the object's memory, never struct page or the
+//! node; the slow paths take the node's partial and full lists and struct
+//! page, what Linux guards with `n->list_lock`. The crate itself takes
+//! `&mut Slub` for both: the caller provides the exclusion (the guest, with
+//! interrupts off, so a CPU is never interrupted mid-path).
+//!
+//! A CPU slab is frozen (`page.frozen` = 1, Linux's slab->frozen): only its
+//! CPU allocates from it. A free into another CPU's frozen slab is a remote
+//! free, as in do_slab_free()'s slow path: the object goes onto the slab's
+//! own freelist (`page.freelist`) and `inuse` drops, while the owner's
+//! per-CPU freelist stays as it is; the owner takes those objects back
+//! when its per-CPU freelist runs dry (get_freelist()) or when the slab
+//! is deactivated. There are no per-CPU partial lists
+//! (CONFIG_SLUB_CPU_PARTIAL=n), no cache merging (slab_nomerge), and one
+//! node.
+//!
+//! The event counters are per CPU as Linux's CONFIG_SLUB_STATS are, and so
+//! are the counts of objects allocated and freed: a cache's active objects
+//! are their difference summed over the CPUs, so the fast paths never
+//! write anything shared.
 //!
 //! # What struct page holds
 //! A slab's head page: `PageFlags::SLAB` (and `HEAD` for order > 0),
@@ -66,13 +84,15 @@ mod slow;
 #[cfg(test)]
 mod tests;
 
+/// CPUs a cache has a `kmem_cache_cpu` for; CPU ids are below this.
+pub use abi::layout::NR_CPUS;
 pub use debug::{
     ReportKind, SlabReport, POISON_END, POISON_FREE, POISON_INUSE, REPORT_LOG, SLUB_RED_ACTIVE,
     SLUB_RED_INACTIVE,
 };
 pub use geometry::{
     calc_slab_order, calculate_order, calculate_sizes, min_partial, order_objects, Layout, Oo,
-    MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, NR_CPUS, OO_SHIFT, SLUB_MAX_ORDER,
+    MAX_OBJS_PER_PAGE, MAX_PARTIAL, MIN_PARTIAL, OO_SHIFT, ORDER_NR_CPUS, SLUB_MAX_ORDER,
 };
 pub use kmalloc::{
     kmalloc_index, kmalloc_size, KmallocStats, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,
@@ -141,21 +161,32 @@ pub enum SlabError {
         active_objs: u64,
         slabs: u64,
     },
+    /// A CPU id of [`NR_CPUS`] or more.
+    NoSuchCpu,
     /// Misuse or corruption; also recorded in the report log.
     Report(SlabReport),
 }
 
-/// `struct kmem_cache_cpu`: the per-CPU slab and its freelist.
+/// `struct kmem_cache_cpu`: one CPU's slab and freelist, and its
+/// counters. Only that CPU touches it. `repr(C)` for the host inspector.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KmemCacheCpu {
-    /// Next free object of the per-CPU slab (decoded), 0 when empty.
+    /// Next free object of the CPU slab (decoded), 0 when empty.
     pub freelist: u64,
-    /// Head pfn of the per-CPU slab.
+    /// Head pfn of the CPU slab; `None` (NULL) until this CPU's first
+    /// allocation, and again after a flush.
     pub slab: Option<u64>,
     /// First object and object span of `slab`, cached so the fast path
     /// can validate a decoded free pointer without touching struct page.
     first: u64,
     span: u64,
+    /// Objects this CPU handed out and took back, whichever CPU's slab
+    /// they belong to.
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
+    /// This CPU's event counters (c->stat[]).
+    stats: SlubStats,
 }
 
 impl KmemCacheCpu {
@@ -164,10 +195,26 @@ impl KmemCacheCpu {
         slab: None,
         first: 0,
         span: 0,
+        allocs: 0,
+        frees: 0,
+        stats: SlubStats::ZERO,
     };
 }
 
-/// Event counters per cache (enum stat_item's names).
+/// `struct kmem_cache_node`: the slabs no CPU has frozen, and the slab
+/// counts; Linux guards it with `n->list_lock`.
+#[repr(C)]
+pub(crate) struct KmemCacheNode {
+    partial: SlabList,
+    /// Full slabs; Linux keeps this list only for SLAB_STORE_USER, here it
+    /// makes slab iteration and destroy's accounting possible.
+    full: SlabList,
+    pub(crate) nr_slabs: u64,
+    pub(crate) total_objects: u64,
+}
+
+/// Event counters (enum stat_item's names), kept per CPU.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlubStats {
     pub alloc_fastpath: u64,
@@ -180,6 +227,12 @@ pub struct SlubStats {
     pub alloc_slab: u64,
     /// Slabs given back to the page allocator (FREE_SLAB).
     pub free_slab: u64,
+    /// Frees into another CPU's slab, a frozen one (FREE_FROZEN); also
+    /// counted in `free_slowpath`.
+    pub free_frozen: u64,
+    /// Slow-path allocations that found objects freed remotely into the
+    /// CPU slab (get_freelist()).
+    pub alloc_refill: u64,
     /// A full slab got a free object and went on the partial list.
     pub free_add_partial: u64,
     /// An empty slab left the partial list to be discarded.
@@ -196,9 +249,69 @@ pub struct SlubStats {
     pub quarantined: u64,
 }
 
-/// `struct kmem_cache`, with its one `kmem_cache_node` folded in.
-/// `repr(C)`, and the fields the host reads for /proc/slabinfo are
-/// crate-visible so mm::vmcoreinfo can publish their offsets.
+impl SlubStats {
+    const ZERO: SlubStats = SlubStats {
+        alloc_fastpath: 0,
+        alloc_slowpath: 0,
+        free_fastpath: 0,
+        free_slowpath: 0,
+        free_frozen: 0,
+        alloc_refill: 0,
+        alloc_from_partial: 0,
+        alloc_slab: 0,
+        free_slab: 0,
+        free_add_partial: 0,
+        free_remove_partial: 0,
+        deactivate_full: 0,
+        deactivate_partial: 0,
+        order_fallback: 0,
+        alloc_fail: 0,
+        quarantined: 0,
+    };
+
+    fn add(mut self, o: &SlubStats) -> SlubStats {
+        let SlubStats {
+            alloc_fastpath,
+            alloc_slowpath,
+            free_fastpath,
+            free_slowpath,
+            free_frozen,
+            alloc_refill,
+            alloc_from_partial,
+            alloc_slab,
+            free_slab,
+            free_add_partial,
+            free_remove_partial,
+            deactivate_full,
+            deactivate_partial,
+            order_fallback,
+            alloc_fail,
+            quarantined,
+        } = *o;
+        self.alloc_fastpath += alloc_fastpath;
+        self.alloc_slowpath += alloc_slowpath;
+        self.free_fastpath += free_fastpath;
+        self.free_slowpath += free_slowpath;
+        self.free_frozen += free_frozen;
+        self.alloc_refill += alloc_refill;
+        self.alloc_from_partial += alloc_from_partial;
+        self.alloc_slab += alloc_slab;
+        self.free_slab += free_slab;
+        self.free_add_partial += free_add_partial;
+        self.free_remove_partial += free_remove_partial;
+        self.deactivate_full += deactivate_full;
+        self.deactivate_partial += deactivate_partial;
+        self.order_fallback += order_fallback;
+        self.alloc_fail += alloc_fail;
+        self.quarantined += quarantined;
+        self
+    }
+}
+
+/// `struct kmem_cache`: what never changes after creation, a
+/// `kmem_cache_cpu` per CPU, and the one `kmem_cache_node`. `repr(C)`, and
+/// the fields the host reads for /proc/slabinfo are crate-visible so
+/// mm::vmcoreinfo can publish their offsets.
 #[repr(C)]
 pub struct KmemCache {
     pub(crate) name: &'static str,
@@ -209,17 +322,9 @@ pub struct KmemCache {
     /// Freelist hardening key (`s->random`).
     random: u64,
     ctor: Option<Ctor>,
-    /// Set up on the first allocation (the seed's "cpu_slab is still null").
-    cpu_slab: Option<KmemCacheCpu>,
-    partial: SlabList,
-    /// Full slabs; Linux keeps this list only for SLAB_STORE_USER, here it
-    /// makes slab iteration and destroy's accounting possible. Only the
-    /// slow paths touch it.
-    full: SlabList,
-    pub(crate) nr_slabs: u64,
-    pub(crate) total_objects: u64,
-    pub(crate) active_objs: u64,
-    stats: SlubStats,
+    /// Indexed by CPU id (`s->cpu_slab`, a per-CPU pointer in Linux).
+    pub(crate) cpu_slab: [KmemCacheCpu; NR_CPUS],
+    pub(crate) node: KmemCacheNode,
 }
 
 impl KmemCache {
@@ -236,24 +341,41 @@ impl KmemCache {
         self.min_partial
     }
     pub fn nr_partial(&self) -> u64 {
-        self.partial.nr
+        self.node.partial.nr
     }
-    pub fn cpu_slab(&self) -> Option<&KmemCacheCpu> {
-        self.cpu_slab.as_ref()
+    /// The head pfn of `cpu`'s slab: `None` (NULL) until that CPU's first
+    /// allocation from this cache (and after a flush).
+    pub fn cpu_slab(&self, cpu: usize) -> Option<u64> {
+        self.cpu_slab.get(cpu)?.slab
     }
-    pub fn stats(&self) -> &SlubStats {
-        &self.stats
+    /// `cpu`'s `kmem_cache_cpu`.
+    pub fn cpu(&self, cpu: usize) -> Option<&KmemCacheCpu> {
+        self.cpu_slab.get(cpu)
+    }
+    /// The event counters summed over the CPUs (show_stat()).
+    pub fn stats(&self) -> SlubStats {
+        self.cpu_slab
+            .iter()
+            .fold(SlubStats::ZERO, |sum, c| sum.add(&c.stats))
+    }
+    /// Objects allocated and not freed, over every CPU.
+    pub fn active_objs(&self) -> u64 {
+        let (allocs, frees) = self
+            .cpu_slab
+            .iter()
+            .fold((0u64, 0u64), |(a, f), c| (a + c.allocs, f + c.frees));
+        allocs.saturating_sub(frees)
     }
     pub fn info(&self) -> SlabInfo {
         SlabInfo {
-            active_objs: self.active_objs,
-            num_objs: self.total_objects,
+            active_objs: self.active_objs(),
+            num_objs: self.node.total_objects,
             objsize: self.l.size,
             object_size: self.l.object_size,
             objperslab: self.l.oo.objects(),
             pagesperslab: 1 << self.l.oo.order(),
-            active_slabs: self.nr_slabs,
-            num_slabs: self.nr_slabs,
+            active_slabs: self.node.nr_slabs,
+            num_slabs: self.node.nr_slabs,
         }
     }
     fn debug(&self) -> bool {

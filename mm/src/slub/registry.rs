@@ -2,12 +2,13 @@
 //! kmem_cache_destroy(), kmem_cache_shrink(), the slab_caches list and
 //! /proc/slabinfo (cache_show()).
 
+use super::fast::check_cpu;
 use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
 use super::slab::{discard_slab, list_del, read_page, SlabList};
 use super::slow::flush_cpu_slab;
 use super::{
-    CacheId, Ctor, KmemCache, KmemCacheCpu, SlabError, SlabFlags, Slub, SlubStats, CREATE_FLAGS,
-    KMALLOC_MAX_SIZE, LARGE_KMALLOC,
+    CacheId, Ctor, KmemCache, KmemCacheCpu, KmemCacheNode, SlabError, SlabFlags, Slub, SlubStats,
+    CREATE_FLAGS, KMALLOC_MAX_SIZE, LARGE_KMALLOC, NR_CPUS,
 };
 use crate::arch::{PfnToPage, SlabBackend};
 use crate::page::PFN_NONE;
@@ -16,9 +17,9 @@ use core::fmt;
 /// Where a slab sits in its cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlabState {
-    /// The per-CPU slab (frozen): `inuse` counts its per-CPU freelist as
-    /// in use, as Linux does.
-    Cpu,
+    /// The slab of this CPU (frozen): `inuse` counts its per-CPU freelist
+    /// as in use, as Linux does.
+    Cpu(usize),
     Partial,
     Full,
 }
@@ -62,8 +63,8 @@ pub struct CacheSummary {
 
 impl<const N: usize> Slub<N> {
     /// kmem_cache_create(). `align` 0 means the default (8); `flags` from
-    /// SLAB_RED_ZONE, SLAB_POISON, SLAB_HWCACHE_ALIGN. The per-CPU slab
-    /// stays unset until the first allocation.
+    /// SLAB_RED_ZONE, SLAB_POISON, SLAB_HWCACHE_ALIGN. Each CPU's slab
+    /// stays NULL until that CPU's first allocation.
     pub fn kmem_cache_create<B: SlabBackend>(
         &mut self,
         name: &'static str,
@@ -115,22 +116,24 @@ impl<const N: usize> Slub<N> {
             min_partial: min_partial(l.size),
             random: b.random_u64(),
             ctor,
-            cpu_slab: None,
-            partial: SlabList::EMPTY,
-            full: SlabList::EMPTY,
-            nr_slabs: 0,
-            total_objects: 0,
-            active_objs: 0,
-            stats: SlubStats::default(),
+            cpu_slab: [KmemCacheCpu::EMPTY; NR_CPUS],
+            node: KmemCacheNode {
+                partial: SlabList::EMPTY,
+                full: SlabList::EMPTY,
+                nr_slabs: 0,
+                total_objects: 0,
+            },
         });
         self.live[slot] = 1;
         Ok(id)
     }
 
-    /// kmem_cache_destroy(): refused while objects are allocated.
-    /// Otherwise the per-CPU slab is flushed and every slab given back.
+    /// kmem_cache_destroy() on CPU `cpu`: refused while objects are
+    /// allocated. Otherwise every CPU's slab is flushed and every slab
+    /// given back.
     pub fn kmem_cache_destroy<B: SlabBackend>(
         &mut self,
+        cpu: usize,
         id: CacheId,
         b: &mut B,
     ) -> Result<(), SlabError> {
@@ -139,18 +142,18 @@ impl<const N: usize> Slub<N> {
         if s.l.flags.contains(SlabFlags::KMALLOC) {
             return Err(SlabError::InvalidArgs);
         }
-        if s.active_objs != 0 {
+        if s.active_objs() != 0 {
             return Err(SlabError::CacheBusy {
-                active_objs: s.active_objs,
-                slabs: s.nr_slabs,
+                active_objs: s.active_objs(),
+                slabs: s.node.nr_slabs,
             });
         }
-        self.kmem_cache_shrink(id, b)?;
+        self.kmem_cache_shrink(cpu, id, b)?;
         let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
-        if s.nr_slabs != 0 {
+        if s.node.nr_slabs != 0 {
             return Err(SlabError::CacheBusy {
                 active_objs: 0,
-                slabs: s.nr_slabs,
+                slabs: s.node.nr_slabs,
             });
         }
         self.live[idx] = 0;
@@ -158,29 +161,35 @@ impl<const N: usize> Slub<N> {
         Ok(())
     }
 
-    /// kmem_cache_shrink(): flush the per-CPU slab and give back every
+    /// kmem_cache_shrink() on CPU `cpu`: flush every CPU's slab
+    /// (flush_all(), which Linux runs on each CPU) and give back every
     /// empty slab, min_partial notwithstanding. Returns slabs freed.
     pub fn kmem_cache_shrink<B: SlabBackend>(
         &mut self,
+        cpu: usize,
         id: CacheId,
         b: &mut B,
     ) -> Result<u64, SlabError> {
+        let cpu = check_cpu(cpu)?;
         let idx = self.index(id)?;
         let s = self.caches[idx].as_mut().ok_or(SlabError::NoSuchCache)?;
-        let before = s.stats.free_slab;
-        let r = flush_cpu_slab(s, b);
-        let mut pfn = s.partial.head;
-        let mut budget = s.partial.nr;
+        let before = s.stats().free_slab;
+        let mut r = Ok(());
+        for flushed in 0..NR_CPUS {
+            r = r.and(flush_cpu_slab(s, flushed, b));
+        }
+        let mut pfn = s.node.partial.head;
+        let mut budget = s.node.partial.nr;
         while pfn != PFN_NONE && budget > 0 {
             let pg = read_page(b, pfn as u64);
             if pg.inuse == 0 {
-                list_del(&mut s.partial, b, pfn as u64);
-                discard_slab(s, b, pfn as u64);
+                list_del(&mut s.node.partial, b, pfn as u64);
+                discard_slab(s, cpu, b, pfn as u64);
             }
             pfn = pg.next;
             budget -= 1;
         }
-        let freed = s.stats.free_slab - before;
+        let freed = s.stats().free_slab - before;
         self.logged(r.map(|()| freed))
     }
 
@@ -195,7 +204,7 @@ impl<const N: usize> Slub<N> {
             id: CacheId(c.id),
             name: c.name,
             info: c.info(),
-            stats: c.stats,
+            stats: c.stats(),
         })
     }
 
@@ -204,7 +213,7 @@ impl<const N: usize> Slub<N> {
         self.caches().find(|c| c.name == name).map(|c| c.id)
     }
 
-    /// The slabs of a cache: the per-CPU slab, then the partial list, then
+    /// The slabs of a cache: each CPU's slab, then the partial list, then
     /// the full list. Each list walk is capped by its length.
     pub fn slabs<'a, B: PfnToPage>(
         &'a self,
@@ -212,8 +221,8 @@ impl<const N: usize> Slub<N> {
         b: &'a B,
     ) -> impl Iterator<Item = SlabDesc> + 'a {
         let c = self.cache(id);
-        let cpu = c.and_then(|c| c.cpu_slab.and_then(|k| k.slab));
-        let lists = c.map(|c| [c.partial, c.full]);
+        let cpus = c.map(|c| c.cpu_slab.map(|k| k.slab));
+        let lists = c.map(|c| [c.node.partial, c.node.full]);
         let desc = move |pfn: u64, state| {
             let pg = read_page(b, pfn);
             SlabDesc {
@@ -236,14 +245,13 @@ impl<const N: usize> Slub<N> {
             })
         };
         let parts = lists.map(|[p, f]| walk(p, SlabState::Partial).chain(walk(f, SlabState::Full)));
-        cpu.map(|p| desc(p, SlabState::Cpu))
-            .into_iter()
-            .chain(parts.into_iter().flatten())
-    }
-
-    /// The per-CPU state of a cache (`None` until its first allocation).
-    pub fn cpu_slab(&self, id: CacheId) -> Option<&KmemCacheCpu> {
-        self.cache(id)?.cpu_slab.as_ref()
+        let cpu_slabs = cpus.into_iter().flat_map(move |slabs| {
+            slabs
+                .into_iter()
+                .enumerate()
+                .filter_map(move |(cpu, slab)| Some(desc(slab?, SlabState::Cpu(cpu))))
+        });
+        cpu_slabs.chain(parts.into_iter().flatten())
     }
 
     /// /proc/slabinfo (version 2.1 format, cache_show()).

@@ -97,24 +97,28 @@ pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
 /// (no CONFIG_SLAB_FREELIST_RANDOM). The double-mapping hook runs once
 /// struct page is set up and before any object byte is written: the kernel
 /// lets slab code write only tagged frames.
-pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u64, SlabError> {
+pub(super) fn new_slab<B: SlabBackend>(
+    s: &mut KmemCache,
+    cpu: usize,
+    b: &mut B,
+) -> Result<u64, SlabError> {
     let (mut oo, mut got) = (s.l.oo, b.alloc_pages(s.l.oo.order()));
     if got.is_none() && s.l.min.order() < oo.order() {
         oo = s.l.min;
         got = b.alloc_pages(oo.order());
         if got.is_some() {
-            s.stats.order_fallback += 1;
+            s.cpu_slab[cpu].stats.order_fallback += 1;
         }
     }
     let Some(pfn) = got else {
-        s.stats.alloc_fail += 1;
+        s.cpu_slab[cpu].stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     };
     let (order, objects) = (oo.order(), oo.objects());
     let nr = 1u64 << order;
     if pfn + nr > PFN_NONE as u64 || b.page(pfn).is_none() || b.page(pfn + nr - 1).is_none() {
         b.free_pages(pfn, order);
-        s.stats.alloc_fail += 1;
+        s.cpu_slab[cpu].stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     }
     // __folio_set_slab() and prep_compound_page(): tails point at the head.
@@ -135,6 +139,7 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         pg.freelist = s.l.red_left_pad;
         pg.inuse = 0;
         pg.objects = objects as u16;
+        pg.frozen = 0;
         pg.next = PFN_NONE;
         pg.prev = PFN_NONE;
     }
@@ -162,9 +167,9 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
         let a = obj + s.l.offset as u64;
         b.write_u64(a, freelist_ptr(s.random, next, a));
     }
-    s.nr_slabs += 1;
-    s.total_objects += objects as u64;
-    s.stats.alloc_slab += 1;
+    s.node.nr_slabs += 1;
+    s.node.total_objects += objects as u64;
+    s.cpu_slab[cpu].stats.alloc_slab += 1;
     Ok(pfn)
 }
 
@@ -172,6 +177,7 @@ pub(super) fn new_slab<B: SlabBackend>(s: &mut KmemCache, b: &mut B) -> Result<u
 /// and the frames returned.
 pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
     s: &mut KmemCache,
+    cpu: usize,
     b: &mut B,
     pfn: u64,
 ) {
@@ -185,14 +191,15 @@ pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
             pg.freelist = 0;
             pg.inuse = 0;
             pg.objects = 0;
+            pg.frozen = 0;
             pg.next = 0;
             pg.prev = 0;
         }
     }
     b.free_pages(pfn, order);
-    s.nr_slabs -= 1;
-    s.total_objects -= objects as u64;
-    s.stats.free_slab += 1;
+    s.node.nr_slabs -= 1;
+    s.node.total_objects -= objects as u64;
+    s.cpu_slab[cpu].stats.free_slab += 1;
 }
 
 /// What an address passed to kfree is.

@@ -18,9 +18,11 @@ const MAX_STRUCT: u64 = 4096;
 /// Offsets into the statics that have no `SIZE` (pkmap, kmap_local...).
 const MAX_STATIC_OFFSET: u64 = 1 << 24;
 const MAX_ZONES: u64 = 8;
-const MAX_CPUS: u64 = 64;
 const MAX_ORDERS: u64 = 16;
 const MAX_KMAP_LOCAL: u64 = 64;
+/// Most CPUs whose per-CPU structures the host reads (Linux's NR_CPUS
+/// limit for i386 is 512; this kernel has 8).
+const MAX_CPUS: u64 = 512;
 const MAX_PKMAP: u64 = 4096;
 const MAX_EVENTS: usize = 256;
 /// Longest task comm accepted.
@@ -205,10 +207,15 @@ pub struct PkmapLayout {
 
 #[derive(Clone, Copy, Debug)]
 pub struct KmapLocalLayout {
+    /// CPU 0's stack; CPU `i`'s is `i * size` bytes further.
     pub base: u64,
+    pub size: u64,
+    pub cpus: u64,
     pub slot_base: u64,
     pub depth: u64,
     pub pfn: u64,
+    /// The most pfns a stack holds within its structure.
+    pub max_depth: u64,
 }
 
 /// The vmap area allocator's arena red-black trees.
@@ -252,7 +259,13 @@ pub struct SlubLayout {
     pub oo: u64,
     pub nr_slabs: u64,
     pub total_objects: u64,
-    pub active_objs: u64,
+    /// The `kmem_cache_cpu` array inside a cache: `cpus` of them, `cpu`
+    /// bytes apart, each with its allocs and frees counters.
+    pub cpu_slab: u64,
+    pub cpus: u64,
+    pub cpu: Struct,
+    pub allocs: u64,
+    pub frees: u64,
     pub oo_shift: u64,
 }
 
@@ -381,7 +394,7 @@ impl Descriptor {
             page: page_layout(&k),
             node: node_layout(&k),
             pkmap: pkmap_layout(&k),
-            kmap_local: kmap_local_layout(&k),
+            kmap_local: kmap_local_layout(&k, virt.km_max_idx),
             vmap: vmap_layout(&k),
             slub: slub_layout(&k),
             tasks: task_layout(&k),
@@ -482,12 +495,17 @@ fn pkmap_layout(k: &Keys) -> R<PkmapLayout> {
     })
 }
 
-fn kmap_local_layout(k: &Keys) -> R<KmapLocalLayout> {
+fn kmap_local_layout(k: &Keys, km_max_idx: u64) -> R<KmapLocalLayout> {
+    let stack = k.structure(off::KMAP_CTRL)?;
+    let pfn = k.field(stack, off::KMAP_LOCAL_PFN, 8)?;
     Ok(KmapLocalLayout {
         base: k.symbol(sym::KMAP_LOCAL)?,
-        slot_base: k.member(off::KMAP_LOCAL_BASE)?,
-        depth: k.member(off::KMAP_LOCAL_DEPTH)?,
-        pfn: k.member(off::KMAP_LOCAL_PFN)?,
+        size: stack.size,
+        cpus: k.length(off::KMAP_LOCAL, MAX_CPUS)?,
+        slot_base: k.field(stack, off::KMAP_LOCAL_BASE, 8)?,
+        depth: k.field(stack, off::KMAP_LOCAL_DEPTH, 8)?,
+        pfn,
+        max_depth: km_max_idx.min((stack.size - pfn) / 8),
     })
 }
 
@@ -537,6 +555,10 @@ fn slub_layout(k: &Keys) -> R<SlubLayout> {
             "vmcoreinfo: SIZE(kmem_cache) is larger than its registry slot",
         ));
     }
+    let cpu = k.structure(off::KMEM_CACHE_CPU)?;
+    let cpus = k.length(off::KMEM_CACHE_CPU_SLAB, MAX_CPUS)?;
+    // The whole per-CPU array lies inside the cache.
+    let cpu_slab = k.field(cache, off::KMEM_CACHE_CPU_SLAB, cpus * cpu.size)?;
     Ok(SlubLayout {
         registry: k.symbol(sym::SLAB_CACHES)?,
         caches: k.member(off::SLUB_CACHES)?,
@@ -550,7 +572,11 @@ fn slub_layout(k: &Keys) -> R<SlubLayout> {
         oo: k.field(cache, off::KMEM_CACHE_OO, 4)?,
         nr_slabs: k.field(cache, off::KMEM_CACHE_NR_SLABS, 8)?,
         total_objects: k.field(cache, off::KMEM_CACHE_TOTAL_OBJECTS, 8)?,
-        active_objs: k.field(cache, off::KMEM_CACHE_ACTIVE_OBJS, 8)?,
+        cpu_slab,
+        cpus,
+        cpu,
+        allocs: k.field(cpu, off::KMEM_CACHE_CPU_ALLOCS, 8)?,
+        frees: k.field(cpu, off::KMEM_CACHE_CPU_FREES, 8)?,
         oo_shift: k.number_or(num::OO_SHIFT, 16).min(31),
     })
 }

@@ -256,6 +256,14 @@ pub struct LocalSlot {
     pub pfn: u64,
 }
 
+/// One CPU's kmap_local stack.
+#[derive(Serialize)]
+pub struct LocalStack {
+    pub cpu: u64,
+    /// Live slots, bottom of the stack first.
+    pub slots: Vec<LocalSlot>,
+}
+
 /// `pkmap`: the permanent and the temporary (kmap_local) mappings.
 #[derive(Serialize)]
 pub struct Pkmap {
@@ -272,12 +280,13 @@ pub struct Pkmap {
     pub in_use: u64,
     /// The slots with a non-zero count.
     pub slots: Vec<PkmapSlot>,
-    pub kmap_local: Vec<LocalSlot>,
+    /// Every CPU's kmap_local stack.
+    pub kmap_local: Vec<LocalStack>,
 }
 
 pub fn pkmap(k: &Kernel) -> R<Pkmap> {
     let p = k.pkmap()?;
-    let (base, live) = k.kmap_local()?;
+    let stacks = k.kmap_local()?;
     let count = |want: fn(u32) -> bool| p.slots.iter().filter(|(c, _)| want(*c)).count() as u64;
     Ok(Pkmap {
         nr_slots: p.slots.len(),
@@ -301,13 +310,20 @@ pub fn pkmap(k: &Kernel) -> R<Pkmap> {
                 count,
             })
             .collect(),
-        kmap_local: live
-            .iter()
-            .enumerate()
-            .map(|(slot, &pfn)| LocalSlot {
-                slot,
-                va: base.wrapping_sub(slot as u64 * PAGE),
-                pfn,
+        kmap_local: stacks
+            .into_iter()
+            .map(|stack| LocalStack {
+                cpu: stack.cpu,
+                slots: stack
+                    .live
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, &pfn)| LocalSlot {
+                        slot,
+                        va: stack.base.wrapping_sub(slot as u64 * PAGE),
+                        pfn,
+                    })
+                    .collect(),
             })
             .collect(),
     })
@@ -337,13 +353,16 @@ impl Render for Pkmap {
             "slots: {} free, {} unused but mapped, {} in use",
             self.free, self.unused_mapped, self.in_use
         );
-        let _ = writeln!(
-            s,
-            "kmap_local (cpu 0): {} live slot(s)",
-            self.kmap_local.len()
-        );
-        for l in &self.kmap_local {
-            let _ = writeln!(s, "  slot {:>2}  {:#010x}  pfn {:#x}", l.slot, l.va, l.pfn);
+        for stack in &self.kmap_local {
+            let _ = writeln!(
+                s,
+                "kmap_local cpu {}: {} live slot(s)",
+                stack.cpu,
+                stack.slots.len()
+            );
+            for l in &stack.slots {
+                let _ = writeln!(s, "  slot {:>2}  {:#010x}  pfn {:#x}", l.slot, l.va, l.pfn);
+            }
         }
     }
 }

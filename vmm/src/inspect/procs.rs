@@ -136,11 +136,30 @@ impl Kernel<'_> {
                     "?".into()
                 });
             let oo = u64::from(b.u32(l.oo));
+            // Objects in use: what every CPU allocated minus what every CPU
+            // freed (each CPU counts its own, Linux's per-CPU stats).
+            let cpu = |i: u64, field: u64| b.u64(l.cpu_slab + i * l.cpu.size + field);
+            let (allocs, frees) = (0..l.cpus).fold((0u64, 0u64), |(a, f), i| {
+                (
+                    a.wrapping_add(cpu(i, l.allocs)),
+                    f.wrapping_add(cpu(i, l.frees)),
+                )
+            });
+            let total = b.u64(l.total_objects);
+            let active_objs = match allocs.checked_sub(frees) {
+                Some(n) if n <= total => n,
+                _ => {
+                    bad.push(format!(
+                        "slab registry slot {slot} ({name}): {allocs} allocations and {frees} frees over the CPUs do not fit {total} objects"
+                    ));
+                    allocs.saturating_sub(frees).min(total)
+                }
+            };
             out.push(SlabCache {
                 slot,
                 name,
-                active_objs: b.u64(l.active_objs),
-                num_objs: b.u64(l.total_objects),
+                active_objs,
+                num_objs: total,
                 objsize: b.u32(l.size),
                 object_size: b.u32(l.object_size),
                 objperslab: (oo & ((1 << l.oo_shift) - 1)) as u32,

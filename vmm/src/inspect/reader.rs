@@ -748,17 +748,20 @@ impl<'t> Kernel<'t> {
         })
     }
 
-    /// (address of slot 0, live pfns) of cpu 0's kmap_local stack.
-    pub fn kmap_local(&self) -> R<(u64, Vec<u64>)> {
+    /// Every CPU's kmap_local stack, CPU 0's first.
+    pub fn kmap_local(&self) -> R<Vec<KmapLocalStack>> {
         let l = self.layout(&self.d.kmap_local)?;
-        let base = self.u64_at(l.base.wrapping_add(l.slot_base))?;
-        let depth = self
-            .u64_at(l.base.wrapping_add(l.depth))?
-            .min(self.virt.km_max_idx);
-        let live = (0..depth)
-            .map(|i| self.u64_at(l.base.wrapping_add(l.pfn + 8 * i)))
-            .collect::<R<_>>()?;
-        Ok((base, live))
+        (0..l.cpus)
+            .map(|cpu| {
+                let b = self.read_struct(l.base.wrapping_add(cpu * l.size), l.size)?;
+                let depth = b.u64(l.depth).min(l.max_depth);
+                Ok(KmapLocalStack {
+                    cpu,
+                    base: b.u64(l.slot_base),
+                    live: (0..depth).map(|i| b.u64(l.pfn + 8 * i)).collect(),
+                })
+            })
+            .collect()
     }
 
     /// A `&'static str` in guest memory given its two words (pointer and
@@ -961,6 +964,15 @@ impl<'t> Kernel<'t> {
 /// A structure's bytes as read, with little-endian field access; offsets
 /// were checked against the structure's size when the descriptor was parsed.
 pub struct Fields(pub Vec<u8>);
+
+/// One CPU's kmap_local stack: the address of its slot 0 (slots grow
+/// down from it) and the pfn of each live slot, bottom first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmapLocalStack {
+    pub cpu: u64,
+    pub base: u64,
+    pub live: Vec<u64>,
+}
 
 impl Fields {
     /// A little-endian field of `w` bytes at `o` in `b` (0 when outside).

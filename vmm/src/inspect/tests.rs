@@ -88,7 +88,7 @@ fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
         (num::VMALLOC_END, 0xff9f_e000),
         (num::PKMAP_BASE, 0xffa0_0000),
         (num::LAST_PKMAP, 512),
-        (num::FIXADDR_START, 0xfffe_e000),
+        (num::FIXADDR_START, abi::layout::FIXADDR_START),
         (num::FIXADDR_TOP, 0xffff_f000),
         (num::MAX_PFN, max_pfn),
         (num::MAX_LOW_PFN, max_pfn),
@@ -164,6 +164,64 @@ fn self_looping_free_list_terminates() {
         run(&t, &cmd(c)).unwrap();
     }
     run(&t, &Query::Ptov { pa: 0x5000 }).unwrap();
+}
+
+/// `pkmap` lists every CPU's kmap_local stack, and a fixmap address is
+/// named as its CPU's slot (kmap_idx(): KM_MAX_IDX slots per CPU).
+#[test]
+fn kmap_local_stacks_are_shown_per_cpu() {
+    use abi::layout::{fix_kmap_idx, fix_to_virt};
+    let mut t = target(vec![0; 1 << 16], &plausible_info());
+    let l = *Kernel::new(&t).unwrap().d.kmap_local.as_ref().unwrap();
+    assert_eq!(l.cpus, abi::layout::NR_CPUS as u64);
+    let mut mem = vec![0u8; 1 << 16];
+    let mut put = |at: u64, v: u64| {
+        let at = (at - 0xc000_0000) as usize;
+        mem[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    for cpu in 0..l.cpus {
+        let stack = l.base + cpu * l.size;
+        put(
+            stack + l.slot_base,
+            fix_to_virt(fix_kmap_idx(0, cpu as usize)),
+        );
+    }
+    let (cpu3, cpu0) = (l.base + 3 * l.size, l.base);
+    put(cpu0 + l.depth, 1);
+    put(cpu0 + l.pfn, 0x10);
+    put(cpu3 + l.depth, 2);
+    put(cpu3 + l.pfn, 0x20);
+    put(cpu3 + l.pfn + 8, 0x21);
+    // A hostile depth is capped at KM_MAX_IDX.
+    put(l.base + 5 * l.size + l.depth, u64::MAX);
+    t.mem = Box::new(VecMem(mem));
+    let out = run(&t, &cmd("pkmap")).unwrap();
+    let second = fix_to_virt(fix_kmap_idx(1, 3));
+    for line in [
+        "kmap_local cpu 0: 1 live slot(s)".to_string(),
+        "kmap_local cpu 3: 2 live slot(s)".to_string(),
+        format!("  slot  1  {second:#010x}  pfn 0x21"),
+        "kmap_local cpu 5: 16 live slot(s)".to_string(),
+        "kmap_local cpu 7: 0 live slot(s)".to_string(),
+    ] {
+        assert!(out.text.contains(&line), "{line:?} in\n{}", out.text);
+    }
+    assert_eq!(out.json["kmap_local"][3]["slots"][1]["pfn"], 0x21);
+    let k = Kernel::new(&t).unwrap();
+    assert_eq!(
+        k.what_is(second).to_string(),
+        format!(
+            "fixmap index {}: cpu 3's kmap_local slot 1, maps pfn 0x21",
+            fix_kmap_idx(1, 3)
+        )
+    );
+    assert_eq!(
+        k.what_is(fix_to_virt(fix_kmap_idx(2, 7))).to_string(),
+        format!(
+            "fixmap index {}: cpu 7's kmap_local slot 2, not in use",
+            fix_kmap_idx(2, 7)
+        )
+    );
 }
 
 /// Every table entry points at the same next-level table (legal

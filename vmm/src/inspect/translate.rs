@@ -80,6 +80,9 @@ pub enum What {
     },
     Fixmap {
         index: u64,
+        /// The CPU whose kmap_local slot this is, and the slot in its stack.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cpu: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         kmap_local_slot: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,23 +174,20 @@ impl fmt::Display for What {
             }
             What::Fixmap {
                 index,
-                kmap_local_slot: None,
-                ..
-            } => write!(f, "fixmap index {index}"),
-            What::Fixmap {
-                index,
+                cpu: Some(cpu),
                 kmap_local_slot: Some(slot),
                 pfn,
             } => match pfn {
                 Some(pfn) => write!(
                     f,
-                    "fixmap index {index}: kmap_local slot {slot}, maps pfn {pfn:#x}"
+                    "fixmap index {index}: cpu {cpu}'s kmap_local slot {slot}, maps pfn {pfn:#x}"
                 ),
                 None => write!(
                     f,
-                    "fixmap index {index}: kmap_local slot {slot}, not in use"
+                    "fixmap index {index}: cpu {cpu}'s kmap_local slot {slot}, not in use"
                 ),
             },
+            What::Fixmap { index, .. } => write!(f, "fixmap index {index}"),
             What::None => f.write_str("kernel space outside every region"),
             What::Other { what } => f.write_str(what),
         }
@@ -243,15 +243,21 @@ impl Kernel<'_> {
         }
         if va >= v.fixaddr_start && va < v.fixaddr_top {
             let index = (v.fixaddr_top - pg) / PAGE;
-            let slot = index
+            // kmap_idx(): KM_MAX_IDX slots per CPU from FIX_KMAP_BEGIN.
+            let cpus = self.d.kmap_local.as_ref().map_or(1, |l| l.cpus);
+            let (cpu, slot) = index
                 .checked_sub(v.fix_kmap_begin)
-                .filter(|&s| s < v.km_max_idx);
-            let pfn = slot.and_then(|s| {
-                let (_, live) = self.kmap_local().ok()?;
-                live.get(s as usize).copied()
+                .filter(|_| v.km_max_idx > 0)
+                .map(|i| (i / v.km_max_idx, i % v.km_max_idx))
+                .filter(|&(cpu, _)| cpu < cpus)
+                .unzip();
+            let pfn = cpu.zip(slot).and_then(|(cpu, slot)| {
+                let stacks = self.kmap_local().ok()?;
+                stacks.get(cpu as usize)?.live.get(slot as usize).copied()
             });
             return What::Fixmap {
                 index,
+                cpu,
                 kmap_local_slot: slot,
                 pfn,
             };

@@ -128,7 +128,7 @@ pub fn descriptor(p: &Places, extra: &str) -> String {
         (num::VMALLOC_END, 0xff9f_e000),
         (num::PKMAP_BASE, 0xffa0_0000),
         (num::LAST_PKMAP, 512),
-        (num::FIXADDR_START, 0xfffe_e000),
+        (num::FIXADDR_START, abi::layout::FIXADDR_START),
         (num::FIXADDR_TOP, 0xffff_f000),
         (num::MAX_PFN, p.ram / PAGE),
         (num::MAX_LOW_PFN, low / PAGE),
@@ -328,7 +328,10 @@ pub fn small_guest() -> (SparseRam, DumpMeta) {
     m.u32(slot + o.off(off::KMEM_CACHE_OO), 64);
     m.u64(slot + o.off(off::KMEM_CACHE_NR_SLABS), 1);
     m.u64(slot + o.off(off::KMEM_CACHE_TOTAL_OBJECTS), 64);
-    m.u64(slot + o.off(off::KMEM_CACHE_ACTIVE_OBJS), 3);
+    // 3 in use: CPU 0 allocated 5, CPU 1 freed 2 of them.
+    let cpu = |i: u64| slot + o.off(off::KMEM_CACHE_CPU_SLAB) + i * o.size(off::KMEM_CACHE_CPU);
+    m.u64(cpu(0) + o.off(off::KMEM_CACHE_CPU_ALLOCS), 5);
+    m.u64(cpu(1) + o.off(off::KMEM_CACHE_CPU_FREES), 2);
     // One task, its mm and two VMAs, on the task list.
     let at = (0xf100, 0xf200, 0xf300);
     link_tasks(&mut m, p.init_task, &[at.0]);

@@ -40,7 +40,7 @@ fn info() -> String {
         (num::VMALLOC_END, 0xff9f_e000),
         (num::PKMAP_BASE, 0xffa0_0000),
         (num::LAST_PKMAP, 512),
-        (num::FIXADDR_START, 0xfffe_e000),
+        (num::FIXADDR_START, abi::layout::FIXADDR_START),
         (num::FIXADDR_TOP, 0xffff_f000),
         (num::MAX_PFN, 16),
         (num::MAX_LOW_PFN, 16),
@@ -164,7 +164,28 @@ impl Mem {
         self.u32(base + o(off::KMEM_CACHE_OO), oo as u32);
         self.u64(base + o(off::KMEM_CACHE_NR_SLABS), slabs);
         self.u64(base + o(off::KMEM_CACHE_TOTAL_OBJECTS), total);
-        self.u64(base + o(off::KMEM_CACHE_ACTIVE_OBJS), active);
+        // `active` objects, with every CPU freeing what another allocated:
+        // CPU i > 0 allocates i objects and frees i + 1, CPU 0 the rest.
+        let cpus = d.length(off::KMEM_CACHE_CPU_SLAB).unwrap();
+        let cpu = |i: u64, field: &str| {
+            base + o(off::KMEM_CACHE_CPU_SLAB) + i * d.size(off::KMEM_CACHE_CPU).unwrap() + o(field)
+        };
+        self.u64(cpu(0, off::KMEM_CACHE_CPU_ALLOCS), active + cpus - 1);
+        for i in 1..cpus {
+            self.u64(cpu(i, off::KMEM_CACHE_CPU_ALLOCS), i);
+            self.u64(cpu(i, off::KMEM_CACHE_CPU_FREES), i + 1);
+        }
+    }
+    /// Sets CPU `i`'s frees counter of the cache in slot `slot`.
+    fn cache_frees(&mut self, info: &str, slot: u64, i: u64, frees: u64) {
+        let d = Vmcoreinfo::parse(info.as_bytes()).unwrap();
+        let o = |k: &str| d.offset(k).unwrap();
+        let base = SLUB + o(off::SLUB_CACHES) + slot * d.size(off::KMEM_CACHE_SLOT).unwrap();
+        let at = base
+            + o(off::KMEM_CACHE_CPU_SLAB)
+            + i * d.size(off::KMEM_CACHE_CPU).unwrap()
+            + o(off::KMEM_CACHE_CPU_FREES);
+        self.u64(at, frees);
     }
     fn target(self, info: &str) -> Target {
         Target {
@@ -460,6 +481,43 @@ fn slabinfo_lines_match_the_guests_formatter() {
     let out = run(&m.target(&info), &Query::Slabinfo).unwrap();
     assert!(out.text.contains("control characters"), "{}", out.text);
     assert!(out.text.contains("name length"), "{}", out.text);
+}
+
+/// Active objects are summed over every CPU's counters; counters that
+/// cannot be right (more frees than allocations, more objects in use than
+/// the cache has) are an anomaly, and the count stays within the cache.
+#[test]
+fn slabinfo_sums_every_cpu_and_flags_impossible_counts() {
+    let info = info();
+    let mut m = Mem::new();
+    m.put(NAMES, b"kmalloc-96");
+    let oo = (1 << 16) | 42;
+    m.cache(&info, 0, 1, (PO + NAMES, 10), [96, 88, oo, 3, 126, 100]);
+    m.cache(&info, 1, 1, (PO + NAMES, 10), [96, 88, oo, 1, 42, 5]);
+    m.cache(&info, 2, 1, (PO + NAMES, 10), [96, 88, oo, 1, 42, 40]);
+    let last = Vmcoreinfo::parse(info.as_bytes())
+        .unwrap()
+        .length(off::KMEM_CACHE_CPU_SLAB)
+        .unwrap()
+        - 1;
+    assert!(last > 0, "the descriptor has several CPUs");
+    // Slot 1: the last CPU freed 10 more than anyone allocated.
+    m.cache_frees(&info, 1, last, last + 1 + 10);
+    // Slot 2: 50 in use of 42.
+    m.cache_frees(&info, 2, last, last + 1 - 10);
+    let out = run(&m.target(&info), &Query::Slabinfo).unwrap();
+    let active: Vec<u64> = out.json["caches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["active_objs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(active, [100, 0, 42], "{}", out.text);
+    assert!(
+        out.text.contains("slot 1 (kmalloc-96)") && out.text.contains("slot 2 (kmalloc-96)"),
+        "{}",
+        out.text
+    );
 }
 
 proptest! {
