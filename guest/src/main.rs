@@ -11,6 +11,8 @@ mod boot;
 mod console;
 mod faults;
 #[deny(unsafe_code)]
+mod irq;
+#[deny(unsafe_code)]
 mod mm;
 #[deny(unsafe_code)]
 mod process;
@@ -20,6 +22,8 @@ mod report;
 mod selftest;
 #[deny(unsafe_code)]
 mod smp;
+#[deny(unsafe_code)]
+mod time;
 #[deny(unsafe_code)]
 mod trap;
 #[deny(unsafe_code)]
@@ -66,6 +70,8 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
         panic!("slab setup failed: {e:?}");
     }
     smp::smp_init(&boot);
+    // local_irq_enable() in start_kernel(): the tick and IPIs from here on.
+    arch::cpu::irq_enable();
     vmcoreinfo::publish();
     arch::user::init_syscall();
     if let Some(fault) = cmdline.fault {

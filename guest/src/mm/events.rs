@@ -62,6 +62,10 @@ events! {
     user_frames_dma: "frames given to user space from DMA",
     syscalls: "system calls",
     syscall_fallbacks: "system calls completed from the #PF fallback",
+    timer_ticks: "local APIC timer interrupts, all CPUs",
+    ipis_sent: "inter-processor interrupts sent",
+    tlb_remote_flush: "TLB flushes shot down to other CPUs (nr_tlb_remote_flush)",
+    tlb_remote_flush_received: "shot-down flushes run by a CPU (nr_tlb_remote_flush_received)",
 }
 
 pub fn count(counter: &AtomicU64, n: u64) {

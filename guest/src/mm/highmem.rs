@@ -14,7 +14,7 @@ use crate::arch::mem::KernelPage;
 use crate::arch::paging::{WindowTable, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::lowmem_address;
-use crate::mm::tlb::KernelTlb;
+use crate::mm::tlb::{flush_one_local, KernelTlb};
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
 static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
@@ -23,31 +23,43 @@ static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
 /// so mapping a slot is a single PTE write, as in Linux.
 struct Window {
     table: WindowTable,
+    /// Whether the window's mappings are this CPU's own (the kmap_local
+    /// slots), so a flush stays here instead of being shot down.
+    cpu_local: bool,
 }
 
 impl Window {
     fn pkmap() -> Self {
         Window {
             table: WindowTable::pkmap(),
+            cpu_local: false,
         }
     }
 
     fn fixmap() -> Self {
         Window {
             table: WindowTable::fixmap(),
+            cpu_local: true,
         }
     }
 }
 
 impl TlbFlush for Window {
+    /// kunmap_local() flushes its slot on this CPU only
+    /// (arch_kmap_local_post_unmap() -> flush_tlb_one_kernel()).
     fn flush_one(&mut self, va: u64) {
-        KernelTlb.flush_one(va);
+        if self.cpu_local {
+            flush_one_local(va);
+        } else {
+            KernelTlb.flush_one(va);
+        }
     }
 
     fn flush_all(&mut self) {
         KernelTlb.flush_all();
     }
 
+    /// The pkmap wrap: flush_tlb_kernel_range() on every CPU.
     fn flush_range(&mut self, start: u64, end: u64) {
         KernelTlb.flush_range(start, end);
     }

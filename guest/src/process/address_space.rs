@@ -14,13 +14,13 @@ use mm::vma::{
 use pagetable::{MapError, PteFlags};
 
 use super::objects::{self, MmStruct};
-use crate::arch::paging::AddressSpaceRoot;
+use crate::arch::paging::{self, AddressSpaceRoot};
 use crate::arch::programs::Program;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
-use crate::mm::tlb::KernelTlb;
+use crate::mm::tlb::MmTlb;
 use crate::mm::{alloc_pages, free_pages, page_zone};
 
 /// Where exec puts the program: the classic i386 ELF load address.
@@ -194,6 +194,14 @@ impl AddressSpace {
         }
     }
 
+    /// Switches this CPU back to the kernel's tables.
+    pub fn deactivate(&self) {
+        match &self.root {
+            Some(root) => root.deactivate(),
+            None => paging::activate_kernel_tables(),
+        }
+    }
+
     pub fn mm_obj(&self) -> u64 {
         self.mm_obj
     }
@@ -243,9 +251,12 @@ impl AddressSpace {
         let root = self.root.as_mut().ok_or(MapError::NoMemory)?;
         // The slot was empty: the token is empty but when a table above
         // had to be relaxed.
+        let mut tlb = MmTlb {
+            cpus: root.cpu_mask(),
+        };
         root.cursor()
             .map(va, pfn << PAGE_SHIFT, pte)?
-            .flush(&mut KernelTlb);
+            .flush(&mut tlb);
         self.set_rss(self.rss + 1);
         let zone_counter = match page_zone(pfn) {
             Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
@@ -361,17 +372,20 @@ impl AddressSpace {
 /// many frames were freed.
 fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
     let Some(root) = root else { return 0 };
+    let mut tlb = MmTlb {
+        cpus: root.cpu_mask(),
+    };
     let mut freed = 0;
     let unmapped = root.cursor().unmap(start..end, |leaf| {
         let _ = free_pages(leaf.pa >> PAGE_SHIFT, 0);
         freed += 1;
     });
     match unmapped {
-        Ok(flush) => flush.flush(&mut KernelTlb),
+        Ok(flush) => flush.flush(&mut tlb),
         // User space has no huge pages to stick out of a VMA: whatever
         // stopped the walk, what was cleared is flushed.
         Err(e) => {
-            e.flush(&mut KernelTlb);
+            e.flush(&mut tlb);
         }
     }
     freed

@@ -105,9 +105,10 @@ mod highmem;
 mod paging;
 mod process;
 mod slab;
+mod smp;
 mod vmalloc;
 
-const SUITES: [Suite; 7] = [
+const SUITES: [Suite; 8] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -115,6 +116,7 @@ const SUITES: [Suite; 7] = [
     slab::SUITE,
     dmap::SUITE,
     process::SUITE,
+    smp::SUITE,
 ];
 
 /// The names `selftest=` accepts.
