@@ -1,9 +1,9 @@
-//! Interrupts from the local APIC: the tick and cross-CPU function calls
-//! (the sysvec_* handlers of arch/x86/kernel).
+//! Interrupts from the local APIC: the tick, cross-CPU function calls and
+//! reschedule requests (the sysvec_* handlers of arch/x86/kernel).
 
 use crate::arch::apic;
 use crate::arch::trap::TrapFrame;
-use crate::{smp, time};
+use crate::{sched, smp, time};
 
 /// Every APIC vector the IDT routes here. Runs with interrupts off (the
 /// gates are interrupt gates); acknowledges before handling, as Linux's
@@ -15,9 +15,12 @@ pub fn handle_interrupt(frame: &mut TrapFrame) {
         return;
     }
     apic::eoi();
+    sched::irq_enter();
     match vector {
         apic::LOCAL_TIMER_VECTOR => time::tick(),
         apic::CALL_FUNCTION_VECTOR => smp::run_pending_calls(),
+        apic::RESCHEDULE_VECTOR => sched::reschedule_interrupt(),
         _ => {}
     }
+    sched::irq_exit();
 }

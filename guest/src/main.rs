@@ -19,6 +19,8 @@ mod process;
 #[deny(unsafe_code)]
 mod report;
 #[deny(unsafe_code)]
+mod sched;
+#[deny(unsafe_code)]
 mod selftest;
 #[deny(unsafe_code)]
 mod smp;
@@ -68,6 +70,9 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     }
     if let Err(e) = mm::slab::init().and_then(|()| process::fork_init()) {
         panic!("slab setup failed: {e:?}");
+    }
+    if let Err(e) = sched::init() {
+        panic!("scheduler setup failed: {e:?}");
     }
     smp::smp_init(&boot);
     // local_irq_enable() in start_kernel(): the tick and IPIs from here on.

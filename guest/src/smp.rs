@@ -5,8 +5,8 @@
 //! until it reports itself online, as do_boot_cpu() waits for
 //! cpu_callin_mask. A started CPU sets up its own GDT, TSS, per-CPU area
 //! and local APIC with its tick, loads the shared IDT, turns on global
-//! pages, and idles with interrupts on: there is no scheduler yet, so what
-//! it runs comes by IPI.
+//! pages, and becomes its idle thread, which runs what the scheduler gives
+//! it.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -98,9 +98,16 @@ pub extern "C" fn start_secondary(index: u64) -> ! {
     apic::init_local_apic();
     time::start_tick();
     ONLINE.fetch_or(1 << cpu.index(), Ordering::Release);
-    loop {
-        cpu::safe_halt();
-    }
+    crate::sched::start_idle(cpu.index())
+}
+
+/// smp_send_reschedule(): kicks `cpu` out of its idle halt.
+pub fn send_reschedule(cpu: usize) {
+    apic::send_ipi(
+        APIC_IDS[cpu].load(Ordering::Relaxed),
+        apic::RESCHEDULE_VECTOR,
+    );
+    count(&EVENTS.ipis_sent, 1);
 }
 
 /// A function to run on another CPU, with its two arguments

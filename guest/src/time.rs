@@ -65,6 +65,7 @@ pub fn start_tick() {
 pub fn tick() {
     CPU_TICKS[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
     count(&EVENTS.timer_ticks, 1);
+    crate::sched::tick();
 }
 
 /// Ticks `cpu` has taken.

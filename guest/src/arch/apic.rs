@@ -9,12 +9,14 @@ use super::cpu;
 /// The vectors Linux uses (arch/x86/include/asm/irq_vectors.h).
 pub const LOCAL_TIMER_VECTOR: u8 = 0xec;
 pub const CALL_FUNCTION_VECTOR: u8 = 0xfb;
+pub const RESCHEDULE_VECTOR: u8 = 0xfd;
 pub const SPURIOUS_APIC_VECTOR: u8 = 0xff;
 
 /// Every device vector the IDT routes to the interrupt handler.
-pub const VECTORS: [u8; 3] = [
+pub const VECTORS: [u8; 4] = [
     LOCAL_TIMER_VECTOR,
     CALL_FUNCTION_VECTOR,
+    RESCHEDULE_VECTOR,
     SPURIOUS_APIC_VECTOR,
 ];
 

@@ -46,6 +46,28 @@ pub fn irq_enable() {
     unsafe { core::arch::asm!("sti", options(nomem, nostack)) }
 }
 
+/// local_irq_disable().
+pub fn irq_disable() {
+    // SAFETY: masking interrupts only delays them.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) }
+}
+
+/// local_irq_save(): disables interrupts and says whether they were on,
+/// for `irq_restore`.
+#[must_use]
+pub fn irq_save() -> bool {
+    let enabled = irqs_enabled();
+    irq_disable();
+    enabled
+}
+
+/// local_irq_restore().
+pub fn irq_restore(enabled: bool) {
+    if enabled {
+        irq_enable();
+    }
+}
+
 /// Reads a model-specific register.
 pub fn rdmsr(msr: u32) -> u64 {
     let (low, high): (u32, u32);

@@ -14,6 +14,7 @@ pub mod paging;
 pub mod percpu;
 pub mod programs;
 pub mod smp;
+pub mod switch;
 pub mod trap;
 pub mod user;
 

@@ -99,7 +99,8 @@ core::arch::global_asm!(
     "trap_stub 24,0", "trap_stub 25,0", "trap_stub 26,0", "trap_stub 27,0",
     "trap_stub 28,0", "trap_stub 29,1", "trap_stub 30,1", "trap_stub 31,0",
     // The APIC's vectors (apic::VECTORS); interrupts push no error code.
-    "trap_stub {timer},0", "trap_stub {call},0", "trap_stub {spurious},0",
+    "trap_stub {timer},0", "trap_stub {call},0", "trap_stub {resched},0",
+    "trap_stub {spurious},0",
     ".section .rodata",
     ".balign 8",
     ".global TRAP_STUBS",
@@ -109,13 +110,14 @@ core::arch::global_asm!(
     ".endr",
     ".global INTERRUPT_STUBS",
     "INTERRUPT_STUBS:",
-    ".irp n, {timer},{call},{spurious}",
+    ".irp n, {timer},{call},{resched},{spurious}",
     "    .quad trap_stub_\\n",
     ".endr",
     ".section .text",
     dispatch = sym trap_dispatch,
     timer = const apic::LOCAL_TIMER_VECTOR,
     call = const apic::CALL_FUNCTION_VECTOR,
+    resched = const apic::RESCHEDULE_VECTOR,
     spurious = const apic::SPURIOUS_APIC_VECTOR,
 );
 

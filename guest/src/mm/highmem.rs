@@ -10,11 +10,13 @@ use mm::pkmap::{KmapError, Pkmap};
 use pagetable::Pte;
 use spin::Mutex;
 
+use crate::arch::cpu;
 use crate::arch::mem::KernelPage;
 use crate::arch::paging::{WindowTable, PAGE_KERNEL};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::lowmem_address;
 use crate::mm::tlb::{flush_one_local, KernelTlb};
+use crate::sched::{self, wait::WaitQueue};
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
 static KMAP_LOCAL: Mutex<KmapLocal> = Mutex::new(KmapLocal::new(0));
@@ -83,30 +85,67 @@ impl KmapPtes for Window {
     }
 }
 
+/// pkmap_map_wait: kmaps that found every slot in use sleep here until a
+/// kunmap may have freed one.
+static PKMAP_WAIT: WaitQueue = WaitQueue::new();
+
 /// kmap(): a long-lived kernel address for any page. Lowmem pages get their
 /// direct-map address; highmem pages a pkmap slot (reference-counted). With
-/// all 512 slots busy there is no one to sleep on: an error comes back.
+/// all LAST_PKMAP slots busy it sleeps until a kunmap frees one
+/// (map_new_virtual()); where it may not sleep (boot, idle, atomic
+/// context: reported as Linux's might_sleep() reports it) the error comes
+/// back instead.
+#[track_caller]
 pub fn kmap(pfn: u64) -> Result<u64, KmapError> {
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
-    let mut pkmap = PKMAP.lock();
-    let wraps = pkmap.stats().wraps;
-    let result = pkmap.kmap(pfn, &mut Window::pkmap());
-    // A wrap happens (and is flushed) even when no slot turns out free.
-    count(&EVENTS.pkmap_wraps, pkmap.stats().wraps - wraps);
-    let addr = result?;
-    count(&EVENTS.kmaps, 1);
-    Ok(addr)
+    let may_sleep = sched::might_sleep().is_ok();
+    loop {
+        let mut pkmap = PKMAP.lock();
+        let wraps = pkmap.stats().wraps;
+        let result = pkmap.kmap(pfn, &mut Window::pkmap());
+        // A wrap happens (and is flushed) even when no slot turns out free.
+        count(&EVENTS.pkmap_wraps, pkmap.stats().wraps - wraps);
+        match result {
+            // Queued while the lock is held, so the kunmap that frees a slot
+            // (which takes the lock) finds this thread asleep.
+            Err(KmapError::NoFreeSlot) if may_sleep => {
+                if PKMAP_WAIT.prepare_to_wait("pkmap_map_wait").is_err() {
+                    return Err(KmapError::NoFreeSlot);
+                }
+                drop(pkmap);
+                count(&EVENTS.kmap_sleeps, 1);
+                sched::schedule();
+                PKMAP_WAIT.finish_wait();
+            }
+            result => {
+                let addr = result?;
+                count(&EVENTS.kmaps, 1);
+                return Ok(addr);
+            }
+        }
+    }
 }
 
 /// kunmap(): drops one user of a page's persistent mapping. The slot's PTE
 /// stays until the next cursor wrap flushes all unused slots at once.
+/// kunmap_high() wakes pkmap_map_wait when a count drops to 1; here the
+/// sleepers are woken on any kunmap and look for a slot again.
 pub fn kunmap(pfn: u64) -> Result<(), KmapError> {
     if lowmem_address(pfn).is_some() {
         return Ok(());
     }
-    PKMAP.lock().kunmap(pfn)
+    let result = PKMAP.lock().kunmap(pfn);
+    if PKMAP_WAIT.has_sleepers() {
+        PKMAP_WAIT.wake_up();
+    }
+    result
+}
+
+/// Threads asleep on pkmap_map_wait.
+pub fn kmap_sleepers() -> bool {
+    PKMAP_WAIT.has_sleepers()
 }
 
 /// kmap_flush_unused(): clears every unused slot now (one TLB flush for the
@@ -121,28 +160,52 @@ pub fn page_address(pfn: u64) -> Option<u64> {
     lowmem_address(pfn).or_else(|| PKMAP.lock().page_address(pfn))
 }
 
-/// kmap_local_page() (and kmap_atomic(), the same thing here): a short-lived
-/// mapping in this CPU's stack of fixmap slots.
+/// kmap_local_page(): a short-lived mapping in this CPU's stack of fixmap
+/// slots. The holder stays on this CPU (migrate_disable()) and, since a
+/// switch does not carry the slots along, must not sleep until
+/// kunmap_local(). Interrupts are off while the slot stack changes: an
+/// interrupt handler may push and pop its own slot meanwhile.
 pub fn kmap_local_page(pfn: u64) -> Result<u64, KmapLocalError> {
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
-    let addr = KMAP_LOCAL.lock().map(pfn, &mut Window::fixmap())?;
+    let irqs = cpu::irq_save();
+    let result = KMAP_LOCAL.lock().map(pfn, &mut Window::fixmap());
+    cpu::irq_restore(irqs);
+    let addr = result?;
+    sched::migrate_disable();
     count(&EVENTS.kmap_locals, 1);
     Ok(addr)
 }
 
 /// kunmap_local(): must undo the most recent kmap_local_page(). Clears the
-/// slot's PTE and invalidates that one address.
+/// slot's PTE and invalidates that one address, on this CPU only.
 pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
     if !is_kmap_local_addr(vaddr) {
         return Ok(());
     }
-    KMAP_LOCAL.lock().unmap(vaddr, &mut Window::fixmap())
+    let irqs = cpu::irq_save();
+    let result = KMAP_LOCAL.lock().unmap(vaddr, &mut Window::fixmap());
+    cpu::irq_restore(irqs);
+    result?;
+    sched::migrate_enable();
+    Ok(())
 }
 
-pub use kmap_local_page as kmap_atomic;
-pub use kunmap_local as kunmap_atomic;
+/// kmap_atomic(): kmap_local_page() with preemption off, so nothing may
+/// sleep until kunmap_atomic() (page faults need no disabling here: every
+/// kernel-mode fault is fatal).
+pub fn kmap_atomic(pfn: u64) -> Result<u64, KmapLocalError> {
+    sched::preempt_disable();
+    kmap_local_page(pfn).inspect_err(|_| sched::preempt_enable())
+}
+
+/// kunmap_atomic().
+pub fn kunmap_atomic(vaddr: u64) -> Result<(), KmapLocalError> {
+    let result = kunmap_local(vaddr);
+    sched::preempt_enable();
+    result
+}
 
 /// Runs `f` on the page mapped for a moment through kmap_local.
 pub fn with_kmap_local<R>(pfn: u64, f: impl FnOnce(KernelPage) -> R) -> Result<R, KmapLocalError> {

@@ -25,10 +25,6 @@ pub const SUITE: Suite = Suite {
             run: kmap_maps_highmem_in_pkmap,
         },
         Test {
-            name: "all_pkmap_slots_busy_is_an_error",
-            run: all_pkmap_slots_busy_is_an_error,
-        },
-        Test {
             name: "pkmap_wrap_flushes_once",
             run: pkmap_wrap_flushes_once,
         },
@@ -52,7 +48,7 @@ fn has_highmem() -> bool {
 /// small to give the block above its low watermark (the allocator's own
 /// check: GFP_HIGHUSER would fall back to lowmem, as in Linux); FAIL if
 /// the block then comes from lowmem anyway.
-fn alloc_highmem(order: u32) -> Result<u64, Failure> {
+pub(super) fn alloc_highmem(order: u32) -> Result<u64, Failure> {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
@@ -140,34 +136,6 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
         "an extra kunmap"
     );
     let _ = free_pages(pfn, 0);
-    Ok(())
-}
-
-/// 512 highmem pages kmapped at once, from one order-9 block.
-fn all_pkmap_slots_busy_is_an_error() -> TestResult {
-    let base = alloc_highmem(9)?;
-    let extra = alloc_highmem(0).inspect_err(|_| {
-        let _ = free_pages(base, 9);
-    })?;
-    let mut mapped = 0;
-    let mut failure = None;
-    for pfn in base..base + LAST_PKMAP as u64 {
-        match kmap(pfn) {
-            Ok(_) => mapped += 1,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    let overflow = kmap(extra);
-    for pfn in base..base + mapped {
-        let _ = kunmap(pfn);
-    }
-    let _ = free_pages(base, 9);
-    let _ = free_pages(extra, 0);
-    check_eq!(failure, None, "kmap failed after {mapped} slots");
-    check_eq!(overflow, Err(KmapError::NoFreeSlot), "the 513th kmap");
     Ok(())
 }
 

@@ -104,11 +104,12 @@ mod dmap;
 mod highmem;
 mod paging;
 mod process;
+mod sched;
 mod slab;
 mod smp;
 mod vmalloc;
 
-const SUITES: [Suite; 8] = [
+const SUITES: [Suite; 9] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -117,6 +118,7 @@ const SUITES: [Suite; 8] = [
     dmap::SUITE,
     process::SUITE,
     smp::SUITE,
+    sched::SUITE,
 ];
 
 /// The names `selftest=` accepts.
