@@ -6,7 +6,7 @@
 use system_tests::{boot, Run};
 
 /// The suites that look at highmem.
-const SUITES: &str = "selftest=paging,buddy,highmem,process run=";
+const SUITES: &str = "selftest=paging,buddy,highmem,process,sched run=";
 
 fn boot_sized(mib: u32) -> Run {
     let run = boot(&format!("{mib}M"), &["--cmdline", SUITES]);
