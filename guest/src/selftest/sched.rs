@@ -292,11 +292,13 @@ fn stress_on_every_cpu() -> TestResult {
         "wrong values or failed calls"
     );
     // Every page the threads took (stacks, vmalloc, slabs) is back, but
-    // for the slabs SLUB keeps.
+    // for the slabs SLUB keeps and the page tables vmalloc space keeps.
     check_eq!(
         after.0.pages_allocated - before.0.pages_allocated,
-        after.0.pages_freed - before.0.pages_freed + (after.1 - before.1),
-        "pages allocated against pages freed plus slab pages kept"
+        after.0.pages_freed - before.0.pages_freed
+            + (after.1 - before.1)
+            + (after.0.pt_pages - before.0.pt_pages),
+        "pages allocated against pages freed plus slab and page-table pages kept"
     );
     check!(
         after.0.context_switches > before.0.context_switches,
