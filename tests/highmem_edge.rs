@@ -6,7 +6,7 @@
 use system_tests::{boot, Run};
 
 /// The suites that look at highmem.
-const SUITES: &str = "selftest=paging,buddy,highmem,process run=";
+const SUITES: &str = "selftest=paging,buddy,highmem,process,sched run=";
 
 fn boot_sized(mib: u32) -> Run {
     let run = boot(&format!("{mib}M"), &["--cmdline", SUITES]);
@@ -49,7 +49,9 @@ fn self_tests_pass_or_skip_across_the_lowmem_boundary() {
     // 512 pkmap slots cannot be filled from the zone.
     let run = boot_sized(897);
     assert_eq!(highmem_zone(&run), Some((256, "32/32/32".into())), "{run}");
-    run.expect_stdout("SKIP highmem: all_pkmap_slots_busy_is_an_error: ZONE_HIGHMEM (256 pages")
+    run.expect_stdout(
+        "SKIP sched: kmap sleeps on pkmap_map_wait until a kunmap frees a slot: ZONE_HIGHMEM (256 pages",
+    )
         .expect_stdout("PASS process: demo_runs_with_demand_paging")
         .expect_stdout("PASS buddy: watermarks_are_ordered");
 
@@ -61,7 +63,7 @@ fn self_tests_pass_or_skip_across_the_lowmem_boundary() {
     ] {
         let run = boot_sized(mib);
         assert_eq!(highmem_zone(&run), Some((pages, marks.into())), "{run}");
-        run.expect_stdout("PASS highmem: all_pkmap_slots_busy_is_an_error")
+        run.expect_stdout("PASS sched: kmap sleeps on pkmap_map_wait until a kunmap frees a slot")
             .expect_stdout("PASS highmem: pkmap_wrap_flushes_once");
     }
 }

@@ -11,15 +11,21 @@ mod boot;
 mod console;
 mod faults;
 #[deny(unsafe_code)]
+mod irq;
+#[deny(unsafe_code)]
 mod mm;
 #[deny(unsafe_code)]
 mod process;
 #[deny(unsafe_code)]
 mod report;
 #[deny(unsafe_code)]
+mod sched;
+#[deny(unsafe_code)]
 mod selftest;
 #[deny(unsafe_code)]
 mod smp;
+#[deny(unsafe_code)]
+mod time;
 #[deny(unsafe_code)]
 mod trap;
 #[deny(unsafe_code)]
@@ -65,7 +71,12 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     if let Err(e) = mm::slab::init().and_then(|()| process::fork_init()) {
         panic!("slab setup failed: {e:?}");
     }
+    if let Err(e) = sched::init() {
+        panic!("scheduler setup failed: {e:?}");
+    }
     smp::smp_init(&boot);
+    // local_irq_enable() in start_kernel(): the tick and IPIs from here on.
+    arch::irqflags::local_irq_enable();
     vmcoreinfo::publish();
     arch::user::init_syscall();
     if let Some(fault) = cmdline.fault {

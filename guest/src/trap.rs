@@ -58,12 +58,12 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             // the hardware path's entry code would see it. Any user code can
             // also just jump here with made-up RCX and R11, so both are
             // checked: the return address must be a user address, and only
-            // flags a user may hold are restored (never IOPL, NT or IF).
+            // flags a user may hold are restored (never IOPL or NT; IF on).
             if frame.rcx >= mm::vma::TASK_SIZE {
                 return crate::process::fault::kill_bad_syscall_return(frame);
             }
             frame.rip = frame.rcx;
-            frame.rflags = (frame.r11 & user::USER_RFLAGS) | 0x2;
+            frame.rflags = user::user_rflags(frame.r11);
             return crate::process::syscall::dispatch(frame);
         }
         return crate::process::fault::user_exception(frame, cpu::read_cr2());

@@ -22,6 +22,29 @@ pub fn halt() {
     unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
 }
 
+/// Reads a model-specific register.
+pub fn rdmsr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: the kernel only reads architectural MSRs it knows exist
+    // (APIC base, x2APIC registers); reading has no side effects on them.
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The value must keep the machine's invariants: e.g. an entry point or a
+/// GS base must point at what the kernel expects there.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    }
+}
+
 /// Raises #UD.
 pub fn invalid_opcode() -> ! {
     // SAFETY: ud2 traps; the handler does not return here.

@@ -32,3 +32,32 @@ impl Drop for IrqSaved {
         }
     }
 }
+
+/// Whether this CPU takes interrupts (!irqs_disabled()).
+pub fn irqs_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack; no memory of the program is
+    // touched.
+    unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) }
+    flags & X86_EFLAGS_IF != 0
+}
+
+/// local_irq_enable(). Like the others here, a compiler barrier too.
+pub fn local_irq_enable() {
+    // SAFETY: every vector the APIC can deliver has a gate in the IDT.
+    unsafe { core::arch::asm!("sti", options(nostack)) }
+}
+
+/// local_irq_disable().
+pub fn local_irq_disable() {
+    // SAFETY: masking interrupts only delays them.
+    unsafe { core::arch::asm!("cli", options(nostack)) }
+}
+
+/// native_safe_halt(): enables interrupts and halts until one arrives. The
+/// `sti` shadow covers the `hlt`, so an interrupt pending at `sti` still
+/// wakes it.
+pub fn safe_halt() {
+    // SAFETY: waiting for an interrupt; every vector has a gate.
+    unsafe { core::arch::asm!("sti", "hlt", options(nostack)) }
+}

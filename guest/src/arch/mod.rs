@@ -4,6 +4,7 @@
 //! promise from the caller is an `unsafe fn`, called only from the
 //! fault-injection module (`faults`).
 
+pub mod apic;
 pub mod cpu;
 mod entry;
 pub mod gdt;
@@ -14,6 +15,7 @@ pub mod paging;
 pub mod percpu;
 pub mod programs;
 pub mod smp;
+pub mod switch;
 pub mod trap;
 pub mod user;
 

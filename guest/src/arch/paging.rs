@@ -18,7 +18,7 @@
 
 use core::marker::PhantomData;
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::layout::*;
 use mm::gfp::Gfp;
@@ -32,6 +32,7 @@ use super::cpu;
 use super::mem::{
     direct_mapped, kernel_image, read_table_word, sections, DirectMap, Frames, KernelPage,
 };
+use super::percpu::smp_processor_id;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::{alloc_pages, dmap, free_pages, mark_page_table};
 
@@ -492,12 +493,19 @@ pub struct AddressSpaceRoot {
     pgd: u64,
     /// The PDPT, once linked (0 before).
     pud: u64,
+    /// mm_cpumask(): the CPUs that have these tables loaded, so a flush of
+    /// user addresses goes to them only.
+    cpus: AtomicU64,
 }
 
 impl AddressSpaceRoot {
     pub fn new() -> Result<Self, MapError> {
         let pgd = BuddyTables.alloc_table().ok_or(MapError::NoMemory)?;
-        let mut root = AddressSpaceRoot { pgd, pud: 0 };
+        let mut root = AddressSpaceRoot {
+            pgd,
+            pud: 0,
+            cpus: AtomicU64::new(0),
+        };
         // Not loaded yet: no TLB holds its entries, and the tokens are dropped.
         let mut cursor = root.raw_cursor();
         // PML4[0] gets USER, as the user quarters below it need.
@@ -541,12 +549,30 @@ impl AddressSpaceRoot {
         pagetable::translate(&TableMemory, self.pgd, va, &WalkConfig::default()).ok()
     }
 
-    /// Switches to these tables (switch_mm()).
+    /// Switches this CPU to these tables (switch_mm(): the CPU joins
+    /// mm_cpumask before the load, so no flush can miss it).
     pub fn activate(&self) {
+        self.cpus
+            .fetch_or(1 << smp_processor_id().index(), Ordering::SeqCst);
         // SAFETY: the root was made by `new`, which linked the shared kernel
         // page directory as PDPT[3]; cursors over it are confined below
         // PAGE_OFFSET, so it maps the kernel as swapper_pg_dir does.
         unsafe { cpu::write_cr3(self.pgd) }
+    }
+
+    /// Switches this CPU back to swapper_pg_dir and leaves mm_cpumask (as
+    /// switch_mm() cleared prev's bit before x86 went lazy): the load drops
+    /// these tables' entries from this CPU's TLB, so later flushes of them
+    /// need not reach it.
+    pub fn deactivate(&self) {
+        activate_kernel_tables();
+        self.cpus
+            .fetch_and(!(1 << smp_processor_id().index()), Ordering::SeqCst);
+    }
+
+    /// The CPUs that may hold TLB entries of these tables.
+    pub fn cpu_mask(&self) -> u64 {
+        self.cpus.load(Ordering::SeqCst)
     }
 }
 

@@ -49,9 +49,7 @@ pub fn init(cpu: CpuId) {
     let base = &AREAS[cpu.index()] as *const Area as u64;
     // SAFETY: GS base only changes what `smp_processor_id` reads, and it now
     // points at a static area that lives forever.
-    unsafe {
-        core::arch::asm!("wrmsr", in("ecx") MSR_GS_BASE, in("eax") base as u32, in("edx") (base >> 32) as u32, options(nostack, preserves_flags))
-    }
+    unsafe { super::cpu::wrmsr(MSR_GS_BASE, base) }
 }
 
 /// The number of the CPU this runs on (smp_processor_id()).

@@ -12,7 +12,7 @@ use abi::io::{hc, hc_ret, Hypercall};
 use abi::layout::pa;
 
 use super::percpu::CpuId;
-use super::{cpu, io, paging};
+use super::{io, paging};
 
 /// THREAD_SIZE on x86-64: each CPU's idle stack.
 const IDLE_STACK_SIZE: usize = 16 * 1024;
@@ -84,13 +84,5 @@ pub fn start_cpu(cpu: CpuId) -> Result<(), StartError> {
     match io::hypercall(&mut call) {
         hc_ret::OK => Ok(()),
         code => Err(StartError::Refused(code)),
-    }
-}
-
-/// What a started CPU does when it has nothing to run: halt with
-/// interrupts off, for good (no scheduler yet).
-pub fn idle() -> ! {
-    loop {
-        cpu::halt();
     }
 }

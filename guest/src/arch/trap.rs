@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use bitflags::bitflags;
 use mm::vma::Access;
 
+use super::apic;
 use super::gdt::{DOUBLE_FAULT_IST, KERNEL_CS};
 
 pub const NR_EXCEPTIONS: usize = 32;
@@ -97,6 +98,9 @@ core::arch::global_asm!(
     "trap_stub 20,0", "trap_stub 21,1", "trap_stub 22,0", "trap_stub 23,0",
     "trap_stub 24,0", "trap_stub 25,0", "trap_stub 26,0", "trap_stub 27,0",
     "trap_stub 28,0", "trap_stub 29,1", "trap_stub 30,1", "trap_stub 31,0",
+    // The APIC's vectors (apic::VECTORS); interrupts push no error code.
+    "trap_stub {timer},0", "trap_stub {call},0", "trap_stub {resched},0",
+    "trap_stub {spurious},0",
     ".section .rodata",
     ".balign 8",
     ".global TRAP_STUBS",
@@ -104,16 +108,30 @@ core::arch::global_asm!(
     ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     "    .quad trap_stub_\\n",
     ".endr",
+    ".global INTERRUPT_STUBS",
+    "INTERRUPT_STUBS:",
+    ".irp n, {timer},{call},{resched},{spurious}",
+    "    .quad trap_stub_\\n",
+    ".endr",
     ".section .text",
     dispatch = sym trap_dispatch,
+    timer = const apic::LOCAL_TIMER_VECTOR,
+    call = const apic::CALL_FUNCTION_VECTOR,
+    resched = const apic::RESCHEDULE_VECTOR,
+    spurious = const apic::SPURIOUS_APIC_VECTOR,
 );
 
 extern "C" {
     static TRAP_STUBS: [u64; NR_EXCEPTIONS];
+    static INTERRUPT_STUBS: [u64; apic::VECTORS.len()];
 }
 
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    crate::trap::handle_exception(frame);
+    if frame.vector < NR_EXCEPTIONS as u64 {
+        crate::trap::handle_exception(frame);
+    } else {
+        crate::irq::handle_interrupt(frame);
+    }
 }
 
 #[repr(C, align(16))]
@@ -147,6 +165,11 @@ pub fn init() {
     for (vector, &stub) in stubs.iter().enumerate() {
         let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
         idt.0[vector] = gate(stub, ist);
+    }
+    // SAFETY: as TRAP_STUBS, in the order of apic::VECTORS.
+    let interrupt_stubs = unsafe { &INTERRUPT_STUBS };
+    for (&vector, &stub) in apic::VECTORS.iter().zip(interrupt_stubs) {
+        idt.0[usize::from(vector)] = gate(stub, 0);
     }
     IDT_FILLED.store(true, Ordering::Release);
     load();

@@ -40,8 +40,17 @@ const SYSCALL_MASK: u64 = 0x1
 
 /// RFLAGS bits a user may set for itself (Linux's FIX_EFLAGS): the
 /// arithmetic flags, TF, DF, AC and ID; never IOPL, NT, IF, VM or RF.
-pub const USER_RFLAGS: u64 =
+const USER_RFLAGS: u64 =
     0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+/// Bit 1 is always set; user code always runs with interrupts on.
+const RFLAGS_FIXED: u64 = 0x2;
+const RFLAGS_IF: u64 = 0x200;
+
+/// The RFLAGS a return to user mode loads for `requested`: what a user may
+/// set, with interrupts on (as Linux forces X86_EFLAGS_IF on the way out).
+pub fn user_rflags(requested: u64) -> u64 {
+    (requested & USER_RFLAGS) | RFLAGS_FIXED | RFLAGS_IF
+}
 
 /// Kernel stack pointer for the `syscall` path (the CPU does not switch
 /// stacks on `syscall`), and the user's while the kernel borrows the CPU.
@@ -58,8 +67,8 @@ core::arch::global_asm!(
     "syscall_entry:",
     "    mov [rip + {user_rsp}], rsp",
     "    mov rsp, [rip + {kernel_rsp}]",
-    // TSS.RSP0 is 8 mod 16 (below six saved registers); the CPU aligns an
-    // exception frame to 16 itself, so do the same for this frame.
+    // The CPU aligns an exception frame to 16 itself, whatever TSS.RSP0
+    // is; do the same for this frame.
     "    and rsp, -16",
     "    push {user_ds}",
     "    push [rip + {user_rsp}]",
@@ -69,9 +78,13 @@ core::arch::global_asm!(
     "    push 0",
     "    push {vector}",
     "    jmp trap_common",
-    // run_user(frame: rdi, rsp0 slot: rsi)
+    // run_user(frame: rdi, rsp0 slot: rsi). The kernel's flags are saved
+    // with its registers: the task's traps enter with interrupts off, and
+    // the caller gets its own interrupt state back.
     ".global run_user_asm",
     "run_user_asm:",
+    "    pushfq",
+    "    cli",
     "    push rbx; push rbp; push r12; push r13; push r14; push r15",
     "    mov [rip + {context}], rsp",
     "    mov [rsi], rsp",
@@ -86,6 +99,7 @@ core::arch::global_asm!(
     "return_to_kernel_asm:",
     "    mov rsp, [rip + {context}]",
     "    pop r15; pop r14; pop r13; pop r12; pop rbp; pop rbx",
+    "    popfq",
     "    ret",
     user_rsp = sym SYSCALL_USER_RSP,
     kernel_rsp = sym SYSCALL_KERNEL_RSP,
@@ -103,9 +117,7 @@ unsafe extern "C" {
 
 fn wrmsr(msr: u32, value: u64) {
     // SAFETY: only the syscall MSRs are written, with valid values.
-    unsafe {
-        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
-    }
+    unsafe { super::cpu::wrmsr(msr, value) }
 }
 
 /// Programs `syscall`: entry at `syscall_entry`, kernel CS/SS, user CS/SS
@@ -146,7 +158,7 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
         error_code: 0,
         rip,
         cs: u64::from(USER_CS),
-        rflags: 0x2,
+        rflags: user_rflags(0),
         rsp,
         ss: u64::from(USER_DS),
     }
@@ -167,7 +179,7 @@ pub fn run_user(frame: &TrapFrame) {
     let frame = TrapFrame {
         cs: u64::from(USER_CS),
         ss: u64::from(USER_DS),
-        rflags: (frame.rflags & USER_RFLAGS) | 0x2,
+        rflags: user_rflags(frame.rflags),
         ..*frame
     };
     assert!(!IN_USER.swap(true, Ordering::Relaxed), "run_user nested");

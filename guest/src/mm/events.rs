@@ -62,6 +62,13 @@ events! {
     user_frames_dma: "frames given to user space from DMA",
     syscalls: "system calls",
     syscall_fallbacks: "system calls completed from the #PF fallback",
+    timer_ticks: "local APIC timer interrupts, all CPUs",
+    ipis_sent: "inter-processor interrupts sent",
+    tlb_remote_flush: "TLB flushes shot down to other CPUs (nr_tlb_remote_flush)",
+    tlb_remote_flush_received: "shot-down flushes run by a CPU (nr_tlb_remote_flush_received)",
+    context_switches: "context switches, all CPUs",
+    kmap_sleeps: "kmaps that slept on pkmap_map_wait for a free slot",
+    sleep_in_atomic: "sleeping function called from invalid context (reported)",
 }
 
 pub fn count(counter: &AtomicU64, n: u64) {

@@ -17,7 +17,8 @@ use crate::arch::paging::{WindowTable, PAGE_KERNEL};
 use crate::arch::percpu::{smp_processor_id, PerCpu};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::lowmem_address;
-use crate::mm::tlb::KernelTlb;
+use crate::mm::tlb::{flush_one_local, KernelTlb};
+use crate::sched::{self, wait::WaitQueue};
 
 static PKMAP: Mutex<Pkmap> = Mutex::new(Pkmap::new());
 /// Each CPU's kmap_local stack, over its own KM_MAX_IDX fixmap slots.
@@ -52,6 +53,9 @@ fn lent(vaddr: u64) -> (&'static AtomicU64, u64) {
 /// so mapping a slot is a single PTE write, as in Linux.
 struct Window {
     table: WindowTable,
+    /// Whether the window's mappings are this CPU's own (the kmap_local
+    /// slots), so a flush stays here instead of being shot down.
+    cpu_local: bool,
 }
 
 impl Window {
@@ -62,25 +66,34 @@ impl Window {
     fn pkmap() -> Self {
         Window {
             table: Self::tables()[0],
+            cpu_local: false,
         }
     }
 
     fn fixmap() -> Self {
         Window {
             table: Self::tables()[1],
+            cpu_local: true,
         }
     }
 }
 
 impl TlbFlush for Window {
+    /// kunmap_local() flushes its slot on this CPU only
+    /// (arch_kmap_local_post_unmap() -> flush_tlb_one_kernel()).
     fn flush_one(&mut self, va: u64) {
-        KernelTlb.flush_one(va);
+        if self.cpu_local {
+            flush_one_local(va);
+        } else {
+            KernelTlb.flush_one(va);
+        }
     }
 
     fn flush_all(&mut self) {
         KernelTlb.flush_all();
     }
 
+    /// The pkmap wrap: flush_tlb_kernel_range() on every CPU.
     fn flush_range(&mut self, start: u64, end: u64) {
         KernelTlb.flush_range(start, end);
     }
@@ -104,35 +117,71 @@ impl KmapPtes for Window {
     }
 }
 
+/// pkmap_map_wait: kmaps that found every slot in use sleep here until a
+/// kunmap may have freed one.
+static PKMAP_WAIT: WaitQueue = WaitQueue::new();
+
 /// kmap(): a long-lived kernel address for page `index` of `frames`, which
 /// the caller holds. Lowmem pages get their direct-map address; highmem
-/// pages a pkmap slot (reference-counted). With all 512 slots busy there is
-/// no one to sleep on: an error comes back. The address alone grants no
+/// pages a pkmap slot (reference-counted). With all LAST_PKMAP slots busy
+/// it sleeps until a kunmap frees one (map_new_virtual()); where it may
+/// not sleep (boot, idle, atomic context: reported as Linux's might_sleep()
+/// reports it) the error comes back instead. The address alone grants no
 /// access: a KernelPage comes from `with_kmap`.
+#[track_caller]
 pub fn kmap(frames: &Frames, index: u64) -> Result<u64, KmapError> {
     let pfn = page_of(frames, index)?;
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
-    let mut pkmap = PKMAP.lock();
-    let wraps = pkmap.stats().wraps;
-    let result = pkmap.kmap(pfn, &mut Window::pkmap());
-    // A wrap happens (and is flushed) even when no slot turns out free.
-    count(&EVENTS.pkmap_wraps, pkmap.stats().wraps - wraps);
-    let addr = result?;
-    count(&EVENTS.kmaps, 1);
-    Ok(addr)
+    let may_sleep = sched::might_sleep().is_ok();
+    loop {
+        let mut pkmap = PKMAP.lock();
+        let wraps = pkmap.stats().wraps;
+        let result = pkmap.kmap(pfn, &mut Window::pkmap());
+        // A wrap happens (and is flushed) even when no slot turns out free.
+        count(&EVENTS.pkmap_wraps, pkmap.stats().wraps - wraps);
+        match result {
+            // Queued while the lock is held, so the kunmap that frees a slot
+            // (which takes the lock) finds this thread asleep.
+            Err(KmapError::NoFreeSlot) if may_sleep => {
+                if PKMAP_WAIT.prepare_to_wait("pkmap_map_wait").is_err() {
+                    return Err(KmapError::NoFreeSlot);
+                }
+                drop(pkmap);
+                count(&EVENTS.kmap_sleeps, 1);
+                sched::schedule();
+                PKMAP_WAIT.finish_wait();
+            }
+            result => {
+                let addr = result?;
+                count(&EVENTS.kmaps, 1);
+                return Ok(addr);
+            }
+        }
+    }
 }
 
 /// kunmap(): drops one user of a page's persistent mapping. The slot's PTE
 /// stays until the next cursor wrap flushes all unused slots at once.
 /// Taking the frames means only their holder can drop a reference.
+/// kunmap_high() wakes pkmap_map_wait when a count drops to 1; here the
+/// sleepers are woken on any kunmap and look for a slot again.
 pub fn kunmap(frames: &Frames, index: u64) -> Result<(), KmapError> {
     let pfn = page_of(frames, index)?;
     if lowmem_address(pfn).is_some() {
         return Ok(());
     }
-    PKMAP.lock().kunmap(pfn)
+    let result = PKMAP.lock().kunmap(pfn);
+    if PKMAP_WAIT.has_sleepers() {
+        PKMAP_WAIT.wake_up();
+    }
+    result
+}
+
+/// Threads asleep on pkmap_map_wait.
+pub fn kmap_sleepers() -> bool {
+    PKMAP_WAIT.has_sleepers()
 }
 
 /// The frame number of page `index` of `frames`.
@@ -156,22 +205,25 @@ pub fn page_address(pfn: u64) -> Option<u64> {
     lowmem_address(pfn).or_else(|| PKMAP.lock().page_address(pfn))
 }
 
-/// kmap_local_page() (and kmap_atomic(), the same thing here): a short-lived
-/// mapping in this CPU's stack of fixmap slots. The stack is changed with
-/// interrupts off, so an interrupt handler may use it too.
+/// kmap_local_page(): a short-lived mapping in this CPU's stack of fixmap
+/// slots. The holder stays on this CPU (migrate_disable()) and, since a
+/// switch does not carry the slots along, must not sleep until
+/// kunmap_local(). The stack is changed with interrupts off: an interrupt
+/// handler may push and pop its own slot meanwhile.
 pub fn kmap_local_page(pfn: u64) -> Result<u64, KmapLocalError> {
     if let Some(addr) = lowmem_address(pfn) {
         return Ok(addr);
     }
     let addr = KMAP_LOCAL.with(|stack| stack.map(pfn, &mut Window::fixmap()))?;
+    sched::migrate_disable();
     count(&EVENTS.kmap_locals, 1);
     Ok(addr)
 }
 
 /// kunmap_local(): must undo the most recent kmap_local_page() on this CPU.
-/// Clears the slot's PTE and invalidates that one address. A slot
-/// `with_kmap_local` has lent out is refused as out of order: its loan
-/// ends first.
+/// Clears the slot's PTE and invalidates that one address, on this CPU
+/// only. A slot `with_kmap_local` has lent out is refused as out of order:
+/// its loan ends first.
 pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
     if !is_kmap_local_addr(vaddr) {
         return Ok(());
@@ -180,11 +232,25 @@ pub fn kunmap_local(vaddr: u64) -> Result<(), KmapLocalError> {
     if lent.load(Ordering::Acquire) & bit != 0 {
         return Err(KmapLocalError::OutOfOrder { vaddr, top: vaddr });
     }
-    KMAP_LOCAL.with(|stack| stack.unmap(vaddr, &mut Window::fixmap()))
+    KMAP_LOCAL.with(|stack| stack.unmap(vaddr, &mut Window::fixmap()))?;
+    sched::migrate_enable();
+    Ok(())
 }
 
-pub use kmap_local_page as kmap_atomic;
-pub use kunmap_local as kunmap_atomic;
+/// kmap_atomic(): kmap_local_page() with preemption off, so nothing may
+/// sleep until kunmap_atomic() (page faults need no disabling here: every
+/// kernel-mode fault is fatal).
+pub fn kmap_atomic(pfn: u64) -> Result<u64, KmapLocalError> {
+    sched::preempt_disable();
+    kmap_local_page(pfn).inspect_err(|_| sched::preempt_enable())
+}
+
+/// kunmap_atomic().
+pub fn kunmap_atomic(vaddr: u64) -> Result<(), KmapLocalError> {
+    let result = kunmap_local(vaddr);
+    sched::preempt_enable();
+    result
+}
 
 /// Runs `f` on page `index` of `frames`, mapped for a moment through
 /// kmap_local (lowmem needs no slot). The page cannot outlive `f`, and the

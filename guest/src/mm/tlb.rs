@@ -1,43 +1,97 @@
-//! TLB maintenance for kernel mappings, counted.
+//! TLB maintenance, counted. Kernel mappings are shared by every CPU, so a
+//! flush of one is shot down on all of them by IPI
+//! (flush_tlb_kernel_range() -> on_each_cpu()); the kmap_local slots are
+//! this CPU's own and flushed here only.
 
 use abi::layout::PAGE_SIZE;
 use pagetable::{TlbFlush, SINGLE_PAGE_FLUSH_CEILING};
 
 use crate::arch::cpu;
 use crate::mm::events::{count, EVENTS};
+use crate::smp;
 
-/// flush_tlb_one_kernel(): one `invlpg`.
-pub fn flush_one(va: u64) {
+/// flush_tlb_one_kernel() on this CPU only: one `invlpg`.
+pub fn flush_one_local(va: u64) {
     count(&EVENTS.invlpg, 1);
     cpu::invlpg(va);
 }
 
-/// The kernel's TLB: the one [`TlbFlush`], used by the mm crate's
-/// bookkeeping and the page-table cursor's flush tokens alike.
+/// A full flush of this CPU's TLB, global entries included.
+fn flush_all_local() {
+    count(&EVENTS.tlb_flush_all, 1);
+    cpu::flush_tlb_all();
+}
+
+/// This CPU's part of a range flush: `invlpg` per page for small ranges, a
+/// full flush above the ceiling (do_kernel_range_flush()).
+fn flush_range_local(start: u64, end: u64) {
+    let pages = end.saturating_sub(start).div_ceil(PAGE_SIZE);
+    if pages > SINGLE_PAGE_FLUSH_CEILING {
+        flush_all_local();
+    } else {
+        for i in 0..pages {
+            flush_one_local(start + i * PAGE_SIZE);
+        }
+    }
+}
+
+/// The IPI handler's side, counted apart from the sender's own flush.
+fn remote_flush(start: u64, end: u64) {
+    count(&EVENTS.tlb_remote_flush_received, 1);
+    flush_range_local(start, end);
+}
+
+/// Flushes [start, end) here and on the other online CPUs of `cpus`.
+fn flush_on(cpus: u64, start: u64, end: u64) {
+    flush_range_local(start, end);
+    if smp::call_function_many(cpus, remote_flush, (start, end)) != 0 {
+        count(&EVENTS.tlb_remote_flush, 1);
+    }
+}
+
+const ALL_CPUS: u64 = u64::MAX;
+
+/// The kernel's TLB: the one [`TlbFlush`] for mappings every CPU shares
+/// (vmalloc, pkmap, the direct map, user tables seen from the kernel),
+/// used by the mm crate's bookkeeping and the page-table cursor's flush
+/// tokens alike.
 pub struct KernelTlb;
 
 impl TlbFlush for KernelTlb {
     fn flush_one(&mut self, va: u64) {
-        flush_one(va);
+        flush_on(ALL_CPUS, va, va + PAGE_SIZE);
     }
 
-    /// A full flush, global entries included.
+    /// A full flush, global entries included: the whole address range is
+    /// above the single-page ceiling.
     fn flush_all(&mut self) {
-        count(&EVENTS.tlb_flush_all, 1);
-        cpu::flush_tlb_all();
+        flush_on(ALL_CPUS, 0, u64::MAX);
     }
 
-    /// flush_tlb_kernel_range(): `invlpg` per page for small ranges, a full
-    /// flush above the ceiling.
+    /// flush_tlb_kernel_range().
     fn flush_range(&mut self, start: u64, end: u64) {
         count(&EVENTS.tlb_flush_range, 1);
-        let pages = end.saturating_sub(start).div_ceil(PAGE_SIZE);
-        if pages > SINGLE_PAGE_FLUSH_CEILING {
-            self.flush_all();
-        } else {
-            for i in 0..pages {
-                flush_one(start + i * PAGE_SIZE);
-            }
-        }
+        flush_on(ALL_CPUS, start, end);
+    }
+}
+
+/// A user address space's TLB: flushes reach only the CPUs in its
+/// mm_cpumask (flush_tlb_mm_range()).
+pub struct MmTlb {
+    pub cpus: u64,
+}
+
+impl TlbFlush for MmTlb {
+    fn flush_one(&mut self, va: u64) {
+        flush_on(self.cpus, va, va + PAGE_SIZE);
+    }
+
+    fn flush_all(&mut self) {
+        flush_on(self.cpus, 0, u64::MAX);
+    }
+
+    fn flush_range(&mut self, start: u64, end: u64) {
+        count(&EVENTS.tlb_flush_range, 1);
+        flush_on(self.cpus, start, end);
     }
 }

@@ -15,13 +15,13 @@ use pagetable::{Flush, MapError, PteFlags};
 
 use super::objects::{self, MmStruct, VmAreaStruct};
 use crate::arch::mem::{Frames, KernelPage, SlabBox};
-use crate::arch::paging::{AddressSpaceRoot, TableCursor};
+use crate::arch::paging::{self, AddressSpaceRoot, TableCursor};
 use crate::arch::programs::Program;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
-use crate::mm::tlb::KernelTlb;
+use crate::mm::tlb::MmTlb;
 use crate::mm::{alloc_pages, free_pages, page_zone};
 
 /// Where exec puts the program: the classic i386 ELF load address.
@@ -189,6 +189,14 @@ impl AddressSpace {
         }
     }
 
+    /// Switches this CPU back to the kernel's tables.
+    pub fn deactivate(&self) {
+        match &self.root {
+            Some(root) => root.deactivate(),
+            None => paging::activate_kernel_tables(),
+        }
+    }
+
     /// A cursor over the user quarters (None once exit_mmap freed the
     /// tables); its leaves are owned frames.
     pub fn cursor(&mut self) -> Option<TableCursor<'_>> {
@@ -271,7 +279,10 @@ impl AddressSpace {
         let pfn = frame.pfn();
         // The slot was empty: the token is empty but when a table above
         // had to be relaxed.
-        root.cursor().map(va, frame, pte)?.flush(&mut KernelTlb);
+        let mut tlb = MmTlb {
+            cpus: root.cpu_mask(),
+        };
+        root.cursor().map(va, frame, pte)?.flush(&mut tlb);
         self.set_rss(self.rss + 1);
         let zone_counter = match page_zone(pfn) {
             Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
@@ -378,12 +389,15 @@ impl AddressSpace {
         // gathers them in one mmu_gather.
         let mut freed = 0;
         if let Some(root) = &mut self.root {
+            let mut tlb = MmTlb {
+                cpus: root.cpu_mask(),
+            };
             let mut cursor = root.cursor();
             let mut flush = Flush::none();
             for vma in vmas.iter().flatten() {
                 flush = flush.merge(zap_with(&mut cursor, vma.start, vma.end, &mut freed));
             }
-            flush.flush(&mut KernelTlb);
+            flush.flush(&mut tlb);
         }
         self.set_rss(self.rss - freed);
         self.vmas.clear();
@@ -398,8 +412,11 @@ impl AddressSpace {
 /// many frames were freed.
 fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
     let Some(root) = root else { return 0 };
+    let mut tlb = MmTlb {
+        cpus: root.cpu_mask(),
+    };
     let mut freed = 0;
-    zap_with(&mut root.cursor(), start, end, &mut freed).flush(&mut KernelTlb);
+    zap_with(&mut root.cursor(), start, end, &mut freed).flush(&mut tlb);
     freed
 }
 

@@ -231,13 +231,15 @@ pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
         };
         CURRENT.store(pid, Ordering::Relaxed);
         user::run_user(&frame);
-        paging::activate_kernel_tables();
         CURRENT.store(0, Ordering::Relaxed);
         let task = TASKS.lock().take(pid);
-        if let Some(mut task) = task {
-            task.mm.exit_mmap();
-            done(pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
-        }
+        let Some(mut task) = task else {
+            paging::activate_kernel_tables();
+            continue;
+        };
+        task.mm.deactivate();
+        task.mm.exit_mmap();
+        done(pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
     }
 }
 

@@ -26,10 +26,6 @@ pub const SUITE: Suite = Suite {
             run: kmap_maps_highmem_in_pkmap,
         },
         Test {
-            name: "all_pkmap_slots_busy_is_an_error",
-            run: all_pkmap_slots_busy_is_an_error,
-        },
-        Test {
             name: "pkmap_wrap_flushes_once",
             run: pkmap_wrap_flushes_once,
         },
@@ -53,7 +49,7 @@ fn has_highmem() -> bool {
 /// small to give the block above its low watermark (the allocator's own
 /// check: GFP_HIGHUSER would fall back to lowmem, as in Linux); FAIL if
 /// the block then comes from lowmem anyway.
-fn alloc_highmem(order: u32) -> Result<Frames, Failure> {
+pub(super) fn alloc_highmem(order: u32) -> Result<Frames, Failure> {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
@@ -149,38 +145,6 @@ fn kmap_maps_highmem_in_pkmap() -> TestResult {
         "an extra kunmap"
     );
     let _ = free_pages(frame);
-    Ok(())
-}
-
-/// 512 highmem pages kmapped at once, from one order-9 block.
-fn all_pkmap_slots_busy_is_an_error() -> TestResult {
-    let base = alloc_highmem(9)?;
-    let extra = match alloc_highmem(0) {
-        Ok(extra) => extra,
-        Err(e) => {
-            let _ = free_pages(base);
-            return Err(e);
-        }
-    };
-    let mut mapped = 0;
-    let mut failure = None;
-    for i in 0..LAST_PKMAP as u64 {
-        match kmap(&base, i) {
-            Ok(_) => mapped += 1,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    let overflow = kmap(&extra, 0);
-    for i in 0..mapped {
-        let _ = kunmap(&base, i);
-    }
-    let _ = free_pages(base);
-    let _ = free_pages(extra);
-    check_eq!(failure, None, "kmap failed after {mapped} slots");
-    check_eq!(overflow, Err(KmapError::NoFreeSlot), "the 513th kmap");
     Ok(())
 }
 

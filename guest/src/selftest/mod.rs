@@ -104,10 +104,12 @@ mod dmap;
 mod highmem;
 mod paging;
 mod process;
+mod sched;
 mod slab;
+mod smp;
 mod vmalloc;
 
-const SUITES: [Suite; 7] = [
+const SUITES: [Suite; 9] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -115,6 +117,8 @@ const SUITES: [Suite; 7] = [
     slab::SUITE,
     dmap::SUITE,
     process::SUITE,
+    smp::SUITE,
+    sched::SUITE,
 ];
 
 /// The names `selftest=` accepts.

@@ -1,0 +1,497 @@
+//! Kernel threads and the scheduler.
+//!
+//! One run queue for all CPUs under one lock, picked round-robin, as the
+//! scheduler of Linux 2.4 (the i386 kernels the model comes from) kept a
+//! single `runqueue_head` under `runqueue_lock`. The kernel is not
+//! preemptible (CONFIG_PREEMPT_NONE): the tick sets need_resched, and a
+//! thread gives the CPU up when it sleeps, exits or reaches
+//! `cond_resched()`. Each CPU has an idle thread (swapper/N) it runs when
+//! nothing else is runnable; the boot CPU's boot context becomes `init`.
+//!
+//! The pick and every state change happen under the lock with interrupts
+//! off; `arch::switch` does the switch itself and keeps a thread from being
+//! resumed before the CPU it left has saved it (task->on_cpu).
+
+pub mod wait;
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use abi::boot::MAX_CPUS;
+use spin::Mutex;
+
+use crate::arch::irqflags::{
+    irqs_enabled, local_irq_disable, local_irq_enable, local_irq_save, safe_halt,
+};
+use crate::arch::percpu::smp_processor_id;
+use crate::arch::switch::{self, current_slot, KernelStack};
+use crate::kprintln;
+use crate::mm::events::{count, EVENTS};
+use crate::smp;
+
+pub use crate::arch::switch::MAX_THREADS;
+
+/// The thread the boot CPU's boot context becomes.
+const INIT: usize = MAX_CPUS;
+
+/// A thread's slot and the generation of its use, so a stale id never
+/// names a later thread in the same slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tid {
+    slot: usize,
+    generation: u32,
+}
+
+/// A thread's state (TASK_RUNNING and friends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Unused,
+    /// On a CPU.
+    Running,
+    /// Waiting for a CPU.
+    Runnable,
+    /// Asleep on the named wait channel.
+    Sleeping(&'static str),
+    /// Exited; its stack is freed once it is off its CPU.
+    Dead,
+}
+
+struct Thread {
+    state: State,
+    name: &'static str,
+    generation: u32,
+    /// cpus_allowed.
+    allowed: u64,
+    entry: Option<(fn(u64), u64)>,
+}
+
+impl Thread {
+    const UNUSED: Thread = Thread {
+        state: State::Unused,
+        name: "",
+        generation: 0,
+        allowed: 0,
+        entry: None,
+    };
+}
+
+struct RunQueue {
+    threads: [Thread; MAX_THREADS],
+    /// Where the round-robin scan starts next.
+    cursor: usize,
+}
+
+impl RunQueue {
+    /// The next thread for `cpu` after `prev`: a runnable thread allowed
+    /// there (idle threads are never picked, only fallen back to), else
+    /// `prev` if it still runs, else the CPU's idle thread.
+    fn pick(&mut self, cpu: usize, prev: usize) -> usize {
+        for i in 0..MAX_THREADS {
+            let slot = (self.cursor + i) % MAX_THREADS;
+            let t = &self.threads[slot];
+            if slot >= MAX_CPUS && t.state == State::Runnable && t.allowed & (1 << cpu) != 0 {
+                self.cursor = (slot + 1) % MAX_THREADS;
+                return slot;
+            }
+        }
+        if self.threads[prev].state == State::Running {
+            prev
+        } else {
+            cpu
+        }
+    }
+
+    fn runnable_on(&self, cpu: usize) -> bool {
+        self.threads[MAX_CPUS..]
+            .iter()
+            .any(|t| t.state == State::Runnable && t.allowed & (1 << cpu) != 0)
+    }
+
+    fn tid(&self, slot: usize) -> Tid {
+        Tid {
+            slot,
+            generation: self.threads[slot].generation,
+        }
+    }
+}
+
+static RUNQUEUE: Mutex<RunQueue> = Mutex::new(RunQueue {
+    threads: [Thread::UNUSED; MAX_THREADS],
+    cursor: MAX_CPUS,
+});
+
+/// spin_lock_irqsave(&runqueue_lock): the tick takes the lock too, so it is
+/// only ever held with interrupts off.
+fn with_rq<R>(f: impl FnOnce(&mut RunQueue) -> R) -> R {
+    let _irqs = local_irq_save();
+    f(&mut RUNQUEUE.lock())
+}
+
+/// TIF_NEED_RESCHED, per CPU.
+static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Whether the scheduler runs (threads may sleep).
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// preempt_count(), per CPU: preemption-disable depth in the low bits,
+/// hard-interrupt nesting from HARDIRQ_OFFSET, as Linux packs it.
+static PREEMPT_COUNT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+const HARDIRQ_OFFSET: u32 = 1 << 16;
+/// migrate_disable() depth, per CPU (kmap_local).
+static MIGRATE_DISABLE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Why a thread could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// Every slot of the thread table is in use.
+    TooManyThreads,
+    /// No memory for its kernel stack.
+    NoMemory,
+}
+
+/// sched_init(): the boot context becomes `init` on the boot CPU, and the
+/// boot CPU gets its idle thread. Needs the page allocator (for stacks).
+pub fn init() -> Result<(), SpawnError> {
+    let stack = KernelStack::new().map_err(|_| SpawnError::NoMemory)?;
+    switch::install(0, stack).map_err(|_| SpawnError::TooManyThreads)?;
+    switch::adopt_boot_context(INIT).expect("the init slot is free at boot");
+    with_rq(|rq| {
+        rq.threads[0] = Thread {
+            state: State::Runnable,
+            name: "swapper/0",
+            generation: 1,
+            allowed: 1,
+            entry: Some((|_| idle_loop(), 0)),
+        };
+        rq.threads[INIT] = Thread {
+            state: State::Running,
+            name: "init",
+            generation: 1,
+            // Pinned: it runs user tasks, whose entry path is the boot CPU's.
+            allowed: 1,
+            entry: None,
+        };
+    });
+    RUNNING.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// A started CPU's boot context becomes its idle thread, which it then
+/// runs for good.
+pub fn start_idle(cpu: usize) -> ! {
+    switch::adopt_boot_context(cpu).expect("each CPU starts once");
+    with_rq(|rq| {
+        rq.threads[cpu] = Thread {
+            state: State::Running,
+            name: IDLE_NAMES[cpu],
+            generation: 1,
+            allowed: 1 << cpu,
+            entry: None,
+        }
+    });
+    idle_loop()
+}
+
+const IDLE_NAMES: [&str; 8] = [
+    "swapper/0",
+    "swapper/1",
+    "swapper/2",
+    "swapper/3",
+    "swapper/4",
+    "swapper/5",
+    "swapper/6",
+    "swapper/7",
+];
+const _: () = assert!(IDLE_NAMES.len() == MAX_CPUS);
+
+/// cpu_idle(): runs whatever is runnable, else halts until an interrupt
+/// (a tick, or the reschedule IPI a wake-up sends).
+fn idle_loop() -> ! {
+    loop {
+        schedule();
+        local_irq_disable();
+        let me = smp_processor_id().index();
+        if with_rq(|rq| rq.runnable_on(me)) {
+            local_irq_enable();
+        } else {
+            // Interrupts come back on with the halt: a wake-up between the
+            // check and the `hlt` still ends it.
+            safe_halt();
+        }
+    }
+}
+
+/// kthread_create() + wake_up_process(): a thread running `entry(arg)` on
+/// the CPUs of `allowed`, runnable at once.
+pub fn spawn(
+    name: &'static str,
+    entry: fn(u64),
+    arg: u64,
+    allowed: u64,
+) -> Result<Tid, SpawnError> {
+    let stack = KernelStack::new().map_err(|_| SpawnError::NoMemory)?;
+    let tid = with_rq(|rq| {
+        // A slot is free once its last thread's stack was released.
+        match rq.threads[INIT + 1..]
+            .iter()
+            .position(|t| t.state == State::Unused)
+        {
+            Some(i) => {
+                let slot = INIT + 1 + i;
+                switch::install(slot, stack).map_err(|_| SpawnError::TooManyThreads)?;
+                let t = &mut rq.threads[slot];
+                *t = Thread {
+                    state: State::Runnable,
+                    name,
+                    generation: t.generation.wrapping_add(1),
+                    allowed,
+                    entry: Some((entry, arg)),
+                };
+                Ok(rq.tid(slot))
+            }
+            None => Err(SpawnError::TooManyThreads),
+        }
+    });
+    kick_idle_cpus(allowed);
+    tid
+}
+
+/// Where a new thread starts, on its own stack (ret_from_fork()).
+pub fn kthread_entry(left: usize) -> ! {
+    finish_task_switch(left);
+    let me = current_slot();
+    let entry = with_rq(|rq| rq.threads[me].entry.take());
+    local_irq_enable();
+    if let Some((func, arg)) = entry {
+        func(arg);
+    }
+    exit()
+}
+
+/// do_exit(): the thread is done; its stack is freed by the next thread to
+/// run on this CPU, which then wakes its joiners.
+pub fn exit() -> ! {
+    local_irq_disable();
+    let me = current_slot();
+    with_rq(|rq| rq.threads[me].state = State::Dead);
+    schedule();
+    unreachable!("a dead thread was scheduled again");
+}
+
+/// Woken whenever an exited thread's stack is freed.
+static EXITED: wait::WaitQueue = wait::WaitQueue::new();
+
+/// Sleeps until thread `tid` has exited and its stack is freed.
+pub fn join(tid: Tid) -> Result<(), wait::SleepError> {
+    EXITED.wait_event("join", || {
+        with_rq(|rq| {
+            let t = &rq.threads[tid.slot];
+            t.generation != tid.generation || t.state == State::Unused
+        })
+    })
+}
+
+/// schedule(): gives this CPU to the next runnable thread, if there is
+/// another; returns when this thread runs again (on whichever CPU). A
+/// thread that set itself Sleeping or Dead stays off the CPU until woken.
+pub fn schedule() {
+    let irqs = local_irq_save();
+    let me = smp_processor_id().index();
+    let prev = current_slot();
+    NEED_RESCHED[me].store(false, Ordering::Relaxed);
+    let next = with_rq(|rq| {
+        let next = rq.pick(me, prev);
+        if next != prev && rq.threads[prev].state == State::Running {
+            rq.threads[prev].state = State::Runnable;
+        }
+        // Also when `prev` itself was picked: it may have been woken
+        // between setting itself asleep and this call.
+        rq.threads[next].state = State::Running;
+        next
+    });
+    if next != prev {
+        count(&EVENTS.context_switches, 1);
+        let left = switch::switch_to(next);
+        finish_task_switch(left);
+    }
+    drop(irqs);
+}
+
+/// finish_task_switch(): on the resumed thread's stack, the thread it
+/// replaced (`left`) is off its CPU; a dead one's stack is freed.
+fn finish_task_switch(left: usize) {
+    let stack = with_rq(|rq| {
+        let t = &mut rq.threads[left];
+        if t.state != State::Dead {
+            return None;
+        }
+        t.state = State::Unused;
+        switch::release(left)
+    });
+    if stack.is_some() {
+        drop(stack);
+        EXITED.wake_up();
+    }
+}
+
+/// Makes a sleeping thread runnable (try_to_wake_up()) and kicks an idle
+/// CPU that may run it.
+pub fn wake_up_slot(slot: usize) {
+    let allowed = with_rq(|rq| {
+        let t = &mut rq.threads[slot];
+        if let State::Sleeping(_) = t.state {
+            t.state = State::Runnable;
+            Some(t.allowed)
+        } else {
+            None
+        }
+    });
+    if let Some(allowed) = allowed {
+        kick_idle_cpus(allowed);
+    }
+}
+
+/// Sends the reschedule IPI to every other idle CPU of `allowed`
+/// (resched_curr() on an idle CPU).
+fn kick_idle_cpus(allowed: u64) {
+    let me = smp_processor_id().index();
+    let idle = smp::cpus_of(smp::online_mask() & allowed)
+        .filter(|&cpu| cpu != me && switch::slot_on(cpu) == cpu);
+    for cpu in idle {
+        smp::send_reschedule(cpu);
+    }
+}
+
+/// scheduler_tick(): another thread waits for this CPU, so the running one
+/// should give it up at its next chance.
+pub fn tick() {
+    let me = smp_processor_id().index();
+    if with_rq(|rq| rq.runnable_on(me)) {
+        NEED_RESCHED[me].store(true, Ordering::Relaxed);
+    }
+}
+
+/// The reschedule IPI: the idle loop picks up the woken thread.
+pub fn reschedule_interrupt() {
+    NEED_RESCHED[smp_processor_id().index()].store(true, Ordering::Relaxed);
+}
+
+/// cond_resched(): yields if the tick asked for it.
+pub fn cond_resched() {
+    let me = smp_processor_id().index();
+    if NEED_RESCHED[me].load(Ordering::Relaxed) && can_sleep_here().is_ok() {
+        schedule();
+    }
+}
+
+/// Sets the running thread asleep on `wchan`, under the run-queue lock
+/// (set_current_state(TASK_UNINTERRUPTIBLE)); it leaves the CPU at its
+/// next `schedule()` unless woken first.
+fn set_current_sleeping(wchan: &'static str) {
+    let me = current_slot();
+    with_rq(|rq| rq.threads[me].state = State::Sleeping(wchan));
+}
+
+/// set_current_state(TASK_RUNNING).
+fn set_current_running() {
+    let me = current_slot();
+    with_rq(|rq| rq.threads[me].state = State::Running);
+}
+
+/// preempt_disable().
+pub fn preempt_disable() {
+    PREEMPT_COUNT[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
+}
+
+/// preempt_enable().
+pub fn preempt_enable() {
+    PREEMPT_COUNT[smp_processor_id().index()].fetch_sub(1, Ordering::Relaxed);
+}
+
+/// irq_enter()/irq_exit() around an interrupt handler.
+pub fn irq_enter() {
+    PREEMPT_COUNT[smp_processor_id().index()].fetch_add(HARDIRQ_OFFSET, Ordering::Relaxed);
+}
+
+pub fn irq_exit() {
+    PREEMPT_COUNT[smp_processor_id().index()].fetch_sub(HARDIRQ_OFFSET, Ordering::Relaxed);
+}
+
+/// migrate_disable(): kmap_local slots are this CPU's, so their holder must
+/// stay here (and, since a switch does not save them, awake).
+pub fn migrate_disable() {
+    MIGRATE_DISABLE[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn migrate_enable() {
+    MIGRATE_DISABLE[smp_processor_id().index()].fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Why the running code may not sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtomicContext {
+    /// Before the scheduler runs, or on an idle thread: nothing to switch to.
+    NoScheduler,
+    Interrupt,
+    PreemptDisabled,
+    IrqsDisabled,
+    MigrateDisabled,
+}
+
+fn can_sleep_here() -> Result<(), AtomicContext> {
+    if !RUNNING.load(Ordering::Acquire) {
+        return Err(AtomicContext::NoScheduler);
+    }
+    let me = smp_processor_id().index();
+    let count = PREEMPT_COUNT[me].load(Ordering::Relaxed);
+    if count >= HARDIRQ_OFFSET {
+        Err(AtomicContext::Interrupt)
+    } else if count != 0 {
+        Err(AtomicContext::PreemptDisabled)
+    } else if !irqs_enabled() {
+        Err(AtomicContext::IrqsDisabled)
+    } else if MIGRATE_DISABLE[me].load(Ordering::Relaxed) != 0 {
+        Err(AtomicContext::MigrateDisabled)
+    } else if current_slot() < MAX_CPUS {
+        Err(AtomicContext::NoScheduler)
+    } else {
+        Ok(())
+    }
+}
+
+/// might_sleep() / __might_sleep(): checks that the caller may sleep, and
+/// reports it as Linux does when it may not. The caller must then not
+/// sleep (the report is the whole consequence: nothing is corrupted).
+#[track_caller]
+pub fn might_sleep() -> Result<(), AtomicContext> {
+    let why = match can_sleep_here() {
+        Ok(()) => return Ok(()),
+        // Boot code and idle threads never sleep; not a bug to report.
+        Err(AtomicContext::NoScheduler) => return Err(AtomicContext::NoScheduler),
+        Err(why) => why,
+    };
+    let me = smp_processor_id().index();
+    let location = core::panic::Location::caller();
+    let preempt = PREEMPT_COUNT[me].load(Ordering::Relaxed);
+    let slot = current_slot();
+    let name = with_rq(|rq| rq.threads[slot].name);
+    count(&EVENTS.sleep_in_atomic, 1);
+    kprintln!(
+        "BUG: sleeping function called from invalid context at {}:{}",
+        location.file(),
+        location.line()
+    );
+    kprintln!(
+        "in_atomic(): {}, irqs_disabled(): {}, non_block: 0, pid: {slot}, name: {name}",
+        u32::from(preempt != 0),
+        u32::from(!irqs_enabled()),
+    );
+    kprintln!("preempt_count: {preempt:#x}, {why:?}");
+    Err(why)
+}
+
+/// The state of thread `tid`, if it is still that thread.
+pub fn state(tid: Tid) -> Option<State> {
+    with_rq(|rq| {
+        let t = &rq.threads[tid.slot];
+        (t.generation == tid.generation).then_some(t.state)
+    })
+}

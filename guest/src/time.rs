@@ -1,0 +1,74 @@
+//! The tick: each CPU's local APIC timer interrupts HZ times a second
+//! (Linux's periodic tick, tick_handle_periodic()). The boot CPU measures
+//! the timer's rate against the VMM's clock once (calibrate_APIC_clock())
+//! and every CPU programs the same period.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use abi::boot::MAX_CPUS;
+
+use crate::arch::percpu::{smp_processor_id, CpuId};
+use crate::arch::{apic, io};
+use crate::mm::events::{count, EVENTS};
+
+/// Ticks per second (CONFIG_HZ_100): every tick costs emulated kernel
+/// instructions on this host, so the slowest rate Linux offers.
+pub const HZ: u64 = 100;
+
+/// How long the calibration watches the timer count down.
+const CALIBRATION_MS: u32 = 20;
+
+/// Timer counts (at the divide-by-16 rate) between two ticks.
+static PERIOD: AtomicU32 = AtomicU32::new(0);
+
+/// Ticks each CPU has taken.
+static CPU_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Why the tick could not be set up.
+#[derive(Debug)]
+pub enum TimeError {
+    /// The timer did not count during calibration.
+    TimerStopped,
+}
+
+/// setup_boot_APIC_clock(): measures the timer against the VMM's clock and
+/// starts the boot CPU's tick. Interrupts stay off until the caller enables
+/// them.
+pub fn init() -> Result<(), TimeError> {
+    // Start on a millisecond edge, so the window is CALIBRATION_MS long.
+    let edge = io::clock_ms();
+    while io::clock_ms() == edge {
+        core::hint::spin_loop();
+    }
+    let start = io::clock_ms();
+    apic::timer_start_oneshot_masked();
+    while io::clock_ms().wrapping_sub(start) < CALIBRATION_MS {
+        core::hint::spin_loop();
+    }
+    let counts = apic::timer_elapsed();
+    let period = counts * 1000 / (u64::from(CALIBRATION_MS) * HZ);
+    let period = u32::try_from(period)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or(TimeError::TimerStopped)?;
+    PERIOD.store(period, Ordering::Relaxed);
+    start_tick();
+    Ok(())
+}
+
+/// Starts this CPU's periodic tick with the calibrated period.
+pub fn start_tick() {
+    apic::timer_start_periodic(PERIOD.load(Ordering::Relaxed));
+}
+
+/// The timer interrupt (tick_handle_periodic()).
+pub fn tick() {
+    CPU_TICKS[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
+    count(&EVENTS.timer_ticks, 1);
+    crate::sched::tick();
+}
+
+/// Ticks `cpu` has taken.
+pub fn cpu_ticks(cpu: CpuId) -> u64 {
+    CPU_TICKS[cpu.index()].load(Ordering::Relaxed)
+}
