@@ -2,14 +2,23 @@
 //! (Linux's periodic tick, tick_handle_periodic()). The boot CPU measures
 //! the timer's rate against the VMM's clock once (calibrate_APIC_clock())
 //! and every CPU programs the same period.
+//!
+//! Each tick also counts itself in a page of high memory the CPU owns,
+//! through kmap_atomic: the case kmap_atomic exists for, a mapping taken
+//! and dropped in interrupt context.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use abi::boot::MAX_CPUS;
 
-use crate::arch::percpu::{smp_processor_id, CpuId};
+use mm::gfp::Gfp;
+
+use crate::arch::mem::Frames;
+use crate::arch::percpu::{smp_processor_id, CpuId, PerCpu};
 use crate::arch::{apic, io};
+use crate::mm::alloc_pages;
 use crate::mm::events::{count, EVENTS};
+use crate::mm::highmem::with_kmap_atomic;
 
 /// Ticks per second (CONFIG_HZ_100): every tick costs emulated kernel
 /// instructions on this host, so the slowest rate Linux offers.
@@ -23,6 +32,10 @@ static PERIOD: AtomicU32 = AtomicU32::new(0);
 
 /// Ticks each CPU has taken.
 static CPU_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Each CPU's tick page (GFP_HIGHUSER: high memory when there is any),
+/// whose first word counts the ticks that found it.
+static TICK_PAGE: PerCpu<Option<Frames>> = PerCpu::new([const { None }; MAX_CPUS]);
 
 /// Why the tick could not be set up.
 #[derive(Debug)]
@@ -56,8 +69,12 @@ pub fn init() -> Result<(), TimeError> {
     Ok(())
 }
 
-/// Starts this CPU's periodic tick with the calibrated period.
+/// Starts this CPU's periodic tick with the calibrated period, with a tick
+/// page if one can be had (the tick runs without one otherwise).
 pub fn start_tick() {
+    if let Ok(page) = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0) {
+        TICK_PAGE.with(|slot| *slot = Some(page));
+    }
     apic::timer_start_periodic(PERIOD.load(Ordering::Relaxed));
 }
 
@@ -65,10 +82,38 @@ pub fn start_tick() {
 pub fn tick() {
     CPU_TICKS[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
     count(&EVENTS.timer_ticks, 1);
+    TICK_PAGE.with(|page| {
+        if let Some(frames) = page {
+            let _ = with_kmap_atomic(frames, 0, |p| p.write_u64(0, p.read_u64(0) + 1));
+        }
+    });
     crate::sched::tick();
 }
 
 /// Ticks `cpu` has taken.
 pub fn cpu_ticks(cpu: CpuId) -> u64 {
     CPU_TICKS[cpu.index()].load(Ordering::Relaxed)
+}
+
+/// What this CPU's tick page says, read with interrupts off.
+#[derive(Clone, Copy, Debug)]
+pub struct TickPage {
+    /// Ticks counted in the page.
+    pub counted: u64,
+    /// Ticks counted in CPU_TICKS.
+    pub ticks: u64,
+    pub pfn: u64,
+}
+
+/// This CPU's tick page; None without one.
+pub fn tick_page() -> Option<TickPage> {
+    TICK_PAGE.with(|page| {
+        let frames = page.as_ref()?;
+        let counted = with_kmap_atomic(frames, 0, |p| p.read_u64(0)).ok()?;
+        Some(TickPage {
+            counted,
+            ticks: cpu_ticks(smp_processor_id()),
+            pfn: frames.pfn(),
+        })
+    })
 }

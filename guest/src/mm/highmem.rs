@@ -252,6 +252,19 @@ pub fn kunmap_atomic(vaddr: u64) -> Result<(), KmapLocalError> {
     result
 }
 
+/// `with_kmap_local` under kmap_atomic()'s rules: preemption is off while
+/// `f` runs, so `f` may not sleep. What an interrupt handler uses.
+pub fn with_kmap_atomic<R>(
+    frames: &Frames,
+    index: u64,
+    f: impl FnOnce(KernelPage<'_>) -> R,
+) -> Result<R, KmapLocalError> {
+    sched::preempt_disable();
+    let result = with_kmap_local(frames, index, f);
+    sched::preempt_enable();
+    result
+}
+
 /// Runs `f` on page `index` of `frames`, mapped for a moment through
 /// kmap_local (lowmem needs no slot). The page cannot outlive `f`, and the
 /// slot stays lent until `f` returns.

@@ -6,7 +6,7 @@ use mm::gfp::Gfp;
 use mm::pcp::{zone_batchsize, zone_highsize};
 
 use super::{Suite, Test, TestResult};
-use crate::arch::mem::Frames;
+use crate::arch::mem::{FrameList, Frames};
 use crate::arch::percpu::smp_processor_id;
 use crate::faults;
 use crate::mm::events::EVENTS;
@@ -264,9 +264,6 @@ fn pcp_state() -> ((u64, u32, u32), u64, (u64, u64)) {
     })
 }
 
-/// Pages the pcp test can hold at once (on the boot stack).
-const HELD_MAX: usize = 1024;
-
 /// The per-CPU lists on this CPU's NORMAL zone: Linux's batch and high,
 /// a refill of `batch` pages on the first allocation, spills that keep
 /// the list below `high` while more than `high` pages come back, and a
@@ -299,22 +296,23 @@ fn pcp_refills_spills_and_drains() -> TestResult {
 
     // Hold high + batch pages, then give them all back.
     let wanted = u64::from(high) + u64::from(batch);
-    check!(
-        wanted <= HELD_MAX as u64,
-        "high + batch = {wanted} pages, more than the test holds ({HELD_MAX})"
-    );
-    let mut held: [Option<Frames>; HELD_MAX] = [const { None }; HELD_MAX];
-    held[0] = Some(first);
-    for slot in held.iter_mut().take(wanted as usize).skip(1) {
-        match alloc_pages(Gfp::KERNEL, 0) {
-            Ok(frames) => *slot = Some(frames),
-            Err(_) => break,
+    let mut held = FrameList::new();
+    let mut count_held = 0;
+    let mut next = Some(first);
+    while let Some(frames) = next {
+        if held.push(frames).is_err() {
+            return Err(super::Failure::new(format_args!(
+                "GFP_KERNEL gave a highmem page"
+            )));
         }
+        count_held += 1;
+        next = (count_held < wanted)
+            .then(|| alloc_pages(Gfp::KERNEL, 0).ok())
+            .flatten();
     }
-    let count_held = held.iter().flatten().count() as u64;
     let mut peak = 0;
     let mut freeing = Ok(());
-    for frames in held.iter_mut().filter_map(Option::take) {
+    while let Some(frames) = held.pop() {
         let pfn = frames.pfn();
         if let Err(e) = free_pages(frames) {
             freeing = freeing.and(Err(super::Failure::new(format_args!(

@@ -11,6 +11,7 @@ use super::{Failure, Suite, Test, TestResult};
 use crate::arch::io::clock_ms;
 use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::EVENTS;
+use crate::mm::layout;
 use crate::mm::vmalloc::{purge, vfree, vmalloc, Vmalloc, VmallocError};
 use crate::smp::{call_function_many, cpus_of, online_mask};
 use crate::time;
@@ -21,6 +22,10 @@ pub const SUITE: Suite = Suite {
         Test {
             name: "every CPU takes timer ticks",
             run: every_cpu_ticks,
+        },
+        Test {
+            name: "each tick counts itself in a highmem page through kmap_atomic",
+            run: tick_counts_through_kmap_atomic,
         },
         Test {
             name: "a function call reaches every other CPU by IPI",
@@ -52,6 +57,39 @@ fn every_cpu_ticks() -> TestResult {
                 "CPU{cpu} took no tick in {HANG_MS} ms"
             );
             core::hint::spin_loop();
+        }
+    }
+    Ok(())
+}
+
+/// Each CPU's tick page, as it read it.
+static TICK_PAGES: [Mutex<Option<time::TickPage>>; MAX_CPUS] =
+    [const { Mutex::new(None) }; MAX_CPUS];
+
+fn read_tick_page(_: u64, _: u64) {
+    *TICK_PAGES[smp_processor_id().index()].lock() = time::tick_page();
+}
+
+fn tick_counts_through_kmap_atomic() -> TestResult {
+    read_tick_page(0, 0);
+    call_function_many(u64::MAX, read_tick_page, (0, 0));
+    let l = layout();
+    for cpu in cpus_of(online_mask()) {
+        let Some(page) = *TICK_PAGES[cpu].lock() else {
+            return Err(Failure::new(format_args!("CPU{cpu} has no tick page")));
+        };
+        check!(page.ticks > 0, "CPU{cpu} has taken no tick");
+        check_eq!(
+            page.counted,
+            page.ticks,
+            "CPU{cpu}'s ticks counted in its page"
+        );
+        if l.max_pfn > l.max_low_pfn {
+            check!(
+                page.pfn >= l.max_low_pfn,
+                "CPU{cpu}'s tick page {:#x} is not in high memory",
+                page.pfn
+            );
         }
     }
     Ok(())
