@@ -7,7 +7,7 @@ GUEST      := target/guest.bin
 VMM        := target/release/vmm
 MEM        ?= 2G
 
-.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux
+.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux hw-kvm-check
 
 all: build
 
@@ -38,6 +38,11 @@ test: build lint i386-linux
 # except in CI (REQUIRE_KVM=1), where they must run.
 i386-linux:
 	tests/i386/setup.sh target/i386-linux || [ "$(REQUIRE_KVM)" != 1 ]
+
+# vmm under a genuine KVM: kvm_amd in Debian's kernel, booted by QEMU TCG
+# on a CPU with SVM. Takes minutes, so not part of `test`.
+hw-kvm-check: build
+	tests/hwkvm/check.sh
 
 lint: toolchain
 	$(CARGO) fmt --all --check
