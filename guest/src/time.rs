@@ -1,7 +1,8 @@
 //! The tick: each CPU's local APIC timer interrupts HZ times a second
 //! (Linux's periodic tick, tick_handle_periodic()). The boot CPU measures
 //! the timer's rate against the VMM's clock once (calibrate_APIC_clock())
-//! and every CPU programs the same period.
+//! and every CPU programs the same period. An idle CPU stops its tick until
+//! something wakes it (NO_HZ_IDLE).
 //!
 //! Each tick also counts itself in a page of high memory the CPU owns,
 //! through kmap_atomic: the case kmap_atomic exists for, a mapping taken
@@ -32,6 +33,9 @@ static PERIOD: AtomicU32 = AtomicU32::new(0);
 
 /// Ticks each CPU has taken.
 static CPU_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Holders of `with_tick_page_paused`: while any, no tick touches its page.
+static TICK_PAGE_PAUSED: AtomicU32 = AtomicU32::new(0);
 
 /// Each CPU's tick page (GFP_HIGHUSER: high memory when there is any),
 /// whose first word counts the ticks that found it.
@@ -78,21 +82,44 @@ pub fn start_tick() {
     apic::timer_start_periodic(PERIOD.load(Ordering::Relaxed));
 }
 
+/// tick_nohz_idle_enter(): an idle CPU stops its tick (CONFIG_NO_HZ_IDLE),
+/// so it sleeps until an IPI instead of waking HZ times a second.
+pub fn nohz_idle_enter() {
+    apic::timer_stop();
+}
+
+/// tick_nohz_idle_exit(): the CPU has work again; the tick restarts.
+pub fn nohz_idle_exit() {
+    apic::timer_start_periodic(PERIOD.load(Ordering::Relaxed));
+}
+
 /// The timer interrupt (tick_handle_periodic()).
 pub fn tick() {
     CPU_TICKS[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
     count(&EVENTS.timer_ticks, 1);
-    TICK_PAGE.with(|page| {
-        if let Some(frames) = page {
-            let _ = with_kmap_atomic(frames, 0, |p| p.write_u64(0, p.read_u64(0) + 1));
-        }
-    });
+    if TICK_PAGE_PAUSED.load(Ordering::Relaxed) == 0 {
+        TICK_PAGE.with(|page| {
+            if let Some(frames) = page {
+                let _ = with_kmap_atomic(frames, 0, |p| p.write_u64(0, p.read_u64(0) + 1));
+            }
+        });
+    }
     crate::sched::tick();
 }
 
 /// Ticks `cpu` has taken.
 pub fn cpu_ticks(cpu: CpuId) -> u64 {
     CPU_TICKS[cpu.index()].load(Ordering::Relaxed)
+}
+
+/// Runs `f` while no CPU's tick maps its page: the page-table writes and
+/// TLB flushes the counters then show are `f`'s alone (the ticks still
+/// count). The tick pages lag behind CPU_TICKS afterwards.
+pub fn with_tick_page_paused<R>(f: impl FnOnce() -> R) -> R {
+    TICK_PAGE_PAUSED.fetch_add(1, Ordering::SeqCst);
+    let result = f();
+    TICK_PAGE_PAUSED.fetch_sub(1, Ordering::SeqCst);
+    result
 }
 
 /// What this CPU's tick page says, read with interrupts off.

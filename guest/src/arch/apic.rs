@@ -99,6 +99,11 @@ pub fn timer_start_periodic(count: u32) {
     write(MSR_X2APIC_TMICT, u64::from(count));
 }
 
+/// Stops this CPU's timer (an initial count of 0 disarms it).
+pub fn timer_stop() {
+    write(MSR_X2APIC_TMICT, 0);
+}
+
 /// Sends a fixed interrupt with `vector` to the CPU with `apic_id`
 /// (x2apic_send_IPI(): one ICR write, destination in the high half).
 pub fn send_ipi(apic_id: u32, vector: u8) {

@@ -26,7 +26,7 @@ use crate::arch::percpu::smp_processor_id;
 use crate::arch::switch::{self, current_slot, KernelStack};
 use crate::kprintln;
 use crate::mm::events::{count, EVENTS};
-use crate::smp;
+use crate::{smp, time};
 
 pub use crate::arch::switch::MAX_THREADS;
 
@@ -213,8 +213,11 @@ fn idle_loop() -> ! {
             local_irq_enable();
         } else {
             // Interrupts come back on with the halt: a wake-up between the
-            // check and the `hlt` still ends it.
+            // check and the `hlt` still ends it. No tick meanwhile: a
+            // wake-up comes by IPI.
+            time::nohz_idle_enter();
             safe_halt();
+            time::nohz_idle_exit();
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::mm::{alloc_pages, drain_all_pages, free_pages, layout, page_zone, wit
 
 pub const SUITE: Suite = Suite {
     name: "buddy",
+    tick_page: false,
     tests: &[
         Test {
             name: "zones_match_the_layout",

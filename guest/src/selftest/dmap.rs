@@ -22,6 +22,7 @@ use crate::process::{self, run_queue, spawn};
 
 pub const SUITE: Suite = Suite {
     name: "dmap",
+    tick_page: false,
     tests: &[
         Test {
             name: "vmap_of_a_kmalloc_page_is_refused",

@@ -16,6 +16,7 @@ use crate::mm::{alloc_pages, free_pages, layout, with_node};
 
 pub const SUITE: Suite = Suite {
     name: "highmem",
+    tick_page: false,
     tests: &[
         Test {
             name: "kmap_of_lowmem_writes_no_pte",

@@ -11,6 +11,7 @@ use crate::mm::{layout, lowmem_address, page_high_mem, virt_to_pfn};
 
 pub const SUITE: Suite = Suite {
     name: "paging",
+    tick_page: false,
     tests: &[
         Test {
             name: "cr3_is_swapper_pg_dir",

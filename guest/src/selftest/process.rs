@@ -17,6 +17,7 @@ use crate::process::{run_queue, spawn, with_task, ExitStatus};
 
 pub const SUITE: Suite = Suite {
     name: "process",
+    tick_page: false,
     tests: &[
         Test {
             name: "demo_runs_with_demand_paging",

@@ -28,6 +28,7 @@ use crate::smp::{call_function_many, cpus_of, online_mask};
 
 pub const SUITE: Suite = Suite {
     name: "sched",
+    tick_page: false,
     tests: &[
         Test {
             name: "a thread pinned to each CPU runs there",

@@ -16,6 +16,7 @@ use crate::process::objects;
 
 pub const SUITE: Suite = Suite {
     name: "slab",
+    tick_page: false,
     tests: &[
         Test {
             name: "cpu_slab_is_set_up_on_first_alloc",

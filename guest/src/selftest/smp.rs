@@ -14,13 +14,14 @@ use crate::mm::events::EVENTS;
 use crate::mm::layout;
 use crate::mm::vmalloc::{purge, vfree, vmalloc, Vmalloc, VmallocError};
 use crate::smp::{call_function_many, cpus_of, online_mask};
-use crate::time;
+use crate::{sched, time};
 
 pub const SUITE: Suite = Suite {
     name: "smp",
+    tick_page: true,
     tests: &[
         Test {
-            name: "every CPU takes timer ticks",
+            name: "every busy CPU takes timer ticks",
             run: every_cpu_ticks,
         },
         Test {
@@ -45,21 +46,48 @@ fn other_cpus() -> u64 {
     online_mask() & !(1 << smp_processor_id().index())
 }
 
-fn every_cpu_ticks() -> TestResult {
-    let before: [u64; MAX_CPUS] =
-        core::array::from_fn(|i| CpuId::new(i).map_or(0, time::cpu_ticks));
+/// The tick count each pinned spinner waits to see pass.
+static TICKS_BEFORE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Keeps its CPU busy (so its tick runs: idle CPUs stop theirs) until the
+/// CPU has taken a tick, or the hang deadline passes.
+fn spin_until_tick(cpu: u64) {
+    let id = CpuId::new(cpu as usize).expect("spawned for an online CPU");
     let start = clock_ms();
+    while time::cpu_ticks(id) == TICKS_BEFORE[id.index()].load(Ordering::Relaxed)
+        && clock_ms().wrapping_sub(start) < HANG_MS
+    {
+        sched::cond_resched();
+        core::hint::spin_loop();
+    }
+}
+
+/// Makes every online CPU take at least one more tick.
+fn tick_everywhere() -> Result<(), Failure> {
+    let mut tids = [None; MAX_CPUS];
     for cpu in cpus_of(online_mask()) {
         let id = CpuId::new(cpu).expect("an online CPU has a number");
-        while time::cpu_ticks(id) == before[cpu] {
-            check!(
-                clock_ms().wrapping_sub(start) < HANG_MS,
-                "CPU{cpu} took no tick in {HANG_MS} ms"
-            );
-            core::hint::spin_loop();
-        }
+        TICKS_BEFORE[cpu].store(time::cpu_ticks(id), Ordering::Relaxed);
+        tids[cpu] = Some(
+            sched::spawn("ticker", spin_until_tick, cpu as u64, 1 << cpu)
+                .map_err(|e| Failure::new(format_args!("spawn: {e:?}")))?,
+        );
+    }
+    for tid in tids.into_iter().flatten() {
+        sched::join(tid).map_err(|e| Failure::new(format_args!("join: {e:?}")))?;
+    }
+    for cpu in cpus_of(online_mask()) {
+        let id = CpuId::new(cpu).expect("an online CPU has a number");
+        check!(
+            time::cpu_ticks(id) > TICKS_BEFORE[cpu].load(Ordering::Relaxed),
+            "CPU{cpu} took no tick in {HANG_MS} ms of work"
+        );
     }
     Ok(())
+}
+
+fn every_cpu_ticks() -> TestResult {
+    tick_everywhere()
 }
 
 /// Each CPU's tick page, as it read it.
@@ -70,25 +98,34 @@ fn read_tick_page(_: u64, _: u64) {
     *TICK_PAGES[smp_processor_id().index()].lock() = time::tick_page();
 }
 
-fn tick_counts_through_kmap_atomic() -> TestResult {
+/// Every CPU's tick page as it reads it now.
+fn tick_pages() -> [Option<time::TickPage>; MAX_CPUS] {
     read_tick_page(0, 0);
     call_function_many(u64::MAX, read_tick_page, (0, 0));
+    core::array::from_fn(|cpu| *TICK_PAGES[cpu].lock())
+}
+
+fn tick_counts_through_kmap_atomic() -> TestResult {
+    let before = tick_pages();
+    tick_everywhere()?;
+    let after = tick_pages();
     let l = layout();
     for cpu in cpus_of(online_mask()) {
-        let Some(page) = *TICK_PAGES[cpu].lock() else {
+        let (Some(before), Some(after)) = (before[cpu], after[cpu]) else {
             return Err(Failure::new(format_args!("CPU{cpu} has no tick page")));
         };
-        check!(page.ticks > 0, "CPU{cpu} has taken no tick");
+        let ticks = after.ticks - before.ticks;
+        check!(ticks > 0, "CPU{cpu} has taken no tick");
         check_eq!(
-            page.counted,
-            page.ticks,
+            after.counted - before.counted,
+            ticks,
             "CPU{cpu}'s ticks counted in its page"
         );
         if l.max_pfn > l.max_low_pfn {
             check!(
-                page.pfn >= l.max_low_pfn,
+                after.pfn >= l.max_low_pfn,
                 "CPU{cpu}'s tick page {:#x} is not in high memory",
-                page.pfn
+                after.pfn
             );
         }
     }

@@ -18,6 +18,7 @@ use crate::mm::{alloc_pages, free_pages, layout, with_node};
 
 pub const SUITE: Suite = Suite {
     name: "vmalloc",
+    tick_page: false,
     tests: &[
         Test {
             name: "vmalloc_maps_highmem_first",
