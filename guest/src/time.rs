@@ -88,6 +88,11 @@ pub fn nohz_idle_enter() {
     apic::timer_stop();
 }
 
+/// lapic_shutdown()'s part for the tick: this CPU's timer stops for good.
+pub fn stop_tick() {
+    apic::timer_stop();
+}
+
 /// tick_nohz_idle_exit(): the CPU has work again; the tick restarts.
 pub fn nohz_idle_exit() {
     apic::timer_start_periodic(PERIOD.load(Ordering::Relaxed));

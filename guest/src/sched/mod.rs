@@ -319,20 +319,15 @@ pub fn schedule() {
 }
 
 /// finish_task_switch(): on the resumed thread's stack, the thread it
-/// replaced (`left`) is off its CPU; a dead one's stack is freed.
+/// replaced (`left`) is off its CPU; a dead one's stack is freed, and only
+/// then is its slot free and its joiners woken.
 fn finish_task_switch(left: usize) {
-    let stack = with_rq(|rq| {
-        let t = &mut rq.threads[left];
-        if t.state != State::Dead {
-            return None;
-        }
-        t.state = State::Unused;
-        switch::release(left)
-    });
-    if stack.is_some() {
-        drop(stack);
-        EXITED.wake_up();
+    if with_rq(|rq| rq.threads[left].state) != State::Dead {
+        return;
     }
+    drop(switch::release(left));
+    with_rq(|rq| rq.threads[left].state = State::Unused);
+    EXITED.wake_up();
 }
 
 /// Makes a sleeping thread runnable (try_to_wake_up()) and kicks an idle
