@@ -65,6 +65,9 @@ fn print_meminfo() {
         ("LowTotal", kb(total - high_total)),
         ("LowFree", kb(free - high_free)),
         ("Slab", kb(slab_pages)),
+        ("KernelStack", kb(crate::arch::switch::kernel_stack_pages())),
+        // Per-CPU data from the page allocator: the tick pages.
+        ("Percpu", kb(crate::time::tick_pages())),
         ("VmallocTotal", (l.vmalloc_end - l.vmalloc_start) / 1024),
         ("VmallocUsed", kb(vmalloc_used)),
     ] {

@@ -28,6 +28,23 @@ impl Run {
             .unwrap_or_else(|| panic!("bad {name} line\n{self}"))
     }
 
+    /// Pages the kernel holds outside slabs, from the meminfo lines the
+    /// guest printed: kernel stacks and per-CPU pages.
+    pub fn kernel_pages(&self) -> u64 {
+        ["KernelStack:", "Percpu:"]
+            .iter()
+            .map(|name| {
+                self.stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|kb| kb.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("no {name} line\n{self}"))
+                    / 4
+            })
+            .sum()
+    }
+
     /// Pages held by slabs, from the /proc/slabinfo lines the guest printed:
     /// num_slabs x pagesperslab for every cache.
     pub fn slab_pages(&self) -> u64 {

@@ -181,6 +181,11 @@ pub fn release(slot: usize) -> Option<KernelStack> {
     stacks[slot].take()
 }
 
+/// Pages held as kernel stacks (meminfo's KernelStack).
+pub fn kernel_stack_pages() -> u64 {
+    (STACKS.lock().iter().flatten().count() as u64) << THREAD_SIZE_ORDER
+}
+
 /// The slot this CPU runs.
 pub fn current_slot() -> usize {
     slot_on(smp_processor_id().index())
