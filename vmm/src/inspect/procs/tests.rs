@@ -259,8 +259,14 @@ fn bad_pid_is_one_error() {
     let t = m.target(&info());
     for c in [
         Query::Vma { pid: 8 },
-        Query::Tlb { pid: Some(8) },
-        Query::Mem { pid: Some(8) },
+        Query::Tlb {
+            pid: Some(8),
+            cpu: None,
+        },
+        Query::Mem {
+            pid: Some(8),
+            cpu: None,
+        },
         Query::Vtop {
             va: 0x8048000,
             pid: Some(8),
@@ -576,7 +582,7 @@ proptest! {
         let _ = run(&t, &Query::Ptov { pa: 0x3000 });
         for pid in [0, 1, 7, u32::MAX] {
             let _ = run(&t, &Query::Vma { pid });
-            let _ = run(&t, &Query::Tlb { pid: Some(pid) });
+            let _ = run(&t, &Query::Tlb { pid: Some(pid), cpu: None });
             let _ = run(&t, &Query::Vtop { va: 0x8048000, pid: Some(pid), cr3: None });
         }
     }
