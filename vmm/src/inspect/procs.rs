@@ -444,8 +444,8 @@ impl Kernel<'_> {
         }
     }
 
-    /// The scheduler's threads: the table's used slots (and any slot a
-    /// CPU runs), each CPU's current slot marked; None when the guest
+    /// The scheduler's threads: the table's used slots, each CPU's
+    /// current one marked; None when the guest
     /// publishes no table. A table of LENGTH(thread) slots, capped, is
     /// read slot by slot within the budget; names and wait channels are
     /// bounded `&'static str`s.
@@ -466,14 +466,14 @@ impl Kernel<'_> {
                     break;
                 }
             };
+            let state = u64::from(b.u32(l.state));
+            if state == l.unused {
+                continue;
+            }
             let current_on = current
                 .iter()
                 .position(|&s| s == Some(slot))
                 .map(|cpu| cpu as u64);
-            let state = u64::from(b.u32(l.state));
-            if state == l.unused && current_on.is_none() {
-                continue;
-            }
             let mut name = |field: u64, what: &str| {
                 self.guest_str(b.u64(field), b.u64(field + 8), MAX_NAME)
                     .unwrap_or_else(|e| {
