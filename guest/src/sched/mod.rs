@@ -536,7 +536,10 @@ pub fn write_vmcoreinfo<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.size(off::THREAD, size_of::<Thread>())?;
     w.offset(off::THREAD_NAME, offset_of!(Thread, name))?;
     w.offset(off::THREAD_STATE, offset_of!(Thread, state))?;
-    w.offset(off::THREAD_WCHAN, offset_of!(Thread, state) + WCHAN_IN_STATE)?;
+    w.offset(
+        off::THREAD_WCHAN,
+        offset_of!(Thread, state) + WCHAN_IN_STATE,
+    )?;
     w.offset(off::THREAD_CPU, offset_of!(Thread, cpu))?;
     w.offset(off::THREAD_ALLOWED, offset_of!(Thread, allowed))?;
     for (name, value) in [

@@ -225,7 +225,7 @@ pub fn run(t: &Target, query: &Query) -> R<Answer> {
     Ok(match query {
         &Query::Regs { cpu } => {
             let cpus = match cpu {
-                Some(c) => vec![t.cpu(c)?.clone()],
+                Some(c) => vec![*t.cpu(c)?],
                 None => t.cpus.clone(),
             };
             CpuRegs {
