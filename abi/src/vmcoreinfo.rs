@@ -70,6 +70,14 @@ pub mod sym {
     /// with kernel virtual addresses of the neighbours' list_heads, as
     /// Linux's for_each_process() walks it.
     pub const INIT_TASK: &str = "init_task";
+    /// The scheduler's thread table: `LENGTH(threads)` slots of
+    /// `SIZE(thread)` bytes, slot 0 first (a slot's index is its thread id).
+    pub const THREADS: &str = "threads";
+    /// The slot each CPU runs: `LENGTH(current_slot)` u64s, CPU 0's
+    /// first, `u64::MAX` for a CPU that runs none yet.
+    pub const CURRENT_SLOT: &str = "current_slot";
+    /// The wait queue kmap sleeps on when every pkmap slot is in use.
+    pub const PKMAP_MAP_WAIT: &str = "pkmap_map_wait";
 }
 
 /// `NUMBER(...)` names.
@@ -108,6 +116,12 @@ pub mod num {
     /// task_struct.state values.
     pub const TASK_RUNNABLE: &str = "TASK_RUNNABLE";
     pub const TASK_RUNNING: &str = "TASK_RUNNING";
+    /// thread.state values.
+    pub const THREAD_UNUSED: &str = "THREAD_UNUSED";
+    pub const THREAD_RUNNING: &str = "THREAD_RUNNING";
+    pub const THREAD_RUNNABLE: &str = "THREAD_RUNNABLE";
+    pub const THREAD_SLEEPING: &str = "THREAD_SLEEPING";
+    pub const THREAD_DEAD: &str = "THREAD_DEAD";
     /// vm_area_struct.vm_flags bits.
     pub const VMA_READ: &str = "VM_READ";
     pub const VMA_WRITE: &str = "VM_WRITE";
@@ -264,6 +278,24 @@ pub mod off {
     pub const VMA_NEXT: &str = "vm_area_struct.vm_next";
     pub const VMA_MM: &str = "vm_area_struct.vm_mm";
     pub const VMA_FLAGS: &str = "vm_area_struct.vm_flags";
+
+    /// One slot of `SYMBOL(threads)` (also its LENGTH).
+    pub const THREAD: &str = "thread";
+    /// `&'static str`s (pointer and length, either order, as
+    /// `vm_struct.caller`): the thread's name, and the wait channel it
+    /// sleeps on (meaningful only in `NUMBER(THREAD_SLEEPING)`).
+    pub const THREAD_NAME: &str = "thread.name";
+    pub const THREAD_WCHAN: &str = "thread.wchan";
+    /// u32, one of the `NUMBER(THREAD_...)` values.
+    pub const THREAD_STATE: &str = "thread.state";
+    /// u32: the CPU it runs on, or last ran on (task_cpu()).
+    pub const THREAD_CPU: &str = "thread.cpu";
+    /// u64 mask of the CPUs it may run on (cpus_allowed).
+    pub const THREAD_ALLOWED: &str = "thread.cpus_allowed";
+    /// The per-CPU slot table (`SYMBOL(current_slot)`) has LENGTH only.
+    pub const CURRENT_SLOT: &str = "current_slot";
+    /// u64 in a wait queue: bit N set while slot N sleeps on it.
+    pub const WAIT_QUEUE_WAITERS: &str = "wait_queue_head.waiters";
 }
 
 /// What kind of line an entry is.

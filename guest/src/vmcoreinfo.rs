@@ -142,7 +142,9 @@ fn format<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
         w.offset2(off::VM_EVENT_PREFIX, name, offset)?;
     }
     crate::mm::slab::with_registry(|slub| slub_lines(w, slub))?;
-    process_lines(w)
+    process_lines(w)?;
+    crate::sched::write_vmcoreinfo(w)?;
+    w.symbol(sym::PKMAP_MAP_WAIT, highmem::pkmap_wait_address())
 }
 
 /// Formats the descriptor and hands it to the VMM. Runs once, after

@@ -189,8 +189,11 @@ fn the_qemu_seed_is_a_coherent_foreign_guest() {
     let data = std::fs::read(corpus_dir().join("seed-debian-686-pae-tables")).unwrap();
     let t = Target::from(coredump::DumpMem::from_bytes(data).unwrap());
     let text = |cmd: Query| inspect::run(&t, &cmd).unwrap().text();
-    assert!(text(Query::Regs).contains("paging: i386 PAE"));
-    let tlb = text(Query::Tlb { pid: None });
+    assert!(text(Query::Regs { cpu: None }).contains("paging: i386 PAE"));
+    let tlb = text(Query::Tlb {
+        pid: None,
+        cpu: None,
+    });
     assert!(
         tlb.starts_with("0000000008048000: 000000004afc6000 ----A--U-\n"),
         "{tlb}"

@@ -186,6 +186,12 @@ pub fn kernel_stack_pages() -> u64 {
     (STACKS.lock().iter().flatten().count() as u64) << THREAD_SIZE_ORDER
 }
 
+/// The address of the per-CPU table of running slots, for the host's
+/// inspector.
+pub fn current_slots_address() -> u64 {
+    CURRENT.as_ptr() as u64
+}
+
 /// The slot this CPU runs.
 pub fn current_slot() -> usize {
     slot_on(smp_processor_id().index())

@@ -330,3 +330,8 @@ pub fn pkmap_address() -> u64 {
 pub fn kmap_local_address() -> u64 {
     KMAP_LOCAL.address()
 }
+
+/// The address of pkmap_map_wait.
+pub fn pkmap_wait_address() -> u64 {
+    &PKMAP_WAIT as *const WaitQueue as u64
+}

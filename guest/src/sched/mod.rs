@@ -14,9 +14,12 @@
 
 pub mod wait;
 
+use core::fmt;
+use core::mem::{align_of, offset_of, size_of};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use abi::boot::MAX_CPUS;
+use abi::vmcoreinfo::{num, off, sym, Writer};
 use spin::Mutex;
 
 use crate::arch::irqflags::{
@@ -41,24 +44,44 @@ pub struct Tid {
     generation: u32,
 }
 
-/// A thread's state (TASK_RUNNING and friends).
+/// A thread's state (TASK_RUNNING and friends). A primitive
+/// representation gives it a defined layout the host reads: the u32 tag
+/// first, then the wait channel (see [`write_vmcoreinfo`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum State {
-    Unused,
+    Unused = tag::UNUSED,
     /// On a CPU.
-    Running,
+    Running = tag::RUNNING,
     /// Waiting for a CPU.
-    Runnable,
+    Runnable = tag::RUNNABLE,
     /// Asleep on the named wait channel.
-    Sleeping(&'static str),
+    Sleeping(&'static str) = tag::SLEEPING,
     /// Exited; its stack is freed once it is off its CPU.
-    Dead,
+    Dead = tag::DEAD,
 }
+
+/// `State`'s discriminants, as the descriptor publishes them.
+mod tag {
+    pub const UNUSED: u32 = 0;
+    pub const RUNNING: u32 = 1;
+    pub const RUNNABLE: u32 = 2;
+    pub const SLEEPING: u32 = 3;
+    pub const DEAD: u32 = 4;
+}
+
+/// Where `Sleeping`'s channel lies in a `State`: a `#[repr(u32)]` enum is
+/// laid out as a `#[repr(C)]` union of `#[repr(C)]` structs that each
+/// start with the tag (the Reference's "primitive representation of
+/// enums with fields"), so the field follows the tag at its alignment.
+const WCHAN_IN_STATE: usize = size_of::<u32>().next_multiple_of(align_of::<&str>());
 
 struct Thread {
     state: State,
     name: &'static str,
     generation: u32,
+    /// The CPU it runs on or last ran on (task_cpu()).
+    cpu: u32,
     /// cpus_allowed.
     allowed: u64,
     entry: Option<(fn(u64), u64)>,
@@ -69,6 +92,7 @@ impl Thread {
         state: State::Unused,
         name: "",
         generation: 0,
+        cpu: 0,
         allowed: 0,
         entry: None,
     };
@@ -158,6 +182,7 @@ pub fn init() -> Result<(), SpawnError> {
             state: State::Runnable,
             name: "swapper/0",
             generation: 1,
+            cpu: 0,
             allowed: 1,
             entry: Some((|_| idle_loop(), 0)),
         };
@@ -165,6 +190,7 @@ pub fn init() -> Result<(), SpawnError> {
             state: State::Running,
             name: "init",
             generation: 1,
+            cpu: 0,
             // Pinned: it runs user tasks, whose entry path is the boot CPU's.
             allowed: 1,
             entry: None,
@@ -183,6 +209,7 @@ pub fn start_idle(cpu: usize) -> ! {
             state: State::Running,
             name: IDLE_NAMES[cpu],
             generation: 1,
+            cpu: cpu as u32,
             allowed: 1 << cpu,
             entry: None,
         }
@@ -231,6 +258,8 @@ pub fn spawn(
     allowed: u64,
 ) -> Result<Tid, SpawnError> {
     let stack = KernelStack::new().map_err(|_| SpawnError::NoMemory)?;
+    // sched_fork(): a new thread starts out on its parent's CPU.
+    let cpu = smp_processor_id().index() as u32;
     let tid = with_rq(|rq| {
         // A slot is free once its last thread's stack was released.
         match rq.threads[INIT + 1..]
@@ -245,6 +274,7 @@ pub fn spawn(
                     state: State::Runnable,
                     name,
                     generation: t.generation.wrapping_add(1),
+                    cpu,
                     allowed,
                     entry: Some((entry, arg)),
                 };
@@ -308,6 +338,7 @@ pub fn schedule() {
         // Also when `prev` itself was picked: it may have been woken
         // between setting itself asleep and this call.
         rq.threads[next].state = State::Running;
+        rq.threads[next].cpu = me as u32;
         next
     });
     if next != prev {
@@ -492,4 +523,33 @@ pub fn state(tid: Tid) -> Option<State> {
         let t = &rq.threads[tid.slot];
         (t.generation == tid.generation).then_some(t.state)
     })
+}
+
+/// The thread table for the host's inspector (the vmcoreinfo descriptor):
+/// where it is, each slot's layout and state values, the slot each CPU
+/// runs. Written once at boot; the running kernel never touches it.
+pub fn write_vmcoreinfo<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
+    w.symbol(sym::THREADS, with_rq(|rq| rq.threads.as_ptr() as u64))?;
+    w.length(off::THREAD, MAX_THREADS)?;
+    w.size(off::THREAD, size_of::<Thread>())?;
+    w.offset(off::THREAD_NAME, offset_of!(Thread, name))?;
+    w.offset(off::THREAD_STATE, offset_of!(Thread, state))?;
+    w.offset(
+        off::THREAD_WCHAN,
+        offset_of!(Thread, state) + WCHAN_IN_STATE,
+    )?;
+    w.offset(off::THREAD_CPU, offset_of!(Thread, cpu))?;
+    w.offset(off::THREAD_ALLOWED, offset_of!(Thread, allowed))?;
+    for (name, value) in [
+        (num::THREAD_UNUSED, tag::UNUSED),
+        (num::THREAD_RUNNING, tag::RUNNING),
+        (num::THREAD_RUNNABLE, tag::RUNNABLE),
+        (num::THREAD_SLEEPING, tag::SLEEPING),
+        (num::THREAD_DEAD, tag::DEAD),
+    ] {
+        w.number(name, value.into())?;
+    }
+    w.symbol(sym::CURRENT_SLOT, switch::current_slots_address())?;
+    w.length(off::CURRENT_SLOT, MAX_CPUS)?;
+    w.offset(off::WAIT_QUEUE_WAITERS, wait::WAITERS_OFFSET)
 }

@@ -18,6 +18,9 @@ pub struct WaitQueue {
     waiters: AtomicU64,
 }
 
+/// Where the mask lies in a queue, for the host's inspector.
+pub const WAITERS_OFFSET: usize = core::mem::offset_of!(WaitQueue, waiters);
+
 impl WaitQueue {
     pub const fn new() -> Self {
         WaitQueue {

@@ -27,6 +27,9 @@ const MAX_PKMAP: u64 = 4096;
 const MAX_EVENTS: usize = 256;
 /// Longest task comm accepted.
 pub const MAX_NAME: u64 = 64;
+/// Most thread slots the host reads (the guest has 64; Linux's PID_MAX
+/// bounds tasks, this bounds one table read slot by slot).
+const MAX_THREADS: u64 = 4096;
 
 type R<T> = Result<T, InspectError>;
 
@@ -312,6 +315,30 @@ pub struct TaskLayout {
     pub vm_growsdown: u64,
 }
 
+/// The scheduler's thread table, the slot each CPU runs, and
+/// pkmap_map_wait.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadLayout {
+    /// Slot 0; slot `i` is `i * thread.size` bytes further.
+    pub table: u64,
+    pub slots: u64,
+    pub thread: Struct,
+    pub name: u64,
+    pub state: u64,
+    pub wchan: u64,
+    pub cpu: u64,
+    pub allowed: u64,
+    pub unused: u64,
+    pub running: u64,
+    pub runnable: u64,
+    pub sleeping: u64,
+    pub dead: u64,
+    /// `current_slot`: (address, CPUs), a u64 per CPU.
+    pub current: Option<(u64, u64)>,
+    /// The address of pkmap_map_wait's mask of sleeping slots.
+    pub pkmap_wait: Option<u64>,
+}
+
 /// A kernel image section (`_text`..`_etext` and so on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Section {
@@ -335,6 +362,8 @@ pub struct Descriptor {
     pub vmap: R<VmapLayout>,
     pub slub: R<SlubLayout>,
     pub tasks: R<TaskLayout>,
+    /// None when the guest publishes no thread table.
+    pub threads: R<Option<ThreadLayout>>,
     /// `vm_event_states` and each counter's (name, offset).
     pub events: Option<(u64, Vec<(String, u64)>)>,
 }
@@ -398,6 +427,7 @@ impl Descriptor {
             vmap: vmap_layout(&k),
             slub: slub_layout(&k),
             tasks: task_layout(&k),
+            threads: thread_layout(&k),
             events,
         })
     }
@@ -660,4 +690,36 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         vm_shared: k.number_or(num::VMA_SHARED, 8),
         vm_growsdown: k.number_or(num::VMA_GROWSDOWN, 0x100),
     })
+}
+
+fn thread_layout(k: &Keys) -> R<Option<ThreadLayout>> {
+    let Some(table) = k.get(Kind::Symbol, sym::THREADS) else {
+        return Ok(None);
+    };
+    let thread = k.structure(off::THREAD)?;
+    let wait = |name: &str| -> R<Option<u64>> {
+        k.get(Kind::Symbol, name)
+            .map(|at| Ok(at.wrapping_add(k.member(off::WAIT_QUEUE_WAITERS)?)))
+            .transpose()
+    };
+    Ok(Some(ThreadLayout {
+        table,
+        slots: k.length(off::THREAD, MAX_THREADS)?,
+        thread,
+        name: k.field(thread, off::THREAD_NAME, 16)?,
+        state: k.field(thread, off::THREAD_STATE, 4)?,
+        wchan: k.field(thread, off::THREAD_WCHAN, 16)?,
+        cpu: k.field(thread, off::THREAD_CPU, 4)?,
+        allowed: k.field(thread, off::THREAD_ALLOWED, 8)?,
+        unused: k.number(num::THREAD_UNUSED)?,
+        running: k.number(num::THREAD_RUNNING)?,
+        runnable: k.number(num::THREAD_RUNNABLE)?,
+        sleeping: k.number(num::THREAD_SLEEPING)?,
+        dead: k.number(num::THREAD_DEAD)?,
+        current: k
+            .get(Kind::Symbol, sym::CURRENT_SLOT)
+            .map(|at| Ok::<_, InspectError>((at, k.length(off::CURRENT_SLOT, MAX_CPUS)?)))
+            .transpose()?,
+        pkmap_wait: wait(sym::PKMAP_MAP_WAIT)?,
+    }))
 }

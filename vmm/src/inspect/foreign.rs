@@ -591,6 +591,10 @@ pub fn run(t: &Tables, query: &Query) -> R<Answer> {
         t.cpu_root()
             .ok_or_else(|| InspectError::new("cpu 0 has no CR3 in the dump"))
     };
+    let listing_root = |cpu: Option<u32>| match cpu {
+        Some(c) => t.t.cpu_root(c),
+        None => cpu_root(),
+    };
     Ok(match *query {
         Query::Vtop { va, pid, cr3 } => {
             no_pid(pid)?;
@@ -608,13 +612,13 @@ pub fn run(t: &Tables, query: &Query) -> R<Answer> {
             no_pid(pid)?;
             translate::hexdump_in(t, cpu_root()?, va, len.unwrap_or(64))?.into()
         }
-        Query::Tlb { pid } => {
+        Query::Tlb { pid, cpu } => {
             no_pid(pid)?;
-            tables::tlb_in(t, cpu_root()?).into()
+            tables::tlb_in(t, listing_root(cpu)?).into()
         }
-        Query::Mem { pid } => {
+        Query::Mem { pid, cpu } => {
             no_pid(pid)?;
-            tables::mem_in(t, cpu_root()?).into()
+            tables::mem_in(t, listing_root(cpu)?).into()
         }
         Query::Ptov { pa } => {
             let root = cpu_root()?;

@@ -178,6 +178,9 @@ impl Render for Note {
 /// The vCPU registers.
 #[derive(Serialize)]
 pub struct CpuRegs {
+    /// The one CPU asked for (`--cpu`), alone in `cpus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
     pub cpus: Vec<Regs>,
     /// A foreign kernel's paging mode, as its registers select it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,7 @@ pub struct CpuRegs {
 impl Render for CpuRegs {
     fn text(&self, s: &mut String) {
         for (i, r) in self.cpus.iter().enumerate() {
+            let i = self.cpu.map_or(i, |c| c as usize);
             let _ = writeln!(s, "cpu {i}: RIP={:#018x} RFLAGS={:#x}", r.rip, r.rflags);
             for (n, v) in GPR_NAMES.iter().zip(r.gpr) {
                 let _ = write!(s, " {}={v:#x}", n.to_uppercase());
@@ -219,17 +223,24 @@ impl Render for DescriptorText {
 /// logged (`-v`).
 pub fn run(t: &Target, query: &Query) -> R<Answer> {
     Ok(match query {
-        Query::Regs => CpuRegs {
-            cpus: t.cpus.clone(),
-            paging: match t.guest {
-                Guest::Ours => None,
-                Guest::Foreign { efer_known } => Some(t.cpus.first().map_or_else(
-                    || "paging: unknown (the dump has no CPU registers)".into(),
-                    |r| foreign::describe(r, efer_known),
-                )),
-            },
+        &Query::Regs { cpu } => {
+            let cpus = match cpu {
+                Some(c) => vec![*t.cpu(c)?],
+                None => t.cpus.clone(),
+            };
+            CpuRegs {
+                cpu,
+                paging: match t.guest {
+                    Guest::Ours => None,
+                    Guest::Foreign { efer_known } => Some(cpus.first().map_or_else(
+                        || "paging: unknown (the dump has no CPU registers)".into(),
+                        |r| foreign::describe(r, efer_known),
+                    )),
+                },
+                cpus,
+            }
+            .into()
         }
-        .into(),
         Query::Vmcoreinfo => {
             let raw = t.info.as_deref().ok_or_else(|| {
                 InspectError::new("the guest has not published its descriptor yet")
@@ -266,8 +277,8 @@ fn run_on(k: &Kernel, query: &Query) -> R<Answer> {
         Query::Vtop { va, pid, cr3 } => translate::vtop(k, va, cr3, pid)?.into(),
         Query::Ptov { pa } => translate::ptov(k, pa)?.into(),
         Query::X { va, len, pid } => translate::hexdump(k, va, len.unwrap_or(64), pid)?.into(),
-        Query::Tlb { pid } => tables::tlb(k, pid)?.into(),
-        Query::Mem { pid } => tables::mem(k, pid)?.into(),
+        Query::Tlb { pid, cpu } => tables::tlb(k, pid, cpu)?.into(),
+        Query::Mem { pid, cpu } => tables::mem(k, pid, cpu)?.into(),
         Query::Layout => tables::layout(k).into(),
         Query::Meminfo => procfs::meminfo(k)?.into(),
         Query::Zoneinfo => procfs::zoneinfo(k)?.into(),
@@ -278,7 +289,7 @@ fn run_on(k: &Kernel, query: &Query) -> R<Answer> {
         Query::Ps => procfs::ps(k)?.into(),
         Query::Vma { pid } => procfs::maps(k, pid)?.into(),
         Query::Audit => audit::audit(k)?.into(),
-        Query::Regs | Query::Vmcoreinfo => {
+        Query::Regs { .. } | Query::Vmcoreinfo => {
             return Err(InspectError::bad_input(
                 "this command does not read the kernel's structures",
             ))

@@ -1,12 +1,12 @@
 //! The /proc views, read from the guest's own structures: meminfo,
 //! zoneinfo, buddyinfo, vmallocinfo, slabinfo, PID/maps (`vma`), crash's
-//! `ps`, and the pkmap and kmap_local slots.
+//! `ps` (tasks and kernel threads), and the pkmap and kmap_local slots.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::procs::{SlabCache, TaskInfo};
+use super::procs::{SlabCache, TaskInfo, ThreadInfo, Threads};
 use super::reader::{Anomalies, Kernel, VmapArea, ZoneInfo};
 use super::{anomaly_lines, Render, PAGE, R};
 
@@ -282,11 +282,19 @@ pub struct Pkmap {
     pub slots: Vec<PkmapSlot>,
     /// Every CPU's kmap_local stack.
     pub kmap_local: Vec<LocalStack>,
+    /// The threads asleep on pkmap_map_wait, waiting for a free slot
+    /// (None: the guest does not publish the queue).
+    pub pkmap_map_wait: Option<Vec<ThreadInfo>>,
+    pub anomalies: Anomalies,
 }
 
 pub fn pkmap(k: &Kernel) -> R<Pkmap> {
     let p = k.pkmap()?;
     let stacks = k.kmap_local()?;
+    let (sleepers, anomalies) = match k.pkmap_sleepers()? {
+        Some((sleepers, bad)) => (Some(sleepers), bad),
+        None => (None, Anomalies::default()),
+    };
     let count = |want: fn(u32) -> bool| p.slots.iter().filter(|(c, _)| want(*c)).count() as u64;
     Ok(Pkmap {
         nr_slots: p.slots.len(),
@@ -326,6 +334,8 @@ pub fn pkmap(k: &Kernel) -> R<Pkmap> {
                     .collect(),
             })
             .collect(),
+        pkmap_map_wait: sleepers,
+        anomalies,
     })
 }
 
@@ -364,6 +374,17 @@ impl Render for Pkmap {
                 let _ = writeln!(s, "  slot {:>2}  {:#010x}  pfn {:#x}", l.slot, l.va, l.pfn);
             }
         }
+        if let Some(sleepers) = &self.pkmap_map_wait {
+            let _ = writeln!(s, "pkmap_map_wait: {} sleeper(s)", sleepers.len());
+            for t in sleepers {
+                let _ = writeln!(
+                    s,
+                    "  thread {:>2}  [{}]  {}  cpu {}",
+                    t.slot, t.name, t.state, t.cpu
+                );
+            }
+        }
+        anomaly_lines(s, &self.anomalies);
     }
 }
 
@@ -404,18 +425,43 @@ pub struct PsRow {
     pub state: String,
     /// Its tables are the vCPU's CR3.
     pub active: bool,
+    /// The first vCPU whose CR3 its tables are: the CPU it runs on.
+    pub cpu: Option<usize>,
 }
 
-/// `ps`: crash's ps, plus each address space's root; swapper first.
+/// `ps`: crash's ps, plus each address space's root; swapper first; then
+/// the kernel threads.
 #[derive(Serialize)]
 pub struct Ps {
     pub tasks: Vec<PsRow>,
+    pub threads: Vec<ThreadInfo>,
     pub anomalies: Anomalies,
 }
 
 pub fn ps(k: &Kernel) -> R<Ps> {
     let (tasks, bad) = k.tasks()?;
-    let cr3 = k.t.cpus.first().map_or(0, |r| r.cr3 & pagetable::ADDR_MASK);
+    let mut anomalies = bad.clone();
+    let threads = match k.threads() {
+        Ok(Some(Threads {
+            threads,
+            anomalies: b,
+        })) => {
+            anomalies.extend(&b);
+            threads
+        }
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            anomalies.push(format!("thread table: {}", e.msg));
+            Vec::new()
+        }
+    };
+    let roots: Vec<u64> =
+        k.t.cpus
+            .iter()
+            .map(|r| r.cr3 & pagetable::ADDR_MASK)
+            .collect();
+    let cpu_of = |pgd: u64| roots.iter().position(|&r| r == pgd);
+    let cr3 = roots.first().copied().unwrap_or(0);
     let swapper = TaskInfo {
         task: 0,
         pid: 0,
@@ -436,22 +482,30 @@ pub fn ps(k: &Kernel) -> R<Ps> {
         state: "-".into(),
         active: k.swapper == cr3,
         task: swapper,
+        cpu: None,
     }];
     rows.extend(tasks.iter().map(|t| PsRow {
         state: k.state_name(t.state),
         active: t.pgd == cr3,
+        cpu: cpu_of(t.pgd),
         task: t.clone(),
     }));
     Ok(Ps {
         tasks: rows,
-        anomalies: bad.clone(),
+        threads,
+        anomalies,
     })
+}
+
+/// A CPU number, or `-`.
+fn cpu_column(cpu: Option<impl std::fmt::Display>) -> String {
+    cpu.map_or_else(|| "-".into(), |c| c.to_string())
 }
 
 impl Render for Ps {
     fn text(&self, s: &mut String) {
         s.push_str(
-            "   PID  ST        TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS  COMM\n",
+            "   PID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS  COMM\n",
         );
         for r in &self.tasks {
             let t = &r.task;
@@ -459,16 +513,17 @@ impl Render for Ps {
             if t.pid == 0 {
                 let _ = writeln!(
                     s,
-                    "{mark}    0  -         -           -           {:#010x}     -         -         -  {}",
+                    "{mark}    0  -           -  -           -           {:#010x}     -         -         -  {}",
                     t.pgd, t.comm
                 );
                 continue;
             }
             let _ = writeln!(
                 s,
-                "{mark}{:>5}  {:<9} {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {}",
+                "{mark}{:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {}",
                 t.pid,
                 r.state,
+                cpu_column(r.cpu),
                 t.task,
                 t.mm,
                 t.pgd,
@@ -476,6 +531,23 @@ impl Render for Ps {
                 t.total_vm.saturating_mul(4),
                 t.rss.saturating_mul(4),
                 t.comm
+            );
+        }
+        if !self.threads.is_empty() {
+            s.push_str("\n  SLOT  ST        CPU  ALLOWED             WCHAN             COMM\n");
+        }
+        // '>' marks each CPU's current thread, as for tasks.
+        for t in &self.threads {
+            let _ = writeln!(
+                s,
+                "{}{:>5}  {:<9} {:>3}  {:<18}  {:<16}  [{}]",
+                if t.current_on.is_some() { '>' } else { ' ' },
+                t.slot,
+                t.state,
+                t.cpu,
+                format!("{:#x}", t.cpus_allowed),
+                t.wchan.as_deref().unwrap_or("-"),
+                t.name
             );
         }
         anomaly_lines(s, &self.anomalies);

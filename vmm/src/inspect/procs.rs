@@ -1,7 +1,8 @@
-//! The guest's processes and slab caches, read from its own structures:
-//! the SLUB registry (`SYMBOL(slab_caches)`), the task list (the `tasks`
-//! list_head of each task_struct, headed by `SYMBOL(init_task)`) and each
-//! task's mm_struct and vm_area_struct list.
+//! The guest's processes, kernel threads and slab caches, read from its
+//! own structures: the SLUB registry (`SYMBOL(slab_caches)`), the task
+//! list (the `tasks` list_head of each task_struct, headed by
+//! `SYMBOL(init_task)`), each task's mm_struct and vm_area_struct list,
+//! and the scheduler's thread table (`SYMBOL(threads)`).
 //!
 //! Each list is bounded by what it can legitimately hold: no more tasks
 //! or caches than fit in RAM, no more VMAs than Linux's max_map_count or
@@ -12,8 +13,8 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::descriptor::MAX_NAME;
-use super::reader::{checked_name, Anomalies, Kernel};
+use super::descriptor::{ThreadLayout, MAX_NAME};
+use super::reader::{checked_name, Anomalies, Fields, Kernel};
 use super::{InspectError, PAGE, R};
 
 /// Linux's DEFAULT_MAX_MAP_COUNT (65530): the most VMAs an mm may have.
@@ -58,6 +59,31 @@ pub struct TaskInfo {
     pub brk: u64,
     pub mmap_base: u64,
     pub rss: u64,
+}
+
+/// A kernel thread: one used slot of the scheduler's table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadInfo {
+    pub slot: u64,
+    pub name: String,
+    /// running, runnable, sleeping, dead (or `state N`).
+    pub state: String,
+    /// The CPU it runs on or last ran on.
+    pub cpu: u32,
+    /// The wait channel it sleeps on.
+    pub wchan: Option<String>,
+    /// The CPUs it may run on (a mask).
+    pub cpus_allowed: u64,
+    /// The CPU whose current thread it is, if one's is.
+    pub current_on: Option<u64>,
+}
+
+/// The thread table: the used slots in slot order, the slot each CPU
+/// runs, and what was wrong.
+#[derive(Clone, Debug, Default)]
+pub struct Threads {
+    pub threads: Vec<ThreadInfo>,
+    pub anomalies: Anomalies,
 }
 
 /// One vm_area_struct.
@@ -418,6 +444,110 @@ impl Kernel<'_> {
         }
     }
 
+    /// The scheduler's threads: the table's used slots, each CPU's
+    /// current one marked; None when the guest
+    /// publishes no table. A table of LENGTH(thread) slots, capped, is
+    /// read slot by slot within the budget; names and wait channels are
+    /// bounded `&'static str`s.
+    pub fn threads(&self) -> R<Option<Threads>> {
+        let Some(l) = self.layout(&self.d.threads)? else {
+            return Ok(None);
+        };
+        let slots = l.slots.min(self.fit_in_ram(l.thread.size));
+        let mut out = Threads::default();
+        let current = self.current_slots(&l, slots, &mut out.anomalies);
+        for slot in 0..slots {
+            let at = l.table.wrapping_add(slot * l.thread.size);
+            let b = match self.read_struct(at, l.thread.size) {
+                Ok(b) => b,
+                Err(e) => {
+                    out.anomalies
+                        .push(format!("thread table: slot {slot}: {}; table cut", e.msg));
+                    break;
+                }
+            };
+            let state = u64::from(b.u32(l.state));
+            if state == l.unused {
+                continue;
+            }
+            let current_on = current
+                .iter()
+                .position(|&s| s == Some(slot))
+                .map(|cpu| cpu as u64);
+            let mut name = |field: u64, what: &str| {
+                self.guest_str(b.u64(field), b.u64(field + 8), MAX_NAME)
+                    .unwrap_or_else(|e| {
+                        out.anomalies
+                            .push(format!("thread slot {slot}: {what}: {e}"));
+                        "?".into()
+                    })
+            };
+            let wchan = (state == l.sleeping).then(|| name(l.wchan, "wait channel"));
+            out.threads.push(ThreadInfo {
+                slot,
+                name: name(l.name, "name"),
+                state: thread_state_name(&l, state),
+                cpu: b.u32(l.cpu),
+                wchan,
+                cpus_allowed: b.u64(l.allowed),
+                current_on,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// The slot each CPU runs (None: none yet), from `current_slot`; a
+    /// slot outside the table is an anomaly.
+    fn current_slots(&self, l: &ThreadLayout, slots: u64, bad: &mut Anomalies) -> Vec<Option<u64>> {
+        let Some((at, cpus)) = l.current else {
+            return Vec::new();
+        };
+        let mut raw = vec![0u8; cpus as usize * 8];
+        if let Err(e) = self.read_va(at, &mut raw) {
+            bad.push(format!("current_slot: {}", e.msg));
+            return Vec::new();
+        }
+        raw.chunks_exact(8)
+            .enumerate()
+            .map(|(cpu, w)| match Fields::le(w, 0, 8) {
+                u64::MAX => None,
+                s if s < slots => Some(s),
+                s => {
+                    bad.push(format!(
+                        "current_slot: CPU {cpu} runs slot {s}, outside the {slots}-slot table"
+                    ));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The slots asleep on pkmap_map_wait (bits of its mask), with their
+    /// threads; None when the guest does not publish the queue.
+    pub fn pkmap_sleepers(&self) -> R<Option<(Vec<ThreadInfo>, Anomalies)>> {
+        let Some(l) = self.layout(&self.d.threads)? else {
+            return Ok(None);
+        };
+        let Some(at) = l.pkmap_wait else {
+            return Ok(None);
+        };
+        let mask = self.u64_at(at)?;
+        let Threads {
+            threads,
+            mut anomalies,
+        } = self.threads()?.unwrap_or_default();
+        let mut sleepers = Vec::new();
+        for slot in (0..64).filter(|s| mask & (1 << s) != 0) {
+            match threads.iter().find(|t| t.slot == slot) {
+                Some(t) => sleepers.push(t.clone()),
+                None => anomalies.push(format!(
+                    "pkmap_map_wait: slot {slot} is queued but has no thread"
+                )),
+            }
+        }
+        Ok(Some((sleepers, anomalies)))
+    }
+
     /// The state's name, as crash's ps prints it.
     pub fn state_name(&self, state: u32) -> String {
         let l = self.tasks_layout().ok();
@@ -464,6 +594,18 @@ impl Kernel<'_> {
             }
         }
         (spaces, bad)
+    }
+}
+
+/// A thread state's name, as ps prints it.
+fn thread_state_name(l: &ThreadLayout, state: u64) -> String {
+    match state {
+        s if s == l.running => "running".into(),
+        s if s == l.runnable => "runnable".into(),
+        s if s == l.sleeping => "sleeping".into(),
+        s if s == l.dead => "dead".into(),
+        s if s == l.unused => "unused".into(),
+        s => format!("state {s}"),
     }
 }
 

@@ -28,17 +28,24 @@ pub enum Query {
         #[arg(value_parser = parse_hex)]
         pa: u64,
     },
-    /// Every leaf mapping (QEMU `info tlb`) under the vCPU's CR3.
+    /// Every leaf mapping (QEMU `info tlb`) under a vCPU's CR3 (CPU 0's).
     Tlb {
         /// List this process's address space instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cpu")]
         pid: Option<u32>,
+        /// List the tables of this vCPU's CR3.
+        #[arg(long)]
+        cpu: Option<u32>,
     },
-    /// Mapped ranges with permissions (QEMU `info mem`, plus x for executable).
+    /// Mapped ranges with permissions (QEMU `info mem`, plus x for
+    /// executable), under a vCPU's CR3 (CPU 0's).
     Mem {
         /// List this process's address space instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cpu")]
         pid: Option<u32>,
+        /// List the tables of this vCPU's CR3.
+        #[arg(long)]
+        cpu: Option<u32>,
     },
     /// The kernel regions, their ranges and how much of each is mapped.
     Layout,
@@ -50,12 +57,15 @@ pub enum Query {
     Buddyinfo,
     /// /proc/vmallocinfo.
     Vmallocinfo,
-    /// pkmap slots and counts, and the kmap_local stack.
+    /// pkmap slots and counts, the threads asleep on pkmap_map_wait, and
+    /// each CPU's kmap_local stack.
     Pkmap,
     /// /proc/slabinfo, from the guest's SLUB registry.
     Slabinfo,
-    /// The processes (crash `ps`): pid, state, task_struct, mm_struct,
-    /// page-table root, VMA count, sizes; the kernel's root first.
+    /// The processes (crash `ps`): pid, state, CPU, task_struct,
+    /// mm_struct, page-table root, VMA count, sizes; the kernel's root
+    /// first. Then the kernel threads: slot, state, CPU, allowed CPUs,
+    /// wait channel, name; `>` marks what each CPU runs.
     Ps,
     /// A process's VMAs, /proc/PID/maps style, from its vm_area_struct list.
     Vma {
@@ -75,8 +85,12 @@ pub enum Query {
         #[arg(long)]
         pid: Option<u32>,
     },
-    /// The vCPU registers.
-    Regs,
+    /// The vCPU registers, every CPU's.
+    Regs {
+        /// Only this vCPU's.
+        #[arg(long)]
+        cpu: Option<u32>,
+    },
     /// The descriptor the guest published.
     Vmcoreinfo,
 }
@@ -133,8 +147,19 @@ mod tests {
             assert_eq!(serde_json::from_str::<Query>(&text).unwrap(), q, "{text}");
         }
         assert_eq!(
-            serde_json::to_string(&Query::Tlb { pid: None }).unwrap(),
-            r#"{"tlb":{"pid":null}}"#
+            serde_json::to_string(&Query::Tlb {
+                pid: None,
+                cpu: Some(1)
+            })
+            .unwrap(),
+            r#"{"tlb":{"pid":null,"cpu":1}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Query>(r#"{"tlb":{}}"#).unwrap(),
+            Query::Tlb {
+                pid: None,
+                cpu: None
+            }
         );
         assert!(serde_json::from_str::<Query>(r#"{"tlb":{"pid":1,"extra":2}}"#).is_err());
     }

@@ -59,6 +59,30 @@ pub struct Target {
     pub slab: BTreeMap<u64, u32>,
 }
 
+impl Target {
+    /// vCPU `cpu`'s registers: a CPU the target has none for is a bad
+    /// argument.
+    pub fn cpu(&self, cpu: u32) -> R<&Regs> {
+        self.cpus.get(cpu as usize).ok_or_else(|| {
+            InspectError::bad_input(match self.cpus.len() {
+                0 => format!("no CPU {cpu}: the target has no vCPU registers"),
+                n => format!(
+                    "no CPU {cpu}: the guest has {n} vCPU(s) with registers, 0 to {}",
+                    n - 1
+                ),
+            })
+        })
+    }
+
+    /// vCPU `cpu`'s page-table root (CR3).
+    pub fn cpu_root(&self, cpu: u32) -> R<u64> {
+        match self.cpu(cpu)?.cr3 {
+            0 => Err(InspectError::new(format!("CPU {cpu} has no CR3"))),
+            cr3 => Ok(cr3),
+        }
+    }
+}
+
 /// The first [`MAX_ANOMALIES`] problems found, and how many more.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Anomalies {

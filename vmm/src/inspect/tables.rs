@@ -19,11 +19,13 @@ use super::{anomaly_lines, Render, R};
 /// Most leaves (or ranges) one listing prints.
 pub const MAX_LINES: u64 = 100_000;
 
-/// The tables `tlb` and `mem` list: a process's, or the vCPU's current ones.
-fn listing_root(k: &Kernel, pid: Option<u32>) -> R<u64> {
-    Ok(match pid {
-        Some(pid) => k.task_root(pid)?.0,
-        None => k.current_root(),
+/// The tables `tlb` and `mem` list: a process's, a vCPU's, or CPU 0's
+/// current ones.
+fn listing_root(k: &Kernel, pid: Option<u32>, cpu: Option<u32>) -> R<u64> {
+    Ok(match (pid, cpu) {
+        (Some(pid), _) => k.task_root(pid)?.0,
+        (None, Some(cpu)) => k.t.cpu_root(cpu)?,
+        (None, None) => k.current_root(),
     })
 }
 
@@ -82,8 +84,8 @@ pub struct Tlb {
     pub qemu32: bool,
 }
 
-pub fn tlb(k: &Kernel, pid: Option<u32>) -> R<Tlb> {
-    Ok(tlb_in(k, listing_root(k, pid)?))
+pub fn tlb(k: &Kernel, pid: Option<u32>, cpu: Option<u32>) -> R<Tlb> {
+    Ok(tlb_in(k, listing_root(k, pid, cpu)?))
 }
 
 /// `tlb` under `root`.
@@ -150,8 +152,8 @@ pub struct MemRanges {
     pub truncated: bool,
 }
 
-pub fn mem(k: &Kernel, pid: Option<u32>) -> R<MemRanges> {
-    Ok(mem_in(k, listing_root(k, pid)?))
+pub fn mem(k: &Kernel, pid: Option<u32>, cpu: Option<u32>) -> R<MemRanges> {
+    Ok(mem_in(k, listing_root(k, pid, cpu)?))
 }
 
 /// `mem` under `root`. In 32-bit modes QEMU's mem_info_32/mem_info_pae32

@@ -97,7 +97,13 @@ pub fn run(paused: &Paused, t: &Target, iters: u32) -> Result<Answer, InspectErr
     let kvm_ns = per_translation(kvm_total);
     let mismatches = soft.iter().zip(&hw).filter(|(a, b)| a != b).count();
     let started = Instant::now();
-    let tlb = inspect::run(t, &Query::Tlb { pid: None })?;
+    let tlb = inspect::run(
+        t,
+        &Query::Tlb {
+            pid: None,
+            cpu: None,
+        },
+    )?;
     let Answer::Tlb(listing) = &tlb else {
         return Err(InspectError::new("bench: tlb gave no listing"));
     };
@@ -105,7 +111,13 @@ pub fn run(paused: &Paused, t: &Target, iters: u32) -> Result<Answer, InspectErr
     // The listing is capped at MAX_LINES; repeat it only while cheap.
     let tlb_iters = iters.min((BENCH_WORK / leaves.max(1) as u64).max(1) as u32);
     for _ in 1..tlb_iters {
-        inspect::run(t, &Query::Tlb { pid: None })?;
+        inspect::run(
+            t,
+            &Query::Tlb {
+                pid: None,
+                cpu: None,
+            },
+        )?;
     }
     let tlb_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(tlb_iters);
     Ok(Bench {

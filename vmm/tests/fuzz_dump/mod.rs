@@ -13,9 +13,18 @@ pub const MAX_ANSWER: usize = 32 << 20;
 /// fall in the small guest's tables, RAM, and nowhere.
 pub fn commands() -> Vec<Query> {
     let mut cmds = vec![
-        Query::Tlb { pid: None },
-        Query::Tlb { pid: Some(1) },
-        Query::Mem { pid: None },
+        Query::Tlb {
+            pid: None,
+            cpu: None,
+        },
+        Query::Tlb {
+            pid: Some(1),
+            cpu: None,
+        },
+        Query::Mem {
+            pid: None,
+            cpu: None,
+        },
         Query::Layout,
         Query::Meminfo,
         Query::Zoneinfo,
@@ -26,7 +35,7 @@ pub fn commands() -> Vec<Query> {
         Query::Ps,
         Query::Vma { pid: 1 },
         Query::Audit,
-        Query::Regs,
+        Query::Regs { cpu: None },
         Query::Vmcoreinfo,
     ];
     for va in [

@@ -48,12 +48,18 @@ impl Ram {
 
 fn q(name: &str) -> Query {
     match name {
-        "tlb" => Query::Tlb { pid: None },
-        "mem" => Query::Mem { pid: None },
+        "tlb" => Query::Tlb {
+            pid: None,
+            cpu: None,
+        },
+        "mem" => Query::Mem {
+            pid: None,
+            cpu: None,
+        },
         "layout" => Query::Layout,
         "buddyinfo" => Query::Buddyinfo,
         "zoneinfo" => Query::Zoneinfo,
-        "regs" => Query::Regs,
+        "regs" => Query::Regs { cpu: None },
         "ps" => Query::Ps,
         _ => unreachable!("{name}"),
     }
@@ -157,7 +163,15 @@ fn paging_off_and_missing_vmcoreinfo_are_one_line_errors() {
         "{}",
         e.msg
     );
-    let e = run(&t, &Query::Tlb { pid: Some(1) }).err().unwrap();
+    let e = run(
+        &t,
+        &Query::Tlb {
+            pid: Some(1),
+            cpu: None,
+        },
+    )
+    .err()
+    .unwrap();
     assert_eq!(e.status, 2);
 }
 

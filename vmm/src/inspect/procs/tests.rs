@@ -24,6 +24,13 @@ const MMS: u64 = 0x3800;
 const VMAS: u64 = 0x5000;
 const NAMES: u64 = 0x7000;
 const SLUB: u64 = 0x8000;
+/// The thread table (8 slots of 64 bytes), each CPU's slot, the wait
+/// queue and the threads' names.
+const THREADS: u64 = 0xb000;
+const THREAD_SIZE: u64 = 64;
+const CURRENT: u64 = 0xb400;
+const PKMAP_WAIT: u64 = 0xb500;
+const THREAD_NAMES: u64 = 0xb600;
 
 /// A descriptor: the kernel basics, mm's real SLUB layout for `Slub<4>`,
 /// and task/mm/vma layouts written here (the guest's come from its own
@@ -79,8 +86,38 @@ fn info() -> String {
     w.size(off::MM_STRUCT, 64).unwrap();
     w.size(off::VMA_STRUCT, 40).unwrap();
     mm::vmcoreinfo::write_slub::<4, _>(&mut w).unwrap();
+    w.symbol(sym::THREADS, PO + THREADS).unwrap();
+    w.length(off::THREAD, 8).unwrap();
+    w.size(off::THREAD, THREAD_SIZE as usize).unwrap();
+    for (n, o) in [
+        (off::THREAD_NAME, 0),
+        (off::THREAD_STATE, 16),
+        (off::THREAD_CPU, 20),
+        (off::THREAD_WCHAN, 24),
+        (off::THREAD_ALLOWED, 40),
+    ] {
+        w.offset(n, o).unwrap();
+    }
+    for (n, v) in [
+        (num::THREAD_UNUSED, 0),
+        (num::THREAD_RUNNING, 1),
+        (num::THREAD_RUNNABLE, 2),
+        (num::THREAD_SLEEPING, 3),
+        (num::THREAD_DEAD, 4),
+    ] {
+        w.number(n, v).unwrap();
+    }
+    w.symbol(sym::CURRENT_SLOT, PO + CURRENT).unwrap();
+    w.length(off::CURRENT_SLOT, 2).unwrap();
+    w.symbol(sym::PKMAP_MAP_WAIT, PO + PKMAP_WAIT).unwrap();
+    w.offset(off::WAIT_QUEUE_WAITERS, 0).unwrap();
     w.into_inner()
 }
+
+const RUNNING: u32 = 1;
+const RUNNABLE: u32 = 2;
+const SLEEPING: u32 = 3;
+const DEAD: u32 = 4;
 
 struct Mem(Vec<u8>);
 
@@ -149,6 +186,32 @@ impl Mem {
         }
     }
 
+    /// A `&'static str` at `at`: its (pointer, length).
+    fn str(&mut self, at: u64, text: &str) -> (u64, u64) {
+        self.put(at, text.as_bytes());
+        (PO + at, text.len() as u64)
+    }
+    /// Thread slot `slot`: its name, state, CPU, allowed CPUs and wait
+    /// channel, each name placed `0x40` bytes after the slot's own.
+    fn thread(&mut self, slot: u64, name: &str, state: u32, cpu: u32, allowed: u64, wchan: &str) {
+        let at = THREADS + slot * THREAD_SIZE;
+        let (ptr, len) = self.str(THREAD_NAMES + slot * 0x40, name);
+        self.u64(at, ptr);
+        self.u64(at + 8, len);
+        self.u32(at + 16, state);
+        self.u32(at + 20, cpu);
+        let (ptr, len) = self.str(THREAD_NAMES + slot * 0x40 + 0x20, wchan);
+        self.u64(at + 24, len);
+        self.u64(at + 32, ptr);
+        self.u64(at + 40, allowed);
+    }
+    /// The slot each CPU runs.
+    fn current(&mut self, slots: &[u64]) {
+        for (cpu, &slot) in slots.iter().enumerate() {
+            self.u64(CURRENT + cpu as u64 * 8, slot);
+        }
+    }
+
     /// Registry slot `slot` of `Slub<4>` as a live cache, per the descriptor.
     fn cache(&mut self, info: &str, slot: u64, mark: u8, name: (u64, u64), n: [u64; 6]) {
         let d = Vmcoreinfo::parse(info.as_bytes()).unwrap();
@@ -192,10 +255,16 @@ impl Mem {
             guest: Guest::Ours,
             mem: Box::new(VecMem(self.0)),
             info: Some(info.as_bytes().to_vec()),
-            cpus: vec![Regs {
-                cr3: 0x9000,
-                ..Default::default()
-            }],
+            cpus: vec![
+                Regs {
+                    cr3: 0x9000,
+                    ..Default::default()
+                },
+                Regs {
+                    cr3: 0x1000,
+                    ..Default::default()
+                },
+            ],
             slab: BTreeMap::new(),
         }
     }
@@ -259,8 +328,14 @@ fn bad_pid_is_one_error() {
     let t = m.target(&info());
     for c in [
         Query::Vma { pid: 8 },
-        Query::Tlb { pid: Some(8) },
-        Query::Mem { pid: Some(8) },
+        Query::Tlb {
+            pid: Some(8),
+            cpu: None,
+        },
+        Query::Mem {
+            pid: Some(8),
+            cpu: None,
+        },
         Query::Vtop {
             va: 0x8048000,
             pid: Some(8),
@@ -308,8 +383,15 @@ fn a_list_longer_than_map_count_is_cut() {
 /// The `ps` lines of the tasks and the anomaly lines.
 fn ps_of(m: Mem) -> (Vec<String>, Vec<String>) {
     let ps = run(&m.target(&info()), &Query::Ps).unwrap();
-    let lines = ps.text.lines().skip(2).map(str::to_string);
-    lines.partition(|l| !l.starts_with("anomaly: "))
+    let lines = ps.text.lines().skip(2);
+    let tasks = lines
+        .clone()
+        .take_while(|l| !l.is_empty() && !l.starts_with("anomaly: "));
+    let bad = lines.filter(|l| l.starts_with("anomaly: "));
+    (
+        tasks.map(str::to_string).collect(),
+        bad.map(str::to_string).collect(),
+    )
 }
 
 #[test]
@@ -562,6 +644,9 @@ proptest! {
         if plant {
             m.task(0, 1, b"p", &layout());
             m.link(&[0]);
+            m.thread(2, "init", SLEEPING, 0, 1, "pkmap_map_wait");
+            m.current(&[2, 1]);
+            m.u64(PKMAP_WAIT, 1 << 2);
         }
         for (i, w) in seed.iter().enumerate() {
             // Often a plausible kernel pointer into this RAM.
@@ -571,13 +656,207 @@ proptest! {
         }
         let t = m.target(&info);
         let _ = run(&t, &Query::Ps);
+        if let Ok(k) = super::super::Kernel::new(&t) {
+            let _ = k.pkmap_sleepers();
+        }
         let _ = run(&t, &Query::Slabinfo);
         let _ = run(&t, &Query::Audit);
         let _ = run(&t, &Query::Ptov { pa: 0x3000 });
         for pid in [0, 1, 7, u32::MAX] {
             let _ = run(&t, &Query::Vma { pid });
-            let _ = run(&t, &Query::Tlb { pid: Some(pid) });
+            let _ = run(&t, &Query::Tlb { pid: Some(pid), cpu: None });
             let _ = run(&t, &Query::Vtop { va: 0x8048000, pid: Some(pid), cr3: None });
         }
+    }
+}
+
+/// The guest's layout leaves room for the thread table above the SLUB
+/// registry in this test memory.
+#[test]
+fn the_thread_table_is_clear_of_the_registry() {
+    let info = info();
+    let d = Vmcoreinfo::parse(info.as_bytes()).unwrap();
+    let registry_end =
+        SLUB + d.offset(off::SLUB_LIVE).unwrap() + d.length(off::SLUB_CACHES).unwrap();
+    assert!(registry_end <= THREADS, "{registry_end:#x}");
+}
+
+/// A table of kernel threads: the boot CPU runs the kmap holder while
+/// `init` sleeps on pkmap_map_wait, CPU 1 idles.
+fn threads_mem() -> Mem {
+    let mut m = Mem::new();
+    m.link(&[]);
+    m.thread(0, "swapper/0", RUNNABLE, 0, 1, "");
+    m.thread(1, "swapper/1", RUNNING, 1, 2, "");
+    m.thread(2, "init", SLEEPING, 0, 1, "pkmap_map_wait");
+    m.thread(3, "kmap-holder", RUNNING, 0, u64::MAX, "");
+    m.thread(5, "stress", DEAD, 1, 3, "");
+    m.current(&[3, 1]);
+    m.u64(PKMAP_WAIT, 1 << 2);
+    m
+}
+
+#[test]
+fn ps_lists_kernel_threads_and_what_each_cpu_runs() {
+    let ps = run(&threads_mem().target(&info()), &Query::Ps).unwrap();
+    let lines: Vec<&str> = ps.text.lines().collect();
+    assert_eq!(
+        lines[2..],
+        [
+            "",
+            "  SLOT  ST        CPU  ALLOWED             WCHAN             COMM",
+            "     0  runnable    0  0x1                 -                 [swapper/0]",
+            ">    1  running     1  0x2                 -                 [swapper/1]",
+            "     2  sleeping    0  0x1                 pkmap_map_wait    [init]",
+            ">    3  running     0  0xffffffffffffffff  -                 [kmap-holder]",
+            "     5  dead        1  0x3                 -                 [stress]",
+        ],
+        "{}",
+        ps.text
+    );
+    let init = &ps.json["threads"][2];
+    assert_eq!(init["name"], "init");
+    assert_eq!(init["state"], "sleeping");
+    assert_eq!(init["wchan"], "pkmap_map_wait");
+    assert_eq!(init["cpu"], 0);
+    assert_eq!(init["current_on"], serde_json::Value::Null);
+    assert_eq!(ps.json["threads"][3]["current_on"], 0);
+    assert_eq!(ps.json["threads"][1]["current_on"], 1);
+    assert_eq!(ps.json["threads"].as_array().unwrap().len(), 5);
+
+    let t = threads_mem().target(&info());
+    let k = super::super::Kernel::new(&t).unwrap();
+    let (sleepers, bad) = k.pkmap_sleepers().unwrap().unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(
+        sleepers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["init"]
+    );
+}
+
+#[test]
+fn ps_gives_each_task_the_cpu_whose_cr3_it_is() {
+    let mut m = Mem::new();
+    m.task(0, 7, b"spin", &layout());
+    m.task(2, 9, b"demo", &layout()[..1]);
+    m.link(&[0, 2]);
+    let ps = run(&m.target(&info()), &Query::Ps).unwrap();
+    let tasks = ps.json["tasks"].as_array().unwrap();
+    assert_eq!(tasks[1]["cpu"], 0, "{}", ps.text);
+    assert_eq!(tasks[2]["cpu"], serde_json::Value::Null, "{}", ps.text);
+    let lines: Vec<&str> = ps.text.lines().collect();
+    assert!(
+        lines[2].starts_with(">    7  running     0  0x"),
+        "{}",
+        ps.text
+    );
+    assert!(
+        lines[3].starts_with("     9  running     -  0x"),
+        "{}",
+        ps.text
+    );
+}
+
+#[test]
+fn hostile_thread_tables_are_bounded_and_reported() {
+    // Names and channels that are not kernel strings, an unknown state,
+    // a CPU running a slot past the table, a queued slot without a thread.
+    let mut m = threads_mem();
+    let at = THREADS + 2 * THREAD_SIZE;
+    m.u64(at + 24, u64::MAX);
+    m.u64(at, 0x1234);
+    m.u32(THREADS + 16, 77);
+    m.current(&[9999, 1]);
+    m.u64(PKMAP_WAIT, (1 << 2) | (1 << 4) | (1 << 63));
+    let t = m.target(&info());
+    let ps = run(&t, &Query::Ps).unwrap();
+    for want in [
+        "     0  state 77    0",
+        "     2  sleeping    0  0x1                 ?                 [?]",
+        "anomaly: current_slot: CPU 0 runs slot 9999, outside the 8-slot table",
+        "anomaly: thread slot 2: wait channel: name length",
+        "anomaly: thread slot 2: name: name pointer",
+    ] {
+        assert!(ps.text.contains(want), "{want}\n{}", ps.text);
+    }
+    let k = super::super::Kernel::new(&t).unwrap();
+    let (sleepers, bad) = k.pkmap_sleepers().unwrap().unwrap();
+    assert_eq!(sleepers.len(), 1);
+    let bad: Vec<String> = bad.lines().collect();
+    assert!(
+        bad.contains(&"pkmap_map_wait: slot 4 is queued but has no thread".to_string())
+            && bad.contains(&"pkmap_map_wait: slot 63 is queued but has no thread".to_string()),
+        "{bad:?}"
+    );
+
+    // A table longer than RAM holds is read only as far as RAM goes.
+    let mut huge = info();
+    huge.push_str("LENGTH(thread)=18446744073709551615\n");
+    let mut m = Mem::new();
+    m.link(&[]);
+    let (name, len) = m.str(NAMES, "t");
+    for slot in 0..(RAM as u64 - THREADS) / THREAD_SIZE {
+        let at = THREADS + slot * THREAD_SIZE;
+        m.u64(at, name);
+        m.u64(at + 8, len);
+        m.u32(at + 16, RUNNABLE);
+    }
+    let ps = run(&m.target(&huge), &Query::Ps).unwrap();
+    assert!(ps.text.contains("; table cut"), "{}", ps.text);
+    assert!(ps.json["threads"].as_array().unwrap().len() as u64 <= RAM as u64 / THREAD_SIZE);
+
+    // A descriptor whose thread fields do not fit their slot: ps still
+    // lists the tasks, and says why there are no threads.
+    let mut bad = info();
+    bad.push_str("OFFSET(thread.cpus_allowed)=60\n");
+    let ps = run(&threads_mem().target(&bad), &Query::Ps).unwrap();
+    assert!(
+        ps.text
+            .contains("anomaly: thread table: vmcoreinfo: OFFSET(thread.cpus_allowed)=60"),
+        "{}",
+        ps.text
+    );
+    assert_eq!(ps.json["threads"].as_array().unwrap().len(), 0);
+}
+
+/// `--cpu` picks a vCPU's registers or tables; one the target lacks is a
+/// bad argument (status 2), one line.
+#[test]
+fn cpu_arguments_pick_a_vcpu_or_are_refused() {
+    let mut m = Mem::new();
+    m.link(&[]);
+    let t = m.target(&info());
+    let regs = run(&t, &Query::Regs { cpu: Some(1) }).unwrap();
+    assert!(regs.text.starts_with("cpu 1: RIP="), "{}", regs.text);
+    assert!(regs.text.contains("CR3=0x1000 "), "{}", regs.text);
+    assert_eq!(regs.json["cpu"], 1);
+    assert_eq!(regs.json["cpus"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        run(&t, &Query::Regs { cpu: None }).unwrap().json["cpus"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    for q in [
+        Query::Regs { cpu: Some(2) },
+        Query::Tlb {
+            pid: None,
+            cpu: Some(2),
+        },
+        Query::Mem {
+            pid: None,
+            cpu: Some(7),
+        },
+    ] {
+        let e = run(&t, &q).err().expect("an error");
+        assert_eq!(e.status, 2, "{q:?}");
+        assert!(e.msg.starts_with("no CPU "), "{}", e.msg);
+        assert!(
+            e.msg
+                .ends_with("the guest has 2 vCPU(s) with registers, 0 to 1"),
+            "{}",
+            e.msg
+        );
     }
 }
