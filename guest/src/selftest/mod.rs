@@ -113,7 +113,7 @@ mod slab;
 mod smp;
 mod vmalloc;
 
-const SUITES: [Suite; 9] = [
+const SUITES: [Suite; 10] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -123,6 +123,7 @@ const SUITES: [Suite; 9] = [
     process::SUITE,
     smp::SUITE,
     sched::SUITE,
+    sched::STRESS,
 ];
 
 /// The names `selftest=` accepts.

@@ -42,11 +42,18 @@ pub const SUITE: Suite = Suite {
             name: "sleeping in kmap_atomic or an interrupt is reported, not done",
             run: sleeping_in_atomic_context_is_reported,
         },
-        Test {
-            name: "threads on every CPU share the allocators and highmem",
-            run: stress_on_every_cpu,
-        },
     ],
+};
+
+/// Apart from `sched`, so that runs that test the scheduler's mechanics
+/// at many memory sizes need not pay for it.
+pub const STRESS: Suite = Suite {
+    name: "stress",
+    tick_page: false,
+    tests: &[Test {
+        name: "threads on every CPU share the allocators and highmem",
+        run: stress_on_every_cpu,
+    }],
 };
 
 /// How long a test waits for another thread before calling it hung.
