@@ -126,8 +126,10 @@ extern "C" {
     static INTERRUPT_STUBS: [u64; apic::VECTORS.len()];
 }
 
+/// Exceptions and system calls (the `syscall` entry's pseudo vector) go to
+/// the trap handler, the APIC's vectors to the interrupt handler.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    if frame.vector < NR_EXCEPTIONS as u64 {
+    if frame.vector < NR_EXCEPTIONS as u64 || frame.vector == super::user::SYSCALL_VECTOR {
         crate::trap::handle_exception(frame);
     } else {
         crate::irq::handle_interrupt(frame);
