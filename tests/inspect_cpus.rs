@@ -47,13 +47,13 @@ fn a_dump_shows_every_cpu_and_its_threads() {
             "--cpus",
             "2",
             "--cmdline",
-            "selftest=sched run=",
+            "selftest=sched,stress run=",
             "--dump-on-exit",
             core.to_str().unwrap(),
         ],
     );
     run.expect_status(0)
-        .expect_stdout("PASS sched: threads on every CPU share the allocators and highmem");
+        .expect_stdout("PASS stress: threads on every CPU share the allocators and highmem");
     let dump = ["--dump", core.to_str().unwrap()];
 
     // At exit the boot CPU runs init, CPU 1 its idle thread; swapper/0
