@@ -34,6 +34,21 @@ pub fn print() {
     with_node(|node| {
         let _ = node.write_buddyinfo(&mut *crate::console::CONSOLE.lock());
     });
+    // meminfo's lines for what the kernel holds outside slabs (the host's
+    // meminfo does not read these yet).
+    kprintln!("kernel memory:");
+    for (name, pages) in [
+        ("KernelStack", crate::arch::switch::kernel_stack_pages()),
+        // Per-CPU data from the page allocator: the tick pages.
+        ("Percpu", crate::time::tick_pages()),
+    ] {
+        kprintln!(
+            "{name}:{:pad$}{:>8} kB",
+            "",
+            pages * 4,
+            pad = 15 - name.len()
+        );
+    }
 }
 
 /// /proc/meminfo's memory lines, from the zones, the slab registry and the
@@ -65,9 +80,6 @@ fn print_meminfo() {
         ("LowTotal", kb(total - high_total)),
         ("LowFree", kb(free - high_free)),
         ("Slab", kb(slab_pages)),
-        ("KernelStack", kb(crate::arch::switch::kernel_stack_pages())),
-        // Per-CPU data from the page allocator: the tick pages.
-        ("Percpu", kb(crate::time::tick_pages())),
         ("VmallocTotal", (l.vmalloc_end - l.vmalloc_start) / 1024),
         ("VmallocUsed", kb(vmalloc_used)),
     ] {
