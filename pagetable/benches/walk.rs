@@ -192,6 +192,23 @@ fn bench_walk(c: &mut Criterion) {
     g.finish();
 }
 
+/// Maps `range` with 4 KiB leaves from HIGHMEM_PA and unmaps it again;
+/// returns the sum of the unmapped frames' addresses (so nothing is
+/// optimised away).
+fn map_and_unmap(
+    m: &mut KernelTables,
+    tlb: &mut NoTlb,
+    range: std::ops::Range<u64>,
+    flags: PteFlags,
+) -> u64 {
+    m.map_range(range.clone(), HIGHMEM_PA, SIZE_4K, flags)
+        .unwrap()
+        .flush(tlb);
+    let mut frames = 0u64;
+    m.unmap(range, |l| frames += l.pa).unwrap().flush(tlb);
+    frames
+}
+
 fn bench_cursor(c: &mut Criterion) {
     let mut m = kernel_tables();
     let mut tlb = NoTlb;
@@ -217,31 +234,13 @@ fn bench_cursor(c: &mut Criterion) {
     let range = va..va + 16 * SIZE_4K;
     m.unmap(range.clone(), |_| {}).unwrap().flush(&mut tlb);
     g.bench_function("pagetable Cursor map_range+unmap 16 x 4 KiB", |b| {
-        b.iter(|| {
-            m.map_range(black_box(range.clone()), HIGHMEM_PA, SIZE_4K, KERNEL)
-                .unwrap()
-                .flush(&mut tlb);
-            let mut frames = 0u64;
-            m.unmap(black_box(range.clone()), |l| frames += l.pa)
-                .unwrap()
-                .flush(&mut tlb);
-            frames
-        })
+        b.iter(|| map_and_unmap(&mut m, &mut tlb, black_box(range.clone()), KERNEL))
     });
     // A process's page table filled and zapped: 512 leaves, one table
     // (made on the first map and kept by unmap).
     let range = USER_VA..USER_VA + 512 * SIZE_4K;
     g.bench_function("pagetable Cursor map_range+unmap 512 x 4 KiB", |b| {
-        b.iter(|| {
-            m.map_range(black_box(range.clone()), HIGHMEM_PA, SIZE_4K, USER)
-                .unwrap()
-                .flush(&mut tlb);
-            let mut frames = 0u64;
-            m.unmap(black_box(range.clone()), |l| frames += l.pa)
-                .unwrap()
-                .flush(&mut tlb);
-            frames
-        })
+        b.iter(|| map_and_unmap(&mut m, &mut tlb, black_box(range.clone()), USER))
     });
     g.finish();
 }
