@@ -36,16 +36,7 @@ for file in "$vmm" "$guest"; do
     [ -f "$file" ] || { echo "check.sh: $file missing: run make first" >&2; exit 1; }
 done
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        sudo -n "$@"
-    else
-        echo "check.sh: needs root to run: $*" >&2
-        return 1
-    fi
-}
+. "$(dirname "$0")/../as_root.sh"
 
 if ! command -v qemu-system-x86_64 >/dev/null || ! command -v cpio >/dev/null ||
     ! command -v xz >/dev/null; then

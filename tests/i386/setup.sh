@@ -13,16 +13,7 @@ set -eu
 dest=${1:-target/i386-linux}
 marker=I386MM-GUEST-READY
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        sudo -n "$@"
-    else
-        echo "setup.sh: needs root to run: $*" >&2
-        return 1
-    fi
-}
+. "$(dirname "$0")/../as_root.sh"
 
 # gdb too, for tests/smp.rs, which reads a dump's vCPUs as gdb's threads.
 if ! command -v qemu-system-i386 >/dev/null || ! command -v cpio >/dev/null || ! command -v gdb >/dev/null; then
