@@ -53,7 +53,8 @@ fn a_dump_shows_every_cpu_and_its_threads() {
         ],
     );
     run.expect_status(0)
-        .expect_stdout("PASS stress: threads on every CPU share the allocators and highmem");
+        .expect_stdout("PASS stress: threads on every CPU share the allocators and highmem")
+        .expect_stdout("PASS sched: each CPU sets up its own cpu_slab on its first allocation");
     let dump = ["--dump", core.to_str().unwrap()];
 
     // At exit the boot CPU runs init, CPU 1 its idle thread; swapper/0

@@ -11,15 +11,16 @@ use mm::slub::{CacheId, SlabFlags};
 use spin::{Mutex, RwLock};
 
 use super::highmem::alloc_highmem;
+use super::slab::first_alloc_sets_up_cpu_slab;
 use super::{Failure, Suite, Test, TestResult};
 use crate::arch::io::clock_ms;
 use crate::arch::mem::{Frames, SlabBox};
-use crate::arch::percpu::smp_processor_id;
+use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::{
     kmap, kmap_atomic, kmap_sleepers, kunmap, kunmap_atomic, with_kmap_local,
 };
-use crate::mm::slab::{kmem_cache_create, kmem_cache_destroy, slab_pages};
+use crate::mm::slab::{cpu_slabs, kmem_cache_create, kmem_cache_destroy, slab_pages};
 use crate::mm::vmalloc::{vfree, vmalloc};
 use crate::mm::{alloc_pages, free_pages};
 use crate::sched::wait::WaitQueue;
@@ -41,6 +42,10 @@ pub const SUITE: Suite = Suite {
         Test {
             name: "sleeping in kmap_atomic or an interrupt is reported, not done",
             run: sleeping_in_atomic_context_is_reported,
+        },
+        Test {
+            name: "each CPU sets up its own cpu_slab on its first allocation",
+            run: each_cpu_sets_up_its_cpu_slab,
         },
     ],
 };
@@ -92,6 +97,57 @@ fn threads_run_where_allowed() -> TestResult {
             "the thread pinned to CPU{cpu} ran on"
         );
     }
+    Ok(())
+}
+
+/// The cache whose cpu_slabs the pinned checkers look at.
+static CPU_SLAB_CACHE: Mutex<Option<CacheId>> = Mutex::new(None);
+/// The first failure a pinned checker saw.
+static CPU_SLAB_FAILURE: Mutex<Option<Failure>> = Mutex::new(None);
+
+/// A pinned thread's part: its CPU's cpu_slab of the cache is NULL until
+/// it allocates, then set, and no other CPU's changes.
+fn check_cpu_slab_here(cpu: u64) {
+    let Some(id) = *CPU_SLAB_CACHE.lock() else {
+        return;
+    };
+    let result = CpuId::new(cpu as usize)
+        .ok_or_else(|| Failure::new(format_args!("no CPU {cpu}")))
+        .and_then(|cpu| first_alloc_sets_up_cpu_slab(id, cpu));
+    if let Err(failure) = result {
+        CPU_SLAB_FAILURE.lock().get_or_insert(failure);
+    }
+}
+
+/// For a fresh cache, a thread pinned to each CPU in turn allocates once:
+/// each sets up that CPU's kmem_cache_cpu and no other, so that in the end
+/// every online CPU has one (Linux's s->cpu_slab, per CPU, filled lazily
+/// by ___slab_alloc()).
+fn each_cpu_sets_up_its_cpu_slab() -> TestResult {
+    let id = kmem_cache_create("percpu_objs", 96, 0, SlabFlags::empty(), None)
+        .map_err(|e| Failure::new(format_args!("kmem_cache_create: {e:?}")))?;
+    *CPU_SLAB_CACHE.lock() = Some(id);
+    CPU_SLAB_FAILURE.lock().take();
+    let cpus = online_mask();
+    // One CPU at a time, so each sees the others' cpu_slabs hold still.
+    let mut ran = Ok(());
+    for cpu in cpus_of(cpus) {
+        ran = spawn("cpu_slab", check_cpu_slab_here, cpu as u64, 1 << cpu).and_then(join);
+        if ran.is_err() {
+            break;
+        }
+    }
+    let after = cpu_slabs(id);
+    CPU_SLAB_CACHE.lock().take();
+    let destroyed = kmem_cache_destroy(id);
+    ran?;
+    if let Some(failure) = CPU_SLAB_FAILURE.lock().take() {
+        return Err(failure);
+    }
+    for cpu in cpus_of(cpus) {
+        check!(after[cpu].is_some(), "CPU {cpu} never set up its cpu_slab");
+    }
+    check!(destroyed.is_ok(), "percpu_objs: {destroyed:?}");
     Ok(())
 }
 

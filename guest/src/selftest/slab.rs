@@ -76,7 +76,7 @@ fn expect_report(
 
 /// A new cache has a NULL cpu_slab on every CPU; each CPU that allocates
 /// from it sets up its own and no other. Runs the per-CPU part on the boot
-/// CPU; see [`first_alloc_sets_up_cpu_slab`] for the other CPUs.
+/// CPU; the sched suite runs [`first_alloc_sets_up_cpu_slab`] on each.
 fn cpu_slab_is_set_up_on_first_alloc() -> TestResult {
     let id = kmem_cache_create("selftest_objs", 120, 0, SlabFlags::empty(), None)
         .map_err(|e| slab_err("create", e))?;
@@ -103,10 +103,6 @@ fn cpu_slab_is_set_up_on_first_alloc() -> TestResult {
 
 /// Run on CPU `cpu` (its part of the check above): its cpu_slab of cache
 /// `id` is NULL until it allocates, then set, and no other CPU's changes.
-/// To check another CPU, run this there (with the function to run on
-/// another CPU that the IPI work brings, smp_call_function_single(cpu,
-/// ...)) for a fresh cache, then require that exactly the CPUs that ran it
-/// have a cpu_slab.
 pub fn first_alloc_sets_up_cpu_slab(id: mm::slub::CacheId, cpu: CpuId) -> TestResult {
     check_eq!(
         smp_processor_id(),
