@@ -233,7 +233,7 @@ fn slabinfo_at_exit_matches_the_guest() {
         .lines()
         .take(guest_meminfo.len())
         .collect();
-    assert_eq!(guest_meminfo.len(), 9, "{run}");
+    assert_eq!(guest_meminfo.len(), 11, "{run}");
     assert_eq!(host_lines, guest_meminfo);
     inspect(&exit, &["audit"]).expect_status(0);
     let _ = std::fs::remove_file(&core);

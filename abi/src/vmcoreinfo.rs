@@ -48,6 +48,9 @@ pub mod sym {
     pub const VMAP: &str = "vmap_area_root";
     /// The guest's event counters (`OFFSET(vm_event.NAME)` for each).
     pub const VM_EVENTS: &str = "vm_event_states";
+    /// The guest's memory gauges (`mm::events::VmStat`): what the kernel
+    /// holds outside the zones' free lists and the slabs.
+    pub const VM_STAT: &str = "vm_node_stat";
     /// pkmap_page_table and the fixmap's page table.
     pub const PKMAP_PAGE_TABLE: &str = "pkmap_page_table";
     pub const FIXMAP_PAGE_TABLE: &str = "fixmap_page_table";
@@ -222,6 +225,10 @@ pub mod off {
 
     /// `OFFSET(vm_event.NAME)` is the prefix of every counter's offset.
     pub const VM_EVENT_PREFIX: &str = "vm_event.";
+    /// u64 gauges in `SYMBOL(vm_node_stat)`: kB of kernel stacks (Linux's
+    /// NR_KERNEL_STACK_KB) and pages of per-CPU data (pcpu_nr_populated).
+    pub const VM_STAT_KERNEL_STACK_KB: &str = "vm_node_stat.NR_KERNEL_STACK_KB";
+    pub const VM_STAT_PERCPU_PAGES: &str = "vm_node_stat.pcpu_nr_populated";
 
     /// The SLUB registry: `caches` (LENGTH = N slots of
     /// `SIZE(kmem_cache_slot)` bytes, the `kmem_cache` at offset 0 of a

@@ -1,7 +1,9 @@
 //! The end-of-run report: what the memory manager did, counted.
 
+use core::sync::atomic::Ordering;
+
 use crate::kprintln;
-use crate::mm::events::EVENTS;
+use crate::mm::events::{EVENTS, VM_STAT};
 use crate::mm::{highmem, vmalloc, with_node};
 
 pub fn print() {
@@ -34,26 +36,11 @@ pub fn print() {
     with_node(|node| {
         let _ = node.write_buddyinfo(&mut *crate::console::CONSOLE.lock());
     });
-    // meminfo's lines for what the kernel holds outside slabs (the host's
-    // meminfo does not read these yet).
-    kprintln!("kernel memory:");
-    for (name, pages) in [
-        ("KernelStack", crate::arch::switch::kernel_stack_pages()),
-        // Per-CPU data from the page allocator: the tick pages.
-        ("Percpu", crate::time::tick_pages()),
-    ] {
-        kprintln!(
-            "{name}:{:pad$}{:>8} kB",
-            "",
-            pages * 4,
-            pad = 15 - name.len()
-        );
-    }
 }
 
-/// /proc/meminfo's memory lines, from the zones, the slab registry and the
-/// vmap areas (the host's `vmm inspect meminfo` computes the same from the
-/// guest's structures).
+/// /proc/meminfo's memory lines, from the zones, the slab registry, the
+/// vmap areas and the kernel-stack and per-CPU gauges (the host's `vmm
+/// inspect meminfo` computes the same from the guest's structures).
 fn print_meminfo() {
     use mm::buddy::ZoneType;
     let (total, free, high_total, high_free) = with_node(|node| {
@@ -80,8 +67,10 @@ fn print_meminfo() {
         ("LowTotal", kb(total - high_total)),
         ("LowFree", kb(free - high_free)),
         ("Slab", kb(slab_pages)),
+        ("KernelStack", VM_STAT.kernel_stack_kb.load(Ordering::Relaxed)),
         ("VmallocTotal", (l.vmalloc_end - l.vmalloc_start) / 1024),
         ("VmallocUsed", kb(vmalloc_used)),
+        ("Percpu", kb(VM_STAT.percpu_pages.load(Ordering::Relaxed))),
     ] {
         // Padded as /proc/meminfo is: the name and colon in 16 columns.
         kprintln!("{name}:{:pad$}{value:>8} kB", "", pad = 15 - name.len());

@@ -18,7 +18,7 @@ use crate::arch::mem::Frames;
 use crate::arch::percpu::{smp_processor_id, CpuId, PerCpu};
 use crate::arch::{apic, io};
 use crate::mm::alloc_pages;
-use crate::mm::events::{count, EVENTS};
+use crate::mm::events::{count, mod_stat, EVENTS, VM_STAT};
 use crate::mm::highmem::with_kmap_atomic;
 
 /// Ticks per second (CONFIG_HZ_100): every tick costs emulated kernel
@@ -33,9 +33,6 @@ static PERIOD: AtomicU32 = AtomicU32::new(0);
 
 /// Ticks each CPU has taken.
 static CPU_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-
-/// Tick pages allocated (meminfo's Percpu).
-static TICK_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Holders of `with_tick_page_paused`: while any, no tick touches its page.
 static TICK_PAGE_PAUSED: AtomicU32 = AtomicU32::new(0);
@@ -81,7 +78,7 @@ pub fn init() -> Result<(), TimeError> {
 pub fn start_tick() {
     if let Ok(page) = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0) {
         TICK_PAGE.with(|slot| *slot = Some(page));
-        TICK_PAGES.fetch_add(1, Ordering::Relaxed);
+        mod_stat(&VM_STAT.percpu_pages, 1);
     }
     apic::timer_start_periodic(PERIOD.load(Ordering::Relaxed));
 }
@@ -90,11 +87,6 @@ pub fn start_tick() {
 /// so it sleeps until an IPI instead of waking HZ times a second.
 pub fn nohz_idle_enter() {
     apic::timer_stop();
-}
-
-/// Pages the tick pages hold.
-pub fn tick_pages() -> u64 {
-    TICK_PAGES.load(Ordering::Relaxed)
 }
 
 /// lapic_shutdown()'s part for the tick: this CPU's timer stops for good.

@@ -25,7 +25,7 @@ use spin::Mutex;
 
 use crate::arch::mem::{sections, DirectMap};
 use crate::kprintln;
-use crate::mm::events::{Events, EVENTS, EVENT_OFFSETS};
+use crate::mm::events::{Events, VmStat, EVENTS, EVENT_OFFSETS, VM_STAT};
 use crate::mm::{highmem, layout, vmalloc};
 use crate::process::{
     self,
@@ -111,6 +111,7 @@ fn format<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
     w.symbol(sym::KMAP_LOCAL, highmem::kmap_local_address())?;
     w.symbol(sym::VMAP, vmalloc::vmap_address())?;
     w.symbol(sym::VM_EVENTS, &EVENTS as *const Events as u64)?;
+    w.symbol(sym::VM_STAT, &VM_STAT as *const VmStat as u64)?;
     w.symbol(sym::PKMAP_PAGE_TABLE, va(m.tables.pkmap_pte))?;
     w.symbol(sym::FIXMAP_PAGE_TABLE, va(m.tables.fixmap_pte))?;
     let s = sections();
@@ -141,6 +142,11 @@ fn format<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
     for (name, offset) in EVENT_OFFSETS {
         w.offset2(off::VM_EVENT_PREFIX, name, offset)?;
     }
+    w.offset(
+        off::VM_STAT_KERNEL_STACK_KB,
+        offset_of!(VmStat, kernel_stack_kb),
+    )?;
+    w.offset(off::VM_STAT_PERCPU_PAGES, offset_of!(VmStat, percpu_pages))?;
     crate::mm::slab::with_registry(|slub| slub_lines(w, slub))?;
     process_lines(w)?;
     crate::sched::write_vmcoreinfo(w)?;

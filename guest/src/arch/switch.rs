@@ -21,6 +21,7 @@ use spin::Mutex;
 use super::irqflags::irqs_enabled;
 use super::mem::Frames;
 use super::percpu::smp_processor_id;
+use crate::mm::events::{mod_stat, VM_STAT};
 use crate::mm::{alloc_pages, free_pages};
 
 /// Thread slots, idle threads included.
@@ -28,6 +29,8 @@ pub const MAX_THREADS: usize = 64;
 
 /// THREAD_SIZE on x86-64: four pages.
 const THREAD_SIZE_ORDER: u32 = 2;
+/// THREAD_SIZE in kB, as NR_KERNEL_STACK_KB counts it.
+const THREAD_SIZE_KB: i64 = (PAGE_SIZE as i64 / 1024) << THREAD_SIZE_ORDER;
 
 /// Callee-saved registers `switch_to_asm` keeps on a switched-out stack.
 const SAVED_REGISTERS: u64 = 6;
@@ -71,6 +74,8 @@ impl KernelStack {
     /// before a call.
     pub fn new() -> Result<Self, AllocError> {
         let frames = alloc_pages(Gfp::KERNEL, THREAD_SIZE_ORDER)?;
+        // account_kernel_stack()
+        mod_stat(&VM_STAT.kernel_stack_kb, THREAD_SIZE_KB);
         let last_index = (1 << THREAD_SIZE_ORDER) - 1;
         let last = frames
             .lowmem_page(last_index)
@@ -93,6 +98,7 @@ impl KernelStack {
 impl Drop for KernelStack {
     fn drop(&mut self) {
         if let Some(frames) = self.frames.take() {
+            mod_stat(&VM_STAT.kernel_stack_kb, -THREAD_SIZE_KB);
             let _ = free_pages(frames);
         }
     }
@@ -181,10 +187,6 @@ pub fn release(slot: usize) -> Option<KernelStack> {
     stacks[slot].take()
 }
 
-/// Pages held as kernel stacks (meminfo's KernelStack).
-pub fn kernel_stack_pages() -> u64 {
-    (STACKS.lock().iter().flatten().count() as u64) << THREAD_SIZE_ORDER
-}
 
 /// The address of the per-CPU table of running slots, for the host's
 /// inspector.

@@ -74,3 +74,29 @@ events! {
 pub fn count(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
+
+/// Memory the kernel holds outside the zones' free lists and the slabs,
+/// as gauges that go up and down (Linux's vm_node_stat items and
+/// pcpu_nr_populated, which /proc/meminfo reads for KernelStack and
+/// Percpu). The host's meminfo reads them through the vmcoreinfo.
+#[repr(C)]
+pub struct VmStat {
+    /// kB of kernel stacks (NR_KERNEL_STACK_KB).
+    pub kernel_stack_kb: AtomicU64,
+    /// Pages of per-CPU data (pcpu_nr_populated).
+    pub percpu_pages: AtomicU64,
+}
+
+pub static VM_STAT: VmStat = VmStat {
+    kernel_stack_kb: AtomicU64::new(0),
+    percpu_pages: AtomicU64::new(0),
+};
+
+/// mod_node_page_state(): adds `delta` (negative to take away).
+pub fn mod_stat(gauge: &AtomicU64, delta: i64) {
+    if delta >= 0 {
+        gauge.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+    } else {
+        gauge.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}

@@ -208,6 +208,13 @@ pub struct PkmapLayout {
     pub flushes: u64,
 }
 
+/// `vm_node_stat`: the guest's kernel-stack and per-CPU gauges (u64s).
+#[derive(Clone, Copy, Debug)]
+pub struct VmStatLayout {
+    pub kernel_stack_kb: u64,
+    pub percpu_pages: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct KmapLocalLayout {
     /// CPU 0's stack; CPU `i`'s is `i * size` bytes further.
@@ -366,6 +373,7 @@ pub struct Descriptor {
     pub threads: R<Option<ThreadLayout>>,
     /// `vm_event_states` and each counter's (name, offset).
     pub events: Option<(u64, Vec<(String, u64)>)>,
+    pub vm_stat: R<VmStatLayout>,
 }
 
 impl Descriptor {
@@ -429,6 +437,7 @@ impl Descriptor {
             tasks: task_layout(&k),
             threads: thread_layout(&k),
             events,
+            vm_stat: vm_stat_layout(&k),
         })
     }
 
@@ -522,6 +531,14 @@ fn pkmap_layout(k: &Keys) -> R<PkmapLayout> {
         maps: stats + k.member(off::PKMAP_STATS_MAPS)?,
         wraps: stats + k.member(off::PKMAP_STATS_WRAPS)?,
         flushes: stats + k.member(off::PKMAP_STATS_FLUSHES)?,
+    })
+}
+
+fn vm_stat_layout(k: &Keys) -> R<VmStatLayout> {
+    let base = k.symbol(sym::VM_STAT)?;
+    Ok(VmStatLayout {
+        kernel_stack_kb: base.wrapping_add(k.member(off::VM_STAT_KERNEL_STACK_KB)?),
+        percpu_pages: base.wrapping_add(k.member(off::VM_STAT_PERCPU_PAGES)?),
     })
 }
 

@@ -50,6 +50,7 @@ pub fn meminfo(k: &Kernel) -> R<Meminfo> {
         k.t.slab
             .values()
             .fold(0u64, |s, &o| s.saturating_add(1 << o.min(20)));
+    let (kernel_stack_kb, percpu_pages) = k.vm_stat()?;
     let v = k.virt;
     Ok(Meminfo {
         rows: vec![
@@ -60,11 +61,13 @@ pub fn meminfo(k: &Kernel) -> R<Meminfo> {
             ("LowTotal", kb(total.saturating_sub(high_total))),
             ("LowFree", kb(free.saturating_sub(high_free))),
             ("Slab", kb(slab)),
+            ("KernelStack", kernel_stack_kb),
             (
                 "VmallocTotal",
                 v.vmalloc_end.saturating_sub(v.vmalloc_start) / 1024,
             ),
             ("VmallocUsed", kb(vmalloc_used)),
+            ("Percpu", kb(percpu_pages)),
         ],
         events: k.events(),
     })

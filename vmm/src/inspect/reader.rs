@@ -749,6 +749,15 @@ impl<'t> Kernel<'t> {
             .collect()
     }
 
+    /// The kernel-stack (kB) and per-CPU (pages) gauges.
+    pub fn vm_stat(&self) -> R<(u64, u64)> {
+        let l = self.layout(&self.d.vm_stat)?;
+        Ok((
+            self.u64_at(l.kernel_stack_kb)?,
+            self.u64_at(l.percpu_pages)?,
+        ))
+    }
+
     /// pkmap_count[] and the pfn of every slot, and the counters.
     pub fn pkmap(&self) -> R<PkmapState> {
         let l = self.layout(&self.d.pkmap)?;

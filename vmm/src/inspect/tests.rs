@@ -78,6 +78,7 @@ fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
         (sym::KMAP_LOCAL, 0xc000_b000),
         (sym::VMAP, 0xc000_c000),
         (sym::VM_EVENTS, 0xc000_d000),
+        (sym::VM_STAT, 0xc000_e000),
     ] {
         w.symbol(n, v).unwrap();
     }
@@ -98,6 +99,8 @@ fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
     let mut w2 = w;
     mm::vmcoreinfo::write_all::<4, _>(&mut w2).unwrap();
     w2.offset2(off::VM_EVENT_PREFIX, "x", 0).unwrap();
+    w2.offset(off::VM_STAT_KERNEL_STACK_KB, 0).unwrap();
+    w2.offset(off::VM_STAT_PERCPU_PAGES, 8).unwrap();
     w2.into_inner().into_bytes()
 }
 
