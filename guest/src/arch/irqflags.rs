@@ -33,6 +33,40 @@ impl Drop for IrqSaved {
     }
 }
 
+/// A spin lock held with interrupts off (spin_lock_irqsave()): dropping
+/// it releases the lock first and only then restores interrupts, so an
+/// interrupt handler that takes the same lock cannot find it held by the
+/// code it interrupted. (A `let _irqs = local_irq_save();` followed by a
+/// tail expression `f(&LOCK.lock())` gets the order wrong: the tail's
+/// temporary guard outlives the block's locals.)
+pub struct IrqSafeGuard<'a, T> {
+    // Fields drop in declaration order: the lock, then the flags.
+    guard: spin::MutexGuard<'a, T>,
+    _irqs: IrqSaved,
+}
+
+/// spin_lock_irqsave(lock): interrupts off, then the lock.
+pub fn lock_irqsave<T>(lock: &spin::Mutex<T>) -> IrqSafeGuard<'_, T> {
+    let irqs = local_irq_save();
+    IrqSafeGuard {
+        guard: lock.lock(),
+        _irqs: irqs,
+    }
+}
+
+impl<T> core::ops::Deref for IrqSafeGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> core::ops::DerefMut for IrqSafeGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
 /// Whether this CPU takes interrupts (!irqs_disabled()).
 pub fn irqs_enabled() -> bool {
     let flags: u64;

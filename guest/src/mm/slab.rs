@@ -17,7 +17,7 @@ use mm::page::Page;
 use mm::slub::{CacheId, Ctor, SlabError, SlabFlags, Slub};
 use spin::Mutex;
 
-use crate::arch::irqflags::local_irq_save;
+use crate::arch::irqflags::{local_irq_save, lock_irqsave};
 use crate::arch::mem::{entropy, SlabMemory};
 use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::{count, EVENTS};
@@ -204,6 +204,5 @@ pub fn slab_pages() -> u64 {
 
 /// Runs `f` over the registry (for reports and tests), interrupts off.
 pub fn with_registry<R>(f: impl FnOnce(&Slub<MAX_CACHES>) -> R) -> R {
-    let _irqs = local_irq_save();
-    f(&SLUB.lock())
+    f(&lock_irqsave(&SLUB))
 }

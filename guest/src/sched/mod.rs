@@ -23,7 +23,7 @@ use abi::vmcoreinfo::{num, off, sym, Writer};
 use spin::Mutex;
 
 use crate::arch::irqflags::{
-    irqs_enabled, local_irq_disable, local_irq_enable, local_irq_save, safe_halt,
+    irqs_enabled, local_irq_disable, local_irq_enable, local_irq_save, lock_irqsave, safe_halt,
 };
 use crate::arch::percpu::smp_processor_id;
 use crate::arch::switch::{self, current_slot, KernelStack};
@@ -146,8 +146,7 @@ static RUNQUEUE: Mutex<RunQueue> = Mutex::new(RunQueue {
 /// spin_lock_irqsave(&runqueue_lock): the tick takes the lock too, so it is
 /// only ever held with interrupts off.
 fn with_rq<R>(f: impl FnOnce(&mut RunQueue) -> R) -> R {
-    let _irqs = local_irq_save();
-    f(&mut RUNQUEUE.lock())
+    f(&mut lock_irqsave(&RUNQUEUE))
 }
 
 /// TIF_NEED_RESCHED, per CPU.
