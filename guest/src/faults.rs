@@ -8,9 +8,9 @@
 //!   frame), for the host's `audit` to catch. Nothing ever accesses what
 //!   it plants.
 //! - The self-tests' attacks: mapping, kmapping and freeing frames the
-//!   caller does not own, and scribbling on slab memory, each to check
-//!   that the kernel refuses or reports it. Each one leaves nothing behind
-//!   that safe code could reach.
+//!   caller does not own, freeing a slab object twice, and scribbling on
+//!   slab memory, each to check that the kernel refuses or reports it.
+//!   Each one leaves nothing behind that safe code could reach.
 
 use abi::cmdline::{Cmdline, Fault, Plant};
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
@@ -21,7 +21,7 @@ use mm::pkmap::KmapError;
 use mm::slub::{CacheId, SlabError, SlabFlags};
 use pagetable::{MapError, Pte, PteFlags, TlbFlush};
 
-use crate::arch::mem::Frames;
+use crate::arch::mem::{Frames, SlabObject};
 use crate::arch::paging::{self, PAGE_KERNEL};
 use crate::mm::tlb::KernelTlb;
 use crate::mm::{highmem, slab, vmalloc};
@@ -105,7 +105,7 @@ fn plant_one(plant: Plant) -> Result<(u64, u64), &'static str> {
 /// object is never freed.
 fn plant_dmap() -> Result<(u64, u64), &'static str> {
     let obj = slab::kmalloc(64).map_err(|_| "no slab object")?;
-    let pfn = slab::object_pfn(obj).ok_or("slab object outside low memory")?;
+    let pfn = slab::object_pfn(obj.addr()).ok_or("slab object outside low memory")?;
     let area = plant_in_vmalloc(pfn << PAGE_SHIFT, "plant_dmap")?;
     Ok((pfn, area))
 }
@@ -252,50 +252,69 @@ fn debug_cache() -> Result<CacheId, SlabError> {
     )
 }
 
+/// kmem_cache_free() of an object of a private debug cache a second time,
+/// through a handle forged from its address, which SLUB must report.
+/// Returns the object and what the second free said.
+pub fn double_free() -> Result<(u64, Result<(), SlabError>), SlabError> {
+    let id = debug_cache()?;
+    let obj = slab::kmem_cache_alloc(id)?;
+    let addr = obj.addr();
+    slab::kmem_cache_free(obj)?;
+    // SAFETY: the object is free, in a cache private to this call, so no
+    // one holds it; SLUB's debug checks refuse the second free.
+    let again = unsafe { SlabObject::from_raw(addr, Some(id)) };
+    let second = slab::kmem_cache_free(again);
+    let _ = slab::kmem_cache_destroy(id);
+    Ok((addr, second))
+}
+
 /// One word past a new 64-byte object of a private debug cache, into its
 /// right red zone; then the free, which must report it. Returns the object
 /// and what the free said.
 pub fn overwrite_red_zone() -> Result<(u64, Result<(), SlabError>), SlabError> {
     let id = debug_cache()?;
     let obj = slab::kmem_cache_alloc(id)?;
+    let addr = obj.addr();
     // SAFETY: the red zone after the object is SLUB's padding in a slab
     // frame, which holds no value; the cache is private to this call.
-    unsafe { arch::cpu::write_u64_at(obj + 64, 0x4141_4141_4141_4141) };
-    Ok((obj, slab::kmem_cache_free(id, obj)))
+    unsafe { arch::cpu::write_u64_at(addr + 64, 0x4141_4141_4141_4141) };
+    Ok((addr, slab::kmem_cache_free(obj)))
 }
 
 /// A write into a freed, poisoned object of a private debug cache, then
 /// the allocation that takes it again, which must report it. Returns the
 /// freed object and what the allocation said.
-pub fn write_after_free() -> Result<(u64, Result<u64, SlabError>), SlabError> {
+pub fn write_after_free() -> Result<(u64, Result<SlabObject, SlabError>), SlabError> {
     let id = debug_cache()?;
     let a = slab::kmem_cache_alloc(id)?;
     let b = slab::kmem_cache_alloc(id)?;
-    slab::kmem_cache_free(id, b)?;
+    let freed = b.addr();
+    slab::kmem_cache_free(b)?;
     // SAFETY: b is free, in a cache private to this call, so no one holds
     // it: its bytes are SLUB's poison, which holds no value.
-    unsafe { arch::cpu::write_u64_at(b + 16, 0x1234) };
+    unsafe { arch::cpu::write_u64_at(freed + 16, 0x1234) };
     let again = slab::kmem_cache_alloc(id);
-    let _ = slab::kmem_cache_free(id, a);
-    Ok((b, again))
+    let _ = slab::kmem_cache_free(a);
+    Ok((freed, again))
 }
 
 /// The hardened free pointer of a freed object of a private plain cache
 /// overwritten; then two allocations, one of which must report it instead
 /// of following it. Returns what they said.
-pub fn corrupt_free_pointer() -> Result<[Result<u64, SlabError>; 2], SlabError> {
+pub fn corrupt_free_pointer() -> Result<[Result<SlabObject, SlabError>; 2], SlabError> {
     let id = slab::kmem_cache_create("selftest_plain", 64, 0, SlabFlags::empty(), None)?;
     let a = slab::kmem_cache_alloc(id)?;
     let b = slab::kmem_cache_alloc(id)?;
-    slab::kmem_cache_free(id, b)?;
+    let freed = b.addr();
+    slab::kmem_cache_free(b)?;
     // b heads the freelist; its free pointer sits mid-object, as Linux
     // places it since 5.7 so that small overflows miss it.
     let offset = slab::with_registry(|r| r.cache(id).map(|c| c.layout().offset)).unwrap_or(0);
     // SAFETY: b is free and its free pointer is SLUB's own word in a slab
     // frame, which holds no value; the cache is private to this call.
-    unsafe { arch::cpu::write_u64_at(b + u64::from(offset), 0xdead_beef_dead_beef) };
+    unsafe { arch::cpu::write_u64_at(freed + u64::from(offset), 0xdead_beef_dead_beef) };
     let first = slab::kmem_cache_alloc(id);
     let second = slab::kmem_cache_alloc(id);
-    let _ = slab::kmem_cache_free(id, a);
+    let _ = slab::kmem_cache_free(a);
     Ok([first, second])
 }

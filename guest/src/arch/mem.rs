@@ -6,7 +6,6 @@
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ops::{Deref, DerefMut, Range};
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::layout::{va, PAGE_SHIFT, PAGE_SIZE};
@@ -388,7 +387,8 @@ impl KernelPage<'_> {
 /// ever a slab frame. One bitmap test per frame touched, no lock. Which
 /// object of a slab an address belongs to the check cannot see: SLUB
 /// writes only the objects it owns (free ones, red zones, free pointers),
-/// and an allocated object is its holder's, reached through a [`SlabBox`].
+/// and an allocated object is its holder's, reached through a [`SlabBox`]
+/// and freed only with its [`SlabObject`], which its holder gives up.
 pub struct SlabMemory {
     _once: (),
 }
@@ -448,17 +448,60 @@ impl SlabMemory {
     }
 }
 
-/// A `T` in a slab object: what `Box<T>` is to a heap, for a kernel whose
-/// objects come from kmem_caches (it has no Rust heap). The box owns its
-/// object: dropping it drops the value and frees the object (kfree()
-/// finds the cache from the slab page, so the box is one pointer).
-pub struct SlabBox<T> {
-    ptr: NonNull<T>,
+/// A slab object its holder owns: what kmalloc() and kmem_cache_alloc()
+/// hand out and kfree() and kmem_cache_free() take back by value, so only
+/// its holder frees it, and once. Not Copy, not Clone, and made by safe
+/// code only from what SLUB handed out (`SlabMemory::handed_out`): an
+/// address alone frees nothing (as [`Frames`] for pages). It grants no
+/// access to the object's bytes; a [`SlabBox`] does. Dropping one leaks
+/// the object, which is safe.
+#[must_use = "dropping a SlabObject leaks it: give it back with kfree"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SlabObject {
+    addr: u64,
+    cache: Option<CacheId>,
 }
 
-// SAFETY: a SlabBox owns its object exclusively, as a Box owns its
-// allocation, so sending it sends the T.
-unsafe impl<T: Send> Send for SlabBox<T> {}
+impl SlabObject {
+    /// Makes a handle for an object its caller does not necessarily hold.
+    ///
+    /// # Safety
+    /// Freeing it gives the object back to SLUB, which then writes into
+    /// it: nothing else may hold the object at `addr` (or it must be free
+    /// already, for SLUB's debug checks to refuse).
+    pub unsafe fn from_raw(addr: u64, cache: Option<CacheId>) -> SlabObject {
+        SlabObject { addr, cache }
+    }
+
+    /// The object's kernel address.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// The cache it came from; None for a kmalloc() beyond the size
+    /// classes (whole pages) or of 0 bytes.
+    pub fn cache(&self) -> Option<CacheId> {
+        self.cache
+    }
+}
+
+impl SlabMemory {
+    /// The handle for an object SLUB just handed out from `cache`. Only
+    /// the one holder of slab memory makes handles, and SLUB hands an
+    /// object out once until it is freed.
+    pub fn handed_out(&self, addr: u64, cache: Option<CacheId>) -> SlabObject {
+        SlabObject { addr, cache }
+    }
+}
+
+/// A `T` in a slab object: what `Box<T>` is to a heap, for a kernel whose
+/// objects come from kmem_caches (it has no Rust heap). The box owns its
+/// object (a [`SlabObject`]): dropping it drops the value and frees the
+/// object into its cache.
+pub struct SlabBox<T> {
+    object: SlabObject,
+    _value: PhantomData<T>,
+}
 
 impl<T> SlabBox<T> {
     /// Moves `value` into a new object from `cache`, whose objects must be
@@ -471,44 +514,51 @@ impl<T> SlabBox<T> {
         if !fits {
             return Err((SlabError::InvalidArgs, value));
         }
-        let addr = match slab::kmem_cache_alloc(cache) {
-            Ok(addr) => addr,
+        let object = match slab::kmem_cache_alloc(cache) {
+            Ok(object) => object,
             Err(e) => return Err((e, value)),
         };
+        let addr = object.addr();
         let in_lowmem = addr >= abi::layout::PAGE_OFFSET
             && direct_mapped(abi::layout::pa(addr), size_of::<T>() as u64);
-        let ptr = NonNull::new(addr as *mut T);
-        let Some(ptr) = ptr.filter(|_| in_lowmem && addr.is_multiple_of(align_of::<T>() as u64))
-        else {
-            let _ = slab::kmem_cache_free(cache, addr);
+        if !in_lowmem || !addr.is_multiple_of(align_of::<T>() as u64) {
+            let _ = slab::kmem_cache_free(object);
             return Err((SlabError::InvalidArgs, value));
-        };
+        }
         // SAFETY: the object is fresh from the allocator, so nothing else
         // refers to it; it lies in the direct map and is large and aligned
         // enough for a T (all checked above).
-        unsafe { ptr.as_ptr().write(value) };
-        Ok(SlabBox { ptr })
+        unsafe { (addr as *mut T).write(value) };
+        Ok(SlabBox {
+            object,
+            _value: PhantomData,
+        })
     }
 
     /// The object's kernel address.
     pub fn addr(&self) -> u64 {
-        self.ptr.as_ptr() as u64
+        self.object.addr
+    }
+
+    fn ptr(&self) -> *mut T {
+        self.object.addr as *mut T
     }
 }
 
 impl<T> Deref for SlabBox<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: `new` initialised the object and the box owns it; the
+        // SAFETY: `new` initialised the object and the box owns it (its
+        // SlabObject, which no one else holds, so no one frees it); the
         // borrow of the box bounds the borrow of the value.
-        unsafe { self.ptr.as_ref() }
+        unsafe { &*self.ptr() }
     }
 }
 
 impl<T> DerefMut for SlabBox<T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as `deref`, and `&mut self` makes the access exclusive.
-        unsafe { self.ptr.as_mut() }
+        unsafe { &mut *self.ptr() }
     }
 }
 
@@ -516,8 +566,13 @@ impl<T> Drop for SlabBox<T> {
     fn drop(&mut self) {
         // SAFETY: the value is initialised and is never used again: the
         // object goes back to its cache right after.
-        unsafe { self.ptr.as_ptr().drop_in_place() };
-        let _ = slab::kfree(self.addr());
+        unsafe { self.ptr().drop_in_place() };
+        // The box's own handle, moved out as the box goes away.
+        let object = SlabObject {
+            addr: self.object.addr,
+            cache: self.object.cache,
+        };
+        let _ = slab::kmem_cache_free(object);
     }
 }
 

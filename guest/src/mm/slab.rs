@@ -18,7 +18,7 @@ use mm::slub::{CacheId, Ctor, SlabError, SlabFlags, Slub};
 use spin::Mutex;
 
 use crate::arch::irqflags::{local_irq_save, lock_irqsave};
-use crate::arch::mem::{entropy, SlabMemory};
+use crate::arch::mem::{entropy, SlabMemory, SlabObject};
 use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::{count, EVENTS};
 use crate::mm::{dmap, layout, with_node_mut};
@@ -145,25 +145,39 @@ pub fn kmem_cache_destroy(id: CacheId) -> Result<(), SlabError> {
     with_slub(|s, cpu, k| s.kmem_cache_destroy(cpu, id, k))
 }
 
-pub fn kmem_cache_alloc(id: CacheId) -> Result<u64, SlabError> {
-    with_slub(|s, cpu, k| s.kmem_cache_alloc(cpu, id, k))
+/// kmem_cache_alloc(): an object of cache `id`, which its holder owns.
+pub fn kmem_cache_alloc(id: CacheId) -> Result<SlabObject, SlabError> {
+    with_slub(|s, cpu, k| {
+        let addr = s.kmem_cache_alloc(cpu, id, k)?;
+        Ok(k.memory.handed_out(addr, Some(id)))
+    })
 }
 
-pub fn kmem_cache_free(id: CacheId, addr: u64) -> Result<(), SlabError> {
-    with_slub(|s, cpu, k| s.kmem_cache_free(cpu, id, addr, k))
+/// kmem_cache_free(): the object back into the cache it came from (through
+/// kfree() for a kmalloc() of whole pages, which has none).
+pub fn kmem_cache_free(object: SlabObject) -> Result<(), SlabError> {
+    with_slub(|s, cpu, k| match object.cache() {
+        Some(id) => s.kmem_cache_free(cpu, id, object.addr(), k),
+        None => s.kfree(cpu, object.addr(), k),
+    })
 }
 
 /// kmalloc(): a general cache for sizes up to 8 KiB, whole pages above.
-pub fn kmalloc(size: u64) -> Result<u64, SlabError> {
-    with_slub(|s, cpu, k| s.kmalloc(cpu, size, k))
+pub fn kmalloc(size: u64) -> Result<SlabObject, SlabError> {
+    with_slub(|s, cpu, k| {
+        let addr = s.kmalloc(cpu, size, k)?;
+        Ok(k.memory.handed_out(addr, s.kmalloc_cache(size)))
+    })
 }
 
-pub fn kfree(addr: u64) -> Result<(), SlabError> {
-    with_slub(|s, cpu, k| s.kfree(cpu, addr, k))
+/// kfree(): the cache comes from the object's page, as Linux's does.
+pub fn kfree(object: SlabObject) -> Result<(), SlabError> {
+    with_slub(|s, cpu, k| s.kfree(cpu, object.addr(), k))
 }
 
-pub fn ksize(addr: u64) -> u64 {
-    with_slub(|s, _, k| s.ksize(addr, k))
+/// ksize(): the bytes an object can hold.
+pub fn ksize(object: &SlabObject) -> u64 {
+    with_slub(|s, _, k| s.ksize(object.addr(), k))
 }
 
 /// A cache's object size and alignment.

@@ -8,7 +8,7 @@ use mm::slub::{SlabError, SlabFlags};
 use mm::vma::VmFlags;
 
 use super::{Failure, Suite, Test, TestResult};
-use crate::arch::mem::Frames;
+use crate::arch::mem::{Frames, SlabObject};
 use crate::arch::programs;
 use crate::faults;
 use crate::mm::events::EVENTS;
@@ -65,7 +65,7 @@ fn refusals() -> u64 {
 
 fn vmap_of_a_kmalloc_page_is_refused() -> TestResult {
     let obj = kmalloc(128).map_err(|e| slab_err("kmalloc", e))?;
-    let pfn = pfn_of(obj);
+    let pfn = pfn_of(obj.addr());
     let before = refusals();
     let result = faults::vmap_unowned(pfn);
     let _ = kfree(obj);
@@ -80,7 +80,7 @@ fn vmap_of_a_kmalloc_page_is_refused() -> TestResult {
 
 fn kmap_of_a_slab_page_makes_no_mapping() -> TestResult {
     let obj = kmalloc(256).map_err(|e| slab_err("kmalloc", e))?;
-    let pfn = pfn_of(obj);
+    let pfn = pfn_of(obj.addr());
     let writes = EVENTS.snapshot().pte_writes;
     let (k, l) = faults::kmap_unowned(pfn);
     let _ = kfree(obj);
@@ -98,8 +98,9 @@ fn kmap_of_a_slab_page_makes_no_mapping() -> TestResult {
 /// kmalloc-8k slabs are order 3: all eight frames are tagged, the last too.
 fn last_frame_of_an_order3_slab_is_refused() -> TestResult {
     let obj = kmalloc(8192).map_err(|e| slab_err("kmalloc", e))?;
+    let addr = obj.addr();
     let head = crate::mm::with_node(|n| {
-        let pfn = pfn_of(obj);
+        let pfn = pfn_of(addr);
         n.page(pfn).map(|p| {
             if p.flags.contains(mm::page::PageFlags::SLAB) {
                 pfn
@@ -110,7 +111,7 @@ fn last_frame_of_an_order3_slab_is_refused() -> TestResult {
     });
     let Some(head) = head else {
         let _ = kfree(obj);
-        return Err(Failure::new(format_args!("no struct page for {obj:#x}")));
+        return Err(Failure::new(format_args!("no struct page for {addr:#x}")));
     };
     let last = head + 7;
     let result = faults::vmap_unowned(last);
@@ -132,7 +133,7 @@ fn last_frame_of_an_order3_slab_is_refused() -> TestResult {
 /// page-table writer) asked to map a slab frame into user space.
 fn user_mapping_of_a_slab_page_is_refused() -> TestResult {
     let obj = kmalloc(512).map_err(|e| slab_err("kmalloc", e))?;
-    let pfn = pfn_of(obj);
+    let pfn = pfn_of(obj.addr());
     let segv = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
     let pid = spawn(&segv).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let user_va = 0x0900_0000;
@@ -159,8 +160,8 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
     let id = kmem_cache_create("dmap_reuse", 64, 0, SlabFlags::empty(), None)
         .map_err(|e| slab_err("create", e))?;
     let obj = kmem_cache_alloc(id).map_err(|e| slab_err("alloc", e))?;
-    let pfn = pfn_of(obj);
-    kmem_cache_free(id, obj).map_err(|e| slab_err("free", e))?;
+    let pfn = pfn_of(obj.addr());
+    kmem_cache_free(obj).map_err(|e| slab_err("free", e))?;
     kmem_cache_destroy(id).map_err(|e| slab_err("destroy", e))?;
     check!(
         !dmap::any_tagged(pfn, 1),
@@ -228,14 +229,14 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
 
 fn churn_gives_no_false_refusals() -> TestResult {
     let before = refusals();
-    let mut held = [0u64; 16];
+    let mut held: [Option<SlabObject>; 16] = [const { None }; 16];
     for round in 0..48u64 {
         let size = [8, 96, 192, 1000, 4096, 8192][(round % 6) as usize];
         let slot = (round % 16) as usize;
-        if held[slot] != 0 {
-            kfree(held[slot]).map_err(|e| slab_err("kfree", e))?;
+        if let Some(obj) = held[slot].take() {
+            kfree(obj).map_err(|e| slab_err("kfree", e))?;
         }
-        held[slot] = kmalloc(size).map_err(|e| slab_err("kmalloc", e))?;
+        held[slot] = Some(kmalloc(size).map_err(|e| slab_err("kmalloc", e))?);
         if round % 4 == 0 {
             let v = vmalloc(2 * PAGE_SIZE, "dmap_churn")
                 .map_err(|e| Failure::new(format_args!("vmalloc: {e}")))?;
@@ -248,7 +249,7 @@ fn churn_gives_no_false_refusals() -> TestResult {
             check!(k.is_ok(), "kmap refused during churn: {k:?}");
         }
     }
-    for obj in held.into_iter().filter(|&o| o != 0) {
+    for obj in held.into_iter().flatten() {
         kfree(obj).map_err(|e| slab_err("kfree", e))?;
     }
     check_eq!(refusals() - before, 0, "refusals during churn");
