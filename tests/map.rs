@@ -233,14 +233,16 @@ fn linger_state(dom: &str) {
     assert!(dom.contains("kernel image") && dom.contains("mem_map"));
 }
 
-/// A request the read-only server must refuse: its status line.
-fn http_status(addr: &str, request: &str) -> String {
+/// One request to the server: its status line and body.
+fn http(addr: &str, request: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to serve");
     s.set_read_timeout(Some(HANG)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or_default().to_string()
+    s.read_to_string(&mut answer).expect("the server's answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
 }
 
 #[test]
@@ -279,9 +281,22 @@ fn the_map_served_live_and_drawn_from_a_dump() {
     linger_state(&page);
     screenshot(&url, &tmp("map-2G.png"));
 
+    // What the page refreshes from, and the snapshot behind it: the same
+    // as `map --json`.
+    let (status, views) = http(addr, "GET /views HTTP/1.0\r\n\r\n");
+    assert!(
+        status.contains(" 200 ") && views.contains("linger_keep"),
+        "{status}"
+    );
+    let (status, served) = http(addr, "GET /map.json HTTP/1.0\r\n\r\n");
+    assert!(status.contains(" 200 "), "{status}");
+    let served: Value = serde_json::from_str(&served).expect("/map.json");
+    assert_eq!(served, json(&inspect(&live, &["map", "--json"])));
     // Read-only, and nothing but its own paths.
-    assert!(http_status(addr, "POST / HTTP/1.0\r\n\r\n").contains(" 405 "));
-    assert!(http_status(addr, "GET /etc/passwd HTTP/1.0\r\n\r\n").contains(" 404 "));
+    assert!(http(addr, "POST / HTTP/1.0\r\n\r\n").0.contains(" 405 "));
+    assert!(http(addr, "GET /etc/passwd HTTP/1.0\r\n\r\n")
+        .0
+        .contains(" 404 "));
     // A second server on the same port: one line, bad input.
     let busy = inspect(&live, &["serve", "--http", addr]);
     busy.expect_status(2).expect_stderr("cannot serve HTTP on");
@@ -289,8 +304,7 @@ fn the_map_served_live_and_drawn_from_a_dump() {
 
     // The same moment on a dump: the same snapshot, the same picture.
     inspect(&live, &["dump", now_core.to_str().unwrap()]).expect_status(0);
-    let snapshot = inspect(&live, &["map", "--json"]);
-    assert_eq!(json(&snapshot), json(&inspect(&dump, &["map", "--json"])));
+    assert_eq!(served, json(&inspect(&dump, &["map", "--json"])));
     let html = tmp("map-dump.html");
     let svg = tmp("map-dump.svg");
     inspect(

@@ -419,6 +419,33 @@ mod tests {
         );
         assert!(inspection(&["vmm", "inspect", "--dump", "f", "--socket", "s", "tlb"]).is_err());
         assert!(inspection(&["vmm", "inspect", "--socket", "s", "nonsense"]).is_err());
+        let map = inspection(&["vmm", "inspect", "--dump", "f", "map", "--html", "m.html"]);
+        assert_eq!(
+            map.unwrap(),
+            Inspection::Map {
+                source: Source::Dump("f".into()),
+                files: MapArgs {
+                    html: Some("m.html".into()),
+                    svg: None
+                },
+                json: false
+            }
+        );
+        let serve = inspection(&["vmm", "inspect", "--socket", "s", "serve"]).unwrap();
+        assert_eq!(
+            serve,
+            Inspection::Serve {
+                socket: "s".into(),
+                http: "127.0.0.1:8013".parse().unwrap()
+            }
+        );
+        let err = inspection(&["vmm", "inspect", "--dump", "f", "serve"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        for bad in ["8013", "localhost", "127.0.0.1:99999", "127.0.0.1:-1"] {
+            let err = inspection(&["vmm", "inspect", "--socket", "s", "serve", "--http", bad])
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
         let bad = inspection(&["vmm", "inspect", "--dump", "f", "vtop", "zz"]).unwrap_err();
         assert!(
             bad.to_string().contains("'zz' is not a hex address"),

@@ -276,7 +276,7 @@ pub fn run(t: &Target, query: &Query) -> R<Answer> {
 /// The map's snapshot of `t`, typed (what `map --json` prints).
 pub fn map_snapshot(t: &Target) -> R<map::MemoryMap> {
     match t.guest {
-        Guest::Ours => map::memory_map(&Kernel::new(t)?),
+        Guest::Ours => Ok(map::memory_map(&Kernel::new(t)?)),
         Guest::Foreign { .. } => Err(InspectError::new(
             "map draws the project's own kernel; this dump is of another",
         )),
@@ -301,7 +301,7 @@ fn run_on(k: &Kernel, query: &Query) -> R<Answer> {
         Query::Ps => procfs::ps(k)?.into(),
         Query::Vma { pid } => procfs::maps(k, pid)?.into(),
         Query::Audit => audit::audit(k)?.into(),
-        Query::Map => map::memory_map(k)?.into(),
+        Query::Map => map::memory_map(k).into(),
         Query::Regs { .. } | Query::Vmcoreinfo => {
             return Err(InspectError::bad_input(
                 "this command does not read the kernel's structures",

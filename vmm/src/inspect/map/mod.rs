@@ -143,7 +143,7 @@ pub struct MapSlot {
     pub links: Vec<(u32, u32)>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MapPkmap {
     pub base: u64,
     pub nr_slots: u64,
@@ -165,7 +165,7 @@ pub struct MapLocalCpu {
     pub slots: Vec<MapSlot>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MapFixmap {
     pub start: u64,
     pub top: u64,
@@ -244,19 +244,24 @@ impl Frames {
     }
 }
 
-/// Adds a frame's cell to `links`, as ascending ranges (capped).
+/// Adds a frame's cell to `links`: ascending ranges that neither
+/// overlap nor touch, at most MAX_LINKS of them.
 fn link(links: &mut Vec<(u32, u32)>, cell: u32) {
+    let i = links.partition_point(|&(_, b)| b.saturating_add(1) < cell);
     let room = links.len() < MAX_LINKS;
-    match links
-        .iter_mut()
-        .find(|(a, b)| (*a..=b.saturating_add(1)).contains(&cell))
-    {
-        Some((_, b)) => *b = (*b).max(cell),
-        None if room => {
-            links.push((cell, cell));
-            links.sort_unstable();
+    match links.get_mut(i) {
+        Some((a, b)) if *a <= cell.saturating_add(1) => {
+            *a = (*a).min(cell);
+            *b = (*b).max(cell);
         }
-        None => {}
+        _ if room => links.insert(i, (cell, cell)),
+        _ => return,
+    }
+    if let Some(&(next_a, next_b)) = links.get(i + 1) {
+        if next_a <= links[i].1.saturating_add(1) {
+            links[i].1 = links[i].1.max(next_b);
+            links.remove(i + 1);
+        }
     }
 }
 
@@ -276,7 +281,7 @@ fn vtop_text(k: &Kernel, va: u64, root: Option<u64>, pid: Option<u32>) -> String
 }
 
 /// Takes the snapshot.
-pub fn memory_map(k: &Kernel) -> R<MemoryMap> {
+pub fn memory_map(k: &Kernel) -> MemoryMap {
     let mut anomalies = Anomalies::default();
     let end_pfn = k.tables.ram_end_pfn;
     let fpc = frames_per_cell(end_pfn);
@@ -295,11 +300,15 @@ pub fn memory_map(k: &Kernel) -> R<MemoryMap> {
     let ram_frames = frames.owner.iter().filter(|&&o| o != Owner::NotRam).count() as u64;
 
     // Free blocks, then what the kernel holds, the more specific last.
-    let free = k.free_blocks()?;
-    for (head, order) in free.overlapping(0, end_pfn) {
-        frames.set(head..head.saturating_add(1 << order), Owner::Free { order });
+    match k.free_blocks() {
+        Ok(free) => {
+            for (head, order) in free.overlapping(0, end_pfn) {
+                frames.set(head..head.saturating_add(1 << order), Owner::Free { order });
+            }
+            anomalies.extend(&free.anomalies);
+        }
+        Err(e) => anomalies.push(format!("free lists: {}", e.msg)),
     }
-    anomalies.extend(&free.anomalies);
     let layout = tables::layout(k);
     for s in &layout.sections {
         let (a, b) = (
@@ -330,14 +339,24 @@ pub fn memory_map(k: &Kernel) -> R<MemoryMap> {
         );
     }
 
-    let vmalloc = vmalloc_areas(k, &mut frames, &mut anomalies)?;
-    let processes = processes(k, &mut frames, &mut anomalies)?;
-    let pk = procfs::pkmap(k)?;
-    anomalies.extend(&pk.anomalies);
-    let (pkmap, fixmap) = windows(k, &pk, &mut frames);
-
-    let zones = procfs::zoneinfo(k)?
-        .zones
+    // A part the guest's structures (or the read budget) deny is an
+    // anomaly: the rest is still drawn.
+    let vmalloc = vmalloc_areas(k, &mut frames, &mut anomalies);
+    let vmalloc = drawn_or_noted("vmalloc areas", vmalloc, &mut anomalies);
+    let processes = processes(k, &mut frames, &mut anomalies);
+    let processes = drawn_or_noted("processes", processes, &mut anomalies);
+    let (pkmap, fixmap) = match procfs::pkmap(k) {
+        Ok(pk) => {
+            anomalies.extend(&pk.anomalies);
+            windows(k, &pk, &mut frames)
+        }
+        Err(e) => {
+            anomalies.push(format!("pkmap and kmap_local: {}", e.msg));
+            Default::default()
+        }
+    };
+    let zones = procfs::zoneinfo(k).map(|z| z.zones);
+    let zones = drawn_or_noted("zones", zones, &mut anomalies)
         .into_iter()
         .map(|r| MapZone {
             name: r.zone.name.to_string(),
@@ -368,7 +387,7 @@ pub fn memory_map(k: &Kernel) -> R<MemoryMap> {
         .collect();
     anomalies.extend(&layout.anomalies);
     let cells = cells(k, &frames);
-    Ok(MemoryMap {
+    MemoryMap {
         ram_frames,
         end_pfn,
         max_low_pfn: k.max_low_pfn,
@@ -392,6 +411,14 @@ pub fn memory_map(k: &Kernel) -> R<MemoryMap> {
         fixmap,
         processes,
         anomalies: anomalies.lines().collect(),
+    }
+}
+
+/// A part of the snapshot, or nothing and an anomaly saying why.
+fn drawn_or_noted<T: Default>(what: &str, part: R<T>, anomalies: &mut Anomalies) -> T {
+    part.unwrap_or_else(|e| {
+        anomalies.push(format!("{what}: {}", e.msg));
+        T::default()
     })
 }
 
@@ -706,3 +733,6 @@ impl Render for MemoryMap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
