@@ -109,13 +109,6 @@ pub struct MapRegion {
     pub links: Vec<(u32, u32)>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MapSection {
-    pub name: String,
-    pub start: u64,
-    pub end: u64,
-}
-
 /// A vmalloc area of `vmallocinfo`, its guard page and its frames.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MapArea {
@@ -202,13 +195,11 @@ pub struct MemoryMap {
     /// Frames of RAM, and the frame after the last.
     pub ram_frames: u64,
     pub end_pfn: u64,
-    pub max_low_pfn: u64,
     pub frames_per_cell: u64,
     pub zones: Vec<MapZone>,
     pub cells: Vec<Cell>,
     pub page_offset: u64,
     pub regions: Vec<MapRegion>,
-    pub sections: Vec<MapSection>,
     pub vmalloc: Vec<MapArea>,
     /// Areas not drawn (past MAX_AREAS).
     pub vmalloc_more: u64,
@@ -390,21 +381,11 @@ pub fn memory_map(k: &Kernel) -> MemoryMap {
     MemoryMap {
         ram_frames,
         end_pfn,
-        max_low_pfn: k.max_low_pfn,
         frames_per_cell: fpc,
         zones,
         cells,
         page_offset: k.virt.page_offset,
         regions,
-        sections: layout
-            .sections
-            .iter()
-            .map(|s| MapSection {
-                name: s.name.to_string(),
-                start: s.start,
-                end: s.end,
-            })
-            .collect(),
         vmalloc_more: vmalloc.1,
         vmalloc: vmalloc.0,
         pkmap,

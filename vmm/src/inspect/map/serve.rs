@@ -53,11 +53,14 @@ fn answer(
     if *method != Method::Get {
         return (405, TEXT, "read-only: GET only\n".into());
     }
-    let render: fn(&MemoryMap) -> String = match url {
-        "/" | "/index.html" => |m| draw::html(m, true),
-        "/views" => draw::fragment,
-        "/map.svg" => draw::svg,
-        "/map.json" => |m| serde_json::to_string_pretty(m).unwrap_or_default(),
+    const HTML: &str = "text/html; charset=utf-8";
+    let (kind, render): (_, fn(&MemoryMap) -> String) = match url {
+        "/" | "/index.html" => (HTML, |m| draw::html(m, true)),
+        "/views" => (HTML, draw::fragment),
+        "/map.svg" => ("image/svg+xml", draw::svg),
+        "/map.json" => ("application/json", |m| {
+            serde_json::to_string_pretty(m).unwrap_or_default()
+        }),
         _ => {
             return (
                 404,
@@ -65,12 +68,6 @@ fn answer(
                 "not found: /, /views, /map.svg, /map.json\n".into(),
             )
         }
-    };
-    let kind = match url {
-        "/map.svg" => "image/svg+xml",
-        "/map.json" => "application/json",
-        "/views" => "text/html; charset=utf-8",
-        _ => "text/html; charset=utf-8",
     };
     match snapshot() {
         Ok(m) => (200, kind, render(&m)),

@@ -32,7 +32,6 @@ fn full_map(caller: &str, comm: &str) -> MemoryMap {
     MemoryMap {
         ram_frames: end_pfn,
         end_pfn,
-        max_low_pfn: 0x38000,
         frames_per_cell: fpc,
         zones: ["DMA", "Normal", "HighMem"]
             .iter()
@@ -56,7 +55,6 @@ fn full_map(caller: &str, comm: &str) -> MemoryMap {
             vtop: "walk".into(),
             links: links.clone(),
         }],
-        sections: Vec::new(),
         vmalloc: (0..MAX_AREAS as u64)
             .map(|i| MapArea {
                 start: 0xf880_0000 + 2 * i * PAGE,
