@@ -22,8 +22,13 @@ pub fn run(
         .server_addr()
         .to_ip()
         .map_or_else(|| addr.to_string(), |a| a.to_string());
-    println!("serving the memory map at http://{bound}/ (Ctrl-C ends)");
-    let _ = std::io::stdout().flush();
+    // Where to look; a closed stdout does not stop the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "serving the memory map at http://{bound}/ (Ctrl-C ends)"
+    );
+    let _ = out.flush();
     for request in server.incoming_requests() {
         let (status, kind, body) = answer(request.method(), request.url(), &mut snapshot);
         let mut response = Response::from_string(body).with_status_code(status);
