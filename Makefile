@@ -7,7 +7,7 @@ GUEST      := target/guest.bin
 VMM        := target/release/vmm
 MEM        ?= 2G
 
-.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux hw-kvm-check
+.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux chromium hw-kvm-check
 
 all: build
 
@@ -30,7 +30,7 @@ run: build
 
 # Formatting and lints, host unit and property tests, then the system
 # tests that boot the guest and, under QEMU, real i386 Linux kernels.
-test: build lint i386-linux
+test: build lint i386-linux chromium
 	$(CARGO) test --workspace --release
 
 # QEMU and Debian's i386 kernels for tests/qemu_i386.rs, cached under
@@ -38,6 +38,11 @@ test: build lint i386-linux
 # except in CI (REQUIRE_KVM=1), where they must run.
 i386-linux:
 	tests/i386/setup.sh target/i386-linux || [ "$(REQUIRE_KVM)" != 1 ]
+
+# Debian's chromium, headless, for the map's tests (tests/map.rs); as for
+# i386-linux, mandatory in CI only.
+chromium:
+	tests/chromium/setup.sh || [ "$(REQUIRE_KVM)" != 1 ]
 
 # vmm under a genuine KVM: kvm_amd in Debian's kernel, booted by QEMU TCG
 # on a CPU with SVM. Takes minutes, so not part of `test`.

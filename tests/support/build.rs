@@ -19,6 +19,7 @@ fn main() {
     // The vmm crate shares this script for its KVM unit tests only.
     if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("system-tests") {
         qemu_i386();
+        chromium();
     }
     println!("cargo::rerun-if-env-changed=VMM_KVM_DEVICE");
     println!("cargo::rerun-if-env-changed=REQUIRE_KVM");
@@ -62,3 +63,23 @@ fn qemu_i386() {
         );
     }
 }
+
+/// The map's browser tests (tests/map.rs) need Debian's chromium
+/// (tests/chromium/setup.sh, `make chromium`); without it they are
+/// ignored, unless REQUIRE_KVM=1 (CI), where they run and fail.
+fn chromium() {
+    println!("cargo::rustc-check-cfg=cfg(chromium)");
+    let bin = PathBuf::from(CHROMIUM);
+    println!("cargo::rerun-if-changed={}", bin.display());
+    let required = std::env::var("REQUIRE_KVM").as_deref() == Ok("1");
+    if bin.exists() || required {
+        println!("cargo::rustc-cfg=chromium");
+    } else {
+        println!(
+            "cargo::warning=the map's browser tests are ignored: run `make chromium` (needs root to install Debian's chromium)"
+        );
+    }
+}
+
+/// Where Debian's package puts the browser.
+const CHROMIUM: &str = "/usr/bin/chromium";

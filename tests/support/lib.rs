@@ -301,11 +301,23 @@ impl MonitoredVm {
         timeout: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_sized("2G", cmdline, socket, exit_core, timeout, env)
+    }
+
+    /// `start_with` another RAM size.
+    pub fn start_sized(
+        mem: &str,
+        cmdline: &str,
+        socket: &Path,
+        exit_core: &Path,
+        timeout: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let guest = guest_path();
         let args: [&std::ffi::OsStr; 12] = [
             "run".as_ref(),
             "--mem".as_ref(),
-            "2G".as_ref(),
+            mem.as_ref(),
             "--timeout".as_ref(),
             timeout.as_ref(),
             "--cmdline".as_ref(),
@@ -344,5 +356,23 @@ impl MonitoredVm {
     /// its stderr.
     pub fn finish(self) -> Run {
         self.0.finish(WATCHDOG)
+    }
+}
+
+/// A `vmm` command left running (`inspect serve`), killed when dropped.
+pub struct Running(Process);
+
+impl Running {
+    pub fn start(args: &[&str]) -> Self {
+        Running(Process::start(args, &[]))
+    }
+
+    /// Waits until it prints `needle` on stdout; what it printed so far.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.0
+            .wait_until(&format!("vmm never printed {needle:?}"), HANG, |p| {
+                p.stdout.contains(needle)
+            });
+        self.0.shared.lock().stdout.clone()
     }
 }

@@ -9,14 +9,15 @@ use std::time::Instant;
 use abi::layout::MAXMEM;
 use log::info;
 
-use crate::cli::{Inspection, RunArgs};
+use crate::cli::{Inspection, MapArgs, RunArgs, Source};
 use crate::coredump::{self, DumpMem, DumpMeta};
 use crate::devices::{Devices, SharedRecord};
 use crate::error::Error;
 use crate::files::InputFile;
 use crate::guestphys::LiveMem;
-use crate::inspect::{self, Target};
-use crate::monitor::wire::{Command, Control, Response};
+use crate::inspect::map::{draw, serve, MemoryMap};
+use crate::inspect::{self, InspectError, Query, Target};
+use crate::monitor::wire::{Command, Control, Request, Response};
 use crate::monitor::{self, Monitor};
 use crate::vstate::{open_kvm, Outcome, Vcpus, Vm};
 use crate::{boot, loader, memory};
@@ -131,7 +132,80 @@ pub fn inspect(how: &Inspection) -> Result<Response, Error> {
             let target = Target::from(DumpMem::open(path)?);
             Ok(Response::new(inspect::run(&target, query), *json))
         }
+        Inspection::Map {
+            source,
+            files,
+            json,
+        } => {
+            let map = match snapshot(source)? {
+                Ok(map) => map,
+                Err(e) => return Ok(Response::error(e)),
+            };
+            if files.html.is_none() && files.svg.is_none() {
+                return Ok(Response::new(Ok(map.into()), *json));
+            }
+            Ok(match write_map(&map, files) {
+                Ok(wrote) => Response {
+                    status: 0,
+                    out: wrote,
+                    err: String::new(),
+                },
+                Err(e) => Response::error(e),
+            })
+        }
+        Inspection::Serve { socket, http } => {
+            let served = serve::run(*http, || {
+                snapshot(&Source::Socket(socket.clone()))
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.msg)
+            });
+            Ok(match served {
+                Ok(()) => Response::error(InspectError::new("serve: the server stopped")),
+                Err(e) => Response::error(InspectError::bad_input(e)),
+            })
+        }
     }
+}
+
+/// The map's snapshot: from the monitor (its `map --json` answer, taken
+/// while the vCPUs pause), or from the dump. The outer error is one of
+/// reaching the source, the inner one the inspector's.
+fn snapshot(source: &Source) -> Result<Result<MemoryMap, InspectError>, Error> {
+    match source {
+        Source::Socket(socket) => {
+            let request = Request {
+                command: Command::Query(Query::Map),
+                json: true,
+            };
+            let resp = monitor::request(socket, &request)?;
+            if resp.status != 0 {
+                let msg = resp.err.trim().trim_start_matches("vmm: ").to_string();
+                return Ok(Err(InspectError::new(msg)));
+            }
+            Ok(serde_json::from_str(&resp.out).map_err(|e| {
+                InspectError::new(format!("the monitor's map is not a map snapshot: {e}"))
+            }))
+        }
+        Source::Dump(path) => Ok(inspect::map_snapshot(&Target::from(DumpMem::open(path)?))),
+    }
+}
+
+/// Writes the page and the SVG asked for; says what it wrote.
+fn write_map(map: &MemoryMap, files: &MapArgs) -> Result<String, InspectError> {
+    let mut wrote = String::new();
+    let outputs = [
+        (&files.html, draw::html(map, false)),
+        (&files.svg, draw::svg(map)),
+    ];
+    for (path, text) in outputs {
+        if let Some(path) = path {
+            std::fs::write(path, text).map_err(|e| {
+                InspectError::bad_input(format!("cannot write {}: {e}", path.display()))
+            })?;
+            wrote.push_str(&format!("wrote {}\n", path.display()));
+        }
+    }
+    Ok(wrote)
 }
 
 /// Paths cross the monitor's socket as JSON strings.

@@ -1,7 +1,10 @@
 //! Command line: `vmm [run] [--mem SIZE] [--cpus N] [--cmdline STR] [--timeout S]
 //! [--monitor PATH] [--dump-on-exit FILE] GUEST`, and
-//! `vmm inspect (--socket PATH | --dump FILE) COMMAND [--json]`.
+//! `vmm inspect (--socket PATH | --dump FILE) COMMAND [--json]`, whose
+//! commands include `map [--html FILE] [--svg FILE]` and, for a socket,
+//! `serve [--http ADDR:PORT]`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,7 +56,37 @@ pub struct InspectArgs {
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
-    pub command: MonitorCommand,
+    pub command: InspectCommand,
+}
+
+/// What `vmm inspect` does: a request (a query or a control), or the map.
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    #[command(flatten)]
+    Request(MonitorCommand),
+    /// Draw the guest's memory: physical frames by zone and owner, the
+    /// kernel's 1 GiB, each process's VMAs (without a file: the snapshot
+    /// as text or --json).
+    Map(MapArgs),
+    /// Serve the map over HTTP, a fresh snapshot for each request (--socket only).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct MapArgs {
+    /// Write a self-contained page here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Write the picture as SVG here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:8013")]
+    pub http: SocketAddr,
 }
 
 /// A parsed command line: what to do, and how much to log.
@@ -70,9 +103,25 @@ pub enum Invocation {
     Inspect(Inspection),
 }
 
-/// `vmm inspect`: a request for a monitor, or a query on a dump.
+/// Where `vmm inspect` looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Socket(PathBuf),
+    Dump(PathBuf),
+}
+
+/// `vmm inspect`: a request for a monitor, a query on a dump, or the map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inspection {
+    Map {
+        source: Source,
+        files: MapArgs,
+        json: bool,
+    },
+    Serve {
+        socket: PathBuf,
+        http: SocketAddr,
+    },
     Monitor {
         socket: PathBuf,
         request: Request,
@@ -117,21 +166,40 @@ impl InspectArgs {
             json,
             command,
         } = self;
-        match (socket, dump, command) {
-            (Some(socket), _, command) => Ok(Inspection::Monitor {
+        let source = match (socket, dump) {
+            (Some(socket), _) => Source::Socket(socket),
+            (None, Some(path)) => Source::Dump(path),
+            (None, None) => {
+                return Err(Cli::command().error(
+                    ErrorKind::MissingRequiredArgument,
+                    "inspect needs --socket or --dump",
+                ))
+            }
+        };
+        match (source, command) {
+            (source, InspectCommand::Map(files)) => Ok(Inspection::Map {
+                source,
+                files,
+                json,
+            }),
+            (Source::Socket(socket), InspectCommand::Serve(args)) => Ok(Inspection::Serve {
+                socket,
+                http: args.http,
+            }),
+            (Source::Dump(_), InspectCommand::Serve(_)) => Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "serve refreshes the map from a running guest: it needs --socket, not --dump (map --html draws a dump)",
+            )),
+            (Source::Socket(socket), InspectCommand::Request(command)) => Ok(Inspection::Monitor {
                 socket,
                 request: Request { command, json },
             }),
-            (None, Some(path), MonitorCommand::Query(query)) => {
+            (Source::Dump(path), InspectCommand::Request(MonitorCommand::Query(query))) => {
                 Ok(Inspection::Dump { path, query, json })
             }
-            (None, Some(_), MonitorCommand::Control(_)) => Err(Cli::command().error(
+            (Source::Dump(_), InspectCommand::Request(MonitorCommand::Control(_))) => Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
                 "stop, cont, dump and bench control a running guest: they need --socket, not --dump",
-            )),
-            (None, None, _) => Err(Cli::command().error(
-                ErrorKind::MissingRequiredArgument,
-                "inspect needs --socket or --dump",
             )),
         }
     }
@@ -351,6 +419,33 @@ mod tests {
         );
         assert!(inspection(&["vmm", "inspect", "--dump", "f", "--socket", "s", "tlb"]).is_err());
         assert!(inspection(&["vmm", "inspect", "--socket", "s", "nonsense"]).is_err());
+        let map = inspection(&["vmm", "inspect", "--dump", "f", "map", "--html", "m.html"]);
+        assert_eq!(
+            map.unwrap(),
+            Inspection::Map {
+                source: Source::Dump("f".into()),
+                files: MapArgs {
+                    html: Some("m.html".into()),
+                    svg: None
+                },
+                json: false
+            }
+        );
+        let serve = inspection(&["vmm", "inspect", "--socket", "s", "serve"]).unwrap();
+        assert_eq!(
+            serve,
+            Inspection::Serve {
+                socket: "s".into(),
+                http: "127.0.0.1:8013".parse().unwrap()
+            }
+        );
+        let err = inspection(&["vmm", "inspect", "--dump", "f", "serve"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        for bad in ["8013", "localhost", "127.0.0.1:99999", "127.0.0.1:-1"] {
+            let err = inspection(&["vmm", "inspect", "--socket", "s", "serve", "--http", bad])
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
         let bad = inspection(&["vmm", "inspect", "--dump", "f", "vtop", "zz"]).unwrap_err();
         assert!(
             bad.to_string().contains("'zz' is not a hex address"),

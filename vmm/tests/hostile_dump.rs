@@ -218,6 +218,7 @@ fn every_command_is_bounded_on_a_hostile_2g_dump() {
         &["x", "1000", "65536"],
         &["regs"],
         &["vmcoreinfo"],
+        &["map"],
     ];
     let mut seen = String::new();
     for cmd in commands {
@@ -248,6 +249,19 @@ fn every_command_is_bounded_on_a_hostile_2g_dump() {
             seen.push_str(&r.out);
         }
     }
+    // The picture is bounded too.
+    let page = path.with_extension("html");
+    let r = inspect(&path, &["map", "--html", page.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{:?}", r.errors);
+    assert!(r.peak_kib <= MAX_RSS_KIB, "map: {} MiB", r.peak_kib >> 10);
+    let html = std::fs::read_to_string(&page).expect("no page");
+    assert!(html.contains("anomal"), "no anomaly drawn");
+    assert!(
+        html.len() <= MAX_OUTPUT,
+        "map: a page of {} bytes",
+        html.len()
+    );
+    std::fs::remove_file(&page).ok();
     // The walks stopped for the right reasons.
     for why in [
         "more anomalies not listed",

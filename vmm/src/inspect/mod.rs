@@ -19,6 +19,7 @@
 mod audit;
 mod descriptor;
 mod foreign;
+pub mod map;
 mod procfs;
 mod procs;
 mod query;
@@ -135,6 +136,7 @@ answers! {
     Ps(procfs::Ps),
     Vma(procfs::Maps),
     Audit(audit::Audit),
+    Map(map::MemoryMap),
     Regs(CpuRegs),
     Vmcoreinfo(DescriptorText),
     Note(Note),
@@ -271,6 +273,16 @@ pub fn run(t: &Target, query: &Query) -> R<Answer> {
     })
 }
 
+/// The map's snapshot of `t`, typed (what `map --json` prints).
+pub fn map_snapshot(t: &Target) -> R<map::MemoryMap> {
+    match t.guest {
+        Guest::Ours => Ok(map::memory_map(&Kernel::new(t)?)),
+        Guest::Foreign { .. } => Err(InspectError::new(
+            "map draws the project's own kernel; this dump is of another",
+        )),
+    }
+}
+
 /// The commands that read the kernel's structures.
 fn run_on(k: &Kernel, query: &Query) -> R<Answer> {
     Ok(match *query {
@@ -289,6 +301,7 @@ fn run_on(k: &Kernel, query: &Query) -> R<Answer> {
         Query::Ps => procfs::ps(k)?.into(),
         Query::Vma { pid } => procfs::maps(k, pid)?.into(),
         Query::Audit => audit::audit(k)?.into(),
+        Query::Map => map::memory_map(k).into(),
         Query::Regs { .. } | Query::Vmcoreinfo => {
             return Err(InspectError::bad_input(
                 "this command does not read the kernel's structures",

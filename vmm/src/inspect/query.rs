@@ -74,6 +74,10 @@ pub enum Query {
     },
     /// Double-mapping invariants against the host's slab record.
     Audit,
+    /// The snapshot `vmm inspect map` draws (its own subcommand on the
+    /// command line, with the files to write).
+    #[command(skip)]
+    Map,
     /// Hexdump of guest virtual memory.
     X {
         /// Virtual address (hex).

@@ -948,13 +948,7 @@ impl<'t> Kernel<'t> {
         if let Some(sec) = self.d.section_of(va).filter(|_| pfn < self.max_low_pfn) {
             return format!("kernel image ({sec})");
         }
-        let map_start = l.mem_map.wrapping_sub(self.virt.page_offset) / PAGE;
-        let map_end = l
-            .mem_map
-            .wrapping_sub(self.virt.page_offset)
-            .saturating_add(self.max_pfn * l.page.size)
-            .div_ceil(PAGE);
-        if pfn >= map_start && pfn < map_end {
+        if self.mem_map_pfns(&l).contains(&pfn) {
             return "mem_map".into();
         }
         // An allocated block: its head has a refcount and its order.
@@ -971,6 +965,15 @@ impl<'t> Kernel<'t> {
             }
         }
         "reserved or unused (no allocator state)".into()
+    }
+
+    /// The frames mem_map (the struct page array) occupies.
+    pub fn mem_map_pfns(&self, l: &PageLayout) -> Range<u64> {
+        let offset = l.mem_map.wrapping_sub(self.virt.page_offset);
+        let end = offset
+            .saturating_add(self.max_pfn.saturating_mul(l.page.size))
+            .div_ceil(PAGE);
+        offset / PAGE..end
     }
 
     /// Why a frame mapped user-accessible is the kernel's, if it is: a
