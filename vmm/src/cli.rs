@@ -1,5 +1,5 @@
 //! Command line: `vmm [run] [--mem SIZE] [--cpus N] [--cmdline STR] [--timeout S]
-//! [--monitor PATH] [--dump-on-exit FILE] GUEST`, and
+//! [--monitor PATH] [--dump-on-exit FILE] [--initrd FILE] GUEST`, and
 //! `vmm inspect (--socket PATH | --dump FILE) COMMAND [--json]`.
 
 use std::path::PathBuf;
@@ -164,6 +164,12 @@ pub struct RunArgs {
     /// Write an ELF core dump of the guest here when it stops.
     #[arg(long)]
     pub dump_on_exit: Option<PathBuf>,
+
+    /// An initramfs (a cpio newc archive, as `cpio -o -H newc` writes)
+    /// whose programs `run=` may name, besides the ones built into the
+    /// kernel; a program in both is taken from this one.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
 
     /// The guest kernel: an ELF64 x86-64 executable.
     pub guest: PathBuf,
