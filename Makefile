@@ -14,7 +14,7 @@ INITRAMFS  := target/initramfs.cpio
 # `make run INITRD=my.cpio` hands the guest your own archive as well.
 INITRD     ?=
 
-.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux hw-kvm-check initramfs
+.PHONY: all build guest vmm run test lint bench clean toolchain i386-linux hw-kvm-check initramfs c-compiler
 
 all: build
 
@@ -43,7 +43,7 @@ run: build
 
 # Formatting and lints, host unit and property tests, then the system
 # tests that boot the guest and, under QEMU, real i386 Linux kernels.
-test: build lint i386-linux
+test: build lint i386-linux c-compiler
 	$(CARGO) test --workspace --release
 
 # QEMU and Debian's i386 kernels for tests/qemu_i386.rs, cached under
@@ -51,6 +51,12 @@ test: build lint i386-linux
 # except in CI (REQUIRE_KVM=1), where they must run.
 i386-linux:
 	tests/i386/setup.sh target/i386-linux || [ "$(REQUIRE_KVM)" != 1 ]
+
+# A C compiler for tests/elf_programs.rs, which builds a static C program
+# to run in the guest. As above: without root the install fails and the
+# test is ignored, except in CI (REQUIRE_KVM=1), where it must run.
+c-compiler:
+	command -v cc >/dev/null || sh -c '. tests/as_root.sh && as_root apt-get install -y -q --no-install-recommends gcc' || [ "$(REQUIRE_KVM)" != 1 ]
 
 # vmm under a genuine KVM: kvm_amd in Debian's kernel, booted by QEMU TCG
 # on a CPU with SVM. Takes minutes, so not part of `test`.

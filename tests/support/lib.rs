@@ -301,8 +301,30 @@ impl MonitoredVm {
         timeout: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::launch(cmdline, socket, exit_core, timeout, env, &[])
+    }
+
+    /// `start` with an initramfs (`--initrd`).
+    pub fn start_with_initrd(
+        cmdline: &str,
+        socket: &Path,
+        exit_core: &Path,
+        initrd: &Path,
+    ) -> Self {
+        let extra = ["--initrd".as_ref(), initrd.as_os_str()];
+        Self::launch(cmdline, socket, exit_core, &guest_timeout(), &[], &extra)
+    }
+
+    fn launch(
+        cmdline: &str,
+        socket: &Path,
+        exit_core: &Path,
+        timeout: &str,
+        env: &[(&str, &str)],
+        extra: &[&std::ffi::OsStr],
+    ) -> Self {
         let guest = guest_path();
-        let args: [&std::ffi::OsStr; 12] = [
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "run".as_ref(),
             "--mem".as_ref(),
             "2G".as_ref(),
@@ -314,8 +336,9 @@ impl MonitoredVm {
             socket.as_ref(),
             "--dump-on-exit".as_ref(),
             exit_core.as_ref(),
-            guest.as_ref(),
         ];
+        args.extend_from_slice(extra);
+        args.push(guest.as_ref());
         MonitoredVm(Process::start(args, env))
     }
 
