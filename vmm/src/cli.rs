@@ -298,6 +298,13 @@ mod tests {
             assert!(parse(["vmm", "--cpus", bad, "g.bin"]).is_err(), "{bad}");
         }
         assert!(parse(["vmm"]).is_err());
+        assert_eq!(run_args(&["vmm", "g.bin"]).initrd, None);
+        let args = run_args(&["vmm", "--initrd", "my.cpio", "g.bin"]);
+        assert_eq!(
+            args.initrd.as_deref(),
+            Some(std::path::Path::new("my.cpio"))
+        );
+        assert!(parse(["vmm", "g.bin", "--initrd"]).is_err());
         let args = run_args(&[
             "vmm",
             "run",

@@ -231,15 +231,6 @@ impl AddressSpace {
         let page = TASK_SIZE - PAGE_SIZE;
         let argv0 = &name.as_bytes()[..name.len().min(ARGV0_MAX)];
         let argv0_at = TASK_SIZE - 16 - argv0.len() as u64;
-        let mut words = [0u64; 24];
-        let mut n = 0;
-        let mut push = |words: &mut [u64; 24], v: u64| {
-            words[n] = v;
-            n += 1;
-        };
-        for v in [1, argv0_at, 0, 0] {
-            push(&mut words, v); // argc, argv[0], argv's NULL, envp's NULL
-        }
         let aux = [
             (AT_PAGESZ, Some(PAGE_SIZE)),
             (AT_ENTRY, Some(exe.entry)),
@@ -249,18 +240,31 @@ impl AddressSpace {
             (AT_PHDR, exe.phdr),
             (AT_NULL, Some(0)),
         ];
-        for (key, value) in aux.iter().filter_map(|&(k, v)| Some((k, v?))) {
-            push(&mut words, key);
-            push(&mut words, value);
+        // argc, argv[0], argv's NULL, envp's NULL, then the (key, value)
+        // pairs that have a value.
+        let pairs = aux.iter().filter_map(|&(key, value)| Some([key, value?]));
+        let mut words = [0u64; 4 + 2 * 7];
+        let mut n = 0;
+        for (slot, word) in words
+            .iter_mut()
+            .zip([1, argv0_at, 0, 0].into_iter().chain(pairs.flatten()))
+        {
+            *slot = word;
+            n += 1;
         }
         let sp = (argv0_at - n as u64 * 8) & !15;
         let frame = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
-        let _ = with_kmap_local(&frame, 0, |p| {
+        let written = with_kmap_local(&frame, 0, |p| {
             p.write_bytes((argv0_at - page) as usize, argv0);
-            for (i, w) in words[..n].iter().enumerate() {
-                p.write_bytes((sp - page) as usize + i * 8, &w.to_le_bytes());
+            for (i, word) in words[..n].iter().enumerate() {
+                p.write_bytes((sp - page) as usize + i * 8, &word.to_le_bytes());
             }
         });
+        if written.is_err() {
+            // No kmap_local slot: as out of memory, the task does not start.
+            let _ = free_pages(frame);
+            return Err(ExecError::NoMemory);
+        }
         self.install(page, frame, VmFlags::STACK_DEFAULT)
             .map_err(|(e, frame)| {
                 let _ = free_pages(frame);
