@@ -109,7 +109,7 @@ fn a_static_c_program_runs_from_the_initramfs() {
 
     let run = vm.finish();
     run.expect_status(0)
-        .expect_stdout("initramfs: 1 files from --initrd")
+        .expect_stdout("initramfs: --initrd holds 1 file(s)")
         .expect_stdout("[1:hello] exited with status 0")
         .expect_stdout("[2:demo] exited with status 0");
     let reports = run

@@ -6,6 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+// Shared by both binfmt targets: each uses half of it.
+#[allow(dead_code)]
 #[path = "../../binfmt/tests/fuzz_binfmt/mod.rs"]
 mod fuzz_binfmt;
 

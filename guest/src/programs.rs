@@ -70,7 +70,7 @@ pub fn init(boot: &BootParams) {
         if let Some(a) = fs.external {
             let files = a.files().count();
             let bytes = boot.info.initrd.end - boot.info.initrd.start;
-            kprintln!("initramfs: {files} files from --initrd ({bytes} bytes)");
+            kprintln!("initramfs: --initrd holds {files} file(s) in {bytes} bytes");
         }
         fs
     });

@@ -24,7 +24,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = std::fs::write(out, archive.finish()) {
+    let archive = archive.finish();
+    // Unchanged, the file keeps its time: the guest, which builds it in,
+    // is not rebuilt.
+    if std::fs::read(out).is_ok_and(|old| old == archive) {
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = std::fs::write(out, archive) {
         eprintln!("mkinitramfs: cannot write {out}: {e}");
         return ExitCode::FAILURE;
     }
