@@ -345,6 +345,7 @@ fn a_running_process_at_8g() {
         &exit_core,
         &system_tests::guest_timeout(),
         &[],
+        &[],
     );
     vm.wait_for("spin: spinning in ring 3");
     let live = ["--socket", sock.to_str().unwrap()];

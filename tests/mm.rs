@@ -143,7 +143,7 @@ fn processes_run_and_bad_ones_are_killed() {
         .expect_stdout("[1:demo] exited with status 0")
         .expect_stdout("[2:segv] killed: page fault at 0x40000000: no VMA covers the address")
         .expect_stdout(
-            "[3:rowrite] killed: page fault at 0x8048007: the VMA does not allow this access",
+            "[3:rowrite] killed: page fault at 0x8048000: the VMA does not allow this access",
         )
         .expect_stdout("[4:kernel] killed: user access to kernel address 0xc0100000")
         .expect_stdout("[5:demo] exited with status 0");

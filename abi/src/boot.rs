@@ -71,6 +71,11 @@ pub struct BootInfo {
     pub cpu_count: u64,
     /// The local APIC ID of each CPU (the MADT's list).
     pub apic_ids: [u32; MAX_CPUS],
+    /// The initramfs (`--initrd`), a cpio newc archive, physical; empty
+    /// when there is none. It lies in lowmem, page aligned, after the
+    /// kernel, and the kernel keeps it (memblock-reserved) as read-only
+    /// data: exec reads programs from it.
+    pub initrd: PhysRange,
 }
 
 impl BootInfo {

@@ -1,7 +1,8 @@
 //! What the VMM told us: the memory map, RAM size, kernel range, command line.
 
-use abi::boot::{BootInfo, BOOT_INFO_MAGIC, E820_RAM, E820_RESERVED};
+use abi::boot::{BootInfo, PhysRange, BOOT_INFO_MAGIC, E820_RAM, E820_RESERVED};
 use abi::cmdline::{self, Cmdline, Vocabulary};
+use abi::layout::{MAXMEM, PAGE_SIZE};
 
 use crate::{arch, kprintln};
 
@@ -45,6 +46,25 @@ impl BootParams {
                 len: self.cmdline_len,
             }),
         }
+    }
+
+    /// The initramfs `--initrd` gave, if it lies where the VMM promises
+    /// (page aligned, after the kernel, inside RAM and lowmem); None when
+    /// there is none or it does not. The VMM is trusted no further.
+    pub fn initrd(&self) -> Option<PhysRange> {
+        let r = self.info.initrd;
+        let lowmem_end = self.info.ram_bytes.min(MAXMEM);
+        let in_ram = self
+            .info
+            .memory_map()
+            .iter()
+            .any(|e| e.kind == E820_RAM && e.addr <= r.start && r.end <= e.end());
+        (r.start < r.end
+            && r.start.is_multiple_of(PAGE_SIZE)
+            && r.start >= self.info.kernel.end
+            && r.end <= lowmem_end
+            && in_ram)
+            .then_some(r)
     }
 
     /// Mirrors e820__print_table(): the map as Linux prints it at boot.

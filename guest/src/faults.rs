@@ -151,7 +151,7 @@ fn plant_free() -> Result<(u64, u64), &'static str> {
 /// A task (never run, so never reaped) whose user page tables map the
 /// kernel's first text frame with the user bit set.
 fn plant_user() -> Result<(u64, u64), &'static str> {
-    let program = crate::arch::programs::find("segv").ok_or("no segv program")?;
+    let program = crate::programs::find("segv").ok_or("no segv program")?;
     let pid = process::spawn(&program).map_err(|_| "spawn failed")?;
     let pfn = abi::layout::pa(arch::mem::sections().text.start) >> PAGE_SHIFT;
     let user_va = 0x0900_0000;

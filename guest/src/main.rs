@@ -17,6 +17,8 @@ mod mm;
 #[deny(unsafe_code)]
 mod process;
 #[deny(unsafe_code)]
+mod programs;
+#[deny(unsafe_code)]
 mod report;
 #[deny(unsafe_code)]
 mod sched;
@@ -38,12 +40,6 @@ use abi::io::exit;
 /// processes, each touching 2 MiB of anonymous memory and a heap.
 const DEFAULT_WORKLOAD: [&str; 3] = ["demo", "demo", "demo"];
 
-/// The guest's own names the command line may use.
-const VOCABULARY: Vocabulary<'static> = Vocabulary {
-    programs: &arch::programs::NAMES,
-    suites: &selftest::SUITE_NAMES,
-};
-
 /// Entered from `_start` with the boot-info physical address from RDI.
 extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     smp::boot_cpu_init();
@@ -53,7 +49,13 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
         arch::io::exit(exit::CRASH);
     };
     kprintln!("Booting the i386-model kernel (long mode, PAE-geometry tables)");
-    let cmdline = match boot.cmdline(&VOCABULARY) {
+    programs::init(&boot);
+    // The guest's own names the command line may use.
+    let vocabulary = Vocabulary {
+        programs: programs::names(),
+        suites: &selftest::SUITE_NAMES,
+    };
+    let cmdline = match boot.cmdline(&vocabulary) {
         Ok(cmdline) => cmdline,
         Err(e) => {
             kprintln!("cmdline: {e}");

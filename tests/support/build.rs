@@ -20,6 +20,7 @@ fn main() {
     if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("system-tests") {
         qemu_i386();
         chromium();
+        c_compiler();
     }
     println!("cargo::rerun-if-env-changed=VMM_KVM_DEVICE");
     println!("cargo::rerun-if-env-changed=REQUIRE_KVM");
@@ -83,3 +84,21 @@ fn chromium() {
 
 /// Where Debian's package puts the browser.
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// tests/elf_programs.rs builds a C program with the machine's `cc`
+/// (`make test` installs gcc when it is missing); without one that test
+/// is ignored, unless REQUIRE_KVM=1 (CI), where it runs and fails.
+fn c_compiler() {
+    println!("cargo::rustc-check-cfg=cfg(cc)");
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("cc").is_file()));
+    let required = std::env::var("REQUIRE_KVM").as_deref() == Ok("1");
+    println!("cargo::rerun-if-env-changed=PATH");
+    // Where Debian's gcc puts it: checked again once it is installed.
+    println!("cargo::rerun-if-changed=/usr/bin/cc");
+    if found || required {
+        println!("cargo::rustc-cfg=cc");
+    } else {
+        println!("cargo::warning=the static C program test is ignored: no cc (run `make test` as root to install gcc)");
+    }
+}

@@ -301,10 +301,29 @@ impl MonitoredVm {
         timeout: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        Self::start_sized("2G", cmdline, socket, exit_core, timeout, env)
+        Self::start_sized("2G", cmdline, socket, exit_core, timeout, env, &[])
     }
 
-    /// `start_with` another RAM size.
+    /// `start` with an initramfs (`--initrd`).
+    pub fn start_with_initrd(
+        cmdline: &str,
+        socket: &Path,
+        exit_core: &Path,
+        initrd: &Path,
+    ) -> Self {
+        let extra = ["--initrd".as_ref(), initrd.as_os_str()];
+        Self::start_sized(
+            "2G",
+            cmdline,
+            socket,
+            exit_core,
+            &guest_timeout(),
+            &[],
+            &extra,
+        )
+    }
+
+    /// `start_with` another RAM size and extra arguments.
     pub fn start_sized(
         mem: &str,
         cmdline: &str,
@@ -312,9 +331,10 @@ impl MonitoredVm {
         exit_core: &Path,
         timeout: &str,
         env: &[(&str, &str)],
+        extra: &[&std::ffi::OsStr],
     ) -> Self {
         let guest = guest_path();
-        let args: [&std::ffi::OsStr; 12] = [
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "run".as_ref(),
             "--mem".as_ref(),
             mem.as_ref(),
@@ -326,8 +346,9 @@ impl MonitoredVm {
             socket.as_ref(),
             "--dump-on-exit".as_ref(),
             exit_core.as_ref(),
-            guest.as_ref(),
         ];
+        args.extend_from_slice(extra);
+        args.push(guest.as_ref());
         MonitoredVm(Process::start(args, env))
     }
 

@@ -49,8 +49,10 @@ pub fn run(args: &RunArgs) -> Result<Outcome, Error> {
         source,
     };
     let map = memory::e820_map(args.mem);
-    // Validate the image before opening KVM or allocating RAM.
+    // Validate the image and the initramfs before opening KVM or
+    // allocating RAM.
     loader::parse(&image.file, &map, &boot::boot_data()).map_err(bad_image)?;
+    let initrd = args.initrd.as_deref().map(read_initrd).transpose()?;
 
     let device = std::env::var(KVM_DEVICE_ENV).unwrap_or_else(|_| "/dev/kvm".into());
     let kvm = open_kvm(&device)?;
@@ -60,12 +62,23 @@ pub fn run(args: &RunArgs) -> Result<Outcome, Error> {
     })?;
     let kernel = loader::load(&mem, &image.file, &map, &boot::boot_data()).map_err(bad_image)?;
     drop(image);
+    let initrd_at = match (&initrd, &args.initrd) {
+        (Some(archive), Some(path)) => {
+            loader::load_initrd(&mem, archive, &kernel, &map).map_err(|source| Error::Initrd {
+                path: path.clone(),
+                source,
+            })?
+        }
+        _ => 0..0,
+    };
+    drop(initrd);
     let machine = boot::Machine {
         ram: args.mem,
         map: &map,
         cpus: args.cpus,
     };
-    boot::write_boot_data(&mem, &machine, &kernel, &args.cmdline).map_err(Error::BootData)?;
+    boot::write_boot_data(&mem, &machine, &kernel, initrd_at, &args.cmdline)
+        .map_err(Error::BootData)?;
     let vm = Vm::new(kvm, mem)?;
     let vcpus = vm.create_vcpus(&kernel, args.cpus)?;
     let record = SharedRecord::default();
@@ -116,6 +129,26 @@ pub fn run(args: &RunArgs) -> Result<Outcome, Error> {
         info!("dumped guest memory to {}", path.display());
     }
     Ok(outcome)
+}
+
+/// Reads and checks the initramfs (at most lowmem's size: the guest reads
+/// it through its direct map).
+fn read_initrd(path: &Path) -> Result<Vec<u8>, Error> {
+    let file_error = |source| Error::InitrdFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut input = InputFile::open(path, MAXMEM, || {
+        format!("lowmem ({} MiB), where the guest reads it", MAXMEM >> 20)
+    })
+    .map_err(file_error)?;
+    let mut archive = Vec::with_capacity(input.size as usize);
+    std::io::Read::read_to_end(&mut input.file, &mut archive).map_err(|e| file_error(e.into()))?;
+    loader::check_initrd(&archive).map_err(|source| Error::Initrd {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(archive)
 }
 
 /// `vmm inspect`: sends the request to the monitor, or runs the query on

@@ -85,6 +85,7 @@ pub fn write_boot_data(
     mem: &GuestMemoryMmap,
     machine: &Machine,
     kernel: &LoadedKernel,
+    initrd: Range<u64>,
     cmdline: &str,
 ) -> Result<(), BootError> {
     let map = machine.map;
@@ -110,6 +111,10 @@ pub fn write_boot_data(
         e820: [E820Entry::default(); E820_MAX],
         cpu_count: u64::from(machine.cpus).min(MAX_CPUS as u64),
         apic_ids: core::array::from_fn(|i| i as u32),
+        initrd: PhysRange {
+            start: initrd.start,
+            end: initrd.end,
+        },
     };
     for (slot, entry) in info.e820.iter_mut().zip(map) {
         *slot = *entry;
@@ -254,7 +259,7 @@ mod tests {
             map: &map,
             cpus: 3,
         };
-        write_boot_data(&mem, &machine, &kernel, "fault=pf").unwrap();
+        write_boot_data(&mem, &machine, &kernel, 0..0, "fault=pf").unwrap();
 
         let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
         mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
@@ -304,7 +309,7 @@ mod tests {
             map: &map,
             cpus: 1,
         };
-        write_boot_data(&mem, &machine, &kernel, &longest).unwrap();
+        write_boot_data(&mem, &machine, &kernel, 0..0, &longest).unwrap();
         let mut raw = vec![0u8; core::mem::size_of::<BootInfo>()];
         mem.read_slice(&mut raw, GuestAddress(BOOT_INFO)).unwrap();
         let info = <BootInfo as zerocopy::FromBytes>::read_from_bytes(&raw).unwrap();

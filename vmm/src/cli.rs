@@ -1,5 +1,5 @@
 //! Command line: `vmm [run] [--mem SIZE] [--cpus N] [--cmdline STR] [--timeout S]
-//! [--monitor PATH] [--dump-on-exit FILE] GUEST`, and
+//! [--monitor PATH] [--dump-on-exit FILE] [--initrd FILE] GUEST`, and
 //! `vmm inspect (--socket PATH | --dump FILE) COMMAND [--json]`, whose
 //! commands include `map [--html FILE] [--svg FILE]` and, for a socket,
 //! `serve [--http ADDR:PORT]`.
@@ -233,6 +233,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub dump_on_exit: Option<PathBuf>,
 
+    /// An initramfs (a cpio newc archive, as `cpio -o -H newc` writes)
+    /// whose programs `run=` may name, besides the ones built into the
+    /// kernel; a program in both is taken from this one.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+
     /// The guest kernel: an ELF64 x86-64 executable.
     pub guest: PathBuf,
 }
@@ -360,6 +366,13 @@ mod tests {
             assert!(parse(["vmm", "--cpus", bad, "g.bin"]).is_err(), "{bad}");
         }
         assert!(parse(["vmm"]).is_err());
+        assert_eq!(run_args(&["vmm", "g.bin"]).initrd, None);
+        let args = run_args(&["vmm", "--initrd", "my.cpio", "g.bin"]);
+        assert_eq!(
+            args.initrd.as_deref(),
+            Some(std::path::Path::new("my.cpio"))
+        );
+        assert!(parse(["vmm", "g.bin", "--initrd"]).is_err());
         let args = run_args(&[
             "vmm",
             "run",

@@ -8,7 +8,7 @@ use thiserror::Error;
 use crate::boot::CmdlineTooLong;
 use crate::coredump::{OpenError, WriteError};
 use crate::files::InputError;
-use crate::loader::LoadError;
+use crate::loader::{InitrdError, LoadError};
 use crate::monitor::ClientError;
 use crate::vstate::{Outcome, VmError};
 
@@ -40,6 +40,18 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: LoadError,
+    },
+    #[error("cannot read initramfs {}: {source}", path.display())]
+    InitrdFile {
+        path: PathBuf,
+        #[source]
+        source: InputError,
+    },
+    #[error("initramfs {}: {source}", path.display())]
+    Initrd {
+        path: PathBuf,
+        #[source]
+        source: InitrdError,
     },
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -80,12 +92,17 @@ impl Error {
         match self {
             Error::Cmdline(_)
             | Error::GuestFile { .. }
+            | Error::InitrdFile { .. }
             | Error::MonitorSocket { .. }
             | Error::DumpOpen(_)
             | Error::Monitor(_)
             | Error::NotUtf8(_) => BAD_INPUT,
             Error::GuestImage { source, .. } => match source {
                 LoadError::GuestMemory(_) => HOST_FAILURE,
+                _ => BAD_INPUT,
+            },
+            Error::Initrd { source, .. } => match source {
+                InitrdError::GuestMemory(_) => HOST_FAILURE,
                 _ => BAD_INPUT,
             },
             Error::Vm(e) if e.is_unavailable() => BAD_INPUT,

@@ -268,6 +268,51 @@ pub fn load<R: Read + Seek>(
     })
 }
 
+/// Why the initramfs cannot be handed to the guest.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InitrdError {
+    #[error("{0}")]
+    Archive(binfmt::cpio::CpioError),
+    #[error("it is {size} bytes, and lowmem after the kernel has {room} (up to {end:#x}); give the guest more RAM or a smaller archive")]
+    TooLarge { size: u64, room: u64, end: u64 },
+    #[error("writing to guest memory failed: {0}")]
+    GuestMemory(String),
+}
+
+/// Checks the initramfs as the guest will read it (a cpio newc archive),
+/// so a bad one is refused before the guest boots.
+pub fn check_initrd(archive: &[u8]) -> Result<(), InitrdError> {
+    binfmt::cpio::Archive::new(archive)
+        .map(drop)
+        .map_err(InitrdError::Archive)
+}
+
+/// Copies the initramfs into guest RAM on the first page after the kernel
+/// (as a bootloader places it: where the kernel can read it through its
+/// direct map, so inside lowmem) and returns where it went.
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    archive: &[u8],
+    kernel: &LoadedKernel,
+    map: &[E820Entry],
+) -> Result<Range<u64>, InitrdError> {
+    let start = kernel.phys.end.next_multiple_of(abi::layout::PAGE_SIZE);
+    let size = archive.len() as u64;
+    // The usable RAM the kernel ends in, up to lowmem's end.
+    let end = map
+        .iter()
+        .find(|e| is_usable_ram(map, e.addr, e.end()) && e.addr <= start && start <= e.end())
+        .map_or(start, |e| e.end())
+        .min(abi::layout::MAXMEM);
+    let room = end.saturating_sub(start);
+    if size > room {
+        return Err(InitrdError::TooLarge { size, room, end });
+    }
+    mem.write_slice(archive, GuestAddress(start))
+        .map_err(|e| InitrdError::GuestMemory(e.to_string()))?;
+    Ok(start..start + size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,6 +532,34 @@ mod tests {
             entry_at(5, start - 1),
             Err(LoadError::EntryNotInCode(start - 1))
         );
+    }
+
+    #[test]
+    fn initrd_goes_after_the_kernel_in_lowmem() {
+        let mem = allocate(64 * M).unwrap();
+        let map = e820_map(64 * M);
+        let kernel = LoadedKernel {
+            entry: 0xC010_0000,
+            phys: M..M + 0x2345,
+        };
+        let mut w = binfmt::cpio::Writer::default();
+        w.file("demo", b"program");
+        let archive = w.finish();
+        assert_eq!(check_initrd(&archive), Ok(()));
+        let at = load_initrd(&mem, &archive, &kernel, &map).unwrap();
+        assert_eq!(at.start, M + 0x3000);
+        let mut back = vec![0u8; archive.len()];
+        mem.read_slice(&mut back, GuestAddress(at.start)).unwrap();
+        assert!(back == archive);
+        let huge = vec![0u8; (64 * M) as usize];
+        assert!(matches!(
+            load_initrd(&mem, &huge, &kernel, &map),
+            Err(InitrdError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            check_initrd(&archive[..archive.len() - 8]),
+            Err(InitrdError::Archive(_))
+        ));
     }
 
     /// Segments larger than the copy buffer arrive whole.

@@ -326,21 +326,6 @@ fn owned_by_kernel(start: u64, end: u64) -> bool {
             .any(|[s, e]| overlaps(s.load(Ordering::Acquire)..e.load(Ordering::Acquire)))
 }
 
-/// The bytes of the kernel image between two linker-defined symbols (the
-/// embedded user programs).
-pub fn kernel_bytes(start: &'static u8, end: &'static u8) -> &'static [u8] {
-    let (s, e) = (start as *const u8, end as *const u8);
-    let len = (e as usize).saturating_sub(s as usize);
-    let image = sections();
-    assert!(
-        image.rodata.contains(&(s as u64)) && (e as u64) <= image.rodata.end,
-        "not in .rodata"
-    );
-    // SAFETY: both symbols delimit a range inside .rodata (checked), which is
-    // mapped read-only for the kernel's lifetime and never written.
-    unsafe { core::slice::from_raw_parts(s, len) }
-}
-
 impl KernelPage<'_> {
     /// Copies `bytes` into the page at `offset`.
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) {

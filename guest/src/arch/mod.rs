@@ -13,7 +13,6 @@ pub mod irqflags;
 pub mod mem;
 pub mod paging;
 pub mod percpu;
-pub mod programs;
 pub mod smp;
 pub mod switch;
 pub mod trap;
@@ -35,6 +34,21 @@ pub fn read_boot_info(pa: u64) -> Option<BootInfo> {
     // (BootInfo is FromBytes), so any contents are a valid value.
     let bytes = unsafe { core::slice::from_raw_parts(abi::layout::va(pa) as *const u8, len) };
     BootInfo::read_from_bytes(bytes).ok()
+}
+
+/// The initramfs the VMM loaded at `range` (checked by
+/// `BootParams::initrd`: in RAM, in lowmem, after the kernel), as bytes
+/// the kernel reads for its whole life.
+pub fn initrd_bytes(range: abi::boot::PhysRange) -> Option<&'static [u8]> {
+    let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
+    if range.end > abi::layout::MAXMEM {
+        return None;
+    }
+    // SAFETY: the range lies in lowmem, mapped at PAGE_OFFSET by the boot
+    // tables and then by the kernel's direct map for good; memblock
+    // reserves its frames before any allocator exists, so nothing ever
+    // writes them; and any bytes are a valid [u8].
+    Some(unsafe { core::slice::from_raw_parts(abi::layout::va(range.start) as *const u8, len) })
 }
 
 /// Copies up to `out.len()` bytes of guest-physical memory at `pa` (in the

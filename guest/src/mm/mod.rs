@@ -91,6 +91,11 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     reserve(&mut memblock, boot_tables.end, 1 << 20)?;
     let image = mem::kernel_image();
     reserve(&mut memblock, image.start, image.end)?;
+    // The initramfs stays: exec reads programs from it (Linux frees it
+    // once unpacked into a tmpfs; here it is the file system).
+    if let Some(initrd) = boot.initrd() {
+        reserve(&mut memblock, initrd.start, initrd.end)?;
+    }
 
     let tables =
         paging::build_swapper_pg_dir(&mut memblock, lowmem_end).map_err(InitError::Tables)?;

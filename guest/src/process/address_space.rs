@@ -5,29 +5,46 @@
 use core::fmt;
 
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use binfmt::elf::{ElfError, Executable, Segment, PF_R, PF_W, PF_X, PHDR_SIZE};
 use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::Gfp;
 use mm::slub::SlabError;
 use mm::vma::{
-    FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, TASK_SIZE,
+    FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, MMAP_MIN_ADDR,
+    STACK_GUARD_GAP, TASK_SIZE,
 };
 use pagetable::{Flush, MapError, PteFlags};
 
 use super::objects::{self, MmStruct, VmAreaStruct};
 use crate::arch::mem::{Frames, KernelPage, SlabBox};
 use crate::arch::paging::{self, AddressSpaceRoot, TableCursor};
-use crate::arch::programs::Program;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
 use crate::mm::tlb::MmTlb;
 use crate::mm::{alloc_pages, free_pages, page_zone};
+use crate::programs::Program;
 
-/// Where exec puts the program: the classic i386 ELF load address.
-pub const USER_CODE: u64 = 0x0804_8000;
 /// The initial stack VMA just below TASK_SIZE (it grows down on faults).
 pub const USER_STACK_SIZE: u64 = 128 << 10;
+/// Where a program's segments may lie: from mmap_min_addr to below the
+/// stack and its guard gap.
+const USER_IMAGE: core::ops::Range<u64> =
+    MMAP_MIN_ADDR..TASK_SIZE - USER_STACK_SIZE - STACK_GUARD_GAP;
+/// Bytes of argv[0] exec copies to the stack (a longer name is cut).
+const ARGV0_MAX: usize = 256;
+
+// Auxiliary vector keys (include/uapi/linux/auxvec.h).
+const AT_NULL: u64 = 0;
+const AT_PHDR: u64 = 3;
+const AT_PHENT: u64 = 4;
+const AT_PHNUM: u64 = 5;
+const AT_PAGESZ: u64 = 6;
+const AT_ENTRY: u64 = 9;
+/// i386's vsyscall entry (__kernel_vsyscall); here the address of the
+/// kernel's `syscall` entry, where a jump lands as a system call does.
+const AT_SYSINFO: u64 = 32;
 /// VMAs a process may have (sysctl_max_map_count, scaled down).
 const MAX_VMAS: usize = 64;
 
@@ -39,6 +56,8 @@ pub enum ExecError {
     Vma(VmaError),
     Map(MapError),
     Slab(SlabError),
+    /// ENOEXEC: not an executable this kernel runs.
+    NotExecutable(ElfError),
 }
 
 impl From<SlabError> for ExecError {
@@ -72,6 +91,9 @@ impl fmt::Display for ExecError {
             ExecError::Vma(e) => write!(f, "{e}"),
             ExecError::Map(e) => write!(f, "cannot map ({e:?})"),
             ExecError::Slab(e) => write!(f, "slab allocation failed ({e:?})"),
+            ExecError::NotExecutable(e) => {
+                write!(f, "not a program this kernel runs (ENOEXEC): {e}")
+            }
         }
     }
 }
@@ -108,6 +130,10 @@ pub struct AddressSpace {
     root: Option<AddressSpaceRoot>,
     pub vmas: VmaTree<MAX_VMAS>,
     entry: u64,
+    /// Where the initial stack pointer points (argc).
+    stack: u64,
+    /// The executable (mm->exe_file) whose file-backed pages faults fill.
+    exe: Option<(&'static [u8], Executable)>,
     /// Frames this address space holds (for the report and the leak tests).
     rss: u64,
     pub faults: u64,
@@ -118,22 +144,26 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
-    /// pgd_alloc() + the exec half of the job: the code VMA filled from the
-    /// embedded program, a stack VMA below TASK_SIZE, the brk base after the
-    /// code.
+    /// pgd_alloc() + load_elf_binary(): the program's PT_LOAD segments
+    /// as VMAs with their permissions (filled from the file when they
+    /// fault), the stack VMA below TASK_SIZE with the initial stack
+    /// (create_elf_tables()), the brk base after the last segment.
     pub fn exec(program: &Program) -> Result<Self, ExecError> {
+        let exe = Executable::parse(program.file, USER_IMAGE).map_err(ExecError::NotExecutable)?;
         let mm_obj = objects::alloc_mm()?;
         let root = AddressSpaceRoot::new()?;
         let mut mm = AddressSpace {
             root: Some(root),
             vmas: VmaTree::new(MmLayout::DEFAULT),
-            entry: USER_CODE,
+            entry: exe.entry,
+            stack: TASK_SIZE,
+            exe: Some((program.file, exe)),
             rss: 0,
             faults: 0,
             mm_obj: Some(mm_obj),
             vma_objs: [const { None }; MAX_VMAS],
         };
-        let populated = mm.populate(program);
+        let populated = mm.populate(program.name, &exe);
         if let Err(e) = populated.and_then(|()| Ok(mm.sync_objects()?)) {
             mm.exit_mmap();
             return Err(e);
@@ -141,28 +171,42 @@ impl AddressSpace {
         Ok(mm)
     }
 
-    fn populate(&mut self, program: &Program) -> Result<(), ExecError> {
-        let code_len = (program.code.len() as u64)
-            .next_multiple_of(PAGE_SIZE)
-            .max(PAGE_SIZE);
-        let code_flags = VmFlags::READ | VmFlags::EXEC | VmFlags::MAYREAD | VmFlags::MAYEXEC;
-        self.vmas
-            .mmap(
-                Placement::Fixed(USER_CODE),
-                code_len,
-                code_flags,
-                VmaKind::Code,
-                |_, _| {},
-            )
-            .map_err(ExecError::Vma)?;
-        for (i, chunk) in program.code.chunks(PAGE_SIZE as usize).enumerate() {
-            let va = USER_CODE + i as u64 * PAGE_SIZE;
-            let frame = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
-            let _ = with_kmap_local(&frame, 0, |page| page.write_bytes(0, chunk));
-            self.install(va, frame, code_flags).map_err(|(e, frame)| {
-                let _ = free_pages(frame);
-                ExecError::from(e)
-            })?;
+    fn populate(&mut self, name: &str, exe: &Executable) -> Result<(), ExecError> {
+        for s in exe.segments() {
+            let flags = VmFlags::from_prot(
+                s.flags & PF_R != 0,
+                s.flags & PF_W != 0,
+                s.flags & PF_X != 0,
+                false,
+            );
+            // The pages the file backs (elf_map()), then the .bss pages
+            // past them, anonymous and demand-zero (set_brk()).
+            let start = page_down(s.vaddr);
+            let file_end = s.file_end().next_multiple_of(PAGE_SIZE);
+            let end = s.end().next_multiple_of(PAGE_SIZE);
+            let kind = if s.flags & PF_X != 0 {
+                VmaKind::Code
+            } else {
+                VmaKind::Data
+            };
+            if file_end > start {
+                let pgoff = page_down(s.offset) >> PAGE_SHIFT;
+                self.vmas
+                    .mmap_region(start, file_end - start, flags, kind, pgoff, |_, _| {})
+                    .map_err(ExecError::Vma)?;
+            }
+            let bss = file_end.max(start);
+            if end > bss {
+                self.vmas
+                    .mmap(
+                        Placement::Fixed(bss),
+                        end - bss,
+                        flags,
+                        VmaKind::Anon,
+                        |_, _| {},
+                    )
+                    .map_err(ExecError::Vma)?;
+            }
         }
         self.vmas
             .mmap(
@@ -173,8 +217,60 @@ impl AddressSpace {
                 |_, _| {},
             )
             .map_err(ExecError::Vma)?;
-        self.vmas.set_brk_base(USER_CODE + code_len + PAGE_SIZE);
+        self.stack = self.create_elf_tables(name, exe)?;
+        self.vmas
+            .set_brk_base(exe.end().next_multiple_of(PAGE_SIZE));
         Ok(())
+    }
+
+    /// create_elf_tables(): the top stack page holds argv[0], then, from
+    /// the returned stack pointer up, argc, argv and its NULL, an empty
+    /// environment and the auxiliary vector, as the x86-64 ABI lays them
+    /// out for `_start`.
+    fn create_elf_tables(&mut self, name: &str, exe: &Executable) -> Result<u64, ExecError> {
+        let page = TASK_SIZE - PAGE_SIZE;
+        let argv0 = &name.as_bytes()[..name.len().min(ARGV0_MAX)];
+        let argv0_at = TASK_SIZE - 16 - argv0.len() as u64;
+        let aux = [
+            (AT_PAGESZ, Some(PAGE_SIZE)),
+            (AT_ENTRY, Some(exe.entry)),
+            (AT_SYSINFO, Some(user::syscall_entry_address())),
+            (AT_PHENT, Some(PHDR_SIZE as u64)),
+            (AT_PHNUM, Some(u64::from(exe.phnum))),
+            (AT_PHDR, exe.phdr),
+            (AT_NULL, Some(0)),
+        ];
+        // argc, argv[0], argv's NULL, envp's NULL, then the (key, value)
+        // pairs that have a value.
+        let pairs = aux.iter().filter_map(|&(key, value)| Some([key, value?]));
+        let mut words = [0u64; 4 + 2 * 7];
+        let mut n = 0;
+        for (slot, word) in words
+            .iter_mut()
+            .zip([1, argv0_at, 0, 0].into_iter().chain(pairs.flatten()))
+        {
+            *slot = word;
+            n += 1;
+        }
+        let sp = (argv0_at - n as u64 * 8) & !15;
+        let frame = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
+        let written = with_kmap_local(&frame, 0, |p| {
+            p.write_bytes((argv0_at - page) as usize, argv0);
+            for (i, word) in words[..n].iter().enumerate() {
+                p.write_bytes((sp - page) as usize + i * 8, &word.to_le_bytes());
+            }
+        });
+        if written.is_err() {
+            // No kmap_local slot: as out of memory, the task does not start.
+            let _ = free_pages(frame);
+            return Err(ExecError::NoMemory);
+        }
+        self.install(page, frame, VmFlags::STACK_DEFAULT)
+            .map_err(|(e, frame)| {
+                let _ = free_pages(frame);
+                ExecError::from(e)
+            })?;
+        Ok(sp)
     }
 
     /// Physical address of the PML4 (0 once the tables are freed).
@@ -252,7 +348,7 @@ impl AddressSpace {
 
     /// The ring-3 frame exec starts the task with.
     pub fn entry_frame(&self) -> TrapFrame {
-        user::user_frame(self.entry, TASK_SIZE - 16)
+        user::user_frame(self.entry, self.stack)
     }
 
     /// Maps `frame` at user address `va` with the VMA's permissions, through
@@ -293,9 +389,16 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// handle_mm_fault() for an anonymous page: find_vma -> access check ->
-    /// a GFP_HIGHUSER frame (highmem when there is any), cleared through
-    /// kmap_local because a highmem frame has no kernel address -> the PTE.
+    /// handle_mm_fault(): find_vma -> access check -> a GFP_HIGHUSER frame
+    /// (highmem when there is any), through kmap_local because a highmem
+    /// frame has no kernel address, cleared for anonymous memory or filled
+    /// from the executable for its file-backed pages -> the PTE.
+    ///
+    /// File pages are read at fault time, not at exec, as filemap_fault()
+    /// reads them: exec costs the same for any program size (guest ring 0
+    /// is slow here), and only the pages a program touches are copied. A
+    /// private copy per process stands in for the page cache (the
+    /// initramfs itself is never mapped to user space).
     pub fn handle_fault(&mut self, addr: u64, error_code: u64) -> Result<(), FaultFailure> {
         let code = PageFaultError::from_bits_retain(error_code);
         let access = code.access();
@@ -314,6 +417,13 @@ impl AddressSpace {
         let frame =
             alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
         let page = addr & !(PAGE_SIZE - 1);
+        if let Some(bytes) = self.file_contents(&vma, page) {
+            let filled = with_kmap_local(&frame, 0, |p| p.write_bytes(0, bytes));
+            if filled.is_err() {
+                let _ = free_pages(frame);
+                return Err(FaultFailure::OutOfMemory);
+            }
+        }
         match self.install(page, frame, vma.flags) {
             Ok(()) => {
                 self.faults += 1;
@@ -328,6 +438,25 @@ impl AddressSpace {
                 })
             }
         }
+    }
+
+    /// What the executable holds for the page at `page` of `vma`, from the
+    /// page's start: the file's bytes up to the end of the segment's file
+    /// part (the rest of the page, .bss, stays zero, as padzero() leaves
+    /// it). None for anonymous memory.
+    fn file_contents(&self, vma: &Vma, page: u64) -> Option<&'static [u8]> {
+        if !matches!(vma.kind, VmaKind::Code | VmaKind::Data) {
+            return None;
+        }
+        let (file, exe) = self.exe?;
+        let segment: &Segment = exe
+            .segments()
+            .iter()
+            .find(|s| page_down(s.vaddr) <= page && page < s.file_end())?;
+        let offset = (vma.pgoff << PAGE_SHIFT) + (page - vma.start);
+        let len = (segment.file_end().min(page + PAGE_SIZE) - page) as usize;
+        let from = usize::try_from(offset).ok()?;
+        file.get(from..from.checked_add(len)?)
     }
 
     /// The frame mapped at user address `va`, if any.
@@ -405,6 +534,10 @@ impl AddressSpace {
         self.mm_obj = None;
         self.root = None;
     }
+}
+
+fn page_down(addr: u64) -> u64 {
+    addr & !(PAGE_SIZE - 1)
 }
 
 /// zap_page_range(): unmaps `[start, end)` with one cursor, frees the

@@ -15,9 +15,9 @@ use mm::slub::SlabError;
 use spin::Mutex;
 
 use crate::arch::mem::SlabBox;
-use crate::arch::programs::{self, Program};
 use crate::arch::{paging, user};
 use crate::kprintln;
+use crate::programs::{self, Program};
 use address_space::{AddressSpace, ExecError};
 use objects::{ListHead, TaskStruct};
 

@@ -13,7 +13,9 @@ use super::{exit_current, with_current, ExitStatus};
 use crate::arch::mem::KernelPage;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::console::print;
+use crate::kprintln;
 use crate::mm::events::{count, EVENTS};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 const SYS_WRITE: u64 = 1;
 const SYS_MMAP: u64 = 9;
@@ -52,7 +54,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_BRK => sys_brk(args[0]),
         SYS_GETPID => Ok(with_current(|t| i64::from(t.ts.pid))),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
-        _ => Ok(-ENOSYS),
+        nr => Ok(sys_ni_syscall(nr)),
     };
     match ret {
         Ok(ret) => frame.rax = ret as u64,
@@ -61,6 +63,23 @@ pub fn dispatch(frame: &mut TrapFrame) {
             format_args!("out of memory for its vm_area_struct objects"),
         ),
     }
+}
+
+/// System-call numbers reported so far, one bit each; the numbers past
+/// the bitmap share its last bit.
+static REPORTED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+/// sys_ni_syscall(): -ENOSYS, and a kernel message the first time a number
+/// is asked for, naming the task that asked.
+fn sys_ni_syscall(nr: u64) -> i64 {
+    let bit = nr.min(REPORTED.len() as u64 * 64 - 1);
+    let mask = 1 << (bit % 64);
+    let seen = REPORTED[(bit / 64) as usize].fetch_or(mask, Ordering::Relaxed);
+    if seen & mask == 0 {
+        let (pid, name) = with_current(|t| (t.ts.pid, t.name));
+        kprintln!("[{pid}:{name}] unsupported system call {nr}: returns -ENOSYS (reported once)");
+    }
+    -ENOSYS
 }
 
 /// write(fd, buf, count) to the console (fd 1 and 2). The bytes are read

@@ -9,7 +9,6 @@ use mm::vma::VmFlags;
 
 use super::{Failure, Suite, Test, TestResult};
 use crate::arch::mem::{Frames, SlabObject};
-use crate::arch::programs;
 use crate::faults;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::{kmap, kunmap};
@@ -19,6 +18,7 @@ use crate::mm::slab::{
 use crate::mm::vmalloc::{vfree, vmalloc, VmallocError};
 use crate::mm::{alloc_pages, dmap, free_pages};
 use crate::process::{self, run_queue, spawn};
+use crate::programs;
 
 pub const SUITE: Suite = Suite {
     name: "dmap",

@@ -8,12 +8,12 @@ use pagetable::{Level, PhysRead, Pte};
 
 use super::{Failure, Suite, Test, TestResult};
 use crate::arch::mem::{DirectMap, FrameList};
-use crate::arch::programs;
 use crate::mm::events::EVENTS;
 use crate::mm::slab::slab_pages;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
 use crate::process::address_space::ExecError;
 use crate::process::{run_queue, spawn, with_task, ExitStatus};
+use crate::programs;
 
 pub const SUITE: Suite = Suite {
     name: "process",

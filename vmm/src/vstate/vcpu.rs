@@ -630,7 +630,7 @@ mod tests {
             map: &map,
             cpus: 1,
         };
-        boot::write_boot_data(&mem, &machine, &kernel, "").unwrap();
+        boot::write_boot_data(&mem, &machine, &kernel, 0..0, "").unwrap();
         mem.write_slice(&[0xeb, 0xfe], GuestAddress(LOOP)).unwrap();
         let vm = Vm::new(kvm, mem).unwrap();
         let fds = vm.create_vcpus(&kernel, cpus).unwrap();

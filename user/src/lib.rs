@@ -1,0 +1,193 @@
+//! `rt`: the runtime of the guest's user programs. It starts a program
+//! (`_start` reads the initial stack exec built: argc, argv, envp, the
+//! auxiliary vector), wraps the system calls the kernel supports, and
+//! ends the program with `exit` when `main` returns or panics.
+//!
+//! System calls use the x86-64 Linux numbers and registers: RAX holds the
+//! number and the result (-errno on failure); RDI, RSI, RDX, R10, R8, R9
+//! the arguments; `syscall` clobbers RCX and R11.
+#![no_std]
+
+use core::arch::asm;
+
+pub const SYS_WRITE: u64 = 1;
+pub const SYS_MMAP: u64 = 9;
+pub const SYS_MUNMAP: u64 = 11;
+pub const SYS_BRK: u64 = 12;
+pub const SYS_GETPID: u64 = 39;
+pub const SYS_EXIT: u64 = 60;
+
+pub const PROT_READ: u64 = 1;
+pub const PROT_WRITE: u64 = 2;
+pub const MAP_PRIVATE: u64 = 0x02;
+pub const MAP_ANONYMOUS: u64 = 0x20;
+
+/// Auxiliary vector keys (the kernel's AT_* values).
+pub const AT_NULL: u64 = 0;
+pub const AT_PAGESZ: u64 = 6;
+pub const AT_ENTRY: u64 = 9;
+/// i386's vsyscall entry point; here, where the kernel's system-call entry is.
+pub const AT_SYSINFO: u64 = 32;
+
+/// A raw system call with up to six arguments.
+pub fn syscall(nr: u64, args: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: `syscall` enters the kernel, which changes no memory of this
+    // program except through the arguments' own contract (e.g. mmap), and
+    // clobbers only RCX and R11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as i64 => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// The errno of a failed call, or the call's value.
+fn result(ret: i64) -> Result<u64, i64> {
+    if (-4095..0).contains(&ret) {
+        Err(-ret)
+    } else {
+        Ok(ret as u64)
+    }
+}
+
+/// write(fd, buf, len): how many bytes went out.
+pub fn write(fd: u64, buf: &[u8]) -> Result<u64, i64> {
+    result(syscall(
+        SYS_WRITE,
+        [fd, buf.as_ptr() as u64, buf.len() as u64, 0, 0, 0],
+    ))
+}
+
+/// Writes `text` to standard output.
+pub fn print(text: &str) {
+    let _ = write(1, text.as_bytes());
+}
+
+pub fn getpid() -> i64 {
+    syscall(SYS_GETPID, [0; 6])
+}
+
+/// mmap(0, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0):
+/// the address of fresh demand-zero memory.
+pub fn mmap_anon(len: u64) -> Result<u64, i64> {
+    result(syscall(
+        SYS_MMAP,
+        [
+            0,
+            len,
+            PROT_READ | PROT_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS,
+            u64::MAX,
+            0,
+        ],
+    ))
+}
+
+pub fn munmap(addr: u64, len: u64) -> Result<u64, i64> {
+    result(syscall(SYS_MUNMAP, [addr, len, 0, 0, 0, 0]))
+}
+
+/// brk(addr): the new break, or the current one when it cannot move
+/// (brk(0) asks for it).
+pub fn brk(addr: u64) -> u64 {
+    syscall(SYS_BRK, [addr, 0, 0, 0, 0, 0]) as u64
+}
+
+pub fn exit(code: i32) -> ! {
+    syscall(SYS_EXIT, [code as u64, 0, 0, 0, 0, 0]);
+    // exit does not return; should it, fault rather than run on.
+    loop {
+        // SAFETY: `ud2` only raises #UD, which ends the task.
+        unsafe { asm!("ud2", options(nomem, nostack)) };
+    }
+}
+
+/// What exec left on the stack: the arguments, the environment and the
+/// auxiliary vector.
+#[repr(C)]
+pub struct Startup {
+    sp: *const u64,
+}
+
+impl Startup {
+    pub fn argc(&self) -> u64 {
+        // SAFETY: exec put argc at the initial stack pointer.
+        unsafe { self.sp.read() }
+    }
+
+    /// The auxiliary vector's value for `key`.
+    pub fn aux(&self, key: u64) -> Option<u64> {
+        // SAFETY: exec laid out argc, argv[argc] and its NULL, envp and its
+        // NULL, then (key, value) pairs ending with AT_NULL, all on the
+        // mapped stack; reading stops at each terminator.
+        unsafe {
+            let mut p = self.sp.add(1 + self.argc() as usize + 1);
+            while p.read() != 0 {
+                p = p.add(1);
+            }
+            p = p.add(1);
+            loop {
+                match p.read() {
+                    AT_NULL => return None,
+                    k if k == key => return Some(p.add(1).read()),
+                    _ => p = p.add(2),
+                }
+            }
+        }
+    }
+}
+
+/// Defines the program's entry: `rt::entry!(main)` with
+/// `fn main(start: &rt::Startup) -> i32`; its result is the exit status.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        extern "C" fn rt_main(start: &$crate::Startup) -> i32 {
+            $main(start)
+        }
+    };
+}
+
+unsafe extern "C" {
+    fn rt_main(start: &Startup) -> i32;
+}
+
+// _start: the initial stack pointer (argc's address) to rt_start, on a
+// 16-byte aligned stack as the ABI wants at a call.
+core::arch::global_asm!(
+    ".pushsection .text.start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    xor ebp, ebp",
+    "    mov rdi, rsp",
+    "    and rsp, -16",
+    "    call {start}",
+    "    ud2",
+    ".popsection",
+    start = sym rt_start,
+);
+
+extern "C" fn rt_start(sp: *const u64) -> ! {
+    let start = Startup { sp };
+    // SAFETY: every program defines rt_main with this signature (entry!).
+    exit(unsafe { rt_main(&start) })
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    let _ = write(2, b"user program panicked\n");
+    exit(101)
+}
