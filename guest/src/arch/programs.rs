@@ -223,6 +223,47 @@ user_program!(
     "    jmp rdx",
 );
 
+// gsload: loads its own GS and FS (the user data selector: base 0), then
+// makes system calls, spins long enough to be interrupted by the tick (and
+// preempted, when another thread waits), and takes a page fault, all with
+// that GS. A kernel that trusted GS on entry would read its per-CPU data
+// at address 0 and crash. Exits 0 if GS and FS still hold its selector or
+// the null one (PVM, on the development machines, does not keep a user's
+// selectors across kernel entries), 1 if they hold anything else, such as
+// a kernel selector.
+user_program!(
+    user_gsload_start,
+    user_gsload_end,
+    "    mov eax, 0x1b", // USER_DS
+    "    mov gs, eax",
+    "    mov fs, eax",
+    "    mov eax, 39", // getpid
+    "    syscall",
+    "    mov eax, 1", // write(1, msg, len)
+    "    mov edi, 1",
+    "    lea rsi, [rip + 90f]",
+    "    mov edx, 32", // strlen("gsload: running with its own GS\n")
+    "    syscall",
+    "    mov ecx, 0x10000000", // 2^28 iterations in ring 3
+    "1:  dec ecx",
+    "    jnz 1b",
+    "    mov qword ptr [rsp - 0x3000], 1", // a fault on a fresh stack page
+    "    mov eax, gs",
+    "    mov edx, fs",
+    "    or eax, edx", // each is 0x1b or 0: so is their OR
+    "    and eax, 0xffff",
+    "    jz 2f",
+    "    cmp eax, 0x1b",
+    "    jne 80f",
+    "2:  mov eax, 60", // exit(0)
+    "    xor edi, edi",
+    "    syscall",
+    "80: mov eax, 60", // exit(1)
+    "    mov edi, 1",
+    "    syscall",
+    "90: .ascii \"gsload: running with its own GS\n\"",
+);
+
 unsafe extern "C" {
     safe static user_demo_start: u8;
     safe static user_demo_end: u8;
@@ -238,6 +279,8 @@ unsafe extern "C" {
     safe static user_forgerip_start: u8;
     safe static user_forgerip_end: u8;
     safe static user_spin_end: u8;
+    safe static user_gsload_start: u8;
+    safe static user_gsload_end: u8;
 }
 
 fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
@@ -245,8 +288,8 @@ fn span(start: &'static u8, end: &'static u8) -> &'static [u8] {
 }
 
 /// Every embedded program's name, in the order [`all`] gives them.
-pub const NAMES: [&str; 7] = [
-    "demo", "segv", "rowrite", "kernel", "spin", "forge", "forgerip",
+pub const NAMES: [&str; 8] = [
+    "demo", "segv", "rowrite", "kernel", "spin", "forge", "forgerip", "gsload",
 ];
 
 /// Every embedded program.
@@ -259,6 +302,7 @@ pub fn all() -> [Program; NAMES.len()] {
         span(&user_spin_start, &user_spin_end),
         span(&user_forge_start, &user_forge_end),
         span(&user_forgerip_start, &user_forgerip_end),
+        span(&user_gsload_start, &user_gsload_end),
     ];
     core::array::from_fn(|i| Program {
         name: NAMES[i],
