@@ -301,11 +301,29 @@ impl MonitoredVm {
         timeout: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_vm(cmdline, socket, exit_core, timeout, "2", env)
+    }
+
+    /// `start` with `--cpus cpus`.
+    pub fn start_on_cpus(cmdline: &str, socket: &Path, exit_core: &Path, cpus: &str) -> Self {
+        Self::start_vm(cmdline, socket, exit_core, &guest_timeout(), cpus, &[])
+    }
+
+    fn start_vm(
+        cmdline: &str,
+        socket: &Path,
+        exit_core: &Path,
+        timeout: &str,
+        cpus: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let guest = guest_path();
-        let args: [&std::ffi::OsStr; 12] = [
+        let args: [&std::ffi::OsStr; 14] = [
             "run".as_ref(),
             "--mem".as_ref(),
             "2G".as_ref(),
+            "--cpus".as_ref(),
+            cpus.as_ref(),
             "--timeout".as_ref(),
             timeout.as_ref(),
             "--cmdline".as_ref(),
@@ -330,6 +348,13 @@ impl MonitoredVm {
             .wait_until(&format!("the guest never printed {needle:?}"), HANG, |p| {
                 p.stdout.contains(needle)
             });
+    }
+
+    /// Waits until the guest has printed `needle` `times` times.
+    pub fn wait_for_times(&self, needle: &str, times: usize) {
+        let what = format!("the guest never printed {needle:?} {times} times");
+        self.0
+            .wait_until(&what, HANG, |p| p.stdout.matches(needle).count() >= times);
     }
 
     /// Waits until the vmm reports `needle` on stderr.
