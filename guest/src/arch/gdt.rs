@@ -53,8 +53,8 @@ static DOUBLE_FAULT_STACKS: [IstStack; MAX_CPUS] =
 /// reads them.
 struct Cell(UnsafeCell<Tables>);
 // SAFETY: each CPU's tables are written only by `init` on that CPU, once
-// (checked), and afterwards only read by the CPU itself (the hardware, and
-// `set_rsp0` for the current CPU).
+// (checked), and afterwards only TSS.RSP0, by `set_rsp0` on that CPU; the
+// hardware reads them.
 unsafe impl Sync for Cell {}
 
 const NEW_TABLES: Tables = Tables {

@@ -134,9 +134,9 @@ user_program!(
 // spin: something live for the host inspector. mmap 1 MiB and touch every
 // page, grow the heap by 64 KiB with brk and touch its first page, brk once
 // more (so the mm_struct the host reads is current), announce itself, then
-// loop 2^34 times in ring 3 (seconds, with no system call or fault: the
-// kernel does not preempt, so this task stays current with its CR3 loaded)
-// and exit 0.
+// loop 2^34 times in ring 3 (seconds, with no system call or fault: only
+// the tick takes the CPU from it, when another thread waits for one) and
+// exit 0.
 user_program!(
     user_spin_start,
     user_spin_end,
@@ -261,7 +261,7 @@ user_program!(
     "80: mov eax, 60", // exit(1)
     "    mov edi, 1",
     "    syscall",
-    "90: .ascii \"gsload: running with its own GS\n\"",
+    "90: .ascii \"gsload: running with its own GS\\n\"",
 );
 
 unsafe extern "C" {

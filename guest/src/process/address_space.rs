@@ -118,6 +118,20 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
+    /// An address space with nothing in it: what a task keeps while its
+    /// running thread holds the real one.
+    pub fn empty() -> Self {
+        AddressSpace {
+            root: None,
+            vmas: VmaTree::new(MmLayout::DEFAULT),
+            entry: 0,
+            rss: 0,
+            faults: 0,
+            mm_obj: None,
+            vma_objs: [const { None }; MAX_VMAS],
+        }
+    }
+
     /// pgd_alloc() + the exec half of the job: the code VMA filled from the
     /// embedded program, a stack VMA below TASK_SIZE, the brk base after the
     /// code.

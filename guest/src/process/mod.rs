@@ -18,7 +18,7 @@ use spin::Mutex;
 
 use crate::arch::mem::SlabBox;
 use crate::arch::programs::{self, Program};
-use crate::arch::switch::KernelStack;
+use crate::arch::switch::{current_slot, KernelStack, MAX_THREADS};
 use crate::arch::user;
 use crate::kprintln;
 use crate::sched::{self, wait::WaitQueue, Tid};
@@ -61,6 +61,7 @@ pub const TASK_STRUCT_SIZE: usize = size_of::<Task>();
 impl Task {
     fn set_exit(&mut self, status: ExitStatus) {
         self.exit = Some(status);
+        self.ts.state = TASK_ZOMBIE;
         self.ts.exit_code = match status {
             ExitStatus::Exited(code) => code,
             ExitStatus::Killed => 128 + 11,
@@ -70,12 +71,15 @@ impl Task {
 
 pub const TASK_RUNNABLE: u32 = 0;
 pub const TASK_RUNNING: u32 = 1;
+/// Exited, until its parent reaps it (EXIT_ZOMBIE).
+pub const TASK_ZOMBIE: u32 = 2;
 
 /// Every task (waiting to run, running, or finished until it is reaped),
 /// in creation order, headed by init_task as Linux's list is. Adding and
 /// removing walk the list (O(n)); tasks are created and reaped one at a
-/// time, far less often than they fault. The lock is also the tasks' mm
-/// lock: a task's address space changes only under it.
+/// time, far less often than they fault. A started task's address space
+/// is not here but with its thread (`RUNNING`), so faults and system calls
+/// of different processes never wait for one another.
 struct TaskList {
     /// The swapper (pid 0, no mm): `init_task.tasks` heads the list the
     /// host walks.
@@ -176,13 +180,25 @@ pub fn init_task_address() -> u64 {
     &TASKS.lock().init_task as *const TaskStruct as u64
 }
 
-/// Runs `f` on the current task. Panics if no task is running: only the
-/// system-call and fault paths call this, and they only run for a task.
-pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
-    let pid = sched::current_pid();
-    let mut tasks = TASKS.lock();
-    let task = tasks.find(|t| t.ts.pid == pid).expect("no current task");
-    f(task)
+/// What a running process's thread holds: its address space, locked by
+/// that thread alone while it faults or makes a system call (its mm
+/// lock), and by its context switches.
+pub struct Running {
+    pub pid: u32,
+    pub name: &'static str,
+    pub mm: AddressSpace,
+}
+
+/// Per thread slot, the process that thread runs, from its start to its
+/// exit.
+static RUNNING: [Mutex<Option<Running>>; MAX_THREADS] = [const { Mutex::new(None) }; MAX_THREADS];
+
+/// Runs `f` on the current process. Panics if the running thread runs
+/// none: only the system-call and fault paths call this, and they only
+/// run for a process.
+pub fn with_current<R>(f: impl FnOnce(&mut Running) -> R) -> R {
+    let mut running = RUNNING[current_slot()].lock();
+    f(running.as_mut().expect("no current task"))
 }
 
 /// Runs `f` on the task with `pid`, if it exists.
@@ -299,38 +315,47 @@ fn start_tasks() {
     }
 }
 
-/// A task's thread: loads its address space and enters ring 3 for good
-/// (the exec half of start_thread()). It leaves only through
-/// `exit_current`.
+/// A task's thread: takes its address space from the task, loads it and
+/// enters ring 3 for good (the exec half of start_thread()). It leaves
+/// only through `exit_current`.
 fn user_thread(pid: u64) {
-    let frame = with_task(pid as u32, |t| {
+    let pid = pid as u32;
+    let taken = with_task(pid, |t| {
         t.ts.state = TASK_RUNNING;
-        t.mm.activate();
-        t.mm.entry_frame()
+        (t.name, core::mem::replace(&mut t.mm, AddressSpace::empty()))
     });
-    if let Some(frame) = frame {
-        user::enter_user(&frame);
+    let Some((name, mm)) = taken else { return };
+    mm.activate();
+    let frame = mm.entry_frame();
+    *RUNNING[current_slot()].lock() = Some(Running { pid, name, mm });
+    user::enter_user(&frame);
+}
+
+/// task_struct.state for the host, unless the task has exited.
+fn set_state(pid: u32, state: u32) {
+    if let Some(t) = TASKS.lock().find(|t| t.ts.pid == pid) {
+        if t.exit.is_none() {
+            t.ts.state = state;
+        }
     }
 }
 
 /// The first half of switch_mm(), on a user thread about to leave its CPU:
-/// this CPU goes back to swapper_pg_dir and leaves the task's mm_cpumask.
+/// this CPU goes back to swapper_pg_dir and leaves the mm's cpumask.
 pub fn switch_mm_out(pid: u32) {
-    let mut tasks = TASKS.lock();
-    if let Some(t) = tasks.find(|t| t.ts.pid == pid) {
-        t.ts.state = TASK_RUNNABLE;
-        t.mm.deactivate();
+    if let Some(running) = RUNNING[current_slot()].lock().as_ref() {
+        running.mm.deactivate();
     }
+    set_state(pid, TASK_RUNNABLE);
 }
 
 /// The second half, on the user thread just resumed: this CPU joins the
-/// task's mm_cpumask and loads its tables.
+/// mm's cpumask and loads its tables.
 pub fn switch_mm_in(pid: u32) {
-    let mut tasks = TASKS.lock();
-    if let Some(t) = tasks.find(|t| t.ts.pid == pid) {
-        t.ts.state = TASK_RUNNING;
-        t.mm.activate();
+    if let Some(running) = RUNNING[current_slot()].lock().as_ref() {
+        running.mm.activate();
     }
+    set_state(pid, TASK_RUNNING);
 }
 
 /// do_exit(): ends the current task with `status`. exit_mm() runs here
@@ -339,11 +364,12 @@ pub fn switch_mm_in(pid: u32) {
 /// kernel stack once the thread is off its CPU. Called from system-call
 /// and fault context, with no locks held.
 pub fn exit_current(status: ExitStatus) -> ! {
-    with_current(|t| {
-        t.set_exit(status);
-        t.mm.deactivate();
-        t.mm.exit_mmap();
-    });
+    let running = RUNNING[current_slot()].lock().take();
+    if let Some(mut running) = running {
+        running.mm.deactivate();
+        running.mm.exit_mmap();
+        with_task(running.pid, |t| t.set_exit(status));
+    }
     CHILD_EXITED.wake_up();
     sched::exit()
 }

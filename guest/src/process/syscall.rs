@@ -50,7 +50,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4] as i64),
         SYS_MUNMAP => sys_munmap(args[0], args[1]),
         SYS_BRK => sys_brk(args[0]),
-        SYS_GETPID => Ok(with_current(|t| i64::from(t.ts.pid))),
+        SYS_GETPID => Ok(with_current(|t| i64::from(t.pid))),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
         _ => Ok(-ENOSYS),
     };

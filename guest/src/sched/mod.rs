@@ -333,12 +333,6 @@ fn start_thread(
     Ok(tid)
 }
 
-/// The user process the running thread runs (0 on a kernel thread).
-pub fn current_pid() -> u32 {
-    let me = current_slot();
-    with_rq(|rq| rq.threads[me].pid)
-}
-
 /// Where a new thread starts, on its own stack (ret_from_fork()).
 pub fn kthread_entry(left: usize) -> ! {
     finish_task_switch(left);
