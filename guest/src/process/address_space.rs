@@ -120,7 +120,7 @@ pub struct AddressSpace {
 impl AddressSpace {
     /// An address space with nothing in it: what a task keeps while its
     /// running thread holds the real one.
-    pub fn empty() -> Self {
+    pub const fn empty() -> Self {
         AddressSpace {
             root: None,
             vmas: VmaTree::new(MmLayout::DEFAULT),

@@ -182,7 +182,7 @@ pub fn init_task_address() -> u64 {
 
 /// What a running process's thread holds: its address space, locked by
 /// that thread alone while it faults or makes a system call (its mm
-/// lock), and by its context switches.
+/// lock), and by its context switches. pid 0: the thread runs none.
 pub struct Running {
     pub pid: u32,
     pub name: &'static str,
@@ -190,15 +190,23 @@ pub struct Running {
 }
 
 /// Per thread slot, the process that thread runs, from its start to its
-/// exit.
-static RUNNING: [Mutex<Option<Running>>; MAX_THREADS] = [const { Mutex::new(None) }; MAX_THREADS];
+/// exit. The address spaces are swapped in and out in place: one is too
+/// big to move through a 16 KiB kernel stack.
+static RUNNING: [Mutex<Running>; MAX_THREADS] = [const {
+    Mutex::new(Running {
+        pid: 0,
+        name: "",
+        mm: AddressSpace::empty(),
+    })
+}; MAX_THREADS];
 
 /// Runs `f` on the current process. Panics if the running thread runs
 /// none: only the system-call and fault paths call this, and they only
 /// run for a process.
 pub fn with_current<R>(f: impl FnOnce(&mut Running) -> R) -> R {
     let mut running = RUNNING[current_slot()].lock();
-    f(running.as_mut().expect("no current task"))
+    assert!(running.pid != 0, "no current task");
+    f(&mut running)
 }
 
 /// Runs `f` on the task with `pid`, if it exists.
@@ -320,14 +328,19 @@ fn start_tasks() {
 /// only through `exit_current`.
 fn user_thread(pid: u64) {
     let pid = pid as u32;
+    let mut running = RUNNING[current_slot()].lock();
     let taken = with_task(pid, |t| {
         t.ts.state = TASK_RUNNING;
-        (t.name, core::mem::replace(&mut t.mm, AddressSpace::empty()))
+        core::mem::swap(&mut t.mm, &mut running.mm);
+        running.pid = pid;
+        running.name = t.name;
     });
-    let Some((name, mm)) = taken else { return };
-    mm.activate();
-    let frame = mm.entry_frame();
-    *RUNNING[current_slot()].lock() = Some(Running { pid, name, mm });
+    if taken.is_none() {
+        return;
+    }
+    running.mm.activate();
+    let frame = running.mm.entry_frame();
+    drop(running);
     user::enter_user(&frame);
 }
 
@@ -343,18 +356,14 @@ fn set_state(pid: u32, state: u32) {
 /// The first half of switch_mm(), on a user thread about to leave its CPU:
 /// this CPU goes back to swapper_pg_dir and leaves the mm's cpumask.
 pub fn switch_mm_out(pid: u32) {
-    if let Some(running) = RUNNING[current_slot()].lock().as_ref() {
-        running.mm.deactivate();
-    }
+    RUNNING[current_slot()].lock().mm.deactivate();
     set_state(pid, TASK_RUNNABLE);
 }
 
 /// The second half, on the user thread just resumed: this CPU joins the
 /// mm's cpumask and loads its tables.
 pub fn switch_mm_in(pid: u32) {
-    if let Some(running) = RUNNING[current_slot()].lock().as_ref() {
-        running.mm.activate();
-    }
+    RUNNING[current_slot()].lock().mm.activate();
     set_state(pid, TASK_RUNNING);
 }
 
@@ -364,12 +373,12 @@ pub fn switch_mm_in(pid: u32) {
 /// kernel stack once the thread is off its CPU. Called from system-call
 /// and fault context, with no locks held.
 pub fn exit_current(status: ExitStatus) -> ! {
-    let running = RUNNING[current_slot()].lock().take();
-    if let Some(mut running) = running {
+    let pid = with_current(|running| {
         running.mm.deactivate();
         running.mm.exit_mmap();
-        with_task(running.pid, |t| t.set_exit(status));
-    }
+        core::mem::replace(&mut running.pid, 0)
+    });
+    with_task(pid, |t| t.set_exit(status));
     CHILD_EXITED.wake_up();
     sched::exit()
 }

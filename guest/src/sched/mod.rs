@@ -120,9 +120,10 @@ impl RunQueue {
     /// The next thread for `cpu` after `prev`: a runnable thread allowed
     /// there (idle threads are never picked, only fallen back to), else
     /// `prev` if it still runs, else the CPU's idle thread. A thread still
-    /// being switched out on another CPU is not picked yet (2.4's
+    /// on another CPU (being switched out there) is not picked yet (2.4's
     /// can_schedule(): !p->has_cpu), or two CPUs swapping their threads
-    /// would each wait for the other's switch to finish.
+    /// would each wait for the other's switch to finish; `prev`, on this
+    /// CPU, may be picked (woken before it got off the CPU).
     fn pick(&mut self, cpu: usize, prev: usize) -> usize {
         for i in 0..MAX_THREADS {
             let slot = (self.cursor + i) % MAX_THREADS;
@@ -130,7 +131,7 @@ impl RunQueue {
             if slot >= MAX_CPUS
                 && t.state == State::Runnable
                 && t.allowed & (1 << cpu) != 0
-                && !switch::on_cpu(slot)
+                && (slot == prev || !switch::on_cpu(slot))
             {
                 self.cursor = (slot + 1) % MAX_THREADS;
                 return slot;
