@@ -12,7 +12,7 @@ use crate::arch::mem::Frames;
 use crate::arch::percpu::smp_processor_id;
 use crate::mm::events::EVENTS;
 use crate::mm::highmem::*;
-use crate::mm::{alloc_pages, free_pages, layout, with_node};
+use crate::mm::{alloc_pages, drain_all_pages, free_pages, layout, with_node};
 
 pub const SUITE: Suite = Suite {
     name: "highmem",
@@ -54,6 +54,10 @@ pub(super) fn alloc_highmem(order: u32) -> Result<Frames, Failure> {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
+    // Pages freed on other CPUs (processes run on every CPU) may sit on
+    // their per-CPU lists, split from their buddies: back to the zone
+    // first, as the allocator's slow path does for a high-order request.
+    drain_all_pages();
     let (fits, managed, free, low) = with_node(|n| {
         let z = n.zone(ZoneType::Highmem);
         let low = z.low_wmark();
