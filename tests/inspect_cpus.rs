@@ -132,26 +132,29 @@ fn a_live_stop_holds_every_cpu() {
     let live = ["--socket", sock.to_str().unwrap()];
     inspect(&live, &["stop"]).expect_status(0);
 
-    // The spinning task is on CPU 0, in init's thread; CPU 1 idles.
+    // The spinning task runs on a CPU of its own thread; the other idles.
     let ps = json(&inspect(&live, &["ps", "--json"]));
     let spin = &ps["tasks"][1];
-    assert_eq!(
-        (&spin["comm"], &spin["cpu"]),
-        (&"spin".into(), &0.into()),
-        "{ps}"
-    );
-    assert_eq!(thread(&ps, "init")["current_on"], 0, "{ps}");
-    assert_eq!(thread(&ps, "swapper/1")["current_on"], 1, "{ps}");
+    assert_eq!(spin["comm"], "spin", "{ps}");
+    let on = spin["cpu"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("spin on no CPU: {ps}"));
+    let other = 1 - on;
+    assert_eq!(thread(&ps, "spin")["current_on"], on, "{ps}");
+    assert_eq!(thread(&ps, "init")["state"], "sleeping", "{ps}");
+    let idle = format!("swapper/{other}");
+    assert_eq!(thread(&ps, &idle)["current_on"], other, "{ps}");
 
-    // CPU 0 runs the task's tables, CPU 1 the kernel's.
-    let (cpu0, cpu1) = (regs(&live, "0"), regs(&live, "1"));
-    assert_eq!(cpu0["cr3"], spin["pgd"], "{cpu0}");
-    assert_ne!(cpu1["cr3"], spin["pgd"], "{cpu1}");
-    assert_ne!(cpu0["gs_base"], cpu1["gs_base"]);
-    inspect(&live, &["tlb", "--cpu", "0"]).expect_stdout("0000000008048000: ");
-    let tlb1 = inspect(&live, &["tlb", "--cpu", "1"]);
-    tlb1.expect_status(0).expect_stdout("00000000c0000000: ");
-    assert!(!tlb1.stdout.contains("0000000008048000: "), "{tlb1}");
+    // That CPU runs the task's tables, the other the kernel's.
+    let (on, other) = (on.to_string(), other.to_string());
+    let (cpu_on, cpu_other) = (regs(&live, &on), regs(&live, &other));
+    assert_eq!(cpu_on["cr3"], spin["pgd"], "{cpu_on}");
+    assert_ne!(cpu_other["cr3"], spin["pgd"], "{cpu_other}");
+    assert_ne!(cpu_on["gs_base"], cpu_other["gs_base"]);
+    inspect(&live, &["tlb", "--cpu", &on]).expect_stdout("0000000008048000: ");
+    let tlb = inspect(&live, &["tlb", "--cpu", &other]);
+    tlb.expect_status(0).expect_stdout("00000000c0000000: ");
+    assert!(!tlb.stdout.contains("0000000008048000: "), "{tlb}");
     refused(&live, &["regs", "--cpu", "2"]);
     refused(&live, &["tlb", "--cpu", "2"]);
 
@@ -163,9 +166,9 @@ fn a_live_stop_holds_every_cpu() {
         "a CPU ran while the guest was stopped"
     );
     assert_eq!(
-        regs(&live, "1"),
-        cpu1,
-        "CPU 1 ran while the guest was stopped"
+        regs(&live, &other),
+        cpu_other,
+        "the idle CPU ran while the guest was stopped"
     );
     inspect(&live, &["cont"]).expect_status(0);
     poll("the CPUs tick again after cont", || {

@@ -119,6 +119,8 @@ pub mod num {
     /// task_struct.state values.
     pub const TASK_RUNNABLE: &str = "TASK_RUNNABLE";
     pub const TASK_RUNNING: &str = "TASK_RUNNING";
+    /// Exited, not reaped yet (EXIT_ZOMBIE).
+    pub const TASK_ZOMBIE: &str = "TASK_ZOMBIE";
     /// thread.state values.
     pub const THREAD_UNUSED: &str = "THREAD_UNUSED";
     pub const THREAD_RUNNING: &str = "THREAD_RUNNING";

@@ -80,7 +80,6 @@ extern "C" fn kernel_main(boot_info_pa: u64) -> ! {
     // local_irq_enable() in start_kernel(): the tick and IPIs from here on.
     arch::irqflags::local_irq_enable();
     vmcoreinfo::publish();
-    arch::user::init_syscall();
     if let Some(fault) = cmdline.fault {
         faults::fail(fault);
     }

@@ -35,10 +35,12 @@ pub fn online_mask() -> u64 {
     ONLINE.load(Ordering::Acquire)
 }
 
-/// The boot CPU's own setup: its GDT, TSS and per-CPU area.
+/// The boot CPU's own setup: its GDT, TSS, per-CPU area and `syscall`
+/// MSRs.
 pub fn boot_cpu_init() {
     gdt::init(CpuId::BOOT);
     percpu::init(CpuId::BOOT);
+    arch::user::init_syscall();
     ONLINE.fetch_or(1, Ordering::Release);
 }
 
@@ -93,6 +95,8 @@ pub extern "C" fn start_secondary(index: u64) -> ! {
         .expect("started with a CPU number beyond MAX_CPUS");
     gdt::init(cpu);
     percpu::init(cpu);
+    // syscall_init(): the MSRs are per CPU, and user threads run anywhere.
+    arch::user::init_syscall();
     arch::trap::load();
     // As the boot CPU: kernel mappings are global.
     arch::cpu::enable_global_pages();

@@ -62,6 +62,7 @@ fn process_lines<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
     w.symbol(sym::INIT_TASK, process::init_task_address())?;
     w.number(num::TASK_RUNNABLE, process::TASK_RUNNABLE.into())?;
     w.number(num::TASK_RUNNING, process::TASK_RUNNING.into())?;
+    w.number(num::TASK_ZOMBIE, process::TASK_ZOMBIE.into())?;
     w.size(off::TASK_STRUCT, process::TASK_STRUCT_SIZE)?;
     w.offset(off::TASK_TASKS, offset_of!(TaskStruct, tasks))?;
     w.offset(off::LIST_HEAD_NEXT, offset_of!(ListHead, next))?;

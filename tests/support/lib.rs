@@ -323,6 +323,20 @@ impl MonitoredVm {
         )
     }
 
+    /// `start` with `--cpus cpus`.
+    pub fn start_on_cpus(cmdline: &str, socket: &Path, exit_core: &Path, cpus: &str) -> Self {
+        let extra = ["--cpus".as_ref(), cpus.as_ref()];
+        Self::start_sized(
+            "2G",
+            cmdline,
+            socket,
+            exit_core,
+            &guest_timeout(),
+            &[],
+            &extra,
+        )
+    }
+
     /// `start_with` another RAM size and extra arguments.
     pub fn start_sized(
         mem: &str,
@@ -363,6 +377,13 @@ impl MonitoredVm {
             .wait_until(&format!("the guest never printed {needle:?}"), HANG, |p| {
                 p.stdout.contains(needle)
             });
+    }
+
+    /// Waits until the guest has printed `needle` `times` times.
+    pub fn wait_for_times(&self, needle: &str, times: usize) {
+        let what = format!("the guest never printed {needle:?} {times} times");
+        self.0
+            .wait_until(&what, HANG, |p| p.stdout.matches(needle).count() >= times);
     }
 
     /// Waits until the vmm reports `needle` on stderr.

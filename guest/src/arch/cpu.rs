@@ -26,7 +26,8 @@ pub fn halt() {
 pub fn rdmsr(msr: u32) -> u64 {
     let (low, high): (u32, u32);
     // SAFETY: the kernel only reads architectural MSRs it knows exist
-    // (APIC base, x2APIC registers); reading has no side effects on them.
+    // (APIC base, x2APIC registers, FS and KERNEL_GS base); reading has no
+    // side effects on them.
     unsafe {
         core::arch::asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
     }

@@ -53,8 +53,8 @@ static DOUBLE_FAULT_STACKS: [IstStack; MAX_CPUS] =
 /// reads them.
 struct Cell(UnsafeCell<Tables>);
 // SAFETY: each CPU's tables are written only by `init` on that CPU, once
-// (checked), and afterwards only read by the CPU itself (the hardware, and
-// `rsp0_slot` for the current CPU).
+// (checked), and afterwards only TSS.RSP0, by `set_rsp0` on that CPU; the
+// hardware reads them.
 unsafe impl Sync for Cell {}
 
 const NEW_TABLES: Tables = Tables {
@@ -80,13 +80,19 @@ const NEW_TABLES: Tables = Tables {
 
 static TABLES: [Cell; MAX_CPUS] = [const { Cell(UnsafeCell::new(NEW_TABLES)) }; MAX_CPUS];
 
-/// Address of this CPU's TSS.RSP0, the stack the CPU switches to on a trap
-/// from ring 3.
-pub fn rsp0_slot() -> *mut u64 {
+/// Sets this CPU's TSS.RSP0, the stack the CPU switches to on a trap from
+/// ring 3: the running thread's kernel stack top (load_sp0() in
+/// __switch_to()).
+pub(super) fn set_rsp0(top: u64) {
     let tables = TABLES[smp_processor_id().index()].0.get();
-    // SAFETY: only the address is computed, no reference is created;
-    // TABLES lives forever.
-    unsafe { core::ptr::addr_of_mut!((*tables).tss.rsp).cast::<u64>() }
+    // SAFETY: this CPU's tables live forever and only this CPU writes its
+    // TSS after `init`; the field is written in place, unaligned as the
+    // packed TSS lays it out, and the CPU reads it only on a ring change.
+    unsafe {
+        core::ptr::addr_of_mut!((*tables).tss.rsp)
+            .cast::<u64>()
+            .write_unaligned(top)
+    }
 }
 
 #[repr(C, packed)]

@@ -1,8 +1,14 @@
 //! Per-CPU data: each CPU finds its own area through GS base, as Linux's
 //! this_cpu_*() reach the per-CPU section through %gs.
+//!
+//! GS base is the kernel's only while the CPU runs kernel code: every entry
+//! from ring 3 and every return to it swaps it with KERNEL_GS_BASE
+//! (`swapgs`), which holds the user's GS base meanwhile, so whatever a user
+//! program does to its GS never reaches the kernel's per-CPU area.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::boot::MAX_CPUS;
 
@@ -25,14 +31,29 @@ impl CpuId {
     }
 }
 
-/// What a CPU reads through GS: its own number, first.
+/// What a CPU reads through GS: its own number, first; then what the
+/// `syscall` entry needs before it has a stack (cpu_current_top_of_stack
+/// and the scratch slot for the user's stack pointer).
 #[repr(C, align(64))]
 struct Area {
     cpu: u64,
+    top_of_stack: AtomicU64,
+    user_rsp: AtomicU64,
 }
 
+/// Where the `syscall` entry finds the running thread's kernel stack top.
+pub const TOP_OF_STACK_OFFSET: usize = offset_of!(Area, top_of_stack);
+/// Where the `syscall` entry parks the user's stack pointer.
+pub const USER_RSP_OFFSET: usize = offset_of!(Area, user_rsp);
+
 static AREAS: [Area; MAX_CPUS] = {
-    let mut areas = [const { Area { cpu: 0 } }; MAX_CPUS];
+    let mut areas = [const {
+        Area {
+            cpu: 0,
+            top_of_stack: AtomicU64::new(0),
+            user_rsp: AtomicU64::new(0),
+        }
+    }; MAX_CPUS];
     let mut i = 0;
     while i < MAX_CPUS {
         areas[i].cpu = i as u64;
@@ -41,15 +62,34 @@ static AREAS: [Area; MAX_CPUS] = {
     areas
 };
 
-const MSR_GS_BASE: u32 = 0xc000_0101;
+pub(super) const MSR_GS_BASE: u32 = 0xc000_0101;
+/// The GS base `swapgs` exchanges with GS base: the user's, while the
+/// kernel runs.
+pub(super) const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// Points this CPU's GS base at `cpu`'s area; after the GDT is loaded
-/// (loading a null GS selector may clear the base).
+/// (loading a null GS selector may clear the base). The user's GS base
+/// starts at 0.
 pub fn init(cpu: CpuId) {
-    let base = &AREAS[cpu.index()] as *const Area as u64;
     // SAFETY: GS base only changes what `smp_processor_id` reads, and it now
-    // points at a static area that lives forever.
-    unsafe { super::cpu::wrmsr(MSR_GS_BASE, base) }
+    // points at a static area that lives forever; KERNEL_GS_BASE is only
+    // what ring 3 gets after `swapgs`.
+    unsafe {
+        super::cpu::wrmsr(MSR_GS_BASE, area_address(cpu));
+        super::cpu::wrmsr(MSR_KERNEL_GS_BASE, 0);
+    }
+}
+
+pub(super) fn area_address(cpu: CpuId) -> u64 {
+    &AREAS[cpu.index()] as *const Area as u64
+}
+
+/// Sets where this CPU's `syscall` entry puts its frame: the top of the
+/// kernel stack of the thread it now runs (as TSS.RSP0 for traps).
+pub(super) fn set_top_of_stack(top: u64) {
+    AREAS[smp_processor_id().index()]
+        .top_of_stack
+        .store(top, Ordering::Relaxed);
 }
 
 /// The number of the CPU this runs on (smp_processor_id()).

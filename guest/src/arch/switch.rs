@@ -9,6 +9,11 @@
 //! context is saved and only by one CPU (on_cpu is claimed atomically),
 //! and only while it has a stack, so the safe functions below cannot
 //! resume a stale or running context whatever slots they are given.
+//!
+//! A switch also moves what is per thread in the CPU: TSS.RSP0 and the
+//! `syscall` entry's stack (the next thread's own kernel stack top), and,
+//! for threads that run user code, the FS and GS selectors and bases
+//! (save_fsgs() and x86_fsgsbase_load() in __switch_to()).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -20,7 +25,8 @@ use spin::Mutex;
 
 use super::irqflags::irqs_enabled;
 use super::mem::Frames;
-use super::percpu::smp_processor_id;
+use super::percpu::{self, smp_processor_id};
+use super::{cpu, gdt};
 use crate::mm::events::{mod_stat, VM_STAT};
 use crate::mm::{alloc_pages, free_pages};
 
@@ -65,6 +71,8 @@ pub struct KernelStack {
     frames: Option<Frames>,
     /// The context a first switch into the stack loads.
     initial: u64,
+    /// Its top: where traps from ring 3 and `syscall` put their frames.
+    top: u64,
 }
 
 impl KernelStack {
@@ -88,9 +96,11 @@ impl KernelStack {
             last.write_u64(return_offset - i * 8, 0);
         }
         let initial = last.va() + (return_offset - SAVED_REGISTERS as usize * 8) as u64;
+        let top = last.va() + PAGE_SIZE;
         Ok(KernelStack {
             frames: Some(frames),
             initial,
+            top,
         })
     }
 }
@@ -108,14 +118,98 @@ struct Context {
     /// The saved stack pointer; 0 when the slot has no context to resume.
     rsp: AtomicU64,
     on_cpu: AtomicBool,
+    /// Its kernel stack's top; 0 for a boot context (which never enters
+    /// ring 3).
+    top: AtomicU64,
+    /// It has entered ring 3, so it has user segments to keep.
+    user: AtomicBool,
+    segments: UserSegments,
+}
+
+/// A user thread's FS and GS while it is off its CPU (thread.fsindex,
+/// gsindex, fsbase, gsbase).
+struct UserSegments {
+    fs: AtomicU64,
+    gs: AtomicU64,
+    fs_base: AtomicU64,
+    gs_base: AtomicU64,
 }
 
 static CONTEXTS: [Context; MAX_THREADS] = [const {
     Context {
         rsp: AtomicU64::new(0),
         on_cpu: AtomicBool::new(false),
+        top: AtomicU64::new(0),
+        user: AtomicBool::new(false),
+        segments: UserSegments {
+            fs: AtomicU64::new(0),
+            gs: AtomicU64::new(0),
+            fs_base: AtomicU64::new(0),
+            gs_base: AtomicU64::new(0),
+        },
     }
 }; MAX_THREADS];
+
+const MSR_FS_BASE: u32 = 0xc000_0100;
+
+impl UserSegments {
+    /// Saves this CPU's user FS and GS (the kernel runs with the user's GS
+    /// base in KERNEL_GS_BASE).
+    fn save(&self) {
+        let (fs, gs): (u64, u64);
+        // SAFETY: reading segment selectors has no effect.
+        unsafe {
+            core::arch::asm!(
+                "mov {fs:e}, fs",
+                "mov {gs:e}, gs",
+                fs = out(reg) fs,
+                gs = out(reg) gs,
+                options(nomem, nostack, preserves_flags)
+            )
+        }
+        self.fs.store(fs & 0xffff, Ordering::Relaxed);
+        self.gs.store(gs & 0xffff, Ordering::Relaxed);
+        self.fs_base
+            .store(cpu::rdmsr(MSR_FS_BASE), Ordering::Relaxed);
+        self.gs_base
+            .store(cpu::rdmsr(percpu::MSR_KERNEL_GS_BASE), Ordering::Relaxed);
+    }
+
+    /// Loads them on this CPU for a return to ring 3, keeping the
+    /// kernel's own GS base.
+    fn load(&self) {
+        let kernel_gs_base = percpu::area_address(smp_processor_id());
+        let fs = self.fs.load(Ordering::Relaxed);
+        let gs = self.gs.load(Ordering::Relaxed);
+        // SAFETY: the selectors are ones ring 3 had loaded (or 0), so they
+        // load in ring 0 too; the bases are what those loads gave (only
+        // selector loads set them: CR4.FSGSBASE is off) and the GS base is
+        // set back to this CPU's area at once, with interrupts off (checked
+        // by `switch_to`), before anything reads per-CPU data again. FS is
+        // not used by the kernel; KERNEL_GS_BASE is ring 3's after `swapgs`.
+        unsafe {
+            core::arch::asm!(
+                "mov fs, {fs:e}",
+                "mov gs, {gs:e}",
+                fs = in(reg) fs,
+                gs = in(reg) gs,
+                options(nomem, nostack, preserves_flags)
+            );
+            cpu::wrmsr(percpu::MSR_GS_BASE, kernel_gs_base);
+            cpu::wrmsr(MSR_FS_BASE, self.fs_base.load(Ordering::Relaxed));
+            cpu::wrmsr(
+                percpu::MSR_KERNEL_GS_BASE,
+                self.gs_base.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    fn clear(&self) {
+        for v in [&self.fs, &self.gs, &self.fs_base, &self.gs_base] {
+            v.store(0, Ordering::Relaxed);
+        }
+    }
+}
 
 /// The stacks of slots that run on one (boot contexts run on static ones).
 static STACKS: Mutex<[Option<KernelStack>; MAX_THREADS]> =
@@ -170,6 +264,8 @@ pub fn install(slot: usize, stack: KernelStack) -> Result<(), (SlotBusy, KernelS
         Err(e) => return Err((e, stack)),
     };
     c.rsp.store(stack.initial, Ordering::Release);
+    c.top.store(stack.top, Ordering::Relaxed);
+    c.user.store(false, Ordering::Relaxed);
     stacks[slot] = Some(stack);
     Ok(())
 }
@@ -192,6 +288,14 @@ pub fn release(slot: usize) -> Option<KernelStack> {
 /// inspector.
 pub fn current_slots_address() -> u64 {
     CURRENT.as_ptr() as u64
+}
+
+/// Whether `slot` is on a CPU (running, or switched away from and not
+/// saved yet).
+pub fn on_cpu(slot: usize) -> bool {
+    CONTEXTS
+        .get(slot)
+        .is_some_and(|c| c.on_cpu.load(Ordering::Acquire))
 }
 
 /// The slot this CPU runs.
@@ -232,6 +336,16 @@ pub fn switch_to(next: usize) -> usize {
     }
     CURRENT[me].store(next, Ordering::Relaxed);
     PREV[me].store(prev, Ordering::Relaxed);
+    if CONTEXTS[prev].user.load(Ordering::Relaxed) {
+        CONTEXTS[prev].segments.save();
+    }
+    let top = target.top.load(Ordering::Relaxed);
+    if top != 0 {
+        set_kernel_stack(top);
+    }
+    if target.user.load(Ordering::Relaxed) {
+        target.segments.load();
+    }
     // SAFETY: `next` holds a context saved by its last switch away (its
     // on_cpu was clear, so the save is complete) or a new stack's initial
     // one (`install`), and this CPU alone claimed it; `prev`'s slot is the
@@ -239,6 +353,28 @@ pub fn switch_to(next: usize) -> usize {
     // off (checked), so nothing runs on either stack meanwhile.
     unsafe { switch_to_asm(CONTEXTS[prev].rsp.as_ptr(), rsp) }
     finish_switch()
+}
+
+/// Points TSS.RSP0 and the `syscall` entry at `top` on this CPU.
+fn set_kernel_stack(top: u64) {
+    gdt::set_rsp0(top);
+    percpu::set_top_of_stack(top);
+}
+
+/// The running thread is about to enter ring 3 for the first time
+/// (start_thread()): traps from there use its own kernel stack, and it
+/// starts with null FS and GS, whatever the CPU's last user left.
+/// Interrupts must be off (checked). Panics on a boot context, which has
+/// no stack of its own to take traps on.
+pub(super) fn begin_user() {
+    assert!(!irqs_enabled(), "begin_user with interrupts on");
+    let c = &CONTEXTS[current_slot()];
+    let top = c.top.load(Ordering::Relaxed);
+    assert!(top != 0, "a boot context cannot run user code");
+    set_kernel_stack(top);
+    c.segments.clear();
+    c.segments.load();
+    c.user.store(true, Ordering::Relaxed);
 }
 
 /// On the thread just resumed: the one it replaced is now saved and off

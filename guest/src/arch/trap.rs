@@ -79,8 +79,16 @@ core::arch::global_asm!(
     "    jmp trap_common",
     ".endm",
     ".section .text",
+    // From ring 3 (the frame's CS, above the vector and error code), GS
+    // is the user's: swap in the kernel's before anything reads per-CPU
+    // data, and swap back on the way out, as Linux's entry code does.
     ".global trap_common",
     "trap_common:",
+    "    test byte ptr [rsp + 24], 3",
+    "    jz trap_common_kernel_gs",
+    "    swapgs",
+    ".global trap_common_kernel_gs",
+    "trap_common_kernel_gs:",
     "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
     "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",
     "    mov rdi, rsp",
@@ -89,7 +97,10 @@ core::arch::global_asm!(
     "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
     "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
     "    add rsp, 16",
-    "    iretq",
+    "    test byte ptr [rsp + 8], 3",
+    "    jz 2f",
+    "    swapgs",
+    "2:  iretq",
     "trap_stub 0,0", "trap_stub 1,0", "trap_stub 2,0", "trap_stub 3,0",
     "trap_stub 4,0", "trap_stub 5,0", "trap_stub 6,0", "trap_stub 7,0",
     "trap_stub 8,1", "trap_stub 9,0", "trap_stub 10,1", "trap_stub 11,1",
@@ -127,12 +138,17 @@ extern "C" {
 }
 
 /// Exceptions and system calls (the `syscall` entry's pseudo vector) go to
-/// the trap handler, the APIC's vectors to the interrupt handler.
+/// the trap handler, the APIC's vectors to the interrupt handler. A return
+/// to ring 3 first does the work pending for the thread
+/// (exit_to_user_mode()).
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if frame.vector < NR_EXCEPTIONS as u64 || frame.vector == super::user::SYSCALL_VECTOR {
         crate::trap::handle_exception(frame);
     } else {
         crate::irq::handle_interrupt(frame);
+    }
+    if super::user::from_user(frame) {
+        crate::sched::exit_to_user_mode();
     }
 }
 

@@ -1,15 +1,11 @@
-//! Ring 3: entering user mode, coming back to the kernel, and the
-//! `syscall` entry point with the fallback this host needs.
+//! Ring 3: entering user mode and the `syscall` entry point (this host's
+//! fallback for it is in `crate::trap`).
 //!
-//! The kernel runs one user task at a time. `run_user` saves the kernel's
-//! callee-saved registers and stack pointer, points TSS.RSP0 (and the
-//! syscall stack) just below them, and `iretq`s into the task. Traps and
-//! system calls from the task then run on that stack; when the task is done
-//! the kernel calls `return_to_kernel`, which drops whatever is on the trap
-//! stack and resumes `run_user`'s caller, like a context switch back to the
-//! scheduler.
-
-use core::sync::atomic::{AtomicBool, Ordering};
+//! Each user process runs on a thread of its own: `enter_user` takes the
+//! thread to ring 3 for good, and every trap, interrupt and system call
+//! from there enters the kernel on that thread's kernel stack (TSS.RSP0,
+//! or the per-CPU top of stack for `syscall`, both set by the context
+//! switch), swapping GS to the kernel's on entry and back on the way out.
 
 use super::gdt::{self, USER_CS, USER_DS};
 use super::trap::TrapFrame;
@@ -52,58 +48,37 @@ pub fn user_rflags(requested: u64) -> u64 {
     (requested & USER_RFLAGS) | RFLAGS_FIXED | RFLAGS_IF
 }
 
-/// Kernel stack pointer for the `syscall` path (the CPU does not switch
-/// stacks on `syscall`), and the user's while the kernel borrows the CPU.
-static mut SYSCALL_KERNEL_RSP: u64 = 0;
-static mut SYSCALL_USER_RSP: u64 = 0;
-/// The saved kernel stack pointer `return_to_kernel` resumes.
-static mut KERNEL_CONTEXT: u64 = 0;
-
 core::arch::global_asm!(
     ".section .text",
     ".global syscall_entry",
-    // The hardware path: ring 0, still on the user's stack. Build the same
-    // frame a trap from ring 3 would, and share the trap return path.
+    // The hardware path: ring 0, still on the user's stack and GS. Swap to
+    // the kernel's GS, take this CPU's running thread's stack from it,
+    // build the frame a trap from ring 3 would, and share the trap return
+    // path (which swaps GS back before `iretq`), as entry_SYSCALL_64 does.
     "syscall_entry:",
-    "    mov [rip + {user_rsp}], rsp",
-    "    mov rsp, [rip + {kernel_rsp}]",
-    // The CPU aligns an exception frame to 16 itself, whatever TSS.RSP0
-    // is; do the same for this frame.
-    "    and rsp, -16",
+    "    swapgs",
+    "    mov gs:[{user_rsp}], rsp",
+    "    mov rsp, gs:[{top_of_stack}]",
     "    push {user_ds}",
-    "    push [rip + {user_rsp}]",
+    "    push qword ptr gs:[{user_rsp}]",
     "    push r11",
     "    push {user_cs}",
     "    push rcx",
     "    push 0",
     "    push {vector}",
-    "    jmp trap_common",
-    // run_user(frame: rdi, rsp0 slot: rsi). The kernel's flags are saved
-    // with its registers: the task's traps enter with interrupts off, and
-    // the caller gets its own interrupt state back.
-    ".global run_user_asm",
-    "run_user_asm:",
-    "    pushfq",
-    "    cli",
-    "    push rbx; push rbp; push r12; push r13; push r14; push r15",
-    "    mov [rip + {context}], rsp",
-    "    mov [rsi], rsp",
-    "    mov [rip + {kernel_rsp}], rsp",
+    "    jmp trap_common_kernel_gs",
+    // enter_user_asm(frame: rdi): the frame's registers, then `iretq` to
+    // ring 3 with the user's GS.
+    ".global enter_user_asm",
+    "enter_user_asm:",
     "    mov rsp, rdi",
     "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
     "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
     "    add rsp, 16",
+    "    swapgs",
     "    iretq",
-    // return_to_kernel_asm(): back to run_user_asm's caller.
-    ".global return_to_kernel_asm",
-    "return_to_kernel_asm:",
-    "    mov rsp, [rip + {context}]",
-    "    pop r15; pop r14; pop r13; pop r12; pop rbp; pop rbx",
-    "    popfq",
-    "    ret",
-    user_rsp = sym SYSCALL_USER_RSP,
-    kernel_rsp = sym SYSCALL_KERNEL_RSP,
-    context = sym KERNEL_CONTEXT,
+    user_rsp = const super::percpu::USER_RSP_OFFSET,
+    top_of_stack = const super::percpu::TOP_OF_STACK_OFFSET,
     user_ds = const USER_DS as u64,
     user_cs = const USER_CS as u64,
     vector = const SYSCALL_VECTOR,
@@ -111,8 +86,7 @@ core::arch::global_asm!(
 
 unsafe extern "C" {
     fn syscall_entry();
-    fn run_user_asm(frame: *const TrapFrame, rsp0_slot: *mut u64);
-    fn return_to_kernel_asm() -> !;
+    fn enter_user_asm(frame: *const TrapFrame) -> !;
 }
 
 fn wrmsr(msr: u32, value: u64) {
@@ -164,47 +138,34 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
     }
 }
 
-/// Whether `run_user` is running a task (so KERNEL_CONTEXT is live).
-static IN_USER: AtomicBool = AtomicBool::new(false);
-
-/// Runs the current address space's user code from `frame` until the kernel
-/// calls `return_to_kernel` (on exit or a fatal fault). The frame always
-/// enters ring 3: its selectors are the user ones and its flags those a
-/// user may hold, whatever the caller put there.
+/// Enters ring 3 from `frame` on the running thread, for good
+/// (start_thread() + the return of ret_from_fork()): from now on the
+/// thread's traps and system calls enter the kernel on its own kernel
+/// stack, from its top, and it leaves user mode only through them. The
+/// frame always enters ring 3: its selectors are the user ones and its
+/// flags those a user may hold, whatever the caller put there.
 ///
 /// The caller must have loaded CR3 with tables that map the user code and
 /// stack the frame points at (else the task faults and is killed), and
-/// must hold no locks: the trap stack is abandoned when the task ends.
-pub fn run_user(frame: &TrapFrame) {
+/// must hold no locks: what lies on the stack above is never returned to.
+/// Panics on a boot context (init, the idle threads): they have no kernel
+/// stack of their own.
+pub fn enter_user(frame: &TrapFrame) -> ! {
     let frame = TrapFrame {
         cs: u64::from(USER_CS),
         ss: u64::from(USER_DS),
         rflags: user_rflags(frame.rflags),
         ..*frame
     };
-    assert!(!IN_USER.swap(true, Ordering::Relaxed), "run_user nested");
+    super::irqflags::local_irq_disable();
+    super::switch::begin_user();
     // SAFETY: the frame is a ring-3 iret frame (user selectors and flags,
     // set above), so the task can only reach what the tables give ring 3;
-    // the asm saves every callee-saved register and returns here through
-    // return_to_kernel_asm with the stack restored.
-    unsafe { run_user_asm(&frame, gdt::rsp0_slot()) }
-    IN_USER.store(false, Ordering::Relaxed);
-}
-
-/// Ends the current user task and resumes `run_user`'s caller. Called from
-/// a trap or system call that came from ring 3 (the only kernel code that
-/// runs while a task does), with no locks held: everything on the trap
-/// stack is dropped without unwinding.
-pub fn return_to_kernel() -> ! {
-    assert!(
-        IN_USER.load(Ordering::Relaxed),
-        "return_to_kernel without a user task"
-    );
-    // SAFETY: a task is running (checked), so KERNEL_CONTEXT was saved by
-    // run_user_asm, whose frame is still live below us on the kernel stack:
-    // kernel code only runs during a task as its trap handler, on the trap
-    // stack just beneath it.
-    unsafe { return_to_kernel_asm() }
+    // interrupts are off until the `iretq`, which swaps in the user's GS
+    // as every return to ring 3 does. The stack below the frame is this
+    // thread's, and the frames of its callers are never resumed (`!`):
+    // the next trap from ring 3 reuses the stack from its top.
+    unsafe { enter_user_asm(&frame) }
 }
 
 /// Whether a frame came from ring 3.

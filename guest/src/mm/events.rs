@@ -67,6 +67,7 @@ events! {
     tlb_remote_flush: "TLB flushes shot down to other CPUs (nr_tlb_remote_flush)",
     tlb_remote_flush_received: "shot-down flushes run by a CPU (nr_tlb_remote_flush_received)",
     context_switches: "context switches, all CPUs",
+    user_preemptions: "user threads preempted on their way back to ring 3 (nivcsw)",
     kmap_sleeps: "kmaps that slept on pkmap_map_wait for a free slot",
     sleep_in_atomic: "sleeping function called from invalid context (reported)",
 }

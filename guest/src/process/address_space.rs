@@ -144,6 +144,22 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
+    /// An address space with nothing in it: what a task keeps while its
+    /// running thread holds the real one.
+    pub const fn empty() -> Self {
+        AddressSpace {
+            root: None,
+            vmas: VmaTree::new(MmLayout::DEFAULT),
+            entry: 0,
+            stack: 0,
+            exe: None,
+            rss: 0,
+            faults: 0,
+            mm_obj: None,
+            vma_objs: [const { None }; MAX_VMAS],
+        }
+    }
+
     /// pgd_alloc() + load_elf_binary(): the program's PT_LOAD segments
     /// as VMAs with their permissions (filled from the file when they
     /// fault), the stack VMA below TASK_SIZE with the initial stack

@@ -50,7 +50,7 @@ pub fn kill_bad_syscall_return(frame: &TrapFrame) {
 /// force_sig(SIGSEGV) for a task with no handler (or the OOM killer's
 /// SIGKILL): report, then end it.
 pub fn kill(frame: &TrapFrame, why: core::fmt::Arguments) -> ! {
-    let (pid, name) = with_current(|t| (t.ts.pid, t.name));
+    let (pid, name) = with_current(|t| (t.pid, t.name));
     kprintln!(
         "[{pid}:{name}] killed: {why}; RIP={:#x} RSP={:#x}",
         frame.rip,

@@ -1,6 +1,8 @@
 //! Processes: tasks with their own address space (PML4 whose kernel quarter
 //! is the shared kernel page directory), VMAs in a red-black tree, demand
-//! paging, system calls, and a run queue that runs them one after another.
+//! paging, system calls. Each task runs on a thread of the scheduler, on
+//! any CPU, concurrently with the others; its parent (`run_queue`, on
+//! init) reaps it once it has exited.
 
 pub mod address_space;
 pub mod fault;
@@ -15,9 +17,11 @@ use mm::slub::SlabError;
 use spin::Mutex;
 
 use crate::arch::mem::SlabBox;
-use crate::arch::{paging, user};
+use crate::arch::switch::{current_slot, KernelStack, MAX_THREADS};
+use crate::arch::user;
 use crate::kprintln;
 use crate::programs::{self, Program};
+use crate::sched::{self, wait::WaitQueue, Tid};
 use address_space::{AddressSpace, ExecError};
 use objects::{ListHead, TaskStruct};
 
@@ -38,6 +42,10 @@ pub struct Task {
     pub name: &'static str,
     pub mm: AddressSpace,
     pub exit: Option<ExitStatus>,
+    /// Its kernel stack, from fork until its thread starts on it.
+    stack: Option<KernelStack>,
+    /// Its thread, once started.
+    thread: Option<Tid>,
     /// The next task in the list (the kernel's own, owning link; `ts.tasks`
     /// is the host's view of the same order).
     next: Option<SlabBox<Task>>,
@@ -53,6 +61,7 @@ pub const TASK_STRUCT_SIZE: usize = size_of::<Task>();
 impl Task {
     fn set_exit(&mut self, status: ExitStatus) {
         self.exit = Some(status);
+        self.ts.state = TASK_ZOMBIE;
         self.ts.exit_code = match status {
             ExitStatus::Exited(code) => code,
             ExitStatus::Killed => 128 + 11,
@@ -62,11 +71,15 @@ impl Task {
 
 pub const TASK_RUNNABLE: u32 = 0;
 pub const TASK_RUNNING: u32 = 1;
+/// Exited, until its parent reaps it (EXIT_ZOMBIE).
+pub const TASK_ZOMBIE: u32 = 2;
 
 /// Every task (waiting to run, running, or finished until it is reaped),
 /// in creation order, headed by init_task as Linux's list is. Adding and
 /// removing walk the list (O(n)); tasks are created and reaped one at a
-/// time, far less often than they fault.
+/// time, far less often than they fault. A started task's address space
+/// is not here but with its thread (`RUNNING`), so faults and system calls
+/// of different processes never wait for one another.
 struct TaskList {
     /// The swapper (pid 0, no mm): `init_task.tasks` heads the list the
     /// host walks.
@@ -86,7 +99,6 @@ static TASKS: Mutex<TaskList> = Mutex::new(TaskList {
     },
     first: None,
 });
-static CURRENT: AtomicU32 = AtomicU32::new(0);
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 impl TaskList {
@@ -168,13 +180,33 @@ pub fn init_task_address() -> u64 {
     &TASKS.lock().init_task as *const TaskStruct as u64
 }
 
-/// Runs `f` on the current task. Panics if no task is running: only the
-/// system-call and fault paths call this, and they only run for a task.
-pub fn with_current<R>(f: impl FnOnce(&mut Task) -> R) -> R {
-    let pid = CURRENT.load(Ordering::Relaxed);
-    let mut tasks = TASKS.lock();
-    let task = tasks.find(|t| t.ts.pid == pid).expect("no current task");
-    f(task)
+/// What a running process's thread holds: its address space, locked by
+/// that thread alone while it faults or makes a system call (its mm
+/// lock), and by its context switches. pid 0: the thread runs none.
+pub struct Running {
+    pub pid: u32,
+    pub name: &'static str,
+    pub mm: AddressSpace,
+}
+
+/// Per thread slot, the process that thread runs, from its start to its
+/// exit. The address spaces are swapped in and out in place: one is too
+/// big to move through a 16 KiB kernel stack.
+static RUNNING: [Mutex<Running>; MAX_THREADS] = [const {
+    Mutex::new(Running {
+        pid: 0,
+        name: "",
+        mm: AddressSpace::empty(),
+    })
+}; MAX_THREADS];
+
+/// Runs `f` on the current process. Panics if the running thread runs
+/// none: only the system-call and fault paths call this, and they only
+/// run for a process.
+pub fn with_current<R>(f: impl FnOnce(&mut Running) -> R) -> R {
+    let mut running = RUNNING[current_slot()].lock();
+    assert!(running.pid != 0, "no current task");
+    f(&mut running)
 }
 
 /// Runs `f` on the task with `pid`, if it exists.
@@ -183,14 +215,22 @@ pub fn with_task<R>(pid: u32, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
 }
 
 /// Creates a task running `program` (fork + exec in one step): a fresh
-/// address space with the program's code, a stack and a heap base, in a
-/// new task_struct with the next pid. Out of memory is
-/// `ExecError::NoMemory`, with everything taken so far given back.
+/// address space with the program's code, a stack and a heap base, and a
+/// kernel stack, in a new task_struct with the next pid. It runs once
+/// `run_queue` starts it. Out of memory is `ExecError::NoMemory`, with
+/// everything taken so far given back.
 pub fn spawn(program: &Program) -> Result<u32, ExecError> {
     let cache = objects::caches()
         .ok_or(ExecError::Slab(SlabError::NoSuchCache))?
         .task_struct;
-    let mm = AddressSpace::exec(program)?;
+    let mut mm = AddressSpace::exec(program)?;
+    let stack = match KernelStack::new() {
+        Ok(stack) => stack,
+        Err(e) => {
+            mm.exit_mmap();
+            return Err(e.into());
+        }
+    };
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let task = Task {
         ts: TaskStruct {
@@ -203,6 +243,8 @@ pub fn spawn(program: &Program) -> Result<u32, ExecError> {
         name: program.name,
         mm,
         exit: None,
+        stack: Some(stack),
+        thread: None,
         next: None,
     };
     let task = SlabBox::new(cache, task).map_err(|(e, mut task)| {
@@ -213,41 +255,132 @@ pub fn spawn(program: &Program) -> Result<u32, ExecError> {
     Ok(pid)
 }
 
-/// Runs every task that has not run yet, one after another, each in its
-/// own address space, and reaps it: exit_mmap() frees every user frame and
-/// page-table page, and the task_struct goes back to its cache. Calls
-/// `done` with (pid, name, status) for each.
+/// Woken when a task exits (the parent's wait in do_wait()).
+static CHILD_EXITED: WaitQueue = WaitQueue::new();
+
+/// Starts every task spawned so far on a thread of its own (they run
+/// concurrently, on every CPU), and reaps each once it has exited: its
+/// task_struct goes back to its cache once its thread's stack is freed.
+/// Calls `done` with (pid, name, status) for each, in the order they end.
 pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
     loop {
-        // The task's tables are loaded under the lock and stay alive while
-        // it runs: only the reaping below frees them.
-        let next = TASKS.lock().find(|t| t.exit.is_none()).map(|t| {
-            t.ts.state = TASK_RUNNING;
-            t.mm.activate();
-            (t.ts.pid, t.mm.entry_frame())
-        });
-        let Some((pid, frame)) = next else {
-            return;
+        start_tasks();
+        let zombie = || {
+            let mut tasks = TASKS.lock();
+            tasks.first.is_none() || tasks.find(|t| t.exit.is_some()).is_some()
         };
-        CURRENT.store(pid, Ordering::Relaxed);
-        user::run_user(&frame);
-        CURRENT.store(0, Ordering::Relaxed);
-        let task = TASKS.lock().take(pid);
-        let Some(mut task) = task else {
-            paging::activate_kernel_tables();
-            continue;
+        if CHILD_EXITED.wait_event("wait4", zombie).is_err() {
+            // Only init calls this, and it may sleep: a bug, not a state.
+            panic!("run_queue called where it cannot sleep");
+        }
+        let reaped = {
+            let mut tasks = TASKS.lock();
+            let pid = tasks.find(|t| t.exit.is_some()).map(|t| t.ts.pid);
+            match pid {
+                Some(pid) => tasks.take(pid),
+                None => return,
+            }
         };
-        task.mm.deactivate();
-        task.mm.exit_mmap();
-        done(pid, task.name, task.exit.unwrap_or(ExitStatus::Killed));
+        let Some(task) = reaped else { continue };
+        // release_task(): the thread's stack is freed once it is off its
+        // CPU; every frame is back when this returns.
+        if let Some(tid) = task.thread {
+            let _ = sched::join(tid);
+        }
+        done(
+            task.ts.pid,
+            task.name,
+            task.exit.unwrap_or(ExitStatus::Killed),
+        );
     }
 }
 
-/// Ends the current task with `status` and goes back to the run queue.
-/// Called from system-call and fault context, with no locks held.
+/// wake_up_new_task() for every task that has no thread yet, as long as
+/// thread slots last. A task that cannot get one while no other task
+/// runs never will, and is ended.
+fn start_tasks() {
+    let mut tasks = TASKS.lock();
+    let mut running = tasks.find(|t| t.thread.is_some()).is_some();
+    while let Some(task) = tasks.find(|t| t.stack.is_some()) {
+        let Some(stack) = task.stack.take() else {
+            break;
+        };
+        match sched::spawn_user(task.name, user_thread, task.ts.pid, stack) {
+            Ok(tid) => {
+                task.thread = Some(tid);
+                running = true;
+            }
+            Err((_, stack)) if running => {
+                task.stack = Some(stack);
+                break;
+            }
+            Err((e, _)) => {
+                kprintln!("[{}:{}] cannot start: {e:?}", task.ts.pid, task.name);
+                task.mm.exit_mmap();
+                task.set_exit(ExitStatus::Killed);
+            }
+        }
+    }
+}
+
+/// A task's thread: takes its address space from the task, loads it and
+/// enters ring 3 for good (the exec half of start_thread()). It leaves
+/// only through `exit_current`.
+fn user_thread(pid: u64) {
+    let pid = pid as u32;
+    let mut running = RUNNING[current_slot()].lock();
+    let taken = with_task(pid, |t| {
+        t.ts.state = TASK_RUNNING;
+        core::mem::swap(&mut t.mm, &mut running.mm);
+        running.pid = pid;
+        running.name = t.name;
+    });
+    if taken.is_none() {
+        return;
+    }
+    running.mm.activate();
+    let frame = running.mm.entry_frame();
+    drop(running);
+    user::enter_user(&frame);
+}
+
+/// task_struct.state for the host, unless the task has exited.
+fn set_state(pid: u32, state: u32) {
+    if let Some(t) = TASKS.lock().find(|t| t.ts.pid == pid) {
+        if t.exit.is_none() {
+            t.ts.state = state;
+        }
+    }
+}
+
+/// The first half of switch_mm(), on a user thread about to leave its CPU:
+/// this CPU goes back to swapper_pg_dir and leaves the mm's cpumask.
+pub fn switch_mm_out(pid: u32) {
+    RUNNING[current_slot()].lock().mm.deactivate();
+    set_state(pid, TASK_RUNNABLE);
+}
+
+/// The second half, on the user thread just resumed: this CPU joins the
+/// mm's cpumask and loads its tables.
+pub fn switch_mm_in(pid: u32) {
+    RUNNING[current_slot()].lock().mm.activate();
+    set_state(pid, TASK_RUNNING);
+}
+
+/// do_exit(): ends the current task with `status`. exit_mm() runs here
+/// (the CPU leaves the address space, then every user frame and table is
+/// freed); the parent reaps the task_struct, and the scheduler frees the
+/// kernel stack once the thread is off its CPU. Called from system-call
+/// and fault context, with no locks held.
 pub fn exit_current(status: ExitStatus) -> ! {
-    with_current(|t| t.set_exit(status));
-    user::return_to_kernel()
+    let pid = with_current(|running| {
+        running.mm.deactivate();
+        running.mm.exit_mmap();
+        core::mem::replace(&mut running.pid, 0)
+    });
+    with_task(pid, |t| t.set_exit(status));
+    CHILD_EXITED.wake_up();
+    sched::exit()
 }
 
 /// Runs the programs named on the command line (`run=demo,segv,...`), or the

@@ -31,7 +31,7 @@ pub struct ListHead {
 #[repr(C)]
 pub struct TaskStruct {
     pub pid: u32,
-    /// `process::TASK_RUNNABLE` or `TASK_RUNNING`.
+    /// `process::TASK_RUNNABLE`, `TASK_RUNNING` or `TASK_ZOMBIE`.
     pub state: u32,
     /// Address of this task's mm_struct object.
     pub mm: u64,

@@ -52,7 +52,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4] as i64),
         SYS_MUNMAP => sys_munmap(args[0], args[1]),
         SYS_BRK => sys_brk(args[0]),
-        SYS_GETPID => Ok(with_current(|t| i64::from(t.ts.pid))),
+        SYS_GETPID => Ok(with_current(|t| i64::from(t.pid))),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
         nr => Ok(sys_ni_syscall(nr)),
     };
@@ -76,7 +76,7 @@ fn sys_ni_syscall(nr: u64) -> i64 {
     let mask = 1 << (bit % 64);
     let seen = REPORTED[(bit / 64) as usize].fetch_or(mask, Ordering::Relaxed);
     if seen & mask == 0 {
-        let (pid, name) = with_current(|t| (t.ts.pid, t.name));
+        let (pid, name) = with_current(|t| (t.pid, t.name));
         kprintln!("[{pid}:{name}] unsupported system call {nr}: returns -ENOSYS (reported once)");
     }
     -ENOSYS

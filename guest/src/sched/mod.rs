@@ -1,16 +1,22 @@
-//! Kernel threads and the scheduler.
+//! Kernel threads, user threads and the scheduler.
 //!
 //! One run queue for all CPUs under one lock, picked round-robin, as the
 //! scheduler of Linux 2.4 (the i386 kernels the model comes from) kept a
 //! single `runqueue_head` under `runqueue_lock`. The kernel is not
 //! preemptible (CONFIG_PREEMPT_NONE): the tick sets need_resched, and a
 //! thread gives the CPU up when it sleeps, exits or reaches
-//! `cond_resched()`. Each CPU has an idle thread (swapper/N) it runs when
-//! nothing else is runnable; the boot CPU's boot context becomes `init`.
+//! `cond_resched()`; user code is preempted on its way back to ring 3
+//! (`exit_to_user_mode`). Each CPU has an idle thread (swapper/N) it runs
+//! when nothing else is runnable; the boot CPU's boot context becomes
+//! `init`. Each user process is a thread too, which runs on any CPU.
 //!
 //! The pick and every state change happen under the lock with interrupts
 //! off; `arch::switch` does the switch itself and keeps a thread from being
-//! resumed before the CPU it left has saved it (task->on_cpu).
+//! resumed before the CPU it left has saved it (task->on_cpu). A user
+//! thread's address space is loaded only while it runs: it leaves it just
+//! before it switches away and loads it again once resumed (switch_mm();
+//! kernel threads run on swapper_pg_dir), so an mm's cpumask names exactly
+//! the CPUs that run it.
 
 pub mod wait;
 
@@ -85,6 +91,10 @@ struct Thread {
     /// cpus_allowed.
     allowed: u64,
     entry: Option<(fn(u64), u64)>,
+    /// The user process it runs (0: a kernel thread).
+    pid: u32,
+    /// Ticks left of its time slice (2.4's p->counter).
+    slice: u32,
 }
 
 impl Thread {
@@ -95,6 +105,8 @@ impl Thread {
         cpu: 0,
         allowed: 0,
         entry: None,
+        pid: 0,
+        slice: 0,
     };
 }
 
@@ -107,12 +119,20 @@ struct RunQueue {
 impl RunQueue {
     /// The next thread for `cpu` after `prev`: a runnable thread allowed
     /// there (idle threads are never picked, only fallen back to), else
-    /// `prev` if it still runs, else the CPU's idle thread.
+    /// `prev` if it still runs, else the CPU's idle thread. A thread still
+    /// on another CPU (being switched out there) is not picked yet (2.4's
+    /// can_schedule(): !p->has_cpu), or two CPUs swapping their threads
+    /// would each wait for the other's switch to finish; `prev`, on this
+    /// CPU, may be picked (woken before it got off the CPU).
     fn pick(&mut self, cpu: usize, prev: usize) -> usize {
         for i in 0..MAX_THREADS {
             let slot = (self.cursor + i) % MAX_THREADS;
             let t = &self.threads[slot];
-            if slot >= MAX_CPUS && t.state == State::Runnable && t.allowed & (1 << cpu) != 0 {
+            if slot >= MAX_CPUS
+                && t.state == State::Runnable
+                && t.allowed & (1 << cpu) != 0
+                && (slot == prev || !switch::on_cpu(slot))
+            {
                 self.cursor = (slot + 1) % MAX_THREADS;
                 return slot;
             }
@@ -184,15 +204,18 @@ pub fn init() -> Result<(), SpawnError> {
             cpu: 0,
             allowed: 1,
             entry: Some((|_| idle_loop(), 0)),
+            pid: 0,
+            slice: 0,
         };
         rq.threads[INIT] = Thread {
             state: State::Running,
             name: "init",
             generation: 1,
             cpu: 0,
-            // Pinned: it runs user tasks, whose entry path is the boot CPU's.
             allowed: 1,
             entry: None,
+            pid: 0,
+            slice: 0,
         };
     });
     RUNNING.store(true, Ordering::Release);
@@ -211,6 +234,8 @@ pub fn start_idle(cpu: usize) -> ! {
             cpu: cpu as u32,
             allowed: 1 << cpu,
             entry: None,
+            pid: 0,
+            slice: 0,
         }
     });
     idle_loop()
@@ -257,33 +282,55 @@ pub fn spawn(
     allowed: u64,
 ) -> Result<Tid, SpawnError> {
     let stack = KernelStack::new().map_err(|_| SpawnError::NoMemory)?;
+    start_thread(name, (entry, arg), allowed, 0, stack).map_err(|(e, _)| e)
+}
+
+/// wake_up_new_task() for user process `pid`, whose kernel stack fork
+/// allocated: a thread running `entry(pid)` on any CPU. The stack comes
+/// back when no thread slot is free.
+pub fn spawn_user(
+    name: &'static str,
+    entry: fn(u64),
+    pid: u32,
+    stack: KernelStack,
+) -> Result<Tid, (SpawnError, KernelStack)> {
+    start_thread(name, (entry, u64::from(pid)), u64::MAX, pid, stack)
+}
+
+fn start_thread(
+    name: &'static str,
+    entry: (fn(u64), u64),
+    allowed: u64,
+    pid: u32,
+    stack: KernelStack,
+) -> Result<Tid, (SpawnError, KernelStack)> {
     // sched_fork(): a new thread starts out on its parent's CPU.
     let cpu = smp_processor_id().index() as u32;
     let tid = with_rq(|rq| {
         // A slot is free once its last thread's stack was released.
-        match rq.threads[INIT + 1..]
+        let Some(i) = rq.threads[INIT + 1..]
             .iter()
             .position(|t| t.state == State::Unused)
-        {
-            Some(i) => {
-                let slot = INIT + 1 + i;
-                switch::install(slot, stack).map_err(|_| SpawnError::TooManyThreads)?;
-                let t = &mut rq.threads[slot];
-                *t = Thread {
-                    state: State::Runnable,
-                    name,
-                    generation: t.generation.wrapping_add(1),
-                    cpu,
-                    allowed,
-                    entry: Some((entry, arg)),
-                };
-                Ok(rq.tid(slot))
-            }
-            None => Err(SpawnError::TooManyThreads),
-        }
-    });
+        else {
+            return Err((SpawnError::TooManyThreads, stack));
+        };
+        let slot = INIT + 1 + i;
+        switch::install(slot, stack).map_err(|(_, stack)| (SpawnError::TooManyThreads, stack))?;
+        let t = &mut rq.threads[slot];
+        *t = Thread {
+            state: State::Runnable,
+            name,
+            generation: t.generation.wrapping_add(1),
+            cpu,
+            allowed,
+            entry: Some(entry),
+            pid,
+            slice: 0,
+        };
+        Ok(rq.tid(slot))
+    })?;
     kick_idle_cpus(allowed);
-    tid
+    Ok(tid)
 }
 
 /// Where a new thread starts, on its own stack (ret_from_fork()).
@@ -325,11 +372,16 @@ pub fn join(tid: Tid) -> Result<(), wait::SleepError> {
 /// another; returns when this thread runs again (on whichever CPU). A
 /// thread that set itself Sleeping or Dead stays off the CPU until woken.
 pub fn schedule() {
+    __schedule();
+}
+
+/// schedule(), saying whether another thread ran meanwhile.
+fn __schedule() -> bool {
     let irqs = local_irq_save();
     let me = smp_processor_id().index();
     let prev = current_slot();
     NEED_RESCHED[me].store(false, Ordering::Relaxed);
-    let next = with_rq(|rq| {
+    let (next, pid) = with_rq(|rq| {
         let next = rq.pick(me, prev);
         if next != prev && rq.threads[prev].state == State::Running {
             rq.threads[prev].state = State::Runnable;
@@ -338,14 +390,37 @@ pub fn schedule() {
         // between setting itself asleep and this call.
         rq.threads[next].state = State::Running;
         rq.threads[next].cpu = me as u32;
-        next
+        if next != prev {
+            rq.threads[next].slice = TIMESLICE_TICKS;
+        }
+        (next, rq.threads[prev].pid)
     });
-    if next != prev {
-        count(&EVENTS.context_switches, 1);
-        let left = switch::switch_to(next);
-        finish_task_switch(left);
+    if next == prev {
+        return false;
+    }
+    count(&EVENTS.context_switches, 1);
+    // switch_mm(), in two halves: this thread leaves its mm here and
+    // loads it again once resumed, on whichever CPU.
+    if pid != 0 {
+        crate::process::switch_mm_out(pid);
+    }
+    let left = switch::switch_to(next);
+    finish_task_switch(left);
+    if pid != 0 {
+        crate::process::switch_mm_in(pid);
     }
     drop(irqs);
+    true
+}
+
+/// exit_to_user_mode_loop(): before a return to ring 3, a thread the tick
+/// (or a wake-up) asked to give up its CPU does so. Interrupts are off.
+pub fn exit_to_user_mode() {
+    while NEED_RESCHED[smp_processor_id().index()].load(Ordering::Relaxed) {
+        if __schedule() {
+            count(&EVENTS.user_preemptions, 1);
+        }
+    }
 }
 
 /// finish_task_switch(): on the resumed thread's stack, the thread it
@@ -388,11 +463,21 @@ fn kick_idle_cpus(allowed: u64) {
     }
 }
 
-/// scheduler_tick(): another thread waits for this CPU, so the running one
-/// should give it up at its next chance.
+/// A time slice, in ticks: 2.4's NICE_TO_TICKS(0) at HZ 100 (60 ms).
+const TIMESLICE_TICKS: u32 = 6;
+
+/// scheduler_tick(): the running thread has used up its time slice (or is
+/// the idle thread) and another waits for this CPU, so it should give the
+/// CPU up at its next chance.
 pub fn tick() {
     let me = smp_processor_id().index();
-    if with_rq(|rq| rq.runnable_on(me)) {
+    let running = current_slot();
+    let expired = with_rq(|rq| {
+        let t = &mut rq.threads[running];
+        t.slice = t.slice.saturating_sub(1);
+        (t.slice == 0 || running < MAX_CPUS) && rq.runnable_on(me)
+    });
+    if expired {
         NEED_RESCHED[me].store(true, Ordering::Relaxed);
     }
 }

@@ -54,9 +54,10 @@ pub(super) fn alloc_highmem(order: u32) -> Result<Frames, Failure> {
     if !has_highmem() {
         skip!("no ZONE_HIGHMEM with this much RAM");
     }
-    // Pages earlier tests freed may sit on the per-CPU lists and split the
-    // block: back to the buddy allocator first, as the allocator's last
-    // resort for a high-order request does (drain_all_pages()).
+    // Pages freed earlier, on any CPU (processes run on every CPU), may
+    // sit on the per-CPU lists and split the block: back to the buddy
+    // allocator first, as the allocator's last resort for a high-order
+    // request does (drain_all_pages()).
     drain_all_pages();
     let (fits, managed, free, low) = with_node(|n| {
         let z = n.zone(ZoneType::Highmem);

@@ -208,7 +208,7 @@ fn vma_objects_mirror_the_tree() -> TestResult {
 /// User code can jump to the syscall entry point itself, with whatever RCX
 /// and R11 it likes: the kernel must neither return to a kernel or
 /// non-canonical address nor hand out IOPL (which would open the VMM's
-/// ports to ring 3).
+/// ports to ring 3). Nor may a user's own GS reach the kernel.
 fn forged_syscalls_are_contained() -> TestResult {
     check_eq!(
         run("forge")?,
@@ -219,6 +219,11 @@ fn forged_syscalls_are_contained() -> TestResult {
         run("forgerip")?,
         ExitStatus::Killed,
         "forgerip (non-canonical RCX)"
+    );
+    check_eq!(
+        run("gsload")?,
+        ExitStatus::Exited(0),
+        "gsload (system calls, ticks and a fault with its own GS)"
     );
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! spin: something live for the host inspector. mmap 1 MiB and touch every
 //! page, grow the heap by 64 KiB with brk and touch its first page, brk once
 //! more (so the mm_struct the host reads is current), announce itself, then
-//! loop 2^34 times in ring 3 (seconds, with no system call or fault: the
-//! kernel does not preempt, so this task stays current with its CR3 loaded)
-//! and exit 0.
+//! loop 2^34 times in ring 3 (seconds, with no system call or fault: only
+//! the tick takes the CPU from it, when another thread waits for one) and
+//! exit 0.
 #![no_std]
 #![no_main]
 

@@ -300,6 +300,8 @@ pub struct TaskLayout {
     pub exit_code: u64,
     pub task_running: u64,
     pub task_runnable: u64,
+    /// None from a guest that publishes no zombie state.
+    pub task_zombie: Option<u64>,
     pub mm_struct: Struct,
     pub pgd: u64,
     pub mmap: u64,
@@ -686,6 +688,7 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         exit_code,
         task_running: k.number_or(num::TASK_RUNNING, 1),
         task_runnable: k.number_or(num::TASK_RUNNABLE, 0),
+        task_zombie: k.get(Kind::Number, num::TASK_ZOMBIE),
         mm_struct: mm,
         pgd: k.field(mm, off::MM_PGD, 8)?,
         mmap: k.field(mm, off::MM_MMAP, 8)?,

@@ -426,7 +426,7 @@ pub struct PsRow {
     #[serde(flatten)]
     pub task: TaskInfo,
     pub state: String,
-    /// Its tables are the vCPU's CR3.
+    /// Its tables are a vCPU's CR3.
     pub active: bool,
     /// The first vCPU whose CR3 its tables are: the CPU it runs on.
     pub cpu: Option<usize>,
@@ -464,7 +464,6 @@ pub fn ps(k: &Kernel) -> R<Ps> {
             .map(|r| r.cr3 & pagetable::ADDR_MASK)
             .collect();
     let cpu_of = |pgd: u64| roots.iter().position(|&r| r == pgd);
-    let cr3 = roots.first().copied().unwrap_or(0);
     let swapper = TaskInfo {
         task: 0,
         pid: 0,
@@ -483,13 +482,13 @@ pub fn ps(k: &Kernel) -> R<Ps> {
     };
     let mut rows = vec![PsRow {
         state: "-".into(),
-        active: k.swapper == cr3,
+        active: cpu_of(k.swapper).is_some(),
         task: swapper,
         cpu: None,
     }];
     rows.extend(tasks.iter().map(|t| PsRow {
         state: k.state_name(t.state),
-        active: t.pgd == cr3,
+        active: cpu_of(t.pgd).is_some(),
         cpu: cpu_of(t.pgd),
         task: t.clone(),
     }));

@@ -556,6 +556,8 @@ impl Kernel<'_> {
             "running".into()
         } else if is(l.map(|l| l.task_runnable)) {
             "runnable".into()
+        } else if is(l.and_then(|l| l.task_zombie)) {
+            "zombie".into()
         } else {
             format!("state {state}")
         }
