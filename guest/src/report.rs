@@ -67,7 +67,10 @@ fn print_meminfo() {
         ("LowTotal", kb(total - high_total)),
         ("LowFree", kb(free - high_free)),
         ("Slab", kb(slab_pages)),
-        ("KernelStack", VM_STAT.kernel_stack_kb.load(Ordering::Relaxed)),
+        (
+            "KernelStack",
+            VM_STAT.kernel_stack_kb.load(Ordering::Relaxed),
+        ),
         ("VmallocTotal", (l.vmalloc_end - l.vmalloc_start) / 1024),
         ("VmallocUsed", kb(vmalloc_used)),
         ("Percpu", kb(VM_STAT.percpu_pages.load(Ordering::Relaxed))),

@@ -283,7 +283,6 @@ pub fn release(slot: usize) -> Option<KernelStack> {
     stacks[slot].take()
 }
 
-
 /// The address of the per-CPU table of running slots, for the host's
 /// inspector.
 pub fn current_slots_address() -> u64 {
