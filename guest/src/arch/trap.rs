@@ -148,6 +148,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         crate::irq::handle_interrupt(frame);
     }
     if super::user::from_user(frame) {
+        // exit_to_user_mode_prepare(): the last look for pending work and
+        // the way out run with interrupts off, so none lands between the
+        // `swapgs` and the `iretq`, with a kernel CS but the user's GS.
+        super::irqflags::local_irq_disable();
         crate::sched::exit_to_user_mode();
     }
 }
