@@ -76,6 +76,10 @@ pub struct BootInfo {
     /// kernel, and the kernel keeps it (memblock-reserved) as read-only
     /// data: exec reads programs from it.
     pub initrd: PhysRange,
+    /// The local APIC timer's input clock in Hz (the APIC bus), so the
+    /// kernel need not calibrate its tick against a clock, as Hyper-V and
+    /// VMware guests are told lapic_timer_period; 0 if unknown.
+    pub apic_timer_hz: u64,
 }
 
 impl BootInfo {

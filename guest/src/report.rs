@@ -30,11 +30,11 @@ pub fn print() {
     print_meminfo();
     kprintln!("slabinfo:");
     crate::mm::slab::with_registry(|slub| {
-        let _ = slub.write_slabinfo(&mut *crate::console::CONSOLE.lock());
+        crate::console::print_with(|console| slub.write_slabinfo(console));
     });
     kprintln!("buddyinfo:");
     with_node(|node| {
-        let _ = node.write_buddyinfo(&mut *crate::console::CONSOLE.lock());
+        crate::console::print_with(|console| node.write_buddyinfo(console));
     });
 }
 

@@ -55,8 +55,8 @@ pub fn smp_init(boot: &BootParams) -> u32 {
         panic!("smp: the CPU has no x2APIC (KVM's in-kernel irqchip provides one)");
     }
     apic::init_local_apic();
-    if let Err(e) = time::init() {
-        panic!("smp: no APIC timer tick: {e:?}");
+    if let Err(e) = time::init(boot.info.apic_timer_hz) {
+        panic!("smp: no APIC timer tick: a timer clock of {} Hz", e.hz);
     }
     kprintln!("smp: local APIC timer at {} Hz on every CPU", time::HZ);
     kprintln!("smp: Bringing up secondary CPUs ...");

@@ -1,7 +1,6 @@
 //! The tick: each CPU's local APIC timer interrupts HZ times a second
-//! (Linux's periodic tick, tick_handle_periodic()). The boot CPU measures
-//! the timer's rate against the VMM's clock once (calibrate_APIC_clock())
-//! and every CPU programs the same period. An idle CPU stops its tick until
+//! (Linux's periodic tick, tick_handle_periodic()). The VMM reports the
+//! timer's clock and every CPU programs the same period from it. An idle CPU stops its tick until
 //! something wakes it (NO_HZ_IDLE).
 //!
 //! Each tick also counts itself in a page of high memory the CPU owns,
@@ -14,9 +13,9 @@ use abi::boot::MAX_CPUS;
 
 use mm::gfp::Gfp;
 
+use crate::arch::apic;
 use crate::arch::mem::Frames;
 use crate::arch::percpu::{smp_processor_id, CpuId, PerCpu};
-use crate::arch::{apic, io};
 use crate::mm::alloc_pages;
 use crate::mm::events::{count, mod_stat, EVENTS, VM_STAT};
 use crate::mm::highmem::with_kmap_atomic;
@@ -25,10 +24,7 @@ use crate::mm::highmem::with_kmap_atomic;
 /// instructions on this host, so the slowest rate Linux offers.
 pub const HZ: u64 = 100;
 
-/// How long the calibration watches the timer count down.
-const CALIBRATION_MS: u32 = 20;
-
-/// Timer counts (at the divide-by-16 rate) between two ticks.
+/// Timer counts (at the APIC_TDR_DIV_16 rate) between two ticks.
 static PERIOD: AtomicU32 = AtomicU32::new(0);
 
 /// Ticks each CPU has taken.
@@ -41,39 +37,29 @@ static TICK_PAGE_PAUSED: AtomicU32 = AtomicU32::new(0);
 /// whose first word counts the ticks that found it.
 static TICK_PAGE: PerCpu<Option<Frames>> = PerCpu::new([const { None }; MAX_CPUS]);
 
-/// Why the tick could not be set up.
+/// The boot info's APIC timer clock, in Hz, gives no usable tick period.
 #[derive(Debug)]
-pub enum TimeError {
-    /// The timer did not count during calibration.
-    TimerStopped,
+pub struct BadTimerClock {
+    pub hz: u64,
 }
 
-/// setup_boot_APIC_clock(): measures the timer against the VMM's clock and
-/// starts the boot CPU's tick. Interrupts stay off until the caller enables
-/// them.
-pub fn init() -> Result<(), TimeError> {
-    // Start on a millisecond edge, so the window is CALIBRATION_MS long.
-    let edge = io::clock_ms();
-    while io::clock_ms() == edge {
-        core::hint::spin_loop();
-    }
-    let start = io::clock_ms();
-    apic::timer_start_oneshot_masked();
-    while io::clock_ms().wrapping_sub(start) < CALIBRATION_MS {
-        core::hint::spin_loop();
-    }
-    let counts = apic::timer_elapsed();
-    let period = counts * 1000 / (u64::from(CALIBRATION_MS) * HZ);
-    let period = u32::try_from(period)
+/// setup_boot_APIC_clock(): the tick's period from the timer clock the
+/// VMM reports (as Hyper-V and VMware guests are told lapic_timer_period,
+/// so calibrate_APIC_clock() has nothing to measure; timing the timer
+/// against the VMM's millisecond clock took 40 ms of exits and was off by
+/// up to 20% on a loaded host), then the boot CPU's tick. Interrupts stay
+/// off until the caller enables them.
+pub fn init(apic_timer_hz: u64) -> Result<(), BadTimerClock> {
+    let period = u32::try_from(apic_timer_hz / apic::TIMER_DIVISOR / HZ)
         .ok()
         .filter(|&p| p > 0)
-        .ok_or(TimeError::TimerStopped)?;
+        .ok_or(BadTimerClock { hz: apic_timer_hz })?;
     PERIOD.store(period, Ordering::Relaxed);
     start_tick();
     Ok(())
 }
 
-/// Starts this CPU's periodic tick with the calibrated period, with a tick
+/// Starts this CPU's periodic tick with the boot CPU's period, with a tick
 /// page if one can be had (the tick runs without one otherwise).
 pub fn start_tick() {
     if let Ok(page) = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0) {

@@ -115,12 +115,18 @@ pub fn write_boot_data(
             start: initrd.start,
             end: initrd.end,
         },
+        apic_timer_hz: KVM_APIC_BUS_HZ,
     };
     for (slot, entry) in info.e820.iter_mut().zip(map) {
         *slot = *entry;
     }
     Ok(mem.write_slice(info.as_bytes(), GuestAddress(BOOT_INFO))?)
 }
+
+/// KVM's in-kernel local APIC counts its timer at one tick per APIC bus
+/// cycle, 1 ns unless the VMM sets KVM_CAP_X86_APIC_BUS_CYCLES_NS, which
+/// this one does not (APIC_BUS_CYCLE_NS_DEFAULT in arch/x86/kvm/lapic.h).
+const KVM_APIC_BUS_HZ: u64 = 1_000_000_000;
 
 /// The boot tables: one page directory of 2 MiB pages mapping the first
 /// GiB, linked twice, at 0 (identity, for the instant after entry) and at

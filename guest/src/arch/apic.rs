@@ -33,7 +33,6 @@ const MSR_X2APIC_LVT0: u32 = 0x835;
 const MSR_X2APIC_LVT1: u32 = 0x836;
 const MSR_X2APIC_LVTERR: u32 = 0x837;
 const MSR_X2APIC_TMICT: u32 = 0x838;
-const MSR_X2APIC_TMCCT: u32 = 0x839;
 const MSR_X2APIC_TDCR: u32 = 0x83e;
 
 const APIC_SPIV_ENABLED: u64 = 1 << 8;
@@ -41,6 +40,8 @@ const APIC_LVT_MASKED: u64 = 1 << 16;
 const APIC_LVT_TIMER_PERIODIC: u64 = 1 << 17;
 /// Timer divide configuration: divide by 16 (APIC_TDR_DIV_16).
 const APIC_TDR_DIV_16: u64 = 0b0011;
+/// The timer counts once every this many APIC bus cycles (APIC_TDR_DIV_16).
+pub const TIMER_DIVISOR: u64 = 16;
 const APIC_DM_FIXED: u64 = 0;
 const APIC_DEST_PHYSICAL: u64 = 0;
 
@@ -70,22 +71,6 @@ pub fn init_local_apic() {
         MSR_X2APIC_SPIV,
         APIC_SPIV_ENABLED | u64::from(SPURIOUS_APIC_VECTOR),
     );
-}
-
-/// Starts the timer counting down from its maximum, masked, for
-/// calibration; `timer_elapsed` reads how far it got.
-pub fn timer_start_oneshot_masked() {
-    write(MSR_X2APIC_TDCR, APIC_TDR_DIV_16);
-    write(
-        MSR_X2APIC_LVTT,
-        APIC_LVT_MASKED | u64::from(LOCAL_TIMER_VECTOR),
-    );
-    write(MSR_X2APIC_TMICT, u64::from(u32::MAX));
-}
-
-/// Timer counts since `timer_start_oneshot_masked`.
-pub fn timer_elapsed() -> u64 {
-    u64::from(u32::MAX) - cpu::rdmsr(MSR_X2APIC_TMCCT)
 }
 
 /// Starts this CPU's periodic timer: one LOCAL_TIMER_VECTOR interrupt
