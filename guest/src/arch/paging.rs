@@ -327,6 +327,9 @@ pub fn activate_kernel_tables() {
 pub struct TableCursor<'a> {
     cursor: Cursor<TableMemory, BuddyTables>,
     span: Range<u64>,
+    /// Held by a cursor over the shared kernel tables (see
+    /// [`KERNEL_PAGE_TABLE_LOCK`]); a process's tables are under its mm.
+    _ptl: Option<spin::MutexGuard<'static, ()>>,
     _owner: PhantomData<&'a mut ()>,
 }
 
@@ -429,6 +432,15 @@ pub struct VmallocTables {
 
 static VMALLOC_TAKEN: AtomicBool = AtomicBool::new(false);
 
+/// init_mm.page_table_lock: the CPUs that map and unmap vmalloc areas at
+/// once share swapper_pg_dir's tables, and a cursor reads an empty entry
+/// before it links a new table there; unserialised, two CPUs could each
+/// link their own table into one slot, and the mappings made in the
+/// loser would vanish with it (__pte_alloc_kernel() re-checks under this
+/// lock). Taken with interrupts on, as vmalloc runs where it may sleep:
+/// a holder waiting for a TLB shootdown's acknowledgements gets them.
+static KERNEL_PAGE_TABLE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
 impl VmallocTables {
     /// The one `VmallocTables`, the first time; None after.
     pub fn take() -> Option<VmallocTables> {
@@ -436,7 +448,8 @@ impl VmallocTables {
     }
 
     /// A cursor over `range` of the vmalloc space (page tables come from the
-    /// page allocator, pte_alloc_kernel()).
+    /// page allocator, pte_alloc_kernel()), holding the kernel's page-table
+    /// lock until it is dropped.
     pub fn cursor(&self, range: Range<u64>) -> TableCursor<'_> {
         let l = crate::mm::layout().layout;
         assert!(
@@ -451,6 +464,7 @@ impl VmallocTables {
                 WalkConfig::default(),
             ),
             span: range,
+            _ptl: Some(KERNEL_PAGE_TABLE_LOCK.lock()),
             _owner: PhantomData,
         }
     }
@@ -458,9 +472,9 @@ impl VmallocTables {
     /// Lends the frame behind `va`, a page of a vmalloc area the caller
     /// holds, to `f` (the table keeps it).
     pub fn with_frame<R>(&self, va: u64, f: impl FnOnce(&Frames) -> R) -> Option<R> {
-        self.cursor(va..va + 1)
-            .translate(va)
-            .and_then(|pa| lend_leaf(pa, f))
+        // The cursor, and the lock with it, goes before `f` runs.
+        let pa = self.cursor(va..va + 1).translate(va)?;
+        lend_leaf(pa, f)
     }
 
     /// The page at `va` of a vmalloc area the caller holds: a present,
@@ -534,6 +548,7 @@ impl AddressSpaceRoot {
         TableCursor {
             cursor: self.raw_cursor(),
             span: 0..PAGE_OFFSET,
+            _ptl: None,
             _owner: PhantomData,
         }
     }
