@@ -42,16 +42,18 @@ fn archive(name: &str, files: &[(&str, &Path)]) -> PathBuf {
     out
 }
 
-/// One VMA line of `vma --pid`: start, end, permissions, what it is.
-fn vmas(out: &str) -> Vec<(u64, u64, String, String)> {
+/// One VMA line of `vma --pid`: start, end, permissions, file offset,
+/// what it is.
+fn vmas(out: &str) -> Vec<(u64, u64, String, u64, String)> {
     out.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (start, end) = f.next()?.split_once('-')?;
             let perms = f.next()?.to_string();
-            let name = f.nth(3).unwrap_or("").to_string();
             let hex = |s| u64::from_str_radix(s, 16).ok();
-            Some((hex(start)?, hex(end)?, perms, name))
+            let offset = hex(f.next()?)?;
+            let name = f.nth(2).unwrap_or("").to_string();
+            Some((hex(start)?, hex(end)?, perms, offset, name))
         })
         .collect()
 }
@@ -70,22 +72,23 @@ fn a_static_c_program_runs_from_the_initramfs() {
     vm.wait_for("Hello from C");
     let live = ["--socket", sock.to_str().unwrap()];
 
-    // Its four PT_LOAD segments as VMAs with their permissions (the .bss
-    // past the data page anonymous), and the stack.
+    // Its four PT_LOAD segments as VMAs with their permissions, named by
+    // the file they map with their offsets in it (the .bss past the data
+    // page anonymous), and the stack.
     let v = inspect(&live, &["vma", "--pid", "1"]);
     v.expect_status(0);
     let got = vmas(&v.stdout);
     let expected = [
-        (0x0804_8000, 0x0804_9000, "r--p", ""),
-        (0x0804_9000, 0x0804_a000, "r-xp", "hello"),
-        (0x0804_a000, 0x0804_b000, "r--p", ""),
-        (0x0804_b000, 0x0804_c000, "rw-p", ""),
-        (0x0804_c000, 0x0804_f000, "rw-p", ""),
-        (0xbffe_0000, 0xc000_0000, "rw-p", "[stack]"),
+        (0x0804_8000, 0x0804_9000, "r--p", 0, "/hello"),
+        (0x0804_9000, 0x0804_a000, "r-xp", 0x1000, "/hello"),
+        (0x0804_a000, 0x0804_b000, "r--p", 0x2000, "/hello"),
+        (0x0804_b000, 0x0804_c000, "rw-p", 0x3000, "/hello"),
+        (0x0804_c000, 0x0804_f000, "rw-p", 0, ""),
+        (0xbffe_0000, 0xc000_0000, "rw-p", 0, "[stack]"),
     ];
     let expected: Vec<_> = expected
         .iter()
-        .map(|&(s, e, p, n)| (s, e, p.to_string(), n.to_string()))
+        .map(|&(s, e, p, o, n)| (s, e, p.to_string(), o, n.to_string()))
         .collect();
     assert_eq!(got, expected, "{v}");
     // Text is mapped read-only for the user, the written data writable;

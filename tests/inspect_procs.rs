@@ -56,7 +56,8 @@ fn a_live_process_seen_from_the_host() {
     assert_eq!(t["rss"], 259, "{json}");
     inspect(&live, &["regs"]).expect_stdout(&format!("CR3={pgd:#x}"));
 
-    // vma: exec's code at 0x08048000, the heap right after it from
+    // vma: exec's code at 0x08048000 (named by its file, the program's
+    // path in the initramfs), the heap right after it from
     // start_brk to brk (+64 KiB), the 1 MiB mmap top-down below
     // mmap_base, the stack below TASK_SIZE.
     let v = inspect(&live, &["vma", "--pid", "1"]);
@@ -65,7 +66,7 @@ fn a_live_process_seen_from_the_host() {
     assert_eq!(got.len(), 4, "{v}");
     assert_eq!(
         got[0],
-        (0x0804_8000, 0x0804_9000, "r-xp".into(), "spin".into())
+        (0x0804_8000, 0x0804_9000, "r-xp".into(), "/spin".into())
     );
     assert_eq!(got[1], (start_brk, brk, "rw-p".into(), "[heap]".into()));
     assert_eq!(brk - start_brk, 0x10000);

@@ -287,6 +287,14 @@ pub mod off {
     pub const VMA_NEXT: &str = "vm_area_struct.vm_next";
     pub const VMA_MM: &str = "vm_area_struct.vm_mm";
     pub const VMA_FLAGS: &str = "vm_area_struct.vm_flags";
+    /// u64: the offset in the file, in pages (what /proc/PID/maps shows,
+    /// times the page size, for a file mapping).
+    pub const VMA_PGOFF: &str = "vm_area_struct.vm_pgoff";
+    /// The path of the file a VMA maps, relative to the initramfs root
+    /// (the program's name in the archive): a `&'static str` as two words
+    /// (either order, as `vm_struct.caller`); length 0 for anonymous
+    /// memory.
+    pub const VMA_FILE: &str = "vm_area_struct.vm_file";
 
     /// One slot of `SYMBOL(threads)` (also its LENGTH).
     pub const THREAD: &str = "thread";

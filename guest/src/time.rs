@@ -3,6 +3,13 @@
 //! timer's clock and every CPU programs the same period from it. An idle CPU stops its tick until
 //! something wakes it (NO_HZ_IDLE).
 //!
+//! One CPU's tick at a time also advances jiffies and runs the timers
+//! (tick_do_timer_cpu): the first CPU that ticks while no CPU keeps the
+//! time takes the job, and gives it up when it stops its tick. While every
+//! CPU idles with no timer armed, no tick runs and jiffies stands still
+//! (Linux's tick_nohz_update_jiffies() catches up from a clocksource,
+//! which this kernel does not have: its clock is the tick).
+//!
 //! Each tick also counts itself in a page of high memory the CPU owns,
 //! through kmap_atomic: the case kmap_atomic exists for, a mapping taken
 //! and dropped in interrupt context.
@@ -26,6 +33,13 @@ pub const HZ: u64 = 100;
 
 /// Timer counts (at the APIC_TDR_DIV_16 rate) between two ticks.
 static PERIOD: AtomicU32 = AtomicU32::new(0);
+
+/// jiffies: ticks since boot, of the CPU keeping the time.
+static JIFFIES: AtomicU64 = AtomicU64::new(0);
+
+/// tick_do_timer_cpu: the CPU whose tick advances jiffies, or `NO_CPU`.
+static DO_TIMER_CPU: AtomicU32 = AtomicU32::new(NO_CPU);
+const NO_CPU: u32 = u32::MAX;
 
 /// Ticks each CPU has taken.
 static CPU_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -70,14 +84,23 @@ pub fn start_tick() {
 }
 
 /// tick_nohz_idle_enter(): an idle CPU stops its tick (CONFIG_NO_HZ_IDLE),
-/// so it sleeps until an IPI instead of waking HZ times a second.
-pub fn nohz_idle_enter() {
-    apic::timer_stop();
+/// so it sleeps until an IPI instead of waking HZ times a second; but not
+/// while a timer is armed, whose expiry only a tick can notice. Says
+/// whether the tick stopped.
+pub fn nohz_idle_enter() -> bool {
+    if crate::sched::timer::armed() {
+        return false;
+    }
+    stop_tick();
+    true
 }
 
 /// lapic_shutdown()'s part for the tick: this CPU's timer stops for good.
+/// A CPU that stops ticking stops keeping the time (tick_nohz_stop_tick()).
 pub fn stop_tick() {
     apic::timer_stop();
+    let me = smp_processor_id().index() as u32;
+    let _ = DO_TIMER_CPU.compare_exchange(me, NO_CPU, Ordering::SeqCst, Ordering::SeqCst);
 }
 
 /// tick_nohz_idle_exit(): the CPU has work again; the tick restarts.
@@ -87,8 +110,18 @@ pub fn nohz_idle_exit() {
 
 /// The timer interrupt (tick_handle_periodic()).
 pub fn tick() {
-    CPU_TICKS[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
+    let me = smp_processor_id().index();
+    CPU_TICKS[me].fetch_add(1, Ordering::Relaxed);
     count(&EVENTS.timer_ticks, 1);
+    // tick_sched_do_timer(): take the time keeping if no CPU has it.
+    let cpu = me as u32;
+    let keeper = DO_TIMER_CPU
+        .compare_exchange(NO_CPU, cpu, Ordering::SeqCst, Ordering::SeqCst)
+        .unwrap_or_else(|holder| holder);
+    if keeper == NO_CPU || keeper == cpu {
+        let now = JIFFIES.fetch_add(1, Ordering::SeqCst) + 1;
+        crate::sched::timer::run_timers(now);
+    }
     if TICK_PAGE_PAUSED.load(Ordering::Relaxed) == 0 {
         TICK_PAGE.with(|page| {
             if let Some(frames) = page {
@@ -98,6 +131,20 @@ pub fn tick() {
     }
     crate::sched::tick();
 }
+
+/// jiffies.
+pub fn jiffies() -> u64 {
+    JIFFIES.load(Ordering::SeqCst)
+}
+
+/// Jiffies that cover at least `ns` nanoseconds, rounded up
+/// (nsecs_to_jiffies64() rounding up, as timespec64_to_jiffies() does).
+pub const fn ns_to_jiffies(ns: u64) -> u64 {
+    ns.div_ceil(NSEC_PER_JIFFY)
+}
+
+/// Nanoseconds per tick (TICK_NSEC).
+pub const NSEC_PER_JIFFY: u64 = 1_000_000_000 / HZ;
 
 /// Ticks `cpu` has taken.
 pub fn cpu_ticks(cpu: CpuId) -> u64 {

@@ -88,6 +88,8 @@ fn process_lines<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
     w.offset(off::VMA_NEXT, offset_of!(VmAreaStruct, vm_next))?;
     w.offset(off::VMA_MM, offset_of!(VmAreaStruct, vm_mm))?;
     w.offset(off::VMA_FLAGS, offset_of!(VmAreaStruct, vm_flags))?;
+    w.offset(off::VMA_PGOFF, offset_of!(VmAreaStruct, vm_pgoff))?;
+    w.offset(off::VMA_FILE, offset_of!(VmAreaStruct, vm_file))?;
     for (name, flag) in [
         (num::VMA_READ, VmFlags::READ),
         (num::VMA_WRITE, VmFlags::WRITE),

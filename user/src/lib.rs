@@ -12,15 +12,57 @@ use core::arch::asm;
 
 pub const SYS_WRITE: u64 = 1;
 pub const SYS_MMAP: u64 = 9;
+pub const SYS_MPROTECT: u64 = 10;
 pub const SYS_MUNMAP: u64 = 11;
 pub const SYS_BRK: u64 = 12;
+pub const SYS_SCHED_YIELD: u64 = 24;
+pub const SYS_NANOSLEEP: u64 = 35;
 pub const SYS_GETPID: u64 = 39;
 pub const SYS_EXIT: u64 = 60;
+pub const SYS_CLOCK_GETTIME: u64 = 228;
 
+pub const PROT_NONE: u64 = 0;
 pub const PROT_READ: u64 = 1;
 pub const PROT_WRITE: u64 = 2;
+pub const PROT_EXEC: u64 = 4;
+pub const MAP_SHARED: u64 = 0x01;
 pub const MAP_PRIVATE: u64 = 0x02;
+pub const MAP_FIXED: u64 = 0x10;
 pub const MAP_ANONYMOUS: u64 = 0x20;
+pub const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+
+pub const CLOCK_REALTIME: u64 = 0;
+pub const CLOCK_MONOTONIC: u64 = 1;
+
+/// The errno values the programs check for.
+pub const EPERM: i64 = 1;
+pub const EBADF: i64 = 9;
+pub const ENOMEM: i64 = 12;
+pub const EACCES: i64 = 13;
+pub const EFAULT: i64 = 14;
+pub const EEXIST: i64 = 17;
+pub const EINVAL: i64 = 22;
+
+/// struct timespec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+impl Timespec {
+    pub const fn from_ms(ms: i64) -> Self {
+        Timespec {
+            sec: ms / 1000,
+            nsec: ms % 1000 * 1_000_000,
+        }
+    }
+
+    pub const fn as_ns(&self) -> i64 {
+        self.sec * 1_000_000_000 + self.nsec
+    }
+}
 
 /// Auxiliary vector keys (the kernel's AT_* values).
 pub const AT_NULL: u64 = 0;
@@ -75,28 +117,79 @@ pub fn print(text: &str) {
     let _ = write(1, text.as_bytes());
 }
 
+/// A line formatted in place (no allocator), cut at its capacity.
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Formats `args` and writes them to standard output in one write() (at
+/// most 256 bytes): what `println!` calls.
+pub fn print_fmt(args: core::fmt::Arguments) {
+    let mut line = Line {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = core::fmt::Write::write_fmt(&mut line, args);
+    let _ = write(1, &line.buf[..line.len]);
+}
+
+/// `println!` for the programs: one line, one write().
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::print_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub fn getpid() -> i64 {
     syscall(SYS_GETPID, [0; 6])
+}
+
+/// mmap(addr, len, prot, flags, -1, 0): the address of the mapping.
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, i64> {
+    result(syscall(SYS_MMAP, [addr, len, prot, flags, u64::MAX, 0]))
 }
 
 /// mmap(0, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0):
 /// the address of fresh demand-zero memory.
 pub fn mmap_anon(len: u64) -> Result<u64, i64> {
-    result(syscall(
-        SYS_MMAP,
-        [
-            0,
-            len,
-            PROT_READ | PROT_WRITE,
-            MAP_PRIVATE | MAP_ANONYMOUS,
-            u64::MAX,
-            0,
-        ],
-    ))
+    mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
 }
 
 pub fn munmap(addr: u64, len: u64) -> Result<u64, i64> {
     result(syscall(SYS_MUNMAP, [addr, len, 0, 0, 0, 0]))
+}
+
+pub fn mprotect(addr: u64, len: u64, prot: u64) -> Result<u64, i64> {
+    result(syscall(SYS_MPROTECT, [addr, len, prot, 0, 0, 0]))
+}
+
+pub fn sched_yield() -> Result<u64, i64> {
+    result(syscall(SYS_SCHED_YIELD, [0; 6]))
+}
+
+/// nanosleep(req, NULL).
+pub fn nanosleep(req: &Timespec) -> Result<u64, i64> {
+    let req: *const Timespec = req;
+    result(syscall(SYS_NANOSLEEP, [req as u64, 0, 0, 0, 0, 0]))
+}
+
+/// clock_gettime(clock, &ts).
+pub fn clock_gettime(clock: u64) -> Result<Timespec, i64> {
+    let mut ts = Timespec::default();
+    let at: *mut Timespec = &mut ts;
+    result(syscall(SYS_CLOCK_GETTIME, [clock, at as u64, 0, 0, 0, 0]))?;
+    Ok(ts)
 }
 
 /// brk(addr): the new break, or the current one when it cannot move

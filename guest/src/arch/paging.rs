@@ -24,7 +24,7 @@ use abi::layout::*;
 use mm::gfp::Gfp;
 use mm::memblock::Memblock;
 use pagetable::{
-    walk, Cursor, Flush, FrameAlloc, Level, MapError, PhysError, PhysRead, PhysWrite, Pte,
+    walk, Cursor, Flush, FrameAlloc, Level, MapError, Mapping, PhysError, PhysRead, PhysWrite, Pte,
     PteFlags, RangeError, WalkConfig, ADDR_MASK, SIZE_2M, SIZE_4K,
 };
 
@@ -406,6 +406,13 @@ impl TableCursor<'_> {
         })
     }
 
+    /// Gives every present leaf in `range` the protection `flags`, keeping
+    /// its frame (change_pte_range()'s pte_modify()).
+    pub fn protect(&mut self, range: Range<u64>, flags: PteFlags) -> Result<Flush, RangeError> {
+        self.check(range.clone());
+        self.cursor.protect(range, flags)
+    }
+
     /// The physical address `va` translates to, if it is mapped.
     pub fn translate(&self, va: u64) -> Option<u64> {
         self.cursor.translate(va).ok()
@@ -562,6 +569,13 @@ impl AddressSpaceRoot {
     /// The physical address `va` translates to, if it is mapped.
     pub fn translate(&self, va: u64) -> Option<u64> {
         pagetable::translate(&TableMemory, self.pgd, va, &WalkConfig::default()).ok()
+    }
+
+    /// The leaf mapping `va`, with the permissions the CPU enforces.
+    pub fn mapping(&self, va: u64) -> Option<Mapping> {
+        walk(&TableMemory, self.pgd, va, &WalkConfig::default())
+            .mapping()
+            .copied()
     }
 
     /// Switches this CPU to these tables (switch_mm(): the CPU joins

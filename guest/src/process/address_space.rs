@@ -10,8 +10,8 @@ use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::Gfp;
 use mm::slub::SlabError;
 use mm::vma::{
-    FaultError, MmLayout, Placement, VmFlags, Vma, VmaError, VmaKind, VmaTree, MMAP_MIN_ADDR,
-    STACK_GUARD_GAP, TASK_SIZE,
+    Access, FaultError, MmLayout, Placement, Prot, VmFlags, Vma, VmaError, VmaKind, VmaTree,
+    MMAP_MIN_ADDR, STACK_GUARD_GAP, TASK_SIZE,
 };
 use pagetable::{Flush, MapError, PteFlags};
 
@@ -23,7 +23,7 @@ use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
 use crate::mm::tlb::MmTlb;
-use crate::mm::{alloc_pages, free_pages, page_zone};
+use crate::mm::{alloc_pages, free_pages, page_zone, with_node};
 use crate::programs::Program;
 
 /// The initial stack VMA just below TASK_SIZE (it grows down on faults).
@@ -125,6 +125,15 @@ impl fmt::Display for FaultFailure {
     }
 }
 
+/// mm->exe_file: the program's file in the initramfs.
+#[derive(Clone, Copy)]
+struct ExeFile {
+    /// Its name in the archive: its path from the root.
+    path: &'static str,
+    bytes: &'static [u8],
+    elf: Executable,
+}
+
 pub struct AddressSpace {
     /// This process's page tables (its CR3); None once exit_mmap freed them.
     root: Option<AddressSpaceRoot>,
@@ -132,8 +141,8 @@ pub struct AddressSpace {
     entry: u64,
     /// Where the initial stack pointer points (argc).
     stack: u64,
-    /// The executable (mm->exe_file) whose file-backed pages faults fill.
-    exe: Option<(&'static [u8], Executable)>,
+    /// The executable whose file-backed pages faults fill.
+    exe: Option<ExeFile>,
     /// Frames this address space holds (for the report and the leak tests).
     rss: u64,
     pub faults: u64,
@@ -173,7 +182,11 @@ impl AddressSpace {
             vmas: VmaTree::new(MmLayout::DEFAULT),
             entry: exe.entry,
             stack: TASK_SIZE,
-            exe: Some((program.file, exe)),
+            exe: Some(ExeFile {
+                path: program.name,
+                bytes: program.file,
+                elf: exe,
+            }),
             rss: 0,
             faults: 0,
             mm_obj: Some(mm_obj),
@@ -335,11 +348,17 @@ impl AddressSpace {
     }
 
     /// Refreshes the mm_struct and vm_area_struct objects from the VMA tree
-    /// (after exec, mmap, munmap and brk). Out of slab objects, the mm_struct
+    /// (after exec, mmap, munmap, mprotect and brk). Out of slab objects, the mm_struct
     /// says it has no VMAs (the tree, which the kernel uses, is unchanged)
     /// and the caller fails the operation.
     fn sync_objects(&mut self) -> Result<(), SlabError> {
-        let head = objects::sync_vmas(self.mm_obj(), self.vmas.iter(), &mut self.vma_objs);
+        let exe_path = self.exe.map(|exe| exe.path);
+        let head = objects::sync_vmas(
+            self.mm_obj(),
+            self.vmas.iter(),
+            exe_path,
+            &mut self.vma_objs,
+        );
         let listed = if head.is_ok() {
             self.vmas.map_count() as u32
         } else {
@@ -367,23 +386,21 @@ impl AddressSpace {
         user::user_frame(self.entry, self.stack)
     }
 
-    /// Maps `frame` at user address `va` with the VMA's permissions, through
-    /// the kernel's one page-table writer (so double-mapping prevention
-    /// sees it); the page tables hold the frame from then on, and zap
-    /// frees it. On failure the frame comes back. Mirrors the end of
-    /// do_anonymous_page(): set_pte_at().
+    /// Maps `frame`, fresh and this mm's alone, at user address `va` with
+    /// the VMA's permissions, through the kernel's one page-table writer
+    /// (so double-mapping prevention sees it); the page tables hold the
+    /// frame from then on, and zap frees it. On failure the frame comes
+    /// back. Mirrors the end of do_anonymous_page(): set_pte_at() of
+    /// vm_page_prot, writable in a writable VMA (maybe_mkwrite()).
     pub fn install(
         &mut self,
         va: u64,
         frame: Frames,
         flags: VmFlags,
     ) -> Result<(), (MapError, Frames)> {
-        let mut pte = PteFlags::PRESENT | PteFlags::USER;
+        let mut pte = vm_get_page_prot(flags);
         if flags.contains(VmFlags::WRITE) {
             pte |= PteFlags::WRITABLE;
-        }
-        if !flags.contains(VmFlags::EXEC) {
-            pte |= PteFlags::NX;
         }
         let Some(root) = self.root.as_mut() else {
             return Err((MapError::NoMemory, frame));
@@ -428,7 +445,15 @@ impl AddressSpace {
             self.sync_objects().map_err(|_| FaultFailure::OutOfMemory)?;
         }
         if code.contains(PageFaultError::PROT) {
-            return Err(FaultFailure::Protection);
+            // A write the VMA allows to a page mapped read-only: private
+            // pages become writable here (mprotect() leaves them read-only).
+            if !access.write {
+                return Err(FaultFailure::Protection);
+            }
+            self.do_wp_page(addr & !(PAGE_SIZE - 1), &vma)?;
+            self.faults += 1;
+            count(&EVENTS.user_faults, 1);
+            return Ok(());
         }
         let frame =
             alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
@@ -464,7 +489,11 @@ impl AddressSpace {
         if !matches!(vma.kind, VmaKind::Code | VmaKind::Data) {
             return None;
         }
-        let (file, exe) = self.exe?;
+        let ExeFile {
+            bytes: file,
+            elf: exe,
+            ..
+        } = self.exe?;
         let segment: &Segment = exe
             .segments()
             .iter()
@@ -473,6 +502,90 @@ impl AddressSpace {
         let len = (segment.file_end().min(page + PAGE_SIZE) - page) as usize;
         let from = usize::try_from(offset).ok()?;
         file.get(from..from.checked_add(len)?)
+    }
+
+    /// do_wp_page(), the reuse half: a write fault on a present read-only
+    /// page of a writable VMA makes the PTE writable when the frame is
+    /// this mm's alone (page_count() 1) or the VMA is shared
+    /// (wp_page_reuse(), wp_page_shared()). A frame another holder
+    /// references would need copying, which this kernel does not do: the
+    /// fault then fails as a protection violation.
+    fn do_wp_page(&mut self, page: u64, vma: &Vma) -> Result<(), FaultFailure> {
+        let pfn = self.translate(page).ok_or(FaultFailure::Protection)?;
+        let shared = vma.flags.contains(VmFlags::SHARED);
+        if !shared && with_node(|n| n.page_count(pfn)) != Some(1) {
+            return Err(FaultFailure::Protection);
+        }
+        let root = self.root.as_mut().ok_or(FaultFailure::Protection)?;
+        let mut tlb = MmTlb {
+            cpus: root.cpu_mask(),
+        };
+        let pte = vm_get_page_prot(vma.flags) | PteFlags::WRITABLE;
+        let protected = root.cursor().protect(page..page + PAGE_SIZE, pte);
+        protected.unwrap_or_else(|e| e.flush).flush(&mut tlb);
+        Ok(())
+    }
+
+    /// mprotect(): changes the VMAs (splitting and merging them) and gives
+    /// the present PTEs of every changed range their new protection
+    /// (change_protection()), through one cursor, with one TLB flush of
+    /// everything changed, to the mm's CPUs. `Err` when no slab object was
+    /// left to republish the VMAs: the caller ends the task.
+    pub fn mprotect(
+        &mut self,
+        start: u64,
+        len: u64,
+        prot: Prot,
+    ) -> Result<Result<(), VmaError>, SlabError> {
+        let mut flush = Flush::none();
+        let result = match self.root.as_mut() {
+            Some(root) => {
+                let mut cursor = root.cursor();
+                self.vmas.mprotect(start, len, prot, |s, e, flags| {
+                    let changed = cursor.protect(s..e, vm_get_page_prot(flags));
+                    let changed = changed.unwrap_or_else(|e| e.flush);
+                    flush = core::mem::replace(&mut flush, Flush::none()).merge(changed);
+                })
+            }
+            None => self.vmas.mprotect(start, len, prot, |_, _, _| {}),
+        };
+        if let Some(root) = &self.root {
+            flush.flush(&mut MmTlb {
+                cpus: root.cpu_mask(),
+            });
+        } else {
+            flush.ignore();
+        }
+        self.sync_objects()?;
+        Ok(result)
+    }
+
+    /// The page at user address `va`, reached as a user `access` there
+    /// would reach it (fixup_user_fault()): the VMA must allow it, a
+    /// missing page is faulted in and a write makes a read-only private
+    /// page writable; then lent to `f` through kmap_local. None where the
+    /// user access would fault for good (copy_from_user()'s and
+    /// copy_to_user()'s -EFAULT), or no kmap_local slot was free.
+    pub fn with_user_access<R>(
+        &mut self,
+        va: u64,
+        access: Access,
+        f: impl FnOnce(KernelPage<'_>) -> R,
+    ) -> Option<R> {
+        let mut code = PageFaultError::USER;
+        if access.write {
+            code |= PageFaultError::WRITE;
+        }
+        match self.root.as_ref()?.mapping(va) {
+            None => self.handle_fault(va, code.bits()).ok()?,
+            Some(leaf) => {
+                let vma = self.vmas.vma_at(va).filter(|v| v.allows(access))?;
+                if access.write && !leaf.flags.contains(PteFlags::WRITABLE) {
+                    self.do_wp_page(va & !(PAGE_SIZE - 1), &vma).ok()?;
+                }
+            }
+        }
+        self.with_user_page(va, f)
     }
 
     /// The frame mapped at user address `va`, if any.
@@ -550,6 +663,27 @@ impl AddressSpace {
         self.mm_obj = None;
         self.root = None;
     }
+}
+
+/// vm_get_page_prot(): the PTE protection of a VMA's pages (x86's
+/// protection_map). User-accessible unless PROT_NONE (PAGE_NONE, which
+/// Linux makes not-present; here the frame stays in the table, kernel
+/// only, so zap still finds it), executable only with VM_EXEC, writable
+/// only when shared (PAGE_SHARED): a private page is made writable when
+/// fresh (`install`) or when a write fault finds it this mm's alone
+/// (`do_wp_page`), never by mprotect (PAGE_COPY).
+fn vm_get_page_prot(flags: VmFlags) -> PteFlags {
+    let mut pte = PteFlags::PRESENT;
+    if flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
+        pte |= PteFlags::USER;
+    }
+    if flags.contains(VmFlags::WRITE | VmFlags::SHARED) {
+        pte |= PteFlags::WRITABLE;
+    }
+    if !flags.contains(VmFlags::EXEC) {
+        pte |= PteFlags::NX;
+    }
+    pte
 }
 
 fn page_down(addr: u64) -> u64 {

@@ -11,7 +11,7 @@
 use core::mem::size_of;
 
 use mm::slub::{CacheId, SlabError, SlabFlags};
-use mm::vma::Vma;
+use mm::vma::{Vma, VmaKind};
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
 use crate::arch::mem::SlabBox;
@@ -86,6 +86,13 @@ pub struct VmAreaStruct {
     /// The owning mm_struct object.
     pub vm_mm: u64,
     pub vm_flags: u64,
+    /// Offset in the file, in pages (for anonymous memory, what the VMA
+    /// tree keeps: the address in pages, or 0 when shared).
+    pub vm_pgoff: u64,
+    /// The file it maps (vm_file's path): a `&'static str` as pointer and
+    /// length, the program's name in the initramfs (its path there);
+    /// both 0 for anonymous memory.
+    pub vm_file: [u64; 2],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -126,13 +133,19 @@ pub fn alloc_mm() -> Result<SlabBox<MmStruct>, SlabError> {
 
 /// Rebuilds an mm's vm_area_struct list from its VMAs: frees the old
 /// objects in `objs`, allocates one per VMA, links them in address order.
-/// Returns the head (mm->mmap). Out of objects, it frees the ones it took
-/// and fails.
+/// The program's segments (code and data VMAs) name `exe_path`, the
+/// file they map. Returns the head (mm->mmap). Out of objects, it frees
+/// the ones it took and fails.
 pub fn sync_vmas(
     mm_obj: u64,
     vmas: impl Iterator<Item = Vma>,
+    exe_path: Option<&'static str>,
     objs: &mut [Option<SlabBox<VmAreaStruct>>],
 ) -> Result<u64, SlabError> {
+    let file_of = |vma: &Vma| match (vma.kind, exe_path) {
+        (VmaKind::Code | VmaKind::Data, Some(path)) => [path.as_ptr() as u64, path.len() as u64],
+        _ => [0, 0],
+    };
     let cache = caches().ok_or(SlabError::NoSuchCache)?.vm_area_struct;
     objs.iter_mut().for_each(|obj| *obj = None);
     let mut head = 0;
@@ -144,6 +157,8 @@ pub fn sync_vmas(
             vm_next: 0,
             vm_mm: mm_obj,
             vm_flags: u64::from(vma.flags.bits()),
+            vm_pgoff: vma.pgoff,
+            vm_file: file_of(&vma),
         };
         let obj = match SlabBox::new(cache, this) {
             Ok(obj) => obj,

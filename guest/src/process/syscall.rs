@@ -4,37 +4,46 @@
 //! hardware, and the page-fault fallback this host needs) arrive here.
 
 use abi::layout::PAGE_SIZE;
-use mm::vma::{Placement, VmFlags, VmaKind};
-
 use mm::slub::SlabError;
+use mm::vma::{Access, MapFlags, Prot};
 
 use super::fault::kill;
 use super::{exit_current, with_current, ExitStatus};
+use crate::arch::irqflags::{local_irq_disable, local_irq_enable};
 use crate::arch::mem::KernelPage;
-use crate::arch::trap::{PageFaultError, TrapFrame};
+use crate::arch::trap::TrapFrame;
 use crate::console::print;
 use crate::kprintln;
 use crate::mm::events::{count, EVENTS};
+use crate::{sched, time};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const SYS_WRITE: u64 = 1;
 const SYS_MMAP: u64 = 9;
+const SYS_MPROTECT: u64 = 10;
 const SYS_MUNMAP: u64 = 11;
 const SYS_BRK: u64 = 12;
+const SYS_SCHED_YIELD: u64 = 24;
+const SYS_NANOSLEEP: u64 = 35;
 const SYS_GETPID: u64 = 39;
 const SYS_EXIT: u64 = 60;
+const SYS_CLOCK_GETTIME: u64 = 228;
 const SYS_EXIT_GROUP: u64 = 231;
 
+const EINTR: i64 = 4;
+const EBADF: i64 = 9;
 const EFAULT: i64 = 14;
+const ENODEV: i64 = 19;
 const EINVAL: i64 = 22;
 const ENOSYS: i64 = 38;
 
-const PROT_READ: u64 = 1;
-const PROT_WRITE: u64 = 2;
-const PROT_EXEC: u64 = 4;
-const MAP_PRIVATE: u64 = 0x02;
-const MAP_FIXED: u64 = 0x10;
-const MAP_ANONYMOUS: u64 = 0x20;
+/// Clocks clock_gettime() reads: the tick's, as on a machine whose only
+/// clocksource is jiffies (no suspend: boot time is monotonic time).
+const CLOCK_MONOTONIC: u64 = 1;
+const CLOCK_MONOTONIC_COARSE: u64 = 6;
+const CLOCK_BOOTTIME: u64 = 7;
+
+const NSEC_PER_SEC: u64 = 1_000_000_000;
 
 /// The most a single write() copies to the console.
 const WRITE_MAX: u64 = 4096;
@@ -49,9 +58,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
     ];
     let ret = match frame.rax {
         SYS_WRITE => Ok(sys_write(args[0], args[1], args[2])),
-        SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4] as i64),
+        SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4], args[5]),
+        SYS_MPROTECT => sys_mprotect(args[0], args[1], args[2]),
         SYS_MUNMAP => sys_munmap(args[0], args[1]),
         SYS_BRK => sys_brk(args[0]),
+        SYS_SCHED_YIELD => Ok(sys_sched_yield()),
+        SYS_NANOSLEEP => Ok(sys_nanosleep(args[0])),
+        SYS_CLOCK_GETTIME => Ok(sys_clock_gettime(args[0], args[1])),
         SYS_GETPID => Ok(with_current(|t| i64::from(t.pid))),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
         nr => Ok(sys_ni_syscall(nr)),
@@ -90,18 +103,10 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     }
     let len = len.min(WRITE_MAX);
     let mut text = [0u8; WRITE_MAX as usize];
-    let mut done = 0;
-    while done < len {
-        let va = buf.wrapping_add(done);
-        let in_page = (PAGE_SIZE - va % PAGE_SIZE).min(len - done);
-        let chunk = &mut text[done as usize..(done + in_page) as usize];
-        let read = with_user_page(va, |page| page.read_bytes((va % PAGE_SIZE) as usize, chunk));
-        if read.is_none() {
-            return -EFAULT;
-        }
-        done += in_page;
+    let text = &mut text[..len as usize];
+    if !copy_from_user(text, buf) {
+        return -EFAULT;
     }
-    let text = &text[..len as usize];
     match core::str::from_utf8(text) {
         Ok(s) => print(format_args!("{s}")),
         Err(_) => print(format_args!("{text:?}")),
@@ -109,46 +114,169 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     len as i64
 }
 
-/// The frame behind a readable user address, faulting it in if needed
-/// (copy_from_user's job, done by walking instead of touching), lent to
-/// `f`.
-fn with_user_page<R>(va: u64, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
-    with_current(|t| {
-        if va >= mm::vma::TASK_SIZE {
-            return None;
+/// copy_from_user(): fills `to` from user address `from`, page by page,
+/// each reached as the user's own read would reach it (faulted in if
+/// needed, by walking instead of touching). False where that read would
+/// fault (-EFAULT).
+fn copy_from_user(to: &mut [u8], from: u64) -> bool {
+    let mut done = 0;
+    while done < to.len() {
+        let va = from.wrapping_add(done as u64);
+        let in_page = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(to.len() - done);
+        let chunk = &mut to[done..done + in_page];
+        let offset = (va % PAGE_SIZE) as usize;
+        if with_user_page(va, Access::READ, |page| page.read_bytes(offset, chunk)).is_none() {
+            return false;
         }
-        if t.mm.translate(va).is_none() {
-            t.mm.handle_fault(va, PageFaultError::USER.bits()).ok()?;
-        }
-        t.mm.with_user_page(va, f)
-    })
+        done += in_page;
+    }
+    true
 }
 
-/// mmap(addr, len, prot, flags, fd, off): anonymous private mappings only.
-/// This and the other calls that change VMAs fail when no slab object is
-/// left to publish them, and the task is then killed.
-fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: i64) -> Result<i64, SlabError> {
-    if flags & MAP_ANONYMOUS == 0 || flags & MAP_PRIVATE == 0 || fd != -1 {
+/// copy_to_user(): writes `from` at user address `to`, as the user's own
+/// writes would (a page faulted in, a read-only private page made
+/// writable). False where such a write would fault (-EFAULT); the pages
+/// before it are written.
+fn copy_to_user(to: u64, from: &[u8]) -> bool {
+    let mut done = 0;
+    while done < from.len() {
+        let va = to.wrapping_add(done as u64);
+        let in_page = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(from.len() - done);
+        let chunk = &from[done..done + in_page];
+        let offset = (va % PAGE_SIZE) as usize;
+        if with_user_page(va, Access::WRITE, |page| page.write_bytes(offset, chunk)).is_none() {
+            return false;
+        }
+        done += in_page;
+    }
+    true
+}
+
+/// The page behind user address `va`, reached as a user `access` would,
+/// lent to `f`.
+fn with_user_page<R>(va: u64, access: Access, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
+    if va >= mm::vma::TASK_SIZE {
+        return None;
+    }
+    with_current(|t| t.mm.with_user_access(va, access, f))
+}
+
+/// mmap(addr, len, prot, flags, fd, off): anonymous mappings, private or
+/// shared (sys_mmap() and ksys_mmap_pgoff(); do_mmap() is the VMA
+/// tree's). A file cannot be mapped: the console (fd 1 and 2) has no
+/// mmap (ENODEV), and no other descriptor is open (EBADF); nor can huge
+/// pages, as in a kernel without CONFIG_HUGETLB_PAGE (EINVAL). This and
+/// the other calls that change VMAs fail when no slab object is left to
+/// publish them, and the task is then killed.
+fn sys_mmap(
+    addr: u64,
+    len: u64,
+    prot: u64,
+    flags: u64,
+    fd: u64,
+    off: u64,
+) -> Result<i64, SlabError> {
+    if !off.is_multiple_of(PAGE_SIZE) {
         return Ok(-EINVAL);
     }
-    let vm_flags = VmFlags::from_prot(
-        prot & PROT_READ != 0,
-        prot & PROT_WRITE != 0,
-        prot & PROT_EXEC != 0,
-        false,
-    );
-    let placement = if flags & MAP_FIXED != 0 {
-        Placement::Fixed(addr)
-    } else {
-        Placement::Hint(addr)
-    };
+    let flags = MapFlags::from_bits_retain(flags);
+    if !flags.contains(MapFlags::ANONYMOUS) {
+        return Ok(if fd == 1 || fd == 2 { -ENODEV } else { -EBADF });
+    }
+    if flags.contains(MapFlags::HUGETLB) {
+        return Ok(-EINVAL);
+    }
+    let prot = Prot::from_bits_retain(prot);
     let result = with_current(|t| {
-        t.mm.change_vmas(|vmas, unmap| vmas.mmap(placement, len, vm_flags, VmaKind::Anon, unmap))
+        t.mm.change_vmas(|vmas, unmap| vmas.do_mmap(addr, len, prot, flags, unmap))
     })?;
     Ok(match result {
         Ok(addr) => addr as i64,
         Err(e) => -i64::from(e.errno()),
     })
+}
+
+/// mprotect(addr, len, prot): VMAs split and merged, the present PTEs
+/// changed, one TLB flush.
+fn sys_mprotect(addr: u64, len: u64, prot: u64) -> Result<i64, SlabError> {
+    let prot = Prot::from_bits_retain(prot);
+    let result = with_current(|t| t.mm.mprotect(addr, len, prot))?;
+    Ok(match result {
+        Ok(()) => 0,
+        Err(e) => -i64::from(e.errno()),
+    })
+}
+
+/// sched_yield(): the CPU goes to another runnable thread, if one waits;
+/// this one stays runnable and runs again in its turn.
+fn sys_sched_yield() -> i64 {
+    sched::schedule();
+    0
+}
+
+/// nanosleep(req, rem): sleeps on the timer for at least `*req`
+/// (-EINVAL unless 0 <= tv_nsec < 10^9 and tv_sec >= 0). The tick counts
+/// the time, so a sleep lasts the whole ticks that cover it plus the one
+/// under way (msleep()'s + 1). Nothing interrupts a sleep (there are no
+/// signals), so `rem` is never written.
+fn sys_nanosleep(req: u64) -> i64 {
+    let Some((sec, nsec)) = read_timespec(req) else {
+        return -EFAULT;
+    };
+    if sec < 0 || !(0..NSEC_PER_SEC as i64).contains(&nsec) {
+        return -EINVAL;
+    }
+    let ns = (sec as u64)
+        .saturating_mul(NSEC_PER_SEC)
+        .saturating_add(nsec as u64);
+    if ns == 0 {
+        return 0;
+    }
+    let expires = time::jiffies()
+        .saturating_add(time::ns_to_jiffies(ns))
+        .saturating_add(1);
+    // System calls run with interrupts off; a sleeper needs the tick.
+    local_irq_enable();
+    let slept = sched::timer::sleep_until(expires, "nanosleep");
+    local_irq_disable();
+    match slept {
+        Ok(()) => 0,
+        // might_sleep() reported why it could not sleep (a kernel bug):
+        // the sleep ends early, as one a signal interrupts.
+        Err(_) => -EINTR,
+    }
+}
+
+/// clock_gettime(clk, tp): the time since boot, counted by the tick
+/// (jiffies times TICK_NSEC), for the monotonic clocks; -EINVAL for any
+/// other.
+fn sys_clock_gettime(clock: u64, tp: u64) -> i64 {
+    if !matches!(
+        clock,
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME
+    ) {
+        return -EINVAL;
+    }
+    let ns = time::jiffies().saturating_mul(time::NSEC_PER_JIFFY);
+    let mut ts = [0u8; 16];
+    ts[..8].copy_from_slice(&(ns / NSEC_PER_SEC).to_le_bytes());
+    ts[8..].copy_from_slice(&(ns % NSEC_PER_SEC).to_le_bytes());
+    if copy_to_user(tp, &ts) {
+        0
+    } else {
+        -EFAULT
+    }
+}
+
+/// A struct timespec (tv_sec, tv_nsec: two i64) at user address `at`.
+fn read_timespec(at: u64) -> Option<(i64, i64)> {
+    let mut ts = [0u8; 16];
+    if !copy_from_user(&mut ts, at) {
+        return None;
+    }
+    let (sec, nsec) = ts.split_at(8);
+    let word = |b: &[u8]| b.try_into().ok().map(i64::from_le_bytes);
+    Some((word(sec)?, word(nsec)?))
 }
 
 fn sys_munmap(addr: u64, len: u64) -> Result<i64, SlabError> {

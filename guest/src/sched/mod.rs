@@ -18,6 +18,7 @@
 //! kernel threads run on swapper_pg_dir), so an mm's cpumask names exactly
 //! the CPUs that run it.
 
+pub mod timer;
 pub mod wait;
 
 use core::fmt;
@@ -264,11 +265,13 @@ fn idle_loop() -> ! {
             local_irq_enable();
         } else {
             // Interrupts come back on with the halt: a wake-up between the
-            // check and the `hlt` still ends it. No tick meanwhile: a
-            // wake-up comes by IPI.
-            time::nohz_idle_enter();
+            // check and the `hlt` still ends it. No tick meanwhile, unless
+            // a timer needs it: a wake-up comes by IPI.
+            let stopped = time::nohz_idle_enter();
             safe_halt();
-            time::nohz_idle_exit();
+            if stopped {
+                time::nohz_idle_exit();
+            }
         }
     }
 }

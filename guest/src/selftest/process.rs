@@ -40,6 +40,10 @@ pub const SUITE: Suite = Suite {
             run: vma_objects_mirror_the_tree,
         },
         Test {
+            name: "mprotect_and_map_fixed_change_ptes",
+            run: mprotect_and_map_fixed_change_ptes,
+        },
+        Test {
             name: "forged_syscalls_are_contained",
             run: forged_syscalls_are_contained,
         },
@@ -206,6 +210,111 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     };
     check_eq!(n, 3, "vm_area_struct objects (code, mmap, stack)");
     check_eq!((n, list), (m, tree), "the vm_next list against the tree");
+    Ok(())
+}
+
+/// mprotect() and MAP_FIXED on a task's populated pages, before it runs:
+/// mprotect splits the VMA and changes the PTEs in place (same frames),
+/// with one range flush; read-write again merges it back while the
+/// private pages stay read-only until a write fault finds them the
+/// task's alone and makes them writable (do_wp_page()'s reuse);
+/// PROT_NONE leaves the frame mapped for the kernel only, and a user
+/// access fails; MAP_FIXED over populated pages frees their frames. Every
+/// frame is back once the task has run.
+fn mprotect_and_map_fixed_change_ptes() -> TestResult {
+    use crate::arch::trap::PageFaultError as Pf;
+    use crate::process::address_space::{AddressSpace, FaultFailure};
+    use abi::layout::PAGE_SIZE as P;
+    use mm::vma::{MapFlags, Prot};
+    use pagetable::{Mapping, PteFlags, WalkConfig};
+
+    let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
+    let (before, slabs) = (free_counts(), slab_pages());
+    let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
+    let checked = with_task(pid, |t| -> TestResult {
+        let mm: &mut AddressSpace = &mut t.mm;
+        let leaf = |mm: &AddressSpace, va: u64| -> Option<Mapping> {
+            pagetable::walk(&DirectMap, mm.pgd(), va, &WalkConfig::default())
+                .mapping()
+                .copied()
+        };
+        let writable = |m: Option<Mapping>| m.map(|m| m.flags.contains(PteFlags::WRITABLE));
+        let rss = |mm: &AddressSpace| mm.mm_struct().map_or(0, |m| m.rss);
+        let rw = Prot::READ | Prot::WRITE;
+        let private = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
+        let mapped = mm.change_vmas(|v, unmap| v.do_mmap(0, 4 * P, rw, private, unmap));
+        let Ok(Ok(area)) = mapped else {
+            return Err(Failure::new(format_args!("mmap: {mapped:?}")));
+        };
+        let vmas = mm.vmas.map_count();
+        for i in 0..4 {
+            let faulted = mm.handle_fault(area + i * P, (Pf::USER | Pf::WRITE).bits());
+            check_eq!(faulted, Ok(()), "write fault on page {i}");
+        }
+        let frames = [0, 1, 2, 3].map(|i| leaf(mm, area + i * P).map(|m| m.frame));
+        let resident = rss(mm);
+
+        let flushes = EVENTS.snapshot().tlb_flush_range;
+        check_eq!(
+            mm.mprotect(area + P, 2 * P, Prot::READ),
+            Ok(Ok(())),
+            "mprotect(PROT_READ)"
+        );
+        check_eq!(mm.vmas.map_count(), vmas + 2, "VMAs after the split");
+        check_eq!(
+            EVENTS.snapshot().tlb_flush_range - flushes,
+            1,
+            "range flushes for one mprotect"
+        );
+        check_eq!(
+            [0, 1, 2, 3].map(|i| writable(leaf(mm, area + i * P))),
+            [Some(true), Some(false), Some(false), Some(true)],
+            "writable PTEs after mprotect(PROT_READ) of pages 1-2"
+        );
+        check_eq!(
+            [0, 1, 2, 3].map(|i| leaf(mm, area + i * P).map(|m| m.frame)),
+            frames,
+            "frames after mprotect"
+        );
+
+        check_eq!(mm.mprotect(area, 4 * P, rw), Ok(Ok(())), "mprotect(RW)");
+        check_eq!(mm.vmas.map_count(), vmas, "VMAs merged back");
+        check_eq!(writable(leaf(mm, area + P)), Some(false), "PAGE_COPY");
+        let wp = (Pf::USER | Pf::WRITE | Pf::PROT).bits();
+        check_eq!(mm.handle_fault(area + P, wp), Ok(()), "write fault");
+        check_eq!(writable(leaf(mm, area + P)), Some(true), "reused page");
+        check_eq!(leaf(mm, area + P).map(|m| m.frame), frames[1], "its frame");
+        check_eq!(rss(mm), resident, "resident pages");
+
+        check_eq!(
+            mm.mprotect(area, P, Prot::empty()),
+            Ok(Ok(())),
+            "mprotect(PROT_NONE)"
+        );
+        let none = leaf(mm, area).map(|m| m.flags.contains(PteFlags::USER));
+        check_eq!(none, Some(false), "a PROT_NONE page is the kernel's only");
+        check_eq!(
+            mm.handle_fault(area, (Pf::USER | Pf::PROT).bits()),
+            Err(FaultFailure::Access),
+            "a user read of it"
+        );
+
+        let fixed = private | MapFlags::FIXED;
+        let replaced = mm.change_vmas(|v, unmap| v.do_mmap(area + 2 * P, 2 * P, rw, fixed, unmap));
+        check_eq!(replaced, Ok(Ok(area + 2 * P)), "MAP_FIXED");
+        check_eq!(rss(mm), resident - 2, "resident pages after MAP_FIXED");
+        check!(
+            leaf(mm, area + 2 * P).is_none() && leaf(mm, area + 3 * P).is_none(),
+            "MAP_FIXED left the old pages mapped"
+        );
+        Ok(())
+    });
+    run_queue(|_, _, _| {});
+    checked.unwrap_or_else(|| Err(Failure::new(format_args!("task {pid} vanished"))))?;
+    let mut after = free_counts();
+    // As in exit_gives_every_frame_back: a slab SLUB set up meanwhile stays.
+    after[1] += slab_pages().saturating_sub(slabs);
+    check_eq!(after, before, "free pages per zone after the task");
     Ok(())
 }
 

@@ -47,6 +47,10 @@ pub const SUITE: Suite = Suite {
             name: "each CPU sets up its own cpu_slab on its first allocation",
             run: each_cpu_sets_up_its_cpu_slab,
         },
+        Test {
+            name: "timed sleepers wake once the tick reaches their expiry",
+            run: timed_sleepers_wake_at_expiry,
+        },
     ],
 };
 
@@ -95,6 +99,49 @@ fn threads_run_where_allowed() -> TestResult {
             RAN_ON[cpu].load(Ordering::Relaxed),
             cpu as u64,
             "the thread pinned to CPU{cpu} ran on"
+        );
+    }
+    Ok(())
+}
+
+/// The jiffies the first timed sleeper sleeps until; the one pinned to
+/// CPU N sleeps N ticks longer.
+static EXPIRY_BASE: AtomicU64 = AtomicU64::new(0);
+/// The jiffies each timed sleeper woke at.
+static WOKE_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+fn timed_sleeper(cpu: u64) {
+    let expires = EXPIRY_BASE.load(Ordering::SeqCst) + cpu;
+    if sched::timer::sleep_until(expires, "selftest timer").is_ok() {
+        WOKE_AT[cpu as usize].store(crate::time::jiffies(), Ordering::SeqCst);
+    }
+}
+
+/// A thread pinned to each CPU sleeps on its timer, and init sleeps past
+/// them all, so that for a while every CPU idles with timers armed: the
+/// ticks go on, and each sleeper wakes once jiffies reach its expiry.
+fn timed_sleepers_wake_at_expiry() -> TestResult {
+    let cpus = online_mask();
+    let base = crate::time::jiffies() + 3;
+    EXPIRY_BASE.store(base, Ordering::SeqCst);
+    let mut tids = [None; MAX_CPUS];
+    for cpu in cpus_of(cpus) {
+        WOKE_AT[cpu].store(0, Ordering::SeqCst);
+        tids[cpu] = Some(spawn("sleeper", timed_sleeper, cpu as u64, 1 << cpu)?);
+    }
+    let last = base + MAX_CPUS as u64;
+    sched::timer::sleep_until(last, "selftest timer")
+        .map_err(|e| Failure::new(format_args!("init cannot sleep: {e:?}")))?;
+    check!(crate::time::jiffies() >= last, "init woke early");
+    for tid in tids.into_iter().flatten() {
+        join(tid)?;
+    }
+    for cpu in cpus_of(cpus) {
+        let woke = WOKE_AT[cpu].load(Ordering::SeqCst);
+        check!(
+            woke >= base + cpu as u64,
+            "the sleeper on CPU{cpu} woke at jiffies {woke}, before {}",
+            base + cpu as u64
         );
     }
     Ok(())

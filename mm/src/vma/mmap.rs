@@ -3,7 +3,10 @@
 //! do_vmi_munmap() since 6.1).
 
 use super::tree::to_vma;
-use super::{VmFlags, Vma, VmaError, VmaKind, VmaTree, MMAP_MIN_ADDR, TASK_SIZE};
+use super::{
+    calc_vm_flag_bits, calc_vm_prot_bits, MapFlags, MapType, Prot, VmFlags, Vma, VmaError, VmaKind,
+    VmaTree, MMAP_MIN_ADDR, TASK_SIZE,
+};
 use crate::bitops::{page_align, page_align_down, page_aligned};
 use crate::rbtree::NIL;
 use abi::layout::PAGE_SHIFT;
@@ -19,9 +22,25 @@ pub enum Placement {
     FixedNoReplace(u64),
 }
 
+/// An anonymous mapping's vm_pgoff, as do_mmap() sets it: its address in
+/// pages when private (for the anon_vma), 0 when shared.
+const fn anon_pgoff(addr: u64, flags: VmFlags) -> u64 {
+    if flags.contains(VmFlags::SHARED) {
+        0
+    } else {
+        addr >> PAGE_SHIFT
+    }
+}
+
 /// Can `prev` absorb `[addr, ..)` mapped with these attributes
 /// (can_vma_merge_after())?
-fn merges_after(prev: &Vma, addr: u64, flags: VmFlags, kind: VmaKind, pgoff: u64) -> bool {
+pub(super) fn merges_after(
+    prev: &Vma,
+    addr: u64,
+    flags: VmFlags,
+    kind: VmaKind,
+    pgoff: u64,
+) -> bool {
     prev.end == addr
         && prev.flags == flags
         && prev.kind == kind
@@ -29,7 +48,7 @@ fn merges_after(prev: &Vma, addr: u64, flags: VmFlags, kind: VmaKind, pgoff: u64
 }
 
 /// Can `next` absorb `[.., end)` (can_vma_merge_before())?
-fn merges_before(
+pub(super) fn merges_before(
     next: &Vma,
     end: u64,
     flags: VmFlags,
@@ -57,10 +76,50 @@ struct UnmapPlan {
 }
 
 impl<const N: usize> VmaTree<N> {
-    /// do_mmap() of anonymous memory: picks the address (get_unmapped_area(),
-    /// round_hint_to_min()), then mmap_region() with pgoff = addr >> PAGE_SHIFT.
-    /// A MAP_FIXED mapping first unmaps what it covers, reporting it to
-    /// `on_unmap`. Returns the address.
+    /// do_mmap() of anonymous memory, from the system call's arguments
+    /// (ksys_mmap_pgoff() refuses files and MAP_HUGETLB before this): the
+    /// address (get_unmapped_area(), or the MAP_FIXED one, EEXIST under
+    /// MAP_FIXED_NOREPLACE when something is there), the vm_flags from
+    /// `prot` and `flags`, then mmap_region(). A private mapping's pgoff is
+    /// its address in pages, a shared one's 0 (the shmem object it would
+    /// have starts there), and a shared one gets VM_SHARED | VM_MAYSHARE.
+    /// What MAP_FIXED replaces is unmapped first, reported to `on_unmap`.
+    pub fn do_mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        on_unmap: impl FnMut(u64, u64),
+    ) -> Result<u64, VmaError> {
+        let placement = if flags.contains(MapFlags::FIXED_NOREPLACE) {
+            Placement::FixedNoReplace(addr)
+        } else if flags.contains(MapFlags::FIXED) {
+            Placement::Fixed(addr)
+        } else {
+            Placement::Hint(addr)
+        };
+        let (addr, len) = self.mmap_area(placement, len)?;
+        let mut vm_flags = calc_vm_prot_bits(prot)
+            | calc_vm_flag_bits(flags)
+            | VmFlags::MAYREAD
+            | VmFlags::MAYWRITE
+            | VmFlags::MAYEXEC;
+        match flags.map_type() {
+            MapType::Shared if vm_flags.contains(VmFlags::GROWSDOWN) => {
+                return Err(VmaError::Invalid)
+            }
+            MapType::Shared => vm_flags |= VmFlags::SHARED | VmFlags::MAYSHARE,
+            MapType::Private => {}
+            MapType::Invalid => return Err(VmaError::Invalid),
+        }
+        let pgoff = anon_pgoff(addr, vm_flags);
+        self.mmap_region(addr, len, vm_flags, VmaKind::Anon, pgoff, on_unmap)
+    }
+
+    /// do_mmap() of anonymous memory whose vm_flags the kernel made (exec's
+    /// .bss and stack): the address as `placement` says, then
+    /// mmap_region(). Returns the address.
     pub fn mmap(
         &mut self,
         placement: Placement,
@@ -69,6 +128,15 @@ impl<const N: usize> VmaTree<N> {
         kind: VmaKind,
         on_unmap: impl FnMut(u64, u64),
     ) -> Result<u64, VmaError> {
+        let (addr, len) = self.mmap_area(placement, len)?;
+        self.mmap_region(addr, len, flags, kind, anon_pgoff(addr, flags), on_unmap)
+    }
+
+    /// The address half of do_mmap(): the length in whole pages and where
+    /// the mapping goes (round_hint_to_min() and get_unmapped_area() for a
+    /// hint; the MAP_FIXED checks, and EEXIST for MAP_FIXED_NOREPLACE over
+    /// a mapping).
+    fn mmap_area(&self, placement: Placement, len: u64) -> Result<(u64, u64), VmaError> {
         if len == 0 {
             return Err(VmaError::Invalid);
         }
@@ -104,7 +172,7 @@ impl<const N: usize> VmaTree<N> {
                 addr
             }
         };
-        self.mmap_region(addr, len, flags, kind, addr >> PAGE_SHIFT, on_unmap)
+        Ok((addr, len))
     }
 
     /// mmap_region(): maps `[addr, addr + len)` (both page aligned), first

@@ -23,13 +23,20 @@
 //!
 //! Differences from Linux, on purpose: VMAs carry a kind tag (anon, heap,
 //! stack, code, data) that must match for vma_merge(); there are no files,
-//! anon_vmas or VM_SPECIAL mappings; no RLIMIT_DATA/RLIMIT_AS accounting; and
-//! the gap walks compare a gap's start, not vm_start_gap(), when deciding
-//! that nothing lower can fit (Linux's test can give up early when a stack's
-//! guard gap reaches below the VMA under it; see the regression test).
+//! anon_vmas or VM_SPECIAL mappings; no RLIMIT_DATA/RLIMIT_AS accounting
+//! (nor VM_ACCOUNT); and the gap walks compare a gap's start, not
+//! vm_start_gap(), when deciding that nothing lower can fit (Linux's test
+//! can give up early when a stack's guard gap reaches below the VMA under
+//! it; see the regression test). A shared anonymous mapping has no shmem
+//! file behind it: as in Linux its pgoff starts at 0, which keeps it from
+//! merging with its neighbours, while its own pieces (after an mprotect()
+//! split) merge back. mprotect() checks that a split has a VMA slot before
+//! changing anything, where split_vma() can fail after the first of two
+//! splits; so the tree stays fully merged.
 //!
-//! Bookkeeping only: munmap() and brk() report every unmapped range through a
-//! callback so the guest can clear PTEs, flush the TLB and free frames.
+//! Bookkeeping only: munmap() and brk() report every unmapped range, and
+//! mprotect() every range whose protection changed, through a callback so
+//! the guest can clear or change PTEs, flush the TLB and free frames.
 //!
 //! Capacity: the arena size `N` plays sysctl_max_map_count: an operation that
 //! would need more VMAs fails with ENOMEM and leaves the tree untouched.
@@ -44,8 +51,12 @@
 //!   (mm/mmap.c);
 //! - `unmapped_area`: unmapped_area(), unmapped_area_topdown() and
 //!   arch_get_unmapped_area(_topdown)() (mm/mmap.c);
+//! - `mman`: the PROT_* and MAP_* arguments and calc_vm_prot_bits()
+//!   (include/uapi/asm-generic/mman-common.h, include/linux/mman.h);
 //! - `mmap`: do_mmap(), mmap_region() with vma_merge(), and
 //!   __do_munmap()/__split_vma() (mm/mmap.c; do_vmi_munmap() in 6.1+);
+//! - `mprotect`: do_mprotect_pkey() and mprotect_fixup() with its
+//!   vma_merge() and split_vma() cases (mm/mprotect.c);
 //! - `brk`: the brk() system call (mm/mmap.c);
 //! - `fault`: the VMA half of a user page fault: the access check and
 //!   expand_stack() (mm/mmap.c, do_user_addr_fault() of
@@ -55,7 +66,9 @@
 mod brk;
 mod fault;
 mod layout;
+mod mman;
 mod mmap;
+mod mprotect;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -66,6 +79,7 @@ pub use layout::{
     arch_pick_mmap_layout, mmap_base, MmLayout, DEFAULT_STACK_RLIMIT, MAX_GAP, MIN_GAP,
     MMAP_MIN_ADDR, RLIM_INFINITY, STACK_GUARD_GAP, TASK_SIZE, TASK_UNMAPPED_BASE,
 };
+pub use mman::{calc_vm_flag_bits, calc_vm_prot_bits, MapFlags, MapType, Prot};
 pub use mmap::Placement;
 pub use tree::VmaTree;
 pub use unmapped_area::UnmappedAreaInfo;
@@ -247,6 +261,9 @@ pub enum VmaError {
     Exists,
     /// EPERM: below mmap_min_addr (security_mmap_addr()).
     Perm,
+    /// EACCES: mprotect() asked for an access the VMA may never have (a
+    /// VM_MAY* bit is clear).
+    Access,
     /// insert() onto an existing VMA (insert_vm_struct() returns ENOMEM).
     Overlap,
 }
@@ -259,6 +276,7 @@ impl VmaError {
             VmaError::Invalid => 22,
             VmaError::Exists => 17,
             VmaError::Perm => 1,
+            VmaError::Access => 13,
         }
     }
 }
@@ -270,6 +288,7 @@ impl fmt::Display for VmaError {
             VmaError::Invalid => "EINVAL: bad address or length",
             VmaError::Exists => "EEXIST: range already mapped",
             VmaError::Perm => "EPERM: below mmap_min_addr",
+            VmaError::Access => "EACCES: the VMA may not have that protection",
             VmaError::Overlap => "ENOMEM: VMA overlaps an existing one",
         })
     }

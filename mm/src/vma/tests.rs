@@ -700,6 +700,347 @@ fn many_vmas_gap_search() {
     );
 }
 
+/// (start, end, flags) of every VMA.
+fn layout_of<const N: usize>(t: &VmaTree<N>) -> Vec<(u64, u64, VmFlags)> {
+    t.iter().map(|v| (v.start, v.end, v.flags)).collect()
+}
+
+/// Ranges mprotect() reports changed, with their new flags.
+type Changed = Vec<(u64, u64, VmFlags)>;
+
+/// mprotect() with the changed ranges it reports, checking the tree.
+fn protect<const N: usize>(
+    t: &mut VmaTree<N>,
+    s: u64,
+    len: u64,
+    prot: Prot,
+) -> (Result<(), VmaError>, Changed) {
+    let mut changed = Vec::new();
+    let r = t.mprotect(s, len, prot, |a, b, f| changed.push((a, b, f)));
+    t.check().unwrap();
+    (r, changed)
+}
+
+const R: Prot = Prot::READ;
+const RWP: Prot = Prot::READ.union(Prot::WRITE);
+
+#[test]
+fn mprotect_splits_and_merges_back() {
+    let mut t: VmaTree<8> = VmaTree::default();
+    let a = 0x1000_0000;
+    map(&mut t, a, a + 8 * P, RW);
+    // The middle: split in three (split_vma() below and above).
+    let (r, changed) = protect(&mut t, a + 2 * P, 3 * P, R);
+    assert_eq!(r, Ok(()));
+    assert_eq!(changed, vec![(a + 2 * P, a + 5 * P, RO)]);
+    assert_eq!(
+        layout_of(&t),
+        vec![
+            (a, a + 2 * P, RW),
+            (a + 2 * P, a + 5 * P, RO),
+            (a + 5 * P, a + 8 * P, RW)
+        ]
+    );
+    // Each piece keeps its offset into the original mapping.
+    let pgoffs: Vec<u64> = t.iter().map(|v| v.pgoff).collect();
+    assert_eq!(pgoffs, vec![a >> 12, (a >> 12) + 2, (a >> 12) + 5]);
+    // Case 4: the end of the left piece joins the read-only one.
+    let (r, changed) = protect(&mut t, a + P, P, R);
+    assert_eq!((r, changed), (Ok(()), vec![(a + P, a + 2 * P, RO)]));
+    assert_eq!(
+        layout_of(&t),
+        vec![
+            (a, a + P, RW),
+            (a + P, a + 5 * P, RO),
+            (a + 5 * P, a + 8 * P, RW)
+        ]
+    );
+    assert_eq!(t.find_vma(a + P).unwrap().pgoff, (a >> 12) + 1);
+    // Case 5: the start of the right piece joins it.
+    protect(&mut t, a + 5 * P, P, R).0.unwrap();
+    assert_eq!(
+        layout_of(&t),
+        vec![
+            (a, a + P, RW),
+            (a + P, a + 6 * P, RO),
+            (a + 6 * P, a + 8 * P, RW)
+        ]
+    );
+    assert_eq!(t.find_vma(a + 6 * P).unwrap().pgoff, (a >> 12) + 6);
+    // Case 6: a whole VMA between two matching ones: one VMA again, the
+    // pgoff it started with.
+    protect(&mut t, a + P, 5 * P, RWP).0.unwrap();
+    assert_eq!(layout_of(&t), vec![(a, a + 8 * P, RW)]);
+    assert_eq!(t.iter().next().unwrap().pgoff, a >> 12);
+    assert_eq!(t.total_vm(), 8);
+    // Unchanged flags: nothing reported, nothing split.
+    assert_eq!(protect(&mut t, a + P, P, RWP), (Ok(()), vec![]));
+    assert_eq!(t.map_count(), 1);
+    // Cases 7 and 8: a whole VMA joins the one before, or the one after.
+    map(&mut t, a + 8 * P, a + 9 * P, RO);
+    map(&mut t, a + 9 * P, a + 10 * P, RW);
+    protect(&mut t, a + 9 * P, P, R).0.unwrap();
+    assert_eq!(
+        layout_of(&t),
+        vec![(a, a + 8 * P, RW), (a + 8 * P, a + 10 * P, RO)]
+    );
+    protect(&mut t, a + 8 * P, 2 * P, RWP).0.unwrap();
+    assert_eq!(layout_of(&t), vec![(a, a + 10 * P, RW)]);
+    map(&mut t, a + 10 * P, a + 11 * P, RO);
+    map(&mut t, a + 11 * P, a + 12 * P, RW);
+    protect(&mut t, a + 10 * P, P, RWP).0.unwrap();
+    assert_eq!(layout_of(&t), vec![(a, a + 12 * P, RW)]);
+}
+
+#[test]
+fn mprotect_spans_vmas_and_keeps_what_it_changed() {
+    let mut t: VmaTree<8> = VmaTree::default();
+    let a = 0x1000_0000;
+    map(&mut t, a, a + 2 * P, RW);
+    map(&mut t, a + 2 * P, a + 4 * P, RX);
+    map(&mut t, a + 5 * P, a + 6 * P, RW);
+    // Across the first two, read-only everywhere: one VMA.
+    let (r, changed) = protect(&mut t, a, 4 * P, R);
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        changed,
+        vec![(a, a + 2 * P, RO), (a + 2 * P, a + 4 * P, RO)]
+    );
+    assert_eq!(
+        layout_of(&t),
+        vec![(a, a + 4 * P, RO), (a + 5 * P, a + 6 * P, RW)]
+    );
+    // Into the hole: the VMA below it changes, then ENOMEM.
+    let (r, changed) = protect(&mut t, a + 3 * P, 3 * P, Prot::empty());
+    assert_eq!(r, Err(VmaError::NoMem));
+    let none = VmFlags::MAYREAD | VmFlags::MAYWRITE | VmFlags::MAYEXEC;
+    assert_eq!(changed, vec![(a + 3 * P, a + 4 * P, none)]);
+    assert_eq!(
+        layout_of(&t),
+        vec![
+            (a, a + 3 * P, RO),
+            (a + 3 * P, a + 4 * P, none),
+            (a + 5 * P, a + 6 * P, RW)
+        ]
+    );
+    // Starting in a hole, or past every VMA: ENOMEM, nothing changed.
+    assert_eq!(
+        protect(&mut t, a + 4 * P, P, R),
+        (Err(VmaError::NoMem), vec![])
+    );
+    assert_eq!(
+        protect(&mut t, a + 9 * P, P, R),
+        (Err(VmaError::NoMem), vec![])
+    );
+    assert_eq!(
+        protect(&mut t, a - P, 2 * P, R),
+        (Err(VmaError::NoMem), vec![])
+    );
+    // Argument errors; a zero length does nothing; lengths round up.
+    assert_eq!(protect(&mut t, a + 1, P, R).0, Err(VmaError::Invalid));
+    assert_eq!(protect(&mut t, a, 0, RWP), (Ok(()), vec![]));
+    assert_eq!(protect(&mut t, a, u64::MAX, R).0, Err(VmaError::NoMem));
+    assert_eq!(
+        protect(&mut t, a, P, Prot::from_bits_retain(0x10)).0,
+        Err(VmaError::Invalid)
+    );
+    assert_eq!(
+        protect(&mut t, a, P, R | Prot::GROWSDOWN | Prot::GROWSUP).0,
+        Err(VmaError::Invalid)
+    );
+    assert_eq!(
+        protect(&mut t, a, P, R | Prot::GROWSUP).0,
+        Err(VmaError::Invalid)
+    );
+    assert_eq!(
+        protect(&mut t, a, P, R | Prot::GROWSDOWN).0,
+        Err(VmaError::Invalid)
+    );
+    // PROT_SEM is accepted and changes nothing.
+    assert_eq!(protect(&mut t, a, 1, R | Prot::SEM), (Ok(()), vec![]));
+    assert_eq!(t.map_count(), 3);
+}
+
+#[test]
+fn mprotect_refuses_what_a_vma_may_not_have() {
+    let mut t: VmaTree<8> = VmaTree::default();
+    let a = 0x1000_0000;
+    // A VMA that may never be written (no VM_MAYWRITE), after one that may.
+    map(&mut t, a, a + P, RW);
+    let sealed = VmFlags::READ | VmFlags::MAYREAD | VmFlags::MAYEXEC;
+    t.insert(Vma::anon(a + P, a + 2 * P, sealed, VmaKind::Anon))
+        .unwrap();
+    let (r, changed) = protect(&mut t, a, 2 * P, RWP | Prot::EXEC);
+    assert_eq!(r, Err(VmaError::Access));
+    // The first VMA changed before the walk reached the second.
+    assert_eq!(changed, vec![(a, a + P, RW | VmFlags::EXEC)]);
+    assert_eq!(protect(&mut t, a + P, P, Prot::EXEC).0, Ok(()));
+    assert_eq!(
+        t.vma_at(a + P).unwrap().flags,
+        (sealed - VmFlags::READ) | VmFlags::EXEC
+    );
+    assert_eq!(
+        protect(&mut t, a + P, P, Prot::WRITE).0,
+        Err(VmaError::Access)
+    );
+}
+
+#[test]
+fn mprotect_growsdown_reaches_the_stack_start() {
+    let mut t: VmaTree<8> = VmaTree::default();
+    let stack = Vma::anon(
+        0xBFF0_0000,
+        TASK_SIZE,
+        VmFlags::STACK_DEFAULT,
+        VmaKind::Stack,
+    );
+    t.insert(stack).unwrap();
+    map(&mut t, 0xB000_0000, 0xB000_1000, RW);
+    let (r, changed) = protect(&mut t, 0xBFFF_0000, P, R | Prot::GROWSDOWN);
+    assert_eq!(r, Ok(()));
+    let ro_stack = VmFlags::STACK_DEFAULT - VmFlags::WRITE;
+    assert_eq!(changed, vec![(0xBFF0_0000, 0xBFFF_1000, ro_stack)]);
+    assert_eq!(t.vma_at(0xBFF0_0000).unwrap().kind, VmaKind::Stack);
+    assert_eq!(t.map_count(), 3);
+    // Not a grows-down VMA, or one wholly above the range.
+    assert_eq!(
+        protect(&mut t, 0xB000_0000, P, R | Prot::GROWSDOWN).0,
+        Err(VmaError::Invalid)
+    );
+    assert_eq!(
+        protect(&mut t, 0xB000_1000, P, R | Prot::GROWSDOWN).0,
+        Err(VmaError::NoMem)
+    );
+}
+
+#[test]
+fn mprotect_split_with_full_arena_is_enomem_and_changes_nothing() {
+    let mut t: VmaTree<3> = VmaTree::default();
+    let a = 0x1000_0000;
+    map(&mut t, a, a + 4 * P, RW);
+    map(&mut t, a + 8 * P, a + 9 * P, RW);
+    // Two splits need two slots; only one is free.
+    assert_eq!(protect(&mut t, a + P, P, R), (Err(VmaError::NoMem), vec![]));
+    assert_eq!(t.map_count(), 2);
+    // One split fits.
+    protect(&mut t, a, P, R).0.unwrap();
+    assert_eq!(t.map_count(), 3);
+    // Full: a merge needs no slot, nor does a whole VMA; a split does.
+    protect(&mut t, a + P, P, R).0.unwrap();
+    assert_eq!(layout_of(&t)[0], (a, a + 2 * P, RO));
+    assert_eq!(protect(&mut t, a + 8 * P, P, R).0, Ok(()));
+    assert_eq!(t.map_count(), 3);
+    assert_eq!(
+        protect(&mut t, a + 2 * P, P, Prot::EXEC).0,
+        Err(VmaError::NoMem)
+    );
+}
+
+#[test]
+fn do_mmap_checks_its_arguments_as_linux() {
+    let mut t: VmaTree<16> = VmaTree::default();
+    let private = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
+    let shared = MapFlags::SHARED | MapFlags::ANONYMOUS;
+    let none = |_, _| {};
+    let a = t.do_mmap(0, 2 * P, RWP, private, none).unwrap();
+    let v = t.vma_at(a).unwrap();
+    assert_eq!((v.flags, v.pgoff, v.kind), (RW, a >> 12, VmaKind::Anon));
+    // Shared: VM_SHARED | VM_MAYSHARE, pgoff 0, never merged with its
+    // neighbours, though its flags match.
+    let s = t.do_mmap(0, 2 * P, RWP, shared, none).unwrap();
+    let v = t.vma_at(s).unwrap();
+    let rws = RW | VmFlags::SHARED | VmFlags::MAYSHARE;
+    assert_eq!((v.start, v.flags, v.pgoff), (a - 2 * P, rws, 0));
+    let s2 = t.do_mmap(0, P, RWP, shared, none).unwrap();
+    assert_eq!(s2, s - P);
+    assert_eq!(t.map_count(), 3);
+    // Its pieces merge back after an mprotect() split.
+    protect(&mut t, s + P, P, R).0.unwrap();
+    assert_eq!(t.vma_at(s + P).unwrap().pgoff, 1);
+    protect(&mut t, s + P, P, RWP).0.unwrap();
+    assert_eq!(
+        t.vma_at(s + P).map(|v| (v.start, v.end)),
+        Some((s, s + 2 * P))
+    );
+    assert_eq!(
+        std::format!("{}", t.vma_at(s).unwrap()).split(' ').nth(1),
+        Some("rw-s")
+    );
+    // MAP_FIXED over part of the private mapping replaces it.
+    let mut gone = Vec::new();
+    let f = t.do_mmap(a + P, P, R, private | MapFlags::FIXED, |x, y| {
+        gone.push((x, y))
+    });
+    assert_eq!(f, Ok(a + P));
+    assert_eq!(gone, vec![(a + P, a + 2 * P)]);
+    assert_eq!(t.vma_at(a + P).unwrap().flags, RO);
+    // MAP_FIXED_NOREPLACE refuses a mapped range (even with MAP_FIXED),
+    // before the map type is looked at.
+    let r = t.do_mmap(
+        a,
+        P,
+        R,
+        MapFlags::FIXED_NOREPLACE | MapFlags::FIXED | private,
+        none,
+    );
+    assert_eq!(r, Err(VmaError::Exists));
+    let r = t.do_mmap(
+        a,
+        P,
+        R,
+        MapFlags::FIXED_NOREPLACE | MapFlags::ANONYMOUS,
+        none,
+    );
+    assert_eq!(r, Err(VmaError::Exists));
+    assert_eq!(
+        t.do_mmap(0x2000_0000, P, R, MapFlags::FIXED_NOREPLACE | private, none),
+        Ok(0x2000_0000)
+    );
+    // The map type: exactly one of shared and private.
+    for bad in [
+        MapFlags::ANONYMOUS,
+        MapFlags::SHARED | MapFlags::PRIVATE | MapFlags::ANONYMOUS,
+    ] {
+        assert_eq!(t.do_mmap(0, P, R, bad, none), Err(VmaError::Invalid));
+    }
+    assert_eq!(
+        t.do_mmap(0, P, R, private | MapFlags::from_bits_retain(0x8), none),
+        Err(VmaError::Invalid)
+    );
+    // MAP_GROWSDOWN: a grows-down private VMA; shared, EINVAL.
+    let g = t
+        .do_mmap(0, P, RWP, private | MapFlags::GROWSDOWN, none)
+        .unwrap();
+    assert!(t.vma_at(g).unwrap().flags.contains(VmFlags::GROWSDOWN));
+    assert_eq!(
+        t.do_mmap(0, P, RWP, shared | MapFlags::GROWSDOWN, none),
+        Err(VmaError::Invalid)
+    );
+    // Lengths and addresses.
+    assert_eq!(t.do_mmap(0, 0, R, private, none), Err(VmaError::Invalid));
+    assert_eq!(
+        t.do_mmap(0, u64::MAX, R, private, none),
+        Err(VmaError::NoMem)
+    );
+    assert_eq!(
+        t.do_mmap(a + 1, P, R, private | MapFlags::FIXED, none),
+        Err(VmaError::Invalid)
+    );
+    assert_eq!(
+        t.do_mmap(P, P, R, private | MapFlags::FIXED, none),
+        Err(VmaError::Perm)
+    );
+    assert_eq!(
+        t.do_mmap(TASK_SIZE, P, R, private | MapFlags::FIXED, none),
+        Err(VmaError::NoMem)
+    );
+    // Unknown flags (MAP_POPULATE, here) are ignored, as legacy mmap() does.
+    assert!(t
+        .do_mmap(0, P, R, private | MapFlags::from_bits_retain(0x8000), none)
+        .is_ok());
+    t.check().unwrap();
+}
+
 // ---- reference model -------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -877,18 +1218,12 @@ impl Model {
         out.extend(pieces);
         Ok(addr)
     }
-    fn mmap(
-        &mut self,
-        pl: Placement,
-        len: u64,
-        f: VmFlags,
-        k: VmaKind,
-        out: &mut Vec<(u64, u64)>,
-    ) -> Result<u64, VmaError> {
+    /// The address half of do_mmap().
+    fn area(&self, pl: Placement, len: u64) -> Result<(u64, u64), VmaError> {
         if len == 0 {
             return Err(VmaError::Invalid);
         }
-        let len = len.div_ceil(P) * P;
+        let len = len.checked_next_multiple_of(P).ok_or(VmaError::NoMem)?;
         let addr = match pl {
             Placement::Hint(h) => {
                 let h = h / P * P;
@@ -917,12 +1252,197 @@ impl Model {
                 a
             }
         };
+        Ok((addr, len))
+    }
+    fn mmap(
+        &mut self,
+        pl: Placement,
+        len: u64,
+        f: VmFlags,
+        k: VmaKind,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<u64, VmaError> {
+        let (addr, len) = self.area(pl, len)?;
+        let pgoff = if f.contains(VmFlags::SHARED) {
+            0
+        } else {
+            addr / P
+        };
         let attr = Attr {
             flags: f,
             kind: k,
-            pgoff: addr / P,
+            pgoff,
         };
         self.mmap_region(addr, len, attr, out)
+    }
+    /// do_mmap() from the system call's arguments, spelled out.
+    fn do_mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<u64, VmaError> {
+        let pl = if flags.contains(MapFlags::FIXED_NOREPLACE) {
+            Placement::FixedNoReplace(addr)
+        } else if flags.contains(MapFlags::FIXED) {
+            Placement::Fixed(addr)
+        } else {
+            Placement::Hint(addr)
+        };
+        let (addr, len) = self.area(pl, len)?;
+        let mut f = VmFlags::from_bits_retain((prot.bits() & 7) as u32)
+            | VmFlags::MAYREAD
+            | VmFlags::MAYWRITE
+            | VmFlags::MAYEXEC;
+        if flags.contains(MapFlags::GROWSDOWN) {
+            f |= VmFlags::GROWSDOWN;
+        }
+        let pgoff = match flags.bits() & 0xf {
+            1 if flags.contains(MapFlags::GROWSDOWN) => return Err(VmaError::Invalid),
+            1 => {
+                f |= VmFlags::SHARED | VmFlags::MAYSHARE;
+                0
+            }
+            2 => addr / P,
+            _ => return Err(VmaError::Invalid),
+        };
+        let attr = Attr {
+            flags: f,
+            kind: VmaKind::Anon,
+            pgoff,
+        };
+        self.mmap_region(addr, len, attr, out)
+    }
+    /// Merges every pair of neighbours that match (flags, kind, pgoff
+    /// following on), until none does.
+    fn normalize(&mut self) {
+        while let Some((a, b)) = self
+            .vmas()
+            .windows(2)
+            .find(|w| {
+                w[0].end == w[1].start
+                    && w[0].flags == w[1].flags
+                    && w[0].kind == w[1].kind
+                    && w[0].pgoff.wrapping_add(w[0].pages()) == w[1].pgoff
+            })
+            .map(|w| (w[0], w[1]))
+        {
+            self.m.remove(&b.start);
+            self.m.insert(
+                a.start,
+                (
+                    b.end,
+                    Attr {
+                        flags: a.flags,
+                        kind: a.kind,
+                        pgoff: a.pgoff,
+                    },
+                ),
+            );
+        }
+    }
+    /// mprotect(): VMA by VMA, split, set, merge, stop at a hole or a
+    /// forbidden protection keeping what changed.
+    fn mprotect(
+        &mut self,
+        start: u64,
+        len: u64,
+        prot: Prot,
+        out: &mut Vec<(u64, u64, VmFlags)>,
+    ) -> Result<(), VmaError> {
+        if !start.is_multiple_of(P) {
+            return Err(VmaError::Invalid);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let end = len
+            .checked_next_multiple_of(P)
+            .and_then(|l| start.checked_add(l))
+            .ok_or(VmaError::NoMem)?;
+        let down = prot.contains(Prot::GROWSDOWN);
+        let up = prot.contains(Prot::GROWSUP);
+        if (down && up) || prot.bits() & !(0xf | 0x300_0000) != 0 {
+            return Err(VmaError::Invalid);
+        }
+        let first = self.find_vma(start).ok_or(VmaError::NoMem)?;
+        let mut cur = start;
+        if down {
+            if first.start >= end {
+                return Err(VmaError::NoMem);
+            }
+            if !first.flags.contains(VmFlags::GROWSDOWN) {
+                return Err(VmaError::Invalid);
+            }
+            cur = first.start;
+        } else if first.start > start {
+            return Err(VmaError::NoMem);
+        } else if up {
+            return Err(VmaError::Invalid);
+        }
+        let access = [
+            (VmFlags::READ, VmFlags::MAYREAD),
+            (VmFlags::WRITE, VmFlags::MAYWRITE),
+            (VmFlags::EXEC, VmFlags::MAYEXEC),
+        ];
+        loop {
+            let v = self.find_vma(cur).unwrap();
+            let mut new = VmFlags::from_bits_retain((prot.bits() & 7) as u32);
+            new |= v.flags - (VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC);
+            if access
+                .iter()
+                .any(|&(a, may)| new.contains(a) && !new.contains(may))
+            {
+                return Err(VmaError::Access);
+            }
+            let e = v.end.min(end);
+            if new != v.flags {
+                let saved = self.m.clone();
+                let old = Attr {
+                    flags: v.flags,
+                    kind: v.kind,
+                    pgoff: v.pgoff,
+                };
+                let at = |a: u64| v.pgoff.wrapping_add((a - v.start) / P);
+                self.m.remove(&v.start);
+                if v.start < cur {
+                    self.m.insert(v.start, (cur, old));
+                }
+                let piece = Attr {
+                    flags: new,
+                    pgoff: at(cur),
+                    ..old
+                };
+                self.m.insert(cur, (e, piece));
+                if e < v.end {
+                    self.m.insert(
+                        e,
+                        (
+                            v.end,
+                            Attr {
+                                pgoff: at(e),
+                                ..old
+                            },
+                        ),
+                    );
+                }
+                self.normalize();
+                if self.m.len() > self.cap {
+                    self.m = saved;
+                    return Err(VmaError::NoMem);
+                }
+                out.push((cur, e, new));
+            }
+            cur = e.max(self.find_vma(e - 1).unwrap().end);
+            if cur >= end {
+                return Ok(());
+            }
+            if self.find_vma(cur).is_none_or(|n| n.start != cur) {
+                return Err(VmaError::NoMem);
+            }
+        }
     }
     fn brk(&mut self, new: u64, out: &mut Vec<(u64, u64)>) -> u64 {
         let orig = self.brk;
@@ -966,17 +1486,58 @@ enum Op {
     /// Hint page offset in the window (None = no hint), pages, attr.
     Mmap(Option<u64>, u64, usize),
     Fixed(u64, u64, usize, bool),
+    /// Page offset in the window (None = 0), pages, PROTS index, MAPS index.
+    DoMmap(Option<u64>, u64, usize, usize),
+    /// Page offset, pages, PROTS index, a byte offset off the page (mostly 0).
+    Mprotect(u64, u64, usize, u64),
     Munmap(u64, u64),
     /// Break as a byte offset above start_brk.
     Brk(u64),
     Query(u64),
 }
 
-const ATTRS: [(VmFlags, VmaKind); 4] = [
+/// A VMA that may never be written (VM_MAYWRITE clear): mprotect's EACCES.
+const SEALED: VmFlags = VmFlags::READ
+    .union(VmFlags::MAYREAD)
+    .union(VmFlags::MAYEXEC);
+
+const ATTRS: [(VmFlags, VmaKind); 5] = [
     (RW, VmaKind::Anon),
     (RO, VmaKind::Anon),
     (VmFlags::STACK_DEFAULT, VmaKind::Stack),
     (RX, VmaKind::Code),
+    (SEALED, VmaKind::Anon),
+];
+const PROTS: [Prot; 9] = [
+    Prot::empty(),
+    Prot::READ,
+    Prot::READ.union(Prot::WRITE),
+    Prot::READ.union(Prot::EXEC),
+    Prot::READ.union(Prot::WRITE).union(Prot::EXEC),
+    Prot::WRITE,
+    Prot::READ.union(Prot::GROWSDOWN),
+    Prot::READ.union(Prot::GROWSUP),
+    Prot::from_bits_retain(0x11),
+];
+const MAPS: [MapFlags; 8] = [
+    MapFlags::PRIVATE.union(MapFlags::ANONYMOUS),
+    MapFlags::SHARED.union(MapFlags::ANONYMOUS),
+    MapFlags::PRIVATE
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::FIXED),
+    MapFlags::SHARED
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::FIXED),
+    MapFlags::PRIVATE
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::FIXED_NOREPLACE),
+    MapFlags::ANONYMOUS.union(MapFlags::FIXED),
+    MapFlags::PRIVATE
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::GROWSDOWN),
+    MapFlags::SHARED
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::GROWSDOWN),
 ];
 const WINDOW_PAGES: u64 = 1024;
 
@@ -985,6 +1546,10 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (proptest::option::of(0..w), 1u64..48, 0..ATTRS.len()).prop_map(|(h, l, a)| Op::Mmap(h, l, a)),
         3 => (0..w, 1u64..64, 0..ATTRS.len(), any::<bool>()).prop_map(|(o, l, a, n)| Op::Fixed(o, l, a, n)),
+        3 => (proptest::option::of(0..w), 1u64..32, 0..PROTS.len(), 0..MAPS.len())
+            .prop_map(|(o, l, p, m)| Op::DoMmap(o, l, p, m)),
+        5 => (0..w, 0u64..64, 0..PROTS.len(), prop_oneof![6 => Just(0u64), 1 => 1..P])
+            .prop_map(|(o, l, p, b)| Op::Mprotect(o, l, p, b)),
         3 => (0..w, 1u64..128).prop_map(|(o, l)| Op::Munmap(o, l)),
         2 => (0u64..(300 * P)).prop_map(Op::Brk),
         3 => (0..(w * P + 0x20_0000)).prop_map(Op::Query),
@@ -1019,9 +1584,10 @@ const CAP: usize = 12;
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
 
-    /// Random mmap (hinted, fixed, fixed-noreplace) / munmap / brk /
-    /// find_vma against the BTreeMap model: same results, same unmapped
-    /// pieces, same VMAs, and every invariant after every step.
+    /// Random mmap (hinted, fixed, fixed-noreplace, from the system call's
+    /// arguments) / mprotect / munmap / brk / find_vma against the
+    /// BTreeMap model: same results, same unmapped and changed pieces,
+    /// same VMAs, and every invariant after every step.
     #[test]
     fn vma_ops_match_model(
         (layout, win) in layout_strategy(),
@@ -1047,6 +1613,18 @@ proptest! {
                     let pl = if noreplace { Placement::FixedNoReplace(addr) } else { Placement::Fixed(addr) };
                     let r = t.mmap(pl, l * P, f, k, |s, e| got.push((s, e)));
                     prop_assert_eq!(r, m.mmap(pl, l * P, f, k, &mut want));
+                }
+                Op::DoMmap(o, l, p, f) => {
+                    let addr = o.map_or(0, |o| win + o * P);
+                    let r = t.do_mmap(addr, l * P, PROTS[p], MAPS[f], |s, e| got.push((s, e)));
+                    prop_assert_eq!(r, m.do_mmap(addr, l * P, PROTS[p], MAPS[f], &mut want));
+                }
+                Op::Mprotect(o, l, p, b) => {
+                    let (mut got, mut want) = (Vec::new(), Vec::new());
+                    let start = win + o * P + b;
+                    let r = t.mprotect(start, l * P, PROTS[p], |s, e, f| got.push((s, e, f)));
+                    prop_assert_eq!(r, m.mprotect(start, l * P, PROTS[p], &mut want));
+                    prop_assert_eq!(got, want);
                 }
                 Op::Munmap(o, l) => {
                     let r = t.munmap(win + o * P, l * P - 1, |s, e| got.push((s, e)));

@@ -149,6 +149,11 @@ impl<const N: usize> VmaTree<N> {
         (id != NIL).then(|| to_vma(self.rb.get(id)))
     }
 
+    /// The VMA of node `id`, which is in the tree.
+    pub(super) fn vma(&self, id: NodeId) -> Vma {
+        to_vma(self.rb.get(id))
+    }
+
     /// insert_vm_struct(): adds `vma` as is (no merging), e.g. the ELF
     /// segments and the stack at exec time.
     pub fn insert(&mut self, vma: Vma) -> Result<(), VmaError> {

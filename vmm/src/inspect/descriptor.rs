@@ -317,11 +317,22 @@ pub struct TaskLayout {
     pub vm_next: u64,
     pub vm_mm: u64,
     pub vm_flags: u64,
+    /// None from a guest that does not say which file a VMA maps.
+    pub vm_file: Option<VmaFileLayout>,
     pub vm_read: u64,
     pub vm_write: u64,
     pub vm_exec: u64,
     pub vm_shared: u64,
     pub vm_growsdown: u64,
+}
+
+/// Where a vm_area_struct says which file it maps, and where in it.
+#[derive(Clone, Copy, Debug)]
+pub struct VmaFileLayout {
+    /// u64 vm_pgoff.
+    pub pgoff: u64,
+    /// The path, a `&'static str`.
+    pub path: u64,
 }
 
 /// The scheduler's thread table, the slot each CPU runs, and
@@ -704,6 +715,13 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         vm_next: k.field(vma, off::VMA_NEXT, 8)?,
         vm_mm: k.field(vma, off::VMA_MM, 8)?,
         vm_flags: k.field(vma, off::VMA_FLAGS, 8)?,
+        vm_file: match k.get(Kind::Offset, off::VMA_FILE) {
+            None => None,
+            Some(_) => Some(VmaFileLayout {
+                pgoff: k.field(vma, off::VMA_PGOFF, 8)?,
+                path: k.field(vma, off::VMA_FILE, 16)?,
+            }),
+        },
         vm_read: k.number_or(num::VMA_READ, 1),
         vm_write: k.number_or(num::VMA_WRITE, 2),
         vm_exec: k.number_or(num::VMA_EXEC, 4),

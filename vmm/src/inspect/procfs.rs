@@ -562,6 +562,9 @@ pub struct MapsRow {
     pub end: u64,
     pub perms: String,
     pub flags: u64,
+    /// The file offset, in bytes, of a file mapping (0 otherwise).
+    pub offset: u64,
+    /// The mapped file's path, the heap, the stack, or nothing.
     pub kind: String,
     pub vm_area_struct: u64,
 }
@@ -591,6 +594,7 @@ pub fn maps(k: &Kernel, pid: u32) -> R<Maps> {
             end: v.end,
             perms: k.vma_perms(v.flags),
             flags: v.flags,
+            offset: v.offset,
             kind: k.vma_kind(&t, v),
             vm_area_struct: v.addr,
         })
@@ -615,10 +619,11 @@ impl Render for Maps {
             // /proc/PID/maps: start-end perms offset dev inode name.
             let _ = writeln!(
                 s,
-                "{:08x}-{:08x} {} 00000000 00:00 0{}{}",
+                "{:08x}-{:08x} {} {:08x} 00:00 0{}{}",
                 v.start,
                 v.end,
                 v.perms,
+                v.offset,
                 if v.kind.is_empty() { "" } else { "          " },
                 v.kind
             );

@@ -19,6 +19,8 @@ use super::{InspectError, PAGE, R};
 
 /// Linux's DEFAULT_MAX_MAP_COUNT (65530): the most VMAs an mm may have.
 pub const MAX_MAP_COUNT: u64 = 65_530;
+/// PATH_MAX: the longest path a VMA's file may have.
+pub const PATH_MAX: u64 = 4096;
 /// i386 Linux's PID_MAX_LIMIT (PID_MAX_DEFAULT, 32768, where longs are
 /// 4 bytes): the most tasks there can be.
 pub const PID_MAX_LIMIT: u64 = 32_768;
@@ -93,6 +95,11 @@ pub struct VmaInfo {
     pub start: u64,
     pub end: u64,
     pub flags: u64,
+    /// The path of the file it maps, from the initramfs root; None for
+    /// anonymous memory (or a guest that does not say).
+    pub file: Option<String>,
+    /// Where in the file it starts, in bytes (0 for anonymous memory).
+    pub offset: u64,
 }
 
 /// An address space to list: its root, its name, and whether it is a
@@ -371,12 +378,24 @@ impl Kernel<'_> {
                     break;
                 }
             };
-            let v = VmaInfo {
+            let mut v = VmaInfo {
                 addr: cur,
                 start: b.u64(l.vm_start),
                 end: b.u64(l.vm_end),
                 flags: b.u64(l.vm_flags),
+                file: None,
+                offset: 0,
             };
+            if let Some(f) = l.vm_file {
+                let (a, b2) = (b.u64(f.path), b.u64(f.path + 8));
+                if a != 0 || b2 != 0 {
+                    v.file = Some(self.guest_str(a, b2, PATH_MAX).unwrap_or_else(|e| {
+                        bad.push(format!("PID {}: VMA at {cur:#x}: file: {e}", t.pid));
+                        "?".into()
+                    }));
+                    v.offset = b.u64(f.pgoff).wrapping_mul(PAGE);
+                }
+            }
             if v.start >= v.end {
                 bad.push(format!(
                     "PID {}: VMA at {cur:#x} has start {:#x} >= end {:#x}",
@@ -426,18 +445,26 @@ impl Kernel<'_> {
         .collect()
     }
 
-    /// What a VMA is, as show_map_vma() decides it: [heap] between
-    /// start_brk and brk, [stack] for a grows-down VMA, the program (comm)
-    /// for its executable code, nothing for anonymous memory.
+    /// What a VMA is, as show_map_vma() decides it: the path of the file
+    /// it maps (from the initramfs root), else [heap] between start_brk
+    /// and brk, [stack] for a grows-down VMA, nothing for anonymous
+    /// memory. A guest that does not say which file a VMA maps gets the
+    /// program's name (comm) on its executable VMAs.
     pub fn vma_kind(&self, t: &TaskInfo, v: &VmaInfo) -> String {
         let Ok(l) = self.tasks_layout() else {
             return String::new();
         };
-        if t.start_brk != 0 && v.start <= t.brk && v.end >= t.start_brk && v.start >= t.start_brk {
+        if let Some(path) = &v.file {
+            format!("/{path}")
+        } else if t.start_brk != 0
+            && v.start <= t.brk
+            && v.end >= t.start_brk
+            && v.start >= t.start_brk
+        {
             "[heap]".into()
         } else if v.flags & l.vm_growsdown != 0 {
             "[stack]".into()
-        } else if v.flags & l.vm_exec != 0 {
+        } else if l.vm_file.is_none() && v.flags & l.vm_exec != 0 {
             t.comm.clone()
         } else {
             String::new()

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 use super::super::tests::run;
 use super::super::{Guest, Query, Target};
+use super::PATH_MAX;
 use crate::guestphys::VecMem;
 use crate::vstate::Regs;
 
@@ -318,6 +319,64 @@ fn ps_and_vma_read_the_task_list() {
     let ps = run(&m.target(&info), &Query::Ps).unwrap();
     assert_eq!(ps.text.lines().count(), 2, "{}", ps.text);
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
+}
+
+#[test]
+fn file_vmas_show_their_path_and_offset() {
+    // The guest says which file each VMA maps: vm_pgoff and vm_file.
+    let mut info = info();
+    info.push_str("SIZE(vm_area_struct)=64\n");
+    info.push_str("OFFSET(vm_area_struct.vm_pgoff)=40\n");
+    info.push_str("OFFSET(vm_area_struct.vm_file)=48\n");
+    let mut m = Mem::new();
+    let mut vmas = layout();
+    vmas.insert(1, (0x0804_9000, 0x0804_a000, R | W));
+    vmas.insert(2, (0x0804_a000, 0x0804_c000, R | W));
+    m.task(0, 7, b"spin", &vmas);
+    m.link(&[0]);
+    let (path, len) = m.str(NAMES, "bin/spin");
+    let vma = |j: u64| VMAS + j * 0x40;
+    // Text at offset 0 and data at 0x1000 of the file; the .bss after
+    // them is anonymous, as are the heap, the mmap and the stack.
+    m.u64(vma(0) + 48, path);
+    m.u64(vma(0) + 56, len);
+    m.u64(vma(1) + 40, 1);
+    m.u64(vma(1) + 48, len);
+    m.u64(vma(1) + 56, path);
+    m.u64(vma(4) + 40, 0xb7f00);
+    let v = run(&m.target(&info), &Query::Vma { pid: 7 }).unwrap();
+    assert_eq!(
+        v.text,
+        "08048000-08049000 r-xp 00000000 00:00 0          /bin/spin\n\
+         08049000-0804a000 rw-p 00001000 00:00 0          /bin/spin\n\
+         0804a000-0804c000 rw-p 00000000 00:00 0\n\
+         08050000-08060000 rw-p 00000000 00:00 0          [heap]\n\
+         b7f00000-b8000000 rw-p 00000000 00:00 0\n\
+         bffe0000-c0000000 rw-p 00000000 00:00 0          [stack]\n"
+    );
+    assert_eq!(v.json["vmas"][1]["offset"], 0x1000);
+
+    // A path that is not a kernel string is an anomaly, not a name.
+    m = Mem::new();
+    m.task(0, 7, b"spin", &vmas);
+    m.link(&[0]);
+    m.u64(vma(0) + 48, 0x1234);
+    m.u64(vma(0) + 56, 5);
+    m.u64(vma(1) + 48, PO + NAMES);
+    m.u64(vma(1) + 56, PATH_MAX + 1);
+    let v = run(&m.target(&info), &Query::Vma { pid: 7 }).unwrap();
+    let lines: Vec<&str> = v.text.lines().collect();
+    assert!(lines[0].ends_with(" /?"), "{}", v.text);
+    assert!(
+        v.text.contains("anomaly: PID 7: VMA at 0xc0005000: file: name pointer 0x1234/0x5 is not a kernel address"),
+        "{}",
+        v.text
+    );
+    assert!(
+        v.text.contains("file: name length 4097 is not 1..4096"),
+        "{}",
+        v.text
+    );
 }
 
 #[test]
