@@ -35,7 +35,12 @@ impl Browser {
         let log = std::fs::File::create(tmp(&format!("cdp-chromium-{n}.log"))).unwrap();
         // The shell hands our pipes to chromium as fds 3 and 4.
         let mut child = Command::new("sh")
-            .args(["-c", r#"exec "$@" 3<&0 4>&1 0</dev/null 1>&2"#, "sh", "chromium"])
+            .args([
+                "-c",
+                r#"exec "$@" 3<&0 4>&1 0</dev/null 1>&2"#,
+                "sh",
+                "chromium",
+            ])
             .args([
                 "--headless",
                 "--no-sandbox",

@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use mm::slub::LARGE_KMALLOC;
 
-use super::{Cell, MapArea, MapRegion, MapSlot, MemoryMap, Owner, PAGE};
+use super::{Cell, MapArea, MapRegion, MapSlot, MapVma, MemoryMap, Owner, PAGE};
 
 /// Width of every view, in SVG units.
 const WIDTH: f64 = 1200.0;
@@ -575,10 +575,43 @@ fn kernel(m: &MemoryMap) -> View {
     }
 }
 
+/// Where each VMA is drawn in its band, (x, width): widths by the square
+/// root of size, and each gap before, between and after them a narrow
+/// fixed stretch, so a stack page shows beside a MiB of heap and
+/// neighbours never overlap. The VMAs come sorted by start.
+fn vma_places(vmas: &[MapVma]) -> Vec<(f64, f64)> {
+    let mut gaps = 1;
+    let mut end = 0;
+    for v in vmas {
+        if v.start > end {
+            gaps += 1;
+        }
+        end = end.max(v.end);
+    }
+    let gap = (0.25 * WIDTH / f64::from(gaps)).min(12.0);
+    let weights: Vec<f64> = vmas
+        .iter()
+        .map(|v| (v.end.saturating_sub(v.start) as f64).sqrt().max(1.0))
+        .collect();
+    let room = (WIDTH - gap * f64::from(gaps)) / weights.iter().sum::<f64>();
+    let (mut x, mut end) = (0.0, 0);
+    vmas.iter()
+        .zip(weights)
+        .map(|(v, weight)| {
+            if v.start > end {
+                x += gap;
+            }
+            end = end.max(v.end);
+            let at = x;
+            x += weight * room;
+            (at, weight * room)
+        })
+        .collect()
+}
+
 fn processes(m: &MemoryMap) -> View {
     let mut s = String::new();
     let mut y = LABEL;
-    let scale = WIDTH / m.page_offset.max(1) as f64;
     if m.processes.is_empty() {
         text(&mut s, 0.0, y, "label", "no processes");
     }
@@ -596,7 +629,7 @@ fn processes(m: &MemoryMap) -> View {
             y - 5.0,
             "label",
             &format!(
-                "PID {} ({}) {}{}: pgd {:#x}, {} VMA(s), {} frame(s) mapped, user space 0-{:#x}",
+                "PID {} ({}) {}{}: pgd {:#x}, {} VMA(s), {} frame(s) mapped; user space 0-{:#x}, VMAs by the square root of size, the gaps narrowed",
                 p.pid,
                 p.comm,
                 p.state,
@@ -608,9 +641,7 @@ fn processes(m: &MemoryMap) -> View {
             ),
         );
         rect(&mut s, "band", [0.0, y, WIDTH, 24.0], "", "user space");
-        for v in &p.vmas {
-            let vx = v.start as f64 * scale;
-            let vw = (v.end.saturating_sub(v.start) as f64 * scale).max(4.0);
+        for (v, (vx, vw)) in p.vmas.iter().zip(vma_places(&p.vmas)) {
             let title = format!(
                 "{:08x}-{:08x} {} {}\n{} frame(s) mapped\n{}",
                 v.start, v.end, v.perms, v.kind, v.frames, v.vtop
@@ -626,13 +657,7 @@ fn processes(m: &MemoryMap) -> View {
                 p.pid,
                 v.start
             );
-            rect(
-                &mut s,
-                "vma",
-                [vx.min(WIDTH - vw), y, vw, 24.0],
-                &attrs,
-                &title,
-            );
+            rect(&mut s, "vma", [vx, y, vw, 24.0], &attrs, &title);
         }
         s.push_str("</g>");
         y += 24.0 + LABEL + 4.0;
