@@ -78,11 +78,8 @@ impl Browser {
             session: None,
             console: Vec::new(),
         };
-        let target = b.call(
-            "Target.createTarget",
-            json!({ "url": "about:blank", "width": width, "height": height }),
-        )["targetId"]
-            .clone();
+        let target =
+            b.call("Target.createTarget", json!({ "url": "about:blank" }))["targetId"].clone();
         let attached = b.call(
             "Target.attachToTarget",
             json!({ "targetId": target, "flatten": true }),

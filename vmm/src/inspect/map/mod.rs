@@ -613,9 +613,13 @@ fn windows(k: &Kernel, pk: &Pkmap, frames: &mut Frames) -> (MapPkmap, MapFixmap)
         .map(|stack| {
             let slots = (0..per_cpu)
                 .map(|slot| {
-                    // kmap_idx(): the CPU's slots from FIX_KMAP_BEGIN, top down.
-                    let index = v.fix_kmap_begin + stack.cpu * v.km_max_idx + slot;
-                    let va = v.fixaddr_top.wrapping_sub(index * PAGE);
+                    // kmap_idx(): the CPU's slots from FIX_KMAP_BEGIN, top
+                    // down (wrapping: the CPU number is the guest's).
+                    let index = v
+                        .fix_kmap_begin
+                        .wrapping_add(stack.cpu.wrapping_mul(v.km_max_idx))
+                        .wrapping_add(slot);
+                    let va = v.fixaddr_top.wrapping_sub(index.wrapping_mul(PAGE));
                     let live = stack.slots.get(slot as usize).map(|l| l.pfn);
                     let mut links = Vec::new();
                     if let Some(pfn) = live {
@@ -706,12 +710,16 @@ fn cells(k: &Kernel, frames: &Frames) -> Vec<Cell> {
 }
 
 /// The frames of `chunk` by owner, most first (ties in owner order).
+/// Sorted, not searched: a guest's slab pages can name a different cache
+/// each.
 fn tally(chunk: &[Owner]) -> Vec<(Owner, u64)> {
+    let mut sorted = chunk.to_vec();
+    sorted.sort_unstable();
     let mut counts: Vec<(Owner, u64)> = Vec::new();
-    for &o in chunk {
-        match counts.iter_mut().find(|(c, _)| *c == o) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((o, 1)),
+    for o in sorted {
+        match counts.last_mut() {
+            Some((c, n)) if *c == o => *n += 1,
+            _ => counts.push((o, 1)),
         }
     }
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
