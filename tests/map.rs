@@ -78,10 +78,14 @@ fn dom(url: &str) -> String {
     dom
 }
 
-/// Takes a screenshot of `url` into `png` and checks it is a PNG of the
-/// window's size.
+/// Takes a screenshot of `url` into `png` and checks it.
 fn screenshot(url: &str, png: &Path) {
     chromium(url, &[&format!("--screenshot={}", png.display())]);
+    is_a_picture(png);
+}
+
+/// Checks `png` is a PNG of the window's width, not blank.
+fn is_a_picture(png: &Path) {
     let bytes = std::fs::read(png).expect("no screenshot");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
@@ -322,6 +326,8 @@ fn zoom_to_frame(b: &mut Browser, pfn: u64) -> String {
     let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
     let frame = format!("#fine rect[data-pfn=\"{pfn:#x}\"]");
     let shown = format!("document.querySelector('{frame}') !== null");
+    let fine = "document.querySelectorAll('#fine rect.frame').length";
+    assert_eq!(b.eval(fine), 0, "single frames before zooming in");
     let mut notches = 0;
     while b.eval(&shown) != true {
         assert!(notches < 60, "no single frames after {notches} notches");
@@ -429,6 +435,14 @@ fn the_map_served_live_and_drawn_from_a_dump() {
     let pfn = point_at_linger_keep(&mut user, &live);
     let frame = zoom_to_frame(&mut user, pfn);
     click_frame(&mut user, &live, &frame, pfn, true, "vmalloc");
+    // A closer look for the picture.
+    let (x, y) = centre_of(&mut user, &format!("document.querySelector('{frame}')"));
+    for _ in 0..4 {
+        user.wheel_in(x, y);
+    }
+    let zoomed = tmp("map-2G-zoomed.png");
+    user.screenshot(&zoomed);
+    is_a_picture(&zoomed);
 
     // What the page refreshes from, and the snapshot behind it: the same
     // as `map --json`.
@@ -485,13 +499,17 @@ fn the_map_served_live_and_drawn_from_a_dump() {
     assert_eq!(unwritable.stderr.lines().count(), 1, "{unwritable}");
 
     // The live page, left open while the guest runs: it refreshes itself
-    // and shows the pkmap counts move (the guest's churn kmaps highmem
-    // pages) without a reload, keeping the zoom and the frame picked.
+    // and shows the pkmap counts move and vmalloc areas come (the guest's
+    // churn kmaps highmem pages and vmallocs) without a reload, keeping
+    // the zoom and the frame picked.
     let maps = "Number(document.querySelector('g.pkmap').dataset.maps)";
-    let before = user.eval(maps).as_u64().unwrap();
+    let areas = "[...document.querySelectorAll('rect.area')].map((a) => a.dataset.key).join()";
+    let (maps_before, areas_before) = (user.eval(maps), user.eval(areas));
     user.eval("window.notReloaded = true");
     inspect(&live, &["cont"]).expect_status(0);
-    user.wait_for(&format!("{maps} > {before}"));
+    user.wait_for(&format!(
+        "{maps} > {maps_before} && {areas} !== {areas_before}"
+    ));
     assert_eq!(user.eval("window.notReloaded === true"), true);
     let kept = format!("document.querySelector('{frame}').classList.contains('picked')");
     assert_eq!(user.eval(&kept), true);

@@ -212,6 +212,18 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Writes what the page shows now to `png`.
+    pub fn screenshot(&mut self, png: &std::path::Path) {
+        use base64::Engine as _;
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .expect("a screenshot in base64");
+        std::fs::write(png, bytes).unwrap();
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let close = json!({ "id": 0, "method": "Browser.close" });

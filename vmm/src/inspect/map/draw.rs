@@ -613,7 +613,7 @@ fn processes(m: &MemoryMap) -> View {
     let mut s = String::new();
     let mut y = LABEL;
     if m.processes.is_empty() {
-        text(&mut s, 0.0, y, "label", "no processes");
+        text(&mut s, 0.0, y - 5.0, "label", "no processes");
     }
     for p in &m.processes {
         let frames: u64 = p.vmas.iter().map(|v| v.frames).sum();
