@@ -3,16 +3,16 @@
 //! space, drawn from one typed snapshot ([`MemoryMap`]).
 //!
 //! The snapshot is built from the typed results of `layout`, `zoneinfo`,
-//! `vmallocinfo`, `pkmap`, `ps`, `vma`, `vtop` and the frame owner `ptov`
+//! `vmallocinfo`, `pkmap`, `slabinfo`, `ps`, `vma`, `vtop` and the frame owner `ptov`
 //! prints, so the picture says what the text commands say. It is also the
 //! `map --json` answer, which is how `--socket` brings it from the
 //! monitor: [`draw`] turns it into SVG or a page, [`serve`] serves it.
 //!
 //! Guest memory is untrusted: frames are classified only below the end of
-//! RAM the host knows, each at most once per kind of owner, page-table
-//! walks share the command's read budget, and every list drawn is capped,
-//! so the picture stays bounded in size and time whatever the guest's
-//! structures say.
+//! RAM the host knows (each free frame once, however the guest's lists
+//! overlap), page-table walks share the command's read budget, and every
+//! list drawn is capped, so the picture stays bounded in size and time
+//! whatever the guest's structures say.
 
 pub mod draw;
 pub mod serve;
@@ -40,7 +40,7 @@ pub const MAX_VMAS: usize = 64;
 pub const MAX_LINKS: usize = 64;
 /// Most runs the finest level of the physical view lists: past it the
 /// runs are of pieces of a power-of-two number of frames.
-pub const MAX_RUNS: usize = 1 << 15;
+pub const MAX_RUNS: usize = 1 << 14;
 /// Most pkmap slots, and kmap_local slots per CPU, drawn.
 const MAX_SLOTS: usize = 1024;
 const MAX_LOCAL_SLOTS: u64 = 64;
@@ -262,10 +262,12 @@ impl Frames {
     }
 
     /// Marks the frames of a mapping of `pfn..pfn + n` as `owner`, and
-    /// links them to the piece that maps them.
-    fn mapped(&mut self, pfn: u64, n: u64, owner: Owner, links: &mut Vec<(u64, u64)>) {
+    /// links them to the piece that maps them, if one is drawn.
+    fn mapped(&mut self, pfn: u64, n: u64, owner: Owner, links: Option<&mut Vec<(u64, u64)>>) {
         let end = pfn.saturating_add(n.max(1));
-        link(links, pfn, end - 1);
+        if let Some(links) = links {
+            link(links, pfn, end - 1);
+        }
         self.set(pfn..end, owner);
     }
 }
@@ -482,14 +484,11 @@ fn vmalloc_areas(
         |l| {
             let i = areas.partition_point(|a| a.end <= l.va);
             let (pfn, n) = (l.pa / PAGE, l.size / PAGE);
-            let mut unlinked = Vec::new();
-            let links = match areas.get_mut(i).filter(|a| a.start <= l.va) {
-                Some(a) => {
-                    a.frames += n;
-                    &mut a.links
-                }
-                None => &mut unlinked,
-            };
+            let area = areas.get_mut(i).filter(|a| a.start <= l.va);
+            let links = area.map(|a| {
+                a.frames += n;
+                &mut a.links
+            });
             frames.mapped(pfn, n, Owner::Vmalloc, links);
             ControlFlow::Continue(())
         },
@@ -542,14 +541,11 @@ fn processes(k: &Kernel, frames: &mut Frames, anomalies: &mut Anomalies) -> R<Ve
                 |l| {
                     let (pfn, n) = (l.pa / PAGE, l.size / PAGE);
                     let i = vmas.partition_point(|v| v.end <= l.va);
-                    let mut unlinked = Vec::new();
-                    let links = match vmas.get_mut(i).filter(|v| v.start <= l.va) {
-                        Some(v) => {
-                            v.frames += n;
-                            &mut v.links
-                        }
-                        None => &mut unlinked,
-                    };
+                    let vma = vmas.get_mut(i).filter(|v| v.start <= l.va);
+                    let links = vma.map(|v| {
+                        v.frames += n;
+                        &mut v.links
+                    });
                     frames.mapped(pfn, n, Owner::User { pid }, links);
                     ControlFlow::Continue(())
                 },
@@ -602,7 +598,7 @@ fn windows(k: &Kernel, pk: &Pkmap, frames: &mut Frames) -> (MapPkmap, MapFixmap)
                 pfn: p.pfn,
             }
             .to_string();
-            frames.mapped(p.pfn, 1, Owner::Pkmap, &mut s.links);
+            frames.mapped(p.pfn, 1, Owner::Pkmap, Some(&mut s.links));
         }
     }
     let per_cpu = v.km_max_idx.min(MAX_LOCAL_SLOTS);
@@ -623,7 +619,7 @@ fn windows(k: &Kernel, pk: &Pkmap, frames: &mut Frames) -> (MapPkmap, MapFixmap)
                     let live = stack.slots.get(slot as usize).map(|l| l.pfn);
                     let mut links = Vec::new();
                     if let Some(pfn) = live {
-                        frames.mapped(pfn, 1, Owner::KmapLocal, &mut links);
+                        frames.mapped(pfn, 1, Owner::KmapLocal, Some(&mut links));
                     }
                     MapSlot {
                         slot,
