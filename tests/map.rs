@@ -224,6 +224,26 @@ fn kernel_agrees(dom: &str, src: &[&str]) {
     let pkmap = json(&inspect(src, &["pkmap", "--json"]));
     let in_use = tags(dom, "rect", "slot pkmap used").len();
     assert_eq!(in_use as u64, pkmap["in_use"].as_u64().unwrap());
+
+    // Slab frames are named by their cache, as `slabinfo` names it.
+    let slabinfo = json(&inspect(src, &["slabinfo", "--json"]));
+    let caches: Vec<&str> = slabinfo["caches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let slabs: Vec<&str> = dom
+        .split("</span>")
+        .filter_map(|item| item.split("</li>").next()?.strip_prefix("slab "))
+        .collect();
+    assert!(!slabs.is_empty(), "no slab in the legend");
+    for name in slabs {
+        assert!(
+            caches.contains(&name),
+            "slab {name:?} is no cache of {caches:?}"
+        );
+    }
 }
 
 /// `linger` keeps a 4-page vmalloc area and a kmap of a highmem page;
@@ -354,7 +374,21 @@ fn click_frame(b: &mut Browser, src: &[&str], frame: &str, pfn: u64, live: bool,
         true,
         "the frame is not marked as the piece's"
     );
-    let (x, y) = centre_of(b, &el);
+    // Zoomed in at the cell, the frame can lie past the view's edge: the
+    // user drags it to the middle.
+    let at = |b: &mut Browser, find: &str| {
+        let r = b.eval(&format!(
+            "(() => {{ const r = {find}.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        ));
+        (r[0].as_f64().unwrap(), r[1].as_f64().unwrap())
+    };
+    let (fx, fy) = at(b, &el);
+    let (cx, cy) = at(b, "document.getElementById('physical')");
+    let (dx, dy) = ((cx - fx) / 2.0, (cy - fy) / 2.0);
+    b.drag((cx - dx, cy - dy), (cx + dx, cy + dy));
+    let (x, y) = at(b, &el);
+    let seen = b.eval(&format!("document.elementFromPoint({x}, {y}) === {el}"));
+    assert_eq!(seen, true, "the frame is not in sight");
     b.click(x, y);
     assert_eq!(b.eval(&format!("{el}.classList.contains('picked')")), true);
     let ptov = inspect(src, &["ptov", &format!("{:#x}", pfn * 4096)]);

@@ -203,6 +203,21 @@ impl Browser {
         self.mouse("mouseReleased", x, y, "left");
     }
 
+    /// A drag with the left button from `from` to `to`.
+    pub fn drag(&mut self, from: (f64, f64), to: (f64, f64)) {
+        self.hover(from.0, from.1);
+        self.mouse("mousePressed", from.0, from.1, "left");
+        for step in 1..=4 {
+            let f = f64::from(step) / 4.0;
+            let (x, y) = (from.0 + (to.0 - from.0) * f, from.1 + (to.1 - from.1) * f);
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({ "type": "mouseMoved", "x": x, "y": y, "button": "left", "buttons": 1 }),
+            );
+        }
+        self.mouse("mouseReleased", to.0, to.1, "left");
+    }
+
     /// One notch of the wheel at (x, y), away from the user (zoom in).
     pub fn wheel_in(&mut self, x: f64, y: f64) {
         self.call(

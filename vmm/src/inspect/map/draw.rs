@@ -674,12 +674,13 @@ pub fn views(m: &MemoryMap) -> [View; 3] {
     [physical(m), kernel(m), processes(m)]
 }
 
-/// The legend of owners the physical view uses.
+/// The legend of owners the physical view uses, zoomed in or not.
 fn legend(m: &MemoryMap) -> String {
     let mut kinds: Vec<Owner> = m
         .cells
         .iter()
         .flat_map(|c| c.counts.iter().map(|x| x.0))
+        .chain(m.frames.owners.iter().copied())
         .collect();
     kinds.sort();
     kinds.dedup();

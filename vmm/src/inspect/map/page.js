@@ -84,7 +84,8 @@ function markCells() {
 }
 
 // Zoomed in far enough to tell frames apart, the cells in sight open
-// into their pieces: a grid of frames per cell, each coloured by owner.
+// into their pieces, a grid of frames per cell, each coloured by owner:
+// as many as MAX_FRAMES allows, nearest the middle of the view first.
 function refine() {
   const svg = document.getElementById("physical");
   const layer = document.getElementById("fine");
@@ -107,8 +108,11 @@ function refine() {
   }
   const pixels = svg.getBoundingClientRect().width / box[2];
   const pieceWidth = (seen.length ? seen[0][3] / cols : 0) * pixels;
-  if (seen.length === 0 || seen.length * per > MAX_FRAMES || pieceWidth < 2) return;
-  for (const [cell, x, y, w, h] of seen) {
+  if (pieceWidth < 2) return;
+  const [mx, my] = [box[0] + box[2] / 2, box[1] + box[3] / 2];
+  const away = ([, x, y, w, h]) => Math.hypot(x + w / 2 - mx, y + h / 2 - my);
+  seen.sort((a, b) => away(a) - away(b));
+  for (const [cell, x, y, w, h] of seen.slice(0, Math.floor(MAX_FRAMES / per))) {
     for (let k = 0; k < per; k++) {
       const pfn = cell * fpc + k * piece;
       if (pfn >= frames.end_pfn) break;
@@ -165,11 +169,21 @@ document.addEventListener("mouseover", (e) => {
   if (t && !picked) detail.textContent = t;
 });
 
-// A press and release in place is a click; one that moved is a drag.
-let pressed = null, dragged = false;
-document.addEventListener("click", (e) => {
-  if (dragged || !e.target.closest("svg.view")) return;
-  pick(e.target.dataset && e.target.dataset.key ? e.target : null);
+// A press and release in place in a view picks what was pressed, found
+// again by its key should a refresh have drawn it anew meanwhile (a click
+// event would go to what the two have in common); one that moved is a
+// drag.
+let pressed = null, dragged = false, pressedKey = null;
+document.addEventListener("mousedown", (e) => {
+  dragged = false;
+  pressedKey = e.target.closest("svg.view") ? (e.target.dataset && e.target.dataset.key) || "" : null;
+});
+window.addEventListener("mouseup", () => {
+  if (pressedKey !== null && !dragged) {
+    pick(pressedKey ? document.querySelector('[data-key="' + CSS.escape(pressedKey) + '"]') : null);
+  }
+  pressed = null;
+  pressedKey = null;
 });
 
 // Zoom (wheel) and pan (drag) by the view's viewBox; double-click resets.
@@ -178,9 +192,15 @@ function zoomable(svg) {
   const full = () => [0, 0, 1200, height];
   // The element keeps its shape whatever part of the view it shows.
   svg.style.aspectRatio = "1200 / " + height;
-  const kept = boxes[svg.id];
-  let box = kept ? [kept[0], kept[1], kept[2], kept[2] * height / 1200] : full();
+  // The box stays on the view: zoomed in at an edge, what is by the
+  // edge shows whole.
+  const within = ([x, y, w]) => {
+    const h = w * height / 1200;
+    return [Math.min(Math.max(x, 0), 1200 - w), Math.min(Math.max(y, 0), height - h), w, h];
+  };
+  let box = boxes[svg.id] ? within(boxes[svg.id]) : full();
   const set = () => {
+    box = within(box);
     boxes[svg.id] = box;
     svg.setAttribute("viewBox", box.join(" "));
     if (svg.id === "physical") refine();
@@ -196,11 +216,10 @@ function zoomable(svg) {
     set();
   }, { passive: false });
   svg.addEventListener("mousedown", (e) => {
-    pressed = [e.clientX, e.clientY, box[0], box[1]];
-    dragged = false;
+    pressed = [e.clientX, e.clientY, box[0], box[1], svg];
   });
   svg.addEventListener("mousemove", (e) => {
-    if (!pressed) return;
+    if (!pressed || pressed[4] !== svg) return;
     const dx = e.clientX - pressed[0], dy = e.clientY - pressed[1];
     if (Math.abs(dx) + Math.abs(dy) < 4 && !dragged) return;
     dragged = true;
@@ -211,7 +230,6 @@ function zoomable(svg) {
   svg.addEventListener("dblclick", () => { box = full(); set(); });
   set();
 }
-window.addEventListener("mouseup", () => { pressed = null; });
 
 function init() {
   const data = document.getElementById("frames");
