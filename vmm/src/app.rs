@@ -187,11 +187,7 @@ pub fn inspect(how: &Inspection) -> Result<Response, Error> {
             })
         }
         Inspection::Serve { socket, http } => {
-            let served = serve::run(*http, || {
-                snapshot(&Source::Socket(socket.clone()))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.msg)
-            });
+            let served = serve::run(*http, &Monitored(socket));
             Ok(match served {
                 Ok(()) => Response::error(InspectError::new("serve: the server stopped")),
                 Err(e) => Response::error(InspectError::bad_input(e)),
@@ -220,6 +216,28 @@ fn snapshot(source: &Source) -> Result<Result<MemoryMap, InspectError>, Error> {
             }))
         }
         Source::Dump(path) => Ok(inspect::map_snapshot(&Target::from(DumpMem::open(path)?))),
+    }
+}
+
+/// The guest behind a monitor socket, as `serve` asks it.
+struct Monitored<'a>(&'a Path);
+
+impl serve::Guest for Monitored<'_> {
+    fn snapshot(&self) -> Result<MemoryMap, String> {
+        snapshot(&Source::Socket(self.0.to_path_buf()))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.msg)
+    }
+
+    fn ptov(&self, pa: u64) -> String {
+        let request = Request {
+            command: Command::Query(Query::Ptov { pa }),
+            json: false,
+        };
+        match monitor::request(self.0, &request) {
+            Ok(r) => r.out + &r.err,
+            Err(e) => format!("vmm: {e}\n"),
+        }
     }
 }
 

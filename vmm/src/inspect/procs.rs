@@ -123,6 +123,25 @@ impl Space {
 }
 
 impl Kernel<'_> {
+    /// The name slabinfo gives the live cache with this id (page.slab_cache:
+    /// its registry slot plus one). The registry is read once per command.
+    pub fn slab_cache_name(&self, id: u16) -> Option<&str> {
+        let names = self.slab_names.get_or_init(|| {
+            let caches = self.slab_caches().map(|(c, _)| c).unwrap_or_default();
+            caches
+                .into_iter()
+                .filter_map(|c| Some((u16::try_from(c.slot.checked_add(1)?).ok()?, c.name)))
+                .collect()
+        });
+        names.get(&id).map(String::as_str)
+    }
+
+    /// ", NAME" for a cache id with a name, for owner lines.
+    pub fn cache_named(&self, id: u16) -> String {
+        self.slab_cache_name(id)
+            .map_or(String::new(), |n| format!(", {n}"))
+    }
+
     /// Every live cache of the SLUB registry, in slot order (the order
     /// the guest's own slabinfo prints), plus anomalies.
     pub fn slab_caches(&self) -> R<(Vec<SlabCache>, Anomalies)> {

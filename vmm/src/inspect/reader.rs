@@ -430,6 +430,7 @@ pub struct Kernel<'t> {
     free: OnceCell<FreeBlocks>,
     vmap: OnceCell<(Vec<VmapArea>, Anomalies)>,
     pub(super) tasks: OnceCell<(Vec<super::procs::TaskInfo>, Anomalies)>,
+    pub(super) slab_names: OnceCell<BTreeMap<u16, String>>,
 }
 
 impl<'t> std::ops::Deref for Kernel<'t> {
@@ -461,6 +462,7 @@ impl<'t> Kernel<'t> {
             free: OnceCell::new(),
             vmap: OnceCell::new(),
             tasks: OnceCell::new(),
+            slab_names: OnceCell::new(),
             d,
         })
     }
@@ -919,7 +921,8 @@ impl<'t> Kernel<'t> {
         if let Some((head, order)) = self.slab_block(pfn) {
             let cache = self.page(head).map(|p| p.slab_cache).unwrap_or(0);
             return format!(
-                "slab (host record: order-{order} block at pfn {head:#x}; cache id {cache})"
+                "slab (host record: order-{order} block at pfn {head:#x}; cache id {cache}{})",
+                self.cache_named(cache)
             );
         }
         let free = self.free_blocks().ok();
@@ -939,7 +942,11 @@ impl<'t> Kernel<'t> {
             return "page table".into();
         }
         if p.flags & l.pg_slab != 0 {
-            return format!("slab (guest flag; cache id {})", p.slab_cache);
+            return format!(
+                "slab (guest flag; cache id {}{})",
+                p.slab_cache,
+                self.cache_named(p.slab_cache)
+            );
         }
         if p.flags & l.pg_reserved != 0 {
             return "reserved".into();

@@ -1,6 +1,8 @@
 //! The map drawn: three SVG views of a [`MemoryMap`], alone (`--svg`) or
 //! in a self-contained page (`--html`, `serve`) with a small script for
-//! the details, the links between views, and zoom.
+//! the details, the links between views, and zoom, which opens the
+//! physical view's cells into their frames (the snapshot's finest runs,
+//! carried in the page as JSON).
 //!
 //! Hand-written: the page is a few fixed shapes per piece, and a
 //! templating crate would add more than the dozen `write!`s it replaces.
@@ -10,7 +12,9 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use super::{Cell, MapArea, MapRegion, MapSlot, MemoryMap, Owner, PAGE};
+use mm::slub::LARGE_KMALLOC;
+
+use super::{Cell, MapArea, MapRegion, MapSlot, MapVma, MemoryMap, Owner, PAGE};
 
 /// Width of every view, in SVG units.
 const WIDTH: f64 = 1200.0;
@@ -48,24 +52,33 @@ fn size_text(bytes: u64) -> String {
     }
 }
 
-impl Owner {
-    /// The owner as the legend and the details name it.
-    pub fn label(&self) -> String {
-        match *self {
+impl MemoryMap {
+    /// An owner as the legend and the details name it: a slab by its
+    /// cache's name, as slabinfo prints it.
+    pub fn label(&self, owner: Owner) -> String {
+        match owner {
             Owner::NotRam => "not RAM".into(),
             Owner::Free { order } => format!("free, order {order}"),
             Owner::Allocated => "allocated or reserved".into(),
             Owner::KernelImage => "kernel image".into(),
             Owner::MemMap => "mem_map".into(),
             Owner::PageTable => "page table".into(),
-            Owner::Slab { cache } => format!("slab, cache {cache}"),
+            Owner::Slab {
+                cache: LARGE_KMALLOC,
+            } => "large kmalloc".into(),
+            Owner::Slab { cache } => match self.slab_caches.iter().find(|c| c.id == cache) {
+                Some(c) => format!("slab {}", c.name),
+                None => format!("slab, cache id {cache} (no live cache)"),
+            },
             Owner::Vmalloc => "vmalloc".into(),
             Owner::Pkmap => "pkmap".into(),
             Owner::KmapLocal => "kmap_local".into(),
             Owner::User { pid } => format!("user, PID {pid}"),
         }
     }
+}
 
+impl Owner {
     /// The CSS class of its kind.
     fn class(&self) -> &'static str {
         match self {
@@ -101,8 +114,9 @@ impl Owner {
     }
 }
 
-/// Links to physical cells as the page's script reads them: "a-b c-d".
-fn links_attr(links: &[(u32, u32)]) -> String {
+/// Links to frames as the page's script reads them: "a-b c-d", ranges of
+/// pfns with both ends in.
+fn links_attr(links: &[(u64, u64)]) -> String {
     let l: Vec<String> = links.iter().map(|(a, b)| format!("{a}-{b}")).collect();
     l.join(" ")
 }
@@ -266,18 +280,19 @@ fn physical(m: &MemoryMap) -> View {
             c.end_pfn.saturating_sub(1),
             size_text((c.end_pfn - c.start_pfn) * PAGE)
         );
-        for (o, n) in &c.counts {
-            let _ = writeln!(title, "  {n} frame(s): {}", o.label());
+        for &(o, n) in &c.counts {
+            let _ = writeln!(title, "  {n} frame(s): {}", m.label(o));
         }
         title.push_str(&c.ptov);
         let attrs = format!(
             r#" fill="{}" data-owner="{}" data-pfn="{:#x}""#,
             c.owner.fill(),
-            esc(&c.owner.label()),
+            esc(&m.label(c.owner)),
             c.start_pfn
         );
         for (x, y, first, n) in grid.segments(c) {
-            let attrs = format!(r#"{attrs} data-first="{first}" data-cells="{n}""#);
+            let attrs =
+                format!(r#"{attrs} data-first="{first}" data-cells="{n}" data-key="cell:{first}""#);
             rect(
                 &mut s,
                 &format!("cell {}", c.owner.class()),
@@ -288,7 +303,7 @@ fn physical(m: &MemoryMap) -> View {
             minorities(&mut s, c, x, y);
         }
     }
-    s.push_str(r#"<g id="highlight"></g>"#);
+    s.push_str(r#"<g id="fine"></g><g id="highlight"></g>"#);
     View {
         id: "physical",
         title: "Physical memory by zone, coloured by owner",
@@ -325,7 +340,9 @@ fn region_widths(regions: &[MapRegion]) -> Vec<f64> {
     weights.iter().map(|w| w / total * WIDTH).collect()
 }
 
-fn slot_row(s: &mut String, slots: &[MapSlot], y: f64, per_row: usize, class: &str) -> f64 {
+/// A row of slots; `key` names the row in each slot's data-key.
+fn slot_row(s: &mut String, slots: &[MapSlot], y: f64, class: &str, key: &str) -> f64 {
+    let per_row = 64;
     let w = WIDTH / per_row as f64;
     for (i, sl) in slots.iter().enumerate() {
         let state = match sl.count {
@@ -334,10 +351,11 @@ fn slot_row(s: &mut String, slots: &[MapSlot], y: f64, per_row: usize, class: &s
             _ => "used",
         };
         let attrs = format!(
-            r#" data-slot="{}" data-count="{}" data-links="{}""#,
+            r#" data-slot="{}" data-count="{}" data-links="{}" data-key="{key}:{}""#,
             sl.slot,
             sl.count,
-            links_attr(&sl.links)
+            links_attr(&sl.links),
+            sl.slot
         );
         rect(
             s,
@@ -378,11 +396,12 @@ fn area_row(s: &mut String, areas: &[MapArea], span: Range<u64>, y: f64) {
             a.vtop
         );
         let attrs = format!(
-            r#" data-start="{:#x}" data-caller="{}" data-pages="{}" data-links="{}""#,
+            r#" data-start="{:#x}" data-caller="{}" data-pages="{}" data-links="{}" data-key="area:{:#x}""#,
             a.start,
             esc(&a.caller),
             a.nr_pages,
-            links_attr(&a.links)
+            links_attr(&a.links),
+            a.start
         );
         let class = if a.lazy { "area lazy" } else { "area" };
         rect(s, class, [ax, y, aw, 24.0], &attrs, &title);
@@ -425,12 +444,13 @@ fn kernel(m: &MemoryMap) -> View {
             r.vtop
         );
         let attrs = format!(
-            r#" data-region="{}" data-start="{:#x}" data-end="{:#x}" data-mapped="{}" data-links="{}""#,
+            r#" data-region="{}" data-start="{:#x}" data-end="{:#x}" data-mapped="{}" data-links="{}" data-key="region:{}""#,
             esc(&r.name),
             r.start,
             r.end,
             r.mapped,
-            links_attr(&r.links)
+            links_attr(&r.links),
+            esc(&r.name)
         );
         rect(
             &mut s,
@@ -511,7 +531,13 @@ fn kernel(m: &MemoryMap) -> View {
             m.pkmap.flushes
         ),
     );
-    y = slot_row(&mut s, &m.pkmap.slots, y, 64, "pkmap") + LABEL + 4.0;
+    let _ = write!(
+        s,
+        r#"<g class="pkmap" data-maps="{}" data-wraps="{}" data-flushes="{}" data-last="{}" data-in-use="{}">"#,
+        m.pkmap.maps, m.pkmap.wraps, m.pkmap.flushes, m.pkmap.last_pkmap_nr, m.pkmap.in_use
+    );
+    y = slot_row(&mut s, &m.pkmap.slots, y, "pkmap", "pkmap") + LABEL + 4.0;
+    s.push_str("</g>");
 
     text(
         &mut s,
@@ -526,7 +552,13 @@ fn kernel(m: &MemoryMap) -> View {
     for c in &m.fixmap.cpus {
         text(&mut s, 0.0, y + 11.0, "small", &format!("cpu {}", c.cpu));
         let mut row = String::new();
-        let end = slot_row(&mut row, &c.slots, y, 64, "kmaplocal");
+        let end = slot_row(
+            &mut row,
+            &c.slots,
+            y,
+            "kmaplocal",
+            &format!("kmap:{}", c.cpu),
+        );
         let _ = write!(
             s,
             r#"<g class="cpu" data-cpu="{}" transform="translate(50,0) scale({},1)">{row}</g>"#,
@@ -543,12 +575,45 @@ fn kernel(m: &MemoryMap) -> View {
     }
 }
 
+/// Where each VMA is drawn in its band, (x, width): widths by the square
+/// root of size, and each gap before, between and after them a narrow
+/// fixed stretch, so a stack page shows beside a MiB of heap and
+/// neighbours never overlap. The VMAs come sorted by start.
+fn vma_places(vmas: &[MapVma]) -> Vec<(f64, f64)> {
+    let mut gaps = 1;
+    let mut end = 0;
+    for v in vmas {
+        if v.start > end {
+            gaps += 1;
+        }
+        end = end.max(v.end);
+    }
+    let gap = (0.25 * WIDTH / f64::from(gaps)).min(12.0);
+    let weights: Vec<f64> = vmas
+        .iter()
+        .map(|v| (v.end.saturating_sub(v.start) as f64).sqrt().max(1.0))
+        .collect();
+    let room = (WIDTH - gap * f64::from(gaps)) / weights.iter().sum::<f64>();
+    let (mut x, mut end) = (0.0, 0);
+    vmas.iter()
+        .zip(weights)
+        .map(|(v, weight)| {
+            if v.start > end {
+                x += gap;
+            }
+            end = end.max(v.end);
+            let at = x;
+            x += weight * room;
+            (at, weight * room)
+        })
+        .collect()
+}
+
 fn processes(m: &MemoryMap) -> View {
     let mut s = String::new();
     let mut y = LABEL;
-    let scale = WIDTH / m.page_offset.max(1) as f64;
     if m.processes.is_empty() {
-        text(&mut s, 0.0, y, "label", "no processes");
+        text(&mut s, 0.0, y - 5.0, "label", "no processes");
     }
     for p in &m.processes {
         let frames: u64 = p.vmas.iter().map(|v| v.frames).sum();
@@ -564,7 +629,7 @@ fn processes(m: &MemoryMap) -> View {
             y - 5.0,
             "label",
             &format!(
-                "PID {} ({}) {}{}: pgd {:#x}, {} VMA(s), {} frame(s) mapped, user space 0-{:#x}",
+                "PID {} ({}) {}{}: pgd {:#x}, {} VMA(s), {} frame(s) mapped; user space 0-{:#x}, VMAs by the square root of size, the gaps narrowed",
                 p.pid,
                 p.comm,
                 p.state,
@@ -576,29 +641,23 @@ fn processes(m: &MemoryMap) -> View {
             ),
         );
         rect(&mut s, "band", [0.0, y, WIDTH, 24.0], "", "user space");
-        for v in &p.vmas {
-            let vx = v.start as f64 * scale;
-            let vw = (v.end.saturating_sub(v.start) as f64 * scale).max(4.0);
+        for (v, (vx, vw)) in p.vmas.iter().zip(vma_places(&p.vmas)) {
             let title = format!(
                 "{:08x}-{:08x} {} {}\n{} frame(s) mapped\n{}",
                 v.start, v.end, v.perms, v.kind, v.frames, v.vtop
             );
             let attrs = format!(
-                r#" data-start="{:#x}" data-end="{:#x}" data-perms="{}" data-kind="{}" data-frames="{}" data-links="{}""#,
+                r#" data-start="{:#x}" data-end="{:#x}" data-perms="{}" data-kind="{}" data-frames="{}" data-links="{}" data-key="vma:{}:{:#x}""#,
                 v.start,
                 v.end,
                 esc(&v.perms),
                 esc(&v.kind),
                 v.frames,
-                links_attr(&v.links)
+                links_attr(&v.links),
+                p.pid,
+                v.start
             );
-            rect(
-                &mut s,
-                "vma",
-                [vx.min(WIDTH - vw), y, vw, 24.0],
-                &attrs,
-                &title,
-            );
+            rect(&mut s, "vma", [vx, y, vw, 24.0], &attrs, &title);
         }
         s.push_str("</g>");
         y += 24.0 + LABEL + 4.0;
@@ -615,12 +674,13 @@ pub fn views(m: &MemoryMap) -> [View; 3] {
     [physical(m), kernel(m), processes(m)]
 }
 
-/// The legend of owners the physical view uses.
+/// The legend of owners the physical view uses, zoomed in or not.
 fn legend(m: &MemoryMap) -> String {
     let mut kinds: Vec<Owner> = m
         .cells
         .iter()
         .flat_map(|c| c.counts.iter().map(|x| x.0))
+        .chain(m.frames.owners.iter().copied())
         .collect();
     kinds.sort();
     kinds.dedup();
@@ -630,7 +690,7 @@ fn legend(m: &MemoryMap) -> String {
             s,
             r#"<li><span style="background:{}"></span>{}</li>"#,
             o.fill(),
-            esc(&o.label())
+            esc(&m.label(*o))
         );
     }
     s.push_str("</ul>");
@@ -660,6 +720,31 @@ pub fn svg(m: &MemoryMap) -> String {
     s
 }
 
+/// The finest runs as the page's script reads them, in a
+/// `<script type="application/json">` element: no `<` can end it.
+fn frames_json(m: &MemoryMap) -> String {
+    let f = &m.frames;
+    let owners: Vec<[String; 2]> = f.owners.iter().map(|&o| [m.label(o), o.fill()]).collect();
+    let runs: Vec<u64> = f
+        .runs
+        .iter()
+        .flat_map(|&(pfn, owner)| [pfn, u64::from(owner)])
+        .collect();
+    serde_json::json!({
+        "frames_per_cell": m.frames_per_cell,
+        "frames_per_piece": f.frames_per_piece,
+        "end_pfn": m.end_pfn,
+        "max_low_pfn": m.max_low_pfn,
+        "page_offset": m.page_offset,
+        "owners": owners,
+        "runs": runs,
+    })
+    .to_string()
+    .replace('<', "\\u003c")
+    .replace('>', "\\u003e")
+    .replace('&', "\\u0026")
+}
+
 /// The views and legend as the page shows them (also what `serve`
 /// refreshes).
 pub fn fragment(m: &MemoryMap) -> String {
@@ -674,6 +759,11 @@ pub fn fragment(m: &MemoryMap) -> String {
         if m.anomalies.len() == 1 { "y" } else { "ies" }
     );
     s.push_str(&legend(m));
+    let _ = write!(
+        s,
+        r#"<script type="application/json" id="frames">{}</script>"#,
+        frames_json(m)
+    );
     for v in views(m) {
         let _ = write!(
             s,
@@ -704,10 +794,15 @@ pub fn html(m: &MemoryMap, live: bool) -> String {
 <style>{STYLE}</style></head>
 <body data-live="{live}"><header><h1>Guest memory map</h1><span id="status">{}</span></header>
 <main><div id="views">{}</div>
-<aside><p>Hover a piece for what <code>vtop</code>/<code>ptov</code> say; click it to keep it here and mark its frames. Wheel to zoom a view, drag to pan, double-click to reset.</p><pre id="detail"></pre></aside></main>
+<aside><p>Hover a piece for what <code>vtop</code>/<code>ptov</code> say; click it to keep it here and mark its frames{}. Wheel to zoom a view (zoomed in, the physical view shows single frames), drag to pan, double-click to reset.</p><pre id="detail"></pre></aside></main>
 <script>{SCRIPT}</script></body></html>
 "#,
         if live { "live" } else { "snapshot" },
-        fragment(m)
+        fragment(m),
+        if live {
+            "; clicking a frame asks the guest what <code>ptov</code> says of it now"
+        } else {
+            ""
+        }
     )
 }

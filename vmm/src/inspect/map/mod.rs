@@ -3,15 +3,16 @@
 //! space, drawn from one typed snapshot ([`MemoryMap`]).
 //!
 //! The snapshot is built from the typed results of `layout`, `zoneinfo`,
-//! `vmallocinfo`, `pkmap`, `ps`, `vma`, `vtop` and the frame owner `ptov`
+//! `vmallocinfo`, `pkmap`, `slabinfo`, `ps`, `vma`, `vtop` and the frame owner `ptov`
 //! prints, so the picture says what the text commands say. It is also the
 //! `map --json` answer, which is how `--socket` brings it from the
 //! monitor: [`draw`] turns it into SVG or a page, [`serve`] serves it.
 //!
 //! Guest memory is untrusted: frames are classified only below the end of
-//! RAM the host knows, page-table walks share the command's read budget,
-//! and every list drawn is capped, so the picture stays bounded in size
-//! and time whatever the guest's tables say.
+//! RAM the host knows (each free frame once, however the guest's lists
+//! overlap), page-table walks share the command's read budget, and every
+//! list drawn is capped, so the picture stays bounded in size and time
+//! whatever the guest's structures say.
 
 pub mod draw;
 pub mod serve;
@@ -35,8 +36,11 @@ pub const MAX_AREAS: usize = 1024;
 /// Most processes drawn, and VMAs per process.
 pub const MAX_PROCESSES: usize = 32;
 pub const MAX_VMAS: usize = 64;
-/// Most cell ranges one piece links to.
+/// Most frame ranges one piece links to.
 pub const MAX_LINKS: usize = 64;
+/// Most runs the finest level of the physical view lists: past it the
+/// runs are of pieces of a power-of-two number of frames.
+pub const MAX_RUNS: usize = 1 << 14;
 /// Most pkmap slots, and kmap_local slots per CPU, drawn.
 const MAX_SLOTS: usize = 1024;
 const MAX_LOCAL_SLOTS: u64 = 64;
@@ -58,6 +62,8 @@ pub enum Owner {
     KernelImage,
     MemMap,
     PageTable,
+    /// A slab of the cache with this id (page.slab_cache), named by
+    /// [`MemoryMap::slab_caches`].
     Slab {
         cache: u16,
     },
@@ -105,8 +111,8 @@ pub struct MapRegion {
     pub end: u64,
     pub mapped: u64,
     pub vtop: String,
-    /// Cells of the frames it maps (the direct map: lowmem).
-    pub links: Vec<(u32, u32)>,
+    /// The frames it maps (the direct map: lowmem).
+    pub links: Vec<(u64, u64)>,
 }
 
 /// A vmalloc area of `vmallocinfo`, its guard page and its frames.
@@ -121,7 +127,7 @@ pub struct MapArea {
     pub guard: bool,
     /// Frames its pages map, as the kernel's tables say.
     pub frames: u64,
-    pub links: Vec<(u32, u32)>,
+    pub links: Vec<(u64, u64)>,
     pub vtop: String,
 }
 
@@ -133,7 +139,7 @@ pub struct MapSlot {
     pub count: u32,
     pub pfn: u64,
     pub what: String,
-    pub links: Vec<(u32, u32)>,
+    pub links: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -173,7 +179,7 @@ pub struct MapVma {
     pub kind: String,
     /// Frames mapped in it now.
     pub frames: u64,
-    pub links: Vec<(u32, u32)>,
+    pub links: Vec<(u64, u64)>,
     pub vtop: String,
 }
 
@@ -189,15 +195,40 @@ pub struct MapProcess {
     pub vmas: Vec<MapVma>,
 }
 
+/// The name slabinfo gives a cache id the map uses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MapCache {
+    pub id: u16,
+    pub name: String,
+}
+
+/// The physical view at its finest, which the page draws when zoomed in:
+/// the owner of each piece of `frames_per_piece` frames (one frame
+/// unless the guest's memory is too fragmented to list in MAX_RUNS runs),
+/// as runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FrameRuns {
+    pub frames_per_piece: u64,
+    /// The owners the runs name, by index.
+    pub owners: Vec<Owner>,
+    /// (first pfn, owner index) of each run; a run ends where the next
+    /// begins, the last at `end_pfn`.
+    pub runs: Vec<(u64, u32)>,
+}
+
 /// The snapshot the picture is drawn from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemoryMap {
     /// Frames of RAM, and the frame after the last.
     pub ram_frames: u64,
     pub end_pfn: u64,
+    /// Frames below it are in the direct map.
+    pub max_low_pfn: u64,
     pub frames_per_cell: u64,
     pub zones: Vec<MapZone>,
     pub cells: Vec<Cell>,
+    pub frames: FrameRuns,
+    pub slab_caches: Vec<MapCache>,
     pub page_offset: u64,
     pub regions: Vec<MapRegion>,
     pub vmalloc: Vec<MapArea>,
@@ -230,30 +261,31 @@ impl Frames {
         }
     }
 
-    fn cell(&self, pfn: u64) -> u32 {
-        (pfn / self.fpc) as u32
+    /// Marks the frames of a mapping of `pfn..pfn + n` as `owner`, and
+    /// links them to the piece that maps them, if one is drawn.
+    fn mapped(&mut self, pfn: u64, n: u64, owner: Owner, links: Option<&mut Vec<(u64, u64)>>) {
+        let end = pfn.saturating_add(n.max(1));
+        if let Some(links) = links {
+            link(links, pfn, end - 1);
+        }
+        self.set(pfn..end, owner);
     }
 }
 
-/// Adds a frame's cell to `links`: ascending ranges that neither
-/// overlap nor touch, at most MAX_LINKS of them.
-fn link(links: &mut Vec<(u32, u32)>, cell: u32) {
-    let i = links.partition_point(|&(_, b)| b.saturating_add(1) < cell);
-    let room = links.len() < MAX_LINKS;
-    match links.get_mut(i) {
-        Some((a, b)) if *a <= cell.saturating_add(1) => {
-            *a = (*a).min(cell);
-            *b = (*b).max(cell);
+/// Adds frames `first..=last` to `links`: ascending ranges of frames that
+/// neither overlap nor touch, at most MAX_LINKS of them (a range past the
+/// cap that joins none is dropped).
+fn link(links: &mut Vec<(u64, u64)>, first: u64, last: u64) {
+    let i = links.partition_point(|&(_, b)| b.saturating_add(1) < first);
+    let j = i + links[i..].partition_point(|&(a, _)| a <= last.saturating_add(1));
+    if i == j {
+        if links.len() < MAX_LINKS {
+            links.insert(i, (first, last));
         }
-        _ if room => links.insert(i, (cell, cell)),
-        _ => return,
+        return;
     }
-    if let Some(&(next_a, next_b)) = links.get(i + 1) {
-        if next_a <= links[i].1.saturating_add(1) {
-            links[i].1 = links[i].1.max(next_b);
-            links.remove(i + 1);
-        }
-    }
+    let merged = (links[i].0.min(first), links[j - 1].1.max(last));
+    links.splice(i..j, [merged]);
 }
 
 /// The text `vtop` prints for `va` under `root` (or a process's tables).
@@ -291,10 +323,15 @@ pub fn memory_map(k: &Kernel) -> MemoryMap {
     let ram_frames = frames.owner.iter().filter(|&&o| o != Owner::NotRam).count() as u64;
 
     // Free blocks, then what the kernel holds, the more specific last.
+    // The blocks come sorted by head: each frame is marked once however
+    // the guest's lists overlap.
     match k.free_blocks() {
         Ok(free) => {
+            let mut marked = 0;
             for (head, order) in free.overlapping(0, end_pfn) {
-                frames.set(head..head.saturating_add(1 << order), Owner::Free { order });
+                let end = head.saturating_add(1 << order);
+                frames.set(head.max(marked)..end, Owner::Free { order });
+                marked = marked.max(end);
             }
             anomalies.extend(&free.anomalies);
         }
@@ -322,8 +359,12 @@ pub fn memory_map(k: &Kernel) -> MemoryMap {
     for pfn in table_pages.range(0..end_pfn) {
         frames.set(pfn..pfn + 1, Owner::PageTable);
     }
+    let mut caches = BTreeMap::new();
     for (&head, &order) in &k.t.slab {
         let cache = k.page(head).map(|p| p.slab_cache).unwrap_or(0);
+        if let Some(name) = k.slab_cache_name(cache) {
+            caches.entry(cache).or_insert_with(|| name.to_string());
+        }
         frames.set(
             head..head.saturating_add(1 << order.min(20)),
             Owner::Slab { cache },
@@ -369,8 +410,7 @@ pub fn memory_map(k: &Kernel) -> MemoryMap {
             mapped: r.mapped,
             vtop: vtop_text(k, r.start, Some(k.swapper), None),
             links: if r.name == "lowmem" {
-                let last = k.max_low_pfn.min(end_pfn).saturating_sub(1);
-                vec![(0, frames.cell(last))]
+                vec![(0, k.max_low_pfn.min(end_pfn).saturating_sub(1))]
             } else {
                 Vec::new()
             },
@@ -381,9 +421,15 @@ pub fn memory_map(k: &Kernel) -> MemoryMap {
     MemoryMap {
         ram_frames,
         end_pfn,
+        max_low_pfn: k.max_low_pfn.min(end_pfn),
         frames_per_cell: fpc,
         zones,
         cells,
+        frames: frame_runs(&frames.owner),
+        slab_caches: caches
+            .into_iter()
+            .map(|(id, name)| MapCache { id, name })
+            .collect(),
         page_offset: k.virt.page_offset,
         regions,
         vmalloc_more: vmalloc.1,
@@ -437,12 +483,13 @@ fn vmalloc_areas(
         v.vmalloc_start..v.vmalloc_end,
         |l| {
             let i = areas.partition_point(|a| a.end <= l.va);
-            let pfn = l.pa / PAGE;
-            if let Some(a) = areas.get_mut(i).filter(|a| a.start <= l.va) {
-                a.frames += l.size / PAGE;
-                link(&mut a.links, frames.cell(pfn));
-            }
-            frames.set(pfn..pfn + l.size / PAGE, Owner::Vmalloc);
+            let (pfn, n) = (l.pa / PAGE, l.size / PAGE);
+            let area = areas.get_mut(i).filter(|a| a.start <= l.va);
+            let links = area.map(|a| {
+                a.frames += n;
+                &mut a.links
+            });
+            frames.mapped(pfn, n, Owner::Vmalloc, links);
             ControlFlow::Continue(())
         },
         anomalies,
@@ -492,13 +539,14 @@ fn processes(k: &Kernel, frames: &mut Frames, anomalies: &mut Anomalies) -> R<Ve
                 t.pgd,
                 0..k.virt.page_offset,
                 |l| {
-                    let pfn = l.pa / PAGE;
+                    let (pfn, n) = (l.pa / PAGE, l.size / PAGE);
                     let i = vmas.partition_point(|v| v.end <= l.va);
-                    if let Some(v) = vmas.get_mut(i).filter(|v| v.start <= l.va) {
-                        v.frames += l.size / PAGE;
-                        link(&mut v.links, frames.cell(pfn));
-                    }
-                    frames.set(pfn..pfn + l.size / PAGE, Owner::User { pid });
+                    let vma = vmas.get_mut(i).filter(|v| v.start <= l.va);
+                    let links = vma.map(|v| {
+                        v.frames += n;
+                        &mut v.links
+                    });
+                    frames.mapped(pfn, n, Owner::User { pid }, links);
                     ControlFlow::Continue(())
                 },
                 anomalies,
@@ -550,8 +598,7 @@ fn windows(k: &Kernel, pk: &Pkmap, frames: &mut Frames) -> (MapPkmap, MapFixmap)
                 pfn: p.pfn,
             }
             .to_string();
-            link(&mut s.links, frames.cell(p.pfn));
-            frames.set(p.pfn..p.pfn + 1, Owner::Pkmap);
+            frames.mapped(p.pfn, 1, Owner::Pkmap, Some(&mut s.links));
         }
     }
     let per_cpu = v.km_max_idx.min(MAX_LOCAL_SLOTS);
@@ -562,14 +609,17 @@ fn windows(k: &Kernel, pk: &Pkmap, frames: &mut Frames) -> (MapPkmap, MapFixmap)
         .map(|stack| {
             let slots = (0..per_cpu)
                 .map(|slot| {
-                    // kmap_idx(): the CPU's slots from FIX_KMAP_BEGIN, top down.
-                    let index = v.fix_kmap_begin + stack.cpu * v.km_max_idx + slot;
-                    let va = v.fixaddr_top.wrapping_sub(index * PAGE);
+                    // kmap_idx(): the CPU's slots from FIX_KMAP_BEGIN, top
+                    // down (wrapping: the CPU number is the guest's).
+                    let index = v
+                        .fix_kmap_begin
+                        .wrapping_add(stack.cpu.wrapping_mul(v.km_max_idx))
+                        .wrapping_add(slot);
+                    let va = v.fixaddr_top.wrapping_sub(index.wrapping_mul(PAGE));
                     let live = stack.slots.get(slot as usize).map(|l| l.pfn);
                     let mut links = Vec::new();
                     if let Some(pfn) = live {
-                        link(&mut links, frames.cell(pfn));
-                        frames.set(pfn..pfn + 1, Owner::KmapLocal);
+                        frames.mapped(pfn, 1, Owner::KmapLocal, Some(&mut links));
                     }
                     MapSlot {
                         slot,
@@ -619,12 +669,7 @@ fn windows(k: &Kernel, pk: &Pkmap, frames: &mut Frames) -> (MapPkmap, MapFixmap)
 fn cells(k: &Kernel, frames: &Frames) -> Vec<Cell> {
     let mut runs: Vec<Cell> = Vec::new();
     for (index, chunk) in frames.owner.chunks(frames.fpc as usize).enumerate() {
-        let mut counts: BTreeMap<Owner, u64> = BTreeMap::new();
-        for &o in chunk {
-            *counts.entry(o).or_default() += 1;
-        }
-        let mut counts: Vec<(Owner, u64)> = counts.into_iter().collect();
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut counts = tally(chunk);
         counts.truncate(4);
         let owner = counts[0].0;
         let start_pfn = index as u64 * frames.fpc;
@@ -660,14 +705,77 @@ fn cells(k: &Kernel, frames: &Frames) -> Vec<Cell> {
     runs
 }
 
+/// The frames of `chunk` by owner, most first (ties in owner order).
+/// Sorted, not searched: a guest's slab pages can name a different cache
+/// each.
+fn tally(chunk: &[Owner]) -> Vec<(Owner, u64)> {
+    let mut sorted = chunk.to_vec();
+    sorted.sort_unstable();
+    let mut counts: Vec<(Owner, u64)> = Vec::new();
+    for o in sorted {
+        match counts.last_mut() {
+            Some((c, n)) if *c == o => *n += 1,
+            _ => counts.push((o, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts
+}
+
+/// The finest runs of owners that fit in MAX_RUNS: of single frames, or
+/// else of pieces of 2, 4, ... frames, each owned as most of its frames
+/// are. Pieces of a cell's size make at most MAX_CELLS runs, so it ends.
+fn frame_runs(owner: &[Owner]) -> FrameRuns {
+    let mut piece = 1;
+    loop {
+        if let Some(runs) = runs_of(owner, piece) {
+            return runs;
+        }
+        piece *= 2;
+    }
+}
+
+/// The runs of pieces of `piece` frames, or None past MAX_RUNS.
+fn runs_of(owner: &[Owner], piece: usize) -> Option<FrameRuns> {
+    let mut index: BTreeMap<Owner, u32> = BTreeMap::new();
+    let mut out = FrameRuns {
+        frames_per_piece: piece as u64,
+        ..FrameRuns::default()
+    };
+    let mut last = None;
+    for (i, chunk) in owner.chunks(piece).enumerate() {
+        let o = if piece == 1 {
+            chunk[0]
+        } else {
+            tally(chunk)[0].0
+        };
+        if last == Some(o) {
+            continue;
+        }
+        if out.runs.len() == MAX_RUNS {
+            return None;
+        }
+        last = Some(o);
+        let next = index.len() as u32;
+        let at = *index.entry(o).or_insert_with(|| {
+            out.owners.push(o);
+            next
+        });
+        out.runs.push(((i * piece) as u64, at));
+    }
+    Some(out)
+}
+
 impl Render for MemoryMap {
     fn text(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "physical: {} frames of RAM, {} runs drawn, {} frames per cell",
+            "physical: {} frames of RAM, {} runs drawn, {} frames per cell; zoomed in, {} runs of {} frame(s)",
             self.ram_frames,
             self.cells.len(),
-            self.frames_per_cell
+            self.frames_per_cell,
+            self.frames.runs.len(),
+            self.frames.frames_per_piece
         );
         for z in &self.zones {
             let _ = writeln!(

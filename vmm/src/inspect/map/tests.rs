@@ -20,7 +20,15 @@ fn full_map(caller: &str, comm: &str) -> MemoryMap {
             ptov: format!("owner: pfn {i}"),
         })
         .collect();
-    let links: Vec<(u32, u32)> = (0..MAX_LINKS as u32).map(|i| (2 * i, 2 * i)).collect();
+    let links: Vec<(u64, u64)> = (0..MAX_LINKS as u64).map(|i| (2 * i, 2 * i)).collect();
+    // The most fragmented memory the finest level lists: MAX_RUNS runs
+    // of single frames, owners alternating.
+    let owners = vec![
+        Owner::Free { order: 0 },
+        Owner::Slab { cache: 1 },
+        Owner::User { pid: 7 },
+    ];
+    let runs = (0..MAX_RUNS as u64).map(|i| (i, (i % 3) as u32)).collect();
     let slot = |slot| MapSlot {
         slot,
         va: 0xffa0_0000 + slot * PAGE,
@@ -32,7 +40,17 @@ fn full_map(caller: &str, comm: &str) -> MemoryMap {
     MemoryMap {
         ram_frames: end_pfn,
         end_pfn,
+        max_low_pfn: 0x38000,
         frames_per_cell: fpc,
+        frames: FrameRuns {
+            frames_per_piece: 1,
+            owners,
+            runs,
+        },
+        slab_caches: vec![MapCache {
+            id: 1,
+            name: comm.into(),
+        }],
         zones: ["DMA", "Normal", "HighMem"]
             .iter()
             .zip([(0, 0x1000), (0x1000, 0x38000), (0x38000, end_pfn)])
@@ -134,14 +152,73 @@ fn cells_stay_under_the_cap() {
 #[test]
 fn links_merge_into_ranges_and_stop_at_the_cap() {
     let mut links = Vec::new();
-    for cell in [5, 6, 7, 9, 8, 1] {
-        link(&mut links, cell);
+    for pfn in [5, 6, 7, 9, 8, 1] {
+        link(&mut links, pfn, pfn);
     }
     assert_eq!(links, vec![(1, 1), (5, 9)]);
-    for cell in (100..10_000).step_by(2) {
-        link(&mut links, cell);
+    // A 2 MiB page over both, and one that touches the last.
+    link(&mut links, 0, 511);
+    link(&mut links, 512, 1023);
+    assert_eq!(links, vec![(0, 1023)]);
+    for pfn in (2000..10_000).step_by(2) {
+        link(&mut links, pfn, pfn);
     }
     assert_eq!(links.len(), MAX_LINKS);
+    // Past the cap, a range that joins one still widens it.
+    link(&mut links, 1024, 1500);
+    assert_eq!(links[0], (0, 1500));
+    assert_eq!(links.len(), MAX_LINKS);
+}
+
+/// Zoomed in, the physical view shows single frames; memory too
+/// fragmented to list so falls back to pieces of 2, 4, ... frames, each
+/// owned as most of its frames are, and the list stays under MAX_RUNS.
+#[test]
+fn the_finest_runs_are_single_frames_up_to_the_cap() {
+    let (free, slab) = (Owner::Free { order: 2 }, Owner::Slab { cache: 3 });
+    let mut owner = vec![free; 1 << 12];
+    owner[7] = slab;
+    owner[8] = slab;
+    let runs = frame_runs(&owner);
+    assert_eq!(runs.frames_per_piece, 1);
+    assert_eq!(runs.owners, vec![free, slab]);
+    assert_eq!(runs.runs, vec![(0, 0), (7, 1), (9, 0)]);
+
+    // 16 GiB of frames, owners alternating every frame, then every 3.
+    let end = (16u64 << 30) / PAGE;
+    let mut owner: Vec<Owner> = (0..end)
+        .map(|pfn| if pfn % 2 == 0 { free } else { slab })
+        .collect();
+    for (pfn, o) in owner.iter_mut().enumerate().skip(1 << 20) {
+        *o = if pfn % 6 < 4 { free } else { slab };
+    }
+    let runs = frame_runs(&owner);
+    assert!(runs.runs.len() <= MAX_RUNS, "{}", runs.runs.len());
+    assert!(runs.frames_per_piece.is_power_of_two() && runs.frames_per_piece > 1);
+    assert!(runs
+        .runs
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1));
+    assert!(runs.frames_per_piece <= frames_per_cell(end));
+    assert!(frame_runs(&[]).runs.is_empty());
+}
+
+/// Slab frames are named by their cache, as slabinfo names it.
+#[test]
+fn slab_frames_are_labelled_by_cache_name() {
+    let m = full_map("vmalloc_test", "kmalloc-64");
+    assert_eq!(m.label(Owner::Slab { cache: 1 }), "slab kmalloc-64");
+    assert_eq!(
+        m.label(Owner::Slab { cache: 9 }),
+        "slab, cache id 9 (no live cache)"
+    );
+    assert_eq!(
+        m.label(Owner::Slab {
+            cache: mm::slub::LARGE_KMALLOC
+        }),
+        "large kmalloc"
+    );
+    assert!(draw::html(&m, false).contains("slab kmalloc-64"));
 }
 
 /// A caller or command name from the guest is text, never markup.
@@ -158,10 +235,15 @@ fn guest_strings_cannot_inject_markup() {
     }
     let page = draw::html(&m, false);
     assert_eq!(
-        page.matches("<script").count(),
+        page.matches("<script>").count(),
         1,
         "only the page's own script"
     );
+    // The frames' data: a cache name cannot end its element.
+    let m = full_map("a", "</script><script>alert(1)</script>");
+    let page = draw::html(&m, false);
+    assert!(!page.contains("alert(1)</script>"));
+    assert_eq!(page.matches("</script>").count(), 2);
 }
 
 /// The page names no other server: no CDN, no external resource.
