@@ -41,12 +41,8 @@ fn chromium(url: &str, args: &[&str]) -> String {
     let out = Command::new("timeout")
         .arg(HANG.as_secs().to_string())
         .arg("chromium")
+        .args(cdp::HEADLESS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--hide-scrollbars",
             "--enable-logging=stderr",
             "--v=0",
             "--window-size=1400,1800",

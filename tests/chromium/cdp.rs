@@ -13,6 +13,15 @@ use std::sync::mpsc::{self, Receiver};
 use serde_json::{json, Value};
 use system_tests::{tmp, HANG};
 
+/// The flags of every headless chromium the tests run.
+pub const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--hide-scrollbars",
+];
+
 /// A headless chromium with one page, ended when dropped.
 pub struct Browser {
     child: Child,
@@ -41,14 +50,8 @@ impl Browser {
                 "sh",
                 "chromium",
             ])
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--remote-debugging-pipe",
-            ])
+            .args(HEADLESS)
+            .arg("--remote-debugging-pipe")
             .arg(format!("--window-size={width},{height}"))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
