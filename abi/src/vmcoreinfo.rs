@@ -141,6 +141,9 @@ pub mod off {
     pub const PAGE: &str = "page";
     pub const PAGE_FLAGS: &str = "page.flags";
     pub const PAGE_REFCOUNT: &str = "page._refcount";
+    /// u32: how many user page-table entries map the frame (unbiased:
+    /// 0 is unmapped, where Linux's `_mapcount` says -1).
+    pub const PAGE_MAPCOUNT: &str = "page._mapcount";
     pub const PAGE_PRIVATE: &str = "page.private";
     pub const PAGE_NEXT: &str = "page.next";
     pub const PAGE_PREV: &str = "page.prev";
