@@ -274,6 +274,8 @@ pub mod off {
     /// Also `LENGTH(task_struct.comm)`, NUL-padded.
     pub const TASK_COMM: &str = "task_struct.comm";
     pub const TASK_EXIT_CODE: &str = "task_struct.exit_code";
+    /// u64: the parent's task_struct (init_task for init's children).
+    pub const TASK_REAL_PARENT: &str = "task_struct.real_parent";
     pub const MM_STRUCT: &str = "mm_struct";
     pub const MM_PGD: &str = "mm_struct.pgd";
     pub const MM_MMAP: &str = "mm_struct.mmap";

@@ -251,7 +251,8 @@ struct Frame {
     /// root).
     parent_pa: u64,
     parent: Pte,
-    /// The table's whole span lies inside the range.
+    /// The table's whole span lies inside the range (or the bounds
+    /// [`Cursor::free_tables_within`] was given).
     inside: bool,
 }
 
@@ -873,7 +874,44 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        self.apply(range, Tables::FreeUnread, |_, _| Update::Clear, each)
+        self.free_tables_within(range.clone(), range, each)
+    }
+
+    /// free_pgd_range() with its floor and ceiling: [`Cursor::free_tables`]
+    /// over `range` (an area's extent), where a table whose whole span
+    /// lies in `bounds` (the area and the empty space around it: from the
+    /// end of the area below, or of one whose tables are freed already,
+    /// to the start of the area above) is freed even if its span reaches
+    /// past `range`. Only the entries inside `range` are read, so tearing
+    /// down a few areas in a large address space costs a few entries per
+    /// area, not a walk of every table. The caller vouches that nothing is
+    /// mapped in `bounds` outside `range`: what is left there is dropped
+    /// with its table, unread. `bounds` is widened to cover `range`.
+    pub fn free_tables_within(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        each: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        let bounds = bounds.start.min(range.start)..bounds.end.max(range.end);
+        let at = range.start;
+        let mut each = each;
+        let out = self.in_mode(|c, mode| {
+            c.apply_inner(
+                mode,
+                range,
+                bounds,
+                Tables::FreeUnread,
+                &mut |_, _| Update::Clear,
+                &mut each,
+            )
+        });
+        self.path = Path::new(self.root);
+        out.map_err(|(error, va, flush)| RangeError {
+            error,
+            at: va.max(at),
+            flush,
+        })
     }
 
     /// Gives every present leaf in `range` the protection `flags`
@@ -920,8 +958,9 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        let out =
-            self.in_mode(|c, mode| c.apply_inner(mode, range, tables, &mut decide, &mut done));
+        let out = self.in_mode(|c, mode| {
+            c.apply_inner(mode, range.clone(), range, tables, &mut decide, &mut done)
+        });
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
@@ -931,12 +970,15 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         })
     }
 
-    /// [`Cursor::apply`] in `mode`, which is `self.cfg.mode`.
+    /// [`Cursor::apply`] in `mode`, which is `self.cfg.mode`; tables are
+    /// freed (see [`Tables`]) when their span lies in `bounds`, which
+    /// covers `range`.
     #[inline(always)]
     fn apply_inner(
         &mut self,
         mode: &'static PagingMode,
         range: Range<u64>,
+        bounds: Range<u64>,
         tables: Tables,
         decide: &mut impl FnMut(&Leaf, &LevelDesc) -> Update,
         done: &mut impl FnMut(&Leaf),
@@ -954,6 +996,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             return Ok(Flush::none());
         }
         let last = range.end - 1;
+        let bounds_last = bounds.end - 1;
         let cfg = self.cfg;
         let dec = Decoder::new(mode, &cfg);
         for va in [start, last] {
@@ -1050,7 +1093,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             };
             if !decoded.leaf {
                 let child = dec.table(entry);
-                let inside = va >= start && va + (size - 1) <= last;
+                let inside = va >= bounds.start && va + (size - 1) <= bounds_last;
                 if tables == Tables::FreeUnread && inside && f.depth + 2 == levels.len() {
                     // A table of leaves the caller zapped: free_pte_range().
                     if let Err(e) = self.write(va, entry_pa, Pte::EMPTY) {

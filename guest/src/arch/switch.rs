@@ -376,6 +376,16 @@ pub(super) fn begin_user() {
     c.user.store(true, Ordering::Relaxed);
 }
 
+/// exec's reset of the running user thread's FS and GS (start_thread()
+/// loads null selectors and bases): the new program starts as a first
+/// entry to ring 3 does.
+pub fn clear_user_segments() {
+    let c = &CONTEXTS[current_slot()];
+    let _irqs = super::irqflags::local_irq_save();
+    c.segments.clear();
+    c.segments.load();
+}
+
 /// On the thread just resumed: the one it replaced is now saved and off
 /// this CPU. Returns that one's slot.
 fn finish_switch() -> usize {

@@ -5,16 +5,21 @@
 
 use abi::layout::PAGE_SIZE;
 use mm::vma::{Placement, VmFlags, VmaKind};
+use pagetable::PteFlags;
 
 use mm::slub::SlabError;
 
+use super::address_space::{Args, ExecError};
 use super::fault::kill;
-use super::{exit_current, with_current, ExitStatus};
+use super::{
+    current_pid, current_ppid, exit_current, with_current, ExitStatus, WaitError, WaitFor, SIGKILL,
+};
 use crate::arch::mem::KernelPage;
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::console::print;
 use crate::kprintln;
 use crate::mm::events::{count, EVENTS};
+use crate::programs;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const SYS_WRITE: u64 = 1;
@@ -22,11 +27,20 @@ const SYS_MMAP: u64 = 9;
 const SYS_MUNMAP: u64 = 11;
 const SYS_BRK: u64 = 12;
 const SYS_GETPID: u64 = 39;
+const SYS_CLONE: u64 = 56;
+const SYS_FORK: u64 = 57;
+const SYS_EXECVE: u64 = 59;
 const SYS_EXIT: u64 = 60;
+const SYS_WAIT4: u64 = 61;
+const SYS_GETPPID: u64 = 110;
+const SYS_GETTID: u64 = 186;
 const SYS_EXIT_GROUP: u64 = 231;
 
+const ENOENT: i64 = 2;
+const ECHILD: i64 = 10;
 const EFAULT: i64 = 14;
 const EINVAL: i64 = 22;
+const ENAMETOOLONG: i64 = 36;
 const ENOSYS: i64 = 38;
 
 const PROT_READ: u64 = 1;
@@ -36,10 +50,26 @@ const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 
+/// clone()'s flags: the signal sent to the parent at exit (CSIGNAL) is all
+/// a fork-like clone may ask for.
+const CSIGNAL: u64 = 0xff;
+/// wait4() options: WNOHANG is honoured; no child is ever stopped or
+/// continued, so WUNTRACED and WCONTINUED change nothing.
+const WNOHANG: u64 = 1;
+const WUNTRACED: u64 = 2;
+const WCONTINUED: u64 = 8;
+/// sizeof(struct rusage) on x86-64: wait4() reports no usage (zeros).
+const RUSAGE_SIZE: usize = 144;
+
 /// The most a single write() copies to the console.
 const WRITE_MAX: u64 = 4096;
+/// The longest program path execve() takes, with its NUL.
+const PATH_MAX: usize = 256;
 
 pub fn dispatch(frame: &mut TrapFrame) {
+    // Process context, with interrupts on as do_syscall_64() turns them
+    // on: a call may sleep (wait4). The way back to ring 3 turns them off.
+    crate::arch::irqflags::local_irq_enable();
     count(&EVENTS.syscalls, 1);
     if frame.vector != crate::arch::user::SYSCALL_VECTOR {
         count(&EVENTS.syscall_fallbacks, 1);
@@ -52,7 +82,18 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4] as i64),
         SYS_MUNMAP => sys_munmap(args[0], args[1]),
         SYS_BRK => sys_brk(args[0]),
-        SYS_GETPID => Ok(with_current(|t| i64::from(t.pid))),
+        SYS_GETPID | SYS_GETTID => Ok(i64::from(current_pid())),
+        SYS_GETPPID => Ok(i64::from(current_ppid())),
+        SYS_FORK => Ok(sys_clone(frame, 0, 0)),
+        SYS_CLONE => Ok(sys_clone(frame, args[0], args[1])),
+        SYS_EXECVE => match sys_execve(args[0], args[1]) {
+            Ok(entry) => {
+                *frame = entry;
+                return;
+            }
+            Err(errno) => Ok(-errno),
+        },
+        SYS_WAIT4 => Ok(sys_wait4(args[0] as i32, args[1], args[2], args[3])),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
         nr => Ok(sys_ni_syscall(nr)),
     };
@@ -60,6 +101,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Ok(ret) => frame.rax = ret as u64,
         Err(_) => kill(
             frame,
+            SIGKILL,
             format_args!("out of memory for its vm_area_struct objects"),
         ),
     }
@@ -84,24 +126,18 @@ fn sys_ni_syscall(nr: u64) -> i64 {
 
 /// write(fd, buf, count) to the console (fd 1 and 2). The bytes are read
 /// through the page tables, faulting pages in as a user access would.
+/// Not inlined: its buffer stays off the kernel stack of the other calls.
+#[inline(never)]
 fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     if fd != 1 && fd != 2 {
         return -EINVAL;
     }
     let len = len.min(WRITE_MAX);
     let mut text = [0u8; WRITE_MAX as usize];
-    let mut done = 0;
-    while done < len {
-        let va = buf.wrapping_add(done);
-        let in_page = (PAGE_SIZE - va % PAGE_SIZE).min(len - done);
-        let chunk = &mut text[done as usize..(done + in_page) as usize];
-        let read = with_user_page(va, |page| page.read_bytes((va % PAGE_SIZE) as usize, chunk));
-        if read.is_none() {
-            return -EFAULT;
-        }
-        done += in_page;
+    let text = &mut text[..len as usize];
+    if let Err(errno) = copy_from_user(buf, text) {
+        return -errno;
     }
-    let text = &text[..len as usize];
     match core::str::from_utf8(text) {
         Ok(s) => print(format_args!("{s}")),
         Err(_) => print(format_args!("{text:?}")),
@@ -109,16 +145,168 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     len as i64
 }
 
-/// The frame behind a readable user address, faulting it in if needed
-/// (copy_from_user's job, done by walking instead of touching), lent to
-/// `f`.
-fn with_user_page<R>(va: u64, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
+/// clone(flags, newsp, ...) and fork(): a new process with a copy-on-write
+/// copy of this one's memory, which returns 0 (on `newsp` if given);
+/// this side gets its pid. Only fork's kind of clone is supported: no
+/// flag beyond the exit signal (threads, CLONE_VM, are not), else EINVAL.
+fn sys_clone(frame: &TrapFrame, flags: u64, newsp: u64) -> i64 {
+    if flags & !CSIGNAL != 0 {
+        return -EINVAL;
+    }
+    let child = TrapFrame {
+        rsp: if newsp != 0 { newsp } else { frame.rsp },
+        ..*frame
+    };
+    match super::fork(&child) {
+        Ok(pid) => i64::from(pid),
+        Err(e) => -e.errno(),
+    }
+}
+
+/// execve(path, argv, envp): runs the program at `path` in the initramfs
+/// (a leading `/` names its root) with the argument strings of `argv`
+/// (NULL: none) and an empty environment. Returns the frame the new
+/// program starts from, or the errno with this program left as it was.
+/// Not inlined, for its buffers (as `sys_write`).
+#[inline(never)]
+fn sys_execve(path: u64, argv: u64) -> Result<TrapFrame, i64> {
+    let mut name = [0u8; PATH_MAX];
+    let len = strncpy_from_user(path, &mut name).map_err(|e| match e {
+        CopyError::Fault => EFAULT,
+        CopyError::TooLong => ENAMETOOLONG,
+    })?;
+    let name = core::str::from_utf8(&name[..len]).map_err(|_| ENOENT)?;
+    let program = programs::find(name.strip_prefix('/').unwrap_or(name)).ok_or(ENOENT)?;
+    let mut args = Args::new();
+    let mut next = argv;
+    while next != 0 {
+        let mut pointer = [0u8; 8];
+        copy_from_user(next, &mut pointer)?;
+        let arg = u64::from_le_bytes(pointer);
+        if arg == 0 {
+            break;
+        }
+        let len = strncpy_from_user(arg, args.room()).map_err(|e| match e {
+            CopyError::Fault => EFAULT,
+            CopyError::TooLong => ExecError::TooBig.errno(),
+        })?;
+        args.commit(len).map_err(|e| e.errno())?;
+        next = next.checked_add(8).ok_or(EFAULT)?;
+    }
+    super::exec(&program, &args).map_err(|e| e.errno())
+}
+
+/// wait4(pid, wstatus, options, rusage): reaps an exited child (`pid` -1
+/// or 0: any, there being one process group; > 0: that one; < -1: a
+/// group this kernel does not have, so none), sleeping until one exits
+/// unless WNOHANG. Stores its wait status and a zero rusage where asked.
+/// Returns its pid, 0 for WNOHANG with none exited yet, or -ECHILD.
+fn sys_wait4(pid: i32, wstatus: u64, options: u64, rusage: u64) -> i64 {
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED) != 0 {
+        return -EINVAL;
+    }
+    let which = match pid {
+        -1 | 0 => WaitFor::Any,
+        pid if pid > 0 => WaitFor::Pid(pid as u32),
+        _ => return -ECHILD,
+    };
+    let (child, status) = match super::wait(which, options & WNOHANG != 0) {
+        Ok(reaped) => reaped,
+        Err(WaitError::NoChild) => return -ECHILD,
+        Err(WaitError::NoneExited) => return 0,
+    };
+    if wstatus != 0 {
+        if let Err(errno) = copy_to_user(wstatus, &status.wait_status().to_le_bytes()) {
+            return -errno;
+        }
+    }
+    if rusage != 0 {
+        if let Err(errno) = copy_to_user(rusage, &[0; RUSAGE_SIZE]) {
+            return -errno;
+        }
+    }
+    i64::from(child)
+}
+
+/// Why a string could not be copied from user memory.
+enum CopyError {
+    Fault,
+    /// No NUL within the buffer.
+    TooLong,
+}
+
+/// strncpy_from_user(): the NUL-terminated string at user address `va`
+/// into `buf`; returns its length without the NUL.
+fn strncpy_from_user(va: u64, buf: &mut [u8]) -> Result<usize, CopyError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = va.checked_add(done as u64).ok_or(CopyError::Fault)?;
+        let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(buf.len() - done);
+        let chunk = &mut buf[done..done + in_page];
+        copy_from_user(at, chunk).map_err(|_| CopyError::Fault)?;
+        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+            return Ok(done + nul);
+        }
+        done += in_page;
+    }
+    Err(CopyError::TooLong)
+}
+
+/// copy_from_user(): fills `out` from user address `va`, faulting pages in
+/// as a read would. EFAULT where the range is not readable user memory.
+fn copy_from_user(va: u64, out: &mut [u8]) -> Result<(), i64> {
+    let mut done = 0;
+    while done < out.len() {
+        let at = va.checked_add(done as u64).ok_or(EFAULT)?;
+        let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(out.len() - done);
+        let chunk = &mut out[done..done + in_page];
+        with_user_page(at, false, |page| {
+            page.read_bytes((at % PAGE_SIZE) as usize, chunk)
+        })
+        .ok_or(EFAULT)?;
+        done += in_page;
+    }
+    Ok(())
+}
+
+/// copy_to_user(): writes `bytes` at user address `va`, faulting pages in
+/// (or copying them, copy-on-write) as a write would. EFAULT where the
+/// range is not writable user memory.
+fn copy_to_user(va: u64, bytes: &[u8]) -> Result<(), i64> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let at = va.checked_add(done as u64).ok_or(EFAULT)?;
+        let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(bytes.len() - done);
+        let chunk = &bytes[done..done + in_page];
+        with_user_page(at, true, |page| {
+            page.write_bytes((at % PAGE_SIZE) as usize, chunk)
+        })
+        .ok_or(EFAULT)?;
+        done += in_page;
+    }
+    Ok(())
+}
+
+/// The frame behind user address `va`, faulted in first as a read (or,
+/// with `write`, a write: a read-only copy-on-write page gets its own
+/// copy) would be, lent to `f`: copy_from_user()'s and copy_to_user()'s
+/// job, done by walking instead of touching.
+fn with_user_page<R>(va: u64, write: bool, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
     with_current(|t| {
         if va >= mm::vma::TASK_SIZE {
             return None;
         }
-        if t.mm.translate(va).is_none() {
-            t.mm.handle_fault(va, PageFaultError::USER.bits()).ok()?;
+        let mut code = PageFaultError::USER;
+        if write {
+            code |= PageFaultError::WRITE;
+        }
+        match t.mm.leaf(va) {
+            Some((_, flags)) if !write || flags.contains(PteFlags::WRITABLE) => {}
+            Some(_) => {
+                t.mm.handle_fault(va, (code | PageFaultError::PROT).bits())
+                    .ok()?
+            }
+            None => t.mm.handle_fault(va, code.bits()).ok()?,
         }
         t.mm.with_user_page(va, f)
     })

@@ -368,6 +368,32 @@ pub fn join(tid: Tid) -> Result<(), wait::SleepError> {
     })
 }
 
+/// Sleeps until `condition` holds, checking it again each time a thread
+/// has exited and its slot is free (what init waits on: a child's death,
+/// and room to start a task that waits for a thread).
+pub fn wait_for_exits(
+    wchan: &'static str,
+    condition: impl FnMut() -> bool,
+) -> Result<(), wait::SleepError> {
+    EXITED.wait_event(wchan, condition)
+}
+
+/// Whether a thread slot is free for a new thread.
+pub fn has_free_slot() -> bool {
+    with_rq(|rq| {
+        rq.threads[INIT + 1..]
+            .iter()
+            .any(|t| t.state == State::Unused)
+    })
+}
+
+/// set_task_comm() for the running thread (exec): the name the host's
+/// thread table shows.
+pub fn set_name(name: &'static str) {
+    let me = current_slot();
+    with_rq(|rq| rq.threads[me].name = name);
+}
+
 /// schedule(): gives this CPU to the next runnable thread, if there is
 /// another; returns when this thread runs again (on whichever CPU). A
 /// thread that set itself Sleeping or Dead stays off the CPU until woken.

@@ -12,7 +12,7 @@ use crate::mm::events::EVENTS;
 use crate::mm::slab::slab_pages;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
 use crate::process::address_space::ExecError;
-use crate::process::{run_queue, spawn, with_task, ExitStatus};
+use crate::process::{run_queue, spawn, with_task, ExitStatus, SIGKILL, SIGSEGV};
 use crate::programs;
 
 pub const SUITE: Suite = Suite {
@@ -110,7 +110,11 @@ fn each_process_has_its_own_cr3() -> TestResult {
             .read_u64(pml4e.addr() + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64)
             .map(|e| Pte(e).addr())
     };
-    let found = |pid| with_task(pid, |t| t.mm.pgd()).map(|pgd| (pgd, quarter(pgd)));
+    let found = |pid| {
+        with_task(pid, |t| t.mm.as_ref().map(|mm| mm.pgd()))
+            .flatten()
+            .map(|pgd| (pgd, quarter(pgd)))
+    };
     let (ra, rb) = (found(a), found(b));
     let mut ran = 0;
     run_queue(|pid, _, _| ran += u32::from(pid == a || pid == b));
@@ -133,7 +137,7 @@ fn each_process_has_its_own_cr3() -> TestResult {
 
 fn bad_accesses_kill_the_task() -> TestResult {
     for name in ["segv", "rowrite", "kernel"] {
-        check_eq!(run(name)?, ExitStatus::Killed, "{name}");
+        check_eq!(run(name)?, ExitStatus::Killed(SIGSEGV), "{name}");
     }
     // The kernel went on: a good program still runs.
     check_eq!(run("demo")?, ExitStatus::Exited(0), "demo after the kills");
@@ -168,34 +172,39 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let mapped = with_task(pid, |t| {
-        t.mm.change_vmas(|v, unmap| {
-            v.mmap(
-                Placement::Hint(0),
-                0x10000,
-                VmFlags::DATA_DEFAULT,
-                VmaKind::Anon,
-                unmap,
-            )
+        t.mm.as_mut().map(|mm| {
+            mm.change_vmas(|v, unmap| {
+                v.mmap(
+                    Placement::Hint(0),
+                    0x10000,
+                    VmFlags::DATA_DEFAULT,
+                    VmaKind::Anon,
+                    unmap,
+                )
+            })
         })
-    });
+    })
+    .flatten();
     let compared = with_task(pid, |t| {
+        let mm = t.mm.as_ref()?;
         let mut list = [(0u64, 0u64); 8];
         let mut n = 0;
         // Walk the list by address, as the host does.
-        let mut vma = t.mm.mm_struct().map_or(0, |mm| mm.mmap);
-        while let Some(obj) = t.mm.vma_object(vma).filter(|_| n < list.len()) {
+        let mut vma = mm.mm_struct().mmap;
+        while let Some(obj) = mm.vma_object(vma).filter(|_| n < list.len()) {
             list[n] = (obj.vm_start, obj.vm_end);
             n += 1;
             vma = obj.vm_next;
         }
         let mut tree = [(0u64, 0u64); 8];
         let mut m = 0;
-        for v in t.mm.vmas.iter().take(8) {
+        for v in mm.vmas.iter().take(8) {
             tree[m] = (v.start, v.end);
             m += 1;
         }
-        (n, list, m, tree)
-    });
+        Some((n, list, m, tree))
+    })
+    .flatten();
     run_queue(|_, _, _| {});
     check!(
         matches!(mapped, Some(Ok(Ok(_)))),
@@ -216,12 +225,12 @@ fn vma_objects_mirror_the_tree() -> TestResult {
 fn forged_syscalls_are_contained() -> TestResult {
     check_eq!(
         run("forge")?,
-        ExitStatus::Killed,
+        ExitStatus::Killed(SIGSEGV),
         "forge (IOPL 3 in R11, then `out`)"
     );
     check_eq!(
         run("forgerip")?,
-        ExitStatus::Killed,
+        ExitStatus::Killed(SIGSEGV),
         "forgerip (non-canonical RCX)"
     );
     check_eq!(
@@ -294,7 +303,7 @@ fn out_of_memory_is_an_error() -> TestResult {
     );
     check_eq!(
         ended,
-        Some(ExitStatus::Killed),
+        Some(ExitStatus::Killed(SIGKILL)),
         "demo with no lowmem for its page tables"
     );
     check_eq!(after.0, before.0, "free HIGHMEM pages afterwards");

@@ -1,0 +1,66 @@
+//! forkbomb: every process forks until fork fails, then reaps its
+//! children and exits, telling its parent what its subtree saw (the exit
+//! status's bits: ENOMEM, a child killed, another error). The first
+//! process prints what the whole tree saw, and exits 0 if memory ran out
+//! (fork's ENOMEM, or a process killed for want of memory) and nothing
+//! else went wrong.
+#![no_std]
+#![no_main]
+
+use rt::{println, Status};
+
+/// Some fork failed with ENOMEM.
+const NO_MEMORY: i32 = 1;
+/// Some process was killed (the OOM killer's SIGKILL).
+const KILLED: i32 = 2;
+/// Something else failed.
+const OTHER: i32 = 4;
+
+rt::entry!(main);
+
+fn main(_: &rt::Startup) -> i32 {
+    let first = rt::getpid();
+    let mut saw = 0;
+    let mut forks = 0u64;
+    loop {
+        match rt::fork() {
+            // The child forks on, from its own count.
+            Ok(0) => forks = 0,
+            Ok(_) => forks += 1,
+            Err(rt::ENOMEM) => {
+                saw |= NO_MEMORY;
+                break;
+            }
+            Err(e) => {
+                println!("forkbomb: fork failed with errno {e}");
+                saw |= OTHER;
+                break;
+            }
+        }
+    }
+    loop {
+        match rt::waitpid(-1) {
+            Ok((_, Status::Exited(bits))) => saw |= bits,
+            Ok((_, Status::Killed(_))) => saw |= KILLED,
+            Err(rt::ECHILD) => break,
+            Err(_) => {
+                saw |= OTHER;
+                break;
+            }
+        }
+    }
+    if rt::getpid() != first {
+        return saw;
+    }
+    println!(
+        "forkbomb: the first process forked {forks} times; out of memory: fork's ENOMEM {}, OOM kills {}, other errors {}",
+        saw & NO_MEMORY != 0,
+        saw & KILLED != 0,
+        saw & OTHER != 0
+    );
+    if saw & (NO_MEMORY | KILLED) != 0 && saw & OTHER == 0 {
+        0
+    } else {
+        1
+    }
+}
