@@ -308,7 +308,8 @@ pub mod off {
     pub const THREAD_ALLOWED: &str = "thread.cpus_allowed";
     /// The per-CPU slot table (`SYMBOL(current_slot)`) has LENGTH only.
     pub const CURRENT_SLOT: &str = "current_slot";
-    /// u64 in a wait queue: bit N set while slot N sleeps on it.
+    /// The bitmap in a wait queue, `LENGTH` u64s (1 if not given): bit N
+    /// of word W set while slot 64 W + N sleeps on it.
     pub const WAIT_QUEUE_WAITERS: &str = "wait_queue_head.waiters";
 }
 

@@ -30,8 +30,10 @@ use super::{cpu, gdt};
 use crate::mm::events::{mod_stat, VM_STAT};
 use crate::mm::{alloc_pages, free_pages};
 
-/// Thread slots, idle threads included.
-pub const MAX_THREADS: usize = 64;
+/// Thread slots, idle threads included: how many threads (and so
+/// processes, one thread each) there can be at once. Past them, fork
+/// fails with EAGAIN, as Linux's does past max_threads.
+pub const MAX_THREADS: usize = 2048;
 
 /// THREAD_SIZE on x86-64: four pages.
 const THREAD_SIZE_ORDER: u32 = 2;

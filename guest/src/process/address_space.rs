@@ -74,6 +74,8 @@ pub enum ExecError {
     NotExecutable(ElfError),
     /// E2BIG: more arguments than [`MAX_ARGS`] or [`ARG_MAX`] bytes.
     TooBig,
+    /// EAGAIN: every thread slot is taken (fork past max_threads).
+    NoThread,
 }
 
 impl ExecError {
@@ -82,6 +84,7 @@ impl ExecError {
         match self {
             ExecError::NotExecutable(_) => 8,
             ExecError::TooBig => 7,
+            ExecError::NoThread => 11,
             ExecError::Vma(e) => i64::from(e.errno()),
             ExecError::NoMemory | ExecError::Map(_) | ExecError::Slab(_) => 12,
         }
@@ -123,6 +126,7 @@ impl fmt::Display for ExecError {
                 write!(f, "not a program this kernel runs (ENOEXEC): {e}")
             }
             ExecError::TooBig => write!(f, "argument list too long (E2BIG)"),
+            ExecError::NoThread => write!(f, "no thread slot left (EAGAIN)"),
         }
     }
 }

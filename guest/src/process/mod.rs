@@ -8,9 +8,10 @@
 //! zombie until its parent reaps it with wait4; the children of a task
 //! that exits go to init, which reaps them (`run_queue`).
 //!
-//! How many tasks there are is a matter of memory: task_structs come from
-//! their slab cache, and a task that finds every thread slot taken waits
-//! for one (init starts it once a thread has exited).
+//! How many tasks there are is a matter of memory, up to the thread
+//! table's MAX_THREADS: task_structs come from their slab cache; fork
+//! past the thread slots fails with EAGAIN (as past Linux's max_threads),
+//! and a program init starts waits for a slot.
 
 pub mod address_space;
 pub mod fault;
@@ -198,14 +199,23 @@ pub fn spawn(program: &Program) -> Result<u32, ExecError> {
 
 /// fork(): a child of the current task with a copy-on-write copy of its
 /// address space (dup_mm()), which returns 0 from the same system call
-/// (`frame`, the caller's registers) once its thread runs. Returns the
-/// child's pid.
+/// (`frame`, the caller's registers) once its thread runs on any CPU.
+/// Returns the child's pid. Out of memory, or of thread slots (EAGAIN),
+/// everything taken for the child goes back.
 pub fn fork(frame: &TrapFrame) -> Result<u32, ExecError> {
+    if !sched::has_free_slot() {
+        return Err(ExecError::NoThread);
+    }
     let (ppid, name, mm) = with_current(|t| Ok::<_, ExecError>((t.pid, t.name, t.mm.dup()?)))?;
     let child = TrapFrame { rax: 0, ..*frame };
     let pid = new_task(ppid, name, mm, child)?;
+    if !wake_up_new_task(pid) {
+        // Another fork took the last slot meanwhile.
+        let child = TASKS.lock().remove(pid);
+        drop(child);
+        return Err(ExecError::NoThread);
+    }
     count(&EVENTS.forks, 1);
-    wake_up_new_task(pid);
     Ok(pid)
 }
 
@@ -357,17 +367,25 @@ fn waiting_for_thread(tasks: &mut TaskTable) -> bool {
     waiting
 }
 
-/// wake_up_new_task(): `pid` runs on a thread of its own, on any CPU, if a
-/// thread slot is free; else it waits for one (`start_tasks`).
-fn wake_up_new_task(pid: u32) {
+/// wake_up_new_task(): `pid` runs on a thread of its own, on any CPU.
+/// False when no thread slot is free (the task keeps its stack).
+fn wake_up_new_task(pid: u32) -> bool {
     let mut tasks = TASKS.lock();
-    let Some(task) = tasks.get(pid) else { return };
+    let Some(task) = tasks.get(pid) else {
+        return false;
+    };
     let Some(stack) = task.stack.take() else {
-        return;
+        return false;
     };
     match sched::spawn_user(task.name, user_thread, pid, stack) {
-        Ok(tid) => task.thread = Some(tid),
-        Err((_, stack)) => task.stack = Some(stack),
+        Ok(tid) => {
+            task.thread = Some(tid);
+            true
+        }
+        Err((_, stack)) => {
+            task.stack = Some(stack);
+            false
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! forkbomb: every process forks until fork fails, then reaps its
 //! children and exits, telling its parent what its subtree saw (the exit
-//! status's bits: ENOMEM, a child killed, another error). The first
-//! process prints what the whole tree saw, and exits 0 if memory ran out
-//! (fork's ENOMEM, or a process killed for want of memory) and nothing
-//! else went wrong.
+//! status's bits: ENOMEM, a child killed, EAGAIN, another error). The
+//! first process prints what the whole tree saw, and exits 0 if the
+//! kernel ran out (memory: fork's ENOMEM or a process killed for want of
+//! it; or thread slots: EAGAIN) and nothing else went wrong.
 #![no_std]
 #![no_main]
 
@@ -15,6 +15,8 @@ const NO_MEMORY: i32 = 1;
 const KILLED: i32 = 2;
 /// Something else failed.
 const OTHER: i32 = 4;
+/// Some fork failed with EAGAIN (no thread slot left).
+const NO_THREAD: i32 = 8;
 
 rt::entry!(main);
 
@@ -29,6 +31,10 @@ fn main(_: &rt::Startup) -> i32 {
             Ok(_) => forks += 1,
             Err(rt::ENOMEM) => {
                 saw |= NO_MEMORY;
+                break;
+            }
+            Err(rt::EAGAIN) => {
+                saw |= NO_THREAD;
                 break;
             }
             Err(e) => {
@@ -53,12 +59,13 @@ fn main(_: &rt::Startup) -> i32 {
         return saw;
     }
     println!(
-        "forkbomb: the first process forked {forks} times; out of memory: fork's ENOMEM {}, OOM kills {}, other errors {}",
+        "forkbomb: the first process forked {forks} times; fork's ENOMEM {}, OOM kills {}, fork's EAGAIN {}, other errors {}",
         saw & NO_MEMORY != 0,
         saw & KILLED != 0,
+        saw & NO_THREAD != 0,
         saw & OTHER != 0
     );
-    if saw & (NO_MEMORY | KILLED) != 0 && saw & OTHER == 0 {
+    if saw & (NO_MEMORY | KILLED | NO_THREAD) != 0 && saw & OTHER == 0 {
         0
     } else {
         1
