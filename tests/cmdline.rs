@@ -25,7 +25,7 @@ fn refused(cmdline: &str, reason: &str) {
 fn unknown_names_are_refused() {
     refused(
         "selftest=off run=demo,nosuch",
-        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip, gsload, forktest, forkloop, forkbomb, exectest, execargs, forkspin)",
+        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip, gsload, forktest, forkloop, forkbomb, exectest, execargs, forkspin, cowoom)",
     );
     refused(
         "selftest=paging,nosuch",

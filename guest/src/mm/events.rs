@@ -33,6 +33,11 @@ macro_rules! events {
         }
 
         impl Snapshot {
+            /// What each counter counted since `before`.
+            pub fn since(&self, before: &Snapshot) -> Snapshot {
+                Snapshot { $($name: self.$name.wrapping_sub(before.$name),)* }
+            }
+
             /// (name, meaning, value) for every counter.
             pub fn rows(&self) -> [(&'static str, &'static str, u64); [$(stringify!($name)),*].len()] {
                 [$((stringify!($name), $what, self.$name),)*]

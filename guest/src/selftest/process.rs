@@ -51,7 +51,7 @@ pub const SUITE: Suite = Suite {
 };
 
 /// Runs one program to completion and returns how it ended.
-fn run(name: &str) -> Result<ExitStatus, Failure> {
+pub(super) fn run(name: &str) -> Result<ExitStatus, Failure> {
     let program =
         programs::find(name).ok_or_else(|| Failure::new(format_args!("no program {name}")))?;
     spawn(&program).map_err(|e| Failure::new(format_args!("spawn {name}: {e}")))?;
@@ -62,7 +62,7 @@ fn run(name: &str) -> Result<ExitStatus, Failure> {
 
 /// Free pages per zone, counting those on the per-CPU lists (free, but
 /// outside the zone's NR_FREE_PAGES, as in Linux).
-fn free_counts() -> [u64; 3] {
+pub(super) fn free_counts() -> [u64; 3] {
     with_node(|n| {
         [ZoneType::Dma, ZoneType::Normal, ZoneType::Highmem]
             .map(|z| n.zone(z).free_pages() + n.pcp_count(z))
@@ -243,13 +243,13 @@ fn forged_syscalls_are_contained() -> TestResult {
 
 /// Every lowmem block the allocator still gives for a GFP mask, largest
 /// first, on a list linked through the blocks themselves.
-struct Hog {
+pub(super) struct Hog {
     blocks: FrameList,
     pages: u64,
 }
 
 impl Hog {
-    fn take_all(gfp: mm::gfp::Gfp) -> Hog {
+    pub(super) fn take_all(gfp: mm::gfp::Gfp) -> Hog {
         let mut hog = Hog {
             blocks: FrameList::new(),
             pages: 0,
@@ -266,7 +266,18 @@ impl Hog {
         hog
     }
 
-    fn give_back(mut self) {
+    /// Every lowmem block but a block of 2^`order` pages, which stays
+    /// free for the test (with what the watermarks keep back).
+    pub(super) fn take_all_but(order: u32) -> Hog {
+        let kept = alloc_pages(Gfp::KERNEL, order);
+        let hog = Hog::take_all(Gfp::KERNEL);
+        if let Ok(kept) = kept {
+            let _ = free_pages(kept);
+        }
+        hog
+    }
+
+    pub(super) fn give_back(mut self) {
         while let Some(frames) = self.blocks.pop() {
             let _ = free_pages(frames);
         }

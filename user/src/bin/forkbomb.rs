@@ -1,9 +1,10 @@
-//! forkbomb: every process forks until fork fails, then reaps its
-//! children and exits, telling its parent what its subtree saw (the exit
-//! status's bits: ENOMEM, a child killed, EAGAIN, another error). The
-//! first process prints what the whole tree saw, and exits 0 if the
-//! kernel ran out (memory: fork's ENOMEM or a process killed for want of
-//! it; or thread slots: EAGAIN) and nothing else went wrong.
+//! forkbomb: every process forks until fork fails (or a child it reaps on
+//! the way saw the kernel run out), then reaps its children and exits,
+//! telling its parent what its subtree saw (the exit status's bits:
+//! ENOMEM, a child killed, EAGAIN, another error). The first process
+//! prints what the whole tree saw, and exits 0 if the kernel ran out
+//! (memory: fork's ENOMEM or a process killed for want of it; or thread
+//! slots: EAGAIN) and nothing else went wrong.
 #![no_std]
 #![no_main]
 
@@ -20,6 +21,22 @@ const NO_THREAD: i32 = 8;
 
 rt::entry!(main);
 
+/// Reaps children (with WNOHANG, only those that have exited) until none
+/// is left to reap, folding in what their subtrees saw.
+fn reap(saw: &mut i32, options: u64) {
+    loop {
+        match rt::wait4(-1, options) {
+            Ok(Some((_, Status::Exited(bits)))) => *saw |= bits,
+            Ok(Some((_, Status::Killed(_)))) => *saw |= KILLED,
+            Ok(None) | Err(rt::ECHILD) => return,
+            Err(_) => {
+                *saw |= OTHER;
+                return;
+            }
+        }
+    }
+}
+
 fn main(_: &rt::Startup) -> i32 {
     let first = rt::getpid();
     let mut saw = 0;
@@ -27,8 +44,19 @@ fn main(_: &rt::Startup) -> i32 {
     loop {
         match rt::fork() {
             // The child forks on, from its own count.
-            Ok(0) => forks = 0,
-            Ok(_) => forks += 1,
+            Ok(0) => {
+                forks = 0;
+                saw = 0;
+            }
+            Ok(_) => {
+                forks += 1;
+                // A child that found the kernel out of memory or threads
+                // (or was killed for want of memory) ends the forking too.
+                reap(&mut saw, rt::WNOHANG);
+                if saw != 0 {
+                    break;
+                }
+            }
             Err(rt::ENOMEM) => {
                 saw |= NO_MEMORY;
                 break;
@@ -44,17 +72,7 @@ fn main(_: &rt::Startup) -> i32 {
             }
         }
     }
-    loop {
-        match rt::waitpid(-1) {
-            Ok((_, Status::Exited(bits))) => saw |= bits,
-            Ok((_, Status::Killed(_))) => saw |= KILLED,
-            Err(rt::ECHILD) => break,
-            Err(_) => {
-                saw |= OTHER;
-                break;
-            }
-        }
-    }
+    reap(&mut saw, 0);
     if rt::getpid() != first {
         return saw;
     }

@@ -297,7 +297,11 @@ fn ps_and_vma_read_the_task_list() {
     let lines: Vec<&str> = ps.text.lines().collect();
     assert_eq!(lines.len(), 4, "{}", ps.text);
     assert!(lines[1].ends_with("[swapper_pg_dir]"));
-    assert!(lines[2].starts_with(">    7      -  running"), "{}", ps.text);
+    assert!(
+        lines[2].starts_with(">    7      -  running"),
+        "{}",
+        ps.text
+    );
     assert!(lines[2].ends_with("spin"));
     assert!(lines[3].contains("0x0000b000") && lines[3].ends_with("demo"));
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
@@ -363,7 +367,11 @@ fn ps_shows_each_parent() {
         ps.text
     );
     let lines: Vec<&str> = ps.text.lines().collect();
-    assert!(lines[3].starts_with("     8      7  running"), "{}", ps.text);
+    assert!(
+        lines[3].starts_with("     8      7  running"),
+        "{}",
+        ps.text
+    );
     assert!(ps.text.contains("task 10: real_parent"), "{}", ps.text);
     assert!(
         ps.text.contains(&format!(
