@@ -861,6 +861,20 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         self.apply(range, Tables::Free, |_, _| Update::Clear, each)
     }
 
+    /// [`Cursor::unmap_and_free_tables`] with the floor and ceiling of
+    /// [`Cursor::free_tables_within`]: unmap_vmas() and free_pgtables()
+    /// for one area in one walk. Every table under `range` whose span lies
+    /// in `bounds` is freed, the caller vouching that nothing is mapped in
+    /// `bounds` outside `range`.
+    pub fn unmap_and_free_tables_within(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        each: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply_within(range, bounds, Tables::Free, |_, _| Update::Clear, each)
+    }
+
     /// free_pgtables() after unmap_vmas(): frees every table whose whole
     /// span lies in `range`, as [`Cursor::unmap_and_free_tables`] does, but
     /// takes the caller's word that the leaves of the last level are
@@ -893,25 +907,13 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         bounds: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        let bounds = bounds.start.min(range.start)..bounds.end.max(range.end);
-        let at = range.start;
-        let mut each = each;
-        let out = self.in_mode(|c, mode| {
-            c.apply_inner(
-                mode,
-                range,
-                bounds,
-                Tables::FreeUnread,
-                &mut |_, _| Update::Clear,
-                &mut each,
-            )
-        });
-        self.path = Path::new(self.root);
-        out.map_err(|(error, va, flush)| RangeError {
-            error,
-            at: va.max(at),
-            flush,
-        })
+        self.apply_within(
+            range,
+            bounds,
+            Tables::FreeUnread,
+            |_, _| Update::Clear,
+            each,
+        )
     }
 
     /// Gives every present leaf in `range` the protection `flags`
@@ -954,13 +956,26 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         &mut self,
         range: Range<u64>,
         tables: Tables,
+        decide: impl FnMut(&Leaf, &LevelDesc) -> Update,
+        done: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply_within(range.clone(), range, tables, decide, done)
+    }
+
+    /// [`Cursor::apply`], freeing the tables whose span lies in `bounds`
+    /// (widened to cover `range`) rather than in `range`.
+    fn apply_within(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        tables: Tables,
         mut decide: impl FnMut(&Leaf, &LevelDesc) -> Update,
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        let out = self.in_mode(|c, mode| {
-            c.apply_inner(mode, range.clone(), range, tables, &mut decide, &mut done)
-        });
+        let bounds = bounds.start.min(range.start)..bounds.end.max(range.end);
+        let out = self
+            .in_mode(|c, mode| c.apply_inner(mode, range, bounds, tables, &mut decide, &mut done));
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {

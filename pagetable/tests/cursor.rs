@@ -770,3 +770,27 @@ fn free_tables_within_reads_only_the_areas() {
     // not the 512 entries of each directory.
     assert!(reads < 3 * 8, "{reads} entries read");
 }
+
+/// unmap_vmas() and free_pgtables() in one walk per area: the leaves come
+/// back, the tables go as the bounds allow.
+#[test]
+fn unmap_and_free_tables_within_hands_back_and_frees() {
+    let mut c = cursor(32);
+    let (code, stack) = (0x0804_8000, 0xbfff_f000);
+    for (i, va) in [code, code + PAGE, stack].into_iter().enumerate() {
+        c.map(va, 0x100_0000 + i as u64 * PAGE, SIZE_4K, USER)
+            .unwrap()
+            .ignore();
+    }
+    let pdpt = c.walk(0).steps()[0].entry.addr();
+    let mut handed = Vec::new();
+    c.unmap_and_free_tables_within(code..code + 2 * PAGE, 0..stack, |l| handed.push(l.va))
+        .unwrap()
+        .ignore();
+    c.unmap_and_free_tables_within(stack..stack + PAGE, 0..0xC000_0000, |l| handed.push(l.va))
+        .unwrap()
+        .ignore();
+    assert_eq!(handed, [code, code + PAGE, stack]);
+    assert_eq!(c.stats().tables_freed, 4);
+    assert_eq!(tables(&c), [ROOT, pdpt].into());
+}

@@ -409,6 +409,25 @@ impl TableCursor<'_> {
         self.cursor.translate(va).ok()
     }
 
+    /// `unmap`, then `free_tables`, in one walk: unmap_vmas() and
+    /// free_pgtables() for an area at exit.
+    pub fn unmap_and_free_tables(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        mut each: impl FnMut(u64, Frames),
+    ) -> Flush {
+        self.check(bounds.clone());
+        self.cursor
+            .unmap_and_free_tables_within(range, bounds, |leaf| {
+                // SAFETY: as in `unmap`: a leaf of the span parked a
+                // Frames, and is cleared now.
+                let frame = unsafe { Frames::from_raw(leaf.pa >> PAGE_SHIFT, 0) };
+                each(leaf.va, frame)
+            })
+            .unwrap_or_else(|e| e.flush)
+    }
+
     /// free_pgtables() for an area whose leaves are unmapped: frees the
     /// page tables under `range` whose span lies in `bounds` (the empty
     /// space around the area), reading only the entries in `range`

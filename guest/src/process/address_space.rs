@@ -828,16 +828,18 @@ impl AddressSpace {
             };
             let mut cursor = root.cursor();
             let mut flush = Flush::none();
-            for vma in self.vmas.iter() {
-                flush = flush.merge(zap_with(&mut cursor, vma.start, vma.end, &mut freed));
-            }
-            // free_pgtables(): each area's tables, up to the next area (the
-            // ones below are gone already), so the root's teardown finds
-            // its directories empty instead of reading them through.
+            // Each area's pages, then its tables up to the next area (the
+            // ones below are gone already), in one walk: the root's
+            // teardown then finds its directories empty instead of
+            // reading them through.
             let mut areas = self.vmas.iter().peekable();
             while let Some(vma) = areas.next() {
                 let ceiling = areas.peek().map_or(PAGE_OFFSET, |next| next.start);
-                flush = flush.merge(cursor.free_tables(vma.start..vma.end, 0..ceiling));
+                let unmapped =
+                    cursor.unmap_and_free_tables(vma.start..vma.end, 0..ceiling, |_, frame| {
+                        drop_mapping(frame, &mut freed)
+                    });
+                flush = flush.merge(unmapped);
             }
             flush.flush(&mut tlb);
         }
@@ -920,6 +922,15 @@ fn copy_present_pte(
     }
 }
 
+/// An unmapped leaf's frame: its mapping, then the reference the mapping
+/// held (page_remove_rmap(), then the put_page(), so a frame another
+/// address space still maps stays), counted in `freed`.
+fn drop_mapping(frame: Frames, freed: &mut u64) {
+    let _ = page_remove_rmap(&frame);
+    let _ = free_pages(frame);
+    *freed += 1;
+}
+
 /// zap_page_range(): unmaps `[start, end)` with one cursor, drops the
 /// frames and flushes what the cursor says the TLB may hold. Returns how
 /// many pages were unmapped.
@@ -934,15 +945,10 @@ fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
 }
 
 /// Unmaps `[start, end)` with `cursor` and drops each frame's mapping and
-/// reference (zap_pte_range(): page_remove_rmap(), then the reference,
-/// so a frame another address space still maps stays), counting them in
-/// `freed`; returns what the TLB may still hold of them.
+/// reference (zap_pte_range()), counting them in `freed`; returns what the
+/// TLB may still hold of them.
 fn zap_with(cursor: &mut TableCursor<'_>, start: u64, end: u64, freed: &mut u64) -> Flush {
-    let unmapped = cursor.unmap(start..end, |_, frame| {
-        let _ = page_remove_rmap(&frame);
-        let _ = free_pages(frame);
-        *freed += 1;
-    });
+    let unmapped = cursor.unmap(start..end, |_, frame| drop_mapping(frame, freed));
     // User space has no huge pages to stick out of a VMA: whatever stopped
     // the walk, what was cleared is flushed.
     unmapped.unwrap_or_else(|e| e.flush)

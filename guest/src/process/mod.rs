@@ -111,6 +111,9 @@ pub const TASK_ZOMBIE: u32 = 2;
 /// here but with its thread (`RUNNING`), so faults and system calls of
 /// different processes never wait for one another.
 static TASKS: Mutex<TaskTable> = Mutex::new(TaskTable::new());
+/// init's wait_chldexit: woken when one of its children (or an orphan it
+/// adopts) is a zombie.
+static INIT_CHLDEXIT: WaitQueue = WaitQueue::new();
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 
 /// fork_init(): the task_struct, mm_struct and vm_area_struct caches,
@@ -331,13 +334,21 @@ fn release_task(task: SlabBox<Task>) -> (u32, ExitStatus) {
 pub fn run_queue(mut done: impl FnMut(u32, &'static str, ExitStatus)) {
     loop {
         start_tasks();
+        let waiting = waiting_for_thread(&mut TASKS.lock());
         let ready = || {
             let mut tasks = TASKS.lock();
             tasks.find_child(0, |t| t.exit.is_some()).is_some()
                 || tasks.find_child(0, |_| true).is_none()
-                || (sched::has_free_slot() && waiting_for_thread(&mut tasks))
+                || (waiting && sched::has_free_slot())
         };
-        if sched::wait_for_exits("wait4", ready).is_err() {
+        // A task waiting for a thread needs a slot: any thread's exit may
+        // free one. Else only a child's death concerns init.
+        let slept = if waiting {
+            sched::wait_for_exits("wait4", ready)
+        } else {
+            INIT_CHLDEXIT.wait_event("wait4", ready)
+        };
+        if slept.is_err() {
             // Only init calls this, and it may sleep: a bug, not a state.
             panic!("run_queue called where it cannot sleep");
         }
@@ -423,10 +434,8 @@ fn start_tasks() {
                 kprintln!("[{pid}:{}] cannot start: {e:?}", task.name);
                 task.mm = None;
                 task.set_exit(ExitStatus::Killed(SIGKILL));
-                let ppid = task.ppid;
-                if let Some(parent) = tasks.get(ppid) {
-                    parent.wait_chldexit.wake_up();
-                }
+                let ppid = Some(task.ppid);
+                wake_parent(&mut tasks, ppid);
             }
         }
     }
@@ -449,6 +458,20 @@ fn user_thread(pid: u64) {
     *slot = Some(Running { pid, name, mm });
     drop(slot);
     user::enter_user(&entry);
+}
+
+/// __wake_up_parent(): the parent (`ppid`, 0 for init) of a task that
+/// just became a zombie may reap it now.
+fn wake_parent(tasks: &mut TaskTable, ppid: Option<u32>) {
+    match ppid {
+        Some(0) => INIT_CHLDEXIT.wake_up(),
+        Some(ppid) => {
+            if let Some(parent) = tasks.get(ppid) {
+                parent.wait_chldexit.wake_up();
+            }
+        }
+        None => {}
+    }
 }
 
 /// task_struct.state for the host, unless the task has exited.
@@ -495,14 +518,15 @@ pub fn exit_current(status: ExitStatus) -> ! {
     drop(running);
     {
         let mut tasks = TASKS.lock();
-        tasks.reparent_children(pid);
+        if tasks.reparent_children(pid) > 0 {
+            // Some may be zombies already, init's to reap now.
+            INIT_CHLDEXIT.wake_up();
+        }
         let ppid = tasks.get(pid).map(|t| {
             t.set_exit(status);
             t.ppid
         });
-        if let Some(parent) = ppid.and_then(|ppid| tasks.get(ppid)) {
-            parent.wait_chldexit.wake_up();
-        }
+        wake_parent(&mut tasks, ppid);
     }
     sched::exit()
 }

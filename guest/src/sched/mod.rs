@@ -110,16 +110,19 @@ impl Thread {
     };
 }
 
-/// Words of a bitmap with one bit per thread slot.
+/// Words of a bitmap with one bit per thread slot; a u64 has a bit for
+/// each (a bitmap's summary: which of its words have a bit set).
 pub const SLOT_WORDS: usize = MAX_THREADS / 64;
-const _: () = assert!(MAX_THREADS.is_multiple_of(64));
+const _: () = assert!(MAX_THREADS.is_multiple_of(64) && SLOT_WORDS <= 64);
 
 struct RunQueue {
     threads: [Thread; MAX_THREADS],
-    /// The slots whose thread is runnable: what `pick` scans, a word at a
-    /// time, so the table's size costs little when few threads run (as
-    /// 2.4's runqueue_head lists only the runnable tasks).
+    /// The slots whose thread is runnable, and which of its words have
+    /// any: what `pick` and the tick scan, so the table's size costs
+    /// nothing when few threads run (as 2.4's runqueue_head lists only
+    /// the runnable tasks).
     runnable: [u64; SLOT_WORDS],
+    runnable_words: u64,
     /// The slots in use (not Unused).
     used: [u64; SLOT_WORDS],
     /// Where the round-robin scan starts next.
@@ -141,6 +144,11 @@ impl RunQueue {
         };
         mark(&mut self.runnable, state == State::Runnable);
         mark(&mut self.used, state != State::Unused);
+        if self.runnable[word] == 0 {
+            self.runnable_words &= !(1 << word);
+        } else {
+            self.runnable_words |= 1 << word;
+        }
     }
 
     /// Puts `thread` in `slot`, whatever was there.
@@ -153,7 +161,10 @@ impl RunQueue {
     /// The runnable slots in round-robin order from `from`.
     fn runnable_from(&self, from: usize) -> impl Iterator<Item = usize> + '_ {
         let runnable_in = move |slots: core::ops::Range<usize>| {
-            (slots.start / 64..slots.end.div_ceil(64)).flat_map(move |word| {
+            let words = self.runnable_words
+                & !mask_below(slots.start / 64)
+                & mask_below(slots.end.div_ceil(64));
+            Ones(words).flat_map(move |word| {
                 let base = word * 64;
                 let mut bits = self.runnable[word];
                 bits &= !mask_below(slots.start.saturating_sub(base));
@@ -236,6 +247,7 @@ impl Iterator for Ones {
 static RUNQUEUE: Mutex<RunQueue> = Mutex::new(RunQueue {
     threads: [Thread::UNUSED; MAX_THREADS],
     runnable: [0; SLOT_WORDS],
+    runnable_words: 0,
     used: [0; SLOT_WORDS],
     cursor: MAX_CPUS,
 });

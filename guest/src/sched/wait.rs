@@ -14,6 +14,9 @@ pub type SleepError = AtomicContext;
 
 pub struct WaitQueue {
     waiters: [AtomicU64; SLOT_WORDS],
+    /// Which words of `waiters` may have a bit set (a waker clears what it
+    /// found; a stale bit only costs a look).
+    words: AtomicU64,
 }
 
 /// Where the bitmap lies in a queue (`SLOT_WORDS` u64s, slot 0 the lowest
@@ -30,6 +33,7 @@ impl WaitQueue {
     pub const fn new() -> Self {
         WaitQueue {
             waiters: [const { AtomicU64::new(0) }; SLOT_WORDS],
+            words: AtomicU64::new(0),
         }
     }
 
@@ -44,6 +48,7 @@ impl WaitQueue {
         set_current_sleeping(wchan);
         let (word, bit) = my_bit();
         self.waiters[word].fetch_or(bit, Ordering::SeqCst);
+        self.words.fetch_or(1 << word, Ordering::SeqCst);
         Ok(())
     }
 
@@ -74,8 +79,11 @@ impl WaitQueue {
 
     /// wake_up_all(): every sleeper becomes runnable.
     pub fn wake_up(&self) {
-        for (word, waiters) in self.waiters.iter().enumerate() {
-            let mut mask = waiters.swap(0, Ordering::SeqCst);
+        let mut words = self.words.swap(0, Ordering::SeqCst);
+        while words != 0 {
+            let word = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let mut mask = self.waiters[word].swap(0, Ordering::SeqCst);
             while mask != 0 {
                 wake_up_slot(word * 64 + mask.trailing_zeros() as usize);
                 mask &= mask - 1;
@@ -85,8 +93,14 @@ impl WaitQueue {
 
     /// waitqueue_active().
     pub fn has_sleepers(&self) -> bool {
-        self.waiters
-            .iter()
-            .any(|waiters| waiters.load(Ordering::SeqCst) != 0)
+        let mut words = self.words.load(Ordering::SeqCst);
+        while words != 0 {
+            let word = words.trailing_zeros() as usize;
+            if self.waiters[word].load(Ordering::SeqCst) != 0 {
+                return true;
+            }
+            words &= words - 1;
+        }
+        false
     }
 }
