@@ -50,13 +50,18 @@ pub const SUITE: Suite = Suite {
     ],
 };
 
-/// Runs one program to completion and returns how it ended.
+/// Runs one program to completion and returns how it ended (orphans it
+/// leaves, which init adopts, are reaped too).
 pub(super) fn run(name: &str) -> Result<ExitStatus, Failure> {
     let program =
         programs::find(name).ok_or_else(|| Failure::new(format_args!("no program {name}")))?;
-    spawn(&program).map_err(|e| Failure::new(format_args!("spawn {name}: {e}")))?;
+    let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn {name}: {e}")))?;
     let mut status = None;
-    run_queue(|_, _, s| status = Some(s));
+    run_queue(|p, _, s| {
+        if p == pid {
+            status = Some(s);
+        }
+    });
     status.ok_or_else(|| Failure::new(format_args!("{name} did not run")))
 }
 

@@ -604,6 +604,7 @@ fn slabinfo_lines_match_the_guests_formatter() {
             pagesperslab: 2,
             active_slabs: 3,
             num_slabs: 3,
+            pages: 6,
         },
     )
     .unwrap();
