@@ -43,7 +43,7 @@ fn a_live_process_seen_from_the_host() {
         .lines()
         .find(|l| l.ends_with(" spin"))
         .unwrap_or_else(|| panic!("no spin task\n{ps}"));
-    assert!(task.starts_with(">    1  running"), "{ps}");
+    assert!(task.starts_with(">    1      0  running"), "{ps}");
     let json: serde_json::Value =
         serde_json::from_str(&inspect(&live, &["ps", "--json"]).stdout).unwrap();
     let t = &json["tasks"][1];

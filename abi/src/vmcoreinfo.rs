@@ -141,6 +141,9 @@ pub mod off {
     pub const PAGE: &str = "page";
     pub const PAGE_FLAGS: &str = "page.flags";
     pub const PAGE_REFCOUNT: &str = "page._refcount";
+    /// u32: how many user page-table entries map the frame (unbiased:
+    /// 0 is unmapped, where Linux's `_mapcount` says -1).
+    pub const PAGE_MAPCOUNT: &str = "page._mapcount";
     pub const PAGE_PRIVATE: &str = "page.private";
     pub const PAGE_NEXT: &str = "page.next";
     pub const PAGE_PREV: &str = "page.prev";
@@ -271,6 +274,8 @@ pub mod off {
     /// Also `LENGTH(task_struct.comm)`, NUL-padded.
     pub const TASK_COMM: &str = "task_struct.comm";
     pub const TASK_EXIT_CODE: &str = "task_struct.exit_code";
+    /// u64: the parent's task_struct (init_task for init's children).
+    pub const TASK_REAL_PARENT: &str = "task_struct.real_parent";
     pub const MM_STRUCT: &str = "mm_struct";
     pub const MM_PGD: &str = "mm_struct.pgd";
     pub const MM_MMAP: &str = "mm_struct.mmap";
@@ -311,7 +316,8 @@ pub mod off {
     pub const THREAD_ALLOWED: &str = "thread.cpus_allowed";
     /// The per-CPU slot table (`SYMBOL(current_slot)`) has LENGTH only.
     pub const CURRENT_SLOT: &str = "current_slot";
-    /// u64 in a wait queue: bit N set while slot N sleeps on it.
+    /// The bitmap in a wait queue, `LENGTH` u64s (1 if not given): bit N
+    /// of word W set while slot 64 W + N sleeps on it.
     pub const WAIT_QUEUE_WAITERS: &str = "wait_queue_head.waiters";
 }
 

@@ -19,7 +19,7 @@ use mm::gfp::Gfp;
 use mm::kmap_local::KmapLocalError;
 use mm::pkmap::KmapError;
 use mm::slub::{CacheId, SlabError, SlabFlags};
-use pagetable::{MapError, Pte, PteFlags, TlbFlush};
+use pagetable::{MapError, Pte, PteFlags, TlbFlush, SIZE_2M};
 
 use crate::arch::mem::{Frames, SlabObject};
 use crate::arch::paging::{self, PAGE_KERNEL};
@@ -157,7 +157,8 @@ fn plant_user() -> Result<(u64, u64), &'static str> {
     let user_va = 0x0900_0000;
     let flags = PteFlags::PRESENT | PteFlags::USER | PteFlags::NX;
     process::with_task(pid, |t| {
-        let mut cursor = t.mm.cursor().ok_or("no page tables")?;
+        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut cursor = mm.cursor().ok_or("no page tables")?;
         // SAFETY: the task never runs and is never reaped, so nothing
         // reads the page and no zap hands the kernel frame out as owned.
         let flush = unsafe { cursor.map_unowned(user_va, pfn << PAGE_SHIFT, flags) };
@@ -208,6 +209,13 @@ pub fn install_unowned(mm: &mut AddressSpace, va: u64, pfn: u64) -> Result<(), M
             e.flush(&mut KernelTlb);
         }
     }
+    // The page table made for it lies outside every VMA, where exit would
+    // not look: it goes now (the caller's 2 MiB around `va` holds nothing
+    // else).
+    let table = va & !(SIZE_2M - 1);
+    cursor
+        .free_tables(va..va + PAGE_SIZE, table..table + SIZE_2M)
+        .flush(&mut KernelTlb);
     Ok(())
 }
 

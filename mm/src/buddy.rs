@@ -139,6 +139,22 @@ pub enum FreeError {
     BadPageState { flags: PageFlags },
     /// Boot hand-over of frames already in the buddy allocator.
     AlreadyFree,
+    /// Page-table entries still map the page and each holds a reference,
+    /// so this reference is not the caller's to drop (free_page_is_bad():
+    /// "nonzero mapcount").
+    Mapped { mapcount: u32 },
+}
+
+/// Why a change of a page's map count was refused; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RmapError {
+    /// No allocated page there (free, or outside mem_map).
+    NotAllocated,
+    /// A mapping taken away from a page no entry maps.
+    NotMapped,
+    /// A mapping added without a reference of its own: the map count
+    /// would pass the refcount.
+    NoReference,
 }
 
 /// Why a node could not be set up.
@@ -901,6 +917,11 @@ impl<'a> Node<'a> {
                 allocated: pg.private,
             });
         }
+        if pg.mapcount >= pg.refcount {
+            return Err(FreeError::Mapped {
+                mapcount: pg.mapcount,
+            });
+        }
         Ok(zi)
     }
 
@@ -919,6 +940,43 @@ impl<'a> Node<'a> {
     /// page_count().
     pub fn page_count(&self, pfn: u64) -> Option<u32> {
         self.map.pfn_to_page(pfn).map(|p| p.refcount)
+    }
+
+    /// page_add_anon_rmap()'s count (and page_dup_rmap()'s at fork): one
+    /// more page-table entry maps the allocated page at `pfn`, holding a
+    /// reference the caller took for it, so the map count never passes
+    /// the refcount. Returns the new map count.
+    pub fn page_add_rmap(&mut self, pfn: u64) -> Result<u32, RmapError> {
+        let pg = self.mapped_page(pfn)?;
+        if pg.mapcount >= pg.refcount {
+            return Err(RmapError::NoReference);
+        }
+        pg.mapcount += 1;
+        Ok(pg.mapcount)
+    }
+
+    /// page_remove_rmap(): one entry less maps the page (the caller then
+    /// drops the entry's reference). Returns the new map count.
+    pub fn page_remove_rmap(&mut self, pfn: u64) -> Result<u32, RmapError> {
+        let pg = self.mapped_page(pfn)?;
+        if pg.mapcount == 0 {
+            return Err(RmapError::NotMapped);
+        }
+        pg.mapcount -= 1;
+        Ok(pg.mapcount)
+    }
+
+    /// page_mapcount().
+    pub fn page_mapcount(&self, pfn: u64) -> Option<u32> {
+        self.map.pfn_to_page(pfn).map(|p| p.mapcount)
+    }
+
+    /// The allocated page at `pfn`, for a map-count change.
+    fn mapped_page(&mut self, pfn: u64) -> Result<&mut Page, RmapError> {
+        self.map
+            .pfn_to_page_mut(pfn)
+            .filter(|p| p.refcount > 0 && !p.is_buddy())
+            .ok_or(RmapError::NotAllocated)
     }
 
     fn zone_index(&self, pfn: u64) -> Option<usize> {
@@ -1425,6 +1483,31 @@ mod tests {
         assert_eq!(n.nr_free_pages(), free + 1);
         assert_eq!(n.get_page(p), Err(FreeError::NotAllocated));
         assert_eq!(n.get_page(1 << 20), Err(FreeError::OutOfRange));
+    }
+
+    /// Two page tables map one frame, as after fork: each mapping holds a
+    /// reference, no more mappings than references are taken, and a
+    /// reference a mapping still holds is not freed.
+    #[test]
+    fn mappings_hold_references() {
+        let mut n = small();
+        let p = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
+        assert_eq!(n.page_mapcount(p), Some(0));
+        assert_eq!(n.page_remove_rmap(p), Err(RmapError::NotMapped));
+        assert_eq!(n.page_add_rmap(p), Ok(1));
+        assert_eq!(n.page_add_rmap(p), Err(RmapError::NoReference));
+        assert_eq!(n.free_pages(p, 0), Err(FreeError::Mapped { mapcount: 1 }));
+        n.get_page(p).unwrap();
+        assert_eq!(n.page_add_rmap(p), Ok(2));
+        assert_eq!((n.page_count(p), n.page_mapcount(p)), (Some(2), Some(2)));
+        let free = n.nr_free_pages();
+        for left in [1, 0] {
+            assert_eq!(n.page_remove_rmap(p), Ok(left));
+            n.free_pages(p, 0).unwrap();
+        }
+        assert_eq!(n.nr_free_pages(), free + 1);
+        assert_eq!(n.page_add_rmap(p), Err(RmapError::NotAllocated));
+        n.verify().unwrap();
     }
 
     #[test]

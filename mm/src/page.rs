@@ -85,7 +85,7 @@ impl fmt::Debug for PageFlags {
     }
 }
 
-/// The `struct page` analogue, one per frame, 32 bytes.
+/// The `struct page` analogue, one per frame, 36 bytes.
 ///
 /// Layout (repr(C), little-endian, offsets in bytes) for the host inspector:
 ///
@@ -102,6 +102,7 @@ impl fmt::Debug for PageFlags {
 /// | 24  | 4    | `freelist`   | slab: first free object (offset or index, the slab's choice) |
 /// | 28  | 2    | `inuse`      | slab: objects in use |
 /// | 30  | 2    | `objects`    | slab: objects in the slab |
+/// | 32  | 4    | `mapcount`   | `_mapcount`: page-table entries that map the frame (user pages) |
 #[repr(C)]
 #[derive(
     Clone,
@@ -127,6 +128,11 @@ pub struct Page {
     pub freelist: u32,
     pub inuse: u16,
     pub objects: u16,
+    /// `_mapcount`, unbiased: how many user page-table entries map the
+    /// frame (Linux stores it minus one, so that -1 means unmapped; here
+    /// 0 does, which keeps the all-zero state valid). Each mapping also
+    /// holds a reference, so it never exceeds `refcount`.
+    pub mapcount: u32,
 }
 
 /// Field offsets, for the descriptor the guest publishes to the host.
@@ -141,9 +147,10 @@ pub mod offsets {
     pub const FREELIST: usize = 24;
     pub const INUSE: usize = 28;
     pub const OBJECTS: usize = 30;
+    pub const MAPCOUNT: usize = 32;
 }
 
-pub const PAGE_STRUCT_SIZE: usize = 32;
+pub const PAGE_STRUCT_SIZE: usize = 36;
 const _: () = assert!(size_of::<Page>() == PAGE_STRUCT_SIZE);
 const _: () = assert!(size_of::<PageFlags>() == size_of::<u32>());
 const _: () = assert!(core::mem::offset_of!(Page, flags) == offsets::FLAGS);
@@ -156,6 +163,7 @@ const _: () = assert!(core::mem::offset_of!(Page, slab_cache) == offsets::SLAB_C
 const _: () = assert!(core::mem::offset_of!(Page, freelist) == offsets::FREELIST);
 const _: () = assert!(core::mem::offset_of!(Page, inuse) == offsets::INUSE);
 const _: () = assert!(core::mem::offset_of!(Page, objects) == offsets::OBJECTS);
+const _: () = assert!(core::mem::offset_of!(Page, mapcount) == offsets::MAPCOUNT);
 
 impl Page {
     /// The all-zero page: reserved/allocated, not in the buddy allocator.
@@ -171,6 +179,7 @@ impl Page {
         freelist: 0,
         inuse: 0,
         objects: 0,
+        mapcount: 0,
     };
 
     /// PageBuddy(): the head of a free block.
@@ -272,7 +281,7 @@ mod tests {
         assert_eq!(p, Page::ZERO);
         assert!(!p.is_buddy());
         assert_eq!(p.refcount, 0);
-        assert_eq!(size_of::<Page>(), 32);
+        assert_eq!(size_of::<Page>(), 36);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.size(off::PAGE, size_of::<Page>())?;
     w.offset(off::PAGE_FLAGS, offset_of!(Page, flags))?;
     w.offset(off::PAGE_REFCOUNT, offset_of!(Page, refcount))?;
+    w.offset(off::PAGE_MAPCOUNT, offset_of!(Page, mapcount))?;
     w.offset(off::PAGE_PRIVATE, offset_of!(Page, private))?;
     w.offset(off::PAGE_NEXT, offset_of!(Page, next))?;
     w.offset(off::PAGE_PREV, offset_of!(Page, prev))?;
@@ -215,7 +216,8 @@ mod tests {
         write_all::<1024, _>(&mut w).unwrap();
         let text = w.into_inner();
         let info = Vmcoreinfo::parse(text.as_bytes()).unwrap();
-        assert_eq!(info.size(off::PAGE), Some(32));
+        assert_eq!(info.size(off::PAGE), Some(36));
+        assert_eq!(info.offset(off::PAGE_MAPCOUNT), Some(32));
         assert_eq!(info.offset(off::PAGE_PRIVATE), Some(8));
         assert_eq!(info.length(off::ZONE_FREE_AREA), Some(11));
         assert_eq!(info.length(off::NODE_PAGESETS), Some(NR_CPUS as u64));

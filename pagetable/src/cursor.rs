@@ -251,7 +251,8 @@ struct Frame {
     /// root).
     parent_pa: u64,
     parent: Pte,
-    /// The table's whole span lies inside the range.
+    /// The table's whole span lies inside the range (or the bounds
+    /// [`Cursor::free_tables_within`] was given).
     inside: bool,
 }
 
@@ -860,6 +861,20 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         self.apply(range, Tables::Free, |_, _| Update::Clear, each)
     }
 
+    /// [`Cursor::unmap_and_free_tables`] with the floor and ceiling of
+    /// [`Cursor::free_tables_within`]: unmap_vmas() and free_pgtables()
+    /// for one area in one walk. Every table under `range` whose span lies
+    /// in `bounds` is freed, the caller vouching that nothing is mapped in
+    /// `bounds` outside `range`.
+    pub fn unmap_and_free_tables_within(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        each: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply_within(range, bounds, Tables::Free, |_, _| Update::Clear, each)
+    }
+
     /// free_pgtables() after unmap_vmas(): frees every table whose whole
     /// span lies in `range`, as [`Cursor::unmap_and_free_tables`] does, but
     /// takes the caller's word that the leaves of the last level are
@@ -873,7 +888,32 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         range: Range<u64>,
         each: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
-        self.apply(range, Tables::FreeUnread, |_, _| Update::Clear, each)
+        self.free_tables_within(range.clone(), range, each)
+    }
+
+    /// free_pgd_range() with its floor and ceiling: [`Cursor::free_tables`]
+    /// over `range` (an area's extent), where a table whose whole span
+    /// lies in `bounds` (the area and the empty space around it: from the
+    /// end of the area below, or of one whose tables are freed already,
+    /// to the start of the area above) is freed even if its span reaches
+    /// past `range`. Only the entries inside `range` are read, so tearing
+    /// down a few areas in a large address space costs a few entries per
+    /// area, not a walk of every table. The caller vouches that nothing is
+    /// mapped in `bounds` outside `range`: what is left there is dropped
+    /// with its table, unread. `bounds` is widened to cover `range`.
+    pub fn free_tables_within(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        each: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply_within(
+            range,
+            bounds,
+            Tables::FreeUnread,
+            |_, _| Update::Clear,
+            each,
+        )
     }
 
     /// Gives every present leaf in `range` the protection `flags`
@@ -916,12 +956,26 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         &mut self,
         range: Range<u64>,
         tables: Tables,
+        decide: impl FnMut(&Leaf, &LevelDesc) -> Update,
+        done: impl FnMut(&Leaf),
+    ) -> Result<Flush, RangeError> {
+        self.apply_within(range.clone(), range, tables, decide, done)
+    }
+
+    /// [`Cursor::apply`], freeing the tables whose span lies in `bounds`
+    /// (widened to cover `range`) rather than in `range`.
+    fn apply_within(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        tables: Tables,
         mut decide: impl FnMut(&Leaf, &LevelDesc) -> Update,
         mut done: impl FnMut(&Leaf),
     ) -> Result<Flush, RangeError> {
         let at = range.start;
-        let out =
-            self.in_mode(|c, mode| c.apply_inner(mode, range, tables, &mut decide, &mut done));
+        let bounds = bounds.start.min(range.start)..bounds.end.max(range.end);
+        let out = self
+            .in_mode(|c, mode| c.apply_inner(mode, range, bounds, tables, &mut decide, &mut done));
         // Entries above the leaves may have been relaxed or cleared.
         self.path = Path::new(self.root);
         out.map_err(|(error, va, flush)| RangeError {
@@ -931,12 +985,15 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
         })
     }
 
-    /// [`Cursor::apply`] in `mode`, which is `self.cfg.mode`.
+    /// [`Cursor::apply`] in `mode`, which is `self.cfg.mode`; tables are
+    /// freed (see [`Tables`]) when their span lies in `bounds`, which
+    /// covers `range`.
     #[inline(always)]
     fn apply_inner(
         &mut self,
         mode: &'static PagingMode,
         range: Range<u64>,
+        bounds: Range<u64>,
         tables: Tables,
         decide: &mut impl FnMut(&Leaf, &LevelDesc) -> Update,
         done: &mut impl FnMut(&Leaf),
@@ -954,6 +1011,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             return Ok(Flush::none());
         }
         let last = range.end - 1;
+        let bounds_last = bounds.end - 1;
         let cfg = self.cfg;
         let dec = Decoder::new(mode, &cfg);
         for va in [start, last] {
@@ -1050,7 +1108,7 @@ impl<M: PhysWrite, A: FrameAlloc> Cursor<M, A> {
             };
             if !decoded.leaf {
                 let child = dec.table(entry);
-                let inside = va >= start && va + (size - 1) <= last;
+                let inside = va >= bounds.start && va + (size - 1) <= bounds_last;
                 if tables == Tables::FreeUnread && inside && f.depth + 2 == levels.len() {
                     // A table of leaves the caller zapped: free_pte_range().
                     if let Err(e) = self.write(va, entry_pa, Pte::EMPTY) {

@@ -726,3 +726,71 @@ fn free_tables_frees_zapped_page_tables_unread() {
     assert_eq!(c.translate(0xC012_3456), Ok(0x12_3456));
     f.ignore();
 }
+
+/// free_pgd_range() with floor and ceiling: each area's tables go, read
+/// only where the area lies, and a table reaching past the area goes too
+/// once the bounds cover it; one the bounds do not cover stays for the
+/// area that shares it.
+#[test]
+fn free_tables_within_reads_only_the_areas() {
+    let mut c = cursor(32);
+    let kernel_pmd = c.alloc_mut().alloc_table().unwrap();
+    c.link_table(0xC000_0000, Level::Pd, kernel_pmd, PteFlags::empty())
+        .unwrap()
+        .ignore();
+    // Code and data in one page table, and a stack at the top.
+    let (code, data, stack) = (0x0804_8000, 0x0804_9000, 0xbfff_f000);
+    for (i, va) in [code, data, stack].into_iter().enumerate() {
+        c.map(va, 0x100_0000 + i as u64 * PAGE, SIZE_4K, USER)
+            .unwrap()
+            .ignore();
+        c.unmap(va..va + PAGE, |_| {}).unwrap().ignore();
+    }
+    let pdpt = c.walk(0).steps()[0].entry.addr();
+    let reads_before = c.mem().reads.get();
+    // The code's page table is shared with the data above it: kept.
+    c.free_tables_within(code..code + PAGE, 0..data, |_| {})
+        .unwrap()
+        .ignore();
+    assert_eq!(c.stats().tables_freed, 0);
+    // The data's: its table and the PD under it go, as nothing else lies
+    // below the stack.
+    c.free_tables_within(data..data + PAGE, 0..stack, |_| {})
+        .unwrap()
+        .ignore();
+    assert_eq!(c.stats().tables_freed, 2);
+    c.free_tables_within(stack..stack + PAGE, 0..0xC000_0000, |_| {})
+        .unwrap()
+        .ignore();
+    let reads = c.mem().reads.get() - reads_before;
+    assert_eq!(c.stats().tables_freed, 4);
+    assert_eq!(tables(&c), [ROOT, pdpt, kernel_pmd].into());
+    // Per call, a few entries: the huge-leaf check over the end, the walk
+    // down to the area and the next entry of each table on the way out;
+    // not the 512 entries of each directory.
+    assert!(reads < 3 * 8, "{reads} entries read");
+}
+
+/// unmap_vmas() and free_pgtables() in one walk per area: the leaves come
+/// back, the tables go as the bounds allow.
+#[test]
+fn unmap_and_free_tables_within_hands_back_and_frees() {
+    let mut c = cursor(32);
+    let (code, stack) = (0x0804_8000, 0xbfff_f000);
+    for (i, va) in [code, code + PAGE, stack].into_iter().enumerate() {
+        c.map(va, 0x100_0000 + i as u64 * PAGE, SIZE_4K, USER)
+            .unwrap()
+            .ignore();
+    }
+    let pdpt = c.walk(0).steps()[0].entry.addr();
+    let mut handed = Vec::new();
+    c.unmap_and_free_tables_within(code..code + 2 * PAGE, 0..stack, |l| handed.push(l.va))
+        .unwrap()
+        .ignore();
+    c.unmap_and_free_tables_within(stack..stack + PAGE, 0..0xC000_0000, |l| handed.push(l.va))
+        .unwrap()
+        .ignore();
+    assert_eq!(handed, [code, code + PAGE, stack]);
+    assert_eq!(c.stats().tables_freed, 4);
+    assert_eq!(tables(&c), [ROOT, pdpt].into());
+}

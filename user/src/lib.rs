@@ -18,8 +18,20 @@ pub const SYS_BRK: u64 = 12;
 pub const SYS_SCHED_YIELD: u64 = 24;
 pub const SYS_NANOSLEEP: u64 = 35;
 pub const SYS_GETPID: u64 = 39;
+pub const SYS_CLONE: u64 = 56;
+pub const SYS_FORK: u64 = 57;
+pub const SYS_EXECVE: u64 = 59;
 pub const SYS_EXIT: u64 = 60;
+pub const SYS_WAIT4: u64 = 61;
+pub const SYS_GETPPID: u64 = 110;
+pub const SYS_GETTID: u64 = 186;
 pub const SYS_CLOCK_GETTIME: u64 = 228;
+pub const SYS_EXIT_GROUP: u64 = 231;
+
+/// wait4() options.
+pub const WNOHANG: u64 = 1;
+/// clone()'s exit signal for a fork: SIGCHLD.
+pub const SIGCHLD: u64 = 17;
 
 pub const PROT_NONE: u64 = 0;
 pub const PROT_READ: u64 = 1;
@@ -36,7 +48,11 @@ pub const CLOCK_MONOTONIC: u64 = 1;
 
 /// The errno values the programs check for.
 pub const EPERM: i64 = 1;
+pub const ENOENT: i64 = 2;
+pub const E2BIG: i64 = 7;
 pub const EBADF: i64 = 9;
+pub const ECHILD: i64 = 10;
+pub const EAGAIN: i64 = 11;
 pub const ENOMEM: i64 = 12;
 pub const EACCES: i64 = 13;
 pub const EFAULT: i64 = 14;
@@ -117,10 +133,31 @@ pub fn print(text: &str) {
     let _ = write(1, text.as_bytes());
 }
 
-/// A line formatted in place (no allocator), cut at its capacity.
-struct Line {
+/// A line built with `write!` and written with one write() (so the lines
+/// of processes running at once do not mix); what does not fit is cut.
+pub struct Line {
     buf: [u8; 256],
     len: usize,
+}
+
+impl Line {
+    pub const fn new() -> Self {
+        Line {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// Writes the line to standard output.
+    pub fn print(&self) {
+        let _ = write(1, &self.buf[..self.len]);
+    }
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Line::new()
+    }
 }
 
 impl core::fmt::Write for Line {
@@ -135,12 +172,9 @@ impl core::fmt::Write for Line {
 /// Formats `args` and writes them to standard output in one write() (at
 /// most 256 bytes): what `println!` calls.
 pub fn print_fmt(args: core::fmt::Arguments) {
-    let mut line = Line {
-        buf: [0; 256],
-        len: 0,
-    };
+    let mut line = Line::new();
     let _ = core::fmt::Write::write_fmt(&mut line, args);
-    let _ = write(1, &line.buf[..line.len]);
+    line.print();
 }
 
 /// `println!` for the programs: one line, one write().
@@ -153,6 +187,85 @@ macro_rules! println {
 
 pub fn getpid() -> i64 {
     syscall(SYS_GETPID, [0; 6])
+}
+
+/// gettid(): a process's one thread has its pid.
+pub fn gettid() -> i64 {
+    syscall(SYS_GETTID, [0; 6])
+}
+
+/// getppid(): the parent's pid (0 for the programs the kernel started).
+pub fn getppid() -> i64 {
+    syscall(SYS_GETPPID, [0; 6])
+}
+
+/// fork(): `Ok(0)` in the child, `Ok(child's pid)` in the parent.
+pub fn fork() -> Result<u64, i64> {
+    result(syscall(SYS_FORK, [0; 6]))
+}
+
+/// clone(flags, newsp, 0, 0, 0): fork's kind of clone (flags holding
+/// just the exit signal), the child on the stack at `newsp` (0: a copy of
+/// this one's).
+pub fn clone(flags: u64, newsp: u64) -> Result<u64, i64> {
+    result(syscall(SYS_CLONE, [flags, newsp, 0, 0, 0, 0]))
+}
+
+/// How a child ended, from the status wait4() stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// WIFEXITED: exit(code).
+    Exited(i32),
+    /// WIFSIGNALED: killed by this signal.
+    Killed(i32),
+}
+
+impl Status {
+    pub fn from_raw(status: i32) -> Status {
+        match status & 0x7f {
+            0 => Status::Exited((status >> 8) & 0xff),
+            signal => Status::Killed(signal),
+        }
+    }
+}
+
+/// wait4(pid, &status, options, NULL): the child reaped (-1: any) and how
+/// it ended; `Ok(None)` for WNOHANG with none exited yet.
+pub fn wait4(pid: i64, options: u64) -> Result<Option<(u64, Status)>, i64> {
+    let mut status: i32 = 0;
+    let pid = result(syscall(
+        SYS_WAIT4,
+        [pid as u64, &mut status as *mut i32 as u64, options, 0, 0, 0],
+    ))?;
+    Ok((pid != 0).then(|| (pid, Status::from_raw(status))))
+}
+
+/// waitpid(pid, &status, 0): blocks until that child (-1: any) exits.
+pub fn waitpid(pid: i64) -> Result<(u64, Status), i64> {
+    wait4(pid, 0)?.ok_or(ECHILD)
+}
+
+/// execve(path, argv, envp) with `args` as argv and no environment;
+/// each argument must end with a NUL (`"name\0"`). Returns only on
+/// failure, with the errno.
+pub fn execve(path: &[u8], args: &[&[u8]]) -> i64 {
+    const MAX: usize = 16;
+    let mut argv = [0u64; MAX + 1];
+    for (slot, arg) in argv.iter_mut().zip(args.iter().take(MAX)) {
+        *slot = arg.as_ptr() as u64;
+    }
+    let envp = [0u64];
+    -syscall(
+        SYS_EXECVE,
+        [
+            path.as_ptr() as u64,
+            argv.as_ptr() as u64,
+            envp.as_ptr() as u64,
+            0,
+            0,
+            0,
+        ],
+    )
 }
 
 /// mmap(addr, len, prot, flags, -1, 0): the address of the mapping.
@@ -198,8 +311,10 @@ pub fn brk(addr: u64) -> u64 {
     syscall(SYS_BRK, [addr, 0, 0, 0, 0, 0]) as u64
 }
 
+/// exit_group(code): the whole process ends (one thread here, so as
+/// exit).
 pub fn exit(code: i32) -> ! {
-    syscall(SYS_EXIT, [code as u64, 0, 0, 0, 0, 0]);
+    syscall(SYS_EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
     // exit does not return; should it, fault rather than run on.
     loop {
         // SAFETY: `ud2` only raises #UD, which ends the task.
@@ -218,6 +333,23 @@ impl Startup {
     pub fn argc(&self) -> u64 {
         // SAFETY: exec put argc at the initial stack pointer.
         unsafe { self.sp.read() }
+    }
+
+    /// Argument `i` (argv[i]) without its NUL, if there is one.
+    pub fn arg(&self, i: u64) -> Option<&[u8]> {
+        if i >= self.argc() {
+            return None;
+        }
+        // SAFETY: exec put argc pointers to NUL-terminated strings after
+        // argc, on the mapped stack; the string is read up to its NUL.
+        unsafe {
+            let s = self.sp.add(1 + i as usize).read() as *const u8;
+            let mut len = 0;
+            while s.add(len).read() != 0 {
+                len += 1;
+            }
+            Some(core::slice::from_raw_parts(s, len))
+        }
     }
 
     /// The auxiliary vector's value for `key`.

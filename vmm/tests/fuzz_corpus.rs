@@ -125,7 +125,7 @@ fn seeds_are_a_coherent_guest_and_kept_in_the_corpus() {
     let t = Target::from(dump);
     let text = |cmd: Query| inspect::run(&t, &cmd).unwrap().text();
     let ps = text(Query::Ps);
-    assert!(ps.contains("    1  running"), "{ps}");
+    assert!(ps.contains("    1      -  running"), "{ps}");
     assert!(!ps.contains("anomaly"), "{ps}");
     let buddy = text(Query::Buddyinfo);
     assert!(

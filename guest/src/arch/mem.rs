@@ -63,12 +63,16 @@ pub(super) fn read_table_word(pa: u64) -> Result<u64, PhysError> {
     Ok(unsafe { core::ptr::read_volatile(va(pa) as *const u64) })
 }
 
-/// 2^order contiguous frames that their holder owns: handed out by the
-/// buddy allocator (`alloc`) and given back by value (`free`), so a frame
-/// is never held twice. Not Copy, not Clone, and not made from a number by
-/// safe code: it is the proof a [`KernelPage`] asks for (as OSTD's
-/// `Frame`). Mapped as a leaf, it moves into the page table, which hands
-/// it back on unmap. Dropping one leaks its frames, which is safe.
+/// A reference to 2^order contiguous frames: handed out by the buddy
+/// allocator (`alloc`, the first reference) or taken on frames already
+/// held (`get_ref`, get_page()), and given back by value (`free`), so the
+/// frames return to the allocator only with their last reference and
+/// never while someone holds them. Not Copy, not Clone, and not made from
+/// a number by safe code: it is the proof a [`KernelPage`] asks for (as
+/// OSTD's `Frame`). Mapped as a leaf, it moves into the page table, which
+/// hands it back on unmap. Frames held more than once (a page two address
+/// spaces map after fork) are only read by the kernel: do_wp_page() copies
+/// one before anyone writes. Dropping one leaks its frames, which is safe.
 #[must_use = "dropping Frames leaks them: give them back with free_pages"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frames {
@@ -93,6 +97,18 @@ impl Frames {
     /// per-CPU list).
     pub fn free(self, node: &mut Node<'static>, cpu: usize) -> Result<(), FreeError> {
         node.free_pages_on(cpu, self.pfn, self.order)
+    }
+
+    /// get_page(): one more reference to these frames, for another holder
+    /// (fork's child maps the frames its parent maps). Refused, with
+    /// nothing changed, for frames the allocator does not count as
+    /// allocated.
+    pub fn get_ref(&self, node: &mut Node<'static>) -> Result<Frames, FreeError> {
+        node.get_page(self.pfn)?;
+        Ok(Frames {
+            pfn: self.pfn,
+            order: self.order,
+        })
     }
 
     /// Takes back frames whose ownership was parked as a number.
@@ -218,6 +234,24 @@ impl KernelPage<'_> {
                 inout("rdi") self.va => _,
                 inout("rcx") PAGE_SIZE / 8 => _,
                 in("rax") 0u64,
+                options(nostack, preserves_flags)
+            )
+        }
+    }
+
+    /// Copies the whole page `from` into this one with `rep movsq`
+    /// (copy_highpage()'s copy_page(), as cheap as a clear when every
+    /// instruction is emulated).
+    pub fn copy_from(&self, from: KernelPage<'_>) {
+        // SAFETY: both pages are mapped and held for the borrows (see the
+        // constructors), this one writable; the copy reads exactly one
+        // page of `from` and writes exactly one of this page.
+        unsafe {
+            core::arch::asm!(
+                "rep movsq",
+                inout("rdi") self.va => _,
+                inout("rsi") from.va => _,
+                inout("rcx") PAGE_SIZE / 8 => _,
                 options(nostack, preserves_flags)
             )
         }
@@ -488,36 +522,50 @@ pub struct SlabBox<T> {
     _value: PhantomData<T>,
 }
 
+/// A type whose first value is a constant the kernel copies straight into
+/// a new slab object ([`SlabBox::new_init`]), never through a stack: an
+/// address space is bigger than a kernel stack can hold twice.
+pub trait SlabInit: Sized {
+    const INIT: Self;
+}
+
 impl<T> SlabBox<T> {
     /// Moves `value` into a new object from `cache`, whose objects must be
     /// large and aligned enough for a `T`. On failure the value comes back
     /// with the reason.
     pub fn new(cache: CacheId, value: T) -> Result<Self, (SlabError, T)> {
+        match Self::alloc(cache) {
+            Ok(object) => {
+                // SAFETY: `alloc` checked the object (fresh, so nothing
+                // else refers to it; in the direct map; large and aligned
+                // enough for a T).
+                unsafe { (object.addr() as *mut T).write(value) };
+                Ok(SlabBox {
+                    object,
+                    _value: PhantomData,
+                })
+            }
+            Err(e) => Err((e, value)),
+        }
+    }
+
+    /// An object from `cache` that can hold a `T`, not yet written.
+    fn alloc(cache: CacheId) -> Result<SlabObject, SlabError> {
         let fits = slab::object_layout(cache).is_some_and(|(size, align)| {
             size as usize >= size_of::<T>() && align as usize >= align_of::<T>()
         });
         if !fits {
-            return Err((SlabError::InvalidArgs, value));
+            return Err(SlabError::InvalidArgs);
         }
-        let object = match slab::kmem_cache_alloc(cache) {
-            Ok(object) => object,
-            Err(e) => return Err((e, value)),
-        };
+        let object = slab::kmem_cache_alloc(cache)?;
         let addr = object.addr();
         let in_lowmem = addr >= abi::layout::PAGE_OFFSET
             && direct_mapped(abi::layout::pa(addr), size_of::<T>() as u64);
         if !in_lowmem || !addr.is_multiple_of(align_of::<T>() as u64) {
             let _ = slab::kmem_cache_free(object);
-            return Err((SlabError::InvalidArgs, value));
+            return Err(SlabError::InvalidArgs);
         }
-        // SAFETY: the object is fresh from the allocator, so nothing else
-        // refers to it; it lies in the direct map and is large and aligned
-        // enough for a T (all checked above).
-        unsafe { (addr as *mut T).write(value) };
-        Ok(SlabBox {
-            object,
-            _value: PhantomData,
-        })
+        Ok(object)
     }
 
     /// The object's kernel address.
@@ -527,6 +575,21 @@ impl<T> SlabBox<T> {
 
     fn ptr(&self) -> *mut T {
         self.object.addr as *mut T
+    }
+}
+
+impl<T: SlabInit> SlabBox<T> {
+    /// A new object from `cache` holding `T::INIT`, copied in from the
+    /// constant's bytes in the image.
+    pub fn new_init(cache: CacheId) -> Result<Self, SlabError> {
+        let object = Self::alloc(cache)?;
+        // SAFETY: as in `new`; the constant is a value of its own each
+        // time it is named.
+        unsafe { (object.addr() as *mut T).write(T::INIT) };
+        Ok(SlabBox {
+            object,
+            _value: PhantomData,
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use mm::gfp::Gfp;
 use mm::memblock::Memblock;
 use pagetable::{
     walk, Cursor, Flush, FrameAlloc, Level, MapError, Mapping, PhysError, PhysRead, PhysWrite, Pte,
-    PteFlags, RangeError, WalkConfig, ADDR_MASK, SIZE_2M, SIZE_4K,
+    PteFlags, RangeError, Update, WalkConfig, ADDR_MASK, SIZE_2M, SIZE_4K,
 };
 
 use super::cpu;
@@ -374,9 +374,10 @@ impl TableCursor<'_> {
     /// the `faults` module makes (the dmap self-test and `plant=`).
     ///
     /// # Safety
-    /// Nothing may access memory through the leaf, and `unmap` must never
-    /// reach it (it would hand the frame out as owned) unless the caller
-    /// takes that `Frames` and leaks it at once.
+    /// Nothing may access memory through the leaf, and neither `unmap`
+    /// nor `update_leaves` may reach it (they would hand the frame out as
+    /// held) unless the caller takes the `Frames` `unmap` gives and leaks
+    /// it at once.
     pub unsafe fn map_unowned(
         &mut self,
         va: u64,
@@ -416,6 +417,67 @@ impl TableCursor<'_> {
     /// The physical address `va` translates to, if it is mapped.
     pub fn translate(&self, va: u64) -> Option<u64> {
         self.cursor.translate(va).ok()
+    }
+
+    /// `unmap`, then `free_tables`, in one walk: unmap_vmas() and
+    /// free_pgtables() for an area at exit.
+    pub fn unmap_and_free_tables(
+        &mut self,
+        range: Range<u64>,
+        bounds: Range<u64>,
+        mut each: impl FnMut(u64, Frames),
+    ) -> Flush {
+        self.check(bounds.clone());
+        self.cursor
+            .unmap_and_free_tables_within(range, bounds, |leaf| {
+                // SAFETY: as in `unmap`: a leaf of the span parked a
+                // Frames, and is cleared now.
+                let frame = unsafe { Frames::from_raw(leaf.pa >> PAGE_SHIFT, 0) };
+                each(leaf.va, frame)
+            })
+            .unwrap_or_else(|e| e.flush)
+    }
+
+    /// free_pgtables() for an area whose leaves are unmapped: frees the
+    /// page tables under `range` whose span lies in `bounds` (the empty
+    /// space around the area), reading only the entries in `range`
+    /// (`Cursor::free_tables_within`). A leaf still there goes with its
+    /// table and its frame is not freed: it is not this caller's.
+    pub fn free_tables(&mut self, range: Range<u64>, bounds: Range<u64>) -> Flush {
+        self.check(bounds.clone());
+        self.cursor
+            .free_tables_within(range, bounds, |_| {})
+            .unwrap_or_else(|e| e.flush)
+    }
+
+    /// The frame number a 4 KiB leaf maps at `va` and the leaf entry's
+    /// own flags, if one does (pte_pfn(), pte_flags()).
+    pub fn leaf(&self, va: u64) -> Option<(u64, PteFlags)> {
+        let walk = self.cursor.walk(va);
+        let mapping = walk.mapping()?;
+        let last = walk.steps().last()?;
+        (mapping.size == SIZE_4K).then(|| (mapping.frame >> PAGE_SHIFT, last.entry.flags()))
+    }
+
+    /// Lends `f` every present leaf of `range` in address order (its
+    /// address, its frame and its entry's flags) and gives the leaf the
+    /// flags `f` returns, keeping its frame: copy_pte_range()'s walk,
+    /// where `f` takes a reference for the child (get_page()) and write
+    /// protects the parent's entry (ptep_set_wrprotect()). The table keeps
+    /// every frame: `&Frames` can neither free nor move it.
+    pub fn update_leaves(
+        &mut self,
+        range: Range<u64>,
+        mut f: impl FnMut(u64, &Frames, PteFlags) -> PteFlags,
+    ) -> Result<Flush, RangeError> {
+        self.check(range.clone());
+        self.cursor.update(range, |leaf| {
+            let old = leaf.entry.flags();
+            match lend_leaf(leaf.pa, |frame| f(leaf.va, frame, old)) {
+                Some(new) if new != old => Update::Set(leaf.entry.with_flags(new)),
+                _ => Update::Keep,
+            }
+        })
     }
 }
 

@@ -30,8 +30,10 @@ use super::{cpu, gdt};
 use crate::mm::events::{mod_stat, VM_STAT};
 use crate::mm::{alloc_pages, free_pages};
 
-/// Thread slots, idle threads included.
-pub const MAX_THREADS: usize = 64;
+/// Thread slots, idle threads included: how many threads (and so
+/// processes, one thread each) there can be at once. Past them, fork
+/// fails with EAGAIN, as Linux's does past max_threads.
+pub const MAX_THREADS: usize = 2048;
 
 /// THREAD_SIZE on x86-64: four pages.
 const THREAD_SIZE_ORDER: u32 = 2;
@@ -374,6 +376,16 @@ pub(super) fn begin_user() {
     c.segments.clear();
     c.segments.load();
     c.user.store(true, Ordering::Relaxed);
+}
+
+/// exec's reset of the running user thread's FS and GS (start_thread()
+/// loads null selectors and bases): the new program starts as a first
+/// entry to ring 3 does.
+pub fn clear_user_segments() {
+    let c = &CONTEXTS[current_slot()];
+    let _irqs = super::irqflags::local_irq_save();
+    c.segments.clear();
+    c.segments.load();
 }
 
 /// On the thread just resumed: the one it replaced is now saved and off

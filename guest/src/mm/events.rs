@@ -33,6 +33,11 @@ macro_rules! events {
         }
 
         impl Snapshot {
+            /// What each counter counted since `before`.
+            pub fn since(&self, before: &Snapshot) -> Snapshot {
+                Snapshot { $($name: self.$name.wrapping_sub(before.$name),)* }
+            }
+
             /// (name, meaning, value) for every counter.
             pub fn rows(&self) -> [(&'static str, &'static str, u64); [$(stringify!($name)),*].len()] {
                 [$((stringify!($name), $what, self.$name),)*]
@@ -57,6 +62,10 @@ events! {
     pages_zeroed: "pages cleared for __GFP_ZERO",
     dmap_refusals: "mappings refused by double-mapping prevention",
     user_faults: "user page faults serviced",
+    forks: "processes created by fork (copy_process)",
+    cow_faults: "write faults on copy-on-write pages (do_wp_page)",
+    cow_copies: "pages copied by do_wp_page for a writer",
+    cow_reuses: "copy-on-write pages made writable in place (their last mapping)",
     user_frames_highmem: "frames given to user space from HIGHMEM",
     user_frames_normal: "frames given to user space from NORMAL",
     user_frames_dma: "frames given to user space from DMA",

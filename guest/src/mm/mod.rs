@@ -13,8 +13,9 @@ use core::sync::atomic::AtomicU64;
 
 use abi::boot::E820_RAM;
 use abi::layout::*;
-use mm::buddy::{AllocError, FreeError, Node, ZoneType};
+use mm::buddy::{AllocError, FreeError, Node, RmapError, ZoneType};
 use mm::gfp::Gfp;
+use mm::kmap_local::KmapLocalError;
 use mm::memblock::Memblock;
 use mm::page::{MemMap, Page, PageFlags, PAGE_STRUCT_SIZE};
 use pagetable::MapError;
@@ -273,13 +274,44 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
     Ok(frames)
 }
 
-/// __free_pages(): an order-0 page goes to this CPU's per-CPU list.
+/// __free_pages(): drops a reference; the last one gives the frames
+/// back (an order-0 page to this CPU's per-CPU list), and only then are
+/// they counted as freed.
 pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
     let order = frames.order();
     let cpu = smp_processor_id().index();
-    with_node_mut(|node| frames.free(node, cpu))?;
-    count(&EVENTS.pages_freed, 1 << order);
+    let last = with_node_mut(|node| {
+        let last = node.page_count(frames.pfn()) == Some(1);
+        frames.free(node, cpu).map(|()| last)
+    })?;
+    if last {
+        count(&EVENTS.pages_freed, 1 << order);
+    }
     Ok(())
+}
+
+/// get_page(): another reference to frames the caller holds, for another
+/// holder (a child's page table after fork).
+pub fn get_page(frames: &Frames) -> Result<Frames, FreeError> {
+    with_node_mut(|node| frames.get_ref(node))
+}
+
+/// page_add_anon_rmap() / page_dup_rmap(): one more user page-table entry
+/// maps `frame`, which holds that entry's reference. Returns the new map
+/// count.
+pub fn page_add_rmap(frame: &Frames) -> Result<u32, RmapError> {
+    with_node_mut(|node| node.page_add_rmap(frame.pfn()))
+}
+
+/// page_remove_rmap(): an entry that mapped `frame` is gone (its reference
+/// is dropped next). Returns the new map count.
+pub fn page_remove_rmap(frame: &Frames) -> Result<u32, RmapError> {
+    with_node_mut(|node| node.page_remove_rmap(frame.pfn()))
+}
+
+/// page_count() and page_mapcount() of the frame at `pfn`.
+pub fn page_counts(pfn: u64) -> Option<(u32, u32)> {
+    with_node(|node| Some((node.page_count(pfn)?, node.page_mapcount(pfn)?)))
 }
 
 /// drain_all_pages(): every CPU's per-CPU lists back to the buddy
@@ -296,6 +328,14 @@ pub fn clear_page(frames: &Frames, index: u64) {
         None => highmem::with_kmap_local(frames, index, |page| page.zero())
             .expect("kmap_local stack full while clearing a highmem page"),
     }
+}
+
+/// copy_user_highpage(): copies page 0 of `from` into page 0 of `to`,
+/// each through kmap_atomic when it is in highmem (lowmem needs no slot).
+pub fn copy_highpage(to: &Frames, from: &Frames) -> Result<(), KmapLocalError> {
+    highmem::with_kmap_atomic(from, 0, |src| {
+        highmem::with_kmap_atomic(to, 0, |dst| dst.copy_from(src))
+    })?
 }
 
 /// Sets or clears PG_TABLE on a frame the caller owns (pte_alloc_one(),

@@ -209,11 +209,7 @@ pub fn object_pfn(addr: u64) -> Option<u64> {
 
 /// Pages held by slabs, over every cache (meminfo's Slab).
 pub fn slab_pages() -> u64 {
-    with_registry(|slub| {
-        slub.caches()
-            .map(|c| c.info.num_slabs * u64::from(c.info.pagesperslab))
-            .sum()
-    })
+    with_registry(|slub| slub.caches().map(|c| c.info.pages).sum())
 }
 
 /// Runs `f` over the registry (for reports and tests), interrupts off.

@@ -7,6 +7,7 @@ use abi::layout::PAGE_SIZE;
 use pagetable::{TlbFlush, SINGLE_PAGE_FLUSH_CEILING};
 
 use crate::arch::cpu;
+use crate::arch::percpu::smp_processor_id;
 use crate::mm::events::{count, EVENTS};
 use crate::smp;
 
@@ -41,9 +42,13 @@ fn remote_flush(start: u64, end: u64) {
     flush_range_local(start, end);
 }
 
-/// Flushes [start, end) here and on the other online CPUs of `cpus`.
+/// Flushes [start, end) on the online CPUs of `cpus`: here if this CPU is
+/// one of them (an address space this CPU left, as exit leaves it, has no
+/// entries in its TLB), the others by IPI.
 fn flush_on(cpus: u64, start: u64, end: u64) {
-    flush_range_local(start, end);
+    if cpus & (1 << smp_processor_id().index()) != 0 {
+        flush_range_local(start, end);
+    }
     if smp::call_function_many(cpus, remote_flush, (start, end)) != 0 {
         count(&EVENTS.tlb_remote_flush, 1);
     }

@@ -1,10 +1,17 @@
-//! A process's address space (the mm_struct part): its own PML4 and PDPT,
+//! A process's address space (the mm_struct): its own PML4 and PDPT,
 //! whose kernel quarter points at the shared kernel page directory, and its
-//! VMAs in the red-black tree of `mm::vma`.
+//! VMAs in the red-black tree of `mm::vma`. It lives in its mm_struct
+//! object (from mm_cachep), whose first part is the [`MmStruct`] the host
+//! reads, and never moves: tasks and threads hold it as an [`Mm`] box.
+//! Its user frames are held by reference: fork shares them between parent
+//! and child, copy-on-write, and each mapping is counted in the frame's
+//! `struct page` (map count and refcount).
 
 use core::fmt;
+use core::mem::offset_of;
+use core::ops::Range;
 
-use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE};
 use binfmt::elf::{ElfError, Executable, Segment, PF_R, PF_W, PF_X, PHDR_SIZE};
 use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::Gfp;
@@ -13,17 +20,20 @@ use mm::vma::{
     Access, FaultError, MmLayout, Placement, Prot, VmFlags, Vma, VmaError, VmaKind, VmaTree,
     MMAP_MIN_ADDR, STACK_GUARD_GAP, TASK_SIZE,
 };
-use pagetable::{Flush, MapError, PteFlags};
+use pagetable::{Flush, MapError, PteFlags, SIZE_4K};
 
 use super::objects::{self, MmStruct, VmAreaStruct};
-use crate::arch::mem::{Frames, KernelPage, SlabBox};
+use crate::arch::mem::{Frames, KernelPage, SlabBox, SlabInit};
 use crate::arch::paging::{self, AddressSpaceRoot, TableCursor};
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
 use crate::mm::tlb::MmTlb;
-use crate::mm::{alloc_pages, free_pages, page_zone, with_node};
+use crate::mm::{
+    alloc_pages, copy_highpage, free_pages, get_page, page_add_rmap, page_counts, page_remove_rmap,
+    page_zone,
+};
 use crate::programs::Program;
 
 /// The initial stack VMA just below TASK_SIZE (it grows down on faults).
@@ -32,8 +42,12 @@ pub const USER_STACK_SIZE: u64 = 128 << 10;
 /// stack and its guard gap.
 const USER_IMAGE: core::ops::Range<u64> =
     MMAP_MIN_ADDR..TASK_SIZE - USER_STACK_SIZE - STACK_GUARD_GAP;
-/// Bytes of argv[0] exec copies to the stack (a longer name is cut).
-const ARGV0_MAX: usize = 256;
+/// Most bytes of argument strings exec copies to the new stack, their
+/// NULs included (Linux bounds them by the stack rlimit; here they share
+/// the stack's top page with the vectors that point at them).
+pub const ARG_MAX: usize = 2048;
+/// Most arguments.
+pub const MAX_ARGS: usize = 32;
 
 // Auxiliary vector keys (include/uapi/linux/auxvec.h).
 const AT_NULL: u64 = 0;
@@ -58,6 +72,23 @@ pub enum ExecError {
     Slab(SlabError),
     /// ENOEXEC: not an executable this kernel runs.
     NotExecutable(ElfError),
+    /// E2BIG: more arguments than [`MAX_ARGS`] or [`ARG_MAX`] bytes.
+    TooBig,
+    /// EAGAIN: every thread slot is taken (fork past max_threads).
+    NoThread,
+}
+
+impl ExecError {
+    /// The errno execve() and fork() return for it.
+    pub fn errno(self) -> i64 {
+        match self {
+            ExecError::NotExecutable(_) => 8,
+            ExecError::TooBig => 7,
+            ExecError::NoThread => 11,
+            ExecError::Vma(e) => i64::from(e.errno()),
+            ExecError::NoMemory | ExecError::Map(_) | ExecError::Slab(_) => 12,
+        }
+    }
 }
 
 impl From<SlabError> for ExecError {
@@ -94,6 +125,8 @@ impl fmt::Display for ExecError {
             ExecError::NotExecutable(e) => {
                 write!(f, "not a program this kernel runs (ENOEXEC): {e}")
             }
+            ExecError::TooBig => write!(f, "argument list too long (E2BIG)"),
+            ExecError::NoThread => write!(f, "no thread slot left (EAGAIN)"),
         }
     }
 }
@@ -134,73 +167,161 @@ struct ExeFile {
     elf: Executable,
 }
 
+/// The argument strings exec puts on the new stack (copy_strings()), kept
+/// in the kernel while the old address space goes away.
+pub struct Args {
+    bytes: [u8; ARG_MAX],
+    len: usize,
+    count: usize,
+}
+
+impl Args {
+    pub const fn new() -> Self {
+        Args {
+            bytes: [0; ARG_MAX],
+            len: 0,
+            count: 0,
+        }
+    }
+
+    /// The argument list `[name]`, cut to what fits.
+    pub fn program(name: &str) -> Self {
+        let mut args = Args::new();
+        let name = &name.as_bytes()[..name.len().min(ARG_MAX - 1)];
+        let _ = args.push(name);
+        args
+    }
+
+    /// Appends one argument, which must not hold a NUL. E2BIG when it
+    /// does not fit.
+    pub fn push(&mut self, arg: &[u8]) -> Result<(), ExecError> {
+        let room = self.room();
+        if arg.len() >= room.len() {
+            return Err(ExecError::TooBig);
+        }
+        room[..arg.len()].copy_from_slice(arg);
+        room[arg.len()] = 0;
+        self.commit(arg.len())
+    }
+
+    /// The room left for the next argument and its NUL, to copy it into
+    /// before `commit` (empty once there are MAX_ARGS).
+    pub fn room(&mut self) -> &mut [u8] {
+        if self.count == MAX_ARGS {
+            return &mut [];
+        }
+        &mut self.bytes[self.len..]
+    }
+
+    /// Takes the `len` bytes copied into `room()`, NUL-terminated there, as
+    /// the next argument.
+    pub fn commit(&mut self, len: usize) -> Result<(), ExecError> {
+        if self.count == MAX_ARGS || self.bytes.get(self.len + len) != Some(&0) {
+            return Err(ExecError::TooBig);
+        }
+        self.len += len + 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The strings with their NULs, back to back.
+    fn strings(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// An address space as its holders keep it: the box of its mm_struct
+/// object.
+pub type Mm = SlabBox<AddressSpace>;
+
+#[repr(C)]
 pub struct AddressSpace {
+    /// What the host reads, first: the object's address is the mm_struct's.
+    /// Refreshed from the state below by `sync_objects` and `set_rss`.
+    obj: MmStruct,
     /// This process's page tables (its CR3); None once exit_mmap freed them.
     root: Option<AddressSpaceRoot>,
     pub vmas: VmaTree<MAX_VMAS>,
     entry: u64,
     /// Where the initial stack pointer points (argc).
     stack: u64,
-    /// The executable whose file-backed pages faults fill.
+    /// The executable (mm->exe_file) whose file-backed pages faults fill.
     exe: Option<ExeFile>,
-    /// Frames this address space holds (for the report and the leak tests).
+    /// Frames this address space maps (for the report and the leak tests).
     rss: u64,
     pub faults: u64,
-    /// This address space's mm_struct object (from mm_cachep) and its
-    /// vm_area_struct objects, refreshed by `sync_objects`.
-    mm_obj: Option<SlabBox<MmStruct>>,
+    /// The vm_area_struct objects, refreshed by `sync_objects`.
     vma_objs: [Option<SlabBox<VmAreaStruct>>; MAX_VMAS],
 }
 
-impl AddressSpace {
-    /// An address space with nothing in it: what a task keeps while its
-    /// running thread holds the real one.
-    pub const fn empty() -> Self {
-        AddressSpace {
-            root: None,
-            vmas: VmaTree::new(MmLayout::DEFAULT),
-            entry: 0,
-            stack: 0,
-            exe: None,
-            rss: 0,
-            faults: 0,
-            mm_obj: None,
-            vma_objs: [const { None }; MAX_VMAS],
-        }
-    }
+// The host reads an mm_struct from its start.
+const _: () = assert!(offset_of!(AddressSpace, obj) == 0);
 
-    /// pgd_alloc() + load_elf_binary(): the program's PT_LOAD segments
-    /// as VMAs with their permissions (filled from the file when they
-    /// fault), the stack VMA below TASK_SIZE with the initial stack
-    /// (create_elf_tables()), the brk base after the last segment.
-    pub fn exec(program: &Program) -> Result<Self, ExecError> {
-        let exe = Executable::parse(program.file, USER_IMAGE).map_err(ExecError::NotExecutable)?;
-        let mm_obj = objects::alloc_mm()?;
-        let root = AddressSpaceRoot::new()?;
-        let mut mm = AddressSpace {
-            root: Some(root),
-            vmas: VmaTree::new(MmLayout::DEFAULT),
-            entry: exe.entry,
-            stack: TASK_SIZE,
-            exe: Some(ExeFile {
-                path: program.name,
-                bytes: program.file,
-                elf: exe,
-            }),
+/// is_cow_mapping(): a private mapping that may be written; its pages are
+/// shared read-only after fork until someone writes.
+fn is_cow_mapping(flags: VmFlags) -> bool {
+    flags & (VmFlags::SHARED | VmFlags::MAYWRITE) == VmFlags::MAYWRITE
+}
+
+impl SlabInit for AddressSpace {
+    /// An address space with nothing in it, as a new object starts.
+    const INIT: AddressSpace = AddressSpace {
+        obj: MmStruct {
+            pgd: 0,
+            mmap: 0,
+            map_count: 0,
+            _pad: 0,
+            total_vm: 0,
+            start_brk: 0,
+            brk: 0,
+            mmap_base: 0,
             rss: 0,
-            faults: 0,
-            mm_obj: Some(mm_obj),
-            vma_objs: [const { None }; MAX_VMAS],
-        };
-        let populated = mm.populate(program.name, &exe);
-        if let Err(e) = populated.and_then(|()| Ok(mm.sync_objects()?)) {
-            mm.exit_mmap();
-            return Err(e);
-        }
+        },
+        root: None,
+        vmas: VmaTree::new(MmLayout::DEFAULT),
+        entry: 0,
+        stack: 0,
+        exe: None,
+        rss: 0,
+        faults: 0,
+        vma_objs: [const { None }; MAX_VMAS],
+    };
+}
+
+impl AddressSpace {
+    /// mm_alloc(): an empty mm_struct object with its own PML4 and PDPT
+    /// (pgd_alloc()), built in the object: an address space is too big to
+    /// pass through a kernel stack.
+    fn alloc() -> Result<Mm, ExecError> {
+        let cache = objects::caches()
+            .ok_or(ExecError::Slab(SlabError::NoSuchCache))?
+            .mm_struct;
+        let mut mm: Mm = SlabBox::new_init(cache)?;
+        mm.root = Some(AddressSpaceRoot::new()?);
         Ok(mm)
     }
 
-    fn populate(&mut self, name: &str, exe: &Executable) -> Result<(), ExecError> {
+    /// load_elf_binary(): a new address space for `program`: its PT_LOAD
+    /// segments as VMAs with their permissions (filled from the file when
+    /// they fault), the stack VMA below TASK_SIZE with the initial stack
+    /// (create_elf_tables(), holding `args`), the brk base after the last
+    /// segment. On failure everything taken so far goes back.
+    pub fn exec(program: &Program, args: &Args) -> Result<Mm, ExecError> {
+        let exe = Executable::parse(program.file, USER_IMAGE).map_err(ExecError::NotExecutable)?;
+        let mut mm = Self::alloc()?;
+        mm.entry = exe.entry;
+        mm.stack = TASK_SIZE;
+        mm.exe = Some(ExeFile {
+            path: program.name,
+            bytes: program.file,
+            elf: exe,
+        });
+        mm.populate(args, &exe)?;
+        mm.sync_objects()?;
+        Ok(mm)
+    }
+
+    fn populate(&mut self, args: &Args, exe: &Executable) -> Result<(), ExecError> {
         for s in exe.segments() {
             let flags = VmFlags::from_prot(
                 s.flags & PF_R != 0,
@@ -246,20 +367,20 @@ impl AddressSpace {
                 |_, _| {},
             )
             .map_err(ExecError::Vma)?;
-        self.stack = self.create_elf_tables(name, exe)?;
+        self.stack = self.create_elf_tables(args, exe)?;
         self.vmas
             .set_brk_base(exe.end().next_multiple_of(PAGE_SIZE));
         Ok(())
     }
 
-    /// create_elf_tables(): the top stack page holds argv[0], then, from
-    /// the returned stack pointer up, argc, argv and its NULL, an empty
-    /// environment and the auxiliary vector, as the x86-64 ABI lays them
-    /// out for `_start`.
-    fn create_elf_tables(&mut self, name: &str, exe: &Executable) -> Result<u64, ExecError> {
+    /// create_elf_tables(): the top stack page holds the argument strings,
+    /// then, from the returned stack pointer up, argc, argv and its NULL,
+    /// an empty environment and the auxiliary vector, as the x86-64 ABI
+    /// lays them out for `_start`.
+    fn create_elf_tables(&mut self, args: &Args, exe: &Executable) -> Result<u64, ExecError> {
         let page = TASK_SIZE - PAGE_SIZE;
-        let argv0 = &name.as_bytes()[..name.len().min(ARGV0_MAX)];
-        let argv0_at = TASK_SIZE - 16 - argv0.len() as u64;
+        let strings = args.strings();
+        let strings_at = TASK_SIZE - 16 - strings.len() as u64;
         let aux = [
             (AT_PAGESZ, Some(PAGE_SIZE)),
             (AT_ENTRY, Some(exe.entry)),
@@ -269,22 +390,29 @@ impl AddressSpace {
             (AT_PHDR, exe.phdr),
             (AT_NULL, Some(0)),
         ];
-        // argc, argv[0], argv's NULL, envp's NULL, then the (key, value)
-        // pairs that have a value.
+        // argc, each argv pointer, argv's NULL, envp's NULL, then the
+        // (key, value) pairs that have a value.
+        let mut argv = [0u64; MAX_ARGS];
+        let mut at = strings_at;
+        for (slot, arg) in argv.iter_mut().zip(strings.split_inclusive(|&b| b == 0)) {
+            *slot = at;
+            at += arg.len() as u64;
+        }
         let pairs = aux.iter().filter_map(|&(key, value)| Some([key, value?]));
-        let mut words = [0u64; 4 + 2 * 7];
+        let words_in = core::iter::once(args.count as u64)
+            .chain(argv[..args.count].iter().copied())
+            .chain([0, 0])
+            .chain(pairs.flatten());
+        let mut words = [0u64; 3 + MAX_ARGS + 2 * 7];
         let mut n = 0;
-        for (slot, word) in words
-            .iter_mut()
-            .zip([1, argv0_at, 0, 0].into_iter().chain(pairs.flatten()))
-        {
+        for (slot, word) in words.iter_mut().zip(words_in) {
             *slot = word;
             n += 1;
         }
-        let sp = (argv0_at - n as u64 * 8) & !15;
+        let sp = (strings_at - n as u64 * 8) & !15;
         let frame = alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0)?;
         let written = with_kmap_local(&frame, 0, |p| {
-            p.write_bytes((argv0_at - page) as usize, argv0);
+            p.write_bytes((strings_at - page) as usize, strings);
             for (i, word) in words[..n].iter().enumerate() {
                 p.write_bytes((sp - page) as usize + i * 8, &word.to_le_bytes());
             }
@@ -300,6 +428,74 @@ impl AddressSpace {
                 ExecError::from(e)
             })?;
         Ok(sp)
+    }
+
+    /// dup_mm() for fork: a new address space with a copy of this one's
+    /// VMAs and brk (dup_mmap()) whose page tables map the same frames
+    /// (copy_page_range()). Private writable pages become read-only on
+    /// both sides (copy-on-write) and only the CPUs running this address
+    /// space are told to flush; shared ones stay writable on both. Every
+    /// frame gains a reference and a mapping for the child. Nothing is
+    /// copied yet: do_wp_page() copies a page when one side writes it. On
+    /// failure the child's part goes back (this one keeps its pages, some
+    /// now read-only, which a write makes writable again).
+    pub fn dup(&mut self) -> Result<Mm, ExecError> {
+        let mut child = Self::alloc()?;
+        child.vmas.dup_from(&self.vmas).map_err(ExecError::Vma)?;
+        child.entry = self.entry;
+        child.stack = self.stack;
+        child.exe = self.exe;
+        let copied = self.copy_page_range(&mut child);
+        child.set_rss(copied.0);
+        copied.1?;
+        child.sync_objects()?;
+        Ok(child)
+    }
+
+    /// copy_page_range() over every VMA: how many pages the child now
+    /// maps, and whether all of them could be.
+    fn copy_page_range(&mut self, child: &mut AddressSpace) -> (u64, Result<(), ExecError>) {
+        let (Some(root), Some(child_root)) = (self.root.as_mut(), child.root.as_mut()) else {
+            return (0, Err(ExecError::NoMemory));
+        };
+        let mut tlb = MmTlb {
+            cpus: root.cpu_mask(),
+        };
+        let mut into = child_root.cursor();
+        let mut from = root.cursor();
+        let mut copied = 0;
+        let mut failed = None;
+        let mut flush = Flush::none();
+        for vma in self.vmas.iter() {
+            let cow = is_cow_mapping(vma.flags);
+            let walked = from.update_leaves(vma.start..vma.end, |va, frame, flags| {
+                if failed.is_some() {
+                    return flags;
+                }
+                let shared = if cow {
+                    flags - PteFlags::WRITABLE
+                } else {
+                    flags
+                };
+                match copy_present_pte(&mut into, va, frame, shared) {
+                    Ok(()) => {
+                        copied += 1;
+                        shared
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        flags
+                    }
+                }
+            });
+            flush = flush.merge(walked.unwrap_or_else(|e| {
+                failed.get_or_insert(ExecError::from(e.error));
+                e.flush
+            }));
+        }
+        // flush_tlb_mm(oldmm) at the end of dup_mmap().
+        flush.flush(&mut tlb);
+        (copied, failed.map_or(Ok(()), Err))
     }
 
     /// Physical address of the PML4 (0 once the tables are freed).
@@ -323,19 +519,19 @@ impl AddressSpace {
     }
 
     /// A cursor over the user quarters (None once exit_mmap freed the
-    /// tables); its leaves are owned frames.
+    /// tables); its leaves are held frames.
     pub fn cursor(&mut self) -> Option<TableCursor<'_>> {
         self.root.as_mut().map(AddressSpaceRoot::cursor)
     }
 
-    /// The mm_struct object's address (0 once exit_mmap freed it).
+    /// The mm_struct object's address.
     pub fn mm_obj(&self) -> u64 {
-        self.mm_obj.as_ref().map_or(0, SlabBox::addr)
+        self as *const AddressSpace as u64
     }
 
     /// The mm_struct object, as the host reads it.
-    pub fn mm_struct(&self) -> Option<&MmStruct> {
-        self.mm_obj.as_deref()
+    pub fn mm_struct(&self) -> &MmStruct {
+        &self.obj
     }
 
     /// The vm_area_struct object at `addr`, if it is one of this mm's.
@@ -348,9 +544,9 @@ impl AddressSpace {
     }
 
     /// Refreshes the mm_struct and vm_area_struct objects from the VMA tree
-    /// (after exec, mmap, munmap, mprotect and brk). Out of slab objects, the mm_struct
-    /// says it has no VMAs (the tree, which the kernel uses, is unchanged)
-    /// and the caller fails the operation.
+    /// (after exec, fork, mmap, munmap, mprotect and brk). Out of slab
+    /// objects, the mm_struct says it has no VMAs (the tree, which the
+    /// kernel uses, is unchanged) and the caller fails the operation.
     fn sync_objects(&mut self) -> Result<(), SlabError> {
         let exe_path = self.exe.map(|exe| exe.path);
         let head = objects::sync_vmas(
@@ -364,7 +560,7 @@ impl AddressSpace {
         } else {
             0
         };
-        let mm = MmStruct {
+        self.obj = MmStruct {
             pgd: self.pgd(),
             mmap: *head.as_ref().unwrap_or(&0),
             map_count: listed,
@@ -375,9 +571,6 @@ impl AddressSpace {
             mmap_base: self.vmas.mmap_base(),
             rss: self.rss,
         };
-        if let Some(obj) = self.mm_obj.as_mut() {
-            **obj = mm;
-        }
         head.map(|_| ())
     }
 
@@ -386,12 +579,12 @@ impl AddressSpace {
         user::user_frame(self.entry, self.stack)
     }
 
-    /// Maps `frame`, fresh and this mm's alone, at user address `va` with
-    /// the VMA's permissions, through the kernel's one page-table writer
-    /// (so double-mapping prevention sees it); the page tables hold the
-    /// frame from then on, and zap frees it. On failure the frame comes
-    /// back. Mirrors the end of do_anonymous_page(): set_pte_at() of
-    /// vm_page_prot, writable in a writable VMA (maybe_mkwrite()).
+    /// Maps `frame` at user address `va` with the VMA's permissions, through
+    /// the kernel's one page-table writer (so double-mapping prevention
+    /// sees it), as one more mapping of the frame; the page tables hold
+    /// the frame from then on, and zap drops it. On failure the frame
+    /// comes back. Mirrors the end of do_anonymous_page():
+    /// page_add_new_anon_rmap() + set_pte_at().
     pub fn install(
         &mut self,
         va: u64,
@@ -411,21 +604,18 @@ impl AddressSpace {
         let mut tlb = MmTlb {
             cpus: root.cpu_mask(),
         };
-        root.cursor().map(va, frame, pte)?.flush(&mut tlb);
+        map_counted(&mut root.cursor(), va, frame, pte)?.flush(&mut tlb);
         self.set_rss(self.rss + 1);
-        let zone_counter = match page_zone(pfn) {
-            Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
-            Some(ZoneType::Dma) => &EVENTS.user_frames_dma,
-            _ => &EVENTS.user_frames_normal,
-        };
-        count(zone_counter, 1);
+        count_user_frame(pfn);
         Ok(())
     }
 
     /// handle_mm_fault(): find_vma -> access check -> a GFP_HIGHUSER frame
     /// (highmem when there is any), through kmap_local because a highmem
     /// frame has no kernel address, cleared for anonymous memory or filled
-    /// from the executable for its file-backed pages -> the PTE.
+    /// from the executable for its file-backed pages -> the PTE. A write
+    /// to a present read-only page of a writable VMA is copy-on-write
+    /// (do_wp_page()).
     ///
     /// File pages are read at fault time, not at exec, as filemap_fault()
     /// reads them: exec costs the same for any program size (guest ring 0
@@ -444,20 +634,21 @@ impl AddressSpace {
             // expand_stack() grew the stack VMA: republish the VMA objects.
             self.sync_objects().map_err(|_| FaultFailure::OutOfMemory)?;
         }
+        let page = page_down(addr);
         if code.contains(PageFaultError::PROT) {
-            // A write the VMA allows to a page mapped read-only: private
-            // pages become writable here (mprotect() leaves them read-only).
+            // The VMA allows the access (checked above) and the page is
+            // there: only a write to a page mapped read-only (left so by
+            // fork, or by mprotect) explains it.
             if !access.write {
                 return Err(FaultFailure::Protection);
             }
-            self.do_wp_page(addr & !(PAGE_SIZE - 1), &vma)?;
+            self.do_wp_page(page, &vma)?;
             self.faults += 1;
             count(&EVENTS.user_faults, 1);
             return Ok(());
         }
         let frame =
             alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).map_err(|_| FaultFailure::OutOfMemory)?;
-        let page = addr & !(PAGE_SIZE - 1);
         if let Some(bytes) = self.file_contents(&vma, page) {
             let filled = with_kmap_local(&frame, 0, |p| p.write_bytes(0, bytes));
             if filled.is_err() {
@@ -473,12 +664,70 @@ impl AddressSpace {
             }
             Err((e, frame)) => {
                 let _ = free_pages(frame);
-                Err(match e {
-                    MapError::Refused { .. } => FaultFailure::Refused,
-                    _ => FaultFailure::OutOfMemory,
-                })
+                Err(FaultFailure::from(e))
             }
         }
+    }
+
+    /// do_wp_page(): a write to the read-only page at `page` of writable
+    /// `vma`. The page's only mapping and reference may write it in place
+    /// (wp_can_reuse_anon_page(): a reuse); otherwise the writer gets its
+    /// own copy (wp_page_copy(), through kmap_atomic where either frame is
+    /// in highmem), which replaces the shared frame in this address space
+    /// only: the old entry is cleared and flushed first
+    /// (ptep_clear_flush()), and the other mappings keep the old frame.
+    fn do_wp_page(&mut self, page: u64, vma: &Vma) -> Result<(), FaultFailure> {
+        count(&EVENTS.cow_faults, 1);
+        let root = self.root.as_mut().ok_or(FaultFailure::OutOfMemory)?;
+        let mut tlb = MmTlb {
+            cpus: root.cpu_mask(),
+        };
+        let mut cursor = root.cursor();
+        let Some((pfn, flags)) = cursor.leaf(page) else {
+            return Err(FaultFailure::Protection);
+        };
+        let writable = flags | PteFlags::WRITABLE;
+        if flags.contains(PteFlags::WRITABLE) {
+            // Made writable since the access: a stale TLB entry, which the
+            // fault dropped. The retry succeeds.
+            return Ok(());
+        }
+        if vma.flags.contains(VmFlags::SHARED) || page_counts(pfn) == Some((1, 1)) {
+            cursor
+                .update_leaves(page..page + SIZE_4K, |_, _, _| writable)
+                .map_err(|e| FaultFailure::from(e.flush(&mut tlb)))?
+                .flush(&mut tlb);
+            count(&EVENTS.cow_reuses, 1);
+            return Ok(());
+        }
+        let copy = alloc_pages(Gfp::HIGHUSER, 0).map_err(|_| FaultFailure::OutOfMemory)?;
+        if root.with_frame(page, |old| copy_highpage(&copy, old)) != Some(Ok(())) {
+            // No kmap_local slot: as out of memory.
+            let _ = free_pages(copy);
+            return Err(FaultFailure::OutOfMemory);
+        }
+        let mut cursor = root.cursor();
+        let mut old = None;
+        cursor
+            .unmap(page..page + SIZE_4K, |_, frame| old = Some(frame))
+            .map_err(|e| FaultFailure::from(e.flush(&mut tlb)))?
+            .flush(&mut tlb);
+        if let Some(old) = old {
+            let _ = page_remove_rmap(&old);
+            let _ = free_pages(old);
+        }
+        let new = copy.pfn();
+        match map_counted(&mut cursor, page, copy, writable) {
+            Ok(flush) => flush.flush(&mut tlb),
+            Err((e, copy)) => {
+                let _ = free_pages(copy);
+                self.set_rss(self.rss - 1);
+                return Err(FaultFailure::from(e));
+            }
+        }
+        count_user_frame(new);
+        count(&EVENTS.cow_copies, 1);
+        Ok(())
     }
 
     /// What the executable holds for the page at `page` of `vma`, from the
@@ -502,28 +751,6 @@ impl AddressSpace {
         let len = (segment.file_end().min(page + PAGE_SIZE) - page) as usize;
         let from = usize::try_from(offset).ok()?;
         file.get(from..from.checked_add(len)?)
-    }
-
-    /// do_wp_page(), the reuse half: a write fault on a present read-only
-    /// page of a writable VMA makes the PTE writable when the frame is
-    /// this mm's alone (page_count() 1) or the VMA is shared
-    /// (wp_page_reuse(), wp_page_shared()). A frame another holder
-    /// references would need copying, which this kernel does not do: the
-    /// fault then fails as a protection violation.
-    fn do_wp_page(&mut self, page: u64, vma: &Vma) -> Result<(), FaultFailure> {
-        let pfn = self.translate(page).ok_or(FaultFailure::Protection)?;
-        let shared = vma.flags.contains(VmFlags::SHARED);
-        if !shared && with_node(|n| n.page_count(pfn)) != Some(1) {
-            return Err(FaultFailure::Protection);
-        }
-        let root = self.root.as_mut().ok_or(FaultFailure::Protection)?;
-        let mut tlb = MmTlb {
-            cpus: root.cpu_mask(),
-        };
-        let pte = vm_get_page_prot(vma.flags) | PteFlags::WRITABLE;
-        let protected = root.cursor().protect(page..page + PAGE_SIZE, pte);
-        protected.unwrap_or_else(|e| e.flush).flush(&mut tlb);
-        Ok(())
     }
 
     /// mprotect(): changes the VMAs (splitting and merging them) and gives
@@ -605,44 +832,74 @@ impl AddressSpace {
     }
 
     /// Changes the VMAs with `f` (mmap, munmap, brk), which reports every
-    /// range it unmaps; those pages are zapped, and the mm_struct and
-    /// vm_area_struct objects are refreshed. `Err` when no slab object was
-    /// left for them: the caller ends the task, as out of memory.
+    /// range it unmaps; those pages are zapped, the page tables left empty
+    /// between the areas that remain are freed (unmap_region() ->
+    /// free_pgtables()), and the mm_struct and vm_area_struct objects are
+    /// refreshed. `Err` when no slab object was left for them: the caller
+    /// ends the task, as out of memory.
     pub fn change_vmas<R>(
         &mut self,
         f: impl FnOnce(&mut VmaTree<MAX_VMAS>, &mut dyn FnMut(u64, u64)) -> R,
     ) -> Result<R, SlabError> {
         let root = &mut self.root;
         let mut freed = 0;
+        let mut unmapped: Option<Range<u64>> = None;
         let result = f(&mut self.vmas, &mut |start, end| {
-            freed += zap_range(root, start, end)
+            freed += zap_range(root, start, end);
+            unmapped = Some(
+                unmapped
+                    .as_ref()
+                    .map_or(start..end, |u| u.start.min(start)..u.end.max(end)),
+            );
         });
         self.rss -= freed;
+        if let Some(unmapped) = unmapped {
+            self.free_pgtables(unmapped);
+        }
         self.sync_objects()?;
         Ok(result)
+    }
+
+    /// free_pgtables() for `range`, zapped: frees the tables whose span
+    /// lies between the areas around it (an area `f` mapped inside it, as
+    /// MAP_FIXED does, has nothing mapped yet).
+    fn free_pgtables(&mut self, range: Range<u64>) {
+        let floor = self
+            .vmas
+            .iter()
+            .filter(|v| v.end <= range.start)
+            .last()
+            .map_or(0, |v| v.end);
+        let ceiling = self
+            .vmas
+            .iter()
+            .find(|v| v.start >= range.end)
+            .map_or(PAGE_OFFSET, |v| v.start);
+        let Some(root) = self.root.as_mut() else {
+            return;
+        };
+        let mut tlb = MmTlb {
+            cpus: root.cpu_mask(),
+        };
+        root.cursor()
+            .free_tables(range, floor..ceiling)
+            .flush(&mut tlb);
     }
 
     /// Updates the resident count here and in the mm_struct object, so a
     /// host reading the object sees it current after every fault.
     fn set_rss(&mut self, rss: u64) {
         self.rss = rss;
-        if let Some(obj) = self.mm_obj.as_mut() {
-            obj.rss = rss;
-        }
+        self.obj.rss = rss;
     }
 
-    /// exit_mmap() + free_pgtables() + pgd_free(): every user frame, every
-    /// user page-table page, the PDPT and the PML4 go back to the buddy
-    /// allocator (the root's drop frees the tables). The kernel page
-    /// directory is shared and stays.
-    pub fn exit_mmap(&mut self) {
-        let vmas: [Option<Vma>; MAX_VMAS] = {
-            let mut all = [None; MAX_VMAS];
-            for (slot, vma) in all.iter_mut().zip(self.vmas.iter()) {
-                *slot = Some(vma);
-            }
-            all
-        };
+    /// exit_mmap() + free_pgtables() + pgd_free(): every mapping is
+    /// dropped (a frame no other address space maps goes back to the buddy
+    /// allocator), and every user page-table page, the PDPT and the PML4
+    /// go back (the root's drop frees the tables). The kernel page
+    /// directory is shared and stays. Runs when the address space is
+    /// dropped (mmput()).
+    fn exit_mmap(&mut self) {
         // One cursor and one TLB flush for all of them, as unmap_vmas()
         // gathers them in one mmu_gather.
         let mut freed = 0;
@@ -652,15 +909,24 @@ impl AddressSpace {
             };
             let mut cursor = root.cursor();
             let mut flush = Flush::none();
-            for vma in vmas.iter().flatten() {
-                flush = flush.merge(zap_with(&mut cursor, vma.start, vma.end, &mut freed));
+            // Each area's pages, then its tables up to the next area (the
+            // ones below are gone already), in one walk: the root's
+            // teardown then finds its directories empty instead of
+            // reading them through.
+            let mut areas = self.vmas.iter().peekable();
+            while let Some(vma) = areas.next() {
+                let ceiling = areas.peek().map_or(PAGE_OFFSET, |next| next.start);
+                let unmapped =
+                    cursor.unmap_and_free_tables(vma.start..vma.end, 0..ceiling, |_, frame| {
+                        drop_mapping(frame, &mut freed)
+                    });
+                flush = flush.merge(unmapped);
             }
             flush.flush(&mut tlb);
         }
         self.set_rss(self.rss - freed);
         self.vmas.clear();
         self.vma_objs.iter_mut().for_each(|obj| *obj = None);
-        self.mm_obj = None;
         self.root = None;
     }
 }
@@ -686,13 +952,90 @@ fn vm_get_page_prot(flags: VmFlags) -> PteFlags {
     pte
 }
 
+impl Drop for AddressSpace {
+    /// mmput(): the last holder is gone.
+    fn drop(&mut self) {
+        self.exit_mmap();
+    }
+}
+
+impl From<MapError> for FaultFailure {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::Refused { .. } => FaultFailure::Refused,
+            _ => FaultFailure::OutOfMemory,
+        }
+    }
+}
+
 fn page_down(addr: u64) -> u64 {
     addr & !(PAGE_SIZE - 1)
 }
 
-/// zap_page_range(): unmaps `[start, end)` with one cursor, frees the
+/// Counts a frame given to user space, by its zone.
+fn count_user_frame(pfn: u64) {
+    let zone_counter = match page_zone(pfn) {
+        Some(ZoneType::Highmem) => &EVENTS.user_frames_highmem,
+        Some(ZoneType::Dma) => &EVENTS.user_frames_dma,
+        _ => &EVENTS.user_frames_normal,
+    };
+    count(zone_counter, 1);
+}
+
+/// Maps `frame` at `va` as one more mapping of it (the map count goes up
+/// first, and back down if the map fails). A frame the allocator does not
+/// count as allocated cannot go in an entry.
+fn map_counted(
+    cursor: &mut TableCursor<'_>,
+    va: u64,
+    frame: Frames,
+    flags: PteFlags,
+) -> Result<Flush, (MapError, Frames)> {
+    if page_add_rmap(&frame).is_err() {
+        let pa = frame.pfn() << PAGE_SHIFT;
+        return Err((MapError::BadFrame { pa }, frame));
+    }
+    cursor.map(va, frame, flags).map_err(|(e, frame)| {
+        let _ = page_remove_rmap(&frame);
+        (e, frame)
+    })
+}
+
+/// copy_present_pte(): the child's entry for the parent's `frame` at `va`:
+/// a reference of its own (get_page()) and one more mapping
+/// (page_dup_rmap()), with `flags`. The child's tables are loaded nowhere,
+/// so no TLB holds their entries.
+fn copy_present_pte(
+    into: &mut TableCursor<'_>,
+    va: u64,
+    frame: &Frames,
+    flags: PteFlags,
+) -> Result<(), ExecError> {
+    let held = get_page(frame).map_err(|_| ExecError::NoMemory)?;
+    match map_counted(into, va, held, flags) {
+        Ok(flush) => {
+            flush.ignore();
+            Ok(())
+        }
+        Err((e, held)) => {
+            let _ = free_pages(held);
+            Err(ExecError::from(e))
+        }
+    }
+}
+
+/// An unmapped leaf's frame: its mapping, then the reference the mapping
+/// held (page_remove_rmap(), then the put_page(), so a frame another
+/// address space still maps stays), counted in `freed`.
+fn drop_mapping(frame: Frames, freed: &mut u64) {
+    let _ = page_remove_rmap(&frame);
+    let _ = free_pages(frame);
+    *freed += 1;
+}
+
+/// zap_page_range(): unmaps `[start, end)` with one cursor, drops the
 /// frames and flushes what the cursor says the TLB may hold. Returns how
-/// many frames were freed.
+/// many pages were unmapped.
 fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
     let Some(root) = root else { return 0 };
     let mut tlb = MmTlb {
@@ -703,13 +1046,11 @@ fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
     freed
 }
 
-/// Unmaps `[start, end)` with `cursor` and frees the frames, counting them
-/// in `freed`; returns what the TLB may still hold of them.
+/// Unmaps `[start, end)` with `cursor` and drops each frame's mapping and
+/// reference (zap_pte_range()), counting them in `freed`; returns what the
+/// TLB may still hold of them.
 fn zap_with(cursor: &mut TableCursor<'_>, start: u64, end: u64, freed: &mut u64) -> Flush {
-    let unmapped = cursor.unmap(start..end, |_, frame| {
-        let _ = free_pages(frame);
-        *freed += 1;
-    });
+    let unmapped = cursor.unmap(start..end, |_, frame| drop_mapping(frame, freed));
     // User space has no huge pages to stick out of a VMA: whatever stopped
     // the walk, what was cleared is flushed.
     unmapped.unwrap_or_else(|e| e.flush)

@@ -2,7 +2,8 @@
 //! address space cannot explain kills the task with a clear message, and
 //! the kernel goes on with the next one.
 
-use super::{exit_current, with_current, ExitStatus};
+use super::address_space::FaultFailure;
+use super::{exit_current, with_current, ExitStatus, SIGKILL, SIGSEGV};
 use crate::arch::trap::TrapFrame;
 use crate::kprintln;
 use crate::trap::exception_name;
@@ -14,6 +15,7 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
     if frame.vector == PAGE_FAULT && cr2 >= mm::vma::TASK_SIZE {
         kill(
             frame,
+            SIGSEGV,
             format_args!("user access to kernel address {cr2:#x} (SEGV_MAPERR)"),
         );
     }
@@ -21,11 +23,23 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
         let result = with_current(|task| task.mm.handle_fault(cr2, frame.error_code));
         match result {
             Ok(()) => return,
-            Err(why) => kill(frame, format_args!("page fault at {cr2:#x}: {why}")),
+            // pagefault_out_of_memory(): the OOM killer's SIGKILL, for the
+            // task that needed the memory.
+            Err(why @ FaultFailure::OutOfMemory) => kill(
+                frame,
+                SIGKILL,
+                format_args!("page fault at {cr2:#x}: {why}"),
+            ),
+            Err(why) => kill(
+                frame,
+                SIGSEGV,
+                format_args!("page fault at {cr2:#x}: {why}"),
+            ),
         }
     }
     kill(
         frame,
+        SIGSEGV,
         format_args!(
             "{} (error code {:#x})",
             exception_name(frame.vector),
@@ -40,6 +54,7 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
 pub fn kill_bad_syscall_return(frame: &TrapFrame) {
     kill(
         frame,
+        SIGSEGV,
         format_args!(
             "system call with a non-user return address {:#x}",
             frame.rcx
@@ -48,13 +63,13 @@ pub fn kill_bad_syscall_return(frame: &TrapFrame) {
 }
 
 /// force_sig(SIGSEGV) for a task with no handler (or the OOM killer's
-/// SIGKILL): report, then end it.
-pub fn kill(frame: &TrapFrame, why: core::fmt::Arguments) -> ! {
+/// SIGKILL): report, then end it with `signal`.
+pub fn kill(frame: &TrapFrame, signal: u8, why: core::fmt::Arguments) -> ! {
     let (pid, name) = with_current(|t| (t.pid, t.name));
     kprintln!(
         "[{pid}:{name}] killed: {why}; RIP={:#x} RSP={:#x}",
         frame.rip,
         frame.rsp
     );
-    exit_current(ExitStatus::Killed)
+    exit_current(ExitStatus::Killed(signal))
 }

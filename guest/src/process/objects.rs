@@ -3,10 +3,12 @@
 //! proc_caches_init()), laid out as plain C structs so the host can read
 //! them from guest memory. A task lives in its task_struct object (see
 //! `process::Task`, whose first field is the [`TaskStruct`] the host
-//! reads). The kernel's working state of an address space (the VMA
-//! red-black tree, the page tables) is authoritative; the mm_struct and
-//! vm_area_struct objects are refreshed from it whenever it changes, as
-//! Linux keeps mm->mmap beside mm->mm_rb.
+//! reads), and an address space in its mm_struct object (see
+//! `AddressSpace`, whose first field is the [`MmStruct`]). The kernel's
+//! working state of an address space (the VMA red-black tree, the page
+//! tables) is authoritative; the mm_struct and vm_area_struct objects are
+//! refreshed from it whenever it changes, as Linux keeps mm->mmap beside
+//! mm->mm_rb.
 
 use core::mem::size_of;
 
@@ -36,11 +38,17 @@ pub struct TaskStruct {
     /// Address of this task's mm_struct object.
     pub mm: u64,
     pub comm: [u8; 16],
+    /// The wait status once it has exited, encoded as wait4() reports it:
+    /// the exit code in bits 8-15, or the number of the signal that
+    /// killed it.
     pub exit_code: i32,
     pub _pad: u32,
     /// The task list: init_task.tasks is its head (Linux's `tasks`, walked
     /// by for_each_process()).
     pub tasks: ListHead,
+    /// The parent's task_struct (init_task for the tasks init started and
+    /// for orphans, which init adopts).
+    pub real_parent: u64,
 }
 
 impl TaskStruct {
@@ -105,16 +113,16 @@ pub struct Caches {
 static CACHES: spin::Once<Caches> = spin::Once::new();
 
 /// fork_init() -> kmem_cache_create("task_struct", ...) sized for the
-/// whole task (`task_size`), and proc_caches_init() for mm_struct and
-/// vm_area_struct. Each cache's per-CPU slab stays empty until its first
-/// allocation.
-pub fn fork_init(task_size: usize) -> Result<Caches, SlabError> {
+/// whole task (`task_size`), and proc_caches_init() for mm_struct, sized
+/// for the whole address space (`mm_size`), and vm_area_struct. Each
+/// cache's per-CPU slab stays empty until its first allocation.
+pub fn fork_init(task_size: usize, mm_size: usize) -> Result<Caches, SlabError> {
     let create = |name, size: usize| {
         slab::kmem_cache_create(name, size as u32, 0, SlabFlags::HWCACHE_ALIGN, None)
     };
     let caches = Caches {
         task_struct: create("task_struct", task_size)?,
-        mm_struct: create("mm_struct", size_of::<MmStruct>())?,
+        mm_struct: create("mm_struct", mm_size)?,
         vm_area_struct: create("vm_area_struct", size_of::<VmAreaStruct>())?,
     };
     Ok(*CACHES.call_once(|| caches))
@@ -122,13 +130,6 @@ pub fn fork_init(task_size: usize) -> Result<Caches, SlabError> {
 
 pub fn caches() -> Option<&'static Caches> {
     CACHES.get()
-}
-
-/// A new mm_struct object (from mm_cachep), all zero until the address
-/// space fills it; dropping the box frees it.
-pub fn alloc_mm() -> Result<SlabBox<MmStruct>, SlabError> {
-    let cache = caches().ok_or(SlabError::NoSuchCache)?.mm_struct;
-    SlabBox::new(cache, MmStruct::default()).map_err(|(e, _)| e)
 }
 
 /// Rebuilds an mm's vm_area_struct list from its VMAs: frees the old

@@ -7,15 +7,18 @@ use abi::layout::PAGE_SIZE;
 use mm::slub::SlabError;
 use mm::vma::{Access, MapFlags, Prot};
 
+use super::address_space::{Args, ExecError};
 use super::fault::kill;
-use super::{exit_current, with_current, ExitStatus};
+use super::{
+    current_pid, current_ppid, exit_current, with_current, ExitStatus, WaitError, WaitFor, SIGKILL,
+};
 use crate::arch::irqflags::{local_irq_disable, local_irq_enable};
 use crate::arch::mem::KernelPage;
 use crate::arch::trap::TrapFrame;
 use crate::console::print;
 use crate::kprintln;
 use crate::mm::events::{count, EVENTS};
-use crate::{sched, time};
+use crate::{programs, sched, time};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const SYS_WRITE: u64 = 1;
@@ -26,15 +29,24 @@ const SYS_BRK: u64 = 12;
 const SYS_SCHED_YIELD: u64 = 24;
 const SYS_NANOSLEEP: u64 = 35;
 const SYS_GETPID: u64 = 39;
+const SYS_CLONE: u64 = 56;
+const SYS_FORK: u64 = 57;
+const SYS_EXECVE: u64 = 59;
 const SYS_EXIT: u64 = 60;
+const SYS_WAIT4: u64 = 61;
+const SYS_GETPPID: u64 = 110;
+const SYS_GETTID: u64 = 186;
 const SYS_CLOCK_GETTIME: u64 = 228;
 const SYS_EXIT_GROUP: u64 = 231;
 
+const ENOENT: i64 = 2;
 const EINTR: i64 = 4;
 const EBADF: i64 = 9;
+const ECHILD: i64 = 10;
 const EFAULT: i64 = 14;
 const ENODEV: i64 = 19;
 const EINVAL: i64 = 22;
+const ENAMETOOLONG: i64 = 36;
 const ENOSYS: i64 = 38;
 
 /// Clocks clock_gettime() reads: the tick's, as on a machine whose only
@@ -45,10 +57,26 @@ const CLOCK_BOOTTIME: u64 = 7;
 
 const NSEC_PER_SEC: u64 = 1_000_000_000;
 
+/// clone()'s flags: the signal sent to the parent at exit (CSIGNAL) is all
+/// a fork-like clone may ask for.
+const CSIGNAL: u64 = 0xff;
+/// wait4() options: WNOHANG is honoured; no child is ever stopped or
+/// continued, so WUNTRACED and WCONTINUED change nothing.
+const WNOHANG: u64 = 1;
+const WUNTRACED: u64 = 2;
+const WCONTINUED: u64 = 8;
+/// sizeof(struct rusage) on x86-64: wait4() reports no usage (zeros).
+const RUSAGE_SIZE: usize = 144;
+
 /// The most a single write() copies to the console.
 const WRITE_MAX: u64 = 4096;
+/// The longest program path execve() takes, with its NUL.
+const PATH_MAX: usize = 256;
 
 pub fn dispatch(frame: &mut TrapFrame) {
+    // Process context, with interrupts on as do_syscall_64() turns them
+    // on: a call may sleep (wait4). The way back to ring 3 turns them off.
+    crate::arch::irqflags::local_irq_enable();
     count(&EVENTS.syscalls, 1);
     if frame.vector != crate::arch::user::SYSCALL_VECTOR {
         count(&EVENTS.syscall_fallbacks, 1);
@@ -65,7 +93,18 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_SCHED_YIELD => Ok(sys_sched_yield()),
         SYS_NANOSLEEP => Ok(sys_nanosleep(args[0])),
         SYS_CLOCK_GETTIME => Ok(sys_clock_gettime(args[0], args[1])),
-        SYS_GETPID => Ok(with_current(|t| i64::from(t.pid))),
+        SYS_GETPID | SYS_GETTID => Ok(i64::from(current_pid())),
+        SYS_GETPPID => Ok(i64::from(current_ppid())),
+        SYS_FORK => Ok(sys_clone(frame, 0, 0)),
+        SYS_CLONE => Ok(sys_clone(frame, args[0], args[1])),
+        SYS_EXECVE => match sys_execve(args[0], args[1]) {
+            Ok(entry) => {
+                *frame = entry;
+                return;
+            }
+            Err(errno) => Ok(-errno),
+        },
+        SYS_WAIT4 => Ok(sys_wait4(args[0] as i32, args[1], args[2], args[3])),
         SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
         nr => Ok(sys_ni_syscall(nr)),
     };
@@ -73,6 +112,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Ok(ret) => frame.rax = ret as u64,
         Err(_) => kill(
             frame,
+            SIGKILL,
             format_args!("out of memory for its vm_area_struct objects"),
         ),
     }
@@ -97,6 +137,8 @@ fn sys_ni_syscall(nr: u64) -> i64 {
 
 /// write(fd, buf, count) to the console (fd 1 and 2). The bytes are read
 /// through the page tables, faulting pages in as a user access would.
+/// Not inlined: its buffer stays off the kernel stack of the other calls.
+#[inline(never)]
 fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     if fd != 1 && fd != 2 {
         return -EINVAL;
@@ -104,8 +146,8 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     let len = len.min(WRITE_MAX);
     let mut text = [0u8; WRITE_MAX as usize];
     let text = &mut text[..len as usize];
-    if !copy_from_user(text, buf) {
-        return -EFAULT;
+    if let Err(errno) = copy_from_user(buf, text) {
+        return -errno;
     }
     match core::str::from_utf8(text) {
         Ok(s) => print(format_args!("{s}")),
@@ -114,42 +156,145 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     len as i64
 }
 
-/// copy_from_user(): fills `to` from user address `from`, page by page,
-/// each reached as the user's own read would reach it (faulted in if
-/// needed, by walking instead of touching). False where that read would
-/// fault (-EFAULT).
-fn copy_from_user(to: &mut [u8], from: u64) -> bool {
-    let mut done = 0;
-    while done < to.len() {
-        let va = from.wrapping_add(done as u64);
-        let in_page = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(to.len() - done);
-        let chunk = &mut to[done..done + in_page];
-        let offset = (va % PAGE_SIZE) as usize;
-        if with_user_page(va, Access::READ, |page| page.read_bytes(offset, chunk)).is_none() {
-            return false;
-        }
-        done += in_page;
+/// clone(flags, newsp, ...) and fork(): a new process with a copy-on-write
+/// copy of this one's memory, which returns 0 (on `newsp` if given);
+/// this side gets its pid. Only fork's kind of clone is supported: no
+/// flag beyond the exit signal (threads, CLONE_VM, are not), else EINVAL.
+fn sys_clone(frame: &TrapFrame, flags: u64, newsp: u64) -> i64 {
+    if flags & !CSIGNAL != 0 {
+        return -EINVAL;
     }
-    true
+    let child = TrapFrame {
+        rsp: if newsp != 0 { newsp } else { frame.rsp },
+        ..*frame
+    };
+    match super::fork(&child) {
+        Ok(pid) => i64::from(pid),
+        Err(e) => -e.errno(),
+    }
 }
 
-/// copy_to_user(): writes `from` at user address `to`, as the user's own
-/// writes would (a page faulted in, a read-only private page made
-/// writable). False where such a write would fault (-EFAULT); the pages
-/// before it are written.
-fn copy_to_user(to: u64, from: &[u8]) -> bool {
+/// execve(path, argv, envp): runs the program at `path` in the initramfs
+/// (a leading `/` names its root) with the argument strings of `argv`
+/// (NULL: none) and an empty environment. Returns the frame the new
+/// program starts from, or the errno with this program left as it was.
+/// Not inlined, for its buffers (as `sys_write`).
+#[inline(never)]
+fn sys_execve(path: u64, argv: u64) -> Result<TrapFrame, i64> {
+    let mut name = [0u8; PATH_MAX];
+    let len = strncpy_from_user(path, &mut name).map_err(|e| match e {
+        CopyError::Fault => EFAULT,
+        CopyError::TooLong => ENAMETOOLONG,
+    })?;
+    let name = core::str::from_utf8(&name[..len]).map_err(|_| ENOENT)?;
+    let program = programs::find(name.strip_prefix('/').unwrap_or(name)).ok_or(ENOENT)?;
+    let mut args = Args::new();
+    let mut next = argv;
+    while next != 0 {
+        let mut pointer = [0u8; 8];
+        copy_from_user(next, &mut pointer)?;
+        let arg = u64::from_le_bytes(pointer);
+        if arg == 0 {
+            break;
+        }
+        let len = strncpy_from_user(arg, args.room()).map_err(|e| match e {
+            CopyError::Fault => EFAULT,
+            CopyError::TooLong => ExecError::TooBig.errno(),
+        })?;
+        args.commit(len).map_err(|e| e.errno())?;
+        next = next.checked_add(8).ok_or(EFAULT)?;
+    }
+    super::exec(&program, &args).map_err(|e| e.errno())
+}
+
+/// wait4(pid, wstatus, options, rusage): reaps an exited child (`pid` -1
+/// or 0: any, there being one process group; > 0: that one; < -1: a
+/// group this kernel does not have, so none), sleeping until one exits
+/// unless WNOHANG. Stores its wait status and a zero rusage where asked.
+/// Returns its pid, 0 for WNOHANG with none exited yet, or -ECHILD.
+fn sys_wait4(pid: i32, wstatus: u64, options: u64, rusage: u64) -> i64 {
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED) != 0 {
+        return -EINVAL;
+    }
+    let which = match pid {
+        -1 | 0 => WaitFor::Any,
+        pid if pid > 0 => WaitFor::Pid(pid as u32),
+        _ => return -ECHILD,
+    };
+    let (child, status) = match super::wait(which, options & WNOHANG != 0) {
+        Ok(reaped) => reaped,
+        Err(WaitError::NoChild) => return -ECHILD,
+        Err(WaitError::NoneExited) => return 0,
+    };
+    if wstatus != 0 {
+        if let Err(errno) = copy_to_user(wstatus, &status.wait_status().to_le_bytes()) {
+            return -errno;
+        }
+    }
+    if rusage != 0 {
+        if let Err(errno) = copy_to_user(rusage, &[0; RUSAGE_SIZE]) {
+            return -errno;
+        }
+    }
+    i64::from(child)
+}
+
+/// Why a string could not be copied from user memory.
+enum CopyError {
+    Fault,
+    /// No NUL within the buffer.
+    TooLong,
+}
+
+/// strncpy_from_user(): the NUL-terminated string at user address `va`
+/// into `buf`; returns its length without the NUL.
+fn strncpy_from_user(va: u64, buf: &mut [u8]) -> Result<usize, CopyError> {
     let mut done = 0;
-    while done < from.len() {
-        let va = to.wrapping_add(done as u64);
-        let in_page = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(from.len() - done);
-        let chunk = &from[done..done + in_page];
-        let offset = (va % PAGE_SIZE) as usize;
-        if with_user_page(va, Access::WRITE, |page| page.write_bytes(offset, chunk)).is_none() {
-            return false;
+    while done < buf.len() {
+        let at = va.checked_add(done as u64).ok_or(CopyError::Fault)?;
+        let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(buf.len() - done);
+        let chunk = &mut buf[done..done + in_page];
+        copy_from_user(at, chunk).map_err(|_| CopyError::Fault)?;
+        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+            return Ok(done + nul);
         }
         done += in_page;
     }
-    true
+    Err(CopyError::TooLong)
+}
+
+/// copy_from_user(): fills `out` from user address `va`, page by page,
+/// each reached as the user's own read would reach it (faulted in if
+/// needed, by walking instead of touching). EFAULT where that read would
+/// fault.
+fn copy_from_user(va: u64, out: &mut [u8]) -> Result<(), i64> {
+    let mut done = 0;
+    while done < out.len() {
+        let at = va.checked_add(done as u64).ok_or(EFAULT)?;
+        let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(out.len() - done);
+        let chunk = &mut out[done..done + in_page];
+        let offset = (at % PAGE_SIZE) as usize;
+        with_user_page(at, Access::READ, |page| page.read_bytes(offset, chunk)).ok_or(EFAULT)?;
+        done += in_page;
+    }
+    Ok(())
+}
+
+/// copy_to_user(): writes `bytes` at user address `va`, as the user's own
+/// writes would (a page faulted in, a read-only private page made
+/// writable or copied, copy-on-write). EFAULT where such a write would
+/// fault; the pages before it are written.
+fn copy_to_user(va: u64, bytes: &[u8]) -> Result<(), i64> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let at = va.checked_add(done as u64).ok_or(EFAULT)?;
+        let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(bytes.len() - done);
+        let chunk = &bytes[done..done + in_page];
+        let offset = (at % PAGE_SIZE) as usize;
+        with_user_page(at, Access::WRITE, |page| page.write_bytes(offset, chunk)).ok_or(EFAULT)?;
+        done += in_page;
+    }
+    Ok(())
 }
 
 /// The page behind user address `va`, reached as a user `access` would,
@@ -261,19 +406,16 @@ fn sys_clock_gettime(clock: u64, tp: u64) -> i64 {
     let mut ts = [0u8; 16];
     ts[..8].copy_from_slice(&(ns / NSEC_PER_SEC).to_le_bytes());
     ts[8..].copy_from_slice(&(ns % NSEC_PER_SEC).to_le_bytes());
-    if copy_to_user(tp, &ts) {
-        0
-    } else {
-        -EFAULT
+    match copy_to_user(tp, &ts) {
+        Ok(()) => 0,
+        Err(errno) => -errno,
     }
 }
 
 /// A struct timespec (tv_sec, tv_nsec: two i64) at user address `at`.
 fn read_timespec(at: u64) -> Option<(i64, i64)> {
     let mut ts = [0u8; 16];
-    if !copy_from_user(&mut ts, at) {
-        return None;
-    }
+    copy_from_user(at, &mut ts).ok()?;
     let (sec, nsec) = ts.split_at(8);
     let word = |b: &[u8]| b.try_into().ok().map(i64::from_le_bytes);
     Some((word(sec)?, word(nsec)?))

@@ -111,13 +111,71 @@ impl Thread {
     };
 }
 
+/// Words of a bitmap with one bit per thread slot; a u64 has a bit for
+/// each (a bitmap's summary: which of its words have a bit set).
+pub const SLOT_WORDS: usize = MAX_THREADS / 64;
+const _: () = assert!(MAX_THREADS.is_multiple_of(64) && SLOT_WORDS <= 64);
+
 struct RunQueue {
     threads: [Thread; MAX_THREADS],
+    /// The slots whose thread is runnable, and which of its words have
+    /// any: what `pick` and the tick scan, so the table's size costs
+    /// nothing when few threads run (as 2.4's runqueue_head lists only
+    /// the runnable tasks).
+    runnable: [u64; SLOT_WORDS],
+    runnable_words: u64,
+    /// The slots in use (not Unused).
+    used: [u64; SLOT_WORDS],
     /// Where the round-robin scan starts next.
     cursor: usize,
 }
 
 impl RunQueue {
+    /// Every change of a thread's state goes through here, so the bitmaps
+    /// always say what the table says.
+    fn set_state(&mut self, slot: usize, state: State) {
+        self.threads[slot].state = state;
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let mark = |bits: &mut [u64; SLOT_WORDS], on: bool| {
+            if on {
+                bits[word] |= bit;
+            } else {
+                bits[word] &= !bit;
+            }
+        };
+        mark(&mut self.runnable, state == State::Runnable);
+        mark(&mut self.used, state != State::Unused);
+        if self.runnable[word] == 0 {
+            self.runnable_words &= !(1 << word);
+        } else {
+            self.runnable_words |= 1 << word;
+        }
+    }
+
+    /// Puts `thread` in `slot`, whatever was there.
+    fn set(&mut self, slot: usize, thread: Thread) {
+        let state = thread.state;
+        self.threads[slot] = thread;
+        self.set_state(slot, state);
+    }
+
+    /// The runnable slots in round-robin order from `from`.
+    fn runnable_from(&self, from: usize) -> impl Iterator<Item = usize> + '_ {
+        let runnable_in = move |slots: core::ops::Range<usize>| {
+            let words = self.runnable_words
+                & !mask_below(slots.start / 64)
+                & mask_below(slots.end.div_ceil(64));
+            Ones(words).flat_map(move |word| {
+                let base = word * 64;
+                let mut bits = self.runnable[word];
+                bits &= !mask_below(slots.start.saturating_sub(base));
+                bits &= mask_below(slots.end - base);
+                Ones(bits).map(move |bit| base + bit)
+            })
+        };
+        runnable_in(from..MAX_THREADS).chain(runnable_in(0..from))
+    }
+
     /// The next thread for `cpu` after `prev`: a runnable thread allowed
     /// there (idle threads are never picked, only fallen back to), else
     /// `prev` if it still runs, else the CPU's idle thread. A thread still
@@ -126,17 +184,14 @@ impl RunQueue {
     /// would each wait for the other's switch to finish; `prev`, on this
     /// CPU, may be picked (woken before it got off the CPU).
     fn pick(&mut self, cpu: usize, prev: usize) -> usize {
-        for i in 0..MAX_THREADS {
-            let slot = (self.cursor + i) % MAX_THREADS;
-            let t = &self.threads[slot];
-            if slot >= MAX_CPUS
-                && t.state == State::Runnable
-                && t.allowed & (1 << cpu) != 0
+        let found = self.runnable_from(self.cursor).find(|&slot| {
+            slot >= MAX_CPUS
+                && self.threads[slot].allowed & (1 << cpu) != 0
                 && (slot == prev || !switch::on_cpu(slot))
-            {
-                self.cursor = (slot + 1) % MAX_THREADS;
-                return slot;
-            }
+        });
+        if let Some(slot) = found {
+            self.cursor = (slot + 1) % MAX_THREADS;
+            return slot;
         }
         if self.threads[prev].state == State::Running {
             prev
@@ -146,9 +201,16 @@ impl RunQueue {
     }
 
     fn runnable_on(&self, cpu: usize) -> bool {
-        self.threads[MAX_CPUS..]
-            .iter()
-            .any(|t| t.state == State::Runnable && t.allowed & (1 << cpu) != 0)
+        self.runnable_from(MAX_CPUS)
+            .any(|slot| slot >= MAX_CPUS && self.threads[slot].allowed & (1 << cpu) != 0)
+    }
+
+    /// A slot for a new thread: the first unused one after init's.
+    fn free_slot(&self) -> Option<usize> {
+        self.used.iter().enumerate().find_map(|(word, &bits)| {
+            let free = !bits & !mask_below(if word == 0 { INIT + 1 } else { 0 });
+            (free != 0).then(|| word * 64 + free.trailing_zeros() as usize)
+        })
     }
 
     fn tid(&self, slot: usize) -> Tid {
@@ -159,8 +221,35 @@ impl RunQueue {
     }
 }
 
+/// The bits below `n` (all of them for 64).
+fn mask_below(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1 << n) - 1
+    }
+}
+
+/// The positions of a word's set bits, lowest first.
+struct Ones(u64);
+
+impl Iterator for Ones {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
 static RUNQUEUE: Mutex<RunQueue> = Mutex::new(RunQueue {
     threads: [Thread::UNUSED; MAX_THREADS],
+    runnable: [0; SLOT_WORDS],
+    runnable_words: 0,
+    used: [0; SLOT_WORDS],
     cursor: MAX_CPUS,
 });
 
@@ -198,26 +287,32 @@ pub fn init() -> Result<(), SpawnError> {
     switch::install(0, stack).map_err(|_| SpawnError::TooManyThreads)?;
     switch::adopt_boot_context(INIT).expect("the init slot is free at boot");
     with_rq(|rq| {
-        rq.threads[0] = Thread {
-            state: State::Runnable,
-            name: "swapper/0",
-            generation: 1,
-            cpu: 0,
-            allowed: 1,
-            entry: Some((|_| idle_loop(), 0)),
-            pid: 0,
-            slice: 0,
-        };
-        rq.threads[INIT] = Thread {
-            state: State::Running,
-            name: "init",
-            generation: 1,
-            cpu: 0,
-            allowed: 1,
-            entry: None,
-            pid: 0,
-            slice: 0,
-        };
+        rq.set(
+            0,
+            Thread {
+                state: State::Runnable,
+                name: "swapper/0",
+                generation: 1,
+                cpu: 0,
+                allowed: 1,
+                entry: Some((|_| idle_loop(), 0)),
+                pid: 0,
+                slice: 0,
+            },
+        );
+        rq.set(
+            INIT,
+            Thread {
+                state: State::Running,
+                name: "init",
+                generation: 1,
+                cpu: 0,
+                allowed: 1,
+                entry: None,
+                pid: 0,
+                slice: 0,
+            },
+        );
     });
     RUNNING.store(true, Ordering::Release);
     Ok(())
@@ -228,16 +323,19 @@ pub fn init() -> Result<(), SpawnError> {
 pub fn start_idle(cpu: usize) -> ! {
     switch::adopt_boot_context(cpu).expect("each CPU starts once");
     with_rq(|rq| {
-        rq.threads[cpu] = Thread {
-            state: State::Running,
-            name: IDLE_NAMES[cpu],
-            generation: 1,
-            cpu: cpu as u32,
-            allowed: 1 << cpu,
-            entry: None,
-            pid: 0,
-            slice: 0,
-        }
+        rq.set(
+            cpu,
+            Thread {
+                state: State::Running,
+                name: IDLE_NAMES[cpu],
+                generation: 1,
+                cpu: cpu as u32,
+                allowed: 1 << cpu,
+                entry: None,
+                pid: 0,
+                slice: 0,
+            },
+        )
     });
     idle_loop()
 }
@@ -311,25 +409,24 @@ fn start_thread(
     let cpu = smp_processor_id().index() as u32;
     let tid = with_rq(|rq| {
         // A slot is free once its last thread's stack was released.
-        let Some(i) = rq.threads[INIT + 1..]
-            .iter()
-            .position(|t| t.state == State::Unused)
-        else {
+        let Some(slot) = rq.free_slot() else {
             return Err((SpawnError::TooManyThreads, stack));
         };
-        let slot = INIT + 1 + i;
         switch::install(slot, stack).map_err(|(_, stack)| (SpawnError::TooManyThreads, stack))?;
-        let t = &mut rq.threads[slot];
-        *t = Thread {
-            state: State::Runnable,
-            name,
-            generation: t.generation.wrapping_add(1),
-            cpu,
-            allowed,
-            entry: Some(entry),
-            pid,
-            slice: 0,
-        };
+        let generation = rq.threads[slot].generation.wrapping_add(1);
+        rq.set(
+            slot,
+            Thread {
+                state: State::Runnable,
+                name,
+                generation,
+                cpu,
+                allowed,
+                entry: Some(entry),
+                pid,
+                slice: 0,
+            },
+        );
         Ok(rq.tid(slot))
     })?;
     kick_idle_cpus(allowed);
@@ -353,7 +450,7 @@ pub fn kthread_entry(left: usize) -> ! {
 pub fn exit() -> ! {
     local_irq_disable();
     let me = current_slot();
-    with_rq(|rq| rq.threads[me].state = State::Dead);
+    with_rq(|rq| rq.set_state(me, State::Dead));
     schedule();
     unreachable!("a dead thread was scheduled again");
 }
@@ -369,6 +466,28 @@ pub fn join(tid: Tid) -> Result<(), wait::SleepError> {
             t.generation != tid.generation || t.state == State::Unused
         })
     })
+}
+
+/// Sleeps until `condition` holds, checking it again each time a thread
+/// has exited and its slot is free (what init waits on: a child's death,
+/// and room to start a task that waits for a thread).
+pub fn wait_for_exits(
+    wchan: &'static str,
+    condition: impl FnMut() -> bool,
+) -> Result<(), wait::SleepError> {
+    EXITED.wait_event(wchan, condition)
+}
+
+/// Whether a thread slot is free for a new thread.
+pub fn has_free_slot() -> bool {
+    with_rq(|rq| rq.free_slot().is_some())
+}
+
+/// set_task_comm() for the running thread (exec): the name the host's
+/// thread table shows.
+pub fn set_name(name: &'static str) {
+    let me = current_slot();
+    with_rq(|rq| rq.threads[me].name = name);
 }
 
 /// schedule(): gives this CPU to the next runnable thread, if there is
@@ -387,11 +506,11 @@ fn __schedule() -> bool {
     let (next, pid) = with_rq(|rq| {
         let next = rq.pick(me, prev);
         if next != prev && rq.threads[prev].state == State::Running {
-            rq.threads[prev].state = State::Runnable;
+            rq.set_state(prev, State::Runnable);
         }
         // Also when `prev` itself was picked: it may have been woken
         // between setting itself asleep and this call.
-        rq.threads[next].state = State::Running;
+        rq.set_state(next, State::Running);
         rq.threads[next].cpu = me as u32;
         if next != prev {
             rq.threads[next].slice = TIMESLICE_TICKS;
@@ -434,7 +553,7 @@ fn finish_task_switch(left: usize) {
         return;
     }
     drop(switch::release(left));
-    with_rq(|rq| rq.threads[left].state = State::Unused);
+    with_rq(|rq| rq.set_state(left, State::Unused));
     EXITED.wake_up();
 }
 
@@ -442,10 +561,9 @@ fn finish_task_switch(left: usize) {
 /// CPU that may run it.
 pub fn wake_up_slot(slot: usize) {
     let allowed = with_rq(|rq| {
-        let t = &mut rq.threads[slot];
-        if let State::Sleeping(_) = t.state {
-            t.state = State::Runnable;
-            Some(t.allowed)
+        if let State::Sleeping(_) = rq.threads[slot].state {
+            rq.set_state(slot, State::Runnable);
+            Some(rq.threads[slot].allowed)
         } else {
             None
         }
@@ -503,13 +621,13 @@ pub fn cond_resched() {
 /// next `schedule()` unless woken first.
 fn set_current_sleeping(wchan: &'static str) {
     let me = current_slot();
-    with_rq(|rq| rq.threads[me].state = State::Sleeping(wchan));
+    with_rq(|rq| rq.set_state(me, State::Sleeping(wchan)));
 }
 
 /// set_current_state(TASK_RUNNING).
 fn set_current_running() {
     let me = current_slot();
-    with_rq(|rq| rq.threads[me].state = State::Running);
+    with_rq(|rq| rq.set_state(me, State::Running));
 }
 
 /// preempt_disable().
@@ -638,5 +756,6 @@ pub fn write_vmcoreinfo<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     }
     w.symbol(sym::CURRENT_SLOT, switch::current_slots_address())?;
     w.length(off::CURRENT_SLOT, MAX_CPUS)?;
-    w.offset(off::WAIT_QUEUE_WAITERS, wait::WAITERS_OFFSET)
+    w.offset(off::WAIT_QUEUE_WAITERS, wait::WAITERS_OFFSET)?;
+    w.length(off::WAIT_QUEUE_WAITERS, SLOT_WORDS)
 }

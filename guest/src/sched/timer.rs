@@ -12,20 +12,33 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
     current_slot, might_sleep, schedule, set_current_running, set_current_sleeping, wake_up_slot,
-    MAX_THREADS,
+    MAX_THREADS, SLOT_WORDS,
 };
 use crate::time::jiffies;
 
-const _: () = assert!(MAX_THREADS <= 64);
-
 /// Each slot's expiry, valid while its bit in `ARMED` is set.
 static EXPIRES: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
-/// The slots whose timers are armed, one bit each.
-static ARMED: AtomicU64 = AtomicU64::new(0);
+/// The slots whose timers are armed, one bit each, and which words of it
+/// may have a bit set (whoever disarms the last timer of a word may leave
+/// its bit: a stale bit only costs a look), as a wait queue keeps them.
+static ARMED: [AtomicU64; SLOT_WORDS] = [const { AtomicU64::new(0) }; SLOT_WORDS];
+static ARMED_WORDS: AtomicU64 = AtomicU64::new(0);
+
+/// The words of `ARMED` that may have a bit set, lowest first.
+fn armed_words() -> impl Iterator<Item = usize> {
+    let mut words = ARMED_WORDS.load(Ordering::SeqCst);
+    core::iter::from_fn(move || {
+        (words != 0).then(|| {
+            let word = words.trailing_zeros() as usize;
+            words &= words - 1;
+            word
+        })
+    })
+}
 
 /// Whether any thread sleeps on a timer.
 pub fn armed() -> bool {
-    ARMED.load(Ordering::SeqCst) != 0
+    armed_words().any(|word| ARMED[word].load(Ordering::SeqCst) != 0)
 }
 
 /// Sleeps until jiffies reaches `expires` (schedule_timeout() in a loop,
@@ -34,17 +47,18 @@ pub fn armed() -> bool {
 #[track_caller]
 pub fn sleep_until(expires: u64, wchan: &'static str) -> Result<(), super::AtomicContext> {
     let slot = current_slot();
-    let bit = 1 << slot;
+    let (word, bit) = (slot / 64, 1 << (slot % 64));
     while jiffies() < expires {
         might_sleep()?;
         // Asleep, then armed: the tick that finds the timer finds a sleeper.
         set_current_sleeping(wchan);
         EXPIRES[slot].store(expires, Ordering::SeqCst);
-        ARMED.fetch_or(bit, Ordering::SeqCst);
+        ARMED[word].fetch_or(bit, Ordering::SeqCst);
+        ARMED_WORDS.fetch_or(1 << word, Ordering::SeqCst);
         if jiffies() < expires {
             schedule();
         }
-        ARMED.fetch_and(!bit, Ordering::SeqCst);
+        ARMED[word].fetch_and(!bit, Ordering::SeqCst);
         set_current_running();
     }
     Ok(())
@@ -54,15 +68,25 @@ pub fn sleep_until(expires: u64, wchan: &'static str) -> Result<(), super::Atomi
 /// timer expired. A timer is disarmed by whoever clears its bit first, so
 /// a thread is woken only while it still sleeps on it.
 pub fn run_timers(now: u64) {
-    let mut armed = ARMED.load(Ordering::SeqCst);
-    while armed != 0 {
-        let slot = armed.trailing_zeros() as usize;
-        let bit = 1 << slot;
-        armed &= !bit;
-        if EXPIRES[slot].load(Ordering::SeqCst) <= now
-            && ARMED.fetch_and(!bit, Ordering::SeqCst) & bit != 0
-        {
-            wake_up_slot(slot);
+    for word in armed_words() {
+        let mut armed = ARMED[word].load(Ordering::SeqCst);
+        if armed == 0 {
+            ARMED_WORDS.fetch_and(!(1 << word), Ordering::SeqCst);
+            // A timer armed since the load sets the word's bit again.
+            armed = ARMED[word].load(Ordering::SeqCst);
+            if armed != 0 {
+                ARMED_WORDS.fetch_or(1 << word, Ordering::SeqCst);
+            }
+        }
+        while armed != 0 {
+            let bit = armed & armed.wrapping_neg();
+            armed &= !bit;
+            let slot = word * 64 + bit.trailing_zeros() as usize;
+            if EXPIRES[slot].load(Ordering::SeqCst) <= now
+                && ARMED[word].fetch_and(!bit, Ordering::SeqCst) & bit != 0
+            {
+                wake_up_slot(slot);
+            }
         }
     }
 }

@@ -138,9 +138,11 @@ fn user_mapping_of_a_slab_page_is_refused() -> TestResult {
     let pid = spawn(&segv).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let user_va = 0x0900_0000;
     let result = process::with_task(pid, |t| {
-        let r = faults::install_unowned(&mut t.mm, user_va, pfn);
-        (r, t.mm.translate(user_va))
-    });
+        let mm = t.mm.as_mut()?;
+        let r = faults::install_unowned(mm, user_va, pfn);
+        Some((r, mm.translate(user_va)))
+    })
+    .flatten();
     run_queue(|_, _, _| {});
     let _ = kfree(obj);
     let Some((installed, mapped)) = result else {
@@ -204,9 +206,10 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
     };
     let mut frame = Some(frame);
     let installed = process::with_task(pid, |t| {
+        let mm = t.mm.as_mut()?;
         let frame = frame.take()?;
         Some(
-            t.mm.install(0x0900_0000, frame, VmFlags::READ | VmFlags::WRITE)
+            mm.install(STACK_PAGE, frame, VmFlags::READ | VmFlags::WRITE)
                 .map_err(|(e, frame)| {
                     let _ = free_pages(frame);
                     e
@@ -217,7 +220,8 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
     if let Some(frame) = frame {
         let _ = free_pages(frame);
     }
-    // The task owns the frame now; exit frees it with the rest.
+    // The task owns the frame now (a page of its stack VMA, deep below
+    // what it uses); exit frees it with the rest.
     run_queue(|_, _, _| {});
     check_eq!(
         installed,
@@ -226,6 +230,9 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
     );
     Ok(())
 }
+
+/// A page of a task's stack VMA that its program never reaches.
+const STACK_PAGE: u64 = mm::vma::TASK_SIZE - 0x10000;
 
 fn churn_gives_no_false_refusals() -> TestResult {
     let before = refusals();

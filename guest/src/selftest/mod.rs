@@ -105,6 +105,7 @@ pub struct Suite {
 
 mod buddy;
 mod dmap;
+mod fork;
 mod highmem;
 mod paging;
 mod process;
@@ -113,7 +114,7 @@ mod slab;
 mod smp;
 mod vmalloc;
 
-const SUITES: [Suite; 10] = [
+const SUITES: [Suite; 11] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -121,6 +122,7 @@ const SUITES: [Suite; 10] = [
     slab::SUITE,
     dmap::SUITE,
     process::SUITE,
+    fork::SUITE,
     smp::SUITE,
     sched::SUITE,
     sched::STRESS,

@@ -12,7 +12,7 @@ use crate::mm::events::EVENTS;
 use crate::mm::slab::slab_pages;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
 use crate::process::address_space::ExecError;
-use crate::process::{run_queue, spawn, with_task, ExitStatus};
+use crate::process::{run_queue, spawn, with_task, ExitStatus, SIGKILL, SIGSEGV};
 use crate::programs;
 
 pub const SUITE: Suite = Suite {
@@ -54,19 +54,24 @@ pub const SUITE: Suite = Suite {
     ],
 };
 
-/// Runs one program to completion and returns how it ended.
-fn run(name: &str) -> Result<ExitStatus, Failure> {
+/// Runs one program to completion and returns how it ended (orphans it
+/// leaves, which init adopts, are reaped too).
+pub(super) fn run(name: &str) -> Result<ExitStatus, Failure> {
     let program =
         programs::find(name).ok_or_else(|| Failure::new(format_args!("no program {name}")))?;
-    spawn(&program).map_err(|e| Failure::new(format_args!("spawn {name}: {e}")))?;
+    let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn {name}: {e}")))?;
     let mut status = None;
-    run_queue(|_, _, s| status = Some(s));
+    run_queue(|p, _, s| {
+        if p == pid {
+            status = Some(s);
+        }
+    });
     status.ok_or_else(|| Failure::new(format_args!("{name} did not run")))
 }
 
 /// Free pages per zone, counting those on the per-CPU lists (free, but
 /// outside the zone's NR_FREE_PAGES, as in Linux).
-fn free_counts() -> [u64; 3] {
+pub(super) fn free_counts() -> [u64; 3] {
     with_node(|n| {
         [ZoneType::Dma, ZoneType::Normal, ZoneType::Highmem]
             .map(|z| n.zone(z).free_pages() + n.pcp_count(z))
@@ -114,7 +119,11 @@ fn each_process_has_its_own_cr3() -> TestResult {
             .read_u64(pml4e.addr() + 8 * Level::Pdpt.index(PAGE_OFFSET) as u64)
             .map(|e| Pte(e).addr())
     };
-    let found = |pid| with_task(pid, |t| t.mm.pgd()).map(|pgd| (pgd, quarter(pgd)));
+    let found = |pid| {
+        with_task(pid, |t| t.mm.as_ref().map(|mm| mm.pgd()))
+            .flatten()
+            .map(|pgd| (pgd, quarter(pgd)))
+    };
     let (ra, rb) = (found(a), found(b));
     let mut ran = 0;
     run_queue(|pid, _, _| ran += u32::from(pid == a || pid == b));
@@ -137,7 +146,7 @@ fn each_process_has_its_own_cr3() -> TestResult {
 
 fn bad_accesses_kill_the_task() -> TestResult {
     for name in ["segv", "rowrite", "kernel"] {
-        check_eq!(run(name)?, ExitStatus::Killed, "{name}");
+        check_eq!(run(name)?, ExitStatus::Killed(SIGSEGV), "{name}");
     }
     // The kernel went on: a good program still runs.
     check_eq!(run("demo")?, ExitStatus::Exited(0), "demo after the kills");
@@ -172,34 +181,39 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let mapped = with_task(pid, |t| {
-        t.mm.change_vmas(|v, unmap| {
-            v.mmap(
-                Placement::Hint(0),
-                0x10000,
-                VmFlags::DATA_DEFAULT,
-                VmaKind::Anon,
-                unmap,
-            )
+        t.mm.as_mut().map(|mm| {
+            mm.change_vmas(|v, unmap| {
+                v.mmap(
+                    Placement::Hint(0),
+                    0x10000,
+                    VmFlags::DATA_DEFAULT,
+                    VmaKind::Anon,
+                    unmap,
+                )
+            })
         })
-    });
+    })
+    .flatten();
     let compared = with_task(pid, |t| {
+        let mm = t.mm.as_ref()?;
         let mut list = [(0u64, 0u64); 8];
         let mut n = 0;
         // Walk the list by address, as the host does.
-        let mut vma = t.mm.mm_struct().map_or(0, |mm| mm.mmap);
-        while let Some(obj) = t.mm.vma_object(vma).filter(|_| n < list.len()) {
+        let mut vma = mm.mm_struct().mmap;
+        while let Some(obj) = mm.vma_object(vma).filter(|_| n < list.len()) {
             list[n] = (obj.vm_start, obj.vm_end);
             n += 1;
             vma = obj.vm_next;
         }
         let mut tree = [(0u64, 0u64); 8];
         let mut m = 0;
-        for v in t.mm.vmas.iter().take(8) {
+        for v in mm.vmas.iter().take(8) {
             tree[m] = (v.start, v.end);
             m += 1;
         }
-        (n, list, m, tree)
-    });
+        Some((n, list, m, tree))
+    })
+    .flatten();
     run_queue(|_, _, _| {});
     check!(
         matches!(mapped, Some(Ok(Ok(_)))),
@@ -232,14 +246,16 @@ fn mprotect_and_map_fixed_change_ptes() -> TestResult {
     let (before, slabs) = (free_counts(), slab_pages());
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let checked = with_task(pid, |t| -> TestResult {
-        let mm: &mut AddressSpace = &mut t.mm;
+        let Some(mm) = t.mm.as_deref_mut() else {
+            return Err(Failure::new(format_args!("the task has no address space")));
+        };
         let leaf = |mm: &AddressSpace, va: u64| -> Option<Mapping> {
             pagetable::walk(&DirectMap, mm.pgd(), va, &WalkConfig::default())
                 .mapping()
                 .copied()
         };
         let writable = |m: Option<Mapping>| m.map(|m| m.flags.contains(PteFlags::WRITABLE));
-        let rss = |mm: &AddressSpace| mm.mm_struct().map_or(0, |m| m.rss);
+        let rss = |mm: &AddressSpace| mm.mm_struct().rss;
         let rw = Prot::READ | Prot::WRITE;
         let private = MapFlags::PRIVATE | MapFlags::ANONYMOUS;
         let mapped = mm.change_vmas(|v, unmap| v.do_mmap(0, 4 * P, rw, private, unmap));
@@ -325,12 +341,12 @@ fn mprotect_and_map_fixed_change_ptes() -> TestResult {
 fn forged_syscalls_are_contained() -> TestResult {
     check_eq!(
         run("forge")?,
-        ExitStatus::Killed,
+        ExitStatus::Killed(SIGSEGV),
         "forge (IOPL 3 in R11, then `out`)"
     );
     check_eq!(
         run("forgerip")?,
-        ExitStatus::Killed,
+        ExitStatus::Killed(SIGSEGV),
         "forgerip (non-canonical RCX)"
     );
     check_eq!(
@@ -343,13 +359,13 @@ fn forged_syscalls_are_contained() -> TestResult {
 
 /// Every lowmem block the allocator still gives for a GFP mask, largest
 /// first, on a list linked through the blocks themselves.
-struct Hog {
+pub(super) struct Hog {
     blocks: FrameList,
     pages: u64,
 }
 
 impl Hog {
-    fn take_all(gfp: mm::gfp::Gfp) -> Hog {
+    pub(super) fn take_all(gfp: mm::gfp::Gfp) -> Hog {
         let mut hog = Hog {
             blocks: FrameList::new(),
             pages: 0,
@@ -366,7 +382,18 @@ impl Hog {
         hog
     }
 
-    fn give_back(mut self) {
+    /// Every lowmem block but a block of 2^`order` pages, which stays
+    /// free for the test (with what the watermarks keep back).
+    pub(super) fn take_all_but(order: u32) -> Hog {
+        let kept = alloc_pages(Gfp::KERNEL, order);
+        let hog = Hog::take_all(Gfp::KERNEL);
+        if let Ok(kept) = kept {
+            let _ = free_pages(kept);
+        }
+        hog
+    }
+
+    pub(super) fn give_back(mut self) {
         while let Some(frames) = self.blocks.pop() {
             let _ = free_pages(frames);
         }
@@ -403,7 +430,7 @@ fn out_of_memory_is_an_error() -> TestResult {
     );
     check_eq!(
         ended,
-        Some(ExitStatus::Killed),
+        Some(ExitStatus::Killed(SIGKILL)),
         "demo with no lowmem for its page tables"
     );
     check_eq!(after.0, before.0, "free HIGHMEM pages afterwards");

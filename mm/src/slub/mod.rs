@@ -211,6 +211,9 @@ pub(crate) struct KmemCacheNode {
     full: SlabList,
     pub(crate) nr_slabs: u64,
     pub(crate) total_objects: u64,
+    /// Pages its slabs hold: a slab allocated at the fallback order
+    /// holds fewer than the preferred order's (NR_SLAB_*'s count).
+    pub(crate) nr_pages: u64,
 }
 
 /// Event counters (enum stat_item's names), kept per CPU.
@@ -376,6 +379,7 @@ impl KmemCache {
             pagesperslab: 1 << self.l.oo.order(),
             active_slabs: self.node.nr_slabs,
             num_slabs: self.node.nr_slabs,
+            pages: self.node.nr_pages,
         }
     }
     fn debug(&self) -> bool {

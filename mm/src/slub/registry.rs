@@ -50,6 +50,9 @@ pub struct SlabInfo {
     /// As SLUB's get_slabinfo(): both are the number of slabs.
     pub active_slabs: u64,
     pub num_slabs: u64,
+    /// Pages the slabs hold, exactly (num_slabs x pagesperslab counts a
+    /// slab allocated at the fallback order at the preferred one).
+    pub pages: u64,
 }
 
 /// A cache as the registry iterator shows it.
@@ -122,6 +125,7 @@ impl<const N: usize> Slub<N> {
                 full: SlabList::EMPTY,
                 nr_slabs: 0,
                 total_objects: 0,
+                nr_pages: 0,
             },
         });
         self.live[slot] = 1;

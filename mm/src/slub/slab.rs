@@ -169,6 +169,7 @@ pub(super) fn new_slab<B: SlabBackend>(
     }
     s.node.nr_slabs += 1;
     s.node.total_objects += objects as u64;
+    s.node.nr_pages += 1 << order;
     s.cpu_slab[cpu].stats.alloc_slab += 1;
     Ok(pfn)
 }
@@ -199,6 +200,7 @@ pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
     b.free_pages(pfn, order);
     s.node.nr_slabs -= 1;
     s.node.total_objects -= objects as u64;
+    s.node.nr_pages -= 1 << order;
     s.cpu_slab[cpu].stats.free_slab += 1;
 }
 

@@ -278,6 +278,10 @@ fn double_free_is_reported_with_cache_and_address() {
     let x = s.kmem_cache_alloc(0, id, &mut b).unwrap();
     let _y = s.kmem_cache_alloc(0, id, &mut b).unwrap(); // x's slab is now full, off-CPU
     assert_eq!(s.cache(id).unwrap().stats().order_fallback, 2);
+    // Two order-0 slabs: two pages, not two of the preferred order's.
+    let info = s.cache(id).unwrap().info();
+    assert_eq!((info.num_slabs, info.pages), (2, 2));
+    assert!(info.pagesperslab > 1);
     s.kmem_cache_free(0, id, x, &mut b).unwrap();
     let r = report(s.kmem_cache_free(0, id, x, &mut b).unwrap_err());
     assert_eq!(

@@ -526,6 +526,44 @@ fn brk_grows_and_shrinks() {
     assert_eq!(t.brk(u64::MAX, |_, _| {}), bss_end);
 }
 
+/// fork's copy of the VMAs: the same areas, flags, kinds, offsets, brk
+/// and layout, independent of the parent from then on; a child with too
+/// few VMA slots fails with ENOMEM, its tree still consistent.
+#[test]
+fn dup_from_copies_every_vma_and_the_brk() {
+    let mut parent: VmaTree<16> = VmaTree::new(arch_pick_mmap_layout(RLIM_INFINITY, true, 0));
+    let bss_end = 0x0805_2000;
+    parent
+        .insert(Vma::new(0x0804_8000, 0x0804_9000, RX, VmaKind::Code, 0))
+        .unwrap();
+    parent
+        .insert(Vma::new(0x0804_9000, bss_end, RW, VmaKind::Data, 1))
+        .unwrap();
+    parent.set_brk_base(bss_end);
+    parent.brk(bss_end + 0x3000, |_, _| {});
+    map(&mut parent, 0x4000_0000, 0x4001_0000, RO);
+    let mut child: VmaTree<16> = VmaTree::default();
+    map(&mut child, 0x7000_0000, 0x7000_1000, RW);
+    child.dup_from(&parent).unwrap();
+    child.check().unwrap();
+    assert_eq!(
+        child.iter().collect::<Vec<_>>(),
+        parent.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(child.layout(), parent.layout());
+    assert_eq!(
+        (child.start_brk(), child.current_brk(), child.total_vm()),
+        (parent.start_brk(), parent.current_brk(), parent.total_vm())
+    );
+    // Unmapping in the child leaves the parent alone.
+    unmap(&mut child, 0x4000_0000, 0x10000).unwrap();
+    assert_eq!(parent.map_count(), 4);
+    assert_eq!(child.map_count(), 3);
+    let mut small: VmaTree<2> = VmaTree::default();
+    assert_eq!(small.dup_from(&parent), Err(VmaError::NoMem));
+    small.check().unwrap();
+}
+
 #[test]
 fn stack_faults_grow_down_within_limits() {
     let mut t: VmaTree<16> = VmaTree::default();

@@ -112,6 +112,22 @@ impl<const N: usize> VmaTree<N> {
         self.brk = 0;
     }
 
+    /// dup_mmap()'s VMA half, for fork: this tree becomes a copy of
+    /// `parent` (whatever it held before is forgotten): the same layout,
+    /// brk area and VMAs, each linked in address order as vm_area_dup()
+    /// copies are. The page tables are the caller's (copy_page_range()).
+    /// A VMA that cannot be linked fails the copy, as ENOMEM fails fork.
+    pub fn dup_from<const M: usize>(&mut self, parent: &VmaTree<M>) -> Result<(), VmaError> {
+        self.clear();
+        self.layout = parent.layout;
+        self.start_brk = parent.start_brk;
+        self.brk = parent.brk;
+        for vma in parent.iter() {
+            self.link(vma)?;
+        }
+        Ok(())
+    }
+
     /// The VMAs in address order.
     pub fn iter(&self) -> impl Iterator<Item = Vma> + '_ {
         self.rb.iter().map(to_vma)

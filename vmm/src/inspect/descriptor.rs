@@ -298,6 +298,8 @@ pub struct TaskLayout {
     pub comm: u64,
     pub comm_len: u64,
     pub exit_code: u64,
+    /// task_struct.real_parent, when the guest publishes it.
+    pub real_parent: Option<u64>,
     pub task_running: u64,
     pub task_runnable: u64,
     /// None from a guest that publishes no zombie state.
@@ -355,8 +357,10 @@ pub struct ThreadLayout {
     pub dead: u64,
     /// `current_slot`: (address, CPUs), a u64 per CPU.
     pub current: Option<(u64, u64)>,
-    /// The address of pkmap_map_wait's mask of sleeping slots.
+    /// The address of pkmap_map_wait's bitmap of sleeping slots.
     pub pkmap_wait: Option<u64>,
+    /// The u64 words of a wait queue's bitmap.
+    pub wait_words: u64,
 }
 
 /// A kernel image section (`_text`..`_etext` and so on).
@@ -668,6 +672,10 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         k.field(task, off::TASK_COMM, comm_len)?,
         k.field(task, off::TASK_EXIT_CODE, 4)?,
     );
+    let real_parent = k
+        .get(Kind::Offset, off::TASK_REAL_PARENT)
+        .map(|_| k.field(task, off::TASK_REAL_PARENT, 8))
+        .transpose()?;
     let read = [
         tasks + 16,
         pid + 4,
@@ -675,6 +683,7 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         mm_field + 8,
         comm + comm_len,
         exit_code + 4,
+        real_parent.map_or(0, |at| at + 8),
     ]
     .into_iter()
     .max()
@@ -697,6 +706,7 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         comm,
         comm_len,
         exit_code,
+        real_parent,
         task_running: k.number_or(num::TASK_RUNNING, 1),
         task_runnable: k.number_or(num::TASK_RUNNABLE, 0),
         task_zombie: k.get(Kind::Number, num::TASK_ZOMBIE),
@@ -759,5 +769,9 @@ fn thread_layout(k: &Keys) -> R<Option<ThreadLayout>> {
             .map(|at| Ok::<_, InspectError>((at, k.length(off::CURRENT_SLOT, MAX_CPUS)?)))
             .transpose()?,
         pkmap_wait: wait(sym::PKMAP_MAP_WAIT)?,
+        wait_words: k
+            .get(Kind::Length, off::WAIT_QUEUE_WAITERS)
+            .unwrap_or(1)
+            .min(MAX_THREADS / 64),
     }))
 }

@@ -467,6 +467,8 @@ pub fn ps(k: &Kernel) -> R<Ps> {
     let swapper = TaskInfo {
         task: 0,
         pid: 0,
+        ppid: None,
+        real_parent: 0,
         state: 0,
         comm: "[swapper_pg_dir]".into(),
         exit_code: 0,
@@ -507,7 +509,7 @@ fn cpu_column(cpu: Option<impl std::fmt::Display>) -> String {
 impl Render for Ps {
     fn text(&self, s: &mut String) {
         s.push_str(
-            "   PID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS  COMM\n",
+            "   PID   PPID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS  COMM\n",
         );
         for r in &self.tasks {
             let t = &r.task;
@@ -515,15 +517,16 @@ impl Render for Ps {
             if t.pid == 0 {
                 let _ = writeln!(
                     s,
-                    "{mark}    0  -           -  -           -           {:#010x}     -         -         -  {}",
+                    "{mark}    0      -  -           -  -           -           {:#010x}     -         -         -  {}",
                     t.pgd, t.comm
                 );
                 continue;
             }
             let _ = writeln!(
                 s,
-                "{mark}{:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {}",
+                "{mark}{:>5}  {:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {}",
                 t.pid,
+                t.ppid.map_or_else(|| "-".to_string(), |p| p.to_string()),
                 r.state,
                 cpu_column(r.cpu),
                 t.task,

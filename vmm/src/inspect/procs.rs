@@ -46,6 +46,12 @@ pub struct TaskInfo {
     /// The task_struct object's address.
     pub task: u64,
     pub pid: u32,
+    /// The parent's pid (0: init_task's children), from real_parent;
+    /// None when the guest does not publish it or it names no task.
+    pub ppid: Option<u32>,
+    /// The parent's task_struct address.
+    #[serde(skip)]
+    pub real_parent: u64,
     #[serde(skip)]
     pub state: u32,
     pub comm: String,
@@ -298,6 +304,8 @@ impl Kernel<'_> {
             let mut t = TaskInfo {
                 task,
                 pid,
+                ppid: None,
+                real_parent: l.real_parent.map_or(0, |at| b.u64(at)),
                 state: b.u32(l.state),
                 comm,
                 exit_code: b.u32(l.exit_code) as i32,
@@ -336,7 +344,37 @@ impl Kernel<'_> {
                 ));
             }
         }
+        if l.real_parent.is_some() {
+            self.resolve_parents(&mut out, l.head.wrapping_sub(l.tasks), &mut bad);
+        }
         Ok((out, bad))
+    }
+
+    /// Each task's parent pid, from its real_parent: init_task (pid 0) or
+    /// a task on the list. A pointer to anything else is an anomaly, as is
+    /// a task that is its own parent.
+    fn resolve_parents(&self, tasks: &mut [TaskInfo], init_task: u64, bad: &mut Anomalies) {
+        let pids: std::collections::HashMap<u64, u32> =
+            tasks.iter().map(|t| (t.task, t.pid)).collect();
+        for t in tasks.iter_mut() {
+            t.ppid = match t.real_parent {
+                p if p == init_task => Some(0),
+                p if p == t.task => {
+                    bad.push(format!("task {}: real_parent is itself", t.pid));
+                    None
+                }
+                p => match pids.get(&p) {
+                    Some(&ppid) => Some(ppid),
+                    None => {
+                        bad.push(format!(
+                            "task {}: real_parent {p:#x} is not a task on the list",
+                            t.pid
+                        ));
+                        None
+                    }
+                },
+            };
+        }
     }
 
     /// The task with `pid`: "no process N" (status 1) when there is none.
@@ -568,7 +606,7 @@ impl Kernel<'_> {
             .collect()
     }
 
-    /// The slots asleep on pkmap_map_wait (bits of its mask), with their
+    /// The slots asleep on pkmap_map_wait (bits of its bitmap), with their
     /// threads; None when the guest does not publish the queue.
     pub fn pkmap_sleepers(&self) -> R<Option<(Vec<ThreadInfo>, Anomalies)>> {
         let Some(l) = self.layout(&self.d.threads)? else {
@@ -577,13 +615,20 @@ impl Kernel<'_> {
         let Some(at) = l.pkmap_wait else {
             return Ok(None);
         };
-        let mask = self.u64_at(at)?;
+        let mut bitmap = vec![0u8; l.wait_words as usize * 8];
+        self.read_va(at, &mut bitmap)?;
         let Threads {
             threads,
             mut anomalies,
         } = self.threads()?.unwrap_or_default();
         let mut sleepers = Vec::new();
-        for slot in (0..64).filter(|s| mask & (1 << s) != 0) {
+        let queued = bitmap.chunks_exact(8).enumerate().flat_map(|(word, w)| {
+            let mask = Fields::le(w, 0, 8);
+            (0..64)
+                .filter(move |bit| mask & (1 << bit) != 0)
+                .map(move |bit| word as u64 * 64 + bit)
+        });
+        for slot in queued {
             match threads.iter().find(|t| t.slot == slot) {
                 Some(t) => sleepers.push(t.clone()),
                 None => anomalies.push(format!(

@@ -298,7 +298,11 @@ fn ps_and_vma_read_the_task_list() {
     let lines: Vec<&str> = ps.text.lines().collect();
     assert_eq!(lines.len(), 4, "{}", ps.text);
     assert!(lines[1].ends_with("[swapper_pg_dir]"));
-    assert!(lines[2].starts_with(">    7  running"), "{}", ps.text);
+    assert!(
+        lines[2].starts_with(">    7      -  running"),
+        "{}",
+        ps.text
+    );
     assert!(lines[2].ends_with("spin"));
     assert!(lines[3].contains("0x0000b000") && lines[3].ends_with("demo"));
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
@@ -319,6 +323,65 @@ fn ps_and_vma_read_the_task_list() {
     let ps = run(&m.target(&info), &Query::Ps).unwrap();
     assert_eq!(ps.text.lines().count(), 2, "{}", ps.text);
     assert!(!ps.text.contains("anomaly"), "{}", ps.text);
+}
+
+/// PPID from real_parent: init_task is 0, a task on the list is its
+/// pid, and anything else (the task itself, a stray pointer) is an
+/// anomaly with no PPID.
+#[test]
+fn ps_shows_each_parent() {
+    const O_PARENT: u64 = 56;
+    let mut info = info();
+    info.push_str(&format!("OFFSET({})={O_PARENT}\n", off::TASK_REAL_PARENT));
+    let task = |i: u64| PO + TASKS + i * 0x100;
+    let mut m = Mem::new();
+    for (i, pid, parent) in [
+        (0, 7, PO + INIT_TASK),
+        (1, 8, task(0)),
+        (2, 9, task(1)),
+        (3, 10, task(3)),
+        (4, 11, PO + 0x6000),
+    ] {
+        m.task(i, pid, b"forkspin", &layout()[..1]);
+        m.u64(TASKS + i * 0x100 + O_PARENT, parent);
+    }
+    m.link(&[0, 1, 2, 3, 4]);
+    let t = m.target(&info);
+    let ps = run(&t, &Query::Ps).unwrap();
+    let ppids: Vec<_> = ps.json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["pid"].as_u64(), t["ppid"].as_u64()))
+        .collect();
+    assert_eq!(
+        ppids,
+        [
+            (Some(0), None),
+            (Some(7), Some(0)),
+            (Some(8), Some(7)),
+            (Some(9), Some(8)),
+            (Some(10), None),
+            (Some(11), None)
+        ],
+        "{}",
+        ps.text
+    );
+    let lines: Vec<&str> = ps.text.lines().collect();
+    assert!(
+        lines[3].starts_with("     8      7  running"),
+        "{}",
+        ps.text
+    );
+    assert!(ps.text.contains("task 10: real_parent"), "{}", ps.text);
+    assert!(
+        ps.text.contains(&format!(
+            "task 11: real_parent {:#x} is not a task on the list",
+            PO + 0x6000
+        )),
+        "{}",
+        ps.text
+    );
 }
 
 #[test]
@@ -600,6 +663,7 @@ fn slabinfo_lines_match_the_guests_formatter() {
             pagesperslab: 2,
             active_slabs: 3,
             num_slabs: 3,
+            pages: 6,
         },
     )
     .unwrap();
@@ -805,12 +869,12 @@ fn ps_gives_each_task_the_cpu_whose_cr3_it_is() {
     assert_eq!(tasks[2]["cpu"], serde_json::Value::Null, "{}", ps.text);
     let lines: Vec<&str> = ps.text.lines().collect();
     assert!(
-        lines[2].starts_with(">    7  running     0  0x"),
+        lines[2].starts_with(">    7      -  running     0  0x"),
         "{}",
         ps.text
     );
     assert!(
-        lines[3].starts_with("     9  running     -  0x"),
+        lines[3].starts_with("     9      -  running     -  0x"),
         "{}",
         ps.text
     );
