@@ -82,14 +82,14 @@ fn fork_copies_only_the_pages_written() -> TestResult {
     Ok(())
 }
 
-/// forkbomb with 1 MiB of low memory to spare (the rest taken, HIGHMEM
+/// forkbomb with 256 KiB of low memory to spare (the rest taken, HIGHMEM
 /// left free): page tables, kernel stacks and task structs run out, fork
 /// fails with ENOMEM, every process reaps its children and exits (the
 /// first with 0: ENOMEM was seen, nothing else went wrong), and every
 /// frame comes back.
 fn a_fork_bomb_ends_in_enomem() -> TestResult {
     let (status, d) = run_and_count("forkbomb", |run| {
-        let hog = Hog::take_all_but(8);
+        let hog = Hog::take_all_but(6);
         let status = run();
         hog.give_back();
         status
@@ -99,14 +99,14 @@ fn a_fork_bomb_ends_in_enomem() -> TestResult {
     Ok(())
 }
 
-/// cowoom with 512 KiB of low memory to spare: the child copies 8 of its
+/// cowoom with 128 KiB of low memory to spare: the child copies 8 of its
 /// parent's pages, then takes a page table per 2 MiB of a big mapping
 /// until none is left and is killed in that fault. Its parent sees it
 /// killed and its own pages intact, and every frame comes back, the
 /// child's copies and page tables with the rest.
 fn a_child_killed_in_a_fault_gives_everything_back() -> TestResult {
     let (status, d) = run_and_count("cowoom", |run| {
-        let hog = Hog::take_all_but(7);
+        let hog = Hog::take_all_but(5);
         let status = run();
         hog.give_back();
         status
