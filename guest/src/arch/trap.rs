@@ -68,6 +68,20 @@ pub struct TrapFrame {
 
 // One stub per exception: push a zero error code where the CPU pushes none,
 // push the vector, save the registers, call Rust, restore, return.
+//
+// GS: from ring 3 (the frame's CS, above the vector and error code), GS
+// is the user's: swap in the kernel's before anything reads per-CPU data,
+// and swap back on the way out, as Linux's entry code does. From ring 0
+// GS is the kernel's, with one exception: an entry that interrupts the
+// entry code itself before its `swapgs` (the stubs, up to
+// `trap_common_kernel_gs`) or the `iretq` after the exit's. An interrupt
+// gate keeps interrupts off there, so hardware never lands there, but a
+// nested hypervisor was seen re-delivering an interrupt at its own
+// stub's first instruction (README, "Checking on a hardware KVM"). Such
+// an entry reads MSR_GS_BASE, as Linux's paranoid_entry does for NMIs,
+// and swaps only if GS base is not a kernel address; it keeps that on
+// the stack below the frame so the exit swaps back. Every other ring-0
+// entry costs two compares.
 core::arch::global_asm!(
     ".macro trap_stub n, err",
     ".global trap_stub_\\n",
@@ -79,28 +93,7 @@ core::arch::global_asm!(
     "    jmp trap_common",
     ".endm",
     ".section .text",
-    // From ring 3 (the frame's CS, above the vector and error code), GS
-    // is the user's: swap in the kernel's before anything reads per-CPU
-    // data, and swap back on the way out, as Linux's entry code does.
-    ".global trap_common",
-    "trap_common:",
-    "    test byte ptr [rsp + 24], 3",
-    "    jz trap_common_kernel_gs",
-    "    swapgs",
-    ".global trap_common_kernel_gs",
-    "trap_common_kernel_gs:",
-    "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
-    "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",
-    "    mov rdi, rsp",
-    "    cld",
-    "    call {dispatch}",
-    "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
-    "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
-    "    add rsp, 16",
-    "    test byte ptr [rsp + 8], 3",
-    "    jz 2f",
-    "    swapgs",
-    "2:  iretq",
+    "gs_user_window:",
     "trap_stub 0,0", "trap_stub 1,0", "trap_stub 2,0", "trap_stub 3,0",
     "trap_stub 4,0", "trap_stub 5,0", "trap_stub 6,0", "trap_stub 7,0",
     "trap_stub 8,1", "trap_stub 9,0", "trap_stub 10,1", "trap_stub 11,1",
@@ -112,6 +105,62 @@ core::arch::global_asm!(
     // The APIC's vectors (apic::VECTORS); interrupts push no error code.
     "trap_stub {timer},0", "trap_stub {call},0", "trap_stub {resched},0",
     "trap_stub {spurious},0",
+    ".global trap_common",
+    "trap_common:",
+    "    test byte ptr [rsp + 24], 3",
+    "    jz trap_common_kernel_gs",
+    "    swapgs",
+    // Here GS is the kernel's for every entry but the one checked below.
+    ".global trap_common_kernel_gs",
+    "trap_common_kernel_gs:",
+    "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
+    "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",
+    // rax: whether this entry swapped GS from ring 0 (the exit swaps back).
+    "    xor eax, eax",
+    "    test byte ptr [rsp + {cs}], 3",
+    "    jnz 4f",
+    "    mov rdx, [rsp + {rip}]",
+    "    lea rcx, [rip + gs_user_window]",
+    "    cmp rdx, rcx",
+    "    jb 4f",
+    "    lea rcx, [rip + trap_common_kernel_gs]",
+    "    cmp rdx, rcx",
+    "    jb 3f",
+    "    lea rcx, [rip + trap_iretq]",
+    "    cmp rdx, rcx",
+    "    jne 4f",
+    "3:  mov ecx, {msr_gs_base}",
+    "    rdmsr",
+    "    shl rdx, 32",
+    "    or rax, rdx",
+    "    mov rcx, {page_offset}",
+    "    cmp rax, rcx",
+    "    mov eax, 0",
+    "    jae 4f",
+    "    swapgs",
+    "    mov eax, 1",
+    // The flag and a pad, which keeps the stack 16-byte aligned at the call.
+    "4:  push rax",
+    "    sub rsp, 8",
+    "    lea rdi, [rsp + 16]",
+    "    cld",
+    "    call {dispatch}",
+    "    add rsp, 8",
+    "    pop rax",
+    "    test eax, eax",
+    "    jz 5f",
+    "    swapgs",
+    "5:  pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
+    "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
+    "    add rsp, 16",
+    "    test byte ptr [rsp + 8], 3",
+    "    jz trap_iretq",
+    // The way back to ring 3, which enter_user_asm takes too.
+    ".global trap_return_to_user",
+    "trap_return_to_user:",
+    "    swapgs",
+    "trap_iretq:",
+    "    iretq",
     ".section .rodata",
     ".balign 8",
     ".global TRAP_STUBS",
@@ -126,6 +175,10 @@ core::arch::global_asm!(
     ".endr",
     ".section .text",
     dispatch = sym trap_dispatch,
+    cs = const core::mem::offset_of!(TrapFrame, cs),
+    rip = const core::mem::offset_of!(TrapFrame, rip),
+    msr_gs_base = const super::percpu::MSR_GS_BASE,
+    page_offset = const abi::layout::PAGE_OFFSET,
     timer = const apic::LOCAL_TIMER_VECTOR,
     call = const apic::CALL_FUNCTION_VECTOR,
     resched = const apic::RESCHEDULE_VECTOR,

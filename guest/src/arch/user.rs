@@ -68,15 +68,14 @@ core::arch::global_asm!(
     "    push {vector}",
     "    jmp trap_common_kernel_gs",
     // enter_user_asm(frame: rdi): the frame's registers, then `iretq` to
-    // ring 3 with the user's GS.
+    // ring 3 with the user's GS (the trap exit's last two instructions).
     ".global enter_user_asm",
     "enter_user_asm:",
     "    mov rsp, rdi",
     "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
     "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
     "    add rsp, 16",
-    "    swapgs",
-    "    iretq",
+    "    jmp trap_return_to_user",
     user_rsp = const super::percpu::USER_RSP_OFFSET,
     top_of_stack = const super::percpu::TOP_OF_STACK_OFFSET,
     user_ds = const USER_DS as u64,
