@@ -79,9 +79,9 @@ pub struct TrapFrame {
 // nested hypervisor was seen re-delivering an interrupt at its own
 // stub's first instruction (README, "Checking on a hardware KVM"). Such
 // an entry reads MSR_GS_BASE, as Linux's paranoid_entry does for NMIs,
-// and swaps only if GS base is not a kernel address; it keeps that on
-// the stack below the frame so the exit swaps back. Every other ring-0
-// entry costs two compares.
+// and swaps only if GS base is not a kernel address (counted:
+// `entry_gs_repairs`); it keeps that on the stack below the frame so the
+// exit swaps back. Every other ring-0 entry costs two compares.
 core::arch::global_asm!(
     ".macro trap_stub n, err",
     ".global trap_stub_\\n",
@@ -138,6 +138,7 @@ core::arch::global_asm!(
     "    mov eax, 0",
     "    jae 4f",
     "    swapgs",
+    "    lock inc qword ptr [rip + {events} + {gs_repairs}]",
     "    mov eax, 1",
     // The flag and a pad, which keeps the stack 16-byte aligned at the call.
     "4:  push rax",
@@ -178,6 +179,8 @@ core::arch::global_asm!(
     cs = const core::mem::offset_of!(TrapFrame, cs),
     rip = const core::mem::offset_of!(TrapFrame, rip),
     msr_gs_base = const super::percpu::MSR_GS_BASE,
+    events = sym crate::mm::events::EVENTS,
+    gs_repairs = const core::mem::offset_of!(crate::mm::events::Events, entry_gs_repairs),
     page_offset = const abi::layout::PAGE_OFFSET,
     timer = const apic::LOCAL_TIMER_VECTOR,
     call = const apic::CALL_FUNCTION_VECTOR,

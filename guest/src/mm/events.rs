@@ -79,6 +79,7 @@ events! {
     user_preemptions: "user threads preempted on their way back to ring 3 (nivcsw)",
     kmap_sleeps: "kmaps that slept on pkmap_map_wait for a free slot",
     sleep_in_atomic: "sleeping function called from invalid context (reported)",
+    entry_gs_repairs: "ring-0 entries that found the user's GS in the entry code and swapped",
 }
 
 pub fn count(counter: &AtomicU64, n: u64) {
