@@ -62,8 +62,16 @@ fn copy_on_write_and_shared_frames_are_legitimate_sharing() {
         vtop_pa(&run)
     };
     for (va, shared_vma, sharing) in [
-        (private, false, "sharing: copy-on-write (every mapping read-only)"),
-        (shared, true, "sharing: VM_SHARED (every mapping in a shared VMA)"),
+        (
+            private,
+            false,
+            "sharing: copy-on-write (every mapping read-only)",
+        ),
+        (
+            shared,
+            true,
+            "sharing: VM_SHARED (every mapping in a shared VMA)",
+        ),
     ] {
         let pa = pa_in("1", va);
         assert_eq!(pa_in("2", va), pa, "one frame for both at {va:#x}");
@@ -72,7 +80,11 @@ fn copy_on_write_and_shared_frames_are_legitimate_sharing() {
         text.expect_status(0)
             .expect_stdout("struct page: refcount 2, map count 2; 2 user mapping(s) found, as the map count says")
             .expect_stdout(sharing);
-        let perms = if shared_vma { "rw-s (VM_SHARED)" } else { "rw-p (private)" };
+        let perms = if shared_vma {
+            "rw-s (VM_SHARED)"
+        } else {
+            "rw-p (private)"
+        };
         for pid in [1, 2] {
             let line = format!("{va:#018x}");
             assert!(
@@ -90,7 +102,11 @@ fn copy_on_write_and_shared_frames_are_legitimate_sharing() {
         let writable = |f: &str| f.split(' ').any(|b| b == "RW");
         assert_eq!(users.len(), 2, "{json}");
         for (u, pid) in users.iter().zip([1, 2]) {
-            assert_eq!((u.0, u.1.as_str(), u.2), (pid, "cowshare", shared_vma), "{json}");
+            assert_eq!(
+                (u.0, u.1.as_str(), u.2),
+                (pid, "cowshare", shared_vma),
+                "{json}"
+            );
             assert_eq!(writable(&u.3), shared_vma, "{json}");
         }
         assert_eq!(json["page"]["mapcount"], 2, "{json}");
@@ -160,9 +176,15 @@ fn a_private_frame_mapped_writable_twice_is_a_double_mapping() {
         .map(|s| s.split(' ').next().unwrap())
         .collect();
     assert!(pids.len() >= 2, "{finding}");
-    assert!(pids.iter().any(|p| p != &pids[0]), "two address spaces: {finding}");
+    assert!(
+        pids.iter().any(|p| p != &pids[0]),
+        "two address spaces: {finding}"
+    );
     assert!(finding.contains("refcount 2, map count 2"), "{finding}");
-    assert!(finding.contains(&format!("{va:#x} rw private in PID")), "{finding}");
+    assert!(
+        finding.contains(&format!("{va:#x} (rw, private) in PID")),
+        "{finding}"
+    );
     assert_eq!(
         audit.stdout.matches("FINDING").count(),
         1,

@@ -24,7 +24,7 @@ use pagetable::{Leaf, PteFlags};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel, PfnSet, PkmapState};
-use super::sharing::{compare, Count, Sharing, UserFrames};
+use super::sharing::{compare, describe, Count, Sharing, UserFrames};
 use super::translate::size_name;
 use super::{anomaly_lines, Render, PAGE, R};
 
@@ -245,7 +245,8 @@ pub fn audit(k: &Kernel) -> R<Audit> {
         ));
         complete = false;
     }
-    let (shared_cow, shared_vm_shared) = check_sharing(k, &users, &tables, complete, &mut findings);
+    let user_frames = users.len() as u64;
+    let (shared_cow, shared_vm_shared) = check_sharing(k, users, &tables, complete, &mut findings);
     findings.truncate(MAX_FINDINGS);
     Ok(Audit {
         errors: findings.iter().filter(|f| f.error).count(),
@@ -255,7 +256,7 @@ pub fn audit(k: &Kernel) -> R<Audit> {
         leaves_checked,
         slab_blocks: k.t.slab.len(),
         table_pages: tables.len(),
-        user_frames: users.frames.len() as u64,
+        user_frames,
         shared_cow,
         shared_vm_shared,
     })
@@ -266,16 +267,15 @@ pub fn audit(k: &Kernel) -> R<Audit> {
 /// are shared legitimately by copy-on-write and by VM_SHARED.
 fn check_sharing(
     k: &Kernel,
-    users: &UserFrames,
+    users: UserFrames,
     tables: &PfnSet,
     complete: bool,
     findings: &mut Vec<Finding>,
 ) -> (u64, u64) {
     let (mut cow, mut vm_shared) = (0, 0);
-    for pfn in users.pfns() {
-        let Some(fu) = users.frames.get(&pfn) else {
-            continue;
-        };
+    let (frames, owners) = users.into_sorted();
+    for fu in &frames {
+        let pfn = fu.pfn;
         let page = k.page(pfn).ok();
         let counts = page.map_or_else(
             || "struct page unreadable".to_string(),
@@ -285,30 +285,32 @@ fn check_sharing(
             },
         );
         let listing = || {
-            let mut s = fu
-                .listed
+            let listed = fu.listed();
+            let mut s = listed
                 .iter()
-                .map(|m| users.describe(m))
+                .map(|m| describe(&owners, m))
                 .collect::<Vec<_>>()
                 .join("; ");
-            if fu.listed.len() < fu.mappings as usize {
-                s += &format!("; and {} more", fu.mappings as usize - fu.listed.len());
+            if listed.len() < fu.mappings as usize {
+                s += &format!("; and {} more", fu.mappings as usize - listed.len());
             }
             s
         };
-        let first = fu.listed[0];
-        let space_of = |i: usize| users.owners.get(i).map_or("?", |o| &o.name).to_string();
-        let mut add = |error, kind, va, space: String, detail: String| {
+        let space_of = |i: u32| owners.get(i as usize).map_or("?", |o| &o.name).to_string();
+        let mut add = |error, kind, m: &super::sharing::UserMapping, detail: String| {
             if findings.len() < MAX_FINDINGS {
                 findings.push(Finding {
                     error,
                     kind,
                     pfn,
-                    va,
-                    space,
+                    va: m.va,
+                    space: space_of(m.space),
                     detail,
                 });
             }
+        };
+        let Some(first) = fu.listed().first() else {
+            continue;
         };
         let count = compare(fu.mappings, page.and_then(|p| p.mapcount), complete);
         match count {
@@ -317,8 +319,7 @@ fn check_sharing(
             Count::Uncounted if !already_reported(k, pfn, tables) => add(
                 true,
                 "user mappings the map count does not count",
-                first.va,
-                space_of(first.space),
+                first,
                 format!(
                     "{} user mapping(s) found, {counts}: once the counted ones go, the frame is freed while still mapped: {}",
                     fu.mappings,
@@ -328,8 +329,7 @@ fn check_sharing(
             Count::Missing => add(
                 false,
                 "map count above the user mappings found",
-                first.va,
-                space_of(first.space),
+                first,
                 format!(
                     "{} user mapping(s) found, {counts} (a leak, or a live guest between counting a mapping and writing its entry): {}",
                     fu.mappings,
@@ -341,29 +341,22 @@ fn check_sharing(
         let legitimate = matches!(count, Count::Agrees | Count::Unknown);
         match fu.sharing() {
             Sharing::DoubleMapping => {
-                let w = fu
-                    .listed
+                let writer = fu
+                    .listed()
                     .iter()
-                    .find(|m| m.writable() && !m.vm_shared)
-                    .copied()
+                    .find(|m| m.writable && !m.vm_shared)
                     .unwrap_or(first);
                 add(
                     true,
                     "private writable user frame mapped more than once",
-                    w.va,
-                    space_of(w.space),
-                    format!(
-                        "mapped {} times, {counts}: {}",
-                        fu.mappings,
-                        listing()
-                    ),
+                    writer,
+                    format!("mapped {} times, {counts}: {}", fu.mappings, listing()),
                 );
             }
             Sharing::Mixed => add(
                 false,
                 "user frame mapped both VM_SHARED and private",
-                first.va,
-                space_of(first.space),
+                first,
                 format!("{counts}: {}", listing()),
             ),
             Sharing::Cow if legitimate => cow += 1,
@@ -378,8 +371,7 @@ fn check_sharing(
 /// the allocator counts it free or slab, or it is the kernel's.
 fn already_reported(k: &Kernel, pfn: u64, tables: &PfnSet) -> bool {
     k.slab_block(pfn).is_some()
-        || k.free_blocks()
-            .is_ok_and(|f| f.containing(pfn).is_some())
+        || k.free_blocks().is_ok_and(|f| f.containing(pfn).is_some())
         || k.kernel_frame(pfn, tables).is_some()
 }
 

@@ -10,8 +10,9 @@
 //!
 //! Guest memory is untrusted: the frames tracked and the frame mappings
 //! recorded are capped (a huge leaf is many frames, and aliased tables
-//! repeat leaves), and each frame keeps at most [`MAX_LISTED`] of its
-//! mappings; the rest are counted.
+//! repeat leaves), and each frame keeps [`LISTED`] of its mappings, the
+//! first and a private writable one if there is one; the rest are
+//! counted.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -23,12 +24,13 @@ use super::procs::{Space, TaskInfo, VmaInfo};
 use super::reader::{Anomalies, Kernel};
 use super::PAGE;
 
-/// User frames tracked per command.
-pub const MAX_TRACKED_FRAMES: usize = 1 << 20;
+/// User frames tracked per command (2 GiB of user memory): 40 bytes each
+/// with the index.
+pub const MAX_TRACKED_FRAMES: usize = 1 << 19;
 /// Frame mappings recorded per command.
 pub const MAX_RECORDED: u64 = 1 << 22;
 /// Mappings of one frame kept for listing; the rest are counted.
-pub const MAX_LISTED: usize = 8;
+pub const LISTED: usize = 2;
 
 /// What the mappings of one frame amount to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -87,9 +89,6 @@ pub fn compare(found: u32, mapcount: Option<u32>, complete: bool) -> Count {
     }
 }
 
-/// The VMA a user mapping lies in: (start, end, vm_flags).
-pub type VmaSpan = (u64, u64, u64);
-
 /// An address space's owner and VMAs, for naming its mappings.
 pub struct SpaceOwner {
     pub name: String,
@@ -133,43 +132,51 @@ impl SpaceOwner {
     }
 }
 
-/// One user mapping of a frame.
-#[derive(Clone, Copy, Debug)]
+/// One user mapping of a frame, in 16 bytes: a command may keep
+/// [`LISTED`] of them for each of [`MAX_TRACKED_FRAMES`] frames.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct UserMapping {
-    /// The index of its space's [`SpaceOwner`].
-    pub space: usize,
     pub va: u64,
-    /// Effective permissions.
-    pub flags: PteFlags,
-    pub vma: Option<VmaSpan>,
+    /// The index of its space's [`SpaceOwner`].
+    pub space: u32,
+    pub writable: bool,
+    pub in_vma: bool,
+    /// In a VM_SHARED VMA.
     pub vm_shared: bool,
 }
 
-impl UserMapping {
-    pub fn writable(&self) -> bool {
-        self.flags.contains(PteFlags::WRITABLE)
-    }
-}
-
-/// The user mappings of one frame.
+/// The user mappings of one frame: how many, of which kinds, and the
+/// first one and one more, a private writable one when there is one.
 #[derive(Default)]
 pub struct FrameUse {
+    pub pfn: u64,
     pub mappings: u32,
-    pub listed: Vec<UserMapping>,
     writable_private: u32,
     writable: u32,
     in_shared: u32,
+    listed: [UserMapping; LISTED],
 }
 
 impl FrameUse {
     pub fn add(&mut self, m: UserMapping) {
-        self.mappings = self.mappings.saturating_add(1);
-        self.writable += u32::from(m.writable());
-        self.writable_private += u32::from(m.writable() && !m.vm_shared);
-        self.in_shared += u32::from(m.vm_shared);
-        if self.listed.len() < MAX_LISTED {
-            self.listed.push(m);
+        let private_writable = |m: &UserMapping| m.writable && !m.vm_shared;
+        match self.mappings {
+            0 => self.listed[0] = m,
+            1 => self.listed[1] = m,
+            _ if private_writable(&m) && !self.listed.iter().any(private_writable) => {
+                self.listed[1] = m
+            }
+            _ => {}
         }
+        self.mappings = self.mappings.saturating_add(1);
+        self.writable += u32::from(m.writable);
+        self.writable_private += u32::from(private_writable(&m));
+        self.in_shared += u32::from(m.vm_shared);
+    }
+
+    /// The mappings kept, the first one first.
+    pub fn listed(&self) -> &[UserMapping] {
+        &self.listed[..(self.mappings as usize).min(LISTED)]
     }
 
     pub fn sharing(&self) -> Sharing {
@@ -187,7 +194,9 @@ impl FrameUse {
 /// address spaces.
 pub struct UserFrames {
     pub owners: Vec<SpaceOwner>,
-    pub frames: HashMap<u64, FrameUse>,
+    /// pfn -> its entry in `frames`.
+    index: HashMap<u64, u32>,
+    frames: Vec<FrameUse>,
     recorded: u64,
     /// Why some user mappings were not recorded, if some were not.
     pub cut: Option<String>,
@@ -198,7 +207,8 @@ impl UserFrames {
     pub fn new(k: &Kernel) -> Self {
         UserFrames {
             owners: Vec::new(),
-            frames: HashMap::new(),
+            index: HashMap::new(),
+            frames: Vec::new(),
             recorded: 0,
             cut: None,
             vm_shared: k.tasks_layout().map_or(0, |l| l.vm_shared),
@@ -206,139 +216,86 @@ impl UserFrames {
     }
 
     /// Registers user space `s`: the index its leaves go under.
-    pub fn add_space(&mut self, k: &Kernel, s: &Space, bad: &mut Anomalies) -> usize {
+    pub fn add_space(&mut self, k: &Kernel, s: &Space, bad: &mut Anomalies) -> u32 {
         self.owners.push(SpaceOwner::of(k, s, bad));
-        self.owners.len() - 1
+        self.owners.len() as u32 - 1
     }
 
-    /// The mapping at `va` in space `space` with `flags`, as it would be
-    /// recorded.
-    pub fn mapping(&self, space: usize, va: u64, flags: PteFlags) -> UserMapping {
-        let vma = self
-            .owners
-            .get(space)
-            .and_then(|o| o.vma_at(va))
-            .map(|v| (v.start, v.end, v.flags));
+    /// The mapping at `va` in space `space`, writable or not.
+    pub fn mapping(&self, space: u32, va: u64, writable: bool) -> UserMapping {
+        let vma = self.owners.get(space as usize).and_then(|o| o.vma_at(va));
         UserMapping {
-            space,
             va,
-            flags,
-            vma,
-            vm_shared: vma.is_some_and(|(_, _, f)| f & self.vm_shared != 0),
+            space,
+            writable,
+            in_vma: vma.is_some(),
+            vm_shared: vma.is_some_and(|v| v.flags & self.vm_shared != 0),
         }
     }
 
     /// Records each frame of a user leaf of space `space` (leaves without
     /// U are the kernel's business). False once the caps are reached.
-    pub fn leaf(&mut self, space: usize, l: &Leaf) -> bool {
+    pub fn leaf(&mut self, space: u32, l: &Leaf) -> bool {
         if !l.flags.contains(PteFlags::USER) {
             return true;
         }
-        let frames = l.size / PAGE;
-        for i in 0..frames {
+        let writable = l.flags.contains(PteFlags::WRITABLE);
+        for i in 0..l.size / PAGE {
             if self.recorded >= MAX_RECORDED {
                 self.cut = Some(format!("{MAX_RECORDED} user frame mappings recorded"));
                 return false;
             }
             let pfn = l.pa / PAGE + i;
-            if self.frames.len() >= MAX_TRACKED_FRAMES && !self.frames.contains_key(&pfn) {
-                self.cut = Some(format!("{MAX_TRACKED_FRAMES} user frames tracked"));
-                return false;
-            }
+            let at = match self.index.get(&pfn) {
+                Some(&at) => at as usize,
+                None if self.frames.len() >= MAX_TRACKED_FRAMES => {
+                    self.cut = Some(format!("{MAX_TRACKED_FRAMES} user frames tracked"));
+                    return false;
+                }
+                None => {
+                    self.index.insert(pfn, self.frames.len() as u32);
+                    self.frames.push(FrameUse {
+                        pfn,
+                        ..FrameUse::default()
+                    });
+                    self.frames.len() - 1
+                }
+            };
             self.recorded += 1;
-            let m = self.mapping(space, l.va + i * PAGE, l.flags);
-            self.frames.entry(pfn).or_default().add(m);
+            let m = self.mapping(space, l.va + i * PAGE, writable);
+            self.frames[at].add(m);
         }
         true
     }
 
-    /// The tracked frames, ascending.
-    pub fn pfns(&self) -> Vec<u64> {
-        let mut pfns: Vec<u64> = self.frames.keys().copied().collect();
-        pfns.sort_unstable();
-        pfns
+    /// How many frames user space maps.
+    pub fn len(&self) -> usize {
+        self.frames.len()
     }
 
-    /// "0x8049000 rw private in PID 1 (demo)", for finding details.
-    pub fn describe(&self, m: &UserMapping) -> String {
-        format!(
-            "{:#x} {} {} in {}",
-            m.va,
-            if m.writable() { "rw" } else { "ro" },
-            match (m.vma, m.vm_shared) {
-                (None, _) => "in no VMA",
-                (Some(_), true) => "VM_SHARED",
-                (Some(_), false) => "private",
-            },
-            self.owners.get(m.space).map_or("?", |o| o.name.as_str())
-        )
+    /// The frames, by pfn (the record is done with).
+    pub fn into_sorted(mut self) -> (Vec<FrameUse>, Vec<SpaceOwner>) {
+        self.frames.sort_unstable_by_key(|f| f.pfn);
+        (self.frames, self.owners)
     }
+}
+
+/// "0x8049000 (rw, private) in PID 1 (demo)", for finding details.
+pub fn describe(owners: &[SpaceOwner], m: &UserMapping) -> String {
+    format!(
+        "{:#x} ({}, {}) in {}",
+        m.va,
+        if m.writable { "rw" } else { "ro" },
+        match (m.in_vma, m.vm_shared) {
+            (false, _) => "in no VMA",
+            (true, true) => "VM_SHARED",
+            (true, false) => "private",
+        },
+        owners
+            .get(m.space as usize)
+            .map_or("?", |o| o.name.as_str())
+    )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mapping(space: usize, writable: bool, vm_shared: bool) -> UserMapping {
-        let mut flags = PteFlags::PRESENT | PteFlags::USER;
-        if writable {
-            flags |= PteFlags::WRITABLE;
-        }
-        UserMapping {
-            space,
-            va: 0x0804_8000,
-            flags,
-            vma: Some((0x0804_8000, 0x0804_9000, 0)),
-            vm_shared,
-        }
-    }
-
-    fn sharing(maps: &[(bool, bool)]) -> Sharing {
-        let mut f = FrameUse::default();
-        for (i, &(w, s)) in maps.iter().enumerate() {
-            f.add(mapping(i, w, s));
-        }
-        f.sharing()
-    }
-
-    #[test]
-    fn sharing_is_named_by_the_mappings_permissions_and_vmas() {
-        assert_eq!(sharing(&[(true, false)]), Sharing::Single);
-        assert_eq!(sharing(&[(false, false), (false, false)]), Sharing::Cow);
-        assert_eq!(sharing(&[(true, true), (false, true)]), Sharing::VmShared);
-        assert_eq!(sharing(&[(true, true), (true, true)]), Sharing::VmShared);
-        // A private writable mapping and any other: a double mapping.
-        assert_eq!(
-            sharing(&[(true, false), (false, false)]),
-            Sharing::DoubleMapping
-        );
-        assert_eq!(
-            sharing(&[(true, false), (true, true)]),
-            Sharing::DoubleMapping
-        );
-        assert_eq!(sharing(&[(true, true), (false, false)]), Sharing::Mixed);
-    }
-
-    #[test]
-    fn counts_compare_only_what_a_complete_search_can_tell() {
-        assert_eq!(compare(2, Some(2), true), Count::Agrees);
-        assert_eq!(compare(2, Some(2), false), Count::Unknown);
-        // Found is a lower bound: more than counted is wrong even when
-        // the search was cut; fewer says nothing then.
-        assert_eq!(compare(3, Some(2), false), Count::Uncounted);
-        assert_eq!(compare(1, Some(2), true), Count::Missing);
-        assert_eq!(compare(1, Some(2), false), Count::Unknown);
-        assert_eq!(compare(2, None, true), Count::Unknown);
-    }
-
-    #[test]
-    fn a_frame_lists_a_bounded_number_of_mappings() {
-        let mut f = FrameUse::default();
-        for i in 0..10 * MAX_LISTED {
-            f.add(mapping(i, false, false));
-        }
-        assert_eq!(f.mappings as usize, 10 * MAX_LISTED);
-        assert_eq!(f.listed.len(), MAX_LISTED);
-        assert_eq!(f.sharing(), Sharing::Cow);
-    }
-}
+mod tests;

@@ -517,8 +517,8 @@ pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
         let i = *owner_of
             .entry(m.space_index)
             .or_insert_with(|| users.add_space(k, s, &mut out.anomalies));
-        let um = users.mapping(i, m.va, m.pte);
-        let owner = &users.owners[i];
+        let um = users.mapping(i, m.va, m.pte.contains(PteFlags::WRITABLE));
+        let owner = &users.owners[i as usize];
         if let Some(t) = &owner.task {
             m.pid = Some(t.pid);
             m.comm = Some(t.comm.clone());
