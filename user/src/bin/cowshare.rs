@@ -22,12 +22,7 @@ fn main(_: &rt::Startup) -> i32 {
     let Ok(private) = rt::mmap_anon(PAGE) else {
         return 80;
     };
-    let Ok(shared) = rt::mmap(
-        0,
-        PAGE,
-        PROT_READ | PROT_WRITE,
-        MAP_SHARED | MAP_ANONYMOUS,
-    ) else {
+    let Ok(shared) = rt::mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS) else {
         return 81;
     };
     let (private_word, shared_word) = (private as *mut u64, shared as *mut u64);
@@ -52,7 +47,10 @@ fn main(_: &rt::Startup) -> i32 {
             i32::from(unsafe { read_volatile(private_word) } != 1)
         }
         Ok(child) => {
-            println!("cowshare: parent {} waiting for child {child}", rt::getpid());
+            println!(
+                "cowshare: parent {} waiting for child {child}",
+                rt::getpid()
+            );
             let Ok((_, Status::Exited(0))) = rt::waitpid(child as i64) else {
                 return 83;
             };
