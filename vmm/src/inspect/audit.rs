@@ -24,7 +24,7 @@ use pagetable::{Leaf, PteFlags};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel, PfnSet, PkmapState};
-use super::sharing::{compare, describe, Count, Sharing, UserFrames};
+use super::sharing::{compare, describe, Count, Sharing, UserFrames, UserMapping};
 use super::translate::size_name;
 use super::{anomaly_lines, Render, PAGE, R};
 
@@ -297,7 +297,7 @@ fn check_sharing(
             s
         };
         let space_of = |i: u32| owners.get(i as usize).map_or("?", |o| &o.name).to_string();
-        let mut add = |error, kind, m: &super::sharing::UserMapping, detail: String| {
+        let mut add = |error, kind, m: &UserMapping, detail: String| {
             if findings.len() < MAX_FINDINGS {
                 findings.push(Finding {
                     error,
