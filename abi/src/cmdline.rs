@@ -79,6 +79,9 @@ named! {
         User = "user",
         /// A freed frame left mapped.
         Free = "free",
+        /// A process's private frame mapped writable into another without
+        /// copy-on-write.
+        NoCow = "nocow",
     }
 }
 

@@ -4,9 +4,9 @@
 //! - `fault=KIND` fails on purpose, so the tests can check how crashes are
 //!   reported.
 //! - `plant=KIND` leaves a mapping the mm's rules forbid (with a raw PTE
-//!   write that bypasses the page-table writer, or a task mapping a kernel
-//!   frame), for the host's `audit` to catch. Nothing ever accesses what
-//!   it plants.
+//!   write that bypasses the page-table writer, a task mapping a kernel
+//!   frame, or two tasks sharing a private frame writable), for the host's
+//!   `audit` to catch. Nothing ever accesses what it plants.
 //! - The self-tests' attacks: mapping, kmapping and freeing frames the
 //!   caller does not own, freeing a slab object twice, and scribbling on
 //!   slab memory, each to check that the kernel refuses or reports it.
@@ -85,6 +85,9 @@ pub fn plant(cmdline: &Cmdline) {
             (Plant::User, Ok((pfn, va))) => {
                 kprintln!("plant=user: kernel frame {pfn:#x} mapped for ring 3 at {va:#x}")
             }
+            (Plant::NoCow, Ok((pfn, va))) => {
+                kprintln!("plant=nocow: private frame {pfn:#x} mapped writable again at {va:#x}")
+            }
             (_, Err(e)) => kprintln!("plant={what}: failed: {e}"),
         }
     }
@@ -96,6 +99,7 @@ fn plant_one(plant: Plant) -> Result<(u64, u64), &'static str> {
         Plant::PageTable => plant_table(),
         Plant::Free => plant_free(),
         Plant::User => plant_user(),
+        Plant::NoCow => plant_nocow(),
     }
 }
 
@@ -167,6 +171,52 @@ fn plant_user() -> Result<(u64, u64), &'static str> {
     })
     .ok_or("task vanished")??;
     Ok((pfn, user_va))
+}
+
+/// Two tasks of `demo` (never run, so never reaped) and the first one's
+/// initial stack page mapped again, writable, in the second's stack VMA
+/// just below its own: a reference and a mapping taken as fork's
+/// copy_present_pte() takes them, so the counts agree, but neither entry
+/// write-protected. Returns the frame and its address in the second.
+fn plant_nocow() -> Result<(u64, u64), &'static str> {
+    let program = crate::programs::find("demo").ok_or("no demo program")?;
+    let first = process::spawn(&program).map_err(|_| "spawn failed")?;
+    let second = process::spawn(&program).map_err(|_| "spawn failed")?;
+    let top = mm::vma::TASK_SIZE - PAGE_SIZE;
+    let held = process::with_task(first, |t| {
+        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut cursor = mm.cursor().ok_or("no page tables")?;
+        let mut held = None;
+        cursor
+            .update_leaves(top..top + PAGE_SIZE, |_, frame, flags| {
+                held = crate::mm::get_page(frame).ok();
+                flags
+            })
+            .map_err(|_| "walk failed")?
+            .flush(&mut KernelTlb);
+        held.ok_or("no stack page")
+    })
+    .ok_or("task vanished")??;
+    let (pfn, va) = (held.pfn(), top - PAGE_SIZE);
+    process::with_task(second, |t| {
+        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut cursor = mm.cursor().ok_or("no page tables")?;
+        crate::mm::page_add_rmap(&held).map_err(|_| "not a user frame")?;
+        let flags = PteFlags::PRESENT | PteFlags::USER | PteFlags::WRITABLE | PteFlags::NX;
+        match cursor.map(va, held, flags) {
+            Ok(flush) => {
+                flush.flush(&mut KernelTlb);
+                Ok(())
+            }
+            Err((_, held)) => {
+                let _ = crate::mm::page_remove_rmap(&held);
+                let _ = crate::mm::free_pages(held);
+                Err("install failed")
+            }
+        }
+    })
+    .ok_or("task vanished")??;
+    Ok((pfn, va))
 }
 
 /// vmap() of a frame the caller does not own (a slab frame, which the

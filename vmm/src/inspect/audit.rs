@@ -7,7 +7,15 @@
 //! - a free frame is not mapped (a stale pkmap slot is a note, not an
 //!   error: kunmap leaves it until the next flush_all_zero_pkmaps());
 //! - no user-accessible mapping reaches a kernel frame;
-//! - every process's kernel quarter is the shared kernel page directory.
+//! - every process's kernel quarter is the shared kernel page directory;
+//! - a user frame mapped more than once is shared legitimately: every
+//!   mapping read-only (copy-on-write after fork) or every one in a
+//!   VM_SHARED VMA; a private writable mapping of a frame mapped elsewhere
+//!   too is a double mapping;
+//! - a user frame has no more user mappings than struct page's map count
+//!   (an uncounted mapping outlives the frame); fewer is a note, since a
+//!   live guest counts a mapping before it writes the entry and clears an
+//!   entry before it uncounts it.
 
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
@@ -16,6 +24,7 @@ use pagetable::{Leaf, PteFlags};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel, PfnSet, PkmapState};
+use super::sharing::{compare, describe, Count, Sharing, UserFrames, UserMapping};
 use super::translate::size_name;
 use super::{anomaly_lines, Render, PAGE, R};
 
@@ -42,6 +51,11 @@ pub struct Audit {
     pub leaves_checked: u64,
     pub slab_blocks: usize,
     pub table_pages: u64,
+    /// Frames user address spaces map, and those of them mapped more
+    /// than once legitimately, by kind.
+    pub user_frames: u64,
+    pub shared_cow: u64,
+    pub shared_vm_shared: u64,
 }
 
 /// The audit of one address space's leaves.
@@ -170,6 +184,8 @@ pub fn audit(k: &Kernel) -> R<Audit> {
     }
     let mut findings = Vec::new();
     let mut leaves_checked = 0u64;
+    let mut users = UserFrames::new(k);
+    let mut complete = true;
     let kernel_quarter = k.kernel_quarter(k.swapper);
     for s in &spaces {
         if k.budget_left() == 0 {
@@ -178,6 +194,7 @@ pub fn audit(k: &Kernel) -> R<Audit> {
                 super::READ_BUDGET,
                 s.name
             ));
+            complete = false;
             break;
         }
         // A process's kernel quarter must be swapper's kernel page
@@ -203,7 +220,8 @@ pub fn audit(k: &Kernel) -> R<Audit> {
             pkmap: pkmap.as_ref(),
             findings: &mut findings,
         };
-        k.each_leaf(
+        let user_space = s.user.then(|| users.add_space(k, s, &mut anomalies));
+        let sum = k.each_leaf(
             s.root,
             range,
             |l| {
@@ -212,11 +230,23 @@ pub fn audit(k: &Kernel) -> R<Audit> {
                 }
                 leaves_checked += 1;
                 auditor.leaf(l, &s.name);
+                if let Some(i) = user_space {
+                    users.leaf(i, l);
+                }
                 ControlFlow::Continue(())
             },
             &mut anomalies,
         );
+        complete &= !(sum.stopped || sum.truncated);
     }
+    if let Some(why) = &users.cut {
+        anomalies.push(format!(
+            "{why}: the rest of the user mappings not checked for sharing"
+        ));
+        complete = false;
+    }
+    let user_frames = users.len() as u64;
+    let (shared_cow, shared_vm_shared) = check_sharing(k, users, &tables, complete, &mut findings);
     findings.truncate(MAX_FINDINGS);
     Ok(Audit {
         errors: findings.iter().filter(|f| f.error).count(),
@@ -226,7 +256,123 @@ pub fn audit(k: &Kernel) -> R<Audit> {
         leaves_checked,
         slab_blocks: k.t.slab.len(),
         table_pages: tables.len(),
+        user_frames,
+        shared_cow,
+        shared_vm_shared,
     })
+}
+
+/// The sharing checks, frame by frame in pfn order, once every user leaf
+/// is recorded (`complete`: none was left out). Returns how many frames
+/// are shared legitimately by copy-on-write and by VM_SHARED.
+fn check_sharing(
+    k: &Kernel,
+    users: UserFrames,
+    tables: &PfnSet,
+    complete: bool,
+    findings: &mut Vec<Finding>,
+) -> (u64, u64) {
+    let (mut cow, mut vm_shared) = (0, 0);
+    let (frames, owners) = users.into_sorted();
+    for fu in &frames {
+        let pfn = fu.pfn;
+        let page = k.page(pfn).ok();
+        let counts = page.map_or_else(
+            || "struct page unreadable".to_string(),
+            |p| match p.mapcount {
+                Some(m) => format!("refcount {}, map count {m}", p.refcount),
+                None => format!("refcount {}", p.refcount),
+            },
+        );
+        let listing = || {
+            let listed = fu.listed();
+            let mut s = listed
+                .iter()
+                .map(|m| describe(&owners, m))
+                .collect::<Vec<_>>()
+                .join("; ");
+            if listed.len() < fu.mappings as usize {
+                s += &format!("; and {} more", fu.mappings as usize - listed.len());
+            }
+            s
+        };
+        let space_of = |i: u32| owners.get(i as usize).map_or("?", |o| &o.name).to_string();
+        let mut add = |error, kind, m: &UserMapping, detail: String| {
+            if findings.len() < MAX_FINDINGS {
+                findings.push(Finding {
+                    error,
+                    kind,
+                    pfn,
+                    va: m.va,
+                    space: space_of(m.space),
+                    detail,
+                });
+            }
+        };
+        let Some(first) = fu.listed().first() else {
+            continue;
+        };
+        let count = compare(fu.mappings, page.and_then(|p| p.mapcount), complete);
+        match count {
+            // A frame the allocator counts as free or slab, or the kernel's,
+            // has its finding already.
+            Count::Uncounted if !already_reported(k, pfn, tables) => add(
+                true,
+                "user mappings the map count does not count",
+                first,
+                format!(
+                    "{} user mapping(s) found, {counts}: once the counted ones go, the frame is freed while still mapped: {}",
+                    fu.mappings,
+                    listing()
+                ),
+            ),
+            Count::Missing => add(
+                false,
+                "map count above the user mappings found",
+                first,
+                format!(
+                    "{} user mapping(s) found, {counts} (a leak, or a live guest between counting a mapping and writing its entry): {}",
+                    fu.mappings,
+                    listing()
+                ),
+            ),
+            _ => {}
+        }
+        let legitimate = matches!(count, Count::Agrees | Count::Unknown);
+        match fu.sharing() {
+            Sharing::DoubleMapping => {
+                let writer = fu
+                    .listed()
+                    .iter()
+                    .find(|m| m.writable && !m.vm_shared)
+                    .unwrap_or(first);
+                add(
+                    true,
+                    "private writable user frame mapped more than once",
+                    writer,
+                    format!("mapped {} times, {counts}: {}", fu.mappings, listing()),
+                );
+            }
+            Sharing::Mixed => add(
+                false,
+                "user frame mapped both VM_SHARED and private",
+                first,
+                format!("{counts}: {}", listing()),
+            ),
+            Sharing::Cow if legitimate => cow += 1,
+            Sharing::VmShared if legitimate => vm_shared += 1,
+            _ => {}
+        }
+    }
+    (cow, vm_shared)
+}
+
+/// Whether a frame's user mappings already gave a finding of their own:
+/// the allocator counts it free or slab, or it is the kernel's.
+fn already_reported(k: &Kernel, pfn: u64, tables: &PfnSet) -> bool {
+    k.slab_block(pfn).is_some()
+        || k.free_blocks().is_ok_and(|f| f.containing(pfn).is_some())
+        || k.kernel_frame(pfn, tables).is_some()
 }
 
 impl Render for Audit {
@@ -245,6 +391,11 @@ impl Render for Audit {
             );
         }
         anomaly_lines(s, &self.anomalies);
+        let _ = writeln!(
+            s,
+            "sharing: {} user frame(s) mapped; shared legitimately: {} by copy-on-write (read-only), {} by VM_SHARED",
+            self.user_frames, self.shared_cow, self.shared_vm_shared
+        );
         let _ = writeln!(
             s,
             "audit: {} address space(s), {} leaves, {} slab block(s) recorded, {} table pages: {} finding(s), {} note(s)",

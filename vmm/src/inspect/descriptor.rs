@@ -148,6 +148,9 @@ pub struct PageLayout {
     pub page: Struct,
     pub flags: u64,
     pub refcount: u64,
+    /// `_mapcount`, unbiased (0: unmapped); None when the guest does not
+    /// publish it.
+    pub mapcount: Option<u64>,
     pub private: u64,
     pub next: u64,
     pub slab_cache: Option<u64>,
@@ -479,6 +482,7 @@ fn page_layout(k: &Keys) -> R<PageLayout> {
         page,
         flags: k.field(page, off::PAGE_FLAGS, 4)?,
         refcount: k.field(page, off::PAGE_REFCOUNT, 4)?,
+        mapcount: k.field(page, off::PAGE_MAPCOUNT, 4).ok(),
         private: k.field(page, off::PAGE_PRIVATE, 4)?,
         next: k.field(page, off::PAGE_NEXT, 4)?,
         slab_cache: k.field(page, off::PAGE_SLAB_CACHE, 2).ok(),

@@ -24,6 +24,7 @@ mod procfs;
 mod procs;
 mod query;
 mod reader;
+mod sharing;
 mod tables;
 mod translate;
 

@@ -181,6 +181,9 @@ impl PfnSet {
 pub struct PageInfo {
     pub flags: u32,
     pub refcount: u32,
+    /// How many user page-table entries the kernel counts for the frame
+    /// (None: the guest does not publish `_mapcount`).
+    pub mapcount: Option<u32>,
     pub private: u32,
     pub next: u32,
     pub slab_cache: u16,
@@ -556,6 +559,7 @@ impl<'t> Kernel<'t> {
         Ok(PageInfo {
             flags: b.u32(l.flags),
             refcount: b.u32(l.refcount),
+            mapcount: l.mapcount.map(|o| b.u32(o)),
             private: b.u32(l.private),
             next: b.u32(l.next),
             slab_cache: l.slab_cache.map_or(0, |o| b.u16(o)),

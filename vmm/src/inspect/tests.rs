@@ -68,7 +68,7 @@ fn plausible_info() -> Vec<u8> {
     info_with_max_pfn(16)
 }
 
-fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
+pub(super) fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
     let mut w = abi::vmcoreinfo::Writer::new(String::new());
     w.symbol(sym::SWAPPER_PG_DIR, 0xc000_1000).unwrap();
     for (n, v) in [

@@ -10,6 +10,7 @@ use pagetable::{Outcome, PteFlags};
 use serde::Serialize;
 
 use super::reader::{Anomalies, Kernel, Tables};
+use super::sharing::{compare, Count, FrameUse, Sharing, UserFrames};
 use super::{anomaly_lines, InspectError, Render, MAX_LINES, PAGE, R};
 
 /// Most mappings ptov lists per address space.
@@ -448,6 +449,34 @@ pub struct PtovMapping {
     pub space: String,
     pub page_size: u64,
     pub flags: String,
+    /// Effective permissions.
+    #[serde(skip)]
+    pub pte: PteFlags,
+    /// Its space's index in the list searched.
+    #[serde(skip)]
+    pub space_index: usize,
+    /// A user mapping's process and VMA (none: the mapping lies in no
+    /// VMA, or no task owns the space).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub vma: Option<UserVma>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_shared: Option<bool>,
+}
+
+/// The frame's struct page counts against the user mappings found.
+#[derive(Serialize)]
+pub struct PtovCounts {
+    pub refcount: u32,
+    /// `_mapcount` (None: the guest does not publish it).
+    pub mapcount: Option<u32>,
+    pub user_mappings: u32,
+    /// None when the count is unknown or the search was cut.
+    pub counts_agree: Option<bool>,
+    pub sharing: Sharing,
 }
 
 /// `ptov`: every mapping of a physical address, and the frame's owner.
@@ -459,20 +488,61 @@ pub struct Ptov {
     /// Address spaces whose listing was cut at MAX_PTOV_PER_SPACE.
     pub truncated_spaces: Vec<String>,
     pub owner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PtovCounts>,
     pub anomalies: Anomalies,
 }
 
 pub fn ptov(k: &Kernel, pa: u64) -> R<Ptov> {
     let (spaces, _) = k.spaces();
-    let spaces: Vec<_> = spaces
-        .into_iter()
-        .map(|s| {
-            let range = s.range(k);
-            (s.root, s.name, range)
-        })
+    let list: Vec<_> = spaces
+        .iter()
+        .map(|s| (s.root, s.name.clone(), s.range(k)))
         .collect();
-    let mut out = ptov_in(k, pa, &spaces)?;
-    out.owner = k.owner(pa / PAGE);
+    let mut out = ptov_in(k, pa, &list)?;
+    let complete = out.truncated_spaces.is_empty() && out.anomalies.is_empty();
+    let pfn = pa / PAGE;
+    out.owner = k.owner(pfn);
+    // Each user mapping's process and VMA, and the frame's sharing.
+    let mut users = UserFrames::new(k);
+    let mut owner_of = std::collections::HashMap::new();
+    let mut frame = FrameUse::default();
+    for m in &mut out.mappings {
+        let Some(s) = spaces.get(m.space_index).filter(|s| s.user) else {
+            continue;
+        };
+        if !m.pte.contains(PteFlags::USER) {
+            continue;
+        }
+        let i = *owner_of
+            .entry(m.space_index)
+            .or_insert_with(|| users.add_space(k, s, &mut out.anomalies));
+        let um = users.mapping(i, m.va, m.pte.contains(PteFlags::WRITABLE));
+        let owner = &users.owners[i as usize];
+        if let Some(t) = &owner.task {
+            m.pid = Some(t.pid);
+            m.comm = Some(t.comm.clone());
+            m.vma = owner.vma_at(m.va).map(|v| UserVma {
+                vma_start: v.start,
+                vma_end: v.end,
+                perms: k.vma_perms(v.flags),
+                kind: k.vma_kind(t, v),
+            });
+            m.vm_shared = m.vma.as_ref().map(|_| um.vm_shared);
+        }
+        frame.add(um);
+    }
+    out.page = k.page(pfn).ok().map(|p| PtovCounts {
+        refcount: p.refcount,
+        mapcount: p.mapcount,
+        user_mappings: frame.mappings,
+        counts_agree: match compare(frame.mappings, p.mapcount, complete) {
+            Count::Agrees => Some(true),
+            Count::Uncounted | Count::Missing => Some(false),
+            Count::Unknown => None,
+        },
+        sharing: frame.sharing(),
+    });
     Ok(out)
 }
 
@@ -489,10 +559,11 @@ pub fn ptov_in(k: &Tables, pa: u64, spaces: &[(u64, String, Range<u64>)]) -> R<P
         mappings: Vec::new(),
         truncated_spaces: Vec::new(),
         owner: String::new(),
+        page: None,
         anomalies: Anomalies::default(),
     };
     let mut ignored = Anomalies::default();
-    for (root, name, range) in spaces {
+    for (space_index, (root, name, range)) in spaces.iter().enumerate() {
         let mut here = 0usize;
         let sum = k.each_leaf(
             *root,
@@ -510,6 +581,12 @@ pub fn ptov_in(k: &Tables, pa: u64, spaces: &[(u64, String, Range<u64>)]) -> R<P
                     space: name.clone(),
                     page_size: l.size,
                     flags: flags_str(l.flags),
+                    pte: l.flags,
+                    space_index,
+                    pid: None,
+                    comm: None,
+                    vma: None,
+                    vm_shared: None,
                 });
                 ControlFlow::Continue(())
             },
@@ -542,7 +619,7 @@ impl Render for Ptov {
         let _ = writeln!(s, "PHYSICAL {:#x} (pfn {:#x})", self.pa, self.pfn);
         let mut cut = self.truncated_spaces.iter().peekable();
         for (i, m) in self.mappings.iter().enumerate() {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  {:#018x}  {} {}  in {}",
                 m.va,
@@ -550,6 +627,27 @@ impl Render for Ptov {
                 m.flags,
                 m.space
             );
+            match (&m.vma, m.vm_shared) {
+                (Some(v), shared) => {
+                    let _ = write!(
+                        s,
+                        ": VMA {:#x}-{:#x} {}{}{} ({})",
+                        v.vma_start,
+                        v.vma_end,
+                        v.perms,
+                        if v.kind.is_empty() { "" } else { " " },
+                        v.kind,
+                        if shared == Some(true) {
+                            "VM_SHARED"
+                        } else {
+                            "private"
+                        }
+                    );
+                }
+                (None, _) if m.pid.is_some() => s.push_str(": in no VMA"),
+                (None, _) => {}
+            }
+            s.push('\n');
             let last_of_space = self.mappings.get(i + 1).is_none_or(|n| n.space != m.space);
             if last_of_space && cut.peek() == Some(&&m.space) {
                 cut.next();
@@ -564,6 +662,25 @@ impl Render for Ptov {
             s.push_str("  (no virtual address maps it)\n");
         }
         let _ = writeln!(s, "owner: {}", self.owner);
+        if let Some(p) = &self.page {
+            let _ = write!(s, "struct page: refcount {}", p.refcount);
+            if let Some(m) = p.mapcount {
+                let _ = write!(s, ", map count {m}");
+            }
+            let _ = writeln!(
+                s,
+                "; {} user mapping(s) found{}",
+                p.user_mappings,
+                match p.counts_agree {
+                    Some(true) => ", as the map count says",
+                    Some(false) => ": NOT what the map count says",
+                    None => "",
+                }
+            );
+            if p.user_mappings > 1 {
+                let _ = writeln!(s, "sharing: {}", p.sharing.describe());
+            }
+        }
         anomaly_lines(s, &self.anomalies);
     }
 }
