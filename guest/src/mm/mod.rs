@@ -17,10 +17,10 @@ use mm::buddy::{AllocError, FreeError, Node, RmapError, ZoneType};
 use mm::gfp::Gfp;
 use mm::kmap_local::KmapLocalError;
 use mm::memblock::Memblock;
-use mm::page::{MemMap, Page, PageFlags, PAGE_STRUCT_SIZE};
+use mm::page::{MemMap, Page, PAGE_STRUCT_SIZE};
 use pagetable::MapError;
-use spin::Mutex;
 
+use crate::arch::irqflags::local_irq_save;
 use crate::arch::mem::{self, sections, Frames};
 use crate::arch::percpu::smp_processor_id;
 use crate::arch::{cpu, paging};
@@ -41,7 +41,9 @@ pub struct MemoryLayout {
 }
 
 static LAYOUT: spin::Once<MemoryLayout> = spin::Once::new();
-static NODE: Mutex<Option<Node<'static>>> = Mutex::new(None);
+/// The node, shared by every CPU once boot has set it up: its zones and
+/// per-CPU lists carry their own locks (see `mm::buddy`).
+static NODE: spin::Once<Node<'static>> = spin::Once::new();
 
 pub fn layout() -> &'static MemoryLayout {
     LAYOUT.get().expect("memory layout used before mm::init")
@@ -132,7 +134,7 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     // Each zone's low watermark is shared by the CPUs' lists (their
     // high), all of them, as Linux's is once every CPU is online.
     node.set_online_cpus(boot.info.cpus().len());
-    mark_table_pages(&mut node);
+    mark_table_pages(&node);
 
     let layout = LAYOUT.call_once(|| MemoryLayout {
         layout: KernelLayout::new(lowmem_end),
@@ -142,7 +144,7 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
         mem_map,
     });
     print_layout(layout, &node);
-    *NODE.lock() = Some(node);
+    NODE.call_once(|| node);
     Ok(layout)
 }
 
@@ -150,11 +152,9 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
 /// visible in mem_map (as PageTable() is in Linux). Its tables are exactly
 /// the pages the build took from memblock, which `paging` recorded (a walk
 /// would cost a visit of each of the ~1000 boot mappings).
-fn mark_table_pages(node: &mut Node) {
+fn mark_table_pages(node: &Node) {
     for &pa in paging::boot_table_pages() {
-        if let Some(page) = node.page_mut(pa >> PAGE_SHIFT) {
-            page.flags |= PageFlags::TABLE;
-        }
+        node.set_page_table(pa >> PAGE_SHIFT, true);
     }
 }
 
@@ -226,17 +226,16 @@ fn print_layout(m: &MemoryLayout, node: &Node) {
     );
 }
 
-/// Runs `f` over the buddy allocator, read-only (for reports and tests).
-pub fn with_node<R>(f: impl FnOnce(&Node<'static>) -> R) -> R {
-    with_node_mut(|node| f(node))
+/// The page allocator. Private to the memory manager: its frees take a
+/// pfn, and only `Frames` says who holds one.
+pub(super) fn node() -> &'static Node<'static> {
+    NODE.get().expect("page allocator used before mm::init")
 }
 
-/// Runs `f` with the buddy allocator. Private to the memory manager: a
-/// `&mut Node` could free a frame someone holds as `Frames`.
-fn with_node_mut<R>(f: impl FnOnce(&mut Node<'static>) -> R) -> R {
-    let mut guard = NODE.lock();
-    let node = guard.as_mut().expect("page allocator used before mm::init");
-    f(node)
+/// Runs `f` over the buddy allocator, for reports and tests (each list
+/// it reads is read under its own lock).
+pub fn with_node<R>(f: impl FnOnce(&Node<'static>) -> R) -> R {
+    f(node())
 }
 
 /// Whether `pfn` is a highmem frame (PageHighMem).
@@ -263,8 +262,13 @@ pub fn virt_to_pfn(addr: u64) -> Option<u64> {
 /// cleared: through the direct map for low memory, through a temporary
 /// kmap_local slot for highmem.
 pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
-    let cpu = smp_processor_id().index();
-    let frames = with_node_mut(|node| Frames::alloc(node, cpu, gfp, order))?;
+    let frames = {
+        // Interrupts off, as pcp_spin_lock() pins the task: the list used
+        // stays this CPU's, and its lock is never held by a task this CPU
+        // preempted.
+        let _irqs = local_irq_save();
+        Frames::alloc(node(), smp_processor_id().index(), gfp, order)?
+    };
     count(&EVENTS.pages_allocated, 1 << order);
     if gfp.wants_zero() {
         for index in 0..1 << order {
@@ -279,11 +283,10 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
 /// they counted as freed.
 pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
     let order = frames.order();
-    let cpu = smp_processor_id().index();
-    let last = with_node_mut(|node| {
-        let last = node.page_count(frames.pfn()) == Some(1);
-        frames.free(node, cpu).map(|()| last)
-    })?;
+    let last = {
+        let _irqs = local_irq_save();
+        frames.free(node(), smp_processor_id().index())?
+    };
     if last {
         count(&EVENTS.pages_freed, 1 << order);
     }
@@ -293,20 +296,20 @@ pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
 /// get_page(): another reference to frames the caller holds, for another
 /// holder (a child's page table after fork).
 pub fn get_page(frames: &Frames) -> Result<Frames, FreeError> {
-    with_node_mut(|node| frames.get_ref(node))
+    frames.get_ref(node())
 }
 
 /// page_add_anon_rmap() / page_dup_rmap(): one more user page-table entry
 /// maps `frame`, which holds that entry's reference. Returns the new map
 /// count.
 pub fn page_add_rmap(frame: &Frames) -> Result<u32, RmapError> {
-    with_node_mut(|node| node.page_add_rmap(frame.pfn()))
+    node().page_add_rmap(frame.pfn())
 }
 
 /// page_remove_rmap(): an entry that mapped `frame` is gone (its reference
 /// is dropped next). Returns the new map count.
 pub fn page_remove_rmap(frame: &Frames) -> Result<u32, RmapError> {
-    with_node_mut(|node| node.page_remove_rmap(frame.pfn()))
+    node().page_remove_rmap(frame.pfn())
 }
 
 /// page_count() and page_mapcount() of the frame at `pfn`.
@@ -317,7 +320,7 @@ pub fn page_counts(pfn: u64) -> Option<(u32, u32)> {
 /// drain_all_pages(): every CPU's per-CPU lists back to the buddy
 /// allocator; returns the pages drained.
 pub fn drain_all_pages() -> u64 {
-    with_node_mut(|node| node.drain_all_pages())
+    node().drain_all_pages()
 }
 
 /// clear_highpage(): zeroes page `index` of `frames` wherever it lives.
@@ -341,11 +344,7 @@ pub fn copy_highpage(to: &Frames, from: &Frames) -> Result<(), KmapLocalError> {
 /// Sets or clears PG_TABLE on a frame the caller owns (pte_alloc_one(),
 /// pte_free()): the page tables' own frames, visible in mem_map.
 pub fn mark_page_table(frames: &Frames, table: bool) {
-    with_node_mut(|node| {
-        if let Some(page) = node.page_mut(frames.pfn()) {
-            page.flags.set(PageFlags::TABLE, table);
-        }
-    });
+    node().set_page_table(frames.pfn(), table);
 }
 
 /// The zone a frame belongs to.
@@ -356,7 +355,5 @@ pub fn page_zone(pfn: u64) -> Option<ZoneType> {
 /// Address of the node (`pg_data_t`) inside NODE, for the vmcoreinfo
 /// descriptor; 0 before mm::init.
 pub fn node_address() -> u64 {
-    NODE.lock()
-        .as_ref()
-        .map_or(0, |node| node as *const Node as u64)
+    NODE.get().map_or(0, |node| node as *const Node as u64)
 }
