@@ -620,18 +620,22 @@ impl<'a> Node<'a> {
         Ok(freed)
     }
 
-    /// Is `pfn` on a per-CPU list or inside a block on a free list? Only
-    /// the 11 possible heads need checking: a free block of order j
-    /// containing pfn starts at pfn rounded down to 2^j.
+    /// Is `pfn` on a per-CPU list or inside a block on a free list?
     fn inside_free_block(&self, zi: usize, pfn: u64) -> bool {
-        self.map.at(pfn).flags().contains(PageFlags::PCP)
-            || (0..=MAX_ORDER).any(|j| {
-                let head = align_down(pfn, 1 << j);
-                self.zones[zi].spans(head) && {
-                    let pg = self.map.at(head);
-                    pg.is_buddy() && pg.buddy_order() == j
-                }
-            })
+        self.map.at(pfn).flags().contains(PageFlags::PCP) || self.in_buddy_block(zi, pfn)
+    }
+
+    /// Is `pfn` inside a block on a free list? Only the 11 possible heads
+    /// need checking: a free block of order j containing pfn starts at
+    /// pfn rounded down to 2^j.
+    pub(crate) fn in_buddy_block(&self, zi: usize, pfn: u64) -> bool {
+        (0..=MAX_ORDER).any(|j| {
+            let head = align_down(pfn, 1 << j);
+            self.zones[zi].spans(head) && {
+                let pg = self.map.at(head);
+                pg.is_buddy() && pg.buddy_order() == j
+            }
+        })
     }
 
     /// init_per_zone_wmark_min(): min_free_kbytes, the three watermarks of
