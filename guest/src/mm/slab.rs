@@ -30,6 +30,8 @@ const MAX_CACHES: usize = 32;
 
 static SLUB: Mutex<Slub<MAX_CACHES>> = Mutex::new(Slub::new());
 static RANDOM: AtomicU64 = AtomicU64::new(0);
+/// Acquisitions of `SLUB` that found it held by another CPU.
+static REGISTRY_LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Object memory, SLUB's alone: taken in `init`, before any slab exists.
 static MEMORY: spin::Once<SlabMemory> = spin::Once::new();
 
@@ -133,7 +135,11 @@ fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, usize, &mut Kernel) -> R) 
         cpu,
         memory,
     };
-    f(&mut SLUB.lock(), cpu, &mut kernel)
+    let mut slub = SLUB.try_lock().unwrap_or_else(|| {
+        REGISTRY_LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+        SLUB.lock()
+    });
+    f(&mut slub, cpu, &mut kernel)
 }
 
 /// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
@@ -223,6 +229,11 @@ pub fn object_pfn(addr: u64) -> Option<u64> {
 /// Pages held by slabs, over every cache (meminfo's Slab).
 pub fn slab_pages() -> u64 {
     with_registry(|slub| slub.caches().map(|c| c.info.pages).sum())
+}
+
+/// How often a CPU waited for the registry lock (lock_stat's contentions).
+pub fn registry_lock_waits() -> u64 {
+    REGISTRY_LOCK_WAITS.load(Ordering::Relaxed)
 }
 
 /// Runs `f` over the registry (for reports and tests), interrupts off.
