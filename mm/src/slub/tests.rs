@@ -883,6 +883,15 @@ proptest! {
             for c in s.caches() {
                 prop_assert_eq!(c.info.active_objs, want.get(&c.id.0).copied().unwrap_or(0), "{}", c.name);
             }
+            // Every slab is on exactly one list: a CPU's, a partial or a
+            // full list (the slabs the backend tagged, each seen once).
+            let mut seen = BTreeMap::new();
+            for c in s.caches() {
+                for d in s.slabs(c.id, &b) {
+                    prop_assert!(seen.insert(d.pfn, d.state).is_none(), "slab {:#x} on two lists", d.pfn);
+                }
+            }
+            prop_assert!(seen.keys().eq(b.tagged.keys()), "a slab on no list");
         }
         for (i, (p, _)) in live.drain(..).enumerate() {
             s.kfree(i % TEST_CPUS, p, &mut b).unwrap();
