@@ -13,11 +13,14 @@ use core::sync::atomic::AtomicU64;
 
 use abi::boot::E820_RAM;
 use abi::layout::*;
-use mm::buddy::{AllocError, FreeError, Node, RmapError, ZoneType};
+use mm::buddy::{
+    AllocError, AllocFlags, BuddyEvents, FreeError, Node, RmapError, Zone, ZoneType, MAX_NR_ZONES,
+};
 use mm::gfp::Gfp;
 use mm::kmap_local::KmapLocalError;
 use mm::memblock::Memblock;
 use mm::page::{MemMap, Page, PAGE_STRUCT_SIZE};
+use mm::pcp::PerCpuPages;
 use pagetable::MapError;
 
 use crate::arch::irqflags::local_irq_save;
@@ -232,10 +235,47 @@ pub(super) fn node() -> &'static Node<'static> {
     NODE.get().expect("page allocator used before mm::init")
 }
 
-/// Runs `f` over the buddy allocator, for reports and tests (each list
-/// it reads is read under its own lock).
-pub fn with_node<R>(f: impl FnOnce(&Node<'static>) -> R) -> R {
-    f(node())
+/// Runs `f` over the buddy allocator's queries, for reports and tests
+/// (each list is read under its own lock).
+pub fn with_node<R>(f: impl FnOnce(&NodeQueries) -> R) -> R {
+    f(&NodeQueries(node()))
+}
+
+/// What `with_node` offers: the node's queries, not its allocations and
+/// frees (a `&Node` could free by pfn a frame someone holds as `Frames`).
+pub struct NodeQueries(&'static Node<'static>);
+
+macro_rules! queries {
+    ($($name:ident($($arg:ident: $t:ty),*) -> $r:ty;)*) => {
+        impl NodeQueries {
+            $(pub fn $name(&self, $($arg: $t),*) -> $r {
+                self.0.$name($($arg),*)
+            })*
+        }
+    };
+}
+
+queries! {
+    zone(zone: ZoneType) -> &'static Zone;
+    zones() -> &'static [Zone; MAX_NR_ZONES];
+    events() -> BuddyEvents;
+    verify() -> Result<(), &'static str>;
+    page(pfn: u64) -> Option<&'static Page>;
+    page_count(pfn: u64) -> Option<u32>;
+    page_mapcount(pfn: u64) -> Option<u32>;
+    page_zone(pfn: u64) -> Option<ZoneType>;
+    pcp(cpu: usize, zone: ZoneType) -> Option<PerCpuPages>;
+    pcp_count(zone: ZoneType) -> u64;
+    online_cpus() -> usize;
+    min_free_kbytes() -> u64;
+    zone_watermark_ok(zone: ZoneType, order: u32, mark: u64, highest: ZoneType, flags: AllocFlags) -> bool;
+}
+
+impl NodeQueries {
+    /// /proc/buddyinfo.
+    pub fn write_buddyinfo<W: core::fmt::Write>(&self, w: &mut W) -> core::fmt::Result {
+        self.0.write_buddyinfo(w)
+    }
 }
 
 /// Whether `pfn` is a highmem frame (PageHighMem).
