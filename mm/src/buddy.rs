@@ -1011,22 +1011,22 @@ impl<'a> Node<'a> {
         if !self.zones[zi].spans_block(pfn, order) {
             return Err(FreeError::OutOfRange);
         }
-        let pg = self.map.at(pfn).state();
-        if pg.flags.contains(PageFlags::BUDDY) || pg.refcount == 0 {
+        let pg = self.map.at(pfn);
+        let (flags, refcount) = (pg.flags(), pg.refcount());
+        if flags.contains(PageFlags::BUDDY) || refcount == 0 {
             return Err(FreeError::NotAllocated);
         }
-        if pg.flags.intersects(PageFlags::CHECK_AT_FREE) {
-            return Err(FreeError::BadPageState { flags: pg.flags });
+        if flags.intersects(PageFlags::CHECK_AT_FREE) {
+            return Err(FreeError::BadPageState { flags });
         }
-        if pg.private != order {
+        if pg.private() != order {
             return Err(FreeError::OrderMismatch {
-                allocated: pg.private,
+                allocated: pg.private(),
             });
         }
-        if pg.mapcount >= pg.refcount {
-            return Err(FreeError::Mapped {
-                mapcount: pg.mapcount,
-            });
+        let mapcount = pg.mapcount();
+        if mapcount >= refcount {
+            return Err(FreeError::Mapped { mapcount });
         }
         Ok(zi)
     }
