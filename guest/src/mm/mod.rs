@@ -236,8 +236,12 @@ pub(super) fn node() -> &'static Node<'static> {
 }
 
 /// Runs `f` over the buddy allocator's queries, for reports and tests
-/// (each list is read under its own lock).
+/// (each list is read under its own lock). Interrupts are off, as for
+/// every holder of those locks: a task preempted while holding another
+/// CPU's list lock would leave that CPU spinning, interrupts off, for a
+/// task that may be pinned to it.
 pub fn with_node<R>(f: impl FnOnce(&NodeQueries) -> R) -> R {
+    let _irqs = local_irq_save();
     f(&NodeQueries(node()))
 }
 
@@ -360,6 +364,7 @@ pub fn page_counts(pfn: u64) -> Option<(u32, u32)> {
 /// drain_all_pages(): every CPU's per-CPU lists back to the buddy
 /// allocator; returns the pages drained.
 pub fn drain_all_pages() -> u64 {
+    let _irqs = local_irq_save();
     node().drain_all_pages()
 }
 
