@@ -109,9 +109,10 @@ impl fmt::Debug for PageFlags {
 /// # Who changes a page, under which lock
 /// mem_map is shared by every CPU, and different pages are changed under
 /// different locks at the same time, as in Linux: a free block's head
-/// under its zone's `lock` (the buddy lists), a page on CPU n's per-CPU
+/// under its zone's lock (the buddy lists), a page on CPU n's per-CPU
 /// list under that list's lock, a slab's list links and freelist under
-/// its cache's `list_lock`, an allocated page by whoever holds it. So
+/// the exclusion SLUB's caller provides (the guest's slab lock), an
+/// allocated page by whoever holds it. So
 /// each field is an atomic of the plain field's size and layout: any
 /// `&Page` may be read or written without undefined behaviour, and which
 /// lock makes a change *correct* is the discipline above (the lock's
