@@ -1386,7 +1386,6 @@ mod tests {
         assert_eq!(wm(n.zone(ZoneType::Normal)), (701, 876, 1051));
         assert_eq!(n.zone(ZoneType::Dma).lowmem_reserve(ZoneType::Normal), 496);
         // GFP_HIGHUSER still works: it falls back to NORMAL.
-        let n = n;
         let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal));
         let mut s = String::new();
@@ -1539,8 +1538,8 @@ mod tests {
         // HIGHMEM: min clamp(2, 32, 128) = 32, share 52, gap 13.
         let (d, nm) = (n.zone(ZoneType::Dma), n.zone(ZoneType::Normal));
         assert_eq!(n.min_free_kbytes(), 627);
-        assert_eq!(wm(&d), (104, 130, 156));
-        assert_eq!(wm(&nm), (52, 65, 78));
+        assert_eq!(wm(d), (104, 130, 156));
+        assert_eq!(wm(nm), (52, 65, 78));
         assert_eq!(wm(n.zone(ZoneType::Highmem)), (32, 45, 58));
         assert_eq!(d.lowmem_reserve(ZoneType::Normal), 8);
         let mut got = Vec::new();

@@ -708,7 +708,7 @@ mod tests {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
-                        let order = if rng % 16 == 0 {
+                        let order = if rng.is_multiple_of(16) {
                             (rng >> 8) as u32 % 4
                         } else {
                             0
@@ -730,7 +730,7 @@ mod tests {
                                     n.free_pages_on(cpu, pfn, 0).unwrap();
                                 }
                             }
-                            4 if rng % 97 == 0 => {
+                            4 if rng.is_multiple_of(97) => {
                                 n.drain_pages((cpu + 1) % THREADS);
                             }
                             _ => {
