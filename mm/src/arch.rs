@@ -67,10 +67,13 @@ pub trait PageAllocator {
     fn free_pages(&mut self, pfn: u64, order: u32);
 }
 
-/// `mem_map`: the struct page of a frame (pfn_to_page()).
+/// `mem_map`: the struct page of a frame (pfn_to_page()). Pages are
+/// shared and change through `&Page` (see [`crate::page`]).
 pub trait PfnToPage {
     fn page(&self, pfn: u64) -> Option<&Page>;
-    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page>;
+    /// The page of an allocated frame, which its holder may change; `None`
+    /// for a free one ([`crate::buddy::Node::allocated_page`]).
+    fn allocated_page(&self, pfn: u64) -> Option<&Page>;
 }
 
 /// Low memory through the direct map: its addresses, and object bytes.

@@ -12,6 +12,19 @@
 //! Setup costs one step per maximally aligned block, never one per frame
 //! (see the zero-state note in [`crate::page`]).
 //!
+//! # Locks
+//! As in Linux, each zone's free areas are behind its own `zone->lock`
+//! ([`Zone`]'s `free_area`), taken to allocate or free a block and, for
+//! the per-CPU lists, only to move a batch (rmqueue_bulk(),
+//! free_pcppages_bulk()); each CPU's list of each zone has its own lock
+//! ([`crate::pcp`]), taken first (pcp lock, then zone lock). NR_FREE_PAGES
+//! is changed under the zone lock and read without it, as
+//! zone_page_state() is, so the fast path's watermark check takes no
+//! lock. Everything a CPU does on its list alone is counted in the list
+//! (Linux's per-CPU vm events); the rest in relaxed atomic counters.
+//! Configuration (zone sizes, watermarks, CPUs) takes `&mut Node`: boot
+//! does it before the node is shared.
+//!
 //! Nothing here panics on bad input: exhaustion is [`AllocError`], and a
 //! double or bogus free is detected through the head page's refcount and
 //! order and returned as [`FreeError`] before any list is touched.
@@ -24,6 +37,8 @@ use crate::pcp::{Pagesets, PerCpuPages, NR_CPUS};
 use abi::layout::{MAX_DMA_PFN, PAGE_SHIFT, PAGE_SIZE};
 use bitflags::bitflags;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use spin::mutex::{SpinMutex, SpinMutexGuard};
 
 /// Largest order (MAX_PAGE_ORDER; MAX_ORDER before 6.4 was this plus one).
 /// Orders 0..=10, the largest block is 4 MiB.
@@ -203,6 +218,50 @@ pub struct BuddyEvents {
     pub pcp_spill: u64,
     /// Pages drain_pages() returned to the buddy.
     pub pcp_drained: u64,
+    /// Acquisitions of a zone lock that found it held (lock_stat's
+    /// contentions).
+    pub zone_lock_contended: u64,
+    /// Acquisitions of a per-CPU list's lock that found it held (a remote
+    /// drain, or a host thread sharing a CPU number).
+    pub pcp_lock_contended: u64,
+}
+
+/// The counters of [`BuddyEvents`] that are not a CPU's own, relaxed
+/// atomics (they are statistics: no ordering rides on them).
+#[derive(Debug, Default)]
+pub(crate) struct SharedEvents {
+    pub(crate) pgalloc: [AtomicU64; MAX_NR_ZONES],
+    pub(crate) pgfree: AtomicU64,
+    pub(crate) allocs: AtomicU64,
+    pub(crate) frees: AtomicU64,
+    pub(crate) alloc_fail: AtomicU64,
+    pub(crate) fallback: AtomicU64,
+    pub(crate) slowpath: AtomicU64,
+    pub(crate) split: AtomicU64,
+    pub(crate) merge: AtomicU64,
+    pub(crate) bad_free: AtomicU64,
+    pub(crate) boot_freed: AtomicU64,
+    pub(crate) pcp_refill: AtomicU64,
+    pub(crate) pcp_spill: AtomicU64,
+    pub(crate) pcp_drained: AtomicU64,
+    pub(crate) zone_lock_contended: AtomicU64,
+    pub(crate) pcp_lock_contended: AtomicU64,
+}
+
+/// count_vm_events() on a shared counter.
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+/// spin_lock() that counts the acquisitions that had to wait.
+pub(crate) fn lock_counted<'l, T>(
+    lock: &'l SpinMutex<T>,
+    contended: &AtomicU64,
+) -> SpinMutexGuard<'l, T> {
+    lock.try_lock().unwrap_or_else(|| {
+        count(contended, 1);
+        lock.lock()
+    })
 }
 
 /// `struct free_area` for one order: a doubly linked list of head pfns.
@@ -222,19 +281,24 @@ impl FreeArea {
     };
 }
 
+/// The free lists of one zone, one per order.
+pub(crate) type FreeAreas = [FreeArea; NR_PAGE_ORDERS];
+
 /// `struct zone`.
 #[repr(C)]
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Zone {
     pub(crate) start_pfn: u64,
     pub(crate) end_pfn: u64,
     pub(crate) present_pages: u64,
     pub(crate) managed_pages: u64,
-    /// NR_FREE_PAGES.
-    pub(crate) free_pages: u64,
+    /// NR_FREE_PAGES: changed under `free_area`'s lock, read without it.
+    pub(crate) free_pages: AtomicU64,
     pub(crate) watermark: [u64; 3],
     lowmem_reserve: [u64; MAX_NR_ZONES],
-    pub(crate) free_area: [FreeArea; NR_PAGE_ORDERS],
+    /// `zone->lock` and what it guards: the free lists, and the struct
+    /// page of every block on them.
+    pub(crate) free_area: SpinMutex<FreeAreas>,
     pub(crate) zone_type: ZoneType,
 }
 
@@ -245,10 +309,10 @@ impl Zone {
             end_pfn,
             present_pages: 0,
             managed_pages: 0,
-            free_pages: 0,
+            free_pages: AtomicU64::new(0),
             watermark: [0; 3],
             lowmem_reserve: [0; MAX_NR_ZONES],
-            free_area: [FreeArea::EMPTY; NR_PAGE_ORDERS],
+            free_area: SpinMutex::new([FreeArea::EMPTY; NR_PAGE_ORDERS]),
             zone_type,
         }
     }
@@ -283,19 +347,22 @@ impl Zone {
         self.managed_pages != 0
     }
     pub fn free_pages(&self) -> u64 {
-        self.free_pages
+        self.free_pages.load(Relaxed)
+    }
+    /// Under the zone lock: NR_FREE_PAGES changes by `delta` pages (a
+    /// load and a store suffice, the lock excludes other writers).
+    fn add_free_pages(&self, delta: i64) {
+        let v = self.free_pages.load(Relaxed).wrapping_add_signed(delta);
+        self.free_pages.store(v, Relaxed);
     }
     /// free_area[order].nr_free; 0 for orders above MAX_ORDER.
     pub fn nr_free(&self, order: u32) -> u64 {
-        self.free_area.get(order as usize).map_or(0, |a| a.nr_free)
+        self.free_counts().get(order as usize).copied().unwrap_or(0)
     }
-    /// The per-order free block counts, as /proc/buddyinfo shows them.
+    /// The per-order free block counts, as /proc/buddyinfo shows them
+    /// (one hold of the zone lock).
     pub fn free_counts(&self) -> [u64; NR_PAGE_ORDERS] {
-        let mut c = [0; NR_PAGE_ORDERS];
-        for (c, a) in c.iter_mut().zip(&self.free_area) {
-            *c = a.nr_free;
-        }
-        c
+        self.free_area.lock().each_ref().map(|a| a.nr_free)
     }
     pub fn watermark(&self, w: Watermark) -> u64 {
         self.watermark[w as usize]
@@ -371,60 +438,60 @@ pub const fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
 // Free-list primitives on one FreeArea, linked through mem_map.
 // They mirror __add_to_free_list() / __del_page_from_free_list().
 
-pub(crate) fn list_add(area: &mut FreeArea, map: &mut MemMap, pfn: u64, tail: bool) {
+// The caller holds the lock of the list (a zone lock or a pcp lock), and
+// with it the links of every page on the list.
+
+pub(crate) fn list_add(area: &mut FreeArea, map: &MemMap, pfn: u64, tail: bool) {
     let p = pfn as u32;
+    let pg = map.at(pfn);
     if area.head == PFN_NONE {
-        let pg = map.at_mut(pfn);
-        pg.next = PFN_NONE;
-        pg.prev = PFN_NONE;
+        pg.set_next(PFN_NONE);
+        pg.set_prev(PFN_NONE);
         area.head = p;
         area.tail = p;
     } else if tail {
         let old = area.tail;
-        map.at_mut(old as u64).next = p;
-        let pg = map.at_mut(pfn);
-        pg.prev = old;
-        pg.next = PFN_NONE;
+        map.at(old as u64).set_next(p);
+        pg.set_prev(old);
+        pg.set_next(PFN_NONE);
         area.tail = p;
     } else {
         let old = area.head;
-        map.at_mut(old as u64).prev = p;
-        let pg = map.at_mut(pfn);
-        pg.next = old;
-        pg.prev = PFN_NONE;
+        map.at(old as u64).set_prev(p);
+        pg.set_next(old);
+        pg.set_prev(PFN_NONE);
         area.head = p;
     }
     area.nr_free += 1;
 }
 
-pub(crate) fn list_del(area: &mut FreeArea, map: &mut MemMap, pfn: u64) {
-    let (next, prev) = {
-        let pg = map.at(pfn);
-        (pg.next, pg.prev)
-    };
+pub(crate) fn list_del(area: &mut FreeArea, map: &MemMap, pfn: u64) {
+    let pg = map.at(pfn);
+    let (next, prev) = (pg.next(), pg.prev());
     if prev == PFN_NONE {
         area.head = next;
     } else {
-        map.at_mut(prev as u64).next = next;
+        map.at(prev as u64).set_next(next);
     }
     if next == PFN_NONE {
         area.tail = prev;
     } else {
-        map.at_mut(next as u64).prev = prev;
+        map.at(next as u64).set_prev(prev);
     }
     area.nr_free -= 1;
 }
 
 /// Mark a page as the head of a free block of `order` (set_buddy_order()).
-fn set_buddy(pg: &mut Page, order: u32, zi: usize) {
-    pg.flags = PageFlags::BUDDY;
-    pg.private = order;
-    pg.refcount = 0;
-    pg.zone = zi as u8 + 1;
+fn set_buddy(pg: &Page, order: u32, zi: usize) {
+    pg.set_flags(PageFlags::BUDDY);
+    pg.set_private(order);
+    pg.set_refcount(0);
+    pg.set_zone(zi as u8 + 1);
 }
 
 /// `pg_data_t` for the single node: the zones and mem_map. repr(C) so the
-/// host inspector can read it through the published offsets.
+/// host inspector can read it through the published offsets. Shared by
+/// every CPU (`&Node`); see the module's notes on its locks.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Node<'a> {
@@ -433,7 +500,7 @@ pub struct Node<'a> {
     pub(crate) max_low_pfn: u64,
     min_free_kbytes: u64,
     user_min_free_kbytes: Option<u64>,
-    pub(crate) events: BuddyEvents,
+    pub(crate) events: SharedEvents,
     /// Each CPU's per-CPU page lists, one per zone.
     pub(crate) pagesets: Pagesets,
     /// The CPUs sharing each zone's low watermark (zone_highsize()).
@@ -465,8 +532,10 @@ impl<'a> Node<'a> {
             max_low_pfn,
             min_free_kbytes: 0,
             user_min_free_kbytes: None,
-            events: BuddyEvents::default(),
-            pagesets: [[PerCpuPages::BOOT; MAX_NR_ZONES]; NR_CPUS],
+            events: SharedEvents::default(),
+            pagesets: core::array::from_fn(|_| {
+                core::array::from_fn(|_| SpinMutex::new(PerCpuPages::BOOT))
+            }),
             pcp_cpus: 1,
         })
     }
@@ -541,8 +610,9 @@ impl<'a> Node<'a> {
                 }
                 let n = 1 << order;
                 self.zones[zi].managed_pages += n;
-                self.events.boot_freed += n;
-                self.free_one_page(zi, pfn, order);
+                count(&self.events.boot_freed, n);
+                let mut free = self.lock_zone(zi);
+                self.free_one_page(zi, &mut free, pfn, order);
                 freed += n;
                 pfn += n;
             }
@@ -550,18 +620,22 @@ impl<'a> Node<'a> {
         Ok(freed)
     }
 
-    /// Is `pfn` on a per-CPU list or inside a block on a free list? Only
-    /// the 11 possible heads need checking: a free block of order j
-    /// containing pfn starts at pfn rounded down to 2^j.
+    /// Is `pfn` on a per-CPU list or inside a block on a free list?
     fn inside_free_block(&self, zi: usize, pfn: u64) -> bool {
-        self.map.at(pfn).flags.contains(PageFlags::PCP)
-            || (0..=MAX_ORDER).any(|j| {
-                let head = align_down(pfn, 1 << j);
-                self.zones[zi].spans(head) && {
-                    let pg = self.map.at(head);
-                    pg.is_buddy() && pg.buddy_order() == j
-                }
-            })
+        self.map.at(pfn).flags().contains(PageFlags::PCP) || self.in_buddy_block(zi, pfn)
+    }
+
+    /// Is `pfn` inside a block on a free list? Only the 11 possible heads
+    /// need checking: a free block of order j containing pfn starts at
+    /// pfn rounded down to 2^j.
+    pub(crate) fn in_buddy_block(&self, zi: usize, pfn: u64) -> bool {
+        (0..=MAX_ORDER).any(|j| {
+            let head = align_down(pfn, 1 << j);
+            self.zones[zi].spans(head) && {
+                let pg = self.map.at(head);
+                pg.is_buddy() && pg.buddy_order() == j
+            }
+        })
     }
 
     /// init_per_zone_wmark_min(): min_free_kbytes, the three watermarks of
@@ -651,27 +725,39 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// `__free_one_page()`: merge with the buddy while it is a free block
-    /// of the same order in the same zone, then queue the result. The
-    /// caller has validated the block and counted nothing yet.
-    pub(crate) fn free_one_page(&mut self, zi: usize, mut pfn: u64, mut order: u32) {
-        self.zones[zi].free_pages += 1 << order;
+    /// spin_lock(&zone->lock).
+    pub(crate) fn lock_zone(&self, zi: usize) -> SpinMutexGuard<'_, FreeAreas> {
+        lock_counted(&self.zones[zi].free_area, &self.events.zone_lock_contended)
+    }
+
+    /// `__free_one_page()` under the zone lock (`free`): merge with the
+    /// buddy while it is a free block of the same order in the same zone,
+    /// then queue the result. The caller has validated the block, which
+    /// is its own, and counted nothing yet.
+    pub(crate) fn free_one_page(
+        &self,
+        zi: usize,
+        free: &mut FreeAreas,
+        mut pfn: u64,
+        mut order: u32,
+    ) {
+        self.zones[zi].add_free_pages(1 << order);
+        let mut merges = 0;
         while order < MAX_ORDER {
             let buddy = find_buddy_pfn(pfn, order);
             if !self.is_free_head(zi, buddy, order) {
                 break;
             }
-            list_del(
-                &mut self.zones[zi].free_area[order as usize],
-                &mut self.map,
-                buddy,
-            );
-            let bp = self.map.at_mut(buddy);
-            bp.flags.remove(PageFlags::BUDDY);
-            bp.private = 0;
-            self.events.merge += 1;
+            list_del(&mut free[order as usize], &self.map, buddy);
+            let bp = self.map.at(buddy);
+            bp.set_flags(PageFlags::empty());
+            bp.set_private(0);
+            merges += 1;
             pfn &= buddy;
             order += 1;
+        }
+        if merges > 0 {
+            count(&self.events.merge, merges);
         }
         // buddy_merge_likely(): if the block one order up is free, ours
         // will probably merge soon, so queue at the tail where it is taken
@@ -680,17 +766,12 @@ impl<'a> Node<'a> {
             let parent = pfn & !(1 << order);
             self.is_free_head(zi, find_buddy_pfn(parent, order + 1), order + 1)
         };
-        set_buddy(self.map.at_mut(pfn), order, zi);
-        list_add(
-            &mut self.zones[zi].free_area[order as usize],
-            &mut self.map,
-            pfn,
-            to_tail,
-        );
+        set_buddy(self.map.at(pfn), order, zi);
+        list_add(&mut free[order as usize], &self.map, pfn, to_tail);
     }
 
     /// page_is_buddy() for a candidate head: in the zone, PG_buddy, same
-    /// order.
+    /// order. Under the zone lock, which alone makes a page PG_buddy.
     fn is_free_head(&self, zi: usize, pfn: u64, order: u32) -> bool {
         self.zones[zi].spans(pfn) && {
             let pg = self.map.at(pfn);
@@ -698,57 +779,66 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// `__rmqueue_smallest()`: take the first block of the smallest order
-    /// that fits and split it down. The head leaves with no flags and no
-    /// reference, for prep_new_page() or a per-CPU list.
-    pub(crate) fn rmqueue_smallest(&mut self, zi: usize, order: u32) -> Option<u64> {
+    /// `__rmqueue_smallest()` under the zone lock (`free`): take the
+    /// first block of the smallest order that fits and split it down.
+    /// The head leaves with no flags and no reference, for
+    /// prep_new_page() or a per-CPU list.
+    pub(crate) fn rmqueue_smallest(
+        &self,
+        zi: usize,
+        free: &mut FreeAreas,
+        order: u32,
+    ) -> Option<u64> {
         for cur in order..=MAX_ORDER {
-            let area = &mut self.zones[zi].free_area[cur as usize];
+            let area = &mut free[cur as usize];
             if area.head == PFN_NONE {
                 continue;
             }
             let pfn = area.head as u64;
-            list_del(area, &mut self.map, pfn);
-            self.expand(zi, pfn, order, cur);
-            self.zones[zi].free_pages -= 1 << order;
-            let pg = self.map.at_mut(pfn);
-            pg.flags = PageFlags::empty();
-            pg.private = 0;
-            pg.zone = zi as u8 + 1;
+            list_del(area, &self.map, pfn);
+            self.expand(zi, free, pfn, order, cur);
+            self.zones[zi].add_free_pages(-(1 << order));
+            let pg = self.map.at(pfn);
+            pg.set_flags(PageFlags::empty());
+            pg.set_private(0);
+            pg.set_zone(zi as u8 + 1);
             return Some(pfn);
         }
         None
     }
 
     /// `rmqueue()`: order 0 through `cpu`'s list when a CPU is named,
-    /// everything else from the free areas; then prep_new_page() /
-    /// set_page_refcounted(), keeping the order so free_pages can check it.
-    fn rmqueue(&mut self, zi: usize, order: u32, cpu: Option<usize>) -> Option<u64> {
+    /// everything else from the free areas under the zone lock; then
+    /// prep_new_page() / set_page_refcounted(), keeping the order so
+    /// free_pages can check it. The page is the caller's alone by then.
+    fn rmqueue(&self, zi: usize, order: u32, cpu: Option<usize>) -> Option<u64> {
         let pfn = match cpu {
             Some(cpu) if order == 0 => self.rmqueue_pcplist(cpu, zi)?,
-            _ => self.rmqueue_smallest(zi, order)?,
+            _ => {
+                let pfn = self.rmqueue_smallest(zi, &mut self.lock_zone(zi), order)?;
+                count(&self.events.allocs, 1);
+                count(&self.events.pgalloc[zi], 1 << order);
+                pfn
+            }
         };
-        let pg = self.map.at_mut(pfn);
-        pg.flags = PageFlags::empty();
-        pg.refcount = 1;
-        pg.private = order;
+        let pg = self.map.at(pfn);
+        pg.set_flags(PageFlags::empty());
+        pg.set_private(order);
+        pg.set_refcount(1);
         Some(pfn)
     }
 
     /// `expand()`: return the upper halves of a 2^high block to the free
     /// lists until a 2^low block is left at `pfn`.
-    fn expand(&mut self, zi: usize, pfn: u64, low: u32, mut high: u32) {
+    fn expand(&self, zi: usize, free: &mut FreeAreas, pfn: u64, low: u32, mut high: u32) {
+        if high > low {
+            count(&self.events.split, u64::from(high - low));
+        }
         while high > low {
             high -= 1;
             let half = pfn + (1 << high);
-            set_buddy(self.map.at_mut(half), high, zi);
-            list_add(
-                &mut self.zones[zi].free_area[high as usize],
-                &mut self.map,
-                half,
-                false,
-            );
-            self.events.split += 1;
+            set_buddy(self.map.at(half), high, zi);
+            list_add(&mut free[high as usize], &self.map, half, false);
         }
     }
 
@@ -768,7 +858,7 @@ impl<'a> Node<'a> {
         }
         let z = &self.zones[zone.idx()];
         let mut min = mark as i64;
-        let free = z.free_pages as i64 - ((1i64 << order) - 1);
+        let free = z.free_pages() as i64 - ((1i64 << order) - 1);
         if alloc_flags.contains(AllocFlags::MIN_RESERVE) {
             min -= min / 2;
             if alloc_flags.contains(AllocFlags::NON_BLOCK) {
@@ -778,13 +868,18 @@ impl<'a> Node<'a> {
         if free <= min + z.lowmem_reserve[highest.idx()] as i64 {
             return false;
         }
-        order == 0 || z.free_area[order as usize..].iter().any(|a| a.nr_free != 0)
+        // Order 0 needs no lock (any free page will do); a larger order
+        // looks at the free lists.
+        order == 0
+            || z.free_area.lock()[order as usize..]
+                .iter()
+                .any(|a| a.nr_free != 0)
     }
 
     /// `get_page_from_freelist()`: the first zone in the zonelist that
     /// passes its watermark check and has a block.
     fn get_page_from_freelist(
-        &mut self,
+        &self,
         order: u32,
         highest: ZoneType,
         alloc_flags: AllocFlags,
@@ -801,9 +896,8 @@ impl<'a> Node<'a> {
             }
             if let Some(pfn) = self.rmqueue(zi, order, cpu) {
                 if i > 0 {
-                    self.events.fallback += 1;
+                    count(&self.events.fallback, 1);
                 }
-                self.events.pgalloc[zi] += 1 << order;
                 return Some(pfn);
             }
         }
@@ -813,14 +907,14 @@ impl<'a> Node<'a> {
     /// `__alloc_pages()`: a 2^order block from the zonelist of `gfp`,
     /// straight from the free areas (as when Linux cannot take the pcp
     /// lock). See [`Node::alloc_pages_on`] for the per-CPU path.
-    pub fn alloc_pages(&mut self, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+    pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
         self.alloc(gfp, order, None)
     }
 
     /// `__alloc_pages()` on CPU `cpu`: order 0 through that CPU's lists
     /// ([`crate::pcp`]), larger orders from the free areas. A CPU beyond
     /// [`NR_CPUS`] has no lists and uses the free areas.
-    pub fn alloc_pages_on(&mut self, cpu: usize, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+    pub fn alloc_pages_on(&self, cpu: usize, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
         self.alloc(gfp, order, (cpu < NR_CPUS).then_some(cpu))
     }
 
@@ -830,13 +924,12 @@ impl<'a> Node<'a> {
     /// the pages on per-CPU lists drained back first, as
     /// __alloc_pages_direct_reclaim() does before giving up. Returns the
     /// first pfn. `__GFP_ZERO` is the caller's job (see [`crate::gfp`]).
-    fn alloc(&mut self, gfp: Gfp, order: u32, cpu: Option<usize>) -> Result<u64, AllocError> {
+    fn alloc(&self, gfp: Gfp, order: u32, cpu: Option<usize>) -> Result<u64, AllocError> {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder);
         }
         let highest = gfp::gfp_zone(gfp).ok_or(AllocError::BadGfp)?;
         if let Some(pfn) = self.get_page_from_freelist(order, highest, AllocFlags::WMARK_LOW, cpu) {
-            self.events.allocs += 1;
             return Ok(pfn);
         }
         let flags = gfp_to_alloc_flags(gfp);
@@ -846,51 +939,64 @@ impl<'a> Node<'a> {
             pfn = self.get_page_from_freelist(order, highest, flags, cpu);
         }
         let Some(pfn) = pfn else {
-            self.events.alloc_fail += 1;
+            count(&self.events.alloc_fail, 1);
             return Err(AllocError::NoMemory);
         };
-        self.events.slowpath += 1;
-        self.events.allocs += 1;
+        count(&self.events.slowpath, 1);
         Ok(pfn)
     }
 
     /// `__free_pages()`: drop a reference to a block from alloc_pages;
     /// the last reference returns it to the free areas. Every check runs
     /// before any state changes, so a refused free corrupts nothing.
-    pub fn free_pages(&mut self, pfn: u64, order: u32) -> Result<(), FreeError> {
-        self.free(pfn, order, None)
+    pub fn free_pages(&self, pfn: u64, order: u32) -> Result<(), FreeError> {
+        self.free(pfn, order, None).map(drop)
     }
 
     /// `__free_pages()` on CPU `cpu`: the last reference to an order-0
     /// page puts it on that CPU's list (free_unref_page()); larger blocks,
     /// and every block on a CPU beyond [`NR_CPUS`], go to the free areas.
-    pub fn free_pages_on(&mut self, cpu: usize, pfn: u64, order: u32) -> Result<(), FreeError> {
+    pub fn free_pages_on(&self, cpu: usize, pfn: u64, order: u32) -> Result<(), FreeError> {
+        self.put_pages_on(cpu, pfn, order).map(drop)
+    }
+
+    /// [`Node::free_pages_on`] that says whether this was the last
+    /// reference, i.e. whether the frames went back (put_page()'s
+    /// page_ref_dec_and_test()); a count read before the call could not
+    /// say it when other holders drop theirs meanwhile.
+    pub fn put_pages_on(&self, cpu: usize, pfn: u64, order: u32) -> Result<bool, FreeError> {
         self.free(pfn, order, (cpu < NR_CPUS).then_some(cpu))
     }
 
-    fn free(&mut self, pfn: u64, order: u32, cpu: Option<usize>) -> Result<(), FreeError> {
-        let r = self.check_free(pfn, order);
-        let zi = match r {
-            Ok(zi) => zi,
-            Err(e) => {
-                self.events.bad_free += 1;
-                return Err(e);
-            }
+    /// The checks read the head page, which the caller holds a reference
+    /// to; only the reference drop is atomic, so that of two racing
+    /// frees of the last reference one is refused, not both taken.
+    fn free(&self, pfn: u64, order: u32, cpu: Option<usize>) -> Result<bool, FreeError> {
+        let refused = |e| {
+            count(&self.events.bad_free, 1);
+            Err(e)
         };
-        let pg = self.map.at_mut(pfn);
-        pg.refcount -= 1;
-        if pg.refcount > 0 {
-            return Ok(());
+        let zi = match self.check_free(pfn, order) {
+            Ok(zi) => zi,
+            Err(e) => return refused(e),
+        };
+        let pg = self.map.at(pfn);
+        match pg.ref_dec_and_test() {
+            None => return refused(FreeError::NotAllocated),
+            Some(false) => return Ok(false),
+            Some(true) => {}
         }
-        pg.private = 0;
-        pg.flags = PageFlags::empty();
-        self.events.frees += 1;
-        self.events.pgfree += 1 << order;
+        pg.set_private(0);
+        pg.set_flags(PageFlags::empty());
         match cpu {
             Some(cpu) if order == 0 => self.free_unref_page_commit(cpu, zi, pfn),
-            _ => self.free_one_page(zi, pfn, order),
+            _ => {
+                count(&self.events.frees, 1);
+                count(&self.events.pgfree, 1 << order);
+                self.free_one_page(zi, &mut self.lock_zone(zi), pfn, order);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// free_pages_prepare()'s sanity checks; returns the zone index.
@@ -906,32 +1012,30 @@ impl<'a> Node<'a> {
             return Err(FreeError::OutOfRange);
         }
         let pg = self.map.at(pfn);
-        if pg.is_buddy() || pg.refcount == 0 {
+        let (flags, refcount) = (pg.flags(), pg.refcount());
+        if flags.contains(PageFlags::BUDDY) || refcount == 0 {
             return Err(FreeError::NotAllocated);
         }
-        if pg.flags.intersects(PageFlags::CHECK_AT_FREE) {
-            return Err(FreeError::BadPageState { flags: pg.flags });
+        if flags.intersects(PageFlags::CHECK_AT_FREE) {
+            return Err(FreeError::BadPageState { flags });
         }
-        if pg.private != order {
+        if pg.private() != order {
             return Err(FreeError::OrderMismatch {
-                allocated: pg.private,
+                allocated: pg.private(),
             });
         }
-        if pg.mapcount >= pg.refcount {
-            return Err(FreeError::Mapped {
-                mapcount: pg.mapcount,
-            });
+        let mapcount = pg.mapcount();
+        if mapcount >= refcount {
+            return Err(FreeError::Mapped { mapcount });
         }
         Ok(zi)
     }
 
-    /// get_page(): one more reference to an allocated block's head.
-    pub fn get_page(&mut self, pfn: u64) -> Result<(), FreeError> {
-        match self.map.pfn_to_page_mut(pfn) {
-            Some(pg) if pg.refcount > 0 && !pg.is_buddy() => {
-                pg.refcount += 1;
-                Ok(())
-            }
+    /// get_page(): one more reference to an allocated block's head (free
+    /// pages, PG_buddy heads and listed pages alike, have none).
+    pub fn get_page(&self, pfn: u64) -> Result<(), FreeError> {
+        match self.map.pfn_to_page(pfn) {
+            Some(pg) if pg.ref_inc_unless_zero() => Ok(()),
             Some(_) => Err(FreeError::NotAllocated),
             None => Err(FreeError::OutOfRange),
         }
@@ -939,43 +1043,37 @@ impl<'a> Node<'a> {
 
     /// page_count().
     pub fn page_count(&self, pfn: u64) -> Option<u32> {
-        self.map.pfn_to_page(pfn).map(|p| p.refcount)
+        self.map.pfn_to_page(pfn).map(|p| p.refcount())
     }
 
     /// page_add_anon_rmap()'s count (and page_dup_rmap()'s at fork): one
     /// more page-table entry maps the allocated page at `pfn`, holding a
     /// reference the caller took for it, so the map count never passes
     /// the refcount. Returns the new map count.
-    pub fn page_add_rmap(&mut self, pfn: u64) -> Result<u32, RmapError> {
-        let pg = self.mapped_page(pfn)?;
-        if pg.mapcount >= pg.refcount {
-            return Err(RmapError::NoReference);
-        }
-        pg.mapcount += 1;
-        Ok(pg.mapcount)
+    pub fn page_add_rmap(&self, pfn: u64) -> Result<u32, RmapError> {
+        self.mapped_page(pfn)?
+            .mapcount_inc()
+            .ok_or(RmapError::NoReference)
     }
 
     /// page_remove_rmap(): one entry less maps the page (the caller then
     /// drops the entry's reference). Returns the new map count.
-    pub fn page_remove_rmap(&mut self, pfn: u64) -> Result<u32, RmapError> {
-        let pg = self.mapped_page(pfn)?;
-        if pg.mapcount == 0 {
-            return Err(RmapError::NotMapped);
-        }
-        pg.mapcount -= 1;
-        Ok(pg.mapcount)
+    pub fn page_remove_rmap(&self, pfn: u64) -> Result<u32, RmapError> {
+        self.mapped_page(pfn)?
+            .mapcount_dec()
+            .ok_or(RmapError::NotMapped)
     }
 
     /// page_mapcount().
     pub fn page_mapcount(&self, pfn: u64) -> Option<u32> {
-        self.map.pfn_to_page(pfn).map(|p| p.mapcount)
+        self.map.pfn_to_page(pfn).map(|p| p.mapcount())
     }
 
     /// The allocated page at `pfn`, for a map-count change.
-    fn mapped_page(&mut self, pfn: u64) -> Result<&mut Page, RmapError> {
+    fn mapped_page(&self, pfn: u64) -> Result<&Page, RmapError> {
         self.map
-            .pfn_to_page_mut(pfn)
-            .filter(|p| p.refcount > 0 && !p.is_buddy())
+            .pfn_to_page(pfn)
+            .filter(|p| p.refcount() > 0 && !p.is_buddy())
             .ok_or(RmapError::NotAllocated)
     }
 
@@ -1005,14 +1103,52 @@ impl<'a> Node<'a> {
     }
     /// Free pages in all zones (global NR_FREE_PAGES).
     pub fn nr_free_pages(&self) -> u64 {
-        self.zones.iter().map(|z| z.free_pages).sum()
+        self.zones.iter().map(|z| z.free_pages()).sum()
     }
     /// totalram_pages(): all managed pages.
     pub fn totalram_pages(&self) -> u64 {
         self.zones.iter().map(|z| z.managed_pages).sum()
     }
-    pub fn events(&self) -> &BuddyEvents {
-        &self.events
+    /// The counters: the shared ones plus every CPU's own, read one by
+    /// one (each list's under its lock).
+    pub fn events(&self) -> BuddyEvents {
+        let e = &self.events;
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let mut out = BuddyEvents {
+            pgalloc: e.pgalloc.each_ref().map(get),
+            pgfree: get(&e.pgfree),
+            allocs: get(&e.allocs),
+            frees: get(&e.frees),
+            alloc_fail: get(&e.alloc_fail),
+            fallback: get(&e.fallback),
+            slowpath: get(&e.slowpath),
+            split: get(&e.split),
+            merge: get(&e.merge),
+            bad_free: get(&e.bad_free),
+            boot_freed: get(&e.boot_freed),
+            pcp_alloc: 0,
+            pcp_free: 0,
+            pcp_refill: get(&e.pcp_refill),
+            pcp_spill: get(&e.pcp_spill),
+            pcp_drained: get(&e.pcp_drained),
+            zone_lock_contended: get(&e.zone_lock_contended),
+            pcp_lock_contended: get(&e.pcp_lock_contended),
+        };
+        for lists in &self.pagesets {
+            for (zi, pcp) in lists.iter().enumerate() {
+                let (allocs, frees) = {
+                    let p = pcp.lock();
+                    (p.allocs, p.frees)
+                };
+                out.pcp_alloc += allocs;
+                out.allocs += allocs;
+                out.pgalloc[zi] += allocs;
+                out.pcp_free += frees;
+                out.frees += frees;
+                out.pgfree += frees;
+            }
+        }
+        out
     }
     pub fn mem_map(&self) -> &MemMap<'a> {
         &self.map
@@ -1020,37 +1156,47 @@ impl<'a> Node<'a> {
     pub fn page(&self, pfn: u64) -> Option<&Page> {
         self.map.pfn_to_page(pfn)
     }
-    /// Mutable access for the owners of allocated pages (slab fields,
-    /// PG_slab, PG_table). Free pages (PG_buddy heads, pages on a per-CPU
-    /// list) are refused; writing buddy state (PG_buddy, links,
-    /// `private`) of an allocated page is a caller bug.
-    pub fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
+    /// A page its holder may change (slab fields, PG_slab, PG_table):
+    /// free pages (PG_buddy heads, pages on a per-CPU list) are refused,
+    /// since their lists' locks guard them. Changing an allocated page one
+    /// does not hold is a caller bug (as in Linux), never undefined
+    /// behaviour: see [`crate::page`].
+    pub fn allocated_page(&self, pfn: u64) -> Option<&Page> {
         self.map
-            .pfn_to_page_mut(pfn)
-            .filter(|p| !p.flags.intersects(PageFlags::BUDDY | PageFlags::PCP))
+            .pfn_to_page(pfn)
+            .filter(|p| !p.flags().intersects(PageFlags::BUDDY | PageFlags::PCP))
+    }
+    /// SetPageTable()/ClearPageTable() on a frame the caller holds (or a
+    /// boot page table, never allocated); false if the frame is free.
+    pub fn set_page_table(&self, pfn: u64, table: bool) -> bool {
+        self.allocated_page(pfn)
+            .map(|p| p.update_flags(PageFlags::TABLE, table))
+            .is_some()
     }
 
     /// /proc/buddyinfo: one line per populated zone.
     pub fn write_buddyinfo<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         for z in self.zones.iter().filter(|z| z.is_populated()) {
             write!(w, "Node 0, zone {:>8} ", z.name())?;
-            for a in &z.free_area {
-                write!(w, "{:>6} ", a.nr_free)?;
+            for n in z.free_counts() {
+                write!(w, "{n:>6} ")?;
             }
             writeln!(w)?;
         }
         Ok(())
     }
 
-    /// Every free block, zone by zone and order by order, in list order.
-    /// Costs one step per free block.
+    /// Every free block, zone by zone and order by order, in list order,
+    /// each zone under its lock (`f` must not allocate). Costs one step
+    /// per free block.
     pub fn for_each_free_block(&self, mut f: impl FnMut(ZoneType, u64, u32)) {
-        for z in &self.zones {
-            for (order, a) in z.free_area.iter().enumerate() {
+        for (zi, z) in self.zones.iter().enumerate() {
+            let free = self.lock_zone(zi);
+            for (order, a) in free.iter().enumerate() {
                 let mut p = a.head;
                 while p != PFN_NONE {
                     f(z.zone_type, p as u64, order as u32);
-                    p = self.map.at(p as u64).next;
+                    p = self.map.at(p as u64).next();
                 }
             }
         }
@@ -1058,11 +1204,14 @@ impl<'a> Node<'a> {
 
     /// Consistency check of every free list and per-CPU list (links,
     /// flags, order, alignment, zone, counters), for self-tests. One step
-    /// per free block and per listed page.
+    /// per free block and per listed page. Each list is checked under its
+    /// lock; the cross-list totals mean something when nothing allocates
+    /// meanwhile.
     pub fn verify(&self) -> Result<(), &'static str> {
         for (zi, z) in self.zones.iter().enumerate() {
             let mut free = 0;
-            for (order, a) in z.free_area.iter().enumerate() {
+            let areas = self.lock_zone(zi);
+            for (order, a) in areas.iter().enumerate() {
                 let order = order as u32;
                 let (mut p, mut prev, mut n) = (a.head, PFN_NONE, 0);
                 while p != PFN_NONE {
@@ -1073,8 +1222,11 @@ impl<'a> Node<'a> {
                     if pfn & ((1 << order) - 1) != 0 {
                         return Err("misaligned free block");
                     }
-                    let pg = self.map.at(pfn);
-                    if !pg.is_buddy() || pg.private != order || pg.refcount != 0 {
+                    let pg = self.map.at(pfn).state();
+                    if !pg.flags.contains(PageFlags::BUDDY)
+                        || pg.private != order
+                        || pg.refcount != 0
+                    {
                         return Err("free block head without PG_buddy/order");
                     }
                     if pg.zone as usize != zi + 1 {
@@ -1095,10 +1247,11 @@ impl<'a> Node<'a> {
                 }
                 free += n << order;
             }
-            if free != z.free_pages {
+            if free != z.free_pages() {
                 return Err("free page count mismatch");
             }
-            if z.free_pages + self.pcp_count(z.zone_type) > z.managed_pages {
+            drop(areas);
+            if z.free_pages() + self.pcp_count(z.zone_type) > z.managed_pages {
                 return Err("more free and pcp pages than managed pages");
             }
         }
@@ -1116,14 +1269,13 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeMap, HashSet};
     use std::string::String;
-    use std::vec;
     use std::vec::Vec;
 
     const M: u64 = 1 << 20;
     const G: u64 = 1 << 30;
 
     fn leak_map(frames: u64) -> MemMap<'static> {
-        MemMap::new(vec![Page::ZERO; frames as usize].leak(), 0)
+        MemMap::new(Page::zeroed_map(frames as usize), 0)
     }
 
     /// A machine as the VMM lays it out: RAM below the 3 GiB hole, the rest
@@ -1234,7 +1386,6 @@ mod tests {
         assert_eq!(wm(n.zone(ZoneType::Normal)), (701, 876, 1051));
         assert_eq!(n.zone(ZoneType::Dma).lowmem_reserve(ZoneType::Normal), 496);
         // GFP_HIGHUSER still works: it falls back to NORMAL.
-        let mut n = n;
         let pfn = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_zone(pfn), Some(ZoneType::Normal));
         let mut s = String::new();
@@ -1258,7 +1409,7 @@ mod tests {
             (900, 1024, (32, 33, 34)),
             (904, 2048, (32, 34, 36)),
         ] {
-            let mut n = machine(mib * M);
+            let n = machine(mib * M);
             let h = n.zone(ZoneType::Highmem);
             assert_eq!((h.managed_pages(), wm(h)), (pages, marks), "{mib}M");
             let low = h.low_wmark();
@@ -1331,7 +1482,7 @@ mod tests {
 
     #[test]
     fn zonelist_per_gfp() {
-        let mut n = machine(2 * G);
+        let n = machine(2 * G);
         let hu = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         let k = n.alloc_pages(Gfp::KERNEL, 0).unwrap();
         let d = n.alloc_pages(Gfp::DMA, 0).unwrap();
@@ -1352,7 +1503,7 @@ mod tests {
 
     #[test]
     fn highuser_falls_back_below_low_watermark() {
-        let mut n = machine(2 * G);
+        let n = machine(2 * G);
         let h = n.zone(ZoneType::Highmem).managed_pages();
         // HIGHMEM serves order-0 requests while free > low (435).
         for _ in 0..h - 435 {
@@ -1381,17 +1532,14 @@ mod tests {
 
     #[test]
     fn exhaustion_is_an_error_and_watermarks_hold() {
-        let mut n = small();
+        let n = small();
         // lowmem 6144 pages = 24576 kB -> min_free_kbytes 627, pages_min 156.
         // DMA 4096 pages: share 104, gap 26; NORMAL 2048: share 52, gap 13;
         // HIGHMEM: min clamp(2, 32, 128) = 32, share 52, gap 13.
-        let (d, nm) = (
-            n.zone(ZoneType::Dma).clone(),
-            n.zone(ZoneType::Normal).clone(),
-        );
+        let (d, nm) = (n.zone(ZoneType::Dma), n.zone(ZoneType::Normal));
         assert_eq!(n.min_free_kbytes(), 627);
-        assert_eq!(wm(&d), (104, 130, 156));
-        assert_eq!(wm(&nm), (52, 65, 78));
+        assert_eq!(wm(d), (104, 130, 156));
+        assert_eq!(wm(nm), (52, 65, 78));
         assert_eq!(wm(n.zone(ZoneType::Highmem)), (32, 45, 58));
         assert_eq!(d.lowmem_reserve(ZoneType::Normal), 8);
         let mut got = Vec::new();
@@ -1426,13 +1574,13 @@ mod tests {
 
     #[test]
     fn bad_requests() {
-        let mut n = small();
+        let n = small();
         assert_eq!(n.alloc_pages(Gfp::KERNEL, 11), Err(AllocError::BadOrder));
         assert_eq!(
             n.alloc_pages(Gfp::DMA | Gfp::HIGHMEM, 0),
             Err(AllocError::BadGfp)
         );
-        let before = n.zones().clone().map(|z| z.free_counts());
+        let before = n.zones().each_ref().map(|z| z.free_counts());
 
         let p = n.alloc_pages(Gfp::KERNEL, 2).unwrap();
         assert_eq!(n.free_pages(p + 1, 0), Err(FreeError::NotAllocated)); // tail page
@@ -1444,20 +1592,27 @@ mod tests {
         );
         assert_eq!(n.free_pages(p, 11), Err(FreeError::BadOrder));
         assert_eq!(n.free_pages(9000, 0), Err(FreeError::OutOfRange));
-        n.page_mut(p).unwrap().flags.insert(PageFlags::SLAB);
+        n.allocated_page(p)
+            .unwrap()
+            .update_flags(PageFlags::SLAB, true);
         assert_eq!(
             n.free_pages(p, 2),
             Err(FreeError::BadPageState {
                 flags: PageFlags::SLAB
             })
         );
-        n.page_mut(p).unwrap().flags.remove(PageFlags::SLAB);
-        n.page_mut(p).unwrap().flags.insert(PageFlags::HEAD); // cleared on free, not an error
+        n.allocated_page(p)
+            .unwrap()
+            .update_flags(PageFlags::SLAB, false);
+        n.allocated_page(p)
+            .unwrap()
+            .update_flags(PageFlags::HEAD, true); // cleared on free, not an error
         n.free_pages(p, 2).unwrap();
         assert_eq!(n.free_pages(p, 2), Err(FreeError::NotAllocated)); // double free
         assert_eq!(n.events().bad_free, 8);
-        // A free page: no mutable access.
-        assert!(n.page_mut(p).is_none());
+        // A free page is not its freer's to change.
+        assert!(n.allocated_page(p).is_none());
+        assert!(!n.set_page_table(p, true));
         // Frames that are free (a free block's head or inside one).
         let q = n.alloc_pages(Gfp::DMA, 0).unwrap();
         assert_eq!(n.page_zone(q), Some(ZoneType::Dma));
@@ -1466,12 +1621,12 @@ mod tests {
         assert_eq!(n.events().bad_free, 10);
         n.free_pages(q, 0).unwrap();
         n.verify().unwrap();
-        assert_eq!(n.zones().clone().map(|z| z.free_counts()), before);
+        assert_eq!(n.zones().each_ref().map(|z| z.free_counts()), before);
     }
 
     #[test]
     fn refcount_defers_the_free() {
-        let mut n = small();
+        let n = small();
         let p = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_count(p), Some(1));
         n.get_page(p).unwrap();
@@ -1490,7 +1645,7 @@ mod tests {
     /// reference a mapping still holds is not freed.
     #[test]
     fn mappings_hold_references() {
-        let mut n = small();
+        let n = small();
         let p = n.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
         assert_eq!(n.page_mapcount(p), Some(0));
         assert_eq!(n.page_remove_rmap(p), Err(RmapError::NotMapped));
@@ -1526,7 +1681,7 @@ mod tests {
         assert_eq!(p, 4096); // the low half is kept at every split
         assert_eq!(n.zone(nm).free_counts(), [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]);
         assert_eq!(n.events().split, 10);
-        assert_eq!(n.page(p).unwrap().zone, 2);
+        assert_eq!(n.page(p).unwrap().zone(), 2);
         n.free_pages(p, 0).unwrap();
         assert_eq!(n.zone(nm).free_counts(), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(n.events().merge, 10);
@@ -1547,7 +1702,7 @@ mod tests {
         assert_eq!(n.free_boot_range(4000, 4001), Err(FreeError::AlreadyFree));
         n.verify().unwrap();
         // A block that would cross a zone boundary is refused.
-        let mut n = Node::new(leak_map(8192), 5000, 8192).unwrap();
+        let n = Node::new(leak_map(8192), 5000, 8192).unwrap();
         assert_eq!(n.free_pages(4096, 10), Err(FreeError::OutOfRange));
         // Bad layouts are refused.
         assert_eq!(
@@ -1617,10 +1772,10 @@ mod tests {
             for (s, l) in holes {
                 mb.reserve(s << PAGE_SHIFT, l << PAGE_SHIFT).unwrap();
             }
-            let map = MemMap::new(vec![Page::ZERO; (max_pfn - base) as usize].leak(), base);
+            let map = MemMap::new(Page::zeroed_map((max_pfn - base) as usize), base);
             let mut n = Node::new(map, max_low, max_pfn).unwrap();
             n.init_from_memblock(&mb).unwrap();
-            let initial = n.zones().clone().map(|z| z.free_counts());
+            let initial = n.zones().each_ref().map(|z| z.free_counts());
             let total = n.totalram_pages();
             // Frame -> allocation it belongs to; must never be handed out twice.
             let mut owned: BTreeMap<u64, u64> = BTreeMap::new();
@@ -1671,7 +1826,7 @@ mod tests {
             }
             n.verify().map_err(TestCaseError::fail)?;
             prop_assert_eq!(n.nr_free_pages(), total);
-            prop_assert_eq!(n.zones().clone().map(|z| z.free_counts()), initial);
+            prop_assert_eq!(n.zones().each_ref().map(|z| z.free_counts()), initial);
         }
     }
 }

@@ -16,6 +16,8 @@
 use bitflags::bitflags;
 use core::fmt;
 use core::mem::size_of;
+use core::sync::atomic::Ordering::{AcqRel, Relaxed};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8};
 
 /// Sentinel for "no pfn" in the free-list links (list_head's NULL).
 pub const PFN_NONE: u32 = u32::MAX;
@@ -103,20 +105,47 @@ impl fmt::Debug for PageFlags {
 /// | 28  | 2    | `inuse`      | slab: objects in use |
 /// | 30  | 2    | `objects`    | slab: objects in the slab |
 /// | 32  | 4    | `mapcount`   | `_mapcount`: page-table entries that map the frame (user pages) |
+///
+/// # Who changes a page, under which lock
+/// mem_map is shared by every CPU, and different pages are changed under
+/// different locks at the same time, as in Linux: a free block's head
+/// under its zone's lock (the buddy lists), a page on CPU n's per-CPU
+/// list under that list's lock, a slab's list links and freelist under
+/// the exclusion SLUB's caller provides (the guest's slab lock), an
+/// allocated page by whoever holds it. So
+/// each field is an atomic of the plain field's size and layout: any
+/// `&Page` may be read or written without undefined behaviour, and which
+/// lock makes a change *correct* is the discipline above (the lock's
+/// acquire and release order the plain `Relaxed` accesses, which compile
+/// to ordinary loads and stores). Only the reference counts are changed
+/// by read-modify-write without a lock (page_ref_inc/dec_and_test()).
+/// Setters are crate-private: outside this crate pages change through
+/// [`crate::buddy::Node`]'s methods.
 #[repr(C)]
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::Immutable,
-    zerocopy::KnownLayout,
-)]
+#[derive(Debug, Default, zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout)]
 pub struct Page {
+    flags: AtomicU32,
+    refcount: AtomicU32,
+    private: AtomicU32,
+    next: AtomicU32,
+    prev: AtomicU32,
+    zone: AtomicU8,
+    frozen: AtomicU8,
+    slab_cache: AtomicU16,
+    freelist: AtomicU32,
+    inuse: AtomicU16,
+    objects: AtomicU16,
+    /// `_mapcount`, unbiased: how many user page-table entries map the
+    /// frame (Linux stores it minus one, so that -1 means unmapped; here
+    /// 0 does, which keeps the all-zero state valid). Each mapping also
+    /// holds a reference, so it never exceeds `refcount`.
+    mapcount: AtomicU32,
+}
+
+/// A copy of one [`Page`]'s fields, read field by field (not atomically
+/// as a whole: the page's lock, or its ownership, makes it consistent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageState {
     pub flags: PageFlags,
     pub refcount: u32,
     pub private: u32,
@@ -128,10 +157,6 @@ pub struct Page {
     pub freelist: u32,
     pub inuse: u16,
     pub objects: u16,
-    /// `_mapcount`, unbiased: how many user page-table entries map the
-    /// frame (Linux stores it minus one, so that -1 means unmapped; here
-    /// 0 does, which keeps the all-zero state valid). Each mapping also
-    /// holds a reference, so it never exceeds `refcount`.
     pub mapcount: u32,
 }
 
@@ -165,30 +190,118 @@ const _: () = assert!(core::mem::offset_of!(Page, inuse) == offsets::INUSE);
 const _: () = assert!(core::mem::offset_of!(Page, objects) == offsets::OBJECTS);
 const _: () = assert!(core::mem::offset_of!(Page, mapcount) == offsets::MAPCOUNT);
 
-impl Page {
-    /// The all-zero page: reserved/allocated, not in the buddy allocator.
-    pub const ZERO: Page = Page {
-        flags: PageFlags::empty(),
-        refcount: 0,
-        private: 0,
-        next: 0,
-        prev: 0,
-        zone: 0,
-        frozen: 0,
-        slab_cache: 0,
-        freelist: 0,
-        inuse: 0,
-        objects: 0,
-        mapcount: 0,
+/// A plain getter and a crate-private setter per field.
+macro_rules! fields {
+    ($($get:ident, $set:ident: $t:ty;)*) => {
+        $(
+            pub fn $get(&self) -> $t {
+                self.$get.load(Relaxed)
+            }
+            pub(crate) fn $set(&self, v: $t) {
+                self.$get.store(v, Relaxed)
+            }
+        )*
     };
+}
+
+impl Page {
+    /// A zeroed mem_map of `n` pages (host tests and benchmarks).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn zeroed_map(n: usize) -> &'static mut [Page] {
+        extern crate std;
+        std::vec::Vec::leak((0..n).map(|_| Page::default()).collect())
+    }
+
+    fields! {
+        refcount, set_refcount: u32;
+        private, set_private: u32;
+        next, set_next: u32;
+        prev, set_prev: u32;
+        zone, set_zone: u8;
+        frozen, set_frozen: u8;
+        slab_cache, set_slab_cache: u16;
+        freelist, set_freelist: u32;
+        inuse, set_inuse: u16;
+        objects, set_objects: u16;
+    }
+
+    pub fn mapcount(&self) -> u32 {
+        self.mapcount.load(Relaxed)
+    }
+
+    pub fn flags(&self) -> PageFlags {
+        PageFlags::from_bits_retain(self.flags.load(Relaxed))
+    }
+    pub(crate) fn set_flags(&self, f: PageFlags) {
+        self.flags.store(f.bits(), Relaxed)
+    }
+    /// SetPageX()/ClearPageX() on a page only its holder changes.
+    pub(crate) fn update_flags(&self, f: PageFlags, on: bool) {
+        if on {
+            self.flags.fetch_or(f.bits(), Relaxed);
+        } else {
+            self.flags.fetch_and(!f.bits(), Relaxed);
+        }
+    }
 
     /// PageBuddy(): the head of a free block.
-    pub const fn is_buddy(&self) -> bool {
-        self.flags.contains(PageFlags::BUDDY)
+    pub fn is_buddy(&self) -> bool {
+        self.flags().contains(PageFlags::BUDDY)
     }
     /// buddy_order(): only meaningful while [`Page::is_buddy`].
-    pub const fn buddy_order(&self) -> u32 {
-        self.private
+    pub fn buddy_order(&self) -> u32 {
+        self.private()
+    }
+
+    /// page_ref_inc() unless the count is 0 (get_page_unless_zero()):
+    /// returns whether a reference was taken.
+    pub(crate) fn ref_inc_unless_zero(&self) -> bool {
+        self.refcount
+            .fetch_update(Relaxed, Relaxed, |r| (r != 0).then(|| r.saturating_add(1)))
+            .is_ok()
+    }
+    /// page_ref_dec_and_test(): drops one reference; `Some(true)` when it
+    /// was the last, `None` if there was none to drop.
+    pub(crate) fn ref_dec_and_test(&self) -> Option<bool> {
+        // Acquire on the last drop: the freeing CPU sees every write the
+        // other holders made before dropping theirs (they Release).
+        self.refcount
+            .fetch_update(AcqRel, Relaxed, |r| r.checked_sub(1))
+            .ok()
+            .map(|old| old == 1)
+    }
+    /// One more mapping, kept below the references (page_add_anon_rmap()).
+    pub(crate) fn mapcount_inc(&self) -> Option<u32> {
+        let refs = self.refcount();
+        self.mapcount
+            .fetch_update(Relaxed, Relaxed, |m| (m < refs).then_some(m + 1))
+            .ok()
+            .map(|m| m + 1)
+    }
+    /// One mapping less (page_remove_rmap()).
+    pub(crate) fn mapcount_dec(&self) -> Option<u32> {
+        self.mapcount
+            .fetch_update(Relaxed, Relaxed, |m| m.checked_sub(1))
+            .ok()
+            .map(|m| m - 1)
+    }
+
+    /// Every field, read one by one.
+    pub fn state(&self) -> PageState {
+        PageState {
+            flags: self.flags(),
+            refcount: self.refcount(),
+            private: self.private(),
+            next: self.next(),
+            prev: self.prev(),
+            zone: self.zone(),
+            frozen: self.frozen(),
+            slab_cache: self.slab_cache(),
+            freelist: self.freelist(),
+            inuse: self.inuse(),
+            objects: self.objects(),
+            mapcount: self.mapcount(),
+        }
     }
 }
 
@@ -197,7 +310,7 @@ impl Page {
 /// direct-mapped address of the array it reserved with memblock; host tests
 /// leak a zeroed `Vec`.
 pub struct MemMap<'a> {
-    pages: &'a mut [Page],
+    pages: &'a [Page],
     base_pfn: u64,
 }
 
@@ -213,7 +326,8 @@ impl core::fmt::Debug for MemMap<'_> {
 
 impl<'a> MemMap<'a> {
     /// `pages[i]` describes frame `base_pfn + i`. The slice must be zeroed
-    /// (or otherwise hold a valid state); see the module comment.
+    /// (or otherwise hold a valid state); see the module comment. Taken
+    /// `&mut`: the node is its only user from then on.
     pub fn new(pages: &'a mut [Page], base_pfn: u64) -> Self {
         MemMap { pages, base_pfn }
     }
@@ -239,10 +353,6 @@ impl<'a> MemMap<'a> {
         let i = pfn.checked_sub(self.base_pfn)?;
         self.pages.get(usize::try_from(i).ok()?)
     }
-    pub fn pfn_to_page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        let i = pfn.checked_sub(self.base_pfn)?;
-        self.pages.get_mut(usize::try_from(i).ok()?)
-    }
     /// page_to_pfn(): by address arithmetic, as FLATMEM does. `None` if the
     /// reference does not point into this mem_map.
     pub fn page_to_pfn(&self, page: &Page) -> Option<u64> {
@@ -264,53 +374,84 @@ impl<'a> MemMap<'a> {
     pub(crate) fn at(&self, pfn: u64) -> &Page {
         &self.pages[(pfn - self.base_pfn) as usize]
     }
-    pub(crate) fn at_mut(&mut self, pfn: u64) -> &mut Page {
-        &mut self.pages[(pfn - self.base_pfn) as usize]
-    }
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
-    use std::vec;
+    use std::vec::Vec;
 
     #[test]
     fn zero_page_is_the_reserved_state() {
         let p = Page::default();
-        assert_eq!(p, Page::ZERO);
+        assert_eq!(p.state(), PageState::default());
         assert!(!p.is_buddy());
-        assert_eq!(p.refcount, 0);
+        assert_eq!(p.refcount(), 0);
         assert_eq!(size_of::<Page>(), 36);
     }
 
     #[test]
     fn flags() {
-        let mut p = Page::ZERO;
-        p.flags.insert(PageFlags::SLAB | PageFlags::HEAD);
-        assert!(p.flags.contains(PageFlags::SLAB) && p.flags.contains(PageFlags::HEAD));
+        let p = Page::default();
+        p.update_flags(PageFlags::SLAB | PageFlags::HEAD, true);
+        assert!(p.flags().contains(PageFlags::SLAB) && p.flags().contains(PageFlags::HEAD));
         assert!(!p.is_buddy());
-        p.flags.remove(PageFlags::SLAB);
-        assert!(!p.flags.contains(PageFlags::SLAB) && p.flags.contains(PageFlags::HEAD));
+        p.update_flags(PageFlags::SLAB, false);
+        assert!(!p.flags().contains(PageFlags::SLAB) && p.flags().contains(PageFlags::HEAD));
         assert!(!PageFlags::CHECK_AT_FREE.intersects(PageFlags::HEAD));
-        assert_eq!(std::format!("{:?}", p.flags), "PageFlags(HEAD)");
-        assert_eq!(std::format!("{:?}", Page::ZERO.flags), "PageFlags(0x0)");
+        assert_eq!(std::format!("{:?}", p.flags()), "PageFlags(HEAD)");
+        assert_eq!(std::format!("{:?}", PageFlags::empty()), "PageFlags(0x0)");
+    }
+
+    #[test]
+    fn reference_counts_never_wrap() {
+        let p = Page::default();
+        assert!(!p.ref_inc_unless_zero());
+        assert_eq!(p.ref_dec_and_test(), None);
+        p.set_refcount(1);
+        assert!(p.ref_inc_unless_zero());
+        assert_eq!(p.mapcount_inc(), Some(1));
+        assert_eq!(p.mapcount_inc(), Some(2));
+        assert_eq!(p.mapcount_inc(), None, "a mapping needs a reference");
+        assert_eq!(p.mapcount_dec(), Some(1));
+        assert_eq!(p.ref_dec_and_test(), Some(false));
+        assert_eq!(p.ref_dec_and_test(), Some(true));
+        assert_eq!(p.refcount(), 0);
+    }
+
+    /// Reference counting from several threads at once loses nothing.
+    #[test]
+    fn references_from_threads() {
+        let p = Page::default();
+        p.set_refcount(1);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        assert!(p.ref_inc_unless_zero());
+                        assert_eq!(p.ref_dec_and_test(), Some(false));
+                    }
+                });
+            }
+        });
+        assert_eq!(p.ref_dec_and_test(), Some(true));
     }
 
     #[test]
     fn pfn_page_round_trip() {
-        let mut v = vec![Page::ZERO; 100];
-        let mut mm = MemMap::new(&mut v, 1000);
+        let mut v: Vec<Page> = (0..100).map(|_| Page::default()).collect();
+        let mm = MemMap::new(&mut v, 1000);
         assert_eq!((mm.base_pfn(), mm.end_pfn(), mm.len()), (1000, 1100, 100));
         assert!(!mm.is_empty());
         assert!(mm.pfn_valid(1000) && mm.pfn_valid(1099));
         assert!(!mm.pfn_valid(999) && !mm.pfn_valid(1100));
         assert!(mm.pfn_to_page(999).is_none() && mm.pfn_to_page(1100).is_none());
-        mm.pfn_to_page_mut(1042).unwrap().private = 7;
+        mm.pfn_to_page(1042).unwrap().set_private(7);
         let p = mm.pfn_to_page(1042).unwrap();
-        assert_eq!(p.private, 7);
+        assert_eq!(p.private(), 7);
         assert_eq!(mm.page_to_pfn(p), Some(1042));
-        let outside = Page::ZERO;
+        let outside = Page::default();
         assert_eq!(mm.page_to_pfn(&outside), None);
         assert_eq!(mm.pages().len(), 100);
         assert_eq!(

@@ -9,10 +9,11 @@ use core::fmt;
 use core::mem::{align_of, offset_of, size_of};
 
 use abi::vmcoreinfo::{num, off, Writer};
+use spin::mutex::SpinMutex;
 
 use crate::buddy::{FreeArea, Node, Zone, MAX_NR_ZONES, MAX_ORDER, NR_PAGE_ORDERS};
 use crate::kmap_local::KmapLocal;
-use crate::page::{Page, PageFlags, PFN_NONE};
+use crate::page::{self, Page, PageFlags, PFN_NONE};
 use crate::pcp::PerCpuPages;
 use crate::pkmap::{Pkmap, PkmapStats};
 use crate::rbtree::{Node as RbNode, NIL};
@@ -49,19 +50,25 @@ pub const fn rb_tree_offsets<const N: usize>() -> (usize, usize, usize) {
     (0, root, root + 12)
 }
 
+/// Where a spin lock keeps its data: `spin`'s layout is the compiler's
+/// choice, fixed for a build, so it is measured on a lock of the type.
+fn lock_data_offset<T>(lock: &SpinMutex<T>) -> usize {
+    lock.as_mut_ptr() as usize - lock as *const SpinMutex<T> as usize
+}
+
 /// struct page, the node, its zones and free areas, and the page flags.
 pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.size(off::PAGE, size_of::<Page>())?;
-    w.offset(off::PAGE_FLAGS, offset_of!(Page, flags))?;
-    w.offset(off::PAGE_REFCOUNT, offset_of!(Page, refcount))?;
-    w.offset(off::PAGE_MAPCOUNT, offset_of!(Page, mapcount))?;
-    w.offset(off::PAGE_PRIVATE, offset_of!(Page, private))?;
-    w.offset(off::PAGE_NEXT, offset_of!(Page, next))?;
-    w.offset(off::PAGE_PREV, offset_of!(Page, prev))?;
-    w.offset(off::PAGE_ZONE, offset_of!(Page, zone))?;
-    w.offset(off::PAGE_SLAB_CACHE, offset_of!(Page, slab_cache))?;
-    w.offset(off::PAGE_INUSE, offset_of!(Page, inuse))?;
-    w.offset(off::PAGE_OBJECTS, offset_of!(Page, objects))?;
+    w.offset(off::PAGE_FLAGS, page::offsets::FLAGS)?;
+    w.offset(off::PAGE_REFCOUNT, page::offsets::REFCOUNT)?;
+    w.offset(off::PAGE_MAPCOUNT, page::offsets::MAPCOUNT)?;
+    w.offset(off::PAGE_PRIVATE, page::offsets::PRIVATE)?;
+    w.offset(off::PAGE_NEXT, page::offsets::NEXT)?;
+    w.offset(off::PAGE_PREV, page::offsets::PREV)?;
+    w.offset(off::PAGE_ZONE, page::offsets::ZONE)?;
+    w.offset(off::PAGE_SLAB_CACHE, page::offsets::SLAB_CACHE)?;
+    w.offset(off::PAGE_INUSE, page::offsets::INUSE)?;
+    w.offset(off::PAGE_OBJECTS, page::offsets::OBJECTS)?;
     w.number(num::PG_BUDDY, PageFlags::BUDDY.bits().into())?;
     w.number(num::PG_RESERVED, PageFlags::RESERVED.bits().into())?;
     w.number(num::PG_SLAB, PageFlags::SLAB.bits().into())?;
@@ -78,14 +85,17 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
         offset_of!(Node<'static>, max_low_pfn),
     )?;
     w.number(num::MAX_NR_ZONES, MAX_NR_ZONES as u64)?;
+    // Each list is the data of its lock: the host steps over the locks
+    // (SIZE) and reads the lists' fields past the lock word.
     w.offset(off::NODE_PAGESETS, offset_of!(Node<'static>, pagesets))?;
     w.length(off::NODE_PAGESETS, NR_CPUS)?;
     w.offset(off::NODE_PCP_CPUS, offset_of!(Node<'static>, pcp_cpus))?;
-    w.size(off::PER_CPU_PAGES, size_of::<PerCpuPages>())?;
-    w.offset(off::PCP_COUNT, offset_of!(PerCpuPages, list.nr_free))?;
-    w.offset(off::PCP_HIGH, offset_of!(PerCpuPages, high))?;
-    w.offset(off::PCP_BATCH, offset_of!(PerCpuPages, batch))?;
-    w.offset(off::PCP_LIST, offset_of!(PerCpuPages, list.head))?;
+    let pcp = lock_data_offset(&SpinMutex::new(PerCpuPages::BOOT));
+    w.size(off::PER_CPU_PAGES, size_of::<SpinMutex<PerCpuPages>>())?;
+    w.offset(off::PCP_COUNT, pcp + offset_of!(PerCpuPages, list.nr_free))?;
+    w.offset(off::PCP_HIGH, pcp + offset_of!(PerCpuPages, high))?;
+    w.offset(off::PCP_BATCH, pcp + offset_of!(PerCpuPages, batch))?;
+    w.offset(off::PCP_LIST, pcp + offset_of!(PerCpuPages, list.head))?;
     w.number(num::MAX_ORDER, MAX_ORDER.into())?;
 
     w.size(off::ZONE, size_of::<Zone>())?;
@@ -95,7 +105,8 @@ pub fn write_buddy<W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.offset(off::ZONE_MANAGED, offset_of!(Zone, managed_pages))?;
     w.offset(off::ZONE_FREE, offset_of!(Zone, free_pages))?;
     w.offset(off::ZONE_WATERMARK, offset_of!(Zone, watermark))?;
-    w.offset(off::ZONE_FREE_AREA, offset_of!(Zone, free_area))?;
+    let free_area = lock_data_offset(&SpinMutex::new([FreeArea::EMPTY; NR_PAGE_ORDERS]));
+    w.offset(off::ZONE_FREE_AREA, offset_of!(Zone, free_area) + free_area)?;
     w.length(off::ZONE_FREE_AREA, NR_PAGE_ORDERS)?;
     w.offset(off::ZONE_TYPE, offset_of!(Zone, zone_type))?;
 
@@ -221,7 +232,12 @@ mod tests {
         assert_eq!(info.offset(off::PAGE_PRIVATE), Some(8));
         assert_eq!(info.length(off::ZONE_FREE_AREA), Some(11));
         assert_eq!(info.length(off::NODE_PAGESETS), Some(NR_CPUS as u64));
-        assert_eq!(info.offset(off::PCP_COUNT), Some(8));
+        let pcp = lock_data_offset(&SpinMutex::new(PerCpuPages::BOOT)) as u64;
+        assert_eq!(info.offset(off::PCP_COUNT), Some(pcp + 8));
+        assert_eq!(
+            info.size(off::PER_CPU_PAGES),
+            Some(size_of::<SpinMutex<PerCpuPages>>() as u64)
+        );
         assert_eq!(info.length(off::RB_TREE_NODES), Some(1024));
         assert!(text.len() < abi::vmcoreinfo::MAX_TEXT / 2);
     }

@@ -84,7 +84,7 @@ impl Frames {
     /// alloc_pages() from the buddy allocator (order 0 through `cpu`'s
     /// per-CPU list), which hands a block out once until it is freed.
     pub fn alloc(
-        node: &mut Node<'static>,
+        node: &Node<'static>,
         cpu: usize,
         gfp: Gfp,
         order: u32,
@@ -93,17 +93,18 @@ impl Frames {
             .map(|pfn| Frames { pfn, order })
     }
 
-    /// __free_pages(): back to the buddy allocator (order 0 onto `cpu`'s
-    /// per-CPU list).
-    pub fn free(self, node: &mut Node<'static>, cpu: usize) -> Result<(), FreeError> {
-        node.free_pages_on(cpu, self.pfn, self.order)
+    /// __free_pages(): drops this reference; the last one gives the
+    /// frames back to the buddy allocator (order 0 onto `cpu`'s per-CPU
+    /// list). Returns whether it was the last.
+    pub fn free(self, node: &Node<'static>, cpu: usize) -> Result<bool, FreeError> {
+        node.put_pages_on(cpu, self.pfn, self.order)
     }
 
     /// get_page(): one more reference to these frames, for another holder
     /// (fork's child maps the frames its parent maps). Refused, with
     /// nothing changed, for frames the allocator does not count as
     /// allocated.
-    pub fn get_ref(&self, node: &mut Node<'static>) -> Result<Frames, FreeError> {
+    pub fn get_ref(&self, node: &Node<'static>) -> Result<Frames, FreeError> {
         node.get_page(self.pfn)?;
         Ok(Frames {
             pfn: self.pfn,

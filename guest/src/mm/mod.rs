@@ -13,14 +13,17 @@ use core::sync::atomic::AtomicU64;
 
 use abi::boot::E820_RAM;
 use abi::layout::*;
-use mm::buddy::{AllocError, FreeError, Node, RmapError, ZoneType};
+use mm::buddy::{
+    AllocError, AllocFlags, BuddyEvents, FreeError, Node, RmapError, Zone, ZoneType, MAX_NR_ZONES,
+};
 use mm::gfp::Gfp;
 use mm::kmap_local::KmapLocalError;
 use mm::memblock::Memblock;
-use mm::page::{MemMap, Page, PageFlags, PAGE_STRUCT_SIZE};
+use mm::page::{MemMap, Page, PAGE_STRUCT_SIZE};
+use mm::pcp::PerCpuPages;
 use pagetable::MapError;
-use spin::Mutex;
 
+use crate::arch::irqflags::local_irq_save;
 use crate::arch::mem::{self, sections, Frames};
 use crate::arch::percpu::smp_processor_id;
 use crate::arch::{cpu, paging};
@@ -41,7 +44,9 @@ pub struct MemoryLayout {
 }
 
 static LAYOUT: spin::Once<MemoryLayout> = spin::Once::new();
-static NODE: Mutex<Option<Node<'static>>> = Mutex::new(None);
+/// The node, shared by every CPU once boot has set it up: its zones and
+/// per-CPU lists carry their own locks (see `mm::buddy`).
+static NODE: spin::Once<Node<'static>> = spin::Once::new();
 
 pub fn layout() -> &'static MemoryLayout {
     LAYOUT.get().expect("memory layout used before mm::init")
@@ -132,7 +137,7 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
     // Each zone's low watermark is shared by the CPUs' lists (their
     // high), all of them, as Linux's is once every CPU is online.
     node.set_online_cpus(boot.info.cpus().len());
-    mark_table_pages(&mut node);
+    mark_table_pages(&node);
 
     let layout = LAYOUT.call_once(|| MemoryLayout {
         layout: KernelLayout::new(lowmem_end),
@@ -142,7 +147,7 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
         mem_map,
     });
     print_layout(layout, &node);
-    *NODE.lock() = Some(node);
+    NODE.call_once(|| node);
     Ok(layout)
 }
 
@@ -150,11 +155,9 @@ pub fn init(boot: &BootParams) -> Result<&'static MemoryLayout, InitError> {
 /// visible in mem_map (as PageTable() is in Linux). Its tables are exactly
 /// the pages the build took from memblock, which `paging` recorded (a walk
 /// would cost a visit of each of the ~1000 boot mappings).
-fn mark_table_pages(node: &mut Node) {
+fn mark_table_pages(node: &Node) {
     for &pa in paging::boot_table_pages() {
-        if let Some(page) = node.page_mut(pa >> PAGE_SHIFT) {
-            page.flags |= PageFlags::TABLE;
-        }
+        node.set_page_table(pa >> PAGE_SHIFT, true);
     }
 }
 
@@ -226,17 +229,57 @@ fn print_layout(m: &MemoryLayout, node: &Node) {
     );
 }
 
-/// Runs `f` over the buddy allocator, read-only (for reports and tests).
-pub fn with_node<R>(f: impl FnOnce(&Node<'static>) -> R) -> R {
-    with_node_mut(|node| f(node))
+/// The page allocator. Private to the memory manager: its frees take a
+/// pfn, and only `Frames` says who holds one.
+pub(super) fn node() -> &'static Node<'static> {
+    NODE.get().expect("page allocator used before mm::init")
 }
 
-/// Runs `f` with the buddy allocator. Private to the memory manager: a
-/// `&mut Node` could free a frame someone holds as `Frames`.
-fn with_node_mut<R>(f: impl FnOnce(&mut Node<'static>) -> R) -> R {
-    let mut guard = NODE.lock();
-    let node = guard.as_mut().expect("page allocator used before mm::init");
-    f(node)
+/// Runs `f` over the buddy allocator's queries, for reports and tests
+/// (each list is read under its own lock). Interrupts are off, as for
+/// every holder of those locks: a task preempted while holding another
+/// CPU's list lock would leave that CPU spinning, interrupts off, for a
+/// task that may be pinned to it.
+pub fn with_node<R>(f: impl FnOnce(&NodeQueries) -> R) -> R {
+    let _irqs = local_irq_save();
+    f(&NodeQueries(node()))
+}
+
+/// What `with_node` offers: the node's queries, not its allocations and
+/// frees (a `&Node` could free by pfn a frame someone holds as `Frames`).
+pub struct NodeQueries(&'static Node<'static>);
+
+macro_rules! queries {
+    ($($name:ident($($arg:ident: $t:ty),*) -> $r:ty;)*) => {
+        impl NodeQueries {
+            $(pub fn $name(&self, $($arg: $t),*) -> $r {
+                self.0.$name($($arg),*)
+            })*
+        }
+    };
+}
+
+queries! {
+    zone(zone: ZoneType) -> &'static Zone;
+    zones() -> &'static [Zone; MAX_NR_ZONES];
+    events() -> BuddyEvents;
+    verify() -> Result<(), &'static str>;
+    page(pfn: u64) -> Option<&'static Page>;
+    page_count(pfn: u64) -> Option<u32>;
+    page_mapcount(pfn: u64) -> Option<u32>;
+    page_zone(pfn: u64) -> Option<ZoneType>;
+    pcp(cpu: usize, zone: ZoneType) -> Option<PerCpuPages>;
+    pcp_count(zone: ZoneType) -> u64;
+    online_cpus() -> usize;
+    min_free_kbytes() -> u64;
+    zone_watermark_ok(zone: ZoneType, order: u32, mark: u64, highest: ZoneType, flags: AllocFlags) -> bool;
+}
+
+impl NodeQueries {
+    /// /proc/buddyinfo.
+    pub fn write_buddyinfo<W: core::fmt::Write>(&self, w: &mut W) -> core::fmt::Result {
+        self.0.write_buddyinfo(w)
+    }
 }
 
 /// Whether `pfn` is a highmem frame (PageHighMem).
@@ -263,8 +306,13 @@ pub fn virt_to_pfn(addr: u64) -> Option<u64> {
 /// cleared: through the direct map for low memory, through a temporary
 /// kmap_local slot for highmem.
 pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
-    let cpu = smp_processor_id().index();
-    let frames = with_node_mut(|node| Frames::alloc(node, cpu, gfp, order))?;
+    let frames = {
+        // Interrupts off, as pcp_spin_lock() pins the task: the list used
+        // stays this CPU's, and its lock is never held by a task this CPU
+        // preempted.
+        let _irqs = local_irq_save();
+        Frames::alloc(node(), smp_processor_id().index(), gfp, order)?
+    };
     count(&EVENTS.pages_allocated, 1 << order);
     if gfp.wants_zero() {
         for index in 0..1 << order {
@@ -279,11 +327,10 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<Frames, AllocError> {
 /// they counted as freed.
 pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
     let order = frames.order();
-    let cpu = smp_processor_id().index();
-    let last = with_node_mut(|node| {
-        let last = node.page_count(frames.pfn()) == Some(1);
-        frames.free(node, cpu).map(|()| last)
-    })?;
+    let last = {
+        let _irqs = local_irq_save();
+        frames.free(node(), smp_processor_id().index())?
+    };
     if last {
         count(&EVENTS.pages_freed, 1 << order);
     }
@@ -293,20 +340,20 @@ pub fn free_pages(frames: Frames) -> Result<(), FreeError> {
 /// get_page(): another reference to frames the caller holds, for another
 /// holder (a child's page table after fork).
 pub fn get_page(frames: &Frames) -> Result<Frames, FreeError> {
-    with_node_mut(|node| frames.get_ref(node))
+    frames.get_ref(node())
 }
 
 /// page_add_anon_rmap() / page_dup_rmap(): one more user page-table entry
 /// maps `frame`, which holds that entry's reference. Returns the new map
 /// count.
 pub fn page_add_rmap(frame: &Frames) -> Result<u32, RmapError> {
-    with_node_mut(|node| node.page_add_rmap(frame.pfn()))
+    node().page_add_rmap(frame.pfn())
 }
 
 /// page_remove_rmap(): an entry that mapped `frame` is gone (its reference
 /// is dropped next). Returns the new map count.
 pub fn page_remove_rmap(frame: &Frames) -> Result<u32, RmapError> {
-    with_node_mut(|node| node.page_remove_rmap(frame.pfn()))
+    node().page_remove_rmap(frame.pfn())
 }
 
 /// page_count() and page_mapcount() of the frame at `pfn`.
@@ -317,7 +364,8 @@ pub fn page_counts(pfn: u64) -> Option<(u32, u32)> {
 /// drain_all_pages(): every CPU's per-CPU lists back to the buddy
 /// allocator; returns the pages drained.
 pub fn drain_all_pages() -> u64 {
-    with_node_mut(|node| node.drain_all_pages())
+    let _irqs = local_irq_save();
+    node().drain_all_pages()
 }
 
 /// clear_highpage(): zeroes page `index` of `frames` wherever it lives.
@@ -341,11 +389,7 @@ pub fn copy_highpage(to: &Frames, from: &Frames) -> Result<(), KmapLocalError> {
 /// Sets or clears PG_TABLE on a frame the caller owns (pte_alloc_one(),
 /// pte_free()): the page tables' own frames, visible in mem_map.
 pub fn mark_page_table(frames: &Frames, table: bool) {
-    with_node_mut(|node| {
-        if let Some(page) = node.page_mut(frames.pfn()) {
-            page.flags.set(PageFlags::TABLE, table);
-        }
-    });
+    node().set_page_table(frames.pfn(), table);
 }
 
 /// The zone a frame belongs to.
@@ -356,7 +400,5 @@ pub fn page_zone(pfn: u64) -> Option<ZoneType> {
 /// Address of the node (`pg_data_t`) inside NODE, for the vmcoreinfo
 /// descriptor; 0 before mm::init.
 pub fn node_address() -> u64 {
-    NODE.lock()
-        .as_ref()
-        .map_or(0, |node| node as *const Node as u64)
+    NODE.get().map_or(0, |node| node as *const Node as u64)
 }

@@ -4,8 +4,10 @@
 //!
 //! Every call runs on the calling CPU's `kmem_cache_cpu` (the CPU id comes
 //! from smp_processor_id()), with interrupts off, as Linux's slab paths
-//! run under local_lock_irqsave(). One lock still serialises the CPUs:
-//! the page allocator and struct page are shared, and so is the registry.
+//! run under local_lock_irqsave(). The registry lock `SLUB` still
+//! serialises the CPUs' slab work; the page allocator behind it takes its
+//! own locks (this CPU's per-CPU list, or a zone's) only when a slab is
+//! created or freed.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,32 +23,40 @@ use crate::arch::irqflags::{local_irq_save, lock_irqsave};
 use crate::arch::mem::{entropy, SlabMemory, SlabObject};
 use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::{count, EVENTS};
-use crate::mm::{dmap, layout, with_node_mut};
+use crate::mm::{dmap, layout, node};
 
 /// Caches the kernel can have at once (kmalloc's 14 plus specific ones).
 const MAX_CACHES: usize = 32;
 
 static SLUB: Mutex<Slub<MAX_CACHES>> = Mutex::new(Slub::new());
 static RANDOM: AtomicU64 = AtomicU64::new(0);
+/// Acquisitions of `SLUB` that found it held by another CPU.
+static REGISTRY_LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Object memory, SLUB's alone: taken in `init`, before any slab exists.
 static MEMORY: spin::Once<SlabMemory> = spin::Once::new();
 
-/// The slab allocator's view of the machine while it holds the buddy
-/// allocator (lock order: the page allocator, then SLUB).
+/// The slab allocator's view of the machine on CPU `cpu` (lock order:
+/// SLUB, then the page allocator's locks).
 struct Kernel<'a> {
-    node: &'a mut Node<'static>,
+    node: &'a Node<'static>,
+    cpu: usize,
     memory: &'a SlabMemory,
 }
 
 impl PageAllocator for Kernel<'_> {
+    /// Order-0 slabs through this CPU's per-CPU list, as allocate_slab()'s
+    /// alloc_pages() does.
     fn alloc_pages(&mut self, order: u32) -> Option<u64> {
-        let pfn = self.node.alloc_pages(Gfp::KERNEL, order).ok()?;
+        let pfn = self
+            .node
+            .alloc_pages_on(self.cpu, Gfp::KERNEL, order)
+            .ok()?;
         count(&EVENTS.pages_allocated, 1 << order);
         Some(pfn)
     }
 
     fn free_pages(&mut self, pfn: u64, order: u32) {
-        if self.node.free_pages(pfn, order).is_ok() {
+        if self.node.put_pages_on(self.cpu, pfn, order) == Ok(true) {
             count(&EVENTS.pages_freed, 1 << order);
         }
     }
@@ -57,8 +67,8 @@ impl PfnToPage for Kernel<'_> {
         self.node.page(pfn)
     }
 
-    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        self.node.page_mut(pfn)
+    fn allocated_page(&self, pfn: u64) -> Option<&Page> {
+        self.node.allocated_page(pfn)
     }
 }
 
@@ -120,7 +130,16 @@ fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, usize, &mut Kernel) -> R) 
         .expect("slab allocator used before kmem_cache_init");
     let _irqs = local_irq_save();
     let cpu = smp_processor_id().index();
-    with_node_mut(|node| f(&mut SLUB.lock(), cpu, &mut Kernel { node, memory }))
+    let mut kernel = Kernel {
+        node: node(),
+        cpu,
+        memory,
+    };
+    let mut slub = SLUB.try_lock().unwrap_or_else(|| {
+        REGISTRY_LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+        SLUB.lock()
+    });
+    f(&mut slub, cpu, &mut kernel)
 }
 
 /// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
@@ -210,6 +229,11 @@ pub fn object_pfn(addr: u64) -> Option<u64> {
 /// Pages held by slabs, over every cache (meminfo's Slab).
 pub fn slab_pages() -> u64 {
     with_registry(|slub| slub.caches().map(|c| c.info.pages).sum())
+}
+
+/// How often a CPU waited for the registry lock (lock_stat's contentions).
+pub fn registry_lock_waits() -> u64 {
+    REGISTRY_LOCK_WAITS.load(Ordering::Relaxed)
 }
 
 /// Runs `f` over the registry (for reports and tests), interrupts off.

@@ -102,10 +102,10 @@ fn last_frame_of_an_order3_slab_is_refused() -> TestResult {
     let head = crate::mm::with_node(|n| {
         let pfn = pfn_of(addr);
         n.page(pfn).map(|p| {
-            if p.flags.contains(mm::page::PageFlags::SLAB) {
+            if p.flags().contains(mm::page::PageFlags::SLAB) {
                 pfn
             } else {
-                u64::from(p.freelist)
+                u64::from(p.freelist())
             }
         })
     });

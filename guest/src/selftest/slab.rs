@@ -152,7 +152,7 @@ fn kmalloc_size_classes_and_large() -> TestResult {
         check_eq!(got, class, "ksize of kmalloc({size})");
     }
     let big = kmalloc(20000).map_err(|e| slab_err("kmalloc large", e))?;
-    let flags = with_node(|n| n.page(pa_pfn(big.addr())).map(|p| p.flags));
+    let flags = with_node(|n| n.page(pa_pfn(big.addr())).map(|p| p.flags()));
     let size = ksize(&big);
     kfree(big).map_err(|e| slab_err("kfree large", e))?;
     check_eq!(
@@ -176,8 +176,8 @@ fn slab_pages_are_lowmem_and_tagged() -> TestResult {
     let addr = p.addr();
     let pfn = object_pfn(addr);
     let tagged = pfn.is_some_and(|pfn| dmap::any_tagged(pfn, 1));
-    let flagged =
-        pfn.and_then(|pfn| with_node(|n| n.page(pfn).map(|pg| pg.flags.contains(PageFlags::SLAB))));
+    let flagged = pfn
+        .and_then(|pfn| with_node(|n| n.page(pfn).map(|pg| pg.flags().contains(PageFlags::SLAB))));
     kfree(p).map_err(|e| slab_err("kfree", e))?;
     check!(
         pfn.is_some_and(|pfn| pfn < layout().max_low_pfn),

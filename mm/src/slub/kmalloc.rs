@@ -137,14 +137,14 @@ impl<const N: usize> Slub<N> {
         }
         let order = get_order(size);
         let pfn = b.alloc_pages(order).ok_or(SlabError::NoMemory)?;
-        let Some(pg) = b.page_mut(pfn) else {
+        let Some(pg) = b.allocated_page(pfn) else {
             b.free_pages(pfn, order);
             return Err(SlabError::NoMemory);
         };
-        pg.slab_cache = LARGE_KMALLOC;
-        pg.freelist = order;
+        pg.set_slab_cache(LARGE_KMALLOC);
+        pg.set_freelist(order);
         if order > 0 {
-            pg.flags.insert(PageFlags::HEAD);
+            pg.update_flags(PageFlags::HEAD, true);
         }
         self.kstats.large_allocs += 1;
         self.kstats.large_pages += 1 << order;
@@ -166,10 +166,10 @@ impl<const N: usize> Slub<N> {
         let r = match self.resolve(va, b) {
             Ok(Target::Slab { idx, head }) => self.slab_free(cpu, idx, head, va, b),
             Ok(Target::Large { pfn, order }) => {
-                if let Some(pg) = b.page_mut(pfn) {
-                    pg.slab_cache = 0;
-                    pg.freelist = 0;
-                    pg.flags.remove(PageFlags::HEAD);
+                if let Some(pg) = b.allocated_page(pfn) {
+                    pg.set_slab_cache(0);
+                    pg.set_freelist(0);
+                    pg.update_flags(PageFlags::HEAD, false);
                 }
                 b.free_pages(pfn, order);
                 self.kstats.large_frees += 1;

@@ -8,7 +8,7 @@ use super::{
     KmemCache, SlabError, SlabFlags, Slub, FREELIST_NONE, LARGE_KMALLOC, SLUB_RED_INACTIVE,
 };
 use crate::arch::{DoubleMapPrevention, Lowmem, PageAllocator, PfnToPage, SlabBackend};
-use crate::page::{Page, PageFlags, PFN_NONE};
+use crate::page::{Page, PageFlags, PageState, PFN_NONE};
 use abi::layout::PAGE_SIZE;
 
 /// A list of slabs linked through `page.next`/`page.prev` (slab_list).
@@ -47,8 +47,8 @@ pub(super) fn freelist_offset(base: u64, obj: u64) -> u32 {
     }
 }
 
-pub(super) fn read_page<B: PfnToPage>(b: &B, pfn: u64) -> Page {
-    b.page(pfn).copied().unwrap_or(Page::ZERO)
+pub(super) fn read_page<B: PfnToPage>(b: &B, pfn: u64) -> PageState {
+    b.page(pfn).map_or(PageState::default(), Page::state)
 }
 
 pub(super) fn list_add<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64, tail: bool) {
@@ -58,21 +58,21 @@ pub(super) fn list_add<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64, tail
     } else {
         (l.head, PFN_NONE)
     };
-    if let Some(pg) = b.page_mut(pfn) {
-        pg.next = next;
-        pg.prev = prev;
+    if let Some(pg) = b.allocated_page(pfn) {
+        pg.set_next(next);
+        pg.set_prev(prev);
     }
     if l.head == PFN_NONE {
         l.head = p;
         l.tail = p;
     } else if tail {
-        if let Some(pg) = b.page_mut(l.tail as u64) {
-            pg.next = p;
+        if let Some(pg) = b.allocated_page(l.tail as u64) {
+            pg.set_next(p);
         }
         l.tail = p;
     } else {
-        if let Some(pg) = b.page_mut(l.head as u64) {
-            pg.prev = p;
+        if let Some(pg) = b.allocated_page(l.head as u64) {
+            pg.set_prev(p);
         }
         l.head = p;
     }
@@ -81,12 +81,12 @@ pub(super) fn list_add<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64, tail
 
 pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
     let pg = read_page(b, pfn);
-    match b.page_mut(pg.prev as u64) {
-        Some(p) if pg.prev != PFN_NONE => p.next = pg.next,
+    match b.allocated_page(pg.prev as u64) {
+        Some(p) if pg.prev != PFN_NONE => p.set_next(pg.next),
         _ => l.head = pg.next,
     }
-    match b.page_mut(pg.next as u64) {
-        Some(p) if pg.next != PFN_NONE => p.prev = pg.prev,
+    match b.allocated_page(pg.next as u64) {
+        Some(p) if pg.next != PFN_NONE => p.set_prev(pg.prev),
         _ => l.tail = pg.prev,
     }
     l.nr -= 1;
@@ -123,25 +123,26 @@ pub(super) fn new_slab<B: SlabBackend>(
     }
     // __folio_set_slab() and prep_compound_page(): tails point at the head.
     for p in pfn + 1..pfn + nr {
-        if let Some(pg) = b.page_mut(p) {
-            pg.flags.remove(PageFlags::SLAB);
-            pg.slab_cache = s.id;
-            pg.freelist = pfn as u32;
+        if let Some(pg) = b.allocated_page(p) {
+            pg.update_flags(PageFlags::SLAB, false);
+            pg.set_slab_cache(s.id);
+            pg.set_freelist(pfn as u32);
         }
     }
-    if let Some(pg) = b.page_mut(pfn) {
-        pg.flags.insert(if order > 0 {
+    if let Some(pg) = b.allocated_page(pfn) {
+        let flags = if order > 0 {
             PageFlags::SLAB | PageFlags::HEAD
         } else {
             PageFlags::SLAB
-        });
-        pg.slab_cache = s.id;
-        pg.freelist = s.l.red_left_pad;
-        pg.inuse = 0;
-        pg.objects = objects as u16;
-        pg.frozen = 0;
-        pg.next = PFN_NONE;
-        pg.prev = PFN_NONE;
+        };
+        pg.update_flags(flags, true);
+        pg.set_slab_cache(s.id);
+        pg.set_freelist(s.l.red_left_pad);
+        pg.set_inuse(0);
+        pg.set_objects(objects as u16);
+        pg.set_frozen(0);
+        pg.set_next(PFN_NONE);
+        pg.set_prev(PFN_NONE);
     }
     b.slab_created(pfn, order);
     let base = b.pfn_to_virt(pfn);
@@ -186,15 +187,15 @@ pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
     let order = s.slab_order(objects);
     b.slab_freed(pfn, order);
     for p in pfn..pfn + (1 << order) {
-        if let Some(pg) = b.page_mut(p) {
-            pg.flags.remove(PageFlags::SLAB | PageFlags::HEAD);
-            pg.slab_cache = 0;
-            pg.freelist = 0;
-            pg.inuse = 0;
-            pg.objects = 0;
-            pg.frozen = 0;
-            pg.next = 0;
-            pg.prev = 0;
+        if let Some(pg) = b.allocated_page(p) {
+            pg.update_flags(PageFlags::SLAB | PageFlags::HEAD, false);
+            pg.set_slab_cache(0);
+            pg.set_freelist(0);
+            pg.set_inuse(0);
+            pg.set_objects(0);
+            pg.set_frozen(0);
+            pg.set_next(0);
+            pg.set_prev(0);
         }
     }
     b.free_pages(pfn, order);
@@ -220,11 +221,11 @@ impl<const N: usize> Slub<N> {
         let Some(pfn) = b.virt_to_pfn(va) else {
             return Err(self.invalid_free(None, va, "not a direct-mapped address"));
         };
-        let Some(pg) = b.page(pfn) else {
+        let Some(pg) = b.page(pfn).map(Page::state) else {
             return Err(self.invalid_free(None, va, "no struct page"));
         };
         let (head, hp) = if pg.flags.contains(PageFlags::SLAB) {
-            (pfn, *pg)
+            (pfn, pg)
         } else if pg.slab_cache == LARGE_KMALLOC {
             if va != b.pfn_to_virt(pfn) {
                 return Err(self.invalid_free(None, va, "not the start of a large kmalloc"));

@@ -24,12 +24,12 @@ pub(super) fn slab_alloc_slow<B: SlabBackend>(
     s.cpu_slab[cpu].stats.alloc_slowpath += 1;
     if let Some(pfn) = s.cpu_slab[cpu].slab {
         let base = b.pfn_to_virt(pfn);
-        let remote = match b.page_mut(pfn) {
-            Some(pg) if pg.freelist != FREELIST_NONE => {
+        let remote = match b.allocated_page(pfn) {
+            Some(pg) if pg.freelist() != FREELIST_NONE => {
                 // get_freelist(): the slab stays frozen, all in use again.
-                let f = pg.freelist;
-                pg.freelist = FREELIST_NONE;
-                pg.inuse = pg.objects;
+                let f = pg.freelist();
+                pg.set_freelist(FREELIST_NONE);
+                pg.set_inuse(pg.objects());
                 Some(f)
             }
             _ => None,
@@ -44,8 +44,8 @@ pub(super) fn slab_alloc_slow<B: SlabBackend>(
         c.slab = None;
         c.freelist = 0;
         c.stats.deactivate_full += 1;
-        if let Some(pg) = b.page_mut(pfn) {
-            pg.frozen = 0;
+        if let Some(pg) = b.allocated_page(pfn) {
+            pg.set_frozen(0);
         }
         list_add(&mut s.node.full, b, pfn, false);
     }
@@ -66,13 +66,13 @@ pub(super) fn slab_alloc_slow<B: SlabBackend>(
 /// counts all objects in use (slab->frozen = 1, inuse = objects).
 fn freeze<B: SlabBackend>(s: &mut KmemCache, cpu: usize, b: &mut B, pfn: u64) {
     let base = b.pfn_to_virt(pfn);
-    let (freelist, objects) = match b.page_mut(pfn) {
+    let (freelist, objects) = match b.allocated_page(pfn) {
         Some(pg) => {
-            let f = pg.freelist;
-            pg.freelist = FREELIST_NONE;
-            pg.inuse = pg.objects;
-            pg.frozen = 1;
-            (f, pg.objects)
+            let f = pg.freelist();
+            pg.set_freelist(FREELIST_NONE);
+            pg.set_inuse(pg.objects());
+            pg.set_frozen(1);
+            (f, pg.objects())
         }
         None => (FREELIST_NONE, 0),
     };
@@ -113,9 +113,9 @@ pub(super) fn slab_free_slow<B: SlabBackend>(
     let a = va + s.l.offset as u64;
     b.write_u64(a, freelist_ptr(s.random, next, a));
     let inuse = pg.inuse - 1;
-    if let Some(p) = b.page_mut(head) {
-        p.freelist = (va - base) as u32;
-        p.inuse = inuse;
+    if let Some(p) = b.allocated_page(head) {
+        p.set_freelist((va - base) as u32);
+        p.set_inuse(inuse);
     }
     let c = &mut s.cpu_slab[cpu];
     c.stats.free_slowpath += 1;
@@ -188,10 +188,10 @@ pub(super) fn flush_cpu_slab<B: SlabBackend>(
         head
     };
     let inuse = pg.inuse.saturating_sub(nfree as u16);
-    if let Some(pgm) = b.page_mut(pfn) {
-        pgm.freelist = freelist_offset(base, freelist);
-        pgm.inuse = inuse;
-        pgm.frozen = 0;
+    if let Some(pgm) = b.allocated_page(pfn) {
+        pgm.set_freelist(freelist_offset(base, freelist));
+        pgm.set_inuse(inuse);
+        pgm.set_frozen(0);
     }
     let c = &mut s.cpu_slab[cpu];
     if inuse == 0 && s.node.partial.nr >= s.min_partial as u64 {

@@ -112,7 +112,7 @@ fn cpu_slab_is_set_up_on_first_allocation() {
     let t = s.kmem_cache_alloc(0, id, &mut b).unwrap();
     let pfn = s.cache(id).unwrap().cpu_slab(0).unwrap();
     assert_eq!(b.virt_to_pfn(t), Some(pfn));
-    let pg = *b.page(pfn).unwrap();
+    let pg = b.page(pfn).unwrap().state();
     assert!(pg.flags.contains(PageFlags::SLAB) && pg.flags.contains(PageFlags::HEAD));
     assert_eq!((pg.slab_cache, pg.objects, pg.inuse), (id.0, 9, 9));
     assert_eq!(b.tagged.get(&pfn), Some(&2));
@@ -493,8 +493,8 @@ fn large_kmalloc_ksize_and_tail_pages() {
     let head = b.virt_to_pfn(objs[0]).unwrap();
     let last = b.virt_to_pfn(objs[7]).unwrap();
     assert_eq!(last, head + 7);
-    assert_eq!(b.page(last).unwrap().freelist as u64, head);
-    assert!(!b.page(last).unwrap().flags.contains(PageFlags::SLAB));
+    assert_eq!(b.page(last).unwrap().freelist() as u64, head);
+    assert!(!b.page(last).unwrap().flags().contains(PageFlags::SLAB));
     assert_eq!(s.ksize(objs[7], &b), 4096);
     for o in objs {
         s.kfree(0, o, &mut b).unwrap();
@@ -640,7 +640,7 @@ fn obj512(s: &mut S, b: &mut HostKernel) -> CacheId {
 fn slab_freelist(s: &S, id: CacheId, b: &HostKernel, pfn: u64) -> Vec<u64> {
     let c = s.cache(id).unwrap();
     let base = b.pfn_to_virt(pfn);
-    let pg = *b.page(pfn).unwrap();
+    let pg = b.page(pfn).unwrap().state();
     let mut out = Vec::new();
     let mut p = if pg.freelist == FREELIST_NONE {
         0
@@ -681,7 +681,7 @@ fn cpu_slab_stays_null_until_that_cpu_allocates() {
     );
     assert_eq!(both.iter().flatten().count(), 2);
     for cpu in [2, 5] {
-        let pg = *b.page(both[cpu].unwrap()).unwrap();
+        let pg = b.page(both[cpu].unwrap()).unwrap().state();
         assert_eq!((pg.frozen, pg.inuse, pg.objects), (1, 8, 8));
     }
     let states: Vec<SlabState> = s.slabs(id, &b).map(|d| d.state).collect();
@@ -721,7 +721,7 @@ fn remote_free_goes_to_the_owners_slab() {
         "the owner's freelist is untouched"
     );
     assert_eq!(c.cpu_slab(1), None, "a free does not set up a cpu_slab");
-    let pg = *b.page(slab).unwrap();
+    let pg = b.page(slab).unwrap().state();
     assert_eq!((pg.frozen, pg.inuse), (1, 6));
     assert_eq!(slab_freelist(&s, id, &b, slab), [objs[0], objs[1]]);
     let st = s.cache(id).unwrap().stats();
@@ -745,7 +745,7 @@ fn remote_free_goes_to_the_owners_slab() {
     // Now it is full: the next allocation retires it.
     let next = s.kmem_cache_alloc(0, id, &mut b).unwrap();
     assert_ne!(s.cache(id).unwrap().cpu_slab(0), Some(slab));
-    assert_eq!(b.page(slab).unwrap().frozen, 0);
+    assert_eq!(b.page(slab).unwrap().frozen(), 0);
     for p in again.into_iter().chain([objs[2], next]) {
         s.kfree(2, p, &mut b).unwrap();
     }
@@ -773,7 +773,7 @@ fn flush_merges_the_owners_and_remote_frees() {
     assert_eq!(own.len(), 3);
     assert_eq!(s.kmem_cache_shrink(0, id, &mut b), Ok(0));
     assert_eq!(s.cache(id).unwrap().cpu_slab(4), None);
-    let pg = *b.page(slab).unwrap();
+    let pg = b.page(slab).unwrap().state();
     assert_eq!((pg.frozen, pg.inuse), (0, 3));
     let merged = slab_freelist(&s, id, &b, slab);
     assert_eq!(merged[..3], own[..]);
@@ -858,7 +858,7 @@ proptest! {
                     let pfn = b.virt_to_pfn(p).unwrap();
                     let end = b.virt_to_pfn(p + n - 1).unwrap();
                     if n <= KMALLOC_MAX_CACHE_SIZE {
-                        let pg = *b.page(pfn).unwrap();
+                        let pg = b.page(pfn).unwrap().state();
                         let head = if pg.flags.contains(PageFlags::SLAB) { pfn } else { pg.freelist as u64 };
                         prop_assert!(b.tagged.contains_key(&head));
                         let order = b.tagged[&head];
@@ -883,6 +883,15 @@ proptest! {
             for c in s.caches() {
                 prop_assert_eq!(c.info.active_objs, want.get(&c.id.0).copied().unwrap_or(0), "{}", c.name);
             }
+            // Every slab is on exactly one list: a CPU's, a partial or a
+            // full list (the slabs the backend tagged, each seen once).
+            let mut seen = BTreeMap::new();
+            for c in s.caches() {
+                for d in s.slabs(c.id, &b) {
+                    prop_assert!(seen.insert(d.pfn, d.state).is_none(), "slab {:#x} on two lists", d.pfn);
+                }
+            }
+            prop_assert!(seen.keys().eq(b.tagged.keys()), "a slab on no list");
         }
         for (i, (p, _)) in live.drain(..).enumerate() {
             s.kfree(i % TEST_CPUS, p, &mut b).unwrap();

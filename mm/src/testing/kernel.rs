@@ -19,7 +19,7 @@ pub fn ram(max_low_pfn: u64, max_pfn: u64) -> Node<'static> {
     let mut mb = Memblock::new();
     mb.add(0, max_pfn << PAGE_SHIFT).unwrap();
     mb.reserve(0, 1 << 20).unwrap();
-    let map = MemMap::new(vec![Page::ZERO; max_pfn as usize].leak(), 0);
+    let map = MemMap::new(Page::zeroed_map(max_pfn as usize), 0);
     let mut node = Node::new(map, max_low_pfn, max_pfn).unwrap();
     node.init_from_memblock(&mb).unwrap();
     node
@@ -103,8 +103,8 @@ impl PfnToPage for HostKernel {
     }
 
     #[inline]
-    fn page_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        self.node.page_mut(pfn)
+    fn allocated_page(&self, pfn: u64) -> Option<&Page> {
+        self.node.allocated_page(pfn)
     }
 }
 
@@ -150,7 +150,7 @@ impl Lowmem for HostKernel {
 
 impl DoubleMapPrevention for HostKernel {
     fn slab_created(&mut self, pfn: u64, order: u32) {
-        let pg = *self.node.page(pfn).unwrap();
+        let pg = self.node.page(pfn).unwrap().state();
         assert!(
             pg.flags.contains(PageFlags::SLAB) && pg.slab_cache != 0,
             "hook before struct page set up"
