@@ -25,7 +25,7 @@ fn refused(cmdline: &str, reason: &str) {
 fn unknown_names_are_refused() {
     refused(
         "selftest=off run=demo,nosuch",
-        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip, gsload, mprotect, sleep, mapfixed, forktest, forkloop, forkbomb, exectest, execargs, forkspin, cowoom)",
+        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip, gsload, mprotect, sleep, mapfixed, forktest, forkloop, forkbomb, exectest, execargs, forkspin, cowoom, threads, threadunmap, threadsleep, threadspin)",
     );
     refused(
         "selftest=paging,nosuch",

@@ -157,7 +157,7 @@ fn plant_user() -> Result<(u64, u64), &'static str> {
     let user_va = 0x0900_0000;
     let flags = PteFlags::PRESENT | PteFlags::USER | PteFlags::NX;
     process::with_task(pid, |t| {
-        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut mm = t.mm.as_ref().ok_or("no address space")?.lock();
         let mut cursor = mm.cursor().ok_or("no page tables")?;
         // SAFETY: the task never runs and is never reaped, so nothing
         // reads the page and no zap hands the kernel frame out as owned.

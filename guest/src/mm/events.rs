@@ -75,6 +75,8 @@ events! {
     ipis_sent: "inter-processor interrupts sent",
     tlb_remote_flush: "TLB flushes shot down to other CPUs (nr_tlb_remote_flush)",
     tlb_remote_flush_received: "shot-down flushes run by a CPU (nr_tlb_remote_flush_received)",
+    tlb_mm_flushes: "TLB flushes of a process's address space (flush_tlb_mm_range)",
+    tlb_mm_shootdowns: "of those, shot down to other CPUs running the address space",
     context_switches: "context switches, all CPUs",
     user_preemptions: "user threads preempted on their way back to ring 3 (nivcsw)",
     kmap_sleeps: "kmaps that slept on pkmap_map_wait for a free slot",

@@ -32,6 +32,7 @@ use spin::Mutex;
 use crate::arch::irqflags::{
     irqs_enabled, local_irq_disable, local_irq_enable, local_irq_save, lock_irqsave, safe_halt,
 };
+use crate::arch::paging;
 use crate::arch::percpu::smp_processor_id;
 use crate::arch::switch::{self, current_slot, KernelStack};
 use crate::kprintln;
@@ -96,6 +97,9 @@ struct Thread {
     pid: u32,
     /// Ticks left of its time slice (2.4's p->counter).
     slice: u32,
+    /// A fatal signal is pending (SIGKILL from exit_group): it exits at
+    /// its next return to user space, and its sleeps end early.
+    killed: bool,
 }
 
 impl Thread {
@@ -108,6 +112,7 @@ impl Thread {
         entry: None,
         pid: 0,
         slice: 0,
+        killed: false,
     };
 }
 
@@ -298,6 +303,7 @@ pub fn init() -> Result<(), SpawnError> {
                 entry: Some((|_| idle_loop(), 0)),
                 pid: 0,
                 slice: 0,
+                killed: false,
             },
         );
         rq.set(
@@ -311,6 +317,7 @@ pub fn init() -> Result<(), SpawnError> {
                 entry: None,
                 pid: 0,
                 slice: 0,
+                killed: false,
             },
         );
     });
@@ -334,6 +341,7 @@ pub fn start_idle(cpu: usize) -> ! {
                 entry: None,
                 pid: 0,
                 slice: 0,
+                killed: false,
             },
         )
     });
@@ -425,6 +433,7 @@ fn start_thread(
                 entry: Some(entry),
                 pid,
                 slice: 0,
+                killed: false,
             },
         );
         Ok(rq.tid(slot))
@@ -521,28 +530,79 @@ fn __schedule() -> bool {
         return false;
     }
     count(&EVENTS.context_switches, 1);
-    // switch_mm(), in two halves: this thread leaves its mm here and
-    // loads it again once resumed, on whichever CPU.
+    // switch_mm(), in two halves: this thread takes the tables it runs on
+    // with it, and loads them again once resumed, on whichever CPU.
+    let tables = paging::suspend_user_tables();
     if pid != 0 {
-        crate::process::switch_mm_out(pid);
+        crate::process::switched_out(pid);
     }
     let left = switch::switch_to(next);
     finish_task_switch(left);
+    paging::resume_user_tables(tables);
     if pid != 0 {
-        crate::process::switch_mm_in(pid);
+        crate::process::switched_in(pid);
     }
     drop(irqs);
     true
 }
 
 /// exit_to_user_mode_loop(): before a return to ring 3, a thread the tick
-/// (or a wake-up) asked to give up its CPU does so. Interrupts are off.
+/// (or a wake-up) asked to give up its CPU does so, and one with a fatal
+/// signal pending exits instead (get_signal() -> do_group_exit()).
+/// Interrupts are off.
 pub fn exit_to_user_mode() {
     while NEED_RESCHED[smp_processor_id().index()].load(Ordering::Relaxed) {
         if __schedule() {
             count(&EVENTS.user_preemptions, 1);
         }
     }
+    if fatal_signal_pending() {
+        // The exit sleeps for the mm's lock and sends IPIs.
+        local_irq_enable();
+        crate::process::exit_killed();
+    }
+}
+
+/// signal_wake_up() for a SIGKILL: thread `tid` exits at its next return
+/// to user space. Asleep, it is woken (its sleep ends early); running on
+/// another CPU, that CPU is kicked (kick_process()) so it returns soon.
+pub fn kill(tid: Tid) {
+    let me = smp_processor_id().index();
+    let kick = with_rq(|rq| {
+        let t = &mut rq.threads[tid.slot];
+        if t.generation != tid.generation || matches!(t.state, State::Unused | State::Dead) {
+            return None;
+        }
+        t.killed = true;
+        match t.state {
+            State::Sleeping(_) => {
+                let allowed = t.allowed;
+                rq.set_state(tid.slot, State::Runnable);
+                Some(Kick::Idle(allowed))
+            }
+            State::Running if t.cpu as usize != me => Some(Kick::Cpu(t.cpu as usize)),
+            _ => None,
+        }
+    });
+    match kick {
+        Some(Kick::Cpu(cpu)) => smp::send_reschedule(cpu),
+        Some(Kick::Idle(allowed)) => kick_idle_cpus(allowed),
+        None => {}
+    }
+}
+
+/// Whom `kill` sends the reschedule IPI.
+enum Kick {
+    /// The CPU the thread runs on.
+    Cpu(usize),
+    /// An idle CPU that may run the thread just woken.
+    Idle(u64),
+}
+
+/// fatal_signal_pending(current).
+pub fn fatal_signal_pending() -> bool {
+    let me = current_slot();
+    with_rq(|rq| rq.threads[me].killed)
 }
 
 /// finish_task_switch(): on the resumed thread's stack, the thread it
@@ -670,7 +730,9 @@ pub enum AtomicContext {
     MigrateDisabled,
 }
 
-fn can_sleep_here() -> Result<(), AtomicContext> {
+/// Whether the running code may sleep (as `might_sleep`, without the
+/// report).
+pub fn can_sleep_here() -> Result<(), AtomicContext> {
     if !RUNNING.load(Ordering::Acquire) {
         return Err(AtomicContext::NoScheduler);
     }

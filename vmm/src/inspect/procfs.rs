@@ -467,6 +467,7 @@ pub fn ps(k: &Kernel) -> R<Ps> {
     let swapper = TaskInfo {
         task: 0,
         pid: 0,
+        tgid: 0,
         ppid: None,
         real_parent: 0,
         state: 0,
@@ -509,7 +510,7 @@ fn cpu_column(cpu: Option<impl std::fmt::Display>) -> String {
 impl Render for Ps {
     fn text(&self, s: &mut String) {
         s.push_str(
-            "   PID   PPID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS  COMM\n",
+            "   PID   PPID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS   TGID  COMM\n",
         );
         for r in &self.tasks {
             let t = &r.task;
@@ -517,14 +518,14 @@ impl Render for Ps {
             if t.pid == 0 {
                 let _ = writeln!(
                     s,
-                    "{mark}    0      -  -           -  -           -           {:#010x}     -         -         -  {}",
+                    "{mark}    0      -  -           -  -           -           {:#010x}     -         -         -      0  {}",
                     t.pgd, t.comm
                 );
                 continue;
             }
             let _ = writeln!(
                 s,
-                "{mark}{:>5}  {:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {}",
+                "{mark}{:>5}  {:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {:>5}  {}",
                 t.pid,
                 t.ppid.map_or_else(|| "-".to_string(), |p| p.to_string()),
                 r.state,
@@ -535,6 +536,7 @@ impl Render for Ps {
                 t.map_count,
                 t.total_vm.saturating_mul(4),
                 t.rss.saturating_mul(4),
+                t.tgid,
                 t.comm
             );
         }
