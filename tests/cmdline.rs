@@ -29,7 +29,7 @@ fn unknown_names_are_refused() {
     );
     refused(
         "selftest=paging,nosuch",
-        "selftest: no suite named 'nosuch' (accepted: paging, buddy, highmem, vmalloc, slab, dmap, process, fork, smp, sched, stress; or all, off)",
+        "selftest: no suite named 'nosuch' (accepted: paging, buddy, highmem, vmalloc, slab, dmap, process, fork, threads, smp, sched, stress; or all, off)",
     );
     refused(
         "fault=nosuch",
