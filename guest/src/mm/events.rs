@@ -62,7 +62,7 @@ events! {
     pages_zeroed: "pages cleared for __GFP_ZERO",
     dmap_refusals: "mappings refused by double-mapping prevention",
     user_faults: "user page faults serviced",
-    forks: "processes created by fork (copy_process)",
+    forks: "tasks created by fork and clone, threads too (copy_process)",
     cow_faults: "write faults on copy-on-write pages (do_wp_page)",
     cow_copies: "pages copied by do_wp_page for a writer",
     cow_reuses: "copy-on-write pages made writable in place (their last mapping)",

@@ -166,7 +166,8 @@ pub fn init_task_address() -> u64 {
 
 /// What a running thread of a process holds: one of the users of its
 /// address space (whose own lock serializes the threads that share it).
-/// Only the thread itself and its context switches look at it.
+/// Only the thread itself looks at it (a context switch takes the
+/// thread's tables along without it).
 pub struct Running {
     /// Its process's pid (its tgid).
     pub pid: u32,
@@ -182,10 +183,10 @@ pub struct Running {
 /// exit (None: the thread runs none).
 static RUNNING: [Mutex<Option<Running>>; MAX_THREADS] = [const { Mutex::new(None) }; MAX_THREADS];
 
-/// Runs `f` on the current thread, which must not sleep (its context
-/// switch looks at the same slot). Panics if the running thread runs no
-/// process: only the system-call and fault paths call this, and they
-/// only run for one.
+/// Runs `f` on the current thread, under its slot's spin lock: `f` must
+/// not sleep (to lock the address space, take `current_mm` first).
+/// Panics if the running thread runs no process: only the system-call and
+/// fault paths call this, and they only run for one.
 pub fn with_current<R>(f: impl FnOnce(&mut Running) -> R) -> R {
     let mut running = RUNNING[current_slot()].lock();
     f(running.as_mut().expect("no current task"))
@@ -616,7 +617,6 @@ fn start_tasks() {
 /// `exit_group`.
 fn user_thread(tid: u64) {
     let tid = tid as u32;
-    let mut slot = RUNNING[current_slot()].lock();
     let taken = with_task(tid, |t| {
         t.ts.state = TASK_RUNNING;
         let start = (t.entry, t.fs_base);
@@ -626,14 +626,13 @@ fn user_thread(tid: u64) {
         return;
     };
     mm.lock().activate();
-    *slot = Some(Running {
+    *RUNNING[current_slot()].lock() = Some(Running {
         pid: tgid,
         tid,
         name,
         mm,
         clear_child_tid,
     });
-    drop(slot);
     if with_task(tgid, |leader| leader.group.group_exit.is_some()) == Some(true) {
         // exit_group() ran while this thread was being made.
         exit_killed();

@@ -97,9 +97,6 @@ struct Thread {
     pid: u32,
     /// Ticks left of its time slice (2.4's p->counter).
     slice: u32,
-    /// A fatal signal is pending (SIGKILL from exit_group): it exits at
-    /// its next return to user space, and its sleeps end early.
-    killed: bool,
 }
 
 impl Thread {
@@ -112,7 +109,6 @@ impl Thread {
         entry: None,
         pid: 0,
         slice: 0,
-        killed: false,
     };
 }
 
@@ -264,6 +260,12 @@ fn with_rq<R>(f: impl FnOnce(&mut RunQueue) -> R) -> R {
     f(&mut lock_irqsave(&RUNQUEUE))
 }
 
+/// Per thread slot, a fatal signal is pending (SIGKILL from exit_group):
+/// its thread exits at its next return to user space, and its sleeps end
+/// early. Set under the run-queue lock (so a thread going to sleep either
+/// sees it or is woken), read without it on every return to user space.
+static KILLED: [AtomicBool; MAX_THREADS] = [const { AtomicBool::new(false) }; MAX_THREADS];
+
 /// TIF_NEED_RESCHED, per CPU.
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Whether the scheduler runs (threads may sleep).
@@ -303,7 +305,6 @@ pub fn init() -> Result<(), SpawnError> {
                 entry: Some((|_| idle_loop(), 0)),
                 pid: 0,
                 slice: 0,
-                killed: false,
             },
         );
         rq.set(
@@ -317,7 +318,6 @@ pub fn init() -> Result<(), SpawnError> {
                 entry: None,
                 pid: 0,
                 slice: 0,
-                killed: false,
             },
         );
     });
@@ -341,7 +341,6 @@ pub fn start_idle(cpu: usize) -> ! {
                 entry: None,
                 pid: 0,
                 slice: 0,
-                killed: false,
             },
         )
     });
@@ -421,6 +420,7 @@ fn start_thread(
             return Err((SpawnError::TooManyThreads, stack));
         };
         switch::install(slot, stack).map_err(|(_, stack)| (SpawnError::TooManyThreads, stack))?;
+        KILLED[slot].store(false, Ordering::SeqCst);
         let generation = rq.threads[slot].generation.wrapping_add(1);
         rq.set(
             slot,
@@ -433,7 +433,6 @@ fn start_thread(
                 entry: Some(entry),
                 pid,
                 slice: 0,
-                killed: false,
             },
         );
         Ok(rq.tid(slot))
@@ -569,11 +568,11 @@ pub fn exit_to_user_mode() {
 pub fn kill(tid: Tid) {
     let me = smp_processor_id().index();
     let kick = with_rq(|rq| {
-        let t = &mut rq.threads[tid.slot];
+        let t = &rq.threads[tid.slot];
         if t.generation != tid.generation || matches!(t.state, State::Unused | State::Dead) {
             return None;
         }
-        t.killed = true;
+        KILLED[tid.slot].store(true, Ordering::SeqCst);
         match t.state {
             State::Sleeping(_) => {
                 let allowed = t.allowed;
@@ -601,8 +600,7 @@ enum Kick {
 
 /// fatal_signal_pending(current).
 pub fn fatal_signal_pending() -> bool {
-    let me = current_slot();
-    with_rq(|rq| rq.threads[me].killed)
+    KILLED[current_slot()].load(Ordering::SeqCst)
 }
 
 /// finish_task_switch(): on the resumed thread's stack, the thread it

@@ -39,7 +39,11 @@ fn threads_share_one_address_space() -> TestResult {
     let (status, d) = run_and_count("threads", |run| run())?;
     check_eq!(status, ExitStatus::Exited(0), "threads");
     check_eq!(d.forks, 3, "clones (three threads)");
-    check_eq!(d.cow_faults, 0, "COW faults (threads share, nothing is copied)");
+    check_eq!(
+        d.cow_faults,
+        0,
+        "COW faults (threads share, nothing is copied)"
+    );
     Ok(())
 }
 
@@ -79,9 +83,17 @@ fn an_unmap_is_shot_down_to_the_cpus_running_the_mm() -> TestResult {
 /// no IPI for it.
 fn a_process_on_one_cpu_sends_no_shootdown() -> TestResult {
     let (status, d) = run_and_count("mprotect", |run| run())?;
-    check_eq!(status, ExitStatus::Killed(SIGSEGV), "mprotect (killed for its last write)");
+    check_eq!(
+        status,
+        ExitStatus::Killed(SIGSEGV),
+        "mprotect (killed for its last write)"
+    );
     check!(d.tlb_mm_flushes > 0, "no flush of its address space");
-    check_eq!(d.tlb_mm_shootdowns, 0, "shootdowns for a one-thread process");
+    check_eq!(
+        d.tlb_mm_shootdowns,
+        0,
+        "shootdowns for a one-thread process"
+    );
     Ok(())
 }
 
