@@ -89,7 +89,8 @@ fn the_threads_suite_passes() {
 
 /// Two threads of one process spinning at once: the host's `ps` lists
 /// both, with their TIDs and their process's pid as TGID, one mm between
-/// them, and the thread table has them running on both CPUs.
+/// them, whose tables both CPUs run, and the thread table has them
+/// running on both CPUs.
 #[test]
 #[cfg_attr(not(kvm), ignore = "needs /dev/kvm")]
 fn ps_shows_the_threads_of_a_process_sharing_one_mm() {
@@ -110,7 +111,10 @@ fn ps_shows_the_threads_of_a_process_sharing_one_mm() {
             .filter_map(|t| t["cpu"].as_u64())
             .collect();
         cpus.sort_unstable();
-        (cpus == [0, 1]).then_some(json)
+        let mm_on_both = json["tasks"].as_array()?[1..]
+            .iter()
+            .all(|t| t["cpus"] == serde_json::json!([0, 1]));
+        (cpus == [0, 1] && mm_on_both).then_some(json)
     });
     let tasks: Vec<(u64, u64, u64, &str)> = json["tasks"].as_array().unwrap()[1..]
         .iter()

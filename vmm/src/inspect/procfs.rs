@@ -430,6 +430,9 @@ pub struct PsRow {
     pub active: bool,
     /// The first vCPU whose CR3 its tables are: the CPU it runs on.
     pub cpu: Option<usize>,
+    /// Every vCPU whose CR3 its tables are: its process's threads may run
+    /// on several.
+    pub cpus: Vec<usize>,
 }
 
 /// `ps`: crash's ps, plus each address space's root; swapper first; then
@@ -464,6 +467,8 @@ pub fn ps(k: &Kernel) -> R<Ps> {
             .map(|r| r.cr3 & pagetable::ADDR_MASK)
             .collect();
     let cpu_of = |pgd: u64| roots.iter().position(|&r| r == pgd);
+    let cpus_of =
+        |pgd: u64| -> Vec<usize> { (0..roots.len()).filter(|&c| roots[c] == pgd).collect() };
     let swapper = TaskInfo {
         task: 0,
         pid: 0,
@@ -488,11 +493,13 @@ pub fn ps(k: &Kernel) -> R<Ps> {
         active: cpu_of(k.swapper).is_some(),
         task: swapper,
         cpu: None,
+        cpus: Vec::new(),
     }];
     rows.extend(tasks.iter().map(|t| PsRow {
         state: k.state_name(t.state),
         active: cpu_of(t.pgd).is_some(),
         cpu: cpu_of(t.pgd),
+        cpus: cpus_of(t.pgd),
         task: t.clone(),
     }));
     Ok(Ps {
@@ -502,9 +509,13 @@ pub fn ps(k: &Kernel) -> R<Ps> {
     })
 }
 
-/// A CPU number, or `-`.
-fn cpu_column(cpu: Option<impl std::fmt::Display>) -> String {
-    cpu.map_or_else(|| "-".into(), |c| c.to_string())
+/// CPU numbers, `0,1`, or `-` for none.
+fn cpus_column(cpus: &[usize]) -> String {
+    if cpus.is_empty() {
+        return "-".into();
+    }
+    let cpus: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+    cpus.join(",")
 }
 
 impl Render for Ps {
@@ -529,7 +540,7 @@ impl Render for Ps {
                 t.pid,
                 t.ppid.map_or_else(|| "-".to_string(), |p| p.to_string()),
                 r.state,
-                cpu_column(r.cpu),
+                cpus_column(&r.cpus),
                 t.task,
                 t.mm,
                 t.pgd,
