@@ -8,7 +8,10 @@
 //! read-only and writable again (each change shot down too), writing a
 //! third value the thread must see. Once the thread has exited, main
 //! unmaps the page again: its mm runs on its CPU only, so that flush goes
-//! to no other CPU. Exits 0, or a distinct status for what went wrong.
+//! to no other CPU. (A KVM with shadow paging keeps TLBs coherent with
+//! every entry written, so there a missing shootdown reads no stale value;
+//! the tests count the shootdowns as well.) Exits 0, or a distinct status
+//! for what went wrong.
 #![no_std]
 #![no_main]
 
