@@ -90,9 +90,11 @@ impl<T> DerefMut for SleepLockGuard<'_, T> {
 
 impl<T> Drop for SleepLockGuard<'_, T> {
     /// mutex_unlock(): frees the lock, then wakes its sleepers (each takes
-    /// its turn at it).
+    /// its turn at it). The store is SeqCst, so it is not ordered after
+    /// the look at the queue: a waiter queues itself, then tries the lock,
+    /// so either it sees the lock free or this sees it queued.
     fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
+        self.lock.locked.store(false, Ordering::SeqCst);
         if self.lock.waiters.has_sleepers() {
             self.lock.waiters.wake_up();
         }
