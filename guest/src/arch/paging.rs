@@ -580,6 +580,11 @@ static LOADED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// rooted at `pgd` (the threads that share them run there), so a flush of
 /// user addresses goes to them only.
 pub fn mm_cpumask(pgd: u64) -> u64 {
+    // The entries the caller changed are visible before the look: a CPU
+    // not seen here loads the tables after it, and walks the new entries
+    // (on x86 Linux, ptep_get_and_clear() is a locked xchg to the same
+    // end).
+    core::sync::atomic::fence(Ordering::SeqCst);
     (0..MAX_CPUS)
         .filter(|&cpu| LOADED[cpu].load(Ordering::SeqCst) == pgd)
         .fold(0, |mask, cpu| mask | 1 << cpu)
