@@ -9,7 +9,8 @@ MEM        ?= 2G
 # The user programs (user/src/bin/), in the order the guest lists them,
 # and the initramfs that holds them, built into the guest.
 PROGRAMS   := demo segv rowrite kernel spin forge forgerip gsload mprotect sleep mapfixed \
-              forktest forkloop forkbomb exectest execargs forkspin cowoom cowshare
+              forktest forkloop forkbomb exectest execargs forkspin cowoom cowshare \
+              threads threadunmap threadsleep threadspin
 USER_BINS  := target/x86_64-unknown-none/release
 INITRAMFS  := target/initramfs.cpio
 # `make run INITRD=my.cpio` hands the guest your own archive as well.

@@ -25,11 +25,11 @@ fn refused(cmdline: &str, reason: &str) {
 fn unknown_names_are_refused() {
     refused(
         "selftest=off run=demo,nosuch",
-        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip, gsload, mprotect, sleep, mapfixed, forktest, forkloop, forkbomb, exectest, execargs, forkspin, cowoom, cowshare)",
+        "run: no program named 'nosuch' (accepted: demo, segv, rowrite, kernel, spin, forge, forgerip, gsload, mprotect, sleep, mapfixed, forktest, forkloop, forkbomb, exectest, execargs, forkspin, cowoom, cowshare, threads, threadunmap, threadsleep, threadspin)",
     );
     refused(
         "selftest=paging,nosuch",
-        "selftest: no suite named 'nosuch' (accepted: paging, buddy, highmem, vmalloc, slab, dmap, process, fork, smp, sched, stress; or all, off)",
+        "selftest: no suite named 'nosuch' (accepted: paging, buddy, highmem, vmalloc, slab, dmap, process, fork, threads, smp, sched, stress; or all, off)",
     );
     refused(
         "fault=nosuch",

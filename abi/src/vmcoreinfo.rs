@@ -276,6 +276,8 @@ pub mod off {
     pub const TASK_EXIT_CODE: &str = "task_struct.exit_code";
     /// u64: the parent's task_struct (init_task for init's children).
     pub const TASK_REAL_PARENT: &str = "task_struct.real_parent";
+    /// u32: the pid of the task's process (its thread group leader's).
+    pub const TASK_TGID: &str = "task_struct.tgid";
     pub const MM_STRUCT: &str = "mm_struct";
     pub const MM_PGD: &str = "mm_struct.pgd";
     pub const MM_MMAP: &str = "mm_struct.mmap";

@@ -161,7 +161,7 @@ fn plant_user() -> Result<(u64, u64), &'static str> {
     let user_va = 0x0900_0000;
     let flags = PteFlags::PRESENT | PteFlags::USER | PteFlags::NX;
     process::with_task(pid, |t| {
-        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut mm = t.mm.as_ref().ok_or("no address space")?.lock();
         let mut cursor = mm.cursor().ok_or("no page tables")?;
         // SAFETY: the task never runs and is never reaped, so nothing
         // reads the page and no zap hands the kernel frame out as owned.
@@ -184,7 +184,7 @@ fn plant_nocow() -> Result<(u64, u64), &'static str> {
     let second = process::spawn(&program).map_err(|_| "spawn failed")?;
     let top = mm::vma::TASK_SIZE - PAGE_SIZE;
     let held = process::with_task(first, |t| {
-        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut mm = t.mm.as_ref().ok_or("no address space")?.lock();
         let mut cursor = mm.cursor().ok_or("no page tables")?;
         let mut held = None;
         cursor
@@ -199,7 +199,7 @@ fn plant_nocow() -> Result<(u64, u64), &'static str> {
     .ok_or("task vanished")??;
     let (pfn, va) = (held.pfn(), top - PAGE_SIZE);
     process::with_task(second, |t| {
-        let mm = t.mm.as_mut().ok_or("no address space")?;
+        let mut mm = t.mm.as_ref().ok_or("no address space")?.lock();
         let mut cursor = mm.cursor().ok_or("no page tables")?;
         crate::mm::page_add_rmap(&held).map_err(|_| "not a user frame")?;
         let flags = PteFlags::PRESENT | PteFlags::USER | PteFlags::WRITABLE | PteFlags::NX;

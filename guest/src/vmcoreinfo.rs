@@ -74,6 +74,7 @@ fn process_lines<W: core::fmt::Write>(w: &mut Writer<W>) -> core::fmt::Result {
     w.length(off::TASK_COMM, TaskStruct::default().comm.len())?;
     w.offset(off::TASK_EXIT_CODE, offset_of!(TaskStruct, exit_code))?;
     w.offset(off::TASK_REAL_PARENT, offset_of!(TaskStruct, real_parent))?;
+    w.offset(off::TASK_TGID, offset_of!(TaskStruct, tgid))?;
     w.size(off::MM_STRUCT, size_of::<MmStruct>())?;
     w.offset(off::MM_PGD, offset_of!(MmStruct, pgd))?;
     w.offset(off::MM_MMAP, offset_of!(MmStruct, mmap))?;

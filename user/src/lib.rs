@@ -9,6 +9,7 @@
 #![no_std]
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 pub const SYS_WRITE: u64 = 1;
 pub const SYS_MMAP: u64 = 9;
@@ -189,7 +190,8 @@ pub fn getpid() -> i64 {
     syscall(SYS_GETPID, [0; 6])
 }
 
-/// gettid(): a process's one thread has its pid.
+/// gettid(): the calling thread's id (a process's first thread has its
+/// pid).
 pub fn gettid() -> i64 {
     syscall(SYS_GETTID, [0; 6])
 }
@@ -204,11 +206,101 @@ pub fn fork() -> Result<u64, i64> {
     result(syscall(SYS_FORK, [0; 6]))
 }
 
-/// clone(flags, newsp, 0, 0, 0): fork's kind of clone (flags holding
-/// just the exit signal), the child on the stack at `newsp` (0: a copy of
-/// this one's).
+/// clone(flags, newsp, 0, 0, 0): a fork-like clone (the child returns 0
+/// from this call, on the stack at `newsp`, 0: a copy of this one's), or
+/// one the kernel refuses; threads start with [`spawn_thread`].
 pub fn clone(flags: u64, newsp: u64) -> Result<u64, i64> {
     result(syscall(SYS_CLONE, [flags, newsp, 0, 0, 0, 0]))
+}
+
+/// clone()'s flags (include/uapi/linux/sched.h).
+pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FS: u64 = 0x200;
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_SIGHAND: u64 = 0x800;
+pub const CLONE_VFORK: u64 = 0x4000;
+pub const CLONE_THREAD: u64 = 0x10000;
+pub const CLONE_SYSVSEM: u64 = 0x40000;
+pub const CLONE_SETTLS: u64 = 0x80000;
+pub const CLONE_PARENT_SETTID: u64 = 0x100000;
+pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+/// What glibc's and musl's pthread_create() pass.
+pub const CLONE_PTHREAD: u64 = CLONE_VM
+    | CLONE_FS
+    | CLONE_FILES
+    | CLONE_SIGHAND
+    | CLONE_THREAD
+    | CLONE_SYSVSEM
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID;
+
+/// Starts a thread as pthread_create() does: clone(CLONE_PTHREAD) on the
+/// stack whose top is `stack_top` (16-byte aligned), with FS base `tls`,
+/// running `entry(arg)`; the thread then exits (itself only) with the
+/// result as its status. The kernel stores the new TID in `tid` before
+/// the thread runs and writes 0 there when it exits; [`join`] waits for
+/// that, so `tid` must stay valid until then. Returns the TID.
+pub fn spawn_thread(
+    stack_top: u64,
+    tls: u64,
+    tid: &AtomicU32,
+    entry: extern "C" fn(u64) -> u64,
+    arg: u64,
+) -> Result<u64, i64> {
+    let tid = tid.as_ptr() as u64;
+    let ret: i64;
+    // SAFETY: the clone shares this address space; the new thread starts
+    // on its own stack (the caller's `stack_top`) at the instruction after
+    // `syscall` with RAX 0, with every other register as here, so it only
+    // runs the code below: `entry(arg)`, then exit, never returning into
+    // this function's frame. This thread gets the TID in RAX and goes on
+    // with only RAX, RCX and R11 changed.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "mov rdi, rax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const SYS_EXIT,
+            inlateout("rax") SYS_CLONE as i64 => ret,
+            in("rdi") CLONE_PTHREAD,
+            in("rsi") stack_top,
+            in("rdx") tid,
+            in("r10") tid,
+            in("r8") tls,
+            in("r12") entry as usize as u64,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    result(ret)
+}
+
+/// pthread_join() without a futex (the kernel has none): yields until the
+/// kernel has cleared the thread's `tid` word at its exit.
+pub fn join(tid: &AtomicU32) {
+    while tid.load(Ordering::Acquire) != 0 {
+        let _ = sched_yield();
+    }
+}
+
+/// exit(code): ends the calling thread only; the process ends with its
+/// last thread.
+pub fn exit_thread(code: i32) -> ! {
+    syscall(SYS_EXIT, [code as u64, 0, 0, 0, 0, 0]);
+    loop {
+        // SAFETY: `ud2` only raises #UD, which ends the process.
+        unsafe { asm!("ud2", options(nomem, nostack)) };
+    }
 }
 
 /// How a child ended, from the status wait4() stores.
@@ -311,8 +403,7 @@ pub fn brk(addr: u64) -> u64 {
     syscall(SYS_BRK, [addr, 0, 0, 0, 0, 0]) as u64
 }
 
-/// exit_group(code): the whole process ends (one thread here, so as
-/// exit).
+/// exit_group(code): the whole process ends, every thread of it.
 pub fn exit(code: i32) -> ! {
     syscall(SYS_EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
     // exit does not return; should it, fault rather than run on.

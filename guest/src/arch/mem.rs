@@ -6,7 +6,7 @@
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ops::{Deref, DerefMut, Range};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use abi::layout::{va, PAGE_SHIFT, PAGE_SIZE};
 use mm::buddy::{AllocError, FreeError, Node};
@@ -524,7 +524,7 @@ pub struct SlabBox<T> {
 }
 
 /// A type whose first value is a constant the kernel copies straight into
-/// a new slab object ([`SlabBox::new_init`]), never through a stack: an
+/// a new slab object ([`SlabRc::new_init`]), never through a stack: an
 /// address space is bigger than a kernel stack can hold twice.
 pub trait SlabInit: Sized {
     const INIT: Self;
@@ -579,21 +579,6 @@ impl<T> SlabBox<T> {
     }
 }
 
-impl<T: SlabInit> SlabBox<T> {
-    /// A new object from `cache` holding `T::INIT`, copied in from the
-    /// constant's bytes in the image.
-    pub fn new_init(cache: CacheId) -> Result<Self, SlabError> {
-        let object = Self::alloc(cache)?;
-        // SAFETY: as in `new`; the constant is a value of its own each
-        // time it is named.
-        unsafe { (object.addr() as *mut T).write(T::INIT) };
-        Ok(SlabBox {
-            object,
-            _value: PhantomData,
-        })
-    }
-}
-
 impl<T> Deref for SlabBox<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -620,6 +605,123 @@ impl<T> Drop for SlabBox<T> {
         let object = SlabObject {
             addr: self.object.addr,
             cache: self.object.cache,
+        };
+        let _ = slab::kmem_cache_free(object);
+    }
+}
+
+/// A `T` in a slab object with several holders, counted: what an
+/// mm_struct's mm_users is to the threads that share it. Cloning one is
+/// one more holder (mmget()); the last one's drop drops the value and
+/// frees the object (mmput()). The value is the object's first part, so
+/// its address is the object's.
+pub struct SlabRc<T> {
+    object: u64,
+    cache: Option<CacheId>,
+    _value: PhantomData<T>,
+}
+
+#[repr(C)]
+struct RcInner<T> {
+    value: T,
+    holders: AtomicU32,
+}
+
+// SAFETY: holders on several CPUs share the value (`&T` only, so T: Sync)
+// and the last one, on any CPU, drops it (so T: Send); the count is atomic.
+unsafe impl<T: Send + Sync> Send for SlabRc<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for SlabRc<T> {}
+
+impl<T> SlabRc<T> {
+    /// The size a cache's objects need to hold one.
+    pub const fn object_size() -> usize {
+        size_of::<RcInner<T>>()
+    }
+
+    fn inner(&self) -> &RcInner<T> {
+        // SAFETY: `new_init` initialised the object, and it stays
+        // allocated while a holder (this one) exists: only the last
+        // holder's drop frees it. Holders share it, so only `&` is made.
+        unsafe { &*(self.object as *const RcInner<T>) }
+    }
+
+    /// How many hold it.
+    pub fn holders(&self) -> u32 {
+        self.inner().holders.load(Ordering::Relaxed)
+    }
+
+    /// The object's kernel address (the value's).
+    pub fn addr(&self) -> u64 {
+        self.object
+    }
+
+    /// The value, while this is its only holder (to build it before it is
+    /// shared).
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        if self.inner().holders.load(Ordering::Acquire) != 1 {
+            return None;
+        }
+        // SAFETY: this is the only holder, so nothing else refers to the
+        // value, and `&mut self` makes the access exclusive.
+        Some(unsafe { &mut (*(self.object as *mut RcInner<T>)).value })
+    }
+}
+
+impl<T: SlabInit> SlabRc<T> {
+    /// A new object from `cache` holding `T::INIT`, with one holder.
+    pub fn new_init(cache: CacheId) -> Result<Self, SlabError> {
+        let object = SlabBox::<RcInner<T>>::alloc(cache)?;
+        // SAFETY: `alloc` checked the object (fresh, so nothing else
+        // refers to it; in the direct map; large and aligned enough); the
+        // constant is a value of its own each time it is named.
+        unsafe {
+            let inner = object.addr() as *mut RcInner<T>;
+            core::ptr::addr_of_mut!((*inner).value).write(T::INIT);
+            core::ptr::addr_of_mut!((*inner).holders).write(AtomicU32::new(1));
+        }
+        Ok(SlabRc {
+            object: object.addr,
+            cache: object.cache,
+            _value: PhantomData,
+        })
+    }
+}
+
+impl<T> Deref for SlabRc<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner().value
+    }
+}
+
+impl<T> Clone for SlabRc<T> {
+    fn clone(&self) -> Self {
+        self.inner().holders.fetch_add(1, Ordering::Relaxed);
+        SlabRc {
+            object: self.object,
+            cache: self.cache,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T> Drop for SlabRc<T> {
+    fn drop(&mut self) {
+        if self.inner().holders.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // The other holders' last uses happen before the teardown.
+        core::sync::atomic::fence(Ordering::Acquire);
+        // SAFETY: this was the last holder: nothing refers to the value,
+        // which is initialised and never used again; the object goes back
+        // to its cache right after.
+        unsafe {
+            core::ptr::addr_of_mut!((*(self.object as *mut RcInner<T>)).value).drop_in_place()
+        };
+        let object = SlabObject {
+            addr: self.object,
+            cache: self.cache,
         };
         let _ = slab::kmem_cache_free(object);
     }

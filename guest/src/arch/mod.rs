@@ -15,6 +15,7 @@ pub mod paging;
 pub mod percpu;
 pub mod smp;
 pub mod switch;
+pub mod sync;
 pub mod trap;
 pub mod user;
 

@@ -20,6 +20,7 @@ use core::marker::PhantomData;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use abi::boot::MAX_CPUS;
 use abi::layout::*;
 use mm::gfp::Gfp;
 use mm::memblock::Memblock;
@@ -34,6 +35,7 @@ use super::mem::{
 };
 use super::percpu::smp_processor_id;
 use crate::mm::events::{count, EVENTS};
+use crate::mm::tlb::MmTlb;
 use crate::mm::{alloc_pages, dmap, free_pages, mark_page_table};
 
 /// Physical addresses of the kernel's fixed tables.
@@ -567,6 +569,64 @@ impl VmallocTables {
     }
 }
 
+/// cpu_tlbstate.loaded_mm: the process tables each CPU has loaded (their
+/// PML4; 0 for swapper_pg_dir). A CPU's own entry changes only on that
+/// CPU: set before its CR3 load, cleared after it leaves them, so a
+/// flush that reads it after changing an entry reaches every CPU whose
+/// TLB may hold the old one.
+static LOADED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// mm_cpumask(): the CPUs that may hold TLB entries of the process tables
+/// rooted at `pgd` (the threads that share them run there), so a flush of
+/// user addresses goes to them only.
+pub fn mm_cpumask(pgd: u64) -> u64 {
+    // The entries the caller changed are visible before the look: a CPU
+    // not seen here loads the tables after it, and walks the new entries
+    // (on x86 Linux, ptep_get_and_clear() is a locked xchg to the same
+    // end).
+    core::sync::atomic::fence(Ordering::SeqCst);
+    (0..MAX_CPUS)
+        .filter(|&cpu| LOADED[cpu].load(Ordering::SeqCst) == pgd)
+        .fold(0, |mask, cpu| mask | 1 << cpu)
+}
+
+/// Process tables a thread left when it gave its CPU up (the CR3 of its
+/// context), to load again when it runs (`resume_user_tables`).
+#[must_use = "a thread that left its tables loads them again when it runs"]
+pub struct SuspendedTables {
+    pgd: u64,
+}
+
+/// The first half of switch_mm() on a thread leaving its CPU: back to
+/// swapper_pg_dir, out of the mm_cpumask of the process tables it had
+/// loaded, if any (their entries leave this TLB with the load).
+pub fn suspend_user_tables() -> SuspendedTables {
+    let me = smp_processor_id().index();
+    let pgd = LOADED[me].load(Ordering::SeqCst);
+    if pgd != 0 {
+        activate_kernel_tables();
+        LOADED[me].store(0, Ordering::SeqCst);
+    }
+    SuspendedTables { pgd }
+}
+
+/// The second half, on the thread resumed (on whichever CPU): it loads
+/// the tables it left again, joining their mm_cpumask first.
+pub fn resume_user_tables(tables: SuspendedTables) {
+    if tables.pgd == 0 {
+        return;
+    }
+    LOADED[smp_processor_id().index()].store(tables.pgd, Ordering::SeqCst);
+    // SAFETY: these are the tables this thread had loaded when it left
+    // its CPU (`suspend_user_tables`), a root made by
+    // `AddressSpaceRoot::new` (only `activate` loads user tables). What
+    // keeps a root alive while a thread has it loaded keeps it alive
+    // while the thread is off its CPU too: the thread is its holder (its
+    // process's mm), which leaves the tables (`deactivate`) before it
+    // lets go of them.
+    unsafe { cpu::write_cr3(tables.pgd) }
+}
+
 /// The root of a process's tables: its PML4, whose PDPT holds the user
 /// quarters and links the shared kernel page directory (pgd_alloc() with
 /// pgd_prepopulate_pmd()). Only made here, so it always maps the kernel;
@@ -576,19 +636,12 @@ pub struct AddressSpaceRoot {
     pgd: u64,
     /// The PDPT, once linked (0 before).
     pud: u64,
-    /// mm_cpumask(): the CPUs that have these tables loaded, so a flush of
-    /// user addresses goes to them only.
-    cpus: AtomicU64,
 }
 
 impl AddressSpaceRoot {
     pub fn new() -> Result<Self, MapError> {
         let pgd = BuddyTables.alloc_table().ok_or(MapError::NoMemory)?;
-        let mut root = AddressSpaceRoot {
-            pgd,
-            pud: 0,
-            cpus: AtomicU64::new(0),
-        };
+        let mut root = AddressSpaceRoot { pgd, pud: 0 };
         // Not loaded yet: no TLB holds its entries, and the tokens are dropped.
         let mut cursor = root.raw_cursor();
         // PML4[0] gets USER, as the user quarters below it need.
@@ -641,10 +694,10 @@ impl AddressSpaceRoot {
     }
 
     /// Switches this CPU to these tables (switch_mm(): the CPU joins
-    /// mm_cpumask before the load, so no flush can miss it).
+    /// mm_cpumask before the load, so no flush can miss it). Whoever
+    /// calls it holds the root until it calls `deactivate`.
     pub fn activate(&self) {
-        self.cpus
-            .fetch_or(1 << smp_processor_id().index(), Ordering::SeqCst);
+        LOADED[smp_processor_id().index()].store(self.pgd, Ordering::SeqCst);
         // SAFETY: the root was made by `new`, which linked the shared kernel
         // page directory as PDPT[3]; cursors over it are confined below
         // PAGE_OFFSET, so it maps the kernel as swapper_pg_dir does.
@@ -657,20 +710,21 @@ impl AddressSpaceRoot {
     /// need not reach it.
     pub fn deactivate(&self) {
         activate_kernel_tables();
-        self.cpus
-            .fetch_and(!(1 << smp_processor_id().index()), Ordering::SeqCst);
+        let me = smp_processor_id().index();
+        let _ = LOADED[me].compare_exchange(self.pgd, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// The CPUs that may hold TLB entries of these tables.
-    pub fn cpu_mask(&self) -> u64 {
-        self.cpus.load(Ordering::SeqCst)
+    /// The TLB of these tables: its flushes go to the CPUs that have them
+    /// loaded (`mm_cpumask`).
+    pub fn tlb(&self) -> MmTlb {
+        MmTlb { pgd: self.pgd }
     }
 }
 
 impl Drop for AddressSpaceRoot {
     fn drop(&mut self) {
         if cpu::read_cr3() & ADDR_MASK == self.pgd {
-            activate_kernel_tables();
+            self.deactivate();
         }
         // Not loaded (any more): the CR3 load dropped its non-global TLB
         // entries, so the tokens are dropped. exit_mmap() zapped every VMA,

@@ -185,7 +185,8 @@ impl UserSegments {
         let gs = self.gs.load(Ordering::Relaxed);
         // SAFETY: the selectors are ones ring 3 had loaded (or 0), so they
         // load in ring 0 too; the bases are what those loads gave (only
-        // selector loads set them: CR4.FSGSBASE is off) and the GS base is
+        // selector loads set them: CR4.FSGSBASE is off), or for FS a user
+        // address clone gave (`begin_user`, canonical), and the GS base is
         // set back to this CPU's area at once, with interrupts off (checked
         // by `switch_to`), before anything reads per-CPU data again. FS is
         // not used by the kernel; KERNEL_GS_BASE is ring 3's after `swapgs`.
@@ -364,18 +365,30 @@ fn set_kernel_stack(top: u64) {
 
 /// The running thread is about to enter ring 3 for the first time
 /// (start_thread()): traps from there use its own kernel stack, and it
-/// starts with null FS and GS, whatever the CPU's last user left.
-/// Interrupts must be off (checked). Panics on a boot context, which has
-/// no stack of its own to take traps on.
-pub(super) fn begin_user() {
+/// starts with null FS and GS, whatever the CPU's last user left, and
+/// with `fs_base` as its FS base (its TLS: copy_thread()'s). Interrupts
+/// must be off (checked). Panics on a boot context, which has no stack of
+/// its own to take traps on, or for an FS base that is not a user address.
+pub(super) fn begin_user(fs_base: u64) {
     assert!(!irqs_enabled(), "begin_user with interrupts on");
+    assert!(
+        fs_base < mm::vma::TASK_SIZE,
+        "FS base {fs_base:#x} is not a user address"
+    );
     let c = &CONTEXTS[current_slot()];
     let top = c.top.load(Ordering::Relaxed);
     assert!(top != 0, "a boot context cannot run user code");
     set_kernel_stack(top);
     c.segments.clear();
+    c.segments.fs_base.store(fs_base, Ordering::Relaxed);
     c.segments.load();
     c.user.store(true, Ordering::Relaxed);
+}
+
+/// The running user thread's FS base as ring 3 left it (the kernel does
+/// not use FS): what a clone without CLONE_SETTLS inherits.
+pub fn user_fs_base() -> u64 {
+    cpu::rdmsr(MSR_FS_BASE)
 }
 
 /// exec's reset of the running user thread's FS and GS (start_thread()

@@ -140,7 +140,8 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
 /// Enters ring 3 from `frame` on the running thread, for good
 /// (start_thread() + the return of ret_from_fork()): from now on the
 /// thread's traps and system calls enter the kernel on its own kernel
-/// stack, from its top, and it leaves user mode only through them. The
+/// stack, from its top, and it leaves user mode only through them. It
+/// starts with `fs_base` as its FS base (a user address). The
 /// frame always enters ring 3: its selectors are the user ones and its
 /// flags those a user may hold, whatever the caller put there.
 ///
@@ -149,7 +150,7 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
 /// must hold no locks: what lies on the stack above is never returned to.
 /// Panics on a boot context (init, the idle threads): they have no kernel
 /// stack of their own.
-pub fn enter_user(frame: &TrapFrame) -> ! {
+pub fn enter_user(frame: &TrapFrame, fs_base: u64) -> ! {
     let frame = TrapFrame {
         cs: u64::from(USER_CS),
         ss: u64::from(USER_DS),
@@ -157,7 +158,7 @@ pub fn enter_user(frame: &TrapFrame) -> ! {
         ..*frame
     };
     super::irqflags::local_irq_disable();
-    super::switch::begin_user();
+    super::switch::begin_user(fs_base);
     // SAFETY: the frame is a ring-3 iret frame (user selectors and flags,
     // set above), so the task can only reach what the tables give ring 3;
     // interrupts are off until the `iretq`, which swaps in the user's GS

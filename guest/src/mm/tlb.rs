@@ -6,8 +6,8 @@
 use abi::layout::PAGE_SIZE;
 use pagetable::{TlbFlush, SINGLE_PAGE_FLUSH_CEILING};
 
-use crate::arch::cpu;
 use crate::arch::percpu::smp_processor_id;
+use crate::arch::{cpu, paging};
 use crate::mm::events::{count, EVENTS};
 use crate::smp;
 
@@ -44,14 +44,16 @@ fn remote_flush(start: u64, end: u64) {
 
 /// Flushes [start, end) on the online CPUs of `cpus`: here if this CPU is
 /// one of them (an address space this CPU left, as exit leaves it, has no
-/// entries in its TLB), the others by IPI.
-fn flush_on(cpus: u64, start: u64, end: u64) {
+/// entries in its TLB), the others by IPI. Whether any other CPU was.
+fn flush_on(cpus: u64, start: u64, end: u64) -> bool {
     if cpus & (1 << smp_processor_id().index()) != 0 {
         flush_range_local(start, end);
     }
-    if smp::call_function_many(cpus, remote_flush, (start, end)) != 0 {
+    let shot = smp::call_function_many(cpus, remote_flush, (start, end)) != 0;
+    if shot {
         count(&EVENTS.tlb_remote_flush, 1);
     }
+    shot
 }
 
 const ALL_CPUS: u64 = u64::MAX;
@@ -81,22 +83,34 @@ impl TlbFlush for KernelTlb {
 }
 
 /// A user address space's TLB: flushes reach only the CPUs in its
-/// mm_cpumask (flush_tlb_mm_range()).
+/// mm_cpumask (flush_tlb_mm_range()), the ones that run its threads, read
+/// when the flush is sent (after the entries changed); a CPU that does
+/// not run it gets no IPI.
 pub struct MmTlb {
-    pub cpus: u64,
+    /// The root of the address space's tables.
+    pub pgd: u64,
+}
+
+impl MmTlb {
+    fn flush(&self, start: u64, end: u64) {
+        count(&EVENTS.tlb_mm_flushes, 1);
+        if flush_on(paging::mm_cpumask(self.pgd), start, end) {
+            count(&EVENTS.tlb_mm_shootdowns, 1);
+        }
+    }
 }
 
 impl TlbFlush for MmTlb {
     fn flush_one(&mut self, va: u64) {
-        flush_on(self.cpus, va, va + PAGE_SIZE);
+        self.flush(va, va + PAGE_SIZE);
     }
 
     fn flush_all(&mut self) {
-        flush_on(self.cpus, 0, u64::MAX);
+        self.flush(0, u64::MAX);
     }
 
     fn flush_range(&mut self, start: u64, end: u64) {
         count(&EVENTS.tlb_flush_range, 1);
-        flush_on(self.cpus, start, end);
+        self.flush(start, end);
     }
 }

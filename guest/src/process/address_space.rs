@@ -2,7 +2,17 @@
 //! whose kernel quarter points at the shared kernel page directory, and its
 //! VMAs in the red-black tree of `mm::vma`. It lives in its mm_struct
 //! object (from mm_cachep), whose first part is the [`MmStruct`] the host
-//! reads, and never moves: tasks and threads hold it as an [`Mm`] box.
+//! reads, and never moves. Tasks and threads hold it as an [`Mm`], one of
+//! its users (mm_users): the threads of a process share one, on any CPUs
+//! at once. Everything that reads or changes its VMAs or page tables
+//! (faults, mmap, munmap, mprotect, brk, fork's copy, the kernel's user
+//! accesses) holds its lock, which plays mmap_lock taken for write and,
+//! with it, the page-table lock (Linux's faults take mmap_lock for read
+//! and serialize on the PTE lock instead: here faults of one process wait
+//! for each other). A context switch needs no lock: the thread leaving
+//! its CPU takes its CR3 with it (`arch::paging::suspend_user_tables`),
+//! and the CPUs that have the tables loaded are the mm_cpumask its
+//! flushes go to.
 //! Its user frames are held by reference: fork shares them between parent
 //! and child, copy-on-write, and each mapping is counted in the frame's
 //! `struct page` (map count and refcount).
@@ -23,13 +33,13 @@ use mm::vma::{
 use pagetable::{Flush, MapError, PteFlags, SIZE_4K};
 
 use super::objects::{self, MmStruct, VmAreaStruct};
-use crate::arch::mem::{Frames, KernelPage, SlabBox, SlabInit};
+use crate::arch::mem::{Frames, KernelPage, SlabBox, SlabInit, SlabRc};
 use crate::arch::paging::{self, AddressSpaceRoot, TableCursor};
+use crate::arch::sync::{SleepLock, SleepLockGuard};
 use crate::arch::trap::{PageFaultError, TrapFrame};
 use crate::arch::user;
 use crate::mm::events::{count, EVENTS};
 use crate::mm::highmem::with_kmap_local;
-use crate::mm::tlb::MmTlb;
 use crate::mm::{
     alloc_pages, copy_highpage, free_pages, get_page, page_add_rmap, page_counts, page_remove_rmap,
     page_zone,
@@ -76,6 +86,9 @@ pub enum ExecError {
     TooBig,
     /// EAGAIN: every thread slot is taken (fork past max_threads).
     NoThread,
+    /// EAGAIN: execve() from a process with other threads, which this
+    /// kernel does not kill first (de_thread()).
+    Threads,
 }
 
 impl ExecError {
@@ -84,7 +97,7 @@ impl ExecError {
         match self {
             ExecError::NotExecutable(_) => 8,
             ExecError::TooBig => 7,
-            ExecError::NoThread => 11,
+            ExecError::NoThread | ExecError::Threads => 11,
             ExecError::Vma(e) => i64::from(e.errno()),
             ExecError::NoMemory | ExecError::Map(_) | ExecError::Slab(_) => 12,
         }
@@ -127,6 +140,7 @@ impl fmt::Display for ExecError {
             }
             ExecError::TooBig => write!(f, "argument list too long (E2BIG)"),
             ExecError::NoThread => write!(f, "no thread slot left (EAGAIN)"),
+            ExecError::Threads => write!(f, "other threads still run (EAGAIN)"),
         }
     }
 }
@@ -230,9 +244,39 @@ impl Args {
     }
 }
 
-/// An address space as its holders keep it: the box of its mm_struct
-/// object.
-pub type Mm = SlabBox<AddressSpace>;
+/// One user of an address space (mm_users counts them): each thread
+/// running it holds one, and a task about to. Cloning is mmget();
+/// dropping is mmput(), whose last one runs exit_mmap() (the address
+/// space's drop) and frees the mm_struct object. The object holds the
+/// address space under its lock, mmap_lock.
+#[derive(Clone)]
+pub struct Mm(SlabRc<SleepLock<AddressSpace>>);
+
+impl SlabInit for SleepLock<AddressSpace> {
+    const INIT: Self = SleepLock::new(AddressSpace::INIT, "mmap_lock");
+}
+
+impl Mm {
+    /// Bytes of an mm_struct object.
+    pub const OBJECT_SIZE: usize = SlabRc::<SleepLock<AddressSpace>>::object_size();
+
+    /// mmap_write_lock(): the address space, to read or change its VMAs
+    /// and page tables; sleeps while another thread of the process holds
+    /// it.
+    pub fn lock(&self) -> SleepLockGuard<'_, AddressSpace> {
+        self.0.lock()
+    }
+
+    /// atomic_read(&mm->mm_users).
+    pub fn users(&self) -> u32 {
+        self.0.holders()
+    }
+
+    /// The mm_struct object's address.
+    pub fn mm_obj(&self) -> u64 {
+        self.0.addr()
+    }
+}
 
 #[repr(C)]
 pub struct AddressSpace {
@@ -292,13 +336,20 @@ impl AddressSpace {
     /// mm_alloc(): an empty mm_struct object with its own PML4 and PDPT
     /// (pgd_alloc()), built in the object: an address space is too big to
     /// pass through a kernel stack.
-    fn alloc() -> Result<Mm, ExecError> {
+    fn alloc() -> Result<SlabRc<SleepLock<AddressSpace>>, ExecError> {
         let cache = objects::caches()
             .ok_or(ExecError::Slab(SlabError::NoSuchCache))?
             .mm_struct;
-        let mut mm: Mm = SlabBox::new_init(cache)?;
-        mm.root = Some(AddressSpaceRoot::new()?);
-        Ok(mm)
+        let mut obj = SlabRc::new_init(cache)?;
+        Self::building(&mut obj).root = Some(AddressSpaceRoot::new()?);
+        Ok(obj)
+    }
+
+    /// The address space `alloc` just made, not shared yet.
+    fn building(obj: &mut SlabRc<SleepLock<AddressSpace>>) -> &mut AddressSpace {
+        obj.get_mut()
+            .expect("a new mm_struct has one user")
+            .get_mut()
     }
 
     /// load_elf_binary(): a new address space for `program`: its PT_LOAD
@@ -308,7 +359,8 @@ impl AddressSpace {
     /// segment. On failure everything taken so far goes back.
     pub fn exec(program: &Program, args: &Args) -> Result<Mm, ExecError> {
         let exe = Executable::parse(program.file, USER_IMAGE).map_err(ExecError::NotExecutable)?;
-        let mut mm = Self::alloc()?;
+        let mut obj = Self::alloc()?;
+        let mm = Self::building(&mut obj);
         mm.entry = exe.entry;
         mm.stack = TASK_SIZE;
         mm.exe = Some(ExeFile {
@@ -318,7 +370,7 @@ impl AddressSpace {
         });
         mm.populate(args, &exe)?;
         mm.sync_objects()?;
-        Ok(mm)
+        Ok(Mm(obj))
     }
 
     fn populate(&mut self, args: &Args, exe: &Executable) -> Result<(), ExecError> {
@@ -440,16 +492,17 @@ impl AddressSpace {
     /// failure the child's part goes back (this one keeps its pages, some
     /// now read-only, which a write makes writable again).
     pub fn dup(&mut self) -> Result<Mm, ExecError> {
-        let mut child = Self::alloc()?;
+        let mut obj = Self::alloc()?;
+        let child = Self::building(&mut obj);
         child.vmas.dup_from(&self.vmas).map_err(ExecError::Vma)?;
         child.entry = self.entry;
         child.stack = self.stack;
         child.exe = self.exe;
-        let copied = self.copy_page_range(&mut child);
+        let copied = self.copy_page_range(child);
         child.set_rss(copied.0);
         copied.1?;
         child.sync_objects()?;
-        Ok(child)
+        Ok(Mm(obj))
     }
 
     /// copy_page_range() over every VMA: how many pages the child now
@@ -458,9 +511,7 @@ impl AddressSpace {
         let (Some(root), Some(child_root)) = (self.root.as_mut(), child.root.as_mut()) else {
             return (0, Err(ExecError::NoMemory));
         };
-        let mut tlb = MmTlb {
-            cpus: root.cpu_mask(),
-        };
+        let mut tlb = root.tlb();
         let mut into = child_root.cursor();
         let mut from = root.cursor();
         let mut copied = 0;
@@ -503,7 +554,8 @@ impl AddressSpace {
         self.root.as_ref().map_or(0, AddressSpaceRoot::pgd)
     }
 
-    /// Switches to this address space's tables (switch_mm()).
+    /// Switches this CPU to these tables (switch_mm()); the caller holds
+    /// them (one of the mm's users) until it calls `deactivate`.
     pub fn activate(&self) {
         if let Some(root) = &self.root {
             root.activate();
@@ -601,9 +653,7 @@ impl AddressSpace {
         let pfn = frame.pfn();
         // The slot was empty: the token is empty but when a table above
         // had to be relaxed.
-        let mut tlb = MmTlb {
-            cpus: root.cpu_mask(),
-        };
+        let mut tlb = root.tlb();
         map_counted(&mut root.cursor(), va, frame, pte)?.flush(&mut tlb);
         self.set_rss(self.rss + 1);
         count_user_frame(pfn);
@@ -635,16 +685,27 @@ impl AddressSpace {
             self.sync_objects().map_err(|_| FaultFailure::OutOfMemory)?;
         }
         let page = page_down(addr);
-        if code.contains(PageFaultError::PROT) {
-            // The VMA allows the access (checked above) and the page is
-            // there: only a write to a page mapped read-only (left so by
-            // fork, or by mprotect) explains it.
-            if !access.write {
+        // The entry as it is now, not as the error code saw it: another
+        // thread of this mm may have mapped the page or made it writable
+        // while this one waited for the lock (handle_pte_fault() looks at
+        // the entry under the lock too).
+        if let Some(leaf) = self.root.as_ref().and_then(|root| root.mapping(page)) {
+            let allowed = leaf.flags.contains(PteFlags::USER)
+                && (!access.exec || !leaf.flags.contains(PteFlags::NX));
+            if !allowed {
+                // The VMA allows the access (checked above), the entry
+                // does not: nothing the fault can fix.
                 return Err(FaultFailure::Protection);
             }
-            self.do_wp_page(page, &vma)?;
-            self.faults += 1;
-            count(&EVENTS.user_faults, 1);
+            if access.write && !leaf.flags.contains(PteFlags::WRITABLE) {
+                // A write to a page mapped read-only (left so by fork, or
+                // by mprotect).
+                self.do_wp_page(page, &vma)?;
+                self.faults += 1;
+                count(&EVENTS.user_faults, 1);
+            }
+            // Else the access works now: a spurious fault (the other
+            // thread's doing, or an entry the TLB had cached stale).
             return Ok(());
         }
         let frame =
@@ -679,9 +740,7 @@ impl AddressSpace {
     fn do_wp_page(&mut self, page: u64, vma: &Vma) -> Result<(), FaultFailure> {
         count(&EVENTS.cow_faults, 1);
         let root = self.root.as_mut().ok_or(FaultFailure::OutOfMemory)?;
-        let mut tlb = MmTlb {
-            cpus: root.cpu_mask(),
-        };
+        let mut tlb = root.tlb();
         let mut cursor = root.cursor();
         let Some((pfn, flags)) = cursor.leaf(page) else {
             return Err(FaultFailure::Protection);
@@ -777,9 +836,7 @@ impl AddressSpace {
             None => self.vmas.mprotect(start, len, prot, |_, _, _| {}),
         };
         if let Some(root) = &self.root {
-            flush.flush(&mut MmTlb {
-                cpus: root.cpu_mask(),
-            });
+            flush.flush(&mut root.tlb());
         } else {
             flush.ignore();
         }
@@ -861,26 +918,30 @@ impl AddressSpace {
     }
 
     /// free_pgtables() for `range`, zapped: frees the tables whose span
-    /// lies between the areas around it (an area `f` mapped inside it, as
-    /// MAP_FIXED does, has nothing mapped yet).
+    /// lies between the areas around it. An area `f` mapped inside it (as
+    /// MAP_FIXED does) has nothing mapped there yet, but may have merged
+    /// with a neighbour whose pages are mapped: the bounds are where the
+    /// areas around the range reach into it, clipped to it, so a table
+    /// that still maps a neighbour's page is never freed.
     fn free_pgtables(&mut self, range: Range<u64>) {
         let floor = self
             .vmas
             .iter()
-            .filter(|v| v.end <= range.start)
-            .last()
-            .map_or(0, |v| v.end);
+            .filter(|v| v.start < range.start)
+            .map(|v| v.end.min(range.start))
+            .max()
+            .unwrap_or(0);
         let ceiling = self
             .vmas
             .iter()
-            .find(|v| v.start >= range.end)
-            .map_or(PAGE_OFFSET, |v| v.start);
+            .filter(|v| v.end > range.end)
+            .map(|v| v.start.max(range.end))
+            .min()
+            .unwrap_or(PAGE_OFFSET);
         let Some(root) = self.root.as_mut() else {
             return;
         };
-        let mut tlb = MmTlb {
-            cpus: root.cpu_mask(),
-        };
+        let mut tlb = root.tlb();
         root.cursor()
             .free_tables(range, floor..ceiling)
             .flush(&mut tlb);
@@ -904,9 +965,7 @@ impl AddressSpace {
         // gathers them in one mmu_gather.
         let mut freed = 0;
         if let Some(root) = &mut self.root {
-            let mut tlb = MmTlb {
-                cpus: root.cpu_mask(),
-            };
+            let mut tlb = root.tlb();
             let mut cursor = root.cursor();
             let mut flush = Flush::none();
             // Each area's pages, then its tables up to the next area (the
@@ -953,7 +1012,7 @@ fn vm_get_page_prot(flags: VmFlags) -> PteFlags {
 }
 
 impl Drop for AddressSpace {
-    /// mmput(): the last holder is gone.
+    /// mmput() of its last user.
     fn drop(&mut self) {
         self.exit_mmap();
     }
@@ -1038,9 +1097,7 @@ fn drop_mapping(frame: Frames, freed: &mut u64) {
 /// many pages were unmapped.
 fn zap_range(root: &mut Option<AddressSpaceRoot>, start: u64, end: u64) -> u64 {
     let Some(root) = root else { return 0 };
-    let mut tlb = MmTlb {
-        cpus: root.cpu_mask(),
-    };
+    let mut tlb = root.tlb();
     let mut freed = 0;
     zap_with(&mut root.cursor(), start, end, &mut freed).flush(&mut tlb);
     freed

@@ -3,7 +3,7 @@
 //! the kernel goes on with the next one.
 
 use super::address_space::FaultFailure;
-use super::{exit_current, with_current, ExitStatus, SIGKILL, SIGSEGV};
+use super::{current_mm, exit_group, with_current, ExitStatus, SIGKILL, SIGSEGV};
 use crate::arch::trap::TrapFrame;
 use crate::kprintln;
 use crate::trap::exception_name;
@@ -20,7 +20,11 @@ pub fn user_exception(frame: &mut TrapFrame, cr2: u64) {
         );
     }
     if frame.vector == PAGE_FAULT {
-        let result = with_current(|task| task.mm.handle_fault(cr2, frame.error_code));
+        // As do_user_addr_fault(): a fault from user space may sleep (for
+        // the mm's lock) and must take the IPIs of the threads it waits
+        // for, so interrupts go back on (CR2 is read already).
+        crate::arch::irqflags::local_irq_enable();
+        let result = current_mm().lock().handle_fault(cr2, frame.error_code);
         match result {
             Ok(()) => return,
             // pagefault_out_of_memory(): the OOM killer's SIGKILL, for the
@@ -63,7 +67,8 @@ pub fn kill_bad_syscall_return(frame: &TrapFrame) {
 }
 
 /// force_sig(SIGSEGV) for a task with no handler (or the OOM killer's
-/// SIGKILL): report, then end it with `signal`.
+/// SIGKILL): report, then end its process with `signal` (a fatal signal
+/// kills every thread).
 pub fn kill(frame: &TrapFrame, signal: u8, why: core::fmt::Arguments) -> ! {
     let (pid, name) = with_current(|t| (t.pid, t.name));
     kprintln!(
@@ -71,5 +76,5 @@ pub fn kill(frame: &TrapFrame, signal: u8, why: core::fmt::Arguments) -> ! {
         frame.rip,
         frame.rsp
     );
-    exit_current(ExitStatus::Killed(signal))
+    exit_group(ExitStatus::Killed(signal))
 }

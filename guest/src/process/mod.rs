@@ -12,6 +12,17 @@
 //! table's MAX_THREADS: task_structs come from their slab cache; fork
 //! past the thread slots fails with EAGAIN (as past Linux's max_threads),
 //! and a program init starts waits for a slot.
+//!
+//! A process may have several threads (clone with CLONE_THREAD): each is
+//! a task of its own, with its own pid (its TID) and its process's pid as
+//! its tgid, sharing the process's address space (one [`Mm`], counted in
+//! mm_users) and running on any CPU. The first thread, the group leader,
+//! keeps what the threads share (signal_struct's part: how many still
+//! live, and the group's exit). A thread that exits goes away at once
+//! (it reaps itself, as a thread's exit_signal of -1 does); the process
+//! ends, and its parent may reap it, when its last thread is gone.
+//! exit_group (or a fatal signal) kills the other threads: each exits at
+//! its next return to user space, and one asleep is woken to do so.
 
 pub mod address_space;
 pub mod fault;
@@ -70,12 +81,23 @@ pub struct Task {
     pub name: &'static str,
     /// Its address space, until its thread starts and holds it.
     pub mm: Option<Mm>,
+    /// How its process ended, once its last thread is gone (what wait4
+    /// reports); set on the group leader.
     pub exit: Option<ExitStatus>,
-    /// The parent's pid (0: init).
+    /// The parent's pid (0: init): its process's parent.
     pub ppid: u32,
+    /// Its process's pid (the group leader's): its own for a leader.
+    pub tgid: u32,
+    /// What the process's threads share, kept in the leader.
+    group: ThreadGroup,
     /// Where its thread enters ring 3: exec's entry point, or for fork's
     /// child its parent's registers at the fork, returning 0.
     entry: TrapFrame,
+    /// The FS base it enters ring 3 with (its TLS: CLONE_SETTLS's, or its
+    /// parent's).
+    fs_base: u64,
+    /// CLONE_CHILD_CLEARTID's address (0: none), until its thread starts.
+    clear_child_tid: u64,
     /// Its kernel stack, from fork until its thread starts on it.
     stack: Option<KernelStack>,
     /// Its thread, once started.
@@ -102,6 +124,19 @@ impl Task {
     }
 }
 
+/// The part of signal_struct a thread group shares, in its leader.
+#[derive(Clone, Copy, Debug, Default)]
+struct ThreadGroup {
+    /// signal->live: its threads that have not exited yet.
+    live: u32,
+    /// SIGNAL_GROUP_EXIT with group_exit_code: exit_group() or a fatal
+    /// signal ended the process, every thread with it.
+    group_exit: Option<ExitStatus>,
+    /// The leader's own exit() while other threads run on (a zombie
+    /// leader, delay_group_leader()).
+    leader_exit: Option<ExitStatus>,
+}
+
 pub const TASK_RUNNABLE: u32 = 0;
 pub const TASK_RUNNING: u32 = 1;
 /// Exited, until its parent reaps it (EXIT_ZOMBIE).
@@ -119,7 +154,7 @@ static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 /// fork_init(): the task_struct, mm_struct and vm_area_struct caches,
 /// and an empty task list (INIT_LIST_HEAD(&init_task.tasks)).
 pub fn fork_init() -> Result<(), SlabError> {
-    objects::fork_init(TASK_STRUCT_SIZE, size_of::<AddressSpace>())?;
+    objects::fork_init(TASK_STRUCT_SIZE, Mm::OBJECT_SIZE)?;
     TASKS.lock().init();
     Ok(())
 }
@@ -129,25 +164,38 @@ pub fn init_task_address() -> u64 {
     TASKS.lock().init_task_address()
 }
 
-/// What a running process's thread holds: its address space, locked by
-/// that thread alone while it faults or makes a system call (its mm
-/// lock), and by its context switches.
+/// What a running thread of a process holds: one of the users of its
+/// address space (whose own lock serializes the threads that share it).
+/// Only the thread itself looks at it (a context switch takes the
+/// thread's tables along without it).
 pub struct Running {
+    /// Its process's pid (its tgid).
     pub pid: u32,
+    /// Its own (gettid()).
+    pub tid: u32,
     pub name: &'static str,
     pub mm: Mm,
+    /// CLONE_CHILD_CLEARTID: where its exit writes 0 (0: nowhere).
+    clear_child_tid: u64,
 }
 
 /// Per thread slot, the process that thread runs, from its start to its
 /// exit (None: the thread runs none).
 static RUNNING: [Mutex<Option<Running>>; MAX_THREADS] = [const { Mutex::new(None) }; MAX_THREADS];
 
-/// Runs `f` on the current process. Panics if the running thread runs
-/// none: only the system-call and fault paths call this, and they only
-/// run for a process.
+/// Runs `f` on the current thread, under its slot's spin lock: `f` must
+/// not sleep (to lock the address space, take `current_mm` first).
+/// Panics if the running thread runs no process: only the system-call and
+/// fault paths call this, and they only run for one.
 pub fn with_current<R>(f: impl FnOnce(&mut Running) -> R) -> R {
     let mut running = RUNNING[current_slot()].lock();
     f(running.as_mut().expect("no current task"))
+}
+
+/// get_task_mm(current): one more user of the current address space, to
+/// lock (which may sleep) without holding the thread's slot.
+pub fn current_mm() -> Mm {
+    with_current(|t| t.mm.clone())
 }
 
 /// Runs `f` on the task with `pid`, if it exists.
@@ -155,30 +203,52 @@ pub fn with_task<R>(pid: u32, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
     TASKS.lock().get(pid).map(f)
 }
 
+/// Where a new task starts and whose it is.
+struct NewTask {
+    /// Its parent's pid (0: init).
+    ppid: u32,
+    /// The process it is a thread of; None: a new process of its own.
+    thread_of: Option<u32>,
+    name: &'static str,
+    mm: Mm,
+    entry: TrapFrame,
+    fs_base: u64,
+    clear_child_tid: u64,
+}
+
 /// copy_process()'s last steps: a task_struct (alloc_task_struct_node()
-/// on task_struct_cachep) for `mm`, a kernel stack and the next pid, as
-/// a child of `ppid` (0: init), entering ring 3 with `entry` once its
-/// thread starts. Out of memory, everything given and taken so far goes
-/// back.
-fn new_task(ppid: u32, name: &'static str, mm: Mm, entry: TrapFrame) -> Result<u32, ExecError> {
+/// on task_struct_cachep), a kernel stack and the next pid, for a new
+/// process (a child of `ppid`, 0: init) or a new thread of a process,
+/// entering ring 3 with `entry` once its thread starts. Out of memory,
+/// everything given and taken so far goes back.
+fn new_task(new: NewTask) -> Result<u32, ExecError> {
     let cache = objects::caches()
         .ok_or(ExecError::Slab(SlabError::NoSuchCache))?
         .task_struct;
     let stack = KernelStack::new()?;
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let tgid = new.thread_of.unwrap_or(pid);
     let task = Task {
         ts: TaskStruct {
             pid,
             state: TASK_RUNNABLE,
-            mm: mm.mm_obj(),
-            comm: TaskStruct::comm(name),
+            mm: new.mm.mm_obj(),
+            comm: TaskStruct::comm(new.name),
+            tgid,
             ..TaskStruct::default()
         },
-        name,
-        entry,
-        mm: Some(mm),
+        name: new.name,
+        entry: new.entry,
+        mm: Some(new.mm),
         exit: None,
-        ppid,
+        ppid: new.ppid,
+        tgid,
+        group: ThreadGroup {
+            live: 1,
+            ..ThreadGroup::default()
+        },
+        fs_base: new.fs_base,
+        clear_child_tid: new.clear_child_tid,
         stack: Some(stack),
         thread: None,
         wait_chldexit: WaitQueue::new(),
@@ -186,7 +256,11 @@ fn new_task(ppid: u32, name: &'static str, mm: Mm, entry: TrapFrame) -> Result<u
         hash_next: None,
     };
     let task = SlabBox::new(cache, task).map_err(|(e, _)| ExecError::from(e))?;
-    TASKS.lock().insert(task);
+    let mut tasks = TASKS.lock();
+    if let Some(leader) = new.thread_of.and_then(|tgid| tasks.get(tgid)) {
+        leader.group.live += 1;
+    }
+    tasks.insert(task);
     Ok(pid)
 }
 
@@ -196,25 +270,90 @@ fn new_task(ppid: u32, name: &'static str, mm: Mm, entry: TrapFrame) -> Result<u
 /// `ExecError::NoMemory`, with everything taken so far given back.
 pub fn spawn(program: &Program) -> Result<u32, ExecError> {
     let mm = AddressSpace::exec(program, &Args::program(program.name))?;
-    let entry = mm.entry_frame();
-    new_task(0, program.name, mm, entry)
+    let entry = mm.lock().entry_frame();
+    new_task(NewTask {
+        ppid: 0,
+        thread_of: None,
+        name: program.name,
+        mm,
+        entry,
+        fs_base: 0,
+        clear_child_tid: 0,
+    })
 }
 
-/// fork(): a child of the current task with a copy-on-write copy of its
-/// address space (dup_mm()), which returns 0 from the same system call
-/// (`frame`, the caller's registers) once its thread runs on any CPU.
-/// Returns the child's pid. Out of memory, or of thread slots (EAGAIN),
-/// everything taken for the child goes back.
-pub fn fork(frame: &TrapFrame) -> Result<u32, ExecError> {
+/// What the new task of a clone shares with the current one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// fork(): a new process with a copy-on-write copy of the address
+    /// space (dup_mm()).
+    Nothing,
+    /// CLONE_VM: a new process in the same address space.
+    Mm,
+    /// CLONE_VM | CLONE_THREAD: a new thread of this process.
+    Thread,
+}
+
+/// What clone() asks for.
+pub struct CloneArgs {
+    pub sharing: Sharing,
+    /// The new task's registers: the caller's at the clone, on its new
+    /// stack; it returns 0 from the same system call.
+    pub frame: TrapFrame,
+    /// Its FS base (its TLS).
+    pub fs_base: u64,
+    /// CLONE_PARENT_SETTID: where the new pid goes in the caller's
+    /// memory (0: nowhere).
+    pub parent_tid: u64,
+    /// CLONE_CHILD_SETTID: where it goes in the new task's memory.
+    pub child_set_tid: u64,
+    /// CLONE_CHILD_CLEARTID: where the new task's exit writes 0.
+    pub child_clear_tid: u64,
+}
+
+/// copy_process() + wake_up_new_task(): a new task as `args` asks, its
+/// pid stored where asked before it runs (on any CPU). Returns that pid
+/// (the TID of a thread). Out of memory, or of thread slots (EAGAIN),
+/// everything taken for it goes back.
+pub fn clone(args: &CloneArgs) -> Result<u32, ExecError> {
     if !sched::has_free_slot() {
         return Err(ExecError::NoThread);
     }
-    let (ppid, name, mm) = with_current(|t| Ok::<_, ExecError>((t.pid, t.name, t.mm.dup()?)))?;
-    let child = TrapFrame { rax: 0, ..*frame };
-    let pid = new_task(ppid, name, mm, child)?;
+    let (tgid, name, mm) = with_current(|t| (t.pid, t.name, t.mm.clone()));
+    let (ppid, thread_of, child_mm) = match args.sharing {
+        Sharing::Nothing => (tgid, None, mm.lock().dup()?),
+        Sharing::Mm => (tgid, None, mm.clone()),
+        Sharing::Thread => (
+            with_task(tgid, |t| t.ppid).unwrap_or(0),
+            Some(tgid),
+            mm.clone(),
+        ),
+    };
+    let pid = new_task(NewTask {
+        ppid,
+        thread_of,
+        name,
+        mm: child_mm.clone(),
+        entry: TrapFrame {
+            rax: 0,
+            ..args.frame
+        },
+        fs_base: args.fs_base,
+        clear_child_tid: args.child_clear_tid,
+    })?;
+    // As copy_process() and schedule_tail() store them; a bad address
+    // changes nothing (Linux ignores the fault too).
+    let tid = pid.to_le_bytes();
+    if args.parent_tid != 0 {
+        let _ = syscall::copy_to_user_in(&mm, args.parent_tid, &tid);
+    }
+    if args.child_set_tid != 0 {
+        let _ = syscall::copy_to_user_in(&child_mm, args.child_set_tid, &tid);
+    }
+    drop((mm, child_mm));
     if !wake_up_new_task(pid) {
         // Another fork took the last slot meanwhile.
-        let child = TASKS.lock().remove(pid);
+        let child = unhash_task(&mut TASKS.lock(), pid);
         drop(child);
         return Err(ExecError::NoThread);
     }
@@ -222,21 +361,39 @@ pub fn fork(frame: &TrapFrame) -> Result<u32, ExecError> {
     Ok(pid)
 }
 
+/// Takes task `pid` out of the table (__unhash_process()), one thread
+/// fewer for its process.
+fn unhash_task(tasks: &mut TaskTable, pid: u32) -> Option<SlabBox<Task>> {
+    let task = tasks.remove(pid)?;
+    if task.tgid != pid {
+        if let Some(leader) = tasks.get(task.tgid) {
+            leader.group.live -= 1;
+        }
+    }
+    Some(task)
+}
+
 /// execve(): the current task runs `program` with `args` from now on, in
 /// a new address space; the old one goes away (exec_mmap() + mmput()).
 /// Returns the frame its thread enters ring 3 with. On failure the task
 /// goes on in its old address space.
 pub fn exec(program: &Program, args: &Args) -> Result<TrapFrame, ExecError> {
+    let me = current_pid();
+    if with_task(me, |t| t.group.live) != Some(1) {
+        // de_thread() is not implemented: the other threads would have
+        // to be killed first.
+        return Err(ExecError::Threads);
+    }
     let mm = AddressSpace::exec(program, args)?;
-    let frame = mm.entry_frame();
+    let frame = mm.lock().entry_frame();
     let mm_obj = mm.mm_obj();
     let (pid, old) = with_current(|t| {
-        t.mm.deactivate();
-        mm.activate();
         t.name = program.name;
-        (t.pid, core::mem::replace(&mut t.mm, mm))
+        (t.pid, core::mem::replace(&mut t.mm, mm.clone()))
     });
-    drop(old);
+    old.lock().deactivate();
+    mm.lock().activate();
+    drop((old, mm));
     with_task(pid, |t| {
         t.name = program.name;
         t.ts.comm = TaskStruct::comm(program.name);
@@ -247,10 +404,14 @@ pub fn exec(program: &Program, args: &Args) -> Result<TrapFrame, ExecError> {
     Ok(frame)
 }
 
-/// The current task's pid (getpid(), and gettid(): each task is one
-/// thread).
+/// getpid(): the current process's pid (its threads' tgid).
 pub fn current_pid() -> u32 {
     with_current(|t| t.pid)
+}
+
+/// gettid(): the current thread's own pid.
+pub fn current_tid() -> u32 {
+    with_current(|t| t.tid)
 }
 
 /// getppid(): the parent's pid, 0 for init's children.
@@ -273,11 +434,14 @@ pub enum WaitError {
     NoChild,
     /// WNOHANG, and none of the matching children has exited yet.
     NoneExited,
+    /// EINTR: a fatal signal ended the wait.
+    Interrupted,
 }
 
-/// do_wait(): reaps a child of the current task that matches `which` and
-/// has exited, sleeping until one does unless `nohang`. Returns its pid
-/// and how it ended.
+/// do_wait(): reaps a child of the current process that matches `which`
+/// and has exited, sleeping until one does unless `nohang` (any thread
+/// of the process may reap its children; they sleep on the leader's
+/// wait_chldexit). Returns its pid and how it ended.
 pub fn wait(which: WaitFor, nohang: bool) -> Result<(u32, ExitStatus), WaitError> {
     let me = current_pid();
     let matches = |t: &Task| which == WaitFor::Any || which == WaitFor::Pid(t.ts.pid);
@@ -307,9 +471,15 @@ pub fn wait(which: WaitFor, nohang: bool) -> Result<(u32, ExitStatus), WaitError
             // Only process context calls this, and it may sleep.
             panic!("wait4 where it cannot sleep");
         }
-        sched::schedule();
+        // A kill since the table was locked found this thread awake.
+        if !sched::fatal_signal_pending() {
+            sched::schedule();
+        }
         if let Some(t) = TASKS.lock().get(me) {
             t.wait_chldexit.finish_wait();
+        }
+        if sched::fatal_signal_pending() {
+            return Err(WaitError::Interrupted);
         }
     }
 }
@@ -443,21 +613,31 @@ fn start_tasks() {
 
 /// A task's thread: takes its address space from the task, loads it and
 /// enters ring 3 for good (the exec half of start_thread(), or
-/// ret_from_fork()). It leaves only through `exit_current`.
-fn user_thread(pid: u64) {
-    let pid = pid as u32;
-    let mut slot = RUNNING[current_slot()].lock();
-    let taken = with_task(pid, |t| {
+/// ret_from_fork()). It leaves only through `exit_thread` or
+/// `exit_group`.
+fn user_thread(tid: u64) {
+    let tid = tid as u32;
+    let taken = with_task(tid, |t| {
         t.ts.state = TASK_RUNNING;
-        (t.mm.take(), t.name, t.entry)
+        let start = (t.entry, t.fs_base);
+        (t.mm.take(), t.tgid, t.name, t.clear_child_tid, start)
     });
-    let Some((Some(mm), name, entry)) = taken else {
+    let Some((Some(mm), tgid, name, clear_child_tid, (entry, fs_base))) = taken else {
         return;
     };
-    mm.activate();
-    *slot = Some(Running { pid, name, mm });
-    drop(slot);
-    user::enter_user(&entry);
+    mm.lock().activate();
+    *RUNNING[current_slot()].lock() = Some(Running {
+        pid: tgid,
+        tid,
+        name,
+        mm,
+        clear_child_tid,
+    });
+    if with_task(tgid, |leader| leader.group.group_exit.is_some()) == Some(true) {
+        // exit_group() ran while this thread was being made.
+        exit_killed();
+    }
+    user::enter_user(&entry, fs_base);
 }
 
 /// __wake_up_parent(): the parent (`ppid`, 0 for init) of a task that
@@ -483,52 +663,123 @@ fn set_state(pid: u32, state: u32) {
     }
 }
 
-/// The first half of switch_mm(), on a user thread about to leave its CPU:
-/// this CPU goes back to swapper_pg_dir and leaves the mm's cpumask.
-pub fn switch_mm_out(pid: u32) {
-    match RUNNING[current_slot()].lock().as_ref() {
-        Some(t) => t.mm.deactivate(),
-        None => crate::arch::paging::activate_kernel_tables(),
-    }
+/// Task `pid`'s thread leaves its CPU: its task_struct says so.
+pub fn switched_out(pid: u32) {
     set_state(pid, TASK_RUNNABLE);
 }
 
-/// The second half, on the user thread just resumed: this CPU joins the
-/// mm's cpumask and loads its tables.
-pub fn switch_mm_in(pid: u32) {
-    if let Some(t) = RUNNING[current_slot()].lock().as_ref() {
-        t.mm.activate();
-    }
+/// Task `pid`'s thread runs again.
+pub fn switched_in(pid: u32) {
     set_state(pid, TASK_RUNNING);
 }
 
-/// do_exit(): ends the current task with `status`. exit_mm() runs here
-/// (the CPU leaves the address space, whose last holder this is: every
-/// mapping and table goes), its children go to init, and its parent is
-/// woken to reap it; the scheduler frees the kernel stack once the
-/// thread is off its CPU. Called from system-call and fault context, with
-/// no locks held.
-pub fn exit_current(status: ExitStatus) -> ! {
+/// exit(): ends the current thread; its process ends with `status`
+/// if it was the last (or the leader's `status`, if it went first).
+pub fn exit_thread(status: ExitStatus) -> ! {
+    do_exit(status, false)
+}
+
+/// do_group_exit(): ends the current process with `status`: every other
+/// thread is killed (zap_other_threads()), then this one exits.
+pub fn exit_group(status: ExitStatus) -> ! {
+    do_exit(status, true)
+}
+
+/// The exit of a thread that a fatal signal (another thread's
+/// exit_group) caught: its process's status is the group's.
+pub fn exit_killed() -> ! {
+    do_exit(ExitStatus::Killed(SIGKILL), true)
+}
+
+/// do_exit(): ends the current thread (and with `group` its process's
+/// other threads). mm_release() writes 0 at its clear_child_tid (no futex
+/// is woken: this kernel has none; a joiner polls), exit_mm() leaves the
+/// address space (its last user tears it down). exit_notify(): the last
+/// thread of a process makes it a zombie, gives its children to init and
+/// wakes its parent to reap it; a thread that is not the leader reaps
+/// itself. The scheduler frees the kernel stack once the thread is off
+/// its CPU. Called from system-call and fault context, with no locks
+/// held.
+fn do_exit(status: ExitStatus, group: bool) -> ! {
     let running = RUNNING[current_slot()]
         .lock()
         .take()
         .expect("no current task");
-    running.mm.deactivate();
-    let pid = running.pid;
-    drop(running);
-    {
-        let mut tasks = TASKS.lock();
-        if tasks.reparent_children(pid) > 0 {
-            // Some may be zombies already, init's to reap now.
-            INIT_CHLDEXIT.wake_up();
-        }
-        let ppid = tasks.get(pid).map(|t| {
-            t.set_exit(status);
-            t.ppid
-        });
-        wake_parent(&mut tasks, ppid);
+    let Running {
+        pid: tgid,
+        tid,
+        mm,
+        clear_child_tid,
+        ..
+    } = running;
+    if group {
+        zap_other_threads(&mut TASKS.lock(), tgid, tid, status);
     }
+    if clear_child_tid != 0 && mm.users() > 1 {
+        // A fault here changes nothing: the thread is going anyway.
+        let _ = syscall::copy_to_user_in(&mm, clear_child_tid, &0u32.to_le_bytes());
+    }
+    mm.lock().deactivate();
+    drop(mm);
+    let reaped = {
+        let mut tasks = TASKS.lock();
+        let reaped = if tid == tgid {
+            if let Some(leader) = tasks.get(tgid) {
+                leader.group.leader_exit = Some(status);
+                leader.ts.state = TASK_ZOMBIE;
+            }
+            None
+        } else {
+            unhash_task(&mut tasks, tid)
+        };
+        let last = tasks.get(tgid).map(|leader| {
+            if tid == tgid {
+                leader.group.live -= 1;
+            }
+            leader.group.live == 0
+        });
+        if last == Some(true) {
+            process_exit_notify(&mut tasks, tgid, status);
+        }
+        reaped
+    };
+    // A thread's task_struct goes now; its stack once it is off its CPU.
+    drop(reaped);
     sched::exit()
+}
+
+/// zap_other_threads(): the process `tgid` ends with `status` (unless it
+/// is ending already: the first exit_group's status stands), and each of
+/// its threads but `me` gets a SIGKILL.
+fn zap_other_threads(tasks: &mut TaskTable, tgid: u32, me: u32, status: ExitStatus) {
+    let Some(leader) = tasks.get(tgid) else {
+        return;
+    };
+    leader.group.group_exit.get_or_insert(status);
+    tasks.for_each_thread(tgid, |t| {
+        if t.ts.pid != me {
+            if let Some(thread) = t.thread {
+                sched::kill(thread);
+            }
+        }
+    });
+}
+
+/// exit_notify() for the last thread of process `tgid`: the process is a
+/// zombie with its status (the group's exit, else the leader's own, else
+/// the last thread's `status`), its children go to init, and its parent
+/// is woken to reap it.
+fn process_exit_notify(tasks: &mut TaskTable, tgid: u32, status: ExitStatus) {
+    if tasks.reparent_children(tgid) > 0 {
+        // Some may be zombies already, init's to reap now.
+        INIT_CHLDEXIT.wake_up();
+    }
+    let ppid = tasks.get(tgid).map(|leader| {
+        let group = leader.group;
+        leader.set_exit(group.group_exit.or(group.leader_exit).unwrap_or(status));
+        leader.ppid
+    });
+    wake_parent(tasks, ppid);
 }
 
 /// Runs the programs named on the command line (`run=demo,segv,...`), or the

@@ -42,7 +42,9 @@ pub struct TaskStruct {
     /// the exit code in bits 8-15, or the number of the signal that
     /// killed it.
     pub exit_code: i32,
-    pub _pad: u32,
+    /// Its process's pid (the thread group leader's; its own for a
+    /// leader).
+    pub tgid: u32,
     /// The task list: init_task.tasks is its head (Linux's `tasks`, walked
     /// by for_each_process()).
     pub tasks: ListHead,

@@ -7,13 +7,15 @@ use abi::layout::PAGE_SIZE;
 use mm::slub::SlabError;
 use mm::vma::{Access, MapFlags, Prot};
 
-use super::address_space::{Args, ExecError};
+use super::address_space::{Args, ExecError, Mm};
 use super::fault::kill;
 use super::{
-    current_pid, current_ppid, exit_current, with_current, ExitStatus, WaitError, WaitFor, SIGKILL,
+    current_mm, current_pid, current_ppid, current_tid, exit_group, exit_thread, with_current,
+    CloneArgs, ExitStatus, Sharing, WaitError, WaitFor, SIGKILL,
 };
 use crate::arch::irqflags::{local_irq_disable, local_irq_enable};
 use crate::arch::mem::KernelPage;
+use crate::arch::switch;
 use crate::arch::trap::TrapFrame;
 use crate::console::print;
 use crate::kprintln;
@@ -39,6 +41,7 @@ const SYS_GETTID: u64 = 186;
 const SYS_CLOCK_GETTIME: u64 = 228;
 const SYS_EXIT_GROUP: u64 = 231;
 
+const EPERM: i64 = 1;
 const ENOENT: i64 = 2;
 const EINTR: i64 = 4;
 const EBADF: i64 = 9;
@@ -57,9 +60,37 @@ const CLOCK_BOOTTIME: u64 = 7;
 
 const NSEC_PER_SEC: u64 = 1_000_000_000;
 
-/// clone()'s flags: the signal sent to the parent at exit (CSIGNAL) is all
-/// a fork-like clone may ask for.
+/// clone()'s flags (include/uapi/linux/sched.h).
 const CSIGNAL: u64 = 0xff;
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SYSVSEM: u64 = 0x40000;
+const CLONE_SETTLS: u64 = 0x80000;
+const CLONE_PARENT_SETTID: u64 = 0x100000;
+const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+const CLONE_DETACHED: u64 = 0x400000;
+const CLONE_CHILD_SETTID: u64 = 0x1000000;
+/// The flags clone() takes: pthread_create()'s and fork()'s. CLONE_FS,
+/// CLONE_FILES, CLONE_SIGHAND and CLONE_SYSVSEM share what this kernel
+/// keeps no copy of per process (a cwd, a descriptor table beyond the
+/// console, signal handlers, SysV semaphores), so they cost nothing;
+/// Linux ignores CLONE_DETACHED. Any other flag (CLONE_VFORK,
+/// CLONE_PARENT, the namespaces, ...) is EINVAL.
+const CLONE_SUPPORTED: u64 = CSIGNAL
+    | CLONE_VM
+    | CLONE_FS
+    | CLONE_FILES
+    | CLONE_SIGHAND
+    | CLONE_THREAD
+    | CLONE_SYSVSEM
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_DETACHED
+    | CLONE_CHILD_SETTID;
 /// wait4() options: WNOHANG is honoured; no child is ever stopped or
 /// continued, so WUNTRACED and WCONTINUED change nothing.
 const WNOHANG: u64 = 1;
@@ -93,10 +124,14 @@ pub fn dispatch(frame: &mut TrapFrame) {
         SYS_SCHED_YIELD => Ok(sys_sched_yield()),
         SYS_NANOSLEEP => Ok(sys_nanosleep(args[0])),
         SYS_CLOCK_GETTIME => Ok(sys_clock_gettime(args[0], args[1])),
-        SYS_GETPID | SYS_GETTID => Ok(i64::from(current_pid())),
+        SYS_GETPID => Ok(i64::from(current_pid())),
+        SYS_GETTID => Ok(i64::from(current_tid())),
         SYS_GETPPID => Ok(i64::from(current_ppid())),
-        SYS_FORK => Ok(sys_clone(frame, 0, 0)),
-        SYS_CLONE => Ok(sys_clone(frame, args[0], args[1])),
+        SYS_FORK => Ok(sys_clone(frame, [0; 5])),
+        SYS_CLONE => Ok(sys_clone(
+            frame,
+            [args[0], args[1], args[2], args[3], args[4]],
+        )),
         SYS_EXECVE => match sys_execve(args[0], args[1]) {
             Ok(entry) => {
                 *frame = entry;
@@ -105,7 +140,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
             Err(errno) => Ok(-errno),
         },
         SYS_WAIT4 => Ok(sys_wait4(args[0] as i32, args[1], args[2], args[3])),
-        SYS_EXIT | SYS_EXIT_GROUP => exit_current(ExitStatus::Exited(args[0] as i32)),
+        SYS_EXIT => exit_thread(ExitStatus::Exited(args[0] as i32)),
+        SYS_EXIT_GROUP => exit_group(ExitStatus::Exited(args[0] as i32)),
         nr => Ok(sys_ni_syscall(nr)),
     };
     match ret {
@@ -156,19 +192,48 @@ fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {
     len as i64
 }
 
-/// clone(flags, newsp, ...) and fork(): a new process with a copy-on-write
-/// copy of this one's memory, which returns 0 (on `newsp` if given);
-/// this side gets its pid. Only fork's kind of clone is supported: no
-/// flag beyond the exit signal (threads, CLONE_VM, are not), else EINVAL.
-fn sys_clone(frame: &TrapFrame, flags: u64, newsp: u64) -> i64 {
-    if flags & !CSIGNAL != 0 {
+/// clone(flags, newsp, parent_tid, child_tid, tls) (x86-64's order) and
+/// fork(): a new process, or with CLONE_VM a new task in this address
+/// space, and with CLONE_THREAD a thread of this process; it returns 0
+/// on `newsp` (0: this stack's pointer), its FS base `tls` with
+/// CLONE_SETTLS (else this thread's). Returns its pid (a thread's TID).
+/// copy_process()'s checks: CLONE_THREAD needs CLONE_SIGHAND, which
+/// needs CLONE_VM (EINVAL otherwise), as does a flag not supported; a
+/// TLS beyond user space is EPERM (do_arch_prctl_64()'s check).
+fn sys_clone(frame: &TrapFrame, [flags, newsp, parent_tid, child_tid, tls]: [u64; 5]) -> i64 {
+    let has = |flag| flags & flag != 0;
+    if flags & !CLONE_SUPPORTED != 0
+        || (has(CLONE_THREAD) && !has(CLONE_SIGHAND))
+        || (has(CLONE_SIGHAND) && !has(CLONE_VM))
+    {
         return -EINVAL;
     }
-    let child = TrapFrame {
-        rsp: if newsp != 0 { newsp } else { frame.rsp },
-        ..*frame
+    let fs_base = if has(CLONE_SETTLS) {
+        if tls >= mm::vma::TASK_SIZE {
+            return -EPERM;
+        }
+        tls
+    } else {
+        switch::user_fs_base()
     };
-    match super::fork(&child) {
+    let sharing = match (has(CLONE_VM), has(CLONE_THREAD)) {
+        (false, _) => Sharing::Nothing,
+        (true, false) => Sharing::Mm,
+        (true, true) => Sharing::Thread,
+    };
+    let pick = |flag, at| if has(flag) { at } else { 0 };
+    let args = CloneArgs {
+        sharing,
+        frame: TrapFrame {
+            rsp: if newsp != 0 { newsp } else { frame.rsp },
+            ..*frame
+        },
+        fs_base,
+        parent_tid: pick(CLONE_PARENT_SETTID, parent_tid),
+        child_set_tid: pick(CLONE_CHILD_SETTID, child_tid),
+        child_clear_tid: pick(CLONE_CHILD_CLEARTID, child_tid),
+    };
+    match super::clone(&args) {
         Ok(pid) => i64::from(pid),
         Err(e) => -e.errno(),
     }
@@ -225,6 +290,7 @@ fn sys_wait4(pid: i32, wstatus: u64, options: u64, rusage: u64) -> i64 {
         Ok(reaped) => reaped,
         Err(WaitError::NoChild) => return -ECHILD,
         Err(WaitError::NoneExited) => return 0,
+        Err(WaitError::Interrupted) => return -EINTR,
     };
     if wstatus != 0 {
         if let Err(errno) = copy_to_user(wstatus, &status.wait_status().to_le_bytes()) {
@@ -274,7 +340,10 @@ fn copy_from_user(va: u64, out: &mut [u8]) -> Result<(), i64> {
         let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(out.len() - done);
         let chunk = &mut out[done..done + in_page];
         let offset = (at % PAGE_SIZE) as usize;
-        with_user_page(at, Access::READ, |page| page.read_bytes(offset, chunk)).ok_or(EFAULT)?;
+        with_user_page(&current_mm(), at, Access::READ, |page| {
+            page.read_bytes(offset, chunk)
+        })
+        .ok_or(EFAULT)?;
         done += in_page;
     }
     Ok(())
@@ -285,25 +354,39 @@ fn copy_from_user(va: u64, out: &mut [u8]) -> Result<(), i64> {
 /// writable or copied, copy-on-write). EFAULT where such a write would
 /// fault; the pages before it are written.
 fn copy_to_user(va: u64, bytes: &[u8]) -> Result<(), i64> {
+    copy_to_user_in(&current_mm(), va, bytes)
+}
+
+/// copy_to_user() into address space `mm` (the current one, a new
+/// task's, or an exiting thread's).
+pub fn copy_to_user_in(mm: &Mm, va: u64, bytes: &[u8]) -> Result<(), i64> {
     let mut done = 0;
     while done < bytes.len() {
         let at = va.checked_add(done as u64).ok_or(EFAULT)?;
         let in_page = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(bytes.len() - done);
         let chunk = &bytes[done..done + in_page];
         let offset = (at % PAGE_SIZE) as usize;
-        with_user_page(at, Access::WRITE, |page| page.write_bytes(offset, chunk)).ok_or(EFAULT)?;
+        with_user_page(mm, at, Access::WRITE, |page| {
+            page.write_bytes(offset, chunk)
+        })
+        .ok_or(EFAULT)?;
         done += in_page;
     }
     Ok(())
 }
 
-/// The page behind user address `va`, reached as a user `access` would,
-/// lent to `f`.
-fn with_user_page<R>(va: u64, access: Access, f: impl FnOnce(KernelPage<'_>) -> R) -> Option<R> {
+/// The page behind user address `va` of `mm`, reached as a user `access`
+/// would, lent to `f`.
+fn with_user_page<R>(
+    mm: &Mm,
+    va: u64,
+    access: Access,
+    f: impl FnOnce(KernelPage<'_>) -> R,
+) -> Option<R> {
     if va >= mm::vma::TASK_SIZE {
         return None;
     }
-    with_current(|t| t.mm.with_user_access(va, access, f))
+    mm.lock().with_user_access(va, access, f)
 }
 
 /// mmap(addr, len, prot, flags, fd, off): anonymous mappings, private or
@@ -332,9 +415,9 @@ fn sys_mmap(
         return Ok(-EINVAL);
     }
     let prot = Prot::from_bits_retain(prot);
-    let result = with_current(|t| {
-        t.mm.change_vmas(|vmas, unmap| vmas.do_mmap(addr, len, prot, flags, unmap))
-    })?;
+    let result = current_mm()
+        .lock()
+        .change_vmas(|vmas, unmap| vmas.do_mmap(addr, len, prot, flags, unmap))?;
     Ok(match result {
         Ok(addr) => addr as i64,
         Err(e) => -i64::from(e.errno()),
@@ -345,7 +428,7 @@ fn sys_mmap(
 /// changed, one TLB flush.
 fn sys_mprotect(addr: u64, len: u64, prot: u64) -> Result<i64, SlabError> {
     let prot = Prot::from_bits_retain(prot);
-    let result = with_current(|t| t.mm.mprotect(addr, len, prot))?;
+    let result = current_mm().lock().mprotect(addr, len, prot)?;
     Ok(match result {
         Ok(()) => 0,
         Err(e) => -i64::from(e.errno()),
@@ -385,6 +468,8 @@ fn sys_nanosleep(req: u64) -> i64 {
     let slept = sched::timer::sleep_until(expires, "nanosleep");
     local_irq_disable();
     match slept {
+        // Woken early by a kill: the thread exits on its way out.
+        Ok(()) if sched::fatal_signal_pending() => -EINTR,
         Ok(()) => 0,
         // might_sleep() reported why it could not sleep (a kernel bug):
         // the sleep ends early, as one a signal interrupts.
@@ -422,9 +507,9 @@ fn read_timespec(at: u64) -> Option<(i64, i64)> {
 }
 
 fn sys_munmap(addr: u64, len: u64) -> Result<i64, SlabError> {
-    let result = with_current(|t| {
-        t.mm.change_vmas(|vmas, unmap| vmas.munmap(addr, len, unmap))
-    })?;
+    let result = current_mm()
+        .lock()
+        .change_vmas(|vmas, unmap| vmas.munmap(addr, len, unmap))?;
     Ok(match result {
         Ok(()) => 0,
         Err(e) => -i64::from(e.errno()),
@@ -433,5 +518,8 @@ fn sys_munmap(addr: u64, len: u64) -> Result<i64, SlabError> {
 
 /// brk(addr): the new break, or the current one when it cannot move.
 fn sys_brk(addr: u64) -> Result<i64, SlabError> {
-    with_current(|t| t.mm.change_vmas(|vmas, unmap| vmas.brk(addr, unmap))).map(|brk| brk as i64)
+    current_mm()
+        .lock()
+        .change_vmas(|vmas, unmap| vmas.brk(addr, unmap))
+        .map(|brk| brk as i64)
 }

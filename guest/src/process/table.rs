@@ -1,8 +1,11 @@
 //! The task table: every task, found by pid through a hash of chains
 //! (Linux's pid hash, find_task_by_pid()), listed in creation order
 //! through the `tasks` links the host walks from init_task
-//! (for_each_process()), and on its parent's list of children (`children`
-//! and `sibling`), which wait4() and the reparenting at exit walk. The
+//! (for_each_process(); threads are on it too, so the host lists them as
+//! `ps -L` does, where Linux keeps them on their group's thread list),
+//! a process on its parent's list of children (`children` and
+//! `sibling`), which wait4() and the reparenting at exit walk, and a
+//! thread on its leader's list of threads (`thread_node`). The
 //! chains own the tasks; the lists link them by pid (the kernel's side)
 //! and by address (the host's side), so adding, finding and removing a
 //! task costs a chain walk, not a walk of every task.
@@ -25,6 +28,8 @@ pub struct Links {
     first_child: u32,
     prev_sibling: u32,
     next_sibling: u32,
+    /// The next thread of its process, from the leader on (0: the last).
+    next_thread: u32,
 }
 
 pub struct TaskTable {
@@ -48,7 +53,7 @@ impl TaskTable {
                 mm: 0,
                 comm: TaskStruct::comm("swapper"),
                 exit_code: 0,
-                _pad: 0,
+                tgid: 0,
                 tasks: ListHead { next: 0, prev: 0 },
                 real_parent: 0,
             },
@@ -102,6 +107,16 @@ impl TaskTable {
         }
     }
 
+    /// Calls `f` on each thread of process `tgid`, its leader first
+    /// (for_each_thread()).
+    pub fn for_each_thread(&mut self, tgid: u32, mut f: impl FnMut(&mut Task)) {
+        let mut pid = tgid;
+        while let Some(task) = self.get(pid) {
+            f(task);
+            pid = task.links.next_thread;
+        }
+    }
+
     /// The first child of `ppid` (0: init) for which `pred` holds.
     pub fn find_child(&mut self, ppid: u32, pred: impl Fn(&Task) -> bool) -> Option<&mut Task> {
         let mut pid = self.first_child(ppid);
@@ -148,12 +163,14 @@ impl TaskTable {
         }
     }
 
-    /// Adds `task` (its pid and ppid set, its parent in the table):
-    /// list_add_tail(&p->tasks, &init_task.tasks), list_add_tail() on its
-    /// parent's children, and the pid hash.
+    /// Adds `task` (its pid, tgid and ppid set, its parent and leader in
+    /// the table): list_add_tail(&p->tasks, &init_task.tasks), a process
+    /// on its parent's children (list_add_tail()), a thread on its
+    /// leader's threads, and the pid hash.
     pub fn insert(&mut self, mut task: SlabBox<Task>) {
         let pid = task.ts.pid;
         let ppid = task.ppid;
+        let tgid = task.tgid;
         let this = links_of(&task);
         let last = self.last;
         task.links.prev = last;
@@ -175,25 +192,30 @@ impl TaskTable {
         self.init_task.tasks.prev = this;
         self.last = pid;
         task.ts.real_parent = self.task_address(ppid);
-        let first = self.first_child(ppid);
-        task.links.prev_sibling = 0;
-        task.links.next_sibling = first;
-        if let Some(sibling) = self.get(first) {
-            sibling.links.prev_sibling = pid;
+        if tgid == pid {
+            let first = self.first_child(ppid);
+            task.links.prev_sibling = 0;
+            task.links.next_sibling = first;
+            if let Some(sibling) = self.get(first) {
+                sibling.links.prev_sibling = pid;
+            }
+            self.set_first_child(ppid, pid);
+        } else if let Some(leader) = self.get(tgid) {
+            task.links.next_thread = leader.links.next_thread;
+            leader.links.next_thread = pid;
         }
-        self.set_first_child(ppid, pid);
         let chain = &mut self.chains[chain(pid)];
         task.hash_next = chain.take();
         *chain = Some(task);
     }
 
     /// Takes the task with `pid` out of the table (list_del(), and off its
-    /// parent's children and the pid hash); its own children go to init
-    /// first.
+    /// parent's children or its leader's threads, and the pid hash); its
+    /// own children go to init first.
     pub fn remove(&mut self, pid: u32) -> Option<SlabBox<Task>> {
         self.get(pid)?;
         self.reparent_children(pid);
-        let (links, ppid) = self.get(pid).map(|t| (t.links, t.ppid))?;
+        let (links, ppid, tgid) = self.get(pid).map(|t| (t.links, t.ppid, t.tgid))?;
         let (prev, next) = (
             self.tasks_address(links.prev),
             self.tasks_address(links.next),
@@ -218,7 +240,11 @@ impl TaskTable {
                 self.init_task.tasks.prev = prev;
             }
         }
-        self.unlink_sibling(ppid, pid, links);
+        if tgid == pid {
+            self.unlink_sibling(ppid, pid, links);
+        } else {
+            self.unlink_thread(tgid, pid, links.next_thread);
+        }
         let mut link = &mut self.chains[chain(pid)];
         while link.as_ref().is_some_and(|t| t.ts.pid != pid) {
             link = &mut link.as_mut()?.hash_next;
@@ -228,6 +254,18 @@ impl TaskTable {
         task.ts.tasks = ListHead::default();
         task.links = Links::default();
         Some(task)
+    }
+
+    /// Takes thread `pid` off the threads of `tgid`.
+    fn unlink_thread(&mut self, tgid: u32, pid: u32, next: u32) {
+        let mut at = tgid;
+        while let Some(task) = self.get(at) {
+            if task.links.next_thread == pid {
+                task.links.next_thread = next;
+                return;
+            }
+            at = task.links.next_thread;
+        }
     }
 
     /// Takes `pid` off the children of `ppid`.
@@ -262,10 +300,13 @@ impl TaskTable {
                 adopted.links.prev_sibling = child;
             }
             if let Some(c) = self.get(child) {
-                c.ppid = 0;
-                c.ts.real_parent = init_task;
                 c.links.next_sibling = first;
             }
+            // Its threads share its parent.
+            self.for_each_thread(child, |t| {
+                t.ppid = 0;
+                t.ts.real_parent = init_task;
+            });
             self.init_children = child;
             moved += 1;
         }

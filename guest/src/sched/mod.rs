@@ -32,6 +32,7 @@ use spin::Mutex;
 use crate::arch::irqflags::{
     irqs_enabled, local_irq_disable, local_irq_enable, local_irq_save, lock_irqsave, safe_halt,
 };
+use crate::arch::paging;
 use crate::arch::percpu::smp_processor_id;
 use crate::arch::switch::{self, current_slot, KernelStack};
 use crate::kprintln;
@@ -259,6 +260,12 @@ fn with_rq<R>(f: impl FnOnce(&mut RunQueue) -> R) -> R {
     f(&mut lock_irqsave(&RUNQUEUE))
 }
 
+/// Per thread slot, a fatal signal is pending (SIGKILL from exit_group):
+/// its thread exits at its next return to user space, and its sleeps end
+/// early. Set under the run-queue lock (so a thread going to sleep either
+/// sees it or is woken), read without it on every return to user space.
+static KILLED: [AtomicBool; MAX_THREADS] = [const { AtomicBool::new(false) }; MAX_THREADS];
+
 /// TIF_NEED_RESCHED, per CPU.
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Whether the scheduler runs (threads may sleep).
@@ -413,6 +420,7 @@ fn start_thread(
             return Err((SpawnError::TooManyThreads, stack));
         };
         switch::install(slot, stack).map_err(|(_, stack)| (SpawnError::TooManyThreads, stack))?;
+        KILLED[slot].store(false, Ordering::SeqCst);
         let generation = rq.threads[slot].generation.wrapping_add(1);
         rq.set(
             slot,
@@ -521,28 +529,78 @@ fn __schedule() -> bool {
         return false;
     }
     count(&EVENTS.context_switches, 1);
-    // switch_mm(), in two halves: this thread leaves its mm here and
-    // loads it again once resumed, on whichever CPU.
+    // switch_mm(), in two halves: this thread takes the tables it runs on
+    // with it, and loads them again once resumed, on whichever CPU.
+    let tables = paging::suspend_user_tables();
     if pid != 0 {
-        crate::process::switch_mm_out(pid);
+        crate::process::switched_out(pid);
     }
     let left = switch::switch_to(next);
     finish_task_switch(left);
+    paging::resume_user_tables(tables);
     if pid != 0 {
-        crate::process::switch_mm_in(pid);
+        crate::process::switched_in(pid);
     }
     drop(irqs);
     true
 }
 
 /// exit_to_user_mode_loop(): before a return to ring 3, a thread the tick
-/// (or a wake-up) asked to give up its CPU does so. Interrupts are off.
+/// (or a wake-up) asked to give up its CPU does so, and one with a fatal
+/// signal pending exits instead (get_signal() -> do_group_exit()).
+/// Interrupts are off.
 pub fn exit_to_user_mode() {
     while NEED_RESCHED[smp_processor_id().index()].load(Ordering::Relaxed) {
         if __schedule() {
             count(&EVENTS.user_preemptions, 1);
         }
     }
+    if fatal_signal_pending() {
+        // The exit sleeps for the mm's lock and sends IPIs.
+        local_irq_enable();
+        crate::process::exit_killed();
+    }
+}
+
+/// signal_wake_up() for a SIGKILL: thread `tid` exits at its next return
+/// to user space. Asleep, it is woken (its sleep ends early); running on
+/// another CPU, that CPU is kicked (kick_process()) so it returns soon.
+pub fn kill(tid: Tid) {
+    let me = smp_processor_id().index();
+    let kick = with_rq(|rq| {
+        let t = &rq.threads[tid.slot];
+        if t.generation != tid.generation || matches!(t.state, State::Unused | State::Dead) {
+            return None;
+        }
+        KILLED[tid.slot].store(true, Ordering::SeqCst);
+        match t.state {
+            State::Sleeping(_) => {
+                let allowed = t.allowed;
+                rq.set_state(tid.slot, State::Runnable);
+                Some(Kick::Idle(allowed))
+            }
+            State::Running if t.cpu as usize != me => Some(Kick::Cpu(t.cpu as usize)),
+            _ => None,
+        }
+    });
+    match kick {
+        Some(Kick::Cpu(cpu)) => smp::send_reschedule(cpu),
+        Some(Kick::Idle(allowed)) => kick_idle_cpus(allowed),
+        None => {}
+    }
+}
+
+/// Whom `kill` sends the reschedule IPI.
+enum Kick {
+    /// The CPU the thread runs on.
+    Cpu(usize),
+    /// An idle CPU that may run the thread just woken.
+    Idle(u64),
+}
+
+/// fatal_signal_pending(current).
+pub fn fatal_signal_pending() -> bool {
+    KILLED[current_slot()].load(Ordering::SeqCst)
 }
 
 /// finish_task_switch(): on the resumed thread's stack, the thread it
@@ -670,7 +728,9 @@ pub enum AtomicContext {
     MigrateDisabled,
 }
 
-fn can_sleep_here() -> Result<(), AtomicContext> {
+/// Whether the running code may sleep (as `might_sleep`, without the
+/// report).
+pub fn can_sleep_here() -> Result<(), AtomicContext> {
     if !RUNNING.load(Ordering::Acquire) {
         return Err(AtomicContext::NoScheduler);
     }

@@ -42,20 +42,22 @@ pub fn armed() -> bool {
 }
 
 /// Sleeps until jiffies reaches `expires` (schedule_timeout() in a loop,
-/// as do_nanosleep() runs it), on the wait channel `wchan`. Err, without
-/// sleeping, where the caller may not sleep.
+/// as do_nanosleep() runs it), on the wait channel `wchan`, or until a
+/// fatal signal is pending (a killable sleep). Err, without sleeping,
+/// where the caller may not sleep.
 #[track_caller]
 pub fn sleep_until(expires: u64, wchan: &'static str) -> Result<(), super::AtomicContext> {
     let slot = current_slot();
     let (word, bit) = (slot / 64, 1 << (slot % 64));
-    while jiffies() < expires {
+    while jiffies() < expires && !super::fatal_signal_pending() {
         might_sleep()?;
         // Asleep, then armed: the tick that finds the timer finds a sleeper.
         set_current_sleeping(wchan);
         EXPIRES[slot].store(expires, Ordering::SeqCst);
         ARMED[word].fetch_or(bit, Ordering::SeqCst);
         ARMED_WORDS.fetch_or(1 << word, Ordering::SeqCst);
-        if jiffies() < expires {
+        // A kill since the loop's look found it running, not asleep.
+        if jiffies() < expires && !super::fatal_signal_pending() {
             schedule();
         }
         ARMED[word].fetch_and(!bit, Ordering::SeqCst);

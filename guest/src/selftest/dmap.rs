@@ -138,8 +138,8 @@ fn user_mapping_of_a_slab_page_is_refused() -> TestResult {
     let pid = spawn(&segv).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let user_va = 0x0900_0000;
     let result = process::with_task(pid, |t| {
-        let mm = t.mm.as_mut()?;
-        let r = faults::install_unowned(mm, user_va, pfn);
+        let mut mm = t.mm.as_ref()?.lock();
+        let r = faults::install_unowned(&mut mm, user_va, pfn);
         Some((r, mm.translate(user_va)))
     })
     .flatten();
@@ -206,7 +206,7 @@ fn freed_slab_frames_become_user_pages() -> TestResult {
     };
     let mut frame = Some(frame);
     let installed = process::with_task(pid, |t| {
-        let mm = t.mm.as_mut()?;
+        let mut mm = t.mm.as_ref()?.lock();
         let frame = frame.take()?;
         Some(
             mm.install(STACK_PAGE, frame, VmFlags::READ | VmFlags::WRITE)

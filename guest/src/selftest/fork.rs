@@ -39,7 +39,7 @@ fn frames() -> (u64, u64) {
 
 /// Runs `name` under `f`'s conditions and checks that every frame came
 /// back; returns how it ended and the counters' change.
-fn run_and_count(
+pub(super) fn run_and_count(
     name: &str,
     f: impl FnOnce(&dyn Fn() -> Result<ExitStatus, Failure>) -> Result<ExitStatus, Failure>,
 ) -> Result<(ExitStatus, Snapshot), Failure> {

@@ -112,9 +112,10 @@ mod process;
 mod sched;
 mod slab;
 mod smp;
+mod threads;
 mod vmalloc;
 
-const SUITES: [Suite; 11] = [
+const SUITES: [Suite; 12] = [
     paging::SUITE,
     buddy::SUITE,
     highmem::SUITE,
@@ -123,6 +124,7 @@ const SUITES: [Suite; 11] = [
     dmap::SUITE,
     process::SUITE,
     fork::SUITE,
+    threads::SUITE,
     smp::SUITE,
     sched::SUITE,
     sched::STRESS,

@@ -120,7 +120,7 @@ fn each_process_has_its_own_cr3() -> TestResult {
             .map(|e| Pte(e).addr())
     };
     let found = |pid| {
-        with_task(pid, |t| t.mm.as_ref().map(|mm| mm.pgd()))
+        with_task(pid, |t| t.mm.as_ref().map(|mm| mm.lock().pgd()))
             .flatten()
             .map(|pgd| (pgd, quarter(pgd)))
     };
@@ -181,8 +181,8 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     let program = programs::find("segv").ok_or_else(|| Failure::new(format_args!("no segv")))?;
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let mapped = with_task(pid, |t| {
-        t.mm.as_mut().map(|mm| {
-            mm.change_vmas(|v, unmap| {
+        t.mm.as_ref().map(|mm| {
+            mm.lock().change_vmas(|v, unmap| {
                 v.mmap(
                     Placement::Hint(0),
                     0x10000,
@@ -195,7 +195,7 @@ fn vma_objects_mirror_the_tree() -> TestResult {
     })
     .flatten();
     let compared = with_task(pid, |t| {
-        let mm = t.mm.as_ref()?;
+        let mm = t.mm.as_ref()?.lock();
         let mut list = [(0u64, 0u64); 8];
         let mut n = 0;
         // Walk the list by address, as the host does.
@@ -246,9 +246,11 @@ fn mprotect_and_map_fixed_change_ptes() -> TestResult {
     let (before, slabs) = (free_counts(), slab_pages());
     let pid = spawn(&program).map_err(|e| Failure::new(format_args!("spawn: {e}")))?;
     let checked = with_task(pid, |t| -> TestResult {
-        let Some(mm) = t.mm.as_deref_mut() else {
+        let Some(mm) = t.mm.as_ref() else {
             return Err(Failure::new(format_args!("the task has no address space")));
         };
+        let mut mm = mm.lock();
+        let mm = &mut *mm;
         let leaf = |mm: &AddressSpace, va: u64| -> Option<Mapping> {
             pagetable::walk(&DirectMap, mm.pgd(), va, &WalkConfig::default())
                 .mapping()

@@ -303,6 +303,9 @@ pub struct TaskLayout {
     pub exit_code: u64,
     /// task_struct.real_parent, when the guest publishes it.
     pub real_parent: Option<u64>,
+    /// task_struct.tgid, when the guest publishes it (a guest without
+    /// threads need not: each task is its own process).
+    pub tgid: Option<u64>,
     pub task_running: u64,
     pub task_runnable: u64,
     /// None from a guest that publishes no zombie state.
@@ -680,6 +683,10 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         .get(Kind::Offset, off::TASK_REAL_PARENT)
         .map(|_| k.field(task, off::TASK_REAL_PARENT, 8))
         .transpose()?;
+    let tgid = k
+        .get(Kind::Offset, off::TASK_TGID)
+        .map(|_| k.field(task, off::TASK_TGID, 4))
+        .transpose()?;
     let read = [
         tasks + 16,
         pid + 4,
@@ -688,6 +695,7 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         comm + comm_len,
         exit_code + 4,
         real_parent.map_or(0, |at| at + 8),
+        tgid.map_or(0, |at| at + 4),
     ]
     .into_iter()
     .max()
@@ -711,6 +719,7 @@ fn task_layout(k: &Keys) -> R<TaskLayout> {
         comm_len,
         exit_code,
         real_parent,
+        tgid,
         task_running: k.number_or(num::TASK_RUNNING, 1),
         task_runnable: k.number_or(num::TASK_RUNNABLE, 0),
         task_zombie: k.get(Kind::Number, num::TASK_ZOMBIE),

@@ -430,6 +430,9 @@ pub struct PsRow {
     pub active: bool,
     /// The first vCPU whose CR3 its tables are: the CPU it runs on.
     pub cpu: Option<usize>,
+    /// Every vCPU whose CR3 its tables are: its process's threads may run
+    /// on several.
+    pub cpus: Vec<usize>,
 }
 
 /// `ps`: crash's ps, plus each address space's root; swapper first; then
@@ -464,9 +467,12 @@ pub fn ps(k: &Kernel) -> R<Ps> {
             .map(|r| r.cr3 & pagetable::ADDR_MASK)
             .collect();
     let cpu_of = |pgd: u64| roots.iter().position(|&r| r == pgd);
+    let cpus_of =
+        |pgd: u64| -> Vec<usize> { (0..roots.len()).filter(|&c| roots[c] == pgd).collect() };
     let swapper = TaskInfo {
         task: 0,
         pid: 0,
+        tgid: 0,
         ppid: None,
         real_parent: 0,
         state: 0,
@@ -487,11 +493,13 @@ pub fn ps(k: &Kernel) -> R<Ps> {
         active: cpu_of(k.swapper).is_some(),
         task: swapper,
         cpu: None,
+        cpus: Vec::new(),
     }];
     rows.extend(tasks.iter().map(|t| PsRow {
         state: k.state_name(t.state),
         active: cpu_of(t.pgd).is_some(),
         cpu: cpu_of(t.pgd),
+        cpus: cpus_of(t.pgd),
         task: t.clone(),
     }));
     Ok(Ps {
@@ -501,15 +509,19 @@ pub fn ps(k: &Kernel) -> R<Ps> {
     })
 }
 
-/// A CPU number, or `-`.
-fn cpu_column(cpu: Option<impl std::fmt::Display>) -> String {
-    cpu.map_or_else(|| "-".into(), |c| c.to_string())
+/// CPU numbers, `0,1`, or `-` for none.
+fn cpus_column(cpus: &[usize]) -> String {
+    if cpus.is_empty() {
+        return "-".into();
+    }
+    let cpus: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+    cpus.join(",")
 }
 
 impl Render for Ps {
     fn text(&self, s: &mut String) {
         s.push_str(
-            "   PID   PPID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS  COMM\n",
+            "   PID   PPID  ST        CPU  TASK        MM          PGD/CR3     MAPS  TOTAL_VM       RSS   TGID  COMM\n",
         );
         for r in &self.tasks {
             let t = &r.task;
@@ -517,24 +529,25 @@ impl Render for Ps {
             if t.pid == 0 {
                 let _ = writeln!(
                     s,
-                    "{mark}    0      -  -           -  -           -           {:#010x}     -         -         -  {}",
+                    "{mark}    0      -  -           -  -           -           {:#010x}     -         -         -      0  {}",
                     t.pgd, t.comm
                 );
                 continue;
             }
             let _ = writeln!(
                 s,
-                "{mark}{:>5}  {:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {}",
+                "{mark}{:>5}  {:>5}  {:<9} {:>3}  {:#010x}  {:#010x}  {:#010x}  {:>4} {:>8}K {:>8}K  {:>5}  {}",
                 t.pid,
                 t.ppid.map_or_else(|| "-".to_string(), |p| p.to_string()),
                 r.state,
-                cpu_column(r.cpu),
+                cpus_column(&r.cpus),
                 t.task,
                 t.mm,
                 t.pgd,
                 t.map_count,
                 t.total_vm.saturating_mul(4),
                 t.rss.saturating_mul(4),
+                t.tgid,
                 t.comm
             );
         }

@@ -46,6 +46,9 @@ pub struct TaskInfo {
     /// The task_struct object's address.
     pub task: u64,
     pub pid: u32,
+    /// Its process's pid (the thread group leader's; its own pid for a
+    /// leader, and for every task of a guest that does not publish it).
+    pub tgid: u32,
     /// The parent's pid (0: init_task's children), from real_parent;
     /// None when the guest does not publish it or it names no task.
     pub ppid: Option<u32>,
@@ -124,6 +127,32 @@ impl Space {
             0..k.virt.page_offset
         } else {
             pagetable::ALL
+        }
+    }
+}
+
+/// Threads and their processes: a task whose tgid is not its own pid is a
+/// thread of the task with that pid, which must be on the list, lead its
+/// own group, and share the thread's mm (threads share one address
+/// space). Anything else is an anomaly.
+fn check_thread_groups(tasks: &[TaskInfo], bad: &mut Anomalies) {
+    let by_pid: std::collections::HashMap<u32, &TaskInfo> =
+        tasks.iter().map(|t| (t.pid, t)).collect();
+    for t in tasks.iter().filter(|t| t.tgid != t.pid) {
+        match by_pid.get(&t.tgid) {
+            None => bad.push(format!(
+                "task {}: tgid {} is not a task on the list",
+                t.pid, t.tgid
+            )),
+            Some(leader) if leader.tgid != leader.pid => bad.push(format!(
+                "task {}: tgid {} names a thread of {}, not a process",
+                t.pid, t.tgid, leader.tgid
+            )),
+            Some(leader) if leader.mm != t.mm && leader.mm != 0 && t.mm != 0 => bad.push(format!(
+                "task {}: a thread of {} with mm {:#x}, not its process's {:#x}",
+                t.pid, t.tgid, t.mm, leader.mm
+            )),
+            Some(_) => {}
         }
     }
 }
@@ -304,6 +333,7 @@ impl Kernel<'_> {
             let mut t = TaskInfo {
                 task,
                 pid,
+                tgid: l.tgid.map_or(pid, |at| b.u32(at)),
                 ppid: None,
                 real_parent: l.real_parent.map_or(0, |at| b.u64(at)),
                 state: b.u32(l.state),
@@ -347,6 +377,7 @@ impl Kernel<'_> {
         if l.real_parent.is_some() {
             self.resolve_parents(&mut out, l.head.wrapping_sub(l.tasks), &mut bad);
         }
+        check_thread_groups(&out, &mut bad);
         Ok((out, bad))
     }
 

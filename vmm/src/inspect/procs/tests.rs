@@ -384,6 +384,92 @@ fn ps_shows_each_parent() {
     );
 }
 
+/// Threads: a task's TGID names its process, whose mm it shares. A TGID
+/// that names no task, names a thread, or whose process has another mm
+/// is an anomaly; a guest that publishes no tgid has one task per
+/// process.
+#[test]
+fn ps_shows_each_thread_with_its_process() {
+    const O_TGID: u64 = 36;
+    let mut m = Mem::new();
+    for (i, pid, tgid) in [
+        (0, 7, 7),
+        (1, 8, 7),
+        (2, 9, 7),
+        (3, 10, 12),
+        (4, 11, 8),
+        (5, 13, 7),
+    ] {
+        m.task(i, pid, b"threads", &layout()[..1]);
+        m.u32(TASKS + i * 0x100 + O_TGID, tgid);
+    }
+    // Threads 8 and 9 share their process's mm; 13 has one of its own.
+    for i in [1, 2] {
+        m.u64(TASKS + i * 0x100 + 8, PO + MMS);
+    }
+    m.link(&[0, 1, 2, 3, 4, 5]);
+    let without = run(&Mem(m.0.clone()).target(&info()), &Query::Ps).unwrap();
+    let tgids = |ps: &super::super::tests::Out| -> Vec<_> {
+        ps.json["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["pid"].as_u64().unwrap(), t["tgid"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        tgids(&without),
+        [(0, 0), (7, 7), (8, 8), (9, 9), (10, 10), (11, 11), (13, 13)],
+        "{}",
+        without.text
+    );
+    let mut info = info();
+    info.push_str(&format!("OFFSET({})={O_TGID}\n", off::TASK_TGID));
+    let ps = run(&m.target(&info), &Query::Ps).unwrap();
+    assert_eq!(
+        tgids(&ps),
+        [(0, 0), (7, 7), (8, 7), (9, 7), (10, 12), (11, 8), (13, 7)],
+        "{}",
+        ps.text
+    );
+    let mm = |pid| {
+        ps.json["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["pid"] == pid)
+            .map(|t| t["mm"].as_u64())
+    };
+    assert_eq!(mm(8), mm(7), "{}", ps.text);
+    assert_eq!(mm(9), mm(7), "{}", ps.text);
+    // '>' marks the tables a CPU runs: the three share them.
+    assert!(
+        ps.text
+            .lines()
+            .any(|l| l.get(1..).is_some_and(|l| l.starts_with("    8 "))
+                && l.ends_with("      7  threads")),
+        "{}",
+        ps.text
+    );
+    for anomaly in [
+        "task 10: tgid 12 is not a task on the list".to_string(),
+        "task 11: tgid 8 names a thread of 7, not a process".to_string(),
+        format!(
+            "task 13: a thread of 7 with mm {:#x}, not its process's {:#x}",
+            PO + MMS + 5 * 0x100,
+            PO + MMS
+        ),
+    ] {
+        assert!(ps.text.contains(&anomaly), "{anomaly}\n{}", ps.text);
+    }
+    assert_eq!(
+        ps.json["anomalies"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        ps.text
+    );
+}
+
 #[test]
 fn file_vmas_show_their_path_and_offset() {
     // The guest says which file each VMA maps: vm_pgoff and vm_file.
