@@ -68,6 +68,39 @@ fn plausible_info() -> Vec<u8> {
     info_with_max_pfn(16)
 }
 
+/// The task_struct, mm_struct and vm_area_struct layouts of the process
+/// tests' hand-built guests (their list_head `o_tasks` into the task).
+pub(super) fn write_process_layout(w: &mut abi::vmcoreinfo::Writer<String>, o_tasks: usize) {
+    for (n, o) in [
+        (off::TASK_TASKS, o_tasks),
+        (off::LIST_HEAD_NEXT, 0),
+        (off::LIST_HEAD_PREV, 8),
+        (off::TASK_PID, 0),
+        (off::TASK_STATE, 4),
+        (off::TASK_MM, 8),
+        (off::TASK_COMM, 16),
+        (off::TASK_EXIT_CODE, 32),
+        (off::MM_PGD, 0),
+        (off::MM_MMAP, 8),
+        (off::MM_MAP_COUNT, 16),
+        (off::MM_TOTAL_VM, 24),
+        (off::MM_START_BRK, 32),
+        (off::MM_BRK, 40),
+        (off::MM_MMAP_BASE, 48),
+        (off::MM_RSS, 56),
+        (off::VMA_START, 0),
+        (off::VMA_END, 8),
+        (off::VMA_NEXT, 16),
+        (off::VMA_MM, 24),
+        (off::VMA_FLAGS, 32),
+    ] {
+        w.offset(n, o).unwrap();
+    }
+    w.length(off::TASK_COMM, 16).unwrap();
+    w.size(off::MM_STRUCT, 64).unwrap();
+    w.size(off::VMA_STRUCT, 40).unwrap();
+}
+
 pub(super) fn info_with_max_pfn(max_pfn: u64) -> Vec<u8> {
     let mut w = abi::vmcoreinfo::Writer::new(String::new());
     w.symbol(sym::SWAPPER_PG_DIR, 0xc000_1000).unwrap();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use abi::vmcoreinfo::{num, off, sym, Vmcoreinfo, Writer};
 use proptest::prelude::*;
 
-use super::super::tests::run;
+use super::super::tests::{run, write_process_layout};
 use super::super::{Guest, Query, Target};
 use super::PATH_MAX;
 use crate::guestphys::VecMem;
@@ -58,34 +58,7 @@ fn info() -> String {
         w.number(n, v).unwrap();
     }
     w.size(off::TASK_STRUCT, TASK_SIZE as usize).unwrap();
-    for (n, o) in [
-        (off::TASK_TASKS, O_TASKS as usize),
-        (off::LIST_HEAD_NEXT, 0),
-        (off::LIST_HEAD_PREV, 8),
-        (off::TASK_PID, 0),
-        (off::TASK_STATE, 4),
-        (off::TASK_MM, 8),
-        (off::TASK_COMM, 16),
-        (off::TASK_EXIT_CODE, 32),
-        (off::MM_PGD, 0),
-        (off::MM_MMAP, 8),
-        (off::MM_MAP_COUNT, 16),
-        (off::MM_TOTAL_VM, 24),
-        (off::MM_START_BRK, 32),
-        (off::MM_BRK, 40),
-        (off::MM_MMAP_BASE, 48),
-        (off::MM_RSS, 56),
-        (off::VMA_START, 0),
-        (off::VMA_END, 8),
-        (off::VMA_NEXT, 16),
-        (off::VMA_MM, 24),
-        (off::VMA_FLAGS, 32),
-    ] {
-        w.offset(n, o).unwrap();
-    }
-    w.length(off::TASK_COMM, 16).unwrap();
-    w.size(off::MM_STRUCT, 64).unwrap();
-    w.size(off::VMA_STRUCT, 40).unwrap();
+    write_process_layout(&mut w, O_TASKS as usize);
     mm::vmcoreinfo::write_slub::<4, _>(&mut w).unwrap();
     w.symbol(sym::THREADS, PO + THREADS).unwrap();
     w.length(off::THREAD, 8).unwrap();

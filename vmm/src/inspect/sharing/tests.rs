@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use abi::vmcoreinfo::{off, sym, Writer};
 
 use super::super::reader::{Guest, Kernel, Target};
-use super::super::tests::{info_with_max_pfn, run};
+use super::super::tests::{info_with_max_pfn, run, write_process_layout};
 use super::super::Query;
 use super::*;
 use crate::guestphys::VecMem;
@@ -35,34 +35,7 @@ fn info() -> Vec<u8> {
     let mut w = Writer::new(String::from_utf8(info_with_max_pfn(16)).unwrap());
     w.symbol(sym::INIT_TASK, PO + INIT_TASK).unwrap();
     w.size(off::TASK_STRUCT, 64).unwrap();
-    for (n, o) in [
-        (off::TASK_TASKS, O_TASKS as usize),
-        (off::LIST_HEAD_NEXT, 0),
-        (off::LIST_HEAD_PREV, 8),
-        (off::TASK_PID, 0),
-        (off::TASK_STATE, 4),
-        (off::TASK_MM, 8),
-        (off::TASK_COMM, 16),
-        (off::TASK_EXIT_CODE, 32),
-        (off::MM_PGD, 0),
-        (off::MM_MMAP, 8),
-        (off::MM_MAP_COUNT, 16),
-        (off::MM_TOTAL_VM, 24),
-        (off::MM_START_BRK, 32),
-        (off::MM_BRK, 40),
-        (off::MM_MMAP_BASE, 48),
-        (off::MM_RSS, 56),
-        (off::VMA_START, 0),
-        (off::VMA_END, 8),
-        (off::VMA_NEXT, 16),
-        (off::VMA_MM, 24),
-        (off::VMA_FLAGS, 32),
-    ] {
-        w.offset(n, o).unwrap();
-    }
-    w.length(off::TASK_COMM, 16).unwrap();
-    w.size(off::MM_STRUCT, 64).unwrap();
-    w.size(off::VMA_STRUCT, 40).unwrap();
+    write_process_layout(&mut w, O_TASKS as usize);
     w.into_inner().into_bytes()
 }
 
