@@ -99,14 +99,15 @@ fn a_fork_bomb_ends_in_enomem() -> TestResult {
     Ok(())
 }
 
-/// cowoom with 128 KiB of low memory to spare: the child copies 8 of its
-/// parent's pages, then takes a page table per 2 MiB of a big mapping
-/// until none is left and is killed in that fault. Its parent sees it
+/// cowoom with 512 KiB of low memory to spare (with no HIGHMEM, as at
+/// 512M, the parent's own pages and its fork come from it too): the
+/// child copies 8 of its parent's pages, then takes a page table per 2 MiB
+/// of a big mapping until none is left and is killed in that fault. Its parent sees it
 /// killed and its own pages intact, and every frame comes back, the
 /// child's copies and page tables with the rest.
 fn a_child_killed_in_a_fault_gives_everything_back() -> TestResult {
     let (status, d) = run_and_count("cowoom", |run| {
-        let hog = Hog::take_all_but(5);
+        let hog = Hog::take_all_but(7);
         let status = run();
         hog.give_back();
         status
