@@ -254,6 +254,7 @@ pub(crate) fn count(counter: &AtomicU64, n: u64) {
 }
 
 /// spin_lock() that counts the acquisitions that had to wait.
+#[inline]
 pub(crate) fn lock_counted<'l, T>(
     lock: &'l SpinMutex<T>,
     contended: &AtomicU64,
@@ -346,6 +347,7 @@ impl Zone {
     pub fn is_populated(&self) -> bool {
         self.managed_pages != 0
     }
+    #[inline]
     pub fn free_pages(&self) -> u64 {
         self.free_pages.load(Relaxed)
     }
@@ -381,10 +383,12 @@ impl Zone {
     pub fn lowmem_reserve(&self, highest: ZoneType) -> u64 {
         self.lowmem_reserve[highest.idx()]
     }
+    #[inline]
     pub fn spans(&self, pfn: u64) -> bool {
         pfn >= self.start_pfn && pfn < self.end_pfn
     }
     /// Does `[pfn, pfn + 2^order)` lie inside this zone's span?
+    #[inline]
     fn spans_block(&self, pfn: u64, order: u32) -> bool {
         self.spans(pfn) && pfn + (1 << order) <= self.end_pfn
     }
@@ -441,6 +445,7 @@ pub const fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
 // The caller holds the lock of the list (a zone lock or a pcp lock), and
 // with it the links of every page on the list.
 
+#[inline]
 pub(crate) fn list_add(area: &mut FreeArea, map: &MemMap, pfn: u64, tail: bool) {
     let p = pfn as u32;
     let pg = map.at(pfn);
@@ -465,6 +470,7 @@ pub(crate) fn list_add(area: &mut FreeArea, map: &MemMap, pfn: u64, tail: bool) 
     area.nr_free += 1;
 }
 
+#[inline]
 pub(crate) fn list_del(area: &mut FreeArea, map: &MemMap, pfn: u64) {
     let pg = map.at(pfn);
     let (next, prev) = (pg.next(), pg.prev());
@@ -479,6 +485,16 @@ pub(crate) fn list_del(area: &mut FreeArea, map: &MemMap, pfn: u64) {
         map.at(next as u64).set_prev(prev);
     }
     area.nr_free -= 1;
+}
+
+/// prep_new_page() / set_page_refcounted(): the head of a block handed
+/// out, keeping its order so free_pages can check it. The page is the
+/// caller's alone by then.
+#[inline]
+fn prep_new_page(pg: &Page, order: u32) {
+    pg.set_flags(PageFlags::empty());
+    pg.set_private(order);
+    pg.set_refcount(1);
 }
 
 /// Mark a page as the head of a free block of `order` (set_buddy_order()).
@@ -809,8 +825,7 @@ impl<'a> Node<'a> {
 
     /// `rmqueue()`: order 0 through `cpu`'s list when a CPU is named,
     /// everything else from the free areas under the zone lock; then
-    /// prep_new_page() / set_page_refcounted(), keeping the order so
-    /// free_pages can check it. The page is the caller's alone by then.
+    /// prep_new_page().
     fn rmqueue(&self, zi: usize, order: u32, cpu: Option<usize>) -> Option<u64> {
         let pfn = match cpu {
             Some(cpu) if order == 0 => self.rmqueue_pcplist(cpu, zi)?,
@@ -821,10 +836,7 @@ impl<'a> Node<'a> {
                 pfn
             }
         };
-        let pg = self.map.at(pfn);
-        pg.set_flags(PageFlags::empty());
-        pg.set_private(order);
-        pg.set_refcount(1);
+        prep_new_page(self.map.at(pfn), order);
         Some(pfn)
     }
 
@@ -914,8 +926,30 @@ impl<'a> Node<'a> {
     /// `__alloc_pages()` on CPU `cpu`: order 0 through that CPU's lists
     /// ([`crate::pcp`]), larger orders from the free areas. A CPU beyond
     /// [`NR_CPUS`] has no lists and uses the free areas.
+    #[inline]
     pub fn alloc_pages_on(&self, cpu: usize, gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+        if order == 0 && cpu < NR_CPUS {
+            if let Some(pfn) = gfp::gfp_zone(gfp).and_then(|z| self.alloc_pcp_fast(cpu, z.idx())) {
+                return Ok(pfn);
+            }
+        }
         self.alloc(gfp, order, (cpu < NR_CPUS).then_some(cpu))
+    }
+
+    /// The order-0 fast path of get_page_from_freelist() on `cpu`: the
+    /// preferred zone alone, passed by zone_watermark_fast() (for order
+    /// 0, the free pages above the low mark: a zone keeps no
+    /// lowmem_reserve from its own allocations), then its per-CPU list.
+    /// `None` sends the caller down the whole zonelist.
+    #[inline]
+    fn alloc_pcp_fast(&self, cpu: usize, zi: usize) -> Option<u64> {
+        let z = &self.zones[zi];
+        if z.free_pages() <= z.watermark[Watermark::Low as usize] {
+            return None;
+        }
+        let pfn = self.rmqueue_pcplist(cpu, zi)?;
+        prep_new_page(self.map.at(pfn), 0);
+        Some(pfn)
     }
 
     /// The fast path checks WMARK_LOW; the slow path (no reclaim or
@@ -971,6 +1005,7 @@ impl<'a> Node<'a> {
     /// The checks read the head page, which the caller holds a reference
     /// to; only the reference drop is atomic, so that of two racing
     /// frees of the last reference one is refused, not both taken.
+    #[inline]
     fn free(&self, pfn: u64, order: u32, cpu: Option<usize>) -> Result<bool, FreeError> {
         let refused = |e| {
             count(&self.events.bad_free, 1);
@@ -986,11 +1021,11 @@ impl<'a> Node<'a> {
             Some(false) => return Ok(false),
             Some(true) => {}
         }
-        pg.set_private(0);
-        pg.set_flags(PageFlags::empty());
         match cpu {
             Some(cpu) if order == 0 => self.free_unref_page_commit(cpu, zi, pfn),
             _ => {
+                pg.set_private(0);
+                pg.set_flags(PageFlags::empty());
                 count(&self.events.frees, 1);
                 count(&self.events.pgfree, 1 << order);
                 self.free_one_page(zi, &mut self.lock_zone(zi), pfn, order);
@@ -1000,6 +1035,7 @@ impl<'a> Node<'a> {
     }
 
     /// free_pages_prepare()'s sanity checks; returns the zone index.
+    #[inline]
     fn check_free(&self, pfn: u64, order: u32) -> Result<usize, FreeError> {
         if order > MAX_ORDER {
             return Err(FreeError::BadOrder);
@@ -1077,6 +1113,7 @@ impl<'a> Node<'a> {
             .ok_or(RmapError::NotAllocated)
     }
 
+    #[inline]
     fn zone_index(&self, pfn: u64) -> Option<usize> {
         self.zones.iter().position(|z| z.spans(pfn))
     }
@@ -1086,6 +1123,7 @@ impl<'a> Node<'a> {
         self.zone_index(pfn).map(|i| ZoneType::ALL[i])
     }
     /// PageHighMem(): above the direct-mapped low memory.
+    #[inline]
     pub fn is_highmem_pfn(&self, pfn: u64) -> bool {
         pfn >= self.max_low_pfn
     }

@@ -194,9 +194,11 @@ const _: () = assert!(core::mem::offset_of!(Page, mapcount) == offsets::MAPCOUNT
 macro_rules! fields {
     ($($get:ident, $set:ident: $t:ty;)*) => {
         $(
+            #[inline]
             pub fn $get(&self) -> $t {
                 self.$get.load(Relaxed)
             }
+            #[inline]
             pub(crate) fn $set(&self, v: $t) {
                 self.$get.store(v, Relaxed)
             }
@@ -225,17 +227,21 @@ impl Page {
         objects, set_objects: u16;
     }
 
+    #[inline]
     pub fn mapcount(&self) -> u32 {
         self.mapcount.load(Relaxed)
     }
 
+    #[inline]
     pub fn flags(&self) -> PageFlags {
         PageFlags::from_bits_retain(self.flags.load(Relaxed))
     }
+    #[inline]
     pub(crate) fn set_flags(&self, f: PageFlags) {
         self.flags.store(f.bits(), Relaxed)
     }
     /// SetPageX()/ClearPageX() on a page only its holder changes.
+    #[inline]
     pub(crate) fn update_flags(&self, f: PageFlags, on: bool) {
         if on {
             self.flags.fetch_or(f.bits(), Relaxed);
@@ -245,16 +251,19 @@ impl Page {
     }
 
     /// PageBuddy(): the head of a free block.
+    #[inline]
     pub fn is_buddy(&self) -> bool {
         self.flags().contains(PageFlags::BUDDY)
     }
     /// buddy_order(): only meaningful while [`Page::is_buddy`].
+    #[inline]
     pub fn buddy_order(&self) -> u32 {
         self.private()
     }
 
     /// page_ref_inc() unless the count is 0 (get_page_unless_zero()):
     /// returns whether a reference was taken.
+    #[inline]
     pub(crate) fn ref_inc_unless_zero(&self) -> bool {
         self.refcount
             .fetch_update(Relaxed, Relaxed, |r| (r != 0).then(|| r.saturating_add(1)))
@@ -262,6 +271,7 @@ impl Page {
     }
     /// page_ref_dec_and_test(): drops one reference; `Some(true)` when it
     /// was the last, `None` if there was none to drop.
+    #[inline]
     pub(crate) fn ref_dec_and_test(&self) -> Option<bool> {
         // Acquire on the last drop: the freeing CPU sees every write the
         // other holders made before dropping theirs (they Release).
@@ -271,6 +281,7 @@ impl Page {
             .map(|old| old == 1)
     }
     /// One more mapping, kept below the references (page_add_anon_rmap()).
+    #[inline]
     pub(crate) fn mapcount_inc(&self) -> Option<u32> {
         let refs = self.refcount();
         self.mapcount
@@ -279,6 +290,7 @@ impl Page {
             .map(|m| m + 1)
     }
     /// One mapping less (page_remove_rmap()).
+    #[inline]
     pub(crate) fn mapcount_dec(&self) -> Option<u32> {
         self.mapcount
             .fetch_update(Relaxed, Relaxed, |m| m.checked_sub(1))
@@ -345,10 +357,12 @@ impl<'a> MemMap<'a> {
         self.pages.is_empty()
     }
     /// pfn_valid(): the frame has a `struct page`.
+    #[inline]
     pub fn pfn_valid(&self, pfn: u64) -> bool {
         pfn >= self.base_pfn && pfn < self.end_pfn()
     }
     /// pfn_to_page().
+    #[inline]
     pub fn pfn_to_page(&self, pfn: u64) -> Option<&Page> {
         let i = pfn.checked_sub(self.base_pfn)?;
         self.pages.get(usize::try_from(i).ok()?)
@@ -371,6 +385,7 @@ impl<'a> MemMap<'a> {
     }
 
     // Infallible accessors for pfns the caller has already validated.
+    #[inline]
     pub(crate) fn at(&self, pfn: u64) -> &Page {
         &self.pages[(pfn - self.base_pfn) as usize]
     }

@@ -194,6 +194,7 @@ impl Node<'_> {
     }
 
     /// pcp_spin_lock(): `cpu`'s list for zone `zi`.
+    #[inline]
     fn lock_pcp(&self, cpu: usize, zi: usize) -> SpinMutexGuard<'_, PerCpuPages> {
         lock_counted(&self.pagesets[cpu][zi], &self.events.pcp_lock_contended)
     }
@@ -201,6 +202,7 @@ impl Node<'_> {
     /// `__rmqueue_pcplist()` for order 0: the head of `cpu`'s list for
     /// zone `zi`, refilling an empty list first. The page keeps its pcp
     /// state until prep_new_page().
+    #[inline]
     pub(crate) fn rmqueue_pcplist(&self, cpu: usize, zi: usize) -> Option<u64> {
         let mut pcp = self.lock_pcp(cpu, zi);
         pcp.free_factor >>= 1;
@@ -221,6 +223,7 @@ impl Node<'_> {
     /// areas onto the tail of the list `pcp`, in one hold of the zone
     /// lock. No watermark check: the caller made it for the one page it
     /// wants. Returns the pages moved.
+    #[cold]
     fn rmqueue_bulk(&self, pcp: &mut PerCpuPages, zi: usize, want: u32) -> u32 {
         let mut free = self.lock_zone(zi);
         let mut moved = 0;
@@ -241,12 +244,16 @@ impl Node<'_> {
 
     /// `free_unref_page_commit()`: an order-0 page whose last reference
     /// the caller dropped goes to the head of `cpu`'s list; at `high` the
-    /// list spills nr_pcp_free() pages back to the buddy.
+    /// list spills nr_pcp_free() pages back to the buddy. The page's own
+    /// fields are written under the list's lock, so that taking it does
+    /// not first wait for those stores.
+    #[inline]
     pub(crate) fn free_unref_page_commit(&self, cpu: usize, zi: usize, pfn: u64) {
+        let mut pcp = self.lock_pcp(cpu, zi);
         let pg = self.map.at(pfn);
+        pg.set_private(0);
         pg.set_flags(PageFlags::PCP);
         pg.set_zone(zi as u8 + 1);
-        let mut pcp = self.lock_pcp(cpu, zi);
         list_add(&mut pcp.list, &self.map, pfn, false);
         pcp.frees += 1;
         if pcp.count() >= u64::from(pcp.high) {
@@ -259,6 +266,7 @@ impl Node<'_> {
     /// `free_pcppages_bulk()`: `count` pages from the cold tail of the
     /// list `pcp` (of zone `zi`) back to the free areas, merging as usual,
     /// in one hold of the zone lock.
+    #[cold]
     fn free_pcppages_bulk(&self, pcp: &mut PerCpuPages, zi: usize, count: u64) {
         if count == 0 {
             return;
