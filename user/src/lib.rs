@@ -11,54 +11,15 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-pub const SYS_WRITE: u64 = 1;
-pub const SYS_MMAP: u64 = 9;
-pub const SYS_MPROTECT: u64 = 10;
-pub const SYS_MUNMAP: u64 = 11;
-pub const SYS_BRK: u64 = 12;
-pub const SYS_SCHED_YIELD: u64 = 24;
-pub const SYS_NANOSLEEP: u64 = 35;
-pub const SYS_GETPID: u64 = 39;
-pub const SYS_CLONE: u64 = 56;
-pub const SYS_FORK: u64 = 57;
-pub const SYS_EXECVE: u64 = 59;
-pub const SYS_EXIT: u64 = 60;
-pub const SYS_WAIT4: u64 = 61;
-pub const SYS_GETPPID: u64 = 110;
-pub const SYS_GETTID: u64 = 186;
-pub const SYS_CLOCK_GETTIME: u64 = 228;
-pub const SYS_EXIT_GROUP: u64 = 231;
-
-/// wait4() options.
-pub const WNOHANG: u64 = 1;
-/// clone()'s exit signal for a fork: SIGCHLD.
-pub const SIGCHLD: u64 = 17;
-
-pub const PROT_NONE: u64 = 0;
-pub const PROT_READ: u64 = 1;
-pub const PROT_WRITE: u64 = 2;
-pub const PROT_EXEC: u64 = 4;
-pub const MAP_SHARED: u64 = 0x01;
-pub const MAP_PRIVATE: u64 = 0x02;
-pub const MAP_FIXED: u64 = 0x10;
-pub const MAP_ANONYMOUS: u64 = 0x20;
-pub const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
-
-pub const CLOCK_REALTIME: u64 = 0;
-pub const CLOCK_MONOTONIC: u64 = 1;
-
-/// The errno values the programs check for.
-pub const EPERM: i64 = 1;
-pub const ENOENT: i64 = 2;
-pub const E2BIG: i64 = 7;
-pub const EBADF: i64 = 9;
-pub const ECHILD: i64 = 10;
-pub const EAGAIN: i64 = 11;
-pub const ENOMEM: i64 = 12;
-pub const EACCES: i64 = 13;
-pub const EFAULT: i64 = 14;
-pub const EEXIST: i64 = 17;
-pub const EINVAL: i64 = 22;
+// The ABI's numbers and flags, defined once with the kernel's (abi::linux).
+pub use abi::linux::auxv::*;
+pub use abi::linux::errno::*;
+pub use abi::linux::mman::*;
+pub use abi::linux::nr;
+pub use abi::linux::sched::*;
+pub use abi::linux::signal::*;
+pub use abi::linux::time::*;
+pub use abi::linux::wait::*;
 
 /// struct timespec.
 #[repr(C)]
@@ -80,13 +41,6 @@ impl Timespec {
         self.sec * 1_000_000_000 + self.nsec
     }
 }
-
-/// Auxiliary vector keys (the kernel's AT_* values).
-pub const AT_NULL: u64 = 0;
-pub const AT_PAGESZ: u64 = 6;
-pub const AT_ENTRY: u64 = 9;
-/// i386's vsyscall entry point; here, where the kernel's system-call entry is.
-pub const AT_SYSINFO: u64 = 32;
 
 /// A raw system call with up to six arguments.
 pub fn syscall(nr: u64, args: [u64; 6]) -> i64 {
@@ -124,7 +78,7 @@ fn result(ret: i64) -> Result<u64, i64> {
 /// write(fd, buf, len): how many bytes went out.
 pub fn write(fd: u64, buf: &[u8]) -> Result<u64, i64> {
     result(syscall(
-        SYS_WRITE,
+        nr::WRITE,
         [fd, buf.as_ptr() as u64, buf.len() as u64, 0, 0, 0],
     ))
 }
@@ -187,43 +141,32 @@ macro_rules! println {
 }
 
 pub fn getpid() -> i64 {
-    syscall(SYS_GETPID, [0; 6])
+    syscall(nr::GETPID, [0; 6])
 }
 
 /// gettid(): the calling thread's id (a process's first thread has its
 /// pid).
 pub fn gettid() -> i64 {
-    syscall(SYS_GETTID, [0; 6])
+    syscall(nr::GETTID, [0; 6])
 }
 
 /// getppid(): the parent's pid (0 for the programs the kernel started).
 pub fn getppid() -> i64 {
-    syscall(SYS_GETPPID, [0; 6])
+    syscall(nr::GETPPID, [0; 6])
 }
 
 /// fork(): `Ok(0)` in the child, `Ok(child's pid)` in the parent.
 pub fn fork() -> Result<u64, i64> {
-    result(syscall(SYS_FORK, [0; 6]))
+    result(syscall(nr::FORK, [0; 6]))
 }
 
 /// clone(flags, newsp, 0, 0, 0): a fork-like clone (the child returns 0
 /// from this call, on the stack at `newsp`, 0: a copy of this one's), or
 /// one the kernel refuses; threads start with [`spawn_thread`].
 pub fn clone(flags: u64, newsp: u64) -> Result<u64, i64> {
-    result(syscall(SYS_CLONE, [flags, newsp, 0, 0, 0, 0]))
+    result(syscall(nr::CLONE, [flags, newsp, 0, 0, 0, 0]))
 }
 
-/// clone()'s flags (include/uapi/linux/sched.h).
-pub const CLONE_VM: u64 = 0x100;
-pub const CLONE_FS: u64 = 0x200;
-pub const CLONE_FILES: u64 = 0x400;
-pub const CLONE_SIGHAND: u64 = 0x800;
-pub const CLONE_VFORK: u64 = 0x4000;
-pub const CLONE_THREAD: u64 = 0x10000;
-pub const CLONE_SYSVSEM: u64 = 0x40000;
-pub const CLONE_SETTLS: u64 = 0x80000;
-pub const CLONE_PARENT_SETTID: u64 = 0x100000;
-pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
 /// What glibc's and musl's pthread_create() pass.
 pub const CLONE_PTHREAD: u64 = CLONE_VM
     | CLONE_FS
@@ -268,8 +211,8 @@ pub fn spawn_thread(
             "syscall",
             "ud2",
             "2:",
-            exit = const SYS_EXIT,
-            inlateout("rax") SYS_CLONE as i64 => ret,
+            exit = const nr::EXIT,
+            inlateout("rax") nr::CLONE as i64 => ret,
             in("rdi") CLONE_PTHREAD,
             in("rsi") stack_top,
             in("rdx") tid,
@@ -296,7 +239,7 @@ pub fn join(tid: &AtomicU32) {
 /// exit(code): ends the calling thread only; the process ends with its
 /// last thread.
 pub fn exit_thread(code: i32) -> ! {
-    syscall(SYS_EXIT, [code as u64, 0, 0, 0, 0, 0]);
+    syscall(nr::EXIT, [code as u64, 0, 0, 0, 0, 0]);
     loop {
         // SAFETY: `ud2` only raises #UD, which ends the process.
         unsafe { asm!("ud2", options(nomem, nostack)) };
@@ -309,14 +252,14 @@ pub enum Status {
     /// WIFEXITED: exit(code).
     Exited(i32),
     /// WIFSIGNALED: killed by this signal.
-    Killed(i32),
+    Killed(u8),
 }
 
 impl Status {
     pub fn from_raw(status: i32) -> Status {
         match status & 0x7f {
             0 => Status::Exited((status >> 8) & 0xff),
-            signal => Status::Killed(signal),
+            signal => Status::Killed(signal as u8),
         }
     }
 }
@@ -326,7 +269,7 @@ impl Status {
 pub fn wait4(pid: i64, options: u64) -> Result<Option<(u64, Status)>, i64> {
     let mut status: i32 = 0;
     let pid = result(syscall(
-        SYS_WAIT4,
+        nr::WAIT4,
         [pid as u64, &mut status as *mut i32 as u64, options, 0, 0, 0],
     ))?;
     Ok((pid != 0).then(|| (pid, Status::from_raw(status))))
@@ -348,7 +291,7 @@ pub fn execve(path: &[u8], args: &[&[u8]]) -> i64 {
     }
     let envp = [0u64];
     -syscall(
-        SYS_EXECVE,
+        nr::EXECVE,
         [
             path.as_ptr() as u64,
             argv.as_ptr() as u64,
@@ -362,7 +305,7 @@ pub fn execve(path: &[u8], args: &[&[u8]]) -> i64 {
 
 /// mmap(addr, len, prot, flags, -1, 0): the address of the mapping.
 pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, i64> {
-    result(syscall(SYS_MMAP, [addr, len, prot, flags, u64::MAX, 0]))
+    result(syscall(nr::MMAP, [addr, len, prot, flags, u64::MAX, 0]))
 }
 
 /// mmap(0, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0):
@@ -372,40 +315,40 @@ pub fn mmap_anon(len: u64) -> Result<u64, i64> {
 }
 
 pub fn munmap(addr: u64, len: u64) -> Result<u64, i64> {
-    result(syscall(SYS_MUNMAP, [addr, len, 0, 0, 0, 0]))
+    result(syscall(nr::MUNMAP, [addr, len, 0, 0, 0, 0]))
 }
 
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> Result<u64, i64> {
-    result(syscall(SYS_MPROTECT, [addr, len, prot, 0, 0, 0]))
+    result(syscall(nr::MPROTECT, [addr, len, prot, 0, 0, 0]))
 }
 
 pub fn sched_yield() -> Result<u64, i64> {
-    result(syscall(SYS_SCHED_YIELD, [0; 6]))
+    result(syscall(nr::SCHED_YIELD, [0; 6]))
 }
 
 /// nanosleep(req, NULL).
 pub fn nanosleep(req: &Timespec) -> Result<u64, i64> {
     let req: *const Timespec = req;
-    result(syscall(SYS_NANOSLEEP, [req as u64, 0, 0, 0, 0, 0]))
+    result(syscall(nr::NANOSLEEP, [req as u64, 0, 0, 0, 0, 0]))
 }
 
 /// clock_gettime(clock, &ts).
 pub fn clock_gettime(clock: u64) -> Result<Timespec, i64> {
     let mut ts = Timespec::default();
     let at: *mut Timespec = &mut ts;
-    result(syscall(SYS_CLOCK_GETTIME, [clock, at as u64, 0, 0, 0, 0]))?;
+    result(syscall(nr::CLOCK_GETTIME, [clock, at as u64, 0, 0, 0, 0]))?;
     Ok(ts)
 }
 
 /// brk(addr): the new break, or the current one when it cannot move
 /// (brk(0) asks for it).
 pub fn brk(addr: u64) -> u64 {
-    syscall(SYS_BRK, [addr, 0, 0, 0, 0, 0]) as u64
+    syscall(nr::BRK, [addr, 0, 0, 0, 0, 0]) as u64
 }
 
 /// exit_group(code): the whole process ends, every thread of it.
 pub fn exit(code: i32) -> ! {
-    syscall(SYS_EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
+    syscall(nr::EXIT_GROUP, [code as u64, 0, 0, 0, 0, 0]);
     // exit does not return; should it, fault rather than run on.
     loop {
         // SAFETY: `ud2` only raises #UD, which ends the task.

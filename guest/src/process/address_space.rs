@@ -22,6 +22,8 @@ use core::mem::offset_of;
 use core::ops::Range;
 
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE};
+use abi::linux::auxv::{AT_ENTRY, AT_NULL, AT_PAGESZ, AT_PHDR, AT_PHENT, AT_PHNUM, AT_SYSINFO};
+use abi::linux::errno::{E2BIG, EAGAIN, ENOEXEC, ENOMEM};
 use binfmt::elf::{ElfError, Executable, Segment, PF_R, PF_W, PF_X, PHDR_SIZE};
 use mm::buddy::{AllocError, ZoneType};
 use mm::gfp::Gfp;
@@ -59,16 +61,6 @@ pub const ARG_MAX: usize = 2048;
 /// Most arguments.
 pub const MAX_ARGS: usize = 32;
 
-// Auxiliary vector keys (include/uapi/linux/auxvec.h).
-const AT_NULL: u64 = 0;
-const AT_PHDR: u64 = 3;
-const AT_PHENT: u64 = 4;
-const AT_PHNUM: u64 = 5;
-const AT_PAGESZ: u64 = 6;
-const AT_ENTRY: u64 = 9;
-/// i386's vsyscall entry (__kernel_vsyscall); here the address of the
-/// kernel's `syscall` entry, where a jump lands as a system call does.
-const AT_SYSINFO: u64 = 32;
 /// VMAs a process may have (sysctl_max_map_count, scaled down).
 const MAX_VMAS: usize = 64;
 
@@ -95,11 +87,11 @@ impl ExecError {
     /// The errno execve() and fork() return for it.
     pub fn errno(self) -> i64 {
         match self {
-            ExecError::NotExecutable(_) => 8,
-            ExecError::TooBig => 7,
-            ExecError::NoThread | ExecError::Threads => 11,
-            ExecError::Vma(e) => i64::from(e.errno()),
-            ExecError::NoMemory | ExecError::Map(_) | ExecError::Slab(_) => 12,
+            ExecError::NotExecutable(_) => ENOEXEC,
+            ExecError::TooBig => E2BIG,
+            ExecError::NoThread | ExecError::Threads => EAGAIN,
+            ExecError::Vma(e) => e.errno(),
+            ExecError::NoMemory | ExecError::Map(_) | ExecError::Slab(_) => ENOMEM,
         }
     }
 }
@@ -436,6 +428,8 @@ impl AddressSpace {
         let aux = [
             (AT_PAGESZ, Some(PAGE_SIZE)),
             (AT_ENTRY, Some(exe.entry)),
+            // i386's vsyscall entry; here the kernel's `syscall` entry,
+            // where a jump lands as a system call does.
             (AT_SYSINFO, Some(user::syscall_entry_address())),
             (AT_PHENT, Some(PHDR_SIZE as u64)),
             (AT_PHNUM, Some(u64::from(exe.phnum))),

@@ -2,8 +2,10 @@
 //! address space cannot explain kills the task with a clear message, and
 //! the kernel goes on with the next one.
 
+use abi::linux::signal::{SIGKILL, SIGSEGV};
+
 use super::address_space::FaultFailure;
-use super::{current_mm, exit_group, with_current, ExitStatus, SIGKILL, SIGSEGV};
+use super::{current_mm, exit_group, with_current, ExitStatus};
 use crate::arch::trap::TrapFrame;
 use crate::kprintln;
 use crate::trap::exception_name;

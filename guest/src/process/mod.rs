@@ -33,6 +33,7 @@ mod table;
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use abi::linux::signal::SIGKILL;
 use mm::slub::SlabError;
 use spin::Mutex;
 
@@ -47,10 +48,6 @@ use crate::sched::{self, wait::WaitQueue, Tid};
 use address_space::{AddressSpace, Args, ExecError, Mm};
 use objects::TaskStruct;
 use table::{Links, TaskTable};
-
-/// Signals a task can die of (the kernel sends no others).
-pub const SIGKILL: u8 = 9;
-pub const SIGSEGV: u8 = 11;
 
 /// How a task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

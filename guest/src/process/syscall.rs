@@ -4,6 +4,12 @@
 //! hardware, and the page-fault fallback this host needs) arrive here.
 
 use abi::layout::PAGE_SIZE;
+use abi::linux::errno::*;
+use abi::linux::nr;
+use abi::linux::sched::*;
+use abi::linux::signal::SIGKILL;
+use abi::linux::time::{CLOCK_BOOTTIME, CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE};
+use abi::linux::wait::{WCONTINUED, WNOHANG, WUNTRACED};
 use mm::slub::SlabError;
 use mm::vma::{Access, MapFlags, Prot};
 
@@ -11,7 +17,7 @@ use super::address_space::{Args, ExecError, Mm};
 use super::fault::kill;
 use super::{
     current_mm, current_pid, current_ppid, current_tid, exit_group, exit_thread, with_current,
-    CloneArgs, ExitStatus, Sharing, WaitError, WaitFor, SIGKILL,
+    CloneArgs, ExitStatus, Sharing, WaitError, WaitFor,
 };
 use crate::arch::irqflags::{local_irq_disable, local_irq_enable};
 use crate::arch::mem::KernelPage;
@@ -23,56 +29,6 @@ use crate::mm::events::{count, EVENTS};
 use crate::{programs, sched, time};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-const SYS_WRITE: u64 = 1;
-const SYS_MMAP: u64 = 9;
-const SYS_MPROTECT: u64 = 10;
-const SYS_MUNMAP: u64 = 11;
-const SYS_BRK: u64 = 12;
-const SYS_SCHED_YIELD: u64 = 24;
-const SYS_NANOSLEEP: u64 = 35;
-const SYS_GETPID: u64 = 39;
-const SYS_CLONE: u64 = 56;
-const SYS_FORK: u64 = 57;
-const SYS_EXECVE: u64 = 59;
-const SYS_EXIT: u64 = 60;
-const SYS_WAIT4: u64 = 61;
-const SYS_GETPPID: u64 = 110;
-const SYS_GETTID: u64 = 186;
-const SYS_CLOCK_GETTIME: u64 = 228;
-const SYS_EXIT_GROUP: u64 = 231;
-
-const EPERM: i64 = 1;
-const ENOENT: i64 = 2;
-const EINTR: i64 = 4;
-const EBADF: i64 = 9;
-const ECHILD: i64 = 10;
-const EFAULT: i64 = 14;
-const ENODEV: i64 = 19;
-const EINVAL: i64 = 22;
-const ENAMETOOLONG: i64 = 36;
-const ENOSYS: i64 = 38;
-
-/// Clocks clock_gettime() reads: the tick's, as on a machine whose only
-/// clocksource is jiffies (no suspend: boot time is monotonic time).
-const CLOCK_MONOTONIC: u64 = 1;
-const CLOCK_MONOTONIC_COARSE: u64 = 6;
-const CLOCK_BOOTTIME: u64 = 7;
-
-const NSEC_PER_SEC: u64 = 1_000_000_000;
-
-/// clone()'s flags (include/uapi/linux/sched.h).
-const CSIGNAL: u64 = 0xff;
-const CLONE_VM: u64 = 0x100;
-const CLONE_FS: u64 = 0x200;
-const CLONE_FILES: u64 = 0x400;
-const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x10000;
-const CLONE_SYSVSEM: u64 = 0x40000;
-const CLONE_SETTLS: u64 = 0x80000;
-const CLONE_PARENT_SETTID: u64 = 0x100000;
-const CLONE_CHILD_CLEARTID: u64 = 0x200000;
-const CLONE_DETACHED: u64 = 0x400000;
-const CLONE_CHILD_SETTID: u64 = 0x1000000;
 /// The flags clone() takes: pthread_create()'s and fork()'s. CLONE_FS,
 /// CLONE_FILES, CLONE_SIGHAND and CLONE_SYSVSEM share what this kernel
 /// keeps no copy of per process (a cwd, a descriptor table beyond the
@@ -93,9 +49,12 @@ const CLONE_SUPPORTED: u64 = CSIGNAL
     | CLONE_CHILD_SETTID;
 /// wait4() options: WNOHANG is honoured; no child is ever stopped or
 /// continued, so WUNTRACED and WCONTINUED change nothing.
-const WNOHANG: u64 = 1;
-const WUNTRACED: u64 = 2;
-const WCONTINUED: u64 = 8;
+const WAIT4_OPTIONS: u64 = WNOHANG | WUNTRACED | WCONTINUED;
+/// Clocks clock_gettime() reads: the tick's, as on a machine whose only
+/// clocksource is jiffies (no suspend: boot time is monotonic time).
+const TICK_CLOCKS: [u64; 3] = [CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME];
+
+const NSEC_PER_SEC: u64 = 1_000_000_000;
 /// sizeof(struct rusage) on x86-64: wait4() reports no usage (zeros).
 const RUSAGE_SIZE: usize = 144;
 
@@ -116,32 +75,32 @@ pub fn dispatch(frame: &mut TrapFrame) {
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
     let ret = match frame.rax {
-        SYS_WRITE => Ok(sys_write(args[0], args[1], args[2])),
-        SYS_MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4], args[5]),
-        SYS_MPROTECT => sys_mprotect(args[0], args[1], args[2]),
-        SYS_MUNMAP => sys_munmap(args[0], args[1]),
-        SYS_BRK => sys_brk(args[0]),
-        SYS_SCHED_YIELD => Ok(sys_sched_yield()),
-        SYS_NANOSLEEP => Ok(sys_nanosleep(args[0])),
-        SYS_CLOCK_GETTIME => Ok(sys_clock_gettime(args[0], args[1])),
-        SYS_GETPID => Ok(i64::from(current_pid())),
-        SYS_GETTID => Ok(i64::from(current_tid())),
-        SYS_GETPPID => Ok(i64::from(current_ppid())),
-        SYS_FORK => Ok(sys_clone(frame, [0; 5])),
-        SYS_CLONE => Ok(sys_clone(
+        nr::WRITE => Ok(sys_write(args[0], args[1], args[2])),
+        nr::MMAP => sys_mmap(args[0], args[1], args[2], args[3], args[4], args[5]),
+        nr::MPROTECT => sys_mprotect(args[0], args[1], args[2]),
+        nr::MUNMAP => sys_munmap(args[0], args[1]),
+        nr::BRK => sys_brk(args[0]),
+        nr::SCHED_YIELD => Ok(sys_sched_yield()),
+        nr::NANOSLEEP => Ok(sys_nanosleep(args[0])),
+        nr::CLOCK_GETTIME => Ok(sys_clock_gettime(args[0], args[1])),
+        nr::GETPID => Ok(i64::from(current_pid())),
+        nr::GETTID => Ok(i64::from(current_tid())),
+        nr::GETPPID => Ok(i64::from(current_ppid())),
+        nr::FORK => Ok(sys_clone(frame, [0; 5])),
+        nr::CLONE => Ok(sys_clone(
             frame,
             [args[0], args[1], args[2], args[3], args[4]],
         )),
-        SYS_EXECVE => match sys_execve(args[0], args[1]) {
+        nr::EXECVE => match sys_execve(args[0], args[1]) {
             Ok(entry) => {
                 *frame = entry;
                 return;
             }
             Err(errno) => Ok(-errno),
         },
-        SYS_WAIT4 => Ok(sys_wait4(args[0] as i32, args[1], args[2], args[3])),
-        SYS_EXIT => exit_thread(ExitStatus::Exited(args[0] as i32)),
-        SYS_EXIT_GROUP => exit_group(ExitStatus::Exited(args[0] as i32)),
+        nr::WAIT4 => Ok(sys_wait4(args[0] as i32, args[1], args[2], args[3])),
+        nr::EXIT => exit_thread(ExitStatus::Exited(args[0] as i32)),
+        nr::EXIT_GROUP => exit_group(ExitStatus::Exited(args[0] as i32)),
         nr => Ok(sys_ni_syscall(nr)),
     };
     match ret {
@@ -278,7 +237,7 @@ fn sys_execve(path: u64, argv: u64) -> Result<TrapFrame, i64> {
 /// unless WNOHANG. Stores its wait status and a zero rusage where asked.
 /// Returns its pid, 0 for WNOHANG with none exited yet, or -ECHILD.
 fn sys_wait4(pid: i32, wstatus: u64, options: u64, rusage: u64) -> i64 {
-    if options & !(WNOHANG | WUNTRACED | WCONTINUED) != 0 {
+    if options & !WAIT4_OPTIONS != 0 {
         return -EINVAL;
     }
     let which = match pid {
@@ -420,7 +379,7 @@ fn sys_mmap(
         .change_vmas(|vmas, unmap| vmas.do_mmap(addr, len, prot, flags, unmap))?;
     Ok(match result {
         Ok(addr) => addr as i64,
-        Err(e) => -i64::from(e.errno()),
+        Err(e) => -e.errno(),
     })
 }
 
@@ -431,7 +390,7 @@ fn sys_mprotect(addr: u64, len: u64, prot: u64) -> Result<i64, SlabError> {
     let result = current_mm().lock().mprotect(addr, len, prot)?;
     Ok(match result {
         Ok(()) => 0,
-        Err(e) => -i64::from(e.errno()),
+        Err(e) => -e.errno(),
     })
 }
 
@@ -481,10 +440,7 @@ fn sys_nanosleep(req: u64) -> i64 {
 /// (jiffies times TICK_NSEC), for the monotonic clocks; -EINVAL for any
 /// other.
 fn sys_clock_gettime(clock: u64, tp: u64) -> i64 {
-    if !matches!(
-        clock,
-        CLOCK_MONOTONIC | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME
-    ) {
+    if !TICK_CLOCKS.contains(&clock) {
         return -EINVAL;
     }
     let ns = time::jiffies().saturating_mul(time::NSEC_PER_JIFFY);
@@ -512,7 +468,7 @@ fn sys_munmap(addr: u64, len: u64) -> Result<i64, SlabError> {
         .change_vmas(|vmas, unmap| vmas.munmap(addr, len, unmap))?;
     Ok(match result {
         Ok(()) => 0,
-        Err(e) => -i64::from(e.errno()),
+        Err(e) => -e.errno(),
     })
 }
 

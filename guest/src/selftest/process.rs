@@ -2,6 +2,7 @@
 //! calls, killed tasks, and exit giving every frame back.
 
 use abi::layout::PAGE_OFFSET;
+use abi::linux::signal::{SIGKILL, SIGSEGV};
 use mm::buddy::ZoneType;
 use mm::gfp::Gfp;
 use pagetable::{Level, PhysRead, Pte};
@@ -12,7 +13,7 @@ use crate::mm::events::EVENTS;
 use crate::mm::slab::slab_pages;
 use crate::mm::{alloc_pages, free_pages, layout, with_node};
 use crate::process::address_space::ExecError;
-use crate::process::{run_queue, spawn, with_task, ExitStatus, SIGKILL, SIGSEGV};
+use crate::process::{run_queue, spawn, with_task, ExitStatus};
 use crate::programs;
 
 pub const SUITE: Suite = Suite {

@@ -5,9 +5,11 @@
 //! ends every thread, the sleeping ones too. Every frame comes back after
 //! each.
 
+use abi::linux::signal::SIGSEGV;
+
 use super::fork::run_and_count;
 use super::{Failure, Suite, Test, TestResult};
-use crate::process::{ExitStatus, SIGSEGV};
+use crate::process::ExitStatus;
 use crate::smp;
 
 pub const SUITE: Suite = Suite {

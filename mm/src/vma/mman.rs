@@ -1,9 +1,9 @@
 //! The arguments of mmap() and mprotect() as the system-call ABI has them
-//! (include/uapi/asm-generic/mman-common.h and x86's mman.h values), and
-//! what they become in vm_flags: calc_vm_prot_bits() and
-//! calc_vm_flag_bits() of include/linux/mman.h.
+//! (their values in `abi::linux::mman`), and what they become in vm_flags:
+//! calc_vm_prot_bits() and calc_vm_flag_bits() of include/linux/mman.h.
 
 use super::VmFlags;
+use abi::linux::mman::*;
 use bitflags::bitflags;
 
 bitflags! {
@@ -11,16 +11,16 @@ bitflags! {
     /// mprotect() with one is EINVAL).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
     pub struct Prot: u64 {
-        const READ = 0x1;
-        const WRITE = 0x2;
-        const EXEC = 0x4;
+        const READ = PROT_READ;
+        const WRITE = PROT_WRITE;
+        const EXEC = PROT_EXEC;
         /// Accepted and ignored: no memory here needs marking for atomics.
-        const SEM = 0x8;
+        const SEM = PROT_SEM;
         /// mprotect() only: extend the change down to the start of the
         /// grows-down VMA holding the range's end.
-        const GROWSDOWN = 0x0100_0000;
+        const GROWSDOWN = PROT_GROWSDOWN;
         /// mprotect() only: the same upward (no x86 VMA grows up).
-        const GROWSUP = 0x0200_0000;
+        const GROWSUP = PROT_GROWSUP;
     }
 }
 
@@ -29,18 +29,15 @@ bitflags! {
     /// legacy mmap(), ignored.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
     pub struct MapFlags: u64 {
-        const SHARED = 0x01;
-        const PRIVATE = 0x02;
-        const FIXED = 0x10;
-        const ANONYMOUS = 0x20;
-        const GROWSDOWN = 0x0100;
-        const HUGETLB = 0x4_0000;
-        const FIXED_NOREPLACE = 0x10_0000;
+        const SHARED = MAP_SHARED;
+        const PRIVATE = MAP_PRIVATE;
+        const FIXED = MAP_FIXED;
+        const ANONYMOUS = MAP_ANONYMOUS;
+        const GROWSDOWN = MAP_GROWSDOWN;
+        const HUGETLB = MAP_HUGETLB;
+        const FIXED_NOREPLACE = MAP_FIXED_NOREPLACE;
     }
 }
-
-/// MAP_TYPE: the bits that say shared or private.
-const MAP_TYPE: u64 = 0x0f;
 
 /// What `MAP_TYPE` of an mmap() says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +51,8 @@ pub enum MapType {
 impl MapFlags {
     pub const fn map_type(self) -> MapType {
         match self.bits() & MAP_TYPE {
-            0x01 => MapType::Shared,
-            0x02 => MapType::Private,
+            MAP_SHARED => MapType::Shared,
+            MAP_PRIVATE => MapType::Private,
             _ => MapType::Invalid,
         }
     }

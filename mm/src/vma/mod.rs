@@ -85,6 +85,7 @@ pub use tree::VmaTree;
 pub use unmapped_area::UnmappedAreaInfo;
 
 use abi::layout::PAGE_SHIFT;
+use abi::linux::errno::{EACCES, EEXIST, EINVAL, ENOMEM, EPERM};
 use bitflags::bitflags;
 use core::fmt;
 
@@ -270,13 +271,13 @@ pub enum VmaError {
 
 impl VmaError {
     /// The positive errno Linux returns for this.
-    pub const fn errno(self) -> i32 {
+    pub const fn errno(self) -> i64 {
         match self {
-            VmaError::NoMem | VmaError::Overlap => 12,
-            VmaError::Invalid => 22,
-            VmaError::Exists => 17,
-            VmaError::Perm => 1,
-            VmaError::Access => 13,
+            VmaError::NoMem | VmaError::Overlap => ENOMEM,
+            VmaError::Invalid => EINVAL,
+            VmaError::Exists => EEXIST,
+            VmaError::Perm => EPERM,
+            VmaError::Access => EACCES,
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
-use rt::{println, Status};
+use rt::{println, Status, SIGKILL};
 
 const PAGES: u64 = 16;
 const WRITTEN: u64 = 8;
@@ -20,7 +20,6 @@ const PAGE: u64 = 4096;
 const BIG: u64 = 1 << 30;
 /// A page table maps 2 MiB.
 const TABLE_SPAN: u64 = 2 << 20;
-const SIGKILL: i32 = 9;
 
 rt::entry!(main);
 

@@ -17,11 +17,12 @@ fn main(start: &rt::Startup) -> i32 {
         core::arch::asm!(
             "mov r11, 0x3202",
             "lea rcx, [rip + 2f]",
-            "mov eax, 39",
+            "mov eax, {getpid}",
             "jmp rsi",
             "2: mov dx, 0x501",
             "mov eax, 0x77",
             "out dx, eax",
+            getpid = const rt::nr::GETPID,
             in("rsi") entry,
             out("rax") _, out("rcx") _, out("rdx") _, out("r11") _,
         );

@@ -15,8 +15,9 @@ fn main(start: &rt::Startup) -> i32 {
         core::arch::asm!(
             "mov r11, 0x202",
             "movabs rcx, 0x8000000000000000",
-            "mov eax, 39",
+            "mov eax, {getpid}",
             "jmp rsi",
+            getpid = const rt::nr::GETPID,
             in("rsi") entry,
             options(noreturn),
         );

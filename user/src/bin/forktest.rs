@@ -127,7 +127,7 @@ fn parent(child: u64, area: u64, heap: *mut u64) -> i32 {
     if rt::waitpid(-1) != Err(rt::ECHILD) {
         return 15;
     }
-    match rt::clone(rt::SIGCHLD, 0) {
+    match rt::clone(u64::from(rt::SIGCHLD), 0) {
         Ok(0) => rt::exit(if sees(area, mine) { 7 } else { 8 }),
         Ok(pid) => {
             if rt::waitpid(pid as i64) != Ok((pid, Status::Exited(7))) {
@@ -136,7 +136,7 @@ fn parent(child: u64, area: u64, heap: *mut u64) -> i32 {
         }
         Err(_) => return 17,
     }
-    if rt::clone(rt::CLONE_SIGHAND | rt::SIGCHLD, 0) != Err(rt::EINVAL) {
+    if rt::clone(rt::CLONE_SIGHAND | u64::from(rt::SIGCHLD), 0) != Err(rt::EINVAL) {
         return 18;
     }
     println!("forktest: parent and child each saw only their own writes");

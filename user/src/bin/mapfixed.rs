@@ -71,7 +71,7 @@ fn main(_: &rt::Startup) -> i32 {
         }
     }
     // Argument errors.
-    let off = |offset| rt::syscall(rt::SYS_MMAP, [0, PAGE, RW, PRIVATE, u64::MAX, offset]);
+    let off = |offset| rt::syscall(rt::nr::MMAP, [0, PAGE, RW, PRIVATE, u64::MAX, offset]);
     if rt::mmap(0, PAGE, RW, MAP_ANONYMOUS) != Err(EINVAL)
         || rt::mmap(0, PAGE, RW, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS) != Err(EINVAL)
         || rt::mmap(0, PAGE, RW, MAP_PRIVATE) != Err(EBADF)

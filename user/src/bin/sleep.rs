@@ -27,8 +27,8 @@ fn main(_: &rt::Startup) -> i32 {
     }
     // A request the kernel cannot read, a result it cannot write.
     let kernel = 0xc000_0000;
-    if rt::syscall(rt::SYS_NANOSLEEP, [kernel, 0, 0, 0, 0, 0]) != -EFAULT
-        || rt::syscall(rt::SYS_CLOCK_GETTIME, [CLOCK_MONOTONIC, kernel, 0, 0, 0, 0]) != -EFAULT
+    if rt::syscall(rt::nr::NANOSLEEP, [kernel, 0, 0, 0, 0, 0]) != -EFAULT
+        || rt::syscall(rt::nr::CLOCK_GETTIME, [CLOCK_MONOTONIC, kernel, 0, 0, 0, 0]) != -EFAULT
         || rt::clock_gettime(CLOCK_REALTIME) != Err(EINVAL)
     {
         return 81;

@@ -94,10 +94,11 @@ fn work(i: usize) {
 }
 
 fn main(_: &rt::Startup) -> i32 {
+    let sigchld = u64::from(SIGCHLD);
     for flags in [
-        CLONE_THREAD | CLONE_VM | SIGCHLD,
-        CLONE_SIGHAND | SIGCHLD,
-        CLONE_VFORK | CLONE_VM | SIGCHLD,
+        CLONE_THREAD | CLONE_VM | sigchld,
+        CLONE_SIGHAND | sigchld,
+        CLONE_VFORK | CLONE_VM | sigchld,
     ] {
         if rt::clone(flags, 0) != Err(EINVAL) {
             println!("threads: clone({flags:#x}) was not EINVAL");
