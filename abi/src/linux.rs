@@ -89,6 +89,18 @@ pub mod sched {
     pub const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
     pub const CLONE_DETACHED: u64 = 0x40_0000;
     pub const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+
+    /// Not a Linux constant but the set glibc's and musl's pthread_create()
+    /// pass, which a kernel that runs threads must take.
+    pub const CLONE_PTHREAD: u64 = CLONE_VM
+        | CLONE_FS
+        | CLONE_FILES
+        | CLONE_SIGHAND
+        | CLONE_THREAD
+        | CLONE_SYSVSEM
+        | CLONE_SETTLS
+        | CLONE_PARENT_SETTID
+        | CLONE_CHILD_CLEARTID;
 }
 
 /// wait4() options (include/uapi/linux/wait.h).

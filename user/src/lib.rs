@@ -167,17 +167,6 @@ pub fn clone(flags: u64, newsp: u64) -> Result<u64, i64> {
     result(syscall(nr::CLONE, [flags, newsp, 0, 0, 0, 0]))
 }
 
-/// What glibc's and musl's pthread_create() pass.
-pub const CLONE_PTHREAD: u64 = CLONE_VM
-    | CLONE_FS
-    | CLONE_FILES
-    | CLONE_SIGHAND
-    | CLONE_THREAD
-    | CLONE_SYSVSEM
-    | CLONE_SETTLS
-    | CLONE_PARENT_SETTID
-    | CLONE_CHILD_CLEARTID;
-
 /// Starts a thread as pthread_create() does: clone(CLONE_PTHREAD) on the
 /// stack whose top is `stack_top` (16-byte aligned), with FS base `tls`,
 /// running `entry(arg)`; the thread then exits (itself only) with the

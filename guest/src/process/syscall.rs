@@ -29,24 +29,15 @@ use crate::mm::events::{count, EVENTS};
 use crate::{programs, sched, time};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// The flags clone() takes: pthread_create()'s and fork()'s. CLONE_FS,
+/// The flags clone() takes: pthread_create()'s and fork()'s (an exit
+/// signal, CLONE_CHILD_SETTID, CLONE_CHILD_CLEARTID). CLONE_FS,
 /// CLONE_FILES, CLONE_SIGHAND and CLONE_SYSVSEM share what this kernel
 /// keeps no copy of per process (a cwd, a descriptor table beyond the
 /// console, signal handlers, SysV semaphores), so they cost nothing;
 /// Linux ignores CLONE_DETACHED. Any other flag (CLONE_VFORK,
 /// CLONE_PARENT, the namespaces, ...) is EINVAL.
-const CLONE_SUPPORTED: u64 = CSIGNAL
-    | CLONE_VM
-    | CLONE_FS
-    | CLONE_FILES
-    | CLONE_SIGHAND
-    | CLONE_THREAD
-    | CLONE_SYSVSEM
-    | CLONE_SETTLS
-    | CLONE_PARENT_SETTID
-    | CLONE_CHILD_CLEARTID
-    | CLONE_DETACHED
-    | CLONE_CHILD_SETTID;
+const CLONE_SUPPORTED: u64 =
+    CLONE_PTHREAD | CSIGNAL | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_DETACHED;
 /// wait4() options: WNOHANG is honoured; no child is ever stopped or
 /// continued, so WUNTRACED and WCONTINUED change nothing.
 const WAIT4_OPTIONS: u64 = WNOHANG | WUNTRACED | WCONTINUED;
