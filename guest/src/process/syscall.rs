@@ -92,7 +92,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::WAIT4 => Ok(sys_wait4(args[0] as i32, args[1], args[2], args[3])),
         nr::EXIT => exit_thread(ExitStatus::Exited(args[0] as i32)),
         nr::EXIT_GROUP => exit_group(ExitStatus::Exited(args[0] as i32)),
-        nr => Ok(sys_ni_syscall(nr)),
+        number => Ok(sys_ni_syscall(number)),
     };
     match ret {
         Ok(ret) => frame.rax = ret as u64,
