@@ -19,10 +19,11 @@ fn main(start: &rt::Startup) -> i32 {
             "lea rcx, [rip + 2f]",
             "mov eax, {getpid}",
             "jmp rsi",
-            "2: mov dx, 0x501",
+            "2: mov dx, {exit_port}",
             "mov eax, 0x77",
             "out dx, eax",
             getpid = const rt::nr::GETPID,
+            exit_port = const abi::io::EXIT_PORT,
             in("rsi") entry,
             out("rax") _, out("rcx") _, out("rdx") _, out("r11") _,
         );
