@@ -111,6 +111,8 @@ mod registry;
 mod slab;
 mod slow;
 #[cfg(test)]
+mod smp_tests;
+#[cfg(test)]
 mod tests;
 
 /// CPUs a cache has a `kmem_cache_cpu` for; CPU ids are below this.
