@@ -266,10 +266,12 @@ impl<const N: usize> Slub<N> {
                 .enumerate()
                 .filter_map(move |(cpu, slab)| Some(desc(slab?, SlabState::Cpu(cpu))))
         });
-        cpu_slabs.chain(parts.into_iter().flatten()).map(move |d| {
-            let _held = &locks;
-            d
-        })
+        // The closure owns the guards: they go when the iterator does.
+        cpu_slabs
+            .chain(parts.into_iter().flatten())
+            .inspect(move |_| {
+                let _held = &locks;
+            })
     }
 
     /// /proc/slabinfo (version 2.1 format, cache_show()).
