@@ -39,8 +39,9 @@
 //! # Locks
 //! Every method takes `&self`: CPUs share one [`Slub`]. The locks are
 //! Linux's, in its order:
-//! 1. the registry lock (`slab_mutex`): kmem_cache_create(),
-//!    kmem_cache_destroy() and kmem_cache_shrink() only;
+//! 1. the registry lock (`slab_mutex`): kmem_cache_create() and
+//!    kmem_cache_destroy(), and here kmem_cache_shrink() too (Linux's takes
+//!    none), so that a shrink never races a destroy;
 //! 2. a `kmem_cache_cpu`'s own lock, Linux's `local_lock_t` (on PREEMPT_RT
 //!    exactly a per-CPU spin lock): taken by its CPU on every fast path,
 //!    and by another CPU only to flush it (destroy, shrink) or read it
@@ -66,8 +67,9 @@
 //! one Acquire load of that mark, which writes nothing. Destroying a cache
 //! that is still in use is the caller's bug, as in Linux: destroy refuses
 //! while objects are allocated, and an operation on a destroyed cache gets
-//! [`SlabError::NoSuchCache`]; a race between them cannot corrupt memory,
-//! since every field is behind a lock or atomic.
+//! [`SlabError::NoSuchCache`]. A race between them may mix two caches'
+//! descriptions but is no undefined behaviour: every field is behind a
+//! lock or an atomic, and the backend checks every access.
 //!
 //! # What struct page holds
 //! A slab's head page: `PageFlags::SLAB` (and `HEAD` for order > 0),
