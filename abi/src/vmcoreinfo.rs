@@ -65,7 +65,7 @@ pub mod sym {
     pub const BSS_STOP: &str = "__bss_stop";
     /// The plant=dmap test page's second (illegal) mapping, when planted.
     pub const PLANTED_DMAP: &str = "planted_dmap";
-    /// The SLUB registry (`mm::slub::Slub<N>`, the value inside its lock):
+    /// The SLUB registry (`mm::slub::Slub<N>`, shared by the CPUs):
     /// Linux's `slab_caches` list, as an array here.
     pub const SLAB_CACHES: &str = "slab_caches";
     /// The swapper's task_struct (pid 0): its `tasks` list_head heads the
@@ -238,6 +238,8 @@ pub mod off {
     /// The SLUB registry: `caches` (LENGTH = N slots of
     /// `SIZE(kmem_cache_slot)` bytes, the `kmem_cache` at offset 0 of a
     /// live slot) and `live` (N bytes, 1 where the slot holds a cache).
+    /// Fields behind a lock (the name, the node's counts, each CPU's
+    /// counters) are published past the lock word.
     pub const SLUB_CACHES: &str = "slub.caches";
     pub const SLUB_LIVE: &str = "slub.live";
     pub const KMEM_CACHE_SLOT: &str = "kmem_cache_slot";

@@ -21,14 +21,15 @@ pub fn print() {
     );
     let e = with_node(|node| node.events());
     kprintln!(
-        "page allocator: {} pcp allocs, {} pcp frees, {} refills, {} spills; lock waits: zone {}, pcp {}, slab registry {}",
+        "page allocator: {} pcp allocs, {} pcp frees, {} refills, {} spills; lock waits: zone {}, pcp {}, slab registry {}, slab list {}",
         e.pcp_alloc,
         e.pcp_free,
         e.pcp_refill,
         e.pcp_spill,
         e.zone_lock_contended,
         e.pcp_lock_contended,
-        crate::mm::slab::registry_lock_waits()
+        crate::mm::slab::registry_lock_waits(),
+        crate::mm::slab::list_lock_waits()
     );
     let vm = vmalloc::stats();
     kprintln!(

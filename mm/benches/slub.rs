@@ -43,7 +43,7 @@ const MIXED: usize = 64;
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("slub");
     let mut b = HostKernel::new(FRAMES);
-    let mut s: Slub<32> = Slub::new();
+    let s: Slub<32> = Slub::new();
     s.create_kmalloc_caches(SlabFlags::empty(), &mut b).unwrap();
     let task = s
         .kmem_cache_create("task_struct", 1792, 64, SlabFlags::empty(), None, &mut b)

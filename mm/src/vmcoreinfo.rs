@@ -17,7 +17,9 @@ use crate::page::{self, Page, PageFlags, PFN_NONE};
 use crate::pcp::PerCpuPages;
 use crate::pkmap::{Pkmap, PkmapStats};
 use crate::rbtree::{Node as RbNode, NIL};
-use crate::slub::{KmemCache, KmemCacheCpu, SlabFlags, Slub, NR_CPUS, OO_SHIFT};
+use crate::slub::{
+    CpuSlot, Ident, KmemCache, KmemCacheCpu, KmemCacheNode, SlabFlags, Slub, NR_CPUS, OO_SHIFT,
+};
 use crate::vmap_area::{AreaInfo, Areas, VmStructFlags, VmapAllocator};
 
 /// Offsets in `rbtree::Node<Areas>` by the repr(C) rules (its fields are
@@ -168,40 +170,47 @@ pub fn write_vmap<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Resu
 const _: () = assert!(size_of::<SlabFlags>() == 4 && align_of::<SlabFlags>() == 4);
 const _: () = assert!(size_of::<VmStructFlags>() == 4 && align_of::<VmStructFlags>() == 4);
 
-// A live registry slot holds its cache at offset 0 only if `Option` adds
-// no tag outside the payload (it uses a niche inside it); the host relies
-// on that, so the build fails if a layout change breaks it.
-const _: () = assert!(size_of::<Option<KmemCache>>() == size_of::<KmemCache>());
-
 /// The SLUB registry `Slub<N>` and the `kmem_cache` fields /proc/slabinfo
 /// needs (the caller publishes the registry's address as
-/// `SYMBOL(slab_caches)`).
+/// `SYMBOL(slab_caches)`). A slot is the cache itself; the name, the slab
+/// counts and each CPU's counters are the data of their locks, so their
+/// offsets step over the lock words.
 pub fn write_slub<const N: usize, W: fmt::Write>(w: &mut Writer<W>) -> fmt::Result {
     w.offset(off::SLUB_CACHES, offset_of!(Slub<N>, caches))?;
     w.length(off::SLUB_CACHES, N)?;
     w.offset(off::SLUB_LIVE, offset_of!(Slub<N>, live))?;
-    w.size(off::KMEM_CACHE_SLOT, size_of::<Option<KmemCache>>())?;
+    w.size(off::KMEM_CACHE_SLOT, size_of::<KmemCache>())?;
     w.size(off::KMEM_CACHE, size_of::<KmemCache>())?;
-    w.offset(off::KMEM_CACHE_NAME, offset_of!(KmemCache, name))?;
+    let cache = KmemCache::new(0);
+    let ident = offset_of!(KmemCache, ident) + lock_data_offset(&cache.ident);
+    w.offset(off::KMEM_CACHE_NAME, ident + offset_of!(Ident, name))?;
     w.offset(off::KMEM_CACHE_SIZE, offset_of!(KmemCache, l.size))?;
     w.offset(
         off::KMEM_CACHE_OBJECT_SIZE,
         offset_of!(KmemCache, l.object_size),
     )?;
     w.offset(off::KMEM_CACHE_OO, offset_of!(KmemCache, l.oo))?;
+    let node = offset_of!(KmemCache, node) + lock_data_offset(&cache.node);
     w.offset(
         off::KMEM_CACHE_NR_SLABS,
-        offset_of!(KmemCache, node.nr_slabs),
+        node + offset_of!(KmemCacheNode, nr_slabs),
     )?;
     w.offset(
         off::KMEM_CACHE_TOTAL_OBJECTS,
-        offset_of!(KmemCache, node.total_objects),
+        node + offset_of!(KmemCacheNode, total_objects),
     )?;
     w.offset(off::KMEM_CACHE_CPU_SLAB, offset_of!(KmemCache, cpu_slab))?;
     w.length(off::KMEM_CACHE_CPU_SLAB, NR_CPUS)?;
-    w.size(off::KMEM_CACHE_CPU, size_of::<KmemCacheCpu>())?;
-    w.offset(off::KMEM_CACHE_CPU_ALLOCS, offset_of!(KmemCacheCpu, allocs))?;
-    w.offset(off::KMEM_CACHE_CPU_FREES, offset_of!(KmemCacheCpu, frees))?;
+    w.size(off::KMEM_CACHE_CPU, size_of::<CpuSlot>())?;
+    let cpu = offset_of!(CpuSlot, 0) + lock_data_offset(&cache.cpu_slab[0].0);
+    w.offset(
+        off::KMEM_CACHE_CPU_ALLOCS,
+        cpu + offset_of!(KmemCacheCpu, allocs),
+    )?;
+    w.offset(
+        off::KMEM_CACHE_CPU_FREES,
+        cpu + offset_of!(KmemCacheCpu, frees),
+    )?;
     w.number(num::OO_SHIFT, OO_SHIFT.into())
 }
 

@@ -407,7 +407,9 @@ impl KernelPage<'_> {
 /// ever a slab frame. One bitmap test per frame touched, no lock. Which
 /// object of a slab an address belongs to the check cannot see: SLUB
 /// writes only the objects it owns (free ones, red zones, free pointers),
-/// and an allocated object is its holder's, reached through a [`SlabBox`]
+/// each one CPU's at a time under SLUB's locks (a CPU's freelist under
+/// its `kmem_cache_cpu` lock, a slab's under the list_lock), and an
+/// allocated object is its holder's, reached through a [`SlabBox`]
 /// and freed only with its [`SlabObject`], which its holder gives up.
 pub struct SlabMemory {
     _once: (),

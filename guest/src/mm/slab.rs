@@ -4,10 +4,12 @@
 //!
 //! Every call runs on the calling CPU's `kmem_cache_cpu` (the CPU id comes
 //! from smp_processor_id()), with interrupts off, as Linux's slab paths
-//! run under local_lock_irqsave(). The registry lock `SLUB` still
-//! serialises the CPUs' slab work; the page allocator behind it takes its
-//! own locks (this CPU's per-CPU list, or a zone's) only when a slab is
-//! created or freed.
+//! run under local_lock_irqsave(). No lock is shared by every CPU: a fast
+//! path takes only its own CPU's `kmem_cache_cpu` lock, the slow paths a
+//! cache's list_lock, create/destroy/shrink the registry lock (slab_mutex),
+//! and the page allocator behind them its own locks (this CPU's per-CPU
+//! list, or a zone's) only when a slab is created or freed; see mm::slub's
+//! "Locks".
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,9 +19,8 @@ use mm::buddy::Node;
 use mm::gfp::Gfp;
 use mm::page::Page;
 use mm::slub::{CacheId, Ctor, SlabError, SlabFlags, Slub};
-use spin::Mutex;
 
-use crate::arch::irqflags::{local_irq_save, lock_irqsave};
+use crate::arch::irqflags::local_irq_save;
 use crate::arch::mem::{entropy, SlabMemory, SlabObject};
 use crate::arch::percpu::{smp_processor_id, CpuId};
 use crate::mm::events::{count, EVENTS};
@@ -28,15 +29,13 @@ use crate::mm::{dmap, layout, node};
 /// Caches the kernel can have at once (kmalloc's 14 plus specific ones).
 const MAX_CACHES: usize = 32;
 
-static SLUB: Mutex<Slub<MAX_CACHES>> = Mutex::new(Slub::new());
+static SLUB: Slub<MAX_CACHES> = Slub::new();
 static RANDOM: AtomicU64 = AtomicU64::new(0);
-/// Acquisitions of `SLUB` that found it held by another CPU.
-static REGISTRY_LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Object memory, SLUB's alone: taken in `init`, before any slab exists.
 static MEMORY: spin::Once<SlabMemory> = spin::Once::new();
 
 /// The slab allocator's view of the machine on CPU `cpu` (lock order:
-/// SLUB, then the page allocator's locks).
+/// SLUB's, then the page allocator's).
 struct Kernel<'a> {
     node: &'a Node<'static>,
     cpu: usize,
@@ -124,7 +123,7 @@ impl Entropy for Kernel<'_> {
 }
 
 /// Runs `f` with this CPU's id, interrupts off, on the allocator.
-fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, usize, &mut Kernel) -> R) -> R {
+fn with_slub<R>(f: impl FnOnce(&Slub<MAX_CACHES>, usize, &mut Kernel) -> R) -> R {
     let memory = MEMORY
         .get()
         .expect("slab allocator used before kmem_cache_init");
@@ -135,11 +134,7 @@ fn with_slub<R>(f: impl FnOnce(&mut Slub<MAX_CACHES>, usize, &mut Kernel) -> R) 
         cpu,
         memory,
     };
-    let mut slub = SLUB.try_lock().unwrap_or_else(|| {
-        REGISTRY_LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
-        SLUB.lock()
-    });
-    f(&mut slub, cpu, &mut kernel)
+    f(&SLUB, cpu, &mut kernel)
 }
 
 /// kmem_cache_init() + create_kmalloc_caches(): kmalloc-8 .. kmalloc-8k,
@@ -231,12 +226,21 @@ pub fn slab_pages() -> u64 {
     with_registry(|slub| slub.caches().map(|c| c.info.pages).sum())
 }
 
-/// How often a CPU waited for the registry lock (lock_stat's contentions).
+/// How often a CPU waited for the registry lock, slab_mutex (lock_stat's
+/// contentions).
 pub fn registry_lock_waits() -> u64 {
-    REGISTRY_LOCK_WAITS.load(Ordering::Relaxed)
+    SLUB.registry_lock_waits()
 }
 
-/// Runs `f` over the registry (for reports and tests), interrupts off.
+/// How often a CPU waited for a cache's list_lock.
+pub fn list_lock_waits() -> u64 {
+    SLUB.list_lock_waits()
+}
+
+/// Runs `f` over the registry (for reports and tests), interrupts off: a
+/// report takes the caches' locks, which an interrupt on this CPU must
+/// not find held.
 pub fn with_registry<R>(f: impl FnOnce(&Slub<MAX_CACHES>) -> R) -> R {
-    f(&lock_irqsave(&SLUB))
+    let _irqs = local_irq_save();
+    f(&SLUB)
 }

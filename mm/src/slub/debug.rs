@@ -5,7 +5,7 @@
 
 use super::fast::{freelist_ptr, on_boundary};
 use super::slab::{freelist_object, read_page};
-use super::{KmemCache, SlabError, SlabFlags, Slub, OBJECT_POISON};
+use super::{KmemCache, KmemCacheCpu, Layout, SlabError, SlabFlags, Slub, OBJECT_POISON};
 use crate::arch::{Lowmem, PfnToPage};
 use core::fmt;
 
@@ -79,37 +79,61 @@ impl fmt::Display for SlabReport {
     }
 }
 
+/// The last [`REPORT_LOG`] reports and how many there were, behind a
+/// leaf lock (error paths only).
+#[derive(Clone, Copy)]
+pub(super) struct ReportLog {
+    entries: [Option<SlabReport>; REPORT_LOG],
+    next: usize,
+    pub(super) total: u64,
+}
+
+impl ReportLog {
+    pub(super) const EMPTY: ReportLog = ReportLog {
+        entries: [None; REPORT_LOG],
+        next: 0,
+        total: 0,
+    };
+}
+
 impl<const N: usize> Slub<N> {
     /// Record a report on its way out.
-    pub(super) fn logged<T>(&mut self, r: Result<T, SlabError>) -> Result<T, SlabError> {
+    #[inline(always)]
+    pub(super) fn logged<T>(&self, r: Result<T, SlabError>) -> Result<T, SlabError> {
         if let Err(SlabError::Report(rep)) = &r {
-            self.log[self.log_next] = Some(*rep);
-            self.log_next = (self.log_next + 1) % REPORT_LOG;
-            self.kstats.reports += 1;
+            let mut log = self.log.lock();
+            let at = log.next;
+            log.entries[at] = Some(*rep);
+            log.next = (at + 1) % REPORT_LOG;
+            log.total += 1;
         }
         r
     }
 
     /// The logged reports, oldest first.
-    pub fn reports(&self) -> impl Iterator<Item = &SlabReport> + '_ {
-        let (a, z) = self.log.split_at(self.log_next);
-        z.iter().chain(a.iter()).flatten()
+    pub fn reports(&self) -> impl Iterator<Item = SlabReport> {
+        let log = *self.log.lock();
+        let mut entries = log.entries;
+        entries.rotate_left(log.next);
+        entries.into_iter().flatten()
     }
 
-    pub fn last_report(&self) -> Option<&SlabReport> {
-        self.log[(self.log_next + REPORT_LOG - 1) % REPORT_LOG].as_ref()
+    pub fn last_report(&self) -> Option<SlabReport> {
+        let log = self.log.lock();
+        log.entries[(log.next + REPORT_LOG - 1) % REPORT_LOG]
     }
 
-    pub fn clear_reports(&mut self) {
-        self.log = [None; REPORT_LOG];
-        self.log_next = 0;
+    /// Empties the log (the total stays).
+    pub fn clear_reports(&self) {
+        let mut log = self.log.lock();
+        log.entries = [None; REPORT_LOG];
+        log.next = 0;
     }
 }
 
 /// init_object(): red zones to `val`; the object to POISON_FREE ending in
 /// POISON_END when it is poisoned.
-pub(super) fn init_object<B: Lowmem>(s: &KmemCache, b: &mut B, obj: u64, val: u8) {
-    let l = &s.l;
+pub(super) fn init_object<B: Lowmem>(l: &Layout, b: &mut B, obj: u64, val: u8) {
     if l.flags.contains(SlabFlags::RED_ZONE) {
         b.fill(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
     }
@@ -127,8 +151,13 @@ pub(super) fn init_object<B: Lowmem>(s: &KmemCache, b: &mut B, obj: u64, val: u8
 }
 
 /// check_object(): red zones hold `val`; a free object's poison is intact.
-fn check_object<B: Lowmem>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<(), SlabError> {
-    let l = &s.l;
+fn check_object<B: Lowmem>(
+    s: &KmemCache,
+    l: &Layout,
+    b: &B,
+    obj: u64,
+    val: u8,
+) -> Result<(), SlabError> {
     if l.flags.contains(SlabFlags::RED_ZONE) {
         let left = b.find_not(obj - l.red_left_pad as u64, l.red_left_pad as u64, val);
         if let Some((at, v)) = left {
@@ -169,54 +198,60 @@ fn check_object<B: Lowmem>(s: &KmemCache, b: &B, obj: u64, val: u8) -> Result<()
 /// alloc_debug_processing(): a free object must be intact; a damaged one is
 /// withheld (quarantined) and reported, as Linux marks it used.
 pub(super) fn alloc_debug_processing<B: Lowmem>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    c: &mut KmemCacheCpu,
     b: &mut B,
     obj: u64,
 ) -> Result<(), SlabError> {
-    if let Err(e) = check_object(s, b, obj, SLUB_RED_INACTIVE) {
-        s.cpu_slab[cpu].stats.quarantined += 1;
+    let l = s.layout();
+    if let Err(e) = check_object(s, &l, b, obj, SLUB_RED_INACTIVE) {
+        c.stats.quarantined += 1;
         return Err(e);
     }
-    init_object(s, b, obj, SLUB_RED_ACTIVE);
+    init_object(&l, b, obj, SLUB_RED_ACTIVE);
     Ok(())
 }
 
 /// free_debug_processing(): not already on a freelist (on_freelist()),
 /// red zones intact; then re-poisoned. A refused object is not freed.
-/// The freelist searched is `cpu`'s if the slab is its own, else the
-/// slab's: another CPU's freelist is that CPU's alone to read.
+/// The freelist searched is the CPU's (`c`, held) if the slab is its own,
+/// else the slab's, under the list_lock: another CPU's freelist is that
+/// CPU's alone to read.
 pub(super) fn free_debug_processing<B: Lowmem + PfnToPage>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    c: &KmemCacheCpu,
     b: &mut B,
     head: u64,
     va: u64,
 ) -> Result<(), SlabError> {
-    let pg = read_page(b, head);
+    let l = s.layout();
+    let random = s.random();
     let base = b.pfn_to_virt(head);
-    let first = base + s.l.red_left_pad as u64;
-    let span = pg.objects as u64 * s.l.size as u64;
-    let c = &s.cpu_slab[cpu];
-    let mut p = if c.slab == Some(head) {
+    let first = base + l.red_left_pad as u64;
+    let own = c.slab == Some(head);
+    let n = (!own).then(|| s.list_lock());
+    let pg = read_page(b, head);
+    let span = pg.objects as u64 * l.size as u64;
+    let mut p = if own {
         c.freelist
     } else {
         freelist_object(base, pg.freelist)
     };
-    let mut n = 0;
+    let mut seen = 0;
     while p != 0 {
         if p == va {
             return Err(s.report(ReportKind::DoubleFree, va, va, va, "object already free"));
         }
-        n += 1;
-        let a = p + s.l.offset as u64;
-        let next = freelist_ptr(s.random, b.read_u64(a), a);
-        if next != 0 && (!on_boundary(first, span, s.l.size, next) || n >= pg.objects) {
+        seen += 1;
+        let a = p + l.offset as u64;
+        let next = freelist_ptr(random, b.read_u64(a), a);
+        if next != 0 && (!on_boundary(first, span, l.size, next) || seen >= pg.objects) {
             return Err(s.report(ReportKind::FreelistCorrupted, p, a, next, "free pointer"));
         }
         p = next;
     }
-    check_object(s, b, va, SLUB_RED_ACTIVE)?;
-    init_object(s, b, va, SLUB_RED_INACTIVE);
+    drop(n);
+    check_object(s, &l, b, va, SLUB_RED_ACTIVE)?;
+    init_object(&l, b, va, SLUB_RED_INACTIVE);
     Ok(())
 }

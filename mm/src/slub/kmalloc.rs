@@ -2,7 +2,7 @@
 //! and create_kmalloc_caches() of mm/slab_common.c, kmalloc_large(), kfree()
 //! and ksize() of mm/slub.c and include/linux/slab.h.
 
-use super::fast::check_cpu;
+use super::fast::{check_cpu, slab_free};
 use super::geometry::max;
 use super::slab::Target;
 use super::{CacheId, SlabError, SlabFlags, Slub, LARGE_KMALLOC, SLAB_DEBUG_FLAGS};
@@ -11,6 +11,7 @@ use crate::bitops::{fls64, get_order};
 use crate::buddy::MAX_ORDER;
 use crate::page::PageFlags;
 use abi::layout::{PAGE_SHIFT, PAGE_SIZE};
+use core::sync::atomic::Ordering;
 
 // kmalloc geometry (include/linux/slab.h, x86: KMALLOC_MIN_SIZE 8).
 pub const KMALLOC_MIN_SIZE: u32 = 8;
@@ -87,15 +88,16 @@ impl<const N: usize> Slub<N> {
     /// kmalloc-192. `debug_flags` (SLAB_RED_ZONE, SLAB_POISON) plays
     /// slub_debug='s role for them. Idempotent per class.
     pub fn create_kmalloc_caches<B: SlabBackend>(
-        &mut self,
+        &self,
         debug_flags: SlabFlags,
         b: &mut B,
     ) -> Result<(), SlabError> {
         if !SLAB_DEBUG_FLAGS.contains(debug_flags) {
             return Err(SlabError::InvalidArgs);
         }
+        let _slab_mutex = self.registry_lock();
         for (i, &name) in KMALLOC_NAMES.iter().enumerate().skip(1) {
-            if self.kmalloc[i].is_some() {
+            if self.kmalloc[i].load(Ordering::Relaxed) != 0 {
                 continue;
             }
             let size = kmalloc_size(i);
@@ -103,20 +105,25 @@ impl<const N: usize> Slub<N> {
             // largest power of two dividing their size.
             let align = max(8, 1 << size.trailing_zeros());
             let id = self.create(name, size, align, debug_flags | SlabFlags::KMALLOC, None, b)?;
-            self.kmalloc[i] = Some(id);
+            // The cache's own live mark publishes it; this only names it.
+            self.kmalloc[i].store(id.0, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// The kmalloc cache serving `size` bytes.
+    #[inline(always)]
     pub fn kmalloc_cache(&self, size: u64) -> Option<CacheId> {
-        self.kmalloc[kmalloc_index(size)?]
+        match self.kmalloc[kmalloc_index(size)?].load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(CacheId(id)),
+        }
     }
 
     /// kmalloc() on CPU `cpu`: a size class up to 8 KiB, whole pages above
     /// (kmalloc_large()); [`ZERO_SIZE_PTR`] for 0 bytes.
     pub fn kmalloc<B: SlabBackend>(
-        &mut self,
+        &self,
         cpu: usize,
         size: u64,
         b: &mut B,
@@ -131,7 +138,7 @@ impl<const N: usize> Slub<N> {
         self.kmem_cache_alloc(cpu, id, b)
     }
 
-    fn kmalloc_large<B: SlabBackend>(&mut self, size: u64, b: &mut B) -> Result<u64, SlabError> {
+    fn kmalloc_large<B: SlabBackend>(&self, size: u64, b: &mut B) -> Result<u64, SlabError> {
         if size > KMALLOC_MAX_SIZE {
             return Err(SlabError::TooLarge);
         }
@@ -146,25 +153,20 @@ impl<const N: usize> Slub<N> {
         if order > 0 {
             pg.update_flags(PageFlags::HEAD, true);
         }
-        self.kstats.large_allocs += 1;
-        self.kstats.large_pages += 1 << order;
+        self.large.allocs.fetch_add(1, Ordering::Relaxed);
+        self.large.pages.fetch_add(1 << order, Ordering::Relaxed);
         Ok(b.pfn_to_virt(pfn))
     }
 
     /// kfree() on CPU `cpu`: the cache comes from the page; NULL and
     /// ZERO_SIZE_PTR are ignored.
-    pub fn kfree<B: SlabBackend>(
-        &mut self,
-        cpu: usize,
-        va: u64,
-        b: &mut B,
-    ) -> Result<(), SlabError> {
+    pub fn kfree<B: SlabBackend>(&self, cpu: usize, va: u64, b: &mut B) -> Result<(), SlabError> {
         if va <= ZERO_SIZE_PTR {
             return Ok(());
         }
         let cpu = check_cpu(cpu)?;
         let r = match self.resolve(va, b) {
-            Ok(Target::Slab { idx, head }) => self.slab_free(cpu, idx, head, va, b),
+            Ok(Target::Slab { s, head }) => slab_free(s, &mut s.cpu_lock(cpu), b, head, va),
             Ok(Target::Large { pfn, order }) => {
                 if let Some(pg) = b.allocated_page(pfn) {
                     pg.set_slab_cache(0);
@@ -172,8 +174,8 @@ impl<const N: usize> Slub<N> {
                     pg.update_flags(PageFlags::HEAD, false);
                 }
                 b.free_pages(pfn, order);
-                self.kstats.large_frees += 1;
-                self.kstats.large_pages -= 1 << order;
+                self.large.frees.fetch_add(1, Ordering::Relaxed);
+                self.large.pages.fetch_sub(1 << order, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -186,18 +188,27 @@ impl<const N: usize> Slub<N> {
     pub fn ksize<B: Lowmem + PfnToPage>(&self, va: u64, b: &B) -> u64 {
         match self.resolve(va, b) {
             Ok(Target::Large { order, .. }) => PAGE_SIZE << order,
-            Ok(Target::Slab { idx, .. }) => match &self.caches[idx] {
-                Some(s) if s.debug() => s.l.object_size as u64,
-                // Up to the free pointer when it lies past the object.
-                Some(s) if s.l.offset >= s.l.inuse => s.l.inuse as u64,
-                Some(s) => s.l.size as u64,
-                None => 0,
-            },
+            Ok(Target::Slab { s, .. }) => {
+                let l = s.layout();
+                if s.debug() {
+                    l.object_size as u64
+                } else if l.offset >= l.inuse {
+                    // Up to the free pointer when it lies past the object.
+                    l.inuse as u64
+                } else {
+                    l.size as u64
+                }
+            }
             Err(_) => 0,
         }
     }
 
-    pub fn kmalloc_stats(&self) -> &KmallocStats {
-        &self.kstats
+    pub fn kmalloc_stats(&self) -> KmallocStats {
+        KmallocStats {
+            large_allocs: self.large.allocs.load(Ordering::Relaxed),
+            large_frees: self.large.frees.load(Ordering::Relaxed),
+            large_pages: self.large.pages.load(Ordering::Relaxed),
+            reports: self.log.lock().total,
+        }
     }
 }

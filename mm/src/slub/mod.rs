@@ -18,12 +18,10 @@
 //! Each cache has a `kmem_cache_cpu` per CPU ([`NR_CPUS`] of them): its
 //! slab stays NULL on a CPU until that CPU first allocates from the cache.
 //! The caller says which CPU it runs on (the guest passes
-//! smp_processor_id()). The fast paths touch only that CPU's
-//! `kmem_cache_cpu` and the object's memory, never struct page or the
-//! node; the slow paths take the node's partial and full lists and struct
-//! page, what Linux guards with `n->list_lock`. The crate itself takes
-//! `&mut Slub` for both: the caller provides the exclusion (the guest, with
-//! interrupts off, so a CPU is never interrupted mid-path).
+//! smp_processor_id(), with interrupts off). The fast paths touch only that
+//! CPU's `kmem_cache_cpu` and the object's memory, never struct page or the
+//! node. There are no per-CPU partial lists (CONFIG_SLUB_CPU_PARTIAL=n),
+//! no cache merging (slab_nomerge), and one node.
 //!
 //! A CPU slab is frozen (`page.frozen` = 1, Linux's slab->frozen): only its
 //! CPU allocates from it. A free into another CPU's frozen slab is a remote
@@ -31,14 +29,47 @@
 //! own freelist (`page.freelist`) and `inuse` drops, while the owner's
 //! per-CPU freelist stays as it is; the owner takes those objects back
 //! when its per-CPU freelist runs dry (get_freelist()) or when the slab
-//! is deactivated. There are no per-CPU partial lists
-//! (CONFIG_SLUB_CPU_PARTIAL=n), no cache merging (slab_nomerge), and one
-//! node.
+//! is deactivated.
 //!
 //! The event counters are per CPU as Linux's CONFIG_SLUB_STATS are, and so
 //! are the counts of objects allocated and freed: a cache's active objects
 //! are their difference summed over the CPUs, so the fast paths never
 //! write anything shared.
+//!
+//! # Locks
+//! Every method takes `&self`: CPUs share one [`Slub`]. The locks are
+//! Linux's, in its order:
+//! 1. the registry lock (`slab_mutex`): kmem_cache_create() and
+//!    kmem_cache_destroy(), and here kmem_cache_shrink() too (Linux's takes
+//!    none), so that a shrink never races a destroy;
+//! 2. a `kmem_cache_cpu`'s own lock, Linux's `local_lock_t` (on PREEMPT_RT
+//!    exactly a per-CPU spin lock): taken by its CPU on every fast path,
+//!    and by another CPU only to flush it (destroy, shrink) or read it
+//!    (slabinfo), so it is uncontended otherwise. Each sits on cache lines
+//!    of its own: the fast path writes nothing another CPU writes;
+//! 3. the node's `list_lock`: the partial and full lists, the slab counts,
+//!    and a slab's `page.freelist`, `inuse`, `frozen` and list links. Linux
+//!    updates freelist and inuse with cmpxchg_double() (or slab_lock());
+//!    here the slow paths that touch them, remote frees into another
+//!    CPU's frozen slab and the owner's get_freelist() included, hold the
+//!    list_lock instead;
+//! 4. the page allocator's locks (pcp, zone), which new_slab() and
+//!    discard_slab() take.
+//!
+//! A few leaf locks take nothing after them: a cache's `ident` (name and
+//! ctor, read on slow and error paths) and the report log.
+//!
+//! The caches sit in fixed slots. What kmem_cache_create() decides (the
+//! layout, the freelist key, name, ctor, min_partial) is written only
+//! while the slot is free, under the registry lock, and published by the
+//! slot's `live` mark, stored with Release; kmalloc(), kfree() and the
+//! other fast paths find a cache by id (kfree by `page.slab_cache`) with
+//! one Acquire load of that mark, which writes nothing. Destroying a cache
+//! that is still in use is the caller's bug, as in Linux: destroy refuses
+//! while objects are allocated, and an operation on a destroyed cache gets
+//! [`SlabError::NoSuchCache`]. A race between them may mix two caches'
+//! descriptions but is no undefined behaviour: every field is behind a
+//! lock or an atomic, and the backend checks every access.
 //!
 //! # What struct page holds
 //! A slab's head page: `PageFlags::SLAB` (and `HEAD` for order > 0),
@@ -82,6 +113,8 @@ mod registry;
 mod slab;
 mod slow;
 #[cfg(test)]
+mod smp_tests;
+#[cfg(test)]
 mod tests;
 
 /// CPUs a cache has a `kmem_cache_cpu` for; CPU ids are below this.
@@ -102,8 +135,12 @@ pub use kmalloc::{
 pub use registry::{write_slabinfo_line, CacheSummary, SlabDesc, SlabInfo, SlabState};
 
 use crate::arch::Lowmem;
+use crate::buddy::lock_counted;
 use bitflags::bitflags;
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use debug::ReportLog;
 use slab::SlabList;
+use spin::mutex::{SpinMutex, SpinMutexGuard};
 
 bitflags! {
     /// `slab_flags_t`: a cache's flags (include/linux/slab.h values).
@@ -168,7 +205,8 @@ pub enum SlabError {
 }
 
 /// `struct kmem_cache_cpu`: one CPU's slab and freelist, and its
-/// counters. Only that CPU touches it. `repr(C)` for the host inspector.
+/// counters, behind that CPU's lock ([`CpuSlot`]). `repr(C)` for the host
+/// inspector.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KmemCacheCpu {
@@ -201,8 +239,20 @@ impl KmemCacheCpu {
     };
 }
 
+/// One CPU's `kmem_cache_cpu` behind its own lock. The lock plays Linux's
+/// `local_lock_t`, which on PREEMPT_RT is exactly a per-CPU spin lock
+/// (this crate has no unsafe to make a CPU's exclusive access implicit):
+/// its CPU takes it on every fast path, with interrupts off in the guest;
+/// another CPU takes it only to flush the slab (flush_cpu_slab() on
+/// destroy and shrink) or to read the counters (slabinfo), so it is
+/// uncontended otherwise. Cache-line aligned, so that the fast path's
+/// writes (lock word, freelist, counters) share no line with another
+/// CPU's slot or the node, as Linux's per-CPU areas share none.
+#[repr(C, align(64))]
+pub(crate) struct CpuSlot(pub(crate) SpinMutex<KmemCacheCpu>);
+
 /// `struct kmem_cache_node`: the slabs no CPU has frozen, and the slab
-/// counts; Linux guards it with `n->list_lock`.
+/// counts, behind the node's `list_lock`.
 #[repr(C)]
 pub(crate) struct KmemCacheNode {
     partial: SlabList,
@@ -214,6 +264,93 @@ pub(crate) struct KmemCacheNode {
     /// Pages its slabs hold: a slab allocated at the fallback order
     /// holds fewer than the preferred order's (NR_SLAB_*'s count).
     pub(crate) nr_pages: u64,
+    /// Empty slabs kept on the partial list (`s->min_partial`, read only
+    /// by the paths that hold the list_lock).
+    min_partial: u32,
+}
+
+impl KmemCacheNode {
+    const fn new(min_partial: u32) -> KmemCacheNode {
+        KmemCacheNode {
+            partial: SlabList::EMPTY,
+            full: SlabList::EMPTY,
+            nr_slabs: 0,
+            total_objects: 0,
+            nr_pages: 0,
+            min_partial,
+        }
+    }
+}
+
+/// A cache's name and constructor: set by kmem_cache_create(), read on
+/// slow and error paths only, behind a leaf lock (a `&str` or `fn` cannot
+/// be published through an atomic without unsafe).
+#[repr(C)]
+pub(crate) struct Ident {
+    pub(crate) name: &'static str,
+    ctor: Option<Ctor>,
+}
+
+/// A [`Layout`] in atomics, `repr(C)` with the same fields in the same
+/// order (the host reads size, object_size and oo). Written only while
+/// the cache's slot is free; read after the Acquire of its `live` mark,
+/// so the loads are Relaxed (plain loads on x86).
+#[repr(C)]
+pub(crate) struct LayoutCell {
+    pub(crate) object_size: AtomicU32,
+    pub(crate) size: AtomicU32,
+    align: AtomicU32,
+    offset: AtomicU32,
+    inuse: AtomicU32,
+    red_left_pad: AtomicU32,
+    flags: AtomicU32,
+    pub(crate) oo: AtomicU32,
+    min: AtomicU32,
+}
+
+impl LayoutCell {
+    const fn new() -> LayoutCell {
+        LayoutCell {
+            object_size: AtomicU32::new(0),
+            size: AtomicU32::new(0),
+            align: AtomicU32::new(0),
+            offset: AtomicU32::new(0),
+            inuse: AtomicU32::new(0),
+            red_left_pad: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            oo: AtomicU32::new(0),
+            min: AtomicU32::new(0),
+        }
+    }
+
+    fn set(&self, l: &Layout) {
+        let w = |a: &AtomicU32, v: u32| a.store(v, Ordering::Relaxed);
+        w(&self.object_size, l.object_size);
+        w(&self.size, l.size);
+        w(&self.align, l.align);
+        w(&self.offset, l.offset);
+        w(&self.inuse, l.inuse);
+        w(&self.red_left_pad, l.red_left_pad);
+        w(&self.flags, l.flags.bits());
+        w(&self.oo, l.oo.0);
+        w(&self.min, l.min.0);
+    }
+
+    #[inline(always)]
+    fn get(&self) -> Layout {
+        let r = |a: &AtomicU32| a.load(Ordering::Relaxed);
+        Layout {
+            object_size: r(&self.object_size),
+            size: r(&self.size),
+            align: r(&self.align),
+            offset: r(&self.offset),
+            inuse: r(&self.inuse),
+            red_left_pad: r(&self.red_left_pad),
+            flags: SlabFlags::from_bits_retain(r(&self.flags)),
+            oo: Oo(r(&self.oo)),
+            min: Oo(r(&self.min)),
+        }
+    }
 }
 
 /// Event counters (enum stat_item's names), kept per CPU.
@@ -251,7 +388,6 @@ pub struct SlubStats {
     /// Objects withheld after a failed check (never handed out again).
     pub quarantined: u64,
 }
-
 impl SlubStats {
     const ZERO: SlubStats = SlubStats {
         alloc_fastpath: 0,
@@ -311,87 +447,143 @@ impl SlubStats {
     }
 }
 
-/// `struct kmem_cache`: what never changes after creation, a
+/// `struct kmem_cache`: what never changes while the cache is live, a
 /// `kmem_cache_cpu` per CPU, and the one `kmem_cache_node`. `repr(C)`, and
 /// the fields the host reads for /proc/slabinfo are crate-visible so
-/// mm::vmcoreinfo can publish their offsets.
+/// mm::vmcoreinfo can publish their offsets. The fields every CPU's fast
+/// path reads (id, layout, random) come first and are written only at
+/// creation; the per-CPU slots follow on lines of their own; the node and
+/// the name after them.
 #[repr(C)]
 pub struct KmemCache {
-    pub(crate) name: &'static str,
-    /// Own registry id, written into struct page.
+    /// Own registry id (slot + 1), written into struct page.
     id: u16,
-    pub(crate) l: Layout,
-    min_partial: u32,
+    pub(crate) l: LayoutCell,
     /// Freelist hardening key (`s->random`).
-    random: u64,
-    ctor: Option<Ctor>,
+    random: AtomicU64,
     /// Indexed by CPU id (`s->cpu_slab`, a per-CPU pointer in Linux).
-    pub(crate) cpu_slab: [KmemCacheCpu; NR_CPUS],
-    pub(crate) node: KmemCacheNode,
+    pub(crate) cpu_slab: [CpuSlot; NR_CPUS],
+    /// `n->list_lock` and what it guards.
+    pub(crate) node: SpinMutex<KmemCacheNode>,
+    /// Acquisitions of the list_lock that found it held (lock_stat's
+    /// contentions); written only then.
+    list_lock_waits: AtomicU64,
+    pub(crate) ident: SpinMutex<Ident>,
 }
 
 impl KmemCache {
-    pub fn name(&self) -> &'static str {
-        self.name
+    pub(crate) const fn new(id: u16) -> KmemCache {
+        KmemCache {
+            id,
+            l: LayoutCell::new(),
+            random: AtomicU64::new(0),
+            cpu_slab: [const { CpuSlot(SpinMutex::new(KmemCacheCpu::EMPTY)) }; NR_CPUS],
+            node: SpinMutex::new(KmemCacheNode::new(0)),
+            list_lock_waits: AtomicU64::new(0),
+            ident: SpinMutex::new(Ident {
+                name: "",
+                ctor: None,
+            }),
+        }
     }
-    pub fn layout(&self) -> &Layout {
-        &self.l
+
+    /// Sets up a free slot's cache, before its `live` mark publishes it.
+    fn init(&self, name: &'static str, l: &Layout, random: u64, ctor: Option<Ctor>) {
+        self.l.set(l);
+        self.random.store(random, Ordering::Relaxed);
+        *self.ident.lock() = Ident { name, ctor };
+        for c in &self.cpu_slab {
+            *c.0.lock() = KmemCacheCpu::EMPTY;
+        }
+        *self.node.lock() = KmemCacheNode::new(geometry::min_partial(l.size));
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.ident.lock().name
+    }
+    fn ctor(&self) -> Option<Ctor> {
+        self.ident.lock().ctor
+    }
+    pub fn layout(&self) -> Layout {
+        self.l.get()
     }
     pub fn flags(&self) -> SlabFlags {
-        self.l.flags.difference(OBJECT_POISON)
+        self.layout().flags.difference(OBJECT_POISON)
     }
     pub fn min_partial(&self) -> u32 {
-        self.min_partial
+        self.node.lock().min_partial
     }
     pub fn nr_partial(&self) -> u64 {
-        self.node.partial.nr
+        self.node.lock().partial.nr
     }
     /// The head pfn of `cpu`'s slab: `None` (NULL) until that CPU's first
     /// allocation from this cache (and after a flush).
     pub fn cpu_slab(&self, cpu: usize) -> Option<u64> {
-        self.cpu_slab.get(cpu)?.slab
+        self.cpu(cpu)?.slab
     }
-    /// `cpu`'s `kmem_cache_cpu`.
-    pub fn cpu(&self, cpu: usize) -> Option<&KmemCacheCpu> {
-        self.cpu_slab.get(cpu)
+    /// A copy of `cpu`'s `kmem_cache_cpu`.
+    pub fn cpu(&self, cpu: usize) -> Option<KmemCacheCpu> {
+        Some(*self.cpu_slab.get(cpu)?.0.lock())
     }
     /// The event counters summed over the CPUs (show_stat()).
     pub fn stats(&self) -> SlubStats {
         self.cpu_slab
             .iter()
-            .fold(SlubStats::ZERO, |sum, c| sum.add(&c.stats))
+            .fold(SlubStats::ZERO, |sum, c| sum.add(&c.0.lock().stats))
     }
     /// Objects allocated and not freed, over every CPU.
     pub fn active_objs(&self) -> u64 {
-        let (allocs, frees) = self
-            .cpu_slab
-            .iter()
-            .fold((0u64, 0u64), |(a, f), c| (a + c.allocs, f + c.frees));
+        let (allocs, frees) = self.cpu_slab.iter().fold((0u64, 0u64), |(a, f), c| {
+            let c = c.0.lock();
+            (a + c.allocs, f + c.frees)
+        });
         allocs.saturating_sub(frees)
     }
+    /// Waits on this cache's list_lock so far.
+    pub fn list_lock_waits(&self) -> u64 {
+        self.list_lock_waits.load(Ordering::Relaxed)
+    }
     pub fn info(&self) -> SlabInfo {
+        let active_objs = self.active_objs();
+        let l = self.layout();
+        let n = self.node.lock();
         SlabInfo {
-            active_objs: self.active_objs(),
-            num_objs: self.node.total_objects,
-            objsize: self.l.size,
-            object_size: self.l.object_size,
-            objperslab: self.l.oo.objects(),
-            pagesperslab: 1 << self.l.oo.order(),
-            active_slabs: self.node.nr_slabs,
-            num_slabs: self.node.nr_slabs,
-            pages: self.node.nr_pages,
+            active_objs,
+            num_objs: n.total_objects,
+            objsize: l.size,
+            object_size: l.object_size,
+            objperslab: l.oo.objects(),
+            pagesperslab: 1 << l.oo.order(),
+            active_slabs: n.nr_slabs,
+            num_slabs: n.nr_slabs,
+            pages: n.nr_pages,
         }
     }
+    /// local_lock(&s->cpu_slab->lock) for CPU `cpu` (below [`NR_CPUS`]).
+    #[inline(always)]
+    fn cpu_lock(&self, cpu: usize) -> SpinMutexGuard<'_, KmemCacheCpu> {
+        self.cpu_slab[cpu].0.lock()
+    }
+    /// spin_lock(&n->list_lock), counting the waits.
+    fn list_lock(&self) -> SpinMutexGuard<'_, KmemCacheNode> {
+        lock_counted(&self.node, &self.list_lock_waits)
+    }
+    #[inline(always)]
+    fn random(&self) -> u64 {
+        self.random.load(Ordering::Relaxed)
+    }
+    #[inline(always)]
     fn debug(&self) -> bool {
-        self.l.flags.intersects(SLAB_DEBUG_FLAGS)
+        self.l.flags.load(Ordering::Relaxed) & SLAB_DEBUG_FLAGS.bits() != 0
     }
     /// A slab's order from its object count: `min` has strictly fewer
     /// objects than `oo` whenever the orders differ.
     fn slab_order(&self, objects: u32) -> u32 {
-        if objects == self.l.oo.objects() {
-            self.l.oo.order()
+        let l = self.layout();
+        if objects == l.oo.objects() {
+            l.oo.order()
         } else {
-            self.l.min.order()
+            l.min.order()
         }
     }
     fn report(
@@ -404,7 +596,7 @@ impl KmemCache {
     ) -> SlabError {
         SlabError::Report(SlabReport {
             kind,
-            cache: self.name,
+            cache: self.name(),
             object,
             at,
             value,
@@ -413,19 +605,31 @@ impl KmemCache {
     }
 }
 
-/// The allocator: a registry of up to `N` caches plus the kmalloc table.
-/// `repr(C)` for the host inspector, which finds the caches through
-/// `live` (1 where `caches[i]` is `Some`), an explicit marker instead of
-/// `Option`'s unspecified discriminant; a `Some` slot holds its
-/// `KmemCache` at offset 0 (mm::vmcoreinfo checks the sizes agree).
+/// Large kmalloc counters: atomics, as kmalloc_large() and its kfree go
+/// to the page allocator anyway (a zone's lock above order 0).
+struct LargeCounters {
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    pages: AtomicU64,
+}
+
+/// The allocator: a registry of up to `N` caches plus the kmalloc table,
+/// shared by the CPUs (see the module doc's "Locks"). `repr(C)` for the
+/// host inspector, which finds the caches through `live` (1 where
+/// `caches[i]` is live).
 #[repr(C)]
 pub struct Slub<const N: usize> {
-    pub(crate) caches: [Option<KmemCache>; N],
-    pub(crate) live: [u8; N],
-    kmalloc: [Option<CacheId>; KMALLOC_SHIFT_HIGH as usize + 1],
-    log: [Option<SlabReport>; REPORT_LOG],
-    log_next: usize,
-    kstats: KmallocStats,
+    pub(crate) caches: [KmemCache; N],
+    /// The slots' publication marks: 1 live, 0 free.
+    pub(crate) live: [AtomicU8; N],
+    /// kmalloc_caches[]: a cache id per size class, 0 for none; set once
+    /// under the registry lock.
+    kmalloc: [AtomicU16; KMALLOC_SHIFT_HIGH as usize + 1],
+    /// `slab_mutex`: create, destroy and shrink.
+    slab_mutex: SpinMutex<()>,
+    registry_lock_waits: AtomicU64,
+    log: SpinMutex<ReportLog>,
+    large: LargeCounters,
 }
 
 impl<const N: usize> Default for Slub<N> {
@@ -436,28 +640,55 @@ impl<const N: usize> Default for Slub<N> {
 
 impl<const N: usize> Slub<N> {
     pub const fn new() -> Self {
+        let mut caches = [const { KmemCache::new(0) }; N];
+        let mut slot = 0;
+        while slot < N {
+            // Ids past u16 (and LARGE_KMALLOC) are refused by create.
+            caches[slot].id = (slot as u16).wrapping_add(1);
+            slot += 1;
+        }
         Slub {
-            caches: [const { None }; N],
-            live: [0; N],
-            kmalloc: [None; KMALLOC_SHIFT_HIGH as usize + 1],
-            log: [None; REPORT_LOG],
-            log_next: 0,
-            kstats: KmallocStats {
-                large_allocs: 0,
-                large_frees: 0,
-                large_pages: 0,
-                reports: 0,
+            caches,
+            live: [const { AtomicU8::new(0) }; N],
+            kmalloc: [const { AtomicU16::new(0) }; KMALLOC_SHIFT_HIGH as usize + 1],
+            slab_mutex: SpinMutex::new(()),
+            registry_lock_waits: AtomicU64::new(0),
+            log: SpinMutex::new(ReportLog::EMPTY),
+            large: LargeCounters {
+                allocs: AtomicU64::new(0),
+                frees: AtomicU64::new(0),
+                pages: AtomicU64::new(0),
             },
         }
     }
 
-    fn index(&self, id: CacheId) -> Result<usize, SlabError> {
-        let i = (id.0 as usize)
-            .checked_sub(1)
-            .ok_or(SlabError::NoSuchCache)?;
-        match self.caches.get(i) {
-            Some(Some(_)) => Ok(i),
-            _ => Err(SlabError::NoSuchCache),
-        }
+    /// The live cache in slot `slot`: one Acquire load of its mark, which
+    /// makes its description visible.
+    #[inline(always)]
+    fn live_slot(&self, slot: usize) -> Option<&KmemCache> {
+        let live = self.live.get(slot)?.load(Ordering::Acquire) == 1;
+        live.then(|| &self.caches[slot])
+    }
+
+    /// The live cache with this id.
+    #[inline(always)]
+    fn live_cache(&self, id: CacheId) -> Result<&KmemCache, SlabError> {
+        self.live_slot((id.0 as usize).wrapping_sub(1))
+            .ok_or(SlabError::NoSuchCache)
+    }
+
+    /// mutex_lock(&slab_mutex), counting the waits.
+    fn registry_lock(&self) -> SpinMutexGuard<'_, ()> {
+        lock_counted(&self.slab_mutex, &self.registry_lock_waits)
+    }
+
+    /// Waits on the registry lock (slab_mutex) so far.
+    pub fn registry_lock_waits(&self) -> u64 {
+        self.registry_lock_waits.load(Ordering::Relaxed)
+    }
+
+    /// Waits on the caches' list_locks so far, over every slot.
+    pub fn list_lock_waits(&self) -> u64 {
+        self.caches.iter().map(KmemCache::list_lock_waits).sum()
     }
 }

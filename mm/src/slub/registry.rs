@@ -3,16 +3,17 @@
 //! /proc/slabinfo (cache_show()).
 
 use super::fast::check_cpu;
-use super::geometry::{calculate_alignment, calculate_sizes, min_partial};
+use super::geometry::{calculate_alignment, calculate_sizes};
 use super::slab::{discard_slab, list_del, read_page, SlabList};
 use super::slow::flush_cpu_slab;
 use super::{
-    CacheId, Ctor, KmemCache, KmemCacheCpu, KmemCacheNode, SlabError, SlabFlags, Slub, SlubStats,
-    CREATE_FLAGS, KMALLOC_MAX_SIZE, LARGE_KMALLOC, NR_CPUS,
+    CacheId, Ctor, KmemCache, SlabError, SlabFlags, Slub, SlubStats, CREATE_FLAGS,
+    KMALLOC_MAX_SIZE, LARGE_KMALLOC,
 };
 use crate::arch::{PfnToPage, SlabBackend};
 use crate::page::PFN_NONE;
 use core::fmt;
+use core::sync::atomic::Ordering;
 
 /// Where a slab sits in its cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +70,7 @@ impl<const N: usize> Slub<N> {
     /// SLAB_RED_ZONE, SLAB_POISON, SLAB_HWCACHE_ALIGN. Each CPU's slab
     /// stays NULL until that CPU's first allocation.
     pub fn kmem_cache_create<B: SlabBackend>(
-        &mut self,
+        &self,
         name: &'static str,
         size: u32,
         align: u32,
@@ -80,11 +81,13 @@ impl<const N: usize> Slub<N> {
         if !CREATE_FLAGS.contains(flags) {
             return Err(SlabError::InvalidArgs);
         }
+        let _slab_mutex = self.registry_lock();
         self.create(name, size, align, flags, ctor, b)
     }
 
+    /// The registry lock held: set up a free slot and publish it.
     pub(super) fn create<B: SlabBackend>(
-        &mut self,
+        &self,
         name: &'static str,
         size: u32,
         align: u32,
@@ -104,64 +107,49 @@ impl<const N: usize> Slub<N> {
         let l =
             calculate_sizes(size, align, flags, ctor.is_some()).ok_or(SlabError::InvalidArgs)?;
         let slot = self
-            .caches
+            .live
             .iter()
-            .position(|c| c.is_none())
+            .position(|m| m.load(Ordering::Relaxed) == 0)
             .ok_or(SlabError::RegistryFull)?;
         if slot + 1 >= LARGE_KMALLOC as usize {
             return Err(SlabError::RegistryFull);
         }
-        let id = CacheId(slot as u16 + 1);
-        self.caches[slot] = Some(KmemCache {
-            name,
-            id: id.0,
-            l,
-            min_partial: min_partial(l.size),
-            random: b.random_u64(),
-            ctor,
-            cpu_slab: [KmemCacheCpu::EMPTY; NR_CPUS],
-            node: KmemCacheNode {
-                partial: SlabList::EMPTY,
-                full: SlabList::EMPTY,
-                nr_slabs: 0,
-                total_objects: 0,
-                nr_pages: 0,
-            },
-        });
-        self.live[slot] = 1;
-        Ok(id)
+        self.caches[slot].init(name, &l, b.random_u64(), ctor);
+        self.live[slot].store(1, Ordering::Release);
+        Ok(CacheId(slot as u16 + 1))
     }
 
     /// kmem_cache_destroy() on CPU `cpu`: refused while objects are
-    /// allocated. Otherwise every CPU's slab is flushed and every slab
-    /// given back.
+    /// allocated. Otherwise every CPU's slab is flushed, every slab given
+    /// back, and the slot freed.
     pub fn kmem_cache_destroy<B: SlabBackend>(
-        &mut self,
+        &self,
         cpu: usize,
         id: CacheId,
         b: &mut B,
     ) -> Result<(), SlabError> {
-        let idx = self.index(id)?;
-        let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
-        if s.l.flags.contains(SlabFlags::KMALLOC) {
+        let cpu = check_cpu(cpu)?;
+        let _slab_mutex = self.registry_lock();
+        let s = self.live_cache(id)?;
+        if s.layout().flags.contains(SlabFlags::KMALLOC) {
             return Err(SlabError::InvalidArgs);
         }
-        if s.active_objs() != 0 {
+        let active_objs = s.active_objs();
+        if active_objs != 0 {
             return Err(SlabError::CacheBusy {
-                active_objs: s.active_objs(),
-                slabs: s.node.nr_slabs,
+                active_objs,
+                slabs: s.info().num_slabs,
             });
         }
-        self.kmem_cache_shrink(cpu, id, b)?;
-        let s = self.caches[idx].as_ref().ok_or(SlabError::NoSuchCache)?;
-        if s.node.nr_slabs != 0 {
+        self.shrink(s, cpu, b)?;
+        let slabs = s.info().num_slabs;
+        if slabs != 0 {
             return Err(SlabError::CacheBusy {
                 active_objs: 0,
-                slabs: s.node.nr_slabs,
+                slabs,
             });
         }
-        self.live[idx] = 0;
-        self.caches[idx] = None;
+        self.live[(id.0 - 1) as usize].store(0, Ordering::Release);
         Ok(())
     }
 
@@ -169,46 +157,66 @@ impl<const N: usize> Slub<N> {
     /// (flush_all(), which Linux runs on each CPU) and give back every
     /// empty slab, min_partial notwithstanding. Returns slabs freed.
     pub fn kmem_cache_shrink<B: SlabBackend>(
-        &mut self,
+        &self,
         cpu: usize,
         id: CacheId,
         b: &mut B,
     ) -> Result<u64, SlabError> {
         let cpu = check_cpu(cpu)?;
-        let idx = self.index(id)?;
-        let s = self.caches[idx].as_mut().ok_or(SlabError::NoSuchCache)?;
-        let before = s.stats().free_slab;
+        let _slab_mutex = self.registry_lock();
+        let s = self.live_cache(id)?;
+        self.shrink(s, cpu, b)
+    }
+
+    /// __kmem_cache_shrink(): each CPU's slab flushed under that CPU's
+    /// lock, then the empty partial slabs freed under the list_lock.
+    fn shrink<B: SlabBackend>(
+        &self,
+        s: &KmemCache,
+        cpu: usize,
+        b: &mut B,
+    ) -> Result<u64, SlabError> {
+        let mut freed = 0;
         let mut r = Ok(());
-        for flushed in 0..NR_CPUS {
-            r = r.and(flush_cpu_slab(s, flushed, b));
+        for slot in &s.cpu_slab {
+            match flush_cpu_slab(s, &mut slot.0.lock(), b) {
+                Ok(discarded) => freed += u64::from(discarded),
+                Err(e) => r = r.and(Err(e)),
+            }
         }
-        let mut pfn = s.node.partial.head;
-        let mut budget = s.node.partial.nr;
+        let mut c = s.cpu_lock(cpu);
+        let mut n = s.list_lock();
+        let mut pfn = n.partial.head;
+        let mut budget = n.partial.nr;
         while pfn != PFN_NONE && budget > 0 {
             let pg = read_page(b, pfn as u64);
             if pg.inuse == 0 {
-                list_del(&mut s.node.partial, b, pfn as u64);
-                discard_slab(s, cpu, b, pfn as u64);
+                list_del(&mut n.partial, b, pfn as u64);
+                discard_slab(s, &mut n, &mut c.stats, b, pfn as u64);
+                freed += 1;
             }
             pfn = pg.next;
             budget -= 1;
         }
-        let freed = s.stats().free_slab - before;
+        drop((n, c));
         self.logged(r.map(|()| freed))
     }
 
-    /// The cache with this id.
+    /// The live cache with this id.
     pub fn cache(&self, id: CacheId) -> Option<&KmemCache> {
-        self.caches[self.index(id).ok()?].as_ref()
+        self.live_cache(id).ok()
     }
 
-    /// Every cache, for reports.
+    /// Every live cache, for reports.
     pub fn caches(&self) -> impl Iterator<Item = CacheSummary> + '_ {
-        self.caches.iter().flatten().map(|c| CacheSummary {
-            id: CacheId(c.id),
-            name: c.name,
-            info: c.info(),
-            stats: c.stats(),
+        (0..N).filter_map(|slot| {
+            let c = self.live_slot(slot)?;
+            Some(CacheSummary {
+                id: CacheId(c.id),
+                name: c.name(),
+                info: c.info(),
+                stats: c.stats(),
+            })
         })
     }
 
@@ -218,15 +226,18 @@ impl<const N: usize> Slub<N> {
     }
 
     /// The slabs of a cache: each CPU's slab, then the partial list, then
-    /// the full list. Each list walk is capped by its length.
+    /// the full list. Each list walk is capped by its length. The
+    /// iterator holds every CPU's lock and the list_lock (in that order)
+    /// until it is dropped, so it sees one consistent state.
     pub fn slabs<'a, B: PfnToPage>(
         &'a self,
         id: CacheId,
         b: &'a B,
     ) -> impl Iterator<Item = SlabDesc> + 'a {
         let c = self.cache(id);
-        let cpus = c.map(|c| c.cpu_slab.map(|k| k.slab));
-        let lists = c.map(|c| [c.node.partial, c.node.full]);
+        let locks = c.map(|c| (c.cpu_slab.each_ref().map(|k| k.0.lock()), c.list_lock()));
+        let cpus = locks.as_ref().map(|(k, _)| k.each_ref().map(|k| k.slab));
+        let lists = locks.as_ref().map(|(_, n)| [n.partial, n.full]);
         let desc = move |pfn: u64, state| {
             let pg = read_page(b, pfn);
             SlabDesc {
@@ -255,7 +266,12 @@ impl<const N: usize> Slub<N> {
                 .enumerate()
                 .filter_map(move |(cpu, slab)| Some(desc(slab?, SlabState::Cpu(cpu))))
         });
-        cpu_slabs.chain(parts.into_iter().flatten())
+        // The closure owns the guards: they go when the iterator does.
+        cpu_slabs
+            .chain(parts.into_iter().flatten())
+            .inspect(move |_| {
+                let _held = &locks;
+            })
     }
 
     /// /proc/slabinfo (version 2.1 format, cache_show()).

@@ -5,7 +5,8 @@
 use super::debug::{init_object, ReportKind, SlabReport, POISON_INUSE};
 use super::fast::{freelist_ptr, on_boundary};
 use super::{
-    KmemCache, SlabError, SlabFlags, Slub, FREELIST_NONE, LARGE_KMALLOC, SLUB_RED_INACTIVE,
+    KmemCache, KmemCacheCpu, KmemCacheNode, SlabError, SlabFlags, Slub, SlubStats, FREELIST_NONE,
+    LARGE_KMALLOC, SLUB_RED_INACTIVE,
 };
 use crate::arch::{DoubleMapPrevention, Lowmem, PageAllocator, PfnToPage, SlabBackend};
 use crate::page::{Page, PageFlags, PageState, PFN_NONE};
@@ -96,29 +97,31 @@ pub(super) fn list_del<B: PfnToPage>(l: &mut SlabList, b: &mut B, pfn: u64) {
 /// minimum order; struct page set up; objects linked in address order
 /// (no CONFIG_SLAB_FREELIST_RANDOM). The double-mapping hook runs once
 /// struct page is set up and before any object byte is written: the kernel
-/// lets slab code write only tagged frames.
+/// lets slab code write only tagged frames. Runs without the list_lock,
+/// which it takes only to count the slab (inc_slabs_node()).
 pub(super) fn new_slab<B: SlabBackend>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    c: &mut KmemCacheCpu,
     b: &mut B,
 ) -> Result<u64, SlabError> {
-    let (mut oo, mut got) = (s.l.oo, b.alloc_pages(s.l.oo.order()));
-    if got.is_none() && s.l.min.order() < oo.order() {
-        oo = s.l.min;
+    let l = s.layout();
+    let (mut oo, mut got) = (l.oo, b.alloc_pages(l.oo.order()));
+    if got.is_none() && l.min.order() < oo.order() {
+        oo = l.min;
         got = b.alloc_pages(oo.order());
         if got.is_some() {
-            s.cpu_slab[cpu].stats.order_fallback += 1;
+            c.stats.order_fallback += 1;
         }
     }
     let Some(pfn) = got else {
-        s.cpu_slab[cpu].stats.alloc_fail += 1;
+        c.stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     };
     let (order, objects) = (oo.order(), oo.objects());
     let nr = 1u64 << order;
     if pfn + nr > PFN_NONE as u64 || b.page(pfn).is_none() || b.page(pfn + nr - 1).is_none() {
         b.free_pages(pfn, order);
-        s.cpu_slab[cpu].stats.alloc_fail += 1;
+        c.stats.alloc_fail += 1;
         return Err(SlabError::NoMemory);
     }
     // __folio_set_slab() and prep_compound_page(): tails point at the head.
@@ -137,7 +140,7 @@ pub(super) fn new_slab<B: SlabBackend>(
         };
         pg.update_flags(flags, true);
         pg.set_slab_cache(s.id);
-        pg.set_freelist(s.l.red_left_pad);
+        pg.set_freelist(l.red_left_pad);
         pg.set_inuse(0);
         pg.set_objects(objects as u16);
         pg.set_frozen(0);
@@ -146,18 +149,18 @@ pub(super) fn new_slab<B: SlabBackend>(
     }
     b.slab_created(pfn, order);
     let base = b.pfn_to_virt(pfn);
-    if s.l.flags.contains(SlabFlags::POISON) {
+    if l.flags.contains(SlabFlags::POISON) {
         // setup_slab_debug(): padding keeps POISON_INUSE.
         b.fill(base, PAGE_SIZE << order, POISON_INUSE);
     }
-    let size = s.l.size as u64;
-    let first = base + s.l.red_left_pad as u64;
+    let (size, random, ctor) = (l.size as u64, s.random(), s.ctor());
+    let first = base + l.red_left_pad as u64;
     for i in 0..objects as u64 {
         let obj = first + i * size;
         if s.debug() {
-            init_object(s, b, obj, SLUB_RED_INACTIVE);
+            init_object(&l, b, obj, SLUB_RED_INACTIVE);
         }
-        if let Some(ctor) = s.ctor {
+        if let Some(ctor) = ctor {
             ctor(b, obj);
         }
         let next = if i + 1 < objects as u64 {
@@ -165,21 +168,24 @@ pub(super) fn new_slab<B: SlabBackend>(
         } else {
             0
         };
-        let a = obj + s.l.offset as u64;
-        b.write_u64(a, freelist_ptr(s.random, next, a));
+        let a = obj + l.offset as u64;
+        b.write_u64(a, freelist_ptr(random, next, a));
     }
-    s.node.nr_slabs += 1;
-    s.node.total_objects += objects as u64;
-    s.node.nr_pages += 1 << order;
-    s.cpu_slab[cpu].stats.alloc_slab += 1;
+    let mut n = s.list_lock();
+    n.nr_slabs += 1;
+    n.total_objects += objects as u64;
+    n.nr_pages += 1 << order;
+    c.stats.alloc_slab += 1;
     Ok(pfn)
 }
 
-/// discard_slab()/__free_slab(): the hook first, then struct page cleared
-/// and the frames returned.
+/// discard_slab()/__free_slab() of a slab already off every list (the
+/// list_lock `n` held): the hook first, then struct page cleared and the
+/// frames returned.
 pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    n: &mut KmemCacheNode,
+    stats: &mut SlubStats,
     b: &mut B,
     pfn: u64,
 ) {
@@ -199,25 +205,27 @@ pub(super) fn discard_slab<B: PageAllocator + PfnToPage + DoubleMapPrevention>(
         }
     }
     b.free_pages(pfn, order);
-    s.node.nr_slabs -= 1;
-    s.node.total_objects -= objects as u64;
-    s.node.nr_pages -= 1 << order;
-    s.cpu_slab[cpu].stats.free_slab += 1;
+    n.nr_slabs -= 1;
+    n.total_objects -= objects as u64;
+    n.nr_pages -= 1 << order;
+    stats.free_slab += 1;
 }
 
 /// What an address passed to kfree is.
-pub(super) enum Target {
-    Slab { idx: usize, head: u64 },
+pub(super) enum Target<'a> {
+    Slab { s: &'a KmemCache, head: u64 },
     Large { pfn: u64, order: u32 },
 }
 
 impl<const N: usize> Slub<N> {
-    /// to the object boundary.
+    /// virt_to_slab(): the slab and live cache of `va`, checked down to
+    /// the object boundary, or a large kmalloc's head page. Reads struct
+    /// page without a lock: a live slab's head and tail fields stay put.
     pub(super) fn resolve<B: Lowmem + PfnToPage>(
         &self,
         va: u64,
         b: &B,
-    ) -> Result<Target, SlabError> {
+    ) -> Result<Target<'_>, SlabError> {
         let Some(pfn) = b.virt_to_pfn(va) else {
             return Err(self.invalid_free(None, va, "not a direct-mapped address"));
         };
@@ -240,34 +248,30 @@ impl<const N: usize> Slub<N> {
         } else {
             return Err(self.invalid_free(None, va, "not a slab or kmalloc page"));
         };
-        let idx = (pg.slab_cache as usize).wrapping_sub(1);
-        let Some(Some(s)) = self.caches.get(idx) else {
+        let Some(s) = self.live_slot((pg.slab_cache as usize).wrapping_sub(1)) else {
             return Err(self.invalid_free(None, va, "page of no live cache"));
         };
         if !hp.flags.contains(PageFlags::SLAB) || hp.slab_cache != pg.slab_cache {
-            return Err(self.invalid_free(Some(idx), va, "tail page of no slab"));
+            return Err(self.invalid_free(Some(s), va, "tail page of no slab"));
         }
-        let first = b.pfn_to_virt(head) + s.l.red_left_pad as u64;
-        let span = hp.objects as u64 * s.l.size as u64;
-        if !on_boundary(first, span, s.l.size, va) {
-            return Err(self.invalid_free(Some(idx), va, "not at an object boundary"));
+        let l = s.layout();
+        let first = b.pfn_to_virt(head) + l.red_left_pad as u64;
+        let span = hp.objects as u64 * l.size as u64;
+        if !on_boundary(first, span, l.size, va) {
+            return Err(self.invalid_free(Some(s), va, "not at an object boundary"));
         }
-        Ok(Target::Slab { idx, head })
+        Ok(Target::Slab { s, head })
     }
 
     pub(super) fn invalid_free(
         &self,
-        idx: Option<usize>,
+        s: Option<&KmemCache>,
         va: u64,
         detail: &'static str,
     ) -> SlabError {
-        let cache = idx
-            .and_then(|i| self.caches.get(i))
-            .and_then(|c| c.as_ref())
-            .map_or("?", |c| c.name);
         SlabError::Report(SlabReport {
             kind: ReportKind::InvalidFree,
-            cache,
+            cache: s.map_or("?", KmemCache::name),
             object: va,
             at: va,
             value: 0,

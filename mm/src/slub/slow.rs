@@ -1,8 +1,10 @@
 //! The slow paths of mm/slub.c: ___slab_alloc() refills the CPU's freelist
 //! from its own slab (objects other CPUs freed into it), the partial list
 //! or a new slab; __slab_free() frees into a slab that is not the CPU's
-//! own; deactivate_slab() hands a CPU slab back. They touch the node's
-//! lists and struct page: what Linux does under `n->list_lock`.
+//! own; deactivate_slab() hands a CPU slab back. The caller holds the
+//! CPU's `kmem_cache_cpu` lock; these take the node's `list_lock` for the
+//! lists and for a slab's freelist and inuse in struct page (where Linux
+//! uses cmpxchg_double()).
 
 use super::fast::{freelist_ptr, on_boundary, take_object};
 use super::slab::{
@@ -17,12 +19,13 @@ use crate::page::PFN_NONE;
 /// partial slab or a new one, and load its freelist.
 #[cold]
 pub(super) fn slab_alloc_slow<B: SlabBackend>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    c: &mut KmemCacheCpu,
     b: &mut B,
 ) -> Result<u64, SlabError> {
-    s.cpu_slab[cpu].stats.alloc_slowpath += 1;
-    if let Some(pfn) = s.cpu_slab[cpu].slab {
+    c.stats.alloc_slowpath += 1;
+    let mut n = s.list_lock();
+    if let Some(pfn) = c.slab {
         let base = b.pfn_to_virt(pfn);
         let remote = match b.allocated_page(pfn) {
             Some(pg) if pg.freelist() != FREELIST_NONE => {
@@ -34,11 +37,11 @@ pub(super) fn slab_alloc_slow<B: SlabBackend>(
             }
             _ => None,
         };
-        let c = &mut s.cpu_slab[cpu];
         if let Some(f) = remote {
+            drop(n);
             c.freelist = freelist_object(base, f);
             c.stats.alloc_refill += 1;
-            return take_object(s, cpu, b)?.ok_or(SlabError::NoMemory);
+            return take_object(s, c, b)?.ok_or(SlabError::NoMemory);
         }
         // Every object is in use: the slab goes to the full list, unfrozen.
         c.slab = None;
@@ -47,24 +50,28 @@ pub(super) fn slab_alloc_slow<B: SlabBackend>(
         if let Some(pg) = b.allocated_page(pfn) {
             pg.set_frozen(0);
         }
-        list_add(&mut s.node.full, b, pfn, false);
+        list_add(&mut n.full, b, pfn, false);
     }
     // get_partial(): the head of the node partial list.
-    let pfn = if s.node.partial.head != PFN_NONE {
-        let pfn = s.node.partial.head as u64;
-        list_del(&mut s.node.partial, b, pfn);
-        s.cpu_slab[cpu].stats.alloc_from_partial += 1;
-        pfn
+    if n.partial.head != PFN_NONE {
+        let pfn = n.partial.head as u64;
+        list_del(&mut n.partial, b, pfn);
+        c.stats.alloc_from_partial += 1;
+        freeze(s, c, b, pfn);
     } else {
-        new_slab(s, cpu, b)?
-    };
-    freeze(s, cpu, b, pfn);
-    take_object(s, cpu, b)?.ok_or(SlabError::NoMemory)
+        // new_slab() runs without the list_lock, as in Linux; the new
+        // slab is no other CPU's to see until it hands out objects.
+        drop(n);
+        let pfn = new_slab(s, c, b)?;
+        freeze(s, c, b, pfn);
+    }
+    take_object(s, c, b)?.ok_or(SlabError::NoMemory)
 }
 
-/// Make `pfn` `cpu`'s slab: its freelist moves to c->freelist and it
-/// counts all objects in use (slab->frozen = 1, inuse = objects).
-fn freeze<B: SlabBackend>(s: &mut KmemCache, cpu: usize, b: &mut B, pfn: u64) {
+/// Make `pfn` the CPU's slab: its freelist moves to c->freelist and it
+/// counts all objects in use (slab->frozen = 1, inuse = objects). Under
+/// the list_lock unless the slab is new.
+fn freeze<B: SlabBackend>(s: &KmemCache, c: &mut KmemCacheCpu, b: &mut B, pfn: u64) {
     let base = b.pfn_to_virt(pfn);
     let (freelist, objects) = match b.allocated_page(pfn) {
         Some(pg) => {
@@ -76,24 +83,26 @@ fn freeze<B: SlabBackend>(s: &mut KmemCache, cpu: usize, b: &mut B, pfn: u64) {
         }
         None => (FREELIST_NONE, 0),
     };
-    let c: &mut KmemCacheCpu = &mut s.cpu_slab[cpu];
+    let l = s.layout();
     c.freelist = freelist_object(base, freelist);
     c.slab = Some(pfn);
-    c.first = base + s.l.red_left_pad as u64;
-    c.span = objects as u64 * s.l.size as u64;
+    c.first = base + l.red_left_pad as u64;
+    c.span = objects as u64 * l.size as u64;
 }
 
-/// __slab_free(): an object of a slab that is not `cpu`'s slab. Into
-/// another CPU's (frozen) slab it only goes onto the slab's freelist, for
-/// that CPU to take back; otherwise the slab may change lists or go.
+/// __slab_free(): an object of a slab that is not the CPU's slab (`c`,
+/// held, for the counters). Into another CPU's (frozen) slab it only goes
+/// onto the slab's freelist, for that CPU to take back; otherwise the
+/// slab may change lists or go. All under the list_lock.
 #[cold]
 pub(super) fn slab_free_slow<B: SlabBackend>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    c: &mut KmemCacheCpu,
     b: &mut B,
     head: u64,
     va: u64,
 ) -> Result<(), SlabError> {
+    let mut n = s.list_lock();
     let pg = read_page(b, head);
     let base = b.pfn_to_virt(head);
     if pg.inuse == 0 {
@@ -110,51 +119,52 @@ pub(super) fn slab_free_slow<B: SlabBackend>(
         return Err(s.report(ReportKind::DoubleFree, va, va, va, "object already free"));
     }
     let next = freelist_object(base, prior);
-    let a = va + s.l.offset as u64;
-    b.write_u64(a, freelist_ptr(s.random, next, a));
+    let a = va + s.layout().offset as u64;
+    b.write_u64(a, freelist_ptr(s.random(), next, a));
     let inuse = pg.inuse - 1;
     if let Some(p) = b.allocated_page(head) {
         p.set_freelist((va - base) as u32);
         p.set_inuse(inuse);
     }
-    let c = &mut s.cpu_slab[cpu];
     c.stats.free_slowpath += 1;
     c.frees += 1;
     if pg.frozen != 0 {
         c.stats.free_frozen += 1;
         return Ok(());
     }
-    if inuse == 0 && s.node.partial.nr >= s.min_partial as u64 {
+    if inuse == 0 && n.partial.nr >= n.min_partial as u64 {
         // slab_empty: off its list and back to the page allocator.
         if prior != FREELIST_NONE {
-            list_del(&mut s.node.partial, b, head);
+            list_del(&mut n.partial, b, head);
             c.stats.free_remove_partial += 1;
         } else {
-            list_del(&mut s.node.full, b, head);
+            list_del(&mut n.full, b, head);
         }
-        discard_slab(s, cpu, b, head);
+        discard_slab(s, &mut n, &mut c.stats, b, head);
     } else if prior == FREELIST_NONE {
-        list_del(&mut s.node.full, b, head);
-        list_add(&mut s.node.partial, b, head, true);
+        list_del(&mut n.full, b, head);
+        list_add(&mut n.partial, b, head, true);
         c.stats.free_add_partial += 1;
     }
     Ok(())
 }
 
-/// deactivate_slab() for the flush paths: hand `cpu`'s freelist back to
-/// its slab, ahead of what other CPUs freed into it, unfreeze the slab and
-/// put it where its state says.
+/// deactivate_slab() for the flush paths: hand the freelist of `c` (held;
+/// any CPU's) back to its slab, ahead of what other CPUs freed into it,
+/// unfreeze the slab and put it where its state says. `Ok(true)` when the
+/// slab was empty and went back to the page allocator.
 pub(super) fn flush_cpu_slab<B: SlabBackend>(
-    s: &mut KmemCache,
-    cpu: usize,
+    s: &KmemCache,
+    c: &mut KmemCacheCpu,
     b: &mut B,
-) -> Result<(), SlabError> {
-    let c = &mut s.cpu_slab[cpu];
+) -> Result<bool, SlabError> {
     let Some(pfn) = c.slab.take() else {
-        return Ok(());
+        return Ok(false);
     };
     let (first, span, head) = (c.first, c.span, c.freelist);
     c.freelist = 0;
+    let (l, random) = (s.layout(), s.random());
+    let mut n = s.list_lock();
     let pg = read_page(b, pfn);
     let base = b.pfn_to_virt(pfn);
     let remote = freelist_object(base, pg.freelist);
@@ -166,12 +176,12 @@ pub(super) fn flush_cpu_slab<B: SlabBackend>(
     while p != 0 && (nfree as u16) < pg.objects {
         nfree += 1;
         tail = p;
-        let a = p + s.l.offset as u64;
-        let next = freelist_ptr(s.random, b.read_u64(a), a);
+        let a = p + l.offset as u64;
+        let next = freelist_ptr(random, b.read_u64(a), a);
         // A link past the object count means a cycle.
-        if next != 0 && (!on_boundary(first, span, s.l.size, next) || nfree as u16 == pg.objects) {
-            b.write_u64(a, freelist_ptr(s.random, 0, a));
-            s.cpu_slab[cpu].stats.quarantined += 1;
+        if next != 0 && (!on_boundary(first, span, l.size, next) || nfree as u16 == pg.objects) {
+            b.write_u64(a, freelist_ptr(random, 0, a));
+            c.stats.quarantined += 1;
             err = Err(s.report(ReportKind::FreelistCorrupted, p, a, next, "free pointer"));
             break;
         }
@@ -182,8 +192,8 @@ pub(super) fn flush_cpu_slab<B: SlabBackend>(
         remote
     } else {
         if remote != 0 {
-            let a = tail + s.l.offset as u64;
-            b.write_u64(a, freelist_ptr(s.random, remote, a));
+            let a = tail + l.offset as u64;
+            b.write_u64(a, freelist_ptr(random, remote, a));
         }
         head
     };
@@ -193,15 +203,15 @@ pub(super) fn flush_cpu_slab<B: SlabBackend>(
         pgm.set_inuse(inuse);
         pgm.set_frozen(0);
     }
-    let c = &mut s.cpu_slab[cpu];
-    if inuse == 0 && s.node.partial.nr >= s.min_partial as u64 {
-        discard_slab(s, cpu, b, pfn);
+    let discarded = inuse == 0 && n.partial.nr >= n.min_partial as u64;
+    if discarded {
+        discard_slab(s, &mut n, &mut c.stats, b, pfn);
     } else if freelist != 0 {
         c.stats.deactivate_partial += 1;
-        list_add(&mut s.node.partial, b, pfn, false);
+        list_add(&mut n.partial, b, pfn, false);
     } else {
         c.stats.deactivate_full += 1;
-        list_add(&mut s.node.full, b, pfn, false);
+        list_add(&mut n.full, b, pfn, false);
     }
-    err
+    err.map(|()| discarded)
 }

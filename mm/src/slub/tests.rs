@@ -4,6 +4,7 @@ use crate::arch::{Lowmem, PfnToPage};
 use crate::page::PageFlags;
 use crate::testing::HostKernel;
 use abi::layout::{PAGE_OFFSET, PAGE_SHIFT};
+use core::sync::atomic::Ordering;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::string::{String, ToString};
@@ -13,39 +14,40 @@ use std::vec::Vec;
 const FRAMES: u64 = 8192;
 
 /// `live` (what the host inspector reads) follows the registry
-/// through create and destroy, and a live slot's cache sits at offset
-/// 0 of the slot.
+/// through create and destroy, and a freed slot is reused.
 #[test]
 fn live_marks_follow_the_registry() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = Slub::<4>::new();
+    let s = Slub::<4>::new();
+    let live = |s: &Slub<4>| s.live.each_ref().map(|m| m.load(Ordering::Relaxed));
     let a = s
         .kmem_cache_create("a", 24, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
     let c = s
         .kmem_cache_create("c", 200, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
-    assert_eq!(s.live, [1, 1, 0, 0]);
+    assert_eq!(live(&s), [1, 1, 0, 0]);
     s.kmem_cache_destroy(0, a, &mut b).unwrap();
-    assert_eq!(s.live, [0, 1, 0, 0]);
-    s.kmem_cache_create("d", 8, 0, SlabFlags::empty(), None, &mut b)
+    assert_eq!(live(&s), [0, 1, 0, 0]);
+    assert!(s.cache(a).is_none());
+    assert_eq!(
+        s.kmem_cache_alloc(0, a, &mut b),
+        Err(SlabError::NoSuchCache)
+    );
+    let d = s
+        .kmem_cache_create("d", 8, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
-    assert_eq!(s.live, [1, 1, 0, 0]);
-    for (slot, live) in s.caches.iter().zip(s.live) {
-        assert_eq!(slot.is_some(), live == 1);
-        if let Some(k) = slot {
-            let at = k as *const KmemCache as usize - slot as *const _ as usize;
-            assert_eq!(at, 0);
-        }
-    }
+    assert_eq!((d, live(&s)), (a, [1, 1, 0, 0]));
     assert_eq!(s.cache(c).unwrap().name(), "c");
+    assert_eq!(s.cache(d).unwrap().name(), "d");
+    assert_eq!(s.cache(d).unwrap().layout().object_size, 8);
 }
 
 type S = Slub<32>;
 
 fn setup(kmalloc_debug: SlabFlags) -> (S, HostKernel) {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     s.create_kmalloc_caches(kmalloc_debug, &mut b).unwrap();
     (s, b)
 }
@@ -94,7 +96,7 @@ fn kmalloc_size_classes() {
 #[test]
 fn cpu_slab_is_set_up_on_first_allocation() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     // fork_init(): task_struct_cachep.
     let id = s
         .kmem_cache_create(
@@ -133,7 +135,7 @@ fn cpu_slab_is_set_up_on_first_allocation() {
 #[test]
 fn fast_slow_partial_and_discard() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     let id = s
         .kmem_cache_create("obj512", 512, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
@@ -196,7 +198,7 @@ fn fast_slow_partial_and_discard() {
 #[test]
 fn slab_iteration_and_slabinfo() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     let id = s
         .kmem_cache_create("mm_struct", 1000, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
@@ -244,7 +246,7 @@ fn slab_iteration_and_slabinfo() {
 #[test]
 fn double_free_is_reported_with_cache_and_address() {
     // Debug cache: on_freelist() finds it anywhere on the freelist.
-    let (mut s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
+    let (s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
     let p = s.kmalloc(0, 60, &mut b).unwrap();
     let q = s.kmalloc(0, 60, &mut b).unwrap();
     s.kfree(0, p, &mut b).unwrap();
@@ -258,11 +260,11 @@ fn double_free_is_reported_with_cache_and_address() {
         r.to_string(),
         std::format!("slab kmalloc-64: double free of object {p:#x}")
     );
-    assert_eq!(s.last_report(), Some(&r));
+    assert_eq!(s.last_report(), Some(r));
     assert_eq!(s.kmalloc_stats().reports, 1);
     // Without debugging, the hardened set_freepointer() check still
     // catches freeing the freelist head twice.
-    let (mut s, mut b) = setup(SlabFlags::empty());
+    let (s, mut b) = setup(SlabFlags::empty());
     let p = s.kmalloc(0, 100, &mut b).unwrap();
     s.kfree(0, p, &mut b).unwrap();
     let r = report(s.kfree(0, p, &mut b).unwrap_err());
@@ -292,7 +294,7 @@ fn double_free_is_reported_with_cache_and_address() {
 
 #[test]
 fn red_zone_overwrite_is_reported() {
-    let (mut s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
+    let (s, mut b) = setup(SlabFlags::RED_ZONE | SlabFlags::POISON);
     let p = s.kmalloc(0, 32, &mut b).unwrap();
     // A freshly allocated object is poisoned and its red zones active.
     assert_eq!(b.find_not(p, 31, POISON_FREE), None);
@@ -329,7 +331,7 @@ fn red_zone_overwrite_is_reported() {
 
 #[test]
 fn write_after_free_is_reported_at_next_allocation() {
-    let (mut s, mut b) = setup(SlabFlags::POISON);
+    let (s, mut b) = setup(SlabFlags::POISON);
     let p = s.kmalloc(0, 200, &mut b).unwrap(); // kmalloc-256
     s.kfree(0, p, &mut b).unwrap();
     assert_eq!(b.find_not(p, 255, POISON_FREE), None);
@@ -351,7 +353,7 @@ fn write_after_free_is_reported_at_next_allocation() {
 
 #[test]
 fn corrupted_freelist_pointer_is_reported() {
-    let (mut s, mut b) = setup(SlabFlags::empty());
+    let (s, mut b) = setup(SlabFlags::empty());
     let id = s.kmalloc_cache(64).unwrap();
     let off = s.cache(id).unwrap().layout().offset as u64;
     assert_eq!(off, 32); // mid-object
@@ -383,7 +385,7 @@ fn corrupted_freelist_pointer_is_reported() {
         s.kfree(0, o, &mut b).unwrap();
     }
     // A debug cache finds a corrupt pointer while walking on free.
-    let (mut s, mut b) = setup(SlabFlags::RED_ZONE);
+    let (s, mut b) = setup(SlabFlags::RED_ZONE);
     let id = s.kmalloc_cache(64).unwrap();
     let off = s.cache(id).unwrap().layout().offset as u64;
     let p = s.kmalloc(0, 64, &mut b).unwrap();
@@ -396,7 +398,7 @@ fn corrupted_freelist_pointer_is_reported() {
 
 #[test]
 fn freelist_cycle_is_bounded_on_flush() {
-    let (mut s, mut b) = setup(SlabFlags::empty());
+    let (s, mut b) = setup(SlabFlags::empty());
     let id = s.kmalloc_cache(64).unwrap();
     let off = s.cache(id).unwrap().layout().offset as u64;
     let p = s.kmalloc(0, 64, &mut b).unwrap();
@@ -413,12 +415,12 @@ fn freelist_cycle_is_bounded_on_flush() {
         (ReportKind::FreelistCorrupted, "kmalloc-64")
     );
     assert_eq!(s.cache(id).unwrap().cpu_slab(0), None);
-    assert_eq!(s.last_report(), Some(&r));
+    assert_eq!(s.last_report(), Some(r));
 }
 
 #[test]
 fn invalid_frees_are_reported() {
-    let (mut s, mut b) = setup(SlabFlags::empty());
+    let (s, mut b) = setup(SlabFlags::empty());
     let id = s
         .kmem_cache_create("vm_area_struct", 176, 0, SlabFlags::empty(), None, &mut b)
         .unwrap();
@@ -465,7 +467,7 @@ fn invalid_frees_are_reported() {
 
 #[test]
 fn large_kmalloc_ksize_and_tail_pages() {
-    let (mut s, mut b) = setup(SlabFlags::empty());
+    let (s, mut b) = setup(SlabFlags::empty());
     let held = b.held;
     let p = s.kmalloc(0, 10_000, &mut b).unwrap();
     assert_eq!(b.held, held + 4);
@@ -519,7 +521,7 @@ fn count_ctor(b: &mut dyn Lowmem, obj: u64) {
 #[test]
 fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     let id = s
         .kmem_cache_create(
             "ctor",
@@ -530,7 +532,7 @@ fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
             &mut b,
         )
         .unwrap();
-    let l = *s.cache(id).unwrap().layout();
+    let l = s.cache(id).unwrap().layout();
     assert!(l.offset >= l.inuse);
     let p = s.kmem_cache_alloc(0, id, &mut b).unwrap();
     let per = l.oo.objects() as u64;
@@ -545,7 +547,7 @@ fn ctor_runs_per_object_at_slab_creation_and_state_survives_free() {
 #[test]
 fn destroy_and_shrink_return_every_page() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     let id = s
         .kmem_cache_create("files_cache", 700, 0, SlabFlags::RED_ZONE, None, &mut b)
         .unwrap();
@@ -593,7 +595,7 @@ fn destroy_and_shrink_return_every_page() {
 #[test]
 fn allocation_failure_is_an_error() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
+    let s = S::new();
     assert_eq!(
         s.create_kmalloc_caches(SlabFlags::HWCACHE_ALIGN, &mut b),
         Err(SlabError::InvalidArgs)
@@ -620,7 +622,7 @@ fn allocation_failure_is_an_error() {
         s.kmem_cache_create("x", 8, 0, SlabFlags::from_bits_retain(1), None, &mut b),
         Err(SlabError::InvalidArgs)
     );
-    let mut small: Slub<13> = Slub::new();
+    let small: Slub<13> = Slub::new();
     small
         .create_kmalloc_caches(SlabFlags::empty(), &mut b)
         .unwrap();
@@ -631,7 +633,7 @@ fn allocation_failure_is_an_error() {
 }
 
 /// A cache of 512-byte objects: 8 per order-0 slab.
-fn obj512(s: &mut S, b: &mut HostKernel) -> CacheId {
+fn obj512(s: &S, b: &mut HostKernel) -> CacheId {
     s.kmem_cache_create("obj512", 512, 0, SlabFlags::empty(), None, b)
         .unwrap()
 }
@@ -649,8 +651,8 @@ fn slab_freelist(s: &S, id: CacheId, b: &HostKernel, pfn: u64) -> Vec<u64> {
     };
     while p != 0 && out.len() <= pg.objects as usize {
         out.push(p);
-        let a = p + c.l.offset as u64;
-        p = b.read_u64(a) ^ c.random ^ a.swap_bytes();
+        let a = p + c.layout().offset as u64;
+        p = b.read_u64(a) ^ c.random() ^ a.swap_bytes();
     }
     out
 }
@@ -658,8 +660,8 @@ fn slab_freelist(s: &S, id: CacheId, b: &HostKernel, pfn: u64) -> Vec<u64> {
 #[test]
 fn cpu_slab_stays_null_until_that_cpu_allocates() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
-    let id = obj512(&mut s, &mut b);
+    let s = S::new();
+    let id = obj512(&s, &mut b);
     let slabs = |s: &S| {
         (0..NR_CPUS)
             .map(|cpu| s.cache(id).unwrap().cpu_slab(cpu))
@@ -705,8 +707,8 @@ fn cpu_slab_stays_null_until_that_cpu_allocates() {
 #[test]
 fn remote_free_goes_to_the_owners_slab() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
-    let id = obj512(&mut s, &mut b);
+    let s = S::new();
+    let id = obj512(&s, &mut b);
     let objs: Vec<u64> = (0..3)
         .map(|_| s.kmem_cache_alloc(0, id, &mut b).unwrap())
         .collect();
@@ -759,8 +761,8 @@ fn remote_free_goes_to_the_owners_slab() {
 #[test]
 fn flush_merges_the_owners_and_remote_frees() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
-    let id = obj512(&mut s, &mut b);
+    let s = S::new();
+    let id = obj512(&s, &mut b);
     let objs: Vec<u64> = (0..6)
         .map(|_| s.kmem_cache_alloc(4, id, &mut b).unwrap())
         .collect();
@@ -794,8 +796,8 @@ fn slab_freelist_of_cpu(s: &S, id: CacheId, b: &HostKernel, cpu: usize) -> Vec<u
     let mut p = c.cpu(cpu).unwrap().freelist;
     while p != 0 && out.len() <= MAX_OBJS_PER_PAGE as usize {
         out.push(p);
-        let a = p + c.l.offset as u64;
-        p = b.read_u64(a) ^ c.random ^ a.swap_bytes();
+        let a = p + c.layout().offset as u64;
+        p = b.read_u64(a) ^ c.random() ^ a.swap_bytes();
     }
     out
 }
@@ -804,8 +806,8 @@ fn slab_freelist_of_cpu(s: &S, id: CacheId, b: &HostKernel, cpu: usize) -> Vec<u
 #[test]
 fn remote_double_free_is_reported() {
     let mut b = HostKernel::new(FRAMES);
-    let mut s = S::new();
-    let id = obj512(&mut s, &mut b);
+    let s = S::new();
+    let id = obj512(&s, &mut b);
     let p = s.kmem_cache_alloc(0, id, &mut b).unwrap();
     s.kmem_cache_free(1, id, p, &mut b).unwrap();
     let r = report(s.kmem_cache_free(2, id, p, &mut b).unwrap_err());
@@ -846,7 +848,7 @@ proptest! {
 
     #[test]
     fn random_kmalloc_kfree(ops in proptest::collection::vec(op(), 1..400), debug in any::<bool>()) {
-        let (mut s, mut b) = setup(if debug { SlabFlags::RED_ZONE | SlabFlags::POISON } else { SlabFlags::empty() });
+        let (s, mut b) = setup(if debug { SlabFlags::RED_ZONE | SlabFlags::POISON } else { SlabFlags::empty() });
         let mut live: Vec<(u64, u64)> = Vec::new();
         for op in ops {
             match op {

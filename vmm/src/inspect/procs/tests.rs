@@ -758,7 +758,7 @@ fn slabinfo_sums_every_cpu_and_flags_impossible_counts() {
     let oo = (1 << 16) | 42;
     m.cache(&info, 0, 1, (PO + NAMES, 10), [96, 88, oo, 3, 126, 100]);
     m.cache(&info, 1, 1, (PO + NAMES, 10), [96, 88, oo, 1, 42, 5]);
-    m.cache(&info, 2, 1, (PO + NAMES, 10), [96, 88, oo, 1, 42, 40]);
+    m.cache(&info, 2, 1, (PO + NAMES, 10), [96, 88, oo, 1, 42, 60]);
     let last = Vmcoreinfo::parse(info.as_bytes())
         .unwrap()
         .length(off::KMEM_CACHE_CPU_SLAB)
@@ -767,8 +767,8 @@ fn slabinfo_sums_every_cpu_and_flags_impossible_counts() {
     assert!(last > 0, "the descriptor has several CPUs");
     // Slot 1: the last CPU freed 10 more than anyone allocated.
     m.cache_frees(&info, 1, last, last + 1 + 10);
-    // Slot 2: 50 in use of 42.
-    m.cache_frees(&info, 2, last, last + 1 - 10);
+    // Slot 2: 50 in use of 42 (the last CPU freed 10 of the 60).
+    m.cache_frees(&info, 2, last, last + 1 + 10);
     let out = run(&m.target(&info), &Query::Slabinfo).unwrap();
     let active: Vec<u64> = out.json["caches"]
         .as_array()
