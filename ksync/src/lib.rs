@@ -1,6 +1,7 @@
 //! The kernel's lock-free synchronisation protocols: wait queues, the
-//! sleeping lock built on them, and the record of which CPUs run an mm
-//! (cpu_tlbstate.loaded_mm, read as mm_cpumask). The guest kernel runs
+//! sleeping lock built on them, the per-thread timers of sleeps, and the
+//! record of which CPUs run an mm (cpu_tlbstate.loaded_mm, read as
+//! mm_cpumask). The guest kernel runs
 //! this code; the host runs the same code under the `loom` model checker
 //! (`RUSTFLAGS="--cfg loom"`), which tries every interleaving and every
 //! outcome the memory model allows of a few threads using it. Only the
@@ -14,6 +15,7 @@ extern crate std;
 
 pub mod cpumask;
 pub mod sleeplock;
+pub mod timer;
 pub mod wait;
 
 #[cfg(test)]
@@ -21,6 +23,7 @@ mod testsched;
 
 pub use cpumask::LoadedTables;
 pub use sleeplock::{SleepLock, SleepLockGuard};
+pub use timer::Timers;
 pub use wait::{Scheduler, WaitQueue};
 
 /// The atomics and the busy-wait hint: `core`'s in the kernel, loom's
