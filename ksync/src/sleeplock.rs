@@ -27,7 +27,7 @@ unsafe impl<T: Send, S, const WORDS: usize> Send for SleepLock<T, S, WORDS> {}
 
 impl<T, S: Scheduler, const WORDS: usize> SleepLock<T, S, WORDS> {
     /// A lock whose sleepers sleep on `wchan`.
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     pub const fn new(data: T, wchan: &'static str) -> Self {
         SleepLock {
             data: UnsafeCell::new(data),
@@ -37,7 +37,7 @@ impl<T, S: Scheduler, const WORDS: usize> SleepLock<T, S, WORDS> {
         }
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub fn new(data: T, wchan: &'static str) -> Self {
         SleepLock {
             data: UnsafeCell::new(data),

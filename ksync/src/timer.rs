@@ -33,7 +33,7 @@ impl<S: Scheduler, const SLOTS: usize, const WORDS: usize> Timers<S, SLOTS, WORD
     /// A bit of `armed` for each slot, and of `armed_words` for each word.
     const SLOTS_FIT: () = assert!(SLOTS == WORDS * 64 && WORDS > 0 && WORDS <= 64);
 
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     pub const fn new() -> Self {
         let () = Self::SLOTS_FIT;
         Timers {
@@ -44,7 +44,7 @@ impl<S: Scheduler, const SLOTS: usize, const WORDS: usize> Timers<S, SLOTS, WORD
         }
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub fn new() -> Self {
         let () = Self::SLOTS_FIT;
         Timers {

@@ -688,7 +688,8 @@ fn set_current_running() {
     with_rq(|rq| rq.set_state(me, State::Running));
 }
 
-/// The scheduler the wait queues and sleeping locks sleep and wake with.
+/// The scheduler ksync's wait queues, sleeping locks and sleep timers
+/// sleep and wake with.
 pub struct Sched;
 
 impl ksync::Scheduler for Sched {
