@@ -31,7 +31,8 @@ const RUNNABLE: u8 = 2;
 struct Slot {
     number: usize,
     state: AtomicU8,
-    /// The thread, once it has entered its slot.
+    /// The thread, once it has entered its slot: the test's bookkeeping,
+    /// outside the model (set before the thread touches any protocol).
     thread: Mutex<Option<Thread>>,
 }
 
