@@ -43,9 +43,12 @@ guest: toolchain initramfs
 run: build
 	$(VMM) --mem $(MEM) $(if $(INITRD),--initrd $(INITRD)) $(GUEST)
 
-# Formatting and lints, host unit and property tests, then the system
-# tests that boot the guest and, under QEMU, real i386 Linux kernels.
+# Formatting and lints, host unit and property tests, the loom models of
+# ksync's protocols (their own target dir: the flag rebuilds everything),
+# then the system tests that boot the guest and, under QEMU, real i386
+# Linux kernels.
 test: build lint i386-linux chromium c-compiler
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p ksync --target-dir target/loom
 	$(CARGO) test --workspace --release
 
 # QEMU and Debian's i386 kernels for tests/qemu_i386.rs, cached under

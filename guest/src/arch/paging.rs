@@ -18,10 +18,11 @@
 
 use core::marker::PhantomData;
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::boot::MAX_CPUS;
 use abi::layout::*;
+use ksync::LoadedTables;
 use mm::gfp::Gfp;
 use mm::memblock::Memblock;
 use pagetable::{
@@ -573,21 +574,14 @@ impl VmallocTables {
 /// PML4; 0 for swapper_pg_dir). A CPU's own entry changes only on that
 /// CPU: set before its CR3 load, cleared after it leaves them, so a
 /// flush that reads it after changing an entry reaches every CPU whose
-/// TLB may hold the old one.
-static LOADED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// TLB may hold the old one (ksync's protocol).
+static LOADED: LoadedTables<MAX_CPUS> = LoadedTables::new();
 
 /// mm_cpumask(): the CPUs that may hold TLB entries of the process tables
 /// rooted at `pgd` (the threads that share them run there), so a flush of
 /// user addresses goes to them only.
 pub fn mm_cpumask(pgd: u64) -> u64 {
-    // The entries the caller changed are visible before the look: a CPU
-    // not seen here loads the tables after it, and walks the new entries
-    // (on x86 Linux, ptep_get_and_clear() is a locked xchg to the same
-    // end).
-    core::sync::atomic::fence(Ordering::SeqCst);
-    (0..MAX_CPUS)
-        .filter(|&cpu| LOADED[cpu].load(Ordering::SeqCst) == pgd)
-        .fold(0, |mask, cpu| mask | 1 << cpu)
+    LOADED.cpumask(pgd)
 }
 
 /// Process tables a thread left when it gave its CPU up (the CR3 of its
@@ -602,10 +596,10 @@ pub struct SuspendedTables {
 /// loaded, if any (their entries leave this TLB with the load).
 pub fn suspend_user_tables() -> SuspendedTables {
     let me = smp_processor_id().index();
-    let pgd = LOADED[me].load(Ordering::SeqCst);
+    let pgd = LOADED.loaded(me);
     if pgd != 0 {
         activate_kernel_tables();
-        LOADED[me].store(0, Ordering::SeqCst);
+        LOADED.switch_out(me, pgd);
     }
     SuspendedTables { pgd }
 }
@@ -616,7 +610,7 @@ pub fn resume_user_tables(tables: SuspendedTables) {
     if tables.pgd == 0 {
         return;
     }
-    LOADED[smp_processor_id().index()].store(tables.pgd, Ordering::SeqCst);
+    LOADED.switch_in(smp_processor_id().index(), tables.pgd);
     // SAFETY: these are the tables this thread had loaded when it left
     // its CPU (`suspend_user_tables`), a root made by
     // `AddressSpaceRoot::new` (only `activate` loads user tables). What
@@ -697,7 +691,7 @@ impl AddressSpaceRoot {
     /// mm_cpumask before the load, so no flush can miss it). Whoever
     /// calls it holds the root until it calls `deactivate`.
     pub fn activate(&self) {
-        LOADED[smp_processor_id().index()].store(self.pgd, Ordering::SeqCst);
+        LOADED.switch_in(smp_processor_id().index(), self.pgd);
         // SAFETY: the root was made by `new`, which linked the shared kernel
         // page directory as PDPT[3]; cursors over it are confined below
         // PAGE_OFFSET, so it maps the kernel as swapper_pg_dir does.
@@ -711,7 +705,7 @@ impl AddressSpaceRoot {
     pub fn deactivate(&self) {
         activate_kernel_tables();
         let me = smp_processor_id().index();
-        let _ = LOADED[me].compare_exchange(self.pgd, 0, Ordering::SeqCst, Ordering::SeqCst);
+        LOADED.switch_out(me, self.pgd);
     }
 
     /// The TLB of these tables: its flushes go to the CPUs that have them

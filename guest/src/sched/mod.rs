@@ -688,6 +688,43 @@ fn set_current_running() {
     with_rq(|rq| rq.set_state(me, State::Running));
 }
 
+/// The scheduler ksync's wait queues, sleeping locks and sleep timers
+/// sleep and wake with.
+pub struct Sched;
+
+impl ksync::Scheduler for Sched {
+    type NoSleep = AtomicContext;
+
+    #[track_caller]
+    fn might_sleep() -> Result<(), AtomicContext> {
+        might_sleep()
+    }
+
+    fn can_sleep() -> bool {
+        can_sleep_here().is_ok()
+    }
+
+    fn current_slot() -> usize {
+        current_slot()
+    }
+
+    fn set_current_sleeping(wchan: &'static str) {
+        set_current_sleeping(wchan)
+    }
+
+    fn set_current_running() {
+        set_current_running()
+    }
+
+    fn schedule() {
+        schedule()
+    }
+
+    fn wake_up_slot(slot: usize) {
+        wake_up_slot(slot)
+    }
+}
+
 /// preempt_disable().
 pub fn preempt_disable() {
     PREEMPT_COUNT[smp_processor_id().index()].fetch_add(1, Ordering::Relaxed);
