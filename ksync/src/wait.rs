@@ -283,25 +283,38 @@ mod models {
 
     type Queue = WaitQueue<TestScheduler, 2>;
 
+    /// A queue, its condition, and a waiter in slot 70 that runs
+    /// wait_event() until it reads the condition true with `order`. The
+    /// caller is slot 0.
+    fn queue_with_waiter(
+        order: Ordering,
+    ) -> (
+        Arc<Threads>,
+        Arc<Queue>,
+        Arc<AtomicBool>,
+        thread::JoinHandle<()>,
+    ) {
+        let threads = Threads::new(&[0, 70]);
+        let queue = Arc::new(Queue::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (threads, queue, ready) =
+                (Arc::clone(&threads), Arc::clone(&queue), Arc::clone(&ready));
+            thread::spawn(move || {
+                threads.enter(70);
+                queue.wait_event("test", || ready.load(order)).unwrap();
+            })
+        };
+        (threads, queue, ready, waiter)
+    }
+
     /// wait_event() against a waker that makes the condition true, then
     /// wakes the queue: the waiter returns (a lost wake-up leaves it
     /// parked for good, which loom reports as a deadlock).
     #[test]
     fn wait_event_is_woken() {
         loom::model(|| {
-            let threads = Threads::new(&[0, 70]);
-            let queue = Arc::new(Queue::new());
-            let ready = Arc::new(AtomicBool::new(false));
-            let waiter = {
-                let (threads, queue, ready) =
-                    (Arc::clone(&threads), Arc::clone(&queue), Arc::clone(&ready));
-                thread::spawn(move || {
-                    threads.enter(70);
-                    queue
-                        .wait_event("test", || ready.load(Ordering::Acquire))
-                        .unwrap();
-                })
-            };
+            let (threads, queue, ready, waiter) = queue_with_waiter(Ordering::Acquire);
             threads.enter(0);
             ready.store(true, Ordering::Release);
             queue.wake_up();
@@ -314,19 +327,7 @@ mod models {
     #[test]
     fn has_sleepers_then_wake_up_is_not_lost() {
         loom::model(|| {
-            let threads = Threads::new(&[0, 70]);
-            let queue = Arc::new(Queue::new());
-            let ready = Arc::new(AtomicBool::new(false));
-            let waiter = {
-                let (threads, queue, ready) =
-                    (Arc::clone(&threads), Arc::clone(&queue), Arc::clone(&ready));
-                thread::spawn(move || {
-                    threads.enter(70);
-                    queue
-                        .wait_event("test", || ready.load(Ordering::Relaxed))
-                        .unwrap();
-                })
-            };
+            let (threads, queue, ready, waiter) = queue_with_waiter(Ordering::Relaxed);
             threads.enter(0);
             ready.store(true, Ordering::Relaxed);
             if queue.has_sleepers() {
