@@ -9,7 +9,6 @@ use super::slab::Target;
 use super::slow::{slab_alloc_slow, slab_free_slow};
 use super::{CacheId, KmemCache, KmemCacheCpu, ReportKind, SlabError, Slub, NR_CPUS};
 use crate::arch::SlabBackend;
-use core::sync::atomic::Ordering;
 
 /// A CPU id the caches have a `kmem_cache_cpu` for.
 #[inline(always)]
@@ -50,7 +49,7 @@ impl<const N: usize> Slub<N> {
             // An object of this CPU's slab is recognised by address alone:
             // the slab's object span is cached, so no struct page lookup.
             if let Some(head) = c.slab {
-                if on_boundary(c.first, c.span, s.l.size.load(Ordering::Relaxed), va) {
+                if on_boundary(c.first, c.span, s.size(), va) {
                     return slab_free(s, &mut c, b, head, va);
                 }
             }
@@ -123,7 +122,7 @@ pub(super) fn slab_free<B: SlabBackend>(
     if c.freelist == va {
         return Err(s.report(ReportKind::DoubleFree, va, va, va, "object already free"));
     }
-    let a = va + s.l.offset.load(Ordering::Relaxed) as u64;
+    let a = va + s.free_pointer_offset();
     b.write_u64(a, freelist_ptr(s.random(), c.freelist, a));
     c.freelist = va;
     c.stats.free_fastpath += 1;
@@ -143,9 +142,9 @@ pub(super) fn take_object<B: SlabBackend>(
     if obj == 0 {
         return Ok(None);
     }
-    let a = obj + s.l.offset.load(Ordering::Relaxed) as u64;
+    let a = obj + s.free_pointer_offset();
     let next = freelist_ptr(s.random(), b.read_u64(a), a);
-    if next != 0 && !on_boundary(c.first, c.span, s.l.size.load(Ordering::Relaxed), next) {
+    if next != 0 && !on_boundary(c.first, c.span, s.size(), next) {
         // Quarantine the rest of the chain: it cannot be followed.
         c.freelist = 0;
         c.stats.quarantined += 1;

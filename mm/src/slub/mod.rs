@@ -572,6 +572,16 @@ impl KmemCache {
     fn random(&self) -> u64 {
         self.random.load(Ordering::Relaxed)
     }
+    /// `s->size`: the bytes from one object to the next.
+    #[inline(always)]
+    fn size(&self) -> u32 {
+        self.l.size.load(Ordering::Relaxed)
+    }
+    /// `s->offset`: where in an object its free pointer lies.
+    #[inline(always)]
+    fn free_pointer_offset(&self) -> u64 {
+        u64::from(self.l.offset.load(Ordering::Relaxed))
+    }
     #[inline(always)]
     fn debug(&self) -> bool {
         self.l.flags.load(Ordering::Relaxed) & SLAB_DEBUG_FLAGS.bits() != 0
